@@ -1,0 +1,174 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use super::{json::parse_json_value, logfmt};
+use crate::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
+
+/// `decoding = { codec = "..." }`: how a source turns each frame (line) into an event.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodingConfig {
+    /// `bytes` (default: the line becomes `message`), `json` (an object's fields; an array
+    /// gives one event per element), `logfmt` (`k=v` pairs, values as strings) or `syslog`
+    /// (RFC 5424 or 3164: `appname`, `facility`, `severity`, `hostname`, `procid`, `msgid`,
+    /// `timestamp`, `message`, structured data as nested objects).
+    #[serde(default)]
+    pub codec: Decoder,
+}
+
+/// A decoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decoder {
+    #[default]
+    Bytes,
+    Json,
+    Logfmt,
+    Syslog,
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("JSON value is a {0}, expected an object (or an array of objects)")]
+    NotAnObject(&'static str),
+    #[error("invalid logfmt: {0}")]
+    Logfmt(String),
+    #[error("invalid UTF-8 in a syslog line")]
+    Utf8,
+}
+
+impl Decoder {
+    /// Decodes one frame into `out`.
+    pub fn decode(
+        self,
+        frame: Bytes,
+        source_id: &Option<Arc<str>>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DecodeError> {
+        let meta = || EventMetadata::new(source_id.clone());
+        match self {
+            Decoder::Bytes => {
+                out.push(LogEvent::from_message(frame, source_id.clone()).into());
+            }
+            Decoder::Json => match parse_json_value(&frame)? {
+                v @ Value::Object(_) => out.push(LogEvent::from_value(v, meta()).into()),
+                Value::Array(items) => {
+                    if let Some(bad) = items.iter().find(|i| !matches!(i, Value::Object(_))) {
+                        return Err(DecodeError::NotAnObject(bad.kind_str_static()));
+                    }
+                    for i in items {
+                        out.push(LogEvent::from_value(i, meta()).into());
+                    }
+                }
+                other => return Err(DecodeError::NotAnObject(other.kind_str_static())),
+            },
+            Decoder::Logfmt => {
+                let m = logfmt::parse(&frame).map_err(DecodeError::Logfmt)?;
+                out.push(LogEvent::from_value(Value::Object(m), meta()).into());
+            }
+            Decoder::Syslog => {
+                let s = std::str::from_utf8(&frame).map_err(|_| DecodeError::Utf8)?;
+                let msg = syslog_loose::parse_message(s, syslog_loose::Variant::Either);
+                let mut m = ObjectMap::new();
+                let mut put = |k: &str, v: Value| {
+                    m.insert(KeyString::from(k), v);
+                };
+                put("message", Value::Bytes(Bytes::copy_from_slice(msg.msg.as_bytes())));
+                if let Some(t) = msg.timestamp {
+                    put("timestamp", Value::Timestamp(t.with_timezone(&Utc)));
+                }
+                let text = |s: &str| Value::Bytes(Bytes::copy_from_slice(s.as_bytes()));
+                if let Some(h) = msg.hostname {
+                    put("hostname", text(h));
+                }
+                if let Some(a) = msg.appname {
+                    put("appname", text(a));
+                }
+                if let Some(f) = msg.facility {
+                    put("facility", text(f.as_str()));
+                }
+                if let Some(sv) = msg.severity {
+                    put("severity", text(sv.as_str()));
+                }
+                if let Some(p) = msg.procid {
+                    match p {
+                        syslog_loose::ProcId::PID(n) => put("procid", Value::Integer(n as i64)),
+                        syslog_loose::ProcId::Name(n) => put("procid", text(n)),
+                    }
+                }
+                if let Some(id) = msg.msgid {
+                    put("msgid", text(id));
+                }
+                for el in msg.structured_data {
+                    let mut params = ObjectMap::new();
+                    for (k, v) in el.params {
+                        params.insert(KeyString::from(k), text(v));
+                    }
+                    put(el.id, Value::Object(params));
+                }
+                out.push(LogEvent::from_value(Value::Object(m), meta()).into());
+            }
+        }
+        Ok(())
+    }
+}
+
+trait KindStr {
+    fn kind_str_static(&self) -> &'static str;
+}
+
+impl KindStr for Value {
+    fn kind_str_static(&self) -> &'static str {
+        match self {
+            Value::Bytes(_) | Value::String(_) | Value::Regex(_) => "string",
+            Value::Integer(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Boolean(_) => "boolean",
+            Value::Timestamp(_) => "timestamp",
+            Value::Object(_) => "object",
+            Value::Array(_) => "array",
+            Value::Null => "null",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(d: Decoder, line: &'static [u8]) -> Result<LogEvent, DecodeError> {
+        let mut out = Vec::new();
+        d.decode(Bytes::from_static(line), &None, &mut out)?;
+        assert_eq!(out.len(), 1);
+        match out.pop() {
+            Some(Event::Log(l)) => Ok(l),
+            other => panic!("expected a log, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_each_codec() {
+        let l = one(Decoder::Bytes, b"\xff raw").unwrap();
+        assert_eq!(l.get_field("message"), Some(&Value::Bytes(Bytes::from_static(b"\xff raw"))));
+        let l = one(Decoder::Json, br#"{"a":{"b":[1]}}"#).unwrap();
+        assert!(l.get(&crate::event::parse_path("a.b[0]").unwrap()).is_some());
+        assert!(one(Decoder::Json, b"42").is_err());
+        let l = one(Decoder::Logfmt, b"a=1 b=\"x y\"").unwrap();
+        assert_eq!(l.get_field("b"), Some(&Value::Bytes(Bytes::from_static(b"x y"))));
+        let l = one(
+            Decoder::Syslog,
+            b"<34>1 2024-10-11T22:14:15.003Z mymachine su 77 ID47 [ex@1 k=\"v\"] 'su root' failed",
+        )
+        .unwrap();
+        assert_eq!(l.get_field("appname"), Some(&Value::Bytes(Bytes::from_static(b"su"))));
+        assert_eq!(l.get_field("severity"), Some(&Value::Bytes(Bytes::from_static(b"crit"))));
+        assert_eq!(l.get_field("procid"), Some(&Value::Integer(77)));
+        assert!(matches!(l.get_field("timestamp"), Some(Value::Timestamp(_))));
+    }
+}

@@ -1,0 +1,141 @@
+//! JSON into [`Value`] without a detour through `serde_json::Value`.
+//!
+//! Strings without escapes are not copied: they become `Bytes` slices of the input frame
+//! (`Bytes::slice_ref`), so a decoded event points into the read buffer.
+
+use std::fmt;
+
+use bytes::Bytes;
+use ordered_float::NotNan;
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+use crate::event::{KeyString, ObjectMap, Value};
+
+/// Parses one JSON document from `frame`.
+pub fn parse_json_value(frame: &Bytes) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(frame);
+    let v = ValueSeed { frame }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+#[derive(Clone, Copy)]
+struct ValueSeed<'a> {
+    frame: &'a Bytes,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Boolean(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Integer(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => Value::Integer(i),
+            Err(_) => Value::Float(NotNan::new(v as f64).unwrap_or_default()),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(NotNan::new(v).unwrap_or_default()))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value, E> {
+        let bytes = v.as_bytes();
+        let base = self.frame.as_ptr() as usize;
+        let p = bytes.as_ptr() as usize;
+        if p >= base && p + bytes.len() <= base + self.frame.len() {
+            Ok(Value::Bytes(self.frame.slice_ref(bytes)))
+        } else {
+            Ok(Value::Bytes(Bytes::copy_from_slice(bytes)))
+        }
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Bytes(Bytes::copy_from_slice(v.as_bytes())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::Bytes(Bytes::from(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+        while let Some(x) = seq.next_element_seed(self)? {
+            v.push(x);
+        }
+        Ok(Value::Array(v))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut m = ObjectMap::new();
+        while let Some(k) = map.next_key_seed(KeySeed)? {
+            let v = map.next_value_seed(self)?;
+            m.insert(k, v);
+        }
+        Ok(Value::Object(m))
+    }
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = KeyString;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<KeyString, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = KeyString;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<KeyString, E> {
+        Ok(KeyString::from(v))
+    }
+    fn visit_string<E>(self, v: String) -> Result<KeyString, E> {
+        Ok(KeyString::from(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_types_and_borrows_plain_strings() {
+        let frame = Bytes::from_static(
+            br#"{"s":"plain","e":"esc\"aped","i":-3,"u":18446744073709551615,"f":1.5,"b":true,"n":null,"a":[1,{"x":"y"}]}"#,
+        );
+        let v = parse_json_value(&frame).unwrap();
+        let Value::Object(m) = v else { panic!("not an object") };
+        assert_eq!(m["s"], Value::Bytes(Bytes::from_static(b"plain")));
+        assert_eq!(m["e"], Value::Bytes(Bytes::from_static(b"esc\"aped")));
+        assert_eq!(m["i"], Value::Integer(-3));
+        assert!(matches!(m["u"], Value::Float(_)));
+        assert_eq!(m["b"], Value::Boolean(true));
+        assert_eq!(m["n"], Value::Null);
+        assert!(matches!(&m["a"], Value::Array(a) if a.len() == 2));
+    }
+
+    #[test]
+    fn rejects_trailing_garbage_and_invalid_utf8() {
+        assert!(parse_json_value(&Bytes::from_static(b"{} x")).is_err());
+        assert!(parse_json_value(&Bytes::from_static(b"{\"a\":\"\xff\"}")).is_err());
+    }
+}

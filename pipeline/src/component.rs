@@ -1,0 +1,344 @@
+//! The contracts between the runtime and components, and the registry of component types.
+//!
+//! A component type is a config struct (serde, `deny_unknown_fields`, doc comments) that
+//! implements [`SourceConfig`], [`TransformConfig`] or [`SinkConfig`], registered under its TOML
+//! `type` name with [`Registry::add_source`] and friends. Building the config yields the running
+//! piece:
+//!
+//! - a source is a future ([`Source`]) that pushes batches into its [`SourceSender`] until it is
+//!   done or its [`SourceContext::shutdown`] token fires;
+//! - a transform is a synchronous [`Transform`]: batch in, batches out per named output, with an
+//!   optional timer for windowed work and a flush at the end;
+//! - a sink is a [`Sink`] that pulls batches from its buffer ([`SinkInput`]) and finalizes them.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::config::DataType;
+use crate::event::{Event, EventBatch};
+use crate::metrics::{ComponentMetrics, MetricsRegistry};
+use crate::shutdown::ShutdownToken;
+use crate::topology::{BufferReceiver, Fanout};
+use crate::BoxError;
+
+/// One output of a component: the default (`name = None`) or a named one (`route.errors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub name: Option<String>,
+    pub data_type: DataType,
+}
+
+impl Output {
+    pub fn default_output(data_type: DataType) -> Self {
+        Self {
+            name: None,
+            data_type,
+        }
+    }
+
+    pub fn named(name: impl Into<String>, data_type: DataType) -> Self {
+        Self {
+            name: Some(name.into()),
+            data_type,
+        }
+    }
+}
+
+/// Something a component claims exclusively, checked for conflicts before start.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// A TCP port it listens on.
+    Tcp(SocketAddr),
+    /// A UDP port it binds.
+    Udp(SocketAddr),
+    /// Standard input (only one component may read it).
+    Stdin,
+}
+
+/// A running source.
+pub type Source = BoxFuture<'static, Result<(), BoxError>>;
+
+/// What a source is given to run.
+pub struct SourceContext {
+    pub id: Arc<str>,
+    pub out: SourceSender,
+    pub shutdown: ShutdownToken,
+    /// The user asked this source for end-to-end acknowledgements.
+    pub acknowledgements: bool,
+    pub data_dir: PathBuf,
+    pub metrics: Arc<ComponentMetrics>,
+    /// Every component's metrics (for `internal_metrics`).
+    pub registry: Arc<MetricsRegistry>,
+}
+
+/// Where a source sends its batches: the default output and any named ones.
+pub struct SourceSender {
+    default: Option<Fanout>,
+    named: BTreeMap<String, Fanout>,
+    metrics: Arc<ComponentMetrics>,
+}
+
+/// The pipeline downstream has gone (shutdown finished, or every consumer stopped).
+#[derive(Debug, thiserror::Error)]
+#[error("the downstream components have stopped")]
+pub struct ClosedError;
+
+impl SourceSender {
+    pub fn new(
+        default: Option<Fanout>,
+        named: BTreeMap<String, Fanout>,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Self {
+        Self {
+            default,
+            named,
+            metrics,
+        }
+    }
+
+    /// Sends a batch to the default output, waiting while downstream is full (backpressure).
+    pub async fn send(&mut self, batch: EventBatch) -> Result<(), ClosedError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.metrics.add_sent(batch.len() as u64);
+        match &mut self.default {
+            Some(f) => f.send(batch).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a batch to a named output.
+    pub async fn send_to(&mut self, output: &str, batch: EventBatch) -> Result<(), ClosedError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.metrics.add_sent(batch.len() as u64);
+        match self.named.get_mut(output) {
+            Some(f) => f.send(batch).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A source type's configuration.
+#[async_trait]
+pub trait SourceConfig: Debug + Send + Sync {
+    async fn build(&self, cx: SourceContext) -> Result<Source, BoxError>;
+    fn outputs(&self) -> Vec<Output>;
+    fn resources(&self) -> Vec<Resource> {
+        Vec::new()
+    }
+    /// Whether this source can hold back its progress until its events are delivered.
+    fn can_acknowledge(&self) -> bool {
+        false
+    }
+}
+
+/// Events leaving a transform, per output.
+#[derive(Debug, Default)]
+pub struct TransformOutput {
+    pub default: Vec<Event>,
+    pub named: BTreeMap<String, Vec<Event>>,
+}
+
+impl TransformOutput {
+    /// An output buffer with the named outputs declared up front.
+    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            default: Vec::new(),
+            named: names.into_iter().map(|n| (n, Vec::new())).collect(),
+        }
+    }
+
+    pub fn push(&mut self, e: Event) {
+        self.default.push(e);
+    }
+
+    /// Pushes to a named output. An undeclared name is a bug in the transform; the event goes
+    /// to the default output instead of vanishing.
+    pub fn push_named(&mut self, name: &str, e: Event) {
+        match self.named.get_mut(name) {
+            Some(v) => v.push(e),
+            None => self.default.push(e),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.default.is_empty() && self.named.values().all(Vec::is_empty)
+    }
+}
+
+/// A running transform.
+pub trait Transform: Send {
+    /// Handles one batch, pushing results into `out`.
+    fn transform(&mut self, batch: EventBatch, out: &mut TransformOutput);
+
+    /// For windowed transforms: how often [`Transform::on_tick`] runs.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    fn on_tick(&mut self, _out: &mut TransformOutput) {}
+
+    /// Called once when the input ends (shutdown, or every upstream finished): emit what is held.
+    fn flush(&mut self, _out: &mut TransformOutput) {}
+}
+
+/// What a transform is given to build.
+pub struct TransformContext {
+    pub id: Arc<str>,
+    pub data_dir: PathBuf,
+    pub metrics: Arc<ComponentMetrics>,
+}
+
+/// A transform type's configuration.
+pub trait TransformConfig: Debug + Send + Sync {
+    fn build(&self, cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError>;
+    /// The event types it accepts.
+    fn input(&self) -> DataType {
+        DataType::ALL
+    }
+    /// Its outputs. [`DataType::ALL`] on an output means "whatever came in".
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::default_output(DataType::ALL)]
+    }
+}
+
+/// What a sink pulls its batches from.
+pub struct SinkInput {
+    rx: BufferReceiver,
+    metrics: Arc<ComponentMetrics>,
+}
+
+impl SinkInput {
+    pub fn new(rx: BufferReceiver, metrics: Arc<ComponentMetrics>) -> Self {
+        Self { rx, metrics }
+    }
+
+    /// The next batch, or `None` when every upstream has finished (shutdown drains to here).
+    pub async fn next(&mut self) -> Option<EventBatch> {
+        let b = self.rx.recv().await?;
+        self.metrics.add_received(b.len() as u64, 0);
+        Some(b)
+    }
+
+    pub fn metrics(&self) -> &Arc<ComponentMetrics> {
+        &self.metrics
+    }
+}
+
+/// A running sink.
+#[async_trait]
+pub trait Sink: Send {
+    /// Runs until the input ends, delivering and finalizing every batch.
+    async fn run(self: Box<Self>, input: SinkInput) -> Result<(), BoxError>;
+}
+
+/// What a sink is given to build.
+pub struct SinkContext {
+    pub id: Arc<str>,
+    pub data_dir: PathBuf,
+    pub metrics: Arc<ComponentMetrics>,
+    pub registry: Arc<MetricsRegistry>,
+}
+
+/// A sink type's configuration.
+#[async_trait]
+pub trait SinkConfig: Debug + Send + Sync {
+    async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError>;
+    fn input(&self) -> DataType;
+    fn resources(&self) -> Vec<Resource> {
+        Vec::new()
+    }
+}
+
+type ParseFn<T> = fn(toml::de::ValueDeserializer<'_>) -> Result<Box<T>, toml::de::Error>;
+
+/// A registered component type.
+pub struct ComponentType<T: ?Sized> {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub parse: ParseFn<T>,
+}
+
+fn parse_source<C: SourceConfig + DeserializeOwned + 'static>(
+    d: toml::de::ValueDeserializer<'_>,
+) -> Result<Box<dyn SourceConfig>, toml::de::Error> {
+    Ok(Box::new(<C as serde::Deserialize>::deserialize(d)?))
+}
+
+fn parse_transform<C: TransformConfig + DeserializeOwned + 'static>(
+    d: toml::de::ValueDeserializer<'_>,
+) -> Result<Box<dyn TransformConfig>, toml::de::Error> {
+    Ok(Box::new(<C as serde::Deserialize>::deserialize(d)?))
+}
+
+fn parse_sink<C: SinkConfig + DeserializeOwned + 'static>(
+    d: toml::de::ValueDeserializer<'_>,
+) -> Result<Box<dyn SinkConfig>, toml::de::Error> {
+    Ok(Box::new(<C as serde::Deserialize>::deserialize(d)?))
+}
+
+/// The component types this build has, by TOML `type` name.
+#[derive(Default)]
+pub struct Registry {
+    pub sources: BTreeMap<&'static str, ComponentType<dyn SourceConfig>>,
+    pub transforms: BTreeMap<&'static str, ComponentType<dyn TransformConfig>>,
+    pub sinks: BTreeMap<&'static str, ComponentType<dyn SinkConfig>>,
+}
+
+impl Registry {
+    pub fn add_source<C: SourceConfig + DeserializeOwned + 'static>(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+    ) {
+        self.sources.insert(
+            name,
+            ComponentType {
+                name,
+                description,
+                parse: parse_source::<C>,
+            },
+        );
+    }
+
+    pub fn add_transform<C: TransformConfig + DeserializeOwned + 'static>(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+    ) {
+        self.transforms.insert(
+            name,
+            ComponentType {
+                name,
+                description,
+                parse: parse_transform::<C>,
+            },
+        );
+    }
+
+    pub fn add_sink<C: SinkConfig + DeserializeOwned + 'static>(
+        &mut self,
+        name: &'static str,
+        description: &'static str,
+    ) {
+        self.sinks.insert(
+            name,
+            ComponentType {
+                name,
+                description,
+                parse: parse_sink::<C>,
+            },
+        );
+    }
+}

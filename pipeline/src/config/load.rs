@@ -1,0 +1,658 @@
+//! Turning TOML text into a [`Config`]: interpolation, parsing with spans, the common component
+//! keys, then each component's own typed config. Errors are collected, not returned at the first.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::error::{ConfigError, ConfigErrors, Location};
+use super::{
+    interpolate, suggest, ApiConfig, BufferConfig, ComponentKind, Config, InputRef, SinkEntry,
+    SourceEntry, TransformEntry,
+};
+use crate::component::Registry;
+
+/// A configuration text and the name it is reported under.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub name: String,
+    pub text: String,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "api", "sources", "transforms", "sinks"];
+const SOURCE_COMMON: &[&str] = &["type", "acknowledgements"];
+const TRANSFORM_COMMON: &[&str] = &["type", "inputs"];
+const SINK_COMMON: &[&str] = &["type", "inputs", "buffer"];
+
+/// Reads and merges files. Errors of every file are reported together.
+pub fn load_files(
+    paths: &[PathBuf],
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        match std::fs::read_to_string(p) {
+            Ok(text) => sources.push(ConfigSource {
+                name: p.display().to_string(),
+                text,
+            }),
+            Err(e) => errors.push(ConfigError::new(format!(
+                "cannot read config file {}: {e}",
+                p.display()
+            ))),
+        }
+    }
+    if paths.is_empty() {
+        errors.push(ConfigError::new("no configuration file given"));
+    }
+    match load_sources(&sources, registry, env) {
+        Ok(c) if errors.is_empty() => Ok(c),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(mut e) => {
+            errors.append(&mut e.0);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Parses one configuration text (tests, embedded defaults).
+pub fn load_str(
+    name: &str,
+    text: &str,
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    load_sources(
+        &[ConfigSource {
+            name: name.to_string(),
+            text: text.to_string(),
+        }],
+        registry,
+        env,
+    )
+}
+
+/// Parses and merges several configuration texts.
+pub fn load_sources(
+    sources: &[ConfigSource],
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut cx = Loader {
+        registry,
+        config: Config {
+            data_dir: PathBuf::from("./weir-data"),
+            ..Default::default()
+        },
+        errors: Vec::new(),
+        data_dir_set: None,
+        api_set: None,
+    };
+    for s in sources {
+        cx.load_one(s, env);
+    }
+    if cx.errors.is_empty() {
+        Ok(cx.config)
+    } else {
+        Err(ConfigErrors(cx.errors))
+    }
+}
+
+struct Loader<'r> {
+    registry: &'r Registry,
+    config: Config,
+    errors: Vec<ConfigError>,
+    data_dir_set: Option<Location>,
+    api_set: Option<Location>,
+}
+
+/// One file being read.
+struct FileCx<'a> {
+    file: Arc<str>,
+    text: &'a str,
+}
+
+impl FileCx<'_> {
+    fn loc(&self, span: &Range<usize>) -> Location {
+        Location::at(&self.file, self.text, span.start)
+    }
+}
+
+impl Loader<'_> {
+    fn load_one(&mut self, src: &ConfigSource, env: &dyn Fn(&str) -> Option<String>) {
+        let file: Arc<str> = Arc::from(src.name.as_str());
+        self.config.files.push(Arc::clone(&file));
+        let (text, interp_errors) = interpolate(&src.text, env);
+        for e in interp_errors {
+            self.errors
+                .push(ConfigError::new(e.message).at(Location::at(&file, &src.text, e.offset)));
+        }
+        let fcx = FileCx { file, text: &text };
+        let (root, parse_errors) = DeTable::parse_recoverable(&text);
+        for e in parse_errors {
+            let loc = e.span().map(|s| fcx.loc(&s));
+            let mut err = ConfigError::new(format!("invalid TOML: {}", e.message().trim()));
+            err.location = loc;
+            self.errors.push(err);
+        }
+        let root = root.into_inner();
+        for (key, value) in root {
+            let key_span = key.span();
+            let name = key.into_inner();
+            match name.as_ref() {
+                "data_dir" => self.data_dir(&fcx, value),
+                "api" => self.api(&fcx, value),
+                "sources" => self.section(&fcx, ComponentKind::Source, value),
+                "transforms" => self.section(&fcx, ComponentKind::Transform, value),
+                "sinks" => self.section(&fcx, ComponentKind::Sink, value),
+                other => {
+                    let mut msg = format!("unknown top-level key `{other}`");
+                    if let Some(s) = suggest(other, TOP_LEVEL_KEYS.iter().copied()) {
+                        msg.push_str(&format!(", did you mean `{s}`?"));
+                    } else {
+                        msg.push_str(&format!(", expected one of {}", list(TOP_LEVEL_KEYS)));
+                    }
+                    self.errors
+                        .push(ConfigError::new(msg).at(fcx.loc(&key_span)).field(other));
+                }
+            }
+        }
+    }
+
+    fn data_dir(&mut self, fcx: &FileCx<'_>, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::String(s) => {
+                let loc = fcx.loc(&span);
+                if let Some(prev) = &self.data_dir_set {
+                    if self.config.data_dir != Path::new(s.as_ref()) {
+                        self.errors.push(
+                            ConfigError::new(format!(
+                                "`data_dir` is set again with a different value (first set at {prev})"
+                            ))
+                            .at(loc)
+                            .field("data_dir"),
+                        );
+                        return;
+                    }
+                }
+                self.config.data_dir = PathBuf::from(s.as_ref());
+                self.data_dir_set = Some(loc);
+            }
+            other => self.errors.push(
+                ConfigError::new(format!(
+                    "invalid type: {}, expected a string (a directory path)",
+                    kind_name(&other)
+                ))
+                .at(fcx.loc(&span))
+                .field("data_dir"),
+            ),
+        }
+    }
+
+    fn api(&mut self, fcx: &FileCx<'_>, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let fields = field_spans(&value);
+        match <ApiConfig as serde::Deserialize>::deserialize(toml::de::ValueDeserializer::from(value))
+        {
+            Ok(api) => {
+                if let Some(prev) = &self.api_set {
+                    self.errors.push(
+                        ConfigError::new(format!("`[api]` is set twice (first at {prev})"))
+                            .at(fcx.loc(&span)),
+                    );
+                }
+                self.api_set = Some(fcx.loc(&span));
+                self.config.api = api;
+            }
+            Err(e) => self
+                .errors
+                .push(serde_error(fcx, &e, &span, &fields, "api".into(), &[])),
+        }
+    }
+
+    fn section(&mut self, fcx: &FileCx<'_>, kind: ComponentKind, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let DeValue::Table(table) = value.into_inner() else {
+            self.errors.push(
+                ConfigError::new(format!(
+                    "`{}` must be a table of components (`[{}.ID]`)",
+                    kind.section(),
+                    kind.section()
+                ))
+                .at(fcx.loc(&span)),
+            );
+            return;
+        };
+        for (id, body) in table {
+            let id_span = id.span();
+            let id = id.into_inner().into_owned();
+            self.component(fcx, kind, id, id_span, body);
+        }
+    }
+
+    fn component(
+        &mut self,
+        fcx: &FileCx<'_>,
+        kind: ComponentKind,
+        id: String,
+        id_span: Range<usize>,
+        body: Spanned<DeValue<'_>>,
+    ) {
+        let qualified = format!("{}.{id}", kind.section());
+        let loc = fcx.loc(&id_span);
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            self.errors.push(
+                ConfigError::new(format!(
+                    "invalid component id `{id}`: use letters, digits, `_` and `-` (a `.` would clash with named outputs)"
+                ))
+                .at(loc.clone())
+                .component(&qualified),
+            );
+        }
+        if let Some(prev) = self.existing_location(&id) {
+            self.errors.push(
+                ConfigError::new(format!(
+                    "duplicate component id `{id}` (already defined at {prev}); ids are shared by sources, transforms and sinks"
+                ))
+                .at(loc)
+                .component(&qualified),
+            );
+            return;
+        }
+        let body_span = body.span();
+        let DeValue::Table(mut table) = body.into_inner() else {
+            self.errors.push(
+                ConfigError::new("a component must be a table with at least a `type`")
+                    .at(fcx.loc(&body_span))
+                    .component(&qualified),
+            );
+            return;
+        };
+        let mut ok = true;
+
+        // `type`
+        let type_name = match table.remove("type") {
+            Some(v) => {
+                let sp = v.span();
+                match v.into_inner() {
+                    DeValue::String(s) => Some((s.into_owned(), sp)),
+                    other => {
+                        self.errors.push(
+                            ConfigError::new(format!(
+                                "invalid type: {}, expected a string",
+                                kind_name(&other)
+                            ))
+                            .at(fcx.loc(&sp))
+                            .component(&qualified)
+                            .field("type"),
+                        );
+                        None
+                    }
+                }
+            }
+            None => {
+                self.errors.push(
+                    ConfigError::new("missing field `type`")
+                        .at(loc.clone())
+                        .component(&qualified)
+                        .field("type"),
+                );
+                None
+            }
+        };
+
+        // `inputs`
+        let inputs = if kind == ComponentKind::Source {
+            if let Some(v) = table.remove("inputs") {
+                self.errors.push(
+                    ConfigError::new("a source has no `inputs`; did you mean to make it a transform or a sink?")
+                        .at(fcx.loc(&v.span()))
+                        .component(&qualified)
+                        .field("inputs"),
+                );
+            }
+            Vec::new()
+        } else {
+            match table.remove("inputs") {
+                Some(v) => match self.inputs(fcx, &qualified, v) {
+                    Some(i) => i,
+                    None => {
+                        ok = false;
+                        Vec::new()
+                    }
+                },
+                None => {
+                    self.errors.push(
+                        ConfigError::new(
+                            "missing field `inputs`: list the components this one reads from",
+                        )
+                        .at(loc.clone())
+                        .component(&qualified)
+                        .field("inputs"),
+                    );
+                    ok = false;
+                    Vec::new()
+                }
+            }
+        };
+
+        // `buffer` (sinks)
+        let mut buffer = BufferConfig::default();
+        if kind == ComponentKind::Sink {
+            if let Some(v) = table.remove("buffer") {
+                let sp = v.span();
+                let fields = field_spans(&v);
+                match <BufferConfig as serde::Deserialize>::deserialize(
+                    toml::de::ValueDeserializer::from(v),
+                ) {
+                    Ok(b) if b.max_events == 0 => {
+                        self.errors.push(
+                            ConfigError::new("`max_events` must be at least 1")
+                                .at(fcx.loc(&sp))
+                                .component(&qualified)
+                                .field("buffer.max_events"),
+                        );
+                        ok = false;
+                    }
+                    Ok(b) => buffer = b,
+                    Err(e) => {
+                        let mut err = serde_error(fcx, &e, &sp, &fields, qualified.clone(), &[]);
+                        err.field = Some(format!(
+                            "buffer{}",
+                            err.field.map(|f| format!(".{f}")).unwrap_or_default()
+                        ));
+                        self.errors.push(err);
+                        ok = false;
+                    }
+                }
+            }
+        }
+
+        // `acknowledgements` (sources)
+        let mut acknowledgements = false;
+        if kind == ComponentKind::Source {
+            if let Some(v) = table.remove("acknowledgements") {
+                let sp = v.span();
+                match v.into_inner() {
+                    DeValue::Boolean(b) => acknowledgements = b,
+                    other => {
+                        self.errors.push(
+                            ConfigError::new(format!(
+                                "invalid type: {}, expected a boolean",
+                                kind_name(&other)
+                            ))
+                            .at(fcx.loc(&sp))
+                            .component(&qualified)
+                            .field("acknowledgements"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+
+        let Some((type_name, type_span)) = type_name else {
+            return;
+        };
+        let common: &[&str] = match kind {
+            ComponentKind::Source => SOURCE_COMMON,
+            ComponentKind::Transform => TRANSFORM_COMMON,
+            ComponentKind::Sink => SINK_COMMON,
+        };
+        let rest = Spanned::new(body_span.clone(), DeValue::Table(table));
+        let fields = field_spans(&rest);
+        let de = toml::de::ValueDeserializer::from(rest);
+        let reg = self.registry;
+        macro_rules! build {
+            ($map:expr) => {{
+                match $map.get(type_name.as_str()) {
+                    None => {
+                        let mut msg =
+                            format!("unknown {} type `{type_name}`", kind.as_str());
+                        match suggest(&type_name, $map.keys().copied()) {
+                            Some(s) => msg.push_str(&format!(", did you mean `{s}`?")),
+                            None => msg.push_str(&format!(
+                                "; this build has: {}",
+                                $map.keys().copied().collect::<Vec<_>>().join(", ")
+                            )),
+                        }
+                        self.errors.push(
+                            ConfigError::new(msg)
+                                .at(fcx.loc(&type_span))
+                                .component(&qualified)
+                                .field("type"),
+                        );
+                        None
+                    }
+                    Some(t) => match (t.parse)(de) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            self.errors.push(serde_error(
+                                fcx,
+                                &e,
+                                &body_span,
+                                &fields,
+                                qualified.clone(),
+                                common,
+                            ));
+                            None
+                        }
+                    },
+                }
+            }};
+        }
+        match kind {
+            ComponentKind::Source => {
+                if let Some(config) = build!(reg.sources) {
+                    if ok {
+                        self.config.sources.insert(
+                            id,
+                            SourceEntry {
+                                type_name,
+                                config,
+                                acknowledgements,
+                                location: loc,
+                            },
+                        );
+                    }
+                }
+            }
+            ComponentKind::Transform => {
+                if let Some(config) = build!(reg.transforms) {
+                    if ok {
+                        self.config.transforms.insert(
+                            id,
+                            TransformEntry {
+                                type_name,
+                                config,
+                                inputs,
+                                location: loc,
+                            },
+                        );
+                    }
+                }
+            }
+            ComponentKind::Sink => {
+                if let Some(config) = build!(reg.sinks) {
+                    if ok {
+                        self.config.sinks.insert(
+                            id,
+                            SinkEntry {
+                                type_name,
+                                config,
+                                inputs,
+                                buffer,
+                                location: loc,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn existing_location(&self, id: &str) -> Option<Location> {
+        self.config
+            .sources
+            .get(id)
+            .map(|e| e.location.clone())
+            .or_else(|| self.config.transforms.get(id).map(|e| e.location.clone()))
+            .or_else(|| self.config.sinks.get(id).map(|e| e.location.clone()))
+    }
+
+    fn inputs(
+        &mut self,
+        fcx: &FileCx<'_>,
+        qualified: &str,
+        v: Spanned<DeValue<'_>>,
+    ) -> Option<Vec<InputRef>> {
+        let sp = v.span();
+        let DeValue::Array(items) = v.into_inner() else {
+            self.errors.push(
+                ConfigError::new("`inputs` must be an array of component ids, e.g. [\"in\"]")
+                    .at(fcx.loc(&sp))
+                    .component(qualified)
+                    .field("inputs"),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.errors.push(
+                ConfigError::new("`inputs` is empty: list the components this one reads from")
+                    .at(fcx.loc(&sp))
+                    .component(qualified)
+                    .field("inputs"),
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        for item in items {
+            let isp = item.span();
+            match item.into_inner() {
+                DeValue::String(s) => out.push(InputRef {
+                    text: s.into_owned(),
+                    location: fcx.loc(&isp),
+                }),
+                other => {
+                    self.errors.push(
+                        ConfigError::new(format!(
+                            "invalid type: {} in `inputs`, expected a string",
+                            kind_name(&other)
+                        ))
+                        .at(fcx.loc(&isp))
+                        .component(qualified)
+                        .field("inputs"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The key and value span of each entry of a table value.
+fn field_spans(v: &Spanned<DeValue<'_>>) -> Vec<(String, Range<usize>, Range<usize>)> {
+    match v.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Turns a serde error from a component's typed config into a located, helpful error.
+fn serde_error(
+    fcx: &FileCx<'_>,
+    e: &toml::de::Error,
+    whole: &Range<usize>,
+    fields: &[(String, Range<usize>, Range<usize>)],
+    component: String,
+    common: &[&str],
+) -> ConfigError {
+    let raw = e.message().trim().to_string();
+    let mut field = None;
+    let mut span = e.span();
+    let mut message = raw.clone();
+    if let Some(name) = backticked_after(&raw, "unknown field ") {
+        field = Some(name.clone());
+        if let Some((_, ks, _)) = fields.iter().find(|(k, _, _)| *k == name) {
+            span = Some(ks.clone());
+        }
+        let expected = backticked_all(raw.split_once("expected").map_or("", |(_, r)| r));
+        let candidates: Vec<&str> = expected
+            .iter()
+            .map(String::as_str)
+            .chain(common.iter().copied())
+            .collect();
+        message = format!("unknown field `{name}`");
+        match suggest(&name, candidates.iter().copied()) {
+            Some(s) => message.push_str(&format!(", did you mean `{s}`?")),
+            None if !candidates.is_empty() => {
+                message.push_str(&format!(", expected one of {}", list(&candidates)))
+            }
+            None => message.push_str(": this component takes no options"),
+        }
+    } else if let Some(name) = backticked_after(&raw, "missing field ") {
+        field = Some(name);
+        span = Some(whole.clone());
+    } else if let Some(s) = &span {
+        // The error points into one field's value: name that field.
+        if let Some((k, _, _)) = fields
+            .iter()
+            .find(|(_, _, vs)| vs.start <= s.start && s.end <= vs.end)
+        {
+            field = Some(k.clone());
+        }
+    }
+    let mut err = ConfigError::new(message).component(component);
+    err.field = field;
+    err.location = Some(fcx.loc(span.as_ref().unwrap_or(whole)));
+    err
+}
+
+fn backticked_after(msg: &str, prefix: &str) -> Option<String> {
+    let rest = msg.strip_prefix(prefix)?;
+    let rest = rest.strip_prefix('`')?;
+    let end = rest.find('`')?;
+    Some(rest[..end].to_string())
+}
+
+fn backticked_all(s: &str) -> Vec<String> {
+    s.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, p)| p.to_string())
+        .collect()
+}
+
+fn list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn kind_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "string",
+        DeValue::Integer(_) => "integer",
+        DeValue::Float(_) => "float",
+        DeValue::Boolean(_) => "boolean",
+        DeValue::Datetime(_) => "datetime",
+        DeValue::Array(_) => "array",
+        DeValue::Table(_) => "table",
+    }
+}

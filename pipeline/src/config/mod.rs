@@ -1,0 +1,277 @@
+//! Configuration: loading TOML files into a [`Config`], and validating its graph.
+//!
+//! ```toml
+//! data_dir = "./weir-data"
+//! [api]
+//! address = "127.0.0.1:8686"
+//! [sources.in]
+//! type = "stdin"
+//! [transforms.parse]
+//! type = "remap"
+//! inputs = ["in"]
+//! source = ". = parse_json!(.message)"
+//! [sinks.out]
+//! type = "console"
+//! inputs = ["parse"]
+//! ```
+//!
+//! Every error names the file, line and column, the component and the field, and suggests the
+//! nearest valid name. [`load`] collects all errors it can find instead of stopping at the first.
+
+mod error;
+mod graph;
+mod interpolate;
+mod load;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use graph::{resolve_graph, Graph, OutputId};
+pub use interpolate::interpolate;
+pub use load::{load_files, load_str, ConfigSource};
+
+use crate::component::{SinkConfig, SourceConfig, TransformConfig};
+
+/// The event types a component accepts or produces (a small bit set).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DataType(u8);
+
+impl DataType {
+    pub const LOG: DataType = DataType(1);
+    pub const METRIC: DataType = DataType(2);
+    pub const TRACE: DataType = DataType(4);
+    pub const ALL: DataType = DataType(7);
+    pub const NONE: DataType = DataType(0);
+
+    pub const fn union(self, o: DataType) -> DataType {
+        DataType(self.0 | o.0)
+    }
+    pub const fn intersect(self, o: DataType) -> DataType {
+        DataType(self.0 & o.0)
+    }
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub const fn contains(self, o: DataType) -> bool {
+        self.0 & o.0 == o.0
+    }
+}
+
+impl fmt::Debug for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.0 & 1 != 0 {
+            parts.push("logs");
+        }
+        if self.0 & 2 != 0 {
+            parts.push("metrics");
+        }
+        if self.0 & 4 != 0 {
+            parts.push("traces");
+        }
+        if parts.is_empty() {
+            parts.push("nothing");
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
+/// `[api]`: Weir's own HTTP API (`/health`, `/metrics`, `/api/graph`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve the API. Default: `true`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Listen address. Default: `127.0.0.1:8686` (loopback only; set `0.0.0.0:8686` for a
+    /// Kubernetes probe from outside the pod's network namespace).
+    #[serde(default = "default_api_address")]
+    pub address: SocketAddr,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_api_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8686))
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: default_api_address(),
+        }
+    }
+}
+
+/// What a sink's buffer does when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait: upstream slows down (backpressure). The default.
+    #[default]
+    Block,
+    /// Drop the incoming batch and count the drop.
+    DropNewest,
+}
+
+/// A sink's input buffer (`[sinks.ID.buffer]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Buffer kind. Only `memory` exists today.
+    #[serde(default = "default_buffer_type", rename = "type")]
+    pub kind: BufferType,
+    /// Capacity in events. Default: 2000.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// `block` (default) or `drop_newest`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferType {
+    Memory,
+}
+
+fn default_buffer_type() -> BufferType {
+    BufferType::Memory
+}
+
+/// The default capacity of a sink buffer, in events.
+pub const DEFAULT_BUFFER_EVENTS: usize = 2000;
+/// The capacity of a transform's input queue, in events.
+pub const TRANSFORM_QUEUE_EVENTS: usize = 2000;
+
+fn default_max_events() -> usize {
+    DEFAULT_BUFFER_EVENTS
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            kind: BufferType::Memory,
+            max_events: DEFAULT_BUFFER_EVENTS,
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+/// An `inputs` entry as written, with where it was written.
+#[derive(Debug, Clone)]
+pub struct InputRef {
+    pub text: String,
+    pub location: Location,
+}
+
+#[derive(Debug)]
+pub struct SourceEntry {
+    pub type_name: String,
+    pub config: Box<dyn SourceConfig>,
+    pub acknowledgements: bool,
+    pub location: Location,
+}
+
+#[derive(Debug)]
+pub struct TransformEntry {
+    pub type_name: String,
+    pub config: Box<dyn TransformConfig>,
+    pub inputs: Vec<InputRef>,
+    pub location: Location,
+}
+
+#[derive(Debug)]
+pub struct SinkEntry {
+    pub type_name: String,
+    pub config: Box<dyn SinkConfig>,
+    pub inputs: Vec<InputRef>,
+    pub buffer: BufferConfig,
+    pub location: Location,
+}
+
+/// A whole pipeline, merged from one or more files.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// Where components keep state (checkpoints). Default: `./weir-data`.
+    pub data_dir: PathBuf,
+    pub api: ApiConfig,
+    pub sources: BTreeMap<String, SourceEntry>,
+    pub transforms: BTreeMap<String, TransformEntry>,
+    pub sinks: BTreeMap<String, SinkEntry>,
+    /// The files it came from, for messages.
+    pub files: Vec<Arc<str>>,
+}
+
+impl Config {
+    /// The kind of a component id, if it exists.
+    pub fn kind_of(&self, id: &str) -> Option<ComponentKind> {
+        if self.sources.contains_key(id) {
+            Some(ComponentKind::Source)
+        } else if self.transforms.contains_key(id) {
+            Some(ComponentKind::Transform)
+        } else if self.sinks.contains_key(id) {
+            Some(ComponentKind::Sink)
+        } else {
+            None
+        }
+    }
+
+    pub fn type_of(&self, id: &str) -> Option<&str> {
+        self.sources
+            .get(id)
+            .map(|e| e.type_name.as_str())
+            .or_else(|| self.transforms.get(id).map(|e| e.type_name.as_str()))
+            .or_else(|| self.sinks.get(id).map(|e| e.type_name.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentKind {
+    Source,
+    Transform,
+    Sink,
+}
+
+impl ComponentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Source => "source",
+            ComponentKind::Transform => "transform",
+            ComponentKind::Sink => "sink",
+        }
+    }
+    pub fn section(self) -> &'static str {
+        match self {
+            ComponentKind::Source => "sources",
+            ComponentKind::Transform => "transforms",
+            ComponentKind::Sink => "sinks",
+        }
+    }
+}
+
+/// The nearest of `candidates` to `word`, if it is near enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len().max(word.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}

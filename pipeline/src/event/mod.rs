@@ -1,0 +1,143 @@
+//! The event model: [`Event`] is a [`LogEvent`], a [`Metric`] or a [`Span`]; events travel in
+//! [`EventBatch`]es.
+//!
+//! Log fields are a tree of [`Value`]s (the same type VRL programs operate on, so `remap` runs
+//! without converting). Strings are `Bytes`, so a decoder can point into its read buffer.
+
+mod batch;
+mod log;
+mod metric;
+mod trace;
+
+pub use batch::{EventBatch, MAX_BATCH_EVENTS};
+pub use log::LogEvent;
+pub use metric::{Bucket, Metric, MetricKind, MetricValue, Quantile, Sample, StatisticKind};
+pub use trace::{Span, SpanEvent, SpanKind, SpanLink, SpanStatus};
+pub use vrl::value::{KeyString, ObjectMap, Value};
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::finalization::{BatchNotifier, EventStatus};
+
+/// A field path such as `.a.b[0]` or `message`, parsed once.
+pub type FieldPath = vrl::path::OwnedValuePath;
+
+/// Parses a field path (`.a.b[0]`, `a.b`, `."key with.dots"`). A leading dot is optional.
+pub fn parse_path(path: &str) -> Result<FieldPath, String> {
+    let trimmed = path.trim();
+    let with_dot;
+    let text = if trimmed.starts_with('.') || trimmed.is_empty() {
+        trimmed
+    } else {
+        with_dot = format!(".{trimmed}");
+        &with_dot
+    };
+    vrl::path::parse_value_path(text).map_err(|e| format!("invalid field path `{path}`: {e}"))
+}
+
+/// What every event carries besides its data.
+#[derive(Debug, Clone, Default)]
+pub struct EventMetadata {
+    /// The id of the source that produced the event.
+    pub source_id: Option<Arc<str>>,
+    /// When the source created the event.
+    pub ingest_time: Option<DateTime<Utc>>,
+    /// Set when the source asked for acknowledgements.
+    pub notifier: Option<Arc<BatchNotifier>>,
+}
+
+impl EventMetadata {
+    /// Metadata for an event created now by `source_id`.
+    pub fn new(source_id: Option<Arc<str>>) -> Self {
+        Self {
+            source_id,
+            ingest_time: Some(Utc::now()),
+            notifier: None,
+        }
+    }
+
+    /// Records this event's outcome in its batch's notifier, if any.
+    pub fn update_status(&self, status: EventStatus) {
+        if let Some(n) = &self.notifier {
+            n.update(status);
+        }
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Log(LogEvent),
+    Metric(Metric),
+    Trace(Span),
+}
+
+impl Event {
+    pub fn metadata(&self) -> &EventMetadata {
+        match self {
+            Event::Log(e) => &e.metadata,
+            Event::Metric(e) => &e.metadata,
+            Event::Trace(e) => &e.metadata,
+        }
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut EventMetadata {
+        match self {
+            Event::Log(e) => &mut e.metadata,
+            Event::Metric(e) => &mut e.metadata,
+            Event::Trace(e) => &mut e.metadata,
+        }
+    }
+
+    pub fn as_log(&self) -> Option<&LogEvent> {
+        match self {
+            Event::Log(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn as_log_mut(&mut self) -> Option<&mut LogEvent> {
+        match self {
+            Event::Log(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The data type of this event, for graph validation and routing.
+    pub fn data_type(&self) -> crate::config::DataType {
+        match self {
+            Event::Log(_) => crate::config::DataType::LOG,
+            Event::Metric(_) => crate::config::DataType::METRIC,
+            Event::Trace(_) => crate::config::DataType::TRACE,
+        }
+    }
+
+    /// A JSON view of the event (logs: their fields; metrics and spans: their serde form).
+    pub fn to_json_value(&self) -> serde_json::Value {
+        match self {
+            Event::Log(l) => serde_json::to_value(l.value()).unwrap_or(serde_json::Value::Null),
+            Event::Metric(m) => serde_json::to_value(m).unwrap_or(serde_json::Value::Null),
+            Event::Trace(s) => serde_json::to_value(s).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+impl From<LogEvent> for Event {
+    fn from(l: LogEvent) -> Self {
+        Event::Log(l)
+    }
+}
+
+impl From<Metric> for Event {
+    fn from(m: Metric) -> Self {
+        Event::Metric(m)
+    }
+}
+
+impl From<Span> for Event {
+    fn from(s: Span) -> Self {
+        Event::Trace(s)
+    }
+}

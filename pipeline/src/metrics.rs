@@ -1,0 +1,400 @@
+//! Weir's own metrics: per component, events and bytes in and out, errors by kind, discarded
+//! events, buffer fill and processing latency. Counters are plain atomics updated once per
+//! batch. They are read by the API (`/metrics`, `/api/graph`) and the `internal_metrics` source.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::config::ComponentKind;
+use crate::event::{Bucket, Metric, MetricKind, MetricValue};
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// How often the same kind of error is logged per component (the rest are counted).
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct ErrorCount {
+    count: u64,
+    suppressed: u64,
+    last_logged: Option<Instant>,
+}
+
+/// Reads the fill of a buffer when metrics are scraped.
+pub trait BufferGauge: Send + Sync + std::fmt::Debug {
+    fn events(&self) -> usize;
+    fn capacity(&self) -> usize;
+}
+
+/// The counters of one component.
+#[derive(Debug)]
+pub struct ComponentMetrics {
+    pub id: Arc<str>,
+    pub kind: ComponentKind,
+    pub type_name: String,
+    received_events: AtomicU64,
+    received_bytes: AtomicU64,
+    sent_events: AtomicU64,
+    sent_bytes: AtomicU64,
+    discarded_events: AtomicU64,
+    errors: Mutex<BTreeMap<&'static str, ErrorCount>>,
+    buffer: OnceLock<Arc<dyn BufferGauge>>,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_ns: AtomicU64,
+}
+
+impl ComponentMetrics {
+    pub fn new(id: impl Into<Arc<str>>, kind: ComponentKind, type_name: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind,
+            type_name: type_name.into(),
+            received_events: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
+            sent_events: AtomicU64::new(0),
+            sent_bytes: AtomicU64::new(0),
+            discarded_events: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+            buffer: OnceLock::new(),
+            latency_buckets: Default::default(),
+            latency_sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// A standalone handle (tests, tools).
+    pub fn detached(id: &str) -> Arc<Self> {
+        Arc::new(Self::new(id, ComponentKind::Transform, "detached"))
+    }
+
+    pub fn add_received(&self, events: u64, bytes: u64) {
+        self.received_events.fetch_add(events, Ordering::Relaxed);
+        if bytes > 0 {
+            self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes read by a source (raw input), counted separately from events.
+    pub fn add_received_bytes(&self, bytes: u64) {
+        self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn add_sent(&self, events: u64) {
+        self.sent_events.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Bytes written by a sink (encoded output).
+    pub fn add_sent_bytes(&self, bytes: u64) {
+        self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Events dropped on purpose or by a full buffer, counted, never silent.
+    pub fn add_discarded(&self, events: u64) {
+        self.discarded_events.fetch_add(events, Ordering::Relaxed);
+    }
+
+    pub fn set_buffer(&self, gauge: Arc<dyn BufferGauge>) {
+        let _ = self.buffer.set(gauge);
+    }
+
+    /// Records the time spent on one batch.
+    pub fn observe_latency(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an error of `kind` (`decode`, `oversized`, `io`, ...) and logs it, at most once
+    /// per kind every 10 s; the log line says how many were suppressed in between.
+    pub fn error(&self, kind: &'static str, count: u64, message: &dyn std::fmt::Display) {
+        let mut errors = match self.errors.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let e = errors.entry(kind).or_default();
+        e.count += count;
+        let now = Instant::now();
+        let due = e
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= ERROR_LOG_INTERVAL);
+        if due {
+            let suppressed = e.suppressed;
+            e.suppressed = 0;
+            e.last_logged = Some(now);
+            drop(errors);
+            if suppressed > 0 {
+                tracing::warn!(component = %self.id, error_kind = kind, suppressed, "{message} ({suppressed} more since the last report)");
+            } else {
+                tracing::warn!(component = %self.id, error_kind = kind, "{message}");
+            }
+        } else {
+            e.suppressed += count;
+        }
+    }
+
+    pub fn received_events(&self) -> u64 {
+        self.received_events.load(Ordering::Relaxed)
+    }
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes.load(Ordering::Relaxed)
+    }
+    pub fn sent_events(&self) -> u64 {
+        self.sent_events.load(Ordering::Relaxed)
+    }
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.load(Ordering::Relaxed)
+    }
+    pub fn discarded_events(&self) -> u64 {
+        self.discarded_events.load(Ordering::Relaxed)
+    }
+    pub fn errors(&self) -> BTreeMap<&'static str, u64> {
+        let errors = match self.errors.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        errors.iter().map(|(k, v)| (*k, v.count)).collect()
+    }
+    pub fn errors_total(&self) -> u64 {
+        self.errors().values().sum()
+    }
+    /// (events in the buffer, capacity), for sinks and transforms with an input buffer.
+    pub fn buffer_fill(&self) -> Option<(usize, usize)> {
+        self.buffer.get().map(|b| (b.events(), b.capacity()))
+    }
+    fn latency(&self) -> (Vec<u64>, f64) {
+        (
+            self.latency_buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            self.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        )
+    }
+}
+
+/// All components' metrics.
+#[derive(Debug)]
+pub struct MetricsRegistry {
+    components: RwLock<Vec<Arc<ComponentMetrics>>>,
+    started: Instant,
+}
+
+impl Default for MetricsRegistry {
+    fn default() -> Self {
+        Self {
+            components: RwLock::new(Vec::new()),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl MetricsRegistry {
+    pub fn register(&self, m: Arc<ComponentMetrics>) {
+        match self.components.write() {
+            Ok(mut g) => g.push(m),
+            Err(p) => p.into_inner().push(m),
+        }
+    }
+
+    pub fn components(&self) -> Vec<Arc<ComponentMetrics>> {
+        match self.components.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<ComponentMetrics>> {
+        self.components().into_iter().find(|c| &*c.id == id)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The metrics as events (what `internal_metrics` emits), all absolute.
+    pub fn to_events(&self) -> Vec<Metric> {
+        let mut out = Vec::new();
+        let now = chrono::Utc::now();
+        out.push(
+            Metric::new(
+                "uptime_seconds",
+                MetricKind::Absolute,
+                MetricValue::Gauge {
+                    value: self.uptime().as_secs_f64(),
+                },
+            )
+            .with_namespace("weir")
+            .with_timestamp(now),
+        );
+        for c in self.components() {
+            let base = |name: &str, value: MetricValue| {
+                Metric::new(name, MetricKind::Absolute, value)
+                    .with_namespace("weir")
+                    .with_tag("component_id", &*c.id)
+                    .with_tag("component_kind", c.kind.as_str())
+                    .with_tag("component_type", &c.type_name)
+                    .with_timestamp(now)
+            };
+            let counter = |v: u64| MetricValue::Counter { value: v as f64 };
+            out.push(base(
+                "component_received_events_total",
+                counter(c.received_events()),
+            ));
+            out.push(base(
+                "component_received_bytes_total",
+                counter(c.received_bytes()),
+            ));
+            out.push(base("component_sent_events_total", counter(c.sent_events())));
+            out.push(base("component_sent_bytes_total", counter(c.sent_bytes())));
+            out.push(base(
+                "component_discarded_events_total",
+                counter(c.discarded_events()),
+            ));
+            for (kind, n) in c.errors() {
+                out.push(base("component_errors_total", counter(n)).with_tag("error_type", kind));
+            }
+            if let Some((events, cap)) = c.buffer_fill() {
+                out.push(base(
+                    "buffer_events",
+                    MetricValue::Gauge {
+                        value: events as f64,
+                    },
+                ));
+                out.push(base(
+                    "buffer_max_events",
+                    MetricValue::Gauge { value: cap as f64 },
+                ));
+            }
+            let (counts, sum) = c.latency();
+            let total: u64 = counts.iter().sum();
+            if total > 0 {
+                let mut buckets: Vec<Bucket> = LATENCY_BUCKETS
+                    .iter()
+                    .zip(&counts)
+                    .map(|(b, n)| Bucket {
+                        upper_limit: *b,
+                        count: *n,
+                    })
+                    .collect();
+                buckets.push(Bucket {
+                    upper_limit: f64::INFINITY,
+                    count: counts[LATENCY_BUCKETS.len()],
+                });
+                out.push(base(
+                    "component_latency_seconds",
+                    MetricValue::AggregatedHistogram {
+                        buckets,
+                        count: total,
+                        sum,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// The Prometheus text exposition of [`MetricsRegistry::to_events`].
+    pub fn render_prometheus(&self) -> String {
+        render_prometheus(&self.to_events())
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('"', "\\\"")
+}
+
+fn labels(tags: &BTreeMap<String, String>, extra: Option<(&str, String)>) -> String {
+    let mut parts: Vec<String> = tags
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+fn fmt_f64(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Renders metrics in the Prometheus text format (one `# TYPE` line per name).
+pub fn render_prometheus(metrics: &[Metric]) -> String {
+    let mut by_name: BTreeMap<String, Vec<&Metric>> = BTreeMap::new();
+    for m in metrics {
+        by_name.entry(m.full_name()).or_default().push(m);
+    }
+    let mut out = String::new();
+    for (name, ms) in by_name {
+        let ty = match &ms[0].value {
+            MetricValue::Counter { .. } => "counter",
+            MetricValue::Gauge { .. } => "gauge",
+            MetricValue::AggregatedHistogram { .. } => "histogram",
+            MetricValue::AggregatedSummary { .. } => "summary",
+            _ => "untyped",
+        };
+        let _ = writeln!(out, "# TYPE {name} {ty}");
+        for m in ms {
+            match &m.value {
+                MetricValue::Counter { value } | MetricValue::Gauge { value } => {
+                    let _ = writeln!(out, "{name}{} {}", labels(&m.tags, None), fmt_f64(*value));
+                }
+                MetricValue::AggregatedHistogram {
+                    buckets,
+                    count,
+                    sum,
+                } => {
+                    let mut cumulative = 0;
+                    for b in buckets {
+                        cumulative += b.count;
+                        let _ = writeln!(
+                            out,
+                            "{name}_bucket{} {cumulative}",
+                            labels(&m.tags, Some(("le", fmt_f64(b.upper_limit))))
+                        );
+                    }
+                    let _ = writeln!(out, "{name}_sum{} {}", labels(&m.tags, None), fmt_f64(*sum));
+                    let _ = writeln!(out, "{name}_count{} {count}", labels(&m.tags, None));
+                }
+                MetricValue::AggregatedSummary {
+                    quantiles,
+                    count,
+                    sum,
+                } => {
+                    for q in quantiles {
+                        let _ = writeln!(
+                            out,
+                            "{name}{} {}",
+                            labels(&m.tags, Some(("quantile", fmt_f64(q.quantile)))),
+                            fmt_f64(q.value)
+                        );
+                    }
+                    let _ = writeln!(out, "{name}_sum{} {}", labels(&m.tags, None), fmt_f64(*sum));
+                    let _ = writeln!(out, "{name}_count{} {count}", labels(&m.tags, None));
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}

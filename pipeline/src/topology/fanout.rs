@@ -1,0 +1,67 @@
+use std::sync::Arc;
+
+use super::BufferSender;
+use crate::component::ClosedError;
+use crate::event::EventBatch;
+use crate::finalization::EventStatus;
+use crate::metrics::ComponentMetrics;
+
+/// Delivers one output's batches to every consumer. The batch is cloned only when there is
+/// more than one consumer (the last one gets the original). A full consumer makes the whole
+/// fan-out wait: backpressure reaches the producer.
+#[derive(Debug)]
+pub struct Fanout {
+    consumers: Vec<(Arc<str>, BufferSender)>,
+    producer: Arc<ComponentMetrics>,
+}
+
+impl Fanout {
+    pub fn new(consumers: Vec<(Arc<str>, BufferSender)>, producer: Arc<ComponentMetrics>) -> Self {
+        Self {
+            consumers,
+            producer,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.consumers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.consumers.is_empty()
+    }
+
+    /// Sends to every live consumer. A consumer that has stopped is removed (its copy is
+    /// finalized as errored); when none is left the error says so.
+    pub async fn send(&mut self, batch: EventBatch) -> Result<(), ClosedError> {
+        if self.consumers.is_empty() {
+            // An output nobody reads (e.g. an unused route): counted, not silent.
+            self.producer.add_discarded(batch.len() as u64);
+            return Ok(());
+        }
+        let n = self.consumers.len();
+        let mut batch = Some(batch);
+        let mut dead = Vec::new();
+        for (i, (id, tx)) in self.consumers.iter().enumerate() {
+            let b = if i + 1 == n {
+                batch.take().unwrap_or_default()
+            } else {
+                batch.as_ref().cloned().unwrap_or_default()
+            };
+            if tx.send(b).await.is_err() {
+                tracing::error!(component = %self.producer.id, consumer = %id, "downstream component has stopped; no longer sending to it");
+                dead.push(i);
+            }
+        }
+        for i in dead.into_iter().rev() {
+            self.consumers.remove(i);
+        }
+        if let Some(b) = batch {
+            b.finalize(EventStatus::Errored);
+        }
+        if self.consumers.is_empty() {
+            return Err(ClosedError);
+        }
+        Ok(())
+    }
+}

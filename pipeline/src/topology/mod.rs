@@ -1,0 +1,336 @@
+//! The runtime: builds every component from a validated [`Config`] and runs each in its own
+//! tokio task, wired by bounded buffers.
+//!
+//! ```text
+//! source task ──Fanout──▶ [buffer] transform task ──Fanout──▶ [buffer] sink task
+//!                 └──────▶ [buffer] sink task
+//! ```
+//!
+//! Shutdown is a cascade: cancelling the [`ShutdownToken`] stops the sources; when a source's
+//! task ends its senders drop, so its consumers' buffers drain and close; a transform then
+//! flushes what it holds and ends; a sink sees its input end after the last batch, flushes and
+//! acknowledges. [`RunningTopology::wait`] returns when every task has finished.
+
+mod buffer;
+mod fanout;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use buffer::{buffer, BufferReceiver, BufferSender};
+pub use fanout::Fanout;
+
+use tokio::task::JoinHandle;
+
+use crate::component::{
+    SinkContext, SinkInput, SourceContext, SourceSender, TransformContext, TransformOutput,
+};
+use crate::config::{ComponentKind, Config, Graph, OutputId, WhenFull, TRANSFORM_QUEUE_EVENTS};
+use crate::event::EventBatch;
+use crate::metrics::{ComponentMetrics, MetricsRegistry};
+use crate::shutdown::ShutdownToken;
+use crate::BoxError;
+
+/// One component's place in the graph, for the API and `weir graph`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ComponentInfo {
+    pub id: String,
+    pub kind: ComponentKind,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub inputs: Vec<String>,
+}
+
+/// The components and edges of a configuration.
+pub fn describe(config: &Config, graph: &Graph) -> Vec<ComponentInfo> {
+    let mut out = Vec::new();
+    for (id, s) in &config.sources {
+        out.push(ComponentInfo {
+            id: id.clone(),
+            kind: ComponentKind::Source,
+            type_name: s.type_name.clone(),
+            inputs: Vec::new(),
+        });
+    }
+    for (id, t) in &config.transforms {
+        out.push(ComponentInfo {
+            id: id.clone(),
+            kind: ComponentKind::Transform,
+            type_name: t.type_name.clone(),
+            inputs: graph.inputs[id].iter().map(|o| o.to_string()).collect(),
+        });
+    }
+    for (id, s) in &config.sinks {
+        out.push(ComponentInfo {
+            id: id.clone(),
+            kind: ComponentKind::Sink,
+            type_name: s.type_name.clone(),
+            inputs: graph.inputs[id].iter().map(|o| o.to_string()).collect(),
+        });
+    }
+    out
+}
+
+/// A started pipeline.
+pub struct RunningTopology {
+    pub registry: Arc<MetricsRegistry>,
+    pub components: Vec<ComponentInfo>,
+    shutdown: ShutdownToken,
+    tasks: Vec<(String, ComponentKind, JoinHandle<Result<(), BoxError>>)>,
+}
+
+/// How a component task ended.
+#[derive(Debug)]
+pub struct TaskOutcome {
+    pub id: String,
+    pub kind: ComponentKind,
+    pub error: Option<String>,
+}
+
+impl RunningTopology {
+    /// Cancelling this token stops the sources, which starts the drain.
+    pub fn shutdown_token(&self) -> ShutdownToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits for every component to finish.
+    pub async fn wait(self) -> Vec<TaskOutcome> {
+        let mut out = Vec::new();
+        for (id, kind, handle) in self.tasks {
+            let error = match handle.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(format!("task failed: {e}")),
+            };
+            if let Some(e) = &error {
+                tracing::error!(component = %id, kind = kind.as_str(), "component stopped with an error: {e}");
+            }
+            out.push(TaskOutcome { id, kind, error });
+        }
+        out
+    }
+}
+
+/// Builds and starts every component. Errors building any component stop the start (nothing
+/// is left running).
+pub async fn start(config: Config, graph: &Graph) -> Result<RunningTopology, BoxError> {
+    let registry = Arc::new(MetricsRegistry::default());
+    let shutdown = ShutdownToken::new();
+    let components = describe(&config, graph);
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data_dir {}: {e}", data_dir.display()))?;
+
+    let mut metrics: BTreeMap<String, Arc<ComponentMetrics>> = BTreeMap::new();
+    let mut register = |id: &str, kind, ty: &str| {
+        let m = Arc::new(ComponentMetrics::new(id, kind, ty));
+        registry.register(m.clone());
+        metrics.insert(id.to_string(), m.clone());
+        m
+    };
+    for (id, s) in &config.sources {
+        register(id, ComponentKind::Source, &s.type_name);
+    }
+    for (id, t) in &config.transforms {
+        register(id, ComponentKind::Transform, &t.type_name);
+    }
+    for (id, s) in &config.sinks {
+        register(id, ComponentKind::Sink, &s.type_name);
+    }
+
+    // Input buffers of transforms and sinks.
+    let mut senders: BTreeMap<String, BufferSender> = BTreeMap::new();
+    let mut receivers: BTreeMap<String, BufferReceiver> = BTreeMap::new();
+    for id in config.transforms.keys() {
+        let (tx, rx) = buffer(TRANSFORM_QUEUE_EVENTS, WhenFull::Block, metrics[id].clone());
+        senders.insert(id.clone(), tx);
+        receivers.insert(id.clone(), rx);
+    }
+    for (id, s) in &config.sinks {
+        let (tx, rx) = buffer(s.buffer.max_events, s.buffer.when_full, metrics[id].clone());
+        senders.insert(id.clone(), tx);
+        receivers.insert(id.clone(), rx);
+    }
+
+    // One fan-out per output.
+    let consumers = graph.consumers();
+    let mut fanouts: BTreeMap<OutputId, Fanout> = BTreeMap::new();
+    for oid in graph.outputs.keys() {
+        let list = consumers
+            .get(oid)
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| (Arc::<str>::from(c.as_str()), senders[c].clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        fanouts.insert(
+            oid.clone(),
+            Fanout::new(list, metrics[&oid.component].clone()),
+        );
+    }
+    drop(senders);
+    let mut take_outputs = |id: &str| -> (Option<Fanout>, BTreeMap<String, Fanout>) {
+        let keys: Vec<OutputId> = fanouts
+            .keys()
+            .filter(|k| k.component == id)
+            .cloned()
+            .collect();
+        let mut default = None;
+        let mut named = BTreeMap::new();
+        for k in keys {
+            if let Some(f) = fanouts.remove(&k) {
+                match k.output {
+                    None => default = Some(f),
+                    Some(n) => {
+                        named.insert(n, f);
+                    }
+                }
+            }
+        }
+        (default, named)
+    };
+
+    let mut tasks = Vec::new();
+
+    // Sinks first, so that nothing is sent before a consumer runs.
+    for (id, s) in &config.sinks {
+        let m = metrics[id].clone();
+        let cx = SinkContext {
+            id: Arc::from(id.as_str()),
+            data_dir: data_dir.clone(),
+            metrics: m.clone(),
+            registry: registry.clone(),
+        };
+        let sink = s
+            .config
+            .build(cx)
+            .await
+            .map_err(|e| format!("sink `{id}` ({}): {e}", s.type_name))?;
+        let rx = receivers
+            .remove(id)
+            .ok_or_else(|| format!("internal: no buffer for sink `{id}`"))?;
+        let input = SinkInput::new(rx, m);
+        tasks.push((
+            id.clone(),
+            ComponentKind::Sink,
+            tokio::spawn(sink.run(input)),
+        ));
+    }
+
+    for (id, t) in &config.transforms {
+        let m = metrics[id].clone();
+        let cx = TransformContext {
+            id: Arc::from(id.as_str()),
+            data_dir: data_dir.clone(),
+            metrics: m.clone(),
+        };
+        let transform = t
+            .config
+            .build(&cx)
+            .map_err(|e| format!("transform `{id}` ({}): {e}", t.type_name))?;
+        let rx = receivers
+            .remove(id)
+            .ok_or_else(|| format!("internal: no buffer for transform `{id}`"))?;
+        let (default, named) = take_outputs(id);
+        tasks.push((
+            id.clone(),
+            ComponentKind::Transform,
+            tokio::spawn(run_transform(transform, rx, default, named, m)),
+        ));
+    }
+
+    for (id, s) in &config.sources {
+        let m = metrics[id].clone();
+        let (default, named) = take_outputs(id);
+        let cx = SourceContext {
+            id: Arc::from(id.as_str()),
+            out: SourceSender::new(default, named, m.clone()),
+            shutdown: shutdown.child_token(),
+            acknowledgements: s.acknowledgements,
+            data_dir: data_dir.clone(),
+            metrics: m,
+            registry: registry.clone(),
+        };
+        let source = s
+            .config
+            .build(cx)
+            .await
+            .map_err(|e| format!("source `{id}` ({}): {e}", s.type_name))?;
+        tasks.push((id.clone(), ComponentKind::Source, tokio::spawn(source)));
+    }
+
+    Ok(RunningTopology {
+        registry,
+        components,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn emit(
+    out: &mut TransformOutput,
+    default: &mut Option<Fanout>,
+    named: &mut BTreeMap<String, Fanout>,
+    metrics: &ComponentMetrics,
+) -> Result<(), crate::component::ClosedError> {
+    if !out.default.is_empty() {
+        let events = std::mem::take(&mut out.default);
+        metrics.add_sent(events.len() as u64);
+        match default {
+            Some(f) => f.send(EventBatch::new(events)).await?,
+            None => metrics.add_discarded(events.len() as u64),
+        }
+    }
+    for (name, events) in out.named.iter_mut() {
+        if events.is_empty() {
+            continue;
+        }
+        let events = std::mem::take(events);
+        metrics.add_sent(events.len() as u64);
+        match named.get_mut(name) {
+            Some(f) => f.send(EventBatch::new(events)).await?,
+            None => metrics.add_discarded(events.len() as u64),
+        }
+    }
+    Ok(())
+}
+
+async fn run_transform(
+    mut transform: Box<dyn crate::component::Transform>,
+    mut rx: BufferReceiver,
+    mut default: Option<Fanout>,
+    mut named: BTreeMap<String, Fanout>,
+    metrics: Arc<ComponentMetrics>,
+) -> Result<(), BoxError> {
+    let mut out = TransformOutput::new(named.keys().cloned());
+    let mut tick = transform.tick_interval().map(|d| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                let started = Instant::now();
+                metrics.add_received(batch.len() as u64, 0);
+                transform.transform(batch, &mut out);
+                metrics.observe_latency(started.elapsed());
+                if emit(&mut out, &mut default, &mut named, &metrics).await.is_err() {
+                    return Err("every downstream component has stopped".into());
+                }
+            }
+            _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+                transform.on_tick(&mut out);
+                if emit(&mut out, &mut default, &mut named, &metrics).await.is_err() {
+                    return Err("every downstream component has stopped".into());
+                }
+            }
+        }
+    }
+    transform.flush(&mut out);
+    let _ = emit(&mut out, &mut default, &mut named, &metrics).await;
+    Ok(())
+}
