@@ -1,1 +1,34 @@
+//! # weir-sinks: where events go
+//!
+//! Each sink is one file (or one folder when large): a config struct (the TOML options,
+//! documented field by field) implementing [`weir_pipeline::component::SinkConfig`], and the
+//! loop that pulls batches from its buffer, delivers them and finalizes them (the
+//! acknowledgement a source waits for).
+//!
+//! - [`console`]: stdout/stderr as json, text or logfmt;
+//! - [`file`]: files whose path is templated by fields and time, JSON lines, size rotation;
+//! - [`blackhole`]: counts and drops (benchmarks, tests).
+//!
+//! Call [`register`] to add them all to a registry.
 
+pub mod blackhole;
+pub mod console;
+pub mod file;
+
+use weir_pipeline::component::Registry;
+
+/// Adds every sink of this crate to `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.add_sink::<console::ConsoleConfig>(
+        "console",
+        "Writes events to stdout or stderr as json, text or logfmt",
+    );
+    registry.add_sink::<file::FileSinkConfig>(
+        "file",
+        "Writes events to files named by a field/time template, with size rotation",
+    );
+    registry.add_sink::<blackhole::BlackholeConfig>(
+        "blackhole",
+        "Counts and discards events (benchmarks, tests), with an optional periodic report",
+    );
+}

@@ -243,6 +243,21 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
         }
     }
 
+    // Transforms are cheap to build: building them here catches program errors (a VRL
+    // program that does not compile) before anything starts.
+    for (id, t) in &config.transforms {
+        let cx = crate::component::TransformContext {
+            id: std::sync::Arc::from(id.as_str()),
+            data_dir: config.data_dir.clone(),
+            metrics: crate::metrics::ComponentMetrics::detached(id),
+        };
+        if let Err(e) = t.config.build(&cx) {
+            let mut err = ConfigError::new(e.to_string()).component(format!("transforms.{id}"));
+            err.location = Some(t.location.clone());
+            errors.push(err);
+        }
+    }
+
     // Resources claimed twice.
     let mut claimed: BTreeMap<Resource, String> = BTreeMap::new();
     if config.api.enabled {

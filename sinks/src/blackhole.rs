@@ -1,0 +1,78 @@
+//! `blackhole`: counts and discards.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::DataType;
+use weir_pipeline::finalization::EventStatus;
+use weir_pipeline::BoxError;
+
+/// `type = "blackhole"`: accepts every event, counts it (as sent) and drops it. Events are
+/// acknowledged as delivered.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeConfig {
+    /// Log a line with the totals and rate every this many seconds. Default: unset (silent;
+    /// the totals are still in the metrics and in the summary at exit).
+    #[serde(default)]
+    pub print_interval_secs: Option<f64>,
+}
+
+#[async_trait]
+impl SinkConfig for BlackholeConfig {
+    async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
+        if let Some(i) = self.print_interval_secs {
+            if !(i > 0.0 && i.is_finite()) {
+                return Err("`print_interval_secs` must be a positive number".into());
+            }
+        }
+        Ok(Box::new(Blackhole {
+            interval: self.print_interval_secs.map(Duration::from_secs_f64),
+            id: cx.id.to_string(),
+        }))
+    }
+
+    fn input(&self) -> DataType {
+        DataType::ALL
+    }
+}
+
+struct Blackhole {
+    interval: Option<Duration>,
+    id: String,
+}
+
+#[async_trait]
+impl Sink for Blackhole {
+    async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
+        let metrics = input.metrics().clone();
+        let started = Instant::now();
+        let mut last_report = started;
+        let mut total: u64 = 0;
+        let mut since: u64 = 0;
+        while let Some(batch) = input.next().await {
+            let n = batch.len() as u64;
+            total += n;
+            since += n;
+            metrics.add_sent(n);
+            batch.finalize(EventStatus::Delivered);
+            drop(batch);
+            if let Some(i) = self.interval {
+                let now = Instant::now();
+                if now.duration_since(last_report) >= i {
+                    let rate = since as f64 / now.duration_since(last_report).as_secs_f64();
+                    tracing::info!(component = %self.id, total, "blackhole: {total} events received ({rate:.0} events/s)");
+                    last_report = now;
+                    since = 0;
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        if self.interval.is_some() {
+            tracing::info!(component = %self.id, total, "blackhole: {total} events in {secs:.2}s");
+        }
+        Ok(())
+    }
+}

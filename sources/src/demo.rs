@@ -1,0 +1,254 @@
+//! `demo`: realistic synthetic logs, for the quickstart, examples and benchmarks.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::DataType;
+use weir_pipeline::event::{EventBatch, LogEvent, Value, MAX_BATCH_EVENTS};
+use weir_pipeline::BoxError;
+
+/// The line format the demo source writes into `message`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DemoFormat {
+    /// An application's JSON access log (10 fields, about 5 % server errors).
+    #[default]
+    Json,
+    /// Apache common log format.
+    ApacheCommon,
+    /// RFC 5424 syslog.
+    Syslog,
+    /// logfmt.
+    Logfmt,
+}
+
+/// `type = "demo"`: generates log lines into the `message` field (plus `timestamp`), like a
+/// real service would write them, so the pipeline has something real-shaped to parse.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Line format: `json` (default), `apache_common`, `syslog` or `logfmt`.
+    #[serde(default)]
+    pub format: DemoFormat,
+    /// Events per second. Unset (default): as fast as the pipeline takes them.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Stop after this many events (the pipeline then drains and `weir run` exits). Unset
+    /// (default): run until stopped.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Seed of the generator, for reproducible output. Default: 1.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+#[async_trait]
+impl SourceConfig for DemoConfig {
+    async fn build(&self, cx: SourceContext) -> Result<Source, BoxError> {
+        if let Some(r) = self.rate {
+            if !(r > 0.0 && r.is_finite()) {
+                return Err(format!("`rate` must be a positive number, got {r}").into());
+            }
+        }
+        let cfg = self.clone();
+        Ok(Box::pin(run(cfg, cx)))
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::default_output(DataType::LOG)]
+    }
+}
+
+const SERVICES: &[&str] = &[
+    "frontend", "cart", "checkout", "payment", "shipping", "catalog", "recommendation",
+];
+const PATHS: &[&str] = &[
+    "/", "/api/cart", "/api/checkout", "/api/products", "/api/products/{id}", "/api/payment",
+    "/healthz", "/api/recommendations",
+];
+const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
+const MESSAGES: &[&str] = &[
+    "request completed",
+    "cache miss, fetched from database",
+    "user session refreshed",
+    "rendered product page",
+    "payment authorised",
+];
+const ERRORS: &[&str] = &[
+    "upstream timed out after 5000ms",
+    "connection refused by payment-gateway:443",
+    "database deadlock detected, transaction rolled back",
+];
+
+/// Writes one line into `buf`.
+fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, buf: &mut String) {
+    buf.clear();
+    let now = Utc::now();
+    let service = SERVICES[rng.random_range(0..SERVICES.len())];
+    let method = METHODS[rng.random_range(0..METHODS.len())];
+    let path = PATHS[rng.random_range(0..PATHS.len())];
+    let roll: u32 = rng.random_range(0..100);
+    let status = match roll {
+        0..=4 => [500, 502, 503][rng.random_range(0..3)],
+        5..=12 => [400, 401, 404, 429][rng.random_range(0..4)],
+        13..=20 => 201,
+        _ => 200,
+    };
+    let duration_ms: f64 = if status >= 500 {
+        rng.random_range(800.0..5000.0)
+    } else {
+        rng.random_range(0.5..120.0)
+    };
+    let user = rng.random_range(1000..9999);
+    let ip = [
+        10,
+        rng.random_range(0..255u8),
+        rng.random_range(0..255u8),
+        rng.random_range(1..255u8),
+    ];
+    let level = if status >= 500 {
+        "error"
+    } else if status >= 400 {
+        "warn"
+    } else {
+        "info"
+    };
+    let msg = if status >= 500 {
+        ERRORS[rng.random_range(0..ERRORS.len())]
+    } else {
+        MESSAGES[rng.random_range(0..MESSAGES.len())]
+    };
+    let bytes = rng.random_range(120..48_000);
+    let _ = match format {
+        DemoFormat::Json => write!(
+            buf,
+            r#"{{"timestamp":"{}","level":"{level}","service":"{service}","method":"{method}","path":"{path}","status":{status},"duration_ms":{duration_ms:.2},"bytes":{bytes},"user_id":"u-{user}","client_ip":"{}.{}.{}.{}","request_id":"{seq:016x}","message":"{msg}"}}"#,
+            now.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            ip[0], ip[1], ip[2], ip[3]
+        ),
+        DemoFormat::ApacheCommon => write!(
+            buf,
+            r#"{}.{}.{}.{} - u-{user} [{}] "{method} {path} HTTP/1.1" {status} {bytes}"#,
+            ip[0],
+            ip[1],
+            ip[2],
+            ip[3],
+            now.format("%d/%b/%Y:%H:%M:%S %z")
+        ),
+        DemoFormat::Syslog => write!(
+            buf,
+            "<{}>1 {} node-{} {service} {} ID{} - {msg} (status {status})",
+            if status >= 500 { 11 } else { 14 },
+            now.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            rng.random_range(1..6),
+            rng.random_range(100..40000),
+            rng.random_range(1..100)
+        ),
+        DemoFormat::Logfmt => write!(
+            buf,
+            r#"ts={} level={level} service={service} method={method} path={path} status={status} duration_ms={duration_ms:.2} msg="{msg}""#,
+            now.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        ),
+    };
+}
+
+async fn run(cfg: DemoConfig, mut cx: SourceContext) -> Result<(), BoxError> {
+    let mut rng = SmallRng::seed_from_u64(cfg.seed);
+    let mut line = String::with_capacity(512);
+    let batch_size = match cfg.rate {
+        Some(r) => ((r / 10.0).ceil() as usize).clamp(1, MAX_BATCH_EVENTS),
+        None => MAX_BATCH_EVENTS,
+    };
+    let mut ticker = cfg.rate.map(|r| {
+        let mut i = tokio::time::interval(Duration::from_secs_f64(batch_size as f64 / r));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let source_id = Some(cx.id.clone());
+    let mut seq: u64 = 0;
+    loop {
+        if cfg.count.is_some_and(|c| seq >= c) {
+            break;
+        }
+        if let Some(t) = ticker.as_mut() {
+            tokio::select! {
+                _ = cx.shutdown.cancelled() => break,
+                _ = t.tick() => {}
+            }
+        } else if cx.shutdown.is_cancelled() {
+            break;
+        }
+        let n = match cfg.count {
+            Some(c) => batch_size.min((c - seq) as usize),
+            None => batch_size,
+        };
+        let mut batch = EventBatch::with_capacity(n);
+        let mut bytes = 0u64;
+        let now = Value::Timestamp(Utc::now());
+        for _ in 0..n {
+            generate(cfg.format, &mut rng, seq, &mut line);
+            seq += 1;
+            bytes += line.len() as u64;
+            let mut log = LogEvent::from_message(Bytes::copy_from_slice(line.as_bytes()), source_id.clone());
+            log.insert_field("timestamp", now.clone());
+            batch.push(log);
+        }
+        cx.metrics.add_received(n as u64, bytes);
+        tokio::select! {
+            _ = cx.shutdown.cancelled() => break,
+            r = cx.out.send(batch) => if r.is_err() { break },
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_parse_and_carry_errors() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut buf = String::new();
+        let mut errors = 0;
+        for i in 0..2000 {
+            generate(DemoFormat::Json, &mut rng, i, &mut buf);
+            let v: serde_json::Value = serde_json::from_str(&buf).unwrap();
+            assert_eq!(v.as_object().unwrap().len(), 12);
+            if v["status"].as_u64().unwrap() >= 500 {
+                assert_eq!(v["level"], "error");
+                errors += 1;
+            }
+        }
+        assert!((40..=200).contains(&errors), "about 5% errors, got {errors}");
+    }
+
+    #[test]
+    fn other_formats_decode_with_their_codec() {
+        use weir_pipeline::codec::Decoder;
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut buf = String::new();
+        for (f, d) in [
+            (DemoFormat::Syslog, Decoder::Syslog),
+            (DemoFormat::Logfmt, Decoder::Logfmt),
+        ] {
+            generate(f, &mut rng, 1, &mut buf);
+            let mut out = Vec::new();
+            d.decode(Bytes::copy_from_slice(buf.as_bytes()), &None, &mut out)
+                .unwrap();
+            let log = out[0].as_log().unwrap();
+            assert!(log.as_map().unwrap().len() >= 5, "{f:?}: {buf}");
+        }
+    }
+}

@@ -1,0 +1,63 @@
+pub mod graph;
+pub mod run;
+pub mod validate;
+
+use std::path::PathBuf;
+
+use weir_pipeline::config::{load_files, load_str, Config, ConfigErrors};
+
+use crate::registry::registry;
+
+/// Logs go to stderr; `WEIR_LOG` (or `RUST_LOG`) sets the filter, default `info`.
+pub fn init_logging() {
+    let filter = std::env::var("WEIR_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Loads the given files, or the embedded quickstart when there are none.
+pub fn load(configs: &[PathBuf]) -> Result<Config, ConfigErrors> {
+    let reg = registry();
+    if configs.is_empty() {
+        load_str("<embedded quickstart>", crate::QUICKSTART, &reg, &env_lookup)
+    } else {
+        load_files(configs, &reg, &env_lookup)
+    }
+}
+
+pub fn print_errors(errors: &ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("error: {e}");
+    }
+    eprintln!(
+        "{} error{} found",
+        errors.0.len(),
+        if errors.0.len() == 1 { "" } else { "s" }
+    );
+}
+
+pub fn list() -> u8 {
+    let reg = registry();
+    println!("Sources:");
+    for t in reg.sources.values() {
+        println!("  {:<20} {}", t.name, t.description);
+    }
+    println!("\nTransforms:");
+    for t in reg.transforms.values() {
+        println!("  {:<20} {}", t.name, t.description);
+    }
+    println!("\nSinks:");
+    for t in reg.sinks.values() {
+        println!("  {:<20} {}", t.name, t.description);
+    }
+    crate::exit::OK
+}

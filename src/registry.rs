@@ -1,0 +1,11 @@
+//! The component types compiled into this binary.
+
+use weir_pipeline::component::Registry;
+
+pub fn registry() -> Registry {
+    let mut r = Registry::default();
+    weir_sources::register(&mut r);
+    weir_transforms::register(&mut r);
+    weir_sinks::register(&mut r);
+    r
+}
