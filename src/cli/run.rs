@@ -53,6 +53,17 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
             return crate::exit::FAILED;
         }
     };
+    // Hot reload is not built yet: SIGHUP must not kill the agent (its default action).
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!("SIGHUP received: configuration reload is not supported yet; restart weir to apply changes");
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot install the SIGHUP handler: {e}"),
+    }
     let names = config.files.join(", ");
     let running = match topology::start(config, &graph).await {
         Ok(r) => r,

@@ -122,18 +122,23 @@ fn quickstart_serves_its_api_and_writes_under_data_dir() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // Every routed error line is a parsed, enriched 5xx event.
     let mut lines = 0;
+    let mut statuses = std::collections::BTreeSet::new();
     for day in std::fs::read_dir(data.path().join("errors")).unwrap() {
         for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
             for l in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
                 assert_eq!(v["status_class"], "5xx", "{l}");
+                assert!(v["status"].as_i64().unwrap() >= 500, "{l}");
+                statuses.insert(v["status"].as_i64().unwrap());
                 assert!(v["duration_s"].is_number(), "{l}");
                 lines += 1;
             }
         }
     }
     assert!(lines > 0);
+    assert!(statuses.len() > 1, "every 5xx status is routed, not only 500: {statuses:?}");
     // The console view shows sampled, logfmt-encoded non-error events.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.lines().any(|l| l.contains("status_class=2xx")), "{stdout}");
+    assert!(!stdout.contains("status_class=5xx"), "errors were routed away from the console");
 }

@@ -243,6 +243,19 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
         }
     }
 
+    for (id, s) in &config.sources {
+        if s.acknowledgements && !s.config.can_acknowledge() {
+            let mut err = ConfigError::new(format!(
+                "source type `{}` cannot hold back its input until delivery, so it does not support acknowledgements",
+                s.type_name
+            ))
+            .component(format!("sources.{id}"))
+            .field("acknowledgements");
+            err.location = Some(s.location.clone());
+            errors.push(err);
+        }
+    }
+
     // Transforms are cheap to build: building them here catches program errors (a VRL
     // program that does not compile) before anything starts.
     for (id, t) in &config.transforms {

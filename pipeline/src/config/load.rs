@@ -99,6 +99,16 @@ pub fn load_sources(
     if cx.errors.is_empty() {
         Ok(cx.config)
     } else {
+        // Report in reading order: file by file, top to bottom.
+        let files = cx.config.files.clone();
+        cx.errors.sort_by_key(|e| match &e.location {
+            Some(l) => (
+                files.iter().position(|f| *f == l.file).unwrap_or(usize::MAX),
+                l.line,
+                l.column,
+            ),
+            None => (usize::MAX, 0, 0),
+        });
         Err(ConfigErrors(cx.errors))
     }
 }

@@ -82,7 +82,7 @@ impl BufferSender {
                     self.metrics.add_discarded(batch.len() as u64);
                     self.metrics.error(
                         "buffer_full",
-                        0,
+                        batch.len() as u64,
                         &format_args!(
                             "buffer full ({} events): dropped {} events (when_full = \"drop_newest\")",
                             self.shared.capacity,
