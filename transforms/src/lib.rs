@@ -1,1 +1,79 @@
+//! # weir-transforms: the transforms of Weir
+//!
+//! A transform reads events from its `inputs`, changes, drops or routes them, and passes them
+//! on. This crate holds the transform types, each in its own module, and [`register`], which
+//! adds them to the binary's [`Registry`].
+//!
+//! | `type`   | what it does                                                              |
+//! |----------|---------------------------------------------------------------------------|
+//! | `remap`  | runs a Vector Remap Language (VRL) program on each log ([`remap`])         |
+//! | `filter` | keeps the logs for which a VRL condition is true ([`filter`])             |
+//! | `route`  | sends events to named outputs by VRL conditions ([`route`])               |
+//! | `sample` | keeps one event in every `rate`, optionally by key ([`sample`])           |
+//!
+//! VRL is compiled with the `vrl` crate, the same compiler and standard library as Vector, so
+//! Vector programs and conditions run unchanged. Programs are compiled once when the pipeline
+//! starts, and a compile error shows VRL's diagnostic with the offending line. Each log's
+//! fields are the `Value` VRL works on, so a program runs on them in place.
 
+use weir_pipeline::component::Registry;
+
+mod condition;
+pub mod filter;
+pub mod remap;
+pub mod route;
+pub mod sample;
+
+pub use filter::FilterConfig;
+pub use remap::RemapConfig;
+pub use route::RouteConfig;
+pub use sample::SampleConfig;
+
+/// Adds every transform type of this crate to `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.add_transform::<RemapConfig>(
+        "remap",
+        "Modify, parse and restructure logs with a Vector Remap Language (VRL) program.",
+    );
+    registry.add_transform::<FilterConfig>(
+        "filter",
+        "Keep only the logs for which a VRL condition is true.",
+    );
+    registry.add_transform::<RouteConfig>(
+        "route",
+        "Split events into named outputs by VRL conditions.",
+    );
+    registry.add_transform::<SampleConfig>(
+        "sample",
+        "Keep one event in every `rate`, optionally keeping or dropping whole keys together.",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_all_four() {
+        let mut r = Registry::default();
+        register(&mut r);
+        let names: Vec<&str> = r.transforms.keys().copied().collect();
+        assert_eq!(names, vec!["filter", "remap", "route", "sample"]);
+        assert!(r.transforms.values().all(|t| !t.description.is_empty()));
+    }
+
+    #[test]
+    fn registered_parser_builds_a_config() {
+        let mut r = Registry::default();
+        register(&mut r);
+        let parse = |ty: &str, text: &str| {
+            let de = toml::de::ValueDeserializer::parse(text).unwrap();
+            (r.transforms[ty].parse)(de)
+        };
+        assert!(parse("filter", "{ condition = '.a == 1' }").is_ok());
+        assert!(parse("remap", "{ source = '.a = 1', drop_on_error = true }").is_ok());
+        assert!(parse("route", "{ route = { a = 'true' } }").is_ok());
+        assert!(parse("sample", "{ rate = 3, key_field = 'k' }").is_ok());
+        assert!(parse("sample", "{ rate = 3, bogus = 1 }").is_err());
+    }
+}

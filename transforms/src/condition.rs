@@ -1,0 +1,267 @@
+//! Compiling VRL, shared by every transform here: whole programs for `remap`, boolean
+//! conditions for `filter`, `route` and `sample`.
+//!
+//! Compilation happens once, when the transform is built. A compile error carries VRL's own
+//! diagnostic (the offending line, a caret under the problem and a hint), so the user sees the
+//! same message Vector would print. Warnings are logged once at build.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use vrl::compiler::runtime::{Runtime, Terminate};
+use vrl::compiler::state::{ExternalEnv, TypeState};
+use vrl::compiler::{CompileConfig, Function, Program, TargetValueRef, TimeZone};
+use vrl::diagnostic::{DiagnosticList, Formatter};
+use vrl::value::{ObjectMap, Secrets, Value};
+use weir_pipeline::metrics::ComponentMetrics;
+
+/// The VRL standard library (the `stdlib-base` set), built once per process.
+fn functions() -> &'static [Box<dyn Function>] {
+    static FUNCTIONS: OnceLock<Vec<Box<dyn Function>>> = OnceLock::new();
+    FUNCTIONS.get_or_init(vrl::stdlib::all)
+}
+
+/// Compiles a VRL program. `what` names it in messages (`condition`, `program in x.vrl`).
+/// `read_only` forbids assignments to the event and its metadata (conditions must not edit
+/// what they test).
+pub(crate) fn compile_program(
+    source: &str,
+    what: &str,
+    read_only: bool,
+) -> Result<Program, String> {
+    compile_raw(source, what, read_only)
+        .map_err(|d| format!("invalid VRL {what}:{}", Formatter::new(source, d)))
+}
+
+fn compile_raw(source: &str, what: &str, read_only: bool) -> Result<Program, DiagnosticList> {
+    let state = TypeState {
+        local: Default::default(),
+        external: ExternalEnv::default(),
+    };
+    let mut config = CompileConfig::default();
+    if read_only {
+        config.set_read_only();
+    }
+    let result = vrl::compiler::compile_with_state(source, functions(), &state, config)?;
+    if !result.warnings.is_empty() {
+        tracing::warn!(
+            "VRL {what} compiled with warnings:{}",
+            Formatter::new(source, result.warnings)
+        );
+    }
+    Ok(result.program)
+}
+
+/// The VRL error code of an unhandled fallible expression (`E100`).
+const UNHANDLED_ERROR: usize = 100;
+
+/// Reusable run state: the runtime (variables), the `%` metadata object and the secrets.
+/// Reset between events, never reallocated.
+#[derive(Debug)]
+pub(crate) struct VrlState {
+    runtime: Runtime,
+    metadata: Value,
+    secrets: Secrets,
+}
+
+impl VrlState {
+    pub(crate) fn new() -> Self {
+        Self {
+            runtime: Runtime::default(),
+            metadata: Value::Object(ObjectMap::new()),
+            secrets: Secrets::new(),
+        }
+    }
+
+    /// Runs `program` on `value` in place, then resets the state for the next event.
+    pub(crate) fn run(&mut self, program: &Program, value: &mut Value) -> Result<Value, Terminate> {
+        let mut target = TargetValueRef {
+            value,
+            metadata: &mut self.metadata,
+            secrets: &mut self.secrets,
+        };
+        let result = self
+            .runtime
+            .resolve(&mut target, program, &TimeZone::default());
+        self.runtime.clear();
+        // Secrets set by a program belong to its event (an empty map costs nothing).
+        self.secrets = Secrets::new();
+        match &mut self.metadata {
+            // Clearing an empty map is free; a used one keeps no state across events.
+            Value::Object(m) => m.clear(),
+            other => *other = Value::Object(ObjectMap::new()),
+        }
+        result
+    }
+}
+
+/// Why a condition could not be decided for an event.
+#[derive(Debug)]
+pub(crate) enum ConditionError {
+    /// The expression failed at runtime.
+    Runtime(Terminate),
+    /// It returned something other than a boolean.
+    NotBoolean(Value),
+}
+
+impl fmt::Display for ConditionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConditionError::Runtime(t) => write!(f, "condition failed: {t}"),
+            ConditionError::NotBoolean(v) => write!(
+                f,
+                "condition returned {} instead of a boolean",
+                v.kind_str()
+            ),
+        }
+    }
+}
+
+/// Condition errors of one batch, reported to the metrics once per batch.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorTally {
+    count: u64,
+    first: Option<String>,
+}
+
+impl ErrorTally {
+    pub(crate) fn add(&mut self, e: &ConditionError) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(e.to_string());
+        }
+    }
+
+    /// Counts the errors as kind `condition` (and logs the first, rate-limited), then resets.
+    pub(crate) fn report(&mut self, metrics: &ComponentMetrics) {
+        if self.count > 0 {
+            let message = self.first.take().unwrap_or_default();
+            metrics.error("condition", self.count, &message);
+            self.count = 0;
+        }
+    }
+}
+
+const CAUGHT_VALUE: &str = "__weir_condition_value";
+const CAUGHT_ERROR: &str = "__weir_condition_error";
+
+/// A compiled VRL boolean expression (`.status >= 500`), with its own run state.
+#[derive(Debug)]
+pub(crate) struct Condition {
+    program: Program,
+    state: VrlState,
+}
+
+impl Condition {
+    /// Compiles `source`. Fails if it does not compile, if it tries to modify the event, or if
+    /// its type can never be a boolean (a condition like `.status` or `upcase(.x)`).
+    ///
+    /// Unlike a `remap` program, a condition may leave errors unhandled (`.status >= 500`
+    /// fails when `.status` is not a number): such a condition is run with its error caught,
+    /// and an event it fails on is reported as a [`ConditionError::Runtime`].
+    pub(crate) fn compile(source: &str) -> Result<Self, String> {
+        let program = match compile_raw(source, "condition", true) {
+            Ok(p) => p,
+            Err(d) if !d.is_empty() && d.iter().all(|d| d.code == UNHANDLED_ERROR) => {
+                // Catch the error and turn it into an abort that carries its message.
+                let wrapped = format!(
+                    "{CAUGHT_VALUE}, {CAUGHT_ERROR} = {{\n{source}\n}}\n\
+                     if {CAUGHT_ERROR} != null {{ abort (string({CAUGHT_ERROR}) ?? \"error\") }}\n\
+                     {CAUGHT_VALUE}"
+                );
+                compile_raw(&wrapped, "condition", true)
+                    .map_err(|_| format!("invalid VRL condition:{}", Formatter::new(source, d)))?
+            }
+            Err(d) => {
+                return Err(format!(
+                    "invalid VRL condition:{}",
+                    Formatter::new(source, d)
+                ))
+            }
+        };
+        let result = program.final_type_info().result;
+        if !result.kind().contains_boolean() {
+            return Err(format!(
+                "the VRL condition `{}` must return a boolean, but it returns {}",
+                source.trim(),
+                result.kind()
+            ));
+        }
+        Ok(Self {
+            program,
+            state: VrlState::new(),
+        })
+    }
+
+    /// Evaluates the condition on a log's fields. The program is read-only, so `value` is left
+    /// as it was.
+    pub(crate) fn check(&mut self, value: &mut Value) -> Result<bool, ConditionError> {
+        match self.state.run(&self.program, value) {
+            Ok(Value::Boolean(b)) => Ok(b),
+            Ok(other) => Err(ConditionError::NotBoolean(other)),
+            Err(t) => Err(ConditionError::Runtime(t)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vrl::value::Value;
+
+    fn obj(json: &str) -> Value {
+        let j: serde_json::Value = serde_json::from_str(json).unwrap();
+        Value::from(j)
+    }
+
+    #[test]
+    fn condition_true_false() {
+        let mut c = Condition::compile(".status >= 500").unwrap();
+        let mut a = obj(r#"{"status": 503}"#);
+        let mut b = obj(r#"{"status": 200}"#);
+        assert!(c.check(&mut a).unwrap());
+        assert!(!c.check(&mut b).unwrap());
+        // Untouched.
+        assert_eq!(a, obj(r#"{"status": 503}"#));
+    }
+
+    #[test]
+    fn condition_runtime_error() {
+        let mut c = Condition::compile(".status >= 500").unwrap();
+        let mut v = obj(r#"{"status": "x"}"#);
+        let err = c.check(&mut v).unwrap_err();
+        assert!(matches!(err, ConditionError::Runtime(_)));
+        let msg = err.to_string();
+        assert_eq!(msg, "condition failed: expected string, got integer");
+        // The next event is evaluated normally.
+        let mut ok = obj(r#"{"status": 501}"#);
+        assert!(c.check(&mut ok).unwrap());
+    }
+
+    #[test]
+    fn condition_must_be_boolean() {
+        let err = Condition::compile("upcase(\"a\")").unwrap_err();
+        assert!(err.contains("must return a boolean"), "{err}");
+        let err = Condition::compile(".a = 1\ntrue").unwrap_err();
+        assert!(err.contains("invalid VRL condition"), "{err}");
+    }
+
+    #[test]
+    fn condition_syntax_error_shows_line() {
+        let err = Condition::compile(".status >=").unwrap_err();
+        assert!(err.contains("invalid VRL condition"), "{err}");
+        assert!(err.contains(".status >="), "{err}");
+    }
+
+    #[test]
+    fn condition_of_any_type_is_accepted_and_non_boolean_is_an_error() {
+        let mut c = Condition::compile(".flag").unwrap();
+        let mut t = obj(r#"{"flag": true}"#);
+        let mut s = obj(r#"{"flag": "yes"}"#);
+        assert!(c.check(&mut t).unwrap());
+        assert!(matches!(
+            c.check(&mut s),
+            Err(ConditionError::NotBoolean(_))
+        ));
+    }
+}
