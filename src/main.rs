@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub const QUICKSTART: &str = include_str!("../config/quickstart.toml");
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "A fast, safe observability pipeline agent")]
+#[command(
+    name = "weir",
+    version,
+    about = "A fast, safe observability pipeline agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -122,7 +122,8 @@ mod tests {
     #[tokio::test]
     async fn worst_status_wins_and_arrives_after_last_copy_drops() {
         let (n, rx) = BatchNotifier::new_with_receiver();
-        let mut batch = EventBatch::new(vec![LogEvent::default().into(), LogEvent::default().into()]);
+        let mut batch =
+            EventBatch::new(vec![LogEvent::default().into(), LogEvent::default().into()]);
         batch.attach_notifier(&n);
         drop(n);
         let copy = batch.clone();

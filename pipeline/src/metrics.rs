@@ -254,7 +254,10 @@ impl MetricsRegistry {
                 "component_received_bytes_total",
                 counter(c.received_bytes()),
             ));
-            out.push(base("component_sent_events_total", counter(c.sent_events())));
+            out.push(base(
+                "component_sent_events_total",
+                counter(c.sent_events()),
+            ));
             out.push(base("component_sent_bytes_total", counter(c.sent_bytes())));
             out.push(base(
                 "component_discarded_events_total",

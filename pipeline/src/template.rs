@@ -149,7 +149,8 @@ mod tests {
 
     #[test]
     fn renders_fields_and_time() {
-        let t = Template::parse("/data/{{ kubernetes.namespace }}/dt=%Y-%m-%d/{{app}}.log").unwrap();
+        let t =
+            Template::parse("/data/{{ kubernetes.namespace }}/dt=%Y-%m-%d/{{app}}.log").unwrap();
         let mut l = LogEvent::default();
         l.insert(&parse_path("kubernetes.namespace").unwrap(), "shop");
         l.insert_field("app", "cart");

@@ -156,7 +156,10 @@ impl Sink for FileSink {
                         self.metrics.error("template", 1, &err);
                         continue;
                     }
-                    match pending.iter().position(|(p, _)| p.as_os_str() == path_buf.as_str()) {
+                    match pending
+                        .iter()
+                        .position(|(p, _)| p.as_os_str() == path_buf.as_str())
+                    {
                         Some(i) => i,
                         None => {
                             pending.push((PathBuf::from(&path_buf), Vec::new()));
@@ -268,14 +271,20 @@ mod tests {
         let (tx, rx) = buffer(100, WhenFull::Block, metrics.clone());
         let task = tokio::spawn(sink.run(SinkInput::new(rx, metrics.clone())));
         let (n1, rx1) = BatchNotifier::new_with_receiver();
-        let mut b = EventBatch::new(vec![event(Some("a"), 1), event(Some("b"), 2), event(None, 3)]);
+        let mut b = EventBatch::new(vec![
+            event(Some("a"), 1),
+            event(Some("b"), 2),
+            event(None, 3),
+        ]);
         b.attach_notifier(&n1);
         drop(n1);
         tx.send(b).await.unwrap();
         // The event without `svc` is rejected: the batch reports the worst status.
         assert_eq!(rx1.wait().await, EventStatus::Rejected);
         for i in 4..8 {
-            tx.send(EventBatch::new(vec![event(Some("a"), i)])).await.unwrap();
+            tx.send(EventBatch::new(vec![event(Some("a"), i)]))
+                .await
+                .unwrap();
         }
         drop(tx);
         task.await.unwrap().unwrap();
@@ -286,15 +295,25 @@ mod tests {
             .map(|e| e.unwrap().path())
             .collect();
         names.sort();
-        assert!(names.len() >= 2, "rotation by size made several files: {names:?}");
+        assert!(
+            names.len() >= 2,
+            "rotation by size made several files: {names:?}"
+        );
         for p in &names {
             let s = std::fs::read_to_string(p).unwrap();
-            assert!(s.len() <= 40 || s.lines().count() == 1, "{p:?} over max_bytes");
+            assert!(
+                s.len() <= 40 || s.lines().count() == 1,
+                "{p:?} over max_bytes"
+            );
             all.push_str(&s);
         }
         let mut ns: Vec<i64> = all
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_i64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
             .collect();
         ns.sort();
         assert_eq!(ns, vec![1, 4, 5, 6, 7]);

@@ -71,11 +71,23 @@ impl SourceConfig for DemoConfig {
 }
 
 const SERVICES: &[&str] = &[
-    "frontend", "cart", "checkout", "payment", "shipping", "catalog", "recommendation",
+    "frontend",
+    "cart",
+    "checkout",
+    "payment",
+    "shipping",
+    "catalog",
+    "recommendation",
 ];
 const PATHS: &[&str] = &[
-    "/", "/api/cart", "/api/checkout", "/api/products", "/api/products/{id}", "/api/payment",
-    "/healthz", "/api/recommendations",
+    "/",
+    "/api/cart",
+    "/api/checkout",
+    "/api/products",
+    "/api/products/{id}",
+    "/api/payment",
+    "/healthz",
+    "/api/recommendations",
 ];
 const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
 const MESSAGES: &[&str] = &[
@@ -135,7 +147,10 @@ fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, buf: &mut String) 
             buf,
             r#"{{"timestamp":"{}","level":"{level}","service":"{service}","method":"{method}","path":"{path}","status":{status},"duration_ms":{duration_ms:.2},"bytes":{bytes},"user_id":"u-{user}","client_ip":"{}.{}.{}.{}","request_id":"{seq:016x}","message":"{msg}"}}"#,
             now.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-            ip[0], ip[1], ip[2], ip[3]
+            ip[0],
+            ip[1],
+            ip[2],
+            ip[3]
         ),
         DemoFormat::ApacheCommon => write!(
             buf,
@@ -200,7 +215,8 @@ async fn run(cfg: DemoConfig, mut cx: SourceContext) -> Result<(), BoxError> {
             generate(cfg.format, &mut rng, seq, &mut line);
             seq += 1;
             bytes += line.len() as u64;
-            let mut log = LogEvent::from_message(Bytes::copy_from_slice(line.as_bytes()), source_id.clone());
+            let mut log =
+                LogEvent::from_message(Bytes::copy_from_slice(line.as_bytes()), source_id.clone());
             log.insert_field("timestamp", now.clone());
             batch.push(log);
         }
@@ -231,7 +247,10 @@ mod tests {
                 errors += 1;
             }
         }
-        assert!((40..=200).contains(&errors), "about 5% errors, got {errors}");
+        assert!(
+            (40..=200).contains(&errors),
+            "about 5% errors, got {errors}"
+        );
     }
 
     #[test]

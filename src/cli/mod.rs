@@ -28,7 +28,12 @@ fn env_lookup(name: &str) -> Option<String> {
 pub fn load(configs: &[PathBuf]) -> Result<Config, ConfigErrors> {
     let reg = registry();
     if configs.is_empty() {
-        load_str("<embedded quickstart>", crate::QUICKSTART, &reg, &env_lookup)
+        load_str(
+            "<embedded quickstart>",
+            crate::QUICKSTART,
+            &reg,
+            &env_lookup,
+        )
     } else {
         load_files(configs, &reg, &env_lookup)
     }

@@ -45,9 +45,7 @@ buffer.max_events = {SINK_BUFFER}
     let in_flight = created_later - st.delivered_count() as u64;
     // Capacity: the sink buffer, the transform's input queue, one batch held by the
     // transform and one by the source while they wait to send.
-    let bound = SINK_BUFFER
-        + weir_pipeline::config::TRANSFORM_QUEUE_EVENTS as u64
-        + 2 * BATCH;
+    let bound = SINK_BUFFER + weir_pipeline::config::TRANSFORM_QUEUE_EVENTS as u64 + 2 * BATCH;
     assert_eq!(st.delivered_count(), 0, "the sink is stalled");
     assert!(created > 0, "the source started");
     assert_eq!(created, created_later, "the source is held by backpressure");
@@ -65,6 +63,10 @@ buffer.max_events = {SINK_BUFFER}
     let mut got = st.delivered.lock().unwrap().clone();
     got.sort_unstable();
     let expected: Vec<i64> = (0..N as i64).collect();
-    assert_eq!(got.len(), expected.len(), "every event delivered exactly once");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "every event delivered exactly once"
+    );
     assert!(got == expected, "every sequence number arrived");
 }

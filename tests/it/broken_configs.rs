@@ -55,7 +55,7 @@ fn every_broken_config_gives_its_message_at_its_place() {
         ),
         (
             "unset environment variable",
-            format!("[sources.in]\ntype = \"stdin\"\n[sinks.f]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"${{NOPE}}/x.log\"\n"),
+            "[sources.in]\ntype = \"stdin\"\n[sinks.f]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"${NOPE}/x.log\"\n".to_string(),
             "f.toml:6:9: environment variable `NOPE` is not set",
         ),
         (
@@ -85,14 +85,12 @@ fn every_broken_config_gives_its_message_at_its_place() {
         ),
         (
             "unknown top-level key",
-            format!("[sources.in]\ntype = \"stdin\"\n[sink.out]\ntype = \"console\"\n"),
+            "[sources.in]\ntype = \"stdin\"\n[sink.out]\ntype = \"console\"\n".to_string(),
             "f.toml:3:2: sink: unknown top-level key `sink`, did you mean `sinks`?",
         ),
         (
             "unknown named output",
-            format!(
-                "[sources.in]\ntype = \"stdin\"\n[transforms.router]\ntype = \"route\"\ninputs = [\"in\"]\nroute.errors = '.level == \"error\"'\n[sinks.out]\ntype = \"console\"\ninputs = [\"router.eror\"]\n"
-            ),
+            "[sources.in]\ntype = \"stdin\"\n[transforms.router]\ntype = \"route\"\ninputs = [\"in\"]\nroute.errors = '.level == \"error\"'\n[sinks.out]\ntype = \"console\"\ninputs = [\"router.eror\"]\n".to_string(),
             "f.toml:9:11: sinks.out.inputs: `router` has no output named `eror`, did you mean `router.errors`?",
         ),
         (
@@ -102,27 +100,27 @@ fn every_broken_config_gives_its_message_at_its_place() {
         ),
         (
             "buffer option typo",
-            format!("[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\nbuffer.max_event = 10\n"),
+            "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\nbuffer.max_event = 10\n".to_string(),
             "sinks.out.buffer.max_event: unknown field `max_event`, did you mean `max_events`?",
         ),
         (
             "bad enum value",
-            format!("[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\nbuffer.when_full = \"drop\"\n"),
+            "[sources.in]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\nbuffer.when_full = \"drop\"\n".to_string(),
             "unknown variant `drop`, expected `block` or `drop_newest`",
         ),
         (
             "two readers of stdin",
-            format!("[sources.in]\ntype = \"stdin\"\n[sources.in2]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"in*\"]\n"),
+            "[sources.in]\ntype = \"stdin\"\n[sources.in2]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"in*\"]\n".to_string(),
             "f.toml:3:10: sources.in2: standard input is already used by sources.in",
         ),
         (
             "VRL program that does not compile",
-            format!("[sources.in]\ntype = \"stdin\"\n[transforms.p]\ntype = \"remap\"\ninputs = [\"in\"]\nsource = \". = parse_jsn!(.message)\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"p\"]\n"),
+            "[sources.in]\ntype = \"stdin\"\n[transforms.p]\ntype = \"remap\"\ninputs = [\"in\"]\nsource = \". = parse_jsn!(.message)\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"p\"]\n".to_string(),
             "f.toml:3:13: transforms.p: ",
         ),
         (
             "a sink used as an input",
-            format!("[sources.in]\ntype = \"stdin\"\n[sinks.a]\ntype = \"console\"\ninputs = [\"in\"]\n[sinks.b]\ntype = \"console\"\ninputs = [\"a\"]\n"),
+            "[sources.in]\ntype = \"stdin\"\n[sinks.a]\ntype = \"console\"\ninputs = [\"in\"]\n[sinks.b]\ntype = \"console\"\ninputs = [\"a\"]\n".to_string(),
             "f.toml:8:11: sinks.b.inputs: `a` is a sink and has no output to read from",
         ),
     ];
@@ -155,7 +153,11 @@ fn weir_validate_prints_every_error_and_exits_non_zero() {
         "bad.toml",
         "[sources.in]\ntype = \"stdinn\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"nope\"]\n",
     );
-    let bad2 = crate::harness::write_config(dir.path(), "bad2.toml", "[sinks.x]\ntype = \"console\"\ninput = [\"a\"]\n");
+    let bad2 = crate::harness::write_config(
+        dir.path(),
+        "bad2.toml",
+        "[sinks.x]\ntype = \"console\"\ninput = [\"a\"]\n",
+    );
     let out = crate::harness::weir()
         .args(["validate", "--no-environment"])
         .arg(&bad)
@@ -165,8 +167,18 @@ fn weir_validate_prints_every_error_and_exits_non_zero() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
     let b = bad.display();
-    assert!(stderr.contains(&format!("{b}:2:8: sources.in.type: unknown source type `stdinn`, did you mean `stdin`?")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{b}:2:8: sources.in.type: unknown source type `stdinn`, did you mean `stdin`?"
+        )),
+        "{stderr}"
+    );
     let b2 = bad2.display();
-    assert!(stderr.contains(&format!("{b2}:3:1: sinks.x.input: unknown field `input`, did you mean `inputs`?")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{b2}:3:1: sinks.x.input: unknown field `input`, did you mean `inputs`?"
+        )),
+        "{stderr}"
+    );
     assert!(stderr.contains("errors found"), "{stderr}");
 }

@@ -8,11 +8,20 @@ fn list_names_every_component_type() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for t in [
-        "demo", "stdin", "internal_metrics", "remap", "filter", "route", "sample", "console",
-        "file", "blackhole",
+        "demo",
+        "stdin",
+        "internal_metrics",
+        "remap",
+        "filter",
+        "route",
+        "sample",
+        "console",
+        "file",
+        "blackhole",
     ] {
         assert!(
-            text.lines().any(|l| l.trim_start().starts_with(&format!("{t} "))),
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{t} "))),
             "`{t}` missing from:\n{text}"
         );
     }
@@ -39,13 +48,27 @@ type = "blackhole"
 inputs = ["router._unmatched"]
 "#,
     );
-    let out = weir().args(["graph", "--config"]).arg(&cfg).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir()
+        .args(["graph", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dot = String::from_utf8_lossy(&out.stdout);
     assert!(dot.starts_with("digraph weir {"));
     assert!(dot.contains("\"in\" -> \"router\";"), "{dot}");
-    assert!(dot.contains("\"router\" -> \"errs\" [label=\"errors\"];"), "{dot}");
-    assert!(dot.contains("\"router\" -> \"rest\" [label=\"_unmatched\"];"), "{dot}");
+    assert!(
+        dot.contains("\"router\" -> \"errs\" [label=\"errors\"];"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("\"router\" -> \"rest\" [label=\"_unmatched\"];"),
+        "{dot}"
+    );
     let out = weir()
         .args(["graph", "--format", "mermaid", "--config"])
         .arg(&cfg)

@@ -20,7 +20,10 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn examples() -> Vec<PathBuf> {
     let mut v = Vec::new();
-    toml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"), &mut v);
+    toml_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+        &mut v,
+    );
     v.sort();
     assert!(!v.is_empty());
     v
@@ -119,7 +122,12 @@ fn quickstart_serves_its_api_and_writes_under_data_dir() {
         .any(|e| e["from"] == "router" && e["output"] == "errors" && e["to"] == "errors_file"));
     sigterm(&child);
     let out = wait_with_timeout(child, Duration::from_secs(30));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Every routed error line is a parsed, enriched 5xx event.
     let mut lines = 0;
     let mut statuses = std::collections::BTreeSet::new();
@@ -136,9 +144,18 @@ fn quickstart_serves_its_api_and_writes_under_data_dir() {
         }
     }
     assert!(lines > 0);
-    assert!(statuses.len() > 1, "every 5xx status is routed, not only 500: {statuses:?}");
+    assert!(
+        statuses.len() > 1,
+        "every 5xx status is routed, not only 500: {statuses:?}"
+    );
     // The console view shows sampled, logfmt-encoded non-error events.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.lines().any(|l| l.contains("status_class=2xx")), "{stdout}");
-    assert!(!stdout.contains("status_class=5xx"), "errors were routed away from the console");
+    assert!(
+        stdout.lines().any(|l| l.contains("status_class=2xx")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("status_class=5xx"),
+        "errors were routed away from the console"
+    );
 }

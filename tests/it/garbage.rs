@@ -52,7 +52,11 @@ path = "{out}"
     let got: Vec<i64> = std::fs::read_to_string(&out_path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_i64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(got, vec![1, 2, 3, 4]);
     // 1001 decode errors and one oversized line, all counted (summary at exit) ...
@@ -62,6 +66,9 @@ path = "{out}"
     );
     // ... but logged at a bounded rate, not 1001 times.
     let decode_logs = stderr.matches("cannot decode").count();
-    assert!((1..=3).contains(&decode_logs), "{decode_logs} log lines:\n{stderr}");
+    assert!(
+        (1..=3).contains(&decode_logs),
+        "{decode_logs} log lines:\n{stderr}"
+    );
     assert!(stderr.contains("over max_line_bytes"), "{stderr}");
 }

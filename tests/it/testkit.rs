@@ -161,7 +161,9 @@ impl Sink for Gated {
                     break;
                 }
             }
-            let Some(batch) = input.next().await else { break };
+            let Some(batch) = input.next().await else {
+                break;
+            };
             {
                 let mut d = self.state.delivered.lock().unwrap();
                 for e in batch.iter() {

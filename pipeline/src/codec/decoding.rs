@@ -79,7 +79,10 @@ impl Decoder {
                 let mut put = |k: &str, v: Value| {
                     m.insert(KeyString::from(k), v);
                 };
-                put("message", Value::Bytes(Bytes::copy_from_slice(msg.msg.as_bytes())));
+                put(
+                    "message",
+                    Value::Bytes(Bytes::copy_from_slice(msg.msg.as_bytes())),
+                );
                 if let Some(t) = msg.timestamp {
                     put("timestamp", Value::Timestamp(t.with_timezone(&Utc)));
                 }
@@ -155,20 +158,37 @@ mod tests {
     #[test]
     fn decodes_each_codec() {
         let l = one(Decoder::Bytes, b"\xff raw").unwrap();
-        assert_eq!(l.get_field("message"), Some(&Value::Bytes(Bytes::from_static(b"\xff raw"))));
+        assert_eq!(
+            l.get_field("message"),
+            Some(&Value::Bytes(Bytes::from_static(b"\xff raw")))
+        );
         let l = one(Decoder::Json, br#"{"a":{"b":[1]}}"#).unwrap();
-        assert!(l.get(&crate::event::parse_path("a.b[0]").unwrap()).is_some());
+        assert!(l
+            .get(&crate::event::parse_path("a.b[0]").unwrap())
+            .is_some());
         assert!(one(Decoder::Json, b"42").is_err());
         let l = one(Decoder::Logfmt, b"a=1 b=\"x y\"").unwrap();
-        assert_eq!(l.get_field("b"), Some(&Value::Bytes(Bytes::from_static(b"x y"))));
+        assert_eq!(
+            l.get_field("b"),
+            Some(&Value::Bytes(Bytes::from_static(b"x y")))
+        );
         let l = one(
             Decoder::Syslog,
             b"<34>1 2024-10-11T22:14:15.003Z mymachine su 77 ID47 [ex@1 k=\"v\"] 'su root' failed",
         )
         .unwrap();
-        assert_eq!(l.get_field("appname"), Some(&Value::Bytes(Bytes::from_static(b"su"))));
-        assert_eq!(l.get_field("severity"), Some(&Value::Bytes(Bytes::from_static(b"crit"))));
+        assert_eq!(
+            l.get_field("appname"),
+            Some(&Value::Bytes(Bytes::from_static(b"su")))
+        );
+        assert_eq!(
+            l.get_field("severity"),
+            Some(&Value::Bytes(Bytes::from_static(b"crit")))
+        );
         assert_eq!(l.get_field("procid"), Some(&Value::Integer(77)));
-        assert!(matches!(l.get_field("timestamp"), Some(Value::Timestamp(_))));
+        assert!(matches!(
+            l.get_field("timestamp"),
+            Some(Value::Timestamp(_))
+        ));
     }
 }

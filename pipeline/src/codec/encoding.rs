@@ -113,8 +113,12 @@ mod tests {
         Encoder::Logfmt.encode(&e, &mut out).unwrap();
         assert_eq!(out, br#"message="hi there" n=1"#);
         out.clear();
-        let m = Metric::new("up", MetricKind::Absolute, MetricValue::Gauge { value: 1.0 })
-            .with_tag("a", "b");
+        let m = Metric::new(
+            "up",
+            MetricKind::Absolute,
+            MetricValue::Gauge { value: 1.0 },
+        )
+        .with_tag("a", "b");
         Encoder::Text.encode(&Event::Metric(m), &mut out).unwrap();
         assert_eq!(out, br#"up{a="b"} 1"#);
     }

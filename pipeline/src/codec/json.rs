@@ -123,7 +123,9 @@ mod tests {
             br#"{"s":"plain","e":"esc\"aped","i":-3,"u":18446744073709551615,"f":1.5,"b":true,"n":null,"a":[1,{"x":"y"}]}"#,
         );
         let v = parse_json_value(&frame).unwrap();
-        let Value::Object(m) = v else { panic!("not an object") };
+        let Value::Object(m) = v else {
+            panic!("not an object")
+        };
         assert_eq!(m["s"], Value::Bytes(Bytes::from_static(b"plain")));
         assert_eq!(m["e"], Value::Bytes(Bytes::from_static(b"esc\"aped")));
         assert_eq!(m["i"], Value::Integer(-3));

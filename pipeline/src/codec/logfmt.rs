@@ -150,7 +150,10 @@ mod tests {
         let line = Bytes::from_static(br#"level=info msg="hello \"world\"" debug dur=3ms"#);
         let m = parse(&line).unwrap();
         assert_eq!(m["level"], Value::Bytes(Bytes::from_static(b"info")));
-        assert_eq!(m["msg"], Value::Bytes(Bytes::from_static(b"hello \"world\"")));
+        assert_eq!(
+            m["msg"],
+            Value::Bytes(Bytes::from_static(b"hello \"world\""))
+        );
         assert_eq!(m["debug"], Value::Boolean(true));
         let mut out = Vec::new();
         write(&m, &mut out);

@@ -19,7 +19,10 @@ impl Location {
             .iter()
             .rposition(|b| *b == b'\n')
             .map_or(0, |p| p + 1);
-        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
         Self {
             file: Arc::clone(file),
             line,

@@ -118,7 +118,9 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
                 ),
             }
         }
-        graph.inputs.insert(id.clone(), resolved.into_iter().collect());
+        graph
+            .inputs
+            .insert(id.clone(), resolved.into_iter().collect());
     }
 
     // Cycles and a topological order of transforms (Kahn).
@@ -274,7 +276,10 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
     // Resources claimed twice.
     let mut claimed: BTreeMap<Resource, String> = BTreeMap::new();
     if config.api.enabled {
-        claimed.insert(Resource::Tcp(config.api.address), "the API (`[api]`)".into());
+        claimed.insert(
+            Resource::Tcp(config.api.address),
+            "the API (`[api]`)".into(),
+        );
     }
     let claims = config
         .sources
@@ -362,7 +367,9 @@ fn resolve_input(
             .cloned()
             .collect();
         if hits.is_empty() {
-            return Err(format!("input pattern `{text}` matches no source or transform"));
+            return Err(format!(
+                "input pattern `{text}` matches no source or transform"
+            ));
         }
         return Ok(hits);
     }
@@ -402,16 +409,17 @@ fn resolve_input(
         }
     }
     if config.sinks.contains_key(text) {
-        return Err(format!(
-            "`{text}` is a sink and has no output to read from"
-        ));
+        return Err(format!("`{text}` is a sink and has no output to read from"));
     }
     let names: Vec<String> = declared.keys().map(|k| k.to_string()).collect();
     let mut msg = format!("unknown input `{text}`");
     if let Some(s) = suggest(text, names.iter().map(String::as_str)) {
         msg.push_str(&format!(", did you mean `{s}`?"));
     } else if !names.is_empty() {
-        msg.push_str(&format!("; the sources and transforms are {}", names.join(", ")));
+        msg.push_str(&format!(
+            "; the sources and transforms are {}",
+            names.join(", ")
+        ));
     }
     Err(msg)
 }

@@ -103,7 +103,10 @@ pub fn load_sources(
         let files = cx.config.files.clone();
         cx.errors.sort_by_key(|e| match &e.location {
             Some(l) => (
-                files.iter().position(|f| *f == l.file).unwrap_or(usize::MAX),
+                files
+                    .iter()
+                    .position(|f| *f == l.file)
+                    .unwrap_or(usize::MAX),
                 l.line,
                 l.column,
             ),
@@ -208,8 +211,9 @@ impl Loader<'_> {
     fn api(&mut self, fcx: &FileCx<'_>, value: Spanned<DeValue<'_>>) {
         let span = value.span();
         let fields = field_spans(&value);
-        match <ApiConfig as serde::Deserialize>::deserialize(toml::de::ValueDeserializer::from(value))
-        {
+        match <ApiConfig as serde::Deserialize>::deserialize(toml::de::ValueDeserializer::from(
+            value,
+        )) {
             Ok(api) => {
                 if let Some(prev) = &self.api_set {
                     self.errors.push(
@@ -325,10 +329,12 @@ impl Loader<'_> {
         let inputs = if kind == ComponentKind::Source {
             if let Some(v) = table.remove("inputs") {
                 self.errors.push(
-                    ConfigError::new("a source has no `inputs`; did you mean to make it a transform or a sink?")
-                        .at(fcx.loc(&v.span()))
-                        .component(&qualified)
-                        .field("inputs"),
+                    ConfigError::new(
+                        "a source has no `inputs`; did you mean to make it a transform or a sink?",
+                    )
+                    .at(fcx.loc(&v.span()))
+                    .component(&qualified)
+                    .field("inputs"),
                 );
             }
             Vec::new()
@@ -427,8 +433,7 @@ impl Loader<'_> {
             ($map:expr) => {{
                 match $map.get(type_name.as_str()) {
                     None => {
-                        let mut msg =
-                            format!("unknown {} type `{type_name}`", kind.as_str());
+                        let mut msg = format!("unknown {} type `{type_name}`", kind.as_str());
                         match suggest(&type_name, $map.keys().copied()) {
                             Some(s) => msg.push_str(&format!(", did you mean `{s}`?")),
                             None => msg.push_str(&format!(

@@ -72,12 +72,15 @@ pub fn describe(config: &Config, graph: &Graph) -> Vec<ComponentInfo> {
     out
 }
 
+/// A component's task, with its id and kind.
+type ComponentTask = (String, ComponentKind, JoinHandle<Result<(), BoxError>>);
+
 /// A started pipeline.
 pub struct RunningTopology {
     pub registry: Arc<MetricsRegistry>,
     pub components: Vec<ComponentInfo>,
     shutdown: ShutdownToken,
-    tasks: Vec<(String, ComponentKind, JoinHandle<Result<(), BoxError>>)>,
+    tasks: Vec<ComponentTask>,
 }
 
 /// How a component task ended.
