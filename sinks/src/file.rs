@@ -85,9 +85,11 @@ struct FileSink {
 }
 
 impl FileSink {
-    fn write(&mut self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    /// Appends `data[*done..]` to `path`, advancing `*done` as bytes land, so a retry after a
+    /// partial write continues where it stopped instead of writing a part twice.
+    fn write(&mut self, path: &Path, data: &[u8], done: &mut usize) -> std::io::Result<()> {
         if let (Some(max), Some(f)) = (self.cfg.max_bytes, self.files.get(path)) {
-            if f.size > 0 && f.size + data.len() as u64 > max {
+            if *done == 0 && f.size > 0 && f.size + data.len() as u64 > max {
                 self.files.remove(path);
                 let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
                 let mut rotated = path.as_os_str().to_owned();
@@ -115,15 +117,30 @@ impl FileSink {
         let Some(f) = self.files.get_mut(path) else {
             return Err(std::io::Error::other("file vanished from the open set"));
         };
-        if let Err(e) = f.file.write_all(data) {
-            // Drop the handle: the next attempt reopens (the file may have been removed).
-            self.files.remove(path);
-            return Err(e);
+        while *done < data.len() {
+            match f.file.write(&data[*done..]) {
+                Ok(0) => {
+                    self.files.remove(path);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "the file accepted no bytes",
+                    ));
+                }
+                Ok(n) => {
+                    *done += n;
+                    f.size += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Drop the handle: the next attempt reopens (the file may have been removed).
+                    self.files.remove(path);
+                    return Err(e);
+                }
+            }
         }
         if self.cfg.fsync {
             f.file.sync_data()?;
         }
-        f.size += data.len() as u64;
         f.last_write = Instant::now();
         Ok(())
     }
@@ -192,8 +209,9 @@ impl Sink for FileSink {
                     continue;
                 }
                 let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+                let mut done = 0;
                 loop {
-                    match self.write(path, data) {
+                    match self.write(path, data, &mut done) {
                         Ok(()) => break,
                         Err(e) => {
                             self.metrics.error(

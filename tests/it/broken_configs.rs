@@ -123,6 +123,16 @@ fn every_broken_config_gives_its_message_at_its_place() {
             "[sources.in]\ntype = \"stdin\"\n[sinks.a]\ntype = \"console\"\ninputs = [\"in\"]\n[sinks.b]\ntype = \"console\"\ninputs = [\"a\"]\n".to_string(),
             "f.toml:8:11: sinks.b.inputs: `a` is a sink and has no output to read from",
         ),
+        (
+            "route read without naming an output",
+            "[sources.in]\ntype = \"stdin\"\n[transforms.router]\ntype = \"route\"\ninputs = [\"in\"]\nroute.errors = '.level == \"error\"'\n[sinks.out]\ntype = \"console\"\ninputs = [\"router\"]\n".to_string(),
+            "f.toml:9:11: sinks.out.inputs: `router` has only named outputs: read one of `router._unmatched`, `router.errors`",
+        ),
+        (
+            "acknowledgements on a source that cannot replay",
+            format!("[sources.in]\ntype = \"stdin\"\nacknowledgements = true\n{OK_TAIL}"),
+            "f.toml:1:10: sources.in.acknowledgements: source type `stdin` cannot hold back its input",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, text, expected) in &cases {

@@ -22,6 +22,12 @@ pub fn interpolate(
     let mut copied = 0;
     while let Some(p) = memchr::memchr(b'$', &bytes[i..]) {
         let start = i + p;
+        // A `$` in a comment line is left alone: comments are not configuration.
+        let line_start = memchr::memrchr(b'\n', &bytes[..start]).map_or(0, |n| n + 1);
+        if text[line_start..start].trim_start().starts_with('#') {
+            i = start + 1;
+            continue;
+        }
         out.push_str(&text[copied..start]);
         match bytes.get(start + 1) {
             Some(b'$') => {
@@ -141,6 +147,16 @@ mod tests {
         );
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(out, "a=example b=x c=y d= e=$HOST f=$5");
+    }
+
+    #[test]
+    fn comment_lines_are_not_interpolated() {
+        let (out, errs) = interpolate("# uses ${UNSET}\na = \"${HOST}\" # ${X}\n", &env);
+        assert!(
+            errs.len() == 1 && errs[0].message.contains("`X`"),
+            "{errs:?}"
+        );
+        assert!(out.starts_with("# uses ${UNSET}\na = \"example\""), "{out}");
     }
 
     #[test]

@@ -115,11 +115,30 @@ impl RunningTopology {
     }
 }
 
-/// Builds and starts every component. Errors building any component stop the start (nothing
-/// is left running).
+/// Builds and starts every component. An error building any component stops the start:
+/// what was already spawned is stopped, nothing is left running.
 pub async fn start(config: Config, graph: &Graph) -> Result<RunningTopology, BoxError> {
-    let registry = Arc::new(MetricsRegistry::default());
     let shutdown = ShutdownToken::new();
+    let mut tasks = Vec::new();
+    match start_inner(config, graph, shutdown.clone(), &mut tasks).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            shutdown.cancel();
+            for (_, _, t) in &tasks {
+                t.abort();
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn start_inner(
+    config: Config,
+    graph: &Graph,
+    shutdown: ShutdownToken,
+    tasks: &mut Vec<ComponentTask>,
+) -> Result<RunningTopology, BoxError> {
+    let registry = Arc::new(MetricsRegistry::default());
     let components = describe(&config, graph);
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -195,8 +214,6 @@ pub async fn start(config: Config, graph: &Graph) -> Result<RunningTopology, Box
         (default, named)
     };
 
-    let mut tasks = Vec::new();
-
     // Sinks first, so that nothing is sent before a consumer runs.
     for (id, s) in &config.sinks {
         let m = metrics[id].clone();
@@ -268,7 +285,7 @@ pub async fn start(config: Config, graph: &Graph) -> Result<RunningTopology, Box
         registry,
         components,
         shutdown,
-        tasks,
+        tasks: std::mem::take(tasks),
     })
 }
 
