@@ -411,6 +411,17 @@ fn resolve_input(
     if config.sinks.contains_key(text) {
         return Err(format!("`{text}` is a sink and has no output to read from"));
     }
+    if config.kind_of(text).is_some() {
+        let names: Vec<String> = declared
+            .keys()
+            .filter(|k| k.component == text)
+            .map(|k| format!("`{k}`"))
+            .collect();
+        return Err(format!(
+            "`{text}` has only named outputs: read one of {}",
+            names.join(", ")
+        ));
+    }
     let names: Vec<String> = declared.keys().map(|k| k.to_string()).collect();
     let mut msg = format!("unknown input `{text}`");
     if let Some(s) = suggest(text, names.iter().map(String::as_str)) {
