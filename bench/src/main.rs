@@ -1,1 +1,778 @@
-fn main() {}
+//! `weir-bench`: end-to-end throughput of the release `weir` binary on generated JSON access
+//! logs, next to two baselines measured in the same run on the same bytes. See README.md.
+
+mod baseline;
+mod data;
+mod report;
+mod runner;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use report::{Goal, Row};
+use runner::{RunOutcome, Runner, ScratchDir};
+
+const USAGE: &str = "\
+weir-bench: end-to-end throughput of the release weir binary, with in-run baselines
+
+USAGE:
+    weir-bench [OPTIONS]
+
+OPTIONS:
+    --size-mib N       Size of the generated input, in MiB (default 1024)
+    --weir PATH        The weir binary (default: <workspace>/target/release/weir)
+    --runs N           Runs of each case and baseline; the median is reported (default 3)
+    --demo-count N     Events of the demo case (default 2000000)
+    --cases LIST       Comma-separated subset of: bytes,json,remap,demo,idle (default: all)
+    --data-dir DIR     Where the input is generated and kept (default: <workspace>/target/bench-data)
+    --timeout-secs N   Kill a weir run that takes longer (default 1800)
+    --no-taskset       Do not pin weir to core 0
+    -h, --help         This help
+";
+
+const DEFAULT_DEMO_COUNT: u64 = 2_000_000;
+/// Goals from the issue.
+const GOAL_BYTES_VS_A: f64 = 0.15;
+const GOAL_JSON_VS_B: f64 = 1.5;
+const GOAL_IDLE_RSS_MIB: f64 = 20.0;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Case {
+    Bytes,
+    Json,
+    Remap,
+    Demo,
+    Idle,
+}
+
+impl Case {
+    const ALL: [Case; 5] = [Case::Bytes, Case::Json, Case::Remap, Case::Demo, Case::Idle];
+
+    fn name(self) -> &'static str {
+        match self {
+            Case::Bytes => "bytes",
+            Case::Json => "json",
+            Case::Remap => "remap",
+            Case::Demo => "demo",
+            Case::Idle => "idle",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Case::Bytes => "1. stdin bytes -> blackhole",
+            Case::Json => "2. stdin json -> blackhole",
+            Case::Remap => "3. stdin bytes -> remap -> blackhole",
+            Case::Demo => "4. demo json -> blackhole",
+            Case::Idle => "idle",
+        }
+    }
+}
+
+struct Args {
+    size_mib: u64,
+    weir: PathBuf,
+    runs: usize,
+    demo_count: u64,
+    cases: Vec<Case>,
+    data_dir: PathBuf,
+    timeout: Duration,
+    taskset: bool,
+}
+
+/// The workspace root: this crate's parent directory, as built.
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn parse_args(argv: &[String]) -> Result<Option<Args>> {
+    let root = workspace_root();
+    let mut a = Args {
+        size_mib: 1024,
+        weir: root.join("target/release/weir"),
+        runs: 3,
+        demo_count: DEFAULT_DEMO_COUNT,
+        cases: Case::ALL.to_vec(),
+        data_dir: root.join("target/bench-data"),
+        timeout: Duration::from_secs(1800),
+        taskset: true,
+    };
+    let mut it = argv.iter();
+    while let Some(flag) = it.next() {
+        let (flag, inline) = match flag.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (flag.as_str(), None),
+        };
+        let mut value = || -> Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .cloned()
+                    .with_context(|| format!("{flag} needs a value")),
+            }
+        };
+        let number = |v: String| -> Result<u64> {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("{flag}: expected a positive integer, got {v:?}"))
+        };
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--size-mib" => a.size_mib = number(value()?)?,
+            "--weir" => a.weir = PathBuf::from(value()?),
+            "--runs" => a.runs = number(value()?)? as usize,
+            "--demo-count" => a.demo_count = number(value()?)?,
+            "--data-dir" => a.data_dir = PathBuf::from(value()?),
+            "--timeout-secs" => a.timeout = Duration::from_secs(number(value()?)?),
+            "--no-taskset" => a.taskset = false,
+            "--cases" => {
+                let v = value()?;
+                let mut cases = Vec::new();
+                for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let c = Case::ALL
+                        .into_iter()
+                        .find(|c| c.name() == name)
+                        .with_context(|| {
+                            format!(
+                                "--cases: unknown case {name:?} (bytes, json, remap, demo, idle)"
+                            )
+                        })?;
+                    if !cases.contains(&c) {
+                        cases.push(c);
+                    }
+                }
+                if cases.is_empty() {
+                    bail!("--cases: no case given");
+                }
+                a.cases = cases;
+            }
+            other => bail!("unknown argument {other:?}; see --help"),
+        }
+    }
+    Ok(Some(a))
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let args = match parse_args(argv.get(1..).unwrap_or_default()) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match bench(&args, &argv) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The run with the median time (the upper one of an even count).
+fn median<T>(mut runs: Vec<T>, secs: impl Fn(&T) -> f64) -> Option<T> {
+    runs.sort_by(|x, y| secs(x).total_cmp(&secs(y)));
+    let mid = runs.len() / 2;
+    runs.into_iter().nth(mid)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// "14.6% by wall time (18.0% by CPU time)".
+fn describe(r: Option<Ratio>, fmt: impl Fn(f64) -> String) -> String {
+    match r {
+        None => "-".into(),
+        Some(Ratio { wall, cpu: None }) => format!("{} by wall time", fmt(wall)),
+        Some(Ratio {
+            wall,
+            cpu: Some(cpu),
+        }) => format!("{} by wall time ({} by CPU time)", fmt(wall), fmt(cpu)),
+    }
+}
+
+/// A warning when the baselines had their core less than 90% of their wall time.
+fn busy_warning(baselines: &[Option<&Rate>]) -> Option<String> {
+    let shares: Vec<f64> = baselines
+        .iter()
+        .flatten()
+        .filter_map(|r| r.cpu_mib_s.map(|c| r.mib_s / c))
+        .collect();
+    if shares.is_empty() || shares.iter().all(|s| *s >= 0.9) {
+        return None;
+    }
+    let list = shares
+        .iter()
+        .map(|s| format!("{:.0}%", s * 100.0))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    Some(format!(
+        "the machine was busy: the baselines were on a CPU only {list} of their wall time. \
+         Each side got a different, varying share of the core (and weir's several threads can \
+         get more of it than one baseline thread), so the wall-time ratios are unreliable in \
+         this run; the CPU-time ratios are steadier."
+    ))
+}
+
+/// What a baseline measured: median MiB/s and lines/s.
+struct Rate {
+    mib_s: f64,
+    lines_s: f64,
+    /// MiB per CPU-second of the measuring thread.
+    cpu_mib_s: Option<f64>,
+}
+
+/// A case against its baseline: by wall time and (when both CPU times are known) by CPU time.
+#[derive(Clone, Copy)]
+struct Ratio {
+    wall: f64,
+    cpu: Option<f64>,
+}
+
+fn run_baseline(
+    name: &str,
+    runs: usize,
+    bytes: u64,
+    lines: u64,
+    f: impl Fn() -> Result<baseline::Measured>,
+) -> Result<Rate> {
+    let mut all = Vec::with_capacity(runs);
+    for i in 1..=runs {
+        let m = f()?;
+        if m.lines != lines {
+            bail!("{name}: counted {} lines, expected {lines}", m.lines);
+        }
+        eprintln!(
+            "  {name} run {i}/{runs}: {:.3} s, {:.1} MiB/s{}",
+            m.secs,
+            mib(bytes) / m.secs,
+            m.cpu_secs
+                .map_or(String::new(), |c| format!(", CPU {c:.3} s"))
+        );
+        all.push(m);
+    }
+    let m = median(all, |m| m.secs).context("no run")?;
+    Ok(Rate {
+        mib_s: mib(bytes) / m.secs,
+        lines_s: lines as f64 / m.secs,
+        cpu_mib_s: m.cpu_secs.filter(|c| *c > 0.0).map(|c| mib(bytes) / c),
+    })
+}
+
+/// The pipeline of each case, without data_dir and [api] (added by write_config).
+fn case_config(case: Case, demo_count: u64) -> Option<String> {
+    let stdin =
+        |codec: &str| format!("[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"{codec}\"\n\n");
+    let sink = |input: &str| format!("[sinks.out]\ntype = \"blackhole\"\ninputs = [\"{input}\"]\n");
+    Some(match case {
+        Case::Bytes => stdin("bytes") + &sink("in"),
+        Case::Json => stdin("json") + &sink("in"),
+        Case::Remap => {
+            stdin("bytes")
+                + r#"[transforms.r]
+type = "remap"
+inputs = ["in"]
+source = '''
+. = parse_json!(string!(.message))
+.env = "prod"
+.status_class = to_string(to_int!(.status) / 100) + "xx"
+del(.user_agent)
+'''
+
+"# + &sink("r")
+        }
+        Case::Demo => {
+            format!("[sources.in]\ntype = \"demo\"\nformat = \"json\"\ncount = {demo_count}\n\n")
+                + &sink("in")
+        }
+        Case::Idle => return None,
+    })
+}
+
+/// Runs one case `runs` times; the row of its median run (or of its failure).
+fn run_case(
+    runner: &Runner,
+    case: Case,
+    args: &Args,
+    data: Option<&data::Dataset>,
+    a: Option<&Rate>,
+    b: Option<&Rate>,
+) -> (Row, Option<Ratio>, Option<String>) {
+    let mut row = Row {
+        case: case.label().into(),
+        ..Row::default()
+    };
+    let result = (|| -> Result<RunOutcome> {
+        let body = case_config(case, args.demo_count).context("case without a pipeline")?;
+        let config = runner::write_config(&runner.work, case.name(), &body)?;
+        let (stdin, expected, bytes) = match (case, data) {
+            (Case::Demo, _) => (None, args.demo_count, None),
+            (_, Some(d)) => (Some(d.path.as_path()), d.lines, Some(d.bytes)),
+            (_, None) => bail!("no input generated"),
+        };
+        let mut all = Vec::with_capacity(args.runs);
+        let mut peak = None::<u64>;
+        for i in 1..=args.runs {
+            let o = runner.run(case.name(), &config, stdin)?;
+            match o.sent {
+                Some(n) if n != expected => bail!(
+                    "the sink got {n} events, expected {expected} (errors: {})",
+                    if o.errors.is_empty() { "none".into() } else { o.errors.join("; ") }
+                ),
+                Some(_) => {}
+                None => eprintln!("  warning: no summary for sink `out` in weir's stderr; event count not checked"),
+            }
+            if !o.errors.is_empty() {
+                eprintln!(
+                    "  warning: components reported errors: {}",
+                    o.errors.join("; ")
+                );
+            }
+            let mut line = format!(
+                "  {} run {i}/{}: {:.3} s, {} events/s",
+                case.name(),
+                args.runs,
+                o.secs,
+                report::thousands((expected as f64 / o.secs) as u64)
+            );
+            if let Some(b) = bytes {
+                line += &format!(", {:.1} MiB/s", mib(b) / o.secs);
+            }
+            if let Some(r) = o.peak_rss_kib {
+                line += &format!(", peak RSS {:.1} MiB", r as f64 / 1024.0);
+            }
+            if let Some(c) = o.cpu_secs {
+                line += &format!(", CPU {:.2} s", c);
+            }
+            eprintln!("{line}");
+            peak = match (peak, o.peak_rss_kib) {
+                (Some(p), Some(r)) => Some(p.max(r)),
+                (p, r) => p.or(r),
+            };
+            all.push(o);
+        }
+        let mut m = median(all, |o| o.secs).context("no run")?;
+        m.peak_rss_kib = peak;
+        Ok(m)
+    })();
+    match result {
+        Ok(o) => {
+            let mut ratio = None;
+            match (case, data) {
+                (Case::Demo, _) | (_, None) => {
+                    row.events_s = Some(args.demo_count as f64 / o.secs);
+                }
+                (_, Some(d)) => {
+                    row.events_s = Some(d.lines as f64 / o.secs);
+                    let mib_s = mib(d.bytes) / o.secs;
+                    row.mib_s = Some(mib_s);
+                    let cpu_mib_s = o.cpu_secs.filter(|c| *c > 0.0).map(|c| mib(d.bytes) / c);
+                    row.cpu_mib_s = cpu_mib_s;
+                    let (base, fmt): (Option<&Rate>, fn(f64) -> String) = if case == Case::Bytes {
+                        (a, |r| format!("{:.1}% of (a)", 100.0 * r))
+                    } else {
+                        (b, |r| format!("{r:.2}x (b)"))
+                    };
+                    ratio = base.map(|x| Ratio {
+                        wall: mib_s / x.mib_s,
+                        cpu: cpu_mib_s.zip(x.cpu_mib_s).map(|(w, x)| w / x),
+                    });
+                    row.vs = ratio.map(|r| fmt(r.wall));
+                    row.cpu_vs = ratio.and_then(|r| r.cpu).map(fmt);
+                }
+            }
+            row.rss_mib = o.peak_rss_kib.map(|k| k as f64 / 1024.0);
+            row.cpu_pct = o.cpu_secs.map(|c| 100.0 * c / o.secs);
+            row.note = format!("median of {}: {:.2} s", args.runs, o.secs);
+            (row, ratio, None)
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("  {} FAILED: {msg}", case.name());
+            row.note = format!("FAILED: {}", msg.lines().next().unwrap_or(""));
+            (row, None, Some(msg))
+        }
+    }
+}
+
+/// Returns whether every case ran; errors only for problems of the bench itself.
+fn bench(args: &Args, argv: &[String]) -> Result<bool> {
+    if !args.weir.is_file() {
+        bail!(
+            "the weir binary is not at {}: build it with `cargo build --release -p weir` (or pass --weir PATH)",
+            args.weir.display()
+        );
+    }
+    let weir = args
+        .weir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", args.weir.display()))?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load_before = load_average();
+    let scratch = ScratchDir::create(&args.data_dir)?;
+    let taskset = args.taskset && runner::which("taskset").is_some();
+    let gnu_time = runner::which("/usr/bin/time").filter(|t| runner::gnu_time_works(t, &scratch.0));
+    let runner = Runner {
+        weir: weir.clone(),
+        taskset,
+        gnu_time: gnu_time.clone(),
+        work: scratch.0.clone(),
+        timeout: args.timeout,
+    };
+    eprintln!("weir-bench: weir = {}", weir.display());
+    eprintln!(
+        "  {cores} cores, load average {load_before}; weir pinned to core 0: {}; peak RSS from: {}",
+        if taskset { "yes (taskset -c 0)" } else { "no" },
+        if gnu_time.is_some() {
+            "GNU time (%M)"
+        } else {
+            "VmHWM polled every 10 ms"
+        }
+    );
+    if args.taskset && !taskset {
+        eprintln!("  warning: taskset not found; weir runs unpinned");
+    }
+
+    let needs_data = args
+        .cases
+        .iter()
+        .any(|c| matches!(c, Case::Bytes | Case::Json | Case::Remap));
+    let mut rows = Vec::new();
+    let (mut a, mut b) = (None, None);
+    let mut dataset = None;
+    if needs_data {
+        let started = Instant::now();
+        let data = data::ensure_dataset(&args.data_dir, args.size_mib)?;
+        eprintln!(
+            "input: {} ({} MiB, {} lines of {} bytes, {} in {:.1} s)",
+            data.path.display(),
+            args.size_mib,
+            report::thousands(data.lines),
+            data::LINE_LEN,
+            if data.reused { "reused" } else { "generated" },
+            started.elapsed().as_secs_f64()
+        );
+        // The baselines run on this (main) thread: pin it to weir's core for them, so both
+        // sides get the same core (and share it with whatever else runs there).
+        let restore = if taskset {
+            runner::own_affinity()
+        } else {
+            None
+        };
+        if let Some(r) = &restore {
+            if r != "0" {
+                runner::set_own_affinity("0")?;
+            }
+        }
+        // One unmeasured pass, so a reused file is in the page cache for every measurement.
+        baseline::memchr_count(&data.path).context("warming the page cache")?;
+        eprintln!(
+            "baselines (in process, single thread, same file{}):",
+            if restore.is_some() {
+                ", pinned to core 0"
+            } else {
+                ""
+            }
+        );
+        let ra = run_baseline(
+            "(a) memchr newline count",
+            args.runs,
+            data.bytes,
+            data.lines,
+            || baseline::memchr_count(&data.path),
+        )?;
+        let rb = run_baseline(
+            "(b) serde_json::Value per line",
+            args.runs,
+            data.bytes,
+            data.lines,
+            || baseline::serde_parse(&data.path),
+        )?;
+        for (label, r) in [
+            ("baseline (a): memchr newline count", &ra),
+            ("baseline (b): serde_json::Value parse", &rb),
+        ] {
+            rows.push(Row {
+                case: label.into(),
+                events_s: Some(r.lines_s),
+                mib_s: Some(r.mib_s),
+                cpu_mib_s: r.cpu_mib_s,
+                cpu_pct: r.cpu_mib_s.map(|c| 100.0 * r.mib_s / c),
+                note: format!("in process, median of {}", args.runs),
+                ..Row::default()
+            });
+        }
+        if let Some(r) = &restore {
+            if r != "0" {
+                runner::set_own_affinity(r)?;
+            }
+        }
+        a = Some(ra);
+        b = Some(rb);
+        dataset = Some(data);
+    }
+
+    let mut failures = Vec::new();
+    let mut bytes_ratio = None;
+    let mut json_ratio = None;
+    for case in [Case::Bytes, Case::Json, Case::Remap, Case::Demo] {
+        if !args.cases.contains(&case) {
+            continue;
+        }
+        eprintln!("case {}:", case.label());
+        let (row, r, err) = run_case(
+            &runner,
+            case,
+            args,
+            dataset.as_ref(),
+            a.as_ref(),
+            b.as_ref(),
+        );
+        rows.push(row);
+        if let Some(e) = err {
+            failures.push(format!("{}: {e}", case.label()));
+        }
+        match case {
+            Case::Bytes => bytes_ratio = r,
+            Case::Json => json_ratio = r,
+            _ => {}
+        }
+    }
+
+    let mut idle = Vec::new();
+    if args.cases.contains(&Case::Idle) {
+        eprintln!("idle RSS (stdin source, stdin an open pipe never written, read after 1 s):");
+        let res = runner::write_config(
+            &runner.work,
+            "idle",
+            &case_config(Case::Bytes, 0).unwrap_or_default(),
+        )
+        .and_then(|config| {
+            [Some(1), None]
+                .into_iter()
+                .map(|t| runner.idle_rss(&config, t, Duration::from_secs(1)))
+                .collect::<Result<Vec<_>>>()
+        });
+        match res {
+            Ok(v) => {
+                for o in v {
+                    let label = match o.threads {
+                        Some(t) => format!("idle, --threads {t}"),
+                        None => format!("idle, default threads ({cores} cores)"),
+                    };
+                    eprintln!("  {label}: VmRSS {:.1} MiB", o.rss_kib as f64 / 1024.0);
+                    rows.push(Row {
+                        case: label,
+                        rss_mib: Some(o.rss_kib as f64 / 1024.0),
+                        note: "VmRSS after 1 s idle (not peak)".into(),
+                        ..Row::default()
+                    });
+                    idle.push(o);
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                eprintln!("  idle FAILED: {msg}");
+                rows.push(Row {
+                    case: "idle".into(),
+                    note: format!("FAILED: {}", msg.lines().next().unwrap_or("")),
+                    ..Row::default()
+                });
+                failures.push(format!("idle: {msg}"));
+            }
+        }
+    }
+
+    let mut goals = Vec::new();
+    if args.cases.contains(&Case::Bytes) {
+        goals.push(Goal {
+            name: format!(
+                "bytes codec >= {:.0}% of baseline (a)",
+                GOAL_BYTES_VS_A * 100.0
+            ),
+            measured: describe(bytes_ratio, |r| format!("{:.1}%", r * 100.0)),
+            met: bytes_ratio.map(|r| r.wall >= GOAL_BYTES_VS_A),
+        });
+    }
+    if args.cases.contains(&Case::Json) {
+        goals.push(Goal {
+            name: format!("json codec >= {GOAL_JSON_VS_B}x baseline (b)"),
+            measured: describe(json_ratio, |r| format!("{r:.2}x")),
+            met: json_ratio.map(|r| r.wall >= GOAL_JSON_VS_B),
+        });
+    }
+    if args.cases.contains(&Case::Idle) {
+        let worst = idle.iter().map(|o| o.rss_kib).max();
+        goals.push(Goal {
+            name: format!("idle RSS < {GOAL_IDLE_RSS_MIB:.0} MiB"),
+            measured: if idle.is_empty() {
+                "-".into()
+            } else {
+                idle.iter()
+                    .map(|o| {
+                        format!(
+                            "{:.1} MiB ({})",
+                            o.rss_kib as f64 / 1024.0,
+                            o.threads
+                                .map_or("default threads".into(), |t| format!("--threads {t}"))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            met: worst.map(|w| (w as f64 / 1024.0) < GOAL_IDLE_RSS_MIB),
+        });
+    }
+
+    // On a shared core, one baseline thread gets a smaller share than weir's several
+    // threads, which flatters weir's wall-time ratios: say so when it happened.
+    let busy = busy_warning(&[a.as_ref(), b.as_ref()]);
+
+    let command = std::iter::once("target/release/weir-bench".to_string())
+        .chain(argv.iter().skip(1).cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut preamble = vec![format!("command: `{command}`")];
+    if let Some(d) = &dataset {
+        preamble.push(format!(
+            "input: {} MiB of generated JSON access-log lines ({} lines of {} bytes, 10 fields)",
+            args.size_mib,
+            report::thousands(d.lines),
+            data::LINE_LEN
+        ));
+    }
+    preamble.extend([
+        format!(
+            "machine: {cores} cores; load average before: {load_before}, after: {}",
+            load_average()
+        ),
+        format!(
+            "weir: `run --threads 1`{}, wall time spawn to exit, median of {} runs; demo count {}",
+            if taskset {
+                " under `taskset -c 0` (baselines pinned to core 0 too)"
+            } else {
+                ""
+            },
+            args.runs,
+            report::thousands(args.demo_count)
+        ),
+        format!(
+            "peak RSS: {}; CPU = CPU time / wall time (weir: user + system of all its threads; baselines: their thread); MiB/CPU-s = MiB per CPU-second, less disturbed by a busy machine than MiB/s; goal verdicts use wall time",
+            if gnu_time.is_some() {
+                "GNU time %M (max over runs)"
+            } else {
+                "VmHWM polled every 10 ms (max over runs)"
+            }
+        ),
+    ]);
+    if let Some(w) = &busy {
+        preamble.push(format!("**warning**: {w}"));
+    }
+
+    println!();
+    print!("{}", report::text_table(&rows));
+    println!();
+    println!("goals:");
+    print!("{}", report::text_goals(&goals));
+    if let Some(w) = &busy {
+        println!();
+        println!("warning: {w}");
+    }
+    if !failures.is_empty() {
+        println!();
+        println!("failures:");
+        for f in &failures {
+            println!("  {f}");
+        }
+    }
+    println!();
+    println!("markdown (for bench/RESULTS.md):");
+    println!();
+    print!("{}", report::markdown(&rows, &goals, &preamble));
+    Ok(failures.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Result<Option<Args>> {
+        parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_arguments() {
+        let a = args(&[
+            "--size-mib",
+            "256",
+            "--cases=bytes,idle",
+            "--runs",
+            "1",
+            "--no-taskset",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.size_mib, 256);
+        assert_eq!(a.cases, vec![Case::Bytes, Case::Idle]);
+        assert_eq!(a.runs, 1);
+        assert!(!a.taskset);
+        assert!(a.weir.ends_with("target/release/weir"));
+        assert!(args(&["--help"]).unwrap().is_none());
+        assert!(args(&["--size-mib", "0"]).is_err());
+        assert!(args(&["--size-mib"]).is_err());
+        assert!(args(&["--cases", "nope"]).is_err());
+        assert!(args(&["--frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn median_picks_the_middle_run() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0], |x| *x), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0], |x| *x), Some(4.0));
+        assert_eq!(median(Vec::<f64>::new(), |x| *x), None);
+    }
+
+    #[test]
+    fn busy_machine_is_flagged() {
+        let rate = |share: f64| Rate {
+            mib_s: 100.0 * share,
+            lines_s: 0.0,
+            cpu_mib_s: Some(100.0),
+        };
+        let (quiet, busy) = (rate(0.97), rate(0.5));
+        assert!(busy_warning(&[Some(&quiet), Some(&quiet)]).is_none());
+        assert!(busy_warning(&[None, None]).is_none());
+        let w = busy_warning(&[Some(&quiet), Some(&busy)]).unwrap();
+        assert!(w.contains("97% and 50%"), "{w}");
+    }
+
+    #[test]
+    fn every_pipeline_case_has_a_config() {
+        for c in Case::ALL {
+            let cfg = case_config(c, 10);
+            assert_eq!(cfg.is_some(), c != Case::Idle);
+            if let Some(cfg) = cfg {
+                assert!(cfg.contains("[sinks.out]"));
+            }
+        }
+    }
+}
