@@ -37,11 +37,17 @@ buffer.max_events = {SINK_BUFFER}
     let running = start(&toml).await;
     let st = state(name);
 
-    // Let the source run into the stalled sink.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let created = st.created.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let created_later = st.created.load(Ordering::SeqCst);
+    // Let the source run into the stalled sink, until backpressure holds it still.
+    let mut created = st.created.load(Ordering::SeqCst);
+    let mut created_later = u64::MAX;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        created_later = st.created.load(Ordering::SeqCst);
+        if created_later == created && created > 0 {
+            break;
+        }
+        created = created_later;
+    }
     let in_flight = created_later - st.delivered_count() as u64;
     // Capacity: the sink buffer, the transform's input queue, one batch held by the
     // transform and one by the source while they wait to send.
