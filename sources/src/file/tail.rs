@@ -245,6 +245,8 @@ pub struct Tailer<H: LineHandler> {
     files: HashMap<Key, Watched<H::State>>,
     generation: u64,
     last_discovery: Option<Instant>,
+    /// Wall-clock time of the last discovery, to recognise files born since.
+    last_discovery_wall: Option<SystemTime>,
     first_start: bool,
 }
 
@@ -714,6 +716,7 @@ impl<H: LineHandler> Tailer<H> {
             files: HashMap::new(),
             generation: 0,
             last_discovery: None,
+            last_discovery_wall: None,
             first_start,
         }
     }
@@ -734,11 +737,13 @@ impl<H: LineHandler> Tailer<H> {
                 .is_none_or(|t| now.duration_since(t) >= self.cx.cfg.glob_cooldown);
             if due {
                 let initial = self.last_discovery.is_none();
+                let wall = SystemTime::now();
                 self.discover(now, initial && self.first_start);
                 if initial {
                     self.recover_rotated(now);
                 }
                 self.last_discovery = Some(now);
+                self.last_discovery_wall = Some(wall);
             }
             let read = match self.step(now, send) {
                 Ok(n) => n,
@@ -887,6 +892,9 @@ impl<H: LineHandler> Tailer<H> {
             );
         }
         let unix = unix_now();
+        // Paths where a new file appeared, or whose file was rotated away: a file may have
+        // lived there and been rotated away entirely between two discoveries.
+        let mut turned_over: Vec<PathBuf> = Vec::new();
         for path in paths {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
@@ -942,6 +950,9 @@ impl<H: LineHandler> Tailer<H> {
                     continue;
                 }
             }
+            if self.last_discovery_wall.is_some() {
+                turned_over.push(path.clone());
+            }
             self.files.insert(
                 key,
                 Watched {
@@ -970,6 +981,7 @@ impl<H: LineHandler> Tailer<H> {
             match w.state {
                 FileState::Reading(_) => {
                     tracing::debug!(component = %self.cx.metrics.id, path = %w.info.path.display(), "file left the glob (rotated or deleted): reading it to its end");
+                    turned_over.push(w.info.path.clone());
                     to_draining(&mut w, now);
                     self.files.insert(key, w);
                 }
@@ -986,6 +998,61 @@ impl<H: LineHandler> Tailer<H> {
             }
         }
         self.open_waiting(now, initial);
+        if let Some(since) = self.last_discovery_wall {
+            turned_over.sort();
+            turned_over.dedup();
+            for p in turned_over {
+                self.find_missed(&p, since, now);
+            }
+        }
+    }
+
+    /// Files born after the last discovery next to `path`, under a name that extends its
+    /// name (`app.log.1`), that no glob matches and that are not known: files that lived at
+    /// `path` and were rotated away before a discovery could see them. They are read whole
+    /// (or from their checkpoint, if they are copies of known content), then released.
+    fn find_missed(&mut self, path: &Path, since: SystemTime, now: Instant) {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let name = name.to_string_lossy().into_owned();
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in rd.flatten().take(MAX_RECOVERY_CANDIDATES) {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if file_name == name || !file_name.starts_with(&name) {
+                continue;
+            }
+            let p = entry.path();
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            let key = (meta.dev(), meta.ino());
+            if !meta.is_file() || self.files.contains_key(&key) {
+                continue;
+            }
+            let born = meta.created().or_else(|_| meta.modified());
+            if born.map_or(true, |b| b < since) {
+                continue;
+            }
+            let mut w = Watched {
+                key,
+                info: FileInfo::new(&p),
+                fp: None,
+                state: FileState::Discovered(Wait::Check),
+                handler: H::State::default(),
+                seen: self.generation,
+                last_opened: None,
+                truncated_from: None,
+                warned_copy: false,
+            };
+            if self.cx.open(&mut w, now, false) {
+                tracing::info!(component = %self.cx.metrics.id, path = %p.display(), was = %path.display(), "found a file rotated away before discovery saw it: reading it");
+                to_draining(&mut w, now);
+                self.files.insert(key, w);
+            }
+        }
     }
 
     /// Opens files waiting for a slot, closing idle ones (or ones that had a long turn) when
