@@ -5,11 +5,14 @@
 //!
 //! - [`demo`]: realistic synthetic logs (JSON, Apache, syslog, logfmt) at a rate or a count;
 //! - [`stdin`]: lines from standard input, decoded by any codec;
+//! - [`file`]: log files matched by globs, followed through rotation, checkpointed (a folder:
+//!   its tailer is reusable by other file-based sources);
 //! - [`internal_metrics`]: Weir's own per-component metrics as metric events.
 //!
 //! Call [`register`] to add them all to a registry.
 
 pub mod demo;
+pub mod file;
 pub mod internal_metrics;
 pub mod stdin;
 
@@ -20,6 +23,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<demo::DemoConfig>(
         "demo",
         "Realistic synthetic logs (json, apache_common, syslog, logfmt) at a rate or a count",
+    );
+    registry.add_source::<file::FileSourceConfig>(
+        "file",
+        "Lines of files matched by globs, followed through rotation, checkpointed, multiline",
     );
     registry.add_source::<stdin::StdinConfig>(
         "stdin",

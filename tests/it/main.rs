@@ -6,6 +6,7 @@ mod backpressure;
 mod broken_configs;
 mod cli;
 mod config_examples;
+mod file_source;
 mod garbage;
 mod harness;
 mod shutdown;

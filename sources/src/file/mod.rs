@@ -1,0 +1,452 @@
+//! `file`: follows log files matched by globs, through rotations and restarts, without losing
+//! or repeating lines.
+//!
+//! The work is split by concern:
+//! - [`discovery`]: which paths match `include` and not `exclude` (polled every
+//!   `glob_minimum_cooldown_ms`);
+//! - [`fingerprint`]: what makes two paths the same file content;
+//! - [`tail`]: the per-file state machine and the reading thread (reusable by other sources
+//!   through its [`tail::LineHandler`] trait);
+//! - [`lines`]: line splitting in UTF-8 or UTF-16;
+//! - [`multiline`]: joining lines into one event;
+//! - [`handler`]: lines to events with their fields;
+//! - [`checkpoint`]: positions on disk.
+//!
+//! This module holds the options and the async side: it forwards the tailer's batches
+//! downstream and, when the batches are done (delivered, with acknowledgements on), advances
+//! the checkpoints and writes them to `<data_dir>/<source id>/checkpoints.json` once a second
+//! and at shutdown.
+
+pub mod checkpoint;
+pub mod discovery;
+pub mod fingerprint;
+mod handler;
+pub mod lines;
+pub mod multiline;
+pub mod tail;
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use weir_pipeline::codec::{DecodingConfig, DEFAULT_MAX_LINE_BYTES};
+use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::DataType;
+use weir_pipeline::event::EventBatch;
+use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
+use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::BoxError;
+
+use checkpoint::{CheckpointError, Checkpoints};
+use discovery::Discovery;
+use fingerprint::{Fingerprint, FingerprintConfig, Fingerprinter};
+use lines::CharsetConfig;
+use multiline::{Multiline, MultilineConfig};
+use tail::{Position, ReadBatch, TailConfig, Tailer};
+
+/// How often checkpoints are written (when they changed).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Batches sent and not yet acknowledged before the source stops reading.
+const MAX_OUTSTANDING_BATCHES: usize = 64;
+/// Checkpoints of files not seen for this long are forgotten.
+const CHECKPOINT_MAX_AGE_SECS: i64 = 24 * 3600;
+
+/// `read_from`: where a file first seen starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    #[default]
+    Beginning,
+    End,
+}
+
+/// `line_delimiter`: one byte, or `"\r\n"` (read as `"\n"`, the `\r` is removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Delimiter(pub u8);
+
+impl TryFrom<String> for Delimiter {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_bytes() {
+            [b] => Ok(Delimiter(*b)),
+            b"\r\n" => Ok(Delimiter(b'\n')),
+            _ => Err(format!(
+                "line_delimiter {s:?} is not supported: use a single byte (\"\\n\", \"\\u0000\", \";\") or \"\\r\\n\""
+            )),
+        }
+    }
+}
+
+impl From<Delimiter> for String {
+    fn from(d: Delimiter) -> String {
+        char::from(d.0).to_string()
+    }
+}
+
+impl Default for Delimiter {
+    fn default() -> Self {
+        Delimiter(b'\n')
+    }
+}
+
+/// `type = "file"`: tails files matched by globs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceConfig {
+    /// Globs of the files to read (`*`, `?`, `[ab]`, `**` for any depth). Required; a glob
+    /// that matches nothing (yet) is not an error.
+    pub include: Vec<String>,
+    /// Globs of paths to leave out, matched against what `include` found. Default: none.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// The globs are walked again at most this often (milliseconds). Default: 1000.
+    #[serde(default = "default_cooldown")]
+    pub glob_minimum_cooldown_ms: u64,
+    /// Where files start when the source has no checkpoints yet (its very first start):
+    /// `beginning` or `end`. Files that appear later are always read from their beginning.
+    /// Default: `beginning`.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// How a file is recognised across renames and restarts. Default: `{ strategy =
+    /// "checksum", lines = 1, bytes = 256, ignored_header_bytes = 0 }`.
+    #[serde(default)]
+    pub fingerprint: FingerprintConfig,
+    /// Lines longer than this many bytes are skipped (to the next delimiter) and counted as
+    /// `oversized` errors. Default: 1048576 (1 MiB, as `stdin`).
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    /// The line delimiter: one byte, or "\r\n". Default: "\n" (a `\r` before it is removed).
+    #[serde(default)]
+    pub line_delimiter: Delimiter,
+    /// The files' encoding: `auto` (UTF-8 unless a UTF-16 byte order mark says otherwise),
+    /// `utf-8`, `utf-16le`, `utf-16be`. UTF-16 is converted to UTF-8. Default: `auto`.
+    #[serde(default)]
+    pub charset: CharsetConfig,
+    /// Files not modified for this many seconds are not opened, and open files idle this
+    /// long are closed until they change. Default: none.
+    #[serde(default)]
+    pub ignore_older_secs: Option<u64>,
+    /// The most files open at once; others wait, and idle files are closed to let them in.
+    /// Default: 512.
+    #[serde(default = "default_max_open")]
+    pub max_open_files: usize,
+    /// A file renamed out of the globs or deleted is read to its end, then kept open until it
+    /// has had no new data for this long (a writer may still append), then released
+    /// (milliseconds). Default: 5000.
+    #[serde(default = "default_rotate_wait")]
+    pub rotate_wait_ms: u64,
+    /// Delete a file once it is read to its end, delivered (checkpointed) and has not grown
+    /// for this many seconds. Default: none (never delete).
+    #[serde(default)]
+    pub remove_after_secs: Option<u64>,
+    /// Join consecutive lines into one event (stack traces). Default: none.
+    #[serde(default)]
+    pub multiline: Option<MultilineConfig>,
+    /// How each line (or joined group) becomes an event. Default: `{ codec = "bytes" }`.
+    #[serde(default)]
+    pub decoding: DecodingConfig,
+}
+
+fn default_cooldown() -> u64 {
+    1000
+}
+fn default_max_line() -> usize {
+    DEFAULT_MAX_LINE_BYTES
+}
+fn default_max_open() -> usize {
+    512
+}
+fn default_rotate_wait() -> u64 {
+    5000
+}
+
+impl FileSourceConfig {
+    /// The tailer's configuration, or what is wrong with the options.
+    pub fn tail_config(&self) -> Result<TailConfig, String> {
+        let discovery = Discovery::new(&self.include, &self.exclude).map_err(|e| e.to_string())?;
+        if self.max_open_files == 0 {
+            return Err("`max_open_files` must be at least 1".into());
+        }
+        if self.max_line_bytes == 0 {
+            return Err("`max_line_bytes` must be at least 1".into());
+        }
+        Ok(TailConfig {
+            discovery,
+            glob_cooldown: Duration::from_millis(self.glob_minimum_cooldown_ms.max(10)),
+            read_from_end: self.read_from == ReadFrom::End,
+            fingerprinter: Fingerprinter::new(&self.fingerprint, self.line_delimiter.0),
+            delimiter: self.line_delimiter.0,
+            max_line_bytes: self.max_line_bytes,
+            charset: self.charset,
+            ignore_older: self.ignore_older_secs.map(Duration::from_secs),
+            max_open_files: self.max_open_files,
+            rotate_wait: Duration::from_millis(self.rotate_wait_ms),
+            remove_after: self.remove_after_secs.map(Duration::from_secs),
+        })
+    }
+}
+
+#[async_trait]
+impl SourceConfig for FileSourceConfig {
+    async fn build(&self, cx: SourceContext) -> Result<Source, BoxError> {
+        let tail_cfg = self.tail_config()?;
+        let multiline = match &self.multiline {
+            Some(m) => Some(Multiline::new(m, self.max_line_bytes)?),
+            None => None,
+        };
+        let host = match hostname::get() {
+            Ok(h) => Some(Bytes::from(h.to_string_lossy().into_owned())),
+            Err(e) => {
+                tracing::warn!(component = %cx.id, "cannot read the host name ({e}); events have no `host` field");
+                None
+            }
+        };
+        let handler = handler::FileLines::new(
+            self.decoding.codec,
+            cx.id.clone(),
+            host,
+            multiline,
+            cx.metrics.clone(),
+        );
+        let dir = cx.data_dir.join(&*cx.id);
+        let (table, err) = Checkpoints::load(&dir);
+        match err {
+            Some(e @ CheckpointError::CreateDir { .. }) => return Err(e.to_string().into()),
+            Some(e) => cx.metrics.error("checkpoint", 1, &e),
+            None => {}
+        }
+        if !cx.acknowledgements {
+            tracing::info!(component = %cx.id, "acknowledgements are off: checkpoints advance when lines are handed to the pipeline, so a crash can lose what was in flight; set `acknowledgements = true` on this source to advance them only after delivery");
+        }
+        let table = Arc::new(Mutex::new(table));
+        let tailer = Tailer::new(tail_cfg, handler, cx.metrics.clone(), table.clone());
+        Ok(Box::pin(run(tailer, table, dir, cx)))
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::default_output(DataType::LOG)]
+    }
+
+    fn can_acknowledge(&self) -> bool {
+        true
+    }
+}
+
+fn lock(c: &Mutex<Checkpoints>) -> std::sync::MutexGuard<'_, Checkpoints> {
+    match c.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A batch sent downstream whose fate is not known yet.
+struct Outstanding {
+    /// `None` for a batch without events (positions only): done as soon as those before it.
+    rx: Option<BatchStatusReceiver>,
+    positions: Vec<Position>,
+}
+
+/// Applies the positions of done batches and writes the checkpoints.
+struct Progress {
+    table: Arc<Mutex<Checkpoints>>,
+    dir: PathBuf,
+    metrics: Arc<ComponentMetrics>,
+    /// Files with a batch that was not delivered: their checkpoint stays before it, so the
+    /// next start reads those lines again.
+    frozen: HashSet<Fingerprint>,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    fn apply(&mut self, status: EventStatus, positions: Vec<Position>) {
+        let now = chrono::Utc::now().timestamp();
+        match status {
+            // A rejection is final: reading the lines again would be rejected again.
+            EventStatus::Delivered | EventStatus::Rejected => {
+                let mut t = lock(&self.table);
+                for p in positions {
+                    if !self.frozen.contains(&p.fingerprint) {
+                        t.set_offset(p.fingerprint, p.offset, p.done, now);
+                    }
+                }
+            }
+            EventStatus::Errored => {
+                let t = lock(&self.table);
+                let files: Vec<String> = positions
+                    .iter()
+                    .map(|p| {
+                        t.get(&p.fingerprint)
+                            .map(|e| e.path.display().to_string())
+                            .unwrap_or_else(|| p.fingerprint.to_string())
+                    })
+                    .collect();
+                drop(t);
+                self.frozen
+                    .extend(positions.iter().map(|p| p.fingerprint));
+                self.metrics.error(
+                    "not_delivered",
+                    1,
+                    &format_args!(
+                        "a batch of lines from {} was not delivered (a sink gave up or a buffer dropped it); the checkpoints of these files stay before it, so they are read again from there at the next start",
+                        files.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    async fn save(&self) {
+        let bytes = {
+            let mut t = lock(&self.table);
+            if !t.is_dirty() {
+                return;
+            }
+            // Entries are not pruned right after start: the tailer first looks for files
+            // rotated while weir was stopped, using them.
+            if self.started.elapsed() > Duration::from_secs(60) {
+                t.prune(chrono::Utc::now().timestamp(), CHECKPOINT_MAX_AGE_SECS);
+            }
+            t.snapshot()
+        };
+        let dir = self.dir.clone();
+        let res =
+            tokio::task::spawn_blocking(move || checkpoint::write_atomically(&dir, &bytes)).await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                lock(&self.table).set_dirty();
+                self.metrics.error("checkpoint", 1, &e);
+            }
+            Err(e) => self.metrics.error(
+                "checkpoint",
+                1,
+                &format_args!("writing checkpoints failed: {e}"),
+            ),
+        }
+    }
+}
+
+async fn next_status(pending: &mut VecDeque<Outstanding>) -> EventStatus {
+    match pending.front_mut() {
+        Some(Outstanding { rx: Some(rx), .. }) => rx.await,
+        Some(Outstanding { rx: None, .. }) => EventStatus::Delivered,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run<H: tail::LineHandler + 'static>(
+    tailer: Tailer<H>,
+    table: Arc<Mutex<Checkpoints>>,
+    dir: PathBuf,
+    cx: SourceContext,
+) -> Result<(), BoxError> {
+    let SourceContext {
+        id,
+        out,
+        shutdown,
+        acknowledgements,
+        metrics,
+        ..
+    } = cx;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ReadBatch>(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("weir-file-{id}"))
+        .spawn(move || {
+            let mut send = |b: ReadBatch| tx.blocking_send(b).is_ok();
+            tailer.run(&thread_stop, &mut send);
+        })
+        .map_err(|e| format!("cannot start the file reader thread: {e}"))?;
+    let mut progress = Progress {
+        table,
+        dir,
+        metrics,
+        frozen: HashSet::new(),
+        started: std::time::Instant::now(),
+    };
+    let mut out = Some(out);
+    let mut pending: VecDeque<Outstanding> = VecDeque::new();
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + CHECKPOINT_INTERVAL,
+        CHECKPOINT_INTERVAL,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    let mut input_done = false;
+    loop {
+        if input_done && pending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            status = next_status(&mut pending) => {
+                if let Some(o) = pending.pop_front() {
+                    progress.apply(status, o.positions);
+                }
+            }
+            b = rx.recv(), if !input_done && pending.len() < MAX_OUTSTANDING_BATCHES => {
+                let Some(batch) = b else {
+                    // The reader finished (stopped): let the downstream drain, then wait for
+                    // the last acknowledgements.
+                    input_done = true;
+                    out = None;
+                    continue;
+                };
+                let ReadBatch { events, positions } = batch;
+                let Some(o) = out.as_mut() else { continue };
+                if events.is_empty() {
+                    if pending.is_empty() {
+                        progress.apply(EventStatus::Delivered, positions);
+                    } else {
+                        pending.push_back(Outstanding { rx: None, positions });
+                    }
+                    continue;
+                }
+                let mut batch = EventBatch::new(events);
+                let rx_status = if acknowledgements {
+                    let (n, r) = BatchNotifier::new_with_receiver();
+                    batch.attach_notifier(&n);
+                    Some(r)
+                } else {
+                    None
+                };
+                if o.send(batch).await.is_err() {
+                    // Every consumer is gone: nothing more can be delivered.
+                    stop.store(true, Ordering::Release);
+                    input_done = true;
+                    out = None;
+                    rx.close();
+                    pending.clear();
+                    continue;
+                }
+                match rx_status {
+                    Some(r) => pending.push_back(Outstanding { rx: Some(r), positions }),
+                    None if pending.is_empty() => progress.apply(EventStatus::Delivered, positions),
+                    None => pending.push_back(Outstanding { rx: None, positions }),
+                }
+            }
+            _ = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                stop.store(true, Ordering::Release);
+            }
+            _ = tick.tick() => progress.save().await,
+        }
+    }
+    drop(rx);
+    progress.save().await;
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        return Err("the file reader thread panicked".into());
+    }
+    if !stopping {
+        tracing::debug!(component = %id, "file source stopped: the downstream is gone");
+    }
+    Ok(())
+}

@@ -1,0 +1,1220 @@
+//! The tailer: follows every matched file through renames, truncations, deletions and
+//! restarts, and turns their bytes into lines handed to a [`LineHandler`]. It knows nothing of
+//! events' fields, so other sources (`kubernetes_logs`) can reuse it with their own handler.
+//!
+//! It runs on one dedicated OS thread ([`Tailer::run`]): file reads are blocking system calls,
+//! and a thread keeps them off the async workers. It hands [`ReadBatch`]es (events plus the
+//! file positions they complete) to a callback that blocks while the pipeline is full, so
+//! backpressure stops the reads.
+//!
+//! # The life of a file
+//!
+//! Files are known by `(device, inode)` while open (an open file's inode cannot be reused), and
+//! by their content [`Fingerprint`] across closes and restarts:
+//!
+//! ```text
+//!                       fingerprinted, slot free
+//!   Discovered ───────────────────────────────────▶ Reading ◀──────┐ back in the glob
+//!     ▲   │ too short / a copy of a file being read   │  │  ▲        │
+//!     │   └─ (waits, checked again when it grows)     │  │  └ reopen ┤
+//!     │                                               │  ▼          │
+//!     │   truncated or rewritten (offset back to 0)   │ Parked (handle closed to honour
+//!     └───────────────────────────────────────────────┤         max_open_files or ignore_older)
+//!                                                      ▼
+//!                   no longer in the glob (renamed away) or deleted
+//!                                                  Draining ── read to EOF, then no new data
+//!                                                      │        for rotate_wait ──▶ released
+//!                                 a gzip file read to its end ──▶ Closed (never read again)
+//! ```
+//!
+//! Positions: the offset recorded for a fingerprint is the end of the last line whose event
+//! was emitted (never past a multiline group still held, nor into an oversized line being
+//! skipped). Each [`ReadBatch`] carries the positions it completes; the source applies them to
+//! the checkpoints when the batch is done (delivered, with acknowledgements).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use flate2::read::MultiGzDecoder;
+use weir_pipeline::codec::Frame;
+use weir_pipeline::event::{Event, MAX_BATCH_EVENTS};
+use weir_pipeline::metrics::ComponentMetrics;
+
+use super::checkpoint::Checkpoints;
+use super::discovery::{Discovery, WalkError};
+use super::fingerprint::{self, Fingerprint, Fingerprinter, Strategy};
+use super::lines::{CharsetConfig, LineSplitter};
+
+/// Bytes asked of the kernel per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one file before the others get a turn.
+const PASS_BUDGET: u64 = 1024 * 1024;
+/// Idle polling: the first sleep after a pass that read nothing, doubled up to the maximum.
+const MIN_IDLE: Duration = Duration::from_millis(10);
+const MAX_IDLE: Duration = Duration::from_millis(250);
+/// While files wait for a slot, a file open this long is closed to let them in.
+const PREEMPT_AFTER: Duration = Duration::from_secs(2);
+/// Files in another file's directory examined at start to find it after a rotation.
+const MAX_RECOVERY_CANDIDATES: usize = 256;
+
+/// What the tailer needs to know (built from the source's options).
+#[derive(Debug, Clone)]
+pub struct TailConfig {
+    pub discovery: Discovery,
+    pub glob_cooldown: Duration,
+    /// Start files found at the very first start (no checkpoint file) at their end.
+    pub read_from_end: bool,
+    pub fingerprinter: Fingerprinter,
+    pub delimiter: u8,
+    pub max_line_bytes: usize,
+    pub charset: CharsetConfig,
+    pub ignore_older: Option<Duration>,
+    pub max_open_files: usize,
+    pub rotate_wait: Duration,
+    pub remove_after: Option<Duration>,
+}
+
+/// The file a line comes from, as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    /// The path as bytes, ready to be an event field (cloning is a reference count).
+    pub path_value: Bytes,
+}
+
+impl FileInfo {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            path_value: Bytes::from(path.to_string_lossy().into_owned()),
+        }
+    }
+}
+
+/// Turns lines into events. One `State` per file holds what spans lines (a multiline group).
+pub trait LineHandler: Send {
+    type State: Default + Send;
+    /// One line (without its delimiter) starting at byte `start` of the file.
+    fn line(
+        &mut self,
+        st: &mut Self::State,
+        file: &FileInfo,
+        line: Bytes,
+        start: u64,
+        out: &mut Vec<Event>,
+    );
+    /// Time passes: emit what waited too long.
+    fn tick(&mut self, st: &mut Self::State, file: &FileInfo, now: Instant, out: &mut Vec<Event>);
+    /// No more lines will follow (the file is released or was truncated): emit what is held.
+    fn flush(&mut self, st: &mut Self::State, file: &FileInfo, out: &mut Vec<Event>);
+    /// The start offset of the oldest line held, not yet in an event.
+    fn held_from(st: &Self::State) -> Option<u64>;
+    /// Forget what is held (the file will be read again from [`LineHandler::held_from`]).
+    fn discard(st: &mut Self::State);
+}
+
+/// A position reached in one file's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub fingerprint: Fingerprint,
+    pub offset: u64,
+    /// The content was read to its end and never grows (gzip): never read it again.
+    pub done: bool,
+}
+
+/// What the tailer hands over: events, and the positions that are reached once they (and
+/// every batch before them) are done. A batch may have positions and no events (lines that
+/// were skipped, a file that starts at its end).
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    pub events: Vec<Event>,
+    pub positions: Vec<Position>,
+}
+
+type Key = (u64, u64);
+
+/// Why a file is waiting in [`FileState::Discovered`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Not looked at yet, or its size changed since it was: try to open it.
+    Check,
+    /// Its head is incomplete (no fingerprint yet) at this size.
+    TooShort(u64),
+    /// Its content is the same as a file being read (a copy): looked at every discovery.
+    Copy,
+}
+
+/// The state of one file (see the module docs).
+enum FileState {
+    Discovered(Wait),
+    Reading(Reader),
+    Draining { reader: Reader, since: Instant },
+    Parked { size: u64, mtime: Option<SystemTime>, reopen: bool },
+    Closed { size: u64 },
+}
+
+enum Input {
+    Plain(File),
+    Gzip(Box<MultiGzDecoder<File>>),
+}
+
+struct Reader {
+    input: Input,
+    buf: BytesMut,
+    splitter: LineSplitter,
+    /// Offset (in the content) of the end of what was read into `buf`.
+    read_offset: u64,
+    /// The start of an oversized line being skipped.
+    skipping_from: Option<u64>,
+    at_eof: bool,
+    last_data: Instant,
+    opened: Instant,
+}
+
+impl Reader {
+    fn consumed(&self) -> u64 {
+        self.read_offset - self.buf.len() as u64
+    }
+
+    fn is_gzip(&self) -> bool {
+        matches!(self.input, Input::Gzip(_))
+    }
+}
+
+struct Watched<S> {
+    key: Key,
+    info: FileInfo,
+    fp: Option<Fingerprint>,
+    state: FileState,
+    handler: S,
+    /// The discovery round that last saw it at a matched path.
+    seen: u64,
+    last_opened: Option<Instant>,
+    /// It was truncated while it had this fingerprint: if it comes back with the same one, the
+    /// new content starts at 0 anyway.
+    truncated_from: Option<Fingerprint>,
+    warned_copy: bool,
+}
+
+impl<S> Watched<S> {
+    fn reader(&mut self) -> Option<&mut Reader> {
+        match &mut self.state {
+            FileState::Reading(r) | FileState::Draining { reader: r, .. } => Some(r),
+            _ => None,
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(
+            self.state,
+            FileState::Reading(_) | FileState::Draining { .. }
+        )
+    }
+}
+
+/// The downstream is gone.
+struct Closed;
+
+type SendFn<'a> = &'a mut dyn FnMut(ReadBatch) -> bool;
+
+/// Everything but the file table, so a file and the rest can be borrowed at once.
+struct Ctx<H: LineHandler> {
+    cfg: TailConfig,
+    handler: H,
+    metrics: Arc<ComponentMetrics>,
+    checkpoints: Arc<Mutex<Checkpoints>>,
+    /// The emitted position of each fingerprint (the checkpoint before acknowledgement).
+    positions: HashMap<Fingerprint, u64>,
+    /// Fingerprints of gzip contents read to their end.
+    done: HashSet<Fingerprint>,
+    /// Which open (or parked) file holds each fingerprint.
+    owners: HashMap<Fingerprint, Key>,
+    out: ReadBatch,
+}
+
+/// Follows the files of one source; see the module docs.
+pub struct Tailer<H: LineHandler> {
+    cx: Ctx<H>,
+    files: HashMap<Key, Watched<H::State>>,
+    generation: u64,
+    last_discovery: Option<Instant>,
+    /// Wall-clock time of the last discovery, to recognise files born since.
+    last_discovery_wall: Option<SystemTime>,
+    first_start: bool,
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn lock(c: &Mutex<Checkpoints>) -> std::sync::MutexGuard<'_, Checkpoints> {
+    match c.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl<H: LineHandler> Ctx<H> {
+    /// The position of `w` now: the end of its last emitted line.
+    fn safe_offset(w: &Watched<H::State>) -> Option<u64> {
+        let r = match &w.state {
+            FileState::Reading(r) | FileState::Draining { reader: r, .. } => r,
+            _ => return None,
+        };
+        let mut off = r.consumed();
+        if let Some(s) = r.skipping_from {
+            off = off.min(s);
+        }
+        if let Some(h) = H::held_from(&w.handler) {
+            off = off.min(h);
+        }
+        Some(off)
+    }
+
+    fn record(&mut self, fp: Fingerprint, offset: u64, done: bool) {
+        if !done && self.positions.get(&fp) == Some(&offset) {
+            return;
+        }
+        self.positions.insert(fp, offset);
+        if done {
+            self.done.insert(fp);
+        }
+        let p = Position {
+            fingerprint: fp,
+            offset,
+            done,
+        };
+        // The whole batch's positions are applied at once, in order: the latest one per
+        // fingerprint is the one that counts.
+        match self.out.positions.iter_mut().find(|q| q.fingerprint == fp) {
+            Some(q) => *q = p,
+            None => self.out.positions.push(p),
+        }
+    }
+
+    fn record_file(&mut self, w: &Watched<H::State>) {
+        if let (Some(fp), Some(off)) = (w.fp, Self::safe_offset(w)) {
+            self.record(fp, off, false);
+        }
+    }
+
+    fn cut(&mut self, send: SendFn<'_>) -> Result<(), Closed> {
+        if self.out.events.is_empty() && self.out.positions.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.out);
+        self.out.events.reserve(MAX_BATCH_EVENTS);
+        self.metrics.add_received(batch.events.len() as u64, 0);
+        if send(batch) {
+            Ok(())
+        } else {
+            Err(Closed)
+        }
+    }
+
+    /// Opens `w` at its position. Returns whether it is now open.
+    fn open(&mut self, w: &mut Watched<H::State>, now: Instant, initial: bool) -> bool {
+        let path = w.info.path.clone();
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
+            Err(e) => {
+                self.metrics.error(
+                    "io",
+                    1,
+                    &format_args!("cannot open {}: {e}; retrying at the next discovery", path.display()),
+                );
+                w.state = FileState::Discovered(Wait::TooShort(u64::MAX));
+                return false;
+            }
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(_) => return false,
+        };
+        if (meta.dev(), meta.ino()) != w.key {
+            // The path was rotated between discovery and now: the next discovery sorts it out.
+            w.state = FileState::Discovered(Wait::Check);
+            return false;
+        }
+        let size = meta.len();
+        let gzip = fingerprint::is_gzip(&file).unwrap_or(false);
+        let fp = match self.cfg.fingerprinter.compute(&file, gzip) {
+            Ok(Some(fp)) => fp,
+            Ok(None) => {
+                w.state = FileState::Discovered(Wait::TooShort(size));
+                return false;
+            }
+            Err(e) => {
+                self.metrics.error(
+                    "io",
+                    1,
+                    &format_args!("cannot read the head of {}: {e}", path.display()),
+                );
+                w.state = FileState::Discovered(Wait::TooShort(size));
+                return false;
+            }
+        };
+        if let Some(old) = w.fp.filter(|old| *old != fp) {
+            // The content changed while the file was closed (rewritten, or an inode reused).
+            if self.owners.get(&old) == Some(&w.key) {
+                self.owners.remove(&old);
+            }
+            w.fp = None;
+        }
+        if let Some(owner) = self.owners.get(&fp) {
+            if *owner != w.key {
+                if !w.warned_copy {
+                    w.warned_copy = true;
+                    tracing::info!(
+                        component = %self.metrics.id,
+                        path = %path.display(),
+                        fingerprint = %fp,
+                        "file has the same fingerprint as a file being read (a copy, e.g. copytruncate); it is read from where that one stops, once that one changes or goes away. If these are different files, set fingerprint.lines, fingerprint.ignored_header_bytes or strategy = \"device_and_inode\""
+                    );
+                }
+                w.state = FileState::Discovered(Wait::Copy);
+                return false;
+            }
+        }
+        w.warned_copy = false;
+        self.owners.insert(fp, w.key);
+        w.fp = Some(fp);
+        lock(&self.checkpoints).touch(fp, &path, w.key.0, w.key.1, unix_now());
+        if gzip && self.done.contains(&fp) {
+            w.state = FileState::Closed { size };
+            return false;
+        }
+        let mut offset = if w.truncated_from.take() == Some(fp) {
+            0
+        } else if let Some(p) = self.positions.get(&fp) {
+            *p
+        } else if initial && self.cfg.read_from_end {
+            if gzip {
+                u64::MAX
+            } else {
+                size
+            }
+        } else {
+            0
+        };
+        if !gzip && offset > size {
+            tracing::info!(component = %self.metrics.id, path = %path.display(), offset, size, "file is shorter than its checkpoint (truncated while weir was stopped): reading it from its start");
+            offset = 0;
+        }
+        let head =
+            fingerprint::read_head(&file, gzip, 0, 4).unwrap_or_default();
+        let (charset, bom) = self.cfg.charset.detect(&head);
+        if offset < bom {
+            offset = bom;
+        }
+        if charset != super::lines::Charset::Utf8 && offset % 2 == 1 && offset != u64::MAX {
+            offset += 1;
+        }
+        let (input, read_offset) = if gzip {
+            let mut d = MultiGzDecoder::new(file);
+            match fingerprint::skip(&mut d, offset) {
+                Ok(n) => (Input::Gzip(Box::new(d)), n),
+                Err(e) => {
+                    self.metrics.error(
+                        "io",
+                        1,
+                        &format_args!("cannot decompress {}: {e}; it is not read", path.display()),
+                    );
+                    w.state = FileState::Closed { size };
+                    return false;
+                }
+            }
+        } else {
+            if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+                self.metrics
+                    .error("io", 1, &format_args!("cannot seek in {}: {e}", path.display()));
+                w.state = FileState::Discovered(Wait::TooShort(size));
+                return false;
+            }
+            (Input::Plain(file), offset)
+        };
+        self.record(fp, read_offset, false);
+        w.last_opened = Some(now);
+        w.state = FileState::Reading(Reader {
+            input,
+            buf: BytesMut::new(),
+            splitter: LineSplitter::new(charset, self.cfg.delimiter, self.cfg.max_line_bytes),
+            read_offset,
+            skipping_from: None,
+            at_eof: false,
+            last_data: now,
+            opened: now,
+        });
+        true
+    }
+
+    /// Frames and hands on every complete line in `w`'s buffer.
+    fn drain_buffer(&mut self, w: &mut Watched<H::State>, send: SendFn<'_>) -> Result<(), Closed> {
+        loop {
+            let Some(r) = w.reader() else {
+                return Ok(());
+            };
+            let before = r.buf.len();
+            let frame = r.splitter.next_frame(&mut r.buf);
+            let start = r.read_offset - before as u64;
+            let frame = match frame {
+                Some(f) => f,
+                None => {
+                    if r.buf.len() < before && r.skipping_from.is_none() {
+                        r.skipping_from = Some(start);
+                    }
+                    return Ok(());
+                }
+            };
+            let skipped_from = r.skipping_from.take();
+            match frame {
+                Frame::Line(line) => {
+                    self.handler
+                        .line(&mut w.handler, &w.info, line, start, &mut self.out.events);
+                }
+                Frame::Oversized { bytes } => self.metrics.error(
+                    "oversized",
+                    1,
+                    &format_args!(
+                        "{}: the line at offset {} is {bytes} bytes, over max_line_bytes ({}); skipped",
+                        w.info.path.display(),
+                        skipped_from.unwrap_or(start),
+                        self.cfg.max_line_bytes
+                    ),
+                ),
+            }
+            if self.out.events.len() >= MAX_BATCH_EVENTS {
+                self.record_file(w);
+                self.cut(send)?;
+            }
+        }
+    }
+
+    /// Reads what `w` has (up to the pass budget). Returns the bytes read.
+    fn read_some(&mut self, w: &mut Watched<H::State>, send: SendFn<'_>) -> Result<Outcome, Closed> {
+        let Some(fp) = w.fp else {
+            return Ok(Outcome::Read(0));
+        };
+        let strategy = self.cfg.fingerprinter.strategy();
+        let Some(r) = w.reader() else {
+            return Ok(Outcome::Read(0));
+        };
+        if r.at_eof {
+            if let Input::Plain(f) = &r.input {
+                let meta = match f.metadata() {
+                    Ok(m) => m,
+                    Err(_) => return Ok(Outcome::Deleted),
+                };
+                if meta.len() < r.read_offset {
+                    return Ok(Outcome::Truncated(meta.len()));
+                }
+                if meta.len() == r.read_offset {
+                    return Ok(if meta.nlink() == 0 {
+                        Outcome::Deleted
+                    } else {
+                        Outcome::Read(0)
+                    });
+                }
+                if strategy == Strategy::Checksum {
+                    // New data after a pause: check it is still the same content (a file
+                    // truncated and rewritten past our offset between two looks).
+                    if let Ok(now_fp) = self.cfg.fingerprinter.compute(f, false) {
+                        if now_fp != Some(fp) {
+                            return Ok(Outcome::Truncated(meta.len()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut total = 0u64;
+        loop {
+            let Some(r) = w.reader() else {
+                return Ok(Outcome::Read(total));
+            };
+            if r.buf.capacity() - r.buf.len() < READ_CHUNK / 4 {
+                r.buf.reserve(READ_CHUNK);
+            }
+            let start = r.buf.len();
+            let cap = r.buf.capacity();
+            r.buf.resize(cap, 0);
+            let res = match &mut r.input {
+                Input::Plain(f) => f.read(&mut r.buf[start..]),
+                Input::Gzip(d) => d.read(&mut r.buf[start..]),
+            };
+            let n = match res {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    r.buf.truncate(start);
+                    continue;
+                }
+                Err(e) => {
+                    r.buf.truncate(start);
+                    let gz = r.is_gzip();
+                    let at = r.read_offset;
+                    self.metrics.error(
+                        "io",
+                        1,
+                        &format_args!("cannot read {} at offset {at}: {e}", w.info.path.display()),
+                    );
+                    return Ok(if gz { Outcome::GzipEnd } else { Outcome::Read(total) });
+                }
+            };
+            r.buf.truncate(start + n);
+            if n == 0 {
+                r.at_eof = true;
+                if r.buf.is_empty() {
+                    // Idle files keep no buffer.
+                    r.buf = BytesMut::new();
+                }
+                let gz = r.is_gzip();
+                return Ok(if gz { Outcome::GzipEnd } else { Outcome::Read(total) });
+            }
+            r.at_eof = false;
+            r.read_offset += n as u64;
+            r.last_data = Instant::now();
+            total += n as u64;
+            self.metrics.add_received_bytes(n as u64);
+            self.drain_buffer(w, send)?;
+            self.record_file(w);
+            if total >= PASS_BUDGET {
+                return Ok(Outcome::Read(total));
+            }
+        }
+    }
+
+    /// Lets go of `w` for good: what is buffered is emitted (the last line without a
+    /// delimiter too), and its final position recorded.
+    fn release(&mut self, w: &mut Watched<H::State>, done: bool) {
+        if let Some(r) = w.reader() {
+            let before = r.buf.len();
+            let start = r.read_offset - before as u64;
+            r.skipping_from = None;
+            let last = r.splitter.finish(&mut r.buf);
+            match last {
+                Some(Frame::Line(line)) => {
+                    self.handler
+                        .line(&mut w.handler, &w.info, line, start, &mut self.out.events)
+                }
+                Some(Frame::Oversized { bytes }) => self.metrics.error(
+                    "oversized",
+                    1,
+                    &format_args!(
+                        "{}: the last line, at offset {start}, is {bytes} bytes, over max_line_bytes; skipped",
+                        w.info.path.display()
+                    ),
+                ),
+                None => {}
+            }
+        }
+        self.handler
+            .flush(&mut w.handler, &w.info, &mut self.out.events);
+        if let (Some(fp), Some(off)) = (w.fp, Self::safe_offset(w)) {
+            self.record(fp, off, done);
+        }
+        if let Some(fp) = w.fp {
+            if self.owners.get(&fp) == Some(&w.key) && !done {
+                self.owners.remove(&fp);
+            }
+        }
+    }
+
+    /// `w` was truncated or rewritten: what was held of the old content is emitted, and the
+    /// file is read again from its start as a new content.
+    fn truncated(&mut self, w: &mut Watched<H::State>, size: u64, now: Instant) {
+        let old = Self::safe_offset(w).unwrap_or(0);
+        tracing::info!(component = %self.metrics.id, path = %w.info.path.display(), offset = old, size, "file was truncated or rewritten: reading it again from its start");
+        self.handler
+            .flush(&mut w.handler, &w.info, &mut self.out.events);
+        if let Some(fp) = w.fp {
+            if let Some(r) = w.reader() {
+                r.buf.clear();
+                r.skipping_from = None;
+            }
+            let off = Self::safe_offset(w).unwrap_or(0);
+            self.record(fp, off, false);
+            if self.owners.get(&fp) == Some(&w.key) {
+                self.owners.remove(&fp);
+            }
+        }
+        w.truncated_from = w.fp.take();
+        w.state = FileState::Discovered(Wait::Check);
+        self.open(w, now, false);
+    }
+
+    /// Closes `w`'s handle to make room, keeping its place; reopened when it changes.
+    fn park(&mut self, w: &mut Watched<H::State>) {
+        let Some(off) = Self::safe_offset(w) else {
+            return;
+        };
+        H::discard(&mut w.handler);
+        if let Some(fp) = w.fp {
+            self.record(fp, off, false);
+        }
+        let (size, mtime) = match &w.state {
+            FileState::Reading(Reader {
+                input: Input::Plain(f),
+                ..
+            }) => f
+                .metadata()
+                .map(|m| (m.len(), m.modified().ok()))
+                .unwrap_or((u64::MAX, None)),
+            _ => (u64::MAX, None),
+        };
+        w.state = FileState::Parked {
+            size,
+            mtime,
+            reopen: off < size,
+        };
+    }
+}
+
+enum Outcome {
+    Read(u64),
+    Truncated(u64),
+    Deleted,
+    GzipEnd,
+}
+
+impl<H: LineHandler> Tailer<H> {
+    /// A tailer starting from `checkpoints` (their offsets are where files resume).
+    pub fn new(
+        cfg: TailConfig,
+        handler: H,
+        metrics: Arc<ComponentMetrics>,
+        checkpoints: Arc<Mutex<Checkpoints>>,
+    ) -> Self {
+        let (positions, done, first_start) = {
+            let c = lock(&checkpoints);
+            (
+                c.entries().map(|e| (e.fingerprint, e.offset)).collect(),
+                c.entries()
+                    .filter(|e| e.done)
+                    .map(|e| e.fingerprint)
+                    .collect(),
+                !c.existed(),
+            )
+        };
+        Self {
+            cx: Ctx {
+                cfg,
+                handler,
+                metrics,
+                checkpoints,
+                positions,
+                done,
+                owners: HashMap::new(),
+                out: ReadBatch::default(),
+            },
+            files: HashMap::new(),
+            generation: 0,
+            last_discovery: None,
+            last_discovery_wall: None,
+            first_start,
+        }
+    }
+
+    /// Runs until `stop` is set or `send` reports the downstream gone. On stop, what is held
+    /// (multiline groups, lines without a delimiter yet) is not emitted: the positions stop
+    /// before it, so the next start reads it again whole.
+    pub fn run(mut self, stop: &AtomicBool, send: SendFn<'_>) {
+        let mut idle = MIN_IDLE;
+        loop {
+            if stop.load(Ordering::Acquire) {
+                let _ = self.cx.cut(send);
+                return;
+            }
+            let now = Instant::now();
+            let due = self
+                .last_discovery
+                .is_none_or(|t| now.duration_since(t) >= self.cx.cfg.glob_cooldown);
+            if due {
+                let initial = self.last_discovery.is_none();
+                let wall = SystemTime::now();
+                self.discover(now, initial && self.first_start);
+                if initial {
+                    self.recover_rotated(now);
+                }
+                self.last_discovery = Some(now);
+                self.last_discovery_wall = Some(wall);
+            }
+            let read = match self.step(now, send) {
+                Ok(n) => n,
+                Err(Closed) => return,
+            };
+            if self.cx.cut(send).is_err() {
+                return;
+            }
+            if read == 0 {
+                sleep_unless(stop, idle);
+                idle = (idle * 2).min(MAX_IDLE);
+            } else {
+                idle = MIN_IDLE;
+            }
+        }
+    }
+
+    /// One pass over the open files, timers and slots. Returns the bytes read.
+    fn step(&mut self, now: Instant, send: SendFn<'_>) -> Result<u64, Closed> {
+        let mut total = 0;
+        let keys: Vec<Key> = self
+            .files
+            .iter()
+            .filter(|(_, w)| w.is_open())
+            .map(|(k, _)| *k)
+            .collect();
+        let mut waiting = false;
+        for key in keys {
+            let Some(mut w) = self.files.remove(&key) else {
+                continue;
+            };
+            let outcome = self.cx.read_some(&mut w, send);
+            let keep = match outcome {
+                Err(e) => {
+                    self.files.insert(key, w);
+                    return Err(e);
+                }
+                Ok(Outcome::Read(n)) => {
+                    total += n;
+                    self.after_read(&mut w, now)
+                }
+                Ok(Outcome::Truncated(size)) => {
+                    self.cx.truncated(&mut w, size, now);
+                    true
+                }
+                Ok(Outcome::Deleted) => {
+                    if let FileState::Reading(_) = w.state {
+                        to_draining(&mut w, now);
+                    }
+                    self.after_read(&mut w, now)
+                }
+                Ok(Outcome::GzipEnd) => {
+                    self.cx.release(&mut w, true);
+                    let size = std::fs::metadata(&w.info.path).map(|m| m.len()).unwrap_or(0);
+                    w.state = FileState::Closed { size };
+                    true
+                }
+            };
+            if matches!(w.state, FileState::Discovered(_)) {
+                waiting = true;
+            }
+            if keep {
+                self.files.insert(key, w);
+            }
+        }
+        self.tick(now, send)?;
+        if waiting {
+            self.open_waiting(now, false);
+        }
+        Ok(total)
+    }
+
+    /// Timers of an open file that read nothing new: release a drained one, remove one that
+    /// is done (`remove_after_secs`), park one left idle (`ignore_older_secs`). Returns
+    /// whether to keep tracking it.
+    fn after_read(&mut self, w: &mut Watched<H::State>, now: Instant) -> bool {
+        let rotate_wait = self.cx.cfg.rotate_wait;
+        let (remove_after, ignore_older) = (self.cx.cfg.remove_after, self.cx.cfg.ignore_older);
+        match &w.state {
+            FileState::Draining { reader, since } => {
+                let quiet_since = (*since).max(reader.last_data);
+                if reader.at_eof && now.duration_since(quiet_since) >= rotate_wait {
+                    self.cx.release(w, false);
+                    return false;
+                }
+            }
+            FileState::Reading(reader) if reader.at_eof && !reader.is_gzip() => {
+                let idle = now.duration_since(reader.last_data);
+                if let (Some(after), Some(fp)) = (remove_after, w.fp) {
+                    let done = lock(&self.cx.checkpoints)
+                        .get(&fp)
+                        .is_some_and(|e| e.offset >= reader.read_offset);
+                    if idle >= after && done && reader.buf.is_empty() {
+                        match std::fs::remove_file(&w.info.path) {
+                            Ok(()) => {
+                                tracing::info!(component = %self.cx.metrics.id, path = %w.info.path.display(), "file read, delivered and idle for remove_after_secs: removed");
+                                self.cx.release(w, false);
+                                return false;
+                            }
+                            Err(e) => self.cx.metrics.error(
+                                "remove",
+                                1,
+                                &format_args!("cannot remove {}: {e}", w.info.path.display()),
+                            ),
+                        }
+                    }
+                }
+                if ignore_older.is_some_and(|old| idle >= old)
+                    && H::held_from(&w.handler).is_none()
+                {
+                    self.cx.park(w);
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    fn tick(&mut self, now: Instant, send: SendFn<'_>) -> Result<(), Closed> {
+        for w in self.files.values_mut() {
+            if !w.is_open() || H::held_from(&w.handler).is_none() {
+                continue;
+            }
+            self.cx
+                .handler
+                .tick(&mut w.handler, &w.info, now, &mut self.cx.out.events);
+            self.cx.record_file(w);
+            if self.cx.out.events.len() >= MAX_BATCH_EVENTS {
+                self.cx.cut(send)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks the globs: new files are tracked, renamed ones followed, vanished ones drained.
+    fn discover(&mut self, now: Instant, initial: bool) {
+        self.generation += 1;
+        let gen = self.generation;
+        let mut errors: Vec<WalkError> = Vec::new();
+        let paths = self.cx.cfg.discovery.scan(&mut errors);
+        for e in errors {
+            self.cx.metrics.error(
+                "discovery",
+                1,
+                &format_args!("glob `{}`: {}", e.pattern, e.message),
+            );
+        }
+        let unix = unix_now();
+        // Paths where a new file appeared, or whose file was rotated away: a file may have
+        // lived there and been rotated away entirely between two discoveries.
+        let mut turned_over: Vec<PathBuf> = Vec::new();
+        for path in paths {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            let key = (meta.dev(), meta.ino());
+            if let Some(w) = self.files.get_mut(&key) {
+                w.seen = gen;
+                if w.info.path != path {
+                    w.info = FileInfo::new(&path);
+                }
+                if let Some(fp) = w.fp {
+                    lock(&self.cx.checkpoints).touch(fp, &path, key.0, key.1, unix);
+                }
+                match &mut w.state {
+                    FileState::Draining { .. } => {
+                        // Back at a matched path (renamed into the glob again).
+                        let st = std::mem::replace(&mut w.state, FileState::Closed { size: 0 });
+                        if let FileState::Draining { reader, .. } = st {
+                            w.state = FileState::Reading(reader);
+                        }
+                    }
+                    FileState::Parked { size, mtime, reopen } => {
+                        if meta.len() != *size || meta.modified().ok() != *mtime {
+                            *reopen = true;
+                        }
+                    }
+                    FileState::Discovered(wait) => {
+                        if let Wait::TooShort(s) = wait {
+                            if *s != meta.len() {
+                                *wait = Wait::Check;
+                            }
+                        }
+                    }
+                    FileState::Closed { size } => {
+                        if *size != meta.len() {
+                            // A gzip file replaced in place: look at it again.
+                            w.state = FileState::Discovered(Wait::Check);
+                        }
+                    }
+                    FileState::Reading(_) => {}
+                }
+                continue;
+            }
+            if let Some(old) = self.cx.cfg.ignore_older {
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| SystemTime::now().duration_since(m).ok());
+                if age.is_some_and(|a| a > old) {
+                    continue;
+                }
+            }
+            if self.last_discovery_wall.is_some() {
+                turned_over.push(path.clone());
+            }
+            self.files.insert(
+                key,
+                Watched {
+                    key,
+                    info: FileInfo::new(&path),
+                    fp: None,
+                    state: FileState::Discovered(Wait::Check),
+                    handler: H::State::default(),
+                    seen: gen,
+                    last_opened: None,
+                    truncated_from: None,
+                    warned_copy: false,
+                },
+            );
+        }
+        let gone: Vec<Key> = self
+            .files
+            .iter()
+            .filter(|(_, w)| w.seen != gen)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            let Some(mut w) = self.files.remove(&key) else {
+                continue;
+            };
+            match w.state {
+                FileState::Reading(_) => {
+                    tracing::debug!(component = %self.cx.metrics.id, path = %w.info.path.display(), "file left the glob (rotated or deleted): reading it to its end");
+                    turned_over.push(w.info.path.clone());
+                    to_draining(&mut w, now);
+                    self.files.insert(key, w);
+                }
+                FileState::Draining { .. } => {
+                    self.files.insert(key, w);
+                }
+                _ => {
+                    if let Some(fp) = w.fp {
+                        if self.cx.owners.get(&fp) == Some(&key) {
+                            self.cx.owners.remove(&fp);
+                        }
+                    }
+                }
+            }
+        }
+        self.open_waiting(now, initial);
+        if let Some(since) = self.last_discovery_wall {
+            turned_over.sort();
+            turned_over.dedup();
+            for p in turned_over {
+                self.find_missed(&p, since, now);
+            }
+        }
+    }
+
+    /// Files born after the last discovery next to `path`, under a name that extends its
+    /// name (`app.log.1`), that no glob matches and that are not known: files that lived at
+    /// `path` and were rotated away before a discovery could see them. They are read whole
+    /// (or from their checkpoint, if they are copies of known content), then released.
+    fn find_missed(&mut self, path: &Path, since: SystemTime, now: Instant) {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let name = name.to_string_lossy().into_owned();
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in rd.flatten().take(MAX_RECOVERY_CANDIDATES) {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if file_name == name || !file_name.starts_with(&name) {
+                continue;
+            }
+            let p = entry.path();
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            let key = (meta.dev(), meta.ino());
+            if !meta.is_file() || self.files.contains_key(&key) {
+                continue;
+            }
+            let born = meta.created().or_else(|_| meta.modified());
+            if born.map_or(true, |b| b < since) {
+                continue;
+            }
+            let mut w = Watched {
+                key,
+                info: FileInfo::new(&p),
+                fp: None,
+                state: FileState::Discovered(Wait::Check),
+                handler: H::State::default(),
+                seen: self.generation,
+                last_opened: None,
+                truncated_from: None,
+                warned_copy: false,
+            };
+            if self.cx.open(&mut w, now, false) {
+                tracing::info!(component = %self.cx.metrics.id, path = %p.display(), was = %path.display(), "found a file rotated away before discovery saw it: reading it");
+                to_draining(&mut w, now);
+                self.files.insert(key, w);
+            }
+        }
+    }
+
+    /// Opens files waiting for a slot, closing idle ones (or ones that had a long turn) when
+    /// `max_open_files` is reached.
+    fn open_waiting(&mut self, now: Instant, initial: bool) {
+        let mut candidates: Vec<(Option<Instant>, PathBuf, Key)> = self
+            .files
+            .values()
+            .filter(|w| match &w.state {
+                FileState::Discovered(Wait::TooShort(_)) => false,
+                FileState::Discovered(_) => true,
+                FileState::Parked { reopen, .. } => *reopen,
+                _ => false,
+            })
+            .map(|w| (w.last_opened, w.info.path.clone(), w.key))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        candidates.sort();
+        let mut open = self.files.values().filter(|w| w.is_open()).count();
+        for (_, _, key) in candidates {
+            if open >= self.cx.cfg.max_open_files && !self.park_one(now) {
+                break;
+            }
+            let Some(mut w) = self.files.remove(&key) else {
+                continue;
+            };
+            if w.is_open() {
+                self.files.insert(key, w);
+                continue;
+            }
+            if self.cx.open(&mut w, now, initial) {
+                open += 1;
+            } else {
+                open = self.files.values().filter(|w| w.is_open()).count();
+            }
+            self.files.insert(key, w);
+        }
+    }
+
+    /// Closes one open file to free a slot: one idle at its end if any, else one that has
+    /// been open the longest (over [`PREEMPT_AFTER`]). Returns whether one was closed.
+    fn park_one(&mut self, now: Instant) -> bool {
+        let pick = |preempt: bool| {
+            move |w: &&Watched<H::State>| match &w.state {
+                FileState::Reading(r) if !r.is_gzip() => {
+                    if preempt {
+                        now.duration_since(r.opened) >= PREEMPT_AFTER
+                    } else {
+                        r.at_eof && H::held_from(&w.handler).is_none()
+                    }
+                }
+                _ => false,
+            }
+        };
+        let last_data = |w: &Watched<H::State>| match &w.state {
+            FileState::Reading(r) => r.last_data,
+            _ => now,
+        };
+        let key = self
+            .files
+            .values()
+            .filter(pick(false))
+            .min_by_key(|w| last_data(w))
+            .or_else(|| {
+                self.files
+                    .values()
+                    .filter(pick(true))
+                    .min_by_key(|w| w.last_opened)
+            })
+            .map(|w| w.key);
+        let Some(key) = key else {
+            return false;
+        };
+        if let Some(mut w) = self.files.remove(&key) {
+            self.cx.park(&mut w);
+            self.files.insert(key, w);
+        }
+        true
+    }
+
+    /// At start: a checkpointed file that no glob matches any more may have been rotated
+    /// while weir was stopped (`app.log` -> `app.log.1`, or compressed). Look for it next to
+    /// where it was, by inode or by a name that extends the old one, and read its unread tail.
+    fn recover_rotated(&mut self, now: Instant) {
+        let entries: Vec<_> = lock(&self.cx.checkpoints)
+            .entries()
+            .filter(|e| !e.done && !self.cx.owners.contains_key(&e.fingerprint))
+            .filter(|e| !e.path.as_os_str().is_empty())
+            .cloned()
+            .collect();
+        for e in entries {
+            let (Some(dir), Some(name)) = (e.path.parent(), e.path.file_name()) else {
+                continue;
+            };
+            let name = name.to_string_lossy().into_owned();
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in rd.flatten().take(MAX_RECOVERY_CANDIDATES) {
+                let p = entry.path();
+                let Ok(meta) = std::fs::metadata(&p) else {
+                    continue;
+                };
+                let key = (meta.dev(), meta.ino());
+                if !meta.is_file() || self.files.contains_key(&key) {
+                    continue;
+                }
+                let same_inode = key == (e.dev, e.ino);
+                let similar = entry.file_name().to_string_lossy().starts_with(&name);
+                if !(same_inode || similar) {
+                    continue;
+                }
+                let Ok(f) = File::open(&p) else {
+                    continue;
+                };
+                let gzip = fingerprint::is_gzip(&f).unwrap_or(false);
+                if self.cx.cfg.fingerprinter.compute(&f, gzip).ok().flatten()
+                    != Some(e.fingerprint)
+                {
+                    continue;
+                }
+                if !gzip && meta.len() <= e.offset {
+                    break;
+                }
+                let mut w = Watched {
+                    key,
+                    info: FileInfo::new(&p),
+                    fp: None,
+                    state: FileState::Discovered(Wait::Check),
+                    handler: H::State::default(),
+                    seen: self.generation,
+                    last_opened: None,
+                    truncated_from: None,
+                    warned_copy: false,
+                };
+                if self.cx.open(&mut w, now, false) {
+                    tracing::info!(component = %self.cx.metrics.id, path = %p.display(), was = %e.path.display(), offset = e.offset, "found a file rotated while weir was stopped: reading its unread tail");
+                    to_draining(&mut w, now);
+                    self.files.insert(key, w);
+                }
+                break;
+            }
+        }
+    }
+}
+
+fn to_draining<S>(w: &mut Watched<S>, now: Instant) {
+    let st = std::mem::replace(&mut w.state, FileState::Closed { size: 0 });
+    w.state = match st {
+        FileState::Reading(reader) => FileState::Draining { reader, since: now },
+        other => other,
+    };
+}
+
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let step = Duration::from_millis(10);
+    let mut left = d;
+    while !left.is_zero() && !stop.load(Ordering::Acquire) {
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left -= s;
+    }
+}
