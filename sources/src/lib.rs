@@ -5,12 +5,14 @@
 //!
 //! - [`demo`]: realistic synthetic logs (JSON, Apache, syslog, logfmt) at a rate or a count;
 //! - [`stdin`]: lines from standard input, decoded by any codec;
-//! - [`internal_metrics`]: Weir's own per-component metrics as metric events.
+//! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
+//! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`).
 //!
 //! Call [`register`] to add them all to a registry.
 
 pub mod demo;
 pub mod internal_metrics;
+pub mod perf;
 pub mod stdin;
 
 use weir_pipeline::component::Registry;
@@ -28,5 +30,9 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<internal_metrics::InternalMetricsConfig>(
         "internal_metrics",
         "Weir's own per-component metrics (events, bytes, errors, buffers, latency)",
+    );
+    registry.add_source::<perf::PerfConfig>(
+        "perf",
+        "Stack samples from `perf script`/`perf record`, counters from `perf stat`",
     );
 }
