@@ -7,13 +7,15 @@
 //! - [`stdin`]: lines from standard input, decoded by any codec;
 //! - [`file`]: log files matched by globs, followed through rotation, checkpointed (a folder:
 //!   its tailer is reusable by other file-based sources);
-//! - [`internal_metrics`]: Weir's own per-component metrics as metric events.
+//! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
+//! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`).
 //!
 //! Call [`register`] to add them all to a registry.
 
 pub mod demo;
 pub mod file;
 pub mod internal_metrics;
+pub mod perf;
 pub mod stdin;
 
 use weir_pipeline::component::Registry;
@@ -35,5 +37,9 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<internal_metrics::InternalMetricsConfig>(
         "internal_metrics",
         "Weir's own per-component metrics (events, bytes, errors, buffers, latency)",
+    );
+    registry.add_source::<perf::PerfConfig>(
+        "perf",
+        "Stack samples from `perf script`/`perf record`, counters from `perf stat`",
     );
 }

@@ -10,6 +10,7 @@
 //! | `filter` | keeps the logs for which a VRL condition is true ([`filter`])             |
 //! | `route`  | sends events to named outputs by VRL conditions ([`route`])               |
 //! | `sample` | keeps one event in every `rate`, optionally by key ([`sample`])           |
+//! | `stack_fold` | folds stack samples into `root;...;leaf count` lines ([`stack_fold`]) |
 //!
 //! VRL is compiled with the `vrl` crate, the same compiler and standard library as Vector, so
 //! Vector programs and conditions run unchanged. Programs are compiled once when the pipeline
@@ -23,11 +24,13 @@ pub mod filter;
 pub mod remap;
 pub mod route;
 pub mod sample;
+pub mod stack_fold;
 
 pub use filter::FilterConfig;
 pub use remap::RemapConfig;
 pub use route::RouteConfig;
 pub use sample::SampleConfig;
+pub use stack_fold::StackFoldConfig;
 
 /// Adds every transform type of this crate to `registry`.
 pub fn register(registry: &mut Registry) {
@@ -47,6 +50,10 @@ pub fn register(registry: &mut Registry) {
         "sample",
         "Keep one event in every `rate`, optionally keeping or dropping whole keys together.",
     );
+    registry.add_transform::<StackFoldConfig>(
+        "stack_fold",
+        "Fold stack samples into `root;...;leaf` stacks with counts, per window and group.",
+    );
 }
 
 #[cfg(test)]
@@ -54,11 +61,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registers_all_four() {
+    fn registers_all() {
         let mut r = Registry::default();
         register(&mut r);
         let names: Vec<&str> = r.transforms.keys().copied().collect();
-        assert_eq!(names, vec!["filter", "remap", "route", "sample"]);
+        assert_eq!(names, vec!["filter", "remap", "route", "sample", "stack_fold"]);
         assert!(r.transforms.values().all(|t| !t.description.is_empty()));
     }
 

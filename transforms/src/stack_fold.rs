@@ -1,0 +1,753 @@
+//! `stack_fold`: stack samples in, folded stacks out.
+//!
+//! ```toml
+//! [transforms.folded]
+//! type = "stack_fold"
+//! inputs = ["perf"]
+//! window_secs = 60          # unset: fold the whole input, emit at the end
+//! weight = "period"         # or "samples" (default)
+//! annotate_kernel = true    # kernel frames get `_[k]`
+//! group_by = ["pod"]        # one set of stacks per pod
+//! ```
+//!
+//! Each input is a stack-sample log (`docs/schemas/stack-sample.md`: `comm`, `pid`, `tid`,
+//! `event`, `period`, `frames` leaf first). Its frames become one line `root;...;leaf`, named
+//! exactly as the reference `stackcollapse-perf.pl` names them, so the output is byte for byte
+//! what FlameGraph's tools produce (the conformance test checks every capture and option):
+//!
+//! - the root is the process name (spaces made `_`), with `-pid` (`include_pid`) or `-pid/tid`
+//!   (`include_tid`), `?` for a pid perf did not print;
+//! - a frame without a symbol is named after its module (`[libc.so.6]`, or `[unknown]`), with
+//!   its address when `include_addrs` (`[unknown <7f2eb2b31c2c>]`);
+//! - names are tidied: `;` becomes `:`, everything from the first `(` is cut (except Go method
+//!   names like `net/http.(*Client).Do` and C++ `(anonymous namespace)`), quotes are removed,
+//!   and for a process named `java` the `L` of `Lcom/foo/Bar;::baz` is dropped;
+//! - inlined frames get `_[i]`, kernel frames `_[k]` (`annotate_kernel`), JIT frames `_[j]`
+//!   (`annotate_jit`);
+//! - a frame whose symbol starts with `(` (a process name in old perf output) is skipped.
+//!
+//! Samples are counted per distinct (group, stack) in a hash map; when the window ends (every
+//! `window_secs`, or at the end of the input when it is unset) one event per folded stack is
+//! emitted, sorted by group then by stack (byte order, as the reference sorts):
+//! `{stack, count, window_start, window_end, <group_by fields>}`. Memory is bounded by
+//! `max_stacks` distinct stacks per window: past it, new stacks are counted under the stack
+//! `[truncated]` and reported as `stack_limit` errors.
+//!
+//! The event filter works as the reference's: unset, only samples of the first event seen are
+//! kept (mixing cycles and instructions would mislead); `"*"` keeps every event. Filtered and
+//! folded samples are consumed (acknowledged as done); samples without `frames` are counted as
+//! `not_a_sample` errors and dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use weir_pipeline::component::{Transform, TransformConfig, TransformContext, TransformOutput};
+use weir_pipeline::config::DataType;
+use weir_pipeline::event::{
+    parse_path, Event, EventBatch, EventMetadata, FieldPath, LogEvent, ObjectMap, Value,
+};
+use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::BoxError;
+
+/// What a sample adds to its stack's count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weight {
+    /// One per sample.
+    #[default]
+    Samples,
+    /// The sample's `period` (1 when it has none): what `stackcollapse-perf.pl` sums.
+    Period,
+}
+
+/// Configuration of the `stack_fold` transform.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackFoldConfig {
+    /// Emit the folded stacks every this many seconds. Default: unset (fold the whole input
+    /// and emit once, when the input ends).
+    #[serde(default)]
+    pub window_secs: Option<u64>,
+    /// `samples` (each sample counts 1) or `period` (each counts its `period`, 1 when absent).
+    /// Default: `samples`.
+    #[serde(default)]
+    pub weight: Weight,
+    /// Root frame `comm-pid`. Default: false.
+    #[serde(default)]
+    pub include_pid: bool,
+    /// Root frame `comm-pid/tid` (implies `include_pid`). Default: false.
+    #[serde(default)]
+    pub include_tid: bool,
+    /// Suffix kernel frames with `_[k]`. Default: false.
+    #[serde(default)]
+    pub annotate_kernel: bool,
+    /// Suffix JIT frames with `_[j]`. Default: false.
+    #[serde(default)]
+    pub annotate_jit: bool,
+    /// Name frames without a symbol with their address too: `[libfoo.so <7f12ab>]`.
+    /// Default: false.
+    #[serde(default)]
+    pub include_addrs: bool,
+    /// Keep only samples of this event (`cycles`; `cpu-clock` also matches `cpu-clock:ppp`);
+    /// `"*"` keeps every event. Samples without an `event` are always kept. Default: unset
+    /// (the first event seen, as `stackcollapse-perf.pl` does).
+    #[serde(default)]
+    pub event_filter: Option<String>,
+    /// Fields (paths) whose values split the stacks into groups (e.g. `["pod"]` or
+    /// `[".k8s.namespace", ".k8s.pod"]`); the output events carry them at the same paths.
+    /// Default: `[]` (one group).
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// The most distinct stacks held per window (over all groups); samples of further new
+    /// stacks are counted under `[truncated]`. Default: 100000.
+    #[serde(default = "default_max_stacks")]
+    pub max_stacks: usize,
+}
+
+fn default_max_stacks() -> usize {
+    100_000
+}
+
+impl Default for StackFoldConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: None,
+            weight: Weight::Samples,
+            include_pid: false,
+            include_tid: false,
+            annotate_kernel: false,
+            annotate_jit: false,
+            include_addrs: false,
+            event_filter: None,
+            group_by: Vec::new(),
+            max_stacks: default_max_stacks(),
+        }
+    }
+}
+
+impl TransformConfig for StackFoldConfig {
+    fn build(&self, cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError> {
+        if self.window_secs == Some(0) {
+            return Err("`window_secs` must be at least 1 (or unset to fold the whole input)".into());
+        }
+        if self.max_stacks == 0 {
+            return Err("`max_stacks` must be at least 1".into());
+        }
+        let mut group_by = Vec::with_capacity(self.group_by.len());
+        for g in &self.group_by {
+            group_by.push(parse_path(g).map_err(|e| format!("`group_by`: {e}"))?);
+        }
+        Ok(Box::new(StackFold {
+            folder: StackFolder::new(self, group_by),
+            window: self.window_secs.map(Duration::from_secs),
+            window_start: Utc::now(),
+            metrics: Arc::clone(&cx.metrics),
+        }))
+    }
+
+    fn input(&self) -> DataType {
+        DataType::LOG
+    }
+
+    fn outputs(&self) -> Vec<weir_pipeline::component::Output> {
+        vec![weir_pipeline::component::Output::default_output(
+            DataType::LOG,
+        )]
+    }
+}
+
+/// Which events are folded.
+#[derive(Debug, Clone)]
+enum EventFilter {
+    /// Every event.
+    All,
+    /// This event (or it with `:modifiers`).
+    Named(Bytes),
+    /// The first event seen decides.
+    FirstSeen { chosen: Option<Bytes>, warned: bool },
+}
+
+impl EventFilter {
+    fn keeps(&mut self, event: Option<&[u8]>) -> bool {
+        let Some(e) = event else { return true };
+        match self {
+            EventFilter::All => true,
+            EventFilter::Named(n) => {
+                e == &n[..] || (e.starts_with(n) && e.get(n.len()) == Some(&b':'))
+            }
+            EventFilter::FirstSeen { chosen, warned } => match chosen {
+                None => {
+                    *chosen = Some(Bytes::copy_from_slice(e));
+                    true
+                }
+                Some(c) if &c[..] == e => true,
+                Some(c) => {
+                    if !*warned {
+                        *warned = true;
+                        tracing::info!(
+                            "stack_fold: samples of several events; folding only `{}` (the first seen; set `event_filter` to choose, or \"*\" for all)",
+                            String::from_utf8_lossy(c)
+                        );
+                    }
+                    false
+                }
+            },
+        }
+    }
+}
+
+/// One group's stacks.
+#[derive(Debug, Default)]
+struct Group {
+    /// The `group_by` values, in order.
+    values: Vec<Value>,
+    stacks: HashMap<Box<[u8]>, u64>,
+    truncated: u64,
+}
+
+/// The outcome of [`StackFolder::add`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    Folded,
+    /// Left out by the event filter.
+    Filtered,
+    /// Counted under `[truncated]` (the `max_stacks` limit).
+    Truncated,
+    /// Not a stack sample (no `frames` array).
+    NotASample,
+}
+
+/// The folding itself, without the runtime: add samples, take the folded stacks. Used by the
+/// transform and by `weir flamegraph`.
+#[derive(Debug)]
+pub struct StackFolder {
+    include_pid: bool,
+    include_tid: bool,
+    annotate_kernel: bool,
+    annotate_jit: bool,
+    include_addrs: bool,
+    weight: Weight,
+    filter: EventFilter,
+    group_by: Vec<FieldPath>,
+    max_stacks: usize,
+    groups: HashMap<Box<[u8]>, Group>,
+    distinct: usize,
+    /// Samples of new stacks in new groups past `max_stacks`.
+    overflow: u64,
+    stack: Vec<u8>,
+    key: Vec<u8>,
+    name: Vec<u8>,
+}
+
+/// A folded stack ready to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoldedStack {
+    pub group: Vec<Value>,
+    pub stack: Bytes,
+    pub count: u64,
+}
+
+impl StackFolder {
+    pub fn new(cfg: &StackFoldConfig, group_by: Vec<FieldPath>) -> Self {
+        let filter = match cfg.event_filter.as_deref() {
+            None => EventFilter::FirstSeen {
+                chosen: None,
+                warned: false,
+            },
+            Some("*") => EventFilter::All,
+            Some(e) => EventFilter::Named(Bytes::copy_from_slice(e.as_bytes())),
+        };
+        Self {
+            include_pid: cfg.include_pid || cfg.include_tid,
+            include_tid: cfg.include_tid,
+            annotate_kernel: cfg.annotate_kernel,
+            annotate_jit: cfg.annotate_jit,
+            include_addrs: cfg.include_addrs,
+            weight: cfg.weight,
+            filter,
+            group_by,
+            max_stacks: cfg.max_stacks,
+            groups: HashMap::new(),
+            distinct: 0,
+            overflow: 0,
+            stack: Vec::with_capacity(1024),
+            key: Vec::with_capacity(64),
+            name: Vec::with_capacity(256),
+        }
+    }
+
+    /// Folds one sample.
+    pub fn add(&mut self, log: &LogEvent) -> Added {
+        let Some(Value::Array(frames)) = log.get_field("frames") else {
+            return Added::NotASample;
+        };
+        if !self.filter.keeps(bytes_of(log.get_field("event"))) {
+            return Added::Filtered;
+        }
+        let weight = match self.weight {
+            Weight::Samples => 1,
+            Weight::Period => match log.get_field("period") {
+                Some(Value::Integer(p)) if *p > 0 => *p as u64,
+                _ => 1,
+            },
+        };
+        self.fold(log, frames);
+        self.key.clear();
+        for path in &self.group_by {
+            group_key(log.get(path), &mut self.key);
+        }
+        let full = self.distinct >= self.max_stacks;
+        let group = match self.groups.get_mut(&self.key[..]) {
+            Some(g) => g,
+            None if full => {
+                self.overflow += weight;
+                return Added::Truncated;
+            }
+            None => {
+                let values = self
+                    .group_by
+                    .iter()
+                    .map(|p| log.get(p).cloned().unwrap_or(Value::Null))
+                    .collect();
+                self.groups
+                    .entry(self.key.clone().into_boxed_slice())
+                    .or_insert(Group {
+                        values,
+                        ..Group::default()
+                    })
+            }
+        };
+        match group.stacks.get_mut(&self.stack[..]) {
+            Some(c) => {
+                *c += weight;
+                Added::Folded
+            }
+            None if full => {
+                group.truncated += weight;
+                Added::Truncated
+            }
+            None => {
+                group
+                    .stacks
+                    .insert(self.stack.clone().into_boxed_slice(), weight);
+                self.distinct += 1;
+                Added::Folded
+            }
+        }
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty() && self.overflow == 0
+    }
+
+    /// The folded stacks (sorted by group, then stack, byte order), emptying the folder, and
+    /// the number of samples counted under `[truncated]`.
+    pub fn take(&mut self) -> (Vec<FoldedStack>, u64) {
+        let mut groups: Vec<(Box<[u8]>, Group)> = self.groups.drain().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.distinct = 0;
+        let mut out = Vec::new();
+        let mut truncated = 0;
+        for (_, g) in groups {
+            let mut stacks: Vec<(Box<[u8]>, u64)> = g.stacks.into_iter().collect();
+            if g.truncated > 0 {
+                truncated += g.truncated;
+                stacks.push((b"[truncated]".to_vec().into_boxed_slice(), g.truncated));
+            }
+            stacks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (stack, count) in stacks {
+                out.push(FoldedStack {
+                    group: g.values.clone(),
+                    stack: Bytes::from(stack.into_vec()),
+                    count,
+                });
+            }
+        }
+        if self.overflow > 0 {
+            truncated += self.overflow;
+            out.push(FoldedStack {
+                group: vec![Value::Null; self.group_by.len()],
+                stack: Bytes::from_static(b"[truncated]"),
+                count: std::mem::take(&mut self.overflow),
+            });
+        }
+        (out, truncated)
+    }
+
+    /// Writes the folded stack of `log` into `self.stack`.
+    fn fold(&mut self, log: &LogEvent, frames: &[Value]) {
+        let stack = &mut self.stack;
+        stack.clear();
+        if let Some(comm) = bytes_of(log.get_field("comm")) {
+            stack.extend(comm.iter().map(|&b| if b == b' ' { b'_' } else { b }));
+        }
+        if self.include_pid {
+            stack.push(b'-');
+            push_int_or_unknown(stack, log.get_field("pid"));
+            if self.include_tid {
+                stack.push(b'/');
+                push_int_or_unknown(stack, log.get_field("tid"));
+            }
+        }
+        let java = &stack[..] == b"java";
+        for f in frames.iter().rev() {
+            let Value::Object(frame) = f else { continue };
+            self.push_frame(frame, java);
+        }
+    }
+
+    fn push_frame(&mut self, frame: &ObjectMap, java: bool) {
+        let symbol = bytes_of(frame.get("symbol"));
+        if let Some(s) = symbol {
+            if s.first() == Some(&b'(') && !s.starts_with(b"(anonymous namespace)") {
+                return;
+            }
+        }
+        let name = &mut self.name;
+        name.clear();
+        match symbol {
+            Some(s) => name.extend_from_slice(s),
+            None => {
+                name.push(b'[');
+                match bytes_of(frame.get("module")) {
+                    Some(m) => {
+                        let base = m.iter().rposition(|&b| b == b'/').map_or(0, |p| p + 1);
+                        name.extend_from_slice(&m[base..]);
+                    }
+                    None => name.extend_from_slice(b"unknown"),
+                }
+                if self.include_addrs {
+                    name.extend_from_slice(b" <");
+                    match frame.get("addr") {
+                        Some(Value::Integer(a)) => {
+                            name.extend_from_slice(format!("{a:x}").as_bytes())
+                        }
+                        other => name.extend_from_slice(bytes_of(other).unwrap_or_default()),
+                    }
+                    name.push(b'>');
+                }
+                name.push(b']');
+            }
+        }
+        let stack = &mut self.stack;
+        stack.push(b';');
+        let start = stack.len();
+        tidy_into(name, stack);
+        if java && stack[start..].contains(&b'/') && stack.get(start) == Some(&b'L') {
+            stack.remove(start);
+        }
+        let inlined = matches!(frame.get("inlined"), Some(Value::Boolean(true)));
+        let kind = bytes_of(frame.get("kind"));
+        if inlined {
+            stack.extend_from_slice(b"_[i]");
+        } else if self.annotate_kernel && kind == Some(b"kernel") {
+            stack.extend_from_slice(b"_[k]");
+        } else if self.annotate_jit && kind == Some(b"jit") {
+            stack.extend_from_slice(b"_[j]");
+        }
+    }
+}
+
+/// The bytes of a string value (`Bytes` or `String`).
+fn bytes_of(v: Option<&Value>) -> Option<&[u8]> {
+    v.and_then(Value::as_bytes).map(|b| &b[..])
+}
+
+fn push_int_or_unknown(out: &mut Vec<u8>, v: Option<&Value>) {
+    match v {
+        Some(Value::Integer(n)) => out.extend_from_slice(n.to_string().as_bytes()),
+        other => match bytes_of(other) {
+            Some(b) => out.extend_from_slice(b),
+            None => out.push(b'?'),
+        },
+    }
+}
+
+/// Appends a group value to the group key: a type tag, the value, a separator.
+fn group_key(v: Option<&Value>, key: &mut Vec<u8>) {
+    match v {
+        None | Some(Value::Null) => key.push(0),
+        Some(v @ (Value::Bytes(_) | Value::String(_))) => {
+            key.push(1);
+            key.extend_from_slice(bytes_of(Some(v)).unwrap_or_default());
+        }
+        Some(other) => {
+            key.push(2);
+            key.extend_from_slice(other.to_string().as_bytes());
+        }
+    }
+    key.push(0x1f);
+}
+
+/// The reference's name tidying, appended to `out`: `;` -> `:`, cut at the first `(` unless the
+/// name looks like a Go method (`.(...).`) or the `(` opens `(anonymous namespace)`, and quotes
+/// removed.
+fn tidy_into(name: &[u8], out: &mut Vec<u8>) {
+    let go_method = memchr::memmem::find(name, b".(")
+        .is_some_and(|p| memchr::memmem::find(&name[p + 2..], b").").is_some());
+    let mut end = name.len();
+    if !go_method {
+        let mut from = 0;
+        while let Some(p) = memchr::memchr(b'(', &name[from..]) {
+            let at = from + p;
+            if !name[at + 1..].starts_with(b"anonymous namespace)") {
+                end = at;
+                break;
+            }
+            from = at + 1;
+        }
+    }
+    for &b in &name[..end] {
+        match b {
+            b';' => out.push(b':'),
+            b'"' | b'\'' => {}
+            _ => out.push(b),
+        }
+    }
+}
+
+/// The running transform: a [`StackFolder`] emptied every window.
+struct StackFold {
+    folder: StackFolder,
+    window: Option<Duration>,
+    window_start: DateTime<Utc>,
+    metrics: Arc<ComponentMetrics>,
+}
+
+impl StackFold {
+    fn emit(&mut self, out: &mut TransformOutput) {
+        let end = Utc::now();
+        let start = std::mem::replace(&mut self.window_start, end);
+        if self.folder.is_empty() {
+            return;
+        }
+        let (stacks, truncated) = self.folder.take();
+        if truncated > 0 {
+            self.metrics.error(
+                "stack_limit",
+                truncated,
+                &format_args!(
+                    "{truncated} samples of new stacks were counted as [truncated]: more than max_stacks ({}) distinct stacks in the window",
+                    self.folder.max_stacks
+                ),
+            );
+        }
+        let paths: Vec<FieldPath> = self.folder.group_by.clone();
+        for s in stacks {
+            let mut log = LogEvent::from_value(Value::Object(ObjectMap::new()), EventMetadata::new(None));
+            log.insert_field("stack", Value::Bytes(s.stack));
+            log.insert_field("count", Value::Integer(s.count.min(i64::MAX as u64) as i64));
+            log.insert_field("window_start", Value::Timestamp(start));
+            log.insert_field("window_end", Value::Timestamp(end));
+            for (path, value) in paths.iter().zip(s.group) {
+                if value != Value::Null {
+                    log.insert(path, value);
+                }
+            }
+            out.push(Event::Log(log));
+        }
+    }
+}
+
+impl Transform for StackFold {
+    fn transform(&mut self, batch: EventBatch, _out: &mut TransformOutput) {
+        let mut filtered = 0;
+        let mut not_samples = 0;
+        for event in batch {
+            let Event::Log(log) = &event else {
+                not_samples += 1;
+                continue;
+            };
+            match self.folder.add(log) {
+                Added::Folded | Added::Truncated => {}
+                Added::Filtered => filtered += 1,
+                Added::NotASample => not_samples += 1,
+            }
+        }
+        if filtered > 0 {
+            self.metrics.add_discarded(filtered);
+        }
+        if not_samples > 0 {
+            self.metrics.add_discarded(not_samples);
+            self.metrics.error(
+                "not_a_sample",
+                not_samples,
+                &format_args!("{not_samples} events without a `frames` array were dropped (stack_fold expects stack samples)"),
+            );
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        self.window
+    }
+
+    fn on_tick(&mut self, out: &mut TransformOutput) {
+        self.emit(out);
+    }
+
+    fn flush(&mut self, out: &mut TransformOutput) {
+        self.emit(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(symbol: Option<&str>, module: Option<&str>, addr: &str, kind: &str) -> Value {
+        let mut m = ObjectMap::new();
+        m.insert("symbol".into(), symbol.map_or(Value::Null, Value::from));
+        m.insert("module".into(), module.map_or(Value::Null, Value::from));
+        m.insert("addr".into(), Value::from(addr));
+        m.insert("kind".into(), Value::from(kind));
+        m.insert("inlined".into(), Value::Boolean(false));
+        Value::Object(m)
+    }
+
+    fn sample(comm: &str, pid: Option<i64>, event: &str, period: i64, frames: Vec<Value>) -> LogEvent {
+        let mut l = LogEvent::default();
+        l.insert_field("comm", comm);
+        l.insert_field("pid", pid.map_or(Value::Null, Value::Integer));
+        l.insert_field("tid", 7);
+        l.insert_field("event", event);
+        l.insert_field("period", period);
+        l.insert_field("frames", Value::Array(frames));
+        l
+    }
+
+    fn folded(cfg: StackFoldConfig, samples: &[LogEvent]) -> Vec<String> {
+        let paths = cfg.group_by.iter().map(|g| parse_path(g).unwrap()).collect();
+        let mut f = StackFolder::new(&cfg, paths);
+        for s in samples {
+            f.add(s);
+        }
+        f.take()
+            .0
+            .into_iter()
+            .map(|s| format!("{} {}", String::from_utf8_lossy(&s.stack), s.count))
+            .collect()
+    }
+
+    #[test]
+    fn names_frames_like_the_reference() {
+        let frames = vec![
+            frame(Some("native_write_msr_safe"), Some("[kernel.kallsyms]"), "ffff", "kernel"),
+            frame(Some("Ljava/io/PrintStream;::print"), Some("/tmp/perf-1.map"), "7f", "jit"),
+            frame(Some("arrayOopDesc::base(BasicType) const"), Some("/lib/libjvm.so"), "7e", "user"),
+            frame(Some("net/http.(*Client).Do"), Some("/bin/app"), "6", "user"),
+            frame(Some("ns::(anonymous namespace)::f(int)"), Some("/bin/app"), "5", "user"),
+            frame(Some("RegExp:[&<>\\\"\\']"), Some("/tmp/perf-1.map"), "4", "jit"),
+            frame(None, Some("/bin/dd"), "31ef", "user"),
+            frame(None, None, "0", "user"),
+        ];
+        let s = sample("java", Some(9), "cycles", 10, frames);
+        let all = StackFoldConfig {
+            annotate_kernel: true,
+            annotate_jit: true,
+            weight: Weight::Period,
+            ..Default::default()
+        };
+        assert_eq!(
+            folded(all, std::slice::from_ref(&s)),
+            vec!["java;[unknown];[dd];RegExp:[&<>\\\\]_[j];ns::(anonymous namespace)::f;net/http.(*Client).Do;arrayOopDesc::base;java/io/PrintStream:::print_[j];native_write_msr_safe_[k] 10"]
+        );
+        let addrs = StackFoldConfig {
+            include_tid: true,
+            include_addrs: true,
+            ..Default::default()
+        };
+        let got = folded(addrs, &[s]);
+        // With a pid suffix the root is not `java`: the L stays (as in the reference).
+        assert!(got[0].starts_with("java-9/7;[unknown <0>];[dd <31ef>];"), "{got:?}");
+        assert!(got[0].contains(";Ljava/io/PrintStream:::print;"), "{got:?}");
+    }
+
+    #[test]
+    fn first_event_filter_groups_and_the_stack_limit() {
+        let f = |sym: &str| vec![frame(Some(sym), Some("/bin/a"), "1", "user")];
+        let mut a = sample("a b", None, "cycles", 3, f("x"));
+        a.insert_field("pod", "p1");
+        let mut b = sample("a b", None, "instructions", 3, f("x"));
+        b.insert_field("pod", "p1");
+        let mut c = sample("a b", None, "cycles", 3, f("y"));
+        c.insert_field("pod", "p2");
+        let got = folded(
+            StackFoldConfig {
+                include_pid: true,
+                ..Default::default()
+            },
+            &[a.clone(), b.clone(), a.clone(), c.clone()],
+        );
+        assert_eq!(got, vec!["a_b-?;x 2", "a_b-?;y 1"]);
+        let got = folded(
+            StackFoldConfig {
+                event_filter: Some("*".into()),
+                ..Default::default()
+            },
+            &[a.clone(), b.clone()],
+        );
+        assert_eq!(got, vec!["a_b;x 2"]);
+        let cfg = StackFoldConfig {
+            group_by: vec!["pod".into()],
+            max_stacks: 1,
+            ..Default::default()
+        };
+        let mut folder = StackFolder::new(&cfg, vec![parse_path("pod").unwrap()]);
+        assert_eq!(folder.add(&a), Added::Folded);
+        assert_eq!(folder.add(&a), Added::Folded);
+        let mut a2 = sample("a b", None, "cycles", 3, f("z"));
+        a2.insert_field("pod", "p1");
+        assert_eq!(folder.add(&a2), Added::Truncated);
+        assert_eq!(folder.add(&c), Added::Truncated);
+        assert_eq!(folder.add(&LogEvent::default()), Added::NotASample);
+        let (stacks, truncated) = folder.take();
+        assert_eq!(truncated, 2);
+        let got: Vec<(Vec<Value>, String, u64)> = stacks
+            .into_iter()
+            .map(|s| (s.group, String::from_utf8_lossy(&s.stack).into_owned(), s.count))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (vec![Value::from("p1")], "[truncated]".into(), 1),
+                (vec![Value::from("p1")], "a_b;x".into(), 2),
+                (vec![Value::Null], "[truncated]".into(), 1),
+            ]
+        );
+        assert!(folder.is_empty());
+    }
+
+    #[test]
+    fn the_transform_emits_one_event_per_stack_at_the_end() {
+        let cx = TransformContext {
+            id: Arc::from("fold"),
+            data_dir: std::path::PathBuf::new(),
+            metrics: ComponentMetrics::detached("fold"),
+        };
+        let cfg: StackFoldConfig =
+            toml::from_str("weight = \"period\"\ngroup_by = [\"k8s.pod\"]").unwrap();
+        let mut t = cfg.build(&cx).unwrap();
+        assert!(t.tick_interval().is_none());
+        let mut s = sample("app", Some(1), "cpu-clock", 5, vec![frame(Some("main"), Some("/bin/app"), "1", "user")]);
+        s.insert(&parse_path("k8s.pod").unwrap(), "web-1");
+        let mut out = TransformOutput::default();
+        t.transform(EventBatch::new(vec![s.clone().into(), s.into()]), &mut out);
+        assert!(out.default.is_empty());
+        t.flush(&mut out);
+        assert_eq!(out.default.len(), 1);
+        let log = out.default[0].as_log().unwrap();
+        assert_eq!(log.get_field("stack"), Some(&Value::from("app;main")));
+        assert_eq!(log.get_field("count"), Some(&Value::Integer(10)));
+        assert_eq!(
+            log.get(&parse_path("k8s.pod").unwrap()),
+            Some(&Value::from("web-1"))
+        );
+        assert!(matches!(log.get_field("window_end"), Some(Value::Timestamp(_))));
+        assert!(toml::from_str::<StackFoldConfig>("window = 5").is_err());
+    }
+}
