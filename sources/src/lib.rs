@@ -5,11 +5,13 @@
 //!
 //! - [`demo`]: realistic synthetic logs (JSON, Apache, syslog, logfmt) at a rate or a count;
 //! - [`stdin`]: lines from standard input, decoded by any codec;
-//! - [`internal_metrics`]: Weir's own per-component metrics as metric events.
+//! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
+//! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`.
 //!
 //! Call [`register`] to add them all to a registry.
 
 pub mod demo;
+pub mod hubble;
 pub mod internal_metrics;
 pub mod stdin;
 
@@ -24,6 +26,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<stdin::StdinConfig>(
         "stdin",
         "Lines from standard input, decoded with bytes/json/logfmt/syslog",
+    );
+    registry.add_source::<hubble::HubbleConfig>(
+        "hubble",
+        "Cilium Hubble network flows (Relay or a node), shaped like `hubble observe -o jsonpb`",
     );
     registry.add_source::<internal_metrics::InternalMetricsConfig>(
         "internal_metrics",

@@ -10,6 +10,7 @@
 //! | `filter` | keeps the logs for which a VRL condition is true ([`filter`])             |
 //! | `route`  | sends events to named outputs by VRL conditions ([`route`])               |
 //! | `sample` | keeps one event in every `rate`, optionally by key ([`sample`])           |
+//! | `flow_to_topology` | network flows into a service map per window ([`flow_to_topology`]) |
 //!
 //! VRL is compiled with the `vrl` crate, the same compiler and standard library as Vector, so
 //! Vector programs and conditions run unchanged. Programs are compiled once when the pipeline
@@ -20,11 +21,13 @@ use weir_pipeline::component::Registry;
 
 mod condition;
 pub mod filter;
+pub mod flow_to_topology;
 pub mod remap;
 pub mod route;
 pub mod sample;
 
 pub use filter::FilterConfig;
+pub use flow_to_topology::FlowToTopologyConfig;
 pub use remap::RemapConfig;
 pub use route::RouteConfig;
 pub use sample::SampleConfig;
@@ -43,6 +46,10 @@ pub fn register(registry: &mut Registry) {
         "route",
         "Split events into named outputs by VRL conditions.",
     );
+    registry.add_transform::<FlowToTopologyConfig>(
+        "flow_to_topology",
+        "Turn network flows (Hubble jsonpb) into a service map per window: topology events and/or metrics.",
+    );
     registry.add_transform::<SampleConfig>(
         "sample",
         "Keep one event in every `rate`, optionally keeping or dropping whole keys together.",
@@ -54,11 +61,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registers_all_four() {
+    fn registers_all_five() {
         let mut r = Registry::default();
         register(&mut r);
         let names: Vec<&str> = r.transforms.keys().copied().collect();
-        assert_eq!(names, vec!["filter", "remap", "route", "sample"]);
+        assert_eq!(
+            names,
+            vec!["filter", "flow_to_topology", "remap", "route", "sample"]
+        );
         assert!(r.transforms.values().all(|t| !t.description.is_empty()));
     }
 
