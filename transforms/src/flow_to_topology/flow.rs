@@ -95,11 +95,17 @@ fn obj<'a>(m: &'a ObjectMap, k: &str) -> Option<&'a ObjectMap> {
     }
 }
 
-fn bytes<'a>(m: &'a ObjectMap, k: &str) -> Option<&'a [u8]> {
-    match m.get(k) {
-        Some(Value::Bytes(b)) => Some(b),
+/// A string value's bytes (JSON decoders give `Bytes`; VRL may give `String`).
+pub fn text(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::Bytes(b) => Some(b),
+        Value::String(s) => Some(s.as_bytes()),
         _ => None,
     }
+}
+
+fn bytes<'a>(m: &'a ObjectMap, k: &str) -> Option<&'a [u8]> {
+    m.get(k).and_then(text)
 }
 
 fn array<'a>(m: &'a ObjectMap, k: &str) -> &'a [Value] {
@@ -114,8 +120,8 @@ fn uint(m: &ObjectMap, k: &str) -> Option<u64> {
     match m.get(k) {
         Some(Value::Integer(i)) => u64::try_from(*i).ok(),
         Some(Value::Float(f)) if f.into_inner() >= 0.0 => Some(f.into_inner() as u64),
-        Some(Value::Bytes(b)) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
+        Some(v) => std::str::from_utf8(text(v)?).ok()?.parse().ok(),
+        None => None,
     }
 }
 

@@ -6,6 +6,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::event::{ObjectMap, Value};
 
+use super::flow::text;
+
 /// What one node of the map stands for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -145,16 +147,13 @@ impl Node {
 }
 
 fn bytes<'a>(m: &'a ObjectMap, k: &str) -> &'a [u8] {
-    match m.get(k) {
-        Some(Value::Bytes(b)) => b,
-        _ => &[],
-    }
+    m.get(k).and_then(text).unwrap_or_default()
 }
 
 /// The value of label `key` (`k8s:app=frontend` has key `app`), whatever its source prefix.
 fn label<'a>(labels: &'a [Value], key: &[u8]) -> Option<&'a [u8]> {
     labels.iter().find_map(|l| {
-        let Value::Bytes(l) = l else { return None };
+        let l = text(l)?;
         let kv = match memchr::memchr(b':', l) {
             Some(i) => &l[i + 1..],
             None => &l[..],
@@ -166,10 +165,9 @@ fn label<'a>(labels: &'a [Value], key: &[u8]) -> Option<&'a [u8]> {
 
 /// The reserved identity an endpoint has (`world`, `host`, ...), from its `reserved:` label.
 fn reserved(labels: &[Value]) -> Option<&[u8]> {
-    labels.iter().find_map(|l| match l {
-        Value::Bytes(b) => b.strip_prefix(b"reserved:".as_slice()),
-        _ => None,
-    })
+    labels
+        .iter()
+        .find_map(|l| text(l)?.strip_prefix(b"reserved:".as_slice()))
 }
 
 /// Names one end of a flow. `names` are the DNS names Hubble knows for its IP.
@@ -211,10 +209,7 @@ pub fn node_ref<'a>(
             name,
             identity: 0,
         };
-        let first_name = names.iter().find_map(|n| match n {
-            Value::Bytes(b) if !b.is_empty() => Some(&b[..]),
-            _ => None,
-        });
+        let first_name = names.iter().find_map(|n| text(n).filter(|b| !b.is_empty()));
         return match reserved(labels) {
             Some(b"world" | b"world-ipv4" | b"world-ipv6") => world(first_name.unwrap_or(&[])),
             Some(r) => NodeRef {

@@ -121,7 +121,7 @@ fn edge_value(e: &EdgeStats) -> Value {
             let le = if le.is_infinite() {
                 Value::from("+Inf")
             } else {
-                Value::from(le)
+                Value::from_f64_or_zero(le)
             };
             obj([("le", le), ("count", int(cumulative))])
         })
