@@ -1,5 +1,5 @@
-//! `weir`: the command line. `run` a pipeline, `validate` configs, draw the `graph`, `list` the
-//! component types this build has.
+//! `weir`: the command line. `run` a pipeline, `validate` configs, draw the `graph`, compute the
+//! service map of a flows file (`topology`), `list` the component types this build has.
 
 mod api;
 mod cli;
@@ -67,8 +67,53 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Compute the service map of exported network flows (`hubble observe -o jsonpb` lines,
+    /// optionally gzip-compressed): the `flow_to_topology` transform over the whole file.
+    Topology {
+        /// The flows file (`.jsonl` or `.jsonl.gz`; Parquet is not supported yet).
+        #[arg(short, long, value_name = "FILE")]
+        input: PathBuf,
+        /// Output: the topology as JSON, a Graphviz DOT graph, or a Mermaid flowchart.
+        #[arg(long, value_enum, default_value_t = TopologyFormat::Json)]
+        format: TopologyFormat,
+        /// What a node is.
+        #[arg(long, value_enum, default_value_t = GranularityArg::Workload)]
+        granularity: GranularityArg,
+        /// At most this many edges; flows of further edges are counted, not mapped.
+        #[arg(long, default_value_t = 10_000)]
+        max_edges: usize,
+    },
     /// List the source, transform and sink types of this build.
     List,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TopologyFormat {
+    Json,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GranularityArg {
+    Identity,
+    Workload,
+    Pod,
+    Namespace,
+    Ip,
+}
+
+impl From<GranularityArg> for weir_transforms::flow_to_topology::Granularity {
+    fn from(g: GranularityArg) -> Self {
+        use weir_transforms::flow_to_topology::Granularity as G;
+        match g {
+            GranularityArg::Identity => G::Identity,
+            GranularityArg::Workload => G::Workload,
+            GranularityArg::Pod => G::Pod,
+            GranularityArg::Namespace => G::Namespace,
+            GranularityArg::Ip => G::Ip,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,6 +138,12 @@ fn main() -> ExitCode {
             no_environment,
         } => cli::validate::validate(&files, merge, !no_environment),
         Command::Graph { configs, format } => cli::graph::graph(&configs, format),
+        Command::Topology {
+            input,
+            format,
+            granularity,
+            max_edges,
+        } => cli::topology::topology(&input, format, granularity.into(), max_edges),
         Command::List => cli::list(),
     };
     // Exit without waiting on reader threads blocked in read(2) (stdin): everything that

@@ -47,7 +47,11 @@ pub struct ComponentMetrics {
     buffer: OnceLock<Arc<dyn BufferGauge>>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_ns: AtomicU64,
+    counters: Mutex<BTreeMap<CounterKey, u64>>,
 }
+
+/// A component-specific counter: its name and at most one label.
+type CounterKey = (&'static str, Option<(&'static str, String)>);
 
 impl ComponentMetrics {
     pub fn new(id: impl Into<Arc<str>>, kind: ComponentKind, type_name: impl Into<String>) -> Self {
@@ -64,6 +68,7 @@ impl ComponentMetrics {
             buffer: OnceLock::new(),
             latency_buckets: Default::default(),
             latency_sum_ns: AtomicU64::new(0),
+            counters: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -140,6 +145,32 @@ impl ComponentMetrics {
         } else {
             e.suppressed += count;
         }
+    }
+
+    /// Adds to a counter specific to this component type (`hubble_lost_events_total`, with
+    /// an optional label such as `source="HUBBLE_RING_BUFFER"`), exported as
+    /// `weir_<name>` with the component's tags. For rare events (a lock is taken), not for
+    /// per-event counting on a hot path.
+    pub fn add_counter(&self, name: &'static str, label: Option<(&'static str, &str)>, value: u64) {
+        let mut counters = match self.counters.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *counters
+            .entry((name, label.map(|(k, v)| (k, v.to_string()))))
+            .or_default() += value;
+    }
+
+    /// The component-specific counters: `(name, label, value)`.
+    pub fn counters(&self) -> Vec<(&'static str, Option<(&'static str, String)>, u64)> {
+        let counters = match self.counters.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        counters
+            .iter()
+            .map(|((n, l), v)| (*n, l.clone(), *v))
+            .collect()
     }
 
     pub fn received_events(&self) -> u64 {
@@ -265,6 +296,13 @@ impl MetricsRegistry {
             ));
             for (kind, n) in c.errors() {
                 out.push(base("component_errors_total", counter(n)).with_tag("error_type", kind));
+            }
+            for (name, label, n) in c.counters() {
+                let m = base(name, counter(n));
+                out.push(match label {
+                    Some((k, v)) => m.with_tag(k, v),
+                    None => m,
+                });
             }
             if let Some((events, cap)) = c.buffer_fill() {
                 out.push(base(
@@ -400,4 +438,25 @@ pub fn render_prometheus(metrics: &[Metric]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_counters_are_exported_with_their_label() {
+        let registry = MetricsRegistry::default();
+        let m = Arc::new(ComponentMetrics::new("h", ComponentKind::Source, "hubble"));
+        registry.register(m.clone());
+        m.add_counter("hubble_lost_events_total", Some(("source", "RING")), 3);
+        m.add_counter("hubble_lost_events_total", Some(("source", "RING")), 4);
+        m.add_counter("hubble_reconnects_total", None, 1);
+        let text = registry.render_prometheus();
+        assert!(
+            text.contains("weir_hubble_lost_events_total{component_id=\"h\",component_kind=\"source\",component_type=\"hubble\",source=\"RING\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("weir_hubble_reconnects_total{component_id=\"h\""), "{text}");
+    }
 }

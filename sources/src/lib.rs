@@ -9,11 +9,13 @@
 //!   its tailer is reusable by other file-based sources);
 //! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
 //! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`).
+//! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`.
 //!
 //! Call [`register`] to add them all to a registry.
 
 pub mod demo;
 pub mod file;
+pub mod hubble;
 pub mod internal_metrics;
 pub mod perf;
 pub mod stdin;
@@ -33,6 +35,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<stdin::StdinConfig>(
         "stdin",
         "Lines from standard input, decoded with bytes/json/logfmt/syslog",
+    );
+    registry.add_source::<hubble::HubbleConfig>(
+        "hubble",
+        "Cilium Hubble network flows (Relay or a node), shaped like `hubble observe -o jsonpb`",
     );
     registry.add_source::<internal_metrics::InternalMetricsConfig>(
         "internal_metrics",

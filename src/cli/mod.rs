@@ -1,5 +1,6 @@
 pub mod graph;
 pub mod run;
+pub mod topology;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -11,6 +11,7 @@
 //! | `route`  | sends events to named outputs by VRL conditions ([`route`])               |
 //! | `sample` | keeps one event in every `rate`, optionally by key ([`sample`])           |
 //! | `stack_fold` | folds stack samples into `root;...;leaf count` lines ([`stack_fold`]) |
+//! | `flow_to_topology` | network flows into a service map per window ([`flow_to_topology`]) |
 //!
 //! VRL is compiled with the `vrl` crate, the same compiler and standard library as Vector, so
 //! Vector programs and conditions run unchanged. Programs are compiled once when the pipeline
@@ -21,12 +22,14 @@ use weir_pipeline::component::Registry;
 
 mod condition;
 pub mod filter;
+pub mod flow_to_topology;
 pub mod remap;
 pub mod route;
 pub mod sample;
 pub mod stack_fold;
 
 pub use filter::FilterConfig;
+pub use flow_to_topology::FlowToTopologyConfig;
 pub use remap::RemapConfig;
 pub use route::RouteConfig;
 pub use sample::SampleConfig;
@@ -45,6 +48,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_transform::<RouteConfig>(
         "route",
         "Split events into named outputs by VRL conditions.",
+    );
+    registry.add_transform::<FlowToTopologyConfig>(
+        "flow_to_topology",
+        "Turn network flows (Hubble jsonpb) into a service map per window: topology events and/or metrics.",
     );
     registry.add_transform::<SampleConfig>(
         "sample",
@@ -66,6 +73,11 @@ mod tests {
         register(&mut r);
         let names: Vec<&str> = r.transforms.keys().copied().collect();
         assert_eq!(names, vec!["filter", "remap", "route", "sample", "stack_fold"]);
+    fn registers_all_five() {
+        assert_eq!(
+            names,
+            vec!["filter", "flow_to_topology", "remap", "route", "sample"]
+        );
         assert!(r.transforms.values().all(|t| !t.description.is_empty()));
     }
 

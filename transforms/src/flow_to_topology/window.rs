@@ -1,0 +1,371 @@
+//! One window of the service map: edges with their counters, and the connection table that
+//! makes a connection seen at both ends count once.
+//!
+//! Edges live in a `Vec`, found through a hash of their borrowed key (source node,
+//! destination node, destination port, protocol), so looking up an existing edge copies and
+//! allocates nothing. A connection is a TCP SYN without ACK that is not a reply; its 4-tuple
+//! is remembered for this window and the previous one, so the same SYN seen at the client's
+//! egress and again at the server's ingress (the two halves may straddle a window boundary)
+//! is counted once, and a SYN dropped at either end (a policy denial) takes the connection
+//! back out: it was never opened.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use bytes::Bytes;
+
+use super::flow::{FlowView, L7Record, L7Type, Proto};
+use super::node::{node_ref, Granularity, Node, NodeRef};
+
+/// Upper bounds (nanoseconds) of the latency histogram: Prometheus' default buckets
+/// (5 ms .. 10 s), as Hubble's `http_request_duration_seconds` uses.
+pub const LATENCY_BUCKETS_NS: [u64; 11] = [
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A fast non-cryptographic hasher (the multiply-rotate of rustc's FxHash) for keys that come
+/// from the flows themselves.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    pub fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(SEED);
+    }
+
+    pub fn write_bytes(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+        let rest = chunks.remainder();
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        self.write_u64(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56));
+    }
+}
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        // A final mix so that the low bits a hash table uses depend on every input bit.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.write_bytes(bytes);
+    }
+    fn write_u64(&mut self, v: u64) {
+        FxHasher::write_u64(self, v);
+    }
+}
+
+/// For maps keyed by a hash already computed.
+type PreHashed = BuildHasherDefault<FxHasher>;
+
+/// An edge's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EdgeKey {
+    pub source: Node,
+    pub destination: Node,
+    pub port: u32,
+    pub proto: Proto,
+}
+
+/// Counters of one edge in one window.
+#[derive(Debug, Clone)]
+pub struct EdgeStats {
+    pub key: EdgeKey,
+    hash: u64,
+    /// The next edge with the same hash (`u32::MAX`: none).
+    next: u32,
+    pub flows: u64,
+    /// Flows by verdict (index: the verdict's protobuf number).
+    pub verdicts: [u64; 8],
+    /// Drops by reason (`drop_reason_desc`).
+    pub drops: Vec<(Bytes, u64)>,
+    /// Connections opened (counted once whatever the number of observation points).
+    pub connections: u64,
+    pub http_requests: u64,
+    /// HTTP responses by status code.
+    pub http_status: Vec<(u32, u64)>,
+    pub latency_sum_ns: u64,
+    pub latency_count: u64,
+    /// Responses per latency bucket (not cumulative); the last is `+Inf`.
+    pub latency_buckets: [u64; LATENCY_BUCKETS_NS.len() + 1],
+    pub dns_queries: u64,
+    /// DNS responses by rcode.
+    pub dns_rcodes: Vec<(u32, u64)>,
+    pub bytes: u64,
+}
+
+impl EdgeStats {
+    fn new(key: EdgeKey, hash: u64) -> Self {
+        Self {
+            key,
+            hash,
+            next: u32::MAX,
+            flows: 0,
+            verdicts: [0; 8],
+            drops: Vec::new(),
+            connections: 0,
+            http_requests: 0,
+            http_status: Vec::new(),
+            latency_sum_ns: 0,
+            latency_count: 0,
+            latency_buckets: [0; LATENCY_BUCKETS_NS.len() + 1],
+            dns_queries: 0,
+            dns_rcodes: Vec::new(),
+            bytes: 0,
+        }
+    }
+}
+
+fn bump<K: PartialEq>(list: &mut Vec<(K, u64)>, key: K) {
+    match list.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, n)) => *n += 1,
+        None => list.push((key, 1)),
+    }
+}
+
+/// What the connection table knows about a 4-tuple.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    /// The edge it was counted on, in the window that counted it.
+    edge: u32,
+    window: u64,
+    /// Counted as opened (and not taken back).
+    counted: bool,
+}
+
+/// Connections of the current and the previous window, keyed by a hash of the 4-tuple.
+#[derive(Debug, Default)]
+struct ConnTable {
+    current: HashMap<u64, Conn, PreHashed>,
+    previous: HashMap<u64, Conn, PreHashed>,
+}
+
+impl ConnTable {
+    fn get_mut(&mut self, k: u64) -> Option<&mut Conn> {
+        match self.current.get_mut(&k) {
+            Some(c) => Some(c),
+            None => self.previous.get_mut(&k),
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+}
+
+/// The service map of one window.
+#[derive(Debug)]
+pub struct Window {
+    granularity: Granularity,
+    max_edges: usize,
+    max_connections: usize,
+    /// Numbers windows, so a connection of a flushed window is not taken back from a new one.
+    serial: u64,
+    pub edges: Vec<EdgeStats>,
+    index: HashMap<u64, u32, PreHashed>,
+    conns: ConnTable,
+    /// Flows counted in the window.
+    pub flows: u64,
+    /// Flows not counted because `max_edges` edges already existed.
+    pub overflow_flows: u64,
+    /// SYNs counted without deduplication because the connection table was full.
+    pub untracked_connections: u64,
+    pub first_flow_nanos: Option<i64>,
+    pub last_flow_nanos: Option<i64>,
+}
+
+impl Window {
+    pub fn new(granularity: Granularity, max_edges: usize, max_connections: usize) -> Self {
+        Self {
+            granularity,
+            max_edges,
+            max_connections,
+            serial: 0,
+            edges: Vec::new(),
+            index: HashMap::default(),
+            conns: ConnTable::default(),
+            flows: 0,
+            overflow_flows: 0,
+            untracked_connections: 0,
+            first_flow_nanos: None,
+            last_flow_nanos: None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows == 0 && self.overflow_flows == 0
+    }
+
+    /// Ends the window: hands out its edges and starts the next one. The connection table
+    /// keeps this window's connections as the previous generation.
+    pub fn take(&mut self) -> Vec<EdgeStats> {
+        self.index.clear();
+        self.flows = 0;
+        self.overflow_flows = 0;
+        self.untracked_connections = 0;
+        self.first_flow_nanos = None;
+        self.last_flow_nanos = None;
+        self.serial += 1;
+        self.conns.rotate();
+        std::mem::take(&mut self.edges)
+    }
+
+    /// The edge of `key`, created if there is room.
+    fn edge(&mut self, src: NodeRef<'_>, dst: NodeRef<'_>, port: u32, proto: Proto) -> Option<u32> {
+        let mut h = FxHasher::default();
+        src.hash_into(&mut h);
+        dst.hash_into(&mut h);
+        h.write_u64(u64::from(port) | ((proto as u64) << 32));
+        let hash = h.finish();
+        let mut at = self.index.get(&hash).copied();
+        while let Some(i) = at {
+            let e = &self.edges[i as usize];
+            if e.hash == hash
+                && e.key.port == port
+                && e.key.proto == proto
+                && src.matches(&e.key.source)
+                && dst.matches(&e.key.destination)
+            {
+                return Some(i);
+            }
+            at = (e.next != u32::MAX).then_some(e.next);
+        }
+        if self.edges.len() >= self.max_edges {
+            return None;
+        }
+        let i = self.edges.len() as u32;
+        let mut stats = EdgeStats::new(
+            EdgeKey {
+                source: src.to_owned(),
+                destination: dst.to_owned(),
+                port,
+                proto,
+            },
+            hash,
+        );
+        // Chain in front of the edges that share the hash (a collision of 64-bit hashes).
+        if let Some(first) = self.index.insert(hash, i) {
+            stats.next = first;
+        }
+        self.edges.push(stats);
+        Some(i)
+    }
+
+    /// Counts one flow. Returns `false` when it could not be counted (edge cap reached).
+    pub fn add(&mut self, f: &FlowView<'_>) -> bool {
+        if let Some(t) = f.time_nanos {
+            self.first_flow_nanos = Some(self.first_flow_nanos.map_or(t, |x| x.min(t)));
+            self.last_flow_nanos = Some(self.last_flow_nanos.map_or(t, |x| x.max(t)));
+        }
+        let g = self.granularity;
+        let src = node_ref(g, f.source, f.src_ip, f.source_names);
+        let dst = node_ref(g, f.destination, f.dst_ip, f.destination_names);
+        // A reply travels from the server back to the client: it belongs to the edge of the
+        // connection (client -> server:port), not to a new edge in the other direction.
+        let (client, server, port) = if f.is_reply {
+            (dst, src, f.src_port)
+        } else {
+            (src, dst, f.dst_port)
+        };
+        let Some(i) = self.edge(client, server, port, f.proto) else {
+            self.overflow_flows += 1;
+            return false;
+        };
+        self.flows += 1;
+        let dropped = f.verdict == 2 || f.verdict == 3;
+        if f.proto == Proto::Tcp && f.syn_only && !f.is_reply {
+            self.count_syn(f, i, dropped);
+        }
+        let e = &mut self.edges[i as usize];
+        e.flows += 1;
+        e.verdicts[f.verdict] += 1;
+        if f.verdict == 2 {
+            let reason = f.drop_reason.unwrap_or(b"DROP_REASON_UNKNOWN");
+            match e.drops.iter_mut().find(|(r, _)| &r[..] == reason) {
+                Some((_, n)) => *n += 1,
+                None => e.drops.push((Bytes::copy_from_slice(reason), 1)),
+            }
+        }
+        if let Some(b) = f.bytes {
+            e.bytes += b;
+        }
+        if let Some(l7) = f.l7 {
+            match (l7.record, l7.kind) {
+                (L7Record::Http { .. }, L7Type::Request) => e.http_requests += 1,
+                (L7Record::Http { code }, L7Type::Response) => {
+                    bump(&mut e.http_status, code);
+                    if let Some(ns) = l7.latency_ns {
+                        e.latency_sum_ns += ns;
+                        e.latency_count += 1;
+                        let b = LATENCY_BUCKETS_NS
+                            .iter()
+                            .position(|up| ns <= *up)
+                            .unwrap_or(LATENCY_BUCKETS_NS.len());
+                        e.latency_buckets[b] += 1;
+                    }
+                }
+                (L7Record::Dns { .. }, L7Type::Request) => e.dns_queries += 1,
+                (L7Record::Dns { rcode }, L7Type::Response) => bump(&mut e.dns_rcodes, rcode),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    /// A SYN: a new connection unless seen before (other end, retransmission); a dropped SYN
+    /// means the connection was not opened.
+    fn count_syn(&mut self, f: &FlowView<'_>, edge: u32, dropped: bool) {
+        let mut h = FxHasher::default();
+        h.write_bytes(f.src_ip);
+        h.write_u64(0xff);
+        h.write_bytes(f.dst_ip);
+        h.write_u64(u64::from(f.src_port) | (u64::from(f.dst_port) << 32));
+        let tuple = h.finish();
+        let serial = self.serial;
+        if let Some(c) = self.conns.get_mut(tuple) {
+            if dropped && c.counted {
+                c.counted = false;
+                if c.window == serial {
+                    let e = &mut self.edges[c.edge as usize];
+                    e.connections = e.connections.saturating_sub(1);
+                }
+            }
+            return;
+        }
+        if !dropped {
+            self.edges[edge as usize].connections += 1;
+        }
+        if self.conns.current.len() >= self.max_connections {
+            self.untracked_connections += 1;
+            return;
+        }
+        self.conns.current.insert(
+            tuple,
+            Conn {
+                edge,
+                window: serial,
+                counted: !dropped,
+            },
+        );
+    }
+}
