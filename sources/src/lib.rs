@@ -5,12 +5,15 @@
 //!
 //! - [`demo`]: realistic synthetic logs (JSON, Apache, syslog, logfmt) at a rate or a count;
 //! - [`stdin`]: lines from standard input, decoded by any codec;
-//! - [`internal_metrics`]: Weir's own per-component metrics as metric events.
+//! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
+//! - [`parquet`]: Parquet files (a list, a directory or a glob) replayed as events, then the
+//!   source ends (offline jobs).
 //!
 //! Call [`register`] to add them all to a registry.
 
 pub mod demo;
 pub mod internal_metrics;
+pub mod parquet;
 pub mod stdin;
 
 use weir_pipeline::component::Registry;
@@ -28,5 +31,9 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<internal_metrics::InternalMetricsConfig>(
         "internal_metrics",
         "Weir's own per-component metrics (events, bytes, errors, buffers, latency)",
+    );
+    registry.add_source::<parquet::ParquetSourceConfig>(
+        "parquet",
+        "Parquet files (list, directory or glob; Hive partitions) replayed as events, then ends",
     );
 }
