@@ -389,3 +389,6 @@ async fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

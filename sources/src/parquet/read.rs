@@ -50,7 +50,7 @@ pub struct Chunk {
 }
 
 /// One file, planned: which row groups and rows to read.
-struct FilePlan {
+pub(crate) struct FilePlan {
     path: PathBuf,
     key: Arc<str>,
     meta: ArrowReaderMetadata,
@@ -122,7 +122,7 @@ pub fn run(plan: Plan, metrics: Arc<ComponentMetrics>, tx: tokio::sync::mpsc::Se
     }
 }
 
-fn plan_file(
+pub(crate) fn plan_file(
     plan: &Plan,
     path: PathBuf,
     key: Arc<str>,
@@ -175,6 +175,13 @@ fn plan_file(
         stretches,
         total_rows: raw,
     })
+}
+
+#[cfg(test)]
+impl FilePlan {
+    pub fn row_groups(&self) -> &[usize] {
+        &self.row_groups
+    }
 }
 
 /// The leaf column index and unit of a top-level timestamp column called `name`.
