@@ -7,13 +7,16 @@
 //!
 //! - [`console`]: stdout/stderr as json, text or logfmt;
 //! - [`file`]: files whose path is templated by fields and time, JSON lines, size rotation;
-//! - [`blackhole`]: counts and drops (benchmarks, tests).
+//! - [`blackhole`]: counts and drops (benchmarks, tests);
+//! - [`parquet`]: Parquet files under a templated (Hive-partitioned) directory, for offline
+//!   analysis and replay.
 //!
 //! Call [`register`] to add them all to a registry.
 
 pub mod blackhole;
 pub mod console;
 pub mod file;
+pub mod parquet;
 
 use weir_pipeline::component::Registry;
 
@@ -30,5 +33,9 @@ pub fn register(registry: &mut Registry) {
     registry.add_sink::<blackhole::BlackholeConfig>(
         "blackhole",
         "Counts and discards events (benchmarks, tests), with an optional periodic report",
+    );
+    registry.add_sink::<parquet::ParquetSinkConfig>(
+        "parquet",
+        "Writes events to Parquet files (inferred, explicit or metrics schema), Hive partitions",
     );
 }

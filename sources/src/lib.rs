@@ -10,6 +10,8 @@
 //! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
 //! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`).
 //! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`.
+//! - [`parquet`]: Parquet files (a list, a directory or a glob) replayed as events, then the
+//!   source ends (offline jobs).
 //!
 //! Call [`register`] to add them all to a registry.
 
@@ -18,6 +20,7 @@ pub mod file;
 pub mod hubble;
 pub mod internal_metrics;
 pub mod perf;
+pub mod parquet;
 pub mod stdin;
 
 use weir_pipeline::component::Registry;
@@ -47,5 +50,8 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<perf::PerfConfig>(
         "perf",
         "Stack samples from `perf script`/`perf record`, counters from `perf stat`",
+    registry.add_source::<parquet::ParquetSourceConfig>(
+        "parquet",
+        "Parquet files (list, directory or glob; Hive partitions) replayed as events, then ends",
     );
 }
