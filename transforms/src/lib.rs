@@ -10,6 +10,7 @@
 //! | `filter` | keeps the logs for which a VRL condition is true ([`filter`])             |
 //! | `route`  | sends events to named outputs by VRL conditions ([`route`])               |
 //! | `sample` | keeps one event in every `rate`, optionally by key ([`sample`])           |
+//! | `log_to_metric` | makes counters, gauges, histograms, summaries, sets from log fields ([`log_to_metric`]) |
 //!
 //! VRL is compiled with the `vrl` crate, the same compiler and standard library as Vector, so
 //! Vector programs and conditions run unchanged. Programs are compiled once when the pipeline
@@ -20,11 +21,13 @@ use weir_pipeline::component::Registry;
 
 mod condition;
 pub mod filter;
+pub mod log_to_metric;
 pub mod remap;
 pub mod route;
 pub mod sample;
 
 pub use filter::FilterConfig;
+pub use log_to_metric::LogToMetricConfig;
 pub use remap::RemapConfig;
 pub use route::RouteConfig;
 pub use sample::SampleConfig;
@@ -43,6 +46,10 @@ pub fn register(registry: &mut Registry) {
         "route",
         "Split events into named outputs by VRL conditions.",
     );
+    registry.add_transform::<LogToMetricConfig>(
+        "log_to_metric",
+        "Make counters, gauges, histograms, summaries and sets from log fields.",
+    );
     registry.add_transform::<SampleConfig>(
         "sample",
         "Keep one event in every `rate`, optionally keeping or dropping whole keys together.",
@@ -54,11 +61,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registers_all_four() {
+    fn registers_all() {
         let mut r = Registry::default();
         register(&mut r);
         let names: Vec<&str> = r.transforms.keys().copied().collect();
-        assert_eq!(names, vec!["filter", "remap", "route", "sample"]);
+        assert_eq!(
+            names,
+            vec!["filter", "log_to_metric", "remap", "route", "sample"]
+        );
         assert!(r.transforms.values().all(|t| !t.description.is_empty()));
     }
 
