@@ -12,6 +12,7 @@
 //! | `sample` | keeps one event in every `rate`, optionally by key ([`sample`])           |
 //! | `stack_fold` | folds stack samples into `root;...;leaf count` lines ([`stack_fold`]) |
 //! | `flow_to_topology` | network flows into a service map per window ([`flow_to_topology`]) |
+//! | `log_to_metric` | makes counters, gauges, histograms, summaries, sets from log fields ([`log_to_metric`]) |
 //!
 //! VRL is compiled with the `vrl` crate, the same compiler and standard library as Vector, so
 //! Vector programs and conditions run unchanged. Programs are compiled once when the pipeline
@@ -23,6 +24,7 @@ use weir_pipeline::component::Registry;
 mod condition;
 pub mod filter;
 pub mod flow_to_topology;
+pub mod log_to_metric;
 pub mod remap;
 pub mod route;
 pub mod sample;
@@ -30,6 +32,7 @@ pub mod stack_fold;
 
 pub use filter::FilterConfig;
 pub use flow_to_topology::FlowToTopologyConfig;
+pub use log_to_metric::LogToMetricConfig;
 pub use remap::RemapConfig;
 pub use route::RouteConfig;
 pub use sample::SampleConfig;
@@ -52,6 +55,9 @@ pub fn register(registry: &mut Registry) {
     registry.add_transform::<FlowToTopologyConfig>(
         "flow_to_topology",
         "Turn network flows (Hubble jsonpb) into a service map per window: topology events and/or metrics.",
+    registry.add_transform::<LogToMetricConfig>(
+        "log_to_metric",
+        "Make counters, gauges, histograms, summaries and sets from log fields.",
     );
     registry.add_transform::<SampleConfig>(
         "sample",
@@ -77,6 +83,7 @@ mod tests {
         assert_eq!(
             names,
             vec!["filter", "flow_to_topology", "remap", "route", "sample"]
+            vec!["filter", "log_to_metric", "remap", "route", "sample"]
         );
         assert!(r.transforms.values().all(|t| !t.description.is_empty()));
     }
