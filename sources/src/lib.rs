@@ -8,8 +8,8 @@
 //! - [`file`]: log files matched by globs, followed through rotation, checkpointed (a folder:
 //!   its tailer is reusable by other file-based sources);
 //! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
-//! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`).
-//! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`.
+//! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`);
+//! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`;
 //! - [`parquet`]: Parquet files (a list, a directory or a glob) replayed as events, then the
 //!   source ends (offline jobs).
 //!
@@ -50,6 +50,7 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<perf::PerfConfig>(
         "perf",
         "Stack samples from `perf script`/`perf record`, counters from `perf stat`",
+    );
     registry.add_source::<parquet::ParquetSourceConfig>(
         "parquet",
         "Parquet files (list, directory or glob; Hive partitions) replayed as events, then ends",
