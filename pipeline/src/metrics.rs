@@ -50,6 +50,9 @@ pub struct ComponentMetrics {
     counters: Mutex<BTreeMap<CounterKey, u64>>,
 }
 
+/// A component-specific counter's name, label and value.
+pub type CounterValue = (&'static str, Option<(&'static str, String)>, u64);
+
 /// A component-specific counter: its name and at most one label.
 type CounterKey = (&'static str, Option<(&'static str, String)>);
 
@@ -162,7 +165,7 @@ impl ComponentMetrics {
     }
 
     /// The component-specific counters: `(name, label, value)`.
-    pub fn counters(&self) -> Vec<(&'static str, Option<(&'static str, String)>, u64)> {
+    pub fn counters(&self) -> Vec<CounterValue> {
         let counters = match self.counters.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -457,6 +460,9 @@ mod tests {
             text.contains("weir_hubble_lost_events_total{component_id=\"h\",component_kind=\"source\",component_type=\"hubble\",source=\"RING\"} 7"),
             "{text}"
         );
-        assert!(text.contains("weir_hubble_reconnects_total{component_id=\"h\""), "{text}");
+        assert!(
+            text.contains("weir_hubble_reconnects_total{component_id=\"h\""),
+            "{text}"
+        );
     }
 }

@@ -19,8 +19,8 @@ pub mod demo;
 pub mod file;
 pub mod hubble;
 pub mod internal_metrics;
-pub mod perf;
 pub mod parquet;
+pub mod perf;
 pub mod stdin;
 
 use weir_pipeline::component::Registry;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use weir_pipeline::codec::{DecodingConfig, Decoder};
+use weir_pipeline::codec::{Decoder, DecodingConfig};
 use weir_pipeline::component::{
     Output, Sink, SinkConfig, SinkContext, SinkInput, Source, SourceConfig, SourceContext,
 };
@@ -55,8 +55,8 @@ fn open(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
 #[async_trait]
 impl SourceConfig for FlowFileSource {
     async fn build(&self, mut cx: SourceContext) -> Result<Source, BoxError> {
-        let input = open(&self.path)
-            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        let input =
+            open(&self.path).map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
         Ok(Box::pin(async move {
             let (tx, mut rx) = tokio::sync::mpsc::channel(4);
             let cfg = StdinConfig {
@@ -274,7 +274,11 @@ fn render(topo: &serde_json::Value, format: TopologyFormat) -> String {
             out.push_str("digraph topology {\n  rankdir=LR;\n  node [shape=box];\n");
             for n in nodes {
                 let id = n["id"].as_str().unwrap_or("?");
-                let shape = if n["kind"] == "world" { " shape=ellipse" } else { "" };
+                let shape = if n["kind"] == "world" {
+                    " shape=ellipse"
+                } else {
+                    ""
+                };
                 let _ = writeln!(out, "  \"{}\" [label=\"{}\"{shape}];", quote(id), quote(id));
             }
             for e in edges {
@@ -372,9 +376,17 @@ mod tests {
                 "protocol": "TCP", "connections": 2, "http_requests": 0, "dns_queries": 0,
                 "drops": {"POLICY_DENIED": 1}}]});
         let dot = render(&topo, TopologyFormat::Dot);
-        assert!(dot.contains("\"shop/web\" -> \"world(a\\\"b)\" [label=\"443/TCP, 2 conn, 1 dropped\"];"), "{dot}");
+        assert!(
+            dot.contains(
+                "\"shop/web\" -> \"world(a\\\"b)\" [label=\"443/TCP, 2 conn, 1 dropped\"];"
+            ),
+            "{dot}"
+        );
         let mermaid = render(&topo, TopologyFormat::Mermaid);
-        assert!(mermaid.contains("n0 -->|\"443/TCP, 2 conn, 1 dropped\"| n1"), "{mermaid}");
+        assert!(
+            mermaid.contains("n0 -->|\"443/TCP, 2 conn, 1 dropped\"| n1"),
+            "{mermaid}"
+        );
         assert!(mermaid.contains("n1[\"world(a#quot;b)\"]"), "{mermaid}");
     }
 }

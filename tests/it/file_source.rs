@@ -89,7 +89,11 @@ encoding.codec = "text"
         let out = wait_with_timeout(child, Duration::from_secs(60));
         let log = std::fs::read_to_string(self.dir.path().join(format!("weir-{}.log", self.runs)))
             .unwrap_or_default();
-        assert_eq!(out.status.code(), Some(0), "weir did not stop cleanly:\n{log}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "weir did not stop cleanly:\n{log}"
+        );
         log
     }
 
@@ -144,9 +148,17 @@ fn assert_exactly_once(got: &[String], expected: &[String]) {
     let dups: Vec<_> = c.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(dups.is_empty(), "duplicated lines, e.g. {dups:?}");
     let want = counts(expected);
-    let missing: Vec<_> = want.keys().filter(|k| !c.contains_key(*k)).take(5).collect();
+    let missing: Vec<_> = want
+        .keys()
+        .filter(|k| !c.contains_key(*k))
+        .take(5)
+        .collect();
     assert!(missing.is_empty(), "missing lines, e.g. {missing:?}");
-    let extra: Vec<_> = c.keys().filter(|k| !want.contains_key(*k)).take(5).collect();
+    let extra: Vec<_> = c
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .take(5)
+        .collect();
     assert!(extra.is_empty(), "unexpected lines, e.g. {extra:?}");
     assert_eq!(got.len(), expected.len());
 }
@@ -231,11 +243,19 @@ fn truncate_then_rewrite_with_different_content_reads_the_new_content_only() {
     // Rewritten in place with longer, different content: the file is larger than the old
     // offset by the time weir looks again, so only the changed head tells it apart.
     let new: Vec<String> = (0..300).map(|i| line("new", i)).collect();
-    std::fs::write(&log, new.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &log,
+        new.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
     s.wait_for_lines(500, "new content");
     // Then truncated to something shorter than what was read.
     let short: Vec<String> = (0..5).map(|i| format!("short-{i}")).collect();
-    std::fs::write(&log, short.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &log,
+        short.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
     s.wait_for_lines(505, "short content");
     std::thread::sleep(Duration::from_millis(1500));
     s.stop(child);
@@ -373,9 +393,7 @@ fn sigkill_five_times_during_a_stream_loses_nothing_and_duplicates_only_unconfir
     }
     writer.join().unwrap();
     let child = s.start(&cfg);
-    let all = wait_until(Duration::from_secs(120), || {
-        counts(&s.output()).len() >= N
-    });
+    let all = wait_until(Duration::from_secs(120), || counts(&s.output()).len() >= N);
     std::thread::sleep(Duration::from_millis(1500));
     s.stop(child);
     let got = s.output();
@@ -410,7 +428,10 @@ fn sigkill_five_times_during_a_stream_loses_nothing_and_duplicates_only_unconfir
     for l in &got[start..] {
         if !seen.insert(l.clone()) {
             let n: usize = l[2..11].parse().unwrap();
-            assert!(n >= last_floor, "line {n} was confirmed yet delivered again");
+            assert!(
+                n >= last_floor,
+                "line {n} was confirmed yet delivered again"
+            );
             dup_total += 1;
         }
     }
@@ -435,9 +456,10 @@ fn unwritable_sink_pauses_the_source_and_loses_nothing_once_it_recovers() {
     let mut s = Setup::new();
     let api = free_addr();
     let cfg = s.config(&["app.log"], "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("[api]\nenabled = false", &format!("[api]\naddress = \"{api}\""));
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[api]\nenabled = false",
+        &format!("[api]\naddress = \"{api}\""),
+    );
     std::fs::write(&cfg, text).unwrap();
     // The sink's directory cannot be created while a plain file sits where it should be (this
     // blocks root too, unlike permissions).
@@ -525,8 +547,7 @@ timeout_ms = 400
         // rebuild events from the date prefix of their first line.
         let mut evs: Vec<String> = Vec::new();
         for l in s.output() {
-            if l.starts_with("2024-") || evs.is_empty() || l.starts_with("\tat com.example.Late")
-            {
+            if l.starts_with("2024-") || evs.is_empty() || l.starts_with("\tat com.example.Late") {
                 evs.push(l);
             } else if let Some(last) = evs.last_mut() {
                 last.push('\n');

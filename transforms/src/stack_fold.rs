@@ -132,7 +132,9 @@ impl Default for StackFoldConfig {
 impl TransformConfig for StackFoldConfig {
     fn build(&self, cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError> {
         if self.window_secs == Some(0) {
-            return Err("`window_secs` must be at least 1 (or unset to fold the whole input)".into());
+            return Err(
+                "`window_secs` must be at least 1 (or unset to fold the whole input)".into(),
+            );
         }
         if self.max_stacks == 0 {
             return Err("`max_stacks` must be at least 1".into());
@@ -539,7 +541,8 @@ impl StackFold {
         }
         let paths: Vec<FieldPath> = self.folder.group_by.clone();
         for s in stacks {
-            let mut log = LogEvent::from_value(Value::Object(ObjectMap::new()), EventMetadata::new(None));
+            let mut log =
+                LogEvent::from_value(Value::Object(ObjectMap::new()), EventMetadata::new(None));
             log.insert_field("stack", Value::Bytes(s.stack));
             log.insert_field("count", Value::Integer(s.count.min(i64::MAX as u64) as i64));
             log.insert_field("window_start", Value::Timestamp(start));
@@ -609,7 +612,13 @@ mod tests {
         Value::Object(m)
     }
 
-    fn sample(comm: &str, pid: Option<i64>, event: &str, period: i64, frames: Vec<Value>) -> LogEvent {
+    fn sample(
+        comm: &str,
+        pid: Option<i64>,
+        event: &str,
+        period: i64,
+        frames: Vec<Value>,
+    ) -> LogEvent {
         let mut l = LogEvent::default();
         l.insert_field("comm", comm);
         l.insert_field("pid", pid.map_or(Value::Null, Value::Integer));
@@ -621,7 +630,11 @@ mod tests {
     }
 
     fn folded(cfg: StackFoldConfig, samples: &[LogEvent]) -> Vec<String> {
-        let paths = cfg.group_by.iter().map(|g| parse_path(g).unwrap()).collect();
+        let paths = cfg
+            .group_by
+            .iter()
+            .map(|g| parse_path(g).unwrap())
+            .collect();
         let mut f = StackFolder::new(&cfg, paths);
         for s in samples {
             f.add(s);
@@ -636,12 +649,37 @@ mod tests {
     #[test]
     fn names_frames_like_the_reference() {
         let frames = vec![
-            frame(Some("native_write_msr_safe"), Some("[kernel.kallsyms]"), "ffff", "kernel"),
-            frame(Some("Ljava/io/PrintStream;::print"), Some("/tmp/perf-1.map"), "7f", "jit"),
-            frame(Some("arrayOopDesc::base(BasicType) const"), Some("/lib/libjvm.so"), "7e", "user"),
+            frame(
+                Some("native_write_msr_safe"),
+                Some("[kernel.kallsyms]"),
+                "ffff",
+                "kernel",
+            ),
+            frame(
+                Some("Ljava/io/PrintStream;::print"),
+                Some("/tmp/perf-1.map"),
+                "7f",
+                "jit",
+            ),
+            frame(
+                Some("arrayOopDesc::base(BasicType) const"),
+                Some("/lib/libjvm.so"),
+                "7e",
+                "user",
+            ),
             frame(Some("net/http.(*Client).Do"), Some("/bin/app"), "6", "user"),
-            frame(Some("ns::(anonymous namespace)::f(int)"), Some("/bin/app"), "5", "user"),
-            frame(Some("RegExp:[&<>\\\"\\']"), Some("/tmp/perf-1.map"), "4", "jit"),
+            frame(
+                Some("ns::(anonymous namespace)::f(int)"),
+                Some("/bin/app"),
+                "5",
+                "user",
+            ),
+            frame(
+                Some("RegExp:[&<>\\\"\\']"),
+                Some("/tmp/perf-1.map"),
+                "4",
+                "jit",
+            ),
             frame(None, Some("/bin/dd"), "31ef", "user"),
             frame(None, None, "0", "user"),
         ];
@@ -663,7 +701,10 @@ mod tests {
         };
         let got = folded(addrs, &[s]);
         // With a pid suffix the root is not `java`: the L stays (as in the reference).
-        assert!(got[0].starts_with("java-9/7;[unknown <0>];[dd <31ef>];"), "{got:?}");
+        assert!(
+            got[0].starts_with("java-9/7;[unknown <0>];[dd <31ef>];"),
+            "{got:?}"
+        );
         assert!(got[0].contains(";Ljava/io/PrintStream:::print;"), "{got:?}");
     }
 
@@ -709,7 +750,13 @@ mod tests {
         assert_eq!(truncated, 2);
         let got: Vec<(Vec<Value>, String, u64)> = stacks
             .into_iter()
-            .map(|s| (s.group, String::from_utf8_lossy(&s.stack).into_owned(), s.count))
+            .map(|s| {
+                (
+                    s.group,
+                    String::from_utf8_lossy(&s.stack).into_owned(),
+                    s.count,
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -733,7 +780,13 @@ mod tests {
             toml::from_str("weight = \"period\"\ngroup_by = [\"k8s.pod\"]").unwrap();
         let mut t = cfg.build(&cx).unwrap();
         assert!(t.tick_interval().is_none());
-        let mut s = sample("app", Some(1), "cpu-clock", 5, vec![frame(Some("main"), Some("/bin/app"), "1", "user")]);
+        let mut s = sample(
+            "app",
+            Some(1),
+            "cpu-clock",
+            5,
+            vec![frame(Some("main"), Some("/bin/app"), "1", "user")],
+        );
         s.insert(&parse_path("k8s.pod").unwrap(), "web-1");
         let mut out = TransformOutput::default();
         t.transform(EventBatch::new(vec![s.clone().into(), s.into()]), &mut out);
@@ -747,7 +800,10 @@ mod tests {
             log.get(&parse_path("k8s.pod").unwrap()),
             Some(&Value::from("web-1"))
         );
-        assert!(matches!(log.get_field("window_end"), Some(Value::Timestamp(_))));
+        assert!(matches!(
+            log.get_field("window_end"),
+            Some(Value::Timestamp(_))
+        ));
         assert!(toml::from_str::<StackFoldConfig>("window = 5").is_err());
     }
 }

@@ -295,7 +295,10 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), b"{ not json").unwrap();
         let (t, err) = Checkpoints::load(dir.path());
         assert!(matches!(err, Some(CheckpointError::Corrupt { .. })));
-        assert!(t.existed(), "files are read from the beginning, not the end");
+        assert!(
+            t.existed(),
+            "files are read from the beginning, not the end"
+        );
         assert!(t.is_empty());
         assert!(!dir.path().join(FILE_NAME).exists());
     }

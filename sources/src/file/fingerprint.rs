@@ -317,7 +317,10 @@ mod tests {
 
     #[test]
     fn fingerprints_round_trip_as_text() {
-        for f in [Fingerprint::Checksum(0xdead_beef), Fingerprint::DevInode(8, 99)] {
+        for f in [
+            Fingerprint::Checksum(0xdead_beef),
+            Fingerprint::DevInode(8, 99),
+        ] {
             assert_eq!(f.to_string().parse::<Fingerprint>().unwrap(), f);
         }
         assert!("checksum:zz".parse::<Fingerprint>().is_err());

@@ -265,7 +265,11 @@ mod tests {
     #[test]
     fn utf16_lines_are_transcoded_with_exact_byte_counts() {
         for be in [false, true] {
-            let charset = if be { Charset::Utf16Be } else { Charset::Utf16Le };
+            let charset = if be {
+                Charset::Utf16Be
+            } else {
+                Charset::Utf16Le
+            };
             let data = utf16("héllo wörld\r\n日本語\nlast", be);
             // Split mid code unit to exercise the odd-byte carry.
             let (a, b) = data.split_at(7);

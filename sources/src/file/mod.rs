@@ -287,8 +287,7 @@ impl Progress {
                     })
                     .collect();
                 drop(t);
-                self.frozen
-                    .extend(positions.iter().map(|p| p.fingerprint));
+                self.frozen.extend(positions.iter().map(|p| p.fingerprint));
                 self.metrics.error(
                     "not_delivered",
                     1,

@@ -195,8 +195,7 @@ impl Multiline {
 
     /// Emits the group if it has waited `timeout_ms` for a next line.
     pub fn expire(&self, p: &mut Pending, now: Instant, emit: &mut impl FnMut(Bytes, u64)) {
-        if p
-            .group
+        if p.group
             .as_ref()
             .is_some_and(|g| now.duration_since(g.last_line) >= self.timeout)
         {
@@ -351,7 +350,14 @@ mod tests {
             m.push(&mut p, Bytes::from(l), 0, now, &mut emit);
         }
         m.flush(&mut p, &mut emit);
-        assert_eq!(out, vec![Bytes::from("S1\n aaaa"), Bytes::from(" bbbb"), Bytes::from(" c")]);
+        assert_eq!(
+            out,
+            vec![
+                Bytes::from("S1\n aaaa"),
+                Bytes::from(" bbbb"),
+                Bytes::from(" c")
+            ]
+        );
     }
 
     #[test]

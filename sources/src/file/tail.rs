@@ -155,9 +155,18 @@ enum Wait {
 enum FileState {
     Discovered(Wait),
     Reading(Reader),
-    Draining { reader: Reader, since: Instant },
-    Parked { size: u64, mtime: Option<SystemTime>, reopen: bool },
-    Closed { size: u64 },
+    Draining {
+        reader: Reader,
+        since: Instant,
+    },
+    Parked {
+        size: u64,
+        mtime: Option<SystemTime>,
+        reopen: bool,
+    },
+    Closed {
+        size: u64,
+    },
 }
 
 enum Input {
@@ -329,7 +338,10 @@ impl<H: LineHandler> Ctx<H> {
                 self.metrics.error(
                     "io",
                     1,
-                    &format_args!("cannot open {}: {e}; retrying at the next discovery", path.display()),
+                    &format_args!(
+                        "cannot open {}: {e}; retrying at the next discovery",
+                        path.display()
+                    ),
                 );
                 w.state = FileState::Discovered(Wait::TooShort(u64::MAX));
                 return false;
@@ -409,8 +421,7 @@ impl<H: LineHandler> Ctx<H> {
             tracing::info!(component = %self.metrics.id, path = %path.display(), offset, size, "file is shorter than its checkpoint (truncated while weir was stopped): reading it from its start");
             offset = 0;
         }
-        let head =
-            fingerprint::read_head(&file, gzip, 0, 4).unwrap_or_default();
+        let head = fingerprint::read_head(&file, gzip, 0, 4).unwrap_or_default();
         let (charset, bom) = self.cfg.charset.detect(&head);
         if offset < bom {
             offset = bom;
@@ -434,8 +445,11 @@ impl<H: LineHandler> Ctx<H> {
             }
         } else {
             if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                self.metrics
-                    .error("io", 1, &format_args!("cannot seek in {}: {e}", path.display()));
+                self.metrics.error(
+                    "io",
+                    1,
+                    &format_args!("cannot seek in {}: {e}", path.display()),
+                );
                 w.state = FileState::Discovered(Wait::TooShort(size));
                 return false;
             }
@@ -499,7 +513,11 @@ impl<H: LineHandler> Ctx<H> {
     }
 
     /// Reads what `w` has (up to the pass budget). Returns the bytes read.
-    fn read_some(&mut self, w: &mut Watched<H::State>, send: SendFn<'_>) -> Result<Outcome, Closed> {
+    fn read_some(
+        &mut self,
+        w: &mut Watched<H::State>,
+        send: SendFn<'_>,
+    ) -> Result<Outcome, Closed> {
         let Some(fp) = w.fp else {
             return Ok(Outcome::Read(0));
         };
@@ -564,7 +582,11 @@ impl<H: LineHandler> Ctx<H> {
                         1,
                         &format_args!("cannot read {} at offset {at}: {e}", w.info.path.display()),
                     );
-                    return Ok(if gz { Outcome::GzipEnd } else { Outcome::Read(total) });
+                    return Ok(if gz {
+                        Outcome::GzipEnd
+                    } else {
+                        Outcome::Read(total)
+                    });
                 }
             };
             r.buf.truncate(start + n);
@@ -575,7 +597,11 @@ impl<H: LineHandler> Ctx<H> {
                     r.buf = BytesMut::new();
                 }
                 let gz = r.is_gzip();
-                return Ok(if gz { Outcome::GzipEnd } else { Outcome::Read(total) });
+                return Ok(if gz {
+                    Outcome::GzipEnd
+                } else {
+                    Outcome::Read(total)
+                });
             }
             r.at_eof = false;
             r.read_offset += n as u64;
@@ -797,7 +823,9 @@ impl<H: LineHandler> Tailer<H> {
                 }
                 Ok(Outcome::GzipEnd) => {
                     self.cx.release(&mut w, true);
-                    let size = std::fs::metadata(&w.info.path).map(|m| m.len()).unwrap_or(0);
+                    let size = std::fs::metadata(&w.info.path)
+                        .map(|m| m.len())
+                        .unwrap_or(0);
                     w.state = FileState::Closed { size };
                     true
                 }
@@ -851,8 +879,7 @@ impl<H: LineHandler> Tailer<H> {
                         }
                     }
                 }
-                if ignore_older.is_some_and(|old| idle >= old)
-                    && H::held_from(&w.handler).is_none()
+                if ignore_older.is_some_and(|old| idle >= old) && H::held_from(&w.handler).is_none()
                 {
                     self.cx.park(w);
                 }
@@ -919,7 +946,11 @@ impl<H: LineHandler> Tailer<H> {
                             w.state = FileState::Reading(reader);
                         }
                     }
-                    FileState::Parked { size, mtime, reopen } => {
+                    FileState::Parked {
+                        size,
+                        mtime,
+                        reopen,
+                    } => {
                         if meta.len() != *size || meta.modified().ok() != *mtime {
                             *reopen = true;
                         }
@@ -1171,8 +1202,7 @@ impl<H: LineHandler> Tailer<H> {
                     continue;
                 };
                 let gzip = fingerprint::is_gzip(&f).unwrap_or(false);
-                if self.cx.cfg.fingerprinter.compute(&f, gzip).ok().flatten()
-                    != Some(e.fingerprint)
+                if self.cx.cfg.fingerprinter.compute(&f, gzip).ok().flatten() != Some(e.fingerprint)
                 {
                     continue;
                 }

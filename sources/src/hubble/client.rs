@@ -69,7 +69,10 @@ impl ConnectConfig {
         if a.is_empty() {
             return Err(bad("empty"));
         }
-        if let Some(path) = a.strip_prefix("unix://").or_else(|| a.strip_prefix("unix:")) {
+        if let Some(path) = a
+            .strip_prefix("unix://")
+            .or_else(|| a.strip_prefix("unix:"))
+        {
             if self.tls.is_some() {
                 return Err(bad("TLS is not used over a Unix socket; remove `tls`"));
             }
@@ -137,10 +140,12 @@ impl ConnectConfig {
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);
         if let Some(tls) = self.tls_config()? {
-            endpoint = endpoint.tls_config(tls).map_err(|source| ClientError::Tls {
-                address: self.address.clone(),
-                source,
-            })?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|source| ClientError::Tls {
+                    address: self.address.clone(),
+                    source,
+                })?;
         }
         endpoint
             .connect()
@@ -251,6 +256,9 @@ mod tests {
         assert!(cfg("ftp://relay", false).uri().is_err());
         assert!(cfg("", false).uri().is_err());
         let e = cfg("relay:443", true).tls_config().unwrap_err().to_string();
-        assert!(e.contains("tls.ca_file") && e.contains("/nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.contains("tls.ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
     }
 }

@@ -96,10 +96,15 @@ fn enums(field: &str, table: EnumTable, names: &[String]) -> Result<Vec<i32>, St
     names
         .iter()
         .map(|n| {
-            proto::enum_value(table, n).filter(|v| *v != 0).ok_or_else(|| {
-                let valid: Vec<&str> = table.iter().skip(1).map(|(_, n)| *n).collect();
-                format!("`{field}`: unknown value `{n}` (one of {})", valid.join(", "))
-            })
+            proto::enum_value(table, n)
+                .filter(|v| *v != 0)
+                .ok_or_else(|| {
+                    let valid: Vec<&str> = table.iter().skip(1).map(|(_, n)| *n).collect();
+                    format!(
+                        "`{field}`: unknown value `{n}` (one of {})",
+                        valid.join(", ")
+                    )
+                })
         })
         .collect()
 }
@@ -186,7 +191,10 @@ mod tests {
     fn unknown_enum_names_are_config_errors() {
         let f: FilterConfig = toml::from_str("verdict = ['DROPED']").unwrap();
         let e = to_proto(&[f], "whitelist").unwrap_err();
-        assert!(e.starts_with("whitelist[0]: `verdict`: unknown value `DROPED`"), "{e}");
+        assert!(
+            e.starts_with("whitelist[0]: `verdict`: unknown value `DROPED`"),
+            "{e}"
+        );
         assert!(toml::from_str::<FilterConfig>("verdicts = ['DROPPED']").is_err());
     }
 }

@@ -121,7 +121,10 @@ impl<'a> Reader<'a> {
         match self.int(name, "an unsigned 32-bit integer")? {
             None => Ok(0),
             Some(n) => u32::try_from(n).or_else(|_| {
-                Self::err(format!("{}.{name}", self.path), "an unsigned 32-bit integer")
+                Self::err(
+                    format!("{}.{name}", self.path),
+                    "an unsigned 32-bit integer",
+                )
             }),
         }
     }
@@ -138,7 +141,10 @@ impl<'a> Reader<'a> {
         match self.int(name, "an unsigned 64-bit integer")? {
             None => Ok(0),
             Some(n) => u64::try_from(n).or_else(|_| {
-                Self::err(format!("{}.{name}", self.path), "an unsigned 64-bit integer")
+                Self::err(
+                    format!("{}.{name}", self.path),
+                    "an unsigned 64-bit integer",
+                )
             }),
         }
     }
@@ -305,7 +311,8 @@ fn flow(r: &Reader<'_>) -> Result<proto::Flow> {
         },
         traffic_direction: r.enm("traffic_direction", proto::TRAFFIC_DIRECTION)?,
         policy_match_type: r.u32("policy_match_type")?,
-        trace_observation_point: r.enm("trace_observation_point", proto::TRACE_OBSERVATION_POINT)?,
+        trace_observation_point: r
+            .enm("trace_observation_point", proto::TRACE_OBSERVATION_POINT)?,
         drop_reason_desc: r.enm("drop_reason_desc", proto::DROP_REASON)?,
         is_reply: r.bool("is_reply")?.map(|value| proto::BoolValue { value }),
         debug_capture_point: r.enm("debug_capture_point", proto::DEBUG_CAPTURE_POINT)?,

@@ -162,7 +162,11 @@ impl Default for HubbleConfig {
 }
 
 /// A time option: RFC 3339, or an age before `now` (`90s`, `5m`, `2h`, `1d`).
-fn parse_time(field: &str, s: &str, now: chrono::DateTime<chrono::Utc>) -> Result<Timestamp, String> {
+fn parse_time(
+    field: &str,
+    s: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Timestamp, String> {
     if let Some(t) = convert::parse_timestamp(s) {
         return Ok(t);
     }
@@ -530,7 +534,10 @@ impl Hubble {
                     lost.num_events_lost,
                 );
                 if let Some(held) = self.logs.due(&format!("lost {source}")) {
-                    let cpu = lost.cpu.map(|c| format!(" on CPU {}", c.value)).unwrap_or_default();
+                    let cpu = lost
+                        .cpu
+                        .map(|c| format!(" on CPU {}", c.value))
+                        .unwrap_or_default();
                     tracing::warn!(
                         component = %self.cx.id,
                         node = %resp.node_name,
@@ -545,11 +552,9 @@ impl Hubble {
                 let state = proto::enum_name(proto::NODE_STATE, status.state_change)
                     .map(str::to_string)
                     .unwrap_or_else(|| status.state_change.to_string());
-                self.cx.metrics.add_counter(
-                    "hubble_node_status_total",
-                    Some(("state", &state)),
-                    1,
-                );
+                self.cx
+                    .metrics
+                    .add_counter("hubble_node_status_total", Some(("state", &state)), 1);
                 if let Some(held) = self.logs.due(&format!("node {state}")) {
                     let nodes = status.node_names.join(", ");
                     if status.state_change == 1 {
@@ -588,9 +593,7 @@ mod tests {
         assert!(err("since = 'last tuesday'").contains("`since`"));
         assert!(err("number = 5\nsince = '5m'").contains("`number`"));
         assert!(err("tls.ca_file = '/nonexistent/ca.pem'").contains("/nonexistent/ca.pem"));
-        assert!(
-            err("tls = { ca_file = '/x', cert_file = '/y' }").contains("go together")
-        );
+        assert!(err("tls = { ca_file = '/x', cert_file = '/y' }").contains("go together"));
         assert!(err("[[whitelist]]\nverdict = ['NOPE']").contains("whitelist[0]"));
         assert!(toml::from_str::<HubbleConfig>("adress = 'x'").is_err());
     }
@@ -600,7 +603,10 @@ mod tests {
         let now = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
-        assert_eq!(parse_time("since", "5m", now).unwrap().seconds, now.timestamp() - 300);
+        assert_eq!(
+            parse_time("since", "5m", now).unwrap().seconds,
+            now.timestamp() - 300
+        );
         assert_eq!(
             parse_time("since", "2026-11-20T09:00:00.5Z", now).unwrap(),
             Timestamp {

@@ -572,7 +572,9 @@ mod tests {
             stages[0].join(" "),
             "perf record -F 49 -a -g -o - -C 0 -- sleep 5"
         );
-        assert!(stages[1].join(" ").starts_with("perf script -i - -F comm,pid,tid"));
+        assert!(stages[1]
+            .join(" ")
+            .starts_with("perf script -i - -F comm,pid,tid"));
         let cfg = PerfConfig {
             mode: Mode::Stat,
             interval_ms: 100,

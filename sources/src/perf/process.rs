@@ -256,7 +256,11 @@ mod tests {
         let mut p = Pipeline::spawn(
             &[
                 argv(&["sh", "-c", "printf 'a\\nb\\n'; echo oops >&2"]),
-                argv(&["sh", "-c", "tr a-z A-Z; echo 'perf_event_paranoid setting is 2' >&2; exit 3"]),
+                argv(&[
+                    "sh",
+                    "-c",
+                    "tr a-z A-Z; echo 'perf_event_paranoid setting is 2' >&2; exit 3",
+                ]),
             ],
             "perf",
         )
@@ -280,8 +284,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_perf_says_how_to_install_it() {
-        let Err(e) = Pipeline::spawn(&[argv(&["/nonexistent/perf", "record"])], "/nonexistent/perf")
-        else {
+        let Err(e) = Pipeline::spawn(
+            &[argv(&["/nonexistent/perf", "record"])],
+            "/nonexistent/perf",
+        ) else {
             panic!("spawned a missing program")
         };
         let msg = e.to_string();

@@ -129,7 +129,9 @@ pub enum ParseError {
     Oversized { line: u64 },
     #[error("line {line}: the sample has more than {max} frames; it was dropped")]
     TooManyFrames { line: u64, max: usize },
-    #[error("line {line}: the input ended inside a sample (no blank line after it); it was dropped")]
+    #[error(
+        "line {line}: the input ended inside a sample (no blank line after it); it was dropped"
+    )]
     Truncated { line: u64 },
 }
 
@@ -286,14 +288,15 @@ impl ScriptParser {
             key("timestamp"),
             header.time.map_or(Value::Null, Value::from_f64_or_zero),
         );
-        map.insert(
-            key("event"),
-            header.event.map_or(Value::Null, Value::Bytes),
-        );
+        map.insert(key("event"), header.event.map_or(Value::Null, Value::Bytes));
         map.insert(key("period"), opt_int(header.period));
         let frames: Vec<Value> = frames.into_iter().map(frame_value).collect();
         map.insert(key("frames"), Value::Array(frames));
-        LogEvent::from_value(Value::Object(map), EventMetadata::new(self.source_id.clone())).into()
+        LogEvent::from_value(
+            Value::Object(map),
+            EventMetadata::new(self.source_id.clone()),
+        )
+        .into()
     }
 }
 
@@ -382,8 +385,8 @@ pub fn parse_header(line: &Bytes) -> Option<(Header, Option<std::ops::Range<usiz
         }
         let next = &line[toks[i + 1].0..toks[i + 1].1];
         let after = toks.get(i + 2).map(|r| &line[r.0..r.1]);
-        let comm_word = pid_tid(next).is_some()
-            && after.is_some_and(|a| cpu(a).is_some() || time(a).is_some());
+        let comm_word =
+            pid_tid(next).is_some() && after.is_some_and(|a| cpu(a).is_some() || time(a).is_some());
         if !comm_word {
             at = Some(i);
             break;
@@ -472,10 +475,7 @@ pub fn push_frames(line: &Bytes, frames: &mut Vec<Frame>) -> bool {
         return false;
     }
     let s = &line[start..end];
-    let addr_len = s
-        .iter()
-        .position(|b| is_space(*b))
-        .unwrap_or(s.len());
+    let addr_len = s.iter().position(|b| is_space(*b)).unwrap_or(s.len());
     if addr_len == 0
         || !s[..addr_len]
             .iter()
@@ -582,9 +582,10 @@ mod tests {
 
     #[test]
     fn headers_in_every_shape_perf_prints() {
-        let (h, rest) =
-            parse_header(&b("java 24636/25607 [002] 6544038.708352:   10309278 cpu-clock:ppp: "))
-                .unwrap();
+        let (h, rest) = parse_header(&b(
+            "java 24636/25607 [002] 6544038.708352:   10309278 cpu-clock:ppp: ",
+        ))
+        .unwrap();
         assert_eq!(h.comm, b("java"));
         assert_eq!((h.pid, h.tid, h.cpu), (Some(24636), 25607, Some(2)));
         assert_eq!(h.time, Some(6544038.708352));
@@ -597,7 +598,8 @@ mod tests {
         assert_eq!((h.pid, h.tid, h.cpu), (None, 25607, None));
         assert_eq!(h.event, Some(b("cycles")));
 
-        let (h, _) = parse_header(&b("swapper     0 [005] 1410598.603979:       cycles: ")).unwrap();
+        let (h, _) =
+            parse_header(&b("swapper     0 [005] 1410598.603979:       cycles: ")).unwrap();
         assert_eq!((h.comm, h.tid, h.cpu), (b("swapper"), 0, Some(5)));
 
         let (h, _) = parse_header(&b("func_ab 15294 cpu-clock: ")).unwrap();
@@ -606,13 +608,17 @@ mod tests {
         let (h, _) = parse_header(&b("Thread 2 1234/1240 [000] 1.5: 1 cycles:")).unwrap();
         assert_eq!((h.comm, h.pid, h.tid), (b("Thread 2"), Some(1234), 1240));
 
-        let (h, rest) =
-            parse_header(&b("perf 12 [000] 1.0: cycles:  ffffffff8100 native_write ([kernel.kallsyms])"))
-                .unwrap();
+        let (h, rest) = parse_header(&b(
+            "perf 12 [000] 1.0: cycles:  ffffffff8100 native_write ([kernel.kallsyms])",
+        ))
+        .unwrap();
         assert_eq!(h.event, Some(b("cycles")));
         assert!(rest.is_some());
 
-        assert!(parse_header(&b("\tffffffff8103ce3b native_safe_halt ([kernel.kallsyms])")).is_none());
+        assert!(parse_header(&b(
+            "\tffffffff8103ce3b native_safe_halt ([kernel.kallsyms])"
+        ))
+        .is_none());
         assert!(parse_header(&b("no digits here:")).is_none());
         assert!(parse_header(&b("\u{1}\u{2}\u{3}")).is_none());
     }
@@ -646,10 +652,17 @@ mod tests {
 
         // perf-map-agent inline chains: outer first in the text, innermost nearest the leaf.
         let f = frame("  7f72 LA;::a->LB;::b->LC;::c (/tmp/perf-1.map)");
-        let syms: Vec<_> = f.iter().map(|x| (x.symbol.clone().unwrap(), x.inlined)).collect();
+        let syms: Vec<_> = f
+            .iter()
+            .map(|x| (x.symbol.clone().unwrap(), x.inlined))
+            .collect();
         assert_eq!(
             syms,
-            vec![(b("LC;::c"), true), (b("LB;::b"), true), (b("LA;::a"), false)]
+            vec![
+                (b("LC;::c"), true),
+                (b("LB;::b"), true),
+                (b("LA;::a"), false)
+            ]
         );
         // ... but C++'s operator-> is one frame.
         let f = frame("  4005 std::unique_ptr<A>::operator->() (/usr/bin/app)");
@@ -705,7 +718,9 @@ mod tests {
         let Some(Value::Array(frames)) = events[0].as_log().unwrap().get_field("frames") else {
             panic!()
         };
-        let Value::Object(leaf) = &frames[0] else { panic!() };
+        let Value::Object(leaf) = &frames[0] else {
+            panic!()
+        };
         assert_eq!(leaf["inlined"], Value::Boolean(true));
         assert_eq!(leaf["module"], Value::from("/bin/a"));
     }

@@ -158,7 +158,9 @@ mod tests {
             .with_timezone(&Utc);
         let mut p = StatParser::new(base);
         let StatLine::Value(m) = p
-            .parse_line(b"     0.100173082,215.98,msec,cpu-clock,215989754,100.00,2.160,CPUs utilized")
+            .parse_line(
+                b"     0.100173082,215.98,msec,cpu-clock,215989754,100.00,2.160,CPUs utilized",
+            )
             .unwrap()
         else {
             panic!()
@@ -200,12 +202,18 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((event.as_str(), reason.as_str(), first), ("cycles", "not supported", true));
+        assert_eq!(
+            (event.as_str(), reason.as_str(), first),
+            ("cycles", "not supported", true)
+        );
         assert!(matches!(
             p.parse_line(b"0.2,<not counted>,,cycles,0,0.00,,").unwrap(),
             StatLine::Unavailable { first: false, .. }
         ));
-        assert!(matches!(p.parse_line(b"# started on").unwrap(), StatLine::Nothing));
+        assert!(matches!(
+            p.parse_line(b"# started on").unwrap(),
+            StatLine::Nothing
+        ));
         assert!(p.parse_line(b"\xff\xfe,\x00").is_err());
         assert!(matches!(
             p.parse_line(b"0.3,abc,,cycles,0,100.00,,"),

@@ -216,7 +216,13 @@ impl<'a> FlowView<'a> {
         let is_reply = match f.get("is_reply") {
             Some(Value::Boolean(b)) => *b,
             _ => flag(f, "reply"),
-        } || matches!(l7, Some(L7 { kind: L7Type::Response, .. }));
+        } || matches!(
+            l7,
+            Some(L7 {
+                kind: L7Type::Response,
+                ..
+            })
+        );
         let source = obj(f, "source");
         let destination = obj(f, "destination");
         if verdict == 0

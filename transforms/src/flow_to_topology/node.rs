@@ -282,17 +282,24 @@ mod tests {
 
     #[test]
     fn workload_falls_back_to_labels_then_pod() {
-        let full = ep(serde_json::json!({"namespace": "shop", "pod_name": "cart-7f9-x2",
+        let full = ep(
+            serde_json::json!({"namespace": "shop", "pod_name": "cart-7f9-x2",
             "labels": ["k8s:app=cart-label", "k8s:io.kubernetes.pod.namespace=shop"],
-            "workloads": [{"name": "cart", "kind": "Deployment"}], "identity": 1234}));
+            "workloads": [{"name": "cart", "kind": "Deployment"}], "identity": 1234}),
+        );
         assert_eq!(id(Granularity::Workload, &full, &[]), "shop/cart");
         assert_eq!(id(Granularity::Pod, &full, &[]), "shop/cart-7f9-x2");
         assert_eq!(id(Granularity::Namespace, &full, &[]), "shop");
         assert_eq!(id(Granularity::Identity, &full, &[]), "identity:1234");
         assert_eq!(id(Granularity::Ip, &full, &[]), "10.0.0.1");
-        let labels = ep(serde_json::json!({"namespace": "kube-system", "pod_name": "coredns-1",
-            "labels": ["k8s:k8s-app=kube-dns"]}));
-        assert_eq!(id(Granularity::Workload, &labels, &[]), "kube-system/kube-dns");
+        let labels = ep(
+            serde_json::json!({"namespace": "kube-system", "pod_name": "coredns-1",
+            "labels": ["k8s:k8s-app=kube-dns"]}),
+        );
+        assert_eq!(
+            id(Granularity::Workload, &labels, &[]),
+            "kube-system/kube-dns"
+        );
         let pod = ep(serde_json::json!({"namespace": "x", "pod_name": "lonely"}));
         assert_eq!(id(Granularity::Workload, &pod, &[]), "x/lonely");
     }
@@ -311,7 +318,9 @@ mod tests {
         let bare = ep(serde_json::json!({"identity": 9}));
         assert_eq!(id(Granularity::Workload, &bare, &[]), "world");
         assert_eq!(
-            node_ref(Granularity::Workload, None, b"", &[]).to_owned().id(),
+            node_ref(Granularity::Workload, None, b"", &[])
+                .to_owned()
+                .id(),
             "unknown"
         );
     }

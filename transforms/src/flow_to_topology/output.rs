@@ -167,7 +167,8 @@ pub fn topology_event(info: &WindowInfo, edges: &mut [EdgeStats]) -> Event {
         nodes.insert(&e.key.source);
         nodes.insert(&e.key.destination);
     }
-    let mut nodes: Vec<(String, Value)> = nodes.into_iter().map(|n| (n.id(), node_value(n))).collect();
+    let mut nodes: Vec<(String, Value)> =
+        nodes.into_iter().map(|n| (n.id(), node_value(n))).collect();
     nodes.sort_by(|a, b| a.0.cmp(&b.0));
     let mut edge_values: Vec<(String, Value)> =
         edges.iter().map(|e| (edge_id(e), edge_value(e))).collect();

@@ -66,7 +66,13 @@ impl Gen {
     fn connection(&mut self, c: &Conn<'_>, http: Option<(u32, u64)>) {
         self.tcp(c, false, json!({"SYN": true}), "FORWARDED", "EGRESS");
         self.tcp(c, false, json!({"SYN": true}), "FORWARDED", "INGRESS");
-        self.tcp(c, true, json!({"SYN": true, "ACK": true}), "FORWARDED", "INGRESS");
+        self.tcp(
+            c,
+            true,
+            json!({"SYN": true, "ACK": true}),
+            "FORWARDED",
+            "INGRESS",
+        );
         self.tcp(c, false, json!({"ACK": true}), "FORWARDED", "EGRESS");
         if let Some((code, latency)) = http {
             let base = |g: &mut Gen, reply: bool| {
@@ -111,11 +117,13 @@ impl Gen {
         if let Some(rcode) = rcode {
             let t = self.time();
             let dns = endpoint("kube-system", "coredns", "coredns-1", 102);
-            self.flows.push(json!({"flow": {"time": t, "verdict": "FORWARDED", "Type": "L7",
+            self.flows.push(
+                json!({"flow": {"time": t, "verdict": "FORWARDED", "Type": "L7",
                 "IP": {"source": "10.0.0.53", "destination": client.4},
                 "l4": {"UDP": {"source_port": 53, "destination_port": 40000}},
                 "source": dns, "destination": Self::ep(client), "is_reply": true,
-                "l7": {"type": "RESPONSE", "dns": {"query": "x.", "rcode": rcode}}}}));
+                "l7": {"type": "RESPONSE", "dns": {"query": "x.", "rcode": rcode}}}}),
+            );
         }
     }
 
@@ -131,7 +139,12 @@ impl Gen {
     fn events(&self) -> Vec<Event> {
         self.flows
             .iter()
-            .map(|f| Event::Log(LogEvent::from_value(Value::from(f.clone()), Default::default())))
+            .map(|f| {
+                Event::Log(LogEvent::from_value(
+                    Value::from(f.clone()),
+                    Default::default(),
+                ))
+            })
             .collect()
     }
 }
@@ -226,13 +239,19 @@ fn generated_traffic_gives_the_known_map() {
     let e = edge(topo, "shop/web -> shop/api:8080/TCP");
     // 10 connections opened, each seen at both ends; the 3 denied ones are not opened.
     assert_eq!(e["connections"], 10);
-    assert_eq!(e["verdicts"], json!({"FORWARDED": 10 * 6 + 3 * 2, "DROPPED": 6}));
+    assert_eq!(
+        e["verdicts"],
+        json!({"FORWARDED": 10 * 6 + 3 * 2, "DROPPED": 6})
+    );
     assert_eq!(e["drops"], json!({"POLICY_DENIED": 6}));
     assert_eq!(e["http_requests"], 10);
     assert_eq!(e["http_responses"], json!({"2xx": 8, "4xx": 1, "5xx": 1}));
     assert_eq!(e["http_status"], json!({"200": 8, "404": 1, "503": 1}));
     assert_eq!(e["latency_ns_count"], 10);
-    assert_eq!(e["latency_ns_sum"], 8 * 10_000_000 + 20_000_000 + 2_000_000_000u64);
+    assert_eq!(
+        e["latency_ns_sum"],
+        8 * 10_000_000 + 20_000_000 + 2_000_000_000u64
+    );
     // Cumulative buckets: 8 at <= 10 ms, 9 at <= 25 ms, all 10 at <= 2.5 s.
     let h = e["latency_histogram"].as_array().unwrap();
     assert_eq!(h[1], json!({"le": 0.01, "count": 8}));
@@ -320,7 +339,11 @@ fn metrics_output_has_hubble_style_labels() {
         MetricValue::Counter { value: 6.0 }
     );
     assert_eq!(
-        find("http_responses_total", &[("status", "503"), ("status_class", "5xx")]).value,
+        find(
+            "http_responses_total",
+            &[("status", "503"), ("status_class", "5xx")]
+        )
+        .value,
         MetricValue::Counter { value: 1.0 }
     );
     match find("http_request_duration_seconds", &[]).value {
@@ -398,9 +421,15 @@ fn events_that_are_not_flows_are_counted_and_skipped() {
 #[test]
 fn granularities_name_nodes_differently() {
     for (g, id) in [
-        (Granularity::Pod, "shop/web-5d9-a -> shop/api-7c4-b:8080/TCP"),
+        (
+            Granularity::Pod,
+            "shop/web-5d9-a -> shop/api-7c4-b:8080/TCP",
+        ),
         (Granularity::Namespace, "shop -> shop:8080/TCP"),
-        (Granularity::Identity, "identity:100 -> identity:200:8080/TCP"),
+        (
+            Granularity::Identity,
+            "identity:100 -> identity:200:8080/TCP",
+        ),
         (Granularity::Ip, "10.0.1.1 -> 10.0.2.2:8080/TCP"),
     ] {
         let (mut t, _) = build(FlowToTopologyConfig {
