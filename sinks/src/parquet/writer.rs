@@ -37,6 +37,9 @@ use super::schema::{
     Resolve,
 };
 
+/// A file that could not be finished, with the notifiers of the events it held.
+type FinishError = (FileError, Vec<Arc<BatchNotifier>>);
+
 /// How many times one batch may be cut into pieces of different schemas (a field flipping
 /// between types on every event would otherwise make a file per event). Past this, values of
 /// the other type are kept as unmatched.
@@ -173,7 +176,7 @@ impl OpenFile {
 
     /// Footer, fsync, rename, fsync of the directory; then the held events count as delivered.
     /// Returns the final path and its size.
-    fn finish(self) -> Result<(PathBuf, u64, u64), (FileError, Vec<Arc<BatchNotifier>>)> {
+    fn finish(self) -> Result<(PathBuf, u64, u64), FinishError> {
         let OpenFile {
             writer,
             tmp,

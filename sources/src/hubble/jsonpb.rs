@@ -216,12 +216,11 @@ pub fn response_from_json(v: &Value) -> Result<GetFlowsResponse> {
         ResponseType::LostEvents(proto::LostEvent {
             source: l.enm("source", proto::LOST_EVENT_SOURCE)?,
             num_events_lost: l.u64("num_events_lost")?,
-            cpu: match l.int("cpu", "a 32-bit integer")? {
-                Some(n) => Some(proto::Int32Value {
+            cpu: l
+                .int("cpu", "a 32-bit integer")?
+                .map(|n| proto::Int32Value {
                     value: i32::try_from(n).unwrap_or_default(),
                 }),
-                None => None,
-            },
         })
     } else if let Some(n) = r.obj("node_status")? {
         ResponseType::NodeStatus(proto::NodeStatusEvent {

@@ -459,6 +459,9 @@ pub struct GetFlowsResponse {
 }
 
 /// `observer.GetFlowsResponse.response_types`.
+// A flow is the common case: boxing it would cost an allocation per flow to save space in
+// the rare status/lost messages.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum ResponseType {
     #[prost(message, tag = "1")]

@@ -156,7 +156,7 @@ fn label<'a>(labels: &'a [Value], key: &[u8]) -> Option<&'a [u8]> {
         let l = text(l)?;
         let kv = match memchr::memchr(b':', l) {
             Some(i) => &l[i + 1..],
-            None => &l[..],
+            None => l,
         };
         let eq = memchr::memchr(b'=', kv)?;
         (&kv[..eq] == key).then(|| &kv[eq + 1..])
