@@ -4,12 +4,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{free_addr, http_get, wait_until, wait_with_timeout, weir};
+use crate::harness::{wait_with_timeout, weir};
 
 /// Every `*.parquet` file below `dir`, sorted by path.
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
@@ -87,6 +87,7 @@ fn event(i: i64) -> Value {
         "i": i * 7_919 - 1_000_000_000_000 * (i % 2),
         "f": i as f64 * 0.25 - 3.5,
         "b": i % 3 == 0,
+        "service": if i % 2 == 0 { "cart" } else { "auth" },
         "msg": format!("event {i} · ünïcødé \"quoted\"\n"),
         "n": if i % 4 == 0 { Value::Null } else { json!(i) },
         "obj": {
@@ -220,4 +221,91 @@ fn nanos_of(v: &Value) -> (String, u32) {
         None => (s.to_string(), 0),
         Some((secs, frac)) => (secs.to_string(), format!("{frac:0<9}").parse().unwrap()),
     }
+}
+
+/// The files are read by real readers outside Rust: pyarrow and DuckDB (from PyPI, installed
+/// by `.ci/run`) check row counts, column types, statistics and Hive partitions.
+#[test]
+fn duckdb_and_pyarrow_read_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let events: Vec<Value> = (0..300).map(event).collect();
+    let mut input = Vec::new();
+    for e in &events {
+        serde_json::to_writer(&mut input, e).unwrap();
+        input.push(b'\n');
+    }
+    let cfg = write_cfg(
+        d,
+        "archive.toml",
+        &format!(
+            r#"
+data_dir = "{d}/data"
+[api]
+enabled = false
+[sources.in]
+type = "stdin"
+decoding.codec = "json"
+[transforms.ts]
+type = "remap"
+inputs = ["in"]
+source = '.timestamp = parse_timestamp!(.timestamp, "%+")'
+[sinks.logs]
+type = "parquet"
+inputs = ["ts"]
+path = "{d}/logs/dt=%Y-%m-%d/part={{{{ service }}}}/"
+max_rows = 70
+row_group_size = 16
+compression = "zstd"
+[transforms.count]
+type = "log_to_metric"
+inputs = ["ts"]
+[[transforms.count.metrics]]
+type = "counter"
+field = "service"
+name = "events"
+tags.service = "{{{{ service }}}}"
+[sinks.metrics]
+type = "parquet"
+inputs = ["count"]
+path = "{d}/metrics/"
+schema = "metrics"
+compression = "snappy"
+"#,
+            d = d.display()
+        ),
+    );
+    run_to_end(&cfg, &input);
+
+    let mut per_partition = serde_json::Map::new();
+    for e in &events {
+        let ts = e["timestamp"].as_str().unwrap();
+        let key = format!("{}/{}", &ts[..10], e["service"].as_str().unwrap());
+        let c = per_partition.entry(key).or_insert(json!(0));
+        *c = json!(c.as_i64().unwrap() + 1);
+    }
+    let expected = json!({
+        "rows": events.len(),
+        "per_partition": per_partition,
+        "sum_i": events.iter().map(|e| e["i"].as_i64().unwrap()).sum::<i64>(),
+        "nulls_n": events.iter().filter(|e| e["n"].is_null()).count(),
+        "sum_x": events.iter().map(|e| e["obj"]["inner"]["x"].as_f64().unwrap()).sum::<f64>(),
+        "sum_len_arr": events.iter().map(|e| e["arr"].as_array().unwrap().len()).sum::<usize>(),
+        "metric_rows": events.len(),
+        "cart_count": events.iter().filter(|e| e["service"] == "cart").count() as f64,
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/check_parquet.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(d.join("logs"))
+        .arg(d.join("metrics"))
+        .arg(expected.to_string())
+        .output()
+        .expect("python3 (installed by .ci/run with duckdb and pyarrow)");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
