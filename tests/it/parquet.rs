@@ -399,9 +399,8 @@ max_age_secs = 1
     };
     // First run: killed as soon as a file is finished while others are being written.
     let mut child = start();
-    let seen = crate::harness::wait_until(Duration::from_secs(60), || {
-        !parquet_files(&out).is_empty()
-    });
+    let seen =
+        crate::harness::wait_until(Duration::from_secs(60), || !parquet_files(&out).is_empty());
     assert!(seen, "no parquet file was finished");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -425,7 +424,11 @@ max_age_secs = 1
         String::from_utf8_lossy(&res.stderr)
     );
     let (rows2, seqs2) = read_seqs(&out);
-    assert!(done, "after the restart {} of {N} lines arrived", seqs2.len());
+    assert!(
+        done,
+        "after the restart {} of {N} lines arrived",
+        seqs2.len()
+    );
     assert_eq!(seqs2, (0..N).collect(), "every line is in a parquet file");
     // What the first run had not acknowledged may be written twice, never lost.
     assert!(rows2 >= N as u64);
@@ -434,4 +437,88 @@ max_age_secs = 1
         .unwrap()
         .to_string_lossy()
         .starts_with('.')));
+}
+
+/// A field changes from int to string mid-stream: no crash, a second file with the new type,
+/// and the change counted in Weir's own metrics.
+#[test]
+fn int_to_string_drift_makes_a_new_file_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let api = crate::harness::free_addr();
+    let cfg = write_cfg(
+        d,
+        "weir.toml",
+        &format!(
+            r#"
+data_dir = "{d}/data"
+[api]
+address = "{api}"
+[sources.in]
+type = "stdin"
+decoding.codec = "json"
+[sinks.pq]
+type = "parquet"
+inputs = ["in"]
+path = "{d}/out/"
+"#,
+            d = d.display()
+        ),
+    );
+    let mut child = weir()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..20 {
+        writeln!(stdin, r#"{{"seq":{i},"code":{i}}}"#).unwrap();
+    }
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 20..30 {
+        writeln!(stdin, r#"{{"seq":{i},"code":"E{i}"}}"#).unwrap();
+    }
+    stdin.flush().unwrap();
+    let counted = crate::harness::wait_until(Duration::from_secs(20), || {
+        crate::harness::http_get(api, "/metrics").is_ok_and(|(_, body)| {
+            body.lines().any(|l| {
+                l.starts_with("weir_component_errors_total{")
+                    && l.contains("component_id=\"pq\"")
+                    && l.contains("error_type=\"schema_change\"")
+                    && l.ends_with(" 1")
+            })
+        })
+    });
+    drop(stdin);
+    let out = wait_with_timeout(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(counted, "schema_change counted once in /metrics:\n{stderr}");
+    let files = parquet_files(&d.join("out"));
+    assert_eq!(files.len(), 2, "{files:?}");
+    let script = r#"
+import sys
+import pyarrow.parquet as pq
+for f in sys.argv[1:]:
+    t = pq.read_table(f)
+    print(t.num_rows, t.schema.field("code").type)
+"#;
+    let res = Command::new("python3")
+        .args(["-c", script])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&res.stdout),
+        "20 int64\n10 string\n"
+    );
 }
