@@ -522,3 +522,105 @@ for f in sys.argv[1:]:
         "20 int64\n10 string\n"
     );
 }
+
+/// Runs `sql` (one number) with DuckDB over `dir`'s parquet files as `t`.
+fn duckdb_count(dir: &Path, sql: &str) -> u64 {
+    let script = r#"
+import os, sys, duckdb
+pattern = os.path.join(sys.argv[1], "**", "*.parquet")
+con = duckdb.connect()
+con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{pattern}', hive_partitioning=true)")
+print(con.execute(sys.argv[2]).fetchone()[0])
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .arg(sql)
+        .output()
+        .expect("python3 with duckdb (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The two examples chained: the archive example writes Parquet, the replay example reads it
+/// back (and, without WEIR_PARQUET_INPUT, the committed sample), ends by itself and writes
+/// exactly the server errors.
+#[test]
+fn archive_and_replay_examples_work_together() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let examples = root.join("config/examples");
+    let data = tempfile::tempdir().unwrap();
+    let child = weir()
+        .current_dir(root)
+        .env("WEIR_DATA_DIR", data.path())
+        .env("WEIR_API_ADDRESS", crate::harness::free_addr().to_string())
+        .args(["run", "--config"])
+        .arg(examples.join("archive-logs-to-parquet.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    crate::harness::sigterm(&child);
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive = data.path().join("archive/logs");
+    let rows = duckdb_count(&archive, "SELECT count(*) FROM t");
+    assert!(rows > 0, "the archive example wrote nothing");
+    assert_eq!(
+        duckdb_count(
+            &archive,
+            "SELECT count(*) FROM t WHERE dt IS NOT NULL AND hour IS NOT NULL"
+        ),
+        rows,
+        "Hive partitions dt= and hour="
+    );
+
+    for (input, dir) in [
+        (Some(archive.clone()), archive.clone()),
+        (None, examples.join("data/access-logs")),
+    ] {
+        let replay_data = tempfile::tempdir().unwrap();
+        let mut cmd = weir();
+        cmd.current_dir(root)
+            .env("WEIR_DATA_DIR", replay_data.path())
+            .env("WEIR_API_ADDRESS", crate::harness::free_addr().to_string())
+            .args(["run", "--config"])
+            .arg(examples.join("replay-parquet.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(i) = &input {
+            cmd.env("WEIR_PARQUET_INPUT", i);
+        }
+        let out = wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected = duckdb_count(&dir, "SELECT count(*) FROM t WHERE status >= 500");
+        let mut got = 0;
+        for f in std::fs::read_dir(replay_data.path().join("replay")).unwrap() {
+            for l in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+                let v: Value = serde_json::from_str(l).unwrap();
+                assert!(v["status"].as_i64().unwrap() >= 500, "{l}");
+                assert!(v["dt"].is_string(), "partition field added: {l}");
+                got += 1;
+            }
+        }
+        assert_eq!(got, expected, "{input:?}");
+        assert!(expected > 0);
+    }
+}
