@@ -624,3 +624,67 @@ fn archive_and_replay_examples_work_together() {
         assert!(expected > 0);
     }
 }
+
+/// The replay progress bar (files, rows, rows/s) is drawn when stderr is a terminal (a pty
+/// from util-linux `script`), not into a pipe, unless `progress = "always"`.
+#[test]
+fn progress_bar_only_on_a_terminal_unless_always() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = |progress: &str| {
+        write_cfg(
+            d,
+            &format!("replay-{progress}.toml"),
+            &format!(
+                r#"
+data_dir = "{d}/data"
+[api]
+enabled = false
+[sources.pq]
+type = "parquet"
+paths = ["{input}"]
+progress = "{progress}"
+[sinks.out]
+type = "blackhole"
+inputs = ["pq"]
+"#,
+                d = d.display(),
+                input = root.join("config/examples/data/access-logs").display(),
+            ),
+        )
+    };
+    let bar = |s: &str| s.contains("files 1/1 rows 400/400") && s.contains("/s eta");
+    // On a terminal.
+    let auto = cfg("auto");
+    let cmd = format!(
+        "{} run --config {} 2>&1 >/dev/null",
+        env!("CARGO_BIN_EXE_weir"),
+        auto.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux `script`");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(bar(&tty), "no bar on a terminal:\n{tty}");
+    // Into a pipe.
+    let out = weir()
+        .args(["run", "--config"])
+        .arg(&auto)
+        .output()
+        .unwrap();
+    let piped = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{piped}");
+    assert!(!bar(&piped), "a bar in a pipe:\n{piped}");
+    let out = weir()
+        .args(["run", "--config"])
+        .arg(cfg("always"))
+        .output()
+        .unwrap();
+    let always = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{always}");
+    assert!(bar(&always), "no bar with progress = \"always\":\n{always}");
+}
