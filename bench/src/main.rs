@@ -26,7 +26,8 @@ OPTIONS:
     --weir PATH        The weir binary (default: <workspace>/target/release/weir)
     --runs N           Runs of each case and baseline; the median is reported (default 3)
     --demo-count N     Events of the demo case (default 2000000)
-    --cases LIST       Comma-separated subset of: bytes,json,remap,demo,idle (default: all)
+    --cases LIST       Comma-separated subset of: bytes,json,remap,demo,parquet,jsonfile,idle
+                       (default: all)
     --data-dir DIR     Where the input is generated and kept (default: <workspace>/target/bench-data)
     --timeout-secs N   Kill a weir run that takes longer (default 1800)
     --no-taskset       Do not pin weir to core 0
@@ -37,6 +38,9 @@ const DEFAULT_DEMO_COUNT: u64 = 2_000_000;
 /// Goals from the issue.
 const GOAL_BYTES_VS_A: f64 = 0.15;
 const GOAL_JSON_VS_B: f64 = 1.5;
+/// Parquet sink vs the file sink writing JSON lines: at least as fast (events per CPU-second)
+/// and files at least this many times smaller.
+const GOAL_PARQUET_SMALLER: f64 = 8.0;
 const GOAL_IDLE_RSS_MIB: f64 = 20.0;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -45,11 +49,21 @@ enum Case {
     Json,
     Remap,
     Demo,
+    Parquet,
+    JsonFile,
     Idle,
 }
 
 impl Case {
-    const ALL: [Case; 5] = [Case::Bytes, Case::Json, Case::Remap, Case::Demo, Case::Idle];
+    const ALL: [Case; 7] = [
+        Case::Bytes,
+        Case::Json,
+        Case::Remap,
+        Case::Demo,
+        Case::Parquet,
+        Case::JsonFile,
+        Case::Idle,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -57,6 +71,8 @@ impl Case {
             Case::Json => "json",
             Case::Remap => "remap",
             Case::Demo => "demo",
+            Case::Parquet => "parquet",
+            Case::JsonFile => "jsonfile",
             Case::Idle => "idle",
         }
     }
@@ -67,6 +83,8 @@ impl Case {
             Case::Json => "2. stdin json -> blackhole",
             Case::Remap => "3. stdin bytes -> remap -> blackhole",
             Case::Demo => "4. demo json -> blackhole",
+            Case::Parquet => "5. stdin json -> parquet (zstd)",
+            Case::JsonFile => "6. stdin json -> file (JSON lines)",
             Case::Idle => "idle",
         }
     }
@@ -140,7 +158,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .find(|c| c.name() == name)
                         .with_context(|| {
                             format!(
-                                "--cases: unknown case {name:?} (bytes, json, remap, demo, idle)"
+                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -279,8 +297,9 @@ fn run_baseline(
     })
 }
 
-/// The pipeline of each case, without data_dir and [api] (added by write_config).
-fn case_config(case: Case, demo_count: u64) -> Option<String> {
+/// The pipeline of each case, without data_dir and [api] (added by write_config). The
+/// writing cases write below `out`.
+fn case_config(case: Case, demo_count: u64, out: &Path) -> Option<String> {
     let stdin =
         |codec: &str| format!("[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"{codec}\"\n\n");
     let sink = |input: &str| format!("[sinks.out]\ntype = \"blackhole\"\ninputs = [\"{input}\"]\n");
@@ -305,8 +324,50 @@ del(.user_agent)
             format!("[sources.in]\ntype = \"demo\"\nformat = \"json\"\ncount = {demo_count}\n\n")
                 + &sink("in")
         }
+        // The same 10-field events, written: columnar vs JSON lines. Both keep their files
+        // open for the whole run (one Parquet file, one JSON-lines file).
+        Case::Parquet => {
+            stdin("json")
+                + &format!(
+                    "[sinks.out]\ntype = \"parquet\"\ninputs = [\"in\"]\npath = \"{}/\"\n\
+                     compression = \"zstd\"\nmax_rows = 100000000\nmax_bytes = 100000000000\n\
+                     max_age_secs = 86400\n",
+                    out.display()
+                )
+        }
+        Case::JsonFile => {
+            stdin("json")
+                + &format!(
+                    "[sinks.out]\ntype = \"file\"\ninputs = [\"in\"]\npath = \"{}/out.json\"\n\
+                     encoding.codec = \"json\"\n",
+                    out.display()
+                )
+        }
         Case::Idle => return None,
     })
+}
+
+/// What a writing case wrote, from its median run.
+#[derive(Clone, Copy)]
+struct Written {
+    /// Events per CPU-second of weir (user + system), i.e. per core fully used.
+    events_per_cpu_s: Option<f64>,
+    bytes_per_event: f64,
+}
+
+/// Total size of the files below `dir`.
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() {
+            dir_bytes(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(total)
 }
 
 /// Runs one case `runs` times; the row of its median run (or of its failure).
@@ -317,13 +378,16 @@ fn run_case(
     data: Option<&data::Dataset>,
     a: Option<&Rate>,
     b: Option<&Rate>,
-) -> (Row, Option<Ratio>, Option<String>) {
+) -> (Row, Option<Ratio>, Option<Written>, Option<String>) {
+    let out_dir = runner.work.join(format!("{}-out", case.name()));
+    let mut written_bytes = Vec::new();
     let mut row = Row {
         case: case.label().into(),
         ..Row::default()
     };
     let result = (|| -> Result<RunOutcome> {
-        let body = case_config(case, args.demo_count).context("case without a pipeline")?;
+        let body =
+            case_config(case, args.demo_count, &out_dir).context("case without a pipeline")?;
         let config = runner::write_config(&runner.work, case.name(), &body)?;
         let (stdin, expected, bytes) = match (case, data) {
             (Case::Demo, _) => (None, args.demo_count, None),
@@ -333,7 +397,23 @@ fn run_case(
         let mut all = Vec::with_capacity(args.runs);
         let mut peak = None::<u64>;
         for i in 1..=args.runs {
+            let writes = matches!(case, Case::Parquet | Case::JsonFile);
+            if writes {
+                let _ = std::fs::remove_dir_all(&out_dir);
+                std::fs::create_dir_all(&out_dir)?;
+            }
             let o = runner.run(case.name(), &config, stdin)?;
+            if writes {
+                let n = dir_bytes(&out_dir)?;
+                eprintln!(
+                    "  {} wrote {} bytes, {:.1} bytes/event",
+                    case.name(),
+                    report::thousands(n),
+                    n as f64 / expected as f64
+                );
+                written_bytes.push(n);
+                let _ = std::fs::remove_dir_all(&out_dir);
+            }
             match o.sent {
                 Some(n) if n != expected => bail!(
                     "the sink got {n} events, expected {expected} (errors: {})",
@@ -372,12 +452,14 @@ fn run_case(
             all.push(o);
         }
         let mut m = median(all, |o| o.secs).context("no run")?;
+        written_bytes.sort_unstable();
         m.peak_rss_kib = peak;
         Ok(m)
     })();
     match result {
         Ok(o) => {
             let mut ratio = None;
+            let mut written = None;
             match (case, data) {
                 (Case::Demo, _) | (_, None) => {
                     row.events_s = Some(args.demo_count as f64 / o.secs);
@@ -404,13 +486,27 @@ fn run_case(
             row.rss_mib = o.peak_rss_kib.map(|k| k as f64 / 1024.0);
             row.cpu_pct = o.cpu_secs.map(|c| 100.0 * c / o.secs);
             row.note = format!("median of {}: {:.2} s", args.runs, o.secs);
-            (row, ratio, None)
+            if let (Some(n), Some(events)) = (
+                written_bytes.get(written_bytes.len() / 2),
+                row.events_s.map(|e| e * o.secs),
+            ) {
+                let w = Written {
+                    events_per_cpu_s: o.cpu_secs.filter(|c| *c > 0.0).map(|c| events / c),
+                    bytes_per_event: *n as f64 / events,
+                };
+                row.note += &format!("; {:.1} bytes/event", w.bytes_per_event);
+                if let Some(e) = w.events_per_cpu_s {
+                    row.note += &format!("; {} events/CPU-s", report::thousands(e as u64));
+                }
+                written = Some(w);
+            }
+            (row, ratio, written, None)
         }
         Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("  {} FAILED: {msg}", case.name());
             row.note = format!("FAILED: {}", msg.lines().next().unwrap_or(""));
-            (row, None, Some(msg))
+            (row, None, None, Some(msg))
         }
     }
 }
@@ -453,10 +549,12 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         eprintln!("  warning: taskset not found; weir runs unpinned");
     }
 
-    let needs_data = args
-        .cases
-        .iter()
-        .any(|c| matches!(c, Case::Bytes | Case::Json | Case::Remap));
+    let needs_data = args.cases.iter().any(|c| {
+        matches!(
+            c,
+            Case::Bytes | Case::Json | Case::Remap | Case::Parquet | Case::JsonFile
+        )
+    });
     let mut rows = Vec::new();
     let (mut a, mut b) = (None, None);
     let mut dataset = None;
@@ -535,12 +633,20 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     let mut failures = Vec::new();
     let mut bytes_ratio = None;
     let mut json_ratio = None;
-    for case in [Case::Bytes, Case::Json, Case::Remap, Case::Demo] {
+    let (mut parquet, mut jsonfile) = (None, None);
+    for case in [
+        Case::Bytes,
+        Case::Json,
+        Case::Remap,
+        Case::Demo,
+        Case::Parquet,
+        Case::JsonFile,
+    ] {
         if !args.cases.contains(&case) {
             continue;
         }
         eprintln!("case {}:", case.label());
-        let (row, r, err) = run_case(
+        let (row, r, w, err) = run_case(
             &runner,
             case,
             args,
@@ -555,6 +661,8 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         match case {
             Case::Bytes => bytes_ratio = r,
             Case::Json => json_ratio = r,
+            Case::Parquet => parquet = w,
+            Case::JsonFile => jsonfile = w,
             _ => {}
         }
     }
@@ -565,7 +673,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         let res = runner::write_config(
             &runner.work,
             "idle",
-            &case_config(Case::Bytes, 0).unwrap_or_default(),
+            &case_config(Case::Bytes, 0, &runner.work).unwrap_or_default(),
         )
         .and_then(|config| {
             [Some(1), None]
@@ -619,6 +727,34 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             name: format!("json codec >= {GOAL_JSON_VS_B}x baseline (b)"),
             measured: describe(json_ratio, |r| format!("{r:.2}x")),
             met: json_ratio.map(|r| r.wall >= GOAL_JSON_VS_B),
+        });
+    }
+    if args.cases.contains(&Case::Parquet) && args.cases.contains(&Case::JsonFile) {
+        let speed = parquet
+            .zip(jsonfile)
+            .and_then(|(p, j)| p.events_per_cpu_s.zip(j.events_per_cpu_s));
+        goals.push(Goal {
+            name: "parquet sink at least as fast as the JSON-lines file sink (events per CPU-s)"
+                .into(),
+            measured: speed.map_or("-".into(), |(p, j)| {
+                format!(
+                    "{} vs {} events/CPU-s: {:.2}x",
+                    report::thousands(p as u64),
+                    report::thousands(j as u64),
+                    p / j
+                )
+            }),
+            met: speed.map(|(p, j)| p >= j),
+        });
+        let size = parquet
+            .zip(jsonfile)
+            .map(|(p, j)| (p.bytes_per_event, j.bytes_per_event));
+        goals.push(Goal {
+            name: format!("parquet files >= {GOAL_PARQUET_SMALLER:.0}x smaller than JSON lines"),
+            measured: size.map_or("-".into(), |(p, j)| {
+                format!("{p:.1} vs {j:.1} bytes/event: {:.1}x smaller", j / p)
+            }),
+            met: size.map(|(p, j)| j / p >= GOAL_PARQUET_SMALLER),
         });
     }
     if args.cases.contains(&Case::Idle) {
@@ -768,7 +904,7 @@ mod tests {
     #[test]
     fn every_pipeline_case_has_a_config() {
         for c in Case::ALL {
-            let cfg = case_config(c, 10);
+            let cfg = case_config(c, 10, Path::new("/tmp/x"));
             assert_eq!(cfg.is_some(), c != Case::Idle);
             if let Some(cfg) = cfg {
                 assert!(cfg.contains("[sinks.out]"));

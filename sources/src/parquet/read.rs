@@ -118,7 +118,7 @@ pub fn run(plan: Plan, metrics: Arc<ComponentMetrics>, tx: tokio::sync::mpsc::Se
         }
     }
     if let Some(b) = bar {
-        b.finish();
+        super::progress::finish(b);
     }
 }
 
