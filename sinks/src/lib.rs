@@ -9,7 +9,9 @@
 //! - [`file`]: files whose path is templated by fields and time, JSON lines, size rotation;
 //! - [`blackhole`]: counts and drops (benchmarks, tests);
 //! - [`parquet`]: Parquet files under a templated (Hive-partitioned) directory, for offline
-//!   analysis and replay.
+//!   analysis and replay;
+//! - [`prometheus`]: `prometheus_exporter` (serves `/metrics` for scraping) and
+//!   `prometheus_remote_write` (remote write 1.0 to Prometheus, VictoriaMetrics, Mimir...).
 //!
 //! Call [`register`] to add them all to a registry.
 
@@ -17,6 +19,7 @@ pub mod blackhole;
 pub mod console;
 pub mod file;
 pub mod parquet;
+pub mod prometheus;
 
 use weir_pipeline::component::Registry;
 
@@ -37,5 +40,13 @@ pub fn register(registry: &mut Registry) {
     registry.add_sink::<parquet::ParquetSinkConfig>(
         "parquet",
         "Writes events to Parquet files (inferred, explicit or metrics schema), Hive partitions",
+    );
+    registry.add_sink::<prometheus::PrometheusExporterConfig>(
+        "prometheus_exporter",
+        "Serves the metrics it receives on /metrics for Prometheus to scrape (text or OpenMetrics)",
+    );
+    registry.add_sink::<prometheus::RemoteWriteConfig>(
+        "prometheus_remote_write",
+        "Sends metrics with the Prometheus remote write protocol (Prometheus, VictoriaMetrics, Mimir)",
     );
 }

@@ -10,5 +10,6 @@ mod file_source;
 mod garbage;
 mod harness;
 mod parquet;
+mod prometheus;
 mod shutdown;
 mod testkit;

@@ -13,6 +13,7 @@
 //! | `stack_fold` | folds stack samples into `root;...;leaf count` lines ([`stack_fold`]) |
 //! | `flow_to_topology` | network flows into a service map per window ([`flow_to_topology`]) |
 //! | `log_to_metric` | makes counters, gauges, histograms, summaries, sets from log fields ([`log_to_metric`]) |
+//! | `aggregate` | rolls metrics up per interval: sums increments, keeps the last absolute value ([`aggregate`]) |
 //!
 //! VRL is compiled with the `vrl` crate, the same compiler and standard library as Vector, so
 //! Vector programs and conditions run unchanged. Programs are compiled once when the pipeline
@@ -21,6 +22,7 @@
 
 use weir_pipeline::component::Registry;
 
+pub mod aggregate;
 mod condition;
 pub mod filter;
 pub mod flow_to_topology;
@@ -30,6 +32,7 @@ pub mod route;
 pub mod sample;
 pub mod stack_fold;
 
+pub use aggregate::AggregateConfig;
 pub use filter::FilterConfig;
 pub use flow_to_topology::FlowToTopologyConfig;
 pub use log_to_metric::LogToMetricConfig;
@@ -40,6 +43,10 @@ pub use stack_fold::StackFoldConfig;
 
 /// Adds every transform type of this crate to `registry`.
 pub fn register(registry: &mut Registry) {
+    registry.add_transform::<AggregateConfig>(
+        "aggregate",
+        "Roll metrics up per interval: sum counters, keep the last gauge, merge histograms.",
+    );
     registry.add_transform::<RemapConfig>(
         "remap",
         "Modify, parse and restructure logs with a Vector Remap Language (VRL) program.",
@@ -82,6 +89,7 @@ mod tests {
         assert_eq!(
             names,
             vec![
+                "aggregate",
                 "filter",
                 "flow_to_topology",
                 "log_to_metric",

@@ -7,7 +7,7 @@
 //! address = "127.0.0.1:9598"
 //! ```
 //!
-//! What it receives is aggregated per series (name plus tags):
+//! What it receives is aggregated per series (name plus tags, see [`super::common`]):
 //!
 //! - incremental counters (and gauges) are added to a running total; absolute ones replace it;
 //! - histograms with the same buckets are merged (incremental) or replaced (absolute);
@@ -21,45 +21,56 @@
 //! characters become `_`, a leading digit gets a `_` prefix, `:` is not allowed in label
 //! names); label values are escaped. A series whose name already has another type is counted
 //! as a `type_conflict` error and left out of the output.
+//!
+//! `/metrics` answers in the text exposition format 0.0.4, or in OpenMetrics 1.0 when the
+//! scraper's `Accept` header asks for `application/openmetrics-text`. In OpenMetrics a counter
+//! sample must end in `_total`: a counter named so is typed `counter`, any other counter is
+//! typed `unknown`, so that its series keeps the same name in both formats. With `tls` set,
+//! the endpoint is served over HTTPS (rustls).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use weir_pipeline::component::{Resource, Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::DataType;
-use weir_pipeline::event::{
-    Bucket, Event, Metric, MetricKind, MetricValue, Quantile, StatisticKind,
-};
+use weir_pipeline::event::Event;
 use weir_pipeline::finalization::EventStatus;
-use weir_pipeline::metrics::{render_prometheus, ComponentMetrics};
+use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::BoxError;
 
-/// How many samples of one summary series are kept for its quantiles.
-pub const MAX_SUMMARY_SAMPLES: usize = 10_000;
-
-/// Prometheus' default histogram buckets.
-const DEFAULT_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub use super::common::MAX_SUMMARY_SAMPLES;
+use super::common::{
+    check_buckets_quantiles, default_buckets, default_expire, default_quantiles, expand,
+    fmt_f64, positive_secs, Aggregator, Extra, Stored, Suffix,
+};
 
 fn default_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9598))
 }
-fn default_expire() -> f64 {
-    300.0
-}
 fn default_flush() -> f64 {
     60.0
 }
-fn default_buckets() -> Vec<f64> {
-    DEFAULT_BUCKETS.to_vec()
-}
-fn default_quantiles() -> Vec<f64> {
-    vec![0.5, 0.9, 0.99]
+
+/// `tls` of the exporter: the server's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain served. Required.
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file`. Required.
+    pub key_file: PathBuf,
 }
 
 /// `type = "prometheus_exporter"`.
@@ -83,6 +94,9 @@ pub struct PrometheusExporterConfig {
     /// The quantiles rendered for `Distribution` summary samples. Default: `[0.5, 0.9, 0.99]`.
     #[serde(default = "default_quantiles")]
     pub quantiles: Vec<f64>,
+    /// Serve HTTPS with this certificate (`cert_file`, `key_file`). Default: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for PrometheusExporterConfig {
@@ -93,45 +107,44 @@ impl Default for PrometheusExporterConfig {
             flush_period_secs: default_flush(),
             buckets: default_buckets(),
             quantiles: default_quantiles(),
+            tls: None,
         }
     }
 }
 
-fn positive(name: &str, v: f64) -> Result<Duration, BoxError> {
-    if v > 0.0 && v.is_finite() {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(format!("`{name}` must be a positive number of seconds").into())
-    }
+fn server_tls(t: &ServerTlsConfig) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let chain = CertificateDer::pem_file_iter(&t.cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("`tls.cert_file` {}: {e}", t.cert_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&t.key_file)
+        .map_err(|e| format!("`tls.key_file` {}: {e}", t.key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS certificate: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 #[async_trait]
 impl SinkConfig for PrometheusExporterConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
-        let expire = positive("expire_metrics_secs", self.expire_metrics_secs)?;
-        let flush = positive("flush_period_secs", self.flush_period_secs)?;
-        if self.buckets.iter().any(|b| b.is_nan()) || self.buckets.windows(2).any(|w| w[0] >= w[1])
-        {
-            return Err("`buckets` must be strictly ascending numbers".into());
-        }
-        if self.quantiles.iter().any(|q| !(0.0..=1.0).contains(q)) {
-            return Err("`quantiles` must be between 0 and 1".into());
-        }
-        let mut buckets = self.buckets.clone();
-        if buckets.last() != Some(&f64::INFINITY) {
-            buckets.push(f64::INFINITY);
-        }
+        let expire = positive_secs("expire_metrics_secs", self.expire_metrics_secs)?;
+        let flush = positive_secs("flush_period_secs", self.flush_period_secs)?;
+        let buckets = check_buckets_quantiles(&self.buckets, &self.quantiles)?;
+        let tls = self.tls.as_ref().map(server_tls).transpose()?;
         let listener = tokio::net::TcpListener::bind(self.address)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", self.address))?;
         Ok(Box::new(Exporter {
             listener,
+            tls,
             expire,
             flush,
             store: Arc::new(Mutex::new(Store {
-                series: BTreeMap::new(),
-                buckets,
-                quantiles: self.quantiles.clone(),
+                agg: Aggregator::new(buckets, self.quantiles.clone()),
                 metrics: Arc::clone(&cx.metrics),
             })),
         }))
@@ -146,300 +159,90 @@ impl SinkConfig for PrometheusExporterConfig {
     }
 }
 
-/// A Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`; anything else becomes `_`.
-pub fn sanitize_metric_name(name: &str) -> String {
-    sanitize(name, true)
-}
-
-/// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`; anything else becomes `_`.
-pub fn sanitize_label_name(name: &str) -> String {
-    sanitize(name, false)
-}
-
-fn sanitize(name: &str, colon: bool) -> String {
-    let mut out = String::with_capacity(name.len() + 1);
-    for (i, c) in name.chars().enumerate() {
-        let ok = c.is_ascii_alphabetic() || c == '_' || (colon && c == ':');
-        if ok || (i > 0 && c.is_ascii_digit()) {
-            out.push(c);
-        } else if i == 0 && c.is_ascii_digit() {
-            out.push('_');
-            out.push(c);
-        } else {
-            out.push('_');
-        }
-    }
-    if out.is_empty() {
-        out.push('_');
-    }
-    out
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct SeriesKey {
-    name: String,
-    tags: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone)]
-enum Stored {
-    Counter(f64),
-    Gauge(f64),
-    Histogram {
-        buckets: Vec<Bucket>,
-        count: u64,
-        sum: f64,
-    },
-    Summary {
-        quantiles: Vec<Quantile>,
-        count: u64,
-        sum: f64,
-    },
-    Samples {
-        values: VecDeque<f64>,
-        count: u64,
-        sum: f64,
-    },
-    Set(BTreeSet<String>),
-}
-
-impl Stored {
-    fn type_name(&self) -> &'static str {
-        match self {
-            Stored::Counter(_) => "counter",
-            Stored::Gauge(_) | Stored::Set(_) => "gauge",
-            Stored::Histogram { .. } => "histogram",
-            Stored::Summary { .. } | Stored::Samples { .. } => "summary",
-        }
-    }
-}
-
-struct Entry {
-    value: Stored,
-    updated: Instant,
-}
-
 /// The aggregated series, shared by the sink loop and the HTTP handler.
 struct Store {
-    series: BTreeMap<SeriesKey, Entry>,
-    buckets: Vec<f64>,
-    quantiles: Vec<f64>,
+    agg: Aggregator,
     metrics: Arc<ComponentMetrics>,
 }
 
+fn escape_label(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
 impl Store {
-    fn absorb(&mut self, m: Metric, now: Instant) {
-        let key = SeriesKey {
-            name: sanitize_metric_name(&m.full_name()),
-            tags: m
-                .tags
-                .into_iter()
-                .map(|(k, v)| (sanitize_label_name(&k), v))
-                .collect(),
-        };
-        let incremental = m.kind == MetricKind::Incremental;
-        let old = self.series.remove(&key).map(|e| e.value);
-        let value = match (m.value, old) {
-            (MetricValue::Counter { value }, Some(Stored::Counter(t))) if incremental => {
-                Stored::Counter(t + value)
+    fn absorb(&mut self, mut m: weir_pipeline::event::Metric, now: Instant) -> bool {
+        let key = Aggregator::key_of(&mut m);
+        match self.agg.absorb(key, m, now) {
+            Ok(_) => true,
+            Err(e) => {
+                self.metrics.error("invalid_value", 1, &e);
+                false
             }
-            (MetricValue::Counter { value }, _) => Stored::Counter(value),
-            (MetricValue::Gauge { value }, Some(Stored::Gauge(t))) if incremental => {
-                Stored::Gauge(t + value)
-            }
-            (MetricValue::Gauge { value }, _) => Stored::Gauge(value),
-            (MetricValue::Set { values }, Some(Stored::Set(mut s))) if incremental => {
-                s.extend(values);
-                Stored::Set(s)
-            }
-            (MetricValue::Set { values }, _) => Stored::Set(values),
-            (
-                MetricValue::AggregatedHistogram {
-                    buckets,
-                    count,
-                    sum,
-                },
-                old,
-            ) => match old {
-                Some(Stored::Histogram {
-                    buckets: mut b,
-                    count: c,
-                    sum: s,
-                }) if incremental && same_limits(&b, &buckets) => {
-                    for (x, y) in b.iter_mut().zip(&buckets) {
-                        x.count += y.count;
-                    }
-                    Stored::Histogram {
-                        buckets: b,
-                        count: c + count,
-                        sum: s + sum,
-                    }
-                }
-                _ => Stored::Histogram {
-                    buckets,
-                    count,
-                    sum,
-                },
-            },
-            (
-                MetricValue::AggregatedSummary {
-                    quantiles,
-                    count,
-                    sum,
-                },
-                _,
-            ) => Stored::Summary {
-                quantiles,
-                count,
-                sum,
-            },
-            (
-                MetricValue::Distribution {
-                    samples,
-                    statistic: StatisticKind::Histogram,
-                },
-                old,
-            ) => {
-                let (mut b, mut c, mut s) = match old {
-                    Some(Stored::Histogram {
-                        buckets,
-                        count,
-                        sum,
-                    }) if incremental
-                        && buckets.len() == self.buckets.len()
-                        && buckets
-                            .iter()
-                            .zip(&self.buckets)
-                            .all(|(x, y)| x.upper_limit == *y) =>
-                    {
-                        (buckets, count, sum)
-                    }
-                    _ => (
-                        self.buckets
-                            .iter()
-                            .map(|l| Bucket {
-                                upper_limit: *l,
-                                count: 0,
-                            })
-                            .collect(),
-                        0,
-                        0.0,
-                    ),
-                };
-                for smp in samples {
-                    let rate = u64::from(smp.rate.max(1));
-                    if let Some(bk) = b.iter_mut().find(|bk| smp.value <= bk.upper_limit) {
-                        bk.count += rate;
-                    }
-                    c += rate;
-                    s += smp.value * rate as f64;
-                }
-                Stored::Histogram {
-                    buckets: b,
-                    count: c,
-                    sum: s,
-                }
-            }
-            (
-                MetricValue::Distribution {
-                    samples,
-                    statistic: StatisticKind::Summary,
-                },
-                old,
-            ) => {
-                let (mut v, mut c, mut s) = match old {
-                    Some(Stored::Samples { values, count, sum }) if incremental => {
-                        (values, count, sum)
-                    }
-                    _ => (VecDeque::new(), 0, 0.0),
-                };
-                for smp in samples {
-                    let rate = smp.rate.max(1);
-                    for _ in 0..rate.min(MAX_SUMMARY_SAMPLES as u32) {
-                        if v.len() == MAX_SUMMARY_SAMPLES {
-                            v.pop_front();
-                        }
-                        v.push_back(smp.value);
-                    }
-                    c += u64::from(rate);
-                    s += smp.value * f64::from(rate);
-                }
-                Stored::Samples {
-                    values: v,
-                    count: c,
-                    sum: s,
-                }
-            }
-        };
-        self.series.insert(
-            key,
-            Entry {
-                value,
-                updated: now,
-            },
-        );
+        }
     }
 
-    fn expire(&mut self, older_than: Duration, now: Instant) {
-        self.series
-            .retain(|_, e| now.saturating_duration_since(e.updated) < older_than);
-    }
-
-    /// The text exposition of every series.
-    fn render(&self) -> String {
-        let mut out = Vec::with_capacity(self.series.len());
+    /// Every series in the text exposition format, or OpenMetrics 1.0 with `openmetrics`.
+    fn render(&self, openmetrics: bool) -> String {
+        let mut out = String::with_capacity(self.agg.series.len() * 64);
         let mut types: BTreeMap<&str, &'static str> = BTreeMap::new();
         let mut conflicts = 0;
-        for (key, e) in &self.series {
+        let mut family: Option<&str> = None;
+        for (key, e) in &self.agg.series {
             let ty = e.value.type_name();
             if *types.entry(&key.name).or_insert(ty) != ty {
                 conflicts += 1;
                 continue;
             }
-            let value = match &e.value {
-                Stored::Counter(v) => MetricValue::Counter { value: *v },
-                Stored::Gauge(v) => MetricValue::Gauge { value: *v },
-                Stored::Set(s) => MetricValue::Gauge {
-                    value: s.len() as f64,
-                },
-                Stored::Histogram {
-                    buckets,
-                    count,
-                    sum,
-                } => {
-                    let mut buckets = buckets.clone();
-                    if buckets.last().map(|b| b.upper_limit) != Some(f64::INFINITY) {
-                        // The +Inf bucket holds what the others do not.
-                        let rest = count.saturating_sub(buckets.iter().map(|b| b.count).sum());
-                        buckets.push(Bucket {
-                            upper_limit: f64::INFINITY,
-                            count: rest,
-                        });
+            if family != Some(key.name.as_str()) {
+                family = Some(&key.name);
+                let (fam, shown) = match (openmetrics, &e.value) {
+                    (true, Stored::Counter(_)) => match key.name.strip_suffix("_total") {
+                        Some(f) if !f.is_empty() => (f, "counter"),
+                        _ => (key.name.as_str(), "unknown"),
+                    },
+                    _ => (key.name.as_str(), ty),
+                };
+                let _ = writeln!(out, "# TYPE {fam} {shown}");
+            }
+            expand(&e.value, &self.agg.quantiles, |suffix: Suffix, extra, v| {
+                out.push_str(&key.name);
+                out.push_str(suffix.as_str());
+                let mut first = true;
+                let mut sep = |out: &mut String| {
+                    out.push(if first { '{' } else { ',' });
+                    first = false;
+                };
+                for (k, val) in &key.tags {
+                    if extra.is_some_and(|x: Extra| x.name() == k) {
+                        continue;
                     }
-                    MetricValue::AggregatedHistogram {
-                        buckets,
-                        count: *count,
-                        sum: *sum,
-                    }
+                    sep(&mut out);
+                    out.push_str(k);
+                    out.push_str("=\"");
+                    escape_label(val, &mut out);
+                    out.push('"');
                 }
-                Stored::Summary {
-                    quantiles,
-                    count,
-                    sum,
-                } => MetricValue::AggregatedSummary {
-                    quantiles: quantiles.clone(),
-                    count: *count,
-                    sum: *sum,
-                },
-                Stored::Samples { values, count, sum } => MetricValue::AggregatedSummary {
-                    quantiles: quantiles_of(values, &self.quantiles),
-                    count: *count,
-                    sum: *sum,
-                },
-            };
-            let mut m = Metric::new(key.name.clone(), MetricKind::Absolute, value);
-            m.tags = key.tags.clone();
-            out.push(m);
+                if let Some(x) = extra {
+                    sep(&mut out);
+                    let _ = write!(out, "{}=\"{}\"", x.name(), fmt_label_number(x.value(), openmetrics));
+                }
+                if !first {
+                    out.push('}');
+                }
+                out.push(' ');
+                out.push_str(&fmt_f64(v));
+                out.push('\n');
+            });
+        }
+        if openmetrics {
+            out.push_str("# EOF\n");
         }
         if conflicts > 0 {
             self.metrics.error(
@@ -448,36 +251,22 @@ impl Store {
                 &format!("{conflicts} series left out: their name already has another type"),
             );
         }
-        render_prometheus(&out)
+        out
     }
 }
 
-fn same_limits(a: &[Bucket], b: &[Bucket]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.upper_limit == y.upper_limit)
-}
-
-/// Nearest-rank quantiles of `values`.
-fn quantiles_of(values: &VecDeque<f64>, qs: &[f64]) -> Vec<Quantile> {
-    let mut sorted: Vec<f64> = values.iter().copied().collect();
-    sorted.sort_by(f64::total_cmp);
-    qs.iter()
-        .map(|q| Quantile {
-            quantile: *q,
-            value: if sorted.is_empty() {
-                f64::NAN
-            } else {
-                let rank = (q * sorted.len() as f64).ceil() as usize;
-                sorted[rank.clamp(1, sorted.len()) - 1]
-            },
-        })
-        .collect()
+/// `le` and `quantile` values; OpenMetrics wants them as floats (`1.0`, not `1`).
+fn fmt_label_number(v: f64, openmetrics: bool) -> String {
+    if openmetrics && v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.1}")
+    } else {
+        fmt_f64(v)
+    }
 }
 
 struct Exporter {
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     expire: Duration,
     flush: Duration,
     store: Arc<Mutex<Store>>,
@@ -490,95 +279,145 @@ fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     }
 }
 
+const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+fn respond(
+    store: &Mutex<Store>,
+    req: &hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+    if req.uri().path() != "/metrics" {
+        *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
+        *resp.body_mut() = Full::new(Bytes::from_static(b"only /metrics is served here\n"));
+        return resp;
+    }
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        *resp.status_mut() = hyper::StatusCode::METHOD_NOT_ALLOWED;
+        return resp;
+    }
+    let openmetrics = req
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let body = lock(store).render(openmetrics);
+    *resp.body_mut() = Full::new(Bytes::from(body));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(if openmetrics { OPENMETRICS } else { TEXT }),
+    );
+    resp
+}
+
+/// Accepts connections until the task is aborted; each connection is served in its own task.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    store: Arc<Mutex<Store>>,
+    metrics: Arc<ComponentMetrics>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                metrics.error("accept", 1, &format_args!("accepting a scrape connection: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let store = Arc::clone(&store);
+        let tls = tls.clone();
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let r = respond(&store, &req);
+                async move { Ok::<_, std::convert::Infallible>(r) }
+            });
+            let http = hyper::server::conn::http1::Builder::new();
+            let res = match tls {
+                None => http.serve_connection(TokioIo::new(stream), svc).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => http.serve_connection(TokioIo::new(s), svc).await,
+                    Err(e) => {
+                        metrics.error("tls", 1, &format_args!("TLS handshake with a scraper: {e}"));
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = res {
+                tracing::debug!("scrape connection: {e}");
+            }
+        });
+    }
+}
+
 #[async_trait]
 impl Sink for Exporter {
     async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
         let metrics = input.metrics().clone();
         let Exporter {
             listener,
+            tls,
             expire,
             flush,
             store,
         } = *self;
-        let served = Arc::clone(&store);
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let store = Arc::clone(&served);
-                async move {
-                    let body = lock(&store).render();
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        body,
-                    )
-                }
-            }),
-        );
-        let stop = tokio_util_token();
-        let stop_rx = stop.1;
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .await
-        });
+        let server = tokio::spawn(serve(
+            listener,
+            tls,
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+        ));
         let mut tick = tokio::time::interval(flush);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 batch = input.next() => {
                     let Some(batch) = batch else { break };
-                    let n = batch.len() as u64;
                     let now = Instant::now();
-                    let mut not_metrics = 0;
+                    let (mut sent, mut bad) = (0, 0);
                     {
                         let mut s = lock(&store);
-                        for e in batch.events.iter().cloned() {
-                            match e {
-                                Event::Metric(m) => s.absorb(m, now),
-                                _ => not_metrics += 1,
+                        for e in batch.events.iter() {
+                            let ok = match e {
+                                Event::Metric(m) => s.absorb(m.clone(), now),
+                                _ => false,
+                            };
+                            if ok {
+                                sent += 1;
+                            } else {
+                                bad += 1;
+                                e.metadata().update_status(EventStatus::Rejected);
                             }
                         }
                     }
-                    if not_metrics > 0 {
-                        metrics.add_discarded(not_metrics);
+                    if bad > 0 {
+                        metrics.add_discarded(bad as u64);
                     }
-                    metrics.add_sent(n - not_metrics);
+                    metrics.add_sent(sent as u64);
                     batch.finalize(EventStatus::Delivered);
                 }
-                _ = tick.tick() => lock(&store).expire(expire, Instant::now()),
+                _ = tick.tick() => {
+                    lock(&store).agg.expire(expire, Instant::now());
+                }
             }
         }
-        let _ = stop.0.send(());
-        match server.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("serving /metrics: {e}").into()),
-            Err(e) => Err(format!("the /metrics server task failed: {e}").into()),
-        }
+        server.abort();
+        Ok(())
     }
-}
-
-fn tokio_util_token() -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::sync::oneshot::Receiver<()>,
-) {
-    tokio::sync::oneshot::channel()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_pipeline::event::Sample;
+    use std::collections::BTreeSet;
+    use weir_pipeline::event::{Bucket, Metric, MetricKind, MetricValue, Sample, StatisticKind};
 
     fn store() -> Store {
         Store {
-            series: BTreeMap::new(),
-            buckets: vec![1.0, 2.0, f64::INFINITY],
-            quantiles: vec![0.5, 1.0],
+            agg: Aggregator::new(vec![1.0, 2.0, f64::INFINITY], vec![0.5, 1.0]),
             metrics: ComponentMetrics::detached("p"),
         }
     }
@@ -744,7 +583,7 @@ mod tests {
             ),
             now,
         );
-        let text = s.render();
+        let text = s.render(false);
         let samples = parse_strict(&text);
         let find = |n: &str, l: &[(&str, &str)]| {
             let want: BTreeMap<String, String> =
@@ -802,13 +641,13 @@ mod tests {
         };
         s.absorb(h([1, 0], MetricKind::Incremental), t0);
         s.absorb(h([2, 3], MetricKind::Incremental), t0);
-        let text = s.render();
+        let text = s.render(false);
         assert!(text.contains("h_bucket{le=\"0.5\"} 3\nh_bucket{le=\"+Inf\"} 6\nh_sum 2\nh_count 6\n"), "{text}");
         s.absorb(m("c", MetricKind::Absolute, MetricValue::Counter { value: 10.0 }), t0);
         s.absorb(m("c", MetricKind::Absolute, MetricValue::Counter { value: 12.0 }), t0 + Duration::from_secs(5));
-        assert!(s.render().contains("\nc 12\n"));
-        s.expire(Duration::from_secs(3), t0 + Duration::from_secs(6));
-        assert_eq!(s.render(), "# TYPE c counter\nc 12\n");
+        assert!(s.render(false).contains("\nc 12\n"));
+        s.agg.expire(Duration::from_secs(3), t0 + Duration::from_secs(6));
+        assert_eq!(s.render(false), "# TYPE c counter\nc 12\n");
     }
 
     #[test]
@@ -820,18 +659,38 @@ mod tests {
             m("x", MetricKind::Absolute, MetricValue::Counter { value: 1.0 }).with_tag("a", "b"),
             now,
         );
-        let text = s.render();
+        let text = s.render(false);
         parse_strict(&text);
         assert_eq!(text, "# TYPE x gauge\nx 1\n");
         assert_eq!(s.metrics.errors().get("type_conflict"), Some(&1));
     }
 
     #[test]
-    fn sanitizes_names() {
-        assert_eq!(sanitize_metric_name("a.b-c:d"), "a_b_c:d");
-        assert_eq!(sanitize_metric_name("9lives"), "_9lives");
-        assert_eq!(sanitize_label_name("a:b"), "a_b");
-        assert_eq!(sanitize_label_name("é"), "_");
-        assert_eq!(sanitize_label_name(""), "_");
+    fn openmetrics_keeps_series_names_and_ends_with_eof() {
+        let mut s = store();
+        let now = Instant::now();
+        let abs = MetricKind::Absolute;
+        s.absorb(m("reqs_total", abs, MetricValue::Counter { value: 3.0 }), now);
+        s.absorb(m("hits", abs, MetricValue::Counter { value: 2.0 }), now);
+        s.absorb(
+            m(
+                "h",
+                abs,
+                MetricValue::AggregatedHistogram {
+                    buckets: vec![Bucket {
+                        upper_limit: 1.0,
+                        count: 1,
+                    }],
+                    count: 1,
+                    sum: 0.5,
+                },
+            ),
+            now,
+        );
+        assert_eq!(
+            s.render(true),
+            "# TYPE h histogram\nh_bucket{le=\"1.0\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n\
+             # TYPE hits unknown\nhits 2\n# TYPE reqs counter\nreqs_total 3\n# EOF\n"
+        );
     }
 }

@@ -1,0 +1,13 @@
+//! The Prometheus sinks: [`exporter`] (`prometheus_exporter`, serves `/metrics` for scraping)
+//! and [`remote_write`] (`prometheus_remote_write`, pushes with the remote write 1.0
+//! protocol). Both fold incoming metrics into per-series running values and expand a series
+//! into Prometheus samples with the code in [`common`].
+
+pub mod common;
+pub mod exporter;
+pub(crate) mod http;
+pub mod proto;
+pub mod remote_write;
+
+pub use exporter::PrometheusExporterConfig;
+pub use remote_write::RemoteWriteConfig;

@@ -1,0 +1,362 @@
+//! `aggregate`: rolls metrics up per interval, to cut the number of metric events (and of
+//! samples downstream).
+//!
+//! ```toml
+//! [transforms.rollup]
+//! type = "aggregate"
+//! inputs = ["to_metrics"]
+//! interval_secs = 10
+//! ```
+//!
+//! During each interval, metrics of the same series (name, namespace, tags, kind and value
+//! type) are folded into one:
+//!
+//! - incremental counters and gauges: the values are summed;
+//! - incremental histograms with the same bucket bounds: buckets, count and sum are added;
+//!   incremental distributions: their samples are concatenated; incremental sets: united;
+//! - absolute metrics (gauges, counters, anything): the last one wins.
+//!
+//! What cannot be folded (an incremental histogram whose bounds changed, an incremental
+//! summary) is not lost: the held metric is emitted and the new one is held in its place. At
+//! the end of each interval (and when the input ends) every held metric is emitted, in series
+//! order, with the latest timestamp of what was folded into it. Other event types pass through
+//! unchanged.
+//!
+//! Acknowledgements: as with any transform that drops events, a metric folded into another
+//! counts as delivered when it is folded; the metric that is emitted carries the metadata of
+//! one of them (the first of its interval, or the last absolute one).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use weir_pipeline::component::{Output, Transform, TransformConfig, TransformContext, TransformOutput};
+use weir_pipeline::config::DataType;
+use weir_pipeline::event::{Event, EventBatch, Metric, MetricKind, MetricValue};
+use weir_pipeline::BoxError;
+
+fn default_interval() -> f64 {
+    10.0
+}
+
+/// Configuration of the `aggregate` transform.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// The length of an interval, in seconds: held metrics are emitted this often. Default:
+    /// 10.
+    #[serde(default = "default_interval")]
+    pub interval_secs: f64,
+}
+
+impl TransformConfig for AggregateConfig {
+    fn build(&self, _cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError> {
+        let s = self.interval_secs;
+        if !(s.is_finite() && s > 0.0 && s < 1e9) {
+            return Err("`interval_secs` must be a positive number of seconds".into());
+        }
+        Ok(Box::new(Aggregate {
+            interval: Duration::from_secs_f64(s),
+            held: BTreeMap::new(),
+        }))
+    }
+
+    fn input(&self) -> DataType {
+        DataType::ALL
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::default_output(DataType::ALL)]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    name: String,
+    namespace: Option<String>,
+    tags: BTreeMap<String, String>,
+    incremental: bool,
+    value_type: u8,
+}
+
+fn value_type(v: &MetricValue) -> u8 {
+    match v {
+        MetricValue::Counter { .. } => 0,
+        MetricValue::Gauge { .. } => 1,
+        MetricValue::Set { .. } => 2,
+        MetricValue::Distribution { .. } => 3,
+        MetricValue::AggregatedHistogram { .. } => 4,
+        MetricValue::AggregatedSummary { .. } => 5,
+    }
+}
+
+struct Aggregate {
+    interval: Duration,
+    held: BTreeMap<Key, Metric>,
+}
+
+/// Folds `new` into `held` when they can be combined; gives `new` back otherwise.
+fn fold(held: &mut Metric, new: Metric) -> Result<(), Metric> {
+    if new.kind == MetricKind::Absolute {
+        *held = new;
+        return Ok(());
+    }
+    let ts = match (held.timestamp, new.timestamp) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    match (&mut held.value, new.value) {
+        (MetricValue::Counter { value: a }, MetricValue::Counter { value: b })
+        | (MetricValue::Gauge { value: a }, MetricValue::Gauge { value: b }) => *a += b,
+        (MetricValue::Set { values: a }, MetricValue::Set { values: b }) => a.extend(b),
+        (
+            MetricValue::Distribution {
+                samples: a,
+                statistic: sa,
+            },
+            MetricValue::Distribution {
+                samples: b,
+                statistic: sb,
+            },
+        ) if *sa == sb => a.extend(b),
+        (
+            MetricValue::AggregatedHistogram {
+                buckets: a,
+                count: ca,
+                sum: sa,
+            },
+            MetricValue::AggregatedHistogram {
+                buckets: b,
+                count: cb,
+                sum: sb,
+            },
+        ) if a.len() == b.len()
+            && a.iter().zip(&b).all(|(x, y)| x.upper_limit == y.upper_limit) =>
+        {
+            for (x, y) in a.iter_mut().zip(&b) {
+                x.count += y.count;
+            }
+            *ca += cb;
+            *sa += sb;
+        }
+        (_, value) => {
+            return Err(Metric { value, ..new });
+        }
+    }
+    held.timestamp = ts;
+    Ok(())
+}
+
+impl Aggregate {
+    fn emit(&mut self, out: &mut TransformOutput) {
+        for (_, m) in std::mem::take(&mut self.held) {
+            out.push(m.into());
+        }
+    }
+}
+
+impl Transform for Aggregate {
+    fn transform(&mut self, batch: EventBatch, out: &mut TransformOutput) {
+        for e in batch.events {
+            let m = match e {
+                Event::Metric(m) => m,
+                other => {
+                    out.push(other);
+                    continue;
+                }
+            };
+            let key = Key {
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                tags: m.tags.clone(),
+                incremental: m.kind == MetricKind::Incremental,
+                value_type: value_type(&m.value),
+            };
+            match self.held.get_mut(&key) {
+                None => {
+                    self.held.insert(key, m);
+                }
+                Some(h) => {
+                    if let Err(m) = fold(h, m) {
+                        let old = std::mem::replace(h, m);
+                        out.push(old.into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(self.interval)
+    }
+
+    fn on_tick(&mut self, out: &mut TransformOutput) {
+        self.emit(out);
+    }
+
+    fn flush(&mut self, out: &mut TransformOutput) {
+        self.emit(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use weir_pipeline::event::{Bucket, LogEvent, Quantile};
+    use weir_pipeline::metrics::ComponentMetrics;
+
+    fn build(toml_text: &str) -> Box<dyn Transform> {
+        let cfg: AggregateConfig = toml::from_str(toml_text).unwrap();
+        let cx = TransformContext {
+            id: Arc::from("agg"),
+            data_dir: std::env::temp_dir(),
+            metrics: ComponentMetrics::detached("agg"),
+        };
+        cfg.build(&cx).unwrap()
+    }
+
+    fn inc(name: &str, v: MetricValue) -> Event {
+        Metric::new(name, MetricKind::Incremental, v).into()
+    }
+
+    fn abs(name: &str, v: MetricValue) -> Event {
+        Metric::new(name, MetricKind::Absolute, v).into()
+    }
+
+    fn hist(bounds: &[f64], counts: &[u64], sum: f64) -> MetricValue {
+        MetricValue::AggregatedHistogram {
+            buckets: bounds
+                .iter()
+                .zip(counts)
+                .map(|(b, c)| Bucket {
+                    upper_limit: *b,
+                    count: *c,
+                })
+                .collect(),
+            count: counts.iter().sum(),
+            sum,
+        }
+    }
+
+    fn metrics(out: &TransformOutput) -> Vec<&Metric> {
+        out.default
+            .iter()
+            .filter_map(|e| match e {
+                Event::Metric(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rolls_up_per_interval() {
+        let mut t = build("interval_secs = 5");
+        assert_eq!(t.tick_interval(), Some(Duration::from_secs(5)));
+        let mut out = TransformOutput::default();
+        let c = |v| MetricValue::Counter { value: v };
+        let g = |v| MetricValue::Gauge { value: v };
+        let ts = |s| chrono::DateTime::from_timestamp(s, 0).unwrap();
+        let mut tagged = Metric::new("req", MetricKind::Incremental, c(10.0)).with_tag("code", "500");
+        tagged.timestamp = Some(ts(100));
+        let mut late = Metric::new("req", MetricKind::Incremental, c(2.0));
+        late.timestamp = Some(ts(200));
+        t.transform(
+            EventBatch::new(vec![
+                inc("req", c(1.0)),
+                tagged.into(),
+                late.into(),
+                abs("temp", g(3.0)),
+                abs("temp", g(5.0)),
+                inc("lat", hist(&[0.5, 1.0], &[1, 0], 0.2)),
+                inc("lat", hist(&[0.5, 1.0], &[0, 2], 1.6)),
+                inc(
+                    "users",
+                    MetricValue::Set {
+                        values: BTreeSet::from(["a".to_string()]),
+                    },
+                ),
+                inc(
+                    "users",
+                    MetricValue::Set {
+                        values: BTreeSet::from(["b".to_string(), "a".to_string()]),
+                    },
+                ),
+                LogEvent::from_message("passes through".into(), None).into(),
+            ]),
+            &mut out,
+        );
+        // Only the log leaves before the tick.
+        assert_eq!(out.default.len(), 1);
+        assert!(metrics(&out).is_empty());
+        out.default.clear();
+        t.transform(EventBatch::new(vec![inc("req", c(4.0))]), &mut out);
+        t.on_tick(&mut out);
+        let ms = metrics(&out);
+        let find = |name: &str, tagged: bool| {
+            ms.iter()
+                .find(|m| m.name == name && m.tags.is_empty() != tagged)
+                .unwrap_or_else(|| panic!("{name} in {ms:?}"))
+        };
+        assert_eq!(ms.len(), 5, "{ms:?}");
+        assert_eq!(find("req", false).value, c(7.0));
+        assert_eq!(find("req", false).timestamp, Some(ts(200)));
+        assert_eq!(find("req", true).value, c(10.0));
+        assert_eq!(find("temp", false).value, g(5.0));
+        assert_eq!(find("lat", false).value, hist(&[0.5, 1.0], &[1, 2], 1.8));
+        assert_eq!(
+            find("users", false).value,
+            MetricValue::Set {
+                values: BTreeSet::from(["a".to_string(), "b".to_string()])
+            }
+        );
+        // The next interval starts empty.
+        let mut out = TransformOutput::default();
+        t.on_tick(&mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn what_cannot_be_folded_is_emitted_not_lost() {
+        let mut t = build("");
+        assert_eq!(t.tick_interval(), Some(Duration::from_secs(10)));
+        let mut out = TransformOutput::default();
+        let summary = |s| MetricValue::AggregatedSummary {
+            quantiles: vec![Quantile {
+                quantile: 0.5,
+                value: s,
+            }],
+            count: 1,
+            sum: s,
+        };
+        t.transform(
+            EventBatch::new(vec![
+                inc("lat", hist(&[0.5], &[1], 0.2)),
+                inc("lat", hist(&[0.25], &[1], 0.1)),
+                inc("s", summary(1.0)),
+                inc("s", summary(2.0)),
+            ]),
+            &mut out,
+        );
+        assert_eq!(metrics(&out).len(), 2);
+        t.flush(&mut out);
+        let ms = metrics(&out);
+        assert_eq!(ms.len(), 4);
+        assert_eq!(ms[2].value, hist(&[0.25], &[1], 0.1));
+        assert_eq!(ms[3].value, summary(2.0));
+    }
+
+    #[test]
+    fn rejects_a_bad_interval() {
+        let cfg: AggregateConfig = toml::from_str("interval_secs = 0").unwrap();
+        let cx = TransformContext {
+            id: Arc::from("agg"),
+            data_dir: std::env::temp_dir(),
+            metrics: ComponentMetrics::detached("agg"),
+        };
+        let err = cfg.build(&cx).err().unwrap().to_string();
+        assert!(err.contains("interval_secs"), "{err}");
+        assert!(toml::from_str::<AggregateConfig>("interval = 3").is_err());
+    }
+}
