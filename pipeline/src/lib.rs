@@ -20,6 +20,8 @@
 //!   (`json`, `text`, `logfmt`) shared by all components.
 //! - [`template`]: `{{ field }}` and strftime templates for paths, topics, index names.
 //! - [`retry`]: exponential backoff with jitter for sinks.
+//! - `nats` (feature `nats`): the NATS connection options (servers, auth, TLS, reconnects)
+//!   shared by the `nats` source and sink.
 //!
 //! It does not know any concrete component: those live in `weir-sources`, `weir-transforms`
 //! and `weir-sinks`, which depend on this crate, never the other way.
@@ -30,6 +32,8 @@ pub mod config;
 pub mod event;
 pub mod finalization;
 pub mod metrics;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod retry;
 pub mod shutdown;
 pub mod template;

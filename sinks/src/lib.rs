@@ -7,6 +7,8 @@
 //!
 //! - [`console`]: stdout/stderr as json, text or logfmt;
 //! - [`file`]: files whose path is templated by fields and time, JSON lines, size rotation;
+//! - [`nats`]: NATS subjects templated by fields, core (fire-and-forget) or JetStream (PubAck
+//!   awaited, retried with the same message id);
 //! - [`blackhole`]: counts and drops (benchmarks, tests);
 //! - [`parquet`]: Parquet files under a templated (Hive-partitioned) directory, for offline
 //!   analysis and replay;
@@ -18,6 +20,7 @@
 pub mod blackhole;
 pub mod console;
 pub mod file;
+pub mod nats;
 pub mod parquet;
 pub mod prometheus;
 
@@ -32,6 +35,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_sink::<file::FileSinkConfig>(
         "file",
         "Writes events to files named by a field/time template, with size rotation",
+    );
+    registry.add_sink::<nats::NatsSinkConfig>(
+        "nats",
+        "Publishes events to NATS subjects (core, or JetStream with PubAck acknowledgements)",
     );
     registry.add_sink::<blackhole::BlackholeConfig>(
         "blackhole",

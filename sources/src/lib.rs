@@ -7,6 +7,8 @@
 //! - [`stdin`]: lines from standard input, decoded by any codec;
 //! - [`file`]: log files matched by globs, followed through rotation, checkpointed (a folder:
 //!   its tailer is reusable by other file-based sources);
+//! - [`nats`]: NATS subscriptions (queue groups) and JetStream durable pull consumers that
+//!   acknowledge each message after delivery;
 //! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
 //! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`);
 //! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`;
@@ -19,6 +21,7 @@ pub mod demo;
 pub mod file;
 pub mod hubble;
 pub mod internal_metrics;
+pub mod nats;
 pub mod parquet;
 pub mod perf;
 pub mod stdin;
@@ -38,6 +41,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<stdin::StdinConfig>(
         "stdin",
         "Lines from standard input, decoded with bytes/json/logfmt/syslog",
+    );
+    registry.add_source::<nats::NatsSourceConfig>(
+        "nats",
+        "NATS subscriptions (queue groups) or JetStream durable consumers, acked after delivery",
     );
     registry.add_source::<hubble::HubbleConfig>(
         "hubble",

@@ -11,5 +11,6 @@ mod garbage;
 mod harness;
 mod parquet;
 mod prometheus;
+mod nats;
 mod shutdown;
 mod testkit;

@@ -1,0 +1,329 @@
+//! `nats`: events published to NATS subjects templated from their fields.
+//!
+//! Core NATS (the default) is fire-and-forget: a batch is acknowledged once every message has
+//! been handed to the client, which writes it to the server (buffering while reconnecting).
+//! With `jetstream = true` each message carries a `Nats-Msg-Id` header and the sink waits for
+//! the stream's PubAck; a message whose PubAck does not come (timeout, server restarting) is
+//! published again with the same id, so JetStream's deduplication window drops the copy that
+//! may already have landed. The batch is held and retried with backoff until every message is
+//! stored: the buffer fills and backpressure slows the sources; nothing is dropped. Only then
+//! is the batch acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use weir_pipeline::codec::EncodingConfig;
+use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::DataType;
+use weir_pipeline::finalization::EventStatus;
+use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::nats::async_nats::jetstream;
+use weir_pipeline::nats::{
+    async_nats, connect, is_valid_publish_subject, NatsAuthConfig, NatsConnect, NatsTlsConfig,
+};
+use weir_pipeline::retry::Backoff;
+use weir_pipeline::template::Template;
+use weir_pipeline::BoxError;
+
+/// `type = "nats"`: publishes each event as one NATS message.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    /// Server URL(s), comma separated, e.g. `nats://127.0.0.1:4222`. Required.
+    pub url: String,
+    /// Subject template: `{{ field.path }}` parts are replaced by the event's fields, e.g.
+    /// `logs.{{ kubernetes.namespace }}`. Required. Events missing a field, or whose subject is
+    /// not valid (empty token, whitespace, wildcard), are rejected and counted.
+    pub subject: String,
+    /// Encoding of the message payload. Default: `{ codec = "json" }`.
+    #[serde(default)]
+    pub encoding: EncodingConfig,
+    /// Publish to JetStream and wait for each message's PubAck before acknowledging the batch
+    /// (a stream must capture the subjects). Default: false (core NATS, fire-and-forget).
+    #[serde(default)]
+    pub jetstream: bool,
+    /// JetStream: how long to wait for a PubAck before publishing again (same `Nats-Msg-Id`).
+    /// Default: 5.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u64,
+    /// JetStream: messages published and awaiting their PubAck at once. Default: 1000.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    /// Authentication. Default: none.
+    #[serde(default)]
+    pub auth: NatsAuthConfig,
+    /// TLS. Default: off (on for `tls://` URLs).
+    #[serde(default)]
+    pub tls: NatsTlsConfig,
+    /// Connection name shown by the server. Default: `weir-<component id>`.
+    #[serde(default)]
+    pub connection_name: Option<String>,
+}
+
+fn default_ack_timeout() -> u64 {
+    5
+}
+
+fn default_max_inflight() -> usize {
+    1000
+}
+
+#[async_trait]
+impl SinkConfig for NatsSinkConfig {
+    async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
+        let subject = Template::parse(&self.subject).map_err(|e| format!("`subject`: {e}"))?;
+        if !subject.is_dynamic() && !is_valid_publish_subject(subject.as_str()) {
+            return Err(format!(
+                "`subject`: {:?} is not a subject to publish to (dot-separated tokens, no spaces or wildcards)",
+                self.subject
+            )
+            .into());
+        }
+        if self.max_inflight == 0 {
+            return Err("`max_inflight` must be at least 1".into());
+        }
+        if self.ack_timeout_secs == 0 {
+            return Err("`ack_timeout_secs` must be at least 1".into());
+        }
+        let client = connect(
+            NatsConnect {
+                url: &self.url,
+                auth: &self.auth,
+                tls: &self.tls,
+                name: self.connection_name.as_deref(),
+            },
+            cx.metrics.clone(),
+        )
+        .await?;
+        let js = self.jetstream.then(|| {
+            jetstream::ContextBuilder::new()
+                .timeout(Duration::from_secs(self.ack_timeout_secs))
+                .max_ack_inflight(self.max_inflight)
+                .backpressure_on_inflight(true)
+                .build(client.clone())
+        });
+        Ok(Box::new(NatsSink {
+            cfg: self.clone(),
+            subject,
+            client,
+            js,
+            metrics: cx.metrics,
+            id_prefix: message_id_prefix(&cx.id),
+            next_id: 0,
+        }))
+    }
+
+    fn input(&self) -> DataType {
+        DataType::ALL
+    }
+}
+
+/// A prefix unique to this run of this sink, so message ids never repeat across restarts.
+fn message_id_prefix(id: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("weir-{id}-{}-{nanos:x}", std::process::id())
+}
+
+struct NatsSink {
+    cfg: NatsSinkConfig,
+    subject: Template,
+    client: async_nats::Client,
+    js: Option<jetstream::Context>,
+    metrics: Arc<ComponentMetrics>,
+    id_prefix: String,
+    next_id: u64,
+}
+
+/// One encoded event on its way.
+struct Outgoing {
+    subject: String,
+    payload: Bytes,
+    /// JetStream: its `Nats-Msg-Id`, the same for every attempt.
+    id: String,
+}
+
+impl NatsSink {
+    /// Publishes to JetStream until every message has its PubAck, retrying the ones that fail
+    /// with their same message id.
+    async fn publish_jetstream(&self, js: &jetstream::Context, items: &[Outgoing]) {
+        let mut todo: Vec<usize> = (0..items.len()).collect();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let mut failed = Vec::new();
+            let mut last_error = None;
+            let mut duplicates = 0u64;
+            for chunk in todo.chunks(self.cfg.max_inflight) {
+                let mut acks = Vec::with_capacity(chunk.len());
+                for &i in chunk {
+                    let it = &items[i];
+                    let msg = jetstream::message::PublishMessage::build()
+                        .payload(it.payload.clone())
+                        .message_id(&it.id);
+                    match js.send_publish(it.subject.clone(), msg).await {
+                        Ok(ack) => acks.push((i, ack)),
+                        Err(e) => {
+                            failed.push(i);
+                            last_error = Some(e);
+                        }
+                    }
+                }
+                for (i, ack) in acks {
+                    match ack.await {
+                        Ok(a) => duplicates += u64::from(a.duplicate),
+                        Err(e) => {
+                            failed.push(i);
+                            last_error = Some(e);
+                        }
+                    }
+                }
+            }
+            if duplicates > 0 {
+                self.metrics
+                    .add_counter("nats_jetstream_duplicates_total", None, duplicates);
+            }
+            let Some(e) = last_error else { return };
+            self.metrics.error(
+                "publish",
+                failed.len() as u64,
+                &format_args!(
+                    "{} JetStream publish(es) not acknowledged ({e}); retrying with the same Nats-Msg-Id (the batch is held, upstream waits)",
+                    failed.len()
+                ),
+            );
+            self.metrics
+                .add_counter("nats_publish_retries_total", None, failed.len() as u64);
+            tokio::time::sleep(backoff.next_delay()).await;
+            failed.sort_unstable();
+            todo = failed;
+        }
+    }
+
+    /// Publishes to core NATS: handed to the client, which writes them out (and holds them
+    /// while reconnecting). Returns the messages the client refused.
+    async fn publish_core(&self, items: &[Outgoing]) -> u64 {
+        let mut failed = 0;
+        for it in items {
+            if let Err(e) = self
+                .client
+                .publish(it.subject.clone(), it.payload.clone())
+                .await
+            {
+                failed += 1;
+                self.metrics.error(
+                    "publish",
+                    1,
+                    &format_args!("cannot publish to {}: {e}", it.subject),
+                );
+            }
+        }
+        failed
+    }
+}
+
+#[async_trait]
+impl Sink for NatsSink {
+    async fn run(mut self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
+        let codec = self.cfg.encoding.codec;
+        let dynamic = self.subject.is_dynamic();
+        let mut subject = String::new();
+        let mut items: Vec<Outgoing> = Vec::new();
+        let mut buf = Vec::new();
+        while let Some(batch) = input.next().await {
+            items.clear();
+            let mut bytes = 0u64;
+            let mut failed = 0u64;
+            for e in batch.iter() {
+                if dynamic {
+                    subject.clear();
+                    if let Err(err) = self.subject.render_into(e, &mut subject) {
+                        e.metadata().update_status(EventStatus::Rejected);
+                        self.metrics.error("template", 1, &err);
+                        continue;
+                    }
+                    if !is_valid_publish_subject(&subject) {
+                        e.metadata().update_status(EventStatus::Rejected);
+                        self.metrics.error(
+                            "template",
+                            1,
+                            &format_args!("rendered subject {subject:?} is not a valid NATS subject; event rejected"),
+                        );
+                        continue;
+                    }
+                } else if subject.is_empty() {
+                    subject.push_str(self.subject.as_str());
+                }
+                buf.clear();
+                if let Err(err) = codec.encode(e, &mut buf) {
+                    e.metadata().update_status(EventStatus::Rejected);
+                    self.metrics.error("encode", 1, &err);
+                    continue;
+                }
+                bytes += buf.len() as u64;
+                let id = if self.js.is_some() {
+                    self.next_id += 1;
+                    format!("{}-{}", self.id_prefix, self.next_id)
+                } else {
+                    String::new()
+                };
+                items.push(Outgoing {
+                    subject: subject.clone(),
+                    payload: Bytes::copy_from_slice(&buf),
+                    id,
+                });
+            }
+            let status = match &self.js {
+                Some(js) => {
+                    self.publish_jetstream(js, &items).await;
+                    EventStatus::Delivered
+                }
+                None => {
+                    failed = self.publish_core(&items).await;
+                    if failed > 0 {
+                        EventStatus::Errored
+                    } else {
+                        EventStatus::Delivered
+                    }
+                }
+            };
+            self.metrics.add_sent(items.len() as u64 - failed);
+            self.metrics.add_sent_bytes(bytes);
+            batch.finalize(status);
+        }
+        // Write out what the client still holds before the process exits.
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(10), self.client.flush())
+            .await
+            .unwrap_or_else(|_| Ok(()))
+        {
+            tracing::warn!(component = %self.metrics.id, "flushing to NATS at shutdown failed: {e}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options() {
+        let c: NatsSinkConfig = toml::from_str(
+            r#"
+url = "nats://127.0.0.1:4222"
+subject = "logs.{{ service }}"
+jetstream = true
+auth.token = "s3cret"
+"#,
+        )
+        .unwrap();
+        assert!(c.jetstream);
+        assert_eq!(c.ack_timeout_secs, 5);
+        assert_eq!(c.auth.token.as_deref(), Some("s3cret"));
+        assert!(toml::from_str::<NatsSinkConfig>("url = \"x\"\nsubject = \"a\"\nbogus = 1").is_err());
+    }
+}
