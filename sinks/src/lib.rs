@@ -9,6 +9,8 @@
 //! - [`file`]: files whose path is templated by fields and time, JSON lines, size rotation;
 //! - [`nats`]: NATS subjects templated by fields, core (fire-and-forget) or JetStream (PubAck
 //!   awaited, retried with the same message id);
+//! - [`elasticsearch`]: Elasticsearch/OpenSearch `_bulk`, per-item retries and dead letters;
+//! - [`otlp`]: traces, metrics and logs to OpenTelemetry backends over OTLP/gRPC or HTTP;
 //! - [`blackhole`]: counts and drops (benchmarks, tests);
 //! - [`parquet`]: Parquet files under a templated (Hive-partitioned) directory, for offline
 //!   analysis and replay;
@@ -19,8 +21,11 @@
 
 pub mod blackhole;
 pub mod console;
+pub mod elasticsearch;
 pub mod file;
 pub mod nats;
+pub mod http;
+pub mod otlp;
 pub mod parquet;
 pub mod prometheus;
 
@@ -43,6 +48,14 @@ pub fn register(registry: &mut Registry) {
     registry.add_sink::<blackhole::BlackholeConfig>(
         "blackhole",
         "Counts and discards events (benchmarks, tests), with an optional periodic report",
+    );
+    registry.add_sink::<elasticsearch::ElasticsearchConfig>(
+        "elasticsearch",
+        "Indexes events into Elasticsearch or OpenSearch (_bulk, data streams, partial failures)",
+    );
+    registry.add_sink::<otlp::OtlpSinkConfig>(
+        "otlp",
+        "Sends traces, metrics and logs over OTLP/gRPC or OTLP/HTTP (protobuf, JSON)",
     );
     registry.add_sink::<parquet::ParquetSinkConfig>(
         "parquet",

@@ -12,6 +12,7 @@
 //! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
 //! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`);
 //! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`;
+//! - [`otlp`]: OpenTelemetry traces, metrics and logs over OTLP/gRPC and OTLP/HTTP;
 //! - [`parquet`]: Parquet files (a list, a directory or a glob) replayed as events, then the
 //!   source ends (offline jobs).
 //!
@@ -22,6 +23,7 @@ pub mod file;
 pub mod hubble;
 pub mod internal_metrics;
 pub mod nats;
+pub mod otlp;
 pub mod parquet;
 pub mod perf;
 pub mod stdin;
@@ -33,6 +35,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<demo::DemoConfig>(
         "demo",
         "Realistic synthetic logs (json, apache_common, syslog, logfmt) at a rate or a count",
+    );
+    registry.add_source::<otlp::OtlpSourceConfig>(
+        "otlp",
+        "OpenTelemetry traces, metrics and logs over OTLP/gRPC (4317) and OTLP/HTTP (4318)",
     );
     registry.add_source::<file::FileSourceConfig>(
         "file",

@@ -1,0 +1,1242 @@
+//! `otlp`: traces, metrics and logs to any OpenTelemetry backend (Jaeger, Tempo, an
+//! OpenTelemetry Collector, another Weir) over OTLP/gRPC or OTLP/HTTP (protobuf or JSON).
+//!
+//! ```toml
+//! [sinks.jaeger]
+//! type = "otlp"
+//! inputs = ["otel.traces"]
+//! protocol = "grpc"
+//! endpoint = "http://jaeger-collector:4317"
+//! compression = "gzip"
+//! headers.authorization = "Bearer …"
+//! ```
+//!
+//! Events are collected until `batch.max_events` or `batch.timeout_secs`, then turned into at
+//! most one export request per signal, grouped by resource and scope:
+//!
+//! - spans ([`Span`]) as they are;
+//! - metrics: counters are monotonic sums (incremental: delta, absolute: cumulative), absolute
+//!   gauges gauges, incremental gauges non-monotonic delta sums, aggregated histograms and
+//!   summaries histograms and summaries; tags are data point attributes, except `resource.*`
+//!   (resource attributes) and `scope.name`/`scope.version` (as the `otlp` source writes
+//!   them). Sets and raw distributions have no OTLP form: rejected and counted;
+//! - logs: `message` is the body; `timestamp`, `observed_timestamp`, `severity_text`,
+//!   `severity_number`, `trace_id`/`span_id` (hex), `flags`, `resource`, `scope` and
+//!   `attributes` map to their OTLP fields; the fields named in `resource_fields`
+//!   (`kubernetes`...) become resource attributes (objects flattened to dotted names), every
+//!   other field an attribute.
+//!
+//! Retries: gRPC `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`, `ABORTED`,
+//! `CANCELLED`, and HTTP 429/502/503/504 (and connection errors) are retried with backoff,
+//! honouring the server's `RetryInfo` / `Retry-After`. A `partial_success` answer is counted
+//! and logged with its message.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    self as pm, metric::Data, number_data_point, AggregationTemporality, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{self as pt, ResourceSpans, ScopeSpans};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tonic::codec::CompressionEncoding;
+use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::DataType;
+use weir_pipeline::event::{
+    parse_path, Event, FieldPath, LogEvent, Metric, MetricKind, MetricValue, Span, SpanKind, Value,
+};
+use weir_pipeline::finalization::EventStatus;
+use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::retry::Backoff;
+use weir_pipeline::BoxError;
+
+use crate::http::{build_client, gzip, retry_after, snippet, TlsConfig};
+
+/// gRPC or HTTP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    Http,
+}
+
+/// OTLP/HTTP body encoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpEncoding {
+    #[default]
+    Protobuf,
+    Json,
+}
+
+/// Request compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
+/// `batch`: when an export is sent.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Send when this many events are waiting. Default: 1000.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+    /// Send at the latest this long after the first waiting event, in seconds. Default: 1.
+    #[serde(default = "default_batch_timeout")]
+    pub timeout_secs: f64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_events: default_max_events(),
+            timeout_secs: default_batch_timeout(),
+        }
+    }
+}
+
+fn default_max_events() -> usize {
+    1000
+}
+fn default_batch_timeout() -> f64 {
+    1.0
+}
+fn default_timeout() -> f64 {
+    10.0
+}
+fn default_backoff_initial() -> f64 {
+    0.1
+}
+fn default_backoff_max() -> f64 {
+    30.0
+}
+
+/// `type = "otlp"`: see the module docs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSinkConfig {
+    /// `grpc` or `http`. Default: `grpc`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// The receiver: `http://host:4317` (gRPC) or the base URL `http://host:4318` (HTTP;
+    /// `/v1/traces`, `/v1/metrics`, `/v1/logs` are appended). `https://` uses TLS. Required.
+    pub endpoint: String,
+    /// HTTP only: `protobuf` or `json`. Default: `protobuf`.
+    #[serde(default)]
+    pub encoding: HttpEncoding,
+    /// `none` or `gzip`. Default: `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Headers (gRPC metadata) on every request, such as `authorization`. Default: none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// TLS for `https://`. Default: the built-in roots.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Batching.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Logs: fields that become resource attributes (objects flattened to dotted names),
+    /// e.g. `["kubernetes", "host"]`. Default: none (only a `resource` object is used).
+    #[serde(default)]
+    pub resource_fields: Vec<String>,
+    /// Timeout of one request, in seconds. Default: 10.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: f64,
+    /// First retry delay, in seconds (doubling, jittered). Default: 0.1.
+    #[serde(default = "default_backoff_initial")]
+    pub retry_initial_backoff_secs: f64,
+    /// Longest retry delay, in seconds. Default: 30.
+    #[serde(default = "default_backoff_max")]
+    pub retry_max_backoff_secs: f64,
+    /// Give up on a request after this many attempts (its events are finalized as Errored).
+    /// Default: none (retry until delivered; backpressure meanwhile).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+#[async_trait]
+impl SinkConfig for OtlpSinkConfig {
+    async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
+        let secs = |what: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(BoxError::from(format!(
+                    "`{what}` must be a positive number"
+                )))
+            }
+        };
+        let timeout = secs("request_timeout_secs", self.request_timeout_secs)?;
+        let batch_timeout = secs("batch.timeout_secs", self.batch.timeout_secs)?;
+        let backoff = (
+            secs(
+                "retry_initial_backoff_secs",
+                self.retry_initial_backoff_secs,
+            )?,
+            secs("retry_max_backoff_secs", self.retry_max_backoff_secs)?,
+        );
+        if self.batch.max_events == 0 {
+            return Err("`batch.max_events` must be at least 1".into());
+        }
+        let url = reqwest::Url::parse(&self.endpoint)
+            .map_err(|e| format!("`endpoint` `{}`: {e}", self.endpoint))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(
+                format!("`endpoint` `{}` must be http:// or https://", self.endpoint).into(),
+            );
+        }
+        let resource_fields = self
+            .resource_fields
+            .iter()
+            .map(|f| {
+                parse_path(f)
+                    .map(|p| (f.trim_start_matches('.').to_string(), p))
+                    .map_err(|e| format!("`resource_fields`: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let transport = match self.protocol {
+            Protocol::Grpc => {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (k, v) in &self.headers {
+                    let key = tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes())
+                        .map_err(|e| format!("`headers`: `{k}`: {e}"))?;
+                    let val = tonic::metadata::MetadataValue::try_from(v.as_str())
+                        .map_err(|e| format!("`headers.{k}`: {e}"))?;
+                    metadata.insert(key, val);
+                }
+                let mut ep = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
+                    .map_err(|e| format!("`endpoint`: {e}"))?
+                    .timeout(timeout)
+                    .connect_timeout(timeout.min(Duration::from_secs(10)));
+                if url.scheme() == "https" {
+                    let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+                    if let Some(t) = &self.tls {
+                        if let Some(ca) = &t.ca_file {
+                            let pem = std::fs::read(ca)
+                                .map_err(|e| format!("`tls.ca_file` {}: {e}", ca.display()))?;
+                            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                        }
+                        if let (Some(c), Some(k)) = (&t.cert_file, &t.key_file) {
+                            let cert = std::fs::read(c)
+                                .map_err(|e| format!("`tls.cert_file` {}: {e}", c.display()))?;
+                            let key = std::fs::read(k)
+                                .map_err(|e| format!("`tls.key_file` {}: {e}", k.display()))?;
+                            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+                        }
+                        if !t.verify_certificate {
+                            return Err("`tls.verify_certificate = false` is not supported with `protocol = \"grpc\"`".into());
+                        }
+                    }
+                    ep = ep.tls_config(tls).map_err(|e| format!("`tls`: {e}"))?;
+                }
+                Transport::Grpc {
+                    channel: ep.connect_lazy(),
+                    metadata,
+                }
+            }
+            Protocol::Http => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (k, v) in &self.headers {
+                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|e| format!("`headers`: `{k}`: {e}"))?;
+                    let value = reqwest::header::HeaderValue::from_str(v)
+                        .map_err(|e| format!("`headers.{k}`: {e}"))?;
+                    headers.insert(name, value);
+                }
+                Transport::Http {
+                    client: build_client(self.tls.as_ref(), timeout, false)?,
+                    base: self.endpoint.trim_end_matches('/').to_string(),
+                    headers,
+                    json: self.encoding == HttpEncoding::Json,
+                }
+            }
+        };
+        Ok(Box::new(OtlpSink {
+            transport,
+            gzip: self.compression == Compression::Gzip,
+            batch: self.batch.clone(),
+            batch_timeout,
+            backoff,
+            max_retries: self.max_retries,
+            resource_fields,
+            metrics: cx.metrics,
+        }))
+    }
+
+    fn input(&self) -> DataType {
+        DataType::ALL
+    }
+}
+
+enum Transport {
+    Grpc {
+        channel: tonic::transport::Channel,
+        metadata: tonic::metadata::MetadataMap,
+    },
+    Http {
+        client: reqwest::Client,
+        base: String,
+        headers: reqwest::header::HeaderMap,
+        json: bool,
+    },
+}
+
+struct OtlpSink {
+    transport: Transport,
+    gzip: bool,
+    batch: BatchConfig,
+    batch_timeout: Duration,
+    backoff: (Duration, Duration),
+    max_retries: Option<u32>,
+    resource_fields: Vec<(String, FieldPath)>,
+    metrics: Arc<ComponentMetrics>,
+}
+
+/// How one export went.
+enum Outcome {
+    /// Accepted; the count and message of a partial success.
+    Ok(i64, String),
+    Retry(String, Option<Duration>),
+    Refused(String),
+}
+
+// ---- native -> OTLP ----
+
+fn any(v: &Value) -> AnyValue {
+    let value = match v {
+        Value::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => any_value::Value::StringValue(s.to_string()),
+            Err(_) => any_value::Value::BytesValue(b.to_vec()),
+        },
+        Value::Boolean(b) => any_value::Value::BoolValue(*b),
+        Value::Integer(i) => any_value::Value::IntValue(*i),
+        Value::Float(f) => any_value::Value::DoubleValue(f.into_inner()),
+        Value::Array(a) => any_value::Value::ArrayValue(ArrayValue {
+            values: a.iter().map(any).collect(),
+        }),
+        Value::Object(m) => any_value::Value::KvlistValue(KeyValueList {
+            values: m.iter().map(|(k, v)| kv(k.as_str(), v)).collect(),
+        }),
+        Value::Timestamp(t) => {
+            any_value::Value::StringValue(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        }
+        Value::Null => return AnyValue { value: None },
+        other => any_value::Value::StringValue(other.to_string_lossy().into_owned()),
+    };
+    AnyValue { value: Some(value) }
+}
+
+fn kv(k: &str, v: &Value) -> KeyValue {
+    KeyValue {
+        key: k.to_string(),
+        value: Some(any(v)),
+    }
+}
+
+fn kvs(m: &BTreeMap<String, Value>) -> Vec<KeyValue> {
+    m.iter().map(|(k, v)| kv(k, v)).collect()
+}
+
+fn str_kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.to_string())),
+        }),
+    }
+}
+
+fn scope(name: &str, version: &str) -> Option<InstrumentationScope> {
+    Some(InstrumentationScope {
+        name: name.to_string(),
+        version: version.to_string(),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+    })
+}
+
+fn resource(attributes: Vec<KeyValue>) -> Option<Resource> {
+    Some(Resource {
+        attributes,
+        dropped_attributes_count: 0,
+        entity_refs: Vec::new(),
+    })
+}
+
+fn span_kind(k: SpanKind) -> i32 {
+    (match k {
+        SpanKind::Unspecified => pt::span::SpanKind::Unspecified,
+        SpanKind::Internal => pt::span::SpanKind::Internal,
+        SpanKind::Server => pt::span::SpanKind::Server,
+        SpanKind::Client => pt::span::SpanKind::Client,
+        SpanKind::Producer => pt::span::SpanKind::Producer,
+        SpanKind::Consumer => pt::span::SpanKind::Consumer,
+    }) as i32
+}
+
+fn span(s: &Span) -> pt::Span {
+    pt::Span {
+        trace_id: s.trace_id.to_vec(),
+        span_id: s.span_id.to_vec(),
+        trace_state: s.trace_state.clone(),
+        parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+        flags: 0,
+        name: s.name.clone(),
+        kind: span_kind(s.kind),
+        start_time_unix_nano: s.start_time_unix_nano,
+        end_time_unix_nano: s.end_time_unix_nano,
+        attributes: kvs(&s.attributes),
+        dropped_attributes_count: 0,
+        events: s
+            .events
+            .iter()
+            .map(|e| pt::span::Event {
+                time_unix_nano: e.time_unix_nano,
+                name: e.name.clone(),
+                attributes: kvs(&e.attributes),
+                dropped_attributes_count: 0,
+            })
+            .collect(),
+        dropped_events_count: 0,
+        links: s
+            .links
+            .iter()
+            .map(|l| pt::span::Link {
+                trace_id: l.trace_id.to_vec(),
+                span_id: l.span_id.to_vec(),
+                trace_state: l.trace_state.clone(),
+                attributes: kvs(&l.attributes),
+                dropped_attributes_count: 0,
+                flags: 0,
+            })
+            .collect(),
+        dropped_links_count: 0,
+        status: Some(pt::Status {
+            message: s.status.message.clone(),
+            code: s.status.code,
+        }),
+    }
+}
+
+/// The export request for the spans of a batch, grouped by resource and scope.
+pub fn traces_request<'a>(spans: impl Iterator<Item = &'a Span>) -> ExportTraceServiceRequest {
+    let mut out: Vec<ResourceSpans> = Vec::new();
+    for s in spans {
+        let res = resource(kvs(&s.resource));
+        let rs = match out.iter().position(|r| r.resource == res) {
+            Some(i) => &mut out[i],
+            None => {
+                out.push(ResourceSpans {
+                    resource: res,
+                    scope_spans: Vec::new(),
+                    schema_url: String::new(),
+                });
+                let n = out.len() - 1;
+                &mut out[n]
+            }
+        };
+        let sc = scope(&s.scope_name, &s.scope_version);
+        let ss = match rs.scope_spans.iter().position(|x| x.scope == sc) {
+            Some(i) => &mut rs.scope_spans[i],
+            None => {
+                rs.scope_spans.push(ScopeSpans {
+                    scope: sc,
+                    spans: Vec::new(),
+                    schema_url: String::new(),
+                });
+                let n = rs.scope_spans.len() - 1;
+                &mut rs.scope_spans[n]
+            }
+        };
+        ss.spans.push(span(s));
+    }
+    ExportTraceServiceRequest {
+        resource_spans: out,
+    }
+}
+
+fn nanos(t: Option<chrono::DateTime<chrono::Utc>>) -> u64 {
+    t.and_then(|t| t.timestamp_nanos_opt())
+        .map(|n| n.max(0) as u64)
+        .unwrap_or(0)
+}
+
+/// One OTLP metric (with one data point) for `m`, or why it has none.
+fn metric(m: &Metric, attributes: Vec<KeyValue>) -> Result<pm::Metric, &'static str> {
+    let time_unix_nano = nanos(m.timestamp);
+    let temporality = match m.kind {
+        MetricKind::Incremental => AggregationTemporality::Delta,
+        MetricKind::Absolute => AggregationTemporality::Cumulative,
+    } as i32;
+    let number = |value: f64| NumberDataPoint {
+        attributes: attributes.clone(),
+        start_time_unix_nano: 0,
+        time_unix_nano,
+        exemplars: Vec::new(),
+        flags: 0,
+        value: Some(number_data_point::Value::AsDouble(value)),
+    };
+    let data = match &m.value {
+        MetricValue::Counter { value } => Data::Sum(pm::Sum {
+            data_points: vec![number(*value)],
+            aggregation_temporality: temporality,
+            is_monotonic: true,
+        }),
+        MetricValue::Gauge { value } if m.kind == MetricKind::Absolute => Data::Gauge(pm::Gauge {
+            data_points: vec![number(*value)],
+        }),
+        MetricValue::Gauge { value } => Data::Sum(pm::Sum {
+            data_points: vec![number(*value)],
+            aggregation_temporality: temporality,
+            is_monotonic: false,
+        }),
+        MetricValue::AggregatedHistogram {
+            buckets,
+            count,
+            sum,
+        } => {
+            let mut bounds = Vec::new();
+            let mut counts = Vec::new();
+            for b in buckets {
+                counts.push(b.count);
+                if b.upper_limit.is_finite() {
+                    bounds.push(b.upper_limit);
+                }
+            }
+            if counts.len() == bounds.len() {
+                // No +Inf bucket: OTLP has one more count than bounds.
+                counts.push(0);
+            }
+            Data::Histogram(pm::Histogram {
+                data_points: vec![pm::HistogramDataPoint {
+                    attributes: attributes.clone(),
+                    start_time_unix_nano: 0,
+                    time_unix_nano,
+                    count: *count,
+                    sum: Some(*sum),
+                    bucket_counts: counts,
+                    explicit_bounds: bounds,
+                    exemplars: Vec::new(),
+                    flags: 0,
+                    min: None,
+                    max: None,
+                }],
+                aggregation_temporality: temporality,
+            })
+        }
+        MetricValue::AggregatedSummary {
+            quantiles,
+            count,
+            sum,
+        } => Data::Summary(pm::Summary {
+            data_points: vec![pm::SummaryDataPoint {
+                attributes: attributes.clone(),
+                start_time_unix_nano: 0,
+                time_unix_nano,
+                count: *count,
+                sum: *sum,
+                quantile_values: quantiles
+                    .iter()
+                    .map(|q| pm::summary_data_point::ValueAtQuantile {
+                        quantile: q.quantile,
+                        value: q.value,
+                    })
+                    .collect(),
+                flags: 0,
+            }],
+        }),
+        MetricValue::Set { .. } => return Err("a set has no OTLP form"),
+        MetricValue::Distribution { .. } => {
+            return Err("a raw distribution has no OTLP form (aggregate it first)")
+        }
+    };
+    Ok(pm::Metric {
+        name: m.full_name(),
+        description: String::new(),
+        unit: String::new(),
+        metadata: Vec::new(),
+        data: Some(data),
+    })
+}
+
+/// The export request for the metrics of a batch; the indexes of metrics with no OTLP form.
+pub fn metrics_request<'a>(
+    metrics: impl Iterator<Item = (usize, &'a Metric)>,
+) -> (ExportMetricsServiceRequest, Vec<(usize, &'static str)>) {
+    let mut out: Vec<ResourceMetrics> = Vec::new();
+    let mut bad = Vec::new();
+    for (i, m) in metrics {
+        let mut res = Vec::new();
+        let (mut sname, mut sversion) = ("", "");
+        let mut attrs = Vec::new();
+        for (k, v) in &m.tags {
+            if let Some(r) = k.strip_prefix("resource.") {
+                res.push(str_kv(r, v));
+            } else if k == "scope.name" {
+                sname = v;
+            } else if k == "scope.version" {
+                sversion = v;
+            } else {
+                attrs.push(str_kv(k, v));
+            }
+        }
+        let om = match metric(m, attrs) {
+            Ok(om) => om,
+            Err(e) => {
+                bad.push((i, e));
+                continue;
+            }
+        };
+        let res = resource(res);
+        let rm = match out.iter().position(|r| r.resource == res) {
+            Some(i) => &mut out[i],
+            None => {
+                out.push(ResourceMetrics {
+                    resource: res,
+                    scope_metrics: Vec::new(),
+                    schema_url: String::new(),
+                });
+                let n = out.len() - 1;
+                &mut out[n]
+            }
+        };
+        let sc = scope(sname, sversion);
+        let sm = match rm.scope_metrics.iter().position(|x| x.scope == sc) {
+            Some(i) => &mut rm.scope_metrics[i],
+            None => {
+                rm.scope_metrics.push(ScopeMetrics {
+                    scope: sc,
+                    metrics: Vec::new(),
+                    schema_url: String::new(),
+                });
+                let n = rm.scope_metrics.len() - 1;
+                &mut rm.scope_metrics[n]
+            }
+        };
+        sm.metrics.push(om);
+    }
+    (
+        ExportMetricsServiceRequest {
+            resource_metrics: out,
+        },
+        bad,
+    )
+}
+
+fn unhex(v: Option<&Value>) -> Vec<u8> {
+    let Some(Value::Bytes(b)) = v else {
+        return Vec::new();
+    };
+    if b.len() % 2 != 0 {
+        return Vec::new();
+    }
+    let d = |c: u8| (c as char).to_digit(16).map(|x| x as u8);
+    b.chunks(2)
+        .map(|p| Some(d(p[0])? << 4 | d(p[1])?))
+        .collect::<Option<Vec<u8>>>()
+        .unwrap_or_default()
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<KeyValue>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                flatten(&format!("{prefix}.{k}"), v, out);
+            }
+        }
+        other => out.push(kv(prefix, other)),
+    }
+}
+
+fn time_of(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::Timestamp(t)) => nanos(Some(*t)),
+        Some(Value::Bytes(b)) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| nanos(Some(t.with_timezone(&chrono::Utc))))
+            .unwrap_or(0),
+        Some(Value::Integer(i)) => (*i).max(0) as u64,
+        _ => 0,
+    }
+}
+
+/// The OTLP fields of a log event that are not attributes.
+const LOG_FIELDS: &[&str] = &[
+    "message",
+    "timestamp",
+    "observed_timestamp",
+    "severity_text",
+    "severity_number",
+    "trace_id",
+    "span_id",
+    "flags",
+    "resource",
+    "scope",
+    "attributes",
+    "event_name",
+];
+
+fn log_record(
+    l: &LogEvent,
+    resource_fields: &[(String, FieldPath)],
+) -> (Vec<KeyValue>, (String, String), LogRecord) {
+    let mut res = Vec::new();
+    if let Some(Value::Object(m)) = l.get_field("resource") {
+        for (k, v) in m {
+            res.push(kv(k.as_str(), v));
+        }
+    }
+    for (name, path) in resource_fields {
+        if let Some(v) = l.get(path) {
+            flatten(name, v, &mut res);
+        }
+    }
+    let text = |f: &str| match l.get_field(f) {
+        Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    let scope = match l.get_field("scope") {
+        Some(Value::Object(m)) => {
+            let t = |f: &str| match m.get(f) {
+                Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            };
+            (t("name"), t("version"))
+        }
+        _ => Default::default(),
+    };
+    let mut attributes = Vec::new();
+    if let Some(Value::Object(m)) = l.get_field("attributes") {
+        for (k, v) in m {
+            attributes.push(kv(k.as_str(), v));
+        }
+    }
+    let top: Vec<&str> = resource_fields
+        .iter()
+        .filter_map(|(n, _)| (!n.contains('.')).then_some(n.as_str()))
+        .collect();
+    if let Some(m) = l.as_map() {
+        for (k, v) in m {
+            if !LOG_FIELDS.contains(&k.as_str()) && !top.contains(&k.as_str()) {
+                attributes.push(kv(k.as_str(), v));
+            }
+        }
+    }
+    let int = |f: &str| match l.get_field(f) {
+        Some(Value::Integer(i)) => *i,
+        _ => 0,
+    };
+    let record = LogRecord {
+        time_unix_nano: time_of(l.get_field("timestamp")),
+        observed_time_unix_nano: time_of(l.get_field("observed_timestamp")),
+        severity_number: int("severity_number") as i32,
+        severity_text: text("severity_text"),
+        body: l.get_field("message").map(any),
+        attributes,
+        dropped_attributes_count: 0,
+        flags: int("flags") as u32,
+        trace_id: unhex(l.get_field("trace_id")),
+        span_id: unhex(l.get_field("span_id")),
+        event_name: text("event_name"),
+    };
+    (res, scope, record)
+}
+
+/// The export request for the logs of a batch.
+pub fn logs_request<'a>(
+    logs: impl Iterator<Item = &'a LogEvent>,
+    resource_fields: &[(String, FieldPath)],
+) -> ExportLogsServiceRequest {
+    let mut out: Vec<ResourceLogs> = Vec::new();
+    for l in logs {
+        let (res, (sname, sversion), record) = log_record(l, resource_fields);
+        let res = resource(res);
+        let rl = match out.iter().position(|r| r.resource == res) {
+            Some(i) => &mut out[i],
+            None => {
+                out.push(ResourceLogs {
+                    resource: res,
+                    scope_logs: Vec::new(),
+                    schema_url: String::new(),
+                });
+                let n = out.len() - 1;
+                &mut out[n]
+            }
+        };
+        let sc = scope(&sname, &sversion);
+        let sl = match rl.scope_logs.iter().position(|x| x.scope == sc) {
+            Some(i) => &mut rl.scope_logs[i],
+            None => {
+                rl.scope_logs.push(ScopeLogs {
+                    scope: sc,
+                    log_records: Vec::new(),
+                    schema_url: String::new(),
+                });
+                let n = rl.scope_logs.len() - 1;
+                &mut rl.scope_logs[n]
+            }
+        };
+        sl.log_records.push(record);
+    }
+    ExportLogsServiceRequest { resource_logs: out }
+}
+
+// ---- sending ----
+
+/// Minimal `google.rpc.Status` / `RetryInfo`, to read the server's retry delay.
+mod rpc {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Status {
+        #[prost(int32, tag = "1")]
+        pub code: i32,
+        #[prost(string, tag = "2")]
+        pub message: String,
+        #[prost(message, repeated, tag = "3")]
+        pub details: Vec<Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        pub retry_delay: Option<Duration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Duration {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+}
+
+fn retry_info(details: &[u8], cap: Duration) -> Option<Duration> {
+    use prost::Message as _;
+    let st = rpc::Status::decode(details).ok()?;
+    st.details.iter().find_map(|a| {
+        if !a.type_url.ends_with("google.rpc.RetryInfo") {
+            return None;
+        }
+        let d = rpc::RetryInfo::decode(a.value.as_slice())
+            .ok()?
+            .retry_delay?;
+        Some(Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32).min(cap))
+    })
+}
+
+fn grpc_outcome<T>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    partial: impl FnOnce(T) -> (i64, String),
+    cap: Duration,
+) -> Outcome {
+    use tonic::Code;
+    match r {
+        Ok(resp) => {
+            let (n, m) = partial(resp.into_inner());
+            Outcome::Ok(n, m)
+        }
+        Err(s) => {
+            let msg = format!("gRPC {:?}: {}", s.code(), s.message());
+            match s.code() {
+                Code::Unavailable
+                | Code::ResourceExhausted
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::Cancelled
+                | Code::Unknown => Outcome::Retry(msg, retry_info(s.details(), cap)),
+                _ => Outcome::Refused(msg),
+            }
+        }
+    }
+}
+
+/// A signal's request, ready to send.
+enum Request {
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+impl OtlpSink {
+    async fn send(&self, req: &Request) -> Outcome {
+        let cap = self.backoff.1;
+        match &self.transport {
+            Transport::Grpc { channel, metadata } => {
+                fn wrap<T>(m: T, metadata: &tonic::metadata::MetadataMap) -> tonic::Request<T> {
+                    let mut r = tonic::Request::new(m);
+                    *r.metadata_mut() = metadata.clone();
+                    r
+                }
+                let gz = self.gzip;
+                match req {
+                    Request::Traces(m) => {
+                        let mut c = TraceServiceClient::new(channel.clone());
+                        if gz {
+                            c = c.send_compressed(CompressionEncoding::Gzip);
+                        }
+                        grpc_outcome(
+                            c.accept_compressed(CompressionEncoding::Gzip)
+                                .export(wrap(m.clone(), metadata))
+                                .await,
+                            |r: ExportTraceServiceResponse| {
+                                r.partial_success
+                                    .map(|p| (p.rejected_spans, p.error_message))
+                                    .unwrap_or_default()
+                            },
+                            cap,
+                        )
+                    }
+                    Request::Metrics(m) => {
+                        let mut c = MetricsServiceClient::new(channel.clone());
+                        if gz {
+                            c = c.send_compressed(CompressionEncoding::Gzip);
+                        }
+                        grpc_outcome(
+                            c.accept_compressed(CompressionEncoding::Gzip)
+                                .export(wrap(m.clone(), metadata))
+                                .await,
+                            |r: ExportMetricsServiceResponse| {
+                                r.partial_success
+                                    .map(|p| (p.rejected_data_points, p.error_message))
+                                    .unwrap_or_default()
+                            },
+                            cap,
+                        )
+                    }
+                    Request::Logs(m) => {
+                        let mut c = LogsServiceClient::new(channel.clone());
+                        if gz {
+                            c = c.send_compressed(CompressionEncoding::Gzip);
+                        }
+                        grpc_outcome(
+                            c.accept_compressed(CompressionEncoding::Gzip)
+                                .export(wrap(m.clone(), metadata))
+                                .await,
+                            |r: ExportLogsServiceResponse| {
+                                r.partial_success
+                                    .map(|p| (p.rejected_log_records, p.error_message))
+                                    .unwrap_or_default()
+                            },
+                            cap,
+                        )
+                    }
+                }
+            }
+            Transport::Http {
+                client,
+                base,
+                headers,
+                json,
+            } => {
+                let (path, body) = match (req, json) {
+                    (Request::Traces(m), false) => ("traces", m.encode_to_vec()),
+                    (Request::Metrics(m), false) => ("metrics", m.encode_to_vec()),
+                    (Request::Logs(m), false) => ("logs", m.encode_to_vec()),
+                    (Request::Traces(m), true) => ("traces", to_json(m)),
+                    (Request::Metrics(m), true) => ("metrics", to_json(m)),
+                    (Request::Logs(m), true) => ("logs", to_json(m)),
+                };
+                let url = format!("{base}/v1/{path}");
+                let body = if self.gzip { gzip(&body) } else { body };
+                self.metrics.add_sent_bytes(body.len() as u64);
+                let mut r = client.post(&url).headers(headers.clone()).header(
+                    reqwest::header::CONTENT_TYPE,
+                    if *json {
+                        "application/json"
+                    } else {
+                        "application/x-protobuf"
+                    },
+                );
+                if self.gzip {
+                    r = r.header(reqwest::header::CONTENT_ENCODING, "gzip");
+                }
+                let resp = match r.body(body).send().await {
+                    Ok(r) => r,
+                    Err(e) => return Outcome::Retry(format!("POST {url}: {e}"), None),
+                };
+                let status = resp.status().as_u16();
+                let after = retry_after(resp.headers(), cap);
+                let bytes = resp.bytes().await.unwrap_or_default();
+                if (200..300).contains(&status) {
+                    let (n, m) = http_partial(req, &bytes, *json);
+                    return Outcome::Ok(n, m);
+                }
+                let msg = format!("POST {url}: HTTP {status}: {}", snippet(&bytes, 300));
+                if matches!(status, 429 | 502 | 503 | 504) {
+                    Outcome::Retry(msg, after)
+                } else {
+                    Outcome::Refused(msg)
+                }
+            }
+        }
+    }
+
+    /// Sends one request until it is accepted, refused, or retries run out; finalizes
+    /// `events` accordingly.
+    async fn deliver(&self, req: Request, events: Vec<Event>) {
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match self.send(&req).await {
+                Outcome::Ok(rejected, msg) => {
+                    if rejected > 0 || !msg.is_empty() {
+                        self.metrics.error(
+                            "partial_success",
+                            rejected.max(0) as u64,
+                            &format_args!(
+                                "the receiver rejected {rejected} item(s) of an export: {msg}"
+                            ),
+                        );
+                    }
+                    self.metrics.add_sent(events.len() as u64);
+                    return;
+                }
+                Outcome::Refused(msg) => {
+                    self.metrics.error(
+                        "rejected",
+                        events.len() as u64,
+                        &format_args!("{} event(s) refused, not retried: {msg}", events.len()),
+                    );
+                    for e in &events {
+                        e.metadata().update_status(EventStatus::Rejected);
+                    }
+                    return;
+                }
+                Outcome::Retry(msg, after) => {
+                    if self.max_retries.is_some_and(|m| attempts > m) {
+                        self.metrics.error(
+                            "gave_up",
+                            events.len() as u64,
+                            &format_args!("giving up after {attempts} attempts: {msg}"),
+                        );
+                        for e in &events {
+                            e.metadata().update_status(EventStatus::Errored);
+                        }
+                        return;
+                    }
+                    self.metrics
+                        .error("request", 1, &format_args!("{msg}; retrying"));
+                    let d = backoff.next_delay();
+                    tokio::time::sleep(after.map_or(d, |a| a.max(d))).await;
+                }
+            }
+        }
+    }
+
+    async fn flush(&self, events: Vec<Event>) {
+        let (mut traces, mut metrics, mut logs) = (Vec::new(), Vec::new(), Vec::new());
+        for e in events {
+            match e {
+                Event::Trace(_) => traces.push(e),
+                Event::Metric(_) => metrics.push(e),
+                Event::Log(_) => logs.push(e),
+            }
+        }
+        if !traces.is_empty() {
+            let req = traces_request(traces.iter().filter_map(|e| match e {
+                Event::Trace(s) => Some(s),
+                _ => None,
+            }));
+            self.deliver(Request::Traces(req), traces).await;
+        }
+        if !metrics.is_empty() {
+            let (req, bad) =
+                metrics_request(metrics.iter().enumerate().filter_map(|(i, e)| match e {
+                    Event::Metric(m) => Some((i, m)),
+                    _ => None,
+                }));
+            for (i, why) in bad.iter().rev() {
+                let e = metrics.remove(*i);
+                self.metrics.error("unsupported", 1, why);
+                e.metadata().update_status(EventStatus::Rejected);
+            }
+            if !metrics.is_empty() {
+                self.deliver(Request::Metrics(req), metrics).await;
+            }
+        }
+        if !logs.is_empty() {
+            let req = logs_request(logs.iter().filter_map(Event::as_log), &self.resource_fields);
+            self.deliver(Request::Logs(req), logs).await;
+        }
+    }
+}
+
+fn to_json<T: Serialize>(m: &T) -> Vec<u8> {
+    serde_json::to_vec(m).unwrap_or_default()
+}
+
+fn http_partial(req: &Request, body: &[u8], json: bool) -> (i64, String) {
+    fn dec<T: Message + Default + serde::de::DeserializeOwned>(b: &[u8], json: bool) -> Option<T> {
+        if b.is_empty() {
+            return None;
+        }
+        if json {
+            serde_json::from_slice(b).ok()
+        } else {
+            T::decode(b).ok()
+        }
+    }
+    match req {
+        Request::Traces(_) => dec::<ExportTraceServiceResponse>(body, json)
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Request::Metrics(_) => dec::<ExportMetricsServiceResponse>(body, json)
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_data_points, p.error_message)),
+        Request::Logs(_) => dec::<ExportLogsServiceResponse>(body, json)
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    }
+    .unwrap_or_default()
+}
+
+#[async_trait]
+impl Sink for OtlpSink {
+    async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
+        let mut pending: Vec<Event> = Vec::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut open = true;
+        while open || !pending.is_empty() {
+            let flush_now = tokio::select! {
+                b = input.next(), if open => match b {
+                    Some(batch) => {
+                        pending.extend(batch);
+                        if deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + self.batch_timeout);
+                        }
+                        pending.len() >= self.batch.max_events
+                    }
+                    None => {
+                        open = false;
+                        true
+                    }
+                },
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            if flush_now && !pending.is_empty() {
+                deadline = None;
+                self.flush(std::mem::take(&mut pending)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_pipeline::event::Bucket;
+
+    #[test]
+    fn histograms_get_an_inf_bucket_and_tags_split() {
+        let m = Metric::new(
+            "latency",
+            MetricKind::Absolute,
+            MetricValue::AggregatedHistogram {
+                buckets: vec![
+                    Bucket {
+                        upper_limit: 0.1,
+                        count: 2,
+                    },
+                    Bucket {
+                        upper_limit: 1.0,
+                        count: 3,
+                    },
+                ],
+                count: 5,
+                sum: 1.5,
+            },
+        )
+        .with_tag("resource.service.name", "api")
+        .with_tag("scope.name", "lib")
+        .with_tag("route", "/x");
+        let (req, bad) = metrics_request([(0, &m)].into_iter());
+        assert!(bad.is_empty());
+        let rm = &req.resource_metrics[0];
+        assert_eq!(
+            rm.resource.as_ref().unwrap().attributes,
+            vec![str_kv("service.name", "api")]
+        );
+        let sm = &rm.scope_metrics[0];
+        assert_eq!(sm.scope.as_ref().unwrap().name, "lib");
+        let Some(Data::Histogram(h)) = &sm.metrics[0].data else {
+            panic!()
+        };
+        let p = &h.data_points[0];
+        assert_eq!(p.explicit_bounds, vec![0.1, 1.0]);
+        assert_eq!(p.bucket_counts, vec![2, 3, 0]);
+        assert_eq!(p.attributes, vec![str_kv("route", "/x")]);
+        assert_eq!(
+            h.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
+    }
+
+    #[test]
+    fn log_fields_map_to_otlp() {
+        let mut l = LogEvent::default();
+        l.insert_field("message", "hello");
+        l.insert_field("severity_text", "WARN");
+        l.insert_field("severity_number", 13);
+        l.insert_field("trace_id", "0102030405060708090a0b0c0d0e0f10");
+        l.insert_field("app", "shop");
+        l.insert(&parse_path("kubernetes.pod").unwrap(), "p-1");
+        let rf = vec![("kubernetes".to_string(), parse_path("kubernetes").unwrap())];
+        let req = logs_request([&l].into_iter(), &rf);
+        let rl = &req.resource_logs[0];
+        assert_eq!(
+            rl.resource.as_ref().unwrap().attributes,
+            vec![str_kv("kubernetes.pod", "p-1")]
+        );
+        let r = &rl.scope_logs[0].log_records[0];
+        assert_eq!(r.severity_text, "WARN");
+        assert_eq!(r.severity_number, 13);
+        assert_eq!(r.trace_id, (1..=16).collect::<Vec<u8>>());
+        assert_eq!(r.attributes, vec![str_kv("app", "shop")]);
+        assert_eq!(
+            r.body,
+            Some(AnyValue {
+                value: Some(any_value::Value::StringValue("hello".into()))
+            })
+        );
+    }
+}

@@ -1,0 +1,540 @@
+//! The `elasticsearch` sink against a test double of the `_bulk` API.
+//!
+//! Elasticsearch cannot run here, so [`Double`] is an HTTP server that implements the bulk
+//! contract the way Elasticsearch 8 does: it parses the NDJSON action/document pairs (gzip
+//! bodies included), answers `{"took","errors","items":[{"index"|"create":{"_index","_id",
+//! "status","result"|"error":{"type","reason"}}}]}` in request order, and can be told to fail
+//! chosen documents with 429 (once) or 400 `mapper_parsing_exception` (always), whole requests
+//! with 503, or to answer a request with something that is not JSON. `GET /` returns the
+//! version document of an 8.x node.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::{load_str, resolve_graph, DataType};
+use weir_pipeline::event::{EventBatch, LogEvent, Value};
+use weir_pipeline::finalization::{BatchNotifier, BatchStatus, EventStatus};
+use weir_pipeline::topology::{self, RunningTopology};
+use weir_pipeline::BoxError;
+
+/// One `_bulk` request as the double saw it.
+#[derive(Debug, Clone)]
+struct BulkRequest {
+    /// `(action, _index, _id, document)` per pair.
+    docs: Vec<(String, String, Option<String>, Json)>,
+    headers: HeaderMap,
+    query: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct DoubleState {
+    requests: Vec<BulkRequest>,
+    /// `seq` values answered 429 the first time they arrive.
+    fail_429_once: BTreeSet<i64>,
+    /// `seq` values always answered 400.
+    fail_400: BTreeSet<i64>,
+    /// This many next requests are answered 503.
+    fail_503: usize,
+    /// Hold every request with 503 while true.
+    unavailable: bool,
+    /// This many next requests are answered 200 with an HTML page.
+    garbage: usize,
+    /// Documents stored, per index.
+    stored: Vec<(String, Json)>,
+}
+
+#[derive(Clone, Default)]
+struct Double(Arc<Mutex<DoubleState>>);
+
+impl Double {
+    async fn start(self) -> SocketAddr {
+        let app = axum::Router::new()
+            .route("/", get(root))
+            .route("/_bulk", post(bulk))
+            .with_state(self);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, DoubleState> {
+        self.0.lock().unwrap()
+    }
+}
+
+async fn root() -> axum::Json<Json> {
+    axum::Json(json!({
+        "name": "es-double-1",
+        "cluster_name": "weir-test",
+        "cluster_uuid": "x9kX2nVhQ0u1mD3oXUe2Fw",
+        "version": {
+            "number": "8.15.3",
+            "build_flavor": "default",
+            "build_type": "docker",
+            "lucene_version": "9.11.1",
+            "minimum_wire_compatibility_version": "7.17.0",
+            "minimum_index_compatibility_version": "7.0.0"
+        },
+        "tagline": "You Know, for Search"
+    }))
+}
+
+fn error_item(action: &str, index: &str, id: &str, status: u16, kind: &str, reason: &str) -> Json {
+    json!({ action: {
+        "_index": index, "_id": id, "status": status,
+        "error": { "type": kind, "reason": reason }
+    }})
+}
+
+async fn bulk(
+    State(d): State<Double>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    } else {
+        body.to_vec()
+    };
+    let text = String::from_utf8(raw).unwrap();
+    assert!(text.ends_with('\n'), "a bulk body ends with a newline");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() % 2, 0, "action/document pairs");
+    let mut docs = Vec::new();
+    for pair in lines.chunks(2) {
+        let action: Json = serde_json::from_str(pair[0]).unwrap();
+        let obj = action.as_object().unwrap();
+        assert_eq!(obj.len(), 1, "one action per line: {action}");
+        let (name, meta) = obj.iter().next().unwrap();
+        assert!(name == "index" || name == "create", "action {name}");
+        assert!(meta.get("_type").is_none(), "no _type for Elasticsearch 8");
+        let doc: Json = serde_json::from_str(pair[1]).unwrap();
+        docs.push((
+            name.clone(),
+            meta["_index"].as_str().unwrap().to_string(),
+            meta.get("_id").and_then(|v| v.as_str()).map(String::from),
+            doc,
+        ));
+    }
+    let mut st = d.lock();
+    st.requests.push(BulkRequest {
+        docs: docs.clone(),
+        headers: headers.clone(),
+        query,
+    });
+    if st.unavailable || st.fail_503 > 0 {
+        st.fail_503 = st.fail_503.saturating_sub(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error":{"root_cause":[{"type":"cluster_block_exception","reason":"blocked by: [SERVICE_UNAVAILABLE/2/no master];"}],"type":"cluster_block_exception","reason":"blocked by: [SERVICE_UNAVAILABLE/2/no master];"},"status":503}).to_string(),
+        );
+    }
+    if st.garbage > 0 {
+        st.garbage -= 1;
+        return (
+            StatusCode::OK,
+            "<html><body>502 proxy says hello</body></html>".into(),
+        );
+    }
+    let mut items = Vec::new();
+    let mut errors = false;
+    for (n, (action, index, id, doc)) in docs.into_iter().enumerate() {
+        let id = id.unwrap_or_else(|| format!("auto-{}-{n}", st.requests.len()));
+        let seq = doc["seq"].as_i64().unwrap_or(-1);
+        if st.fail_429_once.remove(&seq) {
+            errors = true;
+            items.push(error_item(
+                &action,
+                &index,
+                &id,
+                429,
+                "es_rejected_execution_exception",
+                "rejected execution of coordinating operation",
+            ));
+        } else if st.fail_400.contains(&seq) {
+            errors = true;
+            items.push(error_item(
+                &action,
+                &index,
+                &id,
+                400,
+                "mapper_parsing_exception",
+                "failed to parse field [seq] of type [long] in document",
+            ));
+        } else {
+            st.stored.push((index.clone(), doc));
+            items.push(json!({ action.as_str(): {
+                "_index": index, "_id": id, "_version": 1, "result": "created",
+                "_shards": {"total": 2, "successful": 1, "failed": 0},
+                "_seq_no": 0, "_primary_term": 1, "status": 201
+            }}));
+        }
+    }
+    (
+        StatusCode::OK,
+        json!({"took": 3, "errors": errors, "items": items}).to_string(),
+    )
+}
+
+// A test source: emits the configured documents, one per batch, and records each batch's
+// final status by its `seq`.
+
+fn statuses() -> &'static Mutex<HashMap<String, Vec<(i64, BatchStatus)>>> {
+    static S: OnceLock<Mutex<HashMap<String, Vec<(i64, BatchStatus)>>>> = OnceLock::new();
+    S.get_or_init(Default::default)
+}
+
+fn statuses_of(name: &str) -> Vec<(i64, BatchStatus)> {
+    let mut v = statuses()
+        .lock()
+        .unwrap()
+        .get(name)
+        .cloned()
+        .unwrap_or_default();
+    v.sort_by_key(|(s, _)| *s);
+    v
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocsSource {
+    name: String,
+    /// JSON documents, as strings.
+    docs: Vec<String>,
+}
+
+#[async_trait]
+impl SourceConfig for DocsSource {
+    async fn build(&self, mut cx: SourceContext) -> Result<Source, BoxError> {
+        let (name, docs) = (self.name.clone(), self.docs.clone());
+        Ok(Box::pin(async move {
+            let mut waits = Vec::new();
+            for d in docs {
+                let d: Json = serde_json::from_str(&d)?;
+                let seq = d["seq"].as_i64().unwrap_or(-1);
+                let v: Value = serde_json::from_value(d).unwrap();
+                let mut b =
+                    EventBatch::new(vec![LogEvent::from_value(v, Default::default()).into()]);
+                let (n, rx) = BatchNotifier::new_with_receiver();
+                b.attach_notifier(&n);
+                drop(n);
+                waits.push((seq, rx));
+                cx.out.send(b).await?;
+            }
+            let mut handles = Vec::new();
+            for (seq, rx) in waits {
+                let name = name.clone();
+                handles.push(tokio::spawn(async move {
+                    let s = rx.wait().await;
+                    statuses()
+                        .lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_default()
+                        .push((seq, s));
+                }));
+            }
+            for h in handles {
+                h.await?;
+            }
+            Ok(())
+        }))
+    }
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::default_output(DataType::LOG)]
+    }
+    fn can_acknowledge(&self) -> bool {
+        true
+    }
+}
+
+async fn start(toml: &str) -> RunningTopology {
+    let mut r = crate::testkit::full_registry();
+    r.add_source::<DocsSource>("es_docs", "test: fixed documents with acknowledgements");
+    let config = load_str("test.toml", toml, &r, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let graph = resolve_graph(&config, false).unwrap_or_else(|e| panic!("{e}"));
+    topology::start(config, &graph).await.expect("start")
+}
+
+fn config(
+    name: &str,
+    data: &std::path::Path,
+    docs: &[Json],
+    sink_extra: &str,
+    addr: SocketAddr,
+) -> String {
+    let docs: Vec<String> = docs.iter().map(|d| format!("'{}'", d)).collect();
+    // The docs go through TOML as JSON strings (literal strings: no escaping needed).
+    format!(
+        r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.src]
+type = "es_docs"
+name = "{name}"
+acknowledgements = true
+docs = [{docs}]
+[sinks.es]
+type = "elasticsearch"
+inputs = ["src"]
+endpoints = ["http://{addr}"]
+retry_initial_backoff_secs = 0.01
+retry_max_backoff_secs = 0.05
+batch.timeout_secs = 0.05
+{sink_extra}
+"#,
+        data = data.display(),
+        docs = docs.join(", ")
+    )
+}
+
+async fn run(toml: &str) -> Arc<weir_pipeline::metrics::ComponentMetrics> {
+    let running = start(toml).await;
+    let metrics = running.registry.get("es").expect("sink metrics");
+    let outcomes = tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("the pipeline drains");
+    for o in outcomes {
+        assert!(o.error.is_none(), "{} failed: {:?}", o.id, o.error);
+    }
+    metrics
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_documents_and_index_names_arrive() {
+    let double = Double::default();
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let docs = vec![
+        json!({"seq": 0, "uid": "a-1", "message": "héllo \"quoted\"\nline", "kubernetes": {"namespace": "shop"}, "n": 1.5}),
+        json!({"seq": 1, "uid": "a-2", "message": "second", "kubernetes": {"namespace": "cart"}, "tags": ["x", "y"]}),
+        json!({"seq": 2, "uid": "a-3", "message": "third", "kubernetes": {"namespace": "shop"}, "ok": true, "nothing": null}),
+    ];
+    let metrics = run(&config(
+        "es-exact",
+        data.path(),
+        &docs,
+        r#"index = "logs-{{ kubernetes.namespace }}-%Y"
+id_key = "uid"
+pipeline = "geo ip"
+compression = "gzip"
+auth.api_key = "aWQ6c2VjcmV0"
+headers.x-tenant = "blue""#,
+        addr,
+    ))
+    .await;
+    let year = chrono::Utc::now().format("%Y").to_string();
+    let st = double.lock();
+    let got: Vec<_> = st.requests.iter().flat_map(|r| r.docs.clone()).collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (i, (action, index, id, doc)) in got.iter().enumerate() {
+        assert_eq!(action, "index");
+        let ns = docs[i]["kubernetes"]["namespace"].as_str().unwrap();
+        assert_eq!(index, &format!("logs-{ns}-{year}"));
+        assert_eq!(id.as_deref(), docs[i]["uid"].as_str());
+        assert_eq!(doc, &docs[i], "document {i} arrives exactly");
+    }
+    for r in &st.requests {
+        assert_eq!(r.query.get("pipeline").map(String::as_str), Some("geo ip"));
+        assert_eq!(r.headers["authorization"], "ApiKey aWQ6c2VjcmV0");
+        assert_eq!(r.headers["content-type"], "application/x-ndjson");
+        assert_eq!(r.headers["x-tenant"], "blue");
+        assert_eq!(r.headers["content-encoding"], "gzip");
+    }
+    drop(st);
+    assert_eq!(
+        statuses_of("es-exact"),
+        vec![
+            (0, EventStatus::Delivered),
+            (1, EventStatus::Delivered),
+            (2, EventStatus::Delivered)
+        ]
+    );
+    assert_eq!(metrics.sent_events(), 3);
+    assert_eq!(metrics.errors_total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_stream_mode_creates_with_timestamp() {
+    let double = Double::default();
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let docs = vec![
+        json!({"seq": 0, "svc": "api", "@timestamp": "2026-11-20T10:00:00Z"}),
+        json!({"seq": 1, "svc": "db"}),
+    ];
+    run(&config(
+        "es-ds",
+        data.path(),
+        &docs,
+        r#"mode = "data_stream"
+data_stream.dataset = "{{ svc }}"
+data_stream.namespace = "prod""#,
+        addr,
+    ))
+    .await;
+    let st = double.lock();
+    let got: Vec<_> = st.requests.iter().flat_map(|r| r.docs.clone()).collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, "create");
+    assert_eq!(got[0].1, "logs-api-prod");
+    assert_eq!(got[0].3, docs[0], "an existing @timestamp is kept as is");
+    assert_eq!(got[1].1, "logs-db-prod");
+    let ts = got[1].3["@timestamp"].as_str().expect("@timestamp added");
+    assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+    assert_eq!(got[1].3["svc"], "db");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_failed_retriable_items_are_resent_and_400s_dead_lettered() {
+    let double = Double::default();
+    {
+        let mut st = double.lock();
+        st.fail_503 = 1;
+        st.fail_429_once = [1, 4].into();
+        st.fail_400 = [3].into();
+    }
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let dlq = data.path().join("dead/es.jsonl");
+    let docs: Vec<Json> = (0..6)
+        .map(|i| json!({"seq": i, "message": format!("m{i}")}))
+        .collect();
+    // One request for all six documents: a large batch, flushed when the input ends.
+    let metrics = run(&config(
+        "es-partial",
+        data.path(),
+        &docs,
+        &format!(
+            "batch.timeout_secs = 5\ndead_letter_file = \"{}\"",
+            dlq.display()
+        ),
+        addr,
+    ))
+    .await;
+    let st = double.lock();
+    let seqs: Vec<Vec<i64>> = st
+        .requests
+        .iter()
+        .map(|r| {
+            r.docs
+                .iter()
+                .map(|d| d.3["seq"].as_i64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![
+            vec![0, 1, 2, 3, 4, 5], // 503: all again
+            vec![0, 1, 2, 3, 4, 5], // 1 and 4: 429, 3: 400
+            vec![1, 4],             // only the retriable ones
+        ]
+    );
+    let mut stored: Vec<i64> = st
+        .stored
+        .iter()
+        .map(|(_, d)| d["seq"].as_i64().unwrap())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, vec![0, 1, 2, 4, 5]);
+    drop(st);
+    let s = statuses_of("es-partial");
+    assert_eq!(s.len(), 6);
+    for (seq, status) in s {
+        let want = if seq == 3 {
+            EventStatus::Rejected
+        } else {
+            EventStatus::Delivered
+        };
+        assert_eq!(status, want, "seq {seq}");
+    }
+    assert_eq!(metrics.sent_events(), 5);
+    let errors = metrics.errors();
+    assert_eq!(errors.get("rejected"), Some(&1), "{errors:?}");
+    assert_eq!(errors.get("request"), Some(&1), "the 503: {errors:?}");
+    let lines: Vec<Json> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["status"], 400);
+    assert_eq!(
+        lines[0]["reason"],
+        "mapper_parsing_exception: failed to parse field [seq] of type [long] in document"
+    );
+    assert_eq!(lines[0]["document"], docs[3]);
+    assert!(lines[0]["action"]["index"]["_index"]
+        .as_str()
+        .unwrap()
+        .starts_with("weir-"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_acknowledged_only_after_success() {
+    let double = Double::default();
+    double.lock().unavailable = true;
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let docs = vec![json!({"seq": 0}), json!({"seq": 1})];
+    let toml = config("es-ack", data.path(), &docs, "", addr);
+    let running = start(&toml).await;
+    assert!(
+        crate::harness::wait_until(Duration::from_secs(10), || double.lock().requests.len()
+            >= 3),
+        "the sink keeps retrying"
+    );
+    assert!(
+        statuses_of("es-ack").is_empty(),
+        "nothing acknowledged while Elasticsearch answers 503"
+    );
+    double.lock().unavailable = false;
+    tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("drains");
+    assert_eq!(
+        statuses_of("es-ack"),
+        vec![(0, EventStatus::Delivered), (1, EventStatus::Delivered)]
+    );
+    assert_eq!(double.lock().stored.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_response_that_is_not_json_is_counted_and_retried() {
+    let double = Double::default();
+    double.lock().garbage = 1;
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let docs = vec![json!({"seq": 0, "uid": "x"})];
+    let metrics = run(&config(
+        "es-garbage",
+        data.path(),
+        &docs,
+        "id_key = \"uid\"",
+        addr,
+    ))
+    .await;
+    assert_eq!(metrics.errors().get("bulk_response"), Some(&1));
+    assert_eq!(statuses_of("es-garbage"), vec![(0, EventStatus::Delivered)]);
+    let st = double.lock();
+    assert_eq!(st.requests.len(), 2, "sent again after the unusable answer");
+    assert_eq!(st.stored.len(), 1);
+}
