@@ -87,6 +87,9 @@ impl Server {
                 c.arg(format!("-httpListenAddr={}", self.addr))
                     .arg(format!("-storageDataPath={}", data.display()))
                     .arg("-search.latencyOffset=0s")
+                    // The samples here are 10 ms apart and minutes old: look back as far as
+                    // Prometheus does instead of guessing staleness from their spacing.
+                    .arg("-search.maxLookback=5m")
                     .arg("-search.disableCache")
                     .arg("-loggerLevel=WARN");
                 c
@@ -163,7 +166,12 @@ impl Server {
         let ok = wait_until(Duration::from_secs(20), || {
             self.value(q).is_some_and(|v| (v - want).abs() < 1e-9)
         });
-        assert!(ok, "{:?}: {q} = {:?}, want {want}", self.kind, self.query(q));
+        assert!(
+            ok,
+            "{:?}: {q} = {:?}, want {want}",
+            self.kind,
+            self.query(q)
+        );
     }
 }
 
@@ -288,8 +296,14 @@ fn check_stream(srv: &Server) {
     // Counters: running totals of the increments, one sample per line, none lost or doubled.
     srv.expect(r#"weir_t_requests_total{code="200",bad_label="x"}"#, 200.0);
     srv.expect(r#"weir_t_requests_total{code="500"}"#, 100.0);
-    srv.expect(r#"count_over_time(weir_t_requests_total{code="200"}[1h])"#, 200.0);
-    srv.expect(r#"count_over_time(weir_t_requests_total{code="500"}[1h])"#, 100.0);
+    srv.expect(
+        r#"count_over_time(weir_t_requests_total{code="200"}[1h])"#,
+        200.0,
+    );
+    srv.expect(
+        r#"count_over_time(weir_t_requests_total{code="500"}[1h])"#,
+        100.0,
+    );
     // The gauge: the last value; every sample present exactly once.
     srv.expect("weir_t_seq", n - 1.0);
     srv.expect("count_over_time(weir_t_seq[1h])", n);
@@ -305,7 +319,10 @@ fn check_stream(srv: &Server) {
     srv.expect("count_over_time(weir_t_latency_seconds_count[1h])", n);
     srv.expect("weir_t_latency_seconds_sum", 150.0);
     // Rank 90 of 300 falls in (0.1, 0.5], which holds ranks 31..150: 0.1 + 0.4 * 60/120.
-    srv.expect("histogram_quantile(0.3, weir_t_latency_seconds_bucket)", 0.3);
+    srv.expect(
+        "histogram_quantile(0.3, weir_t_latency_seconds_bucket)",
+        0.3,
+    );
     // The summary: nearest-rank quantiles of 1..=300.
     srv.expect(r#"weir_t_size_bytes{quantile="0.5"}"#, 150.0);
     srv.expect(r#"weir_t_size_bytes{quantile="0.9"}"#, 270.0);
@@ -385,10 +402,7 @@ fn gauge(name: &str, v: f64, ts: i64) -> Metric {
 }
 
 /// Sends one batch (with an acknowledgement notifier) and returns its final status.
-async fn send(
-    tx: &weir_pipeline::topology::BufferSender,
-    metrics: Vec<Metric>,
-) -> EventStatus {
+async fn send(tx: &weir_pipeline::topology::BufferSender, metrics: Vec<Metric>) -> EventStatus {
     let (n, rx) = BatchNotifier::new_with_receiver();
     let mut b = EventBatch::new(metrics.into_iter().map(Into::into).collect());
     b.attach_notifier(&n);
@@ -406,15 +420,16 @@ async fn remote_write_bad_input_and_acknowledgements() {
     let srv = tokio::task::spawn_blocking(|| Server::start(Kind::Prometheus, None))
         .await
         .unwrap();
-    let cfg: weir_sinks::prometheus::RemoteWriteConfig = serde_json::from_value(serde_json::json!({
-        "endpoint": srv.write_url(),
-        "batch_max_events": 1000,
-        "batch_timeout_secs": 0.2,
-        "concurrency": 1,
-        "tenant_id": "team-a",
-        "auth": { "strategy": "bearer", "token": "t0k" },
-    }))
-    .unwrap();
+    let cfg: weir_sinks::prometheus::RemoteWriteConfig =
+        serde_json::from_value(serde_json::json!({
+            "endpoint": srv.write_url(),
+            "batch_max_events": 1000,
+            "batch_timeout_secs": 0.2,
+            "concurrency": 1,
+            "tenant_id": "team-a",
+            "auth": { "strategy": "bearer", "token": "t0k" },
+        }))
+        .unwrap();
     let metrics = ComponentMetrics::detached("rw");
     let data = tempfile::tempdir().unwrap();
     let sink = cfg
@@ -642,7 +657,10 @@ fn exporter_scraped_by_prometheus() {
         ),
         200.0
     );
-    assert_eq!(get("weir_t_latency_seconds_bucket", &[("le", "0.5")]), 150.0);
+    assert_eq!(
+        get("weir_t_latency_seconds_bucket", &[("le", "0.5")]),
+        150.0
+    );
     assert_eq!(get("weir_t_size_bytes", &[("quantile", "0.9")]), 270.0);
     assert_eq!(get("weir_t_bad_name", &[]), 299.0);
     // OpenMetrics when asked for.
@@ -659,11 +677,17 @@ fn exporter_scraped_by_prometheus() {
     assert!(om.contains("# TYPE weir_t_requests counter\n"), "{om}");
     // Scraped by Prometheus.
     let srv = Server::start(Kind::Prometheus, Some(exporter));
-    srv.expect(r#"weir_t_requests_total{job="weir",code="200",bad_label="x"}"#, 200.0);
+    srv.expect(
+        r#"weir_t_requests_total{job="weir",code="200",bad_label="x"}"#,
+        200.0,
+    );
     srv.expect(r#"weir_t_requests_total{code="500"}"#, 100.0);
     srv.expect("weir_t_seq", 299.0);
     srv.expect(r#"weir_t_latency_seconds_bucket{le="+Inf"}"#, 300.0);
-    srv.expect("histogram_quantile(0.3, weir_t_latency_seconds_bucket)", 0.3);
+    srv.expect(
+        "histogram_quantile(0.3, weir_t_latency_seconds_bucket)",
+        0.3,
+    );
     srv.expect(r#"weir_t_size_bytes{quantile="0.99"}"#, 297.0);
     srv.expect("weir_t_size_bytes_sum", 45150.0);
     drop(stdin);
