@@ -50,10 +50,12 @@ fn main() {
     let mut rw_bytes = 0usize;
     let start = Instant::now();
     for r in 0..rounds {
-        let pending = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.clone(), vec![(ts0 + r as i64, Stored::Counter((i + r) as f64))]));
+        let pending = keys.iter().enumerate().map(|(i, k)| {
+            (
+                k.clone(),
+                vec![(ts0 + r as i64, Stored::Counter((i + r) as f64))],
+            )
+        });
         let req = build_request(pending, &[]);
         let body = proto::encode(&req, &mut scratch).expect("snappy");
         rw_bytes += body.len();
