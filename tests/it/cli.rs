@@ -18,6 +18,9 @@ fn list_names_every_component_type() {
         "console",
         "file",
         "blackhole",
+        "aggregate",
+        "prometheus_exporter",
+        "prometheus_remote_write",
     ] {
         assert!(
             text.lines()

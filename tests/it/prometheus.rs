@@ -37,16 +37,23 @@ struct Server {
     addr: SocketAddr,
     dir: tempfile::TempDir,
     scrape: Option<SocketAddr>,
+    /// Scrape over HTTPS, verifying with this CA file.
+    scrape_ca: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl Server {
     fn start(kind: Kind, scrape: Option<SocketAddr>) -> Self {
+        Self::start_with(kind, scrape, None)
+    }
+
+    fn start_with(kind: Kind, scrape: Option<SocketAddr>, scrape_ca: Option<PathBuf>) -> Self {
         let mut s = Server {
             kind,
             addr: free_addr(),
             dir: tempfile::tempdir().unwrap(),
             scrape,
+            scrape_ca,
             child: None,
         };
         s.spawn();
@@ -69,9 +76,19 @@ impl Server {
                 let cfg = self.dir.path().join("prometheus.yml");
                 let mut text = String::from("global:\n  scrape_interval: 1s\n");
                 if let Some(t) = self.scrape {
+                    let target = match &self.scrape_ca {
+                        Some(_) => format!("localhost:{}", t.port()),
+                        None => t.to_string(),
+                    };
                     text.push_str(&format!(
-                        "scrape_configs:\n  - job_name: weir\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{t}']\n"
+                        "scrape_configs:\n  - job_name: weir\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{target}']\n"
                     ));
+                    if let Some(ca) = &self.scrape_ca {
+                        text.push_str(&format!(
+                            "    scheme: https\n    tls_config:\n      ca_file: {}\n",
+                            ca.display()
+                        ));
+                    }
                 }
                 std::fs::write(&cfg, text).unwrap();
                 let mut c = Command::new("prometheus");
@@ -87,6 +104,9 @@ impl Server {
                 c.arg(format!("-httpListenAddr={}", self.addr))
                     .arg(format!("-storageDataPath={}", data.display()))
                     .arg("-search.latencyOffset=0s")
+                    // The samples here are 10 ms apart and minutes old: look back as far as
+                    // Prometheus does instead of guessing staleness from their spacing.
+                    .arg("-search.maxLookback=5m")
                     .arg("-search.disableCache")
                     .arg("-loggerLevel=WARN");
                 c
@@ -163,7 +183,12 @@ impl Server {
         let ok = wait_until(Duration::from_secs(20), || {
             self.value(q).is_some_and(|v| (v - want).abs() < 1e-9)
         });
-        assert!(ok, "{:?}: {q} = {:?}, want {want}", self.kind, self.query(q));
+        assert!(
+            ok,
+            "{:?}: {q} = {:?}, want {want}",
+            self.kind,
+            self.query(q)
+        );
     }
 }
 
@@ -288,8 +313,14 @@ fn check_stream(srv: &Server) {
     // Counters: running totals of the increments, one sample per line, none lost or doubled.
     srv.expect(r#"weir_t_requests_total{code="200",bad_label="x"}"#, 200.0);
     srv.expect(r#"weir_t_requests_total{code="500"}"#, 100.0);
-    srv.expect(r#"count_over_time(weir_t_requests_total{code="200"}[1h])"#, 200.0);
-    srv.expect(r#"count_over_time(weir_t_requests_total{code="500"}[1h])"#, 100.0);
+    srv.expect(
+        r#"count_over_time(weir_t_requests_total{code="200"}[1h])"#,
+        200.0,
+    );
+    srv.expect(
+        r#"count_over_time(weir_t_requests_total{code="500"}[1h])"#,
+        100.0,
+    );
     // The gauge: the last value; every sample present exactly once.
     srv.expect("weir_t_seq", n - 1.0);
     srv.expect("count_over_time(weir_t_seq[1h])", n);
@@ -305,7 +336,10 @@ fn check_stream(srv: &Server) {
     srv.expect("count_over_time(weir_t_latency_seconds_count[1h])", n);
     srv.expect("weir_t_latency_seconds_sum", 150.0);
     // Rank 90 of 300 falls in (0.1, 0.5], which holds ranks 31..150: 0.1 + 0.4 * 60/120.
-    srv.expect("histogram_quantile(0.3, weir_t_latency_seconds_bucket)", 0.3);
+    srv.expect(
+        "histogram_quantile(0.3, weir_t_latency_seconds_bucket)",
+        0.3,
+    );
     // The summary: nearest-rank quantiles of 1..=300.
     srv.expect(r#"weir_t_size_bytes{quantile="0.5"}"#, 150.0);
     srv.expect(r#"weir_t_size_bytes{quantile="0.9"}"#, 270.0);
@@ -366,7 +400,9 @@ fn stream_with_restart(kind: Kind) {
     let server_log = std::fs::read_to_string(srv.log_path()).unwrap();
     assert!(!stderr.contains("duplicate"), "{stderr}");
     assert!(!server_log.contains("duplicate"), "{server_log}");
-    assert!(!stderr.contains("refused"), "{stderr}");
+    // Nothing refused by the receiver: only connection errors while it was down.
+    assert!(!stderr.contains("error_kind=\"rejected\""), "{stderr}");
+    assert!(!stderr.contains("error_kind=\"http_retry\""), "{stderr}");
 }
 
 #[test]
@@ -385,10 +421,7 @@ fn gauge(name: &str, v: f64, ts: i64) -> Metric {
 }
 
 /// Sends one batch (with an acknowledgement notifier) and returns its final status.
-async fn send(
-    tx: &weir_pipeline::topology::BufferSender,
-    metrics: Vec<Metric>,
-) -> EventStatus {
+async fn send(tx: &weir_pipeline::topology::BufferSender, metrics: Vec<Metric>) -> EventStatus {
     let (n, rx) = BatchNotifier::new_with_receiver();
     let mut b = EventBatch::new(metrics.into_iter().map(Into::into).collect());
     b.attach_notifier(&n);
@@ -406,15 +439,16 @@ async fn remote_write_bad_input_and_acknowledgements() {
     let srv = tokio::task::spawn_blocking(|| Server::start(Kind::Prometheus, None))
         .await
         .unwrap();
-    let cfg: weir_sinks::prometheus::RemoteWriteConfig = serde_json::from_value(serde_json::json!({
-        "endpoint": srv.write_url(),
-        "batch_max_events": 1000,
-        "batch_timeout_secs": 0.2,
-        "concurrency": 1,
-        "tenant_id": "team-a",
-        "auth": { "strategy": "bearer", "token": "t0k" },
-    }))
-    .unwrap();
+    let cfg: weir_sinks::prometheus::RemoteWriteConfig =
+        serde_json::from_value(serde_json::json!({
+            "endpoint": srv.write_url(),
+            "batch_max_events": 1000,
+            "batch_timeout_secs": 0.2,
+            "concurrency": 1,
+            "tenant_id": "team-a",
+            "auth": { "strategy": "bearer", "token": "t0k" },
+        }))
+        .unwrap();
     let metrics = ComponentMetrics::detached("rw");
     let data = tempfile::tempdir().unwrap();
     let sink = cfg
@@ -642,7 +676,10 @@ fn exporter_scraped_by_prometheus() {
         ),
         200.0
     );
-    assert_eq!(get("weir_t_latency_seconds_bucket", &[("le", "0.5")]), 150.0);
+    assert_eq!(
+        get("weir_t_latency_seconds_bucket", &[("le", "0.5")]),
+        150.0
+    );
     assert_eq!(get("weir_t_size_bytes", &[("quantile", "0.9")]), 270.0);
     assert_eq!(get("weir_t_bad_name", &[]), 299.0);
     // OpenMetrics when asked for.
@@ -659,11 +696,17 @@ fn exporter_scraped_by_prometheus() {
     assert!(om.contains("# TYPE weir_t_requests counter\n"), "{om}");
     // Scraped by Prometheus.
     let srv = Server::start(Kind::Prometheus, Some(exporter));
-    srv.expect(r#"weir_t_requests_total{job="weir",code="200",bad_label="x"}"#, 200.0);
+    srv.expect(
+        r#"weir_t_requests_total{job="weir",code="200",bad_label="x"}"#,
+        200.0,
+    );
     srv.expect(r#"weir_t_requests_total{code="500"}"#, 100.0);
     srv.expect("weir_t_seq", 299.0);
     srv.expect(r#"weir_t_latency_seconds_bucket{le="+Inf"}"#, 300.0);
-    srv.expect("histogram_quantile(0.3, weir_t_latency_seconds_bucket)", 0.3);
+    srv.expect(
+        "histogram_quantile(0.3, weir_t_latency_seconds_bucket)",
+        0.3,
+    );
     srv.expect(r#"weir_t_size_bytes{quantile="0.99"}"#, 297.0);
     srv.expect("weir_t_size_bytes_sum", 45150.0);
     drop(stdin);
@@ -674,4 +717,165 @@ fn exporter_scraped_by_prometheus() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A CA and a server certificate for `localhost`/127.0.0.1 signed by it (openssl CLI).
+fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (installed by .ci/run)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=weir-test-ca",
+    ]);
+    run(&a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&a);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+/// TLS on both sides: the exporter serves HTTPS and a real Prometheus scrapes it, verifying
+/// the certificate with the CA; the remote write client verifies the same server with the
+/// CA (the exporter answers its POST with a 404, which the sink counts as refused: the TLS
+/// handshake and the HTTP exchange happened) and refuses a server its CA did not sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_exporter_scraped_and_remote_write_client_verifies() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path());
+    let addr = free_addr();
+    let data = tempfile::tempdir().unwrap();
+    let cx = |id: &str, metrics: &Arc<ComponentMetrics>| SinkContext {
+        id: Arc::from(id),
+        data_dir: data.path().to_path_buf(),
+        metrics: metrics.clone(),
+        registry: Arc::new(MetricsRegistry::default()),
+    };
+    let exporter: weir_sinks::prometheus::PrometheusExporterConfig =
+        serde_json::from_value(serde_json::json!({
+            "address": addr.to_string(),
+            "tls": { "cert_file": cert, "key_file": key },
+        }))
+        .unwrap();
+    let em = ComponentMetrics::detached("exp");
+    let sink = exporter.build(cx("exp", &em)).await.unwrap();
+    let (etx, erx) = buffer(100, WhenFull::Block, em.clone());
+    let etask = tokio::spawn(sink.run(SinkInput::new(erx, em.clone())));
+    assert_eq!(
+        send(&etx, vec![gauge("w_tls", 42.0, now_ms())]).await,
+        EventStatus::Delivered
+    );
+    let ca2 = ca.clone();
+    tokio::task::spawn_blocking(move || {
+        let srv = Server::start_with(Kind::Prometheus, Some(addr), Some(ca2));
+        srv.expect(r#"w_tls{job="weir"}"#, 42.0);
+        srv.expect(r#"up{job="weir"}"#, 1.0);
+    })
+    .await
+    .unwrap();
+
+    let endpoint = format!("https://localhost:{}/api/v1/write", addr.port());
+    let rw = |ca: &PathBuf, max_backoff: f64| -> weir_sinks::prometheus::RemoteWriteConfig {
+        serde_json::from_value(serde_json::json!({
+            "endpoint": endpoint,
+            "tls": { "ca_file": ca },
+            "batch_timeout_secs": 0.1,
+            "retry_max_backoff_secs": max_backoff,
+            "auth": { "strategy": "basic", "user": "u", "password": "p" },
+        }))
+        .unwrap()
+    };
+    let rm = ComponentMetrics::detached("rw");
+    let sink = rw(&ca, 1.0).build(cx("rw", &rm)).await.unwrap();
+    let (tx, rx) = buffer(100, WhenFull::Block, rm.clone());
+    let task = tokio::spawn(sink.run(SinkInput::new(rx, rm.clone())));
+    assert_eq!(
+        send(&tx, vec![gauge("w_tls_rw", 1.0, now_ms())]).await,
+        EventStatus::Rejected
+    );
+    drop(tx);
+    task.await.unwrap().unwrap();
+    assert_eq!(rm.errors().get("rejected"), Some(&1), "{:?}", rm.errors());
+    assert_eq!(rm.errors().get("connection"), None, "{:?}", rm.errors());
+
+    // A CA that did not sign the server's certificate: the handshake fails, and the sink
+    // keeps retrying (holding the batch) instead of sending in the clear or dropping.
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = make_certs(other.path());
+    let bm = ComponentMetrics::detached("rw2");
+    let sink = rw(&other_ca, 0.2).build(cx("rw2", &bm)).await.unwrap();
+    let (tx, rx) = buffer(100, WhenFull::Block, bm.clone());
+    let task = tokio::spawn(sink.run(SinkInput::new(rx, bm.clone())));
+    let (n, status) = BatchNotifier::new_with_receiver();
+    let mut b = EventBatch::new(vec![gauge("w_tls_bad", 1.0, now_ms()).into()]);
+    b.attach_notifier(&n);
+    drop(n);
+    tx.send(b).await.unwrap();
+    let bm2 = bm.clone();
+    let seen = tokio::time::timeout(Duration::from_secs(20), async move {
+        while bm2.errors().get("connection").copied().unwrap_or(0) < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "{:?}", bm.errors());
+    let mut status = status;
+    assert_eq!(status.try_recv(), None, "the batch is held while retrying");
+    task.abort();
+    drop(etx);
+    etask.await.unwrap().unwrap();
 }

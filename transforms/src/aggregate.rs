@@ -30,7 +30,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
-use weir_pipeline::component::{Output, Transform, TransformConfig, TransformContext, TransformOutput};
+use weir_pipeline::component::{
+    Output, Transform, TransformConfig, TransformContext, TransformOutput,
+};
 use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, Metric, MetricKind, MetricValue};
 use weir_pipeline::BoxError;
@@ -131,7 +133,9 @@ fn fold(held: &mut Metric, new: Metric) -> Result<(), Metric> {
                 sum: sb,
             },
         ) if a.len() == b.len()
-            && a.iter().zip(&b).all(|(x, y)| x.upper_limit == y.upper_limit) =>
+            && a.iter()
+                .zip(&b)
+                .all(|(x, y)| x.upper_limit == y.upper_limit) =>
         {
             for (x, y) in a.iter_mut().zip(&b) {
                 x.count += y.count;
@@ -258,7 +262,8 @@ mod tests {
         let c = |v| MetricValue::Counter { value: v };
         let g = |v| MetricValue::Gauge { value: v };
         let ts = |s| chrono::DateTime::from_timestamp(s, 0).unwrap();
-        let mut tagged = Metric::new("req", MetricKind::Incremental, c(10.0)).with_tag("code", "500");
+        let mut tagged =
+            Metric::new("req", MetricKind::Incremental, c(10.0)).with_tag("code", "500");
         tagged.timestamp = Some(ts(100));
         let mut late = Metric::new("req", MetricKind::Incremental, c(2.0));
         late.timestamp = Some(ts(200));

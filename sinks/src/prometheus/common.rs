@@ -131,6 +131,16 @@ pub enum Stored {
 }
 
 impl Stored {
+    /// The label this type generates (`le`, `quantile`): a tag of that name is left out of
+    /// all of the series' samples.
+    pub fn reserved_label(&self) -> Option<&'static str> {
+        match self {
+            Stored::Histogram { .. } => Some("le"),
+            Stored::Summary { .. } | Stored::Samples { .. } => Some("quantile"),
+            _ => None,
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             Stored::Counter(_) => "counter",
@@ -361,10 +371,7 @@ impl Aggregator {
 }
 
 fn same_limits(a: &[Bucket], b: &[Bucket]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.upper_limit == y.upper_limit)
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.upper_limit == y.upper_limit)
 }
 
 /// Nearest-rank quantiles of `values`.
@@ -441,7 +448,8 @@ pub fn fmt_f64(v: f64) -> String {
 /// counters, gauges and sets one sample; histograms a cumulative `_bucket{le}` per bound
 /// (ending with `+Inf`, which is added when missing and then holds the whole count), `_sum`
 /// and `_count`; summaries a `{quantile}` per quantile, `_sum` and `_count`. A tag named
-/// `le` (histograms) or `quantile` (summaries) is replaced by the generated one.
+/// `le` (histograms) or `quantile` (summaries) must be left out by the caller
+/// ([`Stored::reserved_label`]).
 pub fn expand(value: &Stored, quantiles: &[f64], mut f: impl FnMut(Suffix, Option<Extra>, f64)) {
     match value {
         Stored::Counter(v) | Stored::Gauge(v) => f(Suffix::None, None, *v),
@@ -559,7 +567,11 @@ mod tests {
         let mut a = Aggregator::new(vec![1.0, f64::INFINITY], vec![0.5]);
         let now = Instant::now();
         for v in [1.0, 2.5] {
-            let mut m = Metric::new("c", MetricKind::Incremental, MetricValue::Counter { value: v });
+            let mut m = Metric::new(
+                "c",
+                MetricKind::Incremental,
+                MetricValue::Counter { value: v },
+            );
             let k = Aggregator::key_of(&mut m);
             a.absorb(k, m, now).unwrap();
         }
@@ -575,7 +587,16 @@ mod tests {
             "d",
             MetricKind::Incremental,
             MetricValue::Distribution {
-                samples: vec![Sample { value: 0.5, rate: 2 }, Sample { value: 3.0, rate: 1 }],
+                samples: vec![
+                    Sample {
+                        value: 0.5,
+                        rate: 2,
+                    },
+                    Sample {
+                        value: 3.0,
+                        rate: 1,
+                    },
+                ],
                 statistic: StatisticKind::Histogram,
             },
         );
@@ -584,6 +605,9 @@ mod tests {
         let mut got = Vec::new();
         expand(&e.value, &[], |_, _, v| got.push(v));
         assert_eq!(got, vec![2.0, 3.0, 4.0, 3.0]);
-        assert_eq!(a.expire(Duration::from_secs(1), now + Duration::from_secs(2)), 2);
+        assert_eq!(
+            a.expire(Duration::from_secs(1), now + Duration::from_secs(2)),
+            2
+        );
     }
 }

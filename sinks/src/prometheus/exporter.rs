@@ -52,8 +52,8 @@ use weir_pipeline::BoxError;
 
 pub use super::common::MAX_SUMMARY_SAMPLES;
 use super::common::{
-    check_buckets_quantiles, default_buckets, default_expire, default_quantiles, expand,
-    fmt_f64, positive_secs, Aggregator, Extra, Stored, Suffix,
+    check_buckets_quantiles, default_buckets, default_expire, default_quantiles, expand, fmt_f64,
+    positive_secs, Aggregator, Extra, Stored, Suffix,
 };
 
 fn default_address() -> SocketAddr {
@@ -211,35 +211,45 @@ impl Store {
                 };
                 let _ = writeln!(out, "# TYPE {fam} {shown}");
             }
-            expand(&e.value, &self.agg.quantiles, |suffix: Suffix, extra, v| {
-                out.push_str(&key.name);
-                out.push_str(suffix.as_str());
-                let mut first = true;
-                let mut sep = |out: &mut String| {
-                    out.push(if first { '{' } else { ',' });
-                    first = false;
-                };
-                for (k, val) in &key.tags {
-                    if extra.is_some_and(|x: Extra| x.name() == k) {
-                        continue;
+            let reserved = e.value.reserved_label();
+            expand(
+                &e.value,
+                &self.agg.quantiles,
+                |suffix: Suffix, extra: Option<Extra>, v| {
+                    out.push_str(&key.name);
+                    out.push_str(suffix.as_str());
+                    let mut first = true;
+                    let mut sep = |out: &mut String| {
+                        out.push(if first { '{' } else { ',' });
+                        first = false;
+                    };
+                    for (k, val) in &key.tags {
+                        if reserved == Some(k.as_str()) {
+                            continue;
+                        }
+                        sep(&mut out);
+                        out.push_str(k);
+                        out.push_str("=\"");
+                        escape_label(val, &mut out);
+                        out.push('"');
                     }
-                    sep(&mut out);
-                    out.push_str(k);
-                    out.push_str("=\"");
-                    escape_label(val, &mut out);
-                    out.push('"');
-                }
-                if let Some(x) = extra {
-                    sep(&mut out);
-                    let _ = write!(out, "{}=\"{}\"", x.name(), fmt_label_number(x.value(), openmetrics));
-                }
-                if !first {
-                    out.push('}');
-                }
-                out.push(' ');
-                out.push_str(&fmt_f64(v));
-                out.push('\n');
-            });
+                    if let Some(x) = extra {
+                        sep(&mut out);
+                        let _ = write!(
+                            out,
+                            "{}=\"{}\"",
+                            x.name(),
+                            fmt_label_number(x.value(), openmetrics)
+                        );
+                    }
+                    if !first {
+                        out.push('}');
+                    }
+                    out.push(' ');
+                    out.push_str(&fmt_f64(v));
+                    out.push('\n');
+                },
+            );
         }
         if openmetrics {
             out.push_str("# EOF\n");
@@ -322,7 +332,11 @@ async fn serve(
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
-                metrics.error("accept", 1, &format_args!("accepting a scrape connection: {e}"));
+                metrics.error(
+                    "accept",
+                    1,
+                    &format_args!("accepting a scrape connection: {e}"),
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -536,7 +550,10 @@ mod tests {
         }
         s.absorb(m("temp.c", abs, MetricValue::Gauge { value: 3.0 }), now);
         s.absorb(m("temp.c", abs, MetricValue::Gauge { value: -1.5 }), now);
-        s.absorb(m("1bad:name", abs, MetricValue::Gauge { value: f64::NAN }), now);
+        s.absorb(
+            m("1bad:name", abs, MetricValue::Gauge { value: f64::NAN }),
+            now,
+        );
         for v in [0.5, 1.5, 9.0, 0.7] {
             s.absorb(
                 m(
@@ -586,8 +603,10 @@ mod tests {
         let text = s.render(false);
         let samples = parse_strict(&text);
         let find = |n: &str, l: &[(&str, &str)]| {
-            let want: BTreeMap<String, String> =
-                l.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            let want: BTreeMap<String, String> = l
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
             samples
                 .iter()
                 .find(|(sn, sl, _)| sn == n && *sl == want)
@@ -609,7 +628,7 @@ mod tests {
         assert_eq!(find("sz", &[("quantile", "1")]), 4.0);
         assert_eq!(find("sz_sum", &[]), 10.0);
         assert_eq!(find("users", &[]), 3.0);
-        assert_eq!(samples.len(), 14);
+        assert_eq!(samples.len(), 13);
         assert!(text.contains("# TYPE app_req counter\n"));
         assert!(text.contains("# TYPE lat histogram\n"));
         assert!(text.contains("# TYPE sz summary\n"));
@@ -642,11 +661,29 @@ mod tests {
         s.absorb(h([1, 0], MetricKind::Incremental), t0);
         s.absorb(h([2, 3], MetricKind::Incremental), t0);
         let text = s.render(false);
-        assert!(text.contains("h_bucket{le=\"0.5\"} 3\nh_bucket{le=\"+Inf\"} 6\nh_sum 2\nh_count 6\n"), "{text}");
-        s.absorb(m("c", MetricKind::Absolute, MetricValue::Counter { value: 10.0 }), t0);
-        s.absorb(m("c", MetricKind::Absolute, MetricValue::Counter { value: 12.0 }), t0 + Duration::from_secs(5));
+        assert!(
+            text.contains("h_bucket{le=\"0.5\"} 3\nh_bucket{le=\"+Inf\"} 6\nh_sum 2\nh_count 6\n"),
+            "{text}"
+        );
+        s.absorb(
+            m(
+                "c",
+                MetricKind::Absolute,
+                MetricValue::Counter { value: 10.0 },
+            ),
+            t0,
+        );
+        s.absorb(
+            m(
+                "c",
+                MetricKind::Absolute,
+                MetricValue::Counter { value: 12.0 },
+            ),
+            t0 + Duration::from_secs(5),
+        );
         assert!(s.render(false).contains("\nc 12\n"));
-        s.agg.expire(Duration::from_secs(3), t0 + Duration::from_secs(6));
+        s.agg
+            .expire(Duration::from_secs(3), t0 + Duration::from_secs(6));
         assert_eq!(s.render(false), "# TYPE c counter\nc 12\n");
     }
 
@@ -654,9 +691,17 @@ mod tests {
     fn type_conflicts_are_left_out_and_counted() {
         let mut s = store();
         let now = Instant::now();
-        s.absorb(m("x", MetricKind::Absolute, MetricValue::Gauge { value: 1.0 }), now);
         s.absorb(
-            m("x", MetricKind::Absolute, MetricValue::Counter { value: 1.0 }).with_tag("a", "b"),
+            m("x", MetricKind::Absolute, MetricValue::Gauge { value: 1.0 }),
+            now,
+        );
+        s.absorb(
+            m(
+                "x",
+                MetricKind::Absolute,
+                MetricValue::Counter { value: 1.0 },
+            )
+            .with_tag("a", "b"),
             now,
         );
         let text = s.render(false);
@@ -670,7 +715,10 @@ mod tests {
         let mut s = store();
         let now = Instant::now();
         let abs = MetricKind::Absolute;
-        s.absorb(m("reqs_total", abs, MetricValue::Counter { value: 3.0 }), now);
+        s.absorb(
+            m("reqs_total", abs, MetricValue::Counter { value: 3.0 }),
+            now,
+        );
         s.absorb(m("hits", abs, MetricValue::Counter { value: 2.0 }), now);
         s.absorb(
             m(

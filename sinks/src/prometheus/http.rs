@@ -40,7 +40,10 @@ pub struct TlsConfig {
 const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 fn tls_client_config(t: &TlsConfig) -> Result<rustls::ClientConfig, String> {
-    let ca = t.ca_file.clone().unwrap_or_else(|| PathBuf::from(SYSTEM_CA));
+    let ca = t
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_CA));
     let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(&ca)
         .map_err(|e| format!("`tls.ca_file` {}: {e}", ca.display()))?;
@@ -112,7 +115,11 @@ impl Endpoint {
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => return Err(format!("`endpoint` `{url}` must start with http:// or https://")),
+            _ => {
+                return Err(format!(
+                    "`endpoint` `{url}` must start with http:// or https://"
+                ))
+            }
         };
         let host = uri
             .host()
@@ -209,13 +216,13 @@ impl Client {
                 Ok(tx)
             }
             Some((connector, name)) => {
-                let tls = tokio::time::timeout(
-                    ep.connect_timeout,
-                    connector.connect(name.clone(), tcp),
-                )
-                .await
-                .map_err(|_| SendError::Connect(where_(), "TLS handshake timed out".into()))?
-                .map_err(|e| SendError::Connect(where_(), format!("TLS: {e}")))?;
+                let tls =
+                    tokio::time::timeout(ep.connect_timeout, connector.connect(name.clone(), tcp))
+                        .await
+                        .map_err(|_| {
+                            SendError::Connect(where_(), "TLS handshake timed out".into())
+                        })?
+                        .map_err(|e| SendError::Connect(where_(), format!("TLS: {e}")))?;
                 let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                     .await
                     .map_err(err)?;

@@ -156,7 +156,11 @@ struct Settings {
     metrics: Arc<ComponentMetrics>,
 }
 
-fn header(name: &'static str, value: &str, what: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+fn header(
+    name: &'static str,
+    value: &str,
+    what: &str,
+) -> Result<(http::HeaderName, http::HeaderValue), String> {
     let v = http::HeaderValue::from_str(value)
         .map_err(|_| format!("`{what}` cannot be sent in an HTTP header"))?;
     Ok((http::HeaderName::from_static(name), v))
@@ -175,15 +179,21 @@ impl SinkConfig for RemoteWriteConfig {
         }
         let batch_timeout = positive_secs("batch_timeout_secs", self.batch_timeout_secs)?;
         let expire = positive_secs("expire_metrics_secs", self.expire_metrics_secs)?;
-        let initial_backoff =
-            positive_secs("retry_initial_backoff_secs", self.retry_initial_backoff_secs)?;
+        let initial_backoff = positive_secs(
+            "retry_initial_backoff_secs",
+            self.retry_initial_backoff_secs,
+        )?;
         let max_backoff = positive_secs("retry_max_backoff_secs", self.retry_max_backoff_secs)?;
         let request_timeout = positive_secs("request_timeout_secs", self.request_timeout_secs)?;
         let mut headers = vec![
             header("content-encoding", "snappy", "")?,
             header("content-type", "application/x-protobuf", "")?,
             header("x-prometheus-remote-write-version", "0.1.0", "")?,
-            header("user-agent", concat!("weir/", env!("CARGO_PKG_VERSION")), "")?,
+            header(
+                "user-agent",
+                concat!("weir/", env!("CARGO_PKG_VERSION")),
+                "",
+            )?,
         ];
         if let Some(t) = &self.tenant_id {
             headers.push(header("x-scope-orgid", t, "tenant_id")?);
@@ -289,8 +299,9 @@ fn record(slot: &mut Vec<(i64, Stored)>, last_ts: &mut i64, ts: i64, value: &Sto
     *last_ts = ts;
 }
 
-/// Builds the protobuf request from a shard's pending series.
-pub(crate) fn build_request(
+/// Builds the protobuf request from pending series: each value expanded to its samples (see
+/// [`expand`]), one `TimeSeries` per expanded series with its samples in the given order.
+pub fn build_request(
     series: impl IntoIterator<Item = (SeriesKey, Vec<(i64, Stored)>)>,
     quantiles: &[f64],
 ) -> WriteRequest {
@@ -311,7 +322,7 @@ pub(crate) fn build_request(
                     None => {
                         index.push(id);
                         out.push(TimeSeries {
-                            labels: labels_of(&key, suffix, extra),
+                            labels: labels_of(&key, suffix, extra, value.reserved_label()),
                             samples: Vec::with_capacity(snaps.len()),
                         });
                         index.len() - 1
@@ -332,14 +343,19 @@ pub(crate) fn build_request(
     WriteRequest { timeseries: out }
 }
 
-fn labels_of(key: &SeriesKey, suffix: Suffix, extra: Option<Extra>) -> Vec<Label> {
+fn labels_of(
+    key: &SeriesKey,
+    suffix: Suffix,
+    extra: Option<Extra>,
+    reserved: Option<&str>,
+) -> Vec<Label> {
     let mut labels = Vec::with_capacity(key.tags.len() + 2);
     labels.push(Label {
         name: "__name__".into(),
         value: format!("{}{}", key.name, suffix.as_str()),
     });
     for (k, v) in &key.tags {
-        if extra.is_some_and(|e| e.name() == k) {
+        if reserved == Some(k.as_str()) {
             continue;
         }
         labels.push(Label {
@@ -370,11 +386,7 @@ impl Sink for RemoteWrite {
                 tx,
             });
             let client = Client::new(self.endpoint.clone());
-            workers.push(tokio::spawn(sender(
-                client,
-                rx,
-                Arc::clone(&self.settings),
-            )));
+            workers.push(tokio::spawn(sender(client, rx, Arc::clone(&self.settings))));
         }
         let quantiles = self.aggregator.quantiles.clone();
         let mut flush_tick = tokio::time::interval(self.batch_timeout);
@@ -516,7 +528,10 @@ async fn deliver(
         };
         let mut backoff = Backoff::new(s.initial_backoff, s.max_backoff);
         loop {
-            let wait = match client.post(&s.headers, body.clone(), s.request_timeout).await {
+            let wait = match client
+                .post(&s.headers, body.clone(), s.request_timeout)
+                .await
+            {
                 Ok(r) if (200..300).contains(&r.status) => {
                     s.metrics.add_sent_bytes(body.len() as u64);
                     ok += 1;
@@ -573,7 +588,9 @@ async fn deliver(
                     s.metrics.error(
                         "connection",
                         1,
-                        &format_args!("{e}; retrying in {wait:?} (the batch is held, upstream waits)"),
+                        &format_args!(
+                            "{e}; retrying in {wait:?} (the batch is held, upstream waits)"
+                        ),
                     );
                     wait
                 }
@@ -659,7 +676,10 @@ mod tests {
         };
         let req = build_request(
             vec![
-                (key("lat", &[("le", "user"), ("z", "1")]), vec![(10, h.clone()), (20, h)]),
+                (
+                    key("lat", &[("le", "user"), ("z", "1")]),
+                    vec![(10, h.clone()), (20, h)],
+                ),
                 (key("sz", &[]), vec![(10, s)]),
             ],
             &[],
@@ -670,7 +690,10 @@ mod tests {
             .map(|t| {
                 (
                     labels(t),
-                    t.samples.iter().map(|s| (s.timestamp, s.value)).collect::<Vec<_>>(),
+                    t.samples
+                        .iter()
+                        .map(|s| (s.timestamp, s.value))
+                        .collect::<Vec<_>>(),
                 )
             })
             .collect();
@@ -684,13 +707,22 @@ mod tests {
             }
             v
         };
-        assert_eq!(got[0], (l("lat_bucket", Some(("le", "0.5")), true), vec![(10, 1.0), (20, 1.0)]));
+        assert_eq!(
+            got[0],
+            (
+                l("lat_bucket", Some(("le", "0.5")), true),
+                vec![(10, 1.0), (20, 1.0)]
+            )
+        );
         assert_eq!(got[1].0, l("lat_bucket", Some(("le", "1")), true));
         assert_eq!(got[1].1, vec![(10, 3.0), (20, 3.0)]);
         assert_eq!(got[2].0, l("lat_bucket", Some(("le", "+Inf")), true));
         assert_eq!(got[2].1, vec![(10, 4.0), (20, 4.0)]);
         assert_eq!(got[3].0, l("lat_sum", None, true));
-        assert_eq!(got[4], (l("lat_count", None, true), vec![(10, 4.0), (20, 4.0)]));
+        assert_eq!(
+            got[4],
+            (l("lat_count", None, true), vec![(10, 4.0), (20, 4.0)])
+        );
         assert_eq!(got[5].0, l("sz", Some(("quantile", "0.5")), false));
         assert_eq!(got[5].1[0].1.to_bits(), NORMAL_NAN);
         assert_eq!(got[6].0, l("sz_sum", None, false));
