@@ -9,6 +9,7 @@ mod config_examples;
 mod file_source;
 mod garbage;
 mod harness;
+mod host_metrics;
 mod parquet;
 mod shutdown;
 mod testkit;

@@ -414,7 +414,8 @@ fn a_failing_collector_is_reported_and_the_others_still_report() {
     fake_machine(dir.path());
     std::fs::remove_file(dir.path().join("proc/loadavg")).unwrap();
     std::fs::write(dir.path().join("proc/uptime"), "garbage").unwrap();
-    let cfg = fake_config(dir.path(), "utmp_path = \"/nonexistent/utmp\"");
+    std::fs::remove_file(dir.path().join("utmp")).unwrap();
+    let cfg = fake_config(dir.path(), "");
     let (ms, errors) = scrape(&cfg.host().unwrap(), &cfg.collectors().unwrap());
     let failed: Vec<&str> = errors.iter().map(|e| e.collector).collect();
     assert_eq!(failed, ["load", "users", "uptime"], "{errors:?}");
