@@ -9,6 +9,8 @@
 //!   its tailer is reusable by other file-based sources);
 //! - [`nats`]: NATS subscriptions (queue groups) and JetStream durable pull consumers that
 //!   acknowledge each message after delivery;
+//! - [`host_metrics`]: the machine's CPU, memory, disks, filesystems, network, TCP sockets,
+//!   processes, users, uptime and cgroups, from `/proc`, named like node_exporter's metrics;
 //! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
 //! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`);
 //! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`;
@@ -20,6 +22,7 @@
 
 pub mod demo;
 pub mod file;
+pub mod host_metrics;
 pub mod hubble;
 pub mod internal_metrics;
 pub mod nats;
@@ -55,6 +58,11 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<hubble::HubbleConfig>(
         "hubble",
         "Cilium Hubble network flows (Relay or a node), shaped like `hubble observe -o jsonpb`",
+    );
+    registry.add_source::<host_metrics::HostMetricsConfig>(
+        "host_metrics",
+        "Machine metrics from /proc (cpu, memory, disk, filesystem, network, tcp, processes, \
+         users, uptime, cgroup v2) with node_exporter names",
     );
     registry.add_source::<internal_metrics::InternalMetricsConfig>(
         "internal_metrics",

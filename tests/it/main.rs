@@ -10,6 +10,7 @@ mod elasticsearch;
 mod file_source;
 mod garbage;
 mod harness;
+mod host_metrics;
 mod parquet;
 mod prometheus;
 mod nats;
