@@ -1,0 +1,163 @@
+//! Profiles end to end with the real `weir` binary: the `perf` source, the `stack_fold`
+//! transform, the `folded` encoding and `weir flamegraph`.
+//!
+//! - conformance: every capture of the shared test data folded with every option of the
+//!   reference `stackcollapse-perf.pl` gives its reference output byte for byte;
+//! - garbage in a capture is counted and skipped, the samples around it survive.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::{wait_with_timeout, weir, write_config};
+
+/// The shared perf captures: `$WEIR_SHARED/testdata/perf`, or a `shared/testdata/perf` next to
+/// the repository or one of its parents. `None` (and a message) when absent.
+fn shared_perf() -> Option<PathBuf> {
+    if let Some(s) = std::env::var_os("WEIR_SHARED") {
+        let s = PathBuf::from(s);
+        for p in [s.join("testdata/perf"), s.join("perf")] {
+            if p.is_dir() {
+                return Some(p);
+            }
+        }
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in repo.ancestors() {
+        let p = dir.join("shared/testdata/perf");
+        if p.is_dir() {
+            return Some(p);
+        }
+    }
+    eprintln!(
+        "SKIPPED: shared perf captures not found (set WEIR_SHARED, or put shared/testdata/perf next to the repository)"
+    );
+    None
+}
+
+/// The stackcollapse-perf.pl option each reference file was made with, and the same as
+/// `stack_fold` options.
+const OPTIONS: &[(&str, &str)] = &[
+    ("pid", "include_pid = true"),
+    ("tid", "include_tid = true"),
+    ("kernel", "annotate_kernel = true"),
+    ("jit", "annotate_jit = true"),
+    ("all", "annotate_kernel = true\nannotate_jit = true"),
+    ("addrs", "include_addrs = true"),
+];
+
+fn captures(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().ok()?;
+            name.strip_suffix(".txt").map(String::from)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs `weir run` on `config` to its end (the sources read files and end) and returns stderr.
+fn run_to_end(config: &Path) -> String {
+    let child = weir()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "weir failed:\n{stderr}");
+    stderr
+}
+
+/// The output without options, derived from the `kernel` reference: `_[k]` removed from every
+/// frame, the counts of stacks that became equal summed, lines sorted by bytes.
+fn plain_from_kernel(results: &Path, name: &str) -> Vec<u8> {
+    let kernel = std::fs::read(results.join(format!("{name}-collapsed-kernel.txt"))).unwrap();
+    let mut merged = std::collections::BTreeMap::<Vec<u8>, u64>::new();
+    for line in kernel.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let sp = line.iter().rposition(|b| *b == b' ').unwrap();
+        let stack = String::from_utf8_lossy(&line[..sp]).replace("_[k]", "");
+        let count: u64 = std::str::from_utf8(&line[sp + 1..])
+            .unwrap()
+            .parse()
+            .unwrap();
+        *merged.entry(stack.into_bytes()).or_default() += count;
+    }
+    let mut out = Vec::new();
+    for (stack, count) in merged {
+        out.extend_from_slice(&stack);
+        out.extend_from_slice(format!(" {count}\n").as_bytes());
+    }
+    out
+}
+
+/// One pipeline per (capture, option) in a single config, all run by one `weir run`: the
+/// `perf` source reads the capture, `stack_fold` folds the whole input (period-weighted, as the
+/// reference sums periods) and a `file` sink writes it `folded`.
+#[test]
+fn folds_every_shared_capture_like_the_reference() {
+    let Some(dir) = shared_perf() else { return };
+    let results = dir.join("results");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = format!(
+        "data_dir = \"{}\"\n[api]\nenabled = false\n",
+        tmp.path().display()
+    );
+    let mut cases = Vec::new();
+    for (i, name) in captures(&dir).iter().enumerate() {
+        cfg.push_str(&format!(
+            "[sources.s{i}]\ntype = \"perf\"\nmode = \"script\"\npath = \"{}\"\n",
+            dir.join(format!("{name}.txt")).display()
+        ));
+        for (opt, fold) in OPTIONS.iter().copied().chain([("plain", "")]) {
+            let out = tmp.path().join(format!("{name}-collapsed-{opt}.txt"));
+            cfg.push_str(&format!(
+                "[transforms.f{i}_{opt}]\ntype = \"stack_fold\"\ninputs = [\"s{i}\"]\nweight = \"period\"\n{fold}\n\
+                 [sinks.o{i}_{opt}]\ntype = \"file\"\ninputs = [\"f{i}_{opt}\"]\npath = \"{}\"\nencoding.codec = \"folded\"\n",
+                out.display()
+            ));
+            cases.push((name.clone(), opt, out));
+        }
+    }
+    assert!(cases.len() >= 7, "no captures in {}", dir.display());
+    let config = write_config(tmp.path(), "conformance.toml", &cfg);
+    run_to_end(&config);
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (name, opt, out) in &cases {
+        let got = std::fs::read(out).unwrap_or_default();
+        let reference = results.join(format!("{name}-collapsed-{opt}.txt"));
+        let want = match std::fs::read(&reference) {
+            Ok(w) => w,
+            // There is no reference without options: it is the `kernel` one without its
+            // `_[k]` annotations, stacks made equal by that merged, sorted again.
+            Err(_) if *opt == "plain" => plain_from_kernel(&results, name),
+            Err(e) => panic!("missing reference {}: {e}", reference.display()),
+        };
+        if got != want {
+            let g = String::from_utf8_lossy(&got);
+            let w = String::from_utf8_lossy(&want);
+            let first = g
+                .lines()
+                .zip(w.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(g.lines().count().min(w.lines().count()));
+            failures.push(format!(
+                "{name} {opt}: {} lines vs {} in the reference; first difference at line {}:\n  got:  {}\n  want: {}",
+                g.lines().count(),
+                w.lines().count(),
+                first + 1,
+                g.lines().nth(first).unwrap_or("<end>"),
+                w.lines().nth(first).unwrap_or("<end>"),
+            ));
+        }
+        checked += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("{checked} folded outputs identical to the reference");
+}
