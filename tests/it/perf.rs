@@ -161,3 +161,91 @@ fn folds_every_shared_capture_like_the_reference() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     eprintln!("{checked} folded outputs identical to the reference");
 }
+
+/// A sample of `comm` 1/1 with the frames (leaf first) in `/bin/ok`.
+fn sample(comm: &str, frames: &[&str]) -> Vec<u8> {
+    let mut s = format!("{comm} 1/1 [000] 1.0: 1 cpu-clock:\n");
+    for (i, f) in frames.iter().enumerate() {
+        s.push_str(&format!("\t{:x} {f}+0x1 (/bin/ok)\n", 0x1000 + i));
+    }
+    s.push('\n');
+    s.into_bytes()
+}
+
+/// Binary bytes, a sample cut in the middle of a frame line, a 1 MB frame line and a sample
+/// the input ends in are each counted and skipped; every sample around them is folded.
+#[test]
+fn garbage_in_perf_script_text_is_counted_and_neighbours_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut input = Vec::new();
+    input.extend(sample("ok", &["alpha", "main"]));
+    // Binary bytes (every byte value, four times over), then the blank line perf would print.
+    for _ in 0..4 {
+        input.extend(0u8..=255);
+    }
+    input.extend_from_slice(b"\n\n");
+    input.extend(sample("ok", &["beta", "main"]));
+    // A sample cut in the middle of a frame line.
+    input.extend_from_slice(b"ok 1/1 [000] 1.0: 1 cpu-clock:\n\t1000 del\n\n");
+    input.extend(sample("ok", &["alpha", "main"]));
+    // A sample with a 1 MB frame line.
+    input.extend_from_slice(b"ok 1/1 [000] 1.0: 1 cpu-clock:\n\t1000 ");
+    input.extend(std::iter::repeat_n(b'x', 1024 * 1024));
+    input.extend_from_slice(b" (/bin/ok)\n\t1001 main (/bin/ok)\n\n");
+    input.extend(sample("ok", &["gamma", "main"]));
+    // The input ends inside a sample.
+    input.extend_from_slice(b"ok 1/1 [000] 1.0: 1 cpu-clock:\n\t1000 delta (/bin/ok)\n");
+    let capture = tmp.path().join("garbage.txt");
+    std::fs::write(&capture, &input).unwrap();
+    let out = tmp.path().join("folded.txt");
+    let config = write_config(
+        tmp.path(),
+        "garbage.toml",
+        &format!(
+            r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.perf]
+type = "perf"
+path = "{capture}"
+[transforms.fold]
+type = "stack_fold"
+inputs = ["perf"]
+[sinks.out]
+type = "file"
+inputs = ["fold"]
+path = "{out}"
+encoding.codec = "folded"
+"#,
+            data = tmp.path().display(),
+            capture = capture.display(),
+            out = out.display(),
+        ),
+    );
+    let stderr = run_to_end(&config);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "ok;main;alpha 2\nok;main;beta 1\nok;main;gamma 1\n"
+    );
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("summary") && l.contains("component=perf"))
+        .unwrap_or_else(|| panic!("no summary for the source:\n{stderr}"));
+    // One parse error for the binary block (skipped to its blank line), one for the cut
+    // frame line, one oversized line, one truncated sample.
+    assert!(
+        summary.contains("sent=4 ") && summary.contains("errors=oversized:1,parse:2,truncated:1"),
+        "{summary}"
+    );
+    // Each kind says what and where (later errors of a kind are rate-limited).
+    assert!(
+        stderr.contains("not a `perf script` sample header"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("max_line_bytes"), "{stderr}");
+    assert!(
+        stderr.contains("the input ended inside a sample"),
+        "{stderr}"
+    );
+}
