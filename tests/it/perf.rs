@@ -249,3 +249,137 @@ encoding.codec = "folded"
         "{stderr}"
     );
 }
+
+/// The `<title>` texts of the frames of a flame graph, after checking it is well-formed XML
+/// with an `svg` root.
+fn svg_frame_titles(svg: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(svg).unwrap();
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(&text, opts)
+        .unwrap_or_else(|e| panic!("{} is not well-formed XML: {e}", svg.display()));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("title"))
+        .filter_map(|n| n.text().map(String::from))
+        .collect()
+}
+
+fn flamegraph(input: &Path, output: &Path, extra: &[&str]) -> String {
+    let out = weir()
+        .args(["flamegraph", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "weir flamegraph failed:\n{stderr}");
+    stderr
+}
+
+/// `weir flamegraph` draws the same well-formed SVG from `perf script` text, from the folded
+/// file of a `stack_fold` pipeline and from the Parquet files of one; the hot frames are in it
+/// with their counts.
+#[test]
+fn flamegraph_from_perf_script_folded_and_parquet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut script = Vec::new();
+    for _ in 0..30 {
+        script.extend(sample("app", &["hot_loop", "work", "main"]));
+    }
+    for _ in 0..5 {
+        script.extend(sample("app", &["cold_path", "main"]));
+    }
+    for _ in 0..2 {
+        script.extend(sample("app", &["escape<&>\"quote\"", "main"]));
+    }
+    let capture = tmp.path().join("app.perf.txt");
+    std::fs::write(&capture, &script).unwrap();
+
+    // The same profile folded into a file and into Parquet by a pipeline.
+    let folded = tmp.path().join("app.folded");
+    let parquet = tmp.path().join("parquet");
+    let config = write_config(
+        tmp.path(),
+        "fold.toml",
+        &format!(
+            r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.perf]
+type = "perf"
+path = "{capture}"
+[transforms.fold]
+type = "stack_fold"
+inputs = ["perf"]
+[sinks.folded]
+type = "file"
+inputs = ["fold"]
+path = "{folded}"
+encoding.codec = "folded"
+[sinks.parquet]
+type = "parquet"
+inputs = ["fold"]
+path = "{parquet}"
+"#,
+            data = tmp.path().display(),
+            capture = capture.display(),
+            folded = folded.display(),
+            parquet = parquet.display(),
+        ),
+    );
+    run_to_end(&config);
+    assert_eq!(
+        std::fs::read_to_string(&folded).unwrap(),
+        "app;main;cold_path 5\napp;main;escape<&>quote 2\napp;main;work;hot_loop 30\n"
+    );
+
+    let mut all = Vec::new();
+    for (name, input, extra) in [
+        ("script", &capture, vec!["--title", "Busy <app> & co"]),
+        ("folded", &folded, vec![]),
+        ("parquet", &parquet, vec![]),
+    ] {
+        let svg = tmp.path().join(format!("{name}.svg"));
+        let stderr = flamegraph(input, &svg, &extra);
+        assert!(stderr.contains("3 stacks, 37 samples"), "{name}: {stderr}");
+        let titles = svg_frame_titles(&svg);
+        let has = |prefix: &str| titles.iter().any(|t| t.starts_with(prefix));
+        assert!(has("hot_loop (30 samples, 81.08%)"), "{name}: {titles:?}");
+        assert!(has("work (30 samples"), "{name}: {titles:?}");
+        assert!(has("main (37 samples, 100.00%)"), "{name}: {titles:?}");
+        assert!(has("cold_path (5 samples"), "{name}: {titles:?}");
+        assert!(has("escape<&>quote (2 samples"), "{name}: {titles:?}");
+        let text = std::fs::read_to_string(&svg).unwrap();
+        if name == "script" {
+            assert!(text.contains("Busy &lt;app&gt; &amp; co"), "title missing");
+        }
+        let mut frames: Vec<String> = titles
+            .into_iter()
+            .filter(|t| t.contains(" samples"))
+            .collect();
+        frames.sort();
+        all.push(frames);
+    }
+    assert_eq!(all[0], all[1]);
+    assert_eq!(all[1], all[2]);
+
+    // Garbage is not a profile: a clear error, no SVG.
+    let junk = tmp.path().join("junk.txt");
+    std::fs::write(&junk, b"\x00\x01 not a profile\n").unwrap();
+    let out = weir()
+        .args(["flamegraph", "--input"])
+        .arg(&junk)
+        .arg("--output")
+        .arg(tmp.path().join("junk.svg"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no stacks in"), "{stderr}");
+}
