@@ -383,3 +383,240 @@ path = "{parquet}"
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no stacks in"), "{stderr}");
 }
+
+/// A program that burns `argv[1]` seconds of CPU in `weir_busy_spin` after a short
+/// `weir_idle_bit`, built with frame pointers so `perf record -g` walks its stacks.
+const BUSY_C: &str = r#"
+#include <stdlib.h>
+#include <time.h>
+volatile unsigned long sink;
+__attribute__((noinline)) void weir_idle_bit(void) {
+    for (unsigned long i = 0; i < 2000000UL; i++) sink -= i;
+}
+__attribute__((noinline)) void weir_busy_spin(double secs) {
+    clock_t end = clock() + (clock_t)(secs * CLOCKS_PER_SEC);
+    while (clock() < end)
+        for (unsigned long i = 0; i < 2000000UL; i++) sink += i * 7;
+}
+int main(int argc, char **argv) {
+    weir_idle_bit();
+    weir_busy_spin(argc > 1 ? atof(argv[1]) : 0.5);
+    return 0;
+}
+"#;
+
+/// Compiles [`BUSY_C`] into `dir/weirbusy`.
+fn build_busy(dir: &Path) -> PathBuf {
+    let src = dir.join("weirbusy.c");
+    std::fs::write(&src, BUSY_C).unwrap();
+    let bin = dir.join("weirbusy");
+    let st = std::process::Command::new("cc")
+        .args(["-O0", "-fno-omit-frame-pointer", "-g", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc) is needed: .ci/run installs gcc");
+    assert!(st.success());
+    bin
+}
+
+/// `perf` must be on PATH (Debian's `linux-perf`, installed by .ci/run).
+fn perf() -> std::process::Command {
+    let probe = std::process::Command::new("perf").arg("--version").output();
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "`perf` is not on PATH: install it (Debian: apt-get install linux-perf; .ci/run does)"
+    );
+    std::process::Command::new("perf")
+}
+
+/// Sums the counts of `folded` lines whose stack starts with `root;` into (all, with `frame`).
+fn share_of(folded: &str, root: &str, frame: &str) -> (u64, u64) {
+    let (mut all, mut with) = (0, 0);
+    for line in folded.lines() {
+        let (stack, count) = line.rsplit_once(' ').unwrap();
+        let count: u64 = count.parse().unwrap();
+        if stack.split(';').next() != Some(root) {
+            continue;
+        }
+        all += count;
+        if stack.split(';').any(|f| f == frame) {
+            with += count;
+        }
+    }
+    (all, with)
+}
+
+/// A busy program recorded with the machine's perf (software `cpu-clock` event), read by the
+/// `perf` source running `perf script` itself: the busy function dominates the folded output.
+#[test]
+fn own_capture_from_perf_script_command_shows_the_busy_function() {
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = build_busy(tmp.path());
+    let data = tmp.path().join("busy.data");
+    let rec = perf()
+        .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(&busy)
+        .arg("0.4")
+        .output()
+        .unwrap();
+    assert!(
+        rec.status.success(),
+        "perf record failed (perf_event_paranoid is {:?}):\n{}",
+        std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid"),
+        String::from_utf8_lossy(&rec.stderr)
+    );
+    let out = tmp.path().join("busy.folded");
+    let config = write_config(
+        tmp.path(),
+        "script.toml",
+        &format!(
+            r#"
+data_dir = "{dir}"
+[api]
+enabled = false
+[sources.perf]
+type = "perf"
+mode = "script"
+command = ["perf", "script", "-i", "{data}"]
+restart = "never"
+[transforms.fold]
+type = "stack_fold"
+inputs = ["perf"]
+[sinks.out]
+type = "file"
+inputs = ["fold"]
+path = "{out}"
+encoding.codec = "folded"
+"#,
+            dir = tmp.path().display(),
+            data = data.display(),
+            out = out.display(),
+        ),
+    );
+    let stderr = run_to_end(&config);
+    assert!(!stderr.contains("errors=parse"), "{stderr}");
+    let folded = std::fs::read_to_string(&out).unwrap();
+    let (all, busy_samples) = share_of(&folded, "weirbusy", "weir_busy_spin");
+    assert!(all >= 50, "only {all} samples of weirbusy:\n{folded}");
+    assert!(
+        busy_samples * 10 >= all * 8,
+        "weir_busy_spin in {busy_samples} of {all} samples:\n{folded}"
+    );
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.starts_with("weirbusy;") && l.contains(";main;weir_busy_spin")),
+        "{folded}"
+    );
+}
+
+/// `perf stat -I 100 -x,` output recorded by the test, read by `mode = "stat"`: one counter per
+/// event and interval, with perf's values, units and interval times; unsupported events are
+/// left out.
+#[test]
+fn stat_mode_turns_recorded_perf_stat_output_into_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = build_busy(tmp.path());
+    let stat = tmp.path().join("stat.csv");
+    let rec = perf()
+        .args(["stat", "-I", "100", "-x,", "-e"])
+        .arg("cpu-clock,task-clock,context-switches,page-faults")
+        .arg("-o")
+        .arg(&stat)
+        .arg("--")
+        .arg(&busy)
+        .arg("0.35")
+        .output()
+        .unwrap();
+    assert!(
+        rec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rec.stderr)
+    );
+    let text = std::fs::read_to_string(&stat).unwrap();
+    // What perf wrote, read here on its own: (time, event) -> (value, unit).
+    let mut want = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        let value: f64 = f[1].parse().unwrap();
+        want.push((
+            f[0].parse::<f64>().unwrap(),
+            f[3].to_string(),
+            value,
+            f[2].to_string(),
+        ));
+    }
+    assert!(want.len() >= 8, "too few intervals:\n{text}");
+    // A counter perf cannot read here is reported, not made up.
+    let mut with_unsupported = text.clone();
+    with_unsupported.push_str("     9.999000000,<not supported>,,cycles,0,100.00,,\n");
+    std::fs::write(&stat, &with_unsupported).unwrap();
+
+    let out = tmp.path().join("metrics.json");
+    let config = write_config(
+        tmp.path(),
+        "stat.toml",
+        &format!(
+            r#"
+data_dir = "{dir}"
+[api]
+enabled = false
+[sources.stat]
+type = "perf"
+mode = "stat"
+path = "{stat}"
+[sinks.out]
+type = "file"
+inputs = ["stat"]
+path = "{out}"
+"#,
+            dir = tmp.path().display(),
+            stat = stat.display(),
+            out = out.display(),
+        ),
+    );
+    let stderr = run_to_end(&config);
+    assert!(
+        stderr.contains("perf cannot count `cycles` here (not supported)"),
+        "{stderr}"
+    );
+    let got: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let ts = |m: &serde_json::Value| {
+        let t = chrono::DateTime::parse_from_rfc3339(m["timestamp"].as_str().unwrap()).unwrap();
+        i128::from(t.timestamp_nanos_opt().unwrap())
+    };
+    let base = ts(&got[0]) - (want[0].0 * 1e9) as i128;
+    for (m, (time, event, value, unit)) in got.iter().zip(&want) {
+        let name = format!("perf_{}", event.replace('-', "_"));
+        assert_eq!(m["name"], name.as_str(), "{m}");
+        assert_eq!(m["kind"], "incremental", "{m}");
+        assert_eq!(m["counter"]["value"].as_f64(), Some(*value), "{m}");
+        assert_eq!(m["tags"]["event"], event.as_str(), "{m}");
+        if unit.is_empty() {
+            assert!(m["tags"].get("unit").is_none(), "{m}");
+        } else {
+            assert_eq!(m["tags"]["unit"], unit.as_str(), "{m}");
+        }
+        // Interval times are kept (to the microsecond: RFC 3339 rounding).
+        let off = ts(m) - base;
+        assert!((off - (time * 1e9) as i128).abs() < 2_000, "{m} at {time}");
+    }
+    // The busy program burnt its 0.35 s of CPU: perf's cpu-clock intervals sum to it.
+    let cpu_ms: f64 = want
+        .iter()
+        .filter(|w| w.1 == "cpu-clock")
+        .map(|w| w.2)
+        .sum();
+    assert!(cpu_ms >= 300.0, "cpu-clock total {cpu_ms} ms");
+}
