@@ -620,3 +620,103 @@ path = "{out}"
         .sum();
     assert!(cpu_ms >= 300.0, "cpu-clock total {cpu_ms} ms");
 }
+
+/// `mode = "record"` (Weir runs `perf record -a -g | perf script` in a loop) and `mode =
+/// "stat"` running `perf stat -a` itself, while a busy program runs: its folded stacks are
+/// dominated by its busy function, and system-wide counters arrive as metrics.
+#[test]
+fn record_and_stat_modes_run_perf_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = build_busy(tmp.path());
+    perf();
+    let folded = tmp.path().join("record.folded");
+    let metrics = tmp.path().join("stat.json");
+    let config = write_config(
+        tmp.path(),
+        "record.toml",
+        &format!(
+            r#"
+data_dir = "{dir}"
+[api]
+enabled = false
+[sources.record]
+type = "perf"
+mode = "record"
+frequency_hz = 199
+interval_secs = 1
+[transforms.fold]
+type = "stack_fold"
+inputs = ["record"]
+window_secs = 1
+[sinks.folded]
+type = "file"
+inputs = ["fold"]
+path = "{folded}"
+encoding.codec = "folded"
+[sources.stat]
+type = "perf"
+mode = "stat"
+events = ["cpu-clock", "context-switches"]
+interval_ms = 200
+[sinks.metrics]
+type = "file"
+inputs = ["stat"]
+path = "{metrics}"
+"#,
+            dir = tmp.path().display(),
+            folded = folded.display(),
+            metrics = metrics.display(),
+        ),
+    );
+    let child = weir()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The program runs until its samples have come through (each perf record run lasts 1 s,
+    // then perf script resolves symbols: on a loaded machine a cycle takes a few seconds).
+    let mut prog = std::process::Command::new(&busy)
+        .arg("120")
+        .spawn()
+        .unwrap();
+    let seen = crate::harness::wait_until(Duration::from_secs(90), || {
+        let text = std::fs::read_to_string(&folded).unwrap_or_default();
+        share_of(&text, "weirbusy", "weir_busy_spin").0 >= 20
+    });
+    let _ = prog.kill();
+    let _ = prog.wait();
+    crate::harness::sigterm(&child);
+    let out = wait_with_timeout(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+
+    let text = std::fs::read_to_string(&folded).unwrap_or_default();
+    let (all, busy_samples) = share_of(&text, "weirbusy", "weir_busy_spin");
+    assert!(seen, "only {all} samples of weirbusy in 90 s:\n{stderr}");
+    assert!(
+        busy_samples * 10 >= all * 8,
+        "weir_busy_spin in {busy_samples} of {all} samples"
+    );
+
+    let got: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let cpu: Vec<&serde_json::Value> = got
+        .iter()
+        .filter(|m| m["name"] == "perf_cpu_clock")
+        .collect();
+    assert!(cpu.len() >= 5, "{got:?}\n{stderr}");
+    assert!(cpu.iter().all(|m| m["tags"]["unit"] == "msec"), "{cpu:?}");
+    // The busy program kept a CPU busy: some 200 ms interval counted over 100 ms.
+    assert!(
+        cpu.iter()
+            .any(|m| m["counter"]["value"].as_f64().unwrap() > 100.0),
+        "{cpu:?}"
+    );
+    assert!(got.iter().any(|m| m["name"] == "perf_context_switches"));
+}
