@@ -720,3 +720,33 @@ path = "{metrics}"
     );
     assert!(got.iter().any(|m| m["name"] == "perf_context_switches"));
 }
+
+/// `weir flamegraph` on every shared capture (`perf script` text as recorded on other
+/// machines): a well-formed SVG whose heaviest process frame carries the reference's count.
+#[test]
+fn flamegraph_of_every_shared_capture() {
+    let Some(dir) = shared_perf() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for name in captures(&dir) {
+        // The reference's per-process totals (the root frame of each folded line).
+        let plain = plain_from_kernel(&dir.join("results"), &name);
+        let mut roots = std::collections::BTreeMap::<String, u64>::new();
+        for line in String::from_utf8_lossy(&plain).lines() {
+            let (stack, count) = line.rsplit_once(' ').unwrap();
+            let root = stack.split(';').next().unwrap().to_string();
+            *roots.entry(root).or_default() += count.parse::<u64>().unwrap();
+        }
+        let (top, total) = roots.iter().max_by_key(|(_, n)| **n).unwrap();
+        let svg = tmp.path().join(format!("{name}.svg"));
+        flamegraph(&dir.join(format!("{name}.txt")), &svg, &[]);
+        let titles: Vec<String> = svg_frame_titles(&svg)
+            .into_iter()
+            .map(|t| t.replace(',', ""))
+            .collect();
+        let want = format!("{top} ({total} samples");
+        assert!(
+            titles.iter().any(|t| t.starts_with(&want)),
+            "{name}: no `{want}` in {titles:?}"
+        );
+    }
+}
