@@ -83,6 +83,24 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_edges: usize,
     },
+    /// Render a flame graph (interactive SVG) of a profile: `perf script` text, folded stacks
+    /// (`stack COUNT` lines) or Parquet with `stack` and `count` columns (a file, or a
+    /// directory of them), detected from the content.
+    Flamegraph {
+        /// The profile to draw.
+        #[arg(short, long, value_name = "FILE")]
+        input: PathBuf,
+        /// Where the SVG goes.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// The title above the graph. Default: `Flame Graph: <input file name>`.
+        #[arg(long)]
+        title: Option<String>,
+        /// For `perf script` input: a sample counts its `period` (as `stackcollapse-perf.pl`)
+        /// or 1.
+        #[arg(long, value_enum, default_value_t = WeightArg::Period)]
+        weight: WeightArg,
+    },
     /// List the source, transform and sink types of this build.
     List,
 }
@@ -117,6 +135,12 @@ impl From<GranularityArg> for weir_transforms::flow_to_topology::Granularity {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+pub enum WeightArg {
+    Period,
+    Samples,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub enum GraphFormat {
     Dot,
     Mermaid,
@@ -144,6 +168,20 @@ fn main() -> ExitCode {
             granularity,
             max_edges,
         } => cli::topology::topology(&input, format, granularity.into(), max_edges),
+        Command::Flamegraph {
+            input,
+            output,
+            title,
+            weight,
+        } => cli::flamegraph::flamegraph(&cli::flamegraph::Args {
+            input,
+            output,
+            title,
+            weight: match weight {
+                WeightArg::Period => weir_transforms::stack_fold::Weight::Period,
+                WeightArg::Samples => weir_transforms::stack_fold::Weight::Samples,
+            },
+        }),
         Command::List => cli::list(),
     };
     // Exit without waiting on reader threads blocked in read(2) (stdin): everything that

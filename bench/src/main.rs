@@ -3,6 +3,7 @@
 
 mod baseline;
 mod data;
+mod perf;
 mod report;
 mod runner;
 
@@ -28,6 +29,9 @@ OPTIONS:
     --demo-count N     Events of the demo case (default 2000000)
     --cases LIST       Comma-separated subset of: bytes,json,remap,demo,parquet,jsonfile,idle
                        (default: all)
+    --cases LIST       Comma-separated subset of: bytes,json,remap,demo,idle,perf
+                       (default: all but perf)
+    --perf-size-mib N  Size of the perf case's capture, in MiB (default 256)
     --data-dir DIR     Where the input is generated and kept (default: <workspace>/target/bench-data)
     --timeout-secs N   Kill a weir run that takes longer (default 1800)
     --no-taskset       Do not pin weir to core 0
@@ -52,10 +56,12 @@ enum Case {
     Parquet,
     JsonFile,
     Idle,
+    Perf,
 }
 
 impl Case {
     const ALL: [Case; 7] = [
+    const ALL: [Case; 6] = [
         Case::Bytes,
         Case::Json,
         Case::Remap,
@@ -64,6 +70,9 @@ impl Case {
         Case::JsonFile,
         Case::Idle,
     ];
+        Case::Perf,
+    /// What runs without `--cases` (the perf case needs the shared captures).
+    const DEFAULT: [Case; 5] = [Case::Bytes, Case::Json, Case::Remap, Case::Demo, Case::Idle];
 
     fn name(self) -> &'static str {
         match self {
@@ -74,6 +83,7 @@ impl Case {
             Case::Parquet => "parquet",
             Case::JsonFile => "jsonfile",
             Case::Idle => "idle",
+            Case::Perf => "perf",
         }
     }
 
@@ -86,6 +96,7 @@ impl Case {
             Case::Parquet => "5. stdin json -> parquet (zstd)",
             Case::JsonFile => "6. stdin json -> file (JSON lines)",
             Case::Idle => "idle",
+            Case::Perf => "5. perf script -> stack_fold -> folded file",
         }
     }
 }
@@ -96,6 +107,7 @@ struct Args {
     runs: usize,
     demo_count: u64,
     cases: Vec<Case>,
+    perf_size_mib: u64,
     data_dir: PathBuf,
     timeout: Duration,
     taskset: bool,
@@ -114,7 +126,8 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
         weir: root.join("target/release/weir"),
         runs: 3,
         demo_count: DEFAULT_DEMO_COUNT,
-        cases: Case::ALL.to_vec(),
+        cases: Case::DEFAULT.to_vec(),
+        perf_size_mib: 256,
         data_dir: root.join("target/bench-data"),
         timeout: Duration::from_secs(1800),
         taskset: true,
@@ -146,6 +159,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
             "--weir" => a.weir = PathBuf::from(value()?),
             "--runs" => a.runs = number(value()?)? as usize,
             "--demo-count" => a.demo_count = number(value()?)?,
+            "--perf-size-mib" => a.perf_size_mib = number(value()?)?,
             "--data-dir" => a.data_dir = PathBuf::from(value()?),
             "--timeout-secs" => a.timeout = Duration::from_secs(number(value()?)?),
             "--no-taskset" => a.taskset = false,
@@ -159,6 +173,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .with_context(|| {
                             format!(
                                 "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle)"
+                                "--cases: unknown case {name:?} (bytes, json, remap, demo, idle, perf)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -344,6 +359,7 @@ del(.user_agent)
                 )
         }
         Case::Idle => return None,
+        Case::Idle | Case::Perf => return None,
     })
 }
 
@@ -712,6 +728,22 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     }
 
     let mut goals = Vec::new();
+    if args.cases.contains(&Case::Perf) {
+        eprintln!("case {}:", Case::Perf.label());
+        match perf_case(&runner, args, &mut rows) {
+            Ok(goal) => goals.push(goal),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                eprintln!("  perf FAILED: {msg}");
+                rows.push(Row {
+                    case: Case::Perf.label().into(),
+                    note: format!("FAILED: {}", msg.lines().next().unwrap_or("")),
+                    ..Row::default()
+                });
+                failures.push(format!("perf: {msg}"));
+            }
+        }
+    }
     if args.cases.contains(&Case::Bytes) {
         goals.push(Goal {
             name: format!(
@@ -848,6 +880,118 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     Ok(failures.is_empty())
 }
 
+/// The median of `runs` runs of `f`, each printed.
+fn median_run(
+    name: &str,
+    runs: usize,
+    bytes: u64,
+    mut f: impl FnMut() -> Result<RunOutcome>,
+) -> Result<RunOutcome> {
+    let mut all = Vec::with_capacity(runs);
+    let mut peak = None::<u64>;
+    for i in 1..=runs {
+        let o = f()?;
+        eprintln!(
+            "  {name} run {i}/{runs}: {:.3} s, {:.1} MiB/s{}",
+            o.secs,
+            mib(bytes) / o.secs,
+            o.cpu_secs
+                .map_or(String::new(), |c| format!(", CPU {c:.2} s"))
+        );
+        peak = peak.max(o.peak_rss_kib);
+        all.push(o);
+    }
+    let mut m = median(all, |o| o.secs).context("no run")?;
+    m.peak_rss_kib = peak;
+    Ok(m)
+}
+
+/// The perf case (see perf.rs): weir against inferno-collapse-perf, same capture, same run.
+fn perf_case(runner: &Runner, args: &Args, rows: &mut Vec<Row>) -> Result<Goal> {
+    let name = "weir folds at least as fast as inferno-collapse-perf, same output".to_string();
+    let shared = perf::shared_captures(&workspace_root()).context(
+        "the shared perf captures are not found (set WEIR_SHARED, or put shared/testdata/perf next to the workspace)",
+    )?;
+    let started = Instant::now();
+    let cap = perf::ensure_capture(&shared, &args.data_dir, args.perf_size_mib)?;
+    eprintln!(
+        "  input: {} ({:.0} MiB: the captures of {} repeated {} times, made in {:.1} s)",
+        cap.path.display(),
+        mib(cap.bytes),
+        shared.display(),
+        cap.copies,
+        started.elapsed().as_secs_f64()
+    );
+    baseline::memchr_count(&cap.path).context("warming the page cache")?;
+    let weir_out = runner.work.join("perf-weir.folded");
+    let config = runner::write_config(&runner.work, "perf", &perf::config(&cap.path, &weir_out))?;
+    let w = median_run("weir", args.runs, cap.bytes, || {
+        let _ = std::fs::remove_file(&weir_out);
+        runner.run("perf", &config, None)
+    })?;
+    let row = |label: &str, o: &RunOutcome, note: String| Row {
+        case: label.into(),
+        mib_s: Some(mib(cap.bytes) / o.secs),
+        cpu_mib_s: o.cpu_secs.filter(|c| *c > 0.0).map(|c| mib(cap.bytes) / c),
+        cpu_pct: o.cpu_secs.map(|c| 100.0 * c / o.secs),
+        rss_mib: o.peak_rss_kib.map(|k| k as f64 / 1024.0),
+        note,
+        ..Row::default()
+    };
+    let Some(inferno) = runner::which("inferno-collapse-perf") else {
+        eprintln!("  inferno-collapse-perf is not on PATH: no comparison (cargo install inferno)");
+        rows.push(row(
+            Case::Perf.label(),
+            &w,
+            "inferno-collapse-perf not on PATH".into(),
+        ));
+        return Ok(Goal {
+            name,
+            measured: "-".into(),
+            met: None,
+        });
+    };
+    let inferno_out = runner.work.join("perf-inferno.folded");
+    let i = median_run("inferno-collapse-perf", args.runs, cap.bytes, || {
+        perf::run_inferno(runner, &inferno, &cap.path, &inferno_out)
+    })?;
+    let diff = perf::compare(&weir_out, &inferno_out)?;
+    let same = diff.is_none();
+    if let Some(d) = &diff {
+        eprintln!("  outputs differ: {d}");
+    }
+    let ratio = Ratio {
+        wall: i.secs / w.secs,
+        cpu: w.cpu_secs.zip(i.cpu_secs).map(|(wc, ic)| ic / wc),
+    };
+    rows.push(row(
+        "baseline: inferno-collapse-perf",
+        &i,
+        format!("same capture, median of {}", args.runs),
+    ));
+    let mut r = row(
+        Case::Perf.label(),
+        &w,
+        if same {
+            "output identical to inferno's".into()
+        } else {
+            "output DIFFERS from inferno's".into()
+        },
+    );
+    r.vs = Some(format!("{:.2}x inferno", ratio.wall));
+    r.cpu_vs = ratio.cpu.map(|c| format!("{c:.2}x inferno"));
+    rows.push(r);
+    Ok(Goal {
+        name,
+        measured: format!(
+            "{}; output {}",
+            describe(Some(ratio), |r| format!("{r:.2}x")),
+            if same { "identical" } else { "differs" }
+        ),
+        met: Some(ratio.wall >= 1.0 && same),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -906,6 +1050,8 @@ mod tests {
         for c in Case::ALL {
             let cfg = case_config(c, 10, Path::new("/tmp/x"));
             assert_eq!(cfg.is_some(), c != Case::Idle);
+            let cfg = case_config(c, 10);
+            assert_eq!(cfg.is_some(), !matches!(c, Case::Idle | Case::Perf));
             if let Some(cfg) = cfg {
                 assert!(cfg.contains("[sinks.out]"));
             }

@@ -245,7 +245,7 @@ pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
 
 /// GNU time's `-f "%M %U %S"` output: max RSS (KiB), user and system seconds. Other lines
 /// (e.g. "Command exited with non-zero status") may come first.
-fn parse_time_file(path: &Path) -> Result<(u64, f64)> {
+pub fn parse_time_file(path: &Path) -> Result<(u64, f64)> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let line = text

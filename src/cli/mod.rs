@@ -1,3 +1,4 @@
+pub mod flamegraph;
 pub mod graph;
 pub mod run;
 pub mod topology;

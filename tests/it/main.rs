@@ -15,5 +15,6 @@ mod parquet;
 mod prometheus;
 mod nats;
 mod otlp;
+mod perf;
 mod shutdown;
 mod testkit;

@@ -10,7 +10,8 @@ use crate::event::{Event, MetricValue, Value};
 #[serde(deny_unknown_fields)]
 pub struct EncodingConfig {
     /// `json` (default: the whole event as one JSON object), `text` (the `message` field as
-    /// is; events without one are written as JSON) or `logfmt` (nested keys dotted).
+    /// is; events without one are written as JSON), `logfmt` (nested keys dotted) or `folded`
+    /// (`<stack> <count>`, the folded-stack lines of `stack_fold`).
     #[serde(default)]
     pub codec: Encoder,
 }
@@ -31,12 +32,17 @@ pub enum Encoder {
     Json,
     Text,
     Logfmt,
+    /// `<stack> <count>` from the `stack` and `count` fields (what `stack_fold` emits): the
+    /// text format of FlameGraph's and inferno's tools.
+    Folded,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     #[error("cannot encode event as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("the `folded` encoding needs a log with a string `stack` and a non-negative integer `count` (the output of `stack_fold`); {0}")]
+    NotFolded(&'static str),
 }
 
 impl Encoder {
@@ -75,6 +81,34 @@ impl Encoder {
                 Some(m) => logfmt::write(m, out),
                 None => out.extend_from_slice(l.value().to_string_lossy().as_bytes()),
             },
+            (Encoder::Folded, Event::Log(l)) => {
+                let stack = match l.get_field("stack") {
+                    Some(Value::Bytes(b)) => &b[..],
+                    Some(Value::String(s)) => s.as_bytes(),
+                    Some(_) => return Err(EncodeError::NotFolded("`stack` is not a string")),
+                    None => return Err(EncodeError::NotFolded("`stack` is missing")),
+                };
+                if stack.is_empty() || stack.contains(&b'\n') {
+                    return Err(EncodeError::NotFolded("`stack` is empty or spans lines"));
+                }
+                let count = match l.get_field("count") {
+                    Some(Value::Integer(n)) if *n >= 0 => *n,
+                    Some(_) => {
+                        return Err(EncodeError::NotFolded(
+                            "`count` is not a non-negative integer",
+                        ))
+                    }
+                    None => return Err(EncodeError::NotFolded("`count` is missing")),
+                };
+                out.extend_from_slice(stack);
+                let _ = write!(out, " {count}");
+            }
+            (Encoder::Folded, Event::Metric(_)) => {
+                return Err(EncodeError::NotFolded("a metric was given"))
+            }
+            (Encoder::Folded, Event::Trace(_)) => {
+                return Err(EncodeError::NotFolded("a trace was given"))
+            }
             (Encoder::Logfmt, other) => {
                 let v = other.to_json_value();
                 let s = serde_json::to_vec(&v)?;
@@ -121,5 +155,36 @@ mod tests {
         .with_tag("a", "b");
         Encoder::Text.encode(&Event::Metric(m), &mut out).unwrap();
         assert_eq!(out, br#"up{a="b"} 1"#);
+    }
+
+    #[test]
+    fn encodes_folded_stacks_and_rejects_anything_else() {
+        let mut l = LogEvent::default();
+        l.insert_field("stack", Value::Bytes(Bytes::from_static(b"a;b\xff;c")));
+        l.insert_field("count", Value::Integer(42));
+        let mut out = Vec::new();
+        Encoder::Folded
+            .encode(&Event::Log(l.clone()), &mut out)
+            .unwrap();
+        assert_eq!(out, b"a;b\xff;c 42");
+        let mut neg = l.clone();
+        neg.insert_field("count", Value::Integer(-1));
+        assert!(Encoder::Folded.encode(&Event::Log(neg), &mut out).is_err());
+        let mut multi = l.clone();
+        multi.insert_field("stack", "a\nb");
+        assert!(Encoder::Folded
+            .encode(&Event::Log(multi), &mut out)
+            .is_err());
+        let msg = LogEvent::from_message(Bytes::from_static(b"hi"), None);
+        let err = Encoder::Folded
+            .encode(&Event::Log(msg), &mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("`stack` is missing"), "{err}");
+        let m = Metric::new(
+            "up",
+            MetricKind::Absolute,
+            MetricValue::Gauge { value: 1.0 },
+        );
+        assert!(Encoder::Folded.encode(&Event::Metric(m), &mut out).is_err());
     }
 }
