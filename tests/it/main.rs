@@ -9,5 +9,6 @@ mod config_examples;
 mod file_source;
 mod garbage;
 mod harness;
+mod hubble;
 mod shutdown;
 mod testkit;
