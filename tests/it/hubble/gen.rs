@@ -83,9 +83,11 @@ impl Gen {
     fn time(&mut self) -> String {
         self.nanos += self.step_nanos;
         let secs = self.base_secs + (self.nanos / 1_000_000_000) as i64;
-        let t = chrono::DateTime::from_timestamp(secs, (self.nanos % 1_000_000_000) as u32)
-            .unwrap();
-        t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+        // As protojson writes it (0, 3, 6 or 9 fractional digits).
+        weir_sources::hubble::convert::format_timestamp(weir_sources::hubble::proto::Timestamp {
+            seconds: secs,
+            nanos: (self.nanos % 1_000_000_000) as i32,
+        })
     }
 
     fn emit(&mut self, mut flow: Json, node: &str) {
@@ -142,10 +144,46 @@ impl Gen {
     pub fn connection(&mut self, c: Pod, s: Pod, sport: u32, dport: u32, http: Option<(u32, u64)>) {
         let id = edge_id(c, s, dport, "TCP");
         self.edge(id.clone()).connections += 1;
-        self.tcp(c, s, sport, dport, false, json!({"SYN": true}), "FORWARDED", false);
-        self.tcp(c, s, sport, dport, false, json!({"SYN": true}), "FORWARDED", true);
-        self.tcp(c, s, sport, dport, true, json!({"SYN": true, "ACK": true}), "FORWARDED", false);
-        self.tcp(c, s, sport, dport, false, json!({"ACK": true}), "FORWARDED", true);
+        self.tcp(
+            c,
+            s,
+            sport,
+            dport,
+            false,
+            json!({"SYN": true}),
+            "FORWARDED",
+            false,
+        );
+        self.tcp(
+            c,
+            s,
+            sport,
+            dport,
+            false,
+            json!({"SYN": true}),
+            "FORWARDED",
+            true,
+        );
+        self.tcp(
+            c,
+            s,
+            sport,
+            dport,
+            true,
+            json!({"SYN": true, "ACK": true}),
+            "FORWARDED",
+            false,
+        );
+        self.tcp(
+            c,
+            s,
+            sport,
+            dport,
+            false,
+            json!({"ACK": true}),
+            "FORWARDED",
+            true,
+        );
         if let Some((code, latency)) = http {
             let l7 = |reply: bool| {
                 let (src, dst, sp, dp) = if reply {
@@ -169,7 +207,9 @@ impl Gen {
             self.emit(resp, s.5);
             let e = self.edge(id);
             e.http_requests += 1;
-            *e.http_responses.entry(format!("{}xx", code / 100)).or_default() += 1;
+            *e.http_responses
+                .entry(format!("{}xx", code / 100))
+                .or_default() += 1;
             e.latency_ns_sum += latency;
             e.latency_ns_count += 1;
         }
@@ -178,8 +218,26 @@ impl Gen {
     /// A connection denied by policy at the server: forwarded at the client's egress,
     /// dropped at the server's ingress.
     pub fn denied(&mut self, c: Pod, s: Pod, sport: u32, dport: u32) {
-        self.tcp(c, s, sport, dport, false, json!({"SYN": true}), "FORWARDED", false);
-        self.tcp(c, s, sport, dport, false, json!({"SYN": true}), "DROPPED", true);
+        self.tcp(
+            c,
+            s,
+            sport,
+            dport,
+            false,
+            json!({"SYN": true}),
+            "FORWARDED",
+            false,
+        );
+        self.tcp(
+            c,
+            s,
+            sport,
+            dport,
+            false,
+            json!({"SYN": true}),
+            "DROPPED",
+            true,
+        );
         self.edge(edge_id(c, s, dport, "TCP")).dropped += 1;
     }
 
@@ -198,7 +256,7 @@ impl Gen {
             "source": endpoint(DNS), "destination": endpoint(c), "traffic_direction": "EGRESS",
             "is_reply": true,
             "l7": {"type": "RESPONSE", "latency_ns": "300000",
-                "dns": {"query": "api.shop.svc.cluster.local.", "rcode": 0, "ips": [API.4]}}});
+                "dns": {"query": "api.shop.svc.cluster.local.", "ips": [API.4]}}});
         self.emit(a, c.5);
         self.edge(edge_id(c, DNS, 53, "UDP")).dns_queries += 1;
     }
@@ -214,9 +272,21 @@ impl Gen {
                 _ => 200,
             };
             let sport = 30_000 + i;
-            g.connection(LOADGEN, WEB, sport, 8080, Some((code, 5_000_000 + u64::from(i) * 1_000)));
+            g.connection(
+                LOADGEN,
+                WEB,
+                sport,
+                8080,
+                Some((code, 5_000_000 + u64::from(i) * 1_000)),
+            );
             g.dns(WEB, 40_000 + i);
-            g.connection(WEB, API, sport, 9000, Some((200, 1_000_000 + u64::from(i % 7) * 10_000)));
+            g.connection(
+                WEB,
+                API,
+                sport,
+                9000,
+                Some((200, 1_000_000 + u64::from(i % 7) * 10_000)),
+            );
             if i % 13 == 5 {
                 g.denied(API, DB, sport, 5432);
             } else {

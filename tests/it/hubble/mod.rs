@@ -21,6 +21,7 @@ use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::MetricsRegistry;
 use weir_pipeline::topology::{self, RunningTopology};
 use weir_pipeline::BoxError;
+use weir_sources::hubble::convert;
 use weir_sources::hubble::proto::{
     self, Flow, GetFlowsResponse, LostEvent, NodeStatusEvent, ResponseType, Timestamp,
 };
@@ -81,7 +82,13 @@ fn collected() -> &'static Mutex<HashMap<String, Arc<Mutex<Vec<Event>>>>> {
 
 /// The events collected under `name`.
 fn bucket(name: &str) -> Arc<Mutex<Vec<Event>>> {
-    Arc::clone(collected().lock().unwrap().entry(name.into()).or_default())
+    Arc::clone(
+        collected()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.into())
+            .or_default(),
+    )
 }
 
 /// `type = "collect"`: keeps what it receives under `name`.
@@ -162,14 +169,19 @@ name = "{name}-raw"
     )
 }
 
+/// A `hubble` source asking for every buffered flow (`since` long ago, unless `extra` says).
 fn hubble_source(addr: SocketAddr, extra: &str) -> String {
+    let since = if extra.contains("since =") {
+        ""
+    } else {
+        "since = \"2000-01-01T00:00:00Z\"\n"
+    };
     format!(
         r#"[sources.flows]
 type = "hubble"
 address = "127.0.0.1:{port}"
-since = "2000-01-01T00:00:00Z"
 max_backoff_secs = 1
-{extra}"#,
+{since}{extra}"#,
         port = addr.port()
     )
 }
@@ -230,7 +242,7 @@ async fn run_until_received(toml: &str, n: u64) -> Arc<MetricsRegistry> {
 }
 
 fn take(name: &str) -> Vec<Json> {
-    std::mem::take(&mut *bucket(name).lock().unwrap())
+    std::mem::take(&mut *bucket(name).lock().unwrap_or_else(|p| p.into_inner()))
         .iter()
         .map(Event::to_json_value)
         .collect()
@@ -280,7 +292,9 @@ fn counter(registry: &MetricsRegistry, id: &str, name: &str, label: Option<&str>
     let m = registry.get(id).unwrap();
     m.counters()
         .iter()
-        .filter(|(n, l, _)| *n == name && label.is_none_or(|want| l.as_ref().is_some_and(|(_, v)| v == want)))
+        .filter(|(n, l, _)| {
+            *n == name && label.is_none_or(|want| l.as_ref().is_some_and(|(_, v)| v == want))
+        })
         .map(|(_, _, v)| *v)
         .sum()
 }
@@ -295,7 +309,28 @@ fn errors(registry: &MetricsRegistry, id: &str, kind: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `flow` objects of events, without what a file source adds around them.
+/// Drops what protobuf cannot tell from absent (proto3 default values: 0, "", false, [],
+/// {}), which a jsonpb file may spell out or not.
+fn strip_defaults(v: &mut Json) -> bool {
+    match v {
+        Json::Object(o) => {
+            o.retain(|_, v| !strip_defaults(v));
+            o.is_empty()
+        }
+        Json::Array(a) => {
+            for v in a.iter_mut() {
+                strip_defaults(v);
+            }
+            a.is_empty()
+        }
+        Json::Number(n) => n.as_f64() == Some(0.0),
+        Json::String(s) => s.is_empty(),
+        Json::Bool(b) => !*b,
+        Json::Null => true,
+    }
+}
+
+/// The flows of events (without what a file source adds around them), defaults dropped.
 fn flows_only(events: &[Json]) -> Vec<Json> {
     events
         .iter()
@@ -304,6 +339,17 @@ fn flows_only(events: &[Json]) -> Vec<Json> {
             if let Some(o) = e.as_object_mut() {
                 o.retain(|k, _| k == "flow" || k == "node_name" || k == "time");
             }
+            strip_defaults(&mut e);
+            // One instant, one spelling (a file may carry 9 digits where protojson writes 6).
+            let canonical = |t: Option<&mut Json>| {
+                if let Some(t) = t {
+                    if let Some(ts) = t.as_str().and_then(convert::parse_timestamp) {
+                        *t = Json::from(convert::format_timestamp(ts));
+                    }
+                }
+            };
+            canonical(e.get_mut("time"));
+            canonical(e.get_mut("flow").and_then(|f| f.get_mut("time")));
             e
         })
         .collect()
@@ -434,7 +480,10 @@ async fn generated_flows_over_grpc_and_from_a_file_give_the_known_map() {
     )
     .await;
     assert_matches_truth(&topology_of(&name), &truth);
-    assert_same_events(&flows_only(&take(&format!("{name}-raw"))), &lines);
+    assert_same_events(
+        &flows_only(&take(&format!("{name}-raw"))),
+        &flows_only(&lines),
+    );
 }
 
 /// Relay is killed mid-stream and comes back on the same port: the source reconnects,
@@ -498,7 +547,10 @@ async fn a_server_killed_mid_stream_loses_and_duplicates_nothing() {
     // The second call resumed from the flows already seen, not from the start.
     let req = second.requests.lock().unwrap()[0].clone();
     let since = server::nanos(req.since.expect("since on resume"));
-    let newest_seen = got[at_kill - 1]["flow"]["time"].as_str().unwrap().to_string();
+    let newest_seen = got[at_kill - 1]["flow"]["time"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let newest = chrono::DateTime::parse_from_rfc3339(&newest_seen)
         .unwrap()
         .timestamp_nanos_opt()
@@ -609,7 +661,10 @@ async fn malformed_responses_and_lines_are_counted_and_skipped() {
     )
     .await;
     assert_eq!(errors(&reg, "map", "not_a_flow"), 1);
-    assert!(reg.get("flows").unwrap().errors_total() >= 1, "the non-JSON line");
+    assert!(
+        reg.get("flows").unwrap().errors_total() >= 1,
+        "the non-JSON line"
+    );
     assert_matches_truth(&topology_of(&name), &g.truth_json());
 }
 
@@ -623,8 +678,10 @@ fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "hubble-ca.default.hubble-grpc.cilium.io");
+    p.distinguished_name.push(
+        DnType::CommonName,
+        "hubble-ca.default.hubble-grpc.cilium.io",
+    );
     let ca_key = KeyPair::generate().unwrap();
     let ca = p.self_signed(&ca_key).unwrap();
     Pki {
@@ -696,7 +753,12 @@ async fn tls_with_server_name_and_mutual_tls() {
     // Without `server_name`, 127.0.0.1 is not a name of the certificate: no flow gets in.
     let name = unique("tls-wrong-name");
     let opts = format!("follow = false\ntls.ca_file = \"{}\"", ca_file.display());
-    let running = start(&pipeline(dir.path(), &name, &hubble_source(srv.addr, &opts))).await;
+    let running = start(&pipeline(
+        dir.path(),
+        &name,
+        &hubble_source(srv.addr, &opts),
+    ))
+    .await;
     let reg = Arc::clone(&running.registry);
     wait_for("a failed handshake", Duration::from_secs(20), || {
         reg.get("flows").unwrap().errors_total() > 0
@@ -722,7 +784,12 @@ async fn tls_with_server_name_and_mutual_tls() {
         key_file.display()
     );
     let name = unique("mtls");
-    run_to_end(&pipeline(dir.path(), &name, &hubble_source(srv.addr, &opts))).await;
+    run_to_end(&pipeline(
+        dir.path(),
+        &name,
+        &hubble_source(srv.addr, &opts),
+    ))
+    .await;
     assert_eq!(take(&format!("{name}-raw")).len(), g.lines.len());
 }
 
@@ -732,10 +799,12 @@ async fn tls_with_server_name_and_mutual_tls() {
 fn lost_events_and_node_status_become_metrics_and_log_lines() {
     use crate::harness::{free_addr, http_get, sigterm, wait_until, wait_with_timeout, weir};
     let replay = Replay::new();
-    let t = |s: i64| Some(Timestamp {
-        seconds: 1_795_168_800 + s,
-        nanos: 0,
-    });
+    let t = |s: i64| {
+        Some(Timestamp {
+            seconds: 1_795_168_800 + s,
+            nanos: 0,
+        })
+    };
     replay.push(&GetFlowsResponse {
         response_types: Some(ResponseType::NodeStatus(NodeStatusEvent {
             state_change: 1,
@@ -827,7 +896,10 @@ inputs = ["flows"]
             .to_string()
     };
     assert_eq!(
-        line("weir_hubble_lost_events_total", "source=\"HUBBLE_RING_BUFFER\""),
+        line(
+            "weir_hubble_lost_events_total",
+            "source=\"HUBBLE_RING_BUFFER\""
+        ),
         "42"
     );
     assert_eq!(
@@ -835,7 +907,10 @@ inputs = ["flows"]
         "1"
     );
     assert_eq!(
-        line("weir_hubble_node_status_total", "state=\"NODE_UNAVAILABLE\""),
+        line(
+            "weir_hubble_node_status_total",
+            "state=\"NODE_UNAVAILABLE\""
+        ),
         "1"
     );
     assert!(
@@ -887,7 +962,10 @@ fn weir_topology_on_the_boutique_capture() {
     );
     let mermaid = run(&gz, "mermaid");
     assert!(mermaid.starts_with("flowchart LR\n"), "{mermaid}");
-    assert!(mermaid.contains("[\"world(api.example.com)\"]"), "{mermaid}");
+    assert!(
+        mermaid.contains("[\"world(api.example.com)\"]"),
+        "{mermaid}"
+    );
     assert_eq!(
         mermaid.matches(" -->|").count(),
         truth["edges"].as_object().unwrap().len()
