@@ -971,3 +971,47 @@ fn weir_topology_on_the_boutique_capture() {
         truth["edges"].as_object().unwrap().len()
     );
 }
+
+/// Flows written to Parquet by the `parquet` sink, mapped by `weir topology --input x.parquet`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_topology_reads_flows_from_parquet() {
+    let g = Gen::shop(1_000_000, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("flows.jsonl");
+    std::fs::write(&jsonl, g.lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("pq");
+    let toml = format!(
+        r#"data_dir = "{dd}"
+[api]
+enabled = false
+
+{source}
+[sinks.pq]
+type = "parquet"
+inputs = ["flows"]
+path = "{out}/"
+"#,
+        dd = dir.path().display(),
+        source = file_source(&jsonl),
+        out = out.display()
+    );
+    run_until_received(&toml, g.lines.len() as u64).await;
+    let files: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let run = crate::harness::weir()
+        .args(["topology", "--format", "json", "--input"])
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let topo: Json = serde_json::from_slice(&run.stdout).unwrap();
+    assert_matches_truth(&topo, &g.truth_json());
+}
