@@ -68,9 +68,11 @@ enum Command {
         format: GraphFormat,
     },
     /// Compute the service map of exported network flows (`hubble observe -o jsonpb` lines,
-    /// optionally gzip-compressed): the `flow_to_topology` transform over the whole file.
+    /// optionally gzip-compressed, or Parquet): the `flow_to_topology` transform over the whole
+    /// file.
     Topology {
-        /// The flows file (`.jsonl` or `.jsonl.gz`; Parquet is not supported yet).
+        /// The flows file: `.jsonl`, `.jsonl.gz`, or `.parquet` (as the `parquet` sink writes
+        /// flows).
         #[arg(short, long, value_name = "FILE")]
         input: PathBuf,
         /// Output: the topology as JSON, a Graphviz DOT graph, or a Mermaid flowchart.

@@ -4,6 +4,7 @@
 mod baseline;
 mod data;
 mod perf;
+mod flows;
 mod report;
 mod runner;
 
@@ -21,6 +22,7 @@ weir-bench: end-to-end throughput of the release weir binary, with in-run baseli
 
 USAGE:
     weir-bench [OPTIONS]
+    weir-bench flows [OPTIONS]   (flow_to_topology; see `weir-bench flows --help`)
 
 OPTIONS:
     --size-mib N       Size of the generated input, in MiB (default 1024)
@@ -193,6 +195,16 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("flows") {
+        return match flows::main(argv.get(2..).unwrap_or_default()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match parse_args(argv.get(1..).unwrap_or_default()) {
         Ok(Some(a)) => a,
         Ok(None) => {

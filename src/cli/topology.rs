@@ -5,7 +5,8 @@
 //! prints the map as JSON, DOT or Mermaid.
 //!
 //! Input: JSON lines as `hubble observe -o jsonpb` writes them, optionally gzip-compressed
-//! (`.gz`, or detected by its magic bytes). Parquet input is not supported yet (a later issue).
+//! (`.gz`, or detected by its magic bytes), or a Parquet file of flows (`.parquet`, as the
+//! `parquet` sink writes them: the flow's objects as structs), read by the `parquet` source.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,6 +27,7 @@ use weir_pipeline::event::Event;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::topology;
 use weir_pipeline::BoxError;
+use weir_sources::parquet::ParquetSourceConfig;
 use weir_sources::stdin::{read_loop, StdinConfig};
 use weir_transforms::flow_to_topology::{FlowToTopologyConfig, Granularity, OutputKind};
 
@@ -123,8 +125,32 @@ impl Sink for Collect {
     }
 }
 
+/// The reader of `input`: the `parquet` source for `.parquet`, else JSON lines.
+fn reader(input: &Path) -> Result<(&'static str, Box<dyn SourceConfig>), String> {
+    if input.extension().is_some_and(|x| x == "parquet") {
+        let cfg: ParquetSourceConfig = serde_json::from_value(serde_json::json!({
+            "paths": [input.to_string_lossy()],
+            "progress": "never",
+        }))
+        .map_err(|e| format!("parquet reader: {e}"))?;
+        Ok(("parquet", Box::new(cfg)))
+    } else {
+        Ok((
+            "flow_file",
+            Box::new(FlowFileSource {
+                path: input.to_path_buf(),
+            }),
+        ))
+    }
+}
+
 /// The built pipeline: file -> flow_to_topology -> collect.
-fn pipeline(input: &Path, map: FlowToTopologyConfig, events: Arc<Mutex<Vec<Event>>>) -> Config {
+fn pipeline(
+    input: &Path,
+    map: FlowToTopologyConfig,
+    events: Arc<Mutex<Vec<Event>>>,
+) -> Result<Config, String> {
+    let (type_name, source) = reader(input)?;
     let file: Arc<str> = Arc::from("<weir topology>");
     let here = Location {
         file,
@@ -140,10 +166,8 @@ fn pipeline(input: &Path, map: FlowToTopologyConfig, events: Arc<Mutex<Vec<Event
     config.sources.insert(
         "flows".into(),
         SourceEntry {
-            type_name: "flow_file".into(),
-            config: Box::new(FlowFileSource {
-                path: input.to_path_buf(),
-            }),
+            type_name: type_name.into(),
+            config: source,
             acknowledgements: false,
             location: here.clone(),
         },
@@ -167,7 +191,7 @@ fn pipeline(input: &Path, map: FlowToTopologyConfig, events: Arc<Mutex<Vec<Event
             location: here,
         },
     );
-    config
+    Ok(config)
 }
 
 /// Runs the map over `input` and returns the topology event as JSON (plus the number of lines
@@ -185,7 +209,7 @@ async fn compute(
         max_edges,
         ..Default::default()
     };
-    let config = pipeline(input, map, Arc::clone(&events));
+    let config = pipeline(input, map, Arc::clone(&events))?;
     let graph = resolve_graph(&config, false).map_err(|e| {
         e.0.iter()
             .map(ToString::to_string)
@@ -325,11 +349,8 @@ pub fn topology(
     granularity: Granularity,
     max_edges: usize,
 ) -> u8 {
-    if input.extension().is_some_and(|x| x == "parquet") {
-        eprintln!(
-            "error: {}: Parquet input is not supported yet (it comes with the Parquet sink); use JSON lines as `hubble observe -o jsonpb` writes them (optionally .gz)",
-            input.display()
-        );
+    if !input.is_file() {
+        eprintln!("error: {}: no such file", input.display());
         return crate::exit::CONFIG;
     }
     if max_edges == 0 {

@@ -16,5 +16,6 @@ mod prometheus;
 mod nats;
 mod otlp;
 mod perf;
+mod hubble;
 mod shutdown;
 mod testkit;
