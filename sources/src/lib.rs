@@ -7,6 +7,8 @@
 //! - [`stdin`]: lines from standard input, decoded by any codec;
 //! - [`file`]: log files matched by globs, followed through rotation, checkpointed (a folder:
 //!   its tailer is reusable by other file-based sources);
+//! - [`kubernetes_logs`]: container logs of this node (CRI or Docker files under
+//!   `/var/log/pods`), with pod metadata from the path and the Kubernetes API;
 //! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
 //! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`);
 //! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`;
@@ -19,6 +21,7 @@ pub mod demo;
 pub mod file;
 pub mod hubble;
 pub mod internal_metrics;
+pub mod kubernetes_logs;
 pub mod parquet;
 pub mod perf;
 pub mod stdin;
@@ -34,6 +37,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<file::FileSourceConfig>(
         "file",
         "Lines of files matched by globs, followed through rotation, checkpointed, multiline",
+    );
+    registry.add_source::<kubernetes_logs::KubernetesLogsConfig>(
+        "kubernetes_logs",
+        "Container logs of this node (CRI or Docker), partial lines joined, pod metadata",
     );
     registry.add_source::<stdin::StdinConfig>(
         "stdin",

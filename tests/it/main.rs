@@ -9,5 +9,7 @@ mod config_examples;
 mod file_source;
 mod garbage;
 mod harness;
+mod kubernetes_deploy;
+mod kubernetes_logs;
 mod shutdown;
 mod testkit;
