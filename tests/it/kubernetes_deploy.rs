@@ -72,7 +72,10 @@ fn manifests_pass_the_kubernetes_schemas() {
         "clusterrole",
         "clusterrolebinding",
     ] {
-        assert!(text.contains(&format!("passed for resource {kind}/")), "{kind}: {text}");
+        assert!(
+            text.contains(&format!("passed for resource {kind}/")),
+            "{kind}: {text}"
+        );
     }
 }
 

@@ -37,7 +37,10 @@ impl Setup {
 
     /// The log file of a container (its directories created).
     fn log(&self, ns: &str, pod: &str, uid: &str, container: &str) -> PathBuf {
-        let d = self.root().join(format!("{ns}_{pod}_{uid}")).join(container);
+        let d = self
+            .root()
+            .join(format!("{ns}_{pod}_{uid}"))
+            .join(container);
         std::fs::create_dir_all(&d).unwrap();
         d.join("0.log")
     }
@@ -80,7 +83,11 @@ impl Setup {
         sigterm(&child);
         let out = wait_with_timeout(child, Duration::from_secs(60));
         let log = self.weir_log();
-        assert_eq!(out.status.code(), Some(0), "weir did not stop cleanly:\n{log}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "weir did not stop cleanly:\n{log}"
+        );
         log
     }
 
@@ -127,8 +134,18 @@ fn summary(e: &Value) -> Value {
 #[test]
 fn cri_partial_lines_are_joined_and_docker_lines_decoded() {
     let mut s = Setup::new();
-    let cri = s.log("shop", "web-7d4b9c-x2x9z", "1b2c3d4e-0000-4000-8000-000000000001", "nginx");
-    let docker = s.log("shop", "legacy-0", "1b2c3d4e-0000-4000-8000-000000000002", "app");
+    let cri = s.log(
+        "shop",
+        "web-7d4b9c-x2x9z",
+        "1b2c3d4e-0000-4000-8000-000000000001",
+        "nginx",
+    );
+    let docker = s.log(
+        "shop",
+        "legacy-0",
+        "1b2c3d4e-0000-4000-8000-000000000002",
+        "app",
+    );
     append(
         &cri,
         concat!(
@@ -196,27 +213,62 @@ encoding.codec = "json"
     std::thread::sleep(Duration::from_millis(500));
     s.stop(child);
 
-    let k8s = |pod: &str, uid: &str, c: &str| {
-        json!({"pod_namespace": "shop", "pod_name": pod, "pod_uid": uid, "container_name": c})
-    };
-    let web = k8s("web-7d4b9c-x2x9z", "1b2c3d4e-0000-4000-8000-000000000001", "nginx");
+    let k8s = |pod: &str, uid: &str, c: &str| json!({"pod_namespace": "shop", "pod_name": pod, "pod_uid": uid, "container_name": c});
+    let web = k8s(
+        "web-7d4b9c-x2x9z",
+        "1b2c3d4e-0000-4000-8000-000000000001",
+        "nginx",
+    );
     let legacy = k8s("legacy-0", "1b2c3d4e-0000-4000-8000-000000000002", "app");
-    let ev = |msg: &str, stream: &str, ts: &str, k: &Value| {
-        json!({"message": msg, "stream": stream, "timestamp": ts, "kubernetes": k})
-    };
+    let ev = |msg: &str, stream: &str, ts: &str, k: &Value| json!({"message": msg, "stream": stream, "timestamp": ts, "kubernetes": k});
     let mut got: Vec<Value> = s.events("out").iter().map(summary).collect();
     // Files are read one after the other: order by file, then as written.
-    got.sort_by_key(|e| e["kubernetes"]["pod_name"].as_str().unwrap_or("").to_string());
+    got.sort_by_key(|e| {
+        e["kubernetes"]["pod_name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    });
     assert_eq!(
         got,
         vec![
-            ev("plain docker line", "stdout", "2024-05-01T11:00:00.123456789Z", &legacy),
+            ev(
+                "plain docker line",
+                "stdout",
+                "2024-05-01T11:00:00.123456789Z",
+                &legacy
+            ),
             ev("{\"a\":1}", "stdout", "2024-05-01T11:00:01Z", &legacy),
-            ev("split by the 16k limit", "stderr", "2024-05-01T11:00:02Z", &legacy),
-            ev("GET /index.html 200", "stdout", "2024-05-01T10:00:00.000000001Z", &web),
-            ev("first piece, second piece, last piece", "stdout", "2024-05-01T10:00:01.500Z", &web),
-            ev("warn: slow upstream", "stderr", "2024-05-01T10:00:02Z", &web),
-            ev("{\"level\":\"info\",\"msg\":\"json in cri\"}", "stdout", "2024-05-01T10:00:03Z", &web),
+            ev(
+                "split by the 16k limit",
+                "stderr",
+                "2024-05-01T11:00:02Z",
+                &legacy
+            ),
+            ev(
+                "GET /index.html 200",
+                "stdout",
+                "2024-05-01T10:00:00.000000001Z",
+                &web
+            ),
+            ev(
+                "first piece, second piece, last piece",
+                "stdout",
+                "2024-05-01T10:00:01.500Z",
+                &web
+            ),
+            ev(
+                "warn: slow upstream",
+                "stderr",
+                "2024-05-01T10:00:02Z",
+                &web
+            ),
+            ev(
+                "{\"level\":\"info\",\"msg\":\"json in cri\"}",
+                "stdout",
+                "2024-05-01T10:00:03Z",
+                &web
+            ),
             ev("", "stdout", "2024-05-01T10:00:04Z", &web),
             ev("held until now", "stdout", "2024-05-01T10:00:05Z", &web),
         ],
@@ -224,7 +276,10 @@ encoding.codec = "json"
     );
     for e in s.events("out") {
         let f = e["file"].as_str().unwrap();
-        assert!(f.starts_with(&s.root().display().to_string()) && f.ends_with("/0.log"), "{f}");
+        assert!(
+            f.starts_with(&s.root().display().to_string()) && f.ends_with("/0.log"),
+            "{f}"
+        );
     }
     // With the JSON codec, a wrapped JSON message becomes fields; others stay as `message`
     // and are counted as decode errors.
@@ -237,7 +292,9 @@ encoding.codec = "json"
         wrapped,
         &json!({"a": 1, "stream": "stdout", "timestamp": "2024-05-01T11:00:01Z", "kubernetes": legacy})
     );
-    assert!(j.iter().any(|e| e["level"] == "info" && e["msg"] == "json in cri"));
+    assert!(j
+        .iter()
+        .any(|e| e["level"] == "info" && e["msg"] == "json in cri"));
     assert!(j.iter().any(|e| e["message"] == "plain docker line"));
 }
 
@@ -370,7 +427,10 @@ fn serve(conn: TcpStream, reqs: &Mutex<Vec<String>>, rx: &Mutex<Receiver<Value>>
     reqs.lock().unwrap().push(head.clone());
     let mut w = conn;
     let target = head.split(' ').nth(1).unwrap_or("").to_string();
-    if !head.to_ascii_lowercase().contains("authorization: bearer s3cr3t-token") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("authorization: bearer s3cr3t-token")
+    {
         let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}).to_string();
         let _ = write!(w, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
         return;
@@ -381,10 +441,17 @@ fn serve(conn: TcpStream, reqs: &Mutex<Vec<String>>, rx: &Mutex<Receiver<Value>>
     }
     if !target.contains("watch=1") {
         let body = list.to_string();
-        let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let _ = write!(
+            w,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         return;
     }
-    let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let _ = write!(
+        w,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
     let _ = w.flush();
     // One watch at a time takes the pushed events.
     let rx = rx.lock().unwrap();
@@ -500,7 +567,10 @@ encoding.codec = "json"
         json!({"app": "web", "pod-template-hash": "7d4b9c", "tier": "frontend"}),
         json!({}),
     );
-    server.events.send(json!({"type": "MODIFIED", "object": web2.clone()})).unwrap();
+    server
+        .events
+        .send(json!({"type": "MODIFIED", "object": web2.clone()}))
+        .unwrap();
     server
         .events
         .send(json!({"type": "ADDED", "object": pod("shop", "quiet-5f5f5f-aaaaa", quiet_uid, 1011, json!({"app": "quiet"}), json!({"weir.io/exclude": "true"}))}))
@@ -512,12 +582,21 @@ encoding.codec = "json"
     // The watch events reach the cache before these lines are read.
     std::thread::sleep(Duration::from_millis(1500));
     append(&web_log, "2024-05-01T10:00:01Z stdout F second\n");
-    append(&quiet_log, "2024-05-01T10:00:01Z stdout F must not be shipped\n");
-    append(&ghost_log, "2024-05-01T10:00:01Z stdout F unknown to the API\n");
+    append(
+        &quiet_log,
+        "2024-05-01T10:00:01Z stdout F must not be shipped\n",
+    );
+    append(
+        &ghost_log,
+        "2024-05-01T10:00:01Z stdout F unknown to the API\n",
+    );
     s.wait_for("out", 3);
     // The web pod is deleted: lines written after still carry its metadata (delay_deletion).
     web2["metadata"]["deletionTimestamp"] = json!("2024-05-01T10:00:02Z");
-    server.events.send(json!({"type": "DELETED", "object": web2})).unwrap();
+    server
+        .events
+        .send(json!({"type": "DELETED", "object": web2}))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     append(&web_log, "2024-05-01T10:00:02Z stdout F last words\n");
     s.wait_for("out", 4);
@@ -530,7 +609,12 @@ encoding.codec = "json"
     let evs = s.events("out");
     let by_msg: BTreeMap<String, Value> = evs
         .iter()
-        .map(|e| (e["message"].as_str().unwrap().to_string(), e["kubernetes"].clone()))
+        .map(|e| {
+            (
+                e["message"].as_str().unwrap().to_string(),
+                e["kubernetes"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         by_msg.keys().cloned().collect::<Vec<_>>(),
@@ -547,7 +631,12 @@ encoding.codec = "json"
     );
     // The client asked for this node's pods, listed then watched from the list's version.
     let reqs = server.requests();
-    assert!(reqs[0].starts_with("GET /api/v1/pods?limit=500&fieldSelector=spec.nodeName%3Dnode-1 HTTP/1.1"), "{reqs:?}");
+    assert!(
+        reqs[0].starts_with(
+            "GET /api/v1/pods?limit=500&fieldSelector=spec.nodeName%3Dnode-1 HTTP/1.1"
+        ),
+        "{reqs:?}"
+    );
     assert!(
         reqs[1].starts_with("GET /api/v1/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds=290&resourceVersion=1005&fieldSelector=spec.nodeName%3Dnode-1 HTTP/1.1"),
         "{reqs:?}"
@@ -557,7 +646,12 @@ encoding.codec = "json"
 #[test]
 fn without_api_access_path_metadata_is_used_and_said_once() {
     let mut s = Setup::new();
-    let log = s.log("ops", "batch-1", "9e8d7c6b-0000-4000-8000-00000000000a", "job");
+    let log = s.log(
+        "ops",
+        "batch-1",
+        "9e8d7c6b-0000-4000-8000-00000000000a",
+        "job",
+    );
     append(&log, "2024-05-01T10:00:00Z stdout F one\n");
     // An endpoint nobody listens on.
     let nobody = free_addr();

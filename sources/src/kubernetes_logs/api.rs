@@ -192,12 +192,13 @@ impl Client {
         match &self.tls {
             None => Ok(Box::new(tcp)),
             Some(tls) => {
-                let name = rustls::pki_types::ServerName::try_from(e.host.clone()).map_err(|err| {
-                    ApiError::Tls {
-                        endpoint: e.display(),
-                        reason: err.to_string(),
-                    }
-                })?;
+                let name =
+                    rustls::pki_types::ServerName::try_from(e.host.clone()).map_err(|err| {
+                        ApiError::Tls {
+                            endpoint: e.display(),
+                            reason: err.to_string(),
+                        }
+                    })?;
                 let s = tls.connect(name, tcp).await.map_err(|err| ApiError::Tls {
                     endpoint: e.display(),
                     reason: err.to_string(),
@@ -254,7 +255,12 @@ impl Client {
             .await
             .ok()
             .and_then(|r| r.ok())
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).chars().take(500).collect())
+            .map(|b| {
+                String::from_utf8_lossy(&b.to_bytes())
+                    .chars()
+                    .take(500)
+                    .collect()
+            })
             .unwrap_or_default();
         Err(ApiError::Status {
             path: path.to_string(),
@@ -459,10 +465,10 @@ impl Watcher {
         let mut ready = Some(ready);
         let mut retry = RETRY_MIN;
         let mut failing = false;
-        let mut sweep = tokio::time::interval(self.delay_deletion.clamp(
-            Duration::from_millis(100),
-            Duration::from_secs(10),
-        ));
+        let mut sweep = tokio::time::interval(
+            self.delay_deletion
+                .clamp(Duration::from_millis(100), Duration::from_secs(10)),
+        );
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let endpoint = self.client.endpoint.display();
         let mut rv: Option<String> = None;
@@ -495,7 +501,8 @@ impl Watcher {
                 Some(Err(ApiError::Gone)) => rv = None,
                 Some(Err(e)) => {
                     rv = None;
-                    self.metrics.add_counter("kubernetes_logs_api_errors_total", None, 1);
+                    self.metrics
+                        .add_counter("kubernetes_logs_api_errors_total", None, 1);
                     if !failing {
                         failing = true;
                         tracing::warn!(component = %self.metrics.id, endpoint = %endpoint, "no Kubernetes API access ({e}): events carry the metadata of their path only (namespace, pod, uid, container) until it answers; retrying in the background");

@@ -132,7 +132,10 @@ impl PodLines {
             }
             if let Some(s) = stream {
                 if absent(log, "stream") {
-                    log.insert_field("stream", Value::Bytes(Bytes::from_static(s.as_str().as_bytes())));
+                    log.insert_field(
+                        "stream",
+                        Value::Bytes(Bytes::from_static(s.as_str().as_bytes())),
+                    );
                 }
             }
             if absent(log, "file") {

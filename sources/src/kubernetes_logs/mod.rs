@@ -220,7 +220,10 @@ impl KubernetesLogsConfig {
         let sa = PathBuf::from(SA_DIR);
         let mut e = match &self.api.endpoint {
             Some(url) => Endpoint::parse(url)?,
-            None => match (env("KUBERNETES_SERVICE_HOST"), env("KUBERNETES_SERVICE_PORT")) {
+            None => match (
+                env("KUBERNETES_SERVICE_HOST"),
+                env("KUBERNETES_SERVICE_PORT"),
+            ) {
                 (Some(host), port) => {
                     let port = port.unwrap_or_else(|| "443".into());
                     let host = if host.contains(':') {

@@ -169,7 +169,8 @@ mod tests {
         assert!(!p.partial);
         assert_eq!(&p.message[..], b"hello world");
         assert_eq!(
-            p.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            p.timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             "2024-05-01T10:00:00.123456789Z"
         );
         let l = Bytes::from_static(b"2024-05-01T12:00:00.5+02:00 stderr P part");
@@ -177,7 +178,8 @@ mod tests {
         assert!(p.partial);
         assert_eq!(p.stream, Stream::Stderr);
         assert_eq!(
-            p.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            p.timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "2024-05-01T10:00:00.500Z"
         );
         for empty in [
@@ -197,7 +199,10 @@ mod tests {
         for (l, why) in [
             (&b"hello"[..], "no space after the timestamp"),
             (b"yesterday stdout F x", "the timestamp is not RFC 3339"),
-            (b"2024-05-01T10:00:00Z stdin F x", "the stream is not stdout or stderr"),
+            (
+                b"2024-05-01T10:00:00Z stdin F x",
+                "the stream is not stdout or stderr",
+            ),
             (b"2024-05-01T10:00:00Z stdout X x", "the tag is not F or P"),
         ] {
             assert_eq!(
@@ -221,6 +226,9 @@ mod tests {
         assert!(p.partial);
         assert!(parse_docker(b"{\"stream\":\"stdout\"}").is_err());
         assert_eq!(Format::detect(b"{\"log\":1}"), Format::Docker);
-        assert_eq!(Format::detect(b"2024-05-01T10:00:00Z stdout F {"), Format::Cri);
+        assert_eq!(
+            Format::detect(b"2024-05-01T10:00:00Z stdout F {"),
+            Format::Cri
+        );
     }
 }
