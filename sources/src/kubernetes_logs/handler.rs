@@ -36,6 +36,15 @@ pub struct PodFile {
     partial: Option<Partial>,
 }
 
+/// A whole message, ready to be an event.
+struct Message {
+    start: u64,
+    timestamp: DateTime<Utc>,
+    /// `None` for a line that could not be parsed.
+    stream: Option<Stream>,
+    message: Bytes,
+}
+
 struct Partial {
     start: u64,
     timestamp: DateTime<Utc>,
@@ -92,16 +101,13 @@ impl PodLines {
         st.k8s.as_ref().map(|(_, v, x)| (v, *x))
     }
 
-    fn emit(
-        &self,
-        st: &mut PodFile,
-        file: &FileInfo,
-        start: u64,
-        timestamp: DateTime<Utc>,
-        stream: Option<Stream>,
-        message: Bytes,
-        out: &mut Vec<Event>,
-    ) {
+    fn emit(&self, st: &mut PodFile, file: &FileInfo, msg: Message, out: &mut Vec<Event>) {
+        let Message {
+            start,
+            timestamp,
+            stream,
+            message,
+        } = msg;
         let k8s = self.kubernetes(st, file);
         if k8s.is_some_and(|(_, excluded)| excluded) {
             self.metrics
@@ -164,15 +170,13 @@ impl PodLines {
             );
             return;
         }
-        self.emit(
-            st,
-            file,
-            p.start,
-            p.timestamp,
-            Some(p.stream),
-            p.message.freeze(),
-            out,
-        );
+        let msg = Message {
+            start: p.start,
+            timestamp: p.timestamp,
+            stream: Some(p.stream),
+            message: p.message.freeze(),
+        };
+        self.emit(st, file, msg, out);
     }
 }
 
@@ -202,7 +206,13 @@ impl LineHandler for PodLines {
                 if let Some(p) = st.partial.take() {
                     self.emit_partial(st, file, p, out);
                 }
-                self.emit(st, file, start, Utc::now(), None, line, out);
+                let msg = Message {
+                    start,
+                    timestamp: Utc::now(),
+                    stream: None,
+                    message: line,
+                };
+                self.emit(st, file, msg, out);
                 return;
             }
         };
@@ -219,7 +229,13 @@ impl LineHandler for PodLines {
             }
         }
         if !partial && st.partial.is_none() {
-            self.emit(st, file, start, timestamp, Some(stream), message, out);
+            let msg = Message {
+                start,
+                timestamp,
+                stream: Some(stream),
+                message,
+            };
+            self.emit(st, file, msg, out);
             return;
         }
         let max = self.max_line_bytes;
