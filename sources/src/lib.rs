@@ -11,6 +11,8 @@
 //!   acknowledge each message after delivery;
 //! - [`host_metrics`]: the machine's CPU, memory, disks, filesystems, network, TCP sockets,
 //!   processes, users, uptime and cgroups, from `/proc`, named like node_exporter's metrics;
+//! - [`kubernetes_logs`]: container logs of this node (CRI or Docker files under
+//!   `/var/log/pods`), with pod metadata from the path and the Kubernetes API;
 //! - [`internal_metrics`]: Weir's own per-component metrics as metric events;
 //! - [`perf`]: stack samples (`perf script`, `perf record`) and counters (`perf stat`);
 //! - [`hubble`]: Cilium Hubble network flows over gRPC, shaped like `hubble observe -o jsonpb`;
@@ -27,6 +29,7 @@ pub mod hubble;
 pub mod internal_metrics;
 pub mod nats;
 pub mod otlp;
+pub mod kubernetes_logs;
 pub mod parquet;
 pub mod perf;
 pub mod stdin;
@@ -46,6 +49,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<file::FileSourceConfig>(
         "file",
         "Lines of files matched by globs, followed through rotation, checkpointed, multiline",
+    );
+    registry.add_source::<kubernetes_logs::KubernetesLogsConfig>(
+        "kubernetes_logs",
+        "Container logs of this node (CRI or Docker), partial lines joined, pod metadata",
     );
     registry.add_source::<stdin::StdinConfig>(
         "stdin",

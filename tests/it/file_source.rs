@@ -1,6 +1,18 @@
 //! The `file` source against the classic log-shipper correctness cases, each on real files with
 //! the real `weir` binary writing to a `file` sink, each checked against the exact expected
-//! output.
+//! output. The cases of issue 7's acceptance list, by test:
+//!
+//! 1. rename + create while writing: `rotate_by_rename_and_create_while_writing_...`;
+//! 2. copytruncate: `copytruncate_rotation_loses_nothing_...`;
+//! 3. truncate then rewrite (Vector #23619): `truncate_then_rewrite_with_different_content_...`;
+//! 4. rotated while stopped (Vector #22954): `files_rotated_while_weir_is_stopped_...` (and
+//!    the gzip variant);
+//! 5. SIGKILL x5 during a stream: `sigkill_five_times_during_a_stream_...` (200,000 lines);
+//! 6. sink down for a while: `unwritable_sink_pauses_the_source_...`;
+//! 7. CRI / Docker / wrapped JSON: `kubernetes_logs.rs`;
+//! 8. Java stack traces with a flush timeout: `multiline_java_stack_traces_...`;
+//! 9. 1,000 files with `max_open_files`, a 10 MiB line: `many_files_with_few_open_slots_...`;
+//! 10. pod metadata from the API: `kubernetes_logs.rs`.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -573,7 +585,7 @@ timeout_ms = 400
 
 #[test]
 fn many_files_with_few_open_slots_and_a_ten_mib_line_skipped_and_counted() {
-    const FILES: usize = 300;
+    const FILES: usize = 1000;
     let mut s = Setup::new();
     let cfg = s.config(&["many/*.log"], "max_open_files = 64");
     std::fs::create_dir_all(s.input("many")).unwrap();

@@ -17,5 +17,7 @@ mod nats;
 mod otlp;
 mod perf;
 mod hubble;
+mod kubernetes_deploy;
+mod kubernetes_logs;
 mod shutdown;
 mod testkit;

@@ -153,16 +153,16 @@ pub struct FileSourceConfig {
     pub decoding: DecodingConfig,
 }
 
-fn default_cooldown() -> u64 {
+pub(crate) fn default_cooldown() -> u64 {
     1000
 }
-fn default_max_line() -> usize {
+pub(crate) fn default_max_line() -> usize {
     DEFAULT_MAX_LINE_BYTES
 }
-fn default_max_open() -> usize {
+pub(crate) fn default_max_open() -> usize {
     512
 }
-fn default_rotate_wait() -> u64 {
+pub(crate) fn default_rotate_wait() -> u64 {
     5000
 }
 
@@ -214,17 +214,7 @@ impl SourceConfig for FileSourceConfig {
             multiline,
             cx.metrics.clone(),
         );
-        let dir = cx.data_dir.join(&*cx.id);
-        let (table, err) = Checkpoints::load(&dir);
-        match err {
-            Some(e @ CheckpointError::CreateDir { .. }) => return Err(e.to_string().into()),
-            Some(e) => cx.metrics.error("checkpoint", 1, &e),
-            None => {}
-        }
-        if !cx.acknowledgements {
-            tracing::info!(component = %cx.id, "acknowledgements are off: checkpoints advance when lines are handed to the pipeline, so a crash can lose what was in flight; set `acknowledgements = true` on this source to advance them only after delivery");
-        }
-        let table = Arc::new(Mutex::new(table));
+        let (table, dir) = load_checkpoints(&cx)?;
         let tailer = Tailer::new(tail_cfg, handler, cx.metrics.clone(), table.clone());
         Ok(Box::pin(run(tailer, table, dir, cx)))
     }
@@ -236,6 +226,23 @@ impl SourceConfig for FileSourceConfig {
     fn can_acknowledge(&self) -> bool {
         true
     }
+}
+
+/// Loads the checkpoints of the source `cx` (in `<data_dir>/<source id>/`), for a tailer.
+pub(crate) fn load_checkpoints(
+    cx: &SourceContext,
+) -> Result<(Arc<Mutex<Checkpoints>>, PathBuf), BoxError> {
+    let dir = cx.data_dir.join(&*cx.id);
+    let (table, err) = Checkpoints::load(&dir);
+    match err {
+        Some(e @ CheckpointError::CreateDir { .. }) => return Err(e.to_string().into()),
+        Some(e) => cx.metrics.error("checkpoint", 1, &e),
+        None => {}
+    }
+    if !cx.acknowledgements {
+        tracing::info!(component = %cx.id, "acknowledgements are off: checkpoints advance when lines are handed to the pipeline, so a crash can lose what was in flight; set `acknowledgements = true` on this source to advance them only after delivery");
+    }
+    Ok((Arc::new(Mutex::new(table)), dir))
 }
 
 fn lock(c: &Mutex<Checkpoints>) -> std::sync::MutexGuard<'_, Checkpoints> {
@@ -339,7 +346,10 @@ async fn next_status(pending: &mut VecDeque<Outstanding>) -> EventStatus {
     }
 }
 
-async fn run<H: tail::LineHandler + 'static>(
+/// Runs `tailer` on its own thread and forwards its batches downstream, advancing the
+/// checkpoints in `table` (saved to `dir`) as batches are done. Shared by the file-based
+/// sources.
+pub(crate) async fn run<H: tail::LineHandler + 'static>(
     tailer: Tailer<H>,
     table: Arc<Mutex<Checkpoints>>,
     dir: PathBuf,

@@ -1,0 +1,547 @@
+//! A small Kubernetes API client: list the pods of this node, then watch them, keeping
+//! [`PodCache`] up to date.
+//!
+//! The API is plain HTTP with JSON bodies: `GET /api/v1/pods?fieldSelector=spec.nodeName=N`
+//! returns a `PodList` with a `metadata.resourceVersion`; `GET` of the same with `watch=1` and
+//! that `resourceVersion` returns a stream of newline-delimited watch events (`{"type":
+//! "ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK"|"ERROR", "object": ...}`). An `ERROR` with code 410
+//! (the version is too old) means list again. Why not the `kube` crate: see
+//! docs/components/kubernetes_logs.md (its `k8s-openapi` types cost minutes of build for the
+//! handful of fields used here).
+//!
+//! In a pod, the endpoint, token and CA come from the service account
+//! (`KUBERNETES_SERVICE_HOST`/`_PORT`, `/var/run/secrets/kubernetes.io/serviceaccount/`). The
+//! token is read again for every request (bound tokens are rotated by the kubelet).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::shutdown::ShutdownToken;
+
+use super::pods::{Pod, PodCache, PodMeta};
+
+/// Seconds a watch request asks the server to keep it open.
+const WATCH_TIMEOUT_SECS: u64 = 290;
+/// Wait between failed attempts: doubles from the first to the last.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Connecting and getting response headers (not the watch stream itself).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: std::io::Error,
+    },
+    #[error("TLS with {endpoint}: {reason}")]
+    Tls { endpoint: String, reason: String },
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("{path}: the API answered {status}: {body}")]
+    Status {
+        path: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("{path}: the response is not what the API sends: {reason}")]
+    Body { path: String, reason: String },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("the watch must start over from a new list (resource version too old)")]
+    Gone,
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where the API is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub scheme_https: bool,
+    pub host: String,
+    pub port: u16,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Endpoint {
+    /// Parses `http://host:port` or `https://host:port`.
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!(
+                "api.endpoint {url:?} must start with http:// or https://"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') {
+            return Err(format!(
+                "api.endpoint {url:?} must be a scheme, a host and a port, without a path"
+            ));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("api.endpoint {url:?}: the port {p:?} is not a number"))?;
+                (h.trim_start_matches('[').trim_end_matches(']'), port)
+            }
+            _ => (rest, if https { 443 } else { 80 }),
+        };
+        if host.is_empty() {
+            return Err(format!("api.endpoint {url:?} has no host"));
+        }
+        Ok(Endpoint {
+            scheme_https: https,
+            host: host.to_string(),
+            port,
+            token_file: None,
+            ca_file: None,
+        })
+    }
+
+    fn display(&self) -> String {
+        let scheme = if self.scheme_https { "https" } else { "http" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A client for one API server.
+pub struct Client {
+    endpoint: Endpoint,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(path).map_err(|source| ApiError::File {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Result<Client, ApiError> {
+        let tls = if endpoint.scheme_https {
+            let tls_err = |reason: String| ApiError::Tls {
+                endpoint: endpoint.display(),
+                reason,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            if let Some(ca) = &endpoint.ca_file {
+                use rustls::pki_types::pem::PemObject;
+                let pem = read_file(ca)?;
+                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|e| tls_err(format!("{}: {e}", ca.display())))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| tls_err(format!("{}: {e}", ca.display())))?;
+                }
+            }
+            if roots.is_empty() {
+                return Err(tls_err(
+                    "no CA certificate to check the server with: set api.ca_file".into(),
+                ));
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| tls_err(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+        } else {
+            None
+        };
+        Ok(Client { endpoint, tls })
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Io>, ApiError> {
+        let e = &self.endpoint;
+        let tcp = TcpStream::connect((e.host.as_str(), e.port))
+            .await
+            .map_err(|source| ApiError::Connect {
+                endpoint: e.display(),
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Box::new(tcp)),
+            Some(tls) => {
+                let name =
+                    rustls::pki_types::ServerName::try_from(e.host.clone()).map_err(|err| {
+                        ApiError::Tls {
+                            endpoint: e.display(),
+                            reason: err.to_string(),
+                        }
+                    })?;
+                let s = tls.connect(name, tcp).await.map_err(|err| ApiError::Tls {
+                    endpoint: e.display(),
+                    reason: err.to_string(),
+                })?;
+                Ok(Box::new(s))
+            }
+        }
+    }
+
+    /// Sends `GET path` and returns the response once its headers arrived (status checked).
+    async fn get(&self, path: &str) -> Result<hyper::body::Incoming, ApiError> {
+        let fut = async {
+            let io = self.connect().await?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| ApiError::Http(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let host = if self.endpoint.host.contains(':') {
+                format!("[{}]:{}", self.endpoint.host, self.endpoint.port)
+            } else {
+                format!("{}:{}", self.endpoint.host, self.endpoint.port)
+            };
+            let mut req = Request::get(path)
+                .header(http::header::HOST, host)
+                .header(http::header::ACCEPT, "application/json")
+                .header(http::header::USER_AGENT, "weir-kubernetes-logs");
+            if let Some(t) = &self.endpoint.token_file {
+                let token = read_file(t)?;
+                let token = String::from_utf8_lossy(&token).trim().to_string();
+                req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let req = req
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| ApiError::Http(e.to_string()))?;
+            sender
+                .send_request(req)
+                .await
+                .map_err(|e| ApiError::Http(e.to_string()))
+        };
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+            .await
+            .map_err(|_| ApiError::Timeout(REQUEST_TIMEOUT))??;
+        let status = resp.status();
+        let body = resp.into_body();
+        if status.is_success() {
+            return Ok(body);
+        }
+        if status == StatusCode::GONE {
+            return Err(ApiError::Gone);
+        }
+        let text = tokio::time::timeout(REQUEST_TIMEOUT, body.collect())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .map(|b| {
+                String::from_utf8_lossy(&b.to_bytes())
+                    .chars()
+                    .take(500)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Err(ApiError::Status {
+            path: path.to_string(),
+            status,
+            body: text,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct PodList {
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Vec<Pod>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListMeta {
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WatchEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    object: serde_json::Value,
+}
+
+/// A `Status` object, as sent in an `ERROR` watch event.
+#[derive(Deserialize)]
+struct Status {
+    #[serde(default)]
+    code: Option<u16>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Lists and watches the pods of one node into a cache.
+pub struct Watcher {
+    pub client: Client,
+    /// `spec.nodeName` to select; `None` watches every pod of the cluster.
+    pub node_name: Option<String>,
+    pub cache: Arc<PodCache>,
+    pub delay_deletion: Duration,
+    pub metrics: Arc<ComponentMetrics>,
+}
+
+impl Watcher {
+    fn selector(&self) -> String {
+        match &self.node_name {
+            Some(n) => format!(
+                "&fieldSelector={}",
+                encode_query(&format!("spec.nodeName={n}"))
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// Lists every pod (following `continue` pages); returns the list's resource version.
+    async fn list(&self) -> Result<String, ApiError> {
+        let mut pods = Vec::new();
+        let mut cont: Option<String> = None;
+        let rv = loop {
+            let mut path = format!("/api/v1/pods?limit=500{}", self.selector());
+            if let Some(c) = &cont {
+                path.push_str(&format!("&continue={}", encode_query(c)));
+            }
+            let body = self.get_body(&path).await?;
+            let list: PodList = serde_json::from_slice(&body).map_err(|e| ApiError::Body {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            pods.extend(list.items.iter().map(PodMeta::from_pod));
+            match list.metadata.continue_token.filter(|c| !c.is_empty()) {
+                Some(c) => cont = Some(c),
+                None => break list.metadata.resource_version.unwrap_or_default(),
+            }
+        };
+        let n = pods.len();
+        self.cache.replace_all(pods, Instant::now());
+        tracing::debug!(component = %self.metrics.id, pods = n, resource_version = %rv, "listed pods");
+        Ok(rv)
+    }
+
+    async fn get_body(&self, path: &str) -> Result<Bytes, ApiError> {
+        let body = self.client.get(path).await?;
+        let collected = tokio::time::timeout(REQUEST_TIMEOUT, body.collect())
+            .await
+            .map_err(|_| ApiError::Timeout(REQUEST_TIMEOUT))?
+            .map_err(|e| ApiError::Http(e.to_string()))?;
+        Ok(collected.to_bytes())
+    }
+
+    /// Watches from `rv` until the server ends the stream; returns the last version seen.
+    async fn watch(&self, mut rv: String, shutdown: &ShutdownToken) -> Result<String, ApiError> {
+        let path = format!(
+            "/api/v1/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_TIMEOUT_SECS}&resourceVersion={}{}",
+            encode_query(&rv),
+            self.selector()
+        );
+        let mut body = self.client.get(&path).await?;
+        let mut buf = BytesMut::new();
+        loop {
+            let frame = tokio::select! {
+                f = body.frame() => f,
+                _ = shutdown.cancelled() => return Ok(rv),
+            };
+            let Some(frame) = frame else {
+                return Ok(rv);
+            };
+            let frame = frame.map_err(|e| ApiError::Http(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(nl) = memchr::memchr(b'\n', &buf) {
+                let line = buf.split_to(nl + 1);
+                let line = &line[..nl];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                self.event(line, &path, &mut rv)?;
+            }
+            if buf.len() > 64 * 1024 * 1024 {
+                return Err(ApiError::Body {
+                    path,
+                    reason: "a watch event over 64 MiB without a newline".into(),
+                });
+            }
+        }
+    }
+
+    fn event(&self, line: &[u8], path: &str, rv: &mut String) -> Result<(), ApiError> {
+        let ev: WatchEvent = serde_json::from_slice(line).map_err(|e| ApiError::Body {
+            path: path.to_string(),
+            reason: format!("a watch event: {e}"),
+        })?;
+        let bad = |e: serde_json::Error| ApiError::Body {
+            path: path.to_string(),
+            reason: format!("a {} watch event's object: {e}", ev.kind),
+        };
+        match ev.kind.as_str() {
+            "ADDED" | "MODIFIED" | "DELETED" => {
+                let pod: Pod = serde_json::from_value(ev.object.clone()).map_err(bad)?;
+                if let Some(v) = &pod.metadata.resource_version {
+                    rv.clone_from(v);
+                }
+                if ev.kind == "DELETED" {
+                    self.cache.delete(&pod.metadata.uid, Instant::now());
+                } else {
+                    self.cache.upsert(PodMeta::from_pod(&pod));
+                }
+            }
+            "BOOKMARK" => {
+                let pod: Pod = serde_json::from_value(ev.object.clone()).map_err(bad)?;
+                if let Some(v) = pod.metadata.resource_version {
+                    *rv = v;
+                }
+            }
+            "ERROR" => {
+                let st: Status = serde_json::from_value(ev.object.clone()).map_err(bad)?;
+                if st.code == Some(410) {
+                    return Err(ApiError::Gone);
+                }
+                return Err(ApiError::Status {
+                    path: path.to_string(),
+                    status: st
+                        .code
+                        .and_then(|c| StatusCode::from_u16(c).ok())
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    body: st.message.unwrap_or_default(),
+                });
+            }
+            other => {
+                tracing::debug!(component = %self.metrics.id, kind = other, "unknown watch event type, ignored");
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists, then watches, forever (until shutdown). `ready` is told after the first
+    /// successful list, or after the first failure (the source then starts with path
+    /// metadata only). Failures are logged once until the API answers again.
+    pub async fn run(self, shutdown: ShutdownToken, ready: tokio::sync::oneshot::Sender<bool>) {
+        let mut ready = Some(ready);
+        let mut retry = RETRY_MIN;
+        let mut failing = false;
+        let mut sweep = tokio::time::interval(
+            self.delay_deletion
+                .clamp(Duration::from_millis(100), Duration::from_secs(10)),
+        );
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let endpoint = self.client.endpoint.display();
+        let mut rv: Option<String> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let attempt = async {
+                let version = match rv.take() {
+                    Some(v) => v,
+                    None => self.list().await?,
+                };
+                if let Some(r) = ready.take() {
+                    let _ = r.send(true);
+                }
+                if failing {
+                    tracing::info!(component = %self.metrics.id, endpoint = %endpoint, pods = self.cache.len(), "the Kubernetes API answers again: events get pod metadata");
+                }
+                failing = false;
+                retry = RETRY_MIN;
+                self.watch(version, &shutdown).await
+            };
+            let res = tokio::select! {
+                r = attempt => Some(r),
+                _ = async { loop { sweep.tick().await; self.cache.sweep(Instant::now(), self.delay_deletion); } } => None,
+            };
+            match res {
+                None | Some(Ok(_)) if shutdown.is_cancelled() => return,
+                Some(Ok(v)) => rv = Some(v),
+                Some(Err(ApiError::Gone)) => rv = None,
+                Some(Err(e)) => {
+                    rv = None;
+                    self.metrics
+                        .add_counter("kubernetes_logs_api_errors_total", None, 1);
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(component = %self.metrics.id, endpoint = %endpoint, "no Kubernetes API access ({e}): events carry the metadata of their path only (namespace, pod, uid, container) until it answers; retrying in the background");
+                    } else {
+                        tracing::debug!(component = %self.metrics.id, "Kubernetes API still failing: {e}");
+                    }
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(false);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let e = Endpoint::parse("https://10.96.0.1:443").unwrap();
+        assert!(e.scheme_https);
+        assert_eq!((e.host.as_str(), e.port), ("10.96.0.1", 443));
+        let e = Endpoint::parse("http://[::1]:8080/").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 8080));
+        let e = Endpoint::parse("https://kubernetes.default.svc").unwrap();
+        assert_eq!(e.port, 443);
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("http://x:1/api").is_err());
+        assert_eq!(
+            encode_query("spec.nodeName=node-1"),
+            "spec.nodeName%3Dnode-1"
+        );
+    }
+}
