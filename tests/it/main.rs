@@ -5,6 +5,7 @@ mod acknowledgements;
 mod backpressure;
 mod broken_configs;
 mod cli;
+mod ebpf;
 mod config_examples;
 mod file_source;
 mod garbage;

@@ -1,0 +1,186 @@
+//! The eBPF sources against the real kernel: the real `weir` binary loads the programs, real
+//! child processes do known things, and the events must describe exactly those.
+//!
+//! Loading eBPF needs root (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN) and kernel BTF. Where
+//! they are missing the tests print why and pass without checking anything, except under CI
+//! (`CI` or `WEIR_REQUIRE_EBPF` set, as `.ci/run` does), where that is a failure.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{sigterm, wait_until, wait_with_timeout, weir, write_config};
+
+/// Whether eBPF can be tested here; prints why not, and panics when CI requires it.
+fn ebpf_available(test: &str) -> bool {
+    let why = if !weir_sources_ebpf::env::has_privileges() {
+        Some("missing CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN (run as root)")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            let required = std::env::var_os("WEIR_REQUIRE_EBPF").is_some()
+                || std::env::var_os("CI").is_some();
+            assert!(!required, "{test}: eBPF is required under CI but {why}");
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
+/// A running `weir` with one eBPF source writing JSON lines to `out.log`.
+struct Agent {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn start(source: &str, ready_log: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.ebpf]
+{source}
+[sinks.out]
+type = "file"
+inputs = ["ebpf"]
+path = "{out}"
+encoding.codec = "json"
+"#,
+            data = dir.path().display(),
+            out = dir.path().join("out.log").display(),
+        );
+        let cfg = write_config(dir.path(), "weir.toml", &text);
+        let log = File::create(dir.path().join("weir.log")).unwrap();
+        let child = weir()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let agent = Self {
+            dir,
+            child: Some(child),
+        };
+        let ok = wait_until(Duration::from_secs(20), || agent.log().contains(ready_log));
+        assert!(ok, "weir did not attach: {}", agent.log());
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("weir.log")).unwrap_or_default()
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out.log")
+    }
+
+    /// The events written so far.
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.out())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Polls until `f` finds what it wants in the events.
+    fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&[Value]) -> Option<T>) -> T {
+        let mut found = None;
+        wait_until(Duration::from_secs(15), || {
+            found = f(&self.events());
+            found.is_some()
+        });
+        match found {
+            Some(t) => t,
+            None => panic!("{what} never arrived; weir log:\n{}", self.log()),
+        }
+    }
+
+    fn stop(mut self) -> String {
+        if let Some(child) = self.child.take() {
+            sigterm(&child);
+            let out = wait_with_timeout(child, Duration::from_secs(20));
+            assert!(out.status.success(), "weir failed: {}", self.log());
+        }
+        self.log()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn find<'a>(events: &'a [Value], kind: &str, pid: u32) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|e| e["event"] == kind && e["pid"] == pid)
+}
+
+#[test]
+fn ebpf_process_reports_exec_fork_and_exit() {
+    if !ebpf_available("ebpf_process_reports_exec_fork_and_exit") {
+        return;
+    }
+    let agent = Agent::start(
+        "type = \"ebpf_process\"",
+        "eBPF process tracepoints attached",
+    );
+    // A child that execs a known binary with known argv and exits with 3.
+    let argv = ["/bin/sh", "-c", "exit 3", "weir-ebpf-marker"];
+    let mut child = Command::new(argv[0]).args(&argv[1..]).spawn().unwrap();
+    let pid = child.id();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+
+    let (fork, exec, exit) = agent.wait_for("fork, exec and exit of the child", |ev| {
+        Some((
+            find(ev, "fork", pid)?.clone(),
+            find(ev, "exec", pid)?.clone(),
+            find(ev, "exit", pid)?.clone(),
+        ))
+    });
+    assert_eq!(fork["ppid"], std::process::id(), "{fork}");
+    assert_eq!(exec["filename"], "/bin/sh", "{exec}");
+    assert_eq!(exec["argv"], serde_json::json!(argv), "{exec}");
+    assert_eq!(exec["argv_truncated"], false, "{exec}");
+    assert_eq!(exec["ppid"], std::process::id(), "{exec}");
+    assert_eq!(exec["comm"], "sh", "{exec}");
+    assert_eq!(exit["exit_code"], 3, "{exit}");
+    assert_eq!(exit["signal"], Value::Null, "{exit}");
+    assert_eq!(exit["comm"], "sh", "{exit}");
+    let lifetime = exit["lifetime_secs"].as_f64().unwrap();
+    assert!(lifetime > 0.0 && lifetime < 60.0, "{exit}");
+    assert!(exit["cpu_secs"].as_f64().unwrap() > 0.0, "{exit}");
+
+    // A process killed by a signal has no exit code but the signal.
+    let mut sleeper = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let spid = sleeper.id();
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let killed = agent.wait_for("exit of the killed child", |ev| {
+        find(ev, "exit", spid).cloned()
+    });
+    assert_eq!(killed["signal"], 9, "{killed}");
+    assert_eq!(killed["exit_code"], Value::Null, "{killed}");
+
+    let log = agent.stop();
+    assert!(!log.contains("ERROR"), "{log}");
+}
