@@ -12,12 +12,12 @@ use aya::EbpfLoader;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
 use weir_pipeline::config::DataType;
-use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, ObjectMap, Value};
 use weir_pipeline::event::MAX_BATCH_EVENTS;
+use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, ObjectMap, Value};
 use weir_pipeline::BoxError;
 
 use crate::env::{self, c_str, Clock};
-use crate::ring::{per_cpu_total, RingReader};
+use crate::ring::{per_cpu_slot, RingReader};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/process.bpf.o");
 
@@ -166,7 +166,7 @@ impl SourceConfig for EbpfProcessConfig {
                 tokio::select! {
                     _ = cx.shutdown.cancelled() => break,
                     _ = tick.tick() => {
-                        let total = per_cpu_total(&dropped);
+                        let total = per_cpu_slot(&dropped, 0);
                         if total > reported_drops {
                             let n = total - reported_drops;
                             reported_drops = total;
@@ -265,7 +265,10 @@ fn decode(data: &[u8], clock: &Clock, source_id: &Arc<str>) -> Option<Event> {
     m.insert("gid".into(), Value::Integer(r.gid.into()));
     m.insert("comm".into(), Value::from(c_str(&r.comm)));
     m.insert("cgroup_id".into(), Value::Integer(r.cgroup_id as i64));
-    m.insert("start_time".into(), Value::Timestamp(clock.wall(r.start_ns)));
+    m.insert(
+        "start_time".into(),
+        Value::Timestamp(clock.wall(r.start_ns)),
+    );
     match r.kind {
         1 => {
             m.insert("filename".into(), Value::from(c_str(&r.filename)));
@@ -275,13 +278,19 @@ fn decode(data: &[u8], clock: &Clock, source_id: &Arc<str>) -> Option<Event> {
                 .map(Value::from)
                 .collect();
             m.insert("argv".into(), Value::Array(argv));
-            m.insert("argv_truncated".into(), Value::Boolean(r.argv_truncated != 0));
+            m.insert(
+                "argv_truncated".into(),
+                Value::Boolean(r.argv_truncated != 0),
+            );
         }
         3 => {
             let status = r.exit_code;
             let signal = status & 0x7f;
             if signal == 0 {
-                m.insert("exit_code".into(), Value::Integer(((status >> 8) & 0xff).into()));
+                m.insert(
+                    "exit_code".into(),
+                    Value::Integer(((status >> 8) & 0xff).into()),
+                );
                 m.insert("signal".into(), Value::Null);
             } else {
                 m.insert("exit_code".into(), Value::Null);

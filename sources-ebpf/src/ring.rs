@@ -20,11 +20,7 @@ impl RingReader {
 
     /// Waits until records are available, then hands each (at most `max`) to `f`; returns how
     /// many were handled.
-    pub async fn read(
-        &mut self,
-        max: usize,
-        mut f: impl FnMut(&[u8]),
-    ) -> std::io::Result<usize> {
+    pub async fn read(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> std::io::Result<usize> {
         loop {
             let mut guard = self.fd.readable_mut().await?;
             let ring = guard.get_inner_mut();
@@ -49,9 +45,10 @@ impl RingReader {
     }
 }
 
-/// The sum over CPUs of a one-slot per-CPU `u64` counter (records the kernel could not send).
-pub fn per_cpu_total(map: &PerCpuArray<MapData, u64>) -> u64 {
-    match map.get(&0, 0) {
+/// The sum over CPUs of slot `slot` of a per-CPU `u64` counter array (records the kernel
+/// could not send).
+pub fn per_cpu_slot(map: &PerCpuArray<MapData, u64>, slot: u32) -> u64 {
+    match map.get(&slot, 0) {
         Ok(values) => values.iter().sum(),
         Err(_) => 0,
     }

@@ -26,8 +26,8 @@ fn ebpf_available(test: &str) -> bool {
     match why {
         None => true,
         Some(why) => {
-            let required = std::env::var_os("WEIR_REQUIRE_EBPF").is_some()
-                || std::env::var_os("CI").is_some();
+            let required =
+                std::env::var_os("WEIR_REQUIRE_EBPF").is_some() || std::env::var_os("CI").is_some();
             assert!(!required, "{test}: eBPF is required under CI but {why}");
             eprintln!("SKIPPED {test}: {why}");
             false
@@ -181,6 +181,110 @@ fn ebpf_process_reports_exec_fork_and_exit() {
     assert_eq!(killed["signal"], 9, "{killed}");
     assert_eq!(killed["exit_code"], Value::Null, "{killed}");
 
+    let log = agent.stop();
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/ebpf_tcp_peer.pl");
+
+/// A server and a client child process exchange known byte counts over `host`, then close
+/// (`normal` or `reset`); returns (server pid, client pid, server port).
+fn tcp_exchange(host: &str, to_server: usize, to_client: usize, mode: &str) -> (u32, u32, u16) {
+    use std::io::{BufRead, BufReader};
+    let mut server = Command::new("perl")
+        .args([PEER, "server", host])
+        .args([to_client.to_string(), to_server.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let client = Command::new("perl")
+        .args([PEER, "client", host, &port.to_string()])
+        .args([
+            to_server.to_string(),
+            to_client.to_string(),
+            mode.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_pid = client.id();
+    let c = wait_with_timeout(client, Duration::from_secs(20));
+    assert!(c.status.success(), "client failed");
+    assert_eq!(
+        String::from_utf8_lossy(&c.stdout).trim(),
+        format!("received {to_client}")
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(server.wait().unwrap().success(), "server failed");
+    assert_eq!(rest.trim(), format!("received {to_server}"));
+    (server.id(), client_pid, port)
+}
+
+fn connection<'a>(ev: &'a [Value], direction: &str, pid: u32, port: u16) -> Option<&'a Value> {
+    let port_field = if direction == "inbound" {
+        "local_port"
+    } else {
+        "remote_port"
+    };
+    ev.iter().find(|e| {
+        e["event"] == "tcp_connection"
+            && e["direction"] == direction
+            && e["pid"] == pid
+            && e[port_field] == port
+    })
+}
+
+#[test]
+fn ebpf_tcp_reports_connections_with_pids_and_bytes() {
+    if !ebpf_available("ebpf_tcp_reports_connections_with_pids_and_bytes") {
+        return;
+    }
+    let agent = Agent::start("type = \"ebpf_tcp\"", "eBPF TCP tracepoints attached");
+    for (host, family, mode) in [
+        ("127.0.0.1", "ipv4", "normal"),
+        ("::1", "ipv6", "normal"),
+        ("127.0.0.1", "ipv4", "reset"),
+        ("::1", "ipv6", "reset"),
+    ] {
+        let (to_server, to_client) = (100_000, 7_000);
+        let (spid, cpid, port) = tcp_exchange(host, to_server, to_client, mode);
+        let (inbound, outbound) = agent.wait_for("both ends of the connection", |ev| {
+            Some((
+                connection(ev, "inbound", spid, port)?.clone(),
+                connection(ev, "outbound", cpid, port)?.clone(),
+            ))
+        });
+        let ctx = format!("{host} {mode}:\n{inbound}\n{outbound}");
+        for e in [&inbound, &outbound] {
+            assert_eq!(e["family"], family, "{ctx}");
+            assert_eq!(e["local_addr"], host, "{ctx}");
+            assert_eq!(e["remote_addr"], host, "{ctx}");
+            assert_eq!(e["comm"], "perl", "{ctx}");
+            assert!(e["duration_secs"].as_f64().unwrap() > 0.0, "{ctx}");
+            assert!(e["srtt_us"].as_i64().unwrap() > 0, "{ctx}");
+            assert!(e["cwnd"].as_i64().unwrap() > 0, "{ctx}");
+        }
+        assert_eq!(inbound["remote_port"], outbound["local_port"], "{ctx}");
+        // The kernel's counters (as `ss -i` shows them) count the SYN in bytes_acked, and the
+        // FIN in both when it was exchanged (a reset sends none).
+        let (syn, fin) = (1, if mode == "normal" { 1 } else { 0 });
+        assert_eq!(outbound["bytes_acked"], to_server + syn + fin, "{ctx}");
+        assert_eq!(outbound["bytes_received"], to_client + fin, "{ctx}");
+        assert_eq!(inbound["bytes_received"], to_server + fin, "{ctx}");
+        if mode == "normal" {
+            assert_eq!(inbound["bytes_acked"], to_client + syn + fin, "{ctx}");
+            assert_eq!(outbound["close_reason"], "normal", "{ctx}");
+            assert_eq!(inbound["close_reason"], "normal", "{ctx}");
+        } else {
+            assert_eq!(outbound["close_reason"], "reset_sent", "{ctx}");
+            assert_eq!(inbound["close_reason"], "reset_received", "{ctx}");
+        }
+    }
     let log = agent.stop();
     assert!(!log.contains("ERROR"), "{log}");
 }
