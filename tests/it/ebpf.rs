@@ -288,3 +288,106 @@ fn ebpf_tcp_reports_connections_with_pids_and_bytes() {
     let log = agent.stop();
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// A C program that waits for a line on stdin, spins in `weir_spin_target` for 2 s of CPU, says
+/// `done`, then waits for stdin to close (so it is still alive, and its mappings readable,
+/// when the samples are symbolised).
+const SPIN_C: &str = r#"
+#include <stdio.h>
+#include <time.h>
+
+__attribute__((noinline)) unsigned long weir_spin_target(void)
+{
+    volatile unsigned long x = 0;
+    struct timespec start, now;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &start);
+    do {
+        for (int i = 0; i < 1000000; i++)
+            x += i;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < 2000000000L);
+    return x;
+}
+
+int main(void)
+{
+    char line[64];
+    if (!fgets(line, sizeof line, stdin))
+        return 1;
+    weir_spin_target();
+    printf("done\n");
+    fflush(stdout);
+    while (fgets(line, sizeof line, stdin)) {
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn ebpf_profile_finds_the_spinning_function() {
+    use std::io::{BufRead, BufReader, Write};
+    if !ebpf_available("ebpf_profile_finds_the_spinning_function") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("spin.c");
+    std::fs::write(&src, SPIN_C).unwrap();
+    let bin = dir.path().join("weir-spin");
+    let cc = Command::new("cc")
+        .args(["-O0", "-fno-omit-frame-pointer", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc (installed by .ci/run)");
+    assert!(cc.success());
+    let mut child = Command::new(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let agent = Agent::start(
+        &format!("type = \"ebpf_profile\"\nfrequency_hz = 99\ninterval_secs = 1\npid = {pid}"),
+        "eBPF profiler attached",
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "go").unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "done");
+    // Two more drains.
+    std::thread::sleep(Duration::from_millis(2500));
+    let events = agent.events();
+    drop(stdin);
+    child.wait().unwrap();
+    let log = agent.stop();
+
+    let mut total = 0;
+    let mut in_target = 0;
+    for e in events.iter().filter(|e| e["pid"] == pid) {
+        assert_eq!(e["event"], "cpu-clock", "{e}");
+        assert_eq!(e["comm"], "weir-spin", "{e}");
+        let n = e["count"].as_i64().unwrap();
+        assert_eq!(e["period"].as_i64().unwrap(), n * (1_000_000_000 / 99), "{e}");
+        total += n;
+        let frames = e["frames"].as_array().unwrap();
+        if frames
+            .iter()
+            .any(|f| f["symbol"] == "weir_spin_target" && f["kind"] == "user")
+        {
+            in_target += n;
+        }
+    }
+    // 2 s at 99 Hz is about 198 samples; allow for a loaded machine.
+    assert!(total >= 50, "only {total} samples for the spinner; log:\n{log}");
+    assert!(
+        in_target * 10 >= total * 8,
+        "weir_spin_target in {in_target} of {total} samples"
+    );
+    assert!(
+        events.iter().all(|e| e["pid"] == pid),
+        "the pid filter let other processes through"
+    );
+}
