@@ -79,7 +79,7 @@ int BPF_PROG(proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	// The new program's argv sits on its stack, between mm->arg_start and mm->arg_end.
 	unsigned long start = BPF_CORE_READ(p, mm, arg_start);
 	unsigned long end = BPF_CORE_READ(p, mm, arg_end);
-	__u32 len = end > start ? end - start : 0;
+	__u64 len = end > start ? end - start : 0;
 	e->argv_truncated = 0;
 	if (len > argv_limit) {
 		len = argv_limit;
@@ -89,7 +89,9 @@ int BPF_PROG(proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binpr
 		len = PROC_ARGV_MAX - 1;
 		e->argv_truncated = 1;
 	}
-	// The mask keeps the verifier sure of the bound.
+	// The barrier keeps clang from dropping the mask, which keeps the verifier sure of the
+	// bound.
+	asm volatile("" : "+r"(len));
 	len &= PROC_ARGV_MAX - 1;
 	if (len > 0 && bpf_probe_read_user(e->argv, len, (void *)start) == 0)
 		e->argv_len = len;
