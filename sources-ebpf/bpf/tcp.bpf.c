@@ -23,7 +23,17 @@ char LICENSE[] SEC("license") = "GPL";
 // Only connections with this local or remote port (0: all), set by the loader.
 const volatile __u16 filter_port = 0;
 
+struct tuple {
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u16 _pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
 struct conn {
+	struct tuple t; // last seen with a local port (it is gone by CLOSE)
 	__u64 start_ns;
 	__u64 cgroup_id;
 	__u32 pid;
@@ -80,6 +90,20 @@ static __always_inline int port_wanted(struct sock *sk)
 	return sport == filter_port || dport == filter_port;
 }
 
+static __always_inline void read_tuple(struct sock *sk, struct tuple *t)
+{
+	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (t->family == AF_INET) {
+		bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(t->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(t->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(t->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
 static __always_inline void emit(struct sock *sk, struct conn *c, int oldstate)
 {
 	struct weir_tcp_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -111,17 +135,15 @@ static __always_inline void emit(struct sock *sk, struct conn *c, int oldstate)
 	e->sndbuf = BPF_CORE_READ(sk, sk_sndbuf);
 	e->sk_err = BPF_CORE_READ(sk, sk_err);
 	e->last_state = oldstate;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->family = family;
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (family == AF_INET) {
-		BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(e->daddr, sk, __sk_common.skc_daddr);
-	} else {
-		BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	}
+	struct tuple t = {};
+	read_tuple(sk, &t);
+	if (t.sport == 0 && c)
+		t = c->t;
+	e->family = t.family;
+	e->sport = t.sport;
+	e->dport = t.dport;
+	__builtin_memcpy(e->saddr, t.saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, t.daddr, sizeof(e->daddr));
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -145,6 +167,8 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 		struct conn fresh = {};
 		fresh.start_ns = bpf_ktime_get_ns();
 		fresh.states = (1u << oldstate) | (1u << newstate);
+		if (BPF_CORE_READ(sk, __sk_common.skc_num) != 0)
+			read_tuple(sk, &fresh.t);
 		if (newstate == TCP_SYN_SENT) {
 			// Inside connect(): the current task owns the socket.
 			fresh.direction = TCP_DIR_OUTBOUND;
@@ -160,8 +184,11 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	if (!c)
 		return 0;
 	c->states |= 1u << newstate;
-	if (newstate != TCP_CLOSE)
+	if (newstate != TCP_CLOSE) {
+		if (BPF_CORE_READ(sk, __sk_common.skc_num) != 0)
+			read_tuple(sk, &c->t);
 		return 0;
+	}
 	if (port_wanted(sk))
 		emit(sk, c, oldstate);
 	bpf_map_delete_elem(&conns, &key);

@@ -230,9 +230,16 @@ fn addr(family: u16, raw: &[u8; 16]) -> IpAddr {
 
 /// Why the connection ended.
 fn close_reason(r: &RawTcpEvent) -> &'static str {
+    // The state the socket left for CLOSE.
+    const ESTABLISHED: u8 = 1;
+    const CLOSE_WAIT: u8 = 8;
     if r.resets & 2 != 0 {
         "reset_received"
-    } else if r.resets & 1 != 0 {
+    } else if r.resets & 1 != 0
+        || (r.sk_err == 0 && (r.last_state == ESTABLISHED || r.last_state == CLOSE_WAIT))
+    {
+        // An abortive close (SO_LINGER 0, unread data) goes straight from ESTABLISHED or
+        // CLOSE_WAIT to CLOSE and sends its reset just after, once the socket is gone.
         "reset_sent"
     } else if r.sk_err != 0 || r.last_state == 2 || r.last_state == 3 {
         // An error, or the handshake never completed (refused, timed out).
