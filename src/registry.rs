@@ -5,6 +5,7 @@ use weir_pipeline::component::Registry;
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     weir_sources::register(&mut r);
+    weir_sources_ebpf::register(&mut r);
     weir_transforms::register(&mut r);
     weir_sinks::register(&mut r);
     r

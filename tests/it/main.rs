@@ -7,6 +7,7 @@ mod broken_configs;
 mod cli;
 mod config_examples;
 mod elasticsearch;
+mod ebpf;
 mod file_source;
 mod garbage;
 mod harness;

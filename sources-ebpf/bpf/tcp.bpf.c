@@ -1,0 +1,260 @@
+// SPDX-License-Identifier: GPL-2.0
+// ebpf_tcp: one record per TCP connection when it closes, with the owning process, the
+// 4-tuple, direction and the tcp_sock counters (CO-RE reads).
+//
+// - sock:inet_sock_set_state (raw tracepoint) follows the lifecycle. An outbound connection
+//   enters SYN_SENT inside connect(), in the process's context: that gives its pid. An
+//   inbound one is created in softirq context (no process), so
+// - syscalls:sys_exit_accept/accept4 look the returned fd up in the caller's file table and
+//   attribute the connection to the accepting process.
+// - tcp:tcp_send_reset / tcp:tcp_receive_reset (raw) mark resets for the close reason.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "tcp.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+
+// Only connections with this local or remote port (0: all), set by the loader.
+const volatile __u16 filter_port = 0;
+
+struct tuple {
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u16 _pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct conn {
+	struct tuple t; // last seen with a local port (it is gone by CLOSE)
+	__u64 start_ns;
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 tid;
+	__u32 states;
+	__u8 direction;
+	__u8 resets;
+	__u8 _pad[2];
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+// [0]: records lost to a full ring buffer; [1]: connections not tracked (conns full).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} dropped SEC(".maps");
+
+static __always_inline void count_drop(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&dropped, &slot);
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void set_owner(struct conn *c)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	c->pid = id >> 32;
+	c->tid = (__u32)id;
+	c->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(c->comm, sizeof(c->comm));
+}
+
+static __always_inline int port_wanted(struct sock *sk)
+{
+	if (!filter_port)
+		return 1;
+	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return sport == filter_port || dport == filter_port;
+}
+
+static __always_inline void read_tuple(struct sock *sk, struct tuple *t)
+{
+	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (t->family == AF_INET) {
+		bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(t->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(t->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(t->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+}
+
+static __always_inline void emit(struct sock *sk, struct conn *c, int oldstate)
+{
+	struct weir_tcp_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(0);
+		return;
+	}
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->end_ns = bpf_ktime_get_ns();
+	if (c) {
+		e->start_ns = c->start_ns;
+		e->cgroup_id = c->cgroup_id;
+		e->pid = c->pid;
+		e->tid = c->tid;
+		e->states = c->states;
+		e->direction = c->direction;
+		e->resets = c->resets;
+		__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+	}
+	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	e->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
+	e->snd_ssthresh = BPF_CORE_READ(tp, snd_ssthresh);
+	e->snd_wnd = BPF_CORE_READ(tp, snd_wnd);
+	e->rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
+	e->sndbuf = BPF_CORE_READ(sk, sk_sndbuf);
+	e->sk_err = BPF_CORE_READ(sk, sk_err);
+	e->last_state = oldstate;
+	struct tuple t = {};
+	read_tuple(sk, &t);
+	if (t.sport == 0 && c)
+		t = c->t;
+	e->family = t.family;
+	e->sport = t.sport;
+	e->dport = t.dport;
+	__builtin_memcpy(e->saddr, t.saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, t.daddr, sizeof(e->daddr));
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	__u64 key = (__u64)sk;
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+
+	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV ||
+	    (newstate == TCP_ESTABLISHED && !c)) {
+		if (c) {
+			c->states |= 1u << newstate;
+			return 0;
+		}
+		struct conn fresh = {};
+		fresh.start_ns = bpf_ktime_get_ns();
+		fresh.states = (1u << oldstate) | (1u << newstate);
+		if (BPF_CORE_READ(sk, __sk_common.skc_num) != 0)
+			read_tuple(sk, &fresh.t);
+		if (newstate == TCP_SYN_SENT) {
+			// Inside connect(): the current task owns the socket.
+			fresh.direction = TCP_DIR_OUTBOUND;
+			set_owner(&fresh);
+		} else {
+			// Softirq: the owner is learnt at accept().
+			fresh.direction = TCP_DIR_INBOUND;
+		}
+		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST) != 0)
+			count_drop(1);
+		return 0;
+	}
+	if (!c)
+		return 0;
+	c->states |= 1u << newstate;
+	if (newstate != TCP_CLOSE) {
+		if (BPF_CORE_READ(sk, __sk_common.skc_num) != 0)
+			read_tuple(sk, &c->t);
+		return 0;
+	}
+	if (port_wanted(sk))
+		emit(sk, c, oldstate);
+	bpf_map_delete_elem(&conns, &key);
+	return 0;
+}
+
+static __always_inline void mark_reset(struct sock *sk, __u8 flag)
+{
+	if (!sk)
+		return;
+	__u64 key = (__u64)sk;
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	if (c)
+		c->resets |= flag;
+}
+
+SEC("raw_tp/tcp_send_reset")
+int BPF_PROG(tcp_send_reset, struct sock *sk)
+{
+	mark_reset(sk, TCP_RESET_SENT);
+	return 0;
+}
+
+SEC("raw_tp/tcp_receive_reset")
+int BPF_PROG(tcp_receive_reset, struct sock *sk)
+{
+	mark_reset(sk, TCP_RESET_RECEIVED);
+	return 0;
+}
+
+// The syscalls:sys_exit_accept* record: common fields, syscall number, return value.
+struct sys_exit_args {
+	__u64 common;
+	__s64 nr;
+	__s64 ret;
+};
+
+static __always_inline int on_accept(struct sys_exit_args *ctx)
+{
+	__s64 fd = ctx->ret;
+	if (fd < 0 || fd > 1 << 20)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *f = 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) != 0 || !f)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	__u64 key = (__u64)sk;
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	if (c && c->pid == 0)
+		set_owner(c);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tcp_accept4(struct sys_exit_args *ctx)
+{
+	return on_accept(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tcp_accept(struct sys_exit_args *ctx)
+{
+	return on_accept(ctx);
+}
