@@ -405,11 +405,12 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// Compiles [`BUSY_C`] into `dir/weirbusy`.
-fn build_busy(dir: &Path) -> PathBuf {
+/// Compiles [`BUSY_C`] into `dir/<name>` (the process name perf shows; each test uses its own,
+/// since tests run in parallel and `record` samples the whole machine).
+fn build_busy(dir: &Path, name: &str) -> PathBuf {
     let src = dir.join("weirbusy.c");
     std::fs::write(&src, BUSY_C).unwrap();
-    let bin = dir.join("weirbusy");
+    let bin = dir.join(name);
     let st = std::process::Command::new("cc")
         .args(["-O0", "-fno-omit-frame-pointer", "-g", "-o"])
         .arg(&bin)
@@ -452,7 +453,7 @@ fn share_of(folded: &str, root: &str, frame: &str) -> (u64, u64) {
 #[test]
 fn own_capture_from_perf_script_command_shows_the_busy_function() {
     let tmp = tempfile::tempdir().unwrap();
-    let busy = build_busy(tmp.path());
+    let busy = build_busy(tmp.path(), "weirbusy");
     let data = tmp.path().join("busy.data");
     let rec = perf()
         .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
@@ -519,7 +520,7 @@ encoding.codec = "folded"
 #[test]
 fn stat_mode_turns_recorded_perf_stat_output_into_metrics() {
     let tmp = tempfile::tempdir().unwrap();
-    let busy = build_busy(tmp.path());
+    let busy = build_busy(tmp.path(), "weirbusystat");
     let stat = tmp.path().join("stat.csv");
     let rec = perf()
         .args(["stat", "-I", "100", "-x,", "-e"])
@@ -627,7 +628,7 @@ path = "{out}"
 #[test]
 fn record_and_stat_modes_run_perf_themselves() {
     let tmp = tempfile::tempdir().unwrap();
-    let busy = build_busy(tmp.path());
+    let busy = build_busy(tmp.path(), "weirbusyrec");
     perf();
     let folded = tmp.path().join("record.folded");
     let metrics = tmp.path().join("stat.json");
@@ -684,7 +685,7 @@ path = "{metrics}"
         .unwrap();
     let seen = crate::harness::wait_until(Duration::from_secs(90), || {
         let text = std::fs::read_to_string(&folded).unwrap_or_default();
-        share_of(&text, "weirbusy", "weir_busy_spin").0 >= 20
+        share_of(&text, "weirbusyrec", "weir_busy_spin").0 >= 20
     });
     let _ = prog.kill();
     let _ = prog.wait();
@@ -694,11 +695,16 @@ path = "{metrics}"
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 
     let text = std::fs::read_to_string(&folded).unwrap_or_default();
-    let (all, busy_samples) = share_of(&text, "weirbusy", "weir_busy_spin");
-    assert!(seen, "only {all} samples of weirbusy in 90 s:\n{stderr}");
+    let (all, busy_samples) = share_of(&text, "weirbusyrec", "weir_busy_spin");
+    assert!(seen, "only {all} samples of weirbusyrec in 90 s:\n{stderr}");
+    let others: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("weirbusyrec;") && !l.contains(";weir_busy_spin"))
+        .collect();
     assert!(
         busy_samples * 10 >= all * 8,
-        "weir_busy_spin in {busy_samples} of {all} samples"
+        "weir_busy_spin in {busy_samples} of {all} samples; the others:\n{}",
+        others.join("\n")
     );
 
     let got: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
