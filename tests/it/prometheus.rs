@@ -289,7 +289,7 @@ inputs = ["m"]
 
 /// Line `i` of the stream: distinct, increasing timestamps 10 ms apart, starting 2 minutes ago.
 fn line(base: i64, i: usize) -> String {
-    let code = if i % 3 == 0 { 500 } else { 200 };
+    let code = if i.is_multiple_of(3) { 500 } else { 200 };
     let lat = (i % 10) as f64 / 10.0 + 0.05;
     format!(
         "{{\"ts\":{},\"seq\":{i},\"code\":{code},\"lat\":{lat},\"size\":{}}}\n",

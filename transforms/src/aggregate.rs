@@ -98,10 +98,10 @@ struct Aggregate {
 }
 
 /// Folds `new` into `held` when they can be combined; gives `new` back otherwise.
-fn fold(held: &mut Metric, new: Metric) -> Result<(), Metric> {
+fn fold(held: &mut Metric, new: Metric) -> Option<Metric> {
     if new.kind == MetricKind::Absolute {
         *held = new;
-        return Ok(());
+        return None;
     }
     let ts = match (held.timestamp, new.timestamp) {
         (Some(a), Some(b)) => Some(a.max(b)),
@@ -144,11 +144,11 @@ fn fold(held: &mut Metric, new: Metric) -> Result<(), Metric> {
             *sa += sb;
         }
         (_, value) => {
-            return Err(Metric { value, ..new });
+            return Some(Metric { value, ..new });
         }
     }
     held.timestamp = ts;
-    Ok(())
+    None
 }
 
 impl Aggregate {
@@ -181,7 +181,7 @@ impl Transform for Aggregate {
                     self.held.insert(key, m);
                 }
                 Some(h) => {
-                    if let Err(m) = fold(h, m) {
+                    if let Some(m) = fold(h, m) {
                         let old = std::mem::replace(h, m);
                         out.push(old.into());
                     }
