@@ -276,6 +276,7 @@ fn jetstream_round_trip_agent_to_aggregator_exact_events() {
     let d = dir.path();
     let server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let js = rt.block_on(async { jetstream::new(client(&server.url()).await) });
     rt.block_on(create_stream(&js, "LOGS", "logs.>"));
 
@@ -344,6 +345,7 @@ fn core_sink_and_queue_group_source_carry_exact_messages_and_headers() {
     let d = dir.path();
     let server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let nc = rt.block_on(client(&server.url()));
 
     // Sink: stdin -> core NATS, read by a plain subscriber.
@@ -439,6 +441,7 @@ fn jetstream_source_killed_mid_stream_loses_nothing_and_redelivers_only_unacked(
     let d = dir.path();
     let server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let js = rt.block_on(async { jetstream::new(client(&server.url()).await) });
     rt.block_on(async {
         create_stream(&js, "LOGS", "logs.>").await;
@@ -519,6 +522,7 @@ fn jetstream_sink_survives_a_server_restart_without_loss() {
     let d = dir.path();
     let mut server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let url = server.url();
     let js = rt.block_on(async { jetstream::new(client(&url).await) });
     rt.block_on(create_stream(&js, "LOGS", "logs.>"));
@@ -585,6 +589,7 @@ fn undecodable_jetstream_message_is_counted_logged_and_acknowledged() {
     let d = dir.path();
     let server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let js = rt.block_on(async { jetstream::new(client(&server.url()).await) });
     rt.block_on(async {
         create_stream(&js, "LOGS", "logs.>").await;
