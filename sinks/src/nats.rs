@@ -343,6 +343,8 @@ auth.token = "s3cret"
         assert!(c.jetstream);
         assert_eq!(c.ack_timeout_secs, 5);
         assert_eq!(c.auth.token.as_deref(), Some("s3cret"));
-        assert!(toml::from_str::<NatsSinkConfig>("url = \"x\"\nsubject = \"a\"\nbogus = 1").is_err());
+        assert!(
+            toml::from_str::<NatsSinkConfig>("url = \"x\"\nsubject = \"a\"\nbogus = 1").is_err()
+        );
     }
 }
