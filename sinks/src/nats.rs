@@ -9,6 +9,7 @@
 //! stored: the buffer fills and backpressure slows the sources; nothing is dropped. Only then
 //! is the batch acknowledged.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,8 +102,10 @@ impl SinkConfig for NatsSinkConfig {
         let js = self.jetstream.then(|| {
             jetstream::ContextBuilder::new()
                 .timeout(Duration::from_secs(self.ack_timeout_secs))
-                .max_ack_inflight(self.max_inflight)
-                .backpressure_on_inflight(true)
+                // The sink bounds what is in flight itself (`max_inflight` per round); the
+                // client's limit only has to be above it, and errors instead of waiting.
+                .max_ack_inflight(self.max_inflight.saturating_mul(2))
+                .backpressure_on_inflight(false)
                 .build(client.clone())
         });
         Ok(Box::new(NatsSink {
@@ -158,6 +161,8 @@ impl NatsSink {
             let mut failed = Vec::new();
             let mut last_error = None;
             let mut duplicates = 0u64;
+            // Every wait is bounded: a PubAck that does not come is a retry, never a hang.
+            let wait = Duration::from_secs(self.cfg.ack_timeout_secs);
             for chunk in todo.chunks(self.cfg.max_inflight) {
                 let mut acks = Vec::with_capacity(chunk.len());
                 for &i in chunk {
@@ -165,23 +170,37 @@ impl NatsSink {
                     let msg = jetstream::message::PublishMessage::build()
                         .payload(it.payload.clone())
                         .message_id(&it.id);
-                    match js.send_publish(it.subject.clone(), msg).await {
-                        Ok(ack) => acks.push((i, ack)),
-                        Err(e) => {
+                    match tokio::time::timeout(wait, js.send_publish(it.subject.clone(), msg)).await
+                    {
+                        Ok(Ok(ack)) => acks.push((i, ack)),
+                        Ok(Err(e)) => {
                             failed.push(i);
-                            last_error = Some(e);
+                            last_error = Some(e.to_string());
+                        }
+                        Err(_) => {
+                            failed.push(i);
+                            last_error = Some("timed out handing the message to the client".into());
                         }
                     }
                 }
+                tracing::debug!(component = %self.metrics.id, published = acks.len(), failed = failed.len(), "JetStream chunk published, awaiting PubAcks");
+                // One deadline for the whole chunk (they were all sent just now): awaited one
+                // after the other, per-ack timeouts would add up when the server is gone.
+                let deadline = tokio::time::Instant::now() + wait;
                 for (i, ack) in acks {
-                    match ack.await {
-                        Ok(a) => duplicates += u64::from(a.duplicate),
-                        Err(e) => {
+                    match tokio::time::timeout_at(deadline, ack.into_future()).await {
+                        Ok(Ok(a)) => duplicates += u64::from(a.duplicate),
+                        Ok(Err(e)) => {
                             failed.push(i);
-                            last_error = Some(e);
+                            last_error = Some(e.to_string());
+                        }
+                        Err(_) => {
+                            failed.push(i);
+                            last_error = Some("timed out waiting for the PubAck".into());
                         }
                     }
                 }
+                tracing::debug!(component = %self.metrics.id, failed = failed.len(), "JetStream chunk done");
             }
             if duplicates > 0 {
                 self.metrics
@@ -324,6 +343,8 @@ auth.token = "s3cret"
         assert!(c.jetstream);
         assert_eq!(c.ack_timeout_secs, 5);
         assert_eq!(c.auth.token.as_deref(), Some("s3cret"));
-        assert!(toml::from_str::<NatsSinkConfig>("url = \"x\"\nsubject = \"a\"\nbogus = 1").is_err());
+        assert!(
+            toml::from_str::<NatsSinkConfig>("url = \"x\"\nsubject = \"a\"\nbogus = 1").is_err()
+        );
     }
 }

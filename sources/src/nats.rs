@@ -208,9 +208,7 @@ impl Decode {
             return false;
         }
         let headers = match headers {
-            Some(h) if !h.is_empty() && !self.cfg.headers_key.is_empty() => {
-                Some(headers_value(h))
-            }
+            Some(h) if !h.is_empty() && !self.cfg.headers_key.is_empty() => Some(headers_value(h)),
             _ => None,
         };
         for e in &mut out[start..] {
@@ -291,7 +289,11 @@ async fn run_core(
 
 /// Gets (or creates) the durable consumer, retrying with backoff while the server or the
 /// stream is not there yet. `None` when shutdown came first.
-async fn consumer(cfg: &NatsSourceConfig, js: &jetstream::Context, cx: &SourceContext) -> Option<PullConsumer> {
+async fn consumer(
+    cfg: &NatsSourceConfig,
+    js: &jetstream::Context,
+    cx: &SourceContext,
+) -> Option<PullConsumer> {
     let stream_name = cfg.stream.clone().unwrap_or_default();
     let name = cfg.consumer.clone().unwrap_or_default();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -335,9 +337,15 @@ async fn consumer(cfg: &NatsSourceConfig, js: &jetstream::Context, cx: &SourceCo
 }
 
 /// Messages of one batch, waiting for the batch's fate.
-type Waiting = std::pin::Pin<Box<dyn std::future::Future<Output = (BatchStatus, Vec<jetstream::message::Acker>)> + Send>>;
+type Waiting = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (BatchStatus, Vec<jetstream::message::Acker>)> + Send>,
+>;
 
-async fn settle(status: BatchStatus, ackers: Vec<jetstream::message::Acker>, metrics: &ComponentMetrics) {
+async fn settle(
+    status: BatchStatus,
+    ackers: Vec<jetstream::message::Acker>,
+    metrics: &ComponentMetrics,
+) {
     let kind = match status {
         EventStatus::Delivered => AckKind::Ack,
         EventStatus::Errored => {
@@ -387,7 +395,11 @@ async fn run_jetstream(
         let messages = match messages {
             Ok(m) => m,
             Err(e) => {
-                metrics.error("receive", 1, &format_args!("cannot pull from JetStream: {e}; retrying"));
+                metrics.error(
+                    "receive",
+                    1,
+                    &format_args!("cannot pull from JetStream: {e}; retrying"),
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => continue,
                     _ = cx.shutdown.cancelled() => break,
@@ -476,7 +488,10 @@ async fn take_chunk<E: std::fmt::Display>(
             msg.subject.as_str(),
             msg.payload,
             msg.headers.as_ref(),
-            &format_args!("on subject {} (stream sequence {seq}, delivery {delivered})", msg.subject),
+            &format_args!(
+                "on subject {} (stream sequence {seq}, delivery {delivered})",
+                msg.subject
+            ),
             &mut events,
         );
         if ok {
@@ -485,7 +500,9 @@ async fn take_chunk<E: std::fmt::Display>(
             metrics.error(
                 "ack",
                 1,
-                &format_args!("cannot acknowledge the undecodable message at stream sequence {seq}: {e}"),
+                &format_args!(
+                    "cannot acknowledge the undecodable message at stream sequence {seq}: {e}"
+                ),
             );
         }
     }

@@ -63,7 +63,8 @@ impl Server {
             .expect("start nats-server (apt-get install nats-server)");
         self.child = Some(child);
         assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect(self.addr).is_ok()),
+            wait_until(Duration::from_secs(10), || TcpStream::connect(self.addr)
+                .is_ok()),
             "nats-server listens: {}",
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
@@ -100,7 +101,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn client(url: &str) -> async_nats::Client {
-    async_nats::connect(url).await.expect("connect to nats-server")
+    async_nats::connect(url)
+        .await
+        .expect("connect to nats-server")
 }
 
 async fn create_stream(js: &jetstream::Context, name: &str, subjects: &str) {
@@ -151,7 +154,11 @@ async fn consumer_info(js: &jetstream::Context, stream: &str, name: &str) -> (u6
         .await
         .unwrap();
     let i = c.info().await.unwrap();
-    (i.ack_floor.stream_sequence, i.num_ack_pending, i.num_pending)
+    (
+        i.ack_floor.stream_sequence,
+        i.num_ack_pending,
+        i.num_pending,
+    )
 }
 
 fn metric(api: SocketAddr, name: &str, component: &str) -> Option<f64> {
@@ -276,6 +283,7 @@ fn jetstream_round_trip_agent_to_aggregator_exact_events() {
     let d = dir.path();
     let server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let js = rt.block_on(async { jetstream::new(client(&server.url()).await) });
     rt.block_on(create_stream(&js, "LOGS", "logs.>"));
 
@@ -344,6 +352,7 @@ fn core_sink_and_queue_group_source_carry_exact_messages_and_headers() {
     let d = dir.path();
     let server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let nc = rt.block_on(client(&server.url()));
 
     // Sink: stdin -> core NATS, read by a plain subscriber.
@@ -371,13 +380,19 @@ fn core_sink_and_queue_group_source_carry_exact_messages_and_headers() {
                 .await
                 .expect("all messages arrive")
                 .unwrap();
-            v.push((m.subject.to_string(), String::from_utf8_lossy(&m.payload).into_owned()));
+            v.push((
+                m.subject.to_string(),
+                String::from_utf8_lossy(&m.payload).into_owned(),
+            ));
         }
         v
     });
     for (i, (subject, payload)) in got.iter().enumerate() {
         let sent: serde_json::Value = serde_json::from_str(&event_line(i)).unwrap();
-        assert_eq!(subject, &format!("logs.{}", sent["service"].as_str().unwrap()));
+        assert_eq!(
+            subject,
+            &format!("logs.{}", sent["service"].as_str().unwrap())
+        );
         let p: serde_json::Value = serde_json::from_str(payload).unwrap();
         assert_eq!(p, sent, "message {i} is the event, in order");
     }
@@ -398,7 +413,9 @@ fn core_sink_and_queue_group_source_carry_exact_messages_and_headers() {
     // Core NATS keeps nothing: probe until the subscription is live.
     let live = wait_until(Duration::from_secs(20), || {
         rt.block_on(async {
-            nc.publish("app.probe", r#"{"n":999999}"#.into()).await.unwrap();
+            nc.publish("app.probe", r#"{"n":999999}"#.into())
+                .await
+                .unwrap();
             nc.flush().await.unwrap();
         });
         !lines(&out_path).is_empty()
@@ -416,7 +433,12 @@ fn core_sink_and_queue_group_source_carry_exact_messages_and_headers() {
     });
     assert!(
         wait_until(Duration::from_secs(30), || {
-            parse_out(&out_path).0.keys().filter(|n| **n < 999_999).count() >= N
+            parse_out(&out_path)
+                .0
+                .keys()
+                .filter(|n| **n < 999_999)
+                .count()
+                >= N
         }),
         "{}",
         weir_log(d, "aggregator")
@@ -439,6 +461,7 @@ fn jetstream_source_killed_mid_stream_loses_nothing_and_redelivers_only_unacked(
     let d = dir.path();
     let server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let js = rt.block_on(async { jetstream::new(client(&server.url()).await) });
     rt.block_on(async {
         create_stream(&js, "LOGS", "logs.>").await;
@@ -475,7 +498,8 @@ fn jetstream_source_killed_mid_stream_loses_nothing_and_redelivers_only_unacked(
 
     let agg = start_weir(d, "aggregator", &cfg, false);
     assert!(
-        wait_until(Duration::from_secs(90), || parse_out(&out_path).1.len() >= N),
+        wait_until(Duration::from_secs(90), || parse_out(&out_path).1.len()
+            >= N),
         "after restart: {} distinct of {N}: {}",
         parse_out(&out_path).1.len(),
         weir_log(d, "aggregator")
@@ -519,6 +543,7 @@ fn jetstream_sink_survives_a_server_restart_without_loss() {
     let d = dir.path();
     let mut server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let url = server.url();
     let js = rt.block_on(async { jetstream::new(client(&url).await) });
     rt.block_on(create_stream(&js, "LOGS", "logs.>"));
@@ -585,11 +610,16 @@ fn undecodable_jetstream_message_is_counted_logged_and_acknowledged() {
     let d = dir.path();
     let server = Server::start(d);
     let rt = runtime();
+    let _enter = rt.enter();
     let js = rt.block_on(async { jetstream::new(client(&server.url()).await) });
     rt.block_on(async {
         create_stream(&js, "LOGS", "logs.>").await;
         for p in [event_line(0), "{not json".to_string(), event_line(2)] {
-            js.publish("logs.web", p.into()).await.unwrap().await.unwrap();
+            js.publish("logs.web", p.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
     });
     let api = free_addr();
