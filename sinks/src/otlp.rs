@@ -331,10 +331,13 @@ enum Outcome {
 
 fn any(v: &Value) -> AnyValue {
     let value = match v {
-        Value::Bytes(b) => match std::str::from_utf8(b) {
-            Ok(s) => any_value::Value::StringValue(s.to_string()),
-            Err(_) => any_value::Value::BytesValue(b.to_vec()),
-        },
+        Value::Bytes(_) | Value::String(_) => {
+            let b = v.as_bytes().map(|b| &b[..]).unwrap_or_default();
+            match std::str::from_utf8(b) {
+                Ok(s) => any_value::Value::StringValue(s.to_string()),
+                Err(_) => any_value::Value::BytesValue(b.to_vec()),
+            }
+        }
         Value::Boolean(b) => any_value::Value::BoolValue(*b),
         Value::Integer(i) => any_value::Value::IntValue(*i),
         Value::Float(f) => any_value::Value::DoubleValue(f.into_inner()),
@@ -651,7 +654,7 @@ pub fn metrics_request<'a>(
 }
 
 fn unhex(v: Option<&Value>) -> Vec<u8> {
-    let Some(Value::Bytes(b)) = v else {
+    let Some(b) = v.and_then(Value::as_bytes) else {
         return Vec::new();
     };
     if b.len() % 2 != 0 {
@@ -678,9 +681,9 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<KeyValue>) {
 fn time_of(v: Option<&Value>) -> u64 {
     match v {
         Some(Value::Timestamp(t)) => nanos(Some(*t)),
-        Some(Value::Bytes(b)) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        Some(v @ (Value::Bytes(_) | Value::String(_))) => v
+            .to_str_lossy()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
             .map(|t| nanos(Some(t.with_timezone(&chrono::Utc))))
             .unwrap_or(0),
         Some(Value::Integer(i)) => (*i).max(0) as u64,
@@ -719,15 +722,19 @@ fn log_record(
             flatten(name, v, &mut res);
         }
     }
-    let text = |f: &str| match l.get_field(f) {
-        Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-        _ => String::new(),
+    let text = |f: &str| {
+        l.get_field(f)
+            .and_then(Value::to_str_lossy)
+            .map(|s| s.into_owned())
+            .unwrap_or_default()
     };
     let scope = match l.get_field("scope") {
         Some(Value::Object(m)) => {
-            let t = |f: &str| match m.get(f) {
-                Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-                _ => String::new(),
+            let t = |f: &str| {
+                m.get(f)
+                    .and_then(Value::to_str_lossy)
+                    .map(|s| s.into_owned())
+                    .unwrap_or_default()
             };
             (t("name"), t("version"))
         }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
@@ -99,10 +99,17 @@ fn error_item(action: &str, index: &str, id: &str, status: u16, kind: &str, reas
 
 async fn bulk(
     State(d): State<Double>,
-    Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
+    let query: HashMap<String, String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace('+', " ").replace("%20", " ")))
+        .collect();
     let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&body[..])
@@ -297,11 +304,16 @@ inputs = ["src"]
 endpoints = ["http://{addr}"]
 retry_initial_backoff_secs = 0.01
 retry_max_backoff_secs = 0.05
-batch.timeout_secs = 0.05
+{batch}
 {sink_extra}
 "#,
         data = data.display(),
-        docs = docs.join(", ")
+        docs = docs.join(", "),
+        batch = if sink_extra.contains("batch.") {
+            ""
+        } else {
+            "batch.timeout_secs = 0.05"
+        },
     )
 }
 
@@ -417,13 +429,13 @@ async fn only_failed_retriable_items_are_resent_and_400s_dead_lettered() {
     let docs: Vec<Json> = (0..6)
         .map(|i| json!({"seq": i, "message": format!("m{i}")}))
         .collect();
-    // One request for all six documents: a large batch, flushed when the input ends.
+    // One request for all six documents: flushed when the sixth arrives.
     let metrics = run(&config(
         "es-partial",
         data.path(),
         &docs,
         &format!(
-            "batch.timeout_secs = 5\ndead_letter_file = \"{}\"",
+            "batch.max_events = 6\nbatch.timeout_secs = 30\ndead_letter_file = \"{}\"",
             dlq.display()
         ),
         addr,

@@ -176,7 +176,7 @@ batch.timeout_secs = 0.1
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
-        report.contains("ok: 4 spans, 4 logs, 4 metric points"),
+        report.contains("ok: 4 spans, 4 logs, 8 metric points"),
         "{report}"
     );
 

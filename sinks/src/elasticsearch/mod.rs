@@ -540,7 +540,9 @@ impl EsSink {
         }
         let id = match (&self.id_key, event) {
             (Some(k), Event::Log(l)) => match l.get(k) {
-                Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                Some(v @ (Value::Bytes(_) | Value::String(_))) => {
+                    v.to_str_lossy().map(|s| s.into_owned())
+                }
                 Some(Value::Null) | None => None,
                 Some(v) => Some(v.to_string_lossy().into_owned()),
             },

@@ -175,9 +175,9 @@ fn nanos_to_time(n: u64) -> Option<DateTime<Utc>> {
 
 /// A tag value: strings as they are, other values in their text form.
 fn tag_text(v: &Value) -> String {
-    match v {
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        other => other.to_string_lossy().into_owned(),
+    match v.to_str_lossy() {
+        Some(s) => s.into_owned(),
+        None => v.to_string_lossy().into_owned(),
     }
 }
 

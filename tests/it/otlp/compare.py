@@ -71,7 +71,7 @@ def load(path, tags):
                 for r in sl.get("logRecords", []):
                     r = dict(r)
                     r["attributes"] = attrs(r.get("attributes"))
-                    key = (json.dumps(r.get("body")), r.get("timeUnixNano"))
+                    key = (res["run"]["stringValue"], json.dumps(r.get("body")), r.get("timeUnixNano"))
                     logs[key] = {"resource": res, "scope": scope, "record": r}
         for rm in req.get("resourceMetrics", []):
             res = attrs(rm.get("resource", {}).get("attributes"), stringify=True)
