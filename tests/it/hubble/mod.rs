@@ -75,8 +75,10 @@ fn gunzip_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn collected() -> &'static Mutex<HashMap<String, Arc<Mutex<Vec<Event>>>>> {
-    static C: OnceLock<Mutex<HashMap<String, Arc<Mutex<Vec<Event>>>>>> = OnceLock::new();
+type Buckets = Mutex<HashMap<String, Arc<Mutex<Vec<Event>>>>>;
+
+fn collected() -> &'static Buckets {
+    static C: OnceLock<Buckets> = OnceLock::new();
     C.get_or_init(Default::default)
 }
 

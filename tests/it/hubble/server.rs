@@ -119,7 +119,7 @@ impl Replay {
                 sent += 1;
                 let pace = *self.pace.lock().unwrap();
                 if let Some((every, pause)) = pace {
-                    if sent % every == 0 {
+                    if sent.is_multiple_of(every) {
                         tokio::time::sleep(pause).await;
                     }
                 }
