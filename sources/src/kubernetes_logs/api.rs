@@ -476,6 +476,7 @@ impl Watcher {
             if shutdown.is_cancelled() {
                 return;
             }
+            let began = Instant::now();
             let attempt = async {
                 let version = match rv.take() {
                     Some(v) => v,
@@ -497,7 +498,16 @@ impl Watcher {
             };
             match res {
                 None | Some(Ok(_)) if shutdown.is_cancelled() => return,
-                Some(Ok(v)) => rv = Some(v),
+                Some(Ok(v)) => {
+                    rv = Some(v);
+                    // A watch the server (or a proxy) ends at once must not become a busy loop.
+                    if began.elapsed() < Duration::from_secs(1) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(RETRY_MIN) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                }
                 Some(Err(ApiError::Gone)) => rv = None,
                 Some(Err(e)) => {
                     rv = None;
