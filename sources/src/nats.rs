@@ -448,7 +448,9 @@ async fn run_jetstream(
             }
         }
     }
-    // Wait for the batches in flight (the pipeline drains them) and acknowledge them.
+    // Nothing more to send: let the downstream see the end of this input, then wait for the
+    // batches in flight (the pipeline drains them) and acknowledge them.
+    drop(cx.out);
     while let Some((status, ackers)) = pending.next().await {
         settle(status, ackers, &metrics).await;
     }
