@@ -564,9 +564,9 @@ impl EsSink {
             return Err("the event is not an object, so it is not a document".into());
         }
         if self.data_stream
-            && !event
+            && event
                 .as_log()
-                .is_some_and(|l| l.get_field("@timestamp").is_some())
+                .is_none_or(|l| l.get_field("@timestamp").is_none())
         {
             // Splice `"@timestamp":"…",` in after the opening brace.
             let ts = event_time(event).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
