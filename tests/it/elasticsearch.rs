@@ -202,8 +202,11 @@ async fn bulk(
 // A test source: emits the configured documents, one per batch, and records each batch's
 // final status by its `seq`.
 
-fn statuses() -> &'static Mutex<HashMap<String, Vec<(i64, BatchStatus)>>> {
-    static S: OnceLock<Mutex<HashMap<String, Vec<(i64, BatchStatus)>>>> = OnceLock::new();
+/// Final statuses by source name: `(seq, status)`.
+type Statuses = Mutex<HashMap<String, Vec<(i64, BatchStatus)>>>;
+
+fn statuses() -> &'static Statuses {
+    static S: OnceLock<Statuses> = OnceLock::new();
     S.get_or_init(Default::default)
 }
 
@@ -549,4 +552,34 @@ async fn a_bulk_response_that_is_not_json_is_counted_and_retried() {
     let st = double.lock();
     assert_eq!(st.requests.len(), 2, "sent again after the unusable answer");
     assert_eq!(st.stored.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_fails_over_to_the_next() {
+    let double = Double::default();
+    let addr = double.clone().start().await;
+    // Nothing listens on `dead` (bound then released).
+    let dead = crate::harness::free_addr();
+    let data = tempfile::tempdir().unwrap();
+    let docs = vec![json!({"seq": 0}), json!({"seq": 1})];
+    // No health check: the first request goes to the dead endpoint.
+    let toml = config(
+        "es-failover",
+        data.path(),
+        &docs,
+        "healthcheck = false",
+        addr,
+    )
+    .replace(
+        &format!("endpoints = [\"http://{addr}\"]"),
+        &format!("endpoints = [\"http://{dead}\", \"http://{addr}\"]"),
+    );
+    let metrics = run(&toml).await;
+    assert_eq!(
+        statuses_of("es-failover"),
+        vec![(0, EventStatus::Delivered), (1, EventStatus::Delivered)]
+    );
+    assert_eq!(double.lock().stored.len(), 2);
+    assert_eq!(metrics.sent_events(), 2);
+    assert!(metrics.errors().get("request").is_some_and(|n| *n >= 1));
 }
