@@ -3,8 +3,8 @@
 
 mod baseline;
 mod data;
-mod perf;
 mod flows;
+mod perf;
 mod report;
 mod runner;
 
