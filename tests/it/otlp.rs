@@ -301,3 +301,69 @@ except grpc.RpcError as e:
         "a clear log line: {log}"
     );
 }
+
+/// Backpressure: with the only sink stalled and its buffer full, an export is refused with
+/// 429 (`RESOURCE_EXHAUSTED` over gRPC) instead of waiting forever, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pipeline_answers_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_addr();
+    let toml = format!(
+        r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.otel]
+type = "otlp"
+grpc.enabled = false
+http.address = "{http}"
+accept_timeout_secs = 0.3
+[sinks.stuck]
+type = "gated"
+inputs = ["otel.logs"]
+name = "otlp-bp"
+stalled = true
+buffer.max_events = 1
+"#,
+        data = dir.path().display()
+    );
+    let r = crate::testkit::full_registry();
+    let config = weir_pipeline::config::load_str("t.toml", &toml, &r, &|_| None).unwrap();
+    let graph = weir_pipeline::config::resolve_graph(&config, false).unwrap();
+    let running = weir_pipeline::topology::start(config, &graph)
+        .await
+        .unwrap();
+    let metrics = running.registry.get("otel").unwrap();
+    let log =
+        br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hi"}}]}]}]}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let s =
+            tokio::task::spawn_blocking(move || post(http, "/v1/logs", "application/json", log).0)
+                .await
+                .unwrap();
+        statuses.push(s);
+        if s == 429 {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(
+        statuses[..statuses.len() - 1].iter().all(|s| *s == 200),
+        "{statuses:?}"
+    );
+    assert!(metrics
+        .errors()
+        .get("backpressure")
+        .is_some_and(|n| *n >= 1));
+    crate::testkit::state("otlp-bp").open_gate();
+    // Once the sink moves again, exports are accepted again.
+    let s = tokio::task::spawn_blocking(move || post(http, "/v1/logs", "application/json", log).0)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    running.shutdown_token().cancel();
+    tokio::time::timeout(Duration::from_secs(10), running.wait())
+        .await
+        .expect("drains");
+}
