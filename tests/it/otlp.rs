@@ -301,3 +301,160 @@ except grpc.RpcError as e:
         "a clear log line: {log}"
     );
 }
+
+/// Backpressure: with the only sink stalled and its buffer full, an export is refused with
+/// 429 (`RESOURCE_EXHAUSTED` over gRPC) instead of waiting forever, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pipeline_answers_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_addr();
+    let toml = format!(
+        r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.otel]
+type = "otlp"
+grpc.enabled = false
+http.address = "{http}"
+accept_timeout_secs = 0.3
+[sinks.stuck]
+type = "gated"
+inputs = ["otel.logs"]
+name = "otlp-bp"
+stalled = true
+buffer.max_events = 1
+"#,
+        data = dir.path().display()
+    );
+    let r = crate::testkit::full_registry();
+    let config = weir_pipeline::config::load_str("t.toml", &toml, &r, &|_| None).unwrap();
+    let graph = weir_pipeline::config::resolve_graph(&config, false).unwrap();
+    let running = weir_pipeline::topology::start(config, &graph)
+        .await
+        .unwrap();
+    let metrics = running.registry.get("otel").unwrap();
+    let log =
+        br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hi"}}]}]}]}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let s =
+            tokio::task::spawn_blocking(move || post(http, "/v1/logs", "application/json", log).0)
+                .await
+                .unwrap();
+        statuses.push(s);
+        if s == 429 {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(
+        statuses[..statuses.len() - 1].iter().all(|s| *s == 200),
+        "{statuses:?}"
+    );
+    assert!(metrics
+        .errors()
+        .get("backpressure")
+        .is_some_and(|n| *n >= 1));
+    crate::testkit::state("otlp-bp").open_gate();
+    // Once the sink moves again, exports are accepted again.
+    let s = tokio::task::spawn_blocking(move || post(http, "/v1/logs", "application/json", log).0)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    running.shutdown_token().cancel();
+    tokio::time::timeout(Duration::from_secs(10), running.wait())
+        .await
+        .expect("drains");
+}
+
+/// The sink retries a 503 (honouring `Retry-After`), then counts a partial success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_retries_503_and_counts_partial_success() {
+    use std::sync::{Arc, Mutex};
+    let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let b = bodies.clone();
+    let app = axum::Router::new().route(
+        "/v1/logs",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let b = b.clone();
+            async move {
+                assert_eq!(headers["content-type"], "application/json");
+                let mut all = b.lock().unwrap();
+                all.push(serde_json::from_slice(&body).unwrap());
+                if all.len() == 1 {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        [("retry-after", "0")],
+                        "try later".to_string(),
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        [("content-type", "application/json")],
+                        r#"{"partialSuccess":{"rejectedLogRecords":1,"errorMessage":"record too old"}}"#
+                            .to_string(),
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let running = start_full(&format!(
+        r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.src]
+type = "counting"
+name = "otlp-retry"
+count = 3
+batch = 3
+acknowledgements = true
+[sinks.out]
+type = "otlp"
+inputs = ["src"]
+protocol = "http"
+encoding = "json"
+endpoint = "http://{addr}"
+retry_initial_backoff_secs = 0.01
+batch.timeout_secs = 0.05
+"#,
+        data = dir.path().display()
+    ))
+    .await;
+    let metrics = running.registry.get("out").unwrap();
+    tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("drains");
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 2, "sent again after the 503");
+    for b in bodies.iter() {
+        let records = b["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+            .as_array()
+            .unwrap();
+        assert_eq!(records.len(), 3, "{b}");
+        assert_eq!(records[2]["attributes"][0]["key"], "seq");
+    }
+    assert_eq!(
+        *crate::testkit::state("otlp-retry").statuses.lock().unwrap(),
+        vec![weir_pipeline::finalization::EventStatus::Delivered]
+    );
+    let errors = metrics.errors();
+    assert_eq!(errors.get("request"), Some(&1), "{errors:?}");
+    assert_eq!(errors.get("partial_success"), Some(&1), "{errors:?}");
+    assert_eq!(metrics.sent_events(), 3);
+}
+
+/// Starts `toml` in process with every real component and the test ones.
+async fn start_full(toml: &str) -> weir_pipeline::topology::RunningTopology {
+    let r = crate::testkit::full_registry();
+    let config = weir_pipeline::config::load_str("t.toml", toml, &r, &|_| None).unwrap();
+    let graph = weir_pipeline::config::resolve_graph(&config, false).unwrap();
+    weir_pipeline::topology::start(config, &graph)
+        .await
+        .unwrap()
+}

@@ -365,25 +365,32 @@ impl Ingest {
         } else {
             None
         };
-        let mut guard = match tokio::time::timeout(self.accept_timeout, self.out.lock()).await {
+        // Waiting for the lock and for room in the buffers share one deadline. Giving up on
+        // the send is safe: a buffer takes a batch whole or not at all (with several
+        // consumers, those already served keep their copy; the client's retry may duplicate).
+        let deadline = tokio::time::Instant::now() + self.accept_timeout;
+        let busy = || {
+            self.metrics.error(
+                "backpressure",
+                n,
+                &format_args!(
+                    "pipeline full: refused an OTLP {} request of {n} events (RESOURCE_EXHAUSTED / 429; the client retries)",
+                    signal.output()
+                ),
+            );
+            Refusal::Busy
+        };
+        let mut guard = match tokio::time::timeout_at(deadline, self.out.lock()).await {
             Ok(g) => g,
-            Err(_) => {
-                self.metrics.error(
-                    "backpressure",
-                    n,
-                    &format_args!(
-                        "pipeline full: refused an OTLP {} request of {n} events (RESOURCE_EXHAUSTED / 429; the client retries)",
-                        signal.output()
-                    ),
-                );
-                return Err(Refusal::Busy);
-            }
+            Err(_) => return Err(busy()),
         };
         let Some(out) = guard.as_mut() else {
             return Err(Refusal::Closed);
         };
-        if out.send_to(signal.output(), batch).await.is_err() {
-            return Err(Refusal::Closed);
+        match tokio::time::timeout_at(deadline, out.send_to(signal.output(), batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Refusal::Closed),
+            Err(_) => return Err(busy()),
         }
         drop(guard);
         if let Some(rx) = wait {
