@@ -1,6 +1,8 @@
 //! What the HTTP sinks (`elasticsearch`, `otlp`) share: TLS options, building a `reqwest`
-//! client from them, gzip, and which HTTP statuses are worth retrying.
+//! client from them, checking duration and header options, gzip, and which HTTP statuses are
+//! worth retrying.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +35,31 @@ fn default_true() -> bool {
 
 fn read(what: &str, p: &PathBuf) -> Result<Vec<u8>, String> {
     std::fs::read(p).map_err(|e| format!("`{what}` {}: {e}", p.display()))
+}
+
+/// A duration option given in seconds (`what` is its name in the config): it must be a
+/// positive, finite number.
+pub fn positive_secs(what: &str, v: f64) -> Result<Duration, String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("`{what}` must be a positive number"))
+    }
+}
+
+/// The `headers` option as a header map, with an error naming the header that is invalid.
+pub fn header_map(
+    headers: &BTreeMap<String, String>,
+) -> Result<reqwest::header::HeaderMap, String> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in headers {
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| format!("`headers`: `{k}`: {e}"))?;
+        let value =
+            reqwest::header::HeaderValue::from_str(v).map_err(|e| format!("`headers.{k}`: {e}"))?;
+        map.insert(name, value);
+    }
+    Ok(map)
 }
 
 /// A client with the TLS settings, a request timeout and a connect timeout.

@@ -71,7 +71,9 @@ use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::BoxError;
 
-use crate::http::{build_client, gzip, retry_after, snippet, TlsConfig};
+use crate::http::{
+    build_client, gzip, header_map, positive_secs as secs, retry_after, snippet, TlsConfig,
+};
 
 /// gRPC or HTTP.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -184,15 +186,6 @@ pub struct OtlpSinkConfig {
 #[async_trait]
 impl SinkConfig for OtlpSinkConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
-        let secs = |what: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(BoxError::from(format!(
-                    "`{what}` must be a positive number"
-                )))
-            }
-        };
         let timeout = secs("request_timeout_secs", self.request_timeout_secs)?;
         let batch_timeout = secs("batch.timeout_secs", self.batch.timeout_secs)?;
         let backoff = (
@@ -262,14 +255,7 @@ impl SinkConfig for OtlpSinkConfig {
                 }
             }
             Protocol::Http => {
-                let mut headers = reqwest::header::HeaderMap::new();
-                for (k, v) in &self.headers {
-                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|e| format!("`headers`: `{k}`: {e}"))?;
-                    let value = reqwest::header::HeaderValue::from_str(v)
-                        .map_err(|e| format!("`headers.{k}`: {e}"))?;
-                    headers.insert(name, value);
-                }
+                let headers = header_map(&self.headers)?;
                 Transport::Http {
                     client: build_client(self.tls.as_ref(), timeout, false)?,
                     base: self.endpoint.trim_end_matches('/').to_string(),

@@ -49,7 +49,10 @@ use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::{event_time, Template};
 use weir_pipeline::BoxError;
 
-use crate::http::{build_client, gzip, retriable_status, retry_after, snippet, TlsConfig};
+use crate::http::{
+    build_client, gzip, header_map, positive_secs as secs, retriable_status, retry_after, snippet,
+    TlsConfig,
+};
 pub use bulk::BulkAction;
 use bulk::{parse_response, write_action, ItemOutcome};
 
@@ -314,15 +317,6 @@ impl SinkConfig for ElasticsearchConfig {
         if self.batch.max_bytes == 0 || self.batch.max_events == 0 {
             return Err("`batch.max_bytes` and `batch.max_events` must be at least 1".into());
         }
-        let secs = |what: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(BoxError::from(format!(
-                    "`{what}` must be a positive number"
-                )))
-            }
-        };
         let timeout = secs("request_timeout_secs", self.request_timeout_secs)?;
         let batch_timeout = secs("batch.timeout_secs", self.batch.timeout_secs)?;
         let backoff = (
@@ -332,14 +326,7 @@ impl SinkConfig for ElasticsearchConfig {
             )?,
             secs("retry_max_backoff_secs", self.retry_max_backoff_secs)?,
         );
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (k, v) in &self.headers {
-            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| format!("`headers`: `{k}`: {e}"))?;
-            let value = reqwest::header::HeaderValue::from_str(v)
-                .map_err(|e| format!("`headers.{k}`: {e}"))?;
-            headers.insert(name, value);
-        }
+        let headers = header_map(&self.headers)?;
         let auth = match &self.auth {
             None => Auth::None,
             Some(AuthConfig {
