@@ -51,7 +51,9 @@ fn record(kind: i16, line: &str, user: &str, host: &str, time: i64) -> Record {
 }
 
 fn utmp_record(kind: i16, line: &str, user: &str, host: &str) -> Vec<u8> {
-    record(kind, line, user, host, 1_700_000_000).to_bytes().to_vec()
+    record(kind, line, user, host, 1_700_000_000)
+        .to_bytes()
+        .to_vec()
 }
 
 fn records(rs: &[Record]) -> Vec<u8> {
@@ -158,8 +160,20 @@ fn fake_machine(root: &Path) {
     std::fs::write(root.join("utmp"), utmp).unwrap();
     std::fs::write(root.join("wtmp"), records(&wtmp_records())).unwrap();
     let btmp = [
-        record(LOGIN_PROCESS, "ssh:notty", "root", "203.0.113.9", 1_700_000_700),
-        record(LOGIN_PROCESS, "ssh:notty", "admin", "203.0.113.9", 1_700_000_701),
+        record(
+            LOGIN_PROCESS,
+            "ssh:notty",
+            "root",
+            "203.0.113.9",
+            1_700_000_700,
+        ),
+        record(
+            LOGIN_PROCESS,
+            "ssh:notty",
+            "admin",
+            "203.0.113.9",
+            1_700_000_701,
+        ),
         record(LOGIN_PROCESS, "tty1", "bob", "", 1_700_000_702),
     ];
     std::fs::write(root.join("btmp"), records(&btmp)).unwrap();

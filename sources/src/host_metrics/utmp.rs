@@ -66,7 +66,10 @@ impl Record {
         r[4..8].copy_from_slice(&self.pid.to_ne_bytes());
         put(&mut r[8..40], &self.line);
         // `ut_id`: the end of the line, as login and sshd write it.
-        let id = self.line.get(self.line.len().saturating_sub(4)..).unwrap_or("");
+        let id = self
+            .line
+            .get(self.line.len().saturating_sub(4)..)
+            .unwrap_or("");
         put(&mut r[40..44], id);
         put(&mut r[44..76], &self.user);
         put(&mut r[76..332], &self.host);
