@@ -6,7 +6,9 @@
 //! bytes and appends the samples. The samples a shard collects until it sends are kept in a
 //! [`Batch`]: flat vectors that are cleared, not freed, after each request, so that
 //! recording and encoding a sample allocate nothing (once the vectors have grown to the
-//! size of a request).
+//! size of a request). The exception is a summary of raw samples (`Stored::Samples`): a
+//! batch keeps a copy of its window, made once per request, and computes the quantiles when
+//! it writes the request.
 //!
 //! The bytes are exactly those `prost` writes for the same `WriteRequest` (fields in tag
 //! order, default values left out), which the tests check.
@@ -228,19 +230,14 @@ impl SeriesLabels {
         }
     }
 
-    /// How many samples (expanded series) each value of this series gives.
-    pub fn width(&self) -> usize {
-        self.subs.len()
-    }
-
-    /// The encoded labels of expanded series `i`, as fields of a `TimeSeries`, and their
-    /// length.
+    /// The length of the labels of expanded series `i`, as fields of a `TimeSeries`.
     fn labels_len(&self, i: usize) -> usize {
         let sub = &self.subs[i];
         let name_len = self.name.len() + sub.key.suffix.as_str().len();
         self.tags_end + sub.extra.len() + label_len("__name__".len(), name_len)
     }
 
+    /// Appends the labels of expanded series `i`, in name order.
     fn put_labels(&self, i: usize, out: &mut Vec<u8>) {
         let sub = &self.subs[i];
         out.extend_from_slice(&self.bytes[..self.name_at]);
