@@ -467,7 +467,8 @@ async fn deliver(
     snappy: &mut Compressor,
 ) -> Outcome {
     // Runs of series still to send.
-    let mut todo = vec![0..req.starts.len()];
+    let mut todo: Vec<Range<usize>> = Vec::with_capacity(1);
+    todo.push(0..req.starts.len());
     let (mut ok, mut refused) = (0usize, 0usize);
     while let Some(range) = todo.pop() {
         if range.is_empty() {
