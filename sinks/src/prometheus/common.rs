@@ -2,7 +2,7 @@
 //! turns incremental metrics into absolute running totals, and the expansion of one series into
 //! the samples Prometheus stores (`_bucket{le}`, `_sum`, `_count`, `{quantile}`).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use weir_pipeline::event::{Bucket, Metric, MetricKind, MetricValue, Quantile, StatisticKind};
@@ -61,6 +61,15 @@ pub fn sanitize_label_name(name: &str) -> String {
     sanitize(name, false)
 }
 
+/// Whether `name` is already what [`sanitize`] would make of it.
+fn is_valid_name(name: &str, colon: bool) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && !b[0].is_ascii_digit()
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || (colon && c == b':'))
+}
+
 fn sanitize(name: &str, colon: bool) -> String {
     let mut out = String::with_capacity(name.len() + 1);
     for (i, c) in name.chars().enumerate() {
@@ -84,6 +93,13 @@ fn sanitize(name: &str, colon: bool) -> String {
 /// empty label is the same as no label in Prometheus); `__name__` dropped (it is the metric
 /// name); when two tags sanitise to the same name, the first in tag order is kept.
 pub fn sanitize_tags(tags: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    // The usual case, kept as it is (no copy).
+    if tags
+        .iter()
+        .all(|(k, v)| !v.is_empty() && k != "__name__" && is_valid_name(k, false))
+    {
+        return tags;
+    }
     let mut out = BTreeMap::new();
     for (k, v) in tags {
         if v.is_empty() {
@@ -103,6 +119,21 @@ pub fn sanitize_tags(tags: BTreeMap<String, String>) -> BTreeMap<String, String>
 pub struct SeriesKey {
     pub name: String,
     pub tags: BTreeMap<String, String>,
+}
+
+impl SeriesKey {
+    /// The series of a metric (sanitised name and tags); its name and tags are moved out
+    /// (copied only when they need sanitising).
+    pub fn of(m: &mut Metric) -> SeriesKey {
+        let name = match &m.namespace {
+            None if is_valid_name(&m.name, true) => std::mem::take(&mut m.name),
+            _ => sanitize_metric_name(&m.full_name()),
+        };
+        SeriesKey {
+            name,
+            tags: sanitize_tags(std::mem::take(&mut m.tags)),
+        }
+    }
 }
 
 /// The absolute value of a series.
@@ -153,12 +184,14 @@ impl Stored {
 
 /// One aggregated series.
 #[derive(Debug)]
-pub struct Entry {
+pub struct Entry<X = ()> {
     pub value: Stored,
     pub updated: Instant,
     /// The timestamp (ms) of the last sample taken of this series (remote write keeps samples
     /// of a series in time order across requests).
     pub last_ts: i64,
+    /// What the sink keeps per series besides its value (remote write: its encoded labels).
+    pub ext: X,
 }
 
 /// Why a metric could not be absorbed.
@@ -168,42 +201,38 @@ pub enum AbsorbError {
     NotFinite(String),
 }
 
-/// Every series seen, with its running value.
+/// Every series seen, with its running value (and `X`, the sink's own data per series).
 #[derive(Debug)]
-pub struct Aggregator {
-    pub series: BTreeMap<SeriesKey, Entry>,
+pub struct Aggregator<X = ()> {
+    /// Hashed rather than ordered: a lookup hashes the key once, where a B-tree compares
+    /// it (name, then tag by tag) at every level.
+    pub series: HashMap<SeriesKey, Entry<X>, foldhash::fast::RandomState>,
     /// Bounds (`+Inf` included) that `Distribution` histogram samples are binned into.
     pub buckets: Vec<f64>,
     /// The quantiles computed for `Distribution` summary samples.
     pub quantiles: Vec<f64>,
 }
 
-impl Aggregator {
+impl<X: Default> Aggregator<X> {
     pub fn new(buckets: Vec<f64>, quantiles: Vec<f64>) -> Self {
         Self {
-            series: BTreeMap::new(),
+            series: HashMap::default(),
             buckets,
             quantiles,
         }
     }
 
-    /// The series key of a metric (sanitised name and tags).
-    pub fn key_of(m: &mut Metric) -> SeriesKey {
-        SeriesKey {
-            name: sanitize_metric_name(&m.full_name()),
-            tags: sanitize_tags(std::mem::take(&mut m.tags)),
-        }
-    }
-
-    /// Adds a metric to its series: incremental values are added to the running total (a
-    /// histogram whose bounds changed, or a value of another type, starts over), absolute
-    /// values replace it. Returns the series' entry.
-    pub fn absorb(
+    /// Adds a metric to its series (`key`, from [`SeriesKey::of`]): incremental values are
+    /// added to the running total (a histogram whose bounds changed, or a value of another
+    /// type, starts over), absolute values replace it. Then calls `then` with the series'
+    /// key and entry, and returns what it returns.
+    pub fn absorb<R>(
         &mut self,
         key: SeriesKey,
         m: Metric,
         now: Instant,
-    ) -> Result<&mut Entry, AbsorbError> {
+        then: impl FnOnce(&SeriesKey, &mut Entry<X>) -> R,
+    ) -> Result<R, AbsorbError> {
         let incremental = m.kind == MetricKind::Incremental;
         if incremental {
             let bad = match &m.value {
@@ -218,147 +247,21 @@ impl Aggregator {
                 return Err(AbsorbError::NotFinite(key.name));
             }
         }
-        let (old, last_ts) = match self.series.remove(&key) {
-            Some(e) => (Some(e.value), e.last_ts),
-            None => (None, i64::MIN),
-        };
-        let value = match (m.value, old) {
-            (MetricValue::Counter { value }, Some(Stored::Counter(t))) if incremental => {
-                Stored::Counter(t + value)
-            }
-            (MetricValue::Counter { value }, _) => Stored::Counter(value),
-            (MetricValue::Gauge { value }, Some(Stored::Gauge(t))) if incremental => {
-                Stored::Gauge(t + value)
-            }
-            (MetricValue::Gauge { value }, _) => Stored::Gauge(value),
-            (MetricValue::Set { values }, Some(Stored::Set(mut s))) if incremental => {
-                s.extend(values);
-                Stored::Set(s)
-            }
-            (MetricValue::Set { values }, _) => Stored::Set(values),
-            (
-                MetricValue::AggregatedHistogram {
-                    buckets,
-                    count,
-                    sum,
-                },
-                old,
-            ) => match old {
-                Some(Stored::Histogram {
-                    buckets: mut b,
-                    count: c,
-                    sum: s,
-                }) if incremental && same_limits(&b, &buckets) => {
-                    for (x, y) in b.iter_mut().zip(&buckets) {
-                        x.count += y.count;
-                    }
-                    Stored::Histogram {
-                        buckets: b,
-                        count: c + count,
-                        sum: s + sum,
-                    }
-                }
-                _ => Stored::Histogram {
-                    buckets,
-                    count,
-                    sum,
-                },
-            },
-            (
-                MetricValue::AggregatedSummary {
-                    quantiles,
-                    count,
-                    sum,
-                },
-                _,
-            ) => Stored::Summary {
-                quantiles,
-                count,
-                sum,
-            },
-            (
-                MetricValue::Distribution {
-                    samples,
-                    statistic: StatisticKind::Histogram,
-                },
-                old,
-            ) => {
-                let (mut b, mut c, mut s) = match old {
-                    Some(Stored::Histogram {
-                        buckets,
-                        count,
-                        sum,
-                    }) if incremental
-                        && buckets.len() == self.buckets.len()
-                        && buckets
-                            .iter()
-                            .zip(&self.buckets)
-                            .all(|(x, y)| x.upper_limit == *y) =>
-                    {
-                        (buckets, count, sum)
-                    }
-                    _ => (
-                        self.buckets
-                            .iter()
-                            .map(|l| Bucket {
-                                upper_limit: *l,
-                                count: 0,
-                            })
-                            .collect(),
-                        0,
-                        0.0,
-                    ),
-                };
-                for smp in samples {
-                    let rate = u64::from(smp.rate.max(1));
-                    if let Some(bk) = b.iter_mut().find(|bk| smp.value <= bk.upper_limit) {
-                        bk.count += rate;
-                    }
-                    c += rate;
-                    s += smp.value * rate as f64;
-                }
-                Stored::Histogram {
-                    buckets: b,
-                    count: c,
-                    sum: s,
-                }
-            }
-            (
-                MetricValue::Distribution {
-                    samples,
-                    statistic: StatisticKind::Summary,
-                },
-                old,
-            ) => {
-                let (mut v, mut c, mut s) = match old {
-                    Some(Stored::Samples { values, count, sum }) if incremental => {
-                        (values, count, sum)
-                    }
-                    _ => (VecDeque::new(), 0, 0.0),
-                };
-                for smp in samples {
-                    let rate = smp.rate.max(1);
-                    for _ in 0..rate.min(MAX_SUMMARY_SAMPLES as u32) {
-                        if v.len() == MAX_SUMMARY_SAMPLES {
-                            v.pop_front();
-                        }
-                        v.push_back(smp.value);
-                    }
-                    c += u64::from(rate);
-                    s += smp.value * f64::from(rate);
-                }
-                Stored::Samples {
-                    values: v,
-                    count: c,
-                    sum: s,
-                }
-            }
-        };
-        Ok(self.series.entry(key).or_insert(Entry {
+        if let Some(e) = self.series.get_mut(&key) {
+            // The old value is taken out (a placeholder left) to make the new one.
+            let old = std::mem::replace(&mut e.value, Stored::Counter(0.0));
+            e.value = combine(m.value, Some(old), incremental, &self.buckets);
+            e.updated = now;
+            return Ok(then(&key, e));
+        }
+        let value = combine(m.value, None, incremental, &self.buckets);
+        let e = self.series.entry(key.clone()).or_insert(Entry {
             value,
             updated: now,
-            last_ts,
-        }))
+            last_ts: i64::MIN,
+            ext: X::default(),
+        });
+        Ok(then(&key, e))
     }
 
     /// Forgets series not updated for `older_than`.
@@ -367,6 +270,138 @@ impl Aggregator {
         self.series
             .retain(|_, e| now.saturating_duration_since(e.updated) < older_than);
         before - self.series.len()
+    }
+}
+
+/// The new value of a series from its `old` one and a metric's value (`bounds`: those
+/// `Distribution` histogram samples are binned into).
+fn combine(value: MetricValue, old: Option<Stored>, incremental: bool, bounds: &[f64]) -> Stored {
+    match (value, old) {
+        (MetricValue::Counter { value }, Some(Stored::Counter(t))) if incremental => {
+            Stored::Counter(t + value)
+        }
+        (MetricValue::Counter { value }, _) => Stored::Counter(value),
+        (MetricValue::Gauge { value }, Some(Stored::Gauge(t))) if incremental => {
+            Stored::Gauge(t + value)
+        }
+        (MetricValue::Gauge { value }, _) => Stored::Gauge(value),
+        (MetricValue::Set { values }, Some(Stored::Set(mut s))) if incremental => {
+            s.extend(values);
+            Stored::Set(s)
+        }
+        (MetricValue::Set { values }, _) => Stored::Set(values),
+        (
+            MetricValue::AggregatedHistogram {
+                buckets,
+                count,
+                sum,
+            },
+            old,
+        ) => match old {
+            Some(Stored::Histogram {
+                buckets: mut b,
+                count: c,
+                sum: s,
+            }) if incremental && same_limits(&b, &buckets) => {
+                for (x, y) in b.iter_mut().zip(&buckets) {
+                    x.count += y.count;
+                }
+                Stored::Histogram {
+                    buckets: b,
+                    count: c + count,
+                    sum: s + sum,
+                }
+            }
+            _ => Stored::Histogram {
+                buckets,
+                count,
+                sum,
+            },
+        },
+        (
+            MetricValue::AggregatedSummary {
+                quantiles,
+                count,
+                sum,
+            },
+            _,
+        ) => Stored::Summary {
+            quantiles,
+            count,
+            sum,
+        },
+        (
+            MetricValue::Distribution {
+                samples,
+                statistic: StatisticKind::Histogram,
+            },
+            old,
+        ) => {
+            let (mut b, mut c, mut s) = match old {
+                Some(Stored::Histogram {
+                    buckets,
+                    count,
+                    sum,
+                }) if incremental
+                    && buckets.len() == bounds.len()
+                    && buckets.iter().zip(bounds).all(|(x, y)| x.upper_limit == *y) =>
+                {
+                    (buckets, count, sum)
+                }
+                _ => (
+                    bounds
+                        .iter()
+                        .map(|l| Bucket {
+                            upper_limit: *l,
+                            count: 0,
+                        })
+                        .collect(),
+                    0,
+                    0.0,
+                ),
+            };
+            for smp in samples {
+                let rate = u64::from(smp.rate.max(1));
+                if let Some(bk) = b.iter_mut().find(|bk| smp.value <= bk.upper_limit) {
+                    bk.count += rate;
+                }
+                c += rate;
+                s += smp.value * rate as f64;
+            }
+            Stored::Histogram {
+                buckets: b,
+                count: c,
+                sum: s,
+            }
+        }
+        (
+            MetricValue::Distribution {
+                samples,
+                statistic: StatisticKind::Summary,
+            },
+            old,
+        ) => {
+            let (mut v, mut c, mut s) = match old {
+                Some(Stored::Samples { values, count, sum }) if incremental => (values, count, sum),
+                _ => (VecDeque::new(), 0, 0.0),
+            };
+            for smp in samples {
+                let rate = smp.rate.max(1);
+                for _ in 0..rate.min(MAX_SUMMARY_SAMPLES as u32) {
+                    if v.len() == MAX_SUMMARY_SAMPLES {
+                        v.pop_front();
+                    }
+                    v.push_back(smp.value);
+                }
+                c += u64::from(rate);
+                s += smp.value * f64::from(rate);
+            }
+            Stored::Samples {
+                values: v,
+                count: c,
+                sum: s,
+            }
+        }
     }
 }
 
@@ -564,7 +599,7 @@ mod tests {
 
     #[test]
     fn incremental_totals_and_non_finite_increments() {
-        let mut a = Aggregator::new(vec![1.0, f64::INFINITY], vec![0.5]);
+        let mut a: Aggregator = Aggregator::new(vec![1.0, f64::INFINITY], vec![0.5]);
         let now = Instant::now();
         for v in [1.0, 2.5] {
             let mut m = Metric::new(
@@ -572,16 +607,16 @@ mod tests {
                 MetricKind::Incremental,
                 MetricValue::Counter { value: v },
             );
-            let k = Aggregator::key_of(&mut m);
-            a.absorb(k, m, now).unwrap();
+            let k = SeriesKey::of(&mut m);
+            a.absorb(k, m, now, |_, _| ()).unwrap();
         }
         let mut bad = Metric::new(
             "c",
             MetricKind::Incremental,
             MetricValue::Counter { value: f64::NAN },
         );
-        let k = Aggregator::key_of(&mut bad);
-        assert!(a.absorb(k.clone(), bad, now).is_err());
+        let k = SeriesKey::of(&mut bad);
+        assert!(a.absorb(k.clone(), bad, now, |_, _| ()).is_err());
         assert!(matches!(a.series[&k].value, Stored::Counter(v) if v == 3.5));
         let mut d = Metric::new(
             "d",
@@ -600,10 +635,12 @@ mod tests {
                 statistic: StatisticKind::Histogram,
             },
         );
-        let k = Aggregator::key_of(&mut d);
-        let e = a.absorb(k, d, now).unwrap();
+        let k = SeriesKey::of(&mut d);
         let mut got = Vec::new();
-        expand(&e.value, &[], |_, _, v| got.push(v));
+        a.absorb(k, d, now, |_, e| {
+            expand(&e.value, &[], |_, _, v| got.push(v))
+        })
+        .unwrap();
         assert_eq!(got, vec![2.0, 3.0, 4.0, 3.0]);
         assert_eq!(
             a.expire(Duration::from_secs(1), now + Duration::from_secs(2)),

@@ -53,7 +53,7 @@ use weir_pipeline::BoxError;
 pub use super::common::MAX_SUMMARY_SAMPLES;
 use super::common::{
     check_buckets_quantiles, default_buckets, default_expire, default_quantiles, expand, fmt_f64,
-    positive_secs, Aggregator, Extra, Stored, Suffix,
+    positive_secs, Aggregator, Extra, SeriesKey, Stored, Suffix,
 };
 
 fn default_address() -> SocketAddr {
@@ -178,8 +178,8 @@ fn escape_label(v: &str, out: &mut String) {
 
 impl Store {
     fn absorb(&mut self, mut m: weir_pipeline::event::Metric, now: Instant) -> bool {
-        let key = Aggregator::key_of(&mut m);
-        match self.agg.absorb(key, m, now) {
+        let key = SeriesKey::of(&mut m);
+        match self.agg.absorb(key, m, now, |_, _| ()) {
             Ok(_) => true,
             Err(e) => {
                 self.metrics.error("invalid_value", 1, &e);
@@ -194,7 +194,10 @@ impl Store {
         let mut types: BTreeMap<&str, &'static str> = BTreeMap::new();
         let mut conflicts = 0;
         let mut family: Option<&str> = None;
-        for (key, e) in &self.agg.series {
+        // Sorted: the series of a family together, in a stable order.
+        let mut series: Vec<_> = self.agg.series.iter().collect();
+        series.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, e) in series {
             let ty = e.value.type_name();
             if *types.entry(&key.name).or_insert(ty) != ty {
                 conflicts += 1;

@@ -1,7 +1,8 @@
 //! The Prometheus remote write 1.0 messages, written from the protocol specification
 //! (`WriteRequest` carries `TimeSeries`; a series is sorted `Label`s plus `Sample`s in
 //! timestamp order). Only the fields a sender needs are defined; metadata (field 3) is not
-//! sent.
+//! sent. The sink does not build these: [`super::request`] writes the same bytes directly;
+//! they serve to read a request back (tests, and the series names in an error message).
 
 /// The body of a remote write request (before snappy compression).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -34,47 +35,4 @@ pub struct Sample {
     /// Milliseconds since the Unix epoch.
     #[prost(int64, tag = "2")]
     pub timestamp: i64,
-}
-
-/// Encodes and snappy-compresses (block format, as the protocol requires) a request.
-pub fn encode(req: &WriteRequest, scratch: &mut Vec<u8>) -> Result<Vec<u8>, snap::Error> {
-    use prost::Message;
-    scratch.clear();
-    scratch.reserve(req.encoded_len());
-    // Encoding into a Vec cannot run out of space.
-    let _ = req.encode(scratch);
-    snap::raw::Encoder::new().compress_vec(scratch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use prost::Message;
-
-    #[test]
-    fn round_trips_through_snappy_and_protobuf() {
-        let req = WriteRequest {
-            timeseries: vec![TimeSeries {
-                labels: vec![
-                    Label {
-                        name: "__name__".into(),
-                        value: "up".into(),
-                    },
-                    Label {
-                        name: "job".into(),
-                        value: "w".into(),
-                    },
-                ],
-                samples: vec![Sample {
-                    value: 1.5,
-                    timestamp: 1_700_000_000_000,
-                }],
-            }],
-        };
-        let body = encode(&req, &mut Vec::new()).unwrap();
-        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
-        // Field 1 (timeseries), wire type 2 (length-delimited).
-        assert_eq!(raw[0], 0x0a);
-        assert_eq!(WriteRequest::decode(raw.as_slice()).unwrap(), req);
-    }
 }

@@ -27,8 +27,7 @@
 //! acknowledged when the requests holding their samples got a 2xx (`Rejected` when the
 //! receiver refused them).
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,15 +44,12 @@ use weir_pipeline::retry::Backoff;
 use weir_pipeline::BoxError;
 
 use super::common::{
-    check_buckets_quantiles, default_buckets, default_expire, default_quantiles, expand,
-    positive_secs, Aggregator, Extra, SeriesKey, Stored, Suffix,
+    check_buckets_quantiles, default_buckets, default_expire, default_quantiles, positive_secs,
+    Aggregator, Entry, SeriesKey,
 };
 use super::http::{base64, Client, Endpoint, TlsConfig};
-use super::proto::{self, Label, Sample, TimeSeries, WriteRequest};
+use super::request::{labels_for, Batch, Compressor, SeriesLabels};
 
-/// The NaN Prometheus uses for ordinary NaN values (its staleness marker is another NaN,
-/// which must never be sent by accident).
-const NORMAL_NAN: u64 = 0x7ff8_0000_0000_0001;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
@@ -233,7 +229,8 @@ impl SinkConfig for RemoteWriteConfig {
 
 struct RemoteWrite {
     endpoint: Endpoint,
-    aggregator: Aggregator,
+    /// Every series, with its encoded labels.
+    aggregator: Aggregator<Option<Arc<SeriesLabels>>>,
     batch_max_events: usize,
     batch_timeout: Duration,
     concurrency: usize,
@@ -241,10 +238,9 @@ struct RemoteWrite {
     settings: Arc<Settings>,
 }
 
-/// What a shard collects until it sends: per series, its values in timestamp order.
-#[derive(Default)]
+/// What a shard collects until it sends.
 struct Pending {
-    series: HashMap<SeriesKey, Vec<(i64, Stored)>>,
+    batch: Batch,
     notifiers: Vec<Arc<BatchNotifier>>,
     events: u64,
 }
@@ -259,11 +255,21 @@ impl Pending {
     }
 }
 
-/// One request for a shard's sender.
+/// One request for a shard's sender: an encoded (not yet compressed) `WriteRequest`.
 struct Request {
-    write: WriteRequest,
+    raw: Vec<u8>,
+    /// Where each `TimeSeries` starts in `raw` (a run of them is a request too).
+    starts: Vec<usize>,
     notifiers: Vec<Arc<BatchNotifier>>,
     events: u64,
+}
+
+impl Request {
+    /// The bytes of series `range`: a `WriteRequest` of their own.
+    fn part(&self, range: &Range<usize>) -> &[u8] {
+        let at = |i: usize| self.starts.get(i).copied().unwrap_or(self.raw.len());
+        &self.raw[at(range.start)..at(range.end)]
+    }
 }
 
 struct Shard {
@@ -271,106 +277,28 @@ struct Shard {
     tx: mpsc::Sender<Request>,
 }
 
-fn shard_of(key: &SeriesKey, n: usize) -> usize {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % n as u64) as usize
-}
-
-/// Records the series' new value as a sample at `ts` (ms), keeping the series' samples in
-/// strictly increasing time order across requests.
-fn record(slot: &mut Vec<(i64, Stored)>, last_ts: &mut i64, ts: i64, value: &Stored) {
-    let mut ts = ts.max(*last_ts);
-    match slot.last_mut() {
-        // A summary's samples are costly to copy: one value per request is enough.
-        Some((lts, v)) if *lts == ts || matches!(value, Stored::Samples { .. }) => {
-            *lts = ts;
-            *v = value.clone();
-        }
-        _ => {
-            if ts == *last_ts {
-                // A sample at this time was already sent with another value: a receiver
-                // would reject the second one as a duplicate.
-                ts = ts.saturating_add(1);
-            }
-            slot.push((ts, value.clone()));
-        }
-    }
-    *last_ts = ts;
-}
-
-/// Builds the protobuf request from pending series: each value expanded to its samples (see
-/// [`expand`]), one `TimeSeries` per expanded series with its samples in the given order.
-pub fn build_request(
-    series: impl IntoIterator<Item = (SeriesKey, Vec<(i64, Stored)>)>,
-    quantiles: &[f64],
-) -> WriteRequest {
-    let mut out = Vec::new();
-    for (key, snaps) in series {
-        // The expanded series of this key, by (suffix, extra label).
-        let first = out.len();
-        let mut index: Vec<(Suffix, Option<u64>, bool)> = Vec::new();
-        for (ts, value) in &snaps {
-            expand(value, quantiles, |suffix, extra, v| {
-                let id = (
-                    suffix,
-                    extra.map(|e| e.value().to_bits()),
-                    matches!(extra, Some(Extra::Le(_))),
-                );
-                let i = match index.iter().position(|x| *x == id) {
-                    Some(i) => i,
-                    None => {
-                        index.push(id);
-                        out.push(TimeSeries {
-                            labels: labels_of(&key, suffix, extra, value.reserved_label()),
-                            samples: Vec::with_capacity(snaps.len()),
-                        });
-                        index.len() - 1
-                    }
-                };
-                let value = if v.is_nan() {
-                    f64::from_bits(NORMAL_NAN)
-                } else {
-                    v
-                };
-                out[first + i].samples.push(Sample {
-                    value,
-                    timestamp: *ts,
-                });
-            });
-        }
-    }
-    WriteRequest { timeseries: out }
-}
-
-fn labels_of(
+/// Records the new value of a series (just absorbed) in its shard's batch (the shard
+/// comes with the series' labels). Returns the shard.
+fn record(
+    shards: &mut [Shard],
     key: &SeriesKey,
-    suffix: Suffix,
-    extra: Option<Extra>,
-    reserved: Option<&str>,
-) -> Vec<Label> {
-    let mut labels = Vec::with_capacity(key.tags.len() + 2);
-    labels.push(Label {
-        name: "__name__".into(),
-        value: format!("{}{}", key.name, suffix.as_str()),
-    });
-    for (k, v) in &key.tags {
-        if reserved == Some(k.as_str()) {
-            continue;
-        }
-        labels.push(Label {
-            name: k.clone(),
-            value: v.clone(),
-        });
-    }
-    if let Some(e) = extra {
-        labels.push(Label {
-            name: e.name().into(),
-            value: super::common::fmt_f64(e.value()),
-        });
-    }
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
-    labels
+    entry: &mut Entry<Option<Arc<SeriesLabels>>>,
+    ts: i64,
+    quantiles: &[f64],
+) -> usize {
+    let Entry {
+        value,
+        last_ts,
+        ext,
+        ..
+    } = entry;
+    let labels = labels_for(ext, key, value, quantiles, shards.len());
+    let s = labels.shard;
+    shards[s]
+        .pending
+        .batch
+        .record_series(labels, key, last_ts, ts, value, quantiles);
+    s
 }
 
 #[async_trait]
@@ -382,7 +310,11 @@ impl Sink for RemoteWrite {
         for _ in 0..self.concurrency {
             let (tx, rx) = mpsc::channel(1);
             shards.push(Shard {
-                pending: Pending::default(),
+                pending: Pending {
+                    batch: Batch::new(),
+                    notifiers: Vec::new(),
+                    events: 0,
+                },
                 tx,
             });
             let client = Client::new(self.endpoint.clone());
@@ -409,10 +341,12 @@ impl Sink for RemoteWrite {
                         };
                         let notifier = m.metadata.notifier.take();
                         let ts = m.timestamp.map_or(now_ms, |t| t.timestamp_millis());
-                        let key = Aggregator::key_of(&mut m);
-                        let s = shard_of(&key, shards.len());
-                        let entry = match self.aggregator.absorb(key.clone(), m, now) {
-                            Ok(entry) => entry,
+                        let key = SeriesKey::of(&mut m);
+                        let recorded = self.aggregator.absorb(key, m, now, |key, entry| {
+                            record(&mut shards, key, entry, ts, &quantiles)
+                        });
+                        let s = match recorded {
+                            Ok(s) => s,
                             Err(err) => {
                                 if let Some(n) = notifier {
                                     n.update(EventStatus::Rejected);
@@ -423,8 +357,6 @@ impl Sink for RemoteWrite {
                             }
                         };
                         let p = &mut shards[s].pending;
-                        let slot = p.series.entry(key).or_default();
-                        record(slot, &mut entry.last_ts, ts, &entry.value);
                         p.add_notifier(notifier);
                         p.events += 1;
                         if p.events as usize >= self.batch_max_events && !full.contains(&s) {
@@ -459,15 +391,18 @@ impl Sink for RemoteWrite {
 
 /// Hands a shard's pending samples to its sender (waiting while it is busy: backpressure).
 async fn flush(shard: &mut Shard, quantiles: &[f64]) {
-    if shard.pending.events == 0 {
+    let p = &mut shard.pending;
+    if p.events == 0 {
         return;
     }
-    let p = std::mem::take(&mut shard.pending);
-    let write = build_request(p.series, quantiles);
+    let mut raw = Vec::new();
+    let mut starts = Vec::new();
+    p.batch.encode(quantiles, &mut raw, &mut starts);
     let req = Request {
-        write,
-        notifiers: p.notifiers,
-        events: p.events,
+        raw,
+        starts,
+        notifiers: std::mem::take(&mut p.notifiers),
+        events: std::mem::take(&mut p.events),
     };
     if let Err(mpsc::error::SendError(req)) = shard.tx.send(req).await {
         // The sender stopped (it cannot, short of a panic): the events are not delivered.
@@ -479,9 +414,9 @@ async fn flush(shard: &mut Shard, quantiles: &[f64]) {
 
 /// A shard's sender: delivers its requests one after the other.
 async fn sender(mut client: Client, mut rx: mpsc::Receiver<Request>, s: Arc<Settings>) {
-    let mut scratch = Vec::new();
+    let mut snappy = Compressor::default();
     while let Some(req) = rx.recv().await {
-        let status = deliver(&mut client, req.write, &s, &mut scratch).await;
+        let status = deliver(&mut client, &req, &s, &mut snappy).await;
         match status {
             Outcome::Delivered | Outcome::Partial => s.metrics.add_sent(req.events),
             Outcome::Rejected => s.metrics.add_discarded(req.events),
@@ -504,20 +439,42 @@ enum Outcome {
     Rejected,
 }
 
+/// The metric names of the first series of a request part, for an error message.
+fn names_of(part: &[u8]) -> String {
+    use prost::Message;
+    let Ok(w) = super::proto::WriteRequest::decode(part) else {
+        return String::new();
+    };
+    let names: Vec<&str> = w
+        .timeseries
+        .iter()
+        .filter_map(|t| t.labels.iter().find(|l| l.name == "__name__"))
+        .map(|l| l.value.as_str())
+        .take(3)
+        .collect();
+    format!(
+        "{}{}",
+        names.join(", "),
+        if w.timeseries.len() > 3 { ", ..." } else { "" }
+    )
+}
+
 /// Sends a request until it gets an answer that is not worth retrying.
 async fn deliver(
     client: &mut Client,
-    write: WriteRequest,
+    req: &Request,
     s: &Settings,
-    scratch: &mut Vec<u8>,
+    snappy: &mut Compressor,
 ) -> Outcome {
-    let mut todo = vec![write];
+    // Runs of series still to send.
+    let mut todo: Vec<Range<usize>> = Vec::with_capacity(1);
+    todo.push(0..req.starts.len());
     let (mut ok, mut refused) = (0usize, 0usize);
-    while let Some(w) = todo.pop() {
-        if w.timeseries.is_empty() {
+    while let Some(range) = todo.pop() {
+        if range.is_empty() {
             continue;
         }
-        let body = match proto::encode(&w, scratch) {
+        let body = match snappy.compress(req.part(&range)) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 s.metrics
@@ -551,31 +508,22 @@ async fn deliver(
                     );
                     wait
                 }
-                Ok(r) if r.status == 400 && w.timeseries.len() > 1 => {
+                Ok(r) if r.status == 400 && range.len() > 1 => {
                     // Often one bad series (an out-of-order or too old sample): find it by
                     // halving, so that the others still get in.
-                    let mut a = w.timeseries;
-                    let b = a.split_off(a.len() / 2);
-                    todo.push(WriteRequest { timeseries: b });
-                    todo.push(WriteRequest { timeseries: a });
+                    let mid = range.start + range.len() / 2;
+                    todo.push(mid..range.end);
+                    todo.push(range.start..mid);
                     break;
                 }
                 Ok(r) => {
-                    let names: Vec<&str> = w
-                        .timeseries
-                        .iter()
-                        .filter_map(|t| t.labels.iter().find(|l| l.name == "__name__"))
-                        .map(|l| l.value.as_str())
-                        .take(3)
-                        .collect();
                     s.metrics.error(
                         "rejected",
-                        w.timeseries.len() as u64,
+                        range.len() as u64,
                         &format_args!(
-                            "remote write refused {} series ({}{}) with HTTP {}: {}",
-                            w.timeseries.len(),
-                            names.join(", "),
-                            if w.timeseries.len() > 3 { ", ..." } else { "" },
+                            "remote write refused {} series ({}) with HTTP {}: {}",
+                            range.len(),
+                            names_of(req.part(&range)),
                             r.status,
                             r.body.trim()
                         ),
@@ -602,131 +550,5 @@ async fn deliver(
         (_, 0) => Outcome::Delivered,
         (0, _) => Outcome::Rejected,
         _ => Outcome::Partial,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-    use weir_pipeline::event::{Bucket, Quantile};
-
-    fn key(name: &str, tags: &[(&str, &str)]) -> SeriesKey {
-        SeriesKey {
-            name: name.into(),
-            tags: tags
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-        }
-    }
-
-    fn labels(ts: &TimeSeries) -> Vec<(String, String)> {
-        ts.labels
-            .iter()
-            .map(|l| (l.name.clone(), l.value.clone()))
-            .collect()
-    }
-
-    #[test]
-    fn samples_stay_in_time_order_and_never_repeat_a_timestamp() {
-        let mut slot = Vec::new();
-        let mut last = i64::MIN;
-        record(&mut slot, &mut last, 100, &Stored::Counter(1.0));
-        record(&mut slot, &mut last, 100, &Stored::Counter(2.0));
-        record(&mut slot, &mut last, 90, &Stored::Counter(3.0));
-        record(&mut slot, &mut last, 120, &Stored::Counter(4.0));
-        let got: Vec<(i64, f64)> = slot
-            .iter()
-            .map(|(t, v)| match v {
-                Stored::Counter(c) => (*t, *c),
-                _ => unreachable!(),
-            })
-            .collect();
-        assert_eq!(got, vec![(100, 3.0), (120, 4.0)]);
-        // The next request: a sample at the time already sent moves 1 ms later.
-        let mut slot = Vec::new();
-        record(&mut slot, &mut last, 120, &Stored::Counter(5.0));
-        assert_eq!(slot[0].0, 121);
-    }
-
-    #[test]
-    fn maps_histograms_and_summaries() {
-        let h = Stored::Histogram {
-            buckets: vec![
-                Bucket {
-                    upper_limit: 0.5,
-                    count: 1,
-                },
-                Bucket {
-                    upper_limit: 1.0,
-                    count: 2,
-                },
-            ],
-            count: 4,
-            sum: 6.0,
-        };
-        let s = Stored::Summary {
-            quantiles: vec![Quantile {
-                quantile: 0.5,
-                value: f64::NAN,
-            }],
-            count: 2,
-            sum: 3.0,
-        };
-        let req = build_request(
-            vec![
-                (
-                    key("lat", &[("le", "user"), ("z", "1")]),
-                    vec![(10, h.clone()), (20, h)],
-                ),
-                (key("sz", &[]), vec![(10, s)]),
-            ],
-            &[],
-        );
-        let got: Vec<_> = req
-            .timeseries
-            .iter()
-            .map(|t| {
-                (
-                    labels(t),
-                    t.samples
-                        .iter()
-                        .map(|s| (s.timestamp, s.value))
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .collect();
-        let l = |n: &str, extra: Option<(&str, &str)>, z: bool| {
-            let mut v = vec![("__name__".to_string(), n.to_string())];
-            if let Some((a, b)) = extra {
-                v.push((a.to_string(), b.to_string()));
-            }
-            if z {
-                v.push(("z".into(), "1".into()));
-            }
-            v
-        };
-        assert_eq!(
-            got[0],
-            (
-                l("lat_bucket", Some(("le", "0.5")), true),
-                vec![(10, 1.0), (20, 1.0)]
-            )
-        );
-        assert_eq!(got[1].0, l("lat_bucket", Some(("le", "1")), true));
-        assert_eq!(got[1].1, vec![(10, 3.0), (20, 3.0)]);
-        assert_eq!(got[2].0, l("lat_bucket", Some(("le", "+Inf")), true));
-        assert_eq!(got[2].1, vec![(10, 4.0), (20, 4.0)]);
-        assert_eq!(got[3].0, l("lat_sum", None, true));
-        assert_eq!(
-            got[4],
-            (l("lat_count", None, true), vec![(10, 4.0), (20, 4.0)])
-        );
-        assert_eq!(got[5].0, l("sz", Some(("quantile", "0.5")), false));
-        assert_eq!(got[5].1[0].1.to_bits(), NORMAL_NAN);
-        assert_eq!(got[6].0, l("sz_sum", None, false));
-        assert_eq!(got[7].0, l("sz_count", None, false));
-        assert_eq!(got.len(), 8);
     }
 }

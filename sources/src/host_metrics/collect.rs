@@ -7,9 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use regex::Regex;
 use weir_pipeline::event::{Metric, MetricKind, MetricValue};
+
+use super::utmp::{self, LoginLog};
 
 /// Where a collector failed: which collector and why (the others still run).
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,10 @@ pub struct Host {
     pub proc_root: PathBuf,
     pub rootfs: PathBuf,
     pub utmp_path: PathBuf,
+    pub wtmp_path: PathBuf,
+    pub btmp_path: Option<PathBuf>,
+    /// What the `logins` collector has read of wtmp and btmp (it reads on from there).
+    pub login_logs: Arc<Mutex<LoginLogs>>,
     pub cgroup_root: Option<PathBuf>,
     pub cgroup_max_depth: usize,
     pub cpu_per_cpu: bool,
@@ -85,6 +92,13 @@ pub struct Host {
     pub mount_points_exclude: Regex,
     /// Clock ticks per second of `/proc/stat` (USER_HZ).
     pub ticks_per_sec: f64,
+}
+
+/// The state of the `logins` collector.
+#[derive(Debug, Default)]
+pub struct LoginLogs {
+    pub wtmp: LoginLog,
+    pub btmp: LoginLog,
 }
 
 impl Host {
@@ -472,7 +486,7 @@ impl Host {
     pub fn users(&self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
         let data = std::fs::read(&self.utmp_path)
             .map_err(|e| err("users", format!("{}: {e}", self.utmp_path.display())))?;
-        let sessions = parse_utmp(&data);
+        let sessions = utmp::sessions(&data);
         let mut per_user: BTreeMap<&str, u64> = BTreeMap::new();
         for s in &sessions {
             *per_user.entry(s.user.as_str()).or_default() += 1;
@@ -481,6 +495,36 @@ impl Host {
         out.push(gauge("node_logged_in_sessions", sessions.len() as f64));
         for (user, n) in per_user {
             out.push(gauge("node_logged_in_user_sessions", n as f64).with_tag("user", user));
+        }
+        Ok(())
+    }
+
+    /// Remote (SSH) logins from wtmp, per user: how many, and when the latest was; failed
+    /// remote logins from btmp when `btmp_path` is set. Each file is read on from where
+    /// the last scrape stopped.
+    pub fn logins(&self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
+        let mut logs = self
+            .login_logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        logs.wtmp
+            .update(&self.wtmp_path)
+            .map_err(|e| err("logins", format!("{}: {e}", self.wtmp_path.display())))?;
+        for (user, u) in &logs.wtmp.users {
+            out.push(counter("node_ssh_logins_total", u.count as f64).with_tag("user", user));
+            out.push(
+                gauge("node_ssh_last_login_timestamp_seconds", u.last as f64)
+                    .with_tag("user", user),
+            );
+        }
+        if let Some(path) = &self.btmp_path {
+            logs.btmp
+                .update(path)
+                .map_err(|e| err("logins", format!("{}: {e}", path.display())))?;
+            out.push(counter(
+                "node_ssh_failed_logins_total",
+                logs.btmp.remote_attempts as f64,
+            ));
         }
         Ok(())
     }
@@ -610,37 +654,6 @@ pub fn parse_socket(s: &str) -> Option<(String, u16)> {
         _ => return None,
     };
     Some((ip.to_string(), port))
-}
-
-/// One logged-in session of utmp.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    pub user: String,
-    pub line: String,
-    pub host: String,
-}
-
-/// Size of `struct utmp` on Linux (glibc, 64-bit and 32-bit alike: `ut_tv` is two int32).
-pub const UTMP_SIZE: usize = 384;
-const USER_PROCESS: i16 = 7;
-
-fn c_str(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
-/// The `USER_PROCESS` records of a utmp file (`ut_type` at 0, `ut_line` at 8 (32 bytes),
-/// `ut_user` at 44 (32), `ut_host` at 76 (256)). A trailing partial record is ignored.
-pub fn parse_utmp(data: &[u8]) -> Vec<Session> {
-    data.chunks_exact(UTMP_SIZE)
-        .filter(|r| i16::from_ne_bytes([r[0], r[1]]) == USER_PROCESS)
-        .map(|r| Session {
-            line: c_str(&r[8..40]),
-            user: c_str(&r[44..76]),
-            host: c_str(&r[76..332]),
-        })
-        .filter(|s| !s.user.is_empty())
-        .collect()
 }
 
 struct Vfs {

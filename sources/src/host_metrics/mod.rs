@@ -1,15 +1,17 @@
 //! `host_metrics`: the machine's CPU, memory, swap, load, disks, filesystems, network, TCP
-//! sockets, processes, logged-in users, uptime and (cgroup v2) per-container CPU and memory,
-//! read from `/proc` (and `statvfs`, utmp, the cgroup tree) every interval, named like
-//! node_exporter's metrics so existing dashboards work.
+//! sockets, processes, logged-in users, SSH logins, uptime and (cgroup v2) per-container CPU
+//! and memory, read from `/proc` (and `statvfs`, utmp and wtmp, the cgroup tree) every
+//! interval, named like node_exporter's metrics so existing dashboards work.
 //!
 //! - [`collect`]: the collectors (one function each, parsing the files by hand).
+//! - [`utmp`]: the login records of utmp, wtmp and btmp.
 //!
 //! This file holds the options and the scrape loop. A scrape runs on a blocking thread
 //! (`statvfs` of a hung network mount must not stall the runtime); a collector that fails
 //! is counted (`collect` errors, naming the collector) and the others still report.
 
 pub mod collect;
+pub mod utmp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,12 +41,13 @@ pub enum Collector {
     Tcp,
     Processes,
     Users,
+    Logins,
     Uptime,
     Cgroups,
 }
 
 impl Collector {
-    const DEFAULT: [Collector; 11] = [
+    const DEFAULT: [Collector; 12] = [
         Collector::Cpu,
         Collector::Memory,
         Collector::Swap,
@@ -55,6 +58,7 @@ impl Collector {
         Collector::Tcp,
         Collector::Processes,
         Collector::Users,
+        Collector::Logins,
         Collector::Uptime,
     ];
 
@@ -70,6 +74,7 @@ impl Collector {
             Collector::Tcp => host.tcp(out),
             Collector::Processes => host.processes(out),
             Collector::Users => host.users(out),
+            Collector::Logins => host.logins(out),
             Collector::Uptime => host.uptime(out),
             Collector::Cgroups => host.cgroups(out),
         }
@@ -84,7 +89,7 @@ pub struct HostMetricsConfig {
     #[serde(default = "default_interval")]
     pub scrape_interval_secs: f64,
     /// Which collectors run: `cpu`, `memory`, `swap`, `load`, `disk`, `filesystem`,
-    /// `network`, `tcp`, `processes`, `users`, `uptime`, `cgroups`. Default: all but
+    /// `network`, `tcp`, `processes`, `users`, `logins`, `uptime`, `cgroups`. Default: all but
     /// `cgroups`, plus `cgroups` when `cgroup_root` is set.
     #[serde(default)]
     pub collectors: Option<Vec<Collector>>,
@@ -99,6 +104,14 @@ pub struct HostMetricsConfig {
     /// The utmp file of logged-in users. Default: `/var/run/utmp`.
     #[serde(default = "default_utmp")]
     pub utmp_path: PathBuf,
+    /// The wtmp file (every login and logout) the `logins` collector reads remote (SSH)
+    /// logins from. Default: `/var/log/wtmp`.
+    #[serde(default = "default_wtmp")]
+    pub wtmp_path: PathBuf,
+    /// The btmp file of failed logins (readable by root only). Default: none (failed logins
+    /// are not reported); `/var/log/btmp` on most systems.
+    #[serde(default)]
+    pub btmp_path: Option<PathBuf>,
     /// A cgroup v2 hierarchy (`/sys/fs/cgroup`): CPU and memory per cgroup below it.
     /// Default: none (no cgroup metrics).
     #[serde(default)]
@@ -138,6 +151,9 @@ fn default_rootfs() -> PathBuf {
 }
 fn default_utmp() -> PathBuf {
     PathBuf::from("/var/run/utmp")
+}
+fn default_wtmp() -> PathBuf {
+    PathBuf::from("/var/log/wtmp")
 }
 fn default_cgroup_depth() -> usize {
     3
@@ -193,6 +209,9 @@ impl HostMetricsConfig {
             proc_root: self.proc_root.clone(),
             rootfs: self.rootfs.clone(),
             utmp_path: self.utmp_path.clone(),
+            wtmp_path: self.wtmp_path.clone(),
+            btmp_path: self.btmp_path.clone(),
+            login_logs: Arc::default(),
             cgroup_root: self.cgroup_root.clone(),
             cgroup_max_depth: self.cgroup_max_depth,
             cpu_per_cpu: self.cpu_per_cpu,

@@ -3,7 +3,8 @@ use std::path::Path;
 
 use weir_pipeline::event::MetricValue;
 
-use super::collect::{parse_socket, parse_utmp, UTMP_SIZE};
+use super::collect::parse_socket;
+use super::utmp::{self, LoginLog, Record, DEAD_PROCESS, LOGIN_PROCESS, USER_PROCESS};
 use super::*;
 
 fn config(toml_text: &str) -> HostMetricsConfig {
@@ -38,13 +39,40 @@ fn write(root: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
-fn utmp_record(ty: i16, line: &str, user: &str, host: &str) -> Vec<u8> {
-    let mut r = vec![0u8; UTMP_SIZE];
-    r[0..2].copy_from_slice(&ty.to_ne_bytes());
-    r[8..8 + line.len()].copy_from_slice(line.as_bytes());
-    r[44..44 + user.len()].copy_from_slice(user.as_bytes());
-    r[76..76 + host.len()].copy_from_slice(host.as_bytes());
-    r
+fn record(kind: i16, line: &str, user: &str, host: &str, time: i64) -> Record {
+    Record {
+        kind,
+        pid: 1000 + time as i32 % 1000,
+        line: line.into(),
+        user: user.into(),
+        host: host.into(),
+        time,
+    }
+}
+
+fn utmp_record(kind: i16, line: &str, user: &str, host: &str) -> Vec<u8> {
+    record(kind, line, user, host, 1_700_000_000)
+        .to_bytes()
+        .to_vec()
+}
+
+fn records(rs: &[Record]) -> Vec<u8> {
+    rs.iter().flat_map(|r| r.to_bytes()).collect()
+}
+
+/// A wtmp: a boot, a getty, remote logins of alice (twice) and dave, a local login of bob,
+/// logouts.
+fn wtmp_records() -> Vec<Record> {
+    vec![
+        record(2, "~", "reboot", "6.1.0-13-amd64", 1_700_000_000),
+        record(LOGIN_PROCESS, "tty1", "LOGIN", "", 1_700_000_010),
+        record(USER_PROCESS, "pts/0", "alice", "10.0.0.1", 1_700_000_100),
+        record(USER_PROCESS, "tty1", "bob", "", 1_700_000_200),
+        record(DEAD_PROCESS, "pts/0", "", "", 1_700_000_300),
+        record(USER_PROCESS, "pts/1", "dave", "2001:db8::7", 1_700_000_400),
+        record(USER_PROCESS, "pts/0", "alice", "192.168.1.5", 1_700_000_500),
+        record(USER_PROCESS, "pts/2", "erin", ":0", 1_700_000_600),
+    ]
 }
 
 /// A small but complete fake machine: /proc files, utmp, a cgroup v2 tree.
@@ -130,6 +158,25 @@ fn fake_machine(root: &Path) {
     utmp.extend(utmp_record(8, "pts/2", "carol", "10.0.0.3"));
     utmp.extend(&[0u8; 100]); // a partial record (being written) is ignored
     std::fs::write(root.join("utmp"), utmp).unwrap();
+    std::fs::write(root.join("wtmp"), records(&wtmp_records())).unwrap();
+    let btmp = [
+        record(
+            LOGIN_PROCESS,
+            "ssh:notty",
+            "root",
+            "203.0.113.9",
+            1_700_000_700,
+        ),
+        record(
+            LOGIN_PROCESS,
+            "ssh:notty",
+            "admin",
+            "203.0.113.9",
+            1_700_000_701,
+        ),
+        record(LOGIN_PROCESS, "tty1", "bob", "", 1_700_000_702),
+    ];
+    std::fs::write(root.join("btmp"), records(&btmp)).unwrap();
     let cg = |rel: &str| format!("cgroup/{rel}");
     write(root, &cg("cgroup.controllers"), "cpu memory\n");
     write(
@@ -158,7 +205,7 @@ fn fake_machine(root: &Path) {
 
 fn fake_config(root: &Path, extra: &str) -> HostMetricsConfig {
     config(&format!(
-        "proc_root = \"{r}/proc\"\nrootfs = \"{r}/rootfs\"\nutmp_path = \"{r}/utmp\"\ncgroup_root = \"{r}/cgroup\"\n{extra}",
+        "proc_root = \"{r}/proc\"\nrootfs = \"{r}/rootfs\"\nutmp_path = \"{r}/utmp\"\nwtmp_path = \"{r}/wtmp\"\nbtmp_path = \"{r}/btmp\"\ncgroup_root = \"{r}/cgroup\"\n{extra}",
         r = root.display()
     ))
 }
@@ -342,6 +389,31 @@ fn every_collector_reads_the_fake_machine() {
         Some(2.0)
     );
     assert!(find(&ms, "node_logged_in_user_sessions", &[("user", "carol")]).is_none());
+    // logins: remote logins from wtmp (not bob's console, not erin's X display), failed
+    // remote logins from btmp.
+    assert_eq!(
+        find(&ms, "node_ssh_logins_total", &[("user", "alice")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        find(
+            &ms,
+            "node_ssh_last_login_timestamp_seconds",
+            &[("user", "alice")]
+        ),
+        Some(1_700_000_500.0)
+    );
+    assert_eq!(
+        find(&ms, "node_ssh_logins_total", &[("user", "dave")]),
+        Some(1.0)
+    );
+    let users: Vec<&str> = ms
+        .iter()
+        .filter(|m| m.name == "node_ssh_logins_total")
+        .map(|m| m.tags["user"].as_str())
+        .collect();
+    assert_eq!(users, ["alice", "dave"]);
+    assert_eq!(find(&ms, "node_ssh_failed_logins_total", &[]), Some(2.0));
     // uptime.
     assert_eq!(find(&ms, "node_uptime_seconds", &[]), Some(12345.67));
     // cgroups, down to the configured depth.
@@ -433,7 +505,7 @@ fn config_errors() {
     let c = config("disks_exclude = \"(\"");
     assert!(c.host().unwrap_err().contains("disks_exclude"));
     let d = config("");
-    assert_eq!(d.collectors().unwrap().len(), 11);
+    assert_eq!(d.collectors().unwrap().len(), 12);
     assert!(!d.collectors().unwrap().contains(&Collector::Cgroups));
 }
 
@@ -455,12 +527,155 @@ fn socket_addresses_decode() {
 fn utmp_keeps_user_processes_only() {
     let mut data = utmp_record(7, "pts/0", "root", "host");
     data.extend(utmp_record(6, "tty2", "LOGIN", ""));
-    let s = parse_utmp(&data);
+    let s = utmp::sessions(&data);
     assert_eq!(s.len(), 1);
     assert_eq!(
         (s[0].user.as_str(), s[0].line.as_str(), s[0].host.as_str()),
         ("root", "pts/0", "host")
     );
+}
+
+#[test]
+fn utmp_records_decode_field_by_field() {
+    // A record built byte by byte at the offsets of glibc's `struct utmp`, with a user name
+    // that fills its 32 bytes (no NUL) and a time past 2038 in a signed int32.
+    let mut r = vec![0u8; utmp::RECORD_SIZE];
+    r[0..2].copy_from_slice(&7i16.to_ne_bytes());
+    r[4..8].copy_from_slice(&4242i32.to_ne_bytes());
+    r[8..13].copy_from_slice(b"pts/9");
+    r[40..44].copy_from_slice(b"ts/9");
+    r[44..76].copy_from_slice(&[b'u'; 32]);
+    r[76..84].copy_from_slice(b"10.1.2.3");
+    r[340..344].copy_from_slice(&(3_000_000_000u32 as i32).to_ne_bytes());
+    let got: Vec<Record> = utmp::records(&r).collect();
+    assert_eq!(
+        got,
+        [Record {
+            kind: 7,
+            pid: 4242,
+            line: "pts/9".into(),
+            user: "u".repeat(32),
+            host: "10.1.2.3".into(),
+            time: 3_000_000_000,
+        }]
+    );
+    assert_eq!(got[0].to_bytes().to_vec(), r);
+}
+
+#[test]
+fn wtmp_is_read_on_from_where_it_stopped_and_starts_over_when_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wtmp");
+    let rs = wtmp_records();
+    let mut data = records(&rs[..3]);
+    // Half of the next record: being written.
+    data.extend(&rs[3].to_bytes()[..200]);
+    std::fs::write(&path, &data).unwrap();
+    let mut log = LoginLog::default();
+    log.update(&path).unwrap();
+    assert_eq!(log.users["alice"].count, 1);
+    // The rest of the file: the partial record is read whole this time.
+    std::fs::write(&path, records(&rs)).unwrap();
+    log.update(&path).unwrap();
+    log.update(&path).unwrap();
+    assert_eq!(
+        log.users["alice"],
+        utmp::UserLogins {
+            count: 2,
+            last: 1_700_000_500
+        }
+    );
+    assert_eq!(log.users["dave"].count, 1);
+    assert_eq!(log.users.len(), 2);
+    // Rotated: a new, shorter file starts the counts over.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, records(&rs[5..6])).unwrap();
+    log.update(&path).unwrap();
+    assert!(!log.users.contains_key("alice"));
+    assert_eq!(log.users["dave"].count, 1);
+    // A file that is gone is an error (the collector adds the file's name).
+    std::fs::remove_file(&path).unwrap();
+    assert!(log.update(&path).is_err());
+}
+
+fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap_or_else(|e| panic!("`{cmd}` (coreutils/util-linux, installed by .ci/run): {e}"));
+    assert!(out.status.success(), "{cmd}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn who_lists_the_sessions_this_parser_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("utmp");
+    let mut data = records(&wtmp_records());
+    data.extend(utmp_record(DEAD_PROCESS, "pts/5", "", ""));
+    std::fs::write(&path, &data).unwrap();
+    // `who FILE`: `user line <login time> [(host)]`, one line per session.
+    let text = run("who", &[path.as_os_str()]);
+    let mut theirs: Vec<(String, String, String)> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let host = f
+                .last()
+                .filter(|h| h.starts_with('(') && h.ends_with(')'))
+                .map(|h| h[1..h.len() - 1].to_string())
+                .unwrap_or_default();
+            (f[0].to_string(), f[1].to_string(), host)
+        })
+        .collect();
+    let mut ours: Vec<(String, String, String)> = utmp::sessions(&data)
+        .into_iter()
+        .map(|s| (s.user, s.line, s.host))
+        .collect();
+    theirs.sort();
+    ours.sort();
+    assert_eq!(ours.len(), 5, "{ours:?}");
+    assert_eq!(ours, theirs, "who printed:\n{text}");
+}
+
+#[test]
+fn last_lists_the_remote_logins_this_parser_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wtmp");
+    std::fs::write(&path, records(&wtmp_records())).unwrap();
+    let mut log = LoginLog::default();
+    log.update(&path).unwrap();
+    // `last -w -f FILE --time-format iso`: `user line [host] login-time ...`, newest first;
+    // a line without a host has the time in the third column.
+    let text = run(
+        "last",
+        &[
+            "-w".as_ref(),
+            "--time-format".as_ref(),
+            "iso".as_ref(),
+            "-f".as_ref(),
+            path.as_os_str(),
+        ],
+    );
+    let mut theirs: BTreeMap<String, utmp::UserLogins> = BTreeMap::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 4 || f[0] == "reboot" || f[0] == "LOGIN" {
+            continue;
+        }
+        let Ok(time) = chrono::DateTime::parse_from_rfc3339(f[3]) else {
+            continue; // no host: not a remote login
+        };
+        if f[2].starts_with(':') {
+            continue; // an X display
+        }
+        let u = theirs.entry(f[0].to_string()).or_default();
+        u.count += 1;
+        u.last = u.last.max(time.timestamp());
+    }
+    assert_eq!(log.users, theirs, "last printed:\n{text}");
 }
 
 // Cross-checks against this machine, through independent interfaces (libc, sockets).
