@@ -14,6 +14,7 @@
 pub mod env;
 pub mod process;
 pub mod profile;
+pub mod container;
 mod ring;
 pub mod tcp;
 
