@@ -599,14 +599,20 @@ fn ebpf_tcp_filters_by_cgroup_and_names_the_container() {
     assert!(!log.contains("ERROR"), "{log}");
 }
 
-/// A C program that waits for a line on stdin, spins in `weir_spin_target` for 2 s of CPU, says
-/// `done`, then waits for stdin to close (so it is still alive, and its mappings readable,
-/// when the samples are symbolised).
-const SPIN_C: &str = r#"
+/// A C program for the profile tests. It waits for a line on stdin, then, by its argument:
+/// - `spin`: spins in `weir_spin_target` for 2 s of CPU, says `done`, then waits for stdin to
+///   close (so it is still alive, its mappings readable, when the samples are symbolised);
+/// - `spin-exit`: spins 0.5 s in `weir_spin_target` and exits at once;
+/// - `sleep`: sleeps 100 times 20 ms in `weir_sleep_target` (nanosleep issued from that
+///   function, so the user stack starts there), says `done`, then waits for stdin to close.
+const PROFILE_C: &str = r#"
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 
-__attribute__((noinline)) unsigned long weir_spin_target(void)
+__attribute__((noinline)) unsigned long weir_spin_target(long ns)
 {
     volatile unsigned long x = 0;
     struct timespec start, now;
@@ -615,16 +621,49 @@ __attribute__((noinline)) unsigned long weir_spin_target(void)
         for (int i = 0; i < 1000000; i++)
             x += i;
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
-    } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < 2000000000L);
+    } while ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) < ns);
     return x;
 }
 
-int main(void)
+/* nanosleep as a system call made right here: through libc, whose wrappers have no frame
+   pointer, frame-pointer unwinding would skip the caller. */
+__attribute__((noinline)) long weir_raw_sleep(const struct timespec *ts)
+{
+#if defined(__x86_64__)
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"((long)SYS_nanosleep), "D"(ts), "S"(0L) : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = SYS_nanosleep;
+    register long x0 __asm__("x0") = (long)ts;
+    register long x1 __asm__("x1") = 0;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1) : "memory");
+    return x0;
+#else
+    return nanosleep(ts, 0);
+#endif
+}
+
+__attribute__((noinline)) void weir_sleep_target(void)
+{
+    struct timespec ts = {0, 20000000};
+    for (int i = 0; i < 100; i++)
+        weir_raw_sleep(&ts);
+}
+
+int main(int argc, char **argv)
 {
     char line[64];
-    if (!fgets(line, sizeof line, stdin))
+    if (argc < 2 || !fgets(line, sizeof line, stdin))
         return 1;
-    weir_spin_target();
+    if (strcmp(argv[1], "spin-exit") == 0) {
+        weir_spin_target(500000000L);
+        return 0;
+    }
+    if (strcmp(argv[1], "sleep") == 0)
+        weir_sleep_target();
+    else
+        weir_spin_target(2000000000L);
     printf("done\n");
     fflush(stdout);
     while (fgets(line, sizeof line, stdin)) {
@@ -633,16 +672,11 @@ int main(void)
 }
 "#;
 
-#[test]
-fn ebpf_profile_finds_the_spinning_function() {
-    use std::io::{BufRead, BufReader, Write};
-    if !ebpf_available("ebpf_profile_finds_the_spinning_function") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("spin.c");
-    std::fs::write(&src, SPIN_C).unwrap();
-    let bin = dir.path().join("weir-spin");
+/// Compiles [`PROFILE_C`] with frame pointers into `dir`.
+fn profile_program(dir: &Path) -> PathBuf {
+    let src = dir.join("profile.c");
+    std::fs::write(&src, PROFILE_C).unwrap();
+    let bin = dir.join("weir-spin");
     let cc = Command::new("cc")
         .args(["-O0", "-fno-omit-frame-pointer", "-o"])
         .arg(&bin)
@@ -650,15 +684,34 @@ fn ebpf_profile_finds_the_spinning_function() {
         .status()
         .expect("cc (installed by .ci/run)");
     assert!(cc.success());
+    bin
+}
+
+/// Whether a stack-sample event has a user frame in `function`.
+fn in_function(e: &Value, function: &str) -> bool {
+    e["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["symbol"] == function && f["kind"] == "user")
+}
+
+/// Runs [`PROFILE_C`] with `arg` under an `ebpf_profile` source (`extra` config, filtered to
+/// its pid) until it says `done`, waits two more drains; returns its pid and the events so far.
+fn profile_child(arg: &str, extra: &str, ready_log: &str) -> (u32, Vec<Value>) {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let bin = profile_program(dir.path());
     let mut child = Command::new(&bin)
+        .arg(arg)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
     let agent = Agent::start(
-        &format!("type = \"ebpf_profile\"\nfrequency_hz = 99\ninterval_secs = 1\npid = {pid}"),
-        "eBPF profiler attached",
+        &format!("type = \"ebpf_profile\"\ninterval_secs = 1\npid = {pid}\n{extra}"),
+        ready_log,
     );
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "go").unwrap();
@@ -673,7 +726,20 @@ fn ebpf_profile_finds_the_spinning_function() {
     drop(stdin);
     child.wait().unwrap();
     let log = agent.stop();
+    assert!(!log.contains("ERROR"), "{log}");
+    assert!(
+        events.iter().all(|e| e["pid"] == pid),
+        "the pid filter let other processes through"
+    );
+    (pid, events)
+}
 
+#[test]
+fn ebpf_profile_finds_the_spinning_function() {
+    if !ebpf_available("ebpf_profile_finds_the_spinning_function") {
+        return;
+    }
+    let (pid, events) = profile_child("spin", "frequency_hz = 99", "eBPF profiler attached");
     let mut total = 0;
     let mut in_target = 0;
     for e in events.iter().filter(|e| e["pid"] == pid) {
@@ -686,25 +752,109 @@ fn ebpf_profile_finds_the_spinning_function() {
             "{e}"
         );
         total += n;
-        let frames = e["frames"].as_array().unwrap();
-        if frames
-            .iter()
-            .any(|f| f["symbol"] == "weir_spin_target" && f["kind"] == "user")
-        {
+        if in_function(e, "weir_spin_target") {
             in_target += n;
         }
     }
     // 2 s at 99 Hz is about 198 samples; allow for a loaded machine.
-    assert!(
-        total >= 50,
-        "only {total} samples for the spinner; log:\n{log}"
-    );
+    assert!(total >= 50, "only {total} samples for the spinner");
     assert!(
         in_target * 10 >= total * 8,
         "weir_spin_target in {in_target} of {total} samples"
     );
-    assert!(
-        events.iter().all(|e| e["pid"] == pid),
-        "the pid filter let other processes through"
+}
+
+#[test]
+fn ebpf_profile_offcpu_finds_the_sleeping_function() {
+    if !ebpf_available("ebpf_profile_offcpu_finds_the_sleeping_function") {
+        return;
+    }
+    let (pid, events) = profile_child(
+        "sleep",
+        "mode = \"offcpu\"",
+        "eBPF off-CPU profiler attached",
     );
+    let (mut blocked_ns, mut in_target_ns, mut sleeps) = (0i64, 0i64, 0i64);
+    for e in &events {
+        assert_eq!(e["event"], "offcpu", "{e}");
+        assert_eq!(e["pid"], pid, "{e}");
+        assert_eq!(e["comm"], "weir-spin", "{e}");
+        let (n, ns) = (e["count"].as_i64().unwrap(), e["period"].as_i64().unwrap());
+        blocked_ns += ns;
+        if in_function(e, "weir_sleep_target") {
+            in_target_ns += ns;
+            sleeps += n;
+            // nanosleep never returns early: each block lasts at least its 20 ms.
+            assert!(ns >= n * 20_000_000, "{e}");
+            // Off the CPU inside the kernel's sleep, called from the program's own frames.
+            assert!(in_function(e, "weir_raw_sleep"), "{e}");
+            assert!(in_function(e, "main"), "{e}");
+        }
+    }
+    // 100 sleeps of 20 ms: 2 s off the CPU, nearly all of it in weir_sleep_target.
+    assert!(sleeps >= 95 && sleeps <= 100, "{sleeps} sleeps seen: {events:#?}");
+    assert!(in_target_ns >= 1_900_000_000, "{in_target_ns} ns in weir_sleep_target");
+    assert!(
+        in_target_ns * 10 >= blocked_ns * 9,
+        "weir_sleep_target has {in_target_ns} of {blocked_ns} ns off-CPU"
+    );
+}
+
+#[test]
+fn ebpf_profile_symbolises_a_process_that_exited_before_the_drain() {
+    use std::io::Write;
+    if !ebpf_available("ebpf_profile_symbolises_a_process_that_exited_before_the_drain") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = profile_program(dir.path());
+    let mut child = Command::new(&bin)
+        .arg("spin-exit")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // The first drain comes 3 s after the source starts; the child is gone long before.
+    let agent = Agent::start(
+        &format!("type = \"ebpf_profile\"\nfrequency_hz = 99\ninterval_secs = 3\npid = {pid}"),
+        "eBPF profiler attached",
+    );
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    assert!(child.wait().unwrap().success());
+    let exited_at = weir_sources_ebpf::env::monotonic_ns() as f64 / 1e9;
+    // Even its executable is gone: only the file Weir keeps open can name its functions.
+    std::fs::remove_file(&bin).unwrap();
+    let events = agent.wait_for("the exited child's samples", |ev| {
+        let mine: Vec<Value> = ev.iter().filter(|e| e["pid"] == pid).cloned().collect();
+        (!mine.is_empty()).then_some(mine)
+    });
+    let log = agent.stop();
+    let total: i64 = events.iter().map(|e| e["count"].as_i64().unwrap()).sum();
+    let in_target: i64 = events
+        .iter()
+        .filter(|e| in_function(e, "weir_spin_target"))
+        .map(|e| e["count"].as_i64().unwrap())
+        .sum();
+    for e in &events {
+        assert!(
+            e["timestamp"].as_f64().unwrap() > exited_at,
+            "drained before the child exited: {e}"
+        );
+    }
+    // 0.5 s at 99 Hz is about 50 samples.
+    assert!(total >= 15, "only {total} samples: {events:#?}");
+    assert!(
+        in_target * 10 >= total * 8,
+        "weir_spin_target in {in_target} of {total} samples: {events:#?}"
+    );
+    let module = events
+        .iter()
+        .flat_map(|e| e["frames"].as_array().unwrap())
+        .find(|f| f["symbol"] == "weir_spin_target")
+        .map(|f| f["module"].clone());
+    assert!(
+        module.is_some_and(|m| m.as_str().is_some_and(|m| m.ends_with("weir-spin"))),
+        "{events:#?}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
 }
