@@ -254,7 +254,10 @@ mod tests {
             parse_proc_cgroup("0::/init.scope\n"),
             (ContainerInfo::default(), false)
         );
-        assert_eq!(parse_proc_cgroup("garbage"), (ContainerInfo::default(), false));
+        assert_eq!(
+            parse_proc_cgroup("garbage"),
+            (ContainerInfo::default(), false)
+        );
     }
 
     #[test]

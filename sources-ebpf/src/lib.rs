@@ -14,10 +14,10 @@
 //!
 //! Every source checks its environment first ([`env`]): privileges, kernel BTF, tracefs.
 
+pub mod container;
 pub mod env;
 pub mod process;
 pub mod profile;
-pub mod container;
 mod ring;
 pub mod tcp;
 

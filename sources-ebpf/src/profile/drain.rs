@@ -127,11 +127,9 @@ pub(super) fn drain(
     }
     // Stacks of threads blocked right now are still to be counted: keep them.
     if let Some(starts) = &m.offcpu_start {
-        for entry in starts.iter() {
-            if let Ok((_, s)) = entry {
-                used_stacks.remove(&(s.key.user_stack as u32));
-                used_stacks.remove(&(s.key.kernel_stack as u32));
-            }
+        for (_, s) in starts.iter().flatten() {
+            used_stacks.remove(&(s.key.user_stack as u32));
+            used_stacks.remove(&(s.key.kernel_stack as u32));
         }
     }
     for s in used_stacks {

@@ -350,7 +350,8 @@ struct MapsLine<'a> {
 /// `start-end perms offset major:minor inode path`; None unless executable and file-backed.
 fn parse_maps_line(line: &str) -> Option<MapsLine<'_>> {
     let mut f = line.splitn(6, ' ');
-    let (range, perms, offset, dev, inode) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+    let (range, perms, offset, dev, inode) =
+        (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
     let path = f.next()?.trim_start();
     if !perms.contains('x') || !path.starts_with('/') {
         return None;

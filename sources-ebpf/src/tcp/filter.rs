@@ -112,14 +112,19 @@ impl Filters {
 
     /// `max_entries` for the `ports` and `pids` maps (a map holds at least one entry).
     pub fn map_sizes(&self) -> (u32, u32) {
-        (self.ports.len().max(1) as u32, self.pids.len().max(1) as u32)
+        (
+            self.ports.len().max(1) as u32,
+            self.pids.len().max(1) as u32,
+        )
     }
 
     /// Puts the lists into the loaded object's maps (before any program is attached).
     pub fn fill(&self, bpf: &mut Ebpf) -> Result<(), FilterError> {
-        let map_err = |map: &'static str| move |e: aya::maps::MapError| FilterError::Map {
-            map,
-            cause: e.to_string(),
+        let map_err = |map: &'static str| {
+            move |e: aya::maps::MapError| FilterError::Map {
+                map,
+                cause: e.to_string(),
+            }
         };
         let missing = |map: &'static str| FilterError::Map {
             map,
@@ -141,7 +146,9 @@ impl Filters {
             CgroupArray::try_from(bpf.map_mut("cgroups").ok_or_else(|| missing("cgroups"))?)
                 .map_err(map_err("cgroups"))?;
         for (i, dir) in self.cgroups.iter().enumerate() {
-            cgroups.set(i as u32, dir.as_raw_fd(), 0).map_err(map_err("cgroups"))?;
+            cgroups
+                .set(i as u32, dir.as_raw_fd(), 0)
+                .map_err(map_err("cgroups"))?;
         }
         Ok(())
     }
@@ -186,7 +193,10 @@ mod tests {
         let many: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
         assert!(matches!(
             Filters::resolve(&[], &[], &many),
-            Err(FilterError::TooMany { field: "cgroups", .. })
+            Err(FilterError::TooMany {
+                field: "cgroups",
+                ..
+            })
         ));
         let f = Filters::resolve(&[80, 443], &[1], &[]).unwrap();
         assert_eq!(f.flags(), FILTER_PORTS | FILTER_PIDS);

@@ -85,7 +85,10 @@ impl SourceConfig for EbpfTcpConfig {
 
         let flags = filters.flags();
         let cgroup_count = filters.cgroup_count();
-        let stats_ns: u64 = self.interval_secs.unwrap_or(0).saturating_mul(1_000_000_000);
+        let stats_ns: u64 = self
+            .interval_secs
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000);
         let (ports_size, pids_size) = filters.map_sizes();
         let mut bpf = EbpfLoader::new()
             .override_global("filters", &flags, true)
