@@ -407,11 +407,20 @@ fn ebpf_tcp_sends_stats_while_a_connection_is_open() {
         let pid = if end == "outbound" { cpid } else { spid };
         let stats = stats_of(&events, end, pid, port);
         let ctx = format!("{end}: {stats:#?}\nclose: {close}");
-        assert!(stats.len() >= 2, "fewer than 2 stats events over 4 s: {ctx}");
+        assert!(
+            stats.len() >= 2,
+            "fewer than 2 stats events over 4 s: {ctx}"
+        );
         let counts: Vec<i64> = stats.iter().map(|e| e[counter].as_i64().unwrap()).collect();
         assert!(counts[0] > 0, "{ctx}");
-        assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counter} not growing: {ctx}");
-        assert!(*counts.last().unwrap() < close[counter].as_i64().unwrap(), "{ctx}");
+        assert!(
+            counts.windows(2).all(|w| w[0] < w[1]),
+            "{counter} not growing: {ctx}"
+        );
+        assert!(
+            *counts.last().unwrap() < close[counter].as_i64().unwrap(),
+            "{ctx}"
+        );
         let ages: Vec<f64> = stats
             .iter()
             .map(|e| e["duration_secs"].as_f64().unwrap())
@@ -573,7 +582,10 @@ fn ebpf_tcp_filters_by_cgroup_and_names_the_container() {
         proc_cgroup = std::fs::read_to_string(format!("/proc/{cpid}/cgroup")).unwrap_or_default();
         proc_cgroup.contains("cri-containerd-")
     });
-    assert!(moved, "the client did not move into its cgroup: {proc_cgroup}");
+    assert!(
+        moved,
+        "the client did not move into its cgroup: {proc_cgroup}"
+    );
     let (expected, from_v2) = weir_sources_ebpf::container::parse_proc_cgroup(&proc_cgroup);
     assert!(from_v2, "{proc_cgroup}");
     let spid = server.finish(client);
@@ -592,7 +604,9 @@ fn ebpf_tcp_filters_by_cgroup_and_names_the_container() {
     assert_eq!(outbound["bytes_acked"], 50_000 + 2, "{outbound}");
     // Only the contained process: not its server, not the other exchange, nothing else.
     assert_eq!(events.len(), 1, "{events:#?}");
-    assert!(events.iter().all(|e| e["pid"] != spid && e["pid"] != outside_pid));
+    assert!(events
+        .iter()
+        .all(|e| e["pid"] != spid && e["pid"] != outside_pid));
     assert!(events
         .iter()
         .all(|e| e["local_port"] != outside_port && e["remote_port"] != outside_port));
@@ -792,8 +806,14 @@ fn ebpf_profile_offcpu_finds_the_sleeping_function() {
         }
     }
     // 100 sleeps of 20 ms: 2 s off the CPU, nearly all of it in weir_sleep_target.
-    assert!(sleeps >= 95 && sleeps <= 100, "{sleeps} sleeps seen: {events:#?}");
-    assert!(in_target_ns >= 1_900_000_000, "{in_target_ns} ns in weir_sleep_target");
+    assert!(
+        sleeps >= 95 && sleeps <= 100,
+        "{sleeps} sleeps seen: {events:#?}"
+    );
+    assert!(
+        in_target_ns >= 1_900_000_000,
+        "{in_target_ns} ns in weir_sleep_target"
+    );
     assert!(
         in_target_ns * 10 >= blocked_ns * 9,
         "weir_sleep_target has {in_target_ns} of {blocked_ns} ns off-CPU"
