@@ -33,6 +33,9 @@ const volatile __u32 filters = 0;
 const volatile __u32 cgroup_count = 0;
 // Nanoseconds between two stats records of a connection (0: none), set by the loader.
 const volatile __u64 stats_interval_ns = 0;
+// Wake user space only once this many bytes wait in `events` (it also reads on a short
+// timer): one wakeup per batch of records, not per connection. Set by the loader.
+const volatile __u64 wakeup_bytes = 0;
 
 #define OWNER_FILTERS (TCP_FILTER_PIDS | TCP_FILTER_CGROUPS)
 
@@ -233,7 +236,8 @@ static __always_inline void emit(struct sock *sk, struct conn *c, int state, __u
 	e->dport = t.dport;
 	__builtin_memcpy(e->saddr, t.saddr, sizeof(e->saddr));
 	__builtin_memcpy(e->daddr, t.daddr, sizeof(e->daddr));
-	bpf_ringbuf_submit(e, 0);
+	__u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, waiting >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 SEC("raw_tp/inet_sock_set_state")

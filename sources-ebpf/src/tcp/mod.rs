@@ -90,10 +90,12 @@ impl SourceConfig for EbpfTcpConfig {
             .unwrap_or(0)
             .saturating_mul(1_000_000_000);
         let (ports_size, pids_size) = filters.map_sizes();
+        let wakeup_bytes = u64::from(ring_bytes / 8);
         let mut bpf = EbpfLoader::new()
             .override_global("filters", &flags, true)
             .override_global("cgroup_count", &cgroup_count, true)
             .override_global("stats_interval_ns", &stats_ns, true)
+            .override_global("wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("events", ring_bytes)
             .map_max_entries("ports", ports_size)
             .map_max_entries("pids", pids_size)
@@ -148,18 +150,32 @@ impl SourceConfig for EbpfTcpConfig {
             // Owns the programs: dropping it detaches them.
             let _bpf = bpf;
             let mut cx = cx;
-            let clock = Clock::new();
-            let source_id: Arc<str> = cx.id.clone();
-            let mut containers = container_metadata.then(ContainerCache::default);
+            let mut batch = Batch {
+                clock: Clock::new(),
+                source_id: cx.id.clone(),
+                containers: container_metadata.then(ContainerCache::default),
+                events: Vec::new(),
+                bytes: 0,
+                bad: 0,
+            };
             let mut reported = [0u64; 2];
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The kernel wakes us only when records pile up; this reads the others.
+            let mut flush = tokio::time::interval(FLUSH);
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let mut events = Vec::new();
-                let mut bytes = 0u64;
-                let mut bad = 0u64;
                 tokio::select! {
-                    _ = cx.shutdown.cancelled() => break,
+                    _ = cx.shutdown.cancelled() => {
+                        // What the kernel sent before we stop is delivered, not dropped.
+                        loop {
+                            let n = reader.read_now(MAX_BATCH_EVENTS, |d| batch.push(d));
+                            if !batch.send(&mut cx).await || n < MAX_BATCH_EVENTS {
+                                break;
+                            }
+                        }
+                        break;
+                    }
                     _ = tick.tick() => {
                         let full = per_cpu_slot(&dropped, 0);
                         if full > reported[0] {
@@ -185,38 +201,14 @@ impl SourceConfig for EbpfTcpConfig {
                         }
                         continue;
                     }
-                    r = reader.read(MAX_BATCH_EVENTS, |data| {
-                        bytes += data.len() as u64;
-                        let Some(r) = RawTcpEvent::parse(data) else {
-                            bad += 1;
-                            return;
-                        };
-                        let mut m = record::fields(&r, &clock);
-                        if let Some(cache) = containers.as_mut() {
-                            let (id, pod) = match r.owner() {
-                                Some((pid, cgroup)) => cache.lookup(pid, cgroup),
-                                None => (Value::Null, Value::Null),
-                            };
-                            m.insert("container_id".into(), id);
-                            m.insert("pod_uid".into(), pod);
-                        }
-                        events.push(Event::Log(LogEvent::from_value(
-                            Value::Object(m),
-                            EventMetadata::new(Some(source_id.clone())),
-                        )));
-                    }) => {
+                    _ = flush.tick() => {
+                        reader.read_now(MAX_BATCH_EVENTS, |d| batch.push(d));
+                    }
+                    r = reader.read(MAX_BATCH_EVENTS, |d| batch.push(d)) => {
                         r?;
                     }
                 }
-                if bad > 0 {
-                    cx.metrics.error(
-                        "decode",
-                        bad,
-                        &"malformed record from the eBPF ring buffer (object and loader out of step)",
-                    );
-                }
-                cx.metrics.add_received(events.len() as u64, bytes);
-                if cx.out.send(EventBatch::new(events)).await.is_err() {
+                if !batch.send(&mut cx).await {
                     break;
                 }
             }
@@ -226,6 +218,62 @@ impl SourceConfig for EbpfTcpConfig {
 
     fn outputs(&self) -> Vec<Output> {
         vec![Output::default_output(DataType::LOG)]
+    }
+}
+
+/// How long records may wait in the ring buffer when fewer than `wakeup_bytes` are there.
+const FLUSH: Duration = Duration::from_millis(100);
+
+/// The events decoded from the ring buffer since the last send.
+struct Batch {
+    clock: Clock,
+    source_id: Arc<str>,
+    containers: Option<ContainerCache>,
+    events: Vec<Event>,
+    bytes: u64,
+    bad: u64,
+}
+
+impl Batch {
+    /// Decodes one record.
+    fn push(&mut self, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        let Some(r) = RawTcpEvent::parse(data) else {
+            self.bad += 1;
+            return;
+        };
+        let mut m = record::fields(&r, &self.clock);
+        if let Some(cache) = self.containers.as_mut() {
+            let (id, pod) = match r.owner() {
+                Some((pid, cgroup)) => cache.lookup(pid, cgroup),
+                None => (Value::Null, Value::Null),
+            };
+            m.insert("container_id".into(), id);
+            m.insert("pod_uid".into(), pod);
+        }
+        self.events.push(Event::Log(LogEvent::from_value(
+            Value::Object(m),
+            EventMetadata::new(Some(self.source_id.clone())),
+        )));
+    }
+
+    /// Counts and sends what was decoded; false when the pipeline is gone.
+    async fn send(&mut self, cx: &mut SourceContext) -> bool {
+        if self.bad > 0 {
+            cx.metrics.error(
+                "decode",
+                self.bad,
+                &"malformed record from the eBPF ring buffer (object and loader out of step)",
+            );
+            self.bad = 0;
+        }
+        if self.events.is_empty() {
+            return true;
+        }
+        let events = std::mem::take(&mut self.events);
+        cx.metrics.add_received(events.len() as u64, self.bytes);
+        self.bytes = 0;
+        cx.out.send(EventBatch::new(events)).await.is_ok()
     }
 }
 
