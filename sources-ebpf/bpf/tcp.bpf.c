@@ -8,6 +8,13 @@
 // - syscalls:sys_exit_accept/accept4 look the returned fd up in the caller's file table and
 //   attribute the connection to the accepting process.
 // - tcp:tcp_send_reset / tcp:tcp_receive_reset (raw) mark resets for the close reason.
+// - tcp:tcp_probe (raw, attached only when periodic stats are asked for) runs for every
+//   segment an established connection receives (data, or the ACKs of what it sends): at the
+//   first one after `stats_interval_ns` since the last report it sends a stats record.
+//
+// Filters (ports, owning process, cgroup) are checked here, so a filtered connection costs a
+// map lookup or two and never reaches the ring buffer: an outbound connection is checked in
+// connect() and an inbound one at accept(); one whose owner is not wanted is forgotten.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -20,8 +27,17 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_INET 2
 #define AF_INET6 10
 
-// Only connections with this local or remote port (0: all), set by the loader.
-const volatile __u16 filter_port = 0;
+// TCP_FILTER_* bits: which of `ports`, `pids` and `cgroups` apply, set by the loader.
+const volatile __u32 filters = 0;
+// How many slots of `cgroups` are filled, set by the loader.
+const volatile __u32 cgroup_count = 0;
+// Nanoseconds between two stats records of a connection (0: none), set by the loader.
+const volatile __u64 stats_interval_ns = 0;
+// Wake user space only once this many bytes wait in `events` (it also reads on a short
+// timer): one wakeup per batch of records, not per connection. Set by the loader.
+const volatile __u64 wakeup_bytes = 0;
+
+#define OWNER_FILTERS (TCP_FILTER_PIDS | TCP_FILTER_CGROUPS)
 
 struct tuple {
 	__u16 family;
@@ -35,6 +51,7 @@ struct tuple {
 struct conn {
 	struct tuple t; // last seen with a local port (it is gone by CLOSE)
 	__u64 start_ns;
+	__u64 last_report_ns;
 	__u64 cgroup_id;
 	__u32 pid;
 	__u32 tid;
@@ -51,6 +68,31 @@ struct {
 	__type(key, __u64);
 	__type(value, struct conn);
 } conns SEC(".maps");
+
+// Local or remote ports to report (TCP_FILTER_PORTS); sized by the loader.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u16);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+// Processes (thread group ids) to report (TCP_FILTER_PIDS); sized by the loader.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8);
+} pids SEC(".maps");
+
+// cgroup v2 directories whose processes (and their descendants') to report
+// (TCP_FILTER_CGROUPS), checked with bpf_current_task_under_cgroup.
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, TCP_MAX_CGROUPS);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroups SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -81,13 +123,62 @@ static __always_inline void set_owner(struct conn *c)
 	bpf_get_current_comm(c->comm, sizeof(c->comm));
 }
 
-static __always_inline int port_wanted(struct sock *sk)
+static __always_inline int port_listed(__u16 port)
 {
-	if (!filter_port)
+	return bpf_map_lookup_elem(&ports, &port) != 0;
+}
+
+static __always_inline int ports_listed(__u16 sport, __u16 dport)
+{
+	return port_listed(sport) || port_listed(dport);
+}
+
+// Whether the socket's ports pass the filter; `unknown_ok`: an unassigned local port (0, inside
+// connect() before the port is picked) passes, to be checked again later.
+static __always_inline int ports_wanted(struct sock *sk, int unknown_ok)
+{
+	if (!(filters & TCP_FILTER_PORTS))
 		return 1;
 	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	return sport == filter_port || dport == filter_port;
+	if (sport == 0 && unknown_ok)
+		return 1;
+	return ports_listed(sport, dport);
+}
+
+// Whether the current task passes the pid and cgroup filters.
+static __always_inline int current_wanted(void)
+{
+	if (filters & TCP_FILTER_PIDS) {
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		if (!bpf_map_lookup_elem(&pids, &tgid))
+			return 0;
+	}
+	if (filters & TCP_FILTER_CGROUPS) {
+		for (__u32 i = 0; i < TCP_MAX_CGROUPS; i++) {
+			if (i >= cgroup_count)
+				return 0;
+			if (bpf_current_task_under_cgroup(&cgroups, i) == 1)
+				return 1;
+		}
+		return 0;
+	}
+	return 1;
+}
+
+// Whether a tracked connection is to be reported: with owner filters, only once its owner is
+// known (and was wanted, or it would have been forgotten).
+static __always_inline int conn_wanted(struct sock *sk, struct conn *c)
+{
+	if ((filters & OWNER_FILTERS) && c->pid == 0)
+		return 0;
+	if (!(filters & TCP_FILTER_PORTS))
+		return 1;
+	// By CLOSE the socket has let go of its local port: use the tuple last seen.
+	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (sport == 0)
+		return ports_listed(c->t.sport, c->t.dport);
+	return ports_listed(sport, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)));
 }
 
 static __always_inline void read_tuple(struct sock *sk, struct tuple *t)
@@ -104,7 +195,7 @@ static __always_inline void read_tuple(struct sock *sk, struct tuple *t)
 	}
 }
 
-static __always_inline void emit(struct sock *sk, struct conn *c, int oldstate)
+static __always_inline void emit(struct sock *sk, struct conn *c, int state, __u8 kind)
 {
 	struct weir_tcp_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -134,7 +225,8 @@ static __always_inline void emit(struct sock *sk, struct conn *c, int oldstate)
 	e->rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
 	e->sndbuf = BPF_CORE_READ(sk, sk_sndbuf);
 	e->sk_err = BPF_CORE_READ(sk, sk_err);
-	e->last_state = oldstate;
+	e->last_state = state;
+	e->kind = kind;
 	struct tuple t = {};
 	read_tuple(sk, &t);
 	if (t.sport == 0 && c)
@@ -144,7 +236,8 @@ static __always_inline void emit(struct sock *sk, struct conn *c, int oldstate)
 	e->dport = t.dport;
 	__builtin_memcpy(e->saddr, t.saddr, sizeof(e->saddr));
 	__builtin_memcpy(e->daddr, t.daddr, sizeof(e->daddr));
-	bpf_ringbuf_submit(e, 0);
+	__u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, waiting >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 SEC("raw_tp/inet_sock_set_state")
@@ -158,14 +251,20 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	__u64 key = (__u64)sk;
 	struct conn *c = bpf_map_lookup_elem(&conns, &key);
 
+	// An untracked socket reaching ESTABLISHED from SYN_SENT is an outbound connection that
+	// was filtered out in connect(): it stays untracked.
 	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV ||
-	    (newstate == TCP_ESTABLISHED && !c)) {
+	    (newstate == TCP_ESTABLISHED && !c && oldstate != TCP_SYN_SENT)) {
 		if (c) {
 			c->states |= 1u << newstate;
 			return 0;
 		}
+		if (newstate == TCP_SYN_SENT ? !current_wanted() || !ports_wanted(sk, 1)
+					     : !ports_wanted(sk, 0))
+			return 0;
 		struct conn fresh = {};
 		fresh.start_ns = bpf_ktime_get_ns();
+		fresh.last_report_ns = fresh.start_ns;
 		fresh.states = (1u << oldstate) | (1u << newstate);
 		if (BPF_CORE_READ(sk, __sk_common.skc_num) != 0)
 			read_tuple(sk, &fresh.t);
@@ -189,9 +288,27 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 			read_tuple(sk, &c->t);
 		return 0;
 	}
-	if (port_wanted(sk))
-		emit(sk, c, oldstate);
+	if (conn_wanted(sk, c))
+		emit(sk, c, oldstate, TCP_KIND_CLOSE);
 	bpf_map_delete_elem(&conns, &key);
+	return 0;
+}
+
+SEC("raw_tp/tcp_probe")
+int BPF_PROG(tcp_stats, struct sock *sk, struct sk_buff *skb)
+{
+	__u64 key = (__u64)sk;
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	if (!c)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - c->last_report_ns < stats_interval_ns)
+		return 0;
+	if (!conn_wanted(sk, c))
+		return 0;
+	// Runs under the socket lock: one report per interval.
+	c->last_report_ns = now;
+	emit(sk, c, BPF_CORE_READ(sk, __sk_common.skc_state), TCP_KIND_STATS);
 	return 0;
 }
 
@@ -242,8 +359,12 @@ static __always_inline int on_accept(struct sys_exit_args *ctx)
 	struct sock *sk = BPF_CORE_READ(sock, sk);
 	__u64 key = (__u64)sk;
 	struct conn *c = bpf_map_lookup_elem(&conns, &key);
-	if (c && c->pid == 0)
+	if (!c || c->pid != 0)
+		return 0;
+	if (current_wanted())
 		set_owner(c);
+	else
+		bpf_map_delete_elem(&conns, &key);
 	return 0;
 }
 

@@ -1,7 +1,7 @@
 //! Checks made before loading anything: privileges, kernel BTF, tracefs. Each failure says
 //! what is missing and how to grant it, instead of a bare `EPERM` from the `bpf` syscall.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What the environment lacks for an eBPF source.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,19 @@ pub fn tracefs_path() -> Option<&'static Path> {
         .into_iter()
         .map(Path::new)
         .find(|p| p.join("events").is_dir())
+}
+
+/// Where the cgroup v2 (unified) hierarchy is mounted, from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
 }
 
 /// Mounts tracefs at /sys/kernel/tracing.

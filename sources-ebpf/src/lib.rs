@@ -6,11 +6,15 @@
 //! fentry), so the programs load on kernels where those are unavailable.
 //!
 //! - [`process`]: `ebpf_process`, process exec/fork/exit with argv, exit code and CPU time;
-//! - [`tcp`]: `ebpf_tcp`, one event per TCP connection with its process and TCP statistics;
-//! - [`profile`]: `ebpf_profile`, CPU stack samples counted in the kernel, symbolised by blazesym.
+//! - [`tcp`]: `ebpf_tcp`, one event per TCP connection with its process and TCP statistics
+//!   (and periodic stats), filtered in the kernel by port, process and cgroup;
+//! - [`profile`]: `ebpf_profile`, on-CPU or off-CPU stacks counted in the kernel, symbolised
+//!   by blazesym with a cache keyed by build id;
+//! - [`container`]: the container id and pod uid in a process's cgroup path.
 //!
 //! Every source checks its environment first ([`env`]): privileges, kernel BTF, tracefs.
 
+pub mod container;
 pub mod env;
 pub mod process;
 pub mod profile;
@@ -31,7 +35,7 @@ pub fn register(registry: &mut Registry) {
     );
     registry.add_source::<profile::EbpfProfileConfig>(
         "ebpf_profile",
-        "CPU stack samples of every process (cpu-clock perf event, in-kernel counts) via eBPF",
+        "On-CPU or off-CPU stack profiles of every process (in-kernel counts) via eBPF",
     );
 }
 

@@ -159,12 +159,15 @@ impl SourceConfig for EbpfProcessConfig {
             let mut reported_drops = 0u64;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let mut events = Vec::new();
-                let mut bytes = 0u64;
-                let mut bad = 0u64;
+            let mut stopping = false;
+            while !stopping {
+                let mut batch = Batch::default();
                 tokio::select! {
-                    _ = cx.shutdown.cancelled() => break,
+                    _ = cx.shutdown.cancelled() => {
+                        // What the kernel sent before we stop is delivered, not dropped.
+                        stopping = true;
+                        reader.read_now(MAX_BATCH_EVENTS, |d| batch.push(d, &clock, &source_id));
+                    }
                     _ = tick.tick() => {
                         let total = per_cpu_slot(&dropped, 0);
                         if total > reported_drops {
@@ -179,26 +182,20 @@ impl SourceConfig for EbpfProcessConfig {
                         }
                         continue;
                     }
-                    r = reader.read(MAX_BATCH_EVENTS, |data| {
-                        bytes += data.len() as u64;
-                        match decode(data, &clock, &source_id) {
-                            Some(e) => events.push(e),
-                            None => bad += 1,
-                        }
-                    }) => {
+                    r = reader.read(MAX_BATCH_EVENTS, |d| batch.push(d, &clock, &source_id)) => {
                         r?;
                     }
                 }
-                if bad > 0 {
-                    cx.metrics.error(
-                        "decode",
-                        bad,
-                        &"malformed record from the eBPF ring buffer (object and loader out of step)",
-                    );
-                }
-                cx.metrics.add_received(events.len() as u64, bytes);
-                if cx.out.send(EventBatch::new(events)).await.is_err() {
-                    break;
+                // At shutdown, the rest of the ring a batch at a time.
+                loop {
+                    let full = batch.events.len() >= MAX_BATCH_EVENTS;
+                    if !batch.send(&mut cx).await {
+                        return Ok(());
+                    }
+                    if !(stopping && full) {
+                        break;
+                    }
+                    reader.read_now(MAX_BATCH_EVENTS, |d| batch.push(d, &clock, &source_id));
                 }
             }
             Ok(())
@@ -207,6 +204,43 @@ impl SourceConfig for EbpfProcessConfig {
 
     fn outputs(&self) -> Vec<Output> {
         vec![Output::default_output(DataType::LOG)]
+    }
+}
+
+/// The events decoded from the ring buffer since the last send.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    bytes: u64,
+    bad: u64,
+}
+
+impl Batch {
+    fn push(&mut self, data: &[u8], clock: &Clock, source_id: &Arc<str>) {
+        self.bytes += data.len() as u64;
+        match decode(data, clock, source_id) {
+            Some(e) => self.events.push(e),
+            None => self.bad += 1,
+        }
+    }
+
+    /// Counts and sends what was decoded; false when the pipeline is gone.
+    async fn send(&mut self, cx: &mut SourceContext) -> bool {
+        if self.bad > 0 {
+            cx.metrics.error(
+                "decode",
+                self.bad,
+                &"malformed record from the eBPF ring buffer (object and loader out of step)",
+            );
+            self.bad = 0;
+        }
+        if self.events.is_empty() {
+            return true;
+        }
+        let events = std::mem::take(&mut self.events);
+        cx.metrics.add_received(events.len() as u64, self.bytes);
+        self.bytes = 0;
+        cx.out.send(EventBatch::new(events)).await.is_ok()
     }
 }
 

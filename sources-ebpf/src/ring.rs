@@ -18,6 +18,23 @@ impl RingReader {
         Ok(Self { fd })
     }
 
+    /// Hands the records available now (at most `max`) to `f` without waiting; returns how
+    /// many were handled. For rings whose producer does not wake us for every record.
+    pub fn read_now(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
+        let ring = self.fd.get_mut();
+        let mut n = 0;
+        while n < max {
+            match ring.next() {
+                Some(item) => {
+                    f(&item);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
     /// Waits until records are available, then hands each (at most `max`) to `f`; returns how
     /// many were handled.
     pub async fn read(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> std::io::Result<usize> {
