@@ -613,6 +613,11 @@ headers.x-tenant = "blue""#,
     }
     for r in &st.requests {
         assert_eq!(r.query.get("pipeline").map(String::as_str), Some("geo ip"));
+        assert_eq!(
+            r.query.get("filter_path").map(String::as_str),
+            Some(weir_sinks::elasticsearch::bulk::FILTER_PATH),
+            "only the per-item status and error are asked for"
+        );
         assert_eq!(r.headers["authorization"], "ApiKey aWQ6c2VjcmV0");
         assert_eq!(r.headers["content-type"], "application/x-ndjson");
         assert_eq!(r.headers["x-tenant"], "blue");
