@@ -4,7 +4,9 @@
 mod baseline;
 mod data;
 mod ebpf;
+mod elasticsearch;
 mod flows;
+mod otlp;
 mod perf;
 mod report;
 mod runner;
@@ -25,6 +27,8 @@ USAGE:
     weir-bench [OPTIONS]
     weir-bench flows [OPTIONS]   (flow_to_topology; see `weir-bench flows --help`)
     weir-bench ebpf [OPTIONS]    (overhead of ebpf_tcp and ebpf_profile; needs root)
+    weir-bench elasticsearch [OPTIONS]   (the elasticsearch sink; see its --help)
+    weir-bench otlp [OPTIONS]    (otlp source -> otlp sink; see its --help)
 
 OPTIONS:
     --size-mib N       Size of the generated input, in MiB (default 1024)
@@ -201,18 +205,15 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("flows") {
-        return match flows::main(argv.get(2..).unwrap_or_default()) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if argv.get(1).map(String::as_str) == Some("ebpf") {
-        return match ebpf::main(argv.get(2..).unwrap_or_default()) {
+    let sub: Option<fn(&[String]) -> Result<bool>> = match argv.get(1).map(String::as_str) {
+        Some("flows") => Some(flows::main),
+        Some("elasticsearch") => Some(elasticsearch::main),
+        Some("otlp") => Some(otlp::main),
+        Some("ebpf") => Some(ebpf::main),
+        _ => None,
+    };
+    if let Some(sub) = sub {
+        return match sub(argv.get(2..).unwrap_or_default()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {

@@ -36,15 +36,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -434,37 +431,49 @@ fn span(s: &Span) -> pt::Span {
     }
 }
 
-/// The export request for the spans of a batch, grouped by resource and scope.
+/// The export request for the spans of a batch, grouped by resource and scope. A span finds
+/// its group by comparing its native resource map and scope with those of the groups so far
+/// (the last one first), so the OTLP form of a resource is built once per group, not per
+/// span.
 pub fn traces_request<'a>(spans: impl Iterator<Item = &'a Span>) -> ExportTraceServiceRequest {
     let mut out: Vec<ResourceSpans> = Vec::new();
+    // Parallel to `out`: each group's resource, and the (name, version) of its scopes.
+    let mut keys: Vec<(&BTreeMap<String, Value>, Vec<(&str, &str)>)> = Vec::new();
+    let mut last = (0, 0);
     for s in spans {
-        let res = resource(kvs(&s.resource));
-        let rs = match out.iter().position(|r| r.resource == res) {
-            Some(i) => &mut out[i],
-            None => {
-                out.push(ResourceSpans {
-                    resource: res,
-                    scope_spans: Vec::new(),
-                    schema_url: String::new(),
-                });
-                let n = out.len() - 1;
-                &mut out[n]
-            }
-        };
-        let sc = scope(&s.scope_name, &s.scope_version);
-        let ss = match rs.scope_spans.iter().position(|x| x.scope == sc) {
-            Some(i) => &mut rs.scope_spans[i],
-            None => {
-                rs.scope_spans.push(ScopeSpans {
-                    scope: sc,
-                    spans: Vec::new(),
-                    schema_url: String::new(),
-                });
-                let n = rs.scope_spans.len() - 1;
-                &mut rs.scope_spans[n]
-            }
-        };
-        ss.spans.push(span(s));
+        let same_as_last = keys.get(last.0).is_some_and(|(r, scopes)| {
+            *r == &s.resource
+                && scopes.get(last.1) == Some(&(s.scope_name.as_str(), s.scope_version.as_str()))
+        });
+        if !same_as_last {
+            let ri = match keys.iter().position(|(r, _)| *r == &s.resource) {
+                Some(i) => i,
+                None => {
+                    out.push(ResourceSpans {
+                        resource: resource(kvs(&s.resource)),
+                        scope_spans: Vec::new(),
+                        schema_url: String::new(),
+                    });
+                    keys.push((&s.resource, Vec::new()));
+                    out.len() - 1
+                }
+            };
+            let scope_key = (s.scope_name.as_str(), s.scope_version.as_str());
+            let si = match keys[ri].1.iter().position(|k| *k == scope_key) {
+                Some(i) => i,
+                None => {
+                    out[ri].scope_spans.push(ScopeSpans {
+                        scope: scope(&s.scope_name, &s.scope_version),
+                        spans: Vec::new(),
+                        schema_url: String::new(),
+                    });
+                    keys[ri].1.push(scope_key);
+                    out[ri].scope_spans.len() - 1
+                }
+            };
+            last = (ri, si);
+        }
+        out[last.0].scope_spans[last.1].spans.push(span(s));
     }
     ExportTraceServiceRequest {
         resource_spans: out,
@@ -876,11 +885,90 @@ fn grpc_outcome<T>(
     }
 }
 
-/// A signal's request, ready to send.
-enum Request {
-    Traces(ExportTraceServiceRequest),
-    Metrics(ExportMetricsServiceRequest),
-    Logs(ExportLogsServiceRequest),
+/// A signal's request, encoded once (protobuf, or OTLP/JSON for HTTP with `encoding =
+/// "json"`) and sent as these bytes on every attempt.
+struct Request {
+    signal: Signal,
+    body: bytes::Bytes,
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    fn path(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+    fn grpc_method(self) -> &'static str {
+        match self {
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        }
+    }
+}
+
+impl Request {
+    fn new<T: Message + Serialize>(signal: Signal, m: &T, json: bool) -> Request {
+        let body = if json { to_json(m) } else { m.encode_to_vec() };
+        Request {
+            signal,
+            body: body.into(),
+        }
+    }
+}
+
+/// A gRPC codec for messages already encoded: the export request goes out as its bytes (no
+/// copy of the request per attempt), and the answer comes back as bytes for
+/// [`partial_success`] to decode.
+#[derive(Clone, Copy, Default)]
+struct Encoded;
+
+impl tonic::codec::Codec for Encoded {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = Encoded;
+    type Decoder = Encoded;
+    fn encoder(&mut self) -> Encoded {
+        Encoded
+    }
+    fn decoder(&mut self) -> Encoded {
+        Encoded
+    }
+}
+
+impl tonic::codec::Encoder for Encoded {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Encoded {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }
 
 impl OtlpSink {
@@ -888,65 +976,22 @@ impl OtlpSink {
         let cap = self.backoff.1;
         match &self.transport {
             Transport::Grpc { channel, metadata } => {
-                fn wrap<T>(m: T, metadata: &tonic::metadata::MetadataMap) -> tonic::Request<T> {
-                    let mut r = tonic::Request::new(m);
-                    *r.metadata_mut() = metadata.clone();
-                    r
+                let mut client = tonic::client::Grpc::new(channel.clone())
+                    .accept_compressed(CompressionEncoding::Gzip);
+                if self.gzip {
+                    client = client.send_compressed(CompressionEncoding::Gzip);
                 }
-                let gz = self.gzip;
-                match req {
-                    Request::Traces(m) => {
-                        let mut c = TraceServiceClient::new(channel.clone());
-                        if gz {
-                            c = c.send_compressed(CompressionEncoding::Gzip);
-                        }
-                        grpc_outcome(
-                            c.accept_compressed(CompressionEncoding::Gzip)
-                                .export(wrap(m.clone(), metadata))
-                                .await,
-                            |r: ExportTraceServiceResponse| {
-                                r.partial_success
-                                    .map(|p| (p.rejected_spans, p.error_message))
-                                    .unwrap_or_default()
-                            },
-                            cap,
-                        )
-                    }
-                    Request::Metrics(m) => {
-                        let mut c = MetricsServiceClient::new(channel.clone());
-                        if gz {
-                            c = c.send_compressed(CompressionEncoding::Gzip);
-                        }
-                        grpc_outcome(
-                            c.accept_compressed(CompressionEncoding::Gzip)
-                                .export(wrap(m.clone(), metadata))
-                                .await,
-                            |r: ExportMetricsServiceResponse| {
-                                r.partial_success
-                                    .map(|p| (p.rejected_data_points, p.error_message))
-                                    .unwrap_or_default()
-                            },
-                            cap,
-                        )
-                    }
-                    Request::Logs(m) => {
-                        let mut c = LogsServiceClient::new(channel.clone());
-                        if gz {
-                            c = c.send_compressed(CompressionEncoding::Gzip);
-                        }
-                        grpc_outcome(
-                            c.accept_compressed(CompressionEncoding::Gzip)
-                                .export(wrap(m.clone(), metadata))
-                                .await,
-                            |r: ExportLogsServiceResponse| {
-                                r.partial_success
-                                    .map(|p| (p.rejected_log_records, p.error_message))
-                                    .unwrap_or_default()
-                            },
-                            cap,
-                        )
-                    }
+                if let Err(e) = client.ready().await {
+                    return Outcome::Retry(format!("gRPC channel: {e}"), None);
                 }
+                let mut r = tonic::Request::new(req.body.clone());
+                *r.metadata_mut() = metadata.clone();
+                let method = http::uri::PathAndQuery::from_static(req.signal.grpc_method());
+                grpc_outcome(
+                    client.unary(r, method, Encoded).await,
+                    |body| partial_success(req.signal, &body, false),
+                    cap,
+                )
             }
             Transport::Http {
                 client,
@@ -954,16 +999,12 @@ impl OtlpSink {
                 headers,
                 json,
             } => {
-                let (path, body) = match (req, json) {
-                    (Request::Traces(m), false) => ("traces", m.encode_to_vec()),
-                    (Request::Metrics(m), false) => ("metrics", m.encode_to_vec()),
-                    (Request::Logs(m), false) => ("logs", m.encode_to_vec()),
-                    (Request::Traces(m), true) => ("traces", to_json(m)),
-                    (Request::Metrics(m), true) => ("metrics", to_json(m)),
-                    (Request::Logs(m), true) => ("logs", to_json(m)),
+                let url = format!("{base}/v1/{}", req.signal.path());
+                let body = if self.gzip {
+                    bytes::Bytes::from(gzip(&req.body))
+                } else {
+                    req.body.clone()
                 };
-                let url = format!("{base}/v1/{path}");
-                let body = if self.gzip { gzip(&body) } else { body };
                 self.metrics.add_sent_bytes(body.len() as u64);
                 let mut r = client.post(&url).headers(headers.clone()).header(
                     reqwest::header::CONTENT_TYPE,
@@ -984,7 +1025,7 @@ impl OtlpSink {
                 let after = retry_after(resp.headers(), cap);
                 let bytes = resp.bytes().await.unwrap_or_default();
                 if (200..300).contains(&status) {
-                    let (n, m) = http_partial(req, &bytes, *json);
+                    let (n, m) = partial_success(req.signal, &bytes, *json);
                     return Outcome::Ok(n, m);
                 }
                 let msg = format!("POST {url}: HTTP {status}: {}", snippet(&bytes, 300));
@@ -1059,12 +1100,14 @@ impl OtlpSink {
                 Event::Log(_) => logs.push(e),
             }
         }
+        let json = matches!(self.transport, Transport::Http { json: true, .. });
         if !traces.is_empty() {
             let req = traces_request(traces.iter().filter_map(|e| match e {
                 Event::Trace(s) => Some(s),
                 _ => None,
             }));
-            self.deliver(Request::Traces(req), traces).await;
+            let req = Request::new(Signal::Traces, &req, json);
+            self.deliver(req, traces).await;
         }
         if !metrics.is_empty() {
             let (req, bad) =
@@ -1078,12 +1121,14 @@ impl OtlpSink {
                 e.metadata().update_status(EventStatus::Rejected);
             }
             if !metrics.is_empty() {
-                self.deliver(Request::Metrics(req), metrics).await;
+                self.deliver(Request::new(Signal::Metrics, &req, json), metrics)
+                    .await;
             }
         }
         if !logs.is_empty() {
             let req = logs_request(logs.iter().filter_map(Event::as_log), &self.resource_fields);
-            self.deliver(Request::Logs(req), logs).await;
+            self.deliver(Request::new(Signal::Logs, &req, json), logs)
+                .await;
         }
     }
 }
@@ -1092,7 +1137,9 @@ fn to_json<T: Serialize>(m: &T) -> Vec<u8> {
     serde_json::to_vec(m).unwrap_or_default()
 }
 
-fn http_partial(req: &Request, body: &[u8], json: bool) -> (i64, String) {
+/// The `partial_success` of an export answer (protobuf or OTLP/JSON): rejected items and
+/// the receiver's message; nothing when the answer is empty or does not decode.
+fn partial_success(signal: Signal, body: &[u8], json: bool) -> (i64, String) {
     fn dec<T: Message + Default + serde::de::DeserializeOwned>(b: &[u8], json: bool) -> Option<T> {
         if b.is_empty() {
             return None;
@@ -1103,14 +1150,14 @@ fn http_partial(req: &Request, body: &[u8], json: bool) -> (i64, String) {
             T::decode(b).ok()
         }
     }
-    match req {
-        Request::Traces(_) => dec::<ExportTraceServiceResponse>(body, json)
+    match signal {
+        Signal::Traces => dec::<ExportTraceServiceResponse>(body, json)
             .and_then(|r| r.partial_success)
             .map(|p| (p.rejected_spans, p.error_message)),
-        Request::Metrics(_) => dec::<ExportMetricsServiceResponse>(body, json)
+        Signal::Metrics => dec::<ExportMetricsServiceResponse>(body, json)
             .and_then(|r| r.partial_success)
             .map(|p| (p.rejected_data_points, p.error_message)),
-        Request::Logs(_) => dec::<ExportLogsServiceResponse>(body, json)
+        Signal::Logs => dec::<ExportLogsServiceResponse>(body, json)
             .and_then(|r| r.partial_success)
             .map(|p| (p.rejected_log_records, p.error_message)),
     }

@@ -103,8 +103,9 @@ const ERRORS: &[&str] = &[
     "database deadlock detected, transaction rolled back",
 ];
 
-/// Writes one line into `buf`.
-fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, buf: &mut String) {
+/// Writes one line into `buf` (the `message` of event `seq`). Public for `weir-bench`, whose
+/// baselines generate the same events.
+pub fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, buf: &mut String) {
     buf.clear();
     let now = Utc::now();
     let service = SERVICES[rng.random_range(0..SERVICES.len())];

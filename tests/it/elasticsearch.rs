@@ -1,12 +1,15 @@
 //! The `elasticsearch` sink against a test double of the `_bulk` API.
 //!
-//! Elasticsearch cannot run here, so [`Double`] is an HTTP server that implements the bulk
-//! contract the way Elasticsearch 8 does: it parses the NDJSON action/document pairs (gzip
-//! bodies included), answers `{"took","errors","items":[{"index"|"create":{"_index","_id",
-//! "status","result"|"error":{"type","reason"}}}]}` in request order, and can be told to fail
-//! chosen documents with 429 (once) or 400 `mapper_parsing_exception` (always), whole requests
-//! with 503, or to answer a request with something that is not JSON. `GET /` returns the
-//! version document of an 8.x node.
+//! Elasticsearch cannot run here, so [`Double`] is an HTTP server (plain or TLS) that
+//! implements the bulk contract the way Elasticsearch and OpenSearch do: it parses the NDJSON
+//! action/document pairs (gzip bodies included), answers `{"took","errors","items":[{"index"|
+//! "create":{"_index","_id","status","result"|"error":{"type","reason"}}}]}` in request order
+//! (honouring `filter_path`), and can be told to fail chosen documents with 429 (once) or 400
+//! `mapper_parsing_exception` (always), whole requests with 503, or to answer a request with
+//! something that is not JSON. It plays one [`Flavor`]: `GET /` returns that version's root
+//! document, and the `_type` rules of that version are enforced with the server's own errors
+//! (required by Elasticsearch 6, optional in 7 and OpenSearch 1, refused by 8 and OpenSearch
+//! 2), and items carry `_type` where that version writes it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -33,8 +36,71 @@ use weir_pipeline::BoxError;
 struct BulkRequest {
     /// `(action, _index, _id, document)` per pair.
     docs: Vec<(String, String, Option<String>, Json)>,
+    /// The `_type` of each action line, if it had one.
+    types: Vec<Option<String>>,
     headers: HeaderMap,
     query: HashMap<String, String>,
+    /// The body on the wire started with the gzip magic bytes.
+    gzip_on_the_wire: bool,
+}
+
+/// Which server the double plays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Flavor {
+    Es6,
+    Es7,
+    #[default]
+    Es8,
+    /// Elasticsearch 7.8: before data streams.
+    Es78,
+    Os1,
+    Os2,
+}
+
+impl Flavor {
+    /// The `version` object of `GET /`, as each server answers it.
+    fn version(self) -> Json {
+        match self {
+            Flavor::Es6 => json!({"number": "6.8.23", "build_flavor": "default", "build_type": "docker",
+                "lucene_version": "7.7.3", "minimum_wire_compatibility_version": "5.6.0",
+                "minimum_index_compatibility_version": "5.0.0"}),
+            Flavor::Es7 => json!({"number": "7.17.24", "build_flavor": "default", "build_type": "docker",
+                "lucene_version": "8.11.3", "minimum_wire_compatibility_version": "6.8.0",
+                "minimum_index_compatibility_version": "6.0.0-beta1"}),
+            Flavor::Es78 => json!({"number": "7.8.1", "build_flavor": "default", "build_type": "docker",
+                "lucene_version": "8.5.1", "minimum_wire_compatibility_version": "6.8.0",
+                "minimum_index_compatibility_version": "6.0.0-beta1"}),
+            Flavor::Es8 => json!({"number": "8.15.3", "build_flavor": "default", "build_type": "docker",
+                "lucene_version": "9.11.1", "minimum_wire_compatibility_version": "7.17.0",
+                "minimum_index_compatibility_version": "7.0.0"}),
+            Flavor::Os1 => json!({"distribution": "opensearch", "number": "1.3.19", "build_type": "tar",
+                "build_snapshot": false, "lucene_version": "8.10.1",
+                "minimum_wire_compatibility_version": "6.8.0",
+                "minimum_index_compatibility_version": "6.0.0-beta1"}),
+            Flavor::Os2 => json!({"distribution": "opensearch", "number": "2.17.1", "build_type": "tar",
+                "build_snapshot": false, "lucene_version": "9.11.1",
+                "minimum_wire_compatibility_version": "7.10.0",
+                "minimum_index_compatibility_version": "7.0.0"}),
+        }
+    }
+    fn opensearch(self) -> bool {
+        matches!(self, Flavor::Os1 | Flavor::Os2)
+    }
+    /// Elasticsearch 6 wants a `_type`; 8 and OpenSearch 2 refuse one.
+    fn type_rule(self) -> TypeRule {
+        match self {
+            Flavor::Es6 => TypeRule::Required,
+            Flavor::Es7 | Flavor::Es78 | Flavor::Os1 => TypeRule::Optional,
+            Flavor::Es8 | Flavor::Os2 => TypeRule::Refused,
+        }
+    }
+}
+
+#[derive(PartialEq)]
+enum TypeRule {
+    Required,
+    Optional,
+    Refused,
 }
 
 #[derive(Default)]
@@ -50,22 +116,60 @@ struct DoubleState {
     unavailable: bool,
     /// This many next requests are answered 200 with an HTML page.
     garbage: usize,
+    /// TLS handshakes that failed.
+    tls_handshake_errors: usize,
     /// Documents stored, per index.
     stored: Vec<(String, Json)>,
+    flavor: Flavor,
 }
 
 #[derive(Clone, Default)]
 struct Double(Arc<Mutex<DoubleState>>);
 
 impl Double {
-    async fn start(self) -> SocketAddr {
-        let app = axum::Router::new()
+    fn of(flavor: Flavor) -> Double {
+        let d = Double::default();
+        d.lock().flavor = flavor;
+        d
+    }
+    fn app(self) -> axum::Router {
+        axum::Router::new()
             .route("/", get(root))
             .route("/_bulk", post(bulk))
-            .with_state(self);
+            .with_state(self)
+    }
+    async fn start(self) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = self.app();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+    /// Serves HTTPS with `cert`/`key` (PEM).
+    async fn start_tls(self, cert: &std::path::Path, key: &std::path::Path) -> SocketAddr {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = TlsListener {
+            tcp: listener,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+            handshake_errors: self.0.clone(),
+        };
+        let app = self.app();
+        tokio::spawn(async move { axum::serve(tls, app).await.unwrap() });
         addr
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, DoubleState> {
@@ -73,20 +177,46 @@ impl Double {
     }
 }
 
-async fn root() -> axum::Json<Json> {
+/// TLS over a TCP listener, for `axum::serve`. A failed handshake (a client that does not
+/// trust the certificate) is counted and the listener goes on.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshake_errors: Arc<Mutex<DoubleState>>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => self.handshake_errors.lock().unwrap().tls_handshake_errors += 1,
+            }
+        }
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+async fn root(State(d): State<Double>) -> axum::Json<Json> {
+    let flavor = d.lock().flavor;
+    let tagline = if flavor.opensearch() {
+        "The OpenSearch Project: https://opensearch.org/"
+    } else {
+        "You Know, for Search"
+    };
     axum::Json(json!({
         "name": "es-double-1",
         "cluster_name": "weir-test",
         "cluster_uuid": "x9kX2nVhQ0u1mD3oXUe2Fw",
-        "version": {
-            "number": "8.15.3",
-            "build_flavor": "default",
-            "build_type": "docker",
-            "lucene_version": "9.11.1",
-            "minimum_wire_compatibility_version": "7.17.0",
-            "minimum_index_compatibility_version": "7.0.0"
-        },
-        "tagline": "You Know, for Search"
+        "version": flavor.version(),
+        "tagline": tagline
     }))
 }
 
@@ -95,6 +225,77 @@ fn error_item(action: &str, index: &str, id: &str, status: u16, kind: &str, reas
         "_index": index, "_id": id, "status": status,
         "error": { "type": kind, "reason": reason }
     }})
+}
+
+/// Decodes a query value (`+` and `%XX`).
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(x) => {
+                        out.push(x);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A whole-request error, in the servers' shape.
+fn request_error(status: StatusCode, kind: &str, reason: &str) -> (StatusCode, String) {
+    (
+        status,
+        json!({"error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
+               "status": status.as_u16()})
+        .to_string(),
+    )
+}
+
+/// Elasticsearch's `filter_path`: keeps the fields matched by one of the comma-separated
+/// dotted patterns (`*` matches any one key), and drops objects left empty.
+fn filter_path(v: &Json, patterns: &[Vec<&str>], depth: usize) -> Option<Json> {
+    if patterns.iter().any(|p| p.len() == depth) {
+        return Some(v.clone());
+    }
+    match v {
+        Json::Object(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in m {
+                let sub: Vec<Vec<&str>> = patterns
+                    .iter()
+                    .filter(|p| p[depth] == "*" || p[depth] == k)
+                    .cloned()
+                    .collect();
+                if sub.is_empty() {
+                    continue;
+                }
+                if let Some(f) = filter_path(x, &sub, depth + 1) {
+                    out.insert(k.clone(), f);
+                }
+            }
+            (!out.is_empty()).then_some(Json::Object(out))
+        }
+        // Arrays are transparent: the patterns apply to their elements.
+        Json::Array(a) => {
+            let out: Vec<Json> = a
+                .iter()
+                .filter_map(|x| filter_path(x, patterns, depth))
+                .collect();
+            (!out.is_empty()).then_some(Json::Array(out))
+        }
+        _ => None,
+    }
 }
 
 async fn bulk(
@@ -108,29 +309,53 @@ async fn bulk(
         .unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.replace('+', " ").replace("%20", " ")))
+        .map(|(k, v)| (k.to_string(), percent_decode(v)))
         .collect();
+    let gzip_on_the_wire = body.starts_with(&[0x1f, 0x8b]);
     let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_end(&mut out)
-            .unwrap();
+        if let Err(e) = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out) {
+            return request_error(StatusCode::BAD_REQUEST, "parse_exception", &format!("gzip: {e}"));
+        }
         out
     } else {
         body.to_vec()
     };
+    let flavor = d.lock().flavor;
     let text = String::from_utf8(raw).unwrap();
     assert!(text.ends_with('\n'), "a bulk body ends with a newline");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len() % 2, 0, "action/document pairs");
     let mut docs = Vec::new();
-    for pair in lines.chunks(2) {
+    let mut types = Vec::new();
+    for (n, pair) in lines.chunks(2).enumerate() {
         let action: Json = serde_json::from_str(pair[0]).unwrap();
         let obj = action.as_object().unwrap();
         assert_eq!(obj.len(), 1, "one action per line: {action}");
         let (name, meta) = obj.iter().next().unwrap();
         assert!(name == "index" || name == "create", "action {name}");
-        assert!(meta.get("_type").is_none(), "no _type for Elasticsearch 8");
+        let doc_type = meta.get("_type").and_then(|t| t.as_str()).map(String::from);
+        match (flavor.type_rule(), &doc_type) {
+            (TypeRule::Required, None) => {
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    "action_request_validation_exception",
+                    "Validation Failed: 1: type is missing;",
+                )
+            }
+            (TypeRule::Refused, Some(_)) => {
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    "illegal_argument_exception",
+                    &format!(
+                        "Action/metadata line [{}] contains an unknown parameter [_type]",
+                        2 * n + 1
+                    ),
+                )
+            }
+            _ => {}
+        }
+        types.push(doc_type);
         let doc: Json = serde_json::from_str(pair[1]).unwrap();
         docs.push((
             name.clone(),
@@ -140,10 +365,17 @@ async fn bulk(
         ));
     }
     let mut st = d.lock();
+    let filter: Option<Vec<Vec<String>>> = query.get("filter_path").map(|f| {
+        f.split(',')
+            .map(|p| p.split('.').map(String::from).collect())
+            .collect()
+    });
     st.requests.push(BulkRequest {
         docs: docs.clone(),
+        types: types.clone(),
         headers: headers.clone(),
         query,
+        gzip_on_the_wire,
     });
     if st.unavailable || st.fail_503 > 0 {
         st.fail_503 = st.fail_503.saturating_sub(1);
@@ -186,17 +418,30 @@ async fn bulk(
             ));
         } else {
             st.stored.push((index.clone(), doc));
-            items.push(json!({ action.as_str(): {
+            let mut item = json!({
                 "_index": index, "_id": id, "_version": 1, "result": "created",
                 "_shards": {"total": 2, "successful": 1, "failed": 0},
                 "_seq_no": 0, "_primary_term": 1, "status": 201
-            }}));
+            });
+            if flavor.type_rule() != TypeRule::Refused {
+                // 6, 7 and OpenSearch 1 name the type in every item.
+                item["_type"] = json!("_doc");
+            }
+            items.push(json!({ action.as_str(): item }));
         }
     }
-    (
-        StatusCode::OK,
-        json!({"took": 3, "errors": errors, "items": items}).to_string(),
-    )
+    let resp = json!({"took": 3, "errors": errors, "items": items});
+    let resp = match &filter {
+        None => resp,
+        Some(f) => {
+            let patterns: Vec<Vec<&str>> = f
+                .iter()
+                .map(|p| p.iter().map(String::as_str).collect())
+                .collect();
+            filter_path(&resp, &patterns, 0).unwrap_or(json!({}))
+        }
+    };
+    (StatusCode::OK, resp.to_string())
 }
 
 // A test source: emits the configured documents, one per batch, and records each batch's
@@ -368,10 +613,16 @@ headers.x-tenant = "blue""#,
     }
     for r in &st.requests {
         assert_eq!(r.query.get("pipeline").map(String::as_str), Some("geo ip"));
+        assert_eq!(
+            r.query.get("filter_path").map(String::as_str),
+            Some(weir_sinks::elasticsearch::bulk::FILTER_PATH),
+            "only the per-item status and error are asked for"
+        );
         assert_eq!(r.headers["authorization"], "ApiKey aWQ6c2VjcmV0");
         assert_eq!(r.headers["content-type"], "application/x-ndjson");
         assert_eq!(r.headers["x-tenant"], "blue");
         assert_eq!(r.headers["content-encoding"], "gzip");
+        assert!(r.gzip_on_the_wire, "the body is gzip on the wire");
     }
     drop(st);
     assert_eq!(
@@ -581,5 +832,201 @@ async fn a_dead_endpoint_fails_over_to_the_next() {
     );
     assert_eq!(double.lock().stored.len(), 2);
     assert_eq!(metrics.sent_events(), 2);
+    assert!(metrics.errors().get("request").is_some_and(|n| *n >= 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_detection_sends_type_only_to_elasticsearch_6() {
+    // Each double enforces its version's rule: 6 refuses an action without `_type`, 8 and
+    // OpenSearch 2 one with it, 7 and OpenSearch 1 take both (so the list checks them).
+    for (flavor, want) in [
+        (Flavor::Es6, Some("_doc")),
+        (Flavor::Es7, None),
+        (Flavor::Es8, None),
+        (Flavor::Os1, None),
+        (Flavor::Os2, None),
+    ] {
+        let double = Double::of(flavor);
+        let addr = double.clone().start().await;
+        let data = tempfile::tempdir().unwrap();
+        let name = format!("es-version-{flavor:?}");
+        let docs = vec![json!({"seq": 0, "m": "a"}), json!({"seq": 1, "m": "b"})];
+        let metrics = run(&config(&name, data.path(), &docs, "", addr)).await;
+        let st = double.lock();
+        let types: Vec<Option<String>> = st.requests.iter().flat_map(|r| r.types.clone()).collect();
+        assert_eq!(types, vec![want.map(String::from); 2], "{flavor:?}");
+        assert_eq!(st.stored.len(), 2, "{flavor:?}");
+        assert!(
+            st.requests.iter().all(|r| !r.gzip_on_the_wire),
+            "no compression unless asked"
+        );
+        drop(st);
+        assert_eq!(
+            statuses_of(&name),
+            vec![(0, EventStatus::Delivered), (1, EventStatus::Delivered)],
+            "{flavor:?}"
+        );
+        assert_eq!(metrics.errors_total(), 0, "{flavor:?}: {:?}", metrics.errors());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_version_stands_in_for_detection() {
+    let docs = vec![json!({"seq": 0}), json!({"seq": 1})];
+    // No health check, `api_version = 6`: `_type` is sent and Elasticsearch 6 takes it.
+    let double = Double::of(Flavor::Es6);
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    run(&config(
+        "es-api6",
+        data.path(),
+        &docs,
+        "healthcheck = false\napi_version = 6",
+        addr,
+    ))
+    .await;
+    assert_eq!(double.lock().stored.len(), 2);
+    assert_eq!(
+        statuses_of("es-api6"),
+        vec![(0, EventStatus::Delivered), (1, EventStatus::Delivered)]
+    );
+    // Nothing detected and nothing said: the 8.x format, which 6 refuses whole (400, not
+    // retried): the documents are rejected, with the server's reason in the dead letters.
+    let double = Double::of(Flavor::Es6);
+    let addr = double.clone().start().await;
+    let dlq = data.path().join("dlq.jsonl");
+    let metrics = run(&config(
+        "es-undetected",
+        data.path(),
+        &docs,
+        &format!("healthcheck = false\ndead_letter_file = \"{}\"", dlq.display()),
+        addr,
+    ))
+    .await;
+    assert!(double.lock().stored.is_empty());
+    assert_eq!(
+        statuses_of("es-undetected"),
+        vec![(0, EventStatus::Rejected), (1, EventStatus::Rejected)]
+    );
+    assert_eq!(metrics.errors().get("rejected"), Some(&2));
+    let dead = std::fs::read_to_string(&dlq).unwrap();
+    assert_eq!(dead.lines().count(), 2, "{dead}");
+    assert!(dead.contains("type is missing"), "{dead}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_streams_need_elasticsearch_7_9_or_opensearch() {
+    let docs = vec![json!({"seq": 0, "svc": "api"})];
+    for flavor in [Flavor::Es6, Flavor::Es78] {
+        let double = Double::of(flavor);
+        let addr = double.clone().start().await;
+        let data = tempfile::tempdir().unwrap();
+        let toml = config("es-ds-old", data.path(), &docs, "mode = \"data_stream\"", addr);
+        let mut r = crate::testkit::full_registry();
+        r.add_source::<DocsSource>("es_docs", "test");
+        let config = load_str("test.toml", &toml, &r, &|_| None).unwrap();
+        let graph = resolve_graph(&config, false).unwrap();
+        let err = match topology::start(config, &graph).await {
+            Ok(_) => panic!("{flavor:?}: a data stream sink started"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("needs Elasticsearch 7.9 or later"), "{err}");
+        assert!(double.lock().requests.is_empty());
+    }
+    for flavor in [Flavor::Es7, Flavor::Os1, Flavor::Os2] {
+        let double = Double::of(flavor);
+        let addr = double.clone().start().await;
+        let data = tempfile::tempdir().unwrap();
+        let name = format!("es-ds-{flavor:?}");
+        run(&config(&name, data.path(), &docs, "mode = \"data_stream\"", addr)).await;
+        let st = double.lock();
+        assert_eq!(st.stored.len(), 1, "{flavor:?}");
+        let (action, index, _, doc) = &st.requests[0].docs[0];
+        assert_eq!((action.as_str(), index.as_str()), ("create", "logs-generic-default"));
+        assert!(doc["@timestamp"].is_string(), "{flavor:?}: {doc}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_custom_ca_and_basic_auth() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = crate::harness::make_certs(certs.path());
+    let double = Double::default();
+    let addr = double.clone().start_tls(&cert, &key).await;
+    let https = |toml: String| {
+        toml.replace(
+            &format!("\"http://{addr}\""),
+            &format!("\"https://localhost:{}\"", addr.port()),
+        )
+    };
+    let data = tempfile::tempdir().unwrap();
+    let docs = vec![json!({"seq": 0, "m": "über TLS"}), json!({"seq": 1})];
+    run(&https(config(
+        "es-tls",
+        data.path(),
+        &docs,
+        &format!(
+            "tls.ca_file = \"{}\"\nauth.user = \"elastic\"\nauth.password = \"s3cr3t pass\"",
+            ca.display()
+        ),
+        addr,
+    )))
+    .await;
+    assert_eq!(
+        statuses_of("es-tls"),
+        vec![(0, EventStatus::Delivered), (1, EventStatus::Delivered)]
+    );
+    {
+        let st = double.lock();
+        assert_eq!(st.stored.len(), 2);
+        assert_eq!(st.stored[0].1, docs[0]);
+        for r in &st.requests {
+            // base64("elastic:s3cr3t pass")
+            assert_eq!(r.headers["authorization"], "Basic ZWxhc3RpYzpzM2NyM3QgcGFzcw==");
+        }
+        assert_eq!(st.tls_handshake_errors, 0);
+    }
+    // Without the CA the server is not trusted: nothing is sent; after `max_retries` the
+    // events are given up as errored (not acknowledged).
+    let before = double.lock().requests.len();
+    let metrics = run(&https(config(
+        "es-tls-untrusted",
+        data.path(),
+        &docs,
+        "max_retries = 2",
+        addr,
+    )))
+    .await;
+    assert_eq!(
+        statuses_of("es-tls-untrusted"),
+        vec![(0, EventStatus::Errored), (1, EventStatus::Errored)]
+    );
+    let st = double.lock();
+    assert_eq!(st.requests.len(), before, "no request got through");
+    assert!(st.tls_handshake_errors >= 3, "{}", st.tls_handshake_errors);
+    assert_eq!(metrics.errors().get("gave_up"), Some(&2));
+    assert_eq!(metrics.sent_events(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answering_503_fails_over_to_the_next() {
+    let (sick, well) = (Double::default(), Double::default());
+    sick.lock().unavailable = true;
+    let (sick_addr, well_addr) = (sick.clone().start().await, well.clone().start().await);
+    let data = tempfile::tempdir().unwrap();
+    let docs = vec![json!({"seq": 0}), json!({"seq": 1})];
+    // The health check finds the first node up (it answers `GET /`); its `_bulk` says 503.
+    let toml = config("es-503-failover", data.path(), &docs, "", sick_addr).replace(
+        &format!("endpoints = [\"http://{sick_addr}\"]"),
+        &format!("endpoints = [\"http://{sick_addr}\", \"http://{well_addr}\"]"),
+    );
+    let metrics = run(&toml).await;
+    assert_eq!(
+        statuses_of("es-503-failover"),
+        vec![(0, EventStatus::Delivered), (1, EventStatus::Delivered)]
+    );
+    assert!(!sick.lock().requests.is_empty(), "the first node was tried");
+    assert!(sick.lock().stored.is_empty());
+    assert_eq!(well.lock().stored.len(), 2);
     assert!(metrics.errors().get("request").is_some_and(|n| *n >= 1));
 }

@@ -23,7 +23,9 @@ use weir_pipeline::finalization::{BatchNotifier, EventStatus};
 use weir_pipeline::metrics::{ComponentMetrics, MetricsRegistry};
 use weir_pipeline::topology::buffer;
 
-use crate::harness::{free_addr, http_get, sigterm, wait_until, wait_with_timeout, weir};
+use crate::harness::{
+    free_addr, http_get, make_certs, sigterm, wait_until, wait_with_timeout, weir,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -719,76 +721,6 @@ fn exporter_scraped_by_prometheus() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A CA and a server certificate for `localhost`/127.0.0.1 signed by it (openssl CLI).
-fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (installed by .ci/run)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec!["req", "-x509"];
-    a.extend(ec);
-    a.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=weir-test-ca",
-    ]);
-    run(&a);
-    let mut a = vec!["req"];
-    a.extend(ec);
-    a.extend([
-        "-keyout",
-        "srv.key",
-        "-out",
-        "srv.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    run(&a);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "srv.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "srv.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
 }
 
 /// TLS on both sides: the exporter serves HTTPS and a real Prometheus scrapes it, verifying

@@ -17,23 +17,28 @@
 //! bulk helper serialises through its own body types, while all this sink needs is one POST of
 //! NDJSON bytes it writes itself (cheaply, into one buffer) and a per-item parse of the answer.
 //!
-//! The loop: events are encoded into one NDJSON body (action line + document line each) until
-//! `batch.max_bytes` or `batch.max_events` is reached or `batch.timeout_secs` passes since the
-//! first one, then the body is POSTed to `<endpoint>/_bulk`. The answer is parsed per item:
-//! successes are acknowledged, 429/5xx items are sent again (only them) after a backoff,
-//! other failures (a 400 `mapper_parsing_exception`...) are counted, logged with the
-//! server's reason, written to the dead-letter file if one is set, and finalized as Rejected.
-//! A failed request (connection error, 429, 5xx, a body that is not a bulk response) is
-//! retried whole, moving to the next endpoint. The batch is held meanwhile, so the buffer
-//! fills and backpressure reaches the sources: nothing is dropped unless `max_retries` is set.
+//! The loop: events are encoded into one NDJSON body (action line + document line each,
+//! written straight into the buffer: no allocation per event) until `batch.max_bytes` or
+//! `batch.max_events` is reached or `batch.timeout_secs` passes since the first one, then the
+//! body is POSTed to `<endpoint>/_bulk`, asking (`filter_path`) for only the status and error
+//! of each item. One request is in flight at a time; the next batch is encoded meanwhile
+//! (`send.rs`). The answer is parsed per item: successes are acknowledged, 429/5xx items are
+//! sent again (only them) after a backoff, other failures (a 400
+//! `mapper_parsing_exception`...) are counted, logged with the server's reason, written to the
+//! dead-letter file if one is set, and finalized as Rejected. A failed request (connection
+//! error, 429, 5xx, a body that is not a bulk response) is retried whole, moving to the next
+//! endpoint. The batch is held meanwhile, so the buffer fills and backpressure reaches the
+//! sources: nothing is dropped unless `max_retries` is set.
 
 pub mod bulk;
+mod send;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::ops::Range;
+use std::fs::OpenOptions;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,16 +50,13 @@ use weir_pipeline::config::DataType;
 use weir_pipeline::event::{parse_path, Event, FieldPath, Value};
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
-use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::{event_time, Template};
 use weir_pipeline::BoxError;
 
-use crate::http::{
-    build_client, gzip, header_map, positive_secs as secs, retriable_status, retry_after, snippet,
-    TlsConfig,
-};
+use crate::http::{build_client, header_map, positive_secs as secs, snippet, TlsConfig};
 pub use bulk::BulkAction;
-use bulk::{parse_response, write_action, ItemOutcome};
+use bulk::{write_action, write_document};
+use send::{Auth, Batch, Item, Sender};
 
 /// How documents are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -257,12 +259,30 @@ fn default_action() -> BulkAction {
 pub struct ClusterVersion {
     pub opensearch: bool,
     pub major: u32,
+    pub minor: u32,
 }
 
 impl ClusterVersion {
-    /// Elasticsearch 6 and older want a `_type` on every action.
+    /// Elasticsearch 6 and older want a `_type` on every action; 7 and OpenSearch 1 accept
+    /// one (deprecated), 8 and OpenSearch 2 refuse it, so only 6 gets one.
     fn doc_type(self) -> Option<&'static str> {
         (!self.opensearch && self.major < 7).then_some("_doc")
+    }
+
+    /// Data streams came with Elasticsearch 7.9 (and every OpenSearch).
+    fn has_data_streams(self) -> bool {
+        self.opensearch || (self.major, self.minor) >= (7, 9)
+    }
+}
+
+impl std::fmt::Display for ClusterVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if self.opensearch {
+            "OpenSearch"
+        } else {
+            "Elasticsearch"
+        };
+        write!(f, "{name} {}.{}", self.major, self.minor)
     }
 }
 
@@ -274,14 +294,14 @@ pub fn parse_root(body: &[u8]) -> Result<ClusterVersion, String> {
     let number = ver["number"]
         .as_str()
         .ok_or_else(|| format!("`GET /` has no version.number: {}", snippet(body, 200)))?;
-    let major = number
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .ok_or_else(|| format!("`GET /`: version.number `{number}` is not a version"))?;
+    let mut parts = number.split('.').map(|p| p.parse::<u32>().ok());
+    let (Some(Some(major)), minor) = (parts.next(), parts.next().flatten()) else {
+        return Err(format!("`GET /`: version.number `{number}` is not a version"));
+    };
     Ok(ClusterVersion {
         opensearch: ver["distribution"].as_str() == Some("opensearch"),
         major,
+        minor: minor.unwrap_or(0),
     })
 }
 
@@ -360,54 +380,55 @@ impl SinkConfig for ElasticsearchConfig {
         };
         let mut bulk_url = Vec::new();
         for e in &endpoints {
-            let mut u = format!("{e}/_bulk");
+            let mut q = reqwest::Url::parse("http://x/").map_err(|e| e.to_string())?;
+            q.query_pairs_mut().append_pair("filter_path", bulk::FILTER_PATH);
             if let Some(p) = &self.pipeline {
-                let mut q = reqwest::Url::parse("http://x/").map_err(|e| e.to_string())?;
                 q.query_pairs_mut().append_pair("pipeline", p);
-                u.push('?');
-                u.push_str(q.query().unwrap_or_default());
             }
-            bulk_url.push(u);
+            bulk_url.push(format!("{e}/_bulk?{}", q.query().unwrap_or_default()));
         }
-        let mut sink = EsSink {
+        let metrics = cx.metrics;
+        let mut sender = Sender {
             client,
             endpoints,
             bulk_url,
             current: 0,
             auth,
             headers,
-            target,
+            gzip: self.compression == Compression::Gzip,
             action: match self.mode {
                 Mode::Bulk => self.bulk_action,
                 Mode::DataStream => BulkAction::Create,
             },
-            data_stream: self.mode == Mode::DataStream,
-            id_key,
-            gzip: self.compression == Compression::Gzip,
-            batch: self.batch.clone(),
-            batch_timeout,
             backoff,
             max_retries: self.max_retries,
+            dead_letter,
+            metrics: metrics.clone(),
+        };
+        let mut encoder = Encoder {
+            target,
+            action: sender.action,
+            data_stream: self.mode == Mode::DataStream,
+            id_key,
+            index_per_second: self.mode == Mode::Bulk && index_is_per_second(&self.index),
             version: self.api_version.map(|major| ClusterVersion {
                 opensearch: false,
                 major,
+                minor: 0,
             }),
-            dead_letter,
-            metrics: cx.metrics,
         };
         if self.healthcheck {
-            match sink.healthcheck().await {
+            match sender.healthcheck().await {
                 Ok(v) => {
-                    tracing::info!(component = %cx.id, opensearch = v.opensearch, major = v.major, "cluster reachable");
-                    if sink.data_stream && !v.opensearch && v.major < 7 {
+                    tracing::info!(component = %cx.id, version = %v, "cluster reachable");
+                    if encoder.data_stream && !v.has_data_streams() {
                         return Err(format!(
-                            "`mode = \"data_stream\"` needs Elasticsearch 7.9 or later; the cluster is {}",
-                            v.major
+                            "`mode = \"data_stream\"` needs Elasticsearch 7.9 or later, or OpenSearch; the cluster is {v}"
                         )
                         .into());
                     }
                     if self.api_version.is_none() {
-                        sink.version = Some(v);
+                        encoder.version = Some(v);
                     }
                 }
                 Err(e) => {
@@ -415,7 +436,13 @@ impl SinkConfig for ElasticsearchConfig {
                 }
             }
         }
-        Ok(Box::new(sink))
+        Ok(Box::new(EsSink {
+            encoder,
+            sender,
+            batch: self.batch.clone(),
+            batch_timeout,
+            metrics,
+        }))
     }
 
     fn input(&self) -> DataType {
@@ -423,124 +450,127 @@ impl SinkConfig for ElasticsearchConfig {
     }
 }
 
-enum Auth {
-    None,
-    Basic(String, Option<String>),
-    ApiKey(String),
-}
-
 enum Target {
     Index(Template),
     DataStream(Template, Template, Template),
 }
 
-/// One document of the batch being built: its event (for finalization) and its two lines in
-/// the body.
-struct Item {
-    event: Event,
-    range: Range<usize>,
+/// Whether an index template renders the same for every event within one second: only
+/// time parts (no `{{ field }}`) and none finer than a second (`%f`, `%.3f`, `%+`...). The
+/// sink then renders it once per second of event time instead of once per event.
+fn index_is_per_second(template: &str) -> bool {
+    if template.contains("{{") {
+        return false;
+    }
+    let b = template.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            i += 1;
+            // Flags, widths and the `.` of `%.3f`, then the specifier.
+            while i < b.len() && matches!(b[i], b'-' | b'_' | b'0'..=b'9' | b'^' | b'#' | b'.') {
+                if b[i] == b'.' {
+                    return false;
+                }
+                i += 1;
+            }
+            if i < b.len() && matches!(b[i], b'f' | b'+') {
+                return false;
+            }
+        }
+        i += 1;
+    }
+    true
 }
 
-struct EsSink {
-    client: reqwest::Client,
-    endpoints: Vec<String>,
-    bulk_url: Vec<String>,
-    current: usize,
-    auth: Auth,
-    headers: reqwest::header::HeaderMap,
+/// Strings reused from event to event while encoding.
+#[derive(Default)]
+struct Scratch {
+    /// The index (or data stream) of the current event.
+    index: String,
+    /// A part of a data stream's name.
+    part: String,
+    /// The second of event time `index` was rendered for (per-second index templates).
+    index_second: Option<i64>,
+}
+
+/// Events to documents: the index or data stream, the action line, the document.
+struct Encoder {
     target: Target,
     action: BulkAction,
     data_stream: bool,
     id_key: Option<FieldPath>,
-    gzip: bool,
+    /// See [`index_is_per_second`].
+    index_per_second: bool,
+    version: Option<ClusterVersion>,
+}
+
+struct EsSink {
+    encoder: Encoder,
+    sender: Sender,
     batch: BatchConfig,
     batch_timeout: Duration,
-    backoff: (Duration, Duration),
-    max_retries: Option<u32>,
-    version: Option<ClusterVersion>,
-    dead_letter: Option<File>,
     metrics: Arc<ComponentMetrics>,
 }
 
-/// How one request went.
-enum Sent {
-    /// A bulk response, one outcome per document.
-    Items(Vec<ItemOutcome>),
-    /// Try the whole request again (connection error, 429, 5xx, unusable response).
-    Retry(String, Option<Duration>),
-    /// The whole request was refused (400, 401, 413...): the reason.
-    Refused(u16, String),
-}
-
-impl EsSink {
-    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let r = self
-            .client
-            .request(method, url)
-            .headers(self.headers.clone());
-        match &self.auth {
-            Auth::None => r,
-            Auth::Basic(u, p) => r.basic_auth(u, p.as_ref()),
-            Auth::ApiKey(k) => r.header(reqwest::header::AUTHORIZATION, format!("ApiKey {k}")),
-        }
-    }
-
-    /// `GET /` on each endpoint until one answers.
-    async fn healthcheck(&mut self) -> Result<ClusterVersion, String> {
-        let mut errors = Vec::new();
-        for i in 0..self.endpoints.len() {
-            let idx = (self.current + i) % self.endpoints.len();
-            let url = format!("{}/", self.endpoints[idx]);
-            let res = self
-                .request(reqwest::Method::GET, &url)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await;
-            match res {
-                Ok(r) if r.status().is_success() => {
-                    let body = r.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-                    self.current = idx;
-                    return parse_root(&body).map_err(|e| format!("{url}: {e}"));
-                }
-                Ok(r) => errors.push(format!("{url}: HTTP {}", r.status())),
-                Err(e) => errors.push(format!("{url}: {e}")),
-            }
-        }
-        Err(errors.join("; "))
-    }
-
-    /// Encodes `event` as an action line and a document line at the end of `buf`.
-    fn encode(&self, event: &Event, buf: &mut Vec<u8>, scratch: &mut String) -> Result<(), String> {
+impl Encoder {
+    /// Encodes `event` as an action line and a document line at the end of `buf`. Allocates
+    /// nothing per event (the strings in `scratch` are reused).
+    fn encode(&self, event: &Event, buf: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), String> {
         let start = buf.len();
         match &self.target {
-            Target::Index(t) => t.render_into(event, scratch).map_err(|e| e.to_string())?,
+            Target::Index(t) if self.index_per_second => {
+                let second = event_time(event).timestamp();
+                if scratch.index_second != Some(second) {
+                    t.render_into(event, &mut scratch.index)
+                        .map_err(|e| e.to_string())?;
+                    scratch.index_second = Some(second);
+                }
+            }
+            Target::Index(t) => t
+                .render_into(event, &mut scratch.index)
+                .map_err(|e| e.to_string())?,
             Target::DataStream(k, d, n) => {
-                let mut s = String::new();
-                k.render_into(event, scratch).map_err(|e| e.to_string())?;
-                d.render_into(event, &mut s).map_err(|e| e.to_string())?;
-                scratch.push('-');
-                scratch.push_str(&s);
-                n.render_into(event, &mut s).map_err(|e| e.to_string())?;
-                scratch.push('-');
-                scratch.push_str(&s);
+                let part = &mut scratch.part;
+                k.render_into(event, &mut scratch.index)
+                    .map_err(|e| e.to_string())?;
+                d.render_into(event, part).map_err(|e| e.to_string())?;
+                scratch.index.push('-');
+                scratch.index.push_str(part);
+                n.render_into(event, part).map_err(|e| e.to_string())?;
+                scratch.index.push('-');
+                scratch.index.push_str(part);
             }
         }
-        let id = match (&self.id_key, event) {
+        let id: Option<Cow<'_, str>> = match (&self.id_key, event) {
             (Some(k), Event::Log(l)) => match l.get(k) {
-                Some(v @ (Value::Bytes(_) | Value::String(_))) => {
-                    v.to_str_lossy().map(|s| s.into_owned())
-                }
+                Some(v @ (Value::Bytes(_) | Value::String(_))) => v.to_str_lossy(),
                 Some(Value::Null) | None => None,
-                Some(v) => Some(v.to_string_lossy().into_owned()),
+                Some(v) => Some(v.to_string_lossy()),
             },
             _ => None,
         };
         let doc_type = self.version.and_then(ClusterVersion::doc_type);
-        write_action(buf, self.action, scratch, id.as_deref(), doc_type);
+        write_action(buf, self.action, &scratch.index, id.as_deref(), doc_type);
         let doc_start = buf.len();
         let res = match event {
-            Event::Log(l) => serde_json::to_writer(&mut *buf, l.value()),
-            other => serde_json::to_writer(&mut *buf, &other.to_json_value()),
+            Event::Log(l) => {
+                let ts = (self.data_stream && l.get_field("@timestamp").is_none())
+                    .then(|| event_time(event));
+                write_document(buf, l.value(), ts)
+            }
+            // Metrics and spans in a data stream need an `@timestamp` too (rare: through
+            // their JSON form).
+            other if self.data_stream => {
+                let mut v = other.to_json_value();
+                if let Some(o) = v.as_object_mut() {
+                    let ts = event_time(other).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+                    o.insert("@timestamp".into(), ts.into());
+                }
+                serde_json::to_writer(&mut *buf, &v)
+            }
+            Event::Metric(m) => serde_json::to_writer(&mut *buf, m),
+            Event::Trace(t) => serde_json::to_writer(&mut *buf, t),
         };
         if let Err(e) = res {
             buf.truncate(start);
@@ -550,272 +580,89 @@ impl EsSink {
             buf.truncate(start);
             return Err("the event is not an object, so it is not a document".into());
         }
-        if self.data_stream
-            && event
-                .as_log()
-                .is_none_or(|l| l.get_field("@timestamp").is_none())
-        {
-            // Splice `"@timestamp":"…",` in after the opening brace.
-            let ts = event_time(event).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-            let mut ins = Vec::with_capacity(ts.len() + 16);
-            ins.extend_from_slice(b"\"@timestamp\":");
-            let _ = serde_json::to_writer(&mut ins, &ts);
-            if buf.len() > doc_start + 2 {
-                ins.push(b',');
-            }
-            buf.splice(doc_start + 1..doc_start + 1, ins);
-        }
         buf.push(b'\n');
         Ok(())
     }
 
-    /// Sends one body to the current endpoint.
-    async fn send(&mut self, body: &[u8], count: usize) -> Sent {
-        let url = self.bulk_url[self.current].clone();
-        let payload = if self.gzip { gzip(body) } else { body.to_vec() };
-        let mut req = self
-            .request(reqwest::Method::POST, &url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson");
-        if self.gzip {
-            req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
-        }
-        let len = payload.len() as u64;
-        let resp = match req.body(payload).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                self.rotate();
-                return Sent::Retry(format!("POST {url}: {}", error_chain(&e)), None);
-            }
-        };
-        let status = resp.status().as_u16();
-        let after = retry_after(resp.headers(), self.backoff.1);
-        let body = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                self.rotate();
-                return Sent::Retry(
-                    format!("POST {url}: reading the response: {}", error_chain(&e)),
-                    None,
-                );
-            }
-        };
-        self.metrics.add_sent_bytes(len);
-        if (200..300).contains(&status) {
-            return match parse_response(&body, count, self.action == BulkAction::Create) {
-                Ok(o) => Sent::Items(o),
-                Err(e) => {
-                    self.metrics.error(
-                        "bulk_response",
-                        1,
-                        &format_args!("POST {url}: {e}; the documents will be sent again"),
-                    );
-                    Sent::Retry(format!("POST {url}: unusable bulk response"), None)
-                }
-            };
-        }
-        let msg = format!("POST {url}: HTTP {status}: {}", snippet(&body, 300));
-        if retriable_status(status) {
-            self.rotate();
-            Sent::Retry(msg, after)
-        } else {
-            Sent::Refused(status, msg)
-        }
-    }
-
-    fn rotate(&mut self) {
-        self.current = (self.current + 1) % self.endpoints.len();
-    }
-
-    /// Writes a refused document to the dead-letter file.
-    fn dead_letter(&mut self, status: u16, reason: &str, lines: &[u8]) {
-        let Some(f) = &mut self.dead_letter else {
-            return;
-        };
-        let lines = lines.strip_suffix(b"\n").unwrap_or(lines);
-        let (action, doc) = match memchr::memchr(b'\n', lines) {
-            Some(i) => (&lines[..i], &lines[i + 1..]),
-            None => (lines, &b"null"[..]),
-        };
-        let mut out = Vec::with_capacity(lines.len() + reason.len() + 64);
-        out.extend_from_slice(b"{\"status\":");
-        out.extend_from_slice(status.to_string().as_bytes());
-        out.extend_from_slice(b",\"reason\":");
-        let _ = serde_json::to_writer(&mut out, reason);
-        out.extend_from_slice(b",\"action\":");
-        out.extend_from_slice(action);
-        out.extend_from_slice(b",\"document\":");
-        out.extend_from_slice(doc);
-        out.extend_from_slice(b"}\n");
-        if let Err(e) = f.write_all(&out) {
-            self.metrics.error(
-                "dead_letter",
-                1,
-                &format_args!("cannot write to the dead-letter file: {e}"),
-            );
-        }
-    }
-
-    /// Sends `items` (encoded in `buf`) until each is delivered or refused.
-    async fn flush(&mut self, buf: &mut Vec<u8>, items: &mut Vec<Item>) {
-        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
-        let mut attempts = 0u32;
-        while !items.is_empty() {
-            attempts += 1;
-            let outcome = self.send(buf, items.len()).await;
-            let give_up = self.max_retries.is_some_and(|m| attempts > m);
-            let delay = match outcome {
-                Sent::Items(outcomes) => {
-                    let mut keep = Vec::new();
-                    let mut delivered = 0u64;
-                    let mut retry_reason = None;
-                    for (item, o) in std::mem::take(items).into_iter().zip(outcomes) {
-                        match o {
-                            ItemOutcome::Ok => delivered += 1,
-                            ItemOutcome::Retry(r) if !give_up => {
-                                retry_reason.get_or_insert(r);
-                                keep.push(item);
-                            }
-                            ItemOutcome::Retry(r) => {
-                                self.give_up(&item, buf, &r, attempts);
-                            }
-                            ItemOutcome::Rejected { status, reason } => {
-                                self.metrics.error(
-                                    "rejected",
-                                    1,
-                                    &format_args!(
-                                        "document refused (HTTP {status}), not retried: {reason}"
-                                    ),
-                                );
-                                self.dead_letter(status, &reason, &buf[item.range.clone()]);
-                                item.event.metadata().update_status(EventStatus::Rejected);
-                            }
-                        }
-                    }
-                    self.metrics.add_sent(delivered);
-                    if keep.is_empty() {
-                        items.clear();
-                        buf.clear();
-                        return;
-                    }
-                    self.metrics.add_counter(
-                        "elasticsearch_retried_documents_total",
-                        None,
-                        keep.len() as u64,
-                    );
-                    self.metrics.error(
-                        "retry",
-                        1,
-                        &format_args!(
-                            "{} document(s) refused for now ({}), sending them again",
-                            keep.len(),
-                            retry_reason.unwrap_or_default()
-                        ),
-                    );
-                    let mut nbuf = Vec::with_capacity(buf.len());
-                    for it in &mut keep {
-                        let start = nbuf.len();
-                        nbuf.extend_from_slice(&buf[it.range.clone()]);
-                        it.range = start..nbuf.len();
-                    }
-                    *buf = nbuf;
-                    *items = keep;
-                    None
-                }
-                Sent::Retry(msg, after) => {
-                    self.metrics
-                        .error("request", 1, &format_args!("{msg}; retrying"));
-                    if give_up {
-                        for it in std::mem::take(items) {
-                            self.give_up(&it, buf, &msg, attempts);
-                        }
-                        buf.clear();
-                        return;
-                    }
-                    after
-                }
-                Sent::Refused(status, msg) => {
-                    self.metrics.error(
-                        "rejected",
-                        items.len() as u64,
-                        &format_args!("{} document(s) refused: {msg}", items.len()),
-                    );
-                    for it in std::mem::take(items) {
-                        self.dead_letter(status, &msg, &buf[it.range.clone()]);
-                        it.event.metadata().update_status(EventStatus::Rejected);
-                    }
-                    buf.clear();
-                    return;
-                }
-            };
-            let d = backoff.next_delay();
-            tokio::time::sleep(delay.map_or(d, |a| a.max(d))).await;
-        }
-        buf.clear();
-    }
-
-    fn give_up(&mut self, item: &Item, buf: &[u8], reason: &str, attempts: u32) {
-        self.metrics.error(
-            "gave_up",
-            1,
-            &format_args!("giving up on a document after {attempts} attempts: {reason}"),
-        );
-        self.dead_letter(0, reason, &buf[item.range.clone()]);
-        item.event.metadata().update_status(EventStatus::Errored);
-    }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
+/// The batch being sent, which owns the sender until it is done.
+type Sending = Pin<Box<dyn Future<Output = (Sender, Batch)> + Send>>;
 
 #[async_trait]
 impl Sink for EsSink {
-    async fn run(mut self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
-        let mut buf: Vec<u8> = Vec::new();
-        let mut items: Vec<Item> = Vec::new();
-        let mut scratch = String::new();
+    /// Encodes events into a batch while the previous batch is being sent (one request in
+    /// flight, so the documents keep their order), and sends a batch when it is full, when
+    /// `batch.timeout_secs` has passed since its first document, or at the end of input.
+    /// While the sender is busy and the next batch is full, input waits: backpressure.
+    async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
+        let EsSink {
+            encoder,
+            sender,
+            batch: limits,
+            batch_timeout,
+            metrics,
+        } = *self;
+        let mut idle = Some(sender);
+        let mut sending: Option<Sending> = None;
+        let mut building = Batch::default();
+        let mut spare: Option<Batch> = None;
+        let mut scratch = Scratch::default();
         let mut deadline: Option<Instant> = None;
         let mut open = true;
-        while open || !items.is_empty() {
-            let flush_now = tokio::select! {
-                b = input.next(), if open => match b {
+        loop {
+            let full = building.body.len() >= limits.max_bytes
+                || building.items.len() >= limits.max_events;
+            let due = !building.items.is_empty()
+                && (full || !open || deadline.is_some_and(|d| d <= Instant::now()));
+            if due {
+                if let Some(s) = idle.take() {
+                    let next = spare.take().unwrap_or_default();
+                    let batch = std::mem::replace(&mut building, next);
+                    deadline = None;
+                    sending = Some(Box::pin(s.flush(batch)));
+                }
+            }
+            if !open && building.items.is_empty() && sending.is_none() {
+                break;
+            }
+            tokio::select! {
+                b = input.next(), if open && !full => match b {
                     Some(batch) => {
                         for event in batch {
-                            let start = buf.len();
-                            match self.encode(&event, &mut buf, &mut scratch) {
-                                Ok(()) => items.push(Item { event, range: start..buf.len() }),
+                            let start = building.body.len();
+                            match encoder.encode(&event, &mut building.body, &mut scratch) {
+                                Ok(()) => building.items.push(Item {
+                                    event,
+                                    range: start..building.body.len(),
+                                }),
                                 Err(e) => {
-                                    self.metrics.error("encode", 1, &e);
+                                    metrics.error("encode", 1, &e);
                                     event.metadata().update_status(EventStatus::Rejected);
                                 }
                             }
                         }
-                        if !items.is_empty() && deadline.is_none() {
-                            deadline = Some(Instant::now() + self.batch_timeout);
+                        if !building.items.is_empty() && deadline.is_none() {
+                            deadline = Some(Instant::now() + batch_timeout);
                         }
-                        buf.len() >= self.batch.max_bytes || items.len() >= self.batch.max_events
                     }
-                    None => {
-                        open = false;
-                        true
-                    }
+                    None => open = false,
                 },
-                _ = sleep_until(deadline) => true,
-            };
-            if flush_now && !items.is_empty() {
-                deadline = None;
-                self.flush(&mut buf, &mut items).await;
+                (s, done) = async {
+                    match sending.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if sending.is_some() => {
+                    sending = None;
+                    idle = Some(s);
+                    spare = Some(done);
+                }
+                _ = sleep_until(deadline), if deadline.is_some() && idle.is_some() => {}
             }
         }
-        if let Some(f) = &mut self.dead_letter {
-            let _ = f.flush();
+        if let Some(s) = &mut idle {
+            s.flush_dead_letters();
         }
         Ok(())
     }
@@ -839,7 +686,8 @@ mod tests {
             parse_root(es8).unwrap(),
             ClusterVersion {
                 opensearch: false,
-                major: 8
+                major: 8,
+                minor: 15
             }
         );
         let os2 = br#"{"version":{"distribution":"opensearch","number":"2.11.0"}}"#;
@@ -848,5 +696,25 @@ mod tests {
         let es6 = br#"{"version":{"number":"6.8.23"}}"#;
         assert_eq!(parse_root(es6).unwrap().doc_type(), Some("_doc"));
         assert!(parse_root(b"nope").unwrap_err().contains("JSON"));
+        let es78 = parse_root(br#"{"version":{"number":"7.8.1"}}"#).unwrap();
+        assert!(!es78.has_data_streams() && es78.doc_type().is_none());
+        assert!(parse_root(br#"{"version":{"number":"7.9.0"}}"#)
+            .unwrap()
+            .has_data_streams());
+        assert!(v.has_data_streams());
+        assert_eq!(v.to_string(), "OpenSearch 2.11");
+        assert!(parse_root(br#"{"version":{"number":"x.1"}}"#).is_err());
+    }
+
+    #[test]
+    fn per_second_index_templates() {
+        assert!(index_is_per_second("weir-%Y.%m.%d"));
+        assert!(index_is_per_second("logs-%Y-%m-%dT%H:%M:%S"));
+        assert!(index_is_per_second("static"));
+        assert!(!index_is_per_second("logs-{{ ns }}-%Y"));
+        assert!(!index_is_per_second("x-%f"));
+        assert!(!index_is_per_second("x-%.3f"));
+        assert!(!index_is_per_second("x-%3f"));
+        assert!(!index_is_per_second("x-%+"));
     }
 }

@@ -67,12 +67,6 @@ fn kv_object(kvs: &[KeyValue]) -> ObjectMap {
         .collect()
 }
 
-fn kv_map(kvs: &[KeyValue]) -> BTreeMap<String, Value> {
-    kvs.iter()
-        .map(|kv| (kv.key.clone(), any_value(kv.value.as_ref())))
-        .collect()
-}
-
 fn fixed<const N: usize>(
     what: &'static str,
     b: &[u8],
@@ -106,56 +100,88 @@ fn resource_attrs(r: Option<&Resource>) -> &[KeyValue] {
     r.map(|r| r.attributes.as_slice()).unwrap_or(&[])
 }
 
-/// Spans of an export request, or the first invalid id.
+/// An OTLP value as a native value, taking its strings and bytes over (no copy).
+pub fn into_value(v: Option<AnyValue>) -> Value {
+    let Some(v) = v.and_then(|v| v.value) else {
+        return Value::Null;
+    };
+    match v {
+        any_value::Value::StringValue(s) => Value::Bytes(Bytes::from(s)),
+        any_value::Value::BoolValue(b) => Value::Boolean(b),
+        any_value::Value::IntValue(i) => Value::Integer(i),
+        any_value::Value::DoubleValue(f) => Value::from_f64_or_zero(f),
+        any_value::Value::BytesValue(b) => Value::Bytes(Bytes::from(b)),
+        any_value::Value::ArrayValue(a) => {
+            Value::Array(a.values.into_iter().map(|v| into_value(Some(v))).collect())
+        }
+        any_value::Value::KvlistValue(kv) => Value::Object(
+            kv.values
+                .into_iter()
+                .map(|kv| (kv.key.into(), into_value(kv.value)))
+                .collect(),
+        ),
+    }
+}
+
+fn into_map(kvs: Vec<KeyValue>) -> BTreeMap<String, Value> {
+    kvs.into_iter()
+        .map(|kv| (kv.key, into_value(kv.value)))
+        .collect()
+}
+
+/// Spans of an export request, or the first invalid id. The request is taken apart: names,
+/// attribute keys and values move into the events; only the resource and scope are copied,
+/// once per span.
 pub fn traces(
     req: ExportTraceServiceRequest,
     source: &Option<Arc<str>>,
 ) -> Result<Vec<Event>, ConvertError> {
     let mut out = Vec::new();
-    for rs in &req.resource_spans {
-        let resource = kv_map(resource_attrs(rs.resource.as_ref()));
-        for ss in &rs.scope_spans {
+    for rs in req.resource_spans {
+        let resource = into_map(rs.resource.map(|r| r.attributes).unwrap_or_default());
+        for ss in rs.scope_spans {
             let (scope_name, scope_version) = scope_parts(ss.scope.as_ref());
-            for s in &ss.spans {
-                let mut span = Span::new(
-                    fixed("trace_id", &s.trace_id, &s.name)?,
-                    fixed("span_id", &s.span_id, &s.name)?,
-                    s.name.clone(),
-                );
-                if !s.parent_span_id.is_empty() {
-                    span.parent_span_id =
-                        Some(fixed("parent_span_id", &s.parent_span_id, &s.name)?);
-                }
-                span.trace_state = s.trace_state.clone();
-                span.kind = kind(s.kind);
-                span.start_time_unix_nano = s.start_time_unix_nano;
-                span.end_time_unix_nano = s.end_time_unix_nano;
-                span.attributes = kv_map(&s.attributes);
-                span.events = s
-                    .events
-                    .iter()
-                    .map(|e| SpanEvent {
-                        time_unix_nano: e.time_unix_nano,
-                        name: e.name.clone(),
-                        attributes: kv_map(&e.attributes),
-                    })
-                    .collect();
-                span.links = s
+            for s in ss.spans {
+                let trace_id = fixed("trace_id", &s.trace_id, &s.name)?;
+                let span_id = fixed("span_id", &s.span_id, &s.name)?;
+                let parent_span_id = if s.parent_span_id.is_empty() {
+                    None
+                } else {
+                    Some(fixed("parent_span_id", &s.parent_span_id, &s.name)?)
+                };
+                let links = s
                     .links
-                    .iter()
+                    .into_iter()
                     .map(|l| {
                         Ok(SpanLink {
                             trace_id: fixed("link trace_id", &l.trace_id, &s.name)?,
                             span_id: fixed("link span_id", &l.span_id, &s.name)?,
-                            trace_state: l.trace_state.clone(),
-                            attributes: kv_map(&l.attributes),
+                            trace_state: l.trace_state,
+                            attributes: into_map(l.attributes),
                         })
                     })
                     .collect::<Result<_, ConvertError>>()?;
-                if let Some(st) = &s.status {
+                let mut span = Span::new(trace_id, span_id, s.name);
+                span.parent_span_id = parent_span_id;
+                span.trace_state = s.trace_state;
+                span.kind = kind(s.kind);
+                span.start_time_unix_nano = s.start_time_unix_nano;
+                span.end_time_unix_nano = s.end_time_unix_nano;
+                span.attributes = into_map(s.attributes);
+                span.events = s
+                    .events
+                    .into_iter()
+                    .map(|e| SpanEvent {
+                        time_unix_nano: e.time_unix_nano,
+                        name: e.name,
+                        attributes: into_map(e.attributes),
+                    })
+                    .collect();
+                span.links = links;
+                if let Some(st) = s.status {
                     span.status = SpanStatus {
                         code: st.code,
-                        message: st.message.clone(),
+                        message: st.message,
                     };
                 }
                 span.resource = resource.clone();
