@@ -7,6 +7,7 @@ mod flows;
 mod perf;
 mod report;
 mod runner;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ weir-bench: end-to-end throughput of the release weir binary, with in-run baseli
 USAGE:
     weir-bench [OPTIONS]
     weir-bench flows [OPTIONS]   (flow_to_topology; see `weir-bench flows --help`)
+    weir-bench transport [OPTIONS]   (nats and kafka; see `weir-bench transport --help`)
 
 OPTIONS:
     --size-mib N       Size of the generated input, in MiB (default 1024)
@@ -201,6 +203,16 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("flows") {
         return match flows::main(argv.get(2..).unwrap_or_default()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if argv.get(1).map(String::as_str) == Some("transport") {
+        return match transport::main(argv.get(2..).unwrap_or_default()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
