@@ -282,26 +282,34 @@ impl KafkaSink {
         if !dynamic {
             p.topics.push_str(self.topic.as_str());
         }
+        let mut scratch = String::new();
+        let mut last_topic: Option<Range<usize>> = None;
         for (event, e) in batch.iter().enumerate() {
             let topic = if dynamic {
-                let start = p.topics.len();
-                if let Err(err) = self.topic.render_into(e, &mut p.topics) {
-                    p.topics.truncate(start);
+                if let Err(err) = self.topic.render_into(e, &mut scratch) {
                     self.reject(e, &mut p.rejected, "template", &err);
                     continue;
                 }
-                if !is_valid_topic(&p.topics[start..]) {
-                    let t = p.topics[start..].to_string();
-                    p.topics.truncate(start);
+                if !is_valid_topic(&scratch) {
                     self.reject(
                         e,
                         &mut p.rejected,
                         "template",
-                        &format_args!("rendered topic {t:?} is not a valid Kafka topic name"),
+                        &format_args!("rendered topic {scratch:?} is not a valid Kafka topic name"),
                     );
                     continue;
                 }
-                start..p.topics.len()
+                // Consecutive events mostly share a topic: store it once.
+                match &last_topic {
+                    Some(r) if p.topics[r.clone()] == scratch => r.clone(),
+                    _ => {
+                        let start = p.topics.len();
+                        p.topics.push_str(&scratch);
+                        let r = start..p.topics.len();
+                        last_topic = Some(r.clone());
+                        r
+                    }
+                }
             } else {
                 0..p.topics.len()
             };
