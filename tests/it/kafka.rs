@@ -402,8 +402,13 @@ fn aggregator_killed_mid_stream_resumes_from_committed_offsets_without_loss() {
     );
     let out = d.join("agg.out");
     let mut agg = start_weir(d, "agg", &cfg, false);
+    // Kill it once it has written some and committed some (the first commit may come after
+    // thousands of events).
     assert!(
-        wait_until(Duration::from_secs(60), || lines(&out).len() >= 3000),
+        wait_until(Duration::from_secs(60), || lines(&out).len() >= 2000
+            && committed(&servers, "agg", "logs", PARTITIONS)
+                .iter()
+                .any(|o| *o > 0)),
         "{}",
         weir_log(d, "agg")
     );
@@ -444,6 +449,9 @@ fn aggregator_killed_mid_stream_resumes_from_committed_offsets_without_loss() {
             );
         }
     }
+    eprintln!(
+        "killed after {written_before} written, committed {at_kill:?}; {duplicates} duplicates after the restart"
+    );
     assert_eq!(lines(&out).len(), N + duplicates);
     let per_partition: Vec<i64> = (0..PARTITIONS)
         .map(|p| (0..N as i32).filter(|i| i % PARTITIONS == p).count() as i64)
