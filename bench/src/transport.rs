@@ -148,7 +148,10 @@ fn free_addr() -> Result<SocketAddr> {
 fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(addr).is_err() {
-        ensure!(Instant::now() < deadline, "{what} does not listen on {addr}");
+        ensure!(
+            Instant::now() < deadline,
+            "{what} does not listen on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
@@ -186,7 +189,14 @@ fn start_nats(work: &Path, taskset: bool) -> Result<Broker> {
         .context("nats-server is not installed (apt-get install nats-server)")?;
     let addr = free_addr()?;
     let child = pinned(taskset, "1", &bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &addr.port().to_string(), "-sd"])
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &addr.port().to_string(),
+            "-sd",
+        ])
         .arg(work.join("nats-store"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -211,7 +221,13 @@ fn start_tansu(work: &Path, taskset: bool) -> Result<Broker> {
     std::fs::create_dir_all(&cwd)?;
     let child = pinned(taskset, "1", &bin)
         .current_dir(&cwd)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "memory://tansu/"])
         .env_remove("STORAGE_ENGINE")
         .stdout(Stdio::null())
@@ -253,7 +269,11 @@ fn payloads(runner: &Runner, events: u64) -> Result<Vec<Bytes>> {
         .filter(|l| !l.is_empty())
         .map(Bytes::copy_from_slice)
         .collect();
-    ensure!(lines.len() as u64 == events, "demo wrote {} lines, expected {events}", lines.len());
+    ensure!(
+        lines.len() as u64 == events,
+        "demo wrote {} lines, expected {events}",
+        lines.len()
+    );
     Ok(lines)
 }
 
@@ -309,7 +329,10 @@ fn weir_until(runner: &Runner, name: &str, body: &str, events: u64) -> Result<Ti
     let cfg = runner.work.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
-        format!("data_dir = \"{}\"\n[api]\naddress = \"{api}\"\n\n{body}", data.display()),
+        format!(
+            "data_dir = \"{}\"\n[api]\naddress = \"{api}\"\n\n{body}",
+            data.display()
+        ),
     )?;
     let mut cmd = pinned(runner.taskset, "0", &runner.weir);
     cmd.args(["run", "--threads", "1", "--config"])
@@ -380,14 +403,20 @@ fn nats_cases(args: &Args, runner: &Runner, payloads: &[Bytes]) -> Result<Vec<Pa
     let url = format!("nats://{}", broker.addr);
     let mut rows = Vec::new();
 
-    let core_base = measure(args.runs, |_| time_baseline(async {
-        let c = async_nats::connect(&url).await?;
-        for p in payloads {
-            c.publish("core.x", p.clone()).await?;
-        }
-        c.flush().await?;
-        Ok(())
-    }), "nats core baseline")?;
+    let core_base = measure(
+        args.runs,
+        |_| {
+            time_baseline(async {
+                let c = async_nats::connect(&url).await?;
+                for p in payloads {
+                    c.publish("core.x", p.clone()).await?;
+                }
+                c.flush().await?;
+                Ok(())
+            })
+        },
+        "nats core baseline",
+    )?;
     let sink = |js: bool| {
         format!(
             "{}[sinks.out]\ntype = \"nats\"\ninputs = [\"in\"]\nurl = \"{url}\"\nsubject = \"{}\"\n\
@@ -396,7 +425,11 @@ fn nats_cases(args: &Args, runner: &Runner, payloads: &[Bytes]) -> Result<Vec<Pa
             if js { "bench.x" } else { "core.x" }
         )
     };
-    let core_weir = measure(args.runs, |_| weir_to_end(runner, "nats-core", &sink(false), n), "weir nats core sink")?;
+    let core_weir = measure(
+        args.runs,
+        |_| weir_to_end(runner, "nats-core", &sink(false), n),
+        "weir nats core sink",
+    )?;
     rows.push(Pair {
         case: "demo -> nats sink (core)",
         baseline: "async-nats publish loop + flush",
@@ -405,7 +438,9 @@ fn nats_cases(args: &Args, runner: &Runner, payloads: &[Bytes]) -> Result<Vec<Pa
     });
 
     // JetStream: a fresh in-memory stream per run; the weir sink's stream is then consumed.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let js = rt.block_on(async { anyhow::Ok(jetstream::new(async_nats::connect(&url).await?)) })?;
     let fresh = |name: String| -> Result<()> {
         rt.block_on(async {
@@ -421,36 +456,54 @@ fn nats_cases(args: &Args, runner: &Runner, payloads: &[Bytes]) -> Result<Vec<Pa
         })
     };
     let count = |name: &str| -> Result<u64> {
-        rt.block_on(async { anyhow::Ok(js.get_stream(name).await?.get_info().await?.state.messages) })
+        rt.block_on(async {
+            anyhow::Ok(js.get_stream(name).await?.get_info().await?.state.messages)
+        })
     };
-    let js_base = measure(args.runs, |_| {
-        fresh("BASE".into())?;
-        let t = time_baseline(async {
-            let js = jetstream::new(async_nats::connect(&url).await?);
-            let mut acks = Vec::with_capacity(1000);
-            for p in payloads {
-                acks.push(js.publish("base.x", p.clone()).await?);
-                if acks.len() == 1000 {
-                    for a in acks.drain(..) {
-                        a.await?;
+    let js_base = measure(
+        args.runs,
+        |_| {
+            fresh("BASE".into())?;
+            let t = time_baseline(async {
+                let js = jetstream::new(async_nats::connect(&url).await?);
+                let mut acks = Vec::with_capacity(1000);
+                for p in payloads {
+                    acks.push(js.publish("base.x", p.clone()).await?);
+                    if acks.len() == 1000 {
+                        for a in acks.drain(..) {
+                            a.await?;
+                        }
                     }
                 }
-            }
-            for a in acks {
-                a.await?;
-            }
-            Ok(())
-        })?;
-        ensure!(count("BASE")? == n, "the baseline stored {} of {n}", count("BASE")?);
-        Ok(t)
-    }, "nats JetStream baseline")?;
+                for a in acks {
+                    a.await?;
+                }
+                Ok(())
+            })?;
+            ensure!(
+                count("BASE")? == n,
+                "the baseline stored {} of {n}",
+                count("BASE")?
+            );
+            Ok(t)
+        },
+        "nats JetStream baseline",
+    )?;
     let js_body = sink(true);
-    let js_weir = measure(args.runs, |_| {
-        fresh("BENCH".into())?;
-        let t = weir_to_end(runner, "nats-js", &js_body, n)?;
-        ensure!(count("BENCH")? == n, "weir stored {} of {n}", count("BENCH")?);
-        Ok(t)
-    }, "weir nats JetStream sink")?;
+    let js_weir = measure(
+        args.runs,
+        |_| {
+            fresh("BENCH".into())?;
+            let t = weir_to_end(runner, "nats-js", &js_body, n)?;
+            ensure!(
+                count("BENCH")? == n,
+                "weir stored {} of {n}",
+                count("BENCH")?
+            );
+            Ok(t)
+        },
+        "weir nats JetStream sink",
+    )?;
     rows.push(Pair {
         case: "demo -> nats sink (JetStream)",
         baseline: "async-nats JetStream publish, 1000 PubAcks in flight",
@@ -459,35 +512,53 @@ fn nats_cases(args: &Args, runner: &Runner, payloads: &[Bytes]) -> Result<Vec<Pa
     });
 
     // Consuming: the BENCH stream holds n messages; each run uses a new durable consumer.
-    let src_base = measure(args.runs, |i| time_baseline(async {
-        let js = jetstream::new(async_nats::connect(&url).await?);
-        let consumer: jetstream::consumer::PullConsumer = js
-            .get_stream("BENCH")
-            .await?
-            .create_consumer(jetstream::consumer::pull::Config {
-                durable_name: Some(format!("base{i}")),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                max_ack_pending: 10_000,
-                ..Default::default()
+    let src_base = measure(
+        args.runs,
+        |i| {
+            time_baseline(async {
+                let js = jetstream::new(async_nats::connect(&url).await?);
+                let consumer: jetstream::consumer::PullConsumer = js
+                    .get_stream("BENCH")
+                    .await?
+                    .create_consumer(jetstream::consumer::pull::Config {
+                        durable_name: Some(format!("base{i}")),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        max_ack_pending: 10_000,
+                        ..Default::default()
+                    })
+                    .await?;
+                let mut msgs = consumer
+                    .stream()
+                    .max_messages_per_batch(500)
+                    .messages()
+                    .await?;
+                let mut got = 0;
+                while got < n {
+                    let m = msgs
+                        .next()
+                        .await
+                        .context("stream ended")?
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    got += 1;
+                }
+                Ok(())
             })
-            .await?;
-        let mut msgs = consumer.stream().max_messages_per_batch(500).messages().await?;
-        let mut got = 0;
-        while got < n {
-            let m = msgs.next().await.context("stream ended")?.map_err(|e| anyhow::anyhow!("{e}"))?;
-            m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            got += 1;
-        }
-        Ok(())
-    }), "nats JetStream consume baseline")?;
-    let src_weir = measure(args.runs, |i| {
-        let body = format!(
+        },
+        "nats JetStream consume baseline",
+    )?;
+    let src_weir = measure(
+        args.runs,
+        |i| {
+            let body = format!(
             "[sources.in]\ntype = \"nats\"\nurl = \"{url}\"\njetstream = true\nstream = \"BENCH\"\n\
              consumer = \"weir{i}\"\nacknowledgements = true\n\n\
              [sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n"
         );
-        weir_until(runner, "nats-source", &body, n)
-    }, "weir nats JetStream source")?;
+            weir_until(runner, "nats-source", &body, n)
+        },
+        "weir nats JetStream source",
+    )?;
     rows.push(Pair {
         case: "nats source (JetStream, acknowledgements) -> blackhole",
         baseline: "async-nats pull consumer, each message acked",
@@ -506,52 +577,73 @@ fn kafka_cases(args: &Args, runner: &Runner, payloads: &[Bytes]) -> Result<Vec<P
     let broker = start_tansu(&runner.work, runner.taskset)?;
     let servers = broker.addr.to_string();
     let high = |topic: &str| -> Result<i64> {
-        let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &servers).create()?;
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .create()?;
         Ok(c.fetch_watermarks(topic, 0, Duration::from_secs(10))?.1)
     };
     let mut rows = Vec::new();
-    let base = measure(args.runs, |i| {
-        let topic = format!("base-{i}");
-        create_topic(&runner.work, broker.addr, &topic)?;
-        let t = time_baseline(async {
-            let p: FutureProducer = ClientConfig::new()
-                .set("bootstrap.servers", &servers)
-                .create()?;
-            let mut reports = Vec::with_capacity(payloads.len());
-            for v in payloads {
-                loop {
-                    match p.send_result(FutureRecord::<(), [u8]>::to(&topic).payload(&v[..])) {
-                        Ok(f) => {
-                            reports.push(f);
-                            break;
+    let base = measure(
+        args.runs,
+        |i| {
+            let topic = format!("base-{i}");
+            create_topic(&runner.work, broker.addr, &topic)?;
+            let t = time_baseline(async {
+                let p: FutureProducer = ClientConfig::new()
+                    .set("bootstrap.servers", &servers)
+                    .create()?;
+                let mut reports = Vec::with_capacity(payloads.len());
+                for v in payloads {
+                    loop {
+                        match p.send_result(FutureRecord::<(), [u8]>::to(&topic).payload(&v[..])) {
+                            Ok(f) => {
+                                reports.push(f);
+                                break;
+                            }
+                            Err((
+                                rdkafka::error::KafkaError::MessageProduction(
+                                    rdkafka::error::RDKafkaErrorCode::QueueFull,
+                                ),
+                                _,
+                            )) => tokio::time::sleep(Duration::from_millis(5)).await,
+                            Err((e, _)) => return Err(e.into()),
                         }
-                        Err((rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::error::RDKafkaErrorCode::QueueFull,
-                        ), _)) => tokio::time::sleep(Duration::from_millis(5)).await,
-                        Err((e, _)) => return Err(e.into()),
                     }
                 }
-            }
-            for r in reports {
-                r.await?.map_err(|(e, _)| e)?;
-            }
-            Ok(())
-        })?;
-        ensure!(high(&topic)? == n as i64, "the baseline stored {} of {n}", high(&topic)?);
-        Ok(t)
-    }, "kafka produce baseline")?;
-    let weir = measure(args.runs, |i| {
-        let topic = format!("weir-{i}");
-        create_topic(&runner.work, broker.addr, &topic)?;
-        let body = format!(
+                for r in reports {
+                    r.await?.map_err(|(e, _)| e)?;
+                }
+                Ok(())
+            })?;
+            ensure!(
+                high(&topic)? == n as i64,
+                "the baseline stored {} of {n}",
+                high(&topic)?
+            );
+            Ok(t)
+        },
+        "kafka produce baseline",
+    )?;
+    let weir = measure(
+        args.runs,
+        |i| {
+            let topic = format!("weir-{i}");
+            create_topic(&runner.work, broker.addr, &topic)?;
+            let body = format!(
             "{}[sinks.out]\ntype = \"kafka\"\ninputs = [\"in\"]\nbootstrap_servers = \"{servers}\"\n\
              topic = \"{topic}\"\nencoding.codec = \"text\"\n",
             demo(n)
         );
-        let t = weir_to_end(runner, "kafka-sink", &body, n)?;
-        ensure!(high(&topic)? == n as i64, "weir stored {} of {n}", high(&topic)?);
-        Ok(t)
-    }, "weir kafka sink")?;
+            let t = weir_to_end(runner, "kafka-sink", &body, n)?;
+            ensure!(
+                high(&topic)? == n as i64,
+                "weir stored {} of {n}",
+                high(&topic)?
+            );
+            Ok(t)
+        },
+        "weir kafka sink",
+    )?;
     rows.push(Pair {
         case: "demo -> kafka sink",
         baseline: "rdkafka FutureProducer loop, every report awaited",
@@ -559,30 +651,40 @@ fn kafka_cases(args: &Args, runner: &Runner, payloads: &[Bytes]) -> Result<Vec<P
         weir,
     });
 
-    let src_base = measure(args.runs, |i| time_baseline(async {
-        let c: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &servers)
-            .set("group.id", format!("base{i}"))
-            .set("auto.offset.reset", "earliest")
-            .create()?;
-        c.subscribe(&["weir-0"])?;
-        let mut s = c.stream();
-        let mut got = 0;
-        while got < n {
-            let m = s.next().await.context("stream ended")??;
-            std::hint::black_box(rdkafka::message::Message::payload(&m));
-            got += 1;
-        }
-        Ok(())
-    }), "kafka consume baseline")?;
-    let src_weir = measure(args.runs, |i| {
-        let body = format!(
+    let src_base = measure(
+        args.runs,
+        |i| {
+            time_baseline(async {
+                let c: StreamConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &servers)
+                    .set("group.id", format!("base{i}"))
+                    .set("auto.offset.reset", "earliest")
+                    .create()?;
+                c.subscribe(&["weir-0"])?;
+                let mut s = c.stream();
+                let mut got = 0;
+                while got < n {
+                    let m = s.next().await.context("stream ended")??;
+                    std::hint::black_box(rdkafka::message::Message::payload(&m));
+                    got += 1;
+                }
+                Ok(())
+            })
+        },
+        "kafka consume baseline",
+    )?;
+    let src_weir = measure(
+        args.runs,
+        |i| {
+            let body = format!(
             "[sources.in]\ntype = \"kafka\"\nbootstrap_servers = \"{servers}\"\ngroup_id = \"weir{i}\"\n\
              topics = [\"weir-0\"]\nauto_offset_reset = \"earliest\"\nacknowledgements = true\n\n\
              [sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n"
         );
-        weir_until(runner, "kafka-source", &body, n)
-    }, "weir kafka source")?;
+            weir_until(runner, "kafka-source", &body, n)
+        },
+        "weir kafka source",
+    )?;
     rows.push(Pair {
         case: "kafka source (acknowledgements) -> blackhole",
         baseline: "rdkafka StreamConsumer loop",

@@ -269,7 +269,10 @@ mod tests {
             tls: None,
             sasl: None,
             librdkafka_options: &reserved,
-            reserved: &[("enable.auto.offset.store", "offsets are stored after delivery")],
+            reserved: &[(
+                "enable.auto.offset.store",
+                "offsets are stored after delivery",
+            )],
         })
         .unwrap_err();
         assert!(e.to_string().contains("after delivery"), "{e}");

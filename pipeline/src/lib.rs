@@ -33,9 +33,9 @@ pub mod component;
 pub mod config;
 pub mod event;
 pub mod finalization;
-pub mod metrics;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod metrics;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod retry;

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use weir_pipeline::kafka::rdkafka;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
+use weir_pipeline::kafka::rdkafka;
 
 use crate::harness::{
     free_addr, lines, metric, start_weir, stop_clean, wait_until, wait_with_timeout, weir_log,
@@ -130,7 +130,13 @@ fn producer(servers: &str) -> FutureProducer {
 }
 
 /// Produces `payloads` to `topic`, partition `i % partitions`, and waits for every report.
-fn produce(rt: &tokio::runtime::Runtime, servers: &str, topic: &str, partitions: i32, payloads: &[String]) {
+fn produce(
+    rt: &tokio::runtime::Runtime,
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    payloads: &[String],
+) {
     let p = producer(servers);
     rt.block_on(async {
         for chunk in payloads.chunks(1000).enumerate() {
@@ -141,7 +147,11 @@ fn produce(rt: &tokio::runtime::Runtime, servers: &str, topic: &str, partitions:
                 let rec = FutureRecord::<(), str>::to(topic)
                     .payload(payload.as_str())
                     .partition(i as i32 % partitions);
-                waiting.push(p.send_result(rec).map_err(|(e, _)| e).expect("queue a record"));
+                waiting.push(
+                    p.send_result(rec)
+                        .map_err(|(e, _)| e)
+                        .expect("queue a record"),
+                );
             }
             for w in waiting {
                 w.await.unwrap().map_err(|(e, _)| e).expect("record stored");
@@ -163,7 +173,8 @@ fn read_topic(servers: &str, topic: &str, partitions: i32, expect: usize) -> Vec
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -224,7 +235,13 @@ fn event_line(i: usize) -> String {
     )
 }
 
-fn aggregator_config(dir: &Path, name: &str, servers: &str, source: &str, api: Option<SocketAddr>) -> String {
+fn aggregator_config(
+    dir: &Path,
+    name: &str,
+    servers: &str,
+    source: &str,
+    api: Option<SocketAddr>,
+) -> String {
     let api = match api {
         Some(a) => format!("address = \"{a}\""),
         None => "enabled = false".into(),
@@ -313,7 +330,13 @@ fn round_trip_agent_to_kafka_to_aggregator_exact_events() {
     let agg = start_weir(
         d,
         "agg",
-        &aggregator_config(d, "agg", &servers, "group_id = \"aggregators\"\ntopics = [\"^logs-.*\"]\ncommit_interval_ms = 200", None),
+        &aggregator_config(
+            d,
+            "agg",
+            &servers,
+            "group_id = \"aggregators\"\ntopics = [\"^logs-.*\"]\ncommit_interval_ms = 200",
+            None,
+        ),
         false,
     );
     let out = d.join("agg.out");
@@ -338,9 +361,17 @@ fn round_trip_agent_to_kafka_to_aggregator_exact_events() {
         let service = sent["service"].as_str().unwrap();
         assert_eq!(v["topic"], format!("logs-{service}"), "event {i}: {v}");
         assert_eq!(v["message_key"], service, "the key is the service field");
-        assert_eq!(v["headers"]["tenant"], sent["meta"]["tenant"], "event {i}: {v}");
-        let (p, o) = (v["partition"].as_i64().unwrap(), v["offset"].as_i64().unwrap());
-        let h = high.entry((v["topic"].as_str().unwrap().to_string(), p)).or_insert(-1);
+        assert_eq!(
+            v["headers"]["tenant"], sent["meta"]["tenant"],
+            "event {i}: {v}"
+        );
+        let (p, o) = (
+            v["partition"].as_i64().unwrap(),
+            v["offset"].as_i64().unwrap(),
+        );
+        let h = high
+            .entry((v["topic"].as_str().unwrap().to_string(), p))
+            .or_insert(-1);
         *h = (*h).max(o);
     }
     // Everything read was committed: the group's offset is one past the last record read.
@@ -349,7 +380,11 @@ fn round_trip_agent_to_kafka_to_aggregator_exact_events() {
         let want: Vec<i64> = (0..2)
             .map(|p| high.get(&(topic.clone(), p)).map_or(-1001, |h| h + 1))
             .collect();
-        assert_eq!(committed(&servers, "aggregators", &topic, 2), want, "{topic}");
+        assert_eq!(
+            committed(&servers, "aggregators", &topic, 2),
+            want,
+            "{topic}"
+        );
     }
 }
 
@@ -415,7 +450,10 @@ fn aggregator_killed_mid_stream_resumes_from_committed_offsets_without_loss() {
     agg.kill().unwrap(); // SIGKILL: no chance to commit anything more.
     agg.wait().unwrap();
     let written_before = lines(&out).len();
-    assert!(written_before < N, "killed mid-stream ({written_before} of {N} written)");
+    assert!(
+        written_before < N,
+        "killed mid-stream ({written_before} of {N} written)"
+    );
     let at_kill = committed(&servers, "agg", "logs", PARTITIONS);
     assert!(
         at_kill.iter().any(|o| *o > 0),
@@ -473,14 +511,23 @@ fn two_aggregators_in_one_group_split_the_partitions() {
     broker.create_topic("shared", PARTITIONS as u32);
     let servers = broker.servers();
     let source = "group_id = \"split\"\ntopics = [\"shared\"]\ncommit_interval_ms = 200\nsession_timeout_ms = 6000";
-    let a = start_weir(d, "a", &aggregator_config(d, "a", &servers, source, None), false);
-    let b = start_weir(d, "b", &aggregator_config(d, "b", &servers, source, None), false);
+    let a = start_weir(
+        d,
+        "a",
+        &aggregator_config(d, "a", &servers, source, None),
+        false,
+    );
+    let b = start_weir(
+        d,
+        "b",
+        &aggregator_config(d, "b", &servers, source, None),
+        false,
+    );
     // Both are members with their share before anything is produced.
     let assigned = |name: &str| {
         weir_log(d, name)
             .lines()
-            .filter(|l| l.contains("partitions assigned"))
-            .last()
+            .rfind(|l| l.contains("partitions assigned"))
             .map(str::to_string)
     };
     assert!(
@@ -497,7 +544,9 @@ fn two_aggregators_in_one_group_split_the_partitions() {
     produce(&rt, &servers, "shared", PARTITIONS, &payloads);
     let (out_a, out_b) = (d.join("a.out"), d.join("b.out"));
     assert!(
-        wait_until(Duration::from_secs(90), || parse_out(&out_a).len() + parse_out(&out_b).len() >= N),
+        wait_until(Duration::from_secs(90), || parse_out(&out_a).len()
+            + parse_out(&out_b).len()
+            >= N),
         "read {} + {} of {N}:\n{}\n{}",
         lines(&out_a).len(),
         lines(&out_b).len(),
@@ -513,13 +562,23 @@ fn two_aggregators_in_one_group_split_the_partitions() {
             .collect()
     };
     let (pa, pb) = (partitions(&out_a), partitions(&out_b));
-    assert!(!pa.is_empty() && !pb.is_empty(), "both got partitions: {pa:?} {pb:?}");
-    assert!(pa.is_disjoint(&pb), "each partition is read by one member: {pa:?} {pb:?}");
+    assert!(
+        !pa.is_empty() && !pb.is_empty(),
+        "both got partitions: {pa:?} {pb:?}"
+    );
+    assert!(
+        pa.is_disjoint(&pb),
+        "each partition is read by one member: {pa:?} {pb:?}"
+    );
     assert_eq!(pa.union(&pb).count(), PARTITIONS as usize);
     let (ea, eb) = (parse_out(&out_a), parse_out(&out_b));
     let mut all: Vec<u64> = ea.keys().chain(eb.keys()).copied().collect();
     all.sort_unstable();
-    assert_eq!(all, (0..N as u64).collect::<Vec<_>>(), "every event once, in one member");
+    assert_eq!(
+        all,
+        (0..N as u64).collect::<Vec<_>>(),
+        "every event once, in one member"
+    );
     assert_eq!(lines(&out_a).len() + lines(&out_b).len(), N);
 }
 
@@ -558,7 +617,9 @@ fn undecodable_record_is_counted_logged_and_committed() {
         weir_log(d, "agg")
     );
     assert!(
-        wait_until(Duration::from_secs(20), || committed(&servers, "g", "bad", 1) == vec![3]),
+        wait_until(Duration::from_secs(20), || committed(
+            &servers, "g", "bad", 1
+        ) == vec![3]),
         "all three committed, the bad one included: {:?}",
         committed(&servers, "g", "bad", 1)
     );

@@ -204,7 +204,10 @@ impl SourceConfig for KafkaSourceConfig {
             )
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", self.commit_interval_ms.to_string())
+            .set(
+                "auto.commit.interval.ms",
+                self.commit_interval_ms.to_string(),
+            )
             .set("session.timeout.ms", self.session_timeout_ms.to_string());
         if cfg.get("client.id").is_none() {
             cfg.set("client.id", format!("weir-{}", cx.id));
@@ -352,11 +355,12 @@ impl Decode {
         let payload = m.payload().unwrap_or_default();
         self.metrics.add_received_bytes(payload.len() as u64);
         let start = out.len();
-        if let Err(e) = self.cfg.decoding.codec.decode(
-            Bytes::copy_from_slice(payload),
-            &self.source_id,
-            out,
-        ) {
+        if let Err(e) =
+            self.cfg
+                .decoding
+                .codec
+                .decode(Bytes::copy_from_slice(payload), &self.source_id, out)
+        {
             out.truncate(start);
             self.metrics.error(
                 "decode",
@@ -516,7 +520,9 @@ async fn run(
         Ok(Err(e)) => metrics.error(
             "commit",
             1,
-            &format_args!("cannot commit the final offsets: {e}; the next consumer reads them again"),
+            &format_args!(
+                "cannot commit the final offsets: {e}; the next consumer reads them again"
+            ),
         ),
         Err(e) => metrics.error("commit", 1, &format_args!("final commit task failed: {e}")),
     }
@@ -564,7 +570,8 @@ fn settle(
                 // Rejected for good: reading it again would not help.
                 EventStatus::Delivered | EventStatus::Rejected => {
                     if let Some(next) = o.ack(s) {
-                        let _ = store.add_partition_offset(&s.topic, s.partition, Offset::Offset(next));
+                        let _ =
+                            store.add_partition_offset(&s.topic, s.partition, Offset::Offset(next));
                     }
                 }
                 EventStatus::Errored => {

@@ -158,7 +158,11 @@ mod tests {
         let b = o.track(&t, 0, 10, 19);
         assert_eq!(o.ack(&a), Some(10));
         let c = o.track(&t, 0, 20, 29);
-        assert_eq!(o.rewind(&c), Some(10), "read again from the first pending span");
+        assert_eq!(
+            o.rewind(&c),
+            Some(10),
+            "read again from the first pending span"
+        );
         assert_eq!(o.ack(&b), None, "b belongs to the old generation");
         let b2 = o.track(&t, 0, 10, 29);
         assert_eq!(o.ack(&b2), Some(30));
