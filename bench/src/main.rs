@@ -10,6 +10,7 @@ mod otlp;
 mod perf;
 mod report;
 mod runner;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ USAGE:
     weir-bench ebpf [OPTIONS]    (overhead of ebpf_tcp and ebpf_profile; needs root)
     weir-bench elasticsearch [OPTIONS]   (the elasticsearch sink; see its --help)
     weir-bench otlp [OPTIONS]    (otlp source -> otlp sink; see its --help)
+    weir-bench transport [OPTIONS]   (nats and kafka; see `weir-bench transport --help`)
 
 OPTIONS:
     --size-mib N       Size of the generated input, in MiB (default 1024)
@@ -210,6 +212,7 @@ fn main() -> ExitCode {
         Some("elasticsearch") => Some(elasticsearch::main),
         Some("otlp") => Some(otlp::main),
         Some("ebpf") => Some(ebpf::main),
+        Some("transport") => Some(transport::main),
         _ => None,
     };
     if let Some(sub) = sub {

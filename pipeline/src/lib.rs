@@ -22,6 +22,8 @@
 //! - [`retry`]: exponential backoff with jitter for sinks.
 //! - `nats` (feature `nats`): the NATS connection options (servers, auth, TLS, reconnects)
 //!   shared by the `nats` source and sink.
+//! - `kafka` (feature `kafka`): the Kafka client options (brokers, TLS, SASL, librdkafka
+//!   pass-through) shared by the `kafka` source and sink.
 //!
 //! It does not know any concrete component: those live in `weir-sources`, `weir-transforms`
 //! and `weir-sinks`, which depend on this crate, never the other way.
@@ -31,6 +33,8 @@ pub mod component;
 pub mod config;
 pub mod event;
 pub mod finalization;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod metrics;
 #[cfg(feature = "nats")]
 pub mod nats;

@@ -9,6 +9,8 @@
 //! - [`file`]: files whose path is templated by fields and time, JSON lines, size rotation;
 //! - [`nats`]: NATS subjects templated by fields, core (fire-and-forget) or JetStream (PubAck
 //!   awaited, retried with the same message id);
+//! - [`kafka`]: Kafka topics templated by fields, with keys, headers and compression;
+//!   acknowledged from delivery reports, retriable failures produced again;
 //! - [`elasticsearch`]: Elasticsearch/OpenSearch `_bulk`, per-item retries and dead letters;
 //! - [`otlp`]: traces, metrics and logs to OpenTelemetry backends over OTLP/gRPC or HTTP;
 //! - [`blackhole`]: counts and drops (benchmarks, tests);
@@ -24,6 +26,7 @@ pub mod console;
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod nats;
 pub mod otlp;
 pub mod parquet;
@@ -44,6 +47,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_sink::<nats::NatsSinkConfig>(
         "nats",
         "Publishes events to NATS subjects (core, or JetStream with PubAck acknowledgements)",
+    );
+    registry.add_sink::<kafka::KafkaSinkConfig>(
+        "kafka",
+        "Produces events to Kafka topics (keys, headers, compression; acknowledged by delivery reports)",
     );
     registry.add_sink::<blackhole::BlackholeConfig>(
         "blackhole",

@@ -9,6 +9,8 @@
 //!   its tailer is reusable by other file-based sources);
 //! - [`nats`]: NATS subscriptions (queue groups) and JetStream durable pull consumers that
 //!   acknowledge each message after delivery;
+//! - [`kafka`]: Kafka topics (names or regexes) in a consumer group, committing per partition
+//!   only the offsets whose events were delivered;
 //! - [`host_metrics`]: the machine's CPU, memory, disks, filesystems, network, TCP sockets,
 //!   processes, users, uptime and cgroups, from `/proc`, named like node_exporter's metrics;
 //! - [`kubernetes_logs`]: container logs of this node (CRI or Docker files under
@@ -27,6 +29,7 @@ pub mod file;
 pub mod host_metrics;
 pub mod hubble;
 pub mod internal_metrics;
+pub mod kafka;
 pub mod kubernetes_logs;
 pub mod nats;
 pub mod otlp;
@@ -61,6 +64,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<nats::NatsSourceConfig>(
         "nats",
         "NATS subscriptions (queue groups) or JetStream durable consumers, acked after delivery",
+    );
+    registry.add_source::<kafka::KafkaSourceConfig>(
+        "kafka",
+        "Kafka topics in a consumer group, offsets committed per partition after delivery",
     );
     registry.add_source::<hubble::HubbleConfig>(
         "hubble",

@@ -1,5 +1,6 @@
 //! Shared helpers: run the `weir` binary, pick free ports, talk HTTP, test components.
 
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -154,4 +155,53 @@ pub fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "ext.cnf",
     ]);
     (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
+/// The value of `name` for `component` on the API's `/metrics`.
+pub fn metric(api: SocketAddr, name: &str, component: &str) -> Option<f64> {
+    let (_, body) = http_get(api, "/metrics").ok()?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l.contains(&format!("component_id=\"{component}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A Weir process logging to `<dir>/<name>.log`.
+pub fn start_weir(dir: &Path, name: &str, config: &str, stdin: bool) -> Child {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config).unwrap();
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .unwrap();
+    weir()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+pub fn weir_log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+pub fn stop_clean(dir: &Path, name: &str, child: Child) {
+    sigterm(&child);
+    let out = wait_with_timeout(child, Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{name} did not stop cleanly:\n{}",
+        weir_log(dir, name)
+    );
 }

@@ -13,6 +13,7 @@ mod garbage;
 mod harness;
 mod host_metrics;
 mod hubble;
+mod kafka;
 mod kubernetes_deploy;
 mod kubernetes_logs;
 mod nats;

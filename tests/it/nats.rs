@@ -13,7 +13,10 @@ use std::time::Duration;
 use weir_pipeline::nats::async_nats;
 use weir_pipeline::nats::async_nats::jetstream;
 
-use crate::harness::{free_addr, http_get, sigterm, wait_until, wait_with_timeout, weir};
+use crate::harness::{
+    free_addr, lines, metric, sigterm, start_weir, stop_clean, wait_until, wait_with_timeout,
+    weir_log,
+};
 
 fn nats_server_bin() -> PathBuf {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
@@ -159,54 +162,6 @@ async fn consumer_info(js: &jetstream::Context, stream: &str, name: &str) -> (u6
         i.num_ack_pending,
         i.num_pending,
     )
-}
-
-fn metric(api: SocketAddr, name: &str, component: &str) -> Option<f64> {
-    let (_, body) = http_get(api, "/metrics").ok()?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l.contains(&format!("component_id=\"{component}\"")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// A Weir process logging to `<dir>/<name>.log`.
-fn start_weir(dir: &Path, name: &str, config: &str, stdin: bool) -> Child {
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg, config).unwrap();
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{name}.log")))
-        .unwrap();
-    weir()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-fn weir_log(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
-fn stop_clean(dir: &Path, name: &str, child: Child) {
-    sigterm(&child);
-    let out = wait_with_timeout(child, Duration::from_secs(60));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{name} did not stop cleanly:\n{}",
-        weir_log(dir, name)
-    );
 }
 
 fn aggregator_config(dir: &Path, url: &str, source: &str, api: Option<SocketAddr>) -> String {
