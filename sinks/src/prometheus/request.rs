@@ -800,7 +800,8 @@ mod tests {
             &[],
         );
         let got = WriteRequest::decode(raw.as_slice()).unwrap();
-        let names: Vec<(String, Vec<(String, String)>, i64)> = got
+        type Series = (String, Vec<(String, String)>, i64);
+        let names: Vec<Series> = got
             .timeseries
             .iter()
             .map(|t| {
