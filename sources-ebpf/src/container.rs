@@ -129,9 +129,23 @@ impl ContainerCache {
         if let Some(v) = self.by_process.get(&(pid, cgroup_id)) {
             return v.clone();
         }
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            // Exited: nothing to learn; a later event of the same cgroup may still resolve.
-            return (Value::Null, Value::Null);
+        let text = match std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            Ok(t) => t,
+            // Exited before its event was read (user space reads records in batches): the
+            // cgroup v2 directory whose inode number is the cgroup id still names it while the
+            // cgroup exists.
+            Err(_) => match cgroup_path_by_id(cgroup_id) {
+                Some(path) => format!("0::{path}\n"),
+                None => {
+                    // Gone too: cgroup ids are not reused, so this answer stays true.
+                    if self.by_cgroup.len() + self.by_process.len() >= MAX_ENTRIES {
+                        self.by_cgroup.clear();
+                        self.by_process.clear();
+                    }
+                    self.by_cgroup.insert(cgroup_id, (Value::Null, Value::Null));
+                    return (Value::Null, Value::Null);
+                }
+            },
         };
         let (info, from_v2) = parse_proc_cgroup(&text);
         let to_value = |s: Option<String>| s.map_or(Value::Null, Value::from);
@@ -147,6 +161,41 @@ impl ContainerCache {
         }
         values
     }
+}
+
+/// Where cgroup v2 is mounted: unified, or the v2 part of a hybrid hierarchy.
+const CGROUP2_ROOTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+
+/// The path (from the cgroup v2 root, as in `/proc/<pid>/cgroup`) of the cgroup whose id is
+/// `id`: the cgroup v2 id is the inode number of its directory. A walk of the hierarchy, done
+/// only for a process that exited before its event was read, and cached by the caller.
+fn cgroup_path_by_id(id: u64) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    for root in CGROUP2_ROOTS {
+        let root = std::path::Path::new(root);
+        if !root.join("cgroup.controllers").exists() {
+            continue;
+        }
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let Ok(meta) = e.metadata() else { continue };
+                if !meta.is_dir() {
+                    continue;
+                }
+                let path = e.path();
+                if meta.ino() == id {
+                    let rel = path.strip_prefix(root).ok()?;
+                    return Some(format!("/{}", rel.display()));
+                }
+                stack.push(path);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
