@@ -160,9 +160,9 @@ impl Filter {
         let Some(patterns) = &self.0 else {
             return true;
         };
-        patterns.iter().any(|p| {
-            p.len() <= path.len() && p.iter().zip(path).all(|(a, b)| a == "*" || a == b)
-        })
+        patterns
+            .iter()
+            .any(|p| p.len() <= path.len() && p.iter().zip(path).all(|(a, b)| a == "*" || a == b))
     }
 
     /// Whether anything under `prefix` is kept.
@@ -235,7 +235,12 @@ async fn bulk(
 }
 
 /// Parses one bulk body and writes the answer.
-fn answer(d: &BulkDouble, query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Vec<u8>) {
+fn answer(
+    d: &BulkDouble,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (StatusCode, Vec<u8>) {
     let started = Instant::now();
     let c = &d.0;
     c.requests.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +252,11 @@ fn answer(d: &BulkDouble, query: Option<&str>, headers: &HeaderMap, body: &[u8])
         let mut out = Vec::new();
         if let Err(e) = flate2::read::GzDecoder::new(body).read_to_end(&mut out) {
             c.malformed.fetch_add(1, Ordering::Relaxed);
-            return es_error(StatusCode::BAD_REQUEST, "parse_exception", &format!("gzip: {e}"));
+            return es_error(
+                StatusCode::BAD_REQUEST,
+                "parse_exception",
+                &format!("gzip: {e}"),
+            );
         }
         gz = out;
         &gz[..]
@@ -613,10 +622,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
 
     let ratio = es.wall / base.wall;
     let ratio_cpu = es.cpu.zip(base.cpu).map(|(a, b)| a / b);
-    let fmt_cpu = |r: &Rate| {
-        r.cpu
-            .map_or("-".into(), |c| thousands(c as u64))
-    };
+    let fmt_cpu = |r: &Rate| r.cpu.map_or("-".into(), |c| thousands(c as u64));
     println!("| measurement | events/s | vs (1) | events/CPU-s | vs (1) by CPU |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     let row = |name: &str, r: &Rate| {
@@ -670,7 +676,10 @@ pub fn main(argv: &[String]) -> Result<bool> {
         vs_alone * 100.0,
         es.cpu
             .zip(alone.cpu)
-            .map_or(String::new(), |(a, b)| format!(" ({:.0}% by CPU time)", 100.0 * a / b)),
+            .map_or(String::new(), |(a, b)| format!(
+                " ({:.0}% by CPU time)",
+                100.0 * a / b
+            )),
         if vs_alone >= GOAL { "MET" } else { "NOT MET" }
     );
     Ok(true)
@@ -707,7 +716,12 @@ mod tests {
         );
         let (s, _) = answer(&d, None, &HeaderMap::new(), b"{\"index\":{}}\n{\"x\":1}\n");
         assert_eq!(s, StatusCode::BAD_REQUEST, "no _index");
-        let (s, _) = answer(&d, None, &HeaderMap::new(), b"{\"index\":{\"_index\":\"a\"}}\n{\"x\":\n");
+        let (s, _) = answer(
+            &d,
+            None,
+            &HeaderMap::new(),
+            b"{\"index\":{\"_index\":\"a\"}}\n{\"x\":\n",
+        );
         assert_eq!(s, StatusCode::BAD_REQUEST, "a document that is not JSON");
     }
 }

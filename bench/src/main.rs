@@ -201,9 +201,12 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
     Ok(Some(a))
 }
 
+/// A subcommand's entry point: its arguments; whether every run succeeded.
+type Subcommand = fn(&[String]) -> Result<bool>;
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let sub: Option<fn(&[String]) -> Result<bool>> = match argv.get(1).map(String::as_str) {
+    let sub: Option<Subcommand> = match argv.get(1).map(String::as_str) {
         Some("flows") => Some(flows::main),
         Some("elasticsearch") => Some(elasticsearch::main),
         Some("otlp") => Some(otlp::main),

@@ -30,9 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    any_value, AnyValue, InstrumentationScope, KeyValue,
-};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
@@ -132,7 +130,9 @@ fn i(k: &str, v: i64) -> KeyValue {
     }
 }
 
-const SERVICES: [&str; 6] = ["frontend", "cart", "checkout", "payment", "shipping", "catalog"];
+const SERVICES: [&str; 6] = [
+    "frontend", "cart", "checkout", "payment", "shipping", "catalog",
+];
 const ROUTES: [&str; 5] = [
     "/api/cart/{id}",
     "/api/checkout",
@@ -399,8 +399,8 @@ where
                 );
                 return Ok(resp);
             }
-            let mut grpc = tonic::server::Grpc::new(Raw)
-                .apply_max_message_size_config(Some(256 << 20), None);
+            let mut grpc =
+                tonic::server::Grpc::new(Raw).apply_max_message_size_config(Some(256 << 20), None);
             Ok(grpc.unary(ExportSvc(r), req).await)
         })
     }
@@ -573,7 +573,12 @@ fn one_run(
     if received.spans.load(Ordering::Relaxed) - spans0 != expected {
         bail!("the receiver counted more spans than were sent");
     }
-    if let Some(p) = received.problem.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    if let Some(p) = received
+        .problem
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
         bail!("{p}");
     }
     Ok((secs, cpu, resent))
@@ -670,14 +675,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
     let (mut w, mut c) = (Vec::new(), Vec::new());
     for k in 1..=args.runs {
         let (secs, cpu, resent) = one_run(
-            &rt,
-            &args,
-            &weir,
-            &scratch.0,
-            &requests,
-            &received,
-            receiver,
-            taskset,
+            &rt, &args, &weir, &scratch.0, &requests, &received, receiver, taskset,
         )?;
         eprintln!(
             "  weir run {k}/{}: {secs:.3} s, {} spans/s{}, {resent} calls refused and resent",

@@ -431,6 +431,11 @@ fn span(s: &Span) -> pt::Span {
     }
 }
 
+/// A span's resource attributes.
+type Attributes = BTreeMap<String, Value>;
+/// An instrumentation scope: name and version.
+type ScopeKey<'a> = (&'a str, &'a str);
+
 /// The export request for the spans of a batch, grouped by resource and scope. A span finds
 /// its group by comparing its native resource map and scope with those of the groups so far
 /// (the last one first), so the OTLP form of a resource is built once per group, not per
@@ -438,7 +443,7 @@ fn span(s: &Span) -> pt::Span {
 pub fn traces_request<'a>(spans: impl Iterator<Item = &'a Span>) -> ExportTraceServiceRequest {
     let mut out: Vec<ResourceSpans> = Vec::new();
     // Parallel to `out`: each group's resource, and the (name, version) of its scopes.
-    let mut keys: Vec<(&BTreeMap<String, Value>, Vec<(&str, &str)>)> = Vec::new();
+    let mut keys: Vec<(&Attributes, Vec<ScopeKey>)> = Vec::new();
     let mut last = (0, 0);
     for s in spans {
         let same_as_last = keys.get(last.0).is_some_and(|(r, scopes)| {

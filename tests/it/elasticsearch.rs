@@ -61,26 +61,38 @@ impl Flavor {
     /// The `version` object of `GET /`, as each server answers it.
     fn version(self) -> Json {
         match self {
-            Flavor::Es6 => json!({"number": "6.8.23", "build_flavor": "default", "build_type": "docker",
+            Flavor::Es6 => {
+                json!({"number": "6.8.23", "build_flavor": "default", "build_type": "docker",
                 "lucene_version": "7.7.3", "minimum_wire_compatibility_version": "5.6.0",
-                "minimum_index_compatibility_version": "5.0.0"}),
-            Flavor::Es7 => json!({"number": "7.17.24", "build_flavor": "default", "build_type": "docker",
+                "minimum_index_compatibility_version": "5.0.0"})
+            }
+            Flavor::Es7 => {
+                json!({"number": "7.17.24", "build_flavor": "default", "build_type": "docker",
                 "lucene_version": "8.11.3", "minimum_wire_compatibility_version": "6.8.0",
-                "minimum_index_compatibility_version": "6.0.0-beta1"}),
-            Flavor::Es78 => json!({"number": "7.8.1", "build_flavor": "default", "build_type": "docker",
+                "minimum_index_compatibility_version": "6.0.0-beta1"})
+            }
+            Flavor::Es78 => {
+                json!({"number": "7.8.1", "build_flavor": "default", "build_type": "docker",
                 "lucene_version": "8.5.1", "minimum_wire_compatibility_version": "6.8.0",
-                "minimum_index_compatibility_version": "6.0.0-beta1"}),
-            Flavor::Es8 => json!({"number": "8.15.3", "build_flavor": "default", "build_type": "docker",
+                "minimum_index_compatibility_version": "6.0.0-beta1"})
+            }
+            Flavor::Es8 => {
+                json!({"number": "8.15.3", "build_flavor": "default", "build_type": "docker",
                 "lucene_version": "9.11.1", "minimum_wire_compatibility_version": "7.17.0",
-                "minimum_index_compatibility_version": "7.0.0"}),
-            Flavor::Os1 => json!({"distribution": "opensearch", "number": "1.3.19", "build_type": "tar",
+                "minimum_index_compatibility_version": "7.0.0"})
+            }
+            Flavor::Os1 => {
+                json!({"distribution": "opensearch", "number": "1.3.19", "build_type": "tar",
                 "build_snapshot": false, "lucene_version": "8.10.1",
                 "minimum_wire_compatibility_version": "6.8.0",
-                "minimum_index_compatibility_version": "6.0.0-beta1"}),
-            Flavor::Os2 => json!({"distribution": "opensearch", "number": "2.17.1", "build_type": "tar",
+                "minimum_index_compatibility_version": "6.0.0-beta1"})
+            }
+            Flavor::Os2 => {
+                json!({"distribution": "opensearch", "number": "2.17.1", "build_type": "tar",
                 "build_snapshot": false, "lucene_version": "9.11.1",
                 "minimum_wire_compatibility_version": "7.10.0",
-                "minimum_index_compatibility_version": "7.0.0"}),
+                "minimum_index_compatibility_version": "7.0.0"})
+            }
         }
     }
     fn opensearch(self) -> bool {
@@ -315,7 +327,11 @@ async fn bulk(
     let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
         let mut out = Vec::new();
         if let Err(e) = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out) {
-            return request_error(StatusCode::BAD_REQUEST, "parse_exception", &format!("gzip: {e}"));
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                "parse_exception",
+                &format!("gzip: {e}"),
+            );
         }
         out
     } else {
@@ -866,7 +882,12 @@ async fn version_detection_sends_type_only_to_elasticsearch_6() {
             vec![(0, EventStatus::Delivered), (1, EventStatus::Delivered)],
             "{flavor:?}"
         );
-        assert_eq!(metrics.errors_total(), 0, "{flavor:?}: {:?}", metrics.errors());
+        assert_eq!(
+            metrics.errors_total(),
+            0,
+            "{flavor:?}: {:?}",
+            metrics.errors()
+        );
     }
 }
 
@@ -899,7 +920,10 @@ async fn api_version_stands_in_for_detection() {
         "es-undetected",
         data.path(),
         &docs,
-        &format!("healthcheck = false\ndead_letter_file = \"{}\"", dlq.display()),
+        &format!(
+            "healthcheck = false\ndead_letter_file = \"{}\"",
+            dlq.display()
+        ),
         addr,
     ))
     .await;
@@ -921,7 +945,13 @@ async fn data_streams_need_elasticsearch_7_9_or_opensearch() {
         let double = Double::of(flavor);
         let addr = double.clone().start().await;
         let data = tempfile::tempdir().unwrap();
-        let toml = config("es-ds-old", data.path(), &docs, "mode = \"data_stream\"", addr);
+        let toml = config(
+            "es-ds-old",
+            data.path(),
+            &docs,
+            "mode = \"data_stream\"",
+            addr,
+        );
         let mut r = crate::testkit::full_registry();
         r.add_source::<DocsSource>("es_docs", "test");
         let config = load_str("test.toml", &toml, &r, &|_| None).unwrap();
@@ -938,11 +968,21 @@ async fn data_streams_need_elasticsearch_7_9_or_opensearch() {
         let addr = double.clone().start().await;
         let data = tempfile::tempdir().unwrap();
         let name = format!("es-ds-{flavor:?}");
-        run(&config(&name, data.path(), &docs, "mode = \"data_stream\"", addr)).await;
+        run(&config(
+            &name,
+            data.path(),
+            &docs,
+            "mode = \"data_stream\"",
+            addr,
+        ))
+        .await;
         let st = double.lock();
         assert_eq!(st.stored.len(), 1, "{flavor:?}");
         let (action, index, _, doc) = &st.requests[0].docs[0];
-        assert_eq!((action.as_str(), index.as_str()), ("create", "logs-generic-default"));
+        assert_eq!(
+            (action.as_str(), index.as_str()),
+            ("create", "logs-generic-default")
+        );
         assert!(doc["@timestamp"].is_string(), "{flavor:?}: {doc}");
     }
 }
@@ -982,7 +1022,10 @@ async fn tls_with_a_custom_ca_and_basic_auth() {
         assert_eq!(st.stored[0].1, docs[0]);
         for r in &st.requests {
             // base64("elastic:s3cr3t pass")
-            assert_eq!(r.headers["authorization"], "Basic ZWxhc3RpYzpzM2NyM3QgcGFzcw==");
+            assert_eq!(
+                r.headers["authorization"],
+                "Basic ZWxhc3RpYzpzM2NyM3QgcGFzcw=="
+            );
         }
         assert_eq!(st.tls_handshake_errors, 0);
     }

@@ -150,9 +150,9 @@ fn rfc3339<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; RFC3339_MAX]) -> &'b str {
     let mut n = 19;
     let (frac, width) = if nanos == 0 {
         (0, 0)
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         (nanos / 1_000_000, 3)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         (nanos / 1_000, 6)
     } else {
         (nanos, 9)
@@ -239,12 +239,18 @@ impl<'de> Deserialize<'de> for BulkItem {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a bulk response item: an object with one action")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<BulkItem, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<BulkItem, A::Error> {
                 let Some(IsCreate(create)) = m.next_key::<IsCreate>()? else {
                     return Err(serde::de::Error::custom("an empty item"));
                 };
                 let body: ItemBody = m.next_value()?;
-                while m.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(BulkItem {
                     create,
                     status: body.status,
@@ -396,7 +402,9 @@ mod tests {
         write_document(&mut with, &v, Some(t)).unwrap();
         let text = String::from_utf8(with).unwrap();
         assert!(
-            text.starts_with(r#"{"@timestamp":"2025-11-24T16:00:00.005Z","a":"2025-11-24T16:00:00Z","#),
+            text.starts_with(
+                r#"{"@timestamp":"2025-11-24T16:00:00.005Z","a":"2025-11-24T16:00:00Z","#
+            ),
             "{text}"
         );
     }

@@ -296,7 +296,9 @@ pub fn parse_root(body: &[u8]) -> Result<ClusterVersion, String> {
         .ok_or_else(|| format!("`GET /` has no version.number: {}", snippet(body, 200)))?;
     let mut parts = number.split('.').map(|p| p.parse::<u32>().ok());
     let (Some(Some(major)), minor) = (parts.next(), parts.next().flatten()) else {
-        return Err(format!("`GET /`: version.number `{number}` is not a version"));
+        return Err(format!(
+            "`GET /`: version.number `{number}` is not a version"
+        ));
     };
     Ok(ClusterVersion {
         opensearch: ver["distribution"].as_str() == Some("opensearch"),
@@ -381,7 +383,8 @@ impl SinkConfig for ElasticsearchConfig {
         let mut bulk_url = Vec::new();
         for e in &endpoints {
             let mut q = reqwest::Url::parse("http://x/").map_err(|e| e.to_string())?;
-            q.query_pairs_mut().append_pair("filter_path", bulk::FILTER_PATH);
+            q.query_pairs_mut()
+                .append_pair("filter_path", bulk::FILTER_PATH);
             if let Some(p) = &self.pipeline {
                 q.query_pairs_mut().append_pair("pipeline", p);
             }
@@ -516,7 +519,12 @@ struct EsSink {
 impl Encoder {
     /// Encodes `event` as an action line and a document line at the end of `buf`. Allocates
     /// nothing per event (the strings in `scratch` are reused).
-    fn encode(&self, event: &Event, buf: &mut Vec<u8>, scratch: &mut Scratch) -> Result<(), String> {
+    fn encode(
+        &self,
+        event: &Event,
+        buf: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) -> Result<(), String> {
         let start = buf.len();
         match &self.target {
             Target::Index(t) if self.index_per_second => {
@@ -583,7 +591,6 @@ impl Encoder {
         buf.push(b'\n');
         Ok(())
     }
-
 }
 
 /// The batch being sent, which owns the sender until it is done.
