@@ -404,14 +404,19 @@ fn demo_event(rng: &mut SmallRng, seq: u64, line: &mut String, now: &Value) -> L
 }
 
 /// What the sink writes per document, for an index name as long as the default
-/// `weir-%Y.%m.%d`.
+/// `weir-%Y.%m.%d`. Never inlined, so that `valgrind --tool=callgrind
+/// --toggle-collect='*elasticsearch::serialise'` can count its instructions alone (see
+/// RESULTS.md).
+#[inline(never)]
 fn serialise(buf: &mut Vec<u8>, log: &LogEvent) {
     buf.extend_from_slice(b"{\"index\":{\"_index\":\"weir-2026.11.27\"}}\n");
     let _ = serde_json::to_writer(&mut *buf, log.value());
     buf.push(b'\n');
 }
 
-/// (1) generate + serialise. Returns (wall secs, thread CPU secs, bytes).
+/// (1) generate + serialise. Returns (wall secs, thread CPU secs, bytes). Never inlined, for
+/// `--toggle-collect` as [`serialise`].
+#[inline(never)]
 fn generate_and_serialise(n: u64) -> (f64, Option<f64>, u64) {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut line = String::with_capacity(512);

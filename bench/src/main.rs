@@ -205,7 +205,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
     Ok(Some(a))
 }
 
-/// A `weir-bench <name>` subcommand: its arguments in, whether every goal run passed out.
+/// A subcommand's entry point: its arguments; whether every run succeeded.
 type Subcommand = fn(&[String]) -> Result<bool>;
 
 fn main() -> ExitCode {

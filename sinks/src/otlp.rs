@@ -431,8 +431,10 @@ fn span(s: &Span) -> pt::Span {
     }
 }
 
-/// A group's resource and the (name, version) of its scopes.
-type GroupKey<'a> = (&'a BTreeMap<String, Value>, Vec<(&'a str, &'a str)>);
+/// A span's resource attributes.
+type Attributes = BTreeMap<String, Value>;
+/// An instrumentation scope: name and version.
+type ScopeKey<'a> = (&'a str, &'a str);
 
 /// The export request for the spans of a batch, grouped by resource and scope. A span finds
 /// its group by comparing its native resource map and scope with those of the groups so far
@@ -441,7 +443,7 @@ type GroupKey<'a> = (&'a BTreeMap<String, Value>, Vec<(&'a str, &'a str)>);
 pub fn traces_request<'a>(spans: impl Iterator<Item = &'a Span>) -> ExportTraceServiceRequest {
     let mut out: Vec<ResourceSpans> = Vec::new();
     // Parallel to `out`: each group's resource, and the (name, version) of its scopes.
-    let mut keys: Vec<GroupKey<'_>> = Vec::new();
+    let mut keys: Vec<(&Attributes, Vec<ScopeKey>)> = Vec::new();
     let mut last = (0, 0);
     for s in spans {
         let same_as_last = keys.get(last.0).is_some_and(|(r, scopes)| {

@@ -5,6 +5,7 @@
 //!    |--------------------------------------------> receiver.py :reference (what was sent)
 //!    v
 //! weir A: otlp source --> otlp sink (gRPC, gzip) ----> receiver.py :direct
+//!                     |-> otlp sink (gRPC, TLS with a custom CA) --> receiver.py :tls
 //!                     \-> otlp sink (HTTP JSON, gzip) --> weir B: otlp source (HTTP)
 //!                                                        --> otlp sink (gRPC) --> receiver.py :via_b
 //! ```
@@ -67,13 +68,20 @@ fn sdk_spans_metrics_and_logs_arrive_intact_through_two_weirs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("received");
     std::fs::create_dir_all(&out).unwrap();
-    let (reference, direct, via_b) = (free_addr(), free_addr(), free_addr());
+    let (reference, direct, via_b, tls) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let (ca, cert, key) = crate::harness::make_certs(dir.path());
     let receiver = python()
         .arg(script("receiver.py"))
         .arg(&out)
         .arg(format!("reference={}", reference.port()))
         .arg(format!("direct={}", direct.port()))
         .arg(format!("via_b={}", via_b.port()))
+        .arg(format!(
+            "tls={},{},{}",
+            tls.port(),
+            cert.display(),
+            key.display()
+        ))
         .stdout(Stdio::null())
         .spawn()
         .expect("python3 runs (installed by .ci/run)");
@@ -127,6 +135,12 @@ endpoint = "http://{direct}"
 compression = "gzip"
 headers.authorization = "Bearer t0ken"
 batch.timeout_secs = 0.1
+[sinks.tls]
+type = "otlp"
+inputs = ["otel.traces", "otel.metrics", "otel.logs"]
+endpoint = "https://127.0.0.1:{tls_port}"
+tls.ca_file = "{ca}"
+batch.timeout_secs = 0.1
 [sinks.to_b]
 type = "otlp"
 inputs = ["otel.traces", "otel.metrics", "otel.logs"]
@@ -136,7 +150,9 @@ compression = "gzip"
 endpoint = "http://{b_http}"
 batch.timeout_secs = 0.1
 "#,
-            data = dir.path().display()
+            data = dir.path().display(),
+            tls_port = tls.port(),
+            ca = ca.display(),
         ),
         &[a_grpc, a_http],
     );
@@ -166,7 +182,7 @@ batch.timeout_secs = 0.1
     let o = python()
         .arg(script("compare.py"))
         .arg(&out)
-        .args(["30", "run-grpc,run-http", "direct", "via_b"])
+        .args(["30", "run-grpc,run-http", "direct", "via_b", "tls"])
         .output()
         .expect("compare.py runs");
     let report = String::from_utf8_lossy(&o.stdout);

@@ -1,8 +1,9 @@
 """An OTLP/gRPC receiver built from the official protobufs (opentelemetry-proto + grpcio).
 
-Usage: receiver.py OUT_DIR LABEL=PORT [LABEL=PORT ...]
+Usage: receiver.py OUT_DIR LABEL=PORT[,CERT_PEM,KEY_PEM] [LABEL=PORT[,CERT_PEM,KEY_PEM] ...]
 
-Serves the trace, metrics and logs Export services on each port and appends every request it
+Serves the trace, metrics and logs Export services on each port (with TLS when a certificate
+and key are given) and appends every request it
 receives, as protobuf JSON (MessageToJson), to OUT_DIR/LABEL.jsonl, one line per request:
 {"signal": "traces"|"metrics"|"logs", "request": {...}}. Writes OUT_DIR/ready when listening.
 """
@@ -58,14 +59,19 @@ def main():
     out = sys.argv[1]
     servers = []
     for spec in sys.argv[2:]:
-        label, port = spec.split("=")
+        label, rest = spec.split("=")
+        port, *tls = rest.split(",")
         path = os.path.join(out, label + ".jsonl")
         open(path, "a").close()
         s = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(path), s)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(path), s)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(path), s)
-        s.add_insecure_port("127.0.0.1:" + port)
+        if tls:
+            cert, key = (open(p, "rb").read() for p in tls)
+            s.add_secure_port("127.0.0.1:" + port, grpc.ssl_server_credentials([(key, cert)]))
+        else:
+            s.add_insecure_port("127.0.0.1:" + port)
         s.start()
         servers.append(s)
     open(os.path.join(out, "ready"), "w").close()
