@@ -193,8 +193,9 @@ pub fn main(argv: &[String]) -> Result<bool> {
             crate::report::verdict(Some(r.share < GOAL_PROFILE_CORE)),
         ));
         notes.push(format!(
-            "- ebpf_profile: {} stack-sample events reached the sink.{}",
+            "- ebpf_profile: {} stack-sample events reached the sink. Start-up (programs loaded, kallsyms read), not counted above: {:.3} CPU-s.{}",
             runner_thousands(r.events),
+            r.startup_cpu_secs,
             r.bpf
                 .as_ref()
                 .map(|b| format!(
@@ -520,6 +521,7 @@ fn tcp_case(args: &Args, work: &Path) -> Result<TcpResult> {
 }
 
 struct ProfileResult {
+    startup_cpu_secs: f64,
     share: f64,
     cpu_secs: f64,
     wall_secs: f64,
@@ -556,6 +558,7 @@ fn profile_case(args: &Args, work: &Path) -> Result<ProfileResult> {
     )?;
     let start = Instant::now();
     let cpu0 = cpu_secs(weir.pid());
+    eprintln!("  weir used {cpu0:.3} CPU-s to start (load programs, read kallsyms)");
     let bpf0 = prog_time(weir.pid());
     std::thread::sleep(Duration::from_secs(args.profile_secs));
     let cpu = cpu_secs(weir.pid()) - cpu0;
@@ -577,6 +580,7 @@ fn profile_case(args: &Args, work: &Path) -> Result<ProfileResult> {
         _ => None,
     };
     Ok(ProfileResult {
+        startup_cpu_secs: cpu0,
         share: cpu / wall,
         cpu_secs: cpu,
         wall_secs: wall,

@@ -228,9 +228,10 @@ static __always_inline void emit(struct sock *sk, struct conn *c, int state, __u
 	e->last_state = state;
 	e->kind = kind;
 	struct tuple t = {};
-	read_tuple(sk, &t);
-	if (t.sport == 0 && c)
+	if (c && c->t.sport != 0)
 		t = c->t;
+	else
+		read_tuple(sk, &t);
 	e->family = t.family;
 	e->sport = t.sport;
 	e->dport = t.dport;
@@ -284,7 +285,9 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	c->states |= 1u << newstate;
 	if (newstate != TCP_CLOSE) {
-		if (BPF_CORE_READ(sk, __sk_common.skc_num) != 0)
+		// The tuple is complete once the local port is known (an outbound connection gets
+		// it after SYN_SENT): read it once.
+		if (c->t.sport == 0 && BPF_CORE_READ(sk, __sk_common.skc_num) != 0)
 			read_tuple(sk, &c->t);
 		return 0;
 	}

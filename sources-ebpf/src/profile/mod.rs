@@ -193,10 +193,16 @@ impl SourceConfig for EbpfProfileConfig {
         let period_ns = 1_000_000_000 / self.frequency_hz;
         let source_id: Arc<str> = cx.id.clone();
         let (commands, rx) = mpsc::channel(4096);
+        let (ready_tx, ready) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("{COMPONENT}-{}", cx.id))
-            .spawn(move || worker(maps, rx, mode, period_ns, source_id))
+            .spawn(move || worker(maps, rx, ready_tx, mode, period_ns, source_id))
             .map_err(|e| format!("{COMPONENT}: starting the worker thread: {e}"))?;
+        // The kernel's symbols are loaded before the source counts as started, not at the
+        // first drain.
+        ready
+            .await
+            .map_err(|_| format!("{COMPONENT}: the worker thread stopped"))?;
         match mode {
             ProfileMode::Cpu => tracing::info!(component = %cx.id, cpus, "eBPF profiler attached"),
             ProfileMode::Offcpu => {
@@ -277,11 +283,14 @@ impl SourceConfig for EbpfProfileConfig {
 fn worker(
     mut maps: Maps,
     mut rx: mpsc::Receiver<Command>,
+    ready: oneshot::Sender<()>,
     mode: ProfileMode,
     period_ns: u64,
     id: Arc<str>,
 ) {
     let mut symbols = Symbols::new();
+    symbols.load_kernel();
+    let _ = ready.send(());
     while let Some(cmd) = rx.blocking_recv() {
         match cmd {
             Command::Snapshot(pid) => {

@@ -251,6 +251,13 @@ impl Symbols {
         Some((sym, module))
     }
 
+    /// Loads the kernel's symbols (`/proc/kallsyms`, read once for the symbolizer's life).
+    pub fn load_kernel(&mut self) {
+        let src = SymSource::Kernel(Kernel::default());
+        // Any address makes blazesym load and index kallsyms; the answer is not kept.
+        let _ = self.symbolizer.symbolize_single(&src, Input::AbsAddr(0));
+    }
+
     /// Appends the frames of a kernel stack (leaf first).
     pub fn kernel_frames(&mut self, addrs: &[u64], out: &mut Vec<Value>) {
         let missing: Vec<u64> = addrs
