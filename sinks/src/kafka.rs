@@ -211,10 +211,35 @@ struct Record {
     headers: Option<OwnedHeaders>,
 }
 
+/// A batch on its way. Dropped before its outcome is known (the sink stopping on a fatal
+/// error with batches in flight), it is finalized `Errored`: an event that merely goes away
+/// counts as delivered, which an abandoned batch must not.
+struct Held(Option<EventBatch>);
+
+impl Held {
+    fn batch(&self) -> &[Event] {
+        self.0.as_ref().map_or(&[], |b| b.iter().as_slice())
+    }
+
+    fn finalize(mut self, status: EventStatus) {
+        if let Some(b) = self.0.take() {
+            b.finalize(status);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finalize(EventStatus::Errored);
+        }
+    }
+}
+
 /// A batch turned into records: all topics in one string, all keys and values in one byte
 /// buffer, so encoding allocates per batch, not per event.
 struct Prepared {
-    batch: EventBatch,
+    batch: Held,
     topics: String,
     bytes: Vec<u8>,
     records: Vec<Record>,
@@ -277,7 +302,7 @@ impl KafkaSink {
             bytes: Vec::with_capacity(batch.len() * 256),
             records: Vec::with_capacity(batch.len()),
             rejected: false,
-            batch: EventBatch::new(Vec::new()),
+            batch: Held(None),
         };
         if !dynamic {
             p.topics.push_str(self.topic.as_str());
@@ -355,7 +380,7 @@ impl KafkaSink {
                 headers,
             });
         }
-        p.batch = batch;
+        p.batch = Held(Some(batch));
         p
     }
 
@@ -450,7 +475,7 @@ async fn deliver(
                 }
                 ErrorClass::Reject => {
                     rejected += 1;
-                    if let Some(ev) = p.batch.iter().nth(r.event) {
+                    if let Some(ev) = p.batch.batch().get(r.event) {
                         ev.metadata().update_status(EventStatus::Rejected);
                     }
                     metrics.error(
@@ -522,7 +547,8 @@ impl Sink for KafkaSink {
             }
         }
         if let Some(e) = fatal {
-            // Finalize what is still in flight as errored: it may or may not be stored.
+            // What is still in flight may or may not be stored: dropping it finalizes it as
+            // errored (Held).
             drop(inflight);
             return Err(format!("the Kafka producer failed fatally: {e}").into());
         }
@@ -581,6 +607,25 @@ sasl = { mechanism = "SCRAM-SHA-256", username = "u", password = "p" }
         assert!(!is_valid_topic("logs web"));
         assert!(!is_valid_topic(".."));
         assert!(!is_valid_topic(""));
+    }
+
+    #[tokio::test]
+    async fn a_batch_abandoned_in_flight_is_errored_not_delivered() {
+        use weir_pipeline::event::LogEvent;
+        use weir_pipeline::finalization::BatchNotifier;
+        let (n, rx) = BatchNotifier::new_with_receiver();
+        let mut batch = EventBatch::new(vec![LogEvent::default().into()]);
+        batch.attach_notifier(&n);
+        drop(n);
+        drop(Held(Some(batch)));
+        assert_eq!(rx.wait().await, EventStatus::Errored);
+
+        let (n, rx) = BatchNotifier::new_with_receiver();
+        let mut batch = EventBatch::new(vec![LogEvent::default().into()]);
+        batch.attach_notifier(&n);
+        drop(n);
+        Held(Some(batch)).finalize(EventStatus::Delivered);
+        assert_eq!(rx.wait().await, EventStatus::Delivered);
     }
 
     #[test]
