@@ -807,7 +807,7 @@ fn ebpf_profile_offcpu_finds_the_sleeping_function() {
     }
     // 100 sleeps of 20 ms: 2 s off the CPU, nearly all of it in weir_sleep_target.
     assert!(
-        sleeps >= 95 && sleeps <= 100,
+        (95..=100).contains(&sleeps),
         "{sleeps} sleeps seen: {events:#?}"
     );
     assert!(
