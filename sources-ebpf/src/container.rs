@@ -15,6 +15,9 @@
 //! process, not the container: it yields the pod uid only.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use weir_pipeline::event::Value;
 
@@ -109,19 +112,33 @@ fn is_uuid(s: &str) -> bool {
 
 /// The event values of a process's container, cached so a process is read once: by cgroup id
 /// when the cgroup v2 path named the container (every process of that cgroup shares it, even
-/// after the one first looked up exited), else by (pid, cgroup id).
+/// after the one first looked up exited), else by (pid, cgroup id). When the process is gone
+/// before it is looked up, its cgroup v2 id is found in the cgroup v2 tree instead (the id is
+/// the cgroup directory's inode number).
 #[derive(Default)]
 pub struct ContainerCache {
     by_cgroup: HashMap<u64, (Value, Value)>,
     by_process: HashMap<(u32, u64), (Value, Value)>,
+    /// cgroup v2 id -> path under the mount, from the last walk of the tree.
+    paths: HashMap<u64, String>,
+    walked_at: Option<Instant>,
 }
 
 /// Entries kept before the cache starts over.
 const MAX_ENTRIES: usize = 16384;
+/// The cgroup v2 tree is walked again at most this often (on a miss).
+const WALK_EVERY: Duration = Duration::from_secs(1);
+/// Bounds of a walk.
+const WALK_MAX_DIRS: usize = 100_000;
+const WALK_MAX_DEPTH: usize = 16;
+
+fn to_value(s: Option<String>) -> Value {
+    s.map_or(Value::Null, Value::from)
+}
 
 impl ContainerCache {
     /// `container_id` and `pod_uid` of process `pid` in cgroup `cgroup_id` (nulls when not in
-    /// a container, or when the process is gone and nothing is cached).
+    /// a container, or when neither the process nor its cgroup can be found).
     pub fn lookup(&mut self, pid: u32, cgroup_id: u64) -> (Value, Value) {
         if let Some(v) = self.by_cgroup.get(&cgroup_id) {
             return v.clone();
@@ -129,31 +146,22 @@ impl ContainerCache {
         if let Some(v) = self.by_process.get(&(pid, cgroup_id)) {
             return v.clone();
         }
-        let text = match std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
-            Ok(t) => t,
-            // Exited before its event was read (user space reads records in batches): the
-            // cgroup v2 directory whose inode number is the cgroup id still names it while the
-            // cgroup exists.
-            Err(_) => match cgroup_path_by_id(cgroup_id) {
-                Some(path) => format!("0::{path}\n"),
-                None => {
-                    // Gone too: cgroup ids are not reused, so this answer stays true.
-                    if self.by_cgroup.len() + self.by_process.len() >= MAX_ENTRIES {
-                        self.by_cgroup.clear();
-                        self.by_process.clear();
-                    }
-                    self.by_cgroup.insert(cgroup_id, (Value::Null, Value::Null));
-                    return (Value::Null, Value::Null);
-                }
-            },
-        };
-        let (info, from_v2) = parse_proc_cgroup(&text);
-        let to_value = |s: Option<String>| s.map_or(Value::Null, Value::from);
-        let values = (to_value(info.container_id), to_value(info.pod_uid));
         if self.by_cgroup.len() + self.by_process.len() >= MAX_ENTRIES {
             self.by_cgroup.clear();
             self.by_process.clear();
         }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            // Exited: look its cgroup up by id.
+            let Some(path) = self.cgroup_path(cgroup_id) else {
+                return (Value::Null, Value::Null);
+            };
+            let info = parse_path(&path);
+            let values = (to_value(info.container_id), to_value(info.pod_uid));
+            self.by_cgroup.insert(cgroup_id, values.clone());
+            return values;
+        };
+        let (info, from_v2) = parse_proc_cgroup(&text);
+        let values = (to_value(info.container_id), to_value(info.pod_uid));
         if from_v2 {
             self.by_cgroup.insert(cgroup_id, values.clone());
         } else {
@@ -161,41 +169,44 @@ impl ContainerCache {
         }
         values
     }
+
+    /// The path (under the cgroup v2 mount) of the cgroup with this id, walking the tree
+    /// again when it is not known and the last walk is old enough.
+    fn cgroup_path(&mut self, id: u64) -> Option<String> {
+        if let Some(p) = self.paths.get(&id) {
+            return Some(p.clone());
+        }
+        if self.walked_at.is_some_and(|t| t.elapsed() < WALK_EVERY) {
+            return None;
+        }
+        self.walked_at = Some(Instant::now());
+        let root = crate::env::cgroup2_mount()?;
+        self.paths.clear();
+        walk(&root, &root, 0, &mut self.paths);
+        self.paths.get(&id).cloned()
+    }
 }
 
-/// Where cgroup v2 is mounted: unified, or the v2 part of a hybrid hierarchy.
-const CGROUP2_ROOTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
-
-/// The path (from the cgroup v2 root, as in `/proc/<pid>/cgroup`) of the cgroup whose id is
-/// `id`: the cgroup v2 id is the inode number of its directory. A walk of the hierarchy, done
-/// only for a process that exited before its event was read, and cached by the caller.
-fn cgroup_path_by_id(id: u64) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    for root in CGROUP2_ROOTS {
-        let root = std::path::Path::new(root);
-        if !root.join("cgroup.controllers").exists() {
+/// Records the inode number and path (relative to `root`, with a leading `/`) of every
+/// directory under `dir`.
+fn walk(root: &Path, dir: &Path, depth: usize, out: &mut HashMap<u64, String>) {
+    if depth > WALK_MAX_DEPTH || out.len() >= WALK_MAX_DIRS {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        if !ft.is_dir() {
             continue;
         }
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let Ok(meta) = e.metadata() else { continue };
-                if !meta.is_dir() {
-                    continue;
-                }
-                let path = e.path();
-                if meta.ino() == id {
-                    let rel = path.strip_prefix(root).ok()?;
-                    return Some(format!("/{}", rel.display()));
-                }
-                stack.push(path);
-            }
+        let path = e.path();
+        if let (Ok(meta), Ok(rel)) = (e.metadata(), path.strip_prefix(root)) {
+            out.insert(meta.ino(), format!("/{}", rel.display()));
         }
+        walk(root, &path, depth + 1, out);
     }
-    None
 }
 
 #[cfg(test)]
@@ -314,10 +325,36 @@ mod tests {
         let me = std::process::id();
         let text = std::fs::read_to_string(format!("/proc/{me}/cgroup")).unwrap();
         let (want, _) = parse_proc_cgroup(&text);
-        let to_value = |s: Option<String>| s.map_or(Value::Null, Value::from);
         let mut cache = ContainerCache::default();
         let got = cache.lookup(me, 1);
         assert_eq!(got, (to_value(want.container_id), to_value(want.pod_uid)));
         assert_eq!(cache.lookup(u32::MAX, 2), (Value::Null, Value::Null));
+    }
+
+    #[test]
+    fn an_exited_process_is_found_by_its_cgroup_id() {
+        let Some(root) = crate::env::cgroup2_mount() else {
+            return;
+        };
+        // A cgroup named like a containerd container of a pod, with nobody in it.
+        let top = root.join(format!("weir-unit-{}.slice", std::process::id()));
+        let leaf = top
+            .join(format!("kubepods-pod{}.slice", UID.replace('-', "_")))
+            .join(format!("cri-containerd-{ID}.scope"));
+        if let Err(e) = std::fs::create_dir_all(&leaf) {
+            // Not allowed to make cgroups here (not root); CI runs as root.
+            let required =
+                std::env::var_os("CI").is_some() || std::env::var_os("WEIR_REQUIRE_EBPF").is_some();
+            assert!(!required, "cannot create {}: {e}", leaf.display());
+            eprintln!("SKIPPED: cannot create {}: {e}", leaf.display());
+            return;
+        }
+        let id = std::fs::metadata(&leaf).unwrap().ino();
+        let mut cache = ContainerCache::default();
+        let got = cache.lookup(u32::MAX, id);
+        let _ = std::fs::remove_dir(&leaf);
+        let _ = std::fs::remove_dir(leaf.parent().unwrap());
+        let _ = std::fs::remove_dir(&top);
+        assert_eq!(got, (Value::from(ID), Value::from(UID)));
     }
 }
