@@ -82,13 +82,15 @@ impl Template {
                     let _ = write!(out, "{}", t.format(fmt));
                 }
                 Part::Field(name, path) => {
-                    let v = match event {
-                        Event::Log(l) => l.get(path).cloned(),
-                        Event::Metric(m) => metric_field(m, name),
-                        Event::Trace(s) => (name == "name").then(|| Value::from(s.name.as_str())),
+                    // A log's field is read in place (no copy per event).
+                    let v: Option<std::borrow::Cow<'_, Value>> = match event {
+                        Event::Log(l) => l.get(path).map(std::borrow::Cow::Borrowed),
+                        Event::Metric(m) => metric_field(m, name).map(std::borrow::Cow::Owned),
+                        Event::Trace(s) => (name == "name")
+                            .then(|| std::borrow::Cow::Owned(Value::from(s.name.as_str()))),
                     };
-                    match v {
-                        Some(Value::Bytes(b)) => out.push_str(&String::from_utf8_lossy(&b)),
+                    match v.as_deref() {
+                        Some(Value::Bytes(b)) => out.push_str(&String::from_utf8_lossy(b)),
                         Some(Value::Null) | None => {
                             return Err(TemplateError::MissingField {
                                 template: self.source.clone(),
