@@ -153,8 +153,15 @@ fn ebpf_process_reports_exec_fork_and_exit() {
         "type = \"ebpf_process\"",
         "eBPF process tracepoints attached",
     );
-    // A child that execs a known binary with known argv and exits with 3.
-    let argv = ["/bin/sh", "-c", "exit 3", "weir-ebpf-marker"];
+    // A child that execs a known binary with known argv, spins long enough
+    // for the scheduler to account its run time (a process that exits
+    // within one tick may exit with none accounted yet), and exits with 3.
+    let argv = [
+        "/bin/sh",
+        "-c",
+        "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exit 3",
+        "weir-ebpf-marker",
+    ];
     let mut child = Command::new(argv[0]).args(&argv[1..]).spawn().unwrap();
     let pid = child.id();
     let status = child.wait().unwrap();
