@@ -7,18 +7,24 @@
 //! published again with the same id, so JetStream's deduplication window drops the copy that
 //! may already have landed. The batch is held and retried with backoff until every message is
 //! stored: the buffer fills and backpressure slows the sources; nothing is dropped. Only then
-//! is the batch acknowledged.
+//! is the batch acknowledged. Batches are pipelined: while one batch's PubAcks are awaited the
+//! next ones are encoded and published, up to `max_inflight` unacknowledged messages; batches
+//! are acknowledged in the order they came.
 
-use std::future::IntoFuture;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::DataType;
+use weir_pipeline::event::EventBatch;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::nats::async_nats::jetstream;
@@ -50,7 +56,8 @@ pub struct NatsSinkConfig {
     /// Default: 5.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_secs: u64,
-    /// JetStream: messages published and awaiting their PubAck at once. Default: 1000.
+    /// JetStream: messages published and awaiting their PubAck at once, across batches (a
+    /// batch is published whole, so one batch may go over it). Default: 1000.
     #[serde(default = "default_max_inflight")]
     pub max_inflight: usize,
     /// Authentication. Default: none.
@@ -102,20 +109,29 @@ impl SinkConfig for NatsSinkConfig {
         let js = self.jetstream.then(|| {
             jetstream::ContextBuilder::new()
                 .timeout(Duration::from_secs(self.ack_timeout_secs))
-                // The sink bounds what is in flight itself (`max_inflight` per round); the
-                // client's limit only has to be above it, and errors instead of waiting.
-                .max_ack_inflight(self.max_inflight.saturating_mul(2))
+                // The sink bounds what is in flight itself: below `max_inflight` it takes
+                // another batch (up to 1000 events), so at most `max_inflight` + 1000 are
+                // unacknowledged; the client's limit only has to be above that, and errors
+                // instead of waiting.
+                .max_ack_inflight(
+                    self.max_inflight
+                        .saturating_add(weir_pipeline::event::MAX_BATCH_EVENTS)
+                        .saturating_mul(2),
+                )
                 .backpressure_on_inflight(false)
                 .build(client.clone())
         });
         Ok(Box::new(NatsSink {
             cfg: self.clone(),
-            subject,
             client,
             js,
             metrics: cx.metrics,
+            static_subject: async_nats::Subject::from(subject.as_str()),
+            subject,
             id_prefix: message_id_prefix(&cx.id),
             next_id: 0,
+            subject_buf: String::new(),
+            buf: Vec::new(),
         }))
     }
 
@@ -141,21 +157,50 @@ struct NatsSink {
     metrics: Arc<ComponentMetrics>,
     id_prefix: String,
     next_id: u64,
+    /// The subject when it is not templated.
+    static_subject: async_nats::Subject,
+    subject_buf: String,
+    buf: Vec<u8>,
 }
 
 /// One encoded event on its way.
 struct Outgoing {
-    subject: String,
+    subject: async_nats::Subject,
     payload: Bytes,
-    /// JetStream: its `Nats-Msg-Id`, the same for every attempt.
-    id: String,
+    /// JetStream: its `Nats-Msg-Id` is the prefix and this number, the same for every attempt.
+    id: u64,
+}
+
+/// The PubAcks of one published batch, awaited (with one deadline) as the next batches are
+/// encoded and published.
+type AckWait = Pin<Box<dyn Future<Output = AckOutcome> + Send>>;
+
+/// What came back for a batch's PubAcks.
+#[derive(Default)]
+struct AckOutcome {
+    /// Positions (in the batch's items) whose publish or PubAck failed.
+    failed: Vec<usize>,
+    last_error: Option<String>,
+    duplicates: u64,
+}
+
+/// A JetStream batch published and not yet fully acknowledged.
+struct InFlight {
+    batch: EventBatch,
+    items: Vec<Outgoing>,
+    bytes: u64,
+    acks: AckWait,
 }
 
 impl NatsSink {
     /// Publishes to JetStream until every message has its PubAck, retrying the ones that fail
     /// with their same message id.
-    async fn publish_jetstream(&self, js: &jetstream::Context, items: &[Outgoing]) {
-        let mut todo: Vec<usize> = (0..items.len()).collect();
+    async fn publish_jetstream(
+        &self,
+        js: &jetstream::Context,
+        items: &[Outgoing],
+        mut todo: Vec<usize>,
+    ) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let mut failed = Vec::new();
@@ -167,9 +212,7 @@ impl NatsSink {
                 let mut acks = Vec::with_capacity(chunk.len());
                 for &i in chunk {
                     let it = &items[i];
-                    let msg = jetstream::message::PublishMessage::build()
-                        .payload(it.payload.clone())
-                        .message_id(&it.id);
+                    let msg = self.message(it);
                     match tokio::time::timeout(wait, js.send_publish(it.subject.clone(), msg)).await
                     {
                         Ok(Ok(ack)) => acks.push((i, ack)),
@@ -223,6 +266,145 @@ impl NatsSink {
         }
     }
 
+    /// Encodes a batch: its messages (payloads share one buffer) and their total size. Events
+    /// whose subject or encoding fails are rejected and counted.
+    fn encode(&mut self, batch: &EventBatch) -> (Vec<Outgoing>, u64) {
+        let codec = self.cfg.encoding.codec;
+        let mut items = Vec::with_capacity(batch.len());
+        let mut bytes = 0u64;
+        let mut out = BytesMut::new();
+        for e in batch.iter() {
+            let subject = if self.subject.is_dynamic() {
+                self.subject_buf.clear();
+                if let Err(err) = self.subject.render_into(e, &mut self.subject_buf) {
+                    e.metadata().update_status(EventStatus::Rejected);
+                    self.metrics.error("template", 1, &err);
+                    continue;
+                }
+                if !is_valid_publish_subject(&self.subject_buf) {
+                    e.metadata().update_status(EventStatus::Rejected);
+                    self.metrics.error(
+                        "template",
+                        1,
+                        &format_args!(
+                            "rendered subject {:?} is not a valid NATS subject; event rejected",
+                            self.subject_buf
+                        ),
+                    );
+                    continue;
+                }
+                async_nats::Subject::from(self.subject_buf.as_str())
+            } else {
+                self.static_subject.clone()
+            };
+            self.buf.clear();
+            if let Err(err) = codec.encode(e, &mut self.buf) {
+                e.metadata().update_status(EventStatus::Rejected);
+                self.metrics.error("encode", 1, &err);
+                continue;
+            }
+            bytes += self.buf.len() as u64;
+            if out.capacity() < self.buf.len() {
+                // Room for the rest of the batch at this event's size: one allocation shared
+                // by many payloads.
+                out.reserve(self.buf.len() * (batch.len() - items.len()).max(1));
+            }
+            out.extend_from_slice(&self.buf);
+            let id = if self.js.is_some() {
+                self.next_id += 1;
+                self.next_id
+            } else {
+                0
+            };
+            items.push(Outgoing {
+                subject,
+                payload: out.split().freeze(),
+                id,
+            });
+        }
+        (items, bytes)
+    }
+
+    /// The JetStream message of `it`, with its `Nats-Msg-Id`.
+    fn message(&self, it: &Outgoing) -> jetstream::message::PublishMessage {
+        let mut id = String::with_capacity(self.id_prefix.len() + 12);
+        id.push_str(&self.id_prefix);
+        id.push('-');
+        let _ = write!(id, "{}", it.id);
+        jetstream::message::PublishMessage::build()
+            .payload(it.payload.clone())
+            .message_id(id)
+    }
+
+    /// Publishes a batch's messages to JetStream (first attempt) and returns the future that
+    /// awaits their PubAcks, so the next batch can be published meanwhile.
+    async fn publish_window(&self, js: &jetstream::Context, items: &[Outgoing]) -> AckWait {
+        let wait = Duration::from_secs(self.cfg.ack_timeout_secs);
+        let mut outcome = AckOutcome::default();
+        let mut acks = Vec::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            match tokio::time::timeout(wait, js.send_publish(it.subject.clone(), self.message(it)))
+                .await
+            {
+                Ok(Ok(ack)) => acks.push((i, ack)),
+                Ok(Err(e)) => {
+                    outcome.failed.push(i);
+                    outcome.last_error = Some(e.to_string());
+                }
+                Err(_) => {
+                    outcome.failed.push(i);
+                    outcome.last_error = Some("timed out handing the message to the client".into());
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        Box::pin(async move {
+            for (i, ack) in acks {
+                match tokio::time::timeout_at(deadline, ack.into_future()).await {
+                    Ok(Ok(a)) => outcome.duplicates += u64::from(a.duplicate),
+                    Ok(Err(e)) => {
+                        outcome.failed.push(i);
+                        outcome.last_error = Some(e.to_string());
+                    }
+                    Err(_) => {
+                        outcome.failed.push(i);
+                        outcome.last_error = Some("timed out waiting for the PubAck".into());
+                    }
+                }
+            }
+            outcome
+        })
+    }
+
+    /// A batch's PubAcks are in: publishes the failed ones again (same ids) until stored, then
+    /// acknowledges the batch.
+    async fn settle(&self, js: &jetstream::Context, f: InFlight, mut outcome: AckOutcome) {
+        if outcome.duplicates > 0 {
+            self.metrics
+                .add_counter("nats_jetstream_duplicates_total", None, outcome.duplicates);
+        }
+        if let Some(e) = outcome.last_error {
+            self.metrics.error(
+                "publish",
+                outcome.failed.len() as u64,
+                &format_args!(
+                    "{} JetStream publish(es) not acknowledged ({e}); retrying with the same Nats-Msg-Id (the batch is held, upstream waits)",
+                    outcome.failed.len()
+                ),
+            );
+            self.metrics.add_counter(
+                "nats_publish_retries_total",
+                None,
+                outcome.failed.len() as u64,
+            );
+            outcome.failed.sort_unstable();
+            self.publish_jetstream(js, &f.items, outcome.failed).await;
+        }
+        self.metrics.add_sent(f.items.len() as u64);
+        self.metrics.add_sent_bytes(f.bytes);
+        f.batch.finalize(EventStatus::Delivered);
+    }
+
     /// Publishes to core NATS: handed to the client, which writes them out (and holds them
     /// while reconnecting). Returns the messages the client refused.
     async fn publish_core(&self, items: &[Outgoing]) -> u64 {
@@ -248,71 +430,54 @@ impl NatsSink {
 #[async_trait]
 impl Sink for NatsSink {
     async fn run(mut self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
-        let codec = self.cfg.encoding.codec;
-        let dynamic = self.subject.is_dynamic();
-        let mut subject = String::new();
-        let mut items: Vec<Outgoing> = Vec::new();
-        let mut buf = Vec::new();
-        while let Some(batch) = input.next().await {
-            items.clear();
-            let mut bytes = 0u64;
-            let mut failed = 0u64;
-            for e in batch.iter() {
-                if dynamic {
-                    subject.clear();
-                    if let Err(err) = self.subject.render_into(e, &mut subject) {
-                        e.metadata().update_status(EventStatus::Rejected);
-                        self.metrics.error("template", 1, &err);
-                        continue;
+        let js = self.js.clone();
+        // JetStream batches published and awaiting PubAcks, oldest first; new batches are
+        // taken while fewer than `max_inflight` messages are unacknowledged.
+        let mut window: VecDeque<InFlight> = VecDeque::new();
+        let mut unacked = 0usize;
+        let mut open = true;
+        loop {
+            let room = open && (window.is_empty() || unacked < self.cfg.max_inflight);
+            tokio::select! {
+                biased;
+                outcome = async {
+                    match window.front_mut() {
+                        Some(f) => Some(f.acks.as_mut().await),
+                        None => None,
                     }
-                    if !is_valid_publish_subject(&subject) {
-                        e.metadata().update_status(EventStatus::Rejected);
-                        self.metrics.error(
-                            "template",
-                            1,
-                            &format_args!("rendered subject {subject:?} is not a valid NATS subject; event rejected"),
-                        );
-                        continue;
+                }, if !window.is_empty() => {
+                    if let (Some(outcome), Some(js), Some(f)) = (outcome, &js, window.pop_front()) {
+                        unacked -= f.items.len();
+                        self.settle(js, f, outcome).await;
                     }
-                } else if subject.is_empty() {
-                    subject.push_str(self.subject.as_str());
                 }
-                buf.clear();
-                if let Err(err) = codec.encode(e, &mut buf) {
-                    e.metadata().update_status(EventStatus::Rejected);
-                    self.metrics.error("encode", 1, &err);
-                    continue;
+                next = input.next(), if room => {
+                    let Some(batch) = next else {
+                        open = false;
+                        if window.is_empty() { break; }
+                        continue;
+                    };
+                    let (items, bytes) = self.encode(&batch);
+                    match &js {
+                        Some(js) => {
+                            let acks = self.publish_window(js, &items).await;
+                            unacked += items.len();
+                            window.push_back(InFlight { batch, items, bytes, acks });
+                        }
+                        None => {
+                            let failed = self.publish_core(&items).await;
+                            self.metrics.add_sent(items.len() as u64 - failed);
+                            self.metrics.add_sent_bytes(bytes);
+                            batch.finalize(if failed > 0 {
+                                EventStatus::Errored
+                            } else {
+                                EventStatus::Delivered
+                            });
+                        }
+                    }
                 }
-                bytes += buf.len() as u64;
-                let id = if self.js.is_some() {
-                    self.next_id += 1;
-                    format!("{}-{}", self.id_prefix, self.next_id)
-                } else {
-                    String::new()
-                };
-                items.push(Outgoing {
-                    subject: subject.clone(),
-                    payload: Bytes::copy_from_slice(&buf),
-                    id,
-                });
+                else => break,
             }
-            let status = match &self.js {
-                Some(js) => {
-                    self.publish_jetstream(js, &items).await;
-                    EventStatus::Delivered
-                }
-                None => {
-                    failed = self.publish_core(&items).await;
-                    if failed > 0 {
-                        EventStatus::Errored
-                    } else {
-                        EventStatus::Delivered
-                    }
-                }
-            };
-            self.metrics.add_sent(items.len() as u64 - failed);
-            self.metrics.add_sent_bytes(bytes);
-            batch.finalize(status);
         }
         // Write out what the client still holds before the process exits.
         if let Err(e) = tokio::time::timeout(Duration::from_secs(10), self.client.flush())

@@ -404,7 +404,19 @@ impl StackFolder {
     }
 
     fn push_frame(&mut self, frame: &ObjectMap, java: bool) {
-        let symbol = bytes_of(frame.get("symbol"));
+        // One pass over the frame's few fields instead of a lookup per field.
+        let (mut symbol, mut module, mut addr, mut inlined, mut kind) =
+            (None, None, None, false, None);
+        for (k, v) in frame {
+            match k.as_str() {
+                "symbol" => symbol = bytes_of(Some(v)),
+                "module" => module = Some(v),
+                "addr" => addr = Some(v),
+                "inlined" => inlined = matches!(v, Value::Boolean(true)),
+                "kind" => kind = bytes_of(Some(v)),
+                _ => {}
+            }
+        }
         if let Some(s) = symbol {
             if s.first() == Some(&b'(') && !s.starts_with(b"(anonymous namespace)") {
                 return;
@@ -416,7 +428,7 @@ impl StackFolder {
             Some(s) => name.extend_from_slice(s),
             None => {
                 name.push(b'[');
-                match bytes_of(frame.get("module")) {
+                match bytes_of(module) {
                     Some(m) => {
                         let base = m.iter().rposition(|&b| b == b'/').map_or(0, |p| p + 1);
                         name.extend_from_slice(&m[base..]);
@@ -425,7 +437,7 @@ impl StackFolder {
                 }
                 if self.include_addrs {
                     name.extend_from_slice(b" <");
-                    match frame.get("addr") {
+                    match addr {
                         Some(Value::Integer(a)) => {
                             name.extend_from_slice(format!("{a:x}").as_bytes())
                         }
@@ -443,8 +455,6 @@ impl StackFolder {
         if java && stack[start..].contains(&b'/') && stack.get(start) == Some(&b'L') {
             stack.remove(start);
         }
-        let inlined = matches!(frame.get("inlined"), Some(Value::Boolean(true)));
-        let kind = bytes_of(frame.get("kind"));
         if inlined {
             stack.extend_from_slice(b"_[i]");
         } else if self.annotate_kernel && kind == Some(b"kernel") {

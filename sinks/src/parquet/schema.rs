@@ -66,11 +66,26 @@ pub fn fit(v: &Value, t: &DataType) -> Fit {
 /// an event field of that name never gets a column.
 pub fn fit_object(m: &ObjectMap, fields: &Fields, reserved: Option<&str>) -> Fit {
     let mut worst = Fit::Fits;
+    // Both are sorted by name: one merge pass (usually one comparison per field).
+    let mut at = 0;
     for (k, v) in m {
-        if reserved == Some(k.as_str()) {
+        let k = k.as_str();
+        if reserved == Some(k) {
             continue;
         }
-        let f = match find(fields, k.as_str()) {
+        let mut found = None;
+        while let Some(f) = fields.get(at) {
+            match f.name().as_str().cmp(k) {
+                std::cmp::Ordering::Less => at += 1,
+                std::cmp::Ordering::Equal => {
+                    found = Some(f);
+                    at += 1;
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        let f = match found {
             Some(f) => fit(v, f.data_type()),
             None if is_typed(v) => Fit::Widens,
             None => Fit::Fits,

@@ -59,8 +59,8 @@ impl FrameKind {
         let Some(m) = module else {
             return FrameKind::User;
         };
-        let unknown = memchr::memmem::find(m, b"unknown").is_some();
-        if !unknown && (m.first() == Some(&b'[') || m.ends_with(b"vmlinux")) {
+        let kernel_shaped = m.first() == Some(&b'[') || m.ends_with(b"vmlinux");
+        if kernel_shaped && memchr::memmem::find(m, b"unknown").is_none() {
             FrameKind::Kernel
         } else if is_perf_map(m) {
             FrameKind::Jit
@@ -73,8 +73,10 @@ impl FrameKind {
 /// Whether `m` contains `/tmp/perf-<digits>.map`.
 fn is_perf_map(m: &[u8]) -> bool {
     const PREFIX: &[u8] = b"/tmp/perf-";
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(PREFIX));
     let mut from = 0;
-    while let Some(p) = memchr::memmem::find(&m[from..], PREFIX) {
+    while let Some(p) = FINDER.find(&m[from..]) {
         let digits_start = from + p + PREFIX.len();
         let digits = m[digits_start..]
             .iter()
@@ -278,20 +280,22 @@ impl ScriptParser {
                 below = Some((f.module.clone(), f.kind));
             }
         }
-        let mut map = ObjectMap::new();
         let opt_int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
-        map.insert(key("comm"), Value::Bytes(header.comm));
-        map.insert(key("pid"), opt_int(header.pid));
-        map.insert(key("tid"), Value::Integer(header.tid));
-        map.insert(key("cpu"), opt_int(header.cpu));
-        map.insert(
-            key("timestamp"),
-            header.time.map_or(Value::Null, Value::from_f64_or_zero),
-        );
-        map.insert(key("event"), header.event.map_or(Value::Null, Value::Bytes));
-        map.insert(key("period"), opt_int(header.period));
         let frames: Vec<Value> = frames.into_iter().map(frame_value).collect();
-        map.insert(key("frames"), Value::Array(frames));
+        // Keys in sorted order, built in one go (no per-key search or rebalancing).
+        let map = ObjectMap::from([
+            (key("comm"), Value::Bytes(header.comm)),
+            (key("cpu"), opt_int(header.cpu)),
+            (key("event"), header.event.map_or(Value::Null, Value::Bytes)),
+            (key("frames"), Value::Array(frames)),
+            (key("period"), opt_int(header.period)),
+            (key("pid"), opt_int(header.pid)),
+            (key("tid"), Value::Integer(header.tid)),
+            (
+                key("timestamp"),
+                header.time.map_or(Value::Null, Value::from_f64_or_zero),
+            ),
+        ]);
         LogEvent::from_value(
             Value::Object(map),
             EventMetadata::new(self.source_id.clone()),
@@ -305,14 +309,18 @@ fn key(k: &str) -> KeyString {
 }
 
 fn frame_value(f: Frame) -> Value {
-    let mut m = ObjectMap::new();
-    m.insert(key("addr"), Value::Bytes(f.addr));
-    m.insert(key("symbol"), f.symbol.map_or(Value::Null, Value::Bytes));
-    m.insert(key("offset"), f.offset.map_or(Value::Null, Value::Integer));
-    m.insert(key("module"), f.module.map_or(Value::Null, Value::Bytes));
-    m.insert(key("kind"), Value::from(f.kind.as_str()));
-    m.insert(key("inlined"), Value::Boolean(f.inlined));
-    Value::Object(m)
+    // Keys in sorted order, built in one go; the kind is a static string (no copy).
+    Value::Object(ObjectMap::from([
+        (key("addr"), Value::Bytes(f.addr)),
+        (key("inlined"), Value::Boolean(f.inlined)),
+        (
+            key("kind"),
+            Value::Bytes(Bytes::from_static(f.kind.as_str().as_bytes())),
+        ),
+        (key("module"), f.module.map_or(Value::Null, Value::Bytes)),
+        (key("offset"), f.offset.map_or(Value::Null, Value::Integer)),
+        (key("symbol"), f.symbol.map_or(Value::Null, Value::Bytes)),
+    ]))
 }
 
 fn is_space(b: u8) -> bool {
