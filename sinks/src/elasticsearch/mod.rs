@@ -45,7 +45,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::component::{Output, Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::DataType;
 use weir_pipeline::event::{parse_path, Event, FieldPath, Value};
 use weir_pipeline::finalization::EventStatus;
@@ -392,6 +392,8 @@ impl SinkConfig for ElasticsearchConfig {
         }
         let metrics = cx.metrics;
         let mut sender = Sender {
+            outputs: cx.outputs,
+            id: cx.id.clone(),
             client,
             endpoints,
             bulk_url,
@@ -451,7 +453,14 @@ impl SinkConfig for ElasticsearchConfig {
     fn input(&self) -> DataType {
         DataType::ALL
     }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::named(DEAD_LETTER_OUTPUT, DataType::LOG)]
+    }
 }
+
+/// The output refused documents are sent to (`inputs = ["my_es.dead_letter"]`).
+pub const DEAD_LETTER_OUTPUT: &str = "dead_letter";
 
 enum Target {
     Index(Template),
