@@ -1073,3 +1073,120 @@ async fn a_node_answering_503_fails_over_to_the_next() {
     assert_eq!(well.lock().stored.len(), 2);
     assert!(metrics.errors().get("request").is_some_and(|n| *n >= 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_documents_reach_the_dead_letter_output_and_retriable_ones_do_not() {
+    let double = Double::default();
+    {
+        let mut st = double.lock();
+        st.fail_429_once = [1, 4].into();
+        st.fail_400 = [3, 5].into();
+    }
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let dlq = data.path().join("es.jsonl");
+    let out = data.path().join("dead-letters.json");
+    let docs: Vec<Json> = (0..6)
+        .map(|i| json!({"seq": i, "message": format!("m{i}")}))
+        .collect();
+    let toml = format!(
+        "{}\n[sinks.dead]\ntype = \"file\"\ninputs = [\"es.dead_letter\"]\npath = \"{}\"\n",
+        config(
+            "es-dlq-output",
+            data.path(),
+            &docs,
+            &format!(
+                "index = \"test-idx\"\nbatch.max_events = 6\nbatch.timeout_secs = 30\ndead_letter_file = \"{}\"",
+                dlq.display()
+            ),
+            addr,
+        ),
+        out.display()
+    );
+    let metrics = run(&toml).await;
+    // The refused documents, in order, with the server's status, type and reason.
+    let reason = "failed to parse field [seq] of type [long] in document";
+    let want: String = [3, 5]
+        .iter()
+        .map(|i| {
+            format!(
+                "{{\"dead_letter\":{{\"component\":\"es\",\"error_type\":\"mapper_parsing_exception\",\"index\":\"test-idx\",\"reason\":\"{reason}\",\"status\":400}},\"message\":\"m{i}\",\"seq\":{i}}}\n"
+            )
+        })
+        .collect();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want);
+    // The 429s were sent again and stored, not dead-lettered.
+    let st = double.lock();
+    let mut stored: Vec<i64> = st
+        .stored
+        .iter()
+        .map(|(_, d)| d["seq"].as_i64().unwrap())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, vec![0, 1, 2, 4]);
+    assert_eq!(st.requests.len(), 2, "one retry, of the 429s only");
+    drop(st);
+    // The originals are finalized Rejected; the copies are new events.
+    let s = statuses_of("es-dlq-output");
+    let rejected: Vec<i64> = s
+        .iter()
+        .filter(|(_, st)| *st == EventStatus::Rejected)
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert_eq!(rejected, vec![3, 5], "{s:?}");
+    assert_eq!(metrics.errors().get("rejected"), Some(&2));
+    // The file keeps working alongside the output.
+    assert_eq!(std::fs::read_to_string(&dlq).unwrap().lines().count(), 2);
+}
+
+/// A slow dead-letter consumer holds the sink back (nothing is dropped): with the consumer
+/// stalled and its buffer full, the sink stops sending; once it moves, every refused document
+/// arrives there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_dead_letter_consumer_holds_the_sink_back() {
+    let double = Double::default();
+    double.lock().fail_400 = (0..20).collect();
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let docs: Vec<Json> = (0..20).map(|i| json!({"seq": i})).collect();
+    let toml = format!(
+        "{}\n[sinks.dead]\ntype = \"gated\"\ninputs = [\"es.dead_letter\"]\nname = \"es-dlq-stalled\"\nstalled = true\nbuffer.max_events = 1\n",
+        config(
+            "es-dlq-bp",
+            data.path(),
+            &docs,
+            "batch.max_events = 1\nbatch.timeout_secs = 30",
+            addr,
+        ),
+    );
+    let running = start(&toml).await;
+    let gated = crate::testkit::state("es-dlq-stalled");
+    // One dead letter fits in the consumer's buffer; the sink waits on the next one.
+    assert!(
+        crate::harness::wait_until(Duration::from_secs(10), || double.lock().requests.len()
+            >= 2),
+        "the sink sends"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent_while_stalled = double.lock().requests.len();
+    assert!(
+        sent_while_stalled < 5,
+        "the sink is held back by its dead-letter consumer: {sent_while_stalled} requests"
+    );
+    assert_eq!(gated.delivered_count(), 0);
+    gated.open_gate();
+    let outcomes = tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("drains");
+    for o in outcomes {
+        assert!(o.error.is_none(), "{} failed: {:?}", o.id, o.error);
+    }
+    let mut got = gated.delivered.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        (0..20).collect::<Vec<i64>>(),
+        "every dead letter, once"
+    );
+    assert_eq!(double.lock().requests.len(), 20);
+}

@@ -228,7 +228,9 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
             .find(|(_, k)| *k == ComponentKind::Transform)
             .or(in_cycle.first());
         if let Some((first, kind)) = first {
-            err = err.component(format!("{}.{first}", kind.section())).field("inputs");
+            err = err
+                .component(format!("{}.{first}", kind.section()))
+                .field("inputs");
             err.location = match kind {
                 ComponentKind::Sink => config.sinks.get(*first).map(|s| s.location.clone()),
                 _ => config.transforms.get(*first).map(|t| t.location.clone()),

@@ -24,7 +24,8 @@ pub use fanout::Fanout;
 use tokio::task::JoinHandle;
 
 use crate::component::{
-    SinkContext, SinkInput, SinkOutputs, SourceContext, SourceSender, TransformContext, TransformOutput,
+    SinkContext, SinkInput, SinkOutputs, SourceContext, SourceSender, TransformContext,
+    TransformOutput,
 };
 use crate::config::{ComponentKind, Config, Graph, OutputId, WhenFull, TRANSFORM_QUEUE_EVENTS};
 use crate::event::EventBatch;

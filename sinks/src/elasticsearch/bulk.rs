@@ -293,13 +293,11 @@ impl Refusal {
             error: ItemError,
         }
         match serde_json::from_slice::<Answer>(body) {
-            Ok(Answer { error }) if !error.kind.is_empty() || !error.reason.is_empty() => {
-                Refusal {
-                    status,
-                    error_type: error.kind,
-                    reason: error.reason,
-                }
-            }
+            Ok(Answer { error }) if !error.kind.is_empty() || !error.reason.is_empty() => Refusal {
+                status,
+                error_type: error.kind,
+                reason: error.reason,
+            },
             _ => Refusal {
                 status,
                 error_type: String::new(),
@@ -390,6 +388,17 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"create\":{\"_index\":\"logs-\\\"a\\\"\",\"_id\":\"1\"}}\n{\"index\":{\"_index\":\"i\",\"_type\":\"_doc\"}}\n"
         );
+    }
+
+    #[test]
+    fn a_refused_request_names_the_server_error() {
+        let body = br#"{"error":{"root_cause":[{"type":"action_request_validation_exception","reason":"Validation Failed: 1: type is missing;"}],"type":"action_request_validation_exception","reason":"Validation Failed: 1: type is missing;"},"status":400}"#;
+        let r = Refusal::of_request(400, body, "POST /_bulk: HTTP 400");
+        assert_eq!(r.error_type, "action_request_validation_exception");
+        assert_eq!(r.reason, "Validation Failed: 1: type is missing;");
+        let r = Refusal::of_request(413, b"<html>too large</html>", "POST /_bulk: HTTP 413");
+        assert_eq!((r.status, r.error_type.as_str()), (413, ""));
+        assert_eq!(r.to_string(), "POST /_bulk: HTTP 413");
     }
 
     #[test]

@@ -229,7 +229,12 @@ impl Sender {
         }
         let n = queued.len() as u64;
         let batch = EventBatch::new(std::mem::take(queued));
-        if self.outputs.send_to(DEAD_LETTER_OUTPUT, batch).await.is_err() {
+        if self
+            .outputs
+            .send_to(DEAD_LETTER_OUTPUT, batch)
+            .await
+            .is_err()
+        {
             self.metrics.error(
                 "dead_letter",
                 n,
@@ -404,7 +409,10 @@ fn dead_letter_event(event: &Event, refusal: &Refusal, action: &[u8], sink: &str
     );
     let mut dl = ObjectMap::new();
     dl.insert("status".into(), Value::Integer(i64::from(refusal.status)));
-    dl.insert("error_type".into(), Value::from(refusal.error_type.as_str()));
+    dl.insert(
+        "error_type".into(),
+        Value::from(refusal.error_type.as_str()),
+    );
     dl.insert("reason".into(), Value::from(refusal.reason.as_str()));
     if let Some(index) = action_index(action) {
         dl.insert("index".into(), Value::from(index));
