@@ -24,8 +24,9 @@
 //! of each item. One request is in flight at a time; the next batch is encoded meanwhile
 //! (`send.rs`). The answer is parsed per item: successes are acknowledged, 429/5xx items are
 //! sent again (only them) after a backoff, other failures (a 400
-//! `mapper_parsing_exception`...) are counted, logged with the server's reason, written to the
-//! dead-letter file if one is set, and finalized as Rejected. A failed request (connection
+//! `mapper_parsing_exception`...) are counted, logged with the server's reason, sent as new log
+//! events to the `dead_letter` output (when something reads it; the sink waits while its
+//! consumer is full) and to the dead-letter file if one is set, and finalized as Rejected. A failed request (connection
 //! error, 429, 5xx, a body that is not a bulk response) is retried whole, moving to the next
 //! endpoint. The batch is held meanwhile, so the buffer fills and backpressure reaches the
 //! sources: nothing is dropped unless `max_retries` is set.
