@@ -721,6 +721,12 @@ mod tests {
         assert!(v.has_data_streams());
         assert_eq!(v.to_string(), "OpenSearch 2.11");
         assert!(parse_root(br#"{"version":{"number":"x.1"}}"#).is_err());
+        let es9 = parse_root(
+            br#"{"version":{"number":"9.1.0","build_flavor":"default","lucene_version":"10.2.2"}}"#,
+        )
+        .unwrap();
+        assert!(!es9.opensearch && es9.major == 9 && es9.doc_type().is_none());
+        assert!(es9.has_data_streams());
     }
 
     #[test]
