@@ -425,10 +425,7 @@ buffer.max_events = 1
         "{}",
         refusal.message()
     );
-    assert!(source
-        .errors()
-        .get("backpressure")
-        .is_some_and(|n| *n >= 1));
+    assert!(source.errors().get("backpressure").is_some_and(|n| *n >= 1));
     crate::testkit::state("otlp-grpc-bp").open_gate();
     client
         .export(one_log("after"))
