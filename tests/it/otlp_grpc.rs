@@ -372,8 +372,8 @@ impl Drop for KillOnDrop {
 }
 
 /// Backpressure over gRPC: with the only sink stalled and its buffer full, an export is
-/// refused with `RESOURCE_EXHAUSTED` (after `accept_timeout_secs`), seen by a tonic client;
-/// once the sink moves, exports are accepted again.
+/// refused with `RESOURCE_EXHAUSTED` (after `accept_timeout_secs`) and a `RetryInfo` of 1 s,
+/// seen by a tonic client; once the sink moves, exports are accepted again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pipeline_answers_resource_exhausted_over_grpc() {
     let data = tempfile::tempdir().unwrap();
@@ -425,6 +425,19 @@ buffer.max_events = 1
         "{}",
         refusal.message()
     );
+    // Like HTTP's `Retry-After: 1`, the refusal asks the client to wait a second.
+    let details = rpc::Status::decode(refusal.details()).expect("google.rpc.Status details");
+    assert_eq!(details.code, Code::ResourceExhausted as i32);
+    let info = details
+        .details
+        .iter()
+        .find(|a| a.type_url == "type.googleapis.com/google.rpc.RetryInfo")
+        .expect("a RetryInfo detail");
+    let delay = rpc::RetryInfo::decode(info.value.as_slice())
+        .unwrap()
+        .retry_delay
+        .unwrap();
+    assert_eq!((delay.seconds, delay.nanos), (1, 0));
     assert!(source.errors().get("backpressure").is_some_and(|n| *n >= 1));
     crate::testkit::state("otlp-grpc-bp").open_gate();
     client
