@@ -16,9 +16,9 @@
 //! (`traces`, `metrics`, `logs`). The export call answers only after the batch is in the
 //! pipeline's buffers — and, with `acknowledgements = true`, after every sink delivered it.
 //! When the pipeline cannot take a request within `accept_timeout_secs` (backpressure), the
-//! answer is `RESOURCE_EXHAUSTED` with a `RetryInfo` / HTTP 429 with `Retry-After`, and the client retries; an
-//! invalid request (a trace id that is not 16 bytes, a body that does not decode) is counted
-//! and answered `INVALID_ARGUMENT` / HTTP 400 naming the problem.
+//! answer is `RESOURCE_EXHAUSTED` with a `RetryInfo` / HTTP 429 with `Retry-After`, and the
+//! client retries; an invalid request (a trace id that is not 16 bytes, a body that does not
+//! decode) is counted and answered `INVALID_ARGUMENT` / HTTP 400 naming the problem.
 
 pub mod convert;
 
