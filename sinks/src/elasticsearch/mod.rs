@@ -245,8 +245,8 @@ pub struct ElasticsearchConfig {
     #[serde(default)]
     pub max_retries: Option<u32>,
     /// A file where refused documents are appended as JSON lines
-    /// `{"status":400,"reason":"…","action":{…},"document":{…}}`. Default: none (counted and
-    /// logged only).
+    /// `{"status":400,"reason":"…","action":{…},"document":{…}}`, besides the `dead_letter`
+    /// output. Default: none.
     #[serde(default)]
     pub dead_letter_file: Option<PathBuf>,
 }
