@@ -10,6 +10,8 @@
 //! - a transform is a synchronous [`Transform`]: batch in, batches out per named output, with an
 //!   optional timer for windowed work and a flush at the end;
 //! - a sink is a [`Sink`] that pulls batches from its buffer ([`SinkInput`]) and finalizes them.
+//!   A sink may also declare named outputs ([`SinkConfig::outputs`], e.g. the `dead_letter`
+//!   of `elasticsearch`) and send new events to them through [`SinkOutputs`].
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -249,6 +251,37 @@ pub struct SinkContext {
     pub data_dir: PathBuf,
     pub metrics: Arc<ComponentMetrics>,
     pub registry: Arc<MetricsRegistry>,
+    /// Where the sink sends events to its named outputs ([`SinkConfig::outputs`]).
+    pub outputs: SinkOutputs,
+}
+
+/// The named outputs of a sink (`es.dead_letter`): events a sink makes from what it could
+/// not deliver, sent on to other components. The events sent here are new events; the ones
+/// the sink took from its input are still finalized by the sink.
+#[derive(Debug, Default)]
+pub struct SinkOutputs {
+    named: BTreeMap<String, Fanout>,
+}
+
+impl SinkOutputs {
+    pub fn new(named: BTreeMap<String, Fanout>) -> Self {
+        Self { named }
+    }
+
+    /// Whether some component reads `output`: a sink can skip building events nobody reads.
+    pub fn is_connected(&self, output: &str) -> bool {
+        self.named.get(output).is_some_and(|f| !f.is_empty())
+    }
+
+    /// Sends a batch to a named output, waiting while its consumers are full
+    /// (backpressure). Nothing happens when nobody reads the output. The error means every
+    /// consumer has stopped.
+    pub async fn send_to(&mut self, output: &str, batch: EventBatch) -> Result<(), ClosedError> {
+        match self.named.get_mut(output) {
+            Some(f) if !batch.is_empty() && !f.is_empty() => f.send(batch).await,
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A sink type's configuration.
@@ -256,6 +289,11 @@ pub struct SinkContext {
 pub trait SinkConfig: Debug + Send + Sync {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError>;
     fn input(&self) -> DataType;
+    /// Named outputs other components can read (`inputs = ["ID.NAME"]`). Default: none.
+    /// Every output of a sink is named; [`DataType::ALL`] means "whatever came in".
+    fn outputs(&self) -> Vec<Output> {
+        Vec::new()
+    }
     fn resources(&self) -> Vec<Resource> {
         Vec::new()
     }

@@ -284,6 +284,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             metrics: metrics.clone(),
             registry: Arc::new(MetricsRegistry::default()),
+            outputs: Default::default(),
         };
         let sink = cfg.build(cx).await.unwrap();
         let (tx, rx) = buffer(100, WhenFull::Block, metrics.clone());

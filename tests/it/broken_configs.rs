@@ -21,6 +21,9 @@ fn errors_of(text: &str) -> Vec<String> {
     }
 }
 
+/// An `elasticsearch` sink without its `inputs` (it has a `dead_letter` output).
+const ES: &str = "[sinks.es]\ntype = \"elasticsearch\"\nendpoints = [\"http://127.0.0.1:9\"]\n";
+
 const OK_TAIL: &str = "\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\n";
 
 #[test]
@@ -133,6 +136,26 @@ fn every_broken_config_gives_its_message_at_its_place() {
             format!("[sources.in]\ntype = \"stdin\"\nacknowledgements = true\n{OK_TAIL}"),
             "f.toml:1:10: sources.in.acknowledgements: source type `stdin` cannot hold back its input",
         ),
+        (
+            "a cycle through a sink's output",
+            format!("[sources.in]\ntype = \"stdin\"\n{ES}inputs = [\"in\", \"t\"]\n[transforms.t]\ntype = \"sample\"\ninputs = [\"es.dead_letter\"]\nrate = 2\n"),
+            "transforms.t.inputs: cycle in the pipeline between `es` (sink), `t` (transform): a component cannot read its own output",
+        ),
+        (
+            "a sink output that does not exist",
+            format!("[sources.in]\ntype = \"stdin\"\n{ES}inputs = [\"in\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"es.dead_letters\"]\n"),
+            "f.toml:9:11: sinks.out.inputs: `es` has no output named `dead_letters`, did you mean `es.dead_letter`?",
+        ),
+        (
+            "a sink with outputs read without naming one",
+            format!("[sources.in]\ntype = \"stdin\"\n{ES}inputs = [\"in\"]\n[sinks.out]\ntype = \"console\"\ninputs = [\"es\"]\n"),
+            "f.toml:9:11: sinks.out.inputs: `es` has only named outputs: read one of `es.dead_letter`",
+        ),
+        (
+            "dead letters (logs) into a metrics sink",
+            format!("[sources.in]\ntype = \"stdin\"\n{ES}inputs = [\"in\"]\n[sinks.m]\ntype = \"metrics_only\"\ninputs = [\"es.dead_letter\"]\n"),
+            "f.toml:9:11: sinks.m.inputs: sink `m` (metrics_only) accepts only metrics, but its input `es.dead_letter` produces logs",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, text, expected) in &cases {
@@ -191,4 +214,19 @@ fn weir_validate_prints_every_error_and_exits_non_zero() {
         "{stderr}"
     );
     assert!(stderr.contains("errors found"), "{stderr}");
+}
+
+/// A sink's output is read when it is named, and is not matched by a pattern (so `*` does
+/// not start reading dead letters).
+#[test]
+fn a_sink_output_is_read_by_name_only() {
+    let text = format!(
+        "[sources.in]\ntype = \"stdin\"\n{ES}inputs = [\"in\"]\n[sinks.all]\ntype = \"console\"\ninputs = [\"*\"]\n[sinks.dead]\ntype = \"console\"\ninputs = [\"es.dead_letter\"]\n"
+    );
+    let config = load_str("f.toml", &text, &full_registry(), &env).unwrap();
+    let graph = resolve_graph(&config, false).unwrap_or_else(|e| panic!("{e}"));
+    let inputs =
+        |id: &str| -> Vec<String> { graph.inputs[id].iter().map(|o| o.to_string()).collect() };
+    assert_eq!(inputs("all"), vec!["in"]);
+    assert_eq!(inputs("dead"), vec!["es.dead_letter"]);
 }

@@ -8,7 +8,7 @@
 //! `mapper_parsing_exception` (always), whole requests with 503, or to answer a request with
 //! something that is not JSON. It plays one [`Flavor`]: `GET /` returns that version's root
 //! document, and the `_type` rules of that version are enforced with the server's own errors
-//! (required by Elasticsearch 6, optional in 7 and OpenSearch 1, refused by 8 and OpenSearch
+//! (required by Elasticsearch 6, optional in 7 and OpenSearch 1, refused by 8, 9 and OpenSearch
 //! 2), and items carry `_type` where that version writes it.
 
 use std::collections::{BTreeSet, HashMap};
@@ -38,6 +38,8 @@ struct BulkRequest {
     docs: Vec<(String, String, Option<String>, Json)>,
     /// The `_type` of each action line, if it had one.
     types: Vec<Option<String>>,
+    /// Each action line, parsed.
+    actions: Vec<Json>,
     headers: HeaderMap,
     query: HashMap<String, String>,
     /// The body on the wire started with the gzip magic bytes.
@@ -51,6 +53,8 @@ enum Flavor {
     Es7,
     #[default]
     Es8,
+    /// Elasticsearch 9: like 8 on the wire (no `_type`), a new major to detect.
+    Es9,
     /// Elasticsearch 7.8: before data streams.
     Es78,
     Os1,
@@ -81,6 +85,13 @@ impl Flavor {
                 "lucene_version": "9.11.1", "minimum_wire_compatibility_version": "7.17.0",
                 "minimum_index_compatibility_version": "7.0.0"})
             }
+            Flavor::Es9 => {
+                json!({"number": "9.1.0", "build_flavor": "default", "build_type": "docker",
+                "build_hash": "0f2a52ea5b1a42b4c4a1d1bbb7ae8c41b51b1d5a",
+                "build_date": "2025-07-22T12:41:50.591234567Z", "build_snapshot": false,
+                "lucene_version": "10.2.2", "minimum_wire_compatibility_version": "8.19.0",
+                "minimum_index_compatibility_version": "8.0.0"})
+            }
             Flavor::Os1 => {
                 json!({"distribution": "opensearch", "number": "1.3.19", "build_type": "tar",
                 "build_snapshot": false, "lucene_version": "8.10.1",
@@ -98,12 +109,12 @@ impl Flavor {
     fn opensearch(self) -> bool {
         matches!(self, Flavor::Os1 | Flavor::Os2)
     }
-    /// Elasticsearch 6 wants a `_type`; 8 and OpenSearch 2 refuse one.
+    /// Elasticsearch 6 wants a `_type`; 8, 9 and OpenSearch 2 refuse one.
     fn type_rule(self) -> TypeRule {
         match self {
             Flavor::Es6 => TypeRule::Required,
             Flavor::Es7 | Flavor::Es78 | Flavor::Os1 => TypeRule::Optional,
-            Flavor::Es8 | Flavor::Os2 => TypeRule::Refused,
+            Flavor::Es8 | Flavor::Es9 | Flavor::Os2 => TypeRule::Refused,
         }
     }
 }
@@ -344,6 +355,7 @@ async fn bulk(
     assert_eq!(lines.len() % 2, 0, "action/document pairs");
     let mut docs = Vec::new();
     let mut types = Vec::new();
+    let mut actions = Vec::new();
     for (n, pair) in lines.chunks(2).enumerate() {
         let action: Json = serde_json::from_str(pair[0]).unwrap();
         let obj = action.as_object().unwrap();
@@ -372,6 +384,7 @@ async fn bulk(
             _ => {}
         }
         types.push(doc_type);
+        actions.push(action.clone());
         let doc: Json = serde_json::from_str(pair[1]).unwrap();
         docs.push((
             name.clone(),
@@ -389,6 +402,7 @@ async fn bulk(
     st.requests.push(BulkRequest {
         docs: docs.clone(),
         types: types.clone(),
+        actions,
         headers: headers.clone(),
         query,
         gzip_on_the_wire,
@@ -853,12 +867,13 @@ async fn a_dead_endpoint_fails_over_to_the_next() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_detection_sends_type_only_to_elasticsearch_6() {
-    // Each double enforces its version's rule: 6 refuses an action without `_type`, 8 and
+    // Each double enforces its version's rule: 6 refuses an action without `_type`, 8, 9 and
     // OpenSearch 2 one with it, 7 and OpenSearch 1 take both (so the list checks them).
     for (flavor, want) in [
         (Flavor::Es6, Some("_doc")),
         (Flavor::Es7, None),
         (Flavor::Es8, None),
+        (Flavor::Es9, None),
         (Flavor::Os1, None),
         (Flavor::Os2, None),
     ] {
@@ -871,6 +886,21 @@ async fn version_detection_sends_type_only_to_elasticsearch_6() {
         let st = double.lock();
         let types: Vec<Option<String>> = st.requests.iter().flat_map(|r| r.types.clone()).collect();
         assert_eq!(types, vec![want.map(String::from); 2], "{flavor:?}");
+        // The whole action line: `{"index":{"_index":"weir-YYYY.MM.DD"}}`, plus
+        // `"_type":"_doc"` for 6 only; nothing else.
+        for r in &st.requests {
+            for (action, (_, index, _, _)) in r.actions.iter().zip(&r.docs) {
+                assert!(
+                    index.starts_with("weir-") && index.len() == "weir-2026.11.27".len(),
+                    "{flavor:?}: {index}"
+                );
+                let mut meta = json!({"_index": index});
+                if let Some(t) = want {
+                    meta["_type"] = json!(t);
+                }
+                assert_eq!(action, &json!({"index": meta}), "{flavor:?}");
+            }
+        }
         assert_eq!(st.stored.len(), 2, "{flavor:?}");
         assert!(
             st.requests.iter().all(|r| !r.gzip_on_the_wire),
@@ -963,7 +993,7 @@ async fn data_streams_need_elasticsearch_7_9_or_opensearch() {
         assert!(err.contains("needs Elasticsearch 7.9 or later"), "{err}");
         assert!(double.lock().requests.is_empty());
     }
-    for flavor in [Flavor::Es7, Flavor::Os1, Flavor::Os2] {
+    for flavor in [Flavor::Es7, Flavor::Es9, Flavor::Os1, Flavor::Os2] {
         let double = Double::of(flavor);
         let addr = double.clone().start().await;
         let data = tempfile::tempdir().unwrap();
@@ -1072,4 +1102,121 @@ async fn a_node_answering_503_fails_over_to_the_next() {
     assert!(sick.lock().stored.is_empty());
     assert_eq!(well.lock().stored.len(), 2);
     assert!(metrics.errors().get("request").is_some_and(|n| *n >= 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_documents_reach_the_dead_letter_output_and_retriable_ones_do_not() {
+    let double = Double::default();
+    {
+        let mut st = double.lock();
+        st.fail_429_once = [1, 4].into();
+        st.fail_400 = [3, 5].into();
+    }
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let dlq = data.path().join("es.jsonl");
+    let out = data.path().join("dead-letters.json");
+    let docs: Vec<Json> = (0..6)
+        .map(|i| json!({"seq": i, "message": format!("m{i}")}))
+        .collect();
+    let toml = format!(
+        "{}\n[sinks.dead]\ntype = \"file\"\ninputs = [\"es.dead_letter\"]\npath = \"{}\"\n",
+        config(
+            "es-dlq-output",
+            data.path(),
+            &docs,
+            &format!(
+                "index = \"test-idx\"\nbatch.max_events = 6\nbatch.timeout_secs = 30\ndead_letter_file = \"{}\"",
+                dlq.display()
+            ),
+            addr,
+        ),
+        out.display()
+    );
+    let metrics = run(&toml).await;
+    // The refused documents, in order, with the server's status, type and reason.
+    let reason = "failed to parse field [seq] of type [long] in document";
+    let want: String = [3, 5]
+        .iter()
+        .map(|i| {
+            format!(
+                "{{\"dead_letter\":{{\"component\":\"es\",\"error_type\":\"mapper_parsing_exception\",\"index\":\"test-idx\",\"reason\":\"{reason}\",\"status\":400}},\"message\":\"m{i}\",\"seq\":{i}}}\n"
+            )
+        })
+        .collect();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want);
+    // The 429s were sent again and stored, not dead-lettered.
+    let st = double.lock();
+    let mut stored: Vec<i64> = st
+        .stored
+        .iter()
+        .map(|(_, d)| d["seq"].as_i64().unwrap())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, vec![0, 1, 2, 4]);
+    assert_eq!(st.requests.len(), 2, "one retry, of the 429s only");
+    drop(st);
+    // The originals are finalized Rejected; the copies are new events.
+    let s = statuses_of("es-dlq-output");
+    let rejected: Vec<i64> = s
+        .iter()
+        .filter(|(_, st)| *st == EventStatus::Rejected)
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert_eq!(rejected, vec![3, 5], "{s:?}");
+    assert_eq!(metrics.errors().get("rejected"), Some(&2));
+    // The file keeps working alongside the output.
+    assert_eq!(std::fs::read_to_string(&dlq).unwrap().lines().count(), 2);
+}
+
+/// A slow dead-letter consumer holds the sink back (nothing is dropped): with the consumer
+/// stalled and its buffer full, the sink stops sending; once it moves, every refused document
+/// arrives there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_dead_letter_consumer_holds_the_sink_back() {
+    let double = Double::default();
+    double.lock().fail_400 = (0..20).collect();
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let docs: Vec<Json> = (0..20).map(|i| json!({"seq": i})).collect();
+    let toml = format!(
+        "{}\n[sinks.dead]\ntype = \"gated\"\ninputs = [\"es.dead_letter\"]\nname = \"es-dlq-stalled\"\nstalled = true\nbuffer.max_events = 1\n",
+        config(
+            "es-dlq-bp",
+            data.path(),
+            &docs,
+            "batch.max_events = 1\nbatch.timeout_secs = 30",
+            addr,
+        ),
+    );
+    let running = start(&toml).await;
+    let gated = crate::testkit::state("es-dlq-stalled");
+    // One dead letter fits in the consumer's buffer; the sink waits on the next one.
+    assert!(
+        crate::harness::wait_until(Duration::from_secs(10), || double.lock().requests.len()
+            >= 2),
+        "the sink sends"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent_while_stalled = double.lock().requests.len();
+    assert!(
+        sent_while_stalled < 5,
+        "the sink is held back by its dead-letter consumer: {sent_while_stalled} requests"
+    );
+    assert_eq!(gated.delivered_count(), 0);
+    gated.open_gate();
+    let outcomes = tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("drains");
+    for o in outcomes {
+        assert!(o.error.is_none(), "{} failed: {:?}", o.id, o.error);
+    }
+    let mut got = gated.delivered.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        (0..20).collect::<Vec<i64>>(),
+        "every dead letter, once"
+    );
+    assert_eq!(double.lock().requests.len(), 20);
 }

@@ -18,6 +18,7 @@ mod kubernetes_deploy;
 mod kubernetes_logs;
 mod nats;
 mod otlp;
+mod otlp_grpc;
 mod parquet;
 mod perf;
 mod prometheus;

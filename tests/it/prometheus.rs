@@ -461,6 +461,7 @@ async fn remote_write_bad_input_and_acknowledgements() {
             data_dir: data.path().to_path_buf(),
             metrics: metrics.clone(),
             registry: Arc::new(MetricsRegistry::default()),
+            outputs: Default::default(),
         })
         .await
         .unwrap();
@@ -738,6 +739,7 @@ async fn tls_exporter_scraped_and_remote_write_client_verifies() {
         data_dir: data.path().to_path_buf(),
         metrics: metrics.clone(),
         registry: Arc::new(MetricsRegistry::default()),
+        outputs: Default::default(),
     };
     let exporter: weir_sinks::prometheus::PrometheusExporterConfig =
         serde_json::from_value(serde_json::json!({

@@ -30,10 +30,13 @@ impl fmt::Display for OutputId {
 pub struct Graph {
     /// For each transform and sink, the outputs it reads.
     pub inputs: BTreeMap<String, Vec<OutputId>>,
-    /// Every output of every source and transform, with the event types it can carry.
+    /// Every output of every source, transform and sink, with the event types it can carry.
     pub outputs: BTreeMap<OutputId, DataType>,
     /// Transforms in an order where each comes after its inputs.
     pub transform_order: Vec<String>,
+    /// Transforms and sinks with outputs, each after its inputs (what the event types are
+    /// propagated along).
+    pub relay_order: Vec<String>,
 }
 
 impl Graph {
@@ -71,6 +74,34 @@ fn declared_outputs(config: &Config) -> BTreeMap<OutputId, (ComponentKind, Outpu
                 },
                 (ComponentKind::Transform, o),
             );
+        }
+    }
+    for (id, s) in &config.sinks {
+        // A sink has only named outputs.
+        for o in s.config.outputs().into_iter().filter(|o| o.name.is_some()) {
+            m.insert(
+                OutputId {
+                    component: id.clone(),
+                    output: o.name.clone(),
+                },
+                (ComponentKind::Sink, o),
+            );
+        }
+    }
+    m
+}
+
+/// The components whose outputs feed others and that read inputs themselves: transforms, and
+/// sinks with outputs. Only they can be part of a cycle.
+fn relays(config: &Config) -> BTreeMap<String, ComponentKind> {
+    let mut m: BTreeMap<String, ComponentKind> = config
+        .transforms
+        .keys()
+        .map(|id| (id.clone(), ComponentKind::Transform))
+        .collect();
+    for (id, s) in &config.sinks {
+        if s.config.outputs().iter().any(|o| o.name.is_some()) {
+            m.insert(id.clone(), ComponentKind::Sink);
         }
     }
     m
@@ -123,12 +154,13 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
             .insert(id.clone(), resolved.into_iter().collect());
     }
 
-    // Cycles and a topological order of transforms (Kahn).
+    // Cycles and a topological order of transforms and sinks with outputs (Kahn).
+    let relays = relays(config);
     let mut indegree: BTreeMap<&str, usize> = BTreeMap::new();
-    for id in config.transforms.keys() {
+    for id in relays.keys() {
         let n = graph.inputs[id]
             .iter()
-            .filter(|o| config.transforms.contains_key(&o.component))
+            .filter(|o| relays.contains_key(&o.component))
             .map(|o| o.component.as_str())
             .collect::<BTreeSet<_>>()
             .len();
@@ -140,9 +172,9 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
         .map(|(id, _)| *id)
         .collect();
     while let Some(id) = ready.pop() {
-        graph.transform_order.push(id.to_string());
+        graph.relay_order.push(id.to_string());
         for (other, ins) in &graph.inputs {
-            if !config.transforms.contains_key(other) {
+            if !relays.contains_key(other) {
                 continue;
             }
             let reads = ins
@@ -159,24 +191,51 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
             }
         }
     }
-    if graph.transform_order.len() < config.transforms.len() {
-        let in_cycle: Vec<&str> = indegree
+    graph.transform_order = graph
+        .relay_order
+        .iter()
+        .filter(|id| config.transforms.contains_key(*id))
+        .cloned()
+        .collect();
+    if graph.relay_order.len() < relays.len() {
+        let in_cycle: Vec<(&str, ComponentKind)> = relays
             .iter()
-            .filter(|(id, _)| !graph.transform_order.iter().any(|t| t == *id))
-            .map(|(id, _)| *id)
+            .filter(|(id, _)| !graph.relay_order.contains(id))
+            .map(|(id, k)| (id.as_str(), *k))
             .collect();
-        let first = in_cycle[0];
-        let mut err = ConfigError::new(format!(
-            "cycle in the pipeline between transforms {}: a component cannot read its own output",
+        let listed = if in_cycle.iter().all(|(_, k)| *k == ComponentKind::Transform) {
+            format!(
+                "transforms {}",
+                in_cycle
+                    .iter()
+                    .map(|(c, _)| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
             in_cycle
                 .iter()
-                .map(|c| format!("`{c}`"))
+                .map(|(c, k)| format!("`{c}` ({})", k.as_str()))
                 .collect::<Vec<_>>()
                 .join(", ")
-        ))
-        .component(format!("transforms.{first}"))
-        .field("inputs");
-        err.location = Some(config.transforms[first].location.clone());
+        };
+        let mut err = ConfigError::new(format!(
+            "cycle in the pipeline between {listed}: a component cannot read its own output"
+        ));
+        // Reported on the first transform of the cycle, else on its first sink.
+        let first = in_cycle
+            .iter()
+            .find(|(_, k)| *k == ComponentKind::Transform)
+            .or(in_cycle.first());
+        if let Some((first, kind)) = first {
+            err = err
+                .component(format!("{}.{first}", kind.section()))
+                .field("inputs");
+            err.location = match kind {
+                ComponentKind::Sink => config.sinks.get(*first).map(|s| s.location.clone()),
+                _ => config.transforms.get(*first).map(|t| t.location.clone()),
+            };
+        }
         errors.push(err);
     }
 
@@ -186,25 +245,45 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
             graph.outputs.insert(oid.clone(), o.data_type);
         }
     }
-    for t in &graph.transform_order {
-        let entry = &config.transforms[t];
+    for t in &graph.relay_order {
+        let (kind, type_name, input, outputs, location) = match config.transforms.get(t) {
+            Some(e) => (
+                ComponentKind::Transform,
+                &e.type_name,
+                e.config.input(),
+                e.config.outputs(),
+                &e.location,
+            ),
+            None => match config.sinks.get(t) {
+                Some(e) => (
+                    ComponentKind::Sink,
+                    &e.type_name,
+                    e.config.input(),
+                    e.config.outputs(),
+                    &e.location,
+                ),
+                None => continue,
+            },
+        };
         let incoming = graph.inputs[t]
             .iter()
             .filter_map(|o| graph.outputs.get(o))
             .fold(DataType::NONE, |a, b| a.union(*b));
-        let accepted = incoming.intersect(entry.config.input());
-        if !incoming.is_empty() && accepted.is_empty() {
+        let accepted = incoming.intersect(input);
+        // A sink's mismatch is reported below, input by input.
+        if kind == ComponentKind::Transform && !incoming.is_empty() && accepted.is_empty() {
             let mut err = ConfigError::new(format!(
-                "`{t}` ({}) accepts {} but its inputs produce {incoming}",
-                entry.type_name,
-                entry.config.input()
+                "`{t}` ({type_name}) accepts {input} but its inputs produce {incoming}"
             ))
             .component(format!("transforms.{t}"))
             .field("inputs");
-            err.location = Some(entry.location.clone());
+            err.location = Some(location.clone());
             errors.push(err);
         }
-        for o in entry.config.outputs() {
+        for o in outputs {
+            if kind == ComponentKind::Sink && o.name.is_none() {
+                continue;
+            }
             let ty = if o.data_type == DataType::ALL {
                 accepted
             } else {
@@ -361,10 +440,14 @@ fn resolve_input(
         let glob = globset::Glob::new(text)
             .map_err(|e| format!("invalid input pattern `{text}`: {e}"))?
             .compile_matcher();
+        // A sink's outputs are read only when named: a pattern matches sources and
+        // transforms, so that `inputs = ["*"]` does not start reading dead letters.
         let hits: Vec<OutputId> = declared
-            .keys()
-            .filter(|o| o.component != me && glob.is_match(o.to_string()))
-            .cloned()
+            .iter()
+            .filter(|(o, (kind, _))| {
+                *kind != ComponentKind::Sink && o.component != me && glob.is_match(o.to_string())
+            })
+            .map(|(o, _)| o.clone())
             .collect();
         if hits.is_empty() {
             return Err(format!(
@@ -400,6 +483,9 @@ fn resolve_input(
                 .filter(|k| k.component == c)
                 .map(|k| k.to_string())
                 .collect();
+            if names.is_empty() && config.sinks.contains_key(c) {
+                return Err(format!("`{c}` is a sink and has no output to read from"));
+            }
             let mut msg = format!("`{c}` has no output named `{o}`");
             match suggest(text, names.iter().map(String::as_str)) {
                 Some(s) => msg.push_str(&format!(", did you mean `{s}`?")),
@@ -408,7 +494,8 @@ fn resolve_input(
             return Err(msg);
         }
     }
-    if config.sinks.contains_key(text) {
+    let has_outputs = declared.keys().any(|k| k.component == text);
+    if config.sinks.contains_key(text) && !has_outputs {
         return Err(format!("`{text}` is a sink and has no output to read from"));
     }
     if config.kind_of(text).is_some() {

@@ -24,7 +24,8 @@ pub use fanout::Fanout;
 use tokio::task::JoinHandle;
 
 use crate::component::{
-    SinkContext, SinkInput, SourceContext, SourceSender, TransformContext, TransformOutput,
+    SinkContext, SinkInput, SinkOutputs, SourceContext, SourceSender, TransformContext,
+    TransformOutput,
 };
 use crate::config::{ComponentKind, Config, Graph, OutputId, WhenFull, TRANSFORM_QUEUE_EVENTS};
 use crate::event::EventBatch;
@@ -214,14 +215,17 @@ async fn start_inner(
         (default, named)
     };
 
-    // Sinks first, so that nothing is sent before a consumer runs.
+    // Sinks first, so that nothing is sent before a consumer runs. (A sink's own outputs
+    // feed buffers that exist already; what it sends there waits for their consumers.)
     for (id, s) in &config.sinks {
         let m = metrics[id].clone();
+        let (_, named) = take_outputs(id);
         let cx = SinkContext {
             id: Arc::from(id.as_str()),
             data_dir: data_dir.clone(),
             metrics: m.clone(),
             registry: registry.clone(),
+            outputs: SinkOutputs::new(named),
         };
         let sink = s
             .config

@@ -268,11 +268,53 @@ pub enum ItemOutcome {
     Ok,
     /// 429 or 5xx: send again.
     Retry(String),
-    /// Refused for good (mapping error, 400...): the reason.
-    Rejected {
-        status: u16,
-        reason: String,
-    },
+    /// Refused for good (mapping error, 400...).
+    Rejected(Refusal),
+}
+
+/// Why a document was refused for good, as the server said it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status of the item, or of the whole request; 0 when given up after
+    /// `max_retries`.
+    pub status: u16,
+    /// The server's `error.type` (`mapper_parsing_exception`); empty when it gave none.
+    pub error_type: String,
+    /// The server's `error.reason`, or what went wrong.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A whole request refused: the `error` object of an Elasticsearch error answer
+    /// (`{"error":{"type":"…","reason":"…"},"status":400}`), else `fallback` as the reason.
+    pub fn of_request(status: u16, body: &[u8], fallback: &str) -> Refusal {
+        #[derive(Deserialize)]
+        struct Answer {
+            error: ItemError,
+        }
+        match serde_json::from_slice::<Answer>(body) {
+            Ok(Answer { error }) if !error.kind.is_empty() || !error.reason.is_empty() => Refusal {
+                status,
+                error_type: error.kind,
+                reason: error.reason,
+            },
+            _ => Refusal {
+                status,
+                error_type: String::new(),
+                reason: fallback.to_string(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.error_type.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.error_type, self.reason)
+        }
+    }
 }
 
 /// Why a response could not be used.
@@ -316,10 +358,18 @@ pub fn parse_response(
                 200..=299 => ItemOutcome::Ok,
                 409 if create_conflict_ok && item.create => ItemOutcome::Ok,
                 s if crate::http::retriable_status(s) => ItemOutcome::Retry(reason()),
-                s => ItemOutcome::Rejected {
-                    status: s,
-                    reason: reason(),
-                },
+                s => ItemOutcome::Rejected(match item.error {
+                    Some(e) => Refusal {
+                        status: s,
+                        error_type: e.kind,
+                        reason: e.reason,
+                    },
+                    None => Refusal {
+                        status: s,
+                        error_type: String::new(),
+                        reason: format!("status {s}"),
+                    },
+                }),
             }
         })
         .collect())
@@ -341,6 +391,17 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_request_names_the_server_error() {
+        let body = br#"{"error":{"root_cause":[{"type":"action_request_validation_exception","reason":"Validation Failed: 1: type is missing;"}],"type":"action_request_validation_exception","reason":"Validation Failed: 1: type is missing;"},"status":400}"#;
+        let r = Refusal::of_request(400, body, "POST /_bulk: HTTP 400");
+        assert_eq!(r.error_type, "action_request_validation_exception");
+        assert_eq!(r.reason, "Validation Failed: 1: type is missing;");
+        let r = Refusal::of_request(413, b"<html>too large</html>", "POST /_bulk: HTTP 413");
+        assert_eq!((r.status, r.error_type.as_str()), (413, ""));
+        assert_eq!(r.to_string(), "POST /_bulk: HTTP 413");
+    }
+
+    #[test]
     fn item_outcomes() {
         let body = br#"{"took":2,"errors":true,"items":[
             {"index":{"_index":"a","_id":"1","status":201,"result":"created"}},
@@ -350,8 +411,16 @@ mod tests {
         let o = parse_response(body, 4, true).unwrap();
         assert_eq!(o[0], ItemOutcome::Ok);
         assert!(matches!(&o[1], ItemOutcome::Retry(r) if r.contains("queue full")));
-        assert!(
-            matches!(&o[2], ItemOutcome::Rejected { status: 400, reason } if reason == "mapper_parsing_exception: failed to parse field [n]")
+        let ItemOutcome::Rejected(r) = &o[2] else {
+            panic!("{:?}", o[2])
+        };
+        assert_eq!(
+            (r.status, r.error_type.as_str(), r.reason.as_str()),
+            (400, "mapper_parsing_exception", "failed to parse field [n]")
+        );
+        assert_eq!(
+            r.to_string(),
+            "mapper_parsing_exception: failed to parse field [n]"
         );
         assert_eq!(o[3], ItemOutcome::Ok);
         assert!(matches!(

@@ -24,8 +24,9 @@
 //! of each item. One request is in flight at a time; the next batch is encoded meanwhile
 //! (`send.rs`). The answer is parsed per item: successes are acknowledged, 429/5xx items are
 //! sent again (only them) after a backoff, other failures (a 400
-//! `mapper_parsing_exception`...) are counted, logged with the server's reason, written to the
-//! dead-letter file if one is set, and finalized as Rejected. A failed request (connection
+//! `mapper_parsing_exception`...) are counted, logged with the server's reason, sent as new log
+//! events to the `dead_letter` output (when something reads it; the sink waits while its
+//! consumer is full) and to the dead-letter file if one is set, and finalized as Rejected. A failed request (connection
 //! error, 429, 5xx, a body that is not a bulk response) is retried whole, moving to the next
 //! endpoint. The batch is held meanwhile, so the buffer fills and backpressure reaches the
 //! sources: nothing is dropped unless `max_retries` is set.
@@ -45,7 +46,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::component::{Output, Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::DataType;
 use weir_pipeline::event::{parse_path, Event, FieldPath, Value};
 use weir_pipeline::finalization::EventStatus;
@@ -244,8 +245,8 @@ pub struct ElasticsearchConfig {
     #[serde(default)]
     pub max_retries: Option<u32>,
     /// A file where refused documents are appended as JSON lines
-    /// `{"status":400,"reason":"…","action":{…},"document":{…}}`. Default: none (counted and
-    /// logged only).
+    /// `{"status":400,"reason":"…","action":{…},"document":{…}}`, besides the `dead_letter`
+    /// output. Default: none.
     #[serde(default)]
     pub dead_letter_file: Option<PathBuf>,
 }
@@ -392,6 +393,8 @@ impl SinkConfig for ElasticsearchConfig {
         }
         let metrics = cx.metrics;
         let mut sender = Sender {
+            outputs: cx.outputs,
+            id: cx.id.clone(),
             client,
             endpoints,
             bulk_url,
@@ -451,7 +454,14 @@ impl SinkConfig for ElasticsearchConfig {
     fn input(&self) -> DataType {
         DataType::ALL
     }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::named(DEAD_LETTER_OUTPUT, DataType::LOG)]
+    }
 }
+
+/// The output refused documents are sent to (`inputs = ["my_es.dead_letter"]`).
+pub const DEAD_LETTER_OUTPUT: &str = "dead_letter";
 
 enum Target {
     Index(Template),
@@ -711,6 +721,12 @@ mod tests {
         assert!(v.has_data_streams());
         assert_eq!(v.to_string(), "OpenSearch 2.11");
         assert!(parse_root(br#"{"version":{"number":"x.1"}}"#).is_err());
+        let es9 = parse_root(
+            br#"{"version":{"number":"9.1.0","build_flavor":"default","lucene_version":"10.2.2"}}"#,
+        )
+        .unwrap();
+        assert!(!es9.opensearch && es9.major == 9 && es9.doc_type().is_none());
+        assert!(es9.has_data_streams());
     }
 
     #[test]

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_pipeline::event::Event;
+use weir_pipeline::component::SinkOutputs;
+use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, ObjectMap, Value};
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
 
-use super::bulk::{parse_response, BulkAction, ItemOutcome};
-use super::{parse_root, ClusterVersion};
+use super::bulk::{parse_response, BulkAction, ItemOutcome, Refusal};
+use super::{parse_root, ClusterVersion, DEAD_LETTER_OUTPUT};
 use crate::http::{gzip, retriable_status, retry_after, snippet};
 
 pub(super) enum Auth {
@@ -45,8 +46,16 @@ enum Sent {
     Items(Vec<ItemOutcome>),
     /// Try the whole request again (connection error, 429, 5xx, unusable response).
     Retry(String, Option<Duration>),
-    /// The whole request was refused (400, 401, 413...): the reason.
-    Refused(u16, String),
+    /// The whole request was refused (400, 401, 413...): the server's error, and a message
+    /// naming the request.
+    Refused(Refusal, String),
+}
+
+/// What [`Sender::flush`] does after an attempt.
+enum Next {
+    Done,
+    /// Send what is left again, after at least this delay (the server's, if it gave one).
+    Again(Option<Duration>),
 }
 
 /// The HTTP side of the sink: endpoints, authentication, retries, dead letters.
@@ -65,6 +74,10 @@ pub(super) struct Sender {
     pub backoff: (Duration, Duration),
     pub max_retries: Option<u32>,
     pub dead_letter: Option<File>,
+    /// The `dead_letter` output.
+    pub outputs: SinkOutputs,
+    /// The sink's id, named in the dead letters.
+    pub id: Arc<str>,
     pub metrics: Arc<ComponentMetrics>,
 }
 
@@ -159,7 +172,7 @@ impl Sender {
             self.rotate();
             Sent::Retry(msg, after)
         } else {
-            Sent::Refused(status, msg)
+            Sent::Refused(Refusal::of_request(status, &body, &msg), msg)
         }
     }
 
@@ -167,21 +180,33 @@ impl Sender {
         self.current = (self.current + 1) % self.endpoints.len();
     }
 
-    /// Writes a refused document to the dead-letter file.
-    fn dead_letter(&mut self, status: u16, reason: &str, lines: &[u8]) {
-        let Some(f) = &mut self.dead_letter else {
-            return;
-        };
+    /// Writes a refused document to the dead-letter file (with `file_reason`), and queues a
+    /// copy of its event for the `dead_letter` output when something reads it.
+    fn dead_letter(
+        &mut self,
+        refusal: &Refusal,
+        file_reason: &str,
+        item: &Item,
+        body: &[u8],
+        out: &mut Vec<Event>,
+    ) {
+        let lines = &body[item.range.clone()];
         let lines = lines.strip_suffix(b"\n").unwrap_or(lines);
         let (action, doc) = match memchr::memchr(b'\n', lines) {
             Some(i) => (&lines[..i], &lines[i + 1..]),
             None => (lines, &b"null"[..]),
         };
-        let mut out = Vec::with_capacity(lines.len() + reason.len() + 64);
+        if self.outputs.is_connected(DEAD_LETTER_OUTPUT) {
+            out.push(dead_letter_event(&item.event, refusal, action, &self.id));
+        }
+        let Some(f) = &mut self.dead_letter else {
+            return;
+        };
+        let mut out = Vec::with_capacity(lines.len() + file_reason.len() + 64);
         out.extend_from_slice(b"{\"status\":");
-        out.extend_from_slice(status.to_string().as_bytes());
+        out.extend_from_slice(refusal.status.to_string().as_bytes());
         out.extend_from_slice(b",\"reason\":");
-        let _ = serde_json::to_writer(&mut out, reason);
+        let _ = serde_json::to_writer(&mut out, file_reason);
         out.extend_from_slice(b",\"action\":");
         out.extend_from_slice(action);
         out.extend_from_slice(b",\"document\":");
@@ -192,6 +217,31 @@ impl Sender {
                 "dead_letter",
                 1,
                 &format_args!("cannot write to the dead-letter file: {e}"),
+            );
+        }
+    }
+
+    /// Sends the queued dead letters to the `dead_letter` output, waiting while its
+    /// consumers are full (backpressure: the sink takes no more input meanwhile).
+    async fn send_dead_letters(&mut self, queued: &mut Vec<Event>) {
+        if queued.is_empty() {
+            return;
+        }
+        let n = queued.len() as u64;
+        let batch = EventBatch::new(std::mem::take(queued));
+        if self
+            .outputs
+            .send_to(DEAD_LETTER_OUTPUT, batch)
+            .await
+            .is_err()
+        {
+            self.metrics.error(
+                "dead_letter",
+                n,
+                &format_args!(
+                    "the components reading `{}.{DEAD_LETTER_OUTPUT}` have stopped; {n} dead letter(s) lost",
+                    self.id
+                ),
             );
         }
     }
@@ -212,11 +262,12 @@ impl Sender {
         let mut body = Bytes::from(body);
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
         let mut attempts = 0u32;
+        let mut dead = Vec::new();
         while !items.is_empty() {
             attempts += 1;
             let outcome = self.send(&body, items.len()).await;
             let give_up = self.max_retries.is_some_and(|m| attempts > m);
-            let delay = match outcome {
+            let next = match outcome {
                 Sent::Items(outcomes) => {
                     let mut keep = Vec::new();
                     let mut delivered = 0u64;
@@ -229,75 +280,86 @@ impl Sender {
                                 keep.push(item);
                             }
                             ItemOutcome::Retry(r) => {
-                                self.give_up(&item, &body, &r, attempts);
+                                self.give_up(&item, &body, &r, attempts, &mut dead);
                             }
-                            ItemOutcome::Rejected { status, reason } => {
+                            ItemOutcome::Rejected(refusal) => {
+                                let reason = refusal.to_string();
                                 self.metrics.error(
                                     "rejected",
                                     1,
                                     &format_args!(
-                                        "document refused (HTTP {status}), not retried: {reason}"
+                                        "document refused (HTTP {}), not retried: {reason}",
+                                        refusal.status
                                     ),
                                 );
-                                self.dead_letter(status, &reason, &body[item.range.clone()]);
+                                self.dead_letter(&refusal, &reason, &item, &body, &mut dead);
                                 item.event.metadata().update_status(EventStatus::Rejected);
                             }
                         }
                     }
                     self.metrics.add_sent(delivered);
                     if keep.is_empty() {
-                        break;
+                        Next::Done
+                    } else {
+                        self.metrics.add_counter(
+                            "elasticsearch_retried_documents_total",
+                            None,
+                            keep.len() as u64,
+                        );
+                        self.metrics.error(
+                            "retry",
+                            1,
+                            &format_args!(
+                                "{} document(s) refused for now ({}), sending them again",
+                                keep.len(),
+                                retry_reason.unwrap_or_default()
+                            ),
+                        );
+                        let mut again = Vec::with_capacity(body.len());
+                        for it in &mut keep {
+                            let start = again.len();
+                            again.extend_from_slice(&body[it.range.clone()]);
+                            it.range = start..again.len();
+                        }
+                        body = Bytes::from(again);
+                        items = keep;
+                        Next::Again(None)
                     }
-                    self.metrics.add_counter(
-                        "elasticsearch_retried_documents_total",
-                        None,
-                        keep.len() as u64,
-                    );
-                    self.metrics.error(
-                        "retry",
-                        1,
-                        &format_args!(
-                            "{} document(s) refused for now ({}), sending them again",
-                            keep.len(),
-                            retry_reason.unwrap_or_default()
-                        ),
-                    );
-                    let mut again = Vec::with_capacity(body.len());
-                    for it in &mut keep {
-                        let start = again.len();
-                        again.extend_from_slice(&body[it.range.clone()]);
-                        it.range = start..again.len();
-                    }
-                    body = Bytes::from(again);
-                    items = keep;
-                    None
                 }
                 Sent::Retry(msg, after) => {
                     self.metrics
                         .error("request", 1, &format_args!("{msg}; retrying"));
                     if give_up {
                         for it in items.drain(..) {
-                            self.give_up(&it, &body, &msg, attempts);
+                            self.give_up(&it, &body, &msg, attempts, &mut dead);
                         }
-                        break;
+                        Next::Done
+                    } else {
+                        Next::Again(after)
                     }
-                    after
                 }
-                Sent::Refused(status, msg) => {
+                Sent::Refused(refusal, msg) => {
                     self.metrics.error(
                         "rejected",
                         items.len() as u64,
                         &format_args!("{} document(s) refused: {msg}", items.len()),
                     );
                     for it in items.drain(..) {
-                        self.dead_letter(status, &msg, &body[it.range.clone()]);
+                        self.dead_letter(&refusal, &msg, &it, &body, &mut dead);
                         it.event.metadata().update_status(EventStatus::Rejected);
                     }
-                    break;
+                    Next::Done
                 }
             };
-            let d = backoff.next_delay();
-            tokio::time::sleep(delay.map_or(d, |a| a.max(d))).await;
+            // Dead letters leave after each attempt, not when the last retry is over.
+            self.send_dead_letters(&mut dead).await;
+            match next {
+                Next::Done => break,
+                Next::Again(after) => {
+                    let d = backoff.next_delay();
+                    tokio::time::sleep(after.map_or(d, |a| a.max(d))).await;
+                }
+            }
         }
         // Takes the allocation back when nothing else holds it (else copies, rarely).
         let mut body = Vec::from(body);
@@ -305,15 +367,66 @@ impl Sender {
         (self, Batch { body, items })
     }
 
-    fn give_up(&mut self, item: &Item, body: &[u8], reason: &str, attempts: u32) {
+    fn give_up(
+        &mut self,
+        item: &Item,
+        body: &[u8],
+        reason: &str,
+        attempts: u32,
+        dead: &mut Vec<Event>,
+    ) {
         self.metrics.error(
             "gave_up",
             1,
             &format_args!("giving up on a document after {attempts} attempts: {reason}"),
         );
-        self.dead_letter(0, reason, &body[item.range.clone()]);
+        let refusal = Refusal {
+            status: 0,
+            error_type: "max_retries".into(),
+            reason: format!("gave up after {attempts} attempts: {reason}"),
+        };
+        self.dead_letter(&refusal, reason, item, body, dead);
         item.event.metadata().update_status(EventStatus::Errored);
     }
+}
+
+/// The event sent to the `dead_letter` output for a refused document: a new log event (the
+/// original is finalized by the sink) with the original's fields (a metric or span: its JSON
+/// form) and `dead_letter.{status,error_type,reason,index,component}`.
+fn dead_letter_event(event: &Event, refusal: &Refusal, action: &[u8], sink: &str) -> Event {
+    let value = match event {
+        Event::Log(l) => l.value().clone(),
+        other => Value::from(other.to_json_value()),
+    };
+    let md = event.metadata();
+    let mut log = LogEvent::from_value(
+        value,
+        EventMetadata {
+            source_id: md.source_id.clone(),
+            ingest_time: md.ingest_time,
+            notifier: None,
+        },
+    );
+    let mut dl = ObjectMap::new();
+    dl.insert("status".into(), Value::Integer(i64::from(refusal.status)));
+    dl.insert(
+        "error_type".into(),
+        Value::from(refusal.error_type.as_str()),
+    );
+    dl.insert("reason".into(), Value::from(refusal.reason.as_str()));
+    if let Some(index) = action_index(action) {
+        dl.insert("index".into(), Value::from(index));
+    }
+    dl.insert("component".into(), Value::from(sink));
+    log.insert_field("dead_letter", Value::Object(dl));
+    log.into()
+}
+
+/// The `_index` of an action line (`{"index":{"_index":"logs-2026.11.27"}}`).
+fn action_index(action: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(action).ok()?;
+    let meta = v.as_object()?.values().next()?;
+    meta.get("_index")?.as_str().map(String::from)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

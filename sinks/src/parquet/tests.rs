@@ -39,6 +39,7 @@ async fn start(cfg: &ParquetSinkConfig, dir: &Path) -> Running {
         data_dir: dir.to_path_buf(),
         metrics: metrics.clone(),
         registry: Arc::new(MetricsRegistry::default()),
+        outputs: Default::default(),
     };
     let sink = cfg.build(cx).await.unwrap();
     let (tx, rx) = buffer(10_000, WhenFull::Block, metrics.clone());

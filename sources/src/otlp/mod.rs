@@ -16,9 +16,9 @@
 //! (`traces`, `metrics`, `logs`). The export call answers only after the batch is in the
 //! pipeline's buffers — and, with `acknowledgements = true`, after every sink delivered it.
 //! When the pipeline cannot take a request within `accept_timeout_secs` (backpressure), the
-//! answer is `RESOURCE_EXHAUSTED` / HTTP 429 with `Retry-After`, and the client retries; an
-//! invalid request (a trace id that is not 16 bytes, a body that does not decode) is counted
-//! and answered `INVALID_ARGUMENT` / HTTP 400 naming the problem.
+//! answer is `RESOURCE_EXHAUSTED` with a `RetryInfo` / HTTP 429 with `Retry-After`, and the
+//! client retries; an invalid request (a trace id that is not 16 bytes, a body that does not
+//! decode) is counted and answered `INVALID_ARGUMENT` / HTTP 400 naming the problem.
 
 pub mod convert;
 
@@ -297,6 +297,62 @@ struct Ingest {
     max_request: usize,
 }
 
+/// How long a client is asked to wait after a refusal for backpressure (gRPC `RetryInfo`,
+/// HTTP `Retry-After`), in seconds.
+const BUSY_RETRY_SECS: i64 = 1;
+
+/// `google.rpc.Status` with a `google.rpc.RetryInfo` detail (`google/rpc/status.proto`,
+/// `google/rpc/error_details.proto`), the `grpc-status-details-bin` of a refusal.
+mod rpc {
+    use prost::Message as _;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Status {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<Duration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Duration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+        #[prost(int32, tag = "2")]
+        nanos: i32,
+    }
+
+    /// The encoded status details asking the client to retry after `seconds`.
+    pub fn retry_info(code: tonic::Code, message: &str, seconds: i64) -> bytes::Bytes {
+        let info = RetryInfo {
+            retry_delay: Some(Duration { seconds, nanos: 0 }),
+        };
+        Status {
+            code: code as i32,
+            message: message.to_string(),
+            details: vec![Any {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            }],
+        }
+        .encode_to_vec()
+        .into()
+    }
+}
+
 /// Why a request was not accepted.
 #[derive(Debug)]
 enum Refusal {
@@ -310,9 +366,16 @@ impl Refusal {
     fn status(&self) -> tonic::Status {
         match self {
             Refusal::Invalid(m) => tonic::Status::invalid_argument(m.clone()),
-            Refusal::Busy => tonic::Status::resource_exhausted(
-                "the pipeline is full (backpressure); retry later",
-            ),
+            Refusal::Busy => {
+                let msg = "the pipeline is full (backpressure); retry later";
+                // The gRPC twin of HTTP's `Retry-After: 1`: OpenTelemetry exporters wait
+                // this long before sending again.
+                tonic::Status::with_details(
+                    tonic::Code::ResourceExhausted,
+                    msg,
+                    rpc::retry_info(tonic::Code::ResourceExhausted, msg, BUSY_RETRY_SECS),
+                )
+            }
             Refusal::Closed => tonic::Status::unavailable("the pipeline is shutting down"),
             Refusal::NotDelivered(EventStatus::Rejected) => {
                 tonic::Status::invalid_argument("a destination rejected the data")
@@ -551,8 +614,10 @@ fn respond<T: Message + Serialize>(enc: Encoding, msg: &T) -> Response {
 fn refuse((code, msg): (StatusCode, String)) -> Response {
     let mut r = (code, msg).into_response();
     if code == StatusCode::TOO_MANY_REQUESTS || code == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(BUSY_RETRY_SECS),
+        );
     }
     r
 }
