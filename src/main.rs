@@ -16,6 +16,23 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process (`WEIR_THP=1` keeps them). mimalloc
+/// asks for huge pages on its arena, and on hosts with THP in `madvise` mode each first touch
+/// of a 2 MiB region then makes 2 MiB resident: an idle agent sat at 27 MiB instead of 21.
+/// A node agent's memory is what its users budget (DaemonSet limits), so small pages win.
+fn no_transparent_huge_pages() {
+    if std::env::var_os("WEIR_THP").is_some_and(|v| v == "1") {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments only and changes a flag of
+    // this process's memory map; it touches no memory of ours. Failure (an old kernel) is
+    // harmless: THP then stays as the host configured it.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// The pipeline `weir run` uses when no `--config` is given: `config/quickstart.toml`.
 pub const QUICKSTART: &str = include_str!("../config/quickstart.toml");
 
@@ -149,6 +166,7 @@ pub enum GraphFormat {
 }
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     cli::init_logging();
     let code = match cli.command {
