@@ -120,11 +120,13 @@ pub fn read_loop(
         };
         buf.truncate(start + n);
         metrics.add_received_bytes(n as u64);
+        // Every line of this read was taken in now.
+        let now = chrono::Utc::now();
         let mut handle = |frame: Frame, events: &mut Vec<_>| {
             line_no += 1;
             match frame {
                 Frame::Line(line) => {
-                    if let Err(e) = decoder.decode(line, &source_id, events) {
+                    if let Err(e) = decoder.decode_at(line, &source_id, now, events) {
                         metrics.error(
                             "decode",
                             1,

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{json::parse_json_value, logfmt};
@@ -44,17 +44,29 @@ pub enum DecodeError {
 }
 
 impl Decoder {
-    /// Decodes one frame into `out`.
+    /// Decodes one frame into `out`, its events taken in now.
     pub fn decode(
         self,
         frame: Bytes,
         source_id: &Option<Arc<str>>,
         out: &mut Vec<Event>,
     ) -> Result<(), DecodeError> {
-        let meta = || EventMetadata::new(source_id.clone());
+        self.decode_at(frame, source_id, Utc::now(), out)
+    }
+
+    /// Decodes one frame into `out`, its events taken in at `ingest_time` (the time of the
+    /// read that brought the frame, shared by every frame of that read).
+    pub fn decode_at(
+        self,
+        frame: Bytes,
+        source_id: &Option<Arc<str>>,
+        ingest_time: DateTime<Utc>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DecodeError> {
+        let meta = || EventMetadata::at(source_id.clone(), ingest_time);
         match self {
             Decoder::Bytes => {
-                out.push(LogEvent::from_message(frame, source_id.clone()).into());
+                out.push(LogEvent::from_message_with(frame, meta()).into());
             }
             Decoder::Json => match parse_json_value(&frame)? {
                 v @ Value::Object(_) => out.push(LogEvent::from_value(v, meta()).into()),

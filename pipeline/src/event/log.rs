@@ -32,11 +32,16 @@ impl LogEvent {
 
     /// A log with a single `message` field.
     pub fn from_message(message: Bytes, source_id: Option<Arc<str>>) -> Self {
+        Self::from_message_with(message, EventMetadata::new(source_id))
+    }
+
+    /// A log with a single `message` field and the given metadata.
+    pub fn from_message_with(message: Bytes, metadata: EventMetadata) -> Self {
         let mut map = ObjectMap::new();
         map.insert("message".into(), Value::Bytes(message));
         Self {
             value: Value::Object(map),
-            metadata: EventMetadata::new(source_id),
+            metadata,
         }
     }
 

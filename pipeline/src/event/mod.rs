@@ -51,9 +51,16 @@ pub struct EventMetadata {
 impl EventMetadata {
     /// Metadata for an event created now by `source_id`.
     pub fn new(source_id: Option<Arc<str>>) -> Self {
+        Self::at(source_id, Utc::now())
+    }
+
+    /// Metadata for an event `source_id` took in at `ingest_time`. Sources that read many
+    /// events at once (one `read` of many lines) stamp them all with the time of that read:
+    /// one clock read per chunk instead of per event.
+    pub fn at(source_id: Option<Arc<str>>, ingest_time: DateTime<Utc>) -> Self {
         Self {
             source_id,
-            ingest_time: Some(Utc::now()),
+            ingest_time: Some(ingest_time),
             notifier: None,
         }
     }
