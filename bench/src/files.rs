@@ -60,7 +60,8 @@ fn http_get(api: SocketAddr, path: &str) -> Option<String> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut r = String::new();
     s.read_to_string(&mut r).ok()?;
-    r.starts_with("HTTP/1.1 200").then_some(r)
+    // The status line answers in the request's version (HTTP/1.0 here).
+    (r.split(' ').nth(1) == Some("200")).then_some(r)
 }
 
 /// `weir_component_sent_events_total` of `component` in a `/metrics` body.
