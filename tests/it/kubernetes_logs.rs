@@ -396,9 +396,20 @@ struct ApiServer {
 }
 
 /// What the double serves: the list of each collection and the receiver of its watch events.
+/// A `Null` list is refused with 403, as for a service account whose RBAC does not grant it.
 struct Collections {
     pods: (Value, Mutex<Receiver<Value>>),
     namespaces: (Value, Mutex<Receiver<Value>>),
+}
+
+/// The API's answer when RBAC does not allow listing `resource` cluster-wide.
+fn forbidden(resource: &str) -> String {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("{resource} is forbidden: User \"system:serviceaccount:weir:weir-agent\" cannot list resource \"{resource}\" in API group \"\" at the cluster scope"),
+        "reason": "Forbidden", "details": {"kind": resource}, "code": 403
+    })
+    .to_string()
 }
 
 /// A connection of the double: plain TCP or TLS over it.
@@ -524,6 +535,13 @@ fn serve(mut w: impl Conn, reqs: &Mutex<Vec<String>>, collections: &Collections)
         let _ = w.flush();
         return;
     };
+    if list.is_null() {
+        let resource = target[8..].split('?').next().unwrap_or("");
+        let body = forbidden(resource);
+        let _ = write!(w, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let _ = w.flush();
+        return;
+    }
     if !target.contains("watch=1") {
         let body = list.to_string();
         let _ = write!(
@@ -1102,4 +1120,68 @@ fn https_api_with_the_wrong_ca_is_refused_and_path_metadata_is_shipped() {
     );
     // The token never went to a server the CA does not vouch for.
     assert_eq!(server.requests(), Vec::<String>::new());
+}
+
+#[test]
+fn namespaces_refused_by_rbac_leave_pod_metadata_and_are_said_once() {
+    let mut s = Setup::new();
+    let uid = "7f1e2d3c-aaaa-4bbb-8ccc-0000000000d1";
+    let pods = pod_list(
+        7000,
+        vec![pod(
+            "shop",
+            "web-7d4b9c-x2x9z",
+            uid,
+            6990,
+            json!({"app": "web"}),
+            json!({}),
+        )],
+    );
+    // A ClusterRole with `pods` only: namespaces answer 403.
+    let server = ApiServer::start_with(pods, Value::Null, None);
+    let token = s.dir.path().join("token");
+    std::fs::write(&token, "s3cr3t-token\n").unwrap();
+    let log_file = s.log("shop", "web-7d4b9c-x2x9z", uid, "nginx");
+    append(&log_file, "2024-05-01T10:00:00Z stdout F one\n");
+    let cfg = api_config(
+        &s,
+        &format!(
+            "endpoint = \"http://{}\"\ntoken_file = \"{}\"",
+            server.addr,
+            token.display()
+        ),
+    );
+    let child = s.start(&cfg);
+    s.wait_for("out", 1);
+    // Retries (500 ms, doubling) happen meanwhile; they are not said again.
+    std::thread::sleep(Duration::from_millis(2000));
+    append(&log_file, "2024-05-01T10:00:01Z stdout F two\n");
+    s.wait_for("out", 2);
+    let log = s.stop(child);
+    for ev in s.events("out") {
+        assert_eq!(
+            ev["kubernetes"]["pod_labels"],
+            json!({"app": "web"}),
+            "{log}"
+        );
+        assert!(ev["kubernetes"].get("namespace_labels").is_none(), "{ev}");
+    }
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("no namespace labels from the Kubernetes API"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once:\n{log}");
+    assert!(
+        said[0].contains("the API answered 403 Forbidden"),
+        "{}",
+        said[0]
+    );
+    assert!(said[0].contains("namespaces is forbidden"), "{}", said[0]);
+    assert!(!log.contains("no Kubernetes API access"), "{log}");
+    let tries = server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/namespaces?limit=500"))
+        .count();
+    assert!(tries >= 2, "the namespaces list is retried: {tries}");
 }

@@ -97,7 +97,7 @@ pub struct KubernetesLogsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Ask the API for pod metadata. Default: true.
+    /// Ask the API for pod (and namespace) metadata. Default: true.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// The API server, `https://host:port` or `http://host:port`. Default: in a pod,
