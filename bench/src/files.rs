@@ -420,7 +420,11 @@ mod tests {
         let took = started.elapsed();
         assert_eq!(n, pacer.lines_due(duration));
         assert_eq!(n, 1638);
-        assert!(took >= duration && took < duration * 3, "{took:?}");
+        // Not early (the pace holds); the upper bound only catches a writer that oversleeps badly.
+        assert!(
+            took >= duration && took < duration + Duration::from_secs(5),
+            "{took:?}"
+        );
         let mut total = 0u64;
         for f in &files {
             let text = fs::read(f).unwrap();
