@@ -303,8 +303,10 @@ pub trait Resource: Cached + Send + Sync + Sized + 'static {
     type Object: DeserializeOwned;
     /// The collection's path.
     const COLLECTION: &'static str;
-    /// Says what events lack while this resource cannot be read (for the log).
+    /// How the log says that this resource cannot be read ...
     const WITHOUT: &'static str;
+    /// ... and what events lack meanwhile.
+    const LOST: &'static str;
     fn from_object(o: &Self::Object) -> Self;
     fn metadata(o: &Self::Object) -> &ObjectMeta;
     /// The cache key of an object (what [`Cached::key`] gives for its metadata).
@@ -315,6 +317,8 @@ impl Resource for PodMeta {
     type Object = Pod;
     const COLLECTION: &'static str = "/api/v1/pods";
     const WITHOUT: &'static str = "no Kubernetes API access";
+    const LOST: &'static str =
+        "events carry the metadata of their path only (namespace, pod, uid, container)";
     fn from_object(o: &Pod) -> Self {
         PodMeta::from_pod(o)
     }
@@ -330,6 +334,7 @@ impl Resource for NamespaceMeta {
     type Object = Namespace;
     const COLLECTION: &'static str = "/api/v1/namespaces";
     const WITHOUT: &'static str = "no namespace labels from the Kubernetes API";
+    const LOST: &'static str = "events carry no kubernetes.namespace_labels";
     fn from_object(o: &Namespace) -> Self {
         NamespaceMeta::from_namespace(o)
     }
@@ -610,15 +615,8 @@ impl<T: Resource> Watcher<T> {
                     };
                     if !failing && !quiet {
                         failing = true;
-                        let without = T::WITHOUT;
-                        match self.reporter {
-                            Reporter::Api { .. } => {
-                                tracing::warn!(component = %self.metrics.id, endpoint = %endpoint, "{without} ({e}): events carry the metadata of their path only (namespace, pod, uid, container) until it answers; retrying in the background")
-                            }
-                            Reporter::Part { .. } => {
-                                tracing::warn!(component = %self.metrics.id, endpoint = %endpoint, "{without} ({e}): events carry no kubernetes.namespace_labels until it answers; retrying in the background")
-                            }
-                        }
+                        let (without, lost) = (T::WITHOUT, T::LOST);
+                        tracing::warn!(component = %self.metrics.id, endpoint = %endpoint, "{without} ({e}): {lost} until it answers; retrying in the background");
                     } else {
                         tracing::debug!(component = %self.metrics.id, collection = T::COLLECTION, "Kubernetes API still failing: {e}");
                     }
