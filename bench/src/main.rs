@@ -5,6 +5,7 @@ mod baseline;
 mod data;
 mod ebpf;
 mod elasticsearch;
+mod files;
 mod flows;
 mod otlp;
 mod perf;
@@ -37,9 +38,11 @@ OPTIONS:
     --weir PATH        The weir binary (default: <workspace>/target/release/weir)
     --runs N           Runs of each case and baseline; the median is reported (default 3)
     --demo-count N     Events of the demo case (default 2000000)
-    --cases LIST       Comma-separated subset of: bytes,json,remap,demo,parquet,jsonfile,idle,perf
-                       (default: all but perf)
+    --cases LIST       Comma-separated subset of: bytes,json,remap,demo,parquet,jsonfile,idle,
+                       file-bytes,file-json,files-100,perf (default: all but perf)
     --perf-size-mib N  Size of the perf case's capture, in MiB (default 256)
+    --files-secs N     How long files-100 writes (default 60)
+    --files-rate-mib N Total MiB/s files-100 writes into its 100 files (default 10)
     --data-dir DIR     Where the input is generated and kept (default: <workspace>/target/bench-data)
     --timeout-secs N   Kill a weir run that takes longer (default 1800)
     --no-taskset       Do not pin weir to core 0
@@ -54,6 +57,9 @@ const GOAL_JSON_VS_B: f64 = 1.5;
 /// and files at least this many times smaller.
 const GOAL_PARQUET_SMALLER: f64 = 8.0;
 const GOAL_IDLE_RSS_MIB: f64 = 20.0;
+/// `files-100`: weir tailing 100 files written at 10 MiB/s in total.
+const GOAL_FILES_CPU_PCT: f64 = 5.0;
+const GOAL_FILES_RSS_MIB: f64 = 30.0;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Case {
@@ -64,11 +70,14 @@ enum Case {
     Parquet,
     JsonFile,
     Idle,
+    FileBytes,
+    FileJson,
+    Files100,
     Perf,
 }
 
 impl Case {
-    const ALL: [Case; 8] = [
+    const ALL: [Case; 11] = [
         Case::Bytes,
         Case::Json,
         Case::Remap,
@@ -76,10 +85,13 @@ impl Case {
         Case::Parquet,
         Case::JsonFile,
         Case::Idle,
+        Case::FileBytes,
+        Case::FileJson,
+        Case::Files100,
         Case::Perf,
     ];
     /// What runs without `--cases` (the perf case needs the shared captures).
-    const DEFAULT: [Case; 7] = [
+    const DEFAULT: [Case; 10] = [
         Case::Bytes,
         Case::Json,
         Case::Remap,
@@ -87,6 +99,9 @@ impl Case {
         Case::Parquet,
         Case::JsonFile,
         Case::Idle,
+        Case::FileBytes,
+        Case::FileJson,
+        Case::Files100,
     ];
 
     fn name(self) -> &'static str {
@@ -98,6 +113,9 @@ impl Case {
             Case::Parquet => "parquet",
             Case::JsonFile => "jsonfile",
             Case::Idle => "idle",
+            Case::FileBytes => "file-bytes",
+            Case::FileJson => "file-json",
+            Case::Files100 => "files-100",
             Case::Perf => "perf",
         }
     }
@@ -111,6 +129,9 @@ impl Case {
             Case::Parquet => "5. stdin json -> parquet (zstd)",
             Case::JsonFile => "6. stdin json -> file (JSON lines)",
             Case::Idle => "idle",
+            Case::FileBytes => "8. file bytes -> blackhole",
+            Case::FileJson => "9. file json -> blackhole",
+            Case::Files100 => "10. 100 files tailed while written -> blackhole",
             Case::Perf => "7. perf script -> stack_fold -> folded file",
         }
     }
@@ -126,6 +147,8 @@ struct Args {
     data_dir: PathBuf,
     timeout: Duration,
     taskset: bool,
+    files_secs: u64,
+    files_rate_mib: u64,
 }
 
 /// The workspace root: this crate's parent directory, as built.
@@ -146,6 +169,8 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
         data_dir: root.join("target/bench-data"),
         timeout: Duration::from_secs(1800),
         taskset: true,
+        files_secs: 60,
+        files_rate_mib: 10,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -178,6 +203,8 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
             "--data-dir" => a.data_dir = PathBuf::from(value()?),
             "--timeout-secs" => a.timeout = Duration::from_secs(number(value()?)?),
             "--no-taskset" => a.taskset = false,
+            "--files-secs" => a.files_secs = number(value()?)?,
+            "--files-rate-mib" => a.files_rate_mib = number(value()?)?,
             "--cases" => {
                 let v = value()?;
                 let mut cases = Vec::new();
@@ -187,7 +214,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .find(|c| c.name() == name)
                         .with_context(|| {
                             format!(
-                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, perf)"
+                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, files-100, perf)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -347,9 +374,10 @@ fn run_baseline(
     })
 }
 
-/// The pipeline of each case, without data_dir and [api] (added by write_config). The
-/// writing cases write below `out`.
-fn case_config(case: Case, demo_count: u64, out: &Path) -> Option<String> {
+/// The pipeline of each case, without data_dir and [api] (added by write_config, or by the
+/// file cases' runner). The writing cases write below `out`; the file cases read `input` (a
+/// file, or for files-100 a directory of `*.log` files).
+fn case_config(case: Case, demo_count: u64, out: &Path, input: &Path) -> Option<String> {
     let stdin =
         |codec: &str| format!("[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"{codec}\"\n\n");
     let sink = |input: &str| format!("[sinks.out]\ntype = \"blackhole\"\ninputs = [\"{input}\"]\n");
@@ -393,6 +421,9 @@ del(.user_agent)
                     out.display()
                 )
         }
+        Case::FileBytes => files::pipeline(&input.to_string_lossy(), "bytes"),
+        Case::FileJson => files::pipeline(&input.to_string_lossy(), "json"),
+        Case::Files100 => files::pipeline(&format!("{}/*.log", input.display()), "bytes"),
         Case::Idle | Case::Perf => return None,
     })
 }
@@ -436,8 +467,10 @@ fn run_case(
         ..Row::default()
     };
     let result = (|| -> Result<RunOutcome> {
-        let body =
-            case_config(case, args.demo_count, &out_dir).context("case without a pipeline")?;
+        let input = data.map_or_else(PathBuf::new, |d| d.path.clone());
+        let body = case_config(case, args.demo_count, &out_dir, &input)
+            .context("case without a pipeline")?;
+        let file_case = matches!(case, Case::FileBytes | Case::FileJson);
         let config = runner::write_config(&runner.work, case.name(), &body)?;
         let (stdin, expected, bytes) = match (case, data) {
             (Case::Demo, _) => (None, args.demo_count, None),
@@ -452,7 +485,13 @@ fn run_case(
                 let _ = std::fs::remove_dir_all(&out_dir);
                 std::fs::create_dir_all(&out_dir)?;
             }
-            let o = runner.run(case.name(), &config, stdin)?;
+            let o = if file_case {
+                // The file source does not end at end of file: timed until every line is
+                // counted, then stopped (files.rs).
+                files::run_one_file(runner, case.name(), &body, expected)?
+            } else {
+                runner.run(case.name(), &config, stdin)?
+            };
             if writes {
                 let n = dir_bytes(&out_dir)?;
                 eprintln!(
@@ -520,11 +559,12 @@ fn run_case(
                     row.mib_s = Some(mib_s);
                     let cpu_mib_s = o.cpu_secs.filter(|c| *c > 0.0).map(|c| mib(d.bytes) / c);
                     row.cpu_mib_s = cpu_mib_s;
-                    let (base, fmt): (Option<&Rate>, fn(f64) -> String) = if case == Case::Bytes {
-                        (a, |r| format!("{:.1}% of (a)", 100.0 * r))
-                    } else {
-                        (b, |r| format!("{r:.2}x (b)"))
-                    };
+                    let (base, fmt): (Option<&Rate>, fn(f64) -> String) =
+                        if matches!(case, Case::Bytes | Case::FileBytes) {
+                            (a, |r| format!("{:.1}% of (a)", 100.0 * r))
+                        } else {
+                            (b, |r| format!("{r:.2}x (b)"))
+                        };
                     ratio = base.map(|x| Ratio {
                         wall: mib_s / x.mib_s,
                         cpu: cpu_mib_s.zip(x.cpu_mib_s).map(|(w, x)| w / x),
@@ -536,6 +576,9 @@ fn run_case(
             row.rss_mib = o.peak_rss_kib.map(|k| k as f64 / 1024.0);
             row.cpu_pct = o.cpu_secs.map(|c| 100.0 * c / o.secs);
             row.note = format!("median of {}: {:.2} s", args.runs, o.secs);
+            if matches!(case, Case::FileBytes | Case::FileJson) {
+                row.note += " (spawn to every line counted; RSS VmHWM, CPU from /proc)";
+            }
             if let (Some(n), Some(events)) = (
                 written_bytes.get(written_bytes.len() / 2),
                 row.events_s.map(|e| e * o.secs),
@@ -602,7 +645,13 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     let needs_data = args.cases.iter().any(|c| {
         matches!(
             c,
-            Case::Bytes | Case::Json | Case::Remap | Case::Parquet | Case::JsonFile
+            Case::Bytes
+                | Case::Json
+                | Case::Remap
+                | Case::Parquet
+                | Case::JsonFile
+                | Case::FileBytes
+                | Case::FileJson
         )
     });
     let mut rows = Vec::new();
@@ -683,6 +732,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     let mut failures = Vec::new();
     let mut bytes_ratio = None;
     let mut json_ratio = None;
+    let (mut file_bytes_ratio, mut file_json_ratio) = (None, None);
     let (mut parquet, mut jsonfile) = (None, None);
     for case in [
         Case::Bytes,
@@ -691,6 +741,8 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         Case::Demo,
         Case::Parquet,
         Case::JsonFile,
+        Case::FileBytes,
+        Case::FileJson,
     ] {
         if !args.cases.contains(&case) {
             continue;
@@ -711,6 +763,8 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         match case {
             Case::Bytes => bytes_ratio = r,
             Case::Json => json_ratio = r,
+            Case::FileBytes => file_bytes_ratio = r,
+            Case::FileJson => file_json_ratio = r,
             Case::Parquet => parquet = w,
             Case::JsonFile => jsonfile = w,
             _ => {}
@@ -723,7 +777,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         let res = runner::write_config(
             &runner.work,
             "idle",
-            &case_config(Case::Bytes, 0, &runner.work).unwrap_or_default(),
+            &case_config(Case::Bytes, 0, &runner.work, &runner.work).unwrap_or_default(),
         )
         .and_then(|config| {
             [Some(1), None]
@@ -762,6 +816,11 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     }
 
     let mut goals = Vec::new();
+    let mut files_goals = Vec::new();
+    if args.cases.contains(&Case::Files100) {
+        eprintln!("case {}:", Case::Files100.label());
+        files_goals = files_100_case(&runner, args, &mut rows, &mut failures);
+    }
     if args.cases.contains(&Case::Perf) {
         eprintln!("case {}:", Case::Perf.label());
         match perf_case(&runner, args, &mut rows) {
@@ -795,6 +854,24 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             met: json_ratio.map(|r| r.wall >= GOAL_JSON_VS_B),
         });
     }
+    if args.cases.contains(&Case::FileBytes) {
+        goals.push(Goal {
+            name: format!(
+                "file source, bytes codec >= {:.0}% of baseline (a)",
+                GOAL_BYTES_VS_A * 100.0
+            ),
+            measured: describe(file_bytes_ratio, |r| format!("{:.1}%", r * 100.0)),
+            met: file_bytes_ratio.map(|r| r.wall >= GOAL_BYTES_VS_A),
+        });
+    }
+    if args.cases.contains(&Case::FileJson) {
+        goals.push(Goal {
+            name: format!("file source, json codec >= {GOAL_JSON_VS_B}x baseline (b)"),
+            measured: describe(file_json_ratio, |r| format!("{r:.2}x")),
+            met: file_json_ratio.map(|r| r.wall >= GOAL_JSON_VS_B),
+        });
+    }
+    goals.append(&mut files_goals);
     if args.cases.contains(&Case::Parquet) && args.cases.contains(&Case::JsonFile) {
         let speed = parquet
             .zip(jsonfile)
@@ -887,6 +964,15 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             }
         ),
     ]);
+    if args
+        .cases
+        .iter()
+        .any(|c| matches!(c, Case::FileBytes | Case::FileJson | Case::Files100))
+    {
+        preamble.push(
+            "file cases: the file source does not end at end of file, so they are timed from spawn (files-100: from the first write) until the blackhole's count on the API's /metrics (polled every 10 ms; during the files-100 writes, not at all) reaches every line, then weir is stopped with SIGTERM and must exit 0 with the same count in its summary; their CPU time is from /proc/PID/stat and their peak RSS is VmHWM, both read at that moment".into(),
+        );
+    }
     if let Some(w) = &busy {
         preamble.push(format!("**warning**: {w}"));
     }
@@ -912,6 +998,85 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     println!();
     print!("{}", report::markdown(&rows, &goals, &preamble));
     Ok(failures.is_empty())
+}
+
+/// `files-100` (one run: it lasts `--files-secs`): its row, and its two goals.
+fn files_100_case(
+    runner: &Runner,
+    args: &Args,
+    rows: &mut Vec<Row>,
+    failures: &mut Vec<String>,
+) -> Vec<Goal> {
+    let rate = args.files_rate_mib as f64 * 1024.0 * 1024.0;
+    let label = Case::Files100.label();
+    let res = files::tail_many(runner, rate, Duration::from_secs(args.files_secs));
+    let (cpu_pct, rss_mib) = match res {
+        Ok(o) => {
+            let cpu_pct = o.cpu_secs.map(|c| 100.0 * c / o.secs);
+            let rss_mib = o.peak_rss_kib.map(|k| k as f64 / 1024.0);
+            eprintln!(
+                "  wrote {} lines ({:.1} MiB) into {} files in {} s; all counted {:.2} s after the last write; weir CPU {}, peak RSS {}",
+                report::thousands(o.lines),
+                mib(o.bytes),
+                files::FILES,
+                args.files_secs,
+                o.lag_secs,
+                cpu_pct.map_or("-".into(), |c| format!("{c:.2}% of one core")),
+                rss_mib.map_or("-".into(), |r| format!("{r:.1} MiB")),
+            );
+            if !o.errors.is_empty() {
+                eprintln!(
+                    "  warning: components reported errors: {}",
+                    o.errors.join("; ")
+                );
+            }
+            rows.push(Row {
+                case: label.into(),
+                events_s: Some(o.lines as f64 / o.secs),
+                mib_s: Some(mib(o.bytes) / o.secs),
+                cpu_pct,
+                rss_mib,
+                note: format!(
+                    "{} files, {} MiB/s for {} s; every line counted ({} s after the last write)",
+                    files::FILES,
+                    args.files_rate_mib,
+                    args.files_secs,
+                    format_args!("{:.2}", o.lag_secs)
+                ),
+                ..Row::default()
+            });
+            (cpu_pct, rss_mib)
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("  files-100 FAILED: {msg}");
+            rows.push(Row {
+                case: label.into(),
+                note: format!("FAILED: {}", msg.lines().next().unwrap_or("")),
+                ..Row::default()
+            });
+            failures.push(format!("{label}: {msg}"));
+            (None, None)
+        }
+    };
+    vec![
+        Goal {
+            name: format!(
+                "100 files at {} MiB/s: weir under {GOAL_FILES_CPU_PCT:.0}% of one core",
+                args.files_rate_mib
+            ),
+            measured: cpu_pct.map_or("-".into(), |c| format!("{c:.2}%")),
+            met: cpu_pct.map(|c| c < GOAL_FILES_CPU_PCT),
+        },
+        Goal {
+            name: format!(
+                "100 files at {} MiB/s: weir's peak RSS under {GOAL_FILES_RSS_MIB:.0} MiB",
+                args.files_rate_mib
+            ),
+            measured: rss_mib.map_or("-".into(), |r| format!("{r:.1} MiB")),
+            met: rss_mib.map(|r| r < GOAL_FILES_RSS_MIB),
+        },
+    ]
 }
 
 /// The median of `runs` runs of `f`, each printed.
@@ -1082,11 +1247,50 @@ mod tests {
     #[test]
     fn every_pipeline_case_has_a_config() {
         for c in Case::ALL {
-            let cfg = case_config(c, 10, Path::new("/tmp/x"));
+            let cfg = case_config(c, 10, Path::new("/tmp/x"), Path::new("/data/in.jsonl"));
             assert_eq!(cfg.is_some(), !matches!(c, Case::Idle | Case::Perf));
             if let Some(cfg) = cfg {
                 assert!(cfg.contains("[sinks.out]"));
             }
         }
+        for (c, include, codec) in [
+            (Case::FileBytes, "[\"/data/in.jsonl\"]", "bytes"),
+            (Case::FileJson, "[\"/data/in.jsonl\"]", "json"),
+            (Case::Files100, "[\"/data/in.jsonl/*.log\"]", "bytes"),
+        ] {
+            let cfg = case_config(c, 10, Path::new("/tmp/x"), Path::new("/data/in.jsonl"))
+                .unwrap_or_default();
+            assert!(cfg.contains("type = \"file\""), "{cfg}");
+            assert!(cfg.contains(&format!("include = {include}")), "{cfg}");
+            assert!(
+                cfg.contains(&format!("decoding.codec = \"{codec}\"")),
+                "{cfg}"
+            );
+            assert!(cfg.contains("type = \"blackhole\""), "{cfg}");
+        }
+    }
+
+    #[test]
+    fn every_case_has_a_unique_name_that_parses() {
+        for c in Case::ALL {
+            let a = args(&["--cases", c.name()]).unwrap().unwrap();
+            assert_eq!(a.cases, vec![c]);
+        }
+        let a = args(&[
+            "--cases",
+            "file-bytes,file-json,files-100",
+            "--files-secs",
+            "2",
+            "--files-rate-mib",
+            "1",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            a.cases,
+            vec![Case::FileBytes, Case::FileJson, Case::Files100]
+        );
+        assert_eq!((a.files_secs, a.files_rate_mib), (2, 1));
+        assert!(Case::DEFAULT.contains(&Case::Files100));
     }
 }

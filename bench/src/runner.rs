@@ -51,7 +51,7 @@ pub fn write_config(work: &Path, name: &str, body: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn toml_string(s: &str) -> String {
+pub fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

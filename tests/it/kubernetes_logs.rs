@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio_rustls::rustls;
 
 use crate::harness::{free_addr, http_get, sigterm, wait_until, wait_with_timeout, weir};
 
@@ -60,13 +61,20 @@ impl Setup {
     }
 
     fn start(&mut self, cfg: &Path) -> Child {
+        self.start_env(cfg, &[])
+    }
+
+    /// Starts weir with these environment variables (as a pod has them) set.
+    fn start_env(&mut self, cfg: &Path, env: &[(&str, String)]) -> Child {
         self.runs += 1;
         let log = File::create(self.dir.path().join(format!("weir-{}.log", self.runs))).unwrap();
         weir()
             .args(["run", "--config"])
             .arg(cfg)
             .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
             .env_remove("NODE_NAME")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -376,33 +384,114 @@ fn pod(ns: &str, name: &str, uid: &str, rv: u64, labels: Value, annotations: Val
     })
 }
 
-/// A stand-in API server: answers the pod list, and streams watch events that the test
-/// pushes (chunked, one JSON object per line). Records every request's head.
+/// A stand-in API server: answers the pod and namespace lists, and streams watch events that
+/// the test pushes (chunked, one JSON object per line), over plain HTTP or HTTPS. Records
+/// every request's head; refuses (401, as the API does) a request without the bearer token
+/// `s3cr3t-token`.
 struct ApiServer {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<String>>>,
-    events: Sender<Value>,
+    pod_events: Sender<Value>,
+    namespace_events: Sender<Value>,
+}
+
+/// What the double serves: the list of each collection and the receiver of its watch events.
+/// A `Null` list is refused with 403, as for a service account whose RBAC does not grant it.
+struct Collections {
+    pods: (Value, Mutex<Receiver<Value>>),
+    namespaces: (Value, Mutex<Receiver<Value>>),
+}
+
+/// The API's answer when RBAC does not allow listing `resource` cluster-wide.
+fn forbidden(resource: &str) -> String {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("{resource} is forbidden: User \"system:serviceaccount:weir:weir-agent\" cannot list resource \"{resource}\" in API group \"\" at the cluster scope"),
+        "reason": "Forbidden", "details": {"kind": resource}, "code": 403
+    })
+    .to_string()
+}
+
+/// A connection of the double: plain TCP or TLS over it.
+trait Conn: Read + Write {
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        TcpStream::set_nonblocking(self, on)
+    }
+}
+
+type TlsConn = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
+impl Conn for TlsConn {
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        self.sock.set_nonblocking(on)
+    }
+}
+
+/// An empty `NamespaceList`, for tests about pods only.
+fn no_namespaces() -> Value {
+    json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
 }
 
 impl ApiServer {
-    fn start(list: Value) -> ApiServer {
+    fn start(pods: Value) -> ApiServer {
+        Self::start_with(pods, no_namespaces(), None)
+    }
+
+    /// `tls`: the server's certificate and key (PEM) to serve HTTPS with.
+    fn start_with(pods: Value, namespaces: Value, tls: Option<(&Path, &Path)>) -> ApiServer {
+        let tls = tls.map(|(cert, key)| {
+            use rustls::pki_types::pem::PemObject;
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(key).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let cfg = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap();
+            Arc::new(cfg)
+        });
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = channel::<Value>();
-        let rx = Arc::new(Mutex::new(rx));
+        let (pod_events, pod_rx) = channel::<Value>();
+        let (namespace_events, ns_rx) = channel::<Value>();
+        let collections = Arc::new(Collections {
+            pods: (pods, Mutex::new(pod_rx)),
+            namespaces: (namespaces, Mutex::new(ns_rx)),
+        });
         let reqs = requests.clone();
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(conn) = conn else { return };
-                let (reqs, rx, list) = (reqs.clone(), rx.clone(), list.clone());
-                std::thread::spawn(move || serve(conn, &reqs, &rx, &list));
+                let (reqs, collections, tls) = (reqs.clone(), collections.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(conn, &reqs, &collections),
+                    Some(cfg) => {
+                        let Ok(server) = rustls::ServerConnection::new(cfg) else {
+                            return;
+                        };
+                        // The handshake happens on the first read; a client that does not
+                        // trust the certificate ends it there, before any request.
+                        serve(rustls::StreamOwned::new(server, conn), &reqs, &collections)
+                    }
+                });
             }
         });
         ApiServer {
             addr,
             requests,
-            events: tx,
+            pod_events,
+            namespace_events,
         }
     }
 
@@ -411,32 +500,46 @@ impl ApiServer {
     }
 }
 
-fn serve(conn: TcpStream, reqs: &Mutex<Vec<String>>, rx: &Mutex<Receiver<Value>>, list: &Value) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
+fn serve(mut w: impl Conn, reqs: &Mutex<Vec<String>>, collections: &Collections) {
     let mut head = String::new();
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l).unwrap_or(0) == 0 {
-            return;
+    {
+        let mut r = BufReader::new(&mut w);
+        loop {
+            let mut l = String::new();
+            if r.read_line(&mut l).unwrap_or(0) == 0 {
+                return;
+            }
+            if l == "\r\n" {
+                break;
+            }
+            head.push_str(&l);
         }
-        if l == "\r\n" {
-            break;
-        }
-        head.push_str(&l);
     }
     reqs.lock().unwrap().push(head.clone());
-    let mut w = conn;
     let target = head.split(' ').nth(1).unwrap_or("").to_string();
     if !head
         .to_ascii_lowercase()
-        .contains("authorization: bearer s3cr3t-token")
+        .contains("authorization: bearer s3cr3t-token\r\n")
     {
         let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "Unauthorized", "reason": "Unauthorized", "code": 401}).to_string();
         let _ = write!(w, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let _ = w.flush();
         return;
     }
-    if !target.starts_with("/api/v1/pods?") {
+    let (list, rx) = if target.starts_with("/api/v1/pods?") {
+        &collections.pods
+    } else if target.starts_with("/api/v1/namespaces?") {
+        &collections.namespaces
+    } else {
         let _ = write!(w, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        let _ = w.flush();
+        return;
+    };
+    if list.is_null() {
+        let resource = target[8..].split('?').next().unwrap_or("");
+        let body = forbidden(resource);
+        let _ = write!(w, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let _ = w.flush();
         return;
     }
     if !target.contains("watch=1") {
@@ -446,6 +549,7 @@ fn serve(conn: TcpStream, reqs: &Mutex<Vec<String>>, rx: &Mutex<Receiver<Value>>
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
+        let _ = w.flush();
         return;
     }
     let _ = write!(
@@ -453,7 +557,7 @@ fn serve(conn: TcpStream, reqs: &Mutex<Vec<String>>, rx: &Mutex<Receiver<Value>>
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
     let _ = w.flush();
-    // One watch at a time takes the pushed events.
+    // One watch of a collection at a time takes its pushed events.
     let rx = rx.lock().unwrap();
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
@@ -468,7 +572,11 @@ fn serve(conn: TcpStream, reqs: &Mutex<Vec<String>>, rx: &Mutex<Receiver<Value>>
                 // Is the client still there?
                 let mut probe = [0u8; 1];
                 w.set_nonblocking(true).unwrap();
-                let gone = matches!(w.read(&mut probe), Ok(0));
+                let gone = match w.read(&mut probe) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                };
                 w.set_nonblocking(false).unwrap();
                 if gone {
                     return;
@@ -568,15 +676,15 @@ encoding.codec = "json"
         json!({}),
     );
     server
-        .events
+        .pod_events
         .send(json!({"type": "MODIFIED", "object": web2.clone()}))
         .unwrap();
     server
-        .events
+        .pod_events
         .send(json!({"type": "ADDED", "object": pod("shop", "quiet-5f5f5f-aaaaa", quiet_uid, 1011, json!({"app": "quiet"}), json!({"weir.io/exclude": "true"}))}))
         .unwrap();
     server
-        .events
+        .pod_events
         .send(json!({"type": "BOOKMARK", "object": {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "1012", "annotations": {"k8s.io/initial-events-end": "true"}}}}))
         .unwrap();
     // The watch events reach the cache before these lines are read.
@@ -594,7 +702,7 @@ encoding.codec = "json"
     // The web pod is deleted: lines written after still carry its metadata (delay_deletion).
     web2["metadata"]["deletionTimestamp"] = json!("2024-05-01T10:00:02Z");
     server
-        .events
+        .pod_events
         .send(json!({"type": "DELETED", "object": web2}))
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -630,7 +738,11 @@ encoding.codec = "json"
         json!({"pod_namespace": "shop", "pod_name": "ghost-0", "pod_uid": ghost_uid, "container_name": "main"})
     );
     // The client asked for this node's pods, listed then watched from the list's version.
-    let reqs = server.requests();
+    let reqs: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v1/pods"))
+        .collect();
     assert!(
         reqs[0].starts_with(
             "GET /api/v1/pods?limit=500&fieldSelector=spec.nodeName%3Dnode-1 HTTP/1.1"
@@ -690,4 +802,386 @@ encoding.codec = "json"
         1,
         "said once, although retried:\n{log}"
     );
+}
+
+/// A realistic `Namespace` object, as `kubectl get namespace -o json` shows it.
+fn namespace(name: &str, rv: u64, labels: Value) -> Value {
+    let mut all = json!({"kubernetes.io/metadata.name": name});
+    if let (Some(all), Some(extra)) = (all.as_object_mut(), labels.as_object()) {
+        all.extend(extra.clone());
+    }
+    json!({
+        "kind": "Namespace",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "uid": format!("0a0b0c0d-{:04x}-4000-8000-000000000000", rv % 0xffff),
+            "resourceVersion": rv.to_string(),
+            "creationTimestamp": "2024-04-01T08:00:00Z",
+            "labels": all,
+            "managedFields": [{
+                "manager": "kubectl-create",
+                "operation": "Update",
+                "apiVersion": "v1",
+                "time": "2024-04-01T08:00:00Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:kubernetes.io/metadata.name": {}}}}
+            }]
+        },
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"}
+    })
+}
+
+fn pod_list(rv: u64, items: Vec<Value>) -> Value {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": rv.to_string()}, "items": items})
+}
+
+/// A pipeline of the `kubernetes_logs` source into a JSON file, with its API options.
+fn api_config(s: &Setup, api: &str) -> PathBuf {
+    s.config(&format!(
+        r#"
+[api]
+enabled = false
+[sources.pods]
+type = "kubernetes_logs"
+root = "{root}"
+exclude_self = false
+glob_minimum_cooldown_ms = 200
+[sources.pods.api]
+node_name = "node-1"
+{api}
+[sinks.out]
+type = "file"
+inputs = ["pods"]
+path = "{out}"
+encoding.codec = "json"
+"#,
+        root = s.root().display(),
+        out = s.out("out").display(),
+    ))
+}
+
+#[test]
+fn namespace_labels_come_from_the_api_list_and_watch() {
+    let mut s = Setup::new();
+    let web_uid = "7f1e2d3c-aaaa-4bbb-8ccc-0000000000a1";
+    let job_uid = "7f1e2d3c-aaaa-4bbb-8ccc-0000000000a2";
+    let pods = pod_list(
+        3000,
+        vec![pod(
+            "shop",
+            "web-7d4b9c-x2x9z",
+            web_uid,
+            2990,
+            json!({"app": "web"}),
+            json!({}),
+        )],
+    );
+    let namespaces = json!({
+        "kind": "NamespaceList",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": "4005"},
+        "items": [namespace("shop", 4001, json!({"team": "web", "env": "prod"})), namespace("default", 10, json!({}))]
+    });
+    let server = ApiServer::start_with(pods, namespaces, None);
+    let token = s.dir.path().join("token");
+    std::fs::write(&token, "s3cr3t-token\n").unwrap();
+    let web_log = s.log("shop", "web-7d4b9c-x2x9z", web_uid, "nginx");
+    let job_log = s.log("batch", "job-1", job_uid, "main");
+    append(&web_log, "2024-05-01T10:00:00Z stdout F listed\n");
+    append(
+        &job_log,
+        "2024-05-01T10:00:00Z stdout F namespace not known yet\n",
+    );
+    let cfg = api_config(
+        &s,
+        &format!(
+            "endpoint = \"http://{}\"\ntoken_file = \"{}\"",
+            server.addr,
+            token.display()
+        ),
+    );
+    let child = s.start(&cfg);
+    s.wait_for("out", 2);
+    // The watch: shop's labels change, a new namespace appears, a bookmark passes.
+    server
+        .namespace_events
+        .send(json!({"type": "MODIFIED", "object": namespace("shop", 4010, json!({"team": "storefront"}))}))
+        .unwrap();
+    server
+        .namespace_events
+        .send(json!({"type": "ADDED", "object": namespace("batch", 4011, json!({"team": "data"}))}))
+        .unwrap();
+    server
+        .namespace_events
+        .send(json!({"type": "BOOKMARK", "object": {"kind": "Namespace", "apiVersion": "v1", "metadata": {"resourceVersion": "4012"}}}))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    append(&web_log, "2024-05-01T10:00:01Z stdout F watched\n");
+    append(&job_log, "2024-05-01T10:00:01Z stdout F namespace added\n");
+    s.wait_for("out", 4);
+    let log = s.stop(child);
+    let by_msg: BTreeMap<String, Value> = s
+        .events("out")
+        .iter()
+        .map(|e| {
+            (
+                e["message"].as_str().unwrap().to_string(),
+                e["kubernetes"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_msg["listed"]["namespace_labels"],
+        json!({"kubernetes.io/metadata.name": "shop", "team": "web", "env": "prod"})
+    );
+    assert_eq!(by_msg["listed"]["pod_labels"], json!({"app": "web"}));
+    assert!(
+        by_msg["namespace not known yet"]
+            .get("namespace_labels")
+            .is_none(),
+        "{by_msg:?}"
+    );
+    assert_eq!(
+        by_msg["watched"]["namespace_labels"],
+        json!({"kubernetes.io/metadata.name": "shop", "team": "storefront"})
+    );
+    assert_eq!(
+        by_msg["namespace added"]["namespace_labels"],
+        json!({"kubernetes.io/metadata.name": "batch", "team": "data"})
+    );
+    // Namespaces are listed (all of them: no node selector), then watched from the list's
+    // version.
+    let reqs = server.requests();
+    let ns: Vec<&String> = reqs
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/namespaces"))
+        .collect();
+    assert!(
+        ns[0].starts_with("GET /api/v1/namespaces?limit=500 HTTP/1.1"),
+        "{reqs:?}"
+    );
+    assert!(
+        ns[1].starts_with("GET /api/v1/namespaces?watch=1&allowWatchBookmarks=true&timeoutSeconds=290&resourceVersion=4005 HTTP/1.1"),
+        "{reqs:?}"
+    );
+    assert!(!log.contains("no namespace labels"), "{log}");
+}
+
+/// The API over HTTPS as in a pod: the endpoint from `KUBERNETES_SERVICE_HOST`/`_PORT`, the
+/// server's certificate checked against the service account's CA, the bearer token from its
+/// file.
+#[test]
+fn https_api_with_a_ca_file_and_a_bearer_token_file() {
+    let mut s = Setup::new();
+    let certs = s.dir.path().join("tls");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (ca, cert, key) = crate::harness::make_certs(&certs);
+    let uid = "7f1e2d3c-aaaa-4bbb-8ccc-0000000000b1";
+    let pods = pod_list(
+        5000,
+        vec![pod(
+            "shop",
+            "web-7d4b9c-x2x9z",
+            uid,
+            4990,
+            json!({"app": "web"}),
+            json!({}),
+        )],
+    );
+    let namespaces = json!({
+        "kind": "NamespaceList",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": "5001"},
+        "items": [namespace("shop", 4001, json!({"team": "web"}))]
+    });
+    let server = ApiServer::start_with(pods, namespaces, Some((&cert, &key)));
+    let sa = s.dir.path().join("serviceaccount");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::copy(&ca, sa.join("ca.crt")).unwrap();
+    std::fs::write(sa.join("token"), "s3cr3t-token\n").unwrap();
+    let log_file = s.log("shop", "web-7d4b9c-x2x9z", uid, "nginx");
+    append(&log_file, "2024-05-01T10:00:00Z stdout F over https\n");
+    let cfg = api_config(
+        &s,
+        &format!(
+            "ca_file = \"{}\"\ntoken_file = \"{}\"",
+            sa.join("ca.crt").display(),
+            sa.join("token").display()
+        ),
+    );
+    let env = [
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1".to_string()),
+        ("KUBERNETES_SERVICE_PORT", server.addr.port().to_string()),
+    ];
+    let child = s.start_env(&cfg, &env);
+    s.wait_for("out", 1);
+    let log = s.stop(child);
+    let ev = &s.events("out")[0];
+    assert_eq!(
+        ev["kubernetes"]["pod_labels"],
+        json!({"app": "web"}),
+        "{log}"
+    );
+    assert_eq!(ev["kubernetes"]["namespace_labels"]["team"], "web", "{log}");
+    // Every request came over TLS with the token, and both collections were read.
+    let reqs = server.requests();
+    assert!(reqs.len() >= 4, "{reqs:?}");
+    for r in &reqs {
+        assert!(
+            r.contains("\r\nauthorization: Bearer s3cr3t-token\r\n"),
+            "no bearer token in {r:?}"
+        );
+        assert!(r.contains("\r\nhost: 127.0.0.1:"), "{r:?}");
+    }
+    assert!(reqs
+        .iter()
+        .any(|r| r.starts_with("GET /api/v1/pods?limit=500")));
+    assert!(reqs
+        .iter()
+        .any(|r| r.starts_with("GET /api/v1/namespaces?limit=500")));
+    assert!(!log.contains("no Kubernetes API access"), "{log}");
+}
+
+#[test]
+fn https_api_with_the_wrong_ca_is_refused_and_path_metadata_is_shipped() {
+    let mut s = Setup::new();
+    let (theirs, mine) = (s.dir.path().join("tls"), s.dir.path().join("other-ca"));
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::create_dir_all(&mine).unwrap();
+    let (_, cert, key) = crate::harness::make_certs(&theirs);
+    // A CA that did not sign the server's certificate.
+    let (wrong_ca, _, _) = crate::harness::make_certs(&mine);
+    let uid = "7f1e2d3c-aaaa-4bbb-8ccc-0000000000c1";
+    let pods = pod_list(
+        6000,
+        vec![pod(
+            "shop",
+            "web-7d4b9c-x2x9z",
+            uid,
+            5990,
+            json!({"app": "web"}),
+            json!({}),
+        )],
+    );
+    let server = ApiServer::start_with(pods, no_namespaces(), Some((&cert, &key)));
+    let token = s.dir.path().join("token");
+    std::fs::write(&token, "s3cr3t-token\n").unwrap();
+    let log_file = s.log("shop", "web-7d4b9c-x2x9z", uid, "nginx");
+    append(&log_file, "2024-05-01T10:00:00Z stdout F one\n");
+    let cfg = api_config(
+        &s,
+        &format!(
+            "endpoint = \"https://127.0.0.1:{}\"\nca_file = \"{}\"\ntoken_file = \"{}\"",
+            server.addr.port(),
+            wrong_ca.display(),
+            token.display()
+        ),
+    );
+    let child = s.start(&cfg);
+    s.wait_for("out", 1);
+    append(&log_file, "2024-05-01T10:00:01Z stdout F two\n");
+    s.wait_for("out", 2);
+    let log = s.stop(child);
+    for ev in s.events("out") {
+        assert_eq!(
+            ev["kubernetes"],
+            json!({"pod_namespace": "shop", "pod_name": "web-7d4b9c-x2x9z", "pod_uid": uid, "container_name": "nginx"})
+        );
+    }
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("no Kubernetes API access"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once:\n{log}");
+    // Both test CAs are named `weir-test-ca` (as a re-created cluster CA is), so rustls says
+    // `BadSignature`; a CA of another name gives `UnknownIssuer`.
+    let expected = [
+        format!(
+            "no Kubernetes API access (TLS with https://127.0.0.1:{}: invalid peer certificate: ",
+            server.addr.port()
+        ),
+        format!(
+            " (the server's certificate was checked against the CA certificates in {})): events carry the metadata of their path only",
+            wrong_ca.display()
+        ),
+    ];
+    for part in &expected {
+        assert!(
+            said[0].contains(part.as_str()),
+            "{}\nexpected: {part}",
+            said[0]
+        );
+    }
+    assert!(
+        !log.contains("no namespace labels"),
+        "the unreachable API is reported by the pods watcher only:\n{log}"
+    );
+    // The token never went to a server the CA does not vouch for.
+    assert_eq!(server.requests(), Vec::<String>::new());
+}
+
+#[test]
+fn namespaces_refused_by_rbac_leave_pod_metadata_and_are_said_once() {
+    let mut s = Setup::new();
+    let uid = "7f1e2d3c-aaaa-4bbb-8ccc-0000000000d1";
+    let pods = pod_list(
+        7000,
+        vec![pod(
+            "shop",
+            "web-7d4b9c-x2x9z",
+            uid,
+            6990,
+            json!({"app": "web"}),
+            json!({}),
+        )],
+    );
+    // A ClusterRole with `pods` only: namespaces answer 403.
+    let server = ApiServer::start_with(pods, Value::Null, None);
+    let token = s.dir.path().join("token");
+    std::fs::write(&token, "s3cr3t-token\n").unwrap();
+    let log_file = s.log("shop", "web-7d4b9c-x2x9z", uid, "nginx");
+    append(&log_file, "2024-05-01T10:00:00Z stdout F one\n");
+    let cfg = api_config(
+        &s,
+        &format!(
+            "endpoint = \"http://{}\"\ntoken_file = \"{}\"",
+            server.addr,
+            token.display()
+        ),
+    );
+    let child = s.start(&cfg);
+    s.wait_for("out", 1);
+    // Retries (500 ms, doubling) happen meanwhile; they are not said again.
+    std::thread::sleep(Duration::from_millis(2000));
+    append(&log_file, "2024-05-01T10:00:01Z stdout F two\n");
+    s.wait_for("out", 2);
+    let log = s.stop(child);
+    for ev in s.events("out") {
+        assert_eq!(
+            ev["kubernetes"]["pod_labels"],
+            json!({"app": "web"}),
+            "{log}"
+        );
+        assert!(ev["kubernetes"].get("namespace_labels").is_none(), "{ev}");
+    }
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("no namespace labels from the Kubernetes API"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once:\n{log}");
+    assert!(
+        said[0].contains("the API answered 403 Forbidden"),
+        "{}",
+        said[0]
+    );
+    assert!(said[0].contains("namespaces is forbidden"), "{}", said[0]);
+    assert!(!log.contains("no Kubernetes API access"), "{log}");
+    let tries = server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/namespaces?limit=500"))
+        .count();
+    assert!(tries >= 2, "the namespaces list is retried: {tries}");
 }

@@ -1,9 +1,10 @@
-//! A small Kubernetes API client: list the pods of this node, then watch them, keeping
-//! [`PodCache`] up to date.
+//! A small Kubernetes API client: list the pods of this node (and every namespace), then watch
+//! them, keeping a [`MetaCache`] of each up to date.
 //!
 //! The API is plain HTTP with JSON bodies: `GET /api/v1/pods?fieldSelector=spec.nodeName=N`
-//! returns a `PodList` with a `metadata.resourceVersion`; `GET` of the same with `watch=1` and
-//! that `resourceVersion` returns a stream of newline-delimited watch events (`{"type":
+//! returns a `PodList` with a `metadata.resourceVersion` (`/api/v1/namespaces`, a
+//! `NamespaceList`); `GET` of the same with `watch=1` and that `resourceVersion` returns a
+//! stream of newline-delimited watch events (`{"type":
 //! "ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK"|"ERROR", "object": ...}`). An `ERROR` with code 410
 //! (the version is too old) means list again. Why not the `kube` crate: see
 //! docs/components/kubernetes_logs.md (its `k8s-openapi` types cost minutes of build for the
@@ -14,6 +15,7 @@
 //! token is read again for every request (bound tokens are rotated by the kubelet).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -28,7 +31,9 @@ use tokio_rustls::rustls;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::shutdown::ShutdownToken;
 
-use super::pods::{Pod, PodCache, PodMeta};
+use super::cache::{Cached, MetaCache};
+use super::namespaces::{Namespace, NamespaceMeta};
+use super::pods::{ObjectMeta, Pod, PodMeta};
 
 /// Seconds a watch request asks the server to keep it open.
 const WATCH_TIMEOUT_SECS: u64 = 290;
@@ -201,7 +206,14 @@ impl Client {
                     })?;
                 let s = tls.connect(name, tcp).await.map_err(|err| ApiError::Tls {
                     endpoint: e.display(),
-                    reason: err.to_string(),
+                    reason: match &e.ca_file {
+                        // Say which CA was used: a wrong or stale ca.crt is the usual cause.
+                        Some(ca) if err.to_string().contains("certificate") => format!(
+                            "{err} (the server's certificate was checked against the CA certificates in {})",
+                            ca.display()
+                        ),
+                        _ => err.to_string(),
+                    },
                 })?;
                 Ok(Box::new(s))
             }
@@ -270,11 +282,68 @@ impl Client {
     }
 }
 
+/// A `PodList`, `NamespaceList`, ...
 #[derive(Deserialize)]
-struct PodList {
+#[serde(bound = "T: DeserializeOwned")]
+struct List<T> {
     metadata: ListMeta,
     #[serde(default)]
-    items: Vec<Pod>,
+    items: Vec<T>,
+}
+
+/// The object of a `BOOKMARK` watch event: only its `metadata.resourceVersion` counts.
+#[derive(Deserialize)]
+struct Bookmark {
+    metadata: ObjectMeta,
+}
+
+/// A kind of object that is listed and watched into a [`MetaCache`].
+pub trait Resource: Cached + Send + Sync + Sized + 'static {
+    /// The object as the API sends it.
+    type Object: DeserializeOwned;
+    /// The collection's path.
+    const COLLECTION: &'static str;
+    /// How the log says that this resource cannot be read ...
+    const WITHOUT: &'static str;
+    /// ... and what events lack meanwhile.
+    const LOST: &'static str;
+    fn from_object(o: &Self::Object) -> Self;
+    fn metadata(o: &Self::Object) -> &ObjectMeta;
+    /// The cache key of an object (what [`Cached::key`] gives for its metadata).
+    fn key_of(o: &Self::Object) -> &str;
+}
+
+impl Resource for PodMeta {
+    type Object = Pod;
+    const COLLECTION: &'static str = "/api/v1/pods";
+    const WITHOUT: &'static str = "no Kubernetes API access";
+    const LOST: &'static str =
+        "events carry the metadata of their path only (namespace, pod, uid, container)";
+    fn from_object(o: &Pod) -> Self {
+        PodMeta::from_pod(o)
+    }
+    fn metadata(o: &Pod) -> &ObjectMeta {
+        &o.metadata
+    }
+    fn key_of(o: &Pod) -> &str {
+        &o.metadata.uid
+    }
+}
+
+impl Resource for NamespaceMeta {
+    type Object = Namespace;
+    const COLLECTION: &'static str = "/api/v1/namespaces";
+    const WITHOUT: &'static str = "no namespace labels from the Kubernetes API";
+    const LOST: &'static str = "events carry no kubernetes.namespace_labels";
+    fn from_object(o: &Namespace) -> Self {
+        NamespaceMeta::from_namespace(o)
+    }
+    fn metadata(o: &Namespace) -> &ObjectMeta {
+        &o.metadata
+    }
+    fn key_of(o: &Namespace) -> &str {
+        &o.metadata.name
+    }
 }
 
 #[derive(Deserialize)]
@@ -315,50 +384,69 @@ fn encode_query(s: &str) -> String {
     out
 }
 
-/// Lists and watches the pods of one node into a cache.
-pub struct Watcher {
-    pub client: Client,
-    /// `spec.nodeName` to select; `None` watches every pod of the cluster.
-    pub node_name: Option<String>,
-    pub cache: Arc<PodCache>,
-    pub delay_deletion: Duration,
-    pub metrics: Arc<ComponentMetrics>,
+/// The `fieldSelector` that keeps the pods of one node (`None`: every pod of the cluster).
+pub fn node_selector(node_name: Option<&str>) -> String {
+    match node_name {
+        Some(n) => format!(
+            "&fieldSelector={}",
+            encode_query(&format!("spec.nodeName={n}"))
+        ),
+        None => String::new(),
+    }
 }
 
-impl Watcher {
-    fn selector(&self) -> String {
-        match &self.node_name {
-            Some(n) => format!(
-                "&fieldSelector={}",
-                encode_query(&format!("spec.nodeName={n}"))
-            ),
-            None => String::new(),
-        }
+/// Who says that the API cannot be reached. Pods and namespaces are watched separately (an
+/// RBAC that allows only pods still gives pod metadata), but one unreachable API server must
+/// not be reported twice: the pods watcher reports it, and the namespaces watcher reports
+/// only failures of its own.
+#[derive(Clone)]
+pub enum Reporter {
+    /// Reports every failure; keeps `down` true while it fails.
+    Api { down: Arc<AtomicBool> },
+    /// Quiet while `api_down` is true.
+    Part { api_down: Arc<AtomicBool> },
+}
+
+/// Lists and watches one resource (the pods of one node, or namespaces) into a cache.
+pub struct Watcher<T: Resource> {
+    pub client: Arc<Client>,
+    /// Appended to the list and watch queries (`&fieldSelector=...`), or empty.
+    pub selector: String,
+    pub cache: Arc<MetaCache<T>>,
+    pub delay_deletion: Duration,
+    pub metrics: Arc<ComponentMetrics>,
+    pub reporter: Reporter,
+}
+
+impl<T: Resource> Watcher<T> {
+    fn selector(&self) -> &str {
+        &self.selector
     }
 
-    /// Lists every pod (following `continue` pages); returns the list's resource version.
+    /// Lists every object (following `continue` pages); returns the list's resource version.
     async fn list(&self) -> Result<String, ApiError> {
-        let mut pods = Vec::new();
+        let mut all = Vec::new();
         let mut cont: Option<String> = None;
         let rv = loop {
-            let mut path = format!("/api/v1/pods?limit=500{}", self.selector());
+            let mut path = format!("{}?limit=500{}", T::COLLECTION, self.selector());
             if let Some(c) = &cont {
                 path.push_str(&format!("&continue={}", encode_query(c)));
             }
             let body = self.get_body(&path).await?;
-            let list: PodList = serde_json::from_slice(&body).map_err(|e| ApiError::Body {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            pods.extend(list.items.iter().map(PodMeta::from_pod));
+            let list: List<T::Object> =
+                serde_json::from_slice(&body).map_err(|e| ApiError::Body {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            all.extend(list.items.iter().map(T::from_object));
             match list.metadata.continue_token.filter(|c| !c.is_empty()) {
                 Some(c) => cont = Some(c),
                 None => break list.metadata.resource_version.unwrap_or_default(),
             }
         };
-        let n = pods.len();
-        self.cache.replace_all(pods, Instant::now());
-        tracing::debug!(component = %self.metrics.id, pods = n, resource_version = %rv, "listed pods");
+        let n = all.len();
+        self.cache.replace_all(all, Instant::now());
+        tracing::debug!(component = %self.metrics.id, collection = T::COLLECTION, objects = n, resource_version = %rv, "listed");
         Ok(rv)
     }
 
@@ -374,7 +462,8 @@ impl Watcher {
     /// Watches from `rv` until the server ends the stream; returns the last version seen.
     async fn watch(&self, mut rv: String, shutdown: &ShutdownToken) -> Result<String, ApiError> {
         let path = format!(
-            "/api/v1/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_TIMEOUT_SECS}&resourceVersion={}{}",
+            "{}?watch=1&allowWatchBookmarks=true&timeoutSeconds={WATCH_TIMEOUT_SECS}&resourceVersion={}{}",
+            T::COLLECTION,
             encode_query(&rv),
             self.selector()
         );
@@ -421,19 +510,19 @@ impl Watcher {
         };
         match ev.kind.as_str() {
             "ADDED" | "MODIFIED" | "DELETED" => {
-                let pod: Pod = serde_json::from_value(ev.object.clone()).map_err(bad)?;
-                if let Some(v) = &pod.metadata.resource_version {
+                let obj: T::Object = serde_json::from_value(ev.object.clone()).map_err(bad)?;
+                if let Some(v) = &T::metadata(&obj).resource_version {
                     rv.clone_from(v);
                 }
                 if ev.kind == "DELETED" {
-                    self.cache.delete(&pod.metadata.uid, Instant::now());
+                    self.cache.delete(T::key_of(&obj), Instant::now());
                 } else {
-                    self.cache.upsert(PodMeta::from_pod(&pod));
+                    self.cache.upsert(T::from_object(&obj));
                 }
             }
             "BOOKMARK" => {
-                let pod: Pod = serde_json::from_value(ev.object.clone()).map_err(bad)?;
-                if let Some(v) = pod.metadata.resource_version {
+                let b: Bookmark = serde_json::from_value(ev.object.clone()).map_err(bad)?;
+                if let Some(v) = b.metadata.resource_version {
                     *rv = v;
                 }
             }
@@ -464,6 +553,7 @@ impl Watcher {
     pub async fn run(self, shutdown: ShutdownToken, ready: tokio::sync::oneshot::Sender<bool>) {
         let mut ready = Some(ready);
         let mut retry = RETRY_MIN;
+        // Whether this watcher said (at warn level) that it fails.
         let mut failing = false;
         let mut sweep = tokio::time::interval(
             self.delay_deletion
@@ -485,8 +575,11 @@ impl Watcher {
                 if let Some(r) = ready.take() {
                     let _ = r.send(true);
                 }
+                if let Reporter::Api { down } = &self.reporter {
+                    down.store(false, Ordering::Release);
+                }
                 if failing {
-                    tracing::info!(component = %self.metrics.id, endpoint = %endpoint, pods = self.cache.len(), "the Kubernetes API answers again: events get pod metadata");
+                    tracing::info!(component = %self.metrics.id, endpoint = %endpoint, collection = T::COLLECTION, objects = self.cache.len(), "the Kubernetes API answers again: events get its metadata");
                 }
                 failing = false;
                 retry = RETRY_MIN;
@@ -513,11 +606,19 @@ impl Watcher {
                     rv = None;
                     self.metrics
                         .add_counter("kubernetes_logs_api_errors_total", None, 1);
-                    if !failing {
+                    let quiet = match &self.reporter {
+                        Reporter::Api { down } => {
+                            down.store(true, Ordering::Release);
+                            false
+                        }
+                        Reporter::Part { api_down } => api_down.load(Ordering::Acquire),
+                    };
+                    if !failing && !quiet {
                         failing = true;
-                        tracing::warn!(component = %self.metrics.id, endpoint = %endpoint, "no Kubernetes API access ({e}): events carry the metadata of their path only (namespace, pod, uid, container) until it answers; retrying in the background");
+                        let (without, lost) = (T::WITHOUT, T::LOST);
+                        tracing::warn!(component = %self.metrics.id, endpoint = %endpoint, "{without} ({e}): {lost} until it answers; retrying in the background");
                     } else {
-                        tracing::debug!(component = %self.metrics.id, "Kubernetes API still failing: {e}");
+                        tracing::debug!(component = %self.metrics.id, collection = T::COLLECTION, "Kubernetes API still failing: {e}");
                     }
                     if let Some(r) = ready.take() {
                         let _ = r.send(false);

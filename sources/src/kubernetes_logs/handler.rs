@@ -11,6 +11,7 @@ use weir_pipeline::codec::Decoder;
 use weir_pipeline::event::{Event, LogEvent, ObjectMap, Value};
 use weir_pipeline::metrics::ComponentMetrics;
 
+use super::namespaces::NamespaceCache;
 use super::parser::{self, Format, Piece, Stream};
 use super::pods::{PathMeta, PodCache};
 use crate::file::tail::{FileInfo, LineHandler};
@@ -21,6 +22,7 @@ pub struct PodLines {
     source_id: Option<Arc<str>>,
     metrics: Arc<ComponentMetrics>,
     pods: Option<Arc<PodCache>>,
+    namespaces: Option<Arc<NamespaceCache>>,
     max_line_bytes: usize,
 }
 
@@ -30,7 +32,7 @@ pub struct PodFile {
     format: Option<Format>,
     /// `None` inside: the path does not have the pod log shape.
     path: Option<Option<PathMeta>>,
-    /// The `kubernetes` object, the cache generation it was built at, and whether the pod
+    /// The `kubernetes` object, the caches' generation it was built at, and whether the pod
     /// is excluded.
     k8s: Option<(u64, Value, bool)>,
     partial: Option<Partial>,
@@ -61,6 +63,7 @@ impl PodLines {
         source_id: Arc<str>,
         metrics: Arc<ComponentMetrics>,
         pods: Option<Arc<PodCache>>,
+        namespaces: Option<Arc<NamespaceCache>>,
         max_line_bytes: usize,
     ) -> Self {
         Self {
@@ -68,17 +71,20 @@ impl PodLines {
             source_id: Some(source_id),
             metrics,
             pods,
+            namespaces,
             max_line_bytes,
         }
     }
 
-    /// The `kubernetes` object for `st`'s file, rebuilt when the pod cache changed.
+    /// The `kubernetes` object for `st`'s file, rebuilt when a cache changed (not per line).
     fn kubernetes<'a>(&self, st: &'a mut PodFile, file: &FileInfo) -> Option<(&'a Value, bool)> {
         let path = st
             .path
             .get_or_insert_with(|| PathMeta::from_path(&file.path));
         let path = path.as_ref()?;
-        let gen = self.pods.as_ref().map_or(0, |p| p.generation());
+        // Both generations only grow, so their sum changes whenever either does.
+        let gen = self.pods.as_ref().map_or(0, |p| p.generation())
+            + self.namespaces.as_ref().map_or(0, |n| n.generation());
         if st.k8s.as_ref().is_none_or(|k| k.0 != gen) {
             let mut obj = ObjectMap::new();
             let text = |s: &str| Value::Bytes(Bytes::from(s.to_string()));
@@ -95,6 +101,13 @@ impl PodLines {
                     obj.insert("container_image".into(), text(img));
                 }
                 excluded = meta.excluded;
+            }
+            if let Some(ns) = self
+                .namespaces
+                .as_ref()
+                .and_then(|n| n.get(&path.namespace))
+            {
+                obj.insert("namespace_labels".into(), ns.labels.clone());
             }
             st.k8s = Some((gen, Value::Object(obj), excluded));
         }

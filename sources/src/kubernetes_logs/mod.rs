@@ -3,19 +3,24 @@
 //!
 //! - [`parser`]: the runtime's line formats (CRI, Docker json-file), detected per file;
 //! - [`handler`]: lines to events (partial pieces joined, codec, fields);
-//! - [`pods`]: metadata from the path, and the cache of what the API says;
-//! - [`api`]: a list+watch client for the pods of this node.
+//! - [`pods`]: metadata from the path, and what the API says about pods;
+//! - [`namespaces`]: what the API says about namespaces (their labels);
+//! - [`cache`]: the local copy of either, read without waiting on the API;
+//! - [`api`]: a list+watch client for the pods of this node and for namespaces.
 //!
 //! Files are followed by the `file` source's tailer (rotation, truncation, checkpoints,
 //! acknowledgements, open-file bound), with this source's [`handler::PodLines`] in place of
 //! the file source's line handler.
 
 pub mod api;
+pub mod cache;
 pub mod handler;
+pub mod namespaces;
 pub mod parser;
 pub mod pods;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +36,9 @@ use crate::file::fingerprint::{FingerprintConfig, Fingerprinter};
 use crate::file::lines::CharsetConfig;
 use crate::file::tail::{TailConfig, Tailer};
 use crate::file::{self, ReadFrom};
-use api::{Client, Endpoint, Watcher};
-use pods::PodCache;
+use api::{Client, Endpoint, Reporter, Watcher};
+use namespaces::{NamespaceCache, NamespaceMeta};
+use pods::{PodCache, PodMeta};
 
 /// The service account's files, mounted in every pod that has one.
 const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -91,7 +97,7 @@ pub struct KubernetesLogsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Ask the API for pod metadata. Default: true.
+    /// Ask the API for pod (and namespace) metadata. Default: true.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// The API server, `https://host:port` or `http://host:port`. Default: in a pod,
@@ -115,6 +121,10 @@ pub struct ApiConfig {
     /// (milliseconds). Default: 60000.
     #[serde(default = "default_delay_deletion")]
     pub delay_deletion_ms: u64,
+    /// Also list and watch namespaces, to add `kubernetes.namespace_labels` (needs `list`
+    /// and `watch` of `namespaces`, a cluster-wide permission). Default: true.
+    #[serde(default = "yes")]
+    pub namespace_labels: bool,
 }
 
 impl Default for ApiConfig {
@@ -126,6 +136,7 @@ impl Default for ApiConfig {
             ca_file: None,
             node_name: None,
             delay_deletion_ms: default_delay_deletion(),
+            namespace_labels: true,
         }
     }
 }
@@ -255,8 +266,10 @@ impl SourceConfig for KubernetesLogsConfig {
     async fn build(&self, cx: SourceContext) -> Result<Source, BoxError> {
         let tail_cfg = self.tail_config()?;
         let endpoint = self.endpoint()?;
-        let cache = Arc::new(PodCache::default());
-        let watcher = match endpoint {
+        let pods = Arc::new(PodCache::default());
+        let namespaces = Arc::new(NamespaceCache::default());
+        let delay_deletion = Duration::from_millis(self.api.delay_deletion_ms);
+        let watchers = match endpoint {
             Some(e) => {
                 let node_name = self
                     .api
@@ -267,13 +280,25 @@ impl SourceConfig for KubernetesLogsConfig {
                 if node_name.is_none() {
                     tracing::info!(component = %cx.id, "no api.node_name and no NODE_NAME: watching every pod of the cluster");
                 }
-                Some(Watcher {
-                    client: Client::new(e)?,
-                    node_name,
-                    cache: cache.clone(),
-                    delay_deletion: Duration::from_millis(self.api.delay_deletion_ms),
+                let client = Arc::new(Client::new(e)?);
+                let down = Arc::new(AtomicBool::new(false));
+                let pod_watcher = Watcher::<PodMeta> {
+                    client: client.clone(),
+                    selector: api::node_selector(node_name.as_deref()),
+                    cache: pods.clone(),
+                    delay_deletion,
                     metrics: cx.metrics.clone(),
-                })
+                    reporter: Reporter::Api { down: down.clone() },
+                };
+                let ns_watcher = self.api.namespace_labels.then(|| Watcher::<NamespaceMeta> {
+                    client,
+                    selector: String::new(),
+                    cache: namespaces.clone(),
+                    delay_deletion,
+                    metrics: cx.metrics.clone(),
+                    reporter: Reporter::Part { api_down: down },
+                });
+                Some((pod_watcher, ns_watcher))
             }
             None => {
                 if self.api.enabled {
@@ -286,26 +311,40 @@ impl SourceConfig for KubernetesLogsConfig {
             self.decoding.codec,
             cx.id.clone(),
             cx.metrics.clone(),
-            watcher.as_ref().map(|_| cache.clone()),
+            watchers.as_ref().map(|_| pods.clone()),
+            watchers
+                .as_ref()
+                .and_then(|w| w.1.as_ref())
+                .map(|_| namespaces.clone()),
             self.max_line_bytes,
         );
         let (table, dir) = file::load_checkpoints(&cx)?;
         let tailer = Tailer::new(tail_cfg, handler, cx.metrics.clone(), table.clone());
         let shutdown = cx.shutdown.clone();
         Ok(Box::pin(async move {
-            let stop_watcher = shutdown.child_token();
-            if let Some(w) = watcher {
+            let stop_watchers = shutdown.child_token();
+            if let Some((pod_watcher, ns_watcher)) = watchers {
+                // Metadata first, so the first lines read are enriched (bounded: a slow API
+                // does not hold the logs back). Namespaces start after the pods' first answer,
+                // so that an unreachable API is reported once, by the pods watcher.
+                let deadline = tokio::time::Instant::now() + INITIAL_LIST_WAIT;
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                tokio::spawn(w.run(stop_watcher.clone(), tx));
-                // Pods first, so the first lines read are enriched (bounded: a slow API does
-                // not hold the logs back).
+                tokio::spawn(pod_watcher.run(stop_watchers.clone(), tx));
                 tokio::select! {
-                    _ = tokio::time::timeout(INITIAL_LIST_WAIT, rx) => {}
+                    _ = tokio::time::timeout_at(deadline, rx) => {}
                     _ = shutdown.cancelled() => {}
+                }
+                if let Some(w) = ns_watcher {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    tokio::spawn(w.run(stop_watchers.clone(), tx));
+                    tokio::select! {
+                        _ = tokio::time::timeout_at(deadline, rx) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
                 }
             }
             let res = file::run(tailer, table, dir, cx).await;
-            stop_watcher.cancel();
+            stop_watchers.cancel();
             res
         }))
     }

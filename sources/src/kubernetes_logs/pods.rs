@@ -1,15 +1,14 @@
 //! Pod metadata: what the log paths say, and what the Kubernetes API adds, kept in a local
-//! cache that the reading thread consults without waiting.
+//! cache ([`PodCache`]) that the reading thread consults without waiting.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
 use weir_pipeline::event::{ObjectMap, Value};
+
+use super::cache::{Cached, MetaCache};
 
 /// The label or annotation that keeps a pod's logs out (`"true"`).
 pub const EXCLUDE_KEY: &str = "weir.io/exclude";
@@ -124,7 +123,7 @@ pub struct PodStatus {
     pub pod_ip: Option<String>,
 }
 
-fn string_map(m: &BTreeMap<String, String>) -> Value {
+pub(super) fn string_map(m: &BTreeMap<String, String>) -> Value {
     Value::Object(
         m.iter()
             .map(|(k, v)| (k.as_str().into(), Value::Bytes(Bytes::from(v.clone()))))
@@ -179,108 +178,14 @@ impl PodMeta {
     }
 }
 
-struct CacheEntry {
-    meta: Arc<PodMeta>,
-    /// When the API said the pod was deleted (or it went missing from a new list).
-    deleted_at: Option<Instant>,
-}
-
-/// Pods by uid. Written by the API watcher, read by the reading thread; every change bumps
-/// [`PodCache::generation`], so readers can keep what they built until it changes.
-#[derive(Default)]
-pub struct PodCache {
-    pods: RwLock<HashMap<String, CacheEntry>>,
-    generation: AtomicU64,
-}
-
-impl PodCache {
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, CacheEntry>> {
-        match self.pods.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    pub fn get(&self, uid: &str) -> Option<Arc<PodMeta>> {
-        let g = match self.pods.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        g.get(uid).map(|e| e.meta.clone())
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn len(&self) -> usize {
-        match self.pods.read() {
-            Ok(g) => g.len(),
-            Err(p) => p.into_inner().len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// A pod was added or changed.
-    pub fn upsert(&self, meta: PodMeta) {
-        let mut g = self.write();
-        let changed = g.get(&meta.uid).is_none_or(|e| *e.meta != meta);
-        if changed || g.get(&meta.uid).is_some_and(|e| e.deleted_at.is_some()) {
-            g.insert(
-                meta.uid.clone(),
-                CacheEntry {
-                    meta: Arc::new(meta),
-                    deleted_at: None,
-                },
-            );
-            drop(g);
-            self.bump();
-        }
-    }
-
-    /// A pod was deleted: its metadata stays until [`PodCache::sweep`] finds it older than
-    /// the deletion delay, so its last lines are still enriched.
-    pub fn delete(&self, uid: &str, now: Instant) {
-        let mut g = self.write();
-        if let Some(e) = g.get_mut(uid) {
-            e.deleted_at.get_or_insert(now);
-        }
-    }
-
-    /// A fresh list: pods not in it count as deleted now.
-    pub fn replace_all(&self, pods: Vec<PodMeta>, now: Instant) {
-        let uids: std::collections::HashSet<String> = pods.iter().map(|p| p.uid.clone()).collect();
-        {
-            let mut g = self.write();
-            for (uid, e) in g.iter_mut() {
-                if !uids.contains(uid) {
-                    e.deleted_at.get_or_insert(now);
-                }
-            }
-        }
-        for p in pods {
-            self.upsert(p);
-        }
-    }
-
-    /// Forgets pods deleted more than `delay` ago.
-    pub fn sweep(&self, now: Instant, delay: Duration) {
-        let mut g = self.write();
-        let before = g.len();
-        g.retain(|_, e| e.deleted_at.is_none_or(|d| now.duration_since(d) < delay));
-        if g.len() != before {
-            drop(g);
-            self.bump();
-        }
+impl Cached for PodMeta {
+    fn key(&self) -> &str {
+        &self.uid
     }
 }
+
+/// Pods by uid.
+pub type PodCache = MetaCache<PodMeta>;
 
 #[cfg(test)]
 mod tests {
@@ -298,6 +203,8 @@ mod tests {
         assert_eq!(m.container_name, "coredns");
         assert!(PathMeta::from_path(Path::new("/var/log/pods/nounderscore/c/0.log")).is_none());
     }
+
+    use std::time::{Duration, Instant};
 
     #[test]
     fn cache_keeps_deleted_pods_for_the_delay() {
