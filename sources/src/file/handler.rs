@@ -10,7 +10,7 @@ use weir_pipeline::event::{Event, Value};
 use weir_pipeline::metrics::ComponentMetrics;
 
 use super::multiline::{Multiline, Pending};
-use super::tail::{FileInfo, LineHandler};
+use super::tail::{FileInfo, LineHandler, ReadTime};
 
 /// Builds events from lines.
 pub struct FileLines {
@@ -23,6 +23,8 @@ struct Emitter {
     source_id: Option<Arc<str>>,
     host: Option<Bytes>,
     metrics: Arc<ComponentMetrics>,
+    /// The time of the read the lines being handled came from (none: a flush or a timeout).
+    read_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl FileLines {
@@ -39,6 +41,7 @@ impl FileLines {
                 source_id: Some(source_id),
                 host,
                 metrics,
+                read_at: None,
             },
             multiline,
         }
@@ -48,7 +51,8 @@ impl FileLines {
 impl Emitter {
     fn emit(&self, file: &FileInfo, line: Bytes, start: u64, out: &mut Vec<Event>) {
         let first = out.len();
-        if let Err(e) = self.decoder.decode(line, &self.source_id, out) {
+        let at = self.read_at.unwrap_or_else(chrono::Utc::now);
+        if let Err(e) = self.decoder.decode_at(line, &self.source_id, at, out) {
             out.truncate(first);
             self.metrics.error(
                 "decode",
@@ -97,18 +101,21 @@ impl LineHandler for FileLines {
         file: &FileInfo,
         line: Bytes,
         start: u64,
+        at: ReadTime,
         out: &mut Vec<Event>,
     ) {
+        self.emitter.read_at = Some(at.wall);
         let em = &self.emitter;
         match &self.multiline {
             None => em.emit(file, line, start, out),
-            Some(m) => m.push(st, line, start, Instant::now(), &mut |l, s| {
+            Some(m) => m.push(st, line, start, at.mono, &mut |l, s| {
                 em.emit(file, l, s, out)
             }),
         }
     }
 
     fn tick(&mut self, st: &mut Pending, file: &FileInfo, now: Instant, out: &mut Vec<Event>) {
+        self.emitter.read_at = None;
         let em = &self.emitter;
         if let Some(m) = &self.multiline {
             m.expire(st, now, &mut |l, s| em.emit(file, l, s, out));
@@ -116,6 +123,7 @@ impl LineHandler for FileLines {
     }
 
     fn flush(&mut self, st: &mut Pending, file: &FileInfo, out: &mut Vec<Event>) {
+        self.emitter.read_at = None;
         let em = &self.emitter;
         if let Some(m) = &self.multiline {
             m.flush(st, &mut |l, s| em.emit(file, l, s, out));

@@ -101,13 +101,15 @@ impl FileInfo {
 /// Turns lines into events. One `State` per file holds what spans lines (a multiline group).
 pub trait LineHandler: Send {
     type State: Default + Send;
-    /// One line (without its delimiter) starting at byte `start` of the file.
+    /// One line (without its delimiter) starting at byte `start` of the file, read at `at`
+    /// (the lines of one read share its time).
     fn line(
         &mut self,
         st: &mut Self::State,
         file: &FileInfo,
         line: Bytes,
         start: u64,
+        at: ReadTime,
         out: &mut Vec<Event>,
     );
     /// Time passes: emit what waited too long.
@@ -118,6 +120,22 @@ pub trait LineHandler: Send {
     fn held_from(st: &Self::State) -> Option<u64>;
     /// Forget what is held (the file will be read again from [`LineHandler::held_from`]).
     fn discard(st: &mut Self::State);
+}
+
+/// When a chunk of a file was read: one clock read for all of its lines.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTime {
+    pub wall: chrono::DateTime<chrono::Utc>,
+    pub mono: Instant,
+}
+
+impl ReadTime {
+    pub fn now() -> Self {
+        Self {
+            wall: chrono::Utc::now(),
+            mono: Instant::now(),
+        }
+    }
 }
 
 /// A position reached in one file's content.
@@ -472,6 +490,7 @@ impl<H: LineHandler> Ctx<H> {
 
     /// Frames and hands on every complete line in `w`'s buffer.
     fn drain_buffer(&mut self, w: &mut Watched<H::State>, send: SendFn<'_>) -> Result<(), Closed> {
+        let at = ReadTime::now();
         loop {
             let Some(r) = w.reader() else {
                 return Ok(());
@@ -491,8 +510,14 @@ impl<H: LineHandler> Ctx<H> {
             let skipped_from = r.skipping_from.take();
             match frame {
                 Frame::Line(line) => {
-                    self.handler
-                        .line(&mut w.handler, &w.info, line, start, &mut self.out.events);
+                    self.handler.line(
+                        &mut w.handler,
+                        &w.info,
+                        line,
+                        start,
+                        at,
+                        &mut self.out.events,
+                    );
                 }
                 Frame::Oversized { bytes } => self.metrics.error(
                     "oversized",
@@ -626,8 +651,14 @@ impl<H: LineHandler> Ctx<H> {
             let last = r.splitter.finish(&mut r.buf);
             match last {
                 Some(Frame::Line(line)) => {
-                    self.handler
-                        .line(&mut w.handler, &w.info, line, start, &mut self.out.events)
+                    self.handler.line(
+                        &mut w.handler,
+                        &w.info,
+                        line,
+                        start,
+                        ReadTime::now(),
+                        &mut self.out.events,
+                    )
                 }
                 Some(Frame::Oversized { bytes }) => self.metrics.error(
                     "oversized",

@@ -14,7 +14,7 @@ use weir_pipeline::metrics::ComponentMetrics;
 use super::namespaces::NamespaceCache;
 use super::parser::{self, Format, Piece, Stream};
 use super::pods::{PathMeta, PodCache};
-use crate::file::tail::{FileInfo, LineHandler};
+use crate::file::tail::{FileInfo, LineHandler, ReadTime};
 
 /// Builds events from container log lines.
 pub struct PodLines {
@@ -24,6 +24,8 @@ pub struct PodLines {
     pods: Option<Arc<PodCache>>,
     namespaces: Option<Arc<NamespaceCache>>,
     max_line_bytes: usize,
+    /// The time of the read the lines being handled came from (none: a flush).
+    read_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Per file: its format, its metadata, a line being joined from partial pieces.
@@ -73,6 +75,7 @@ impl PodLines {
             pods,
             namespaces,
             max_line_bytes,
+            read_at: None,
         }
     }
 
@@ -128,7 +131,11 @@ impl PodLines {
             return;
         }
         let first = out.len();
-        if let Err(e) = self.decoder.decode(message.clone(), &self.source_id, out) {
+        let at = self.read_at.unwrap_or_else(chrono::Utc::now);
+        if let Err(e) = self
+            .decoder
+            .decode_at(message.clone(), &self.source_id, at, out)
+        {
             out.truncate(first);
             self.metrics.error(
                 "decode",
@@ -202,8 +209,10 @@ impl LineHandler for PodLines {
         file: &FileInfo,
         line: Bytes,
         start: u64,
+        at: ReadTime,
         out: &mut Vec<Event>,
     ) {
+        self.read_at = Some(at.wall);
         let format = *st.format.get_or_insert_with(|| Format::detect(&line));
         let piece = match parser::parse(format, &line) {
             Ok(p) => p,
@@ -279,6 +288,7 @@ impl LineHandler for PodLines {
     }
 
     fn flush(&mut self, st: &mut PodFile, file: &FileInfo, out: &mut Vec<Event>) {
+        self.read_at = None;
         if let Some(p) = st.partial.take() {
             self.emit_partial(st, file, p, out);
         }
