@@ -33,7 +33,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use serde::Deserialize;
 use weir_pipeline::event::{LogEvent, Value};
-use weir_sources::demo::{generate, DemoFormat};
+use weir_sources::demo::{generate, DemoFormat, Stamp};
 
 use crate::baseline::thread_cpu_ns;
 use crate::report::thousands;
@@ -396,8 +396,14 @@ impl BulkDouble {
 
 // ---- baselines ----
 
-fn demo_event(rng: &mut SmallRng, seq: u64, line: &mut String, now: &Value) -> LogEvent {
-    generate(DemoFormat::Json, rng, seq, line);
+fn demo_event(
+    rng: &mut SmallRng,
+    seq: u64,
+    line: &mut String,
+    now: &Value,
+    stamp: &Stamp,
+) -> LogEvent {
+    generate(DemoFormat::Json, rng, seq, stamp, line);
     let mut log = LogEvent::from_message(bytes::Bytes::copy_from_slice(line.as_bytes()), None);
     log.insert_field("timestamp", now.clone());
     log
@@ -424,13 +430,15 @@ fn generate_and_serialise(n: u64) -> (f64, Option<f64>, u64) {
     let mut bytes = 0u64;
     let cpu0 = thread_cpu_ns();
     let started = Instant::now();
-    let mut now = Value::Timestamp(chrono_now());
+    let t = chrono_now();
+    let (mut now, mut stamp) = (Value::Timestamp(t), Stamp::at(t));
     for seq in 0..n {
         if seq % 1000 == 0 {
             // The demo source stamps each batch of 1000 with one time.
-            now = Value::Timestamp(chrono_now());
+            let t = chrono_now();
+            (now, stamp) = (Value::Timestamp(t), Stamp::at(t));
         }
-        let log = demo_event(&mut rng, seq, &mut line, &now);
+        let log = demo_event(&mut rng, seq, &mut line, &now, &stamp);
         serialise(&mut buf, &log);
         if buf.len() >= BASELINE_BATCH * 300 {
             bytes += buf.len() as u64;
@@ -452,13 +460,14 @@ fn serialise_alone(n: u64) -> (f64, Option<f64>) {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut line = String::with_capacity(512);
     let mut buf = Vec::with_capacity(BASELINE_BATCH * 512);
-    let now = Value::Timestamp(chrono_now());
+    let t = chrono_now();
+    let (now, stamp) = (Value::Timestamp(t), Stamp::at(t));
     let (mut secs, mut cpu) = (0.0, Some(0.0));
     let mut seq = 0;
     while seq < n {
         let k = (n - seq).min(BASELINE_BATCH as u64);
         let events: Vec<LogEvent> = (seq..seq + k)
-            .map(|s| demo_event(&mut rng, s, &mut line, &now))
+            .map(|s| demo_event(&mut rng, s, &mut line, &now, &stamp))
             .collect();
         seq += k;
         let cpu0 = thread_cpu_ns();

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
 use weir_pipeline::config::DataType;
-use weir_pipeline::event::{EventBatch, LogEvent, Value, MAX_BATCH_EVENTS};
+use weir_pipeline::event::{EventBatch, EventMetadata, LogEvent, Value, MAX_BATCH_EVENTS};
 use weir_pipeline::BoxError;
 
 /// The line format the demo source writes into `message`.
@@ -103,11 +103,32 @@ const ERRORS: &[&str] = &[
     "database deadlock detected, transaction rolled back",
 ];
 
-/// Writes one line into `buf` (the `message` of event `seq`). Public for `weir-bench`, whose
-/// baselines generate the same events.
-pub fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, buf: &mut String) {
+/// A moment, formatted for the demo lines: taken once per batch (the lines of a batch are
+/// made at the same moment), so formatting the time is not paid per event.
+pub struct Stamp {
+    /// `2026-11-21T08:00:00.001Z`
+    iso: String,
+    /// `21/Nov/2026:08:00:00 +0000`
+    clf: String,
+}
+
+impl Stamp {
+    pub fn at(t: DateTime<Utc>) -> Self {
+        Self {
+            iso: t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            clf: t.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
+        }
+    }
+
+    pub fn now() -> Self {
+        Self::at(Utc::now())
+    }
+}
+
+/// Writes one line into `buf` (the `message` of event `seq`, made at `stamp`). Public for
+/// `weir-bench`, whose baselines generate the same events.
+pub fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, stamp: &Stamp, buf: &mut String) {
     buf.clear();
-    let now = Utc::now();
     let service = SERVICES[rng.random_range(0..SERVICES.len())];
     let method = METHODS[rng.random_range(0..METHODS.len())];
     let path = PATHS[rng.random_range(0..PATHS.len())];
@@ -147,26 +168,18 @@ pub fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, buf: &mut Stri
         DemoFormat::Json => write!(
             buf,
             r#"{{"timestamp":"{}","level":"{level}","service":"{service}","method":"{method}","path":"{path}","status":{status},"duration_ms":{duration_ms:.2},"bytes":{bytes},"user_id":"u-{user}","client_ip":"{}.{}.{}.{}","request_id":"{seq:016x}","message":"{msg}"}}"#,
-            now.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-            ip[0],
-            ip[1],
-            ip[2],
-            ip[3]
+            stamp.iso, ip[0], ip[1], ip[2], ip[3]
         ),
         DemoFormat::ApacheCommon => write!(
             buf,
             r#"{}.{}.{}.{} - u-{user} [{}] "{method} {path} HTTP/1.1" {status} {bytes}"#,
-            ip[0],
-            ip[1],
-            ip[2],
-            ip[3],
-            now.format("%d/%b/%Y:%H:%M:%S %z")
+            ip[0], ip[1], ip[2], ip[3], stamp.clf
         ),
         DemoFormat::Syslog => write!(
             buf,
             "<{}>1 {} node-{} {service} {} ID{} - {msg} (status {status})",
             if status >= 500 { 11 } else { 14 },
-            now.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            stamp.iso,
             rng.random_range(1..6),
             rng.random_range(100..40000),
             rng.random_range(1..100)
@@ -174,7 +187,7 @@ pub fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, buf: &mut Stri
         DemoFormat::Logfmt => write!(
             buf,
             r#"ts={} level={level} service={service} method={method} path={path} status={status} duration_ms={duration_ms:.2} msg="{msg}""#,
-            now.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            stamp.iso
         ),
     };
 }
@@ -211,13 +224,17 @@ async fn run(cfg: DemoConfig, mut cx: SourceContext) -> Result<(), BoxError> {
         };
         let mut batch = EventBatch::with_capacity(n);
         let mut bytes = 0u64;
-        let now = Value::Timestamp(Utc::now());
+        let at = Utc::now();
+        let stamp = Stamp::at(at);
+        let now = Value::Timestamp(at);
         for _ in 0..n {
-            generate(cfg.format, &mut rng, seq, &mut line);
+            generate(cfg.format, &mut rng, seq, &stamp, &mut line);
             seq += 1;
             bytes += line.len() as u64;
-            let mut log =
-                LogEvent::from_message(Bytes::copy_from_slice(line.as_bytes()), source_id.clone());
+            let mut log = LogEvent::from_message_with(
+                Bytes::copy_from_slice(line.as_bytes()),
+                EventMetadata::at(source_id.clone(), at),
+            );
             log.insert_field("timestamp", now.clone());
             batch.push(log);
         }
@@ -240,7 +257,7 @@ mod tests {
         let mut buf = String::new();
         let mut errors = 0;
         for i in 0..2000 {
-            generate(DemoFormat::Json, &mut rng, i, &mut buf);
+            generate(DemoFormat::Json, &mut rng, i, &Stamp::now(), &mut buf);
             let v: serde_json::Value = serde_json::from_str(&buf).unwrap();
             assert_eq!(v.as_object().unwrap().len(), 12);
             if v["status"].as_u64().unwrap() >= 500 {
@@ -263,7 +280,7 @@ mod tests {
             (DemoFormat::Syslog, Decoder::Syslog),
             (DemoFormat::Logfmt, Decoder::Logfmt),
         ] {
-            generate(f, &mut rng, 1, &mut buf);
+            generate(f, &mut rng, 1, &Stamp::now(), &mut buf);
             let mut out = Vec::new();
             d.decode(Bytes::copy_from_slice(buf.as_bytes()), &None, &mut out)
                 .unwrap();
