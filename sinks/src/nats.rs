@@ -305,9 +305,9 @@ impl NatsSink {
             }
             bytes += self.buf.len() as u64;
             if out.capacity() < self.buf.len() {
-                // Room for the rest of the batch at this event's size: one allocation shared
-                // by many payloads.
-                out.reserve(self.buf.len() * (batch.len() - items.len()).max(1));
+                // One allocation shared by the payloads of many events; small enough (16 KiB)
+                // that the allocator reuses its pages instead of mapping fresh ones per batch.
+                out.reserve(self.buf.len().max(16 * 1024));
             }
             out.extend_from_slice(&self.buf);
             let id = if self.js.is_some() {
