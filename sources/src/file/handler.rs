@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use weir_pipeline::codec::Decoder;
-use weir_pipeline::event::{Event, Value};
+use weir_pipeline::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
 use weir_pipeline::metrics::ComponentMetrics;
 
 use super::multiline::{Multiline, Pending};
@@ -52,6 +52,29 @@ impl Emitter {
     fn emit(&self, file: &FileInfo, line: Bytes, start: u64, out: &mut Vec<Event>) {
         let first = out.len();
         let at = self.read_at.unwrap_or_else(chrono::Utc::now);
+        if self.decoder == Decoder::Bytes {
+            // The line is the message: the whole object is known, so it is built in one go
+            // (keys in order) rather than a field at a time.
+            let mut fields = Vec::with_capacity(5);
+            fields.push((
+                KeyString::from("file"),
+                Value::Bytes(file.path_value.clone()),
+            ));
+            if let Some(h) = &self.host {
+                fields.push((KeyString::from("host"), Value::Bytes(h.clone())));
+            }
+            fields.push((KeyString::from("message"), Value::Bytes(line)));
+            fields.push((KeyString::from("offset"), Value::Integer(start as i64)));
+            fields.push((KeyString::from("timestamp"), Value::Timestamp(at)));
+            out.push(
+                LogEvent::from_value(
+                    Value::Object(ObjectMap::from_iter(fields)),
+                    EventMetadata::at(self.source_id.clone(), at),
+                )
+                .into(),
+            );
+            return;
+        }
         if let Err(e) = self.decoder.decode_at(line, &self.source_id, at, out) {
             out.truncate(first);
             self.metrics.error(
@@ -65,15 +88,12 @@ impl Emitter {
             return;
         }
         // Decoded fields win: a JSON log's own `host` or `timestamp` is kept.
-        let only_message = self.decoder == Decoder::Bytes;
         for ev in &mut out[first..] {
             let Event::Log(log) = ev else {
                 continue;
             };
-            let ts = log.metadata.ingest_time.unwrap_or_else(chrono::Utc::now);
-            let absent = |log: &weir_pipeline::event::LogEvent, k: &str| {
-                only_message || log.get_field(k).is_none()
-            };
+            let ts = log.metadata.ingest_time.unwrap_or(at);
+            let absent = |log: &LogEvent, k: &str| log.get_field(k).is_none();
             if absent(log, "file") {
                 log.insert_field("file", Value::Bytes(file.path_value.clone()));
             }
