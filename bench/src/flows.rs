@@ -33,6 +33,7 @@ OPTIONS:
     --weir PATH        The weir binary (default: <workspace>/target/release/weir)
     --data-dir DIR     Where the input is kept (default: <workspace>/target/bench-data)
     --no-taskset       Do not pin weir and the baseline to core 0
+    --alone-only       Measure only the transform alone (no baseline, no weir binary needed)
 ";
 
 struct Args {
@@ -42,6 +43,7 @@ struct Args {
     weir: PathBuf,
     data_dir: PathBuf,
     taskset: bool,
+    alone_only: bool,
 }
 
 /// Services of the generated mesh: (name, node).
@@ -200,6 +202,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
         weir: root.join("target/release/weir"),
         data_dir: root.join("target/bench-data"),
         taskset: true,
+        alone_only: false,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -222,6 +225,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
             "--weir" => a.weir = PathBuf::from(value()?),
             "--data-dir" => a.data_dir = PathBuf::from(value()?),
             "--no-taskset" => a.taskset = false,
+            "--alone-only" => a.alone_only = true,
             other => bail!("unknown argument {other:?}; see `weir-bench flows --help`"),
         }
     }
@@ -291,7 +295,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
         print!("{USAGE}");
         return Ok(true);
     };
-    if !args.weir.is_file() {
+    if !args.alone_only && !args.weir.is_file() {
         bail!(
             "the weir binary is not at {}: build it with `cargo build --release -p weir`",
             args.weir.display()
@@ -308,6 +312,21 @@ pub fn main(argv: &[String]) -> Result<bool> {
         bytes as f64 / (1 << 20) as f64,
         started.elapsed().as_secs_f64()
     );
+    if args.alone_only {
+        let (alone, alone_n) = transform_alone(&path, args.alone, args.runs)?;
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "| flow_to_topology alone ({} pre-decoded flows, batches of 1000) | {} |",
+            thousands(alone_n as f64),
+            thousands(alone)
+        );
+        println!(
+            "median of {} runs; load average: {}",
+            args.runs,
+            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        );
+        return Ok(true);
+    }
     let scratch = ScratchDir::create(&args.data_dir)?;
     let taskset = args.taskset && runner::which("taskset").is_some();
     let runner = Runner {
