@@ -10,9 +10,8 @@
 //! decoded by the product's JSON decoder (`weir_pipeline::codec`, strings pointing into the
 //! input as the `stdin` source's are), timed apart, then fed to `FlowToTopology`
 //! (`window_secs = 0`), timed; the final flush is timed with the transform. Decoding batch by
-//! batch, as the pipeline does, keeps the flows as warm in the caches as they are when a
-//! transform receives them; decoding all of them first measured cache misses more than the
-//! transform. Prints one line per run on stderr, then on stdout the medians:
+//! batch is what the pipeline does, and holds one batch in memory rather than every flow.
+//! Prints one line per run on stderr, then on stdout the medians:
 //! `flows N transform_flows_per_sec X decode_flows_per_sec Y`.
 
 use std::time::{Duration, Instant};
