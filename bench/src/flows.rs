@@ -3,8 +3,9 @@
 //! 1. End to end: generated `hubble observe -o jsonpb` lines on stdin -> `flow_to_topology`
 //!    (one window) -> blackhole, in the release `weir` binary pinned to one core; next to the
 //!    naive baseline (b), `serde_json::Value` per line, on the same file in the same run.
-//! 2. The transform alone: the same flows already decoded into events, fed to
-//!    `FlowToTopology` in batches of 1000 on this thread (decoding is not timed).
+//! 2. The transform alone: the same flows decoded into events a batch of 1000 at a time (timed
+//!    apart), fed to `FlowToTopology`, by the `flows_alone` binary (`src/bin/flows_alone.rs`),
+//!    which runs under the `weir` binary's allocator.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -12,10 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use weir_pipeline::component::{Transform, TransformOutput};
-use weir_pipeline::event::{Event, EventBatch, LogEvent, Value};
-use weir_pipeline::metrics::ComponentMetrics;
-use weir_transforms::flow_to_topology::{FlowToTopology, FlowToTopologyConfig};
 
 use crate::baseline;
 use crate::runner::{self, Runner, ScratchDir};
@@ -33,6 +30,7 @@ OPTIONS:
     --weir PATH        The weir binary (default: <workspace>/target/release/weir)
     --data-dir DIR     Where the input is kept (default: <workspace>/target/bench-data)
     --no-taskset       Do not pin weir and the baseline to core 0
+    --alone-only       Measure only the transform alone (no baseline, no weir binary needed)
 ";
 
 struct Args {
@@ -42,6 +40,7 @@ struct Args {
     weir: PathBuf,
     data_dir: PathBuf,
     taskset: bool,
+    alone_only: bool,
 }
 
 /// Services of the generated mesh: (name, node).
@@ -200,6 +199,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
         weir: root.join("target/release/weir"),
         data_dir: root.join("target/bench-data"),
         taskset: true,
+        alone_only: false,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -222,6 +222,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
             "--weir" => a.weir = PathBuf::from(value()?),
             "--data-dir" => a.data_dir = PathBuf::from(value()?),
             "--no-taskset" => a.taskset = false,
+            "--alone-only" => a.alone_only = true,
             other => bail!("unknown argument {other:?}; see `weir-bench flows --help`"),
         }
     }
@@ -237,53 +238,49 @@ fn thousands(n: f64) -> String {
     crate::report::thousands(n as u64)
 }
 
-/// The transform alone over pre-decoded flows: flows per second (median of `runs`).
-fn transform_alone(path: &Path, count: usize, runs: usize) -> Result<(f64, usize)> {
-    let text = std::fs::read_to_string(path)?;
-    let events: Vec<Event> = text
-        .lines()
-        .take(count)
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l)?;
-            Ok(Event::Log(LogEvent::from_value(
-                Value::from(v),
-                Default::default(),
-            )))
-        })
-        .collect::<Result<_>>()?;
-    let n = events.len();
-    let mut rates = Vec::new();
-    for i in 1..=runs {
-        let batches: Vec<EventBatch> = events
-            .chunks(1000)
-            .map(|c| EventBatch::new(c.to_vec()))
-            .collect();
-        let cfg = FlowToTopologyConfig {
-            window_secs: 0,
-            ..Default::default()
-        };
-        let mut t = FlowToTopology::new(cfg, ComponentMetrics::detached("map"));
-        let mut out = TransformOutput::default();
-        let started = Instant::now();
-        for b in batches {
-            t.transform(b, &mut out);
-        }
-        t.flush(&mut out);
-        let secs = started.elapsed().as_secs_f64();
-        std::hint::black_box(&out);
-        if out.default.len() != 1 {
-            bail!(
-                "the transform alone emitted {} events, expected one map",
-                out.default.len()
-            );
-        }
-        eprintln!(
-            "  transform alone run {i}/{runs}: {secs:.3} s, {} flows/s",
-            thousands(n as f64 / secs)
+/// The transform alone, measured by the `flows_alone` binary next to this one (it uses the
+/// `weir` binary's allocator, mimalloc; this process keeps the system allocator so the
+/// baselines stay what a plain program gets): the median flows per second of the transform
+/// and of the JSON decoding that feeds it, and the flows measured.
+struct Alone {
+    transform: f64,
+    decode: f64,
+    flows: usize,
+}
+
+fn transform_alone(path: &Path, count: usize, runs: usize) -> Result<Alone> {
+    let exe = std::env::current_exe()?.with_file_name("flows_alone");
+    if !exe.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p weir-bench`",
+            exe.display()
         );
-        rates.push(n as f64 / secs);
     }
-    Ok((median(rates), n))
+    let out = std::process::Command::new(&exe)
+        .arg(path)
+        .arg(count.to_string())
+        .arg(runs.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", exe.display(), out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let field = |name: &str| -> Result<f64> {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("flows_alone printed no {name}: {text:?}"))
+    };
+    Ok(Alone {
+        transform: field("transform_flows_per_sec")?,
+        decode: field("decode_flows_per_sec")?,
+        flows: field("flows")? as usize,
+    })
 }
 
 pub fn main(argv: &[String]) -> Result<bool> {
@@ -291,7 +288,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
         print!("{USAGE}");
         return Ok(true);
     };
-    if !args.weir.is_file() {
+    if !args.alone_only && !args.weir.is_file() {
         bail!(
             "the weir binary is not at {}: build it with `cargo build --release -p weir`",
             args.weir.display()
@@ -308,6 +305,30 @@ pub fn main(argv: &[String]) -> Result<bool> {
         bytes as f64 / (1 << 20) as f64,
         started.elapsed().as_secs_f64()
     );
+    if args.alone_only {
+        let alone = transform_alone(&path, args.alone, args.runs)?;
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!("| measurement | flows/s |");
+        println!("| --- | ---: |");
+        println!(
+            "| flow_to_topology alone ({} flows decoded beforehand, batches of 1000, mimalloc) | {} |",
+            thousands(alone.flows as f64),
+            thousands(alone.transform)
+        );
+        println!(
+            "| their JSON decoding alone (weir's decoder, same batches) | {} |",
+            thousands(alone.decode)
+        );
+        println!(
+            "median of {} runs; load average: {}",
+            args.runs,
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        return Ok(true);
+    }
     let scratch = ScratchDir::create(&args.data_dir)?;
     let taskset = args.taskset && runner::which("taskset").is_some();
     let runner = Runner {
@@ -370,7 +391,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
         }
     }
     let e2e = median(e2e);
-    let (alone, alone_n) = transform_alone(&path, args.alone, args.runs)?;
+    let alone = transform_alone(&path, args.alone, args.runs)?;
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("| measurement | flows/s | vs (b) |");
@@ -394,10 +415,15 @@ pub fn main(argv: &[String]) -> Result<bool> {
         );
     }
     println!(
-        "| flow_to_topology alone ({} pre-decoded flows, batches of 1000) | {} | {:.2}x |",
-        thousands(alone_n as f64),
-        thousands(alone),
-        alone / base
+        "| flow_to_topology alone ({} flows decoded beforehand, batches of 1000, mimalloc) | {} | {:.2}x |",
+        thousands(alone.flows as f64),
+        thousands(alone.transform),
+        alone.transform / base
+    );
+    println!(
+        "| their JSON decoding alone (weir's decoder, same batches) | {} | {:.2}x |",
+        thousands(alone.decode),
+        alone.decode / base
     );
     println!();
     println!(
