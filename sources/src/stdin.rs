@@ -100,17 +100,13 @@ pub fn read_loop(
     let mut events = Vec::with_capacity(MAX_BATCH_EVENTS);
     let mut line_no: u64 = 0;
     let mut eof = false;
+    // Reads land in a scratch buffer zeroed once; only what came is appended to `buf` (a pipe
+    // that delivers a few lines per read does not pay for zeroing a whole chunk each time).
+    let mut scratch = vec![0u8; READ_CHUNK];
     while !eof {
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
-        let start = buf.len();
-        let cap = buf.capacity();
-        buf.resize(cap, 0);
-        let n = match input.read(&mut buf[start..]) {
+        let n = match input.read(&mut scratch) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                buf.truncate(start);
                 continue;
             }
             Err(e) => {
@@ -118,7 +114,10 @@ pub fn read_loop(
                 0
             }
         };
-        buf.truncate(start + n);
+        if buf.capacity() - buf.len() < n {
+            buf.reserve(n.max(READ_CHUNK / 4));
+        }
+        buf.extend_from_slice(&scratch[..n]);
         metrics.add_received_bytes(n as u64);
         // Every line of this read was taken in now.
         let now = chrono::Utc::now();
