@@ -426,7 +426,12 @@ fn aggregator_killed_mid_stream_resumes_from_committed_offsets_without_loss() {
     let servers = broker.servers();
     let rt = runtime();
     let payloads: Vec<String> = (0..N).map(event_line).collect();
-    produce(&rt, &servers, "logs", PARTITIONS, &payloads);
+    // Half the stream now, the rest while the aggregator is dead: a fast aggregator may have
+    // written everything produced before its first commit, and the kill must still come
+    // mid-stream. The cut is a multiple of PARTITIONS, so every record keeps the partition
+    // of its index.
+    const FIRST: usize = (N / 2) / PARTITIONS as usize * PARTITIONS as usize;
+    produce(&rt, &servers, "logs", PARTITIONS, &payloads[..FIRST]);
 
     let cfg = aggregator_config(
         d,
@@ -459,6 +464,7 @@ fn aggregator_killed_mid_stream_resumes_from_committed_offsets_without_loss() {
         at_kill.iter().any(|o| *o > 0),
         "offsets were committed while running: {at_kill:?}"
     );
+    produce(&rt, &servers, "logs", PARTITIONS, &payloads[FIRST..]);
 
     let agg = start_weir(d, "agg", &cfg, false);
     assert!(
