@@ -33,6 +33,7 @@ pub mod component;
 pub mod config;
 pub mod event;
 pub mod finalization;
+pub mod grpc_status;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod metrics;

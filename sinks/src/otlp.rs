@@ -818,52 +818,6 @@ pub fn logs_request<'a>(
 
 // ---- sending ----
 
-/// Minimal `google.rpc.Status` / `RetryInfo`, to read the server's retry delay.
-mod rpc {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Status {
-        #[prost(int32, tag = "1")]
-        pub code: i32,
-        #[prost(string, tag = "2")]
-        pub message: String,
-        #[prost(message, repeated, tag = "3")]
-        pub details: Vec<Any>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Any {
-        #[prost(string, tag = "1")]
-        pub type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        pub value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        pub retry_delay: Option<Duration>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Duration {
-        #[prost(int64, tag = "1")]
-        pub seconds: i64,
-        #[prost(int32, tag = "2")]
-        pub nanos: i32,
-    }
-}
-
-fn retry_info(details: &[u8], cap: Duration) -> Option<Duration> {
-    use prost::Message as _;
-    let st = rpc::Status::decode(details).ok()?;
-    st.details.iter().find_map(|a| {
-        if !a.type_url.ends_with("google.rpc.RetryInfo") {
-            return None;
-        }
-        let d = rpc::RetryInfo::decode(a.value.as_slice())
-            .ok()?
-            .retry_delay?;
-        Some(Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32).min(cap))
-    })
-}
-
 fn grpc_outcome<T>(
     r: Result<tonic::Response<T>, tonic::Status>,
     partial: impl FnOnce(T) -> (i64, String),
@@ -883,7 +837,10 @@ fn grpc_outcome<T>(
                 | Code::DeadlineExceeded
                 | Code::Aborted
                 | Code::Cancelled
-                | Code::Unknown => Outcome::Retry(msg, retry_info(s.details(), cap)),
+                | Code::Unknown => Outcome::Retry(
+                    msg,
+                    weir_pipeline::grpc_status::decode_retry_delay(s.details()).map(|d| d.min(cap)),
+                ),
                 _ => Outcome::Refused(msg),
             }
         }

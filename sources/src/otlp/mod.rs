@@ -301,58 +301,6 @@ struct Ingest {
 /// HTTP `Retry-After`), in seconds.
 const BUSY_RETRY_SECS: i64 = 1;
 
-/// `google.rpc.Status` with a `google.rpc.RetryInfo` detail (`google/rpc/status.proto`,
-/// `google/rpc/error_details.proto`), the `grpc-status-details-bin` of a refusal.
-mod rpc {
-    use prost::Message as _;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Status {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<Any>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Any {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        retry_delay: Option<Duration>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Duration {
-        #[prost(int64, tag = "1")]
-        seconds: i64,
-        #[prost(int32, tag = "2")]
-        nanos: i32,
-    }
-
-    /// The encoded status details asking the client to retry after `seconds`.
-    pub fn retry_info(code: tonic::Code, message: &str, seconds: i64) -> bytes::Bytes {
-        let info = RetryInfo {
-            retry_delay: Some(Duration { seconds, nanos: 0 }),
-        };
-        Status {
-            code: code as i32,
-            message: message.to_string(),
-            details: vec![Any {
-                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-                value: info.encode_to_vec(),
-            }],
-        }
-        .encode_to_vec()
-        .into()
-    }
-}
-
 /// Why a request was not accepted.
 #[derive(Debug)]
 enum Refusal {
@@ -373,7 +321,12 @@ impl Refusal {
                 tonic::Status::with_details(
                     tonic::Code::ResourceExhausted,
                     msg,
-                    rpc::retry_info(tonic::Code::ResourceExhausted, msg, BUSY_RETRY_SECS),
+                    weir_pipeline::grpc_status::encode_retry_info(
+                        tonic::Code::ResourceExhausted as i32,
+                        msg,
+                        BUSY_RETRY_SECS,
+                    )
+                    .into(),
                 )
             }
             Refusal::Closed => tonic::Status::unavailable("the pipeline is shutting down"),
