@@ -245,21 +245,9 @@ impl NatsSink {
                 }
                 tracing::debug!(component = %self.metrics.id, failed = failed.len(), "JetStream chunk done");
             }
-            if duplicates > 0 {
-                self.metrics
-                    .add_counter("nats_jetstream_duplicates_total", None, duplicates);
+            if !self.report_round(duplicates, failed.len(), last_error.as_deref()) {
+                return;
             }
-            let Some(e) = last_error else { return };
-            self.metrics.error(
-                "publish",
-                failed.len() as u64,
-                &format_args!(
-                    "{} JetStream publish(es) not acknowledged ({e}); retrying with the same Nats-Msg-Id (the batch is held, upstream waits)",
-                    failed.len()
-                ),
-            );
-            self.metrics
-                .add_counter("nats_publish_retries_total", None, failed.len() as u64);
             tokio::time::sleep(backoff.next_delay()).await;
             failed.sort_unstable();
             todo = failed;
@@ -376,27 +364,36 @@ impl NatsSink {
         })
     }
 
+    /// Counts one round of JetStream publishing: duplicates reported by PubAcks and, when
+    /// some failed, the error and the retries to come. Returns whether there is a retry.
+    fn report_round(&self, duplicates: u64, failed: usize, last_error: Option<&str>) -> bool {
+        if duplicates > 0 {
+            self.metrics
+                .add_counter("nats_jetstream_duplicates_total", None, duplicates);
+        }
+        let Some(e) = last_error else { return false };
+        self.metrics.error(
+            "publish",
+            failed as u64,
+            &format_args!(
+                "{failed} JetStream publish(es) not acknowledged ({e}); retrying with the same Nats-Msg-Id (the batch is held, upstream waits)"
+            ),
+        );
+        self.metrics
+            .add_counter("nats_publish_retries_total", None, failed as u64);
+        true
+    }
+
     /// A batch's PubAcks are in: publishes the failed ones again (same ids) until stored, then
     /// acknowledges the batch.
     async fn settle(&self, js: &jetstream::Context, f: InFlight, mut outcome: AckOutcome) {
-        if outcome.duplicates > 0 {
-            self.metrics
-                .add_counter("nats_jetstream_duplicates_total", None, outcome.duplicates);
-        }
-        if let Some(e) = outcome.last_error {
-            self.metrics.error(
-                "publish",
-                outcome.failed.len() as u64,
-                &format_args!(
-                    "{} JetStream publish(es) not acknowledged ({e}); retrying with the same Nats-Msg-Id (the batch is held, upstream waits)",
-                    outcome.failed.len()
-                ),
-            );
-            self.metrics.add_counter(
-                "nats_publish_retries_total",
-                None,
-                outcome.failed.len() as u64,
-            );
+        let failed = outcome.failed.len();
+        if self.report_round(outcome.duplicates, failed, outcome.last_error.as_deref()) {
+            // The same first delay as a retry round of `publish_jetstream`.
+            tokio::time::sleep(
+                Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).next_delay(),
+            )
+            .await;
             outcome.failed.sort_unstable();
             self.publish_jetstream(js, &f.items, outcome.failed).await;
         }
