@@ -1,13 +1,41 @@
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
 use super::{EventMetadata, FieldPath, ObjectMap, Value};
 
+/// A log's fields held as a typed Rust value instead of a tree of [`Value`]s.
+///
+/// A source whose records have a fixed schema (a `perf` stack sample, a Hubble flow) can hand
+/// its parsed record to the pipeline as is. A consumer that knows the type reads it without
+/// any conversion ([`LogEvent::typed`]); everything else sees the same fields as a [`Value`]
+/// tree, built by [`TypedLog::to_value`] the first time any of them is read, and only then.
+/// The tree must be exactly the fields the source would have emitted without the typed form,
+/// so that remap, filters and sinks cannot tell the difference.
+pub trait TypedLog: Any + Send + Sync + std::fmt::Debug {
+    /// The fields as a tree (the root is an object).
+    fn to_value(&self) -> Value;
+}
+
+/// The typed form of a log and, once somebody has asked for it, its tree of fields. One
+/// allocation holds both; clones of the event share it.
+#[derive(Debug)]
+struct Typed<T: ?Sized> {
+    tree: OnceLock<Value>,
+    data: T,
+}
+
 /// A log event: a tree of fields (the root is an object) plus metadata.
+///
+/// The fields may instead be held in a typed form (see [`TypedLog`]); the accessors below
+/// build the tree from it when first needed, and any change to the fields replaces the typed
+/// form by the tree.
 #[derive(Debug, Clone)]
 pub struct LogEvent {
+    /// The fields, unless `typed` holds them (then this is `Value::Null` and unused).
     value: Value,
+    typed: Option<Arc<Typed<dyn TypedLog>>>,
     pub metadata: EventMetadata,
 }
 
@@ -20,13 +48,43 @@ impl Default for LogEvent {
 impl LogEvent {
     /// A log whose root is `value` (normally an object).
     pub fn from_value(value: Value, metadata: EventMetadata) -> Self {
-        Self { value, metadata }
+        Self {
+            value,
+            typed: None,
+            metadata,
+        }
     }
 
     pub fn from_map(map: ObjectMap) -> Self {
+        Self::from_value(Value::Object(map), EventMetadata::default())
+    }
+
+    /// A log whose fields are held in typed form (see [`TypedLog`]).
+    pub fn from_typed<T: TypedLog>(data: T, metadata: EventMetadata) -> Self {
+        let typed: Arc<Typed<dyn TypedLog>> = Arc::new(Typed {
+            tree: OnceLock::new(),
+            data,
+        });
         Self {
-            value: Value::Object(map),
-            metadata: EventMetadata::default(),
+            value: Value::Null,
+            typed: Some(typed),
+            metadata,
+        }
+    }
+
+    /// The typed form of the fields, if they are held as a `T` and nothing changed them since.
+    pub fn typed<T: TypedLog>(&self) -> Option<&T> {
+        let data: &dyn Any = &self.typed.as_ref()?.data;
+        data.downcast_ref::<T>()
+    }
+
+    /// Replaces a typed form by its tree of fields, so that they can be changed.
+    fn materialize(&mut self) {
+        if let Some(t) = self.typed.take() {
+            self.value = match t.tree.get() {
+                Some(tree) => tree.clone(),
+                None => t.data.to_value(),
+            };
         }
     }
 
@@ -39,42 +97,47 @@ impl LogEvent {
     pub fn from_message_with(message: Bytes, metadata: EventMetadata) -> Self {
         let mut map = ObjectMap::new();
         map.insert("message".into(), Value::Bytes(message));
-        Self {
-            value: Value::Object(map),
-            metadata,
+        Self::from_value(Value::Object(map), metadata)
+    }
+
+    /// The fields (built from the typed form on first use, if they are held in one).
+    pub fn value(&self) -> &Value {
+        match &self.typed {
+            Some(t) => t.tree.get_or_init(|| t.data.to_value()),
+            None => &self.value,
         }
     }
 
-    pub fn value(&self) -> &Value {
-        &self.value
-    }
-
     pub fn value_mut(&mut self) -> &mut Value {
+        self.materialize();
         &mut self.value
     }
 
-    pub fn into_parts(self) -> (Value, EventMetadata) {
+    pub fn into_parts(mut self) -> (Value, EventMetadata) {
+        self.materialize();
         (self.value, self.metadata)
     }
 
     pub fn get(&self, path: &FieldPath) -> Option<&Value> {
-        self.value.get(path)
+        self.value().get(path)
     }
 
     /// Gets a field by its top-level name, without parsing a path.
     pub fn get_field(&self, name: &str) -> Option<&Value> {
-        match &self.value {
+        match self.value() {
             Value::Object(m) => m.get(name),
             _ => None,
         }
     }
 
     pub fn insert(&mut self, path: &FieldPath, v: impl Into<Value>) -> Option<Value> {
+        self.materialize();
         self.value.insert(path, v.into())
     }
 
     /// Sets a top-level field without parsing a path.
     pub fn insert_field(&mut self, name: &str, v: impl Into<Value>) {
+        self.materialize();
         if !matches!(self.value, Value::Object(_)) {
             let old = std::mem::replace(&mut self.value, Value::Object(ObjectMap::new()));
             if let Value::Object(m) = &mut self.value {
@@ -87,14 +150,101 @@ impl LogEvent {
     }
 
     pub fn remove(&mut self, path: &FieldPath) -> Option<Value> {
+        self.materialize();
         self.value.remove(path, false)
     }
 
     /// The fields as an object, if the root is one.
     pub fn as_map(&self) -> Option<&ObjectMap> {
-        match &self.value {
+        match self.value() {
             Value::Object(m) => Some(m),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Sample {
+        comm: &'static str,
+        pid: i64,
+    }
+
+    impl TypedLog for Sample {
+        fn to_value(&self) -> Value {
+            let mut m = ObjectMap::new();
+            m.insert("comm".into(), Value::from(self.comm));
+            m.insert("pid".into(), Value::from(self.pid));
+            Value::Object(m)
+        }
+    }
+
+    #[derive(Debug)]
+    struct Other;
+
+    impl TypedLog for Other {
+        fn to_value(&self) -> Value {
+            Value::Null
+        }
+    }
+
+    fn typed() -> LogEvent {
+        LogEvent::from_typed(
+            Sample {
+                comm: "java",
+                pid: 7,
+            },
+            EventMetadata::default(),
+        )
+    }
+
+    #[test]
+    fn typed_fields_read_as_a_tree_and_downcast() {
+        let log = typed();
+        assert_eq!(
+            log.typed::<Sample>(),
+            Some(&Sample {
+                comm: "java",
+                pid: 7
+            })
+        );
+        assert_eq!(log.get_field("pid"), Some(&Value::from(7)));
+        assert_eq!(log.get_field("comm"), Some(&Value::from("java")));
+        assert_eq!(log.as_map().map(|m| m.len()), Some(2));
+        // Reading did not give up the typed form.
+        assert!(log.typed::<Sample>().is_some());
+        assert!(log.typed::<Other>().is_none());
+    }
+
+    #[test]
+    fn a_change_replaces_the_typed_form_by_the_changed_tree() {
+        let mut log = typed();
+        let copy = log.clone();
+        log.insert_field("pid", 8);
+        assert!(log.typed::<Sample>().is_none());
+        assert_eq!(log.get_field("pid"), Some(&Value::from(8)));
+        assert_eq!(log.get_field("comm"), Some(&Value::from("java")));
+        // The clone taken before the change still has the typed form and the old value.
+        assert_eq!(copy.typed::<Sample>().map(|s| s.pid), Some(7));
+        assert_eq!(copy.get_field("pid"), Some(&Value::from(7)));
+        let (value, _) = copy.into_parts();
+        assert_eq!(
+            value.as_object().and_then(|m| m.get("pid")),
+            Some(&Value::from(7))
+        );
+    }
+
+    #[test]
+    fn value_mut_after_a_read_keeps_the_tree() {
+        let mut log = typed();
+        assert_eq!(log.get_field("pid"), Some(&Value::from(7)));
+        if let Value::Object(m) = log.value_mut() {
+            m.remove("comm");
+        }
+        assert_eq!(log.as_map().map(|m| m.len()), Some(1));
+        assert!(log.typed::<Sample>().is_none());
     }
 }

@@ -10,7 +10,7 @@ mod metric;
 mod trace;
 
 pub use batch::{EventBatch, MAX_BATCH_EVENTS};
-pub use log::LogEvent;
+pub use log::{LogEvent, TypedLog};
 pub use metric::{Bucket, Metric, MetricKind, MetricValue, Quantile, Sample, StatisticKind};
 pub use trace::{Span, SpanEvent, SpanKind, SpanLink, SpanStatus};
 pub use vrl::value::{KeyString, ObjectMap, Value};
