@@ -1065,7 +1065,7 @@ impl OtlpSink {
         let json = matches!(self.transport, Transport::Http { json: true, .. });
         if !traces.is_empty() {
             let req = traces_request(traces.iter().filter_map(|e| match e {
-                Event::Trace(s) => Some(s),
+                Event::Trace(s) => Some(&**s),
                 _ => None,
             }));
             let req = Request::new(Signal::Traces, &req, json);
@@ -1074,7 +1074,7 @@ impl OtlpSink {
         if !metrics.is_empty() {
             let (req, bad) =
                 metrics_request(metrics.iter().enumerate().filter_map(|(i, e)| match e {
-                    Event::Metric(m) => Some((i, m)),
+                    Event::Metric(m) => Some((i, &**m)),
                     _ => None,
                 }));
             for (i, why) in bad.iter().rev() {

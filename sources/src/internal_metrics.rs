@@ -56,7 +56,7 @@ impl SourceConfig for InternalMetricsConfig {
                     .map(|mut m| {
                         m.namespace = Some(namespace.clone());
                         m.metadata = EventMetadata::new(Some(cx.id.clone()));
-                        Event::Metric(m)
+                        Event::from(m)
                     })
                     .collect();
                 cx.metrics.add_received(events.len() as u64, 0);

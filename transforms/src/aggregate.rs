@@ -178,10 +178,10 @@ impl Transform for Aggregate {
             };
             match self.held.get_mut(&key) {
                 None => {
-                    self.held.insert(key, m);
+                    self.held.insert(key, *m);
                 }
                 Some(h) => {
-                    if let Some(m) = fold(h, m) {
+                    if let Some(m) = fold(h, *m) {
                         let old = std::mem::replace(h, m);
                         out.push(old.into());
                     }
@@ -248,7 +248,7 @@ mod tests {
         out.default
             .iter()
             .filter_map(|e| match e {
-                Event::Metric(m) => Some(m),
+                Event::Metric(m) => Some(&**m),
                 _ => None,
             })
             .collect()

@@ -185,7 +185,7 @@ mod tests {
         let m = Metric::new("m", MetricKind::Absolute, MetricValue::Gauge { value: 1.0 });
         let mut out = TransformOutput::default();
         t.transform(
-            EventBatch::new(vec![Event::Metric(m), log(r#"{"a": 1}"#)]),
+            EventBatch::new(vec![Event::from(m), log(r#"{"a": 1}"#)]),
             &mut out,
         );
         assert_eq!(out.default.len(), 1);

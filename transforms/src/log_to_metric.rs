@@ -301,7 +301,7 @@ impl Transform for LogToMetric {
             for i in 0..self.specs.len() {
                 let (slot, msg) = match self.make(i, log, &event) {
                     Ok(m) => {
-                        out.push(Event::Metric(m));
+                        out.push(Event::from(m));
                         continue;
                     }
                     Err(Skip::Missing) => (0, None),
@@ -361,7 +361,7 @@ mod tests {
         out.default
             .into_iter()
             .map(|e| match e {
-                Event::Metric(m) => m,
+                Event::Metric(m) => *m,
                 other => panic!("not a metric: {other:?}"),
             })
             .collect()

@@ -605,7 +605,7 @@ mod tests {
             MetricKind::Incremental,
             MetricValue::Counter { value: 2.0 },
         );
-        let out = run(&mut t, vec![Event::Metric(m)]);
+        let out = run(&mut t, vec![Event::from(m)]);
         assert_eq!(out.default.len(), 1);
         let Event::Metric(m) = &out.default[0] else {
             panic!("not a metric")

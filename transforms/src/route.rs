@@ -274,7 +274,7 @@ mod tests {
     fn metrics_go_to_unmatched() {
         let (config, mut t, _) = build(CONFIG);
         let m = Metric::new("m", MetricKind::Absolute, MetricValue::Gauge { value: 1.0 });
-        let out = run(&config, &mut t, vec![Event::Metric(m)]);
+        let out = run(&config, &mut t, vec![Event::from(m)]);
         assert_eq!(out.named[UNMATCHED_OUTPUT].len(), 1);
         assert!(matches!(out.named[UNMATCHED_OUTPUT][0], Event::Metric(_)));
     }

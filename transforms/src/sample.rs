@@ -317,8 +317,8 @@ mod tests {
         t.transform(
             EventBatch::new(vec![
                 log(serde_json::json!({})),
-                Event::Metric(m.clone()),
-                Event::Metric(m),
+                Event::from(m.clone()),
+                Event::from(m),
             ]),
             &mut out,
         );

@@ -153,7 +153,7 @@ mod tests {
             MetricValue::Gauge { value: 1.0 },
         )
         .with_tag("a", "b");
-        Encoder::Text.encode(&Event::Metric(m), &mut out).unwrap();
+        Encoder::Text.encode(&Event::from(m), &mut out).unwrap();
         assert_eq!(out, br#"up{a="b"} 1"#);
     }
 
@@ -185,6 +185,6 @@ mod tests {
             MetricKind::Absolute,
             MetricValue::Gauge { value: 1.0 },
         );
-        assert!(Encoder::Folded.encode(&Event::Metric(m), &mut out).is_err());
+        assert!(Encoder::Folded.encode(&Event::from(m), &mut out).is_err());
     }
 }

@@ -77,8 +77,10 @@ impl EventMetadata {
 #[derive(Debug, Clone)]
 pub enum Event {
     Log(LogEvent),
-    Metric(Metric),
-    Trace(Span),
+    /// Boxed, like `Trace`: most events are logs, and a batch is a `Vec<Event>`, so an event
+    /// is as small as a log (96 bytes) instead of as large as the largest kind (320).
+    Metric(Box<Metric>),
+    Trace(Box<Span>),
 }
 
 impl Event {
@@ -139,12 +141,12 @@ impl From<LogEvent> for Event {
 
 impl From<Metric> for Event {
     fn from(m: Metric) -> Self {
-        Event::Metric(m)
+        Event::Metric(Box::new(m))
     }
 }
 
 impl From<Span> for Event {
     fn from(s: Span) -> Self {
-        Event::Trace(s)
+        Event::Trace(Box::new(s))
     }
 }

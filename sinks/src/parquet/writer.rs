@@ -322,7 +322,7 @@ impl ParquetSink {
                     let ms: Vec<&Metric> = idx
                         .iter()
                         .filter_map(|&i| match &batch.events[i] {
-                            Event::Metric(m) => Some(m),
+                            Event::Metric(m) => Some(&**m),
                             _ => None,
                         })
                         .collect();

@@ -399,7 +399,7 @@ impl Sink for Exporter {
                         let mut s = lock(&store);
                         for e in batch.events.iter() {
                             let ok = match e {
-                                Event::Metric(m) => s.absorb(m.clone(), now),
+                                Event::Metric(m) => s.absorb((**m).clone(), now),
                                 _ => false,
                             };
                             if ok {

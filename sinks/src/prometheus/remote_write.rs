@@ -342,7 +342,7 @@ impl Sink for RemoteWrite {
                         let notifier = m.metadata.notifier.take();
                         let ts = m.timestamp.map_or(now_ms, |t| t.timestamp_millis());
                         let key = SeriesKey::of(&mut m);
-                        let recorded = self.aggregator.absorb(key, m, now, |key, entry| {
+                        let recorded = self.aggregator.absorb(key, *m, now, |key, entry| {
                             record(&mut shards, key, entry, ts, &quantiles)
                         });
                         let s = match recorded {

@@ -288,7 +288,7 @@ impl SourceConfig for HostMetricsConfig {
                     .map(|mut m| {
                         m.namespace = namespace.clone();
                         m.metadata = EventMetadata::new(Some(cx.id.clone()));
-                        Event::Metric(m)
+                        Event::from(m)
                     })
                     .collect();
                 cx.metrics.add_received(events.len() as u64, 0);

@@ -188,7 +188,7 @@ pub fn traces(
                 span.scope_name = scope_name.clone();
                 span.scope_version = scope_version.clone();
                 span.metadata = EventMetadata::new(source.clone());
-                out.push(Event::Trace(span));
+                out.push(Event::from(span));
             }
         }
     }
@@ -239,7 +239,7 @@ pub fn metrics(req: ExportMetricsServiceRequest, source: &Option<Arc<str>>) -> V
                         metric.tags = tags;
                         metric.timestamp = nanos_to_time(t);
                         metric.metadata = EventMetadata::new(source.clone());
-                        out.push(Event::Metric(metric));
+                        out.push(Event::from(metric));
                     };
                 let kind_of = |t: i32| {
                     if t == AggregationTemporality::Delta as i32 {

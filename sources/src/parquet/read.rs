@@ -372,7 +372,7 @@ fn metric_events(plan: &Plan, rb: &RecordBatch, metrics: &ComponentMetrics) -> V
                     continue;
                 }
                 m.metadata = meta.clone();
-                out.push(Event::Metric(m));
+                out.push(Event::from(m));
             }
             Err(e) => metrics.error("decode", 1, &e),
         }

@@ -318,7 +318,7 @@ impl Lines {
                 }
             }
             Lines::Stat(p) => match p.parse_line(&line) {
-                Ok(StatLine::Value(m)) => out.push(Event::Metric(m)),
+                Ok(StatLine::Value(m)) => out.push(Event::from(m)),
                 Ok(StatLine::Unavailable {
                     event,
                     reason,
