@@ -49,7 +49,7 @@ impl Encoder {
     /// Appends one encoded event to `out`, without a trailing newline.
     pub fn encode(self, event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match (self, event) {
-            (Encoder::Json, Event::Log(l)) => serde_json::to_writer(&mut *out, l.value())?,
+            (Encoder::Json, Event::Log(l)) => l.write_json(out)?,
             (Encoder::Json, Event::Metric(m)) => serde_json::to_writer(&mut *out, m)?,
             (Encoder::Json, Event::Trace(s)) => serde_json::to_writer(&mut *out, s)?,
             (Encoder::Text, Event::Log(l)) => match l.get_field("message") {

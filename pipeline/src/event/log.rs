@@ -16,6 +16,14 @@ use super::{EventMetadata, FieldPath, ObjectMap, Value};
 pub trait TypedLog: Any + Send + Sync + std::fmt::Debug {
     /// The fields as a tree (the root is an object).
     fn to_value(&self) -> Value;
+
+    /// Writes the fields as one JSON object, byte for byte what serialising
+    /// [`to_value`](Self::to_value) would write (keys in order, values through the same
+    /// serialiser), without building the tree. `None`: this type has no such writer, and the
+    /// tree is serialised instead.
+    fn write_json(&self, _out: &mut Vec<u8>) -> Option<serde_json::Result<()>> {
+        None
+    }
 }
 
 /// The typed form of a log and, once somebody has asked for it, its tree of fields. One
@@ -106,6 +114,19 @@ impl LogEvent {
             Some(t) => t.tree.get_or_init(|| t.data.to_value()),
             None => &self.value,
         }
+    }
+
+    /// Appends the fields as one JSON object: straight from the typed form when it has a JSON
+    /// writer and nobody has built the tree yet, else by serialising the tree.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        if let Some(t) = &self.typed {
+            if t.tree.get().is_none() {
+                if let Some(r) = t.data.write_json(out) {
+                    return r;
+                }
+            }
+        }
+        serde_json::to_writer(out, self.value())
     }
 
     pub fn value_mut(&mut self) -> &mut Value {

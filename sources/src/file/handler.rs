@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use weir_pipeline::codec::Decoder;
-use weir_pipeline::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
+use weir_pipeline::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, TypedLog, Value};
 use weir_pipeline::metrics::ComponentMetrics;
 
 use super::multiline::{Multiline, Pending};
@@ -48,30 +49,74 @@ impl FileLines {
     }
 }
 
+/// A line read with the `bytes` codec: its fields in typed form, so that a sink that only
+/// counts, or writes JSON ([`TypedLog::write_json`]), never builds the tree of five values.
+#[derive(Debug)]
+struct FileLine {
+    file: Bytes,
+    host: Option<Bytes>,
+    message: Bytes,
+    offset: u64,
+    timestamp: DateTime<Utc>,
+}
+
+impl FileLine {
+    /// The fields in key order, as the tree holds them.
+    fn fields(&self) -> impl Iterator<Item = (&'static str, Value)> + '_ {
+        [
+            ("file", Some(Value::Bytes(self.file.clone()))),
+            ("host", self.host.clone().map(Value::Bytes)),
+            ("message", Some(Value::Bytes(self.message.clone()))),
+            ("offset", Some(Value::Integer(self.offset as i64))),
+            ("timestamp", Some(Value::Timestamp(self.timestamp))),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+    }
+}
+
+impl TypedLog for FileLine {
+    fn to_value(&self) -> Value {
+        Value::Object(
+            self.fields()
+                .map(|(k, v)| (KeyString::from(k), v))
+                .collect::<ObjectMap>(),
+        )
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) -> Option<serde_json::Result<()>> {
+        let mut write = || {
+            let mut sep = b'{';
+            for (k, v) in self.fields() {
+                out.push(sep);
+                sep = b',';
+                serde_json::to_writer(&mut *out, k)?;
+                out.push(b':');
+                serde_json::to_writer(&mut *out, &v)?;
+            }
+            out.push(b'}');
+            Ok(())
+        };
+        Some(write())
+    }
+}
+
 impl Emitter {
     fn emit(&self, file: &FileInfo, line: Bytes, start: u64, out: &mut Vec<Event>) {
         let first = out.len();
         let at = self.read_at.unwrap_or_else(chrono::Utc::now);
         if self.decoder == Decoder::Bytes {
-            // The line is the message: the whole object is known, so it is built in one go
-            // (keys in order) rather than a field at a time.
-            let mut fields = Vec::with_capacity(5);
-            fields.push((
-                KeyString::from("file"),
-                Value::Bytes(file.path_value.clone()),
-            ));
-            if let Some(h) = &self.host {
-                fields.push((KeyString::from("host"), Value::Bytes(h.clone())));
-            }
-            fields.push((KeyString::from("message"), Value::Bytes(line)));
-            fields.push((KeyString::from("offset"), Value::Integer(start as i64)));
-            fields.push((KeyString::from("timestamp"), Value::Timestamp(at)));
+            // The line is the message: every field is known, so the event holds them typed
+            // and the tree is built only if something reads it.
+            let line = FileLine {
+                file: file.path_value.clone(),
+                host: self.host.clone(),
+                message: line,
+                offset: start,
+                timestamp: at,
+            };
             out.push(
-                LogEvent::from_value(
-                    Value::Object(ObjectMap::from_iter(fields)),
-                    EventMetadata::at(self.source_id.clone(), at),
-                )
-                .into(),
+                LogEvent::from_typed(line, EventMetadata::at(self.source_id.clone(), at)).into(),
             );
             return;
         }
@@ -156,5 +201,73 @@ impl LineHandler for FileLines {
 
     fn discard(st: &mut Pending) {
         st.discard();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(host: Option<&str>, message: &[u8]) -> FileLine {
+        FileLine {
+            file: Bytes::from_static(b"/var/log/app \"1\".log"),
+            host: host.map(|h| Bytes::copy_from_slice(h.as_bytes())),
+            message: Bytes::copy_from_slice(message),
+            offset: 4096,
+            timestamp: DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_typed_line_is_the_tree_the_source_documents() {
+        let v = line(Some("node-1"), b"hello").to_value();
+        let m = v.as_object().unwrap();
+        let keys: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, ["file", "host", "message", "offset", "timestamp"]);
+        assert_eq!(m["message"], Value::from("hello"));
+        assert_eq!(m["offset"], Value::Integer(4096));
+        assert!(matches!(m["timestamp"], Value::Timestamp(_)));
+        let no_host = line(None, b"x").to_value();
+        assert!(no_host.as_object().unwrap().get("host").is_none());
+    }
+
+    #[test]
+    fn its_json_is_byte_for_byte_the_tree_serialised() {
+        for (host, msg) in [
+            (Some("node-1"), &b"plain"[..]),
+            (
+                None,
+                &b"quote \" backslash \\ tab \t newline \n ctrl \x01"[..],
+            ),
+            (Some("h"), &b"invalid utf-8 \xff\xfe end"[..]),
+            (Some("h"), &b"{\"json\": [1, 2]}"[..]),
+            (None, &b""[..]),
+            (
+                Some("unicode \u{e9}\u{1f600}"),
+                "caf\u{e9} \u{1f600}".as_bytes(),
+            ),
+        ] {
+            let l = line(host, msg);
+            let mut direct = Vec::new();
+            l.write_json(&mut direct).unwrap().unwrap();
+            let tree = serde_json::to_vec(&l.to_value()).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&tree)
+            );
+            assert_eq!(direct, tree);
+        }
+    }
+
+    #[test]
+    fn an_event_encodes_the_same_before_and_after_its_tree_is_built() {
+        let log = LogEvent::from_typed(line(Some("n"), b"m \xff"), EventMetadata::default());
+        let mut direct = Vec::new();
+        log.write_json(&mut direct).unwrap();
+        // Reading a field builds the tree; from then on the tree is serialised.
+        assert_eq!(log.get_field("offset"), Some(&Value::Integer(4096)));
+        let mut from_tree = Vec::new();
+        log.write_json(&mut from_tree).unwrap();
+        assert_eq!(direct, from_tree);
     }
 }
