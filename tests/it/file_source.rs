@@ -348,6 +348,41 @@ fn gzip_rotated_file_is_read_once_including_its_unread_tail() {
     assert_exactly_once(&s.output(), &expected);
 }
 
+#[test]
+fn gzip_file_found_while_still_being_compressed_is_read_to_its_end_once() {
+    let mut s = Setup::new();
+    let cfg = s.config(&["*.gz"], "");
+    let lines: Vec<String> = (0..3000).map(|i| line("z", i)).collect();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for l in &lines {
+        enc.write_all(l.as_bytes()).unwrap();
+        enc.write_all(b"\n").unwrap();
+    }
+    let gz = enc.finish().unwrap();
+    // The compressor has written half of the file when weir finds it.
+    let path = s.input("app.log.1.gz");
+    let half = gz.len() / 2;
+    std::fs::write(&path, &gz[..half]).unwrap();
+    let child = s.start(&cfg);
+    s.wait_for_lines(1, "the first half");
+    std::thread::sleep(Duration::from_millis(1500));
+    let early = s.output().len();
+    assert!(
+        early < lines.len(),
+        "half a stream cannot hold every line: {early}"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&gz[half..]).unwrap();
+    drop(f);
+    s.wait_for_lines(lines.len(), "the rest, once the file is complete");
+    std::thread::sleep(Duration::from_millis(1500));
+    s.stop(child);
+    assert_exactly_once(&s.output(), &lines);
+}
+
 /// Every line is fixed-width, so a checkpoint offset names a line number.
 const KILL_LINE: usize = 64;
 

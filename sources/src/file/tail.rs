@@ -600,19 +600,29 @@ impl<H: LineHandler> Ctx<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                     continue;
                 }
+                Err(e) if r.is_gzip() => {
+                    // A stream cut short (still being compressed, by logrotate for instance)
+                    // or corrupt: what was read is kept, and the file is read again from
+                    // there when it changes, not marked as done.
+                    let at = r.read_offset;
+                    self.metrics.error(
+                        "io",
+                        1,
+                        &format_args!(
+                            "cannot read {} at uncompressed offset {at}: {e}; it is read again from there when the file changes",
+                            w.info.path.display()
+                        ),
+                    );
+                    return Ok(Outcome::GzipIncomplete);
+                }
                 Err(e) => {
-                    let gz = r.is_gzip();
                     let at = r.read_offset;
                     self.metrics.error(
                         "io",
                         1,
                         &format_args!("cannot read {} at offset {at}: {e}", w.info.path.display()),
                     );
-                    return Ok(if gz {
-                        Outcome::GzipEnd
-                    } else {
-                        Outcome::Read(total)
-                    });
+                    return Ok(Outcome::Read(total));
                 }
             };
             if n == READ_CHUNK && r.buf.capacity() - r.buf.len() < n {
@@ -720,20 +730,34 @@ impl<H: LineHandler> Ctx<H> {
         if let Some(fp) = w.fp {
             self.record(fp, off, false);
         }
-        let (size, mtime) = match &w.state {
-            FileState::Reading(Reader {
+        let reader = match &w.state {
+            FileState::Reading(r) | FileState::Draining { reader: r, .. } => Some(r),
+            _ => None,
+        };
+        let gzip = reader.is_some_and(|r| r.is_gzip());
+        let (size, mtime) = match reader {
+            Some(Reader {
                 input: Input::Plain(f),
                 ..
-            }) => f
+            }) if matches!(w.state, FileState::Reading(_)) => f
+                .metadata()
+                .map(|m| (m.len(), m.modified().ok()))
+                .unwrap_or((u64::MAX, None)),
+            Some(Reader {
+                input: Input::Gzip(d),
+                ..
+            }) => d
+                .get_ref()
                 .metadata()
                 .map(|m| (m.len(), m.modified().ok()))
                 .unwrap_or((u64::MAX, None)),
             _ => (u64::MAX, None),
         };
+        // A gzip file's offset counts uncompressed bytes: it waits for the file to change.
         w.state = FileState::Parked {
             size,
             mtime,
-            reopen: off < size,
+            reopen: !gzip && off < size,
         };
     }
 }
@@ -743,6 +767,8 @@ enum Outcome {
     Truncated(u64),
     Deleted,
     GzipEnd,
+    /// A gzip stream ended early or is corrupt: parked until the file changes.
+    GzipIncomplete,
 }
 
 impl<H: LineHandler> Tailer<H> {
@@ -857,6 +883,10 @@ impl<H: LineHandler> Tailer<H> {
                         to_draining(&mut w, now);
                     }
                     self.after_read(&mut w, now)
+                }
+                Ok(Outcome::GzipIncomplete) => {
+                    self.cx.park(&mut w);
+                    true
                 }
                 Ok(Outcome::GzipEnd) => {
                     self.cx.release(&mut w, true);
