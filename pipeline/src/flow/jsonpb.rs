@@ -236,8 +236,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     }
 }
 
-/// The elements of an array, each handed to `F` as it is read (no `Vec`); a field that is
-/// not an array has none.
+/// What is kept of an array, each element handed to [`Each::item`] as it is read (no `Vec`);
+/// a field that is not an array has no elements.
 trait Each<'de>: Default {
     type Item: Deserialize<'de>;
     fn item(&mut self, item: Self::Item);
