@@ -28,6 +28,8 @@ OPTIONS:
     --alone N          Flows fed to the transform alone (default 200000)
     --runs N           Runs of each measurement; the median is reported (default 3)
     --weir PATH        The weir binary (default: <workspace>/target/release/weir)
+    --codec NAME       stdin's decoding codec: hubble_jsonpb (default: flows in typed form)
+                       or json (a tree of fields per flow)
     --data-dir DIR     Where the input is kept (default: <workspace>/target/bench-data)
     --no-taskset       Do not pin weir and the baseline to core 0
     --alone-only       Measure only the transform alone (no baseline, no weir binary needed)
@@ -41,6 +43,8 @@ struct Args {
     data_dir: PathBuf,
     taskset: bool,
     alone_only: bool,
+    /// The `stdin` source's codec (and the decoder `flows_alone` uses).
+    codec: String,
 }
 
 /// Services of the generated mesh: (name, node).
@@ -200,6 +204,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
         data_dir: root.join("target/bench-data"),
         taskset: true,
         alone_only: false,
+        codec: "hubble_jsonpb".into(),
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -223,6 +228,12 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
             "--data-dir" => a.data_dir = PathBuf::from(value()?),
             "--no-taskset" => a.taskset = false,
             "--alone-only" => a.alone_only = true,
+            "--codec" => {
+                a.codec = value()?;
+                if !["hubble_jsonpb", "json"].contains(&a.codec.as_str()) {
+                    bail!("--codec: expected hubble_jsonpb or json, got {:?}", a.codec);
+                }
+            }
             other => bail!("unknown argument {other:?}; see `weir-bench flows --help`"),
         }
     }
@@ -248,7 +259,7 @@ struct Alone {
     flows: usize,
 }
 
-fn transform_alone(path: &Path, count: usize, runs: usize) -> Result<Alone> {
+fn transform_alone(path: &Path, count: usize, runs: usize, codec: &str) -> Result<Alone> {
     let exe = std::env::current_exe()?.with_file_name("flows_alone");
     if !exe.is_file() {
         bail!(
@@ -260,6 +271,7 @@ fn transform_alone(path: &Path, count: usize, runs: usize) -> Result<Alone> {
         .arg(path)
         .arg(count.to_string())
         .arg(runs.to_string())
+        .arg(codec)
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("cannot run {}", exe.display()))?;
@@ -306,7 +318,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
         started.elapsed().as_secs_f64()
     );
     if args.alone_only {
-        let alone = transform_alone(&path, args.alone, args.runs)?;
+        let alone = transform_alone(&path, args.alone, args.runs, &args.codec)?;
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!("| measurement | flows/s |");
         println!("| --- | ---: |");
@@ -316,7 +328,8 @@ pub fn main(argv: &[String]) -> Result<bool> {
             thousands(alone.transform)
         );
         println!(
-            "| their JSON decoding alone (weir's decoder, same batches) | {} |",
+            "| their decoding alone (weir's {} codec, same batches) | {} |",
+            args.codec,
             thousands(alone.decode)
         );
         println!(
@@ -362,10 +375,13 @@ pub fn main(argv: &[String]) -> Result<bool> {
     }
     let base = median(base);
 
-    let body = "[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"json\"\n\n\
+    let body = format!(
+        "[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"{}\"\n\n\
         [transforms.map]\ntype = \"flow_to_topology\"\ninputs = [\"in\"]\nwindow_secs = 0\n\n\
-        [sinks.out]\ntype = \"blackhole\"\ninputs = [\"map\"]\n";
-    let config = runner::write_config(&runner.work, "flows", body)?;
+        [sinks.out]\ntype = \"blackhole\"\ninputs = [\"map\"]\n",
+        args.codec
+    );
+    let config = runner::write_config(&runner.work, "flows", &body)?;
     let mut e2e = Vec::new();
     let mut cpu = Vec::new();
     for i in 1..=args.runs {
@@ -391,7 +407,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
         }
     }
     let e2e = median(e2e);
-    let alone = transform_alone(&path, args.alone, args.runs)?;
+    let alone = transform_alone(&path, args.alone, args.runs, &args.codec)?;
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("| measurement | flows/s | vs (b) |");
@@ -401,7 +417,8 @@ pub fn main(argv: &[String]) -> Result<bool> {
         thousands(base)
     );
     println!(
-        "| weir: stdin json -> flow_to_topology -> blackhole, `--threads 1`{} | {} | {:.2}x |",
+        "| weir: stdin {} -> flow_to_topology -> blackhole, `--threads 1`{} | {} | {:.2}x |",
+        args.codec,
         if taskset { ", pinned to core 0" } else { "" },
         thousands(e2e),
         e2e / base
@@ -421,7 +438,8 @@ pub fn main(argv: &[String]) -> Result<bool> {
         alone.transform / base
     );
     println!(
-        "| their JSON decoding alone (weir's decoder, same batches) | {} | {:.2}x |",
+        "| their decoding alone (weir's {} codec, same batches) | {} | {:.2}x |",
+        args.codec,
         thousands(alone.decode),
         alone.decode / base
     );

@@ -16,8 +16,11 @@
 //! - [`topology`]: the runtime. One tokio task per component, bounded buffers of batches between
 //!   them (backpressure by default), fan-out, graceful shutdown.
 //! - [`metrics`]: Weir's own per-component counters, read by the API and `internal_metrics`.
-//! - [`codec`]: framing (newline), decoding (`bytes`, `json`, `logfmt`, `syslog`) and encoding
+//! - [`codec`]: framing (newline), decoding (`bytes`, `json`, `logfmt`, `syslog`, `hubble_jsonpb`) and encoding
 //!   (`json`, `text`, `logfmt`) shared by all components.
+//! - [`flow`]: a network flow (Hubble's) in typed form, [`flow::FlowLog`], made by the
+//!   `hubble_jsonpb` codec and the `hubble` source and read by `flow_to_topology` without
+//!   building the tree of its fields.
 //! - [`template`]: `{{ field }}` and strftime templates for paths, topics, index names.
 //! - [`retry`]: exponential backoff with jitter for sinks.
 //! - `nats` (feature `nats`): the NATS connection options (servers, auth, TLS, reconnects)
@@ -33,6 +36,7 @@ pub mod component;
 pub mod config;
 pub mod event;
 pub mod finalization;
+pub mod flow;
 pub mod grpc_status;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -173,32 +173,37 @@ pub fn read_loop(
 mod tests {
     use super::*;
     use weir_pipeline::codec::Decoder;
+    use weir_pipeline::event::Value;
 
     #[test]
     fn garbage_is_counted_and_neighbours_survive() {
-        let mut input = Vec::new();
-        input.extend_from_slice(b"{\"a\":1}\n");
-        input.extend_from_slice(b"{\"bad\":\"\xff\xfe\"}\n");
-        input.extend(std::iter::repeat_n(b'x', 3000));
-        input.extend_from_slice(b"\n{\"a\":2}\n{broken\n{\"a\":3}");
-        let cfg = StdinConfig {
-            decoding: DecodingConfig {
-                codec: Decoder::Json,
-            },
-            max_line_bytes: 1000,
-        };
-        let metrics = ComponentMetrics::detached("in");
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        read_loop(&input[..], cfg, Arc::from("in"), metrics.clone(), tx);
-        let mut got = Vec::new();
-        while let Ok(b) = rx.try_recv() {
-            for e in b {
-                got.push(e.as_log().unwrap().get_field("a").cloned().unwrap());
+        for codec in [Decoder::Json, Decoder::HubbleJsonpb] {
+            let mut input = Vec::new();
+            input.extend_from_slice(b"{\"a\":1}\n");
+            input.extend_from_slice(b"{\"bad\":\"\xff\xfe\"}\n");
+            input.extend(std::iter::repeat_n(b'x', 3000));
+            input.extend_from_slice(b"\n{\"a\":2}\n{broken\n");
+            // An oversized flow line is skipped like any other.
+            input.extend_from_slice(b"{\"flow\":{\"verdict\":\"FORWARDED\",\"Summary\":\"");
+            input.extend(std::iter::repeat_n(b'y', 3000));
+            input.extend_from_slice(b"\"},\"a\":9}\n{\"a\":3}");
+            let cfg = StdinConfig {
+                decoding: DecodingConfig { codec },
+                max_line_bytes: 1000,
+            };
+            let metrics = ComponentMetrics::detached("in");
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            read_loop(&input[..], cfg, Arc::from("in"), metrics.clone(), tx);
+            let mut got = Vec::new();
+            while let Ok(b) = rx.try_recv() {
+                for e in b {
+                    got.push(e.as_log().unwrap().get_field("a").cloned().unwrap());
+                }
             }
+            assert_eq!(got, [1, 2, 3].map(Value::from), "{codec:?}");
+            let errors = metrics.errors();
+            assert_eq!(errors.get("decode"), Some(&2), "{codec:?}");
+            assert_eq!(errors.get("oversized"), Some(&2), "{codec:?}");
         }
-        assert_eq!(got.len(), 3);
-        let errors = metrics.errors();
-        assert_eq!(errors.get("decode"), Some(&2));
-        assert_eq!(errors.get("oversized"), Some(&1));
     }
 }

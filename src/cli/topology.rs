@@ -63,7 +63,7 @@ impl SourceConfig for FlowFileSource {
             let (tx, mut rx) = tokio::sync::mpsc::channel(4);
             let cfg = StdinConfig {
                 decoding: DecodingConfig {
-                    codec: Decoder::Json,
+                    codec: Decoder::HubbleJsonpb,
                 },
                 max_line_bytes: MAX_LINE_BYTES,
             };

@@ -3,12 +3,12 @@
 //! costs what it costs in the product. `weir-bench flows` runs it; it can run by itself:
 //!
 //! ```sh
-//! flows_alone FILE [COUNT] [RUNS]    # a file of `hubble observe -o jsonpb` lines
+//! flows_alone FILE [COUNT] [RUNS] [CODEC]    # a file of `hubble observe -o jsonpb` lines
 //! ```
 //!
 //! Each run takes the first COUNT lines (default 200,000) in batches of 1000. A batch is
-//! decoded by the product's JSON decoder (`weir_pipeline::codec`, strings pointing into the
-//! input as the `stdin` source's are), timed apart, then fed to `FlowToTopology`
+//! decoded by the product's decoder for CODEC (`hubble_jsonpb`, the default: flows in typed
+//! form; or `json`: a tree of fields per flow), as the `stdin` source calls it, timed apart, then fed to `FlowToTopology`
 //! (`window_secs = 0`), timed; the final flush is timed with the transform. Decoding batch by
 //! batch is what the pipeline does, and holds one batch in memory rather than every flow.
 //! Prints one line per run on stderr, then on stdout the medians:
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use weir_pipeline::codec::parse_json_value;
+use weir_pipeline::codec::Decoder;
 use weir_pipeline::component::{Transform, TransformOutput};
-use weir_pipeline::event::{Event, EventBatch, LogEvent};
+use weir_pipeline::event::EventBatch;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_transforms::flow_to_topology::{FlowToTopology, FlowToTopologyConfig};
 
@@ -36,7 +36,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One run: (transform time, decode time).
-fn run(text: &Bytes, lines: &[(usize, usize)]) -> Result<(Duration, Duration)> {
+fn run(text: &Bytes, lines: &[(usize, usize)], codec: Decoder) -> Result<(Duration, Duration)> {
     let cfg = FlowToTopologyConfig {
         window_secs: 0,
         ..Default::default()
@@ -47,9 +47,9 @@ fn run(text: &Bytes, lines: &[(usize, usize)]) -> Result<(Duration, Duration)> {
     for chunk in lines.chunks(BATCH) {
         let started = Instant::now();
         let mut events = Vec::with_capacity(chunk.len());
+        let now = chrono::Utc::now();
         for &(from, to) in chunk {
-            let v = parse_json_value(&text.slice(from..to))?;
-            events.push(Event::Log(LogEvent::from_value(v, Default::default())));
+            codec.decode_at(text.slice(from..to), &None, now, &mut events)?;
         }
         let batch = EventBatch::new(events);
         let decoded = Instant::now();
@@ -73,7 +73,7 @@ fn run(text: &Bytes, lines: &[(usize, usize)]) -> Result<(Duration, Duration)> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(path) = args.first() else {
-        bail!("usage: flows_alone FILE [COUNT] [RUNS]");
+        bail!("usage: flows_alone FILE [COUNT] [RUNS] [hubble_jsonpb|json]");
     };
     let number = |i: usize, default: usize| -> Result<usize> {
         args.get(i).map_or(Ok(default), |v| {
@@ -84,6 +84,11 @@ fn main() -> Result<()> {
         })
     };
     let (count, runs) = (number(1, 200_000)?, number(2, 3)?);
+    let codec = match args.get(3).map(String::as_str) {
+        None | Some("hubble_jsonpb") => Decoder::HubbleJsonpb,
+        Some("json") => Decoder::Json,
+        Some(other) => bail!("unknown codec {other:?}: expected hubble_jsonpb or json"),
+    };
     let text = Bytes::from(std::fs::read(path).with_context(|| format!("cannot read {path}"))?);
     let mut lines = Vec::with_capacity(count);
     let mut at = 0;
@@ -94,7 +99,7 @@ fn main() -> Result<()> {
     let n = lines.len() as f64;
     let (mut transform, mut decode) = (Vec::new(), Vec::new());
     for i in 1..=runs {
-        let (t, d) = run(&text, &lines)?;
+        let (t, d) = run(&text, &lines, codec)?;
         eprintln!(
             "  transform alone run {i}/{runs}: {:.3} s, {:.0} flows/s (decoding: {:.3} s, {:.0} flows/s)",
             t.as_secs_f64(),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{json::parse_json_value, logfmt};
 use crate::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
+use crate::flow::FlowLog;
 
 /// `decoding = { codec = "..." }`: how a source turns each frame (line) into an event.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -14,7 +15,9 @@ pub struct DecodingConfig {
     /// `bytes` (default: the line becomes `message`), `json` (an object's fields; an array
     /// gives one event per element), `logfmt` (`k=v` pairs, values as strings) or `syslog`
     /// (RFC 5424 or 3164: `appname`, `facility`, `severity`, `hostname`, `procid`, `msgid`,
-    /// `timestamp`, `message`, structured data as nested objects).
+    /// `timestamp`, `message`, structured data as nested objects), or `hubble_jsonpb` (lines of
+    /// `hubble observe -o jsonpb`: the same fields as `json`, with a flow held in typed form
+    /// for `flow_to_topology`, see `docs/schemas/flow.md`).
     #[serde(default)]
     pub codec: Decoder,
 }
@@ -28,6 +31,11 @@ pub enum Decoder {
     Json,
     Logfmt,
     Syslog,
+    /// `hubble observe -o jsonpb` lines. A line with a `flow` object becomes a
+    /// [`FlowLog`](crate::flow::FlowLog) event (the whole line validated as JSON, the fields
+    /// `flow_to_topology` needs read, the tree built from the line only if something else
+    /// reads the fields); any other line is decoded exactly as by `json`, errors included.
+    HubbleJsonpb,
 }
 
 /// A frame that could not be decoded.
@@ -67,6 +75,15 @@ impl Decoder {
         match self {
             Decoder::Bytes => {
                 out.push(LogEvent::from_message_with(frame, meta()).into());
+            }
+            Decoder::HubbleJsonpb => {
+                // The typed reader refuses whatever it does not take as a flow (invalid JSON
+                // included): `json` then gives those lines their fields, or their error.
+                if let Some(flow) = FlowLog::from_jsonpb_line(frame.clone()) {
+                    out.push(LogEvent::from_typed(flow, meta()).into());
+                    return Ok(());
+                }
+                return Decoder::Json.decode_at(frame, source_id, ingest_time, out);
             }
             Decoder::Json => match parse_json_value(&frame)? {
                 v @ Value::Object(_) => out.push(LogEvent::from_value(v, meta()).into()),
@@ -202,5 +219,93 @@ mod tests {
             l.get_field("timestamp"),
             Some(Value::Timestamp(_))
         ));
+    }
+
+    fn decode_all(d: Decoder, line: &[u8]) -> Result<Vec<Event>, String> {
+        let mut out = Vec::new();
+        d.decode(Bytes::copy_from_slice(line), &None, &mut out)
+            .map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    const FLOW: &[u8] = br#"{"flow":{"time":"2026-11-20T10:00:00.000000017Z","verdict":"FORWARDED","IP":{"source":"10.244.1.59","destination":"10.244.9.21","ipVersion":"IPv4"},"l4":{"TCP":{"source_port":8001,"destination_port":53291,"flags":{"ACK":true}}},"source":{"ID":101,"identity":10001,"namespace":"shop","labels":["k8s:app=cart"],"pod_name":"cart-6d9f7c-34dad","workloads":[{"name":"cart","kind":"Deployment"}]},"Type":"L7","is_reply":true,"l7":{"type":"RESPONSE","latency_ns":"112421261","http":{"code":201,"method":"GET","url":"http://cart:8001/api?q=\"x\""}}},"node_name":"node-1","time":"2026-11-20T10:00:00.000000017Z"}"#;
+
+    #[test]
+    fn hubble_jsonpb_holds_a_flow_typed_with_the_json_codec_fields() {
+        let typed = decode_all(Decoder::HubbleJsonpb, FLOW).unwrap();
+        let tree = decode_all(Decoder::Json, FLOW).unwrap();
+        let (Some(typed), Some(tree)) = (typed[0].as_log(), tree[0].as_log()) else {
+            panic!("not logs");
+        };
+        let flow = typed.typed::<crate::flow::FlowLog>().unwrap();
+        assert_eq!(flow.text(flow.summary().src_ip), b"10.244.1.59");
+        assert_eq!(typed.value(), tree.value());
+        assert_eq!(
+            typed
+                .get(&crate::event::parse_path("flow.l7.http.url").unwrap())
+                .cloned(),
+            Some(Value::from("http://cart:8001/api?q=\"x\""))
+        );
+    }
+
+    #[test]
+    fn hubble_jsonpb_reports_what_json_reports_for_other_lines() {
+        let cases: [&[u8]; 10] = [
+            b"",
+            b"\x00\x01garbage\xff",
+            b"{\"flow\":{\"verdict\":\"FORWARDED\"}",
+            b"{\"flow\":{\"verdict\":\"\xff\"}}",
+            b"{\"flow\":{}} {}",
+            b"\"a string\"",
+            b"[{\"flow\":{}}, 3]",
+            b"[{\"flow\":{\"verdict\":\"DROPPED\"}}, {\"a\":1}]",
+            br#"{"node_status":{"state_change":"NODE_CONNECTED"},"time":"2026-11-20T10:00:00Z"}"#,
+            br#"{"flow":{"IP":{"source":"10.0.0.\u0031"}},"flow":null}"#,
+        ];
+        for line in cases {
+            let json = decode_all(Decoder::Json, line);
+            let hubble = decode_all(Decoder::HubbleJsonpb, line);
+            let show = String::from_utf8_lossy(line);
+            match (json, hubble) {
+                (Err(j), Err(h)) => assert_eq!(h, j, "{show}"),
+                (Ok(j), Ok(h)) => {
+                    assert_eq!(h.len(), j.len(), "{show}");
+                    for (h, j) in h.iter().zip(&j) {
+                        let (h, j) = (h.as_log().unwrap(), j.as_log().unwrap());
+                        assert!(h.typed::<crate::flow::FlowLog>().is_none(), "{show}");
+                        assert_eq!(h.value(), j.value(), "{show}");
+                    }
+                }
+                (j, h) => panic!("{show}: json gave {j:?}, hubble_jsonpb {h:?}"),
+            }
+        }
+        // The errors say what and where.
+        let err =
+            decode_all(Decoder::HubbleJsonpb, b"{\"flow\":{\"verdict\":\"\xff\"}}").unwrap_err();
+        assert!(err.contains("invalid") && err.contains("column"), "{err}");
+    }
+
+    #[test]
+    fn hubble_jsonpb_takes_a_large_flow_line() {
+        // A flow with 20,000 labels (about 600 KiB), under the framer's default limit.
+        let mut line =
+            br#"{"flow":{"verdict":"FORWARDED","source":{"namespace":"a","labels":["#.to_vec();
+        for i in 0..20_000 {
+            line.extend_from_slice(format!("\"k8s:label{i}=value{i}\",").as_bytes());
+        }
+        line.extend_from_slice(br#""k8s:app=big"]}}}"#);
+        assert!(line.len() > 500_000 && line.len() < super::super::DEFAULT_MAX_LINE_BYTES);
+        let out = decode_all(Decoder::HubbleJsonpb, &line).unwrap();
+        let log = out[0].as_log().unwrap();
+        let flow = log.typed::<crate::flow::FlowLog>().unwrap();
+        let app = flow.summary().source.and_then(|s| s.app);
+        assert_eq!(app.map(|a| flow.text(a)), Some(&b"big"[..]));
+        assert_eq!(
+            log.value(),
+            decode_all(Decoder::Json, &line).unwrap()[0]
+                .as_log()
+                .unwrap()
+                .value()
+        );
     }
 }

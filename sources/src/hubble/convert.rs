@@ -10,8 +10,12 @@
 //! without copying. See `docs/schemas/flow.md`.
 
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use weir_pipeline::event::{KeyString, ObjectMap, Value};
+use weir_pipeline::flow::{
+    parse_rfc3339_nanos, verdict_index, EndpointSummary, FlowLog, FlowSummary, FlowTree, L7Record,
+    L7Type, LabelValues, Proto, TextBuilder, L7,
+};
 
 use super::proto::{self, EnumTable, Flow, GetFlowsResponse, ResponseType, Timestamp};
 
@@ -93,6 +97,116 @@ pub fn flow_response_to_value(resp: GetFlowsResponse) -> Option<Value> {
     o.str("node_name", node_name);
     o.ts("time", time);
     Some(Value::Object(o.0))
+}
+
+/// A `GetFlowsResponse` carrying a flow, in typed form: the summary `flow_to_topology` reads,
+/// and the response itself, from which [`flow_response_to_value`] builds the tree when
+/// something else reads the event. `None` for the other response types.
+pub fn flow_response_to_typed(resp: GetFlowsResponse) -> Option<FlowLog> {
+    let Some(ResponseType::Flow(flow)) = &resp.response_types else {
+        return None;
+    };
+    let (text, summary) = summarize(flow);
+    Some(FlowLog::new(text, summary, Box::new(KeptResponse(resp))))
+}
+
+/// The response a typed flow event was made from.
+#[derive(Debug)]
+struct KeptResponse(GetFlowsResponse);
+
+impl FlowTree for KeptResponse {
+    fn to_value(&self) -> Value {
+        flow_response_to_value(self.0.clone()).unwrap_or_else(|| Value::Object(ObjectMap::new()))
+    }
+}
+
+/// The summary of a flow: what `flow_to_topology` reads from the tree
+/// [`flow_response_to_value`] makes of it (an enum this build has no name for is a number
+/// there, so neither a verdict nor a drop reason; a default value is absent).
+pub fn summarize(f: &Flow) -> (Bytes, FlowSummary) {
+    let mut text = TextBuilder::with_capacity(256);
+    let name = |table, v: i32| (v != 0).then(|| proto::enum_name(table, v)).flatten();
+    let endpoint = |text: &mut TextBuilder, e: &proto::Endpoint| {
+        let mut labels = LabelValues::default();
+        for l in &e.labels {
+            labels.add(l);
+        }
+        let workload = e
+            .workloads
+            .iter()
+            .map(|w| w.name.as_str())
+            .find(|n| !n.is_empty());
+        EndpointSummary {
+            namespace: text.push(e.namespace.as_bytes()),
+            pod_name: text.push(e.pod_name.as_bytes()),
+            identity: e.identity,
+            workload: text.push(workload.unwrap_or_default().as_bytes()),
+            app: labels.app.map(|s| text.push(s.as_bytes())),
+            k8s_app: labels.k8s_app.map(|s| text.push(s.as_bytes())),
+            reserved: labels.reserved.map(|s| text.push(s.as_bytes())),
+        }
+    };
+    let mut s = FlowSummary {
+        verdict: name(proto::VERDICT, f.verdict).map_or(0, |n| verdict_index(n.as_bytes()) as u8),
+        drop_reason: name(proto::DROP_REASON, f.drop_reason_desc).map(|n| text.push(n.as_bytes())),
+        is_reply: f.is_reply.map_or(f.reply, |r| r.value),
+        ..FlowSummary::default()
+    };
+    if let Some(ip) = &f.ip {
+        s.src_ip = text.push(ip.source.as_bytes());
+        s.dst_ip = text.push(ip.destination.as_bytes());
+    }
+    match f.l4.as_ref().and_then(|l4| l4.protocol.as_ref()) {
+        Some(proto::Protocol::Tcp(t)) => {
+            (s.proto, s.src_port, s.dst_port) = (Proto::Tcp, t.source_port, t.destination_port);
+            s.syn_only = t.flags.is_some_and(|fl| fl.syn && !fl.ack);
+        }
+        Some(proto::Protocol::Udp(u)) => {
+            (s.proto, s.src_port, s.dst_port) = (Proto::Udp, u.source_port, u.destination_port);
+        }
+        Some(proto::Protocol::Sctp(u)) => {
+            (s.proto, s.src_port, s.dst_port) = (Proto::Sctp, u.source_port, u.destination_port);
+        }
+        Some(proto::Protocol::IcmpV4(_)) => s.proto = Proto::IcmpV4,
+        Some(proto::Protocol::IcmpV6(_)) => s.proto = Proto::IcmpV6,
+        None => {}
+    }
+    s.source = f.source.as_ref().map(|e| endpoint(&mut text, e));
+    s.destination = f.destination.as_ref().map(|e| endpoint(&mut text, e));
+    s.source_name = text.push(first_name(&f.source_names));
+    s.destination_name = text.push(first_name(&f.destination_names));
+    s.l7 = f.l7.as_ref().map(|l7| L7 {
+        kind: L7Type::from_name(name(proto::L7_FLOW_TYPE, l7.r#type).map(str::as_bytes)),
+        latency_ns: (l7.latency_ns != 0).then_some(l7.latency_ns),
+        record: match &l7.record {
+            Some(proto::Record::Http(h)) => L7Record::Http { code: h.code },
+            Some(proto::Record::Dns(d)) => L7Record::Dns { rcode: d.rcode },
+            _ => L7Record::Other,
+        },
+    });
+    s.time_nanos = f.time.and_then(timestamp_nanos);
+    (text.finish(), s)
+}
+
+/// The first non-empty name of a list (empty: none).
+fn first_name(names: &[String]) -> &[u8] {
+    names
+        .iter()
+        .find(|n| !n.is_empty())
+        .map_or(&b""[..], |n| n.as_bytes())
+}
+
+/// A timestamp in Unix nanoseconds, as read back from [`format_timestamp`]'s text.
+fn timestamp_nanos(t: Timestamp) -> Option<i64> {
+    let nanos = t.nanos.clamp(0, 999_999_999);
+    match DateTime::<Utc>::from_timestamp(t.seconds, nanos as u32) {
+        Some(dt) if (0..=9999).contains(&dt.year()) => t
+            .seconds
+            .checked_mul(1_000_000_000)?
+            .checked_add(i64::from(nanos)),
+        // Out of the four-digit years the text is not RFC 3339: do as the reader does.
+        _ => parse_rfc3339_nanos(format_timestamp(t).as_bytes()),
+    }
 }
 
 fn flow_obj(f: Flow) -> Obj {

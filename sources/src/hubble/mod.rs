@@ -519,9 +519,9 @@ impl Hubble {
                         .add_counter("hubble_duplicate_flows_total", None, 1);
                     return;
                 }
-                if let Some(value) = convert::flow_response_to_value(resp) {
+                if let Some(flow) = convert::flow_response_to_typed(resp) {
                     let meta = EventMetadata::new(Some(Arc::clone(&self.cx.id)));
-                    events.push(Event::Log(LogEvent::from_value(value, meta)));
+                    events.push(Event::Log(LogEvent::from_typed(flow, meta)));
                 }
             }
             Some(ResponseType::LostEvents(lost)) => {

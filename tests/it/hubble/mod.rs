@@ -188,13 +188,13 @@ max_backoff_secs = 1
     )
 }
 
-fn file_source(path: &Path) -> String {
+fn file_source(path: &Path, codec: &str) -> String {
     format!(
         r#"[sources.flows]
 type = "file"
 include = ["{}"]
 read_from = "beginning"
-decoding.codec = "json"
+decoding.codec = "{codec}"
 "#,
         path.display()
     )
@@ -397,22 +397,8 @@ async fn boutique_over_grpc_and_from_a_file_reproduces_the_truth() {
     assert_eq!(reg.get("flows").unwrap().errors_total(), 0);
     assert_eq!(reg.get("map").unwrap().errors_total(), 0);
 
-    // The same lines read by the file source (gzip as it is) give the same events and map.
-    let data = tempfile::tempdir().unwrap();
-    let name = unique("boutique-file");
-    let reg = run_until_received(
-        &pipeline(
-            data.path(),
-            &name,
-            &file_source(&dir.join("boutique-flows.jsonl.gz")),
-        ),
-        lines.len() as u64,
-    )
-    .await;
-    let file_topo = topology_of(&name);
-    assert_matches_truth(&file_topo, &truth);
-    let file_raw = take(&format!("{name}-raw"));
-    assert_same_events(&flows_only(&file_raw), &flows_only(&grpc_raw));
+    // The same lines read by the file source (gzip as it is) give the same events and map,
+    // whether flows are decoded as any JSON or held in typed form.
     let strip = |t: &Json| {
         let mut t = t.clone();
         for k in ["window_start", "window_end"] {
@@ -420,8 +406,99 @@ async fn boutique_over_grpc_and_from_a_file_reproduces_the_truth() {
         }
         t
     };
-    assert_eq!(strip(&file_topo), strip(&grpc_topo));
-    assert_eq!(reg.get("map").unwrap().errors_total(), 0);
+    for codec in ["json", "hubble_jsonpb"] {
+        let data = tempfile::tempdir().unwrap();
+        let name = unique(&format!("boutique-file-{codec}"));
+        let reg = run_until_received(
+            &pipeline(
+                data.path(),
+                &name,
+                &file_source(&dir.join("boutique-flows.jsonl.gz"), codec),
+            ),
+            lines.len() as u64,
+        )
+        .await;
+        let file_topo = topology_of(&name);
+        assert_matches_truth(&file_topo, &truth);
+        let file_raw = take(&format!("{name}-raw"));
+        assert_same_events(&flows_only(&file_raw), &flows_only(&grpc_raw));
+        assert_eq!(strip(&file_topo), strip(&grpc_topo), "{codec}");
+        assert_eq!(reg.get("map").unwrap().errors_total(), 0);
+    }
+}
+
+/// Every flow, held in typed form (by the `hubble_jsonpb` codec, or by the `hubble` source
+/// from its protobuf), reads for `flow_to_topology` exactly as its tree of fields does, and
+/// that tree is the one the `json` codec (or the source without a typed form) gives.
+fn assert_typed_flows_read_like_their_tree(lines: &[String]) {
+    use weir_pipeline::codec::Decoder;
+    use weir_pipeline::event::{LogEvent, TypedLog};
+    use weir_pipeline::flow::FlowLog;
+    use weir_transforms::flow_to_topology::FlowView;
+
+    let decode = |codec: Decoder, line: &str| {
+        let mut out = Vec::new();
+        codec
+            .decode(
+                bytes::Bytes::copy_from_slice(line.as_bytes()),
+                &None,
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        match out.pop() {
+            Some(Event::Log(l)) => l,
+            other => panic!("not a log: {other:?}"),
+        }
+    };
+    let mut typed_lines = 0;
+    for line in lines {
+        let tree = decode(Decoder::Json, line);
+        let typed = decode(Decoder::HubbleJsonpb, line);
+        if typed.typed::<FlowLog>().is_some() {
+            typed_lines += 1;
+        }
+        let want = format!("{:?}", FlowView::read(tree.value()));
+        assert_eq!(format!("{:?}", FlowView::of(&typed)), want, "{line}");
+        assert_eq!(typed.value(), tree.value(), "{line}");
+
+        let json: Json = serde_json::from_str(line).unwrap();
+        let Ok(resp) = weir_sources::hubble::jsonpb::response_from_json(&json) else {
+            continue;
+        };
+        let Some(flow) = convert::flow_response_to_typed(resp.clone()) else {
+            continue;
+        };
+        let tree = convert::flow_response_to_value(resp).unwrap();
+        assert_eq!(
+            format!("{:?}", FlowView::from_typed(&flow)),
+            format!("{:?}", FlowView::read(&tree)),
+            "{line}"
+        );
+        assert_eq!(flow.to_value(), tree, "{line}");
+        let event = LogEvent::from_typed(flow, Default::default());
+        assert_eq!(event.value(), &tree);
+    }
+    assert!(typed_lines > 0, "no line was held in typed form");
+}
+
+#[test]
+fn typed_flows_read_like_their_tree_boutique_and_upstream() {
+    let dir = shared_or_skip!();
+    let mut lines = gunzip_lines(&dir.join("boutique-flows.jsonl.gz"));
+    let text = std::fs::read_to_string(dir.join("upstream-samples.jsonl")).unwrap();
+    lines.extend(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string),
+    );
+    assert_typed_flows_read_like_their_tree(&lines);
+}
+
+#[test]
+fn typed_flows_read_like_their_tree_generated() {
+    let g = Gen::shop(1_000_000, 20);
+    assert_typed_flows_read_like_their_tree(&g.lines);
 }
 
 /// Our own generated traffic, with the map worked out while generating it.
@@ -477,7 +554,7 @@ async fn generated_flows_over_grpc_and_from_a_file_give_the_known_map() {
     std::fs::write(&path, g.lines.join("\n") + "\n").unwrap();
     let name = unique("gen-file");
     run_until_received(
-        &pipeline(data.path(), &name, &file_source(&path)),
+        &pipeline(data.path(), &name, &file_source(&path, "hubble_jsonpb")),
         g.lines.len() as u64,
     )
     .await;
@@ -658,7 +735,7 @@ async fn malformed_responses_and_lines_are_counted_and_skipped() {
     std::fs::write(&path, text).unwrap();
     let name = unique("malformed-file");
     let reg = run_until_received(
-        &pipeline(data.path(), &name, &file_source(&path)),
+        &pipeline(data.path(), &name, &file_source(&path, "hubble_jsonpb")),
         g.lines.len() as u64 + 1,
     )
     .await;
@@ -994,7 +1071,7 @@ inputs = ["flows"]
 path = "{out}/"
 "#,
         dd = dir.path().display(),
-        source = file_source(&jsonl),
+        source = file_source(&jsonl, "hubble_jsonpb"),
         out = out.display()
     );
     run_until_received(&toml, g.lines.len() as u64).await;

@@ -1,66 +1,28 @@
 //! Reading the fields the service map needs from a flow event, borrowing from it (no copy,
-//! no allocation). The event is shaped like a line of `hubble observe -o jsonpb`
-//! (`{"flow": {...}, "node_name": ..., "time": ...}`); a bare flow object is accepted too.
+//! no allocation). Two forms: the typed one ([`FlowLog`], from the `hubble_jsonpb` codec and
+//! the `hubble` source), read from its summary; and a tree of fields shaped like a line of
+//! `hubble observe -o jsonpb` (`{"flow": {...}, "node_name": ..., "time": ...}`, from the
+//! `json` codec, or after a remap), where a bare flow object is accepted too. Both give the
+//! same view of the same flow.
 
-use weir_pipeline::event::{ObjectMap, Value};
+use weir_pipeline::event::{LogEvent, ObjectMap, Value};
+pub use weir_pipeline::flow::{parse_rfc3339_nanos, L7Record, L7Type, Proto, L7, VERDICTS};
+use weir_pipeline::flow::{verdict_index, EndpointSummary, FlowLog};
 
-/// The L4 protocol of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-    IcmpV4,
-    IcmpV6,
-    Unknown,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-            Proto::Sctp => "SCTP",
-            Proto::IcmpV4 => "ICMPv4",
-            Proto::IcmpV6 => "ICMPv6",
-            Proto::Unknown => "UNKNOWN",
-        }
-    }
-}
-
-/// Verdicts, indexed by their protobuf number.
-pub const VERDICTS: [&str; 8] = [
-    "VERDICT_UNKNOWN",
-    "FORWARDED",
-    "DROPPED",
-    "ERROR",
-    "AUDIT",
-    "REDIRECTED",
-    "TRACED",
-    "TRANSLATED",
-];
-
-/// The kind of an L7 record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum L7Type {
-    Request,
-    Response,
-    Other,
-}
-
-/// HTTP or DNS details of an L7 flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum L7Record {
-    Http { code: u32 },
-    Dns { rcode: u32 },
-    Other,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct L7 {
-    pub kind: L7Type,
-    pub latency_ns: Option<u64>,
-    pub record: L7Record,
+/// What the map needs of one end of a flow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndpointView<'a> {
+    pub namespace: &'a [u8],
+    pub pod_name: &'a [u8],
+    pub identity: u32,
+    /// The first non-empty workload name (empty: none).
+    pub workload: &'a [u8],
+    /// The first `app` label's value (`k8s:app=cart`: `cart`).
+    pub app: Option<&'a [u8]>,
+    /// The first `k8s-app` label's value.
+    pub k8s_app: Option<&'a [u8]>,
+    /// What follows `reserved:` in the first label that starts with it.
+    pub reserved: Option<&'a [u8]>,
 }
 
 /// The parts of a flow the service map uses.
@@ -78,10 +40,11 @@ pub struct FlowView<'a> {
     pub dst_port: u32,
     /// A TCP SYN without ACK: the first packet of a connection.
     pub syn_only: bool,
-    pub source: Option<&'a ObjectMap>,
-    pub destination: Option<&'a ObjectMap>,
-    pub source_names: &'a [Value],
-    pub destination_names: &'a [Value],
+    pub source: Option<EndpointView<'a>>,
+    pub destination: Option<EndpointView<'a>>,
+    /// The first non-empty DNS name Hubble knows for the source IP (empty: none).
+    pub source_name: &'a [u8],
+    pub destination_name: &'a [u8],
     pub l7: Option<L7>,
     pub bytes: Option<u64>,
     /// The flow's time in Unix nanoseconds, when it has a readable one.
@@ -129,11 +92,46 @@ fn flag(m: &ObjectMap, k: &str) -> bool {
     matches!(m.get(k), Some(Value::Boolean(true)))
 }
 
-fn verdict_index(name: &[u8]) -> usize {
-    VERDICTS
+/// The value of label `key` (`k8s:app=frontend` has key `app`), whatever its source prefix.
+fn label<'a>(labels: &'a [Value], key: &[u8]) -> Option<&'a [u8]> {
+    labels.iter().find_map(|l| {
+        let l = text(l)?;
+        let kv = match memchr::memchr(b':', l) {
+            Some(i) => &l[i + 1..],
+            None => l,
+        };
+        let eq = memchr::memchr(b'=', kv)?;
+        (&kv[..eq] == key).then(|| &kv[eq + 1..])
+    })
+}
+
+fn endpoint(ep: &ObjectMap) -> EndpointView<'_> {
+    let labels = array(ep, "labels");
+    let workload = array(ep, "workloads").iter().find_map(|w| match w {
+        Value::Object(w) => bytes(w, "name").filter(|n| !n.is_empty()),
+        _ => None,
+    });
+    EndpointView {
+        namespace: bytes(ep, "namespace").unwrap_or_default(),
+        pod_name: bytes(ep, "pod_name").unwrap_or_default(),
+        identity: match ep.get("identity") {
+            Some(Value::Integer(i)) => u32::try_from(*i).unwrap_or(0),
+            _ => 0,
+        },
+        workload: workload.unwrap_or_default(),
+        app: label(labels, b"app"),
+        k8s_app: label(labels, b"k8s-app"),
+        reserved: labels
+            .iter()
+            .find_map(|l| text(l)?.strip_prefix(b"reserved:".as_slice())),
+    }
+}
+
+fn first_name(names: &[Value]) -> &[u8] {
+    names
         .iter()
-        .position(|v| v.as_bytes() == name)
-        .unwrap_or(0)
+        .find_map(|n| text(n).filter(|b| !b.is_empty()))
+        .unwrap_or_default()
 }
 
 /// The flow object of an event: `.flow`, or the root when it looks like a flow itself.
@@ -151,8 +149,69 @@ pub fn flow_object(root: &Value) -> Option<&ObjectMap> {
 }
 
 impl<'a> FlowView<'a> {
-    /// Reads a flow; `None` when the event is not one (no flow object, or none of the
-    /// fields a flow has).
+    /// Reads the flow of a log event, typed or not; `None` when it is not one (no flow
+    /// object, or none of the fields a flow has).
+    pub fn of(log: &'a LogEvent) -> Option<Self> {
+        match log.typed::<FlowLog>() {
+            Some(f) => Self::from_typed(f),
+            None => Self::read(log.value()),
+        }
+    }
+
+    /// A flow in typed form.
+    pub fn from_typed(f: &'a FlowLog) -> Option<Self> {
+        let s = f.summary();
+        let ep = |e: &EndpointSummary| EndpointView {
+            namespace: f.text(e.namespace),
+            pod_name: f.text(e.pod_name),
+            identity: e.identity,
+            workload: f.text(e.workload),
+            app: e.app.map(|s| f.text(s)),
+            k8s_app: e.k8s_app.map(|s| f.text(s)),
+            reserved: e.reserved.map(|s| f.text(s)),
+        };
+        Self {
+            verdict: usize::from(s.verdict).min(VERDICTS.len() - 1),
+            drop_reason: s.drop_reason.map(|d| f.text(d)),
+            is_reply: s.is_reply,
+            src_ip: f.text(s.src_ip),
+            dst_ip: f.text(s.dst_ip),
+            proto: s.proto,
+            src_port: s.src_port,
+            dst_port: s.dst_port,
+            syn_only: s.syn_only,
+            source: s.source.as_ref().map(ep),
+            destination: s.destination.as_ref().map(ep),
+            source_name: f.text(s.source_name),
+            destination_name: f.text(s.destination_name),
+            l7: s.l7,
+            bytes: s.bytes,
+            time_nanos: s.time_nanos,
+        }
+        .finish()
+    }
+
+    /// Folds an L7 response into `is_reply`; `None` for a flow with none of the fields a
+    /// flow has.
+    fn finish(mut self) -> Option<Self> {
+        if matches!(
+            self.l7,
+            Some(L7 {
+                kind: L7Type::Response,
+                ..
+            })
+        ) {
+            self.is_reply = true;
+        }
+        let nothing = self.verdict == 0
+            && self.src_ip.is_empty()
+            && self.dst_ip.is_empty()
+            && self.source.is_none()
+            && self.destination.is_none();
+        (!nothing).then_some(self)
+    }
+
+    /// Reads a flow from a tree of fields.
     pub fn read(root: &'a Value) -> Option<Self> {
         let f = flow_object(root)?;
         let verdict = bytes(f, "verdict").map(verdict_index).unwrap_or(0);
@@ -191,11 +250,6 @@ impl<'a> FlowView<'a> {
             }
         }
         let l7 = obj(f, "l7").map(|l7| {
-            let kind = match bytes(l7, "type") {
-                Some(b"REQUEST") => L7Type::Request,
-                Some(b"RESPONSE") => L7Type::Response,
-                _ => L7Type::Other,
-            };
             let record = if let Some(h) = obj(l7, "http") {
                 L7Record::Http {
                     code: uint(h, "code").unwrap_or(0) as u32,
@@ -208,7 +262,7 @@ impl<'a> FlowView<'a> {
                 L7Record::Other
             };
             L7 {
-                kind,
+                kind: L7Type::from_name(bytes(l7, "type")),
                 latency_ns: uint(l7, "latency_ns"),
                 record,
             }
@@ -216,25 +270,8 @@ impl<'a> FlowView<'a> {
         let is_reply = match f.get("is_reply") {
             Some(Value::Boolean(b)) => *b,
             _ => flag(f, "reply"),
-        } || matches!(
-            l7,
-            Some(L7 {
-                kind: L7Type::Response,
-                ..
-            })
-        );
-        let source = obj(f, "source");
-        let destination = obj(f, "destination");
-        if verdict == 0
-            && src_ip.is_empty()
-            && dst_ip.is_empty()
-            && source.is_none()
-            && destination.is_none()
-        {
-            return None;
-        }
-        let time_nanos = bytes(f, "time").and_then(parse_rfc3339_nanos);
-        Some(FlowView {
+        };
+        Self {
             verdict,
             drop_reason: bytes(f, "drop_reason_desc"),
             is_reply,
@@ -244,102 +281,21 @@ impl<'a> FlowView<'a> {
             src_port,
             dst_port,
             syn_only,
-            source,
-            destination,
-            source_names: array(f, "source_names"),
-            destination_names: array(f, "destination_names"),
+            source: obj(f, "source").map(endpoint),
+            destination: obj(f, "destination").map(endpoint),
+            source_name: first_name(array(f, "source_names")),
+            destination_name: first_name(array(f, "destination_names")),
             l7,
             bytes: uint(f, "bytes"),
-            time_nanos,
-        })
-    }
-}
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` into Unix nanoseconds, quickly: this
-/// runs once per flow.
-pub fn parse_rfc3339_nanos(s: &[u8]) -> Option<i64> {
-    fn num(s: &[u8]) -> Option<i64> {
-        let mut n = 0i64;
-        for &c in s {
-            if !c.is_ascii_digit() {
-                return None;
-            }
-            n = n * 10 + i64::from(c - b'0');
+            time_nanos: bytes(f, "time").and_then(parse_rfc3339_nanos),
         }
-        Some(n)
+        .finish()
     }
-    if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || s[13] != b':' || s[16] != b':' {
-        return None;
-    }
-    let (y, mo, d) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
-    let (h, mi, sec) = (num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?);
-    let mut i = 19;
-    let mut nanos = 0i64;
-    if s[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < s.len() && s[i].is_ascii_digit() {
-            if i - start < 9 {
-                nanos = nanos * 10 + i64::from(s[i] - b'0');
-            }
-            i += 1;
-        }
-        let digits = (i - start).min(9);
-        if digits == 0 {
-            return None;
-        }
-        nanos *= 10i64.pow((9 - digits) as u32);
-    }
-    let offset = match s.get(i..)? {
-        b"Z" | b"z" => 0,
-        [sign @ (b'+' | b'-'), rest @ ..] if rest.len() == 5 && rest[2] == b':' => {
-            let o = num(&rest[0..2])? * 3600 + num(&rest[3..5])? * 60;
-            if *sign == b'+' {
-                o
-            } else {
-                -o
-            }
-        }
-        _ => return None,
-    };
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
-    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_parses_like_chrono() {
-        for s in [
-            "2026-11-20T10:00:00.000215049Z",
-            "1970-01-01T00:20:34.567800Z",
-            "2000-02-29T23:59:59Z",
-            "2023-08-21T12:12:18.5+02:00",
-        ] {
-            let c = chrono::DateTime::parse_from_rfc3339(s).unwrap();
-            assert_eq!(
-                parse_rfc3339_nanos(s.as_bytes()),
-                c.timestamp_nanos_opt(),
-                "{s}"
-            );
-        }
-        assert_eq!(parse_rfc3339_nanos(b"2026-11-20"), None);
-        assert_eq!(parse_rfc3339_nanos(b"2026-11-20T10:00:00.Z"), None);
-        assert_eq!(parse_rfc3339_nanos(b"2026-11-20T10:00:00Q"), None);
-    }
 
     #[test]
     fn reads_a_reply_response_and_ports() {

@@ -204,7 +204,7 @@ impl Transform for FlowToTopology {
         let mut not_flows = 0u64;
         for event in batch {
             match &event {
-                Event::Log(log) => match FlowView::read(log.value()) {
+                Event::Log(log) => match FlowView::of(log) {
                     Some(f) => {
                         self.window.add(&f);
                     }

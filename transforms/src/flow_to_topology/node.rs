@@ -2,11 +2,9 @@
 
 use std::fmt::Write as _;
 
+use super::flow::EndpointView;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use weir_pipeline::event::{ObjectMap, Value};
-
-use super::flow::text;
 
 /// What one node of the map stands for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -146,36 +144,12 @@ impl Node {
     }
 }
 
-fn bytes<'a>(m: &'a ObjectMap, k: &str) -> &'a [u8] {
-    m.get(k).and_then(text).unwrap_or_default()
-}
-
-/// The value of label `key` (`k8s:app=frontend` has key `app`), whatever its source prefix.
-fn label<'a>(labels: &'a [Value], key: &[u8]) -> Option<&'a [u8]> {
-    labels.iter().find_map(|l| {
-        let l = text(l)?;
-        let kv = match memchr::memchr(b':', l) {
-            Some(i) => &l[i + 1..],
-            None => l,
-        };
-        let eq = memchr::memchr(b'=', kv)?;
-        (&kv[..eq] == key).then(|| &kv[eq + 1..])
-    })
-}
-
-/// The reserved identity an endpoint has (`world`, `host`, ...), from its `reserved:` label.
-fn reserved(labels: &[Value]) -> Option<&[u8]> {
-    labels
-        .iter()
-        .find_map(|l| text(l)?.strip_prefix(b"reserved:".as_slice()))
-}
-
-/// Names one end of a flow. `names` are the DNS names Hubble knows for its IP.
+/// Names one end of a flow. `dns_name` is the first DNS name Hubble knows for its IP.
 pub fn node_ref<'a>(
     granularity: Granularity,
-    endpoint: Option<&'a ObjectMap>,
+    endpoint: Option<&EndpointView<'a>>,
     ip: &'a [u8],
-    names: &'a [Value],
+    dns_name: &'a [u8],
 ) -> NodeRef<'a> {
     let by_ip = |ip: &'a [u8]| NodeRef {
         kind: if ip.is_empty() {
@@ -193,15 +167,8 @@ pub fn node_ref<'a>(
     let Some(ep) = endpoint else {
         return by_ip(ip);
     };
-    let labels: &[Value] = match ep.get("labels") {
-        Some(Value::Array(a)) => a,
-        _ => &[],
-    };
-    let namespace = bytes(ep, "namespace");
-    let identity = match ep.get("identity") {
-        Some(Value::Integer(i)) => u32::try_from(*i).unwrap_or(0),
-        _ => 0,
-    };
+    let namespace = ep.namespace;
+    let identity = ep.identity;
     if namespace.is_empty() {
         let world = |name: &'a [u8]| NodeRef {
             kind: NodeKind::World,
@@ -209,9 +176,8 @@ pub fn node_ref<'a>(
             name,
             identity: 0,
         };
-        let first_name = names.iter().find_map(|n| text(n).filter(|b| !b.is_empty()));
-        return match reserved(labels) {
-            Some(b"world" | b"world-ipv4" | b"world-ipv6") => world(first_name.unwrap_or(&[])),
+        return match ep.reserved {
+            Some(b"world" | b"world-ipv4" | b"world-ipv6") => world(dns_name),
             Some(r) => NodeRef {
                 kind: NodeKind::Reserved,
                 namespace: &[],
@@ -219,7 +185,7 @@ pub fn node_ref<'a>(
                 identity: 0,
             },
             // Reserved world identities (2, and 9/10 for the split IPv4/IPv6 worlds).
-            None if matches!(identity, 2 | 9 | 10) => world(first_name.unwrap_or(&[])),
+            None if matches!(identity, 2 | 9 | 10) => world(dns_name),
             None => by_ip(ip),
         };
     }
@@ -238,25 +204,18 @@ pub fn node_ref<'a>(
             identity,
         },
         Granularity::Pod => {
-            let pod = bytes(ep, "pod_name");
-            if pod.is_empty() {
+            if ep.pod_name.is_empty() {
                 by_ip(ip)
             } else {
-                named(NodeKind::Pod, pod)
+                named(NodeKind::Pod, ep.pod_name)
             }
         }
         Granularity::Workload | Granularity::Ip => {
-            let workload = match ep.get("workloads") {
-                Some(Value::Array(ws)) => ws.iter().find_map(|w| match w {
-                    Value::Object(w) => Some(bytes(w, "name")).filter(|n| !n.is_empty()),
-                    _ => None,
-                }),
-                _ => None,
-            };
-            let name = workload
-                .or_else(|| label(labels, b"app"))
-                .or_else(|| label(labels, b"k8s-app"))
-                .or_else(|| Some(bytes(ep, "pod_name")).filter(|p| !p.is_empty()));
+            let name = Some(ep.workload)
+                .filter(|w| !w.is_empty())
+                .or(ep.app)
+                .or(ep.k8s_app)
+                .or_else(|| Some(ep.pod_name).filter(|p| !p.is_empty()));
             match name {
                 Some(n) => named(NodeKind::Workload, n),
                 None => by_ip(ip),
@@ -269,56 +228,57 @@ pub fn node_ref<'a>(
 mod tests {
     use super::*;
 
-    fn ep(v: serde_json::Value) -> ObjectMap {
-        match Value::from(v) {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
-    }
+    use weir_pipeline::event::Value;
 
-    fn id(g: Granularity, e: &ObjectMap, names: &[Value]) -> String {
-        node_ref(g, Some(e), b"10.0.0.1", names).to_owned().id()
+    /// The node of a flow whose source is `endpoint` and whose source names are `names`.
+    fn id_of(g: Granularity, endpoint: serde_json::Value, names: &[&str]) -> String {
+        let v = Value::from(serde_json::json!({"flow": {
+            "IP": {"source": "10.0.0.1"}, "source": endpoint, "source_names": names}}));
+        let f = super::super::FlowView::read(&v).unwrap();
+        node_ref(g, f.source.as_ref(), f.src_ip, f.source_name)
+            .to_owned()
+            .id()
     }
 
     #[test]
     fn workload_falls_back_to_labels_then_pod() {
-        let full = ep(
-            serde_json::json!({"namespace": "shop", "pod_name": "cart-7f9-x2",
+        let full = serde_json::json!({"namespace": "shop", "pod_name": "cart-7f9-x2",
             "labels": ["k8s:app=cart-label", "k8s:io.kubernetes.pod.namespace=shop"],
-            "workloads": [{"name": "cart", "kind": "Deployment"}], "identity": 1234}),
-        );
-        assert_eq!(id(Granularity::Workload, &full, &[]), "shop/cart");
-        assert_eq!(id(Granularity::Pod, &full, &[]), "shop/cart-7f9-x2");
-        assert_eq!(id(Granularity::Namespace, &full, &[]), "shop");
-        assert_eq!(id(Granularity::Identity, &full, &[]), "identity:1234");
-        assert_eq!(id(Granularity::Ip, &full, &[]), "10.0.0.1");
-        let labels = ep(
-            serde_json::json!({"namespace": "kube-system", "pod_name": "coredns-1",
-            "labels": ["k8s:k8s-app=kube-dns"]}),
-        );
+            "workloads": [{"name": "cart", "kind": "Deployment"}], "identity": 1234});
+        let id = |g| id_of(g, full.clone(), &[]);
+        assert_eq!(id(Granularity::Workload), "shop/cart");
+        assert_eq!(id(Granularity::Pod), "shop/cart-7f9-x2");
+        assert_eq!(id(Granularity::Namespace), "shop");
+        assert_eq!(id(Granularity::Identity), "identity:1234");
+        assert_eq!(id(Granularity::Ip), "10.0.0.1");
+        let labels = serde_json::json!({"namespace": "kube-system", "pod_name": "coredns-1",
+            "labels": ["k8s:k8s-app=kube-dns"]});
         assert_eq!(
-            id(Granularity::Workload, &labels, &[]),
+            id_of(Granularity::Workload, labels, &[]),
             "kube-system/kube-dns"
         );
-        let pod = ep(serde_json::json!({"namespace": "x", "pod_name": "lonely"}));
-        assert_eq!(id(Granularity::Workload, &pod, &[]), "x/lonely");
+        let pod = serde_json::json!({"namespace": "x", "pod_name": "lonely"});
+        assert_eq!(id_of(Granularity::Workload, pod, &[]), "x/lonely");
     }
 
     #[test]
     fn world_is_named_by_dns_and_reserved_by_label() {
-        let world = ep(serde_json::json!({"identity": 2, "labels": ["reserved:world"]}));
-        let names = vec![Value::from("api.example.com")];
+        let world = serde_json::json!({"identity": 2, "labels": ["reserved:world"]});
         assert_eq!(
-            id(Granularity::Workload, &world, &names),
+            id_of(
+                Granularity::Workload,
+                world.clone(),
+                &["", "api.example.com"]
+            ),
             "world(api.example.com)"
         );
-        assert_eq!(id(Granularity::Pod, &world, &[]), "world");
-        let host = ep(serde_json::json!({"identity": 1, "labels": ["reserved:host"]}));
-        assert_eq!(id(Granularity::Workload, &host, &[]), "host");
-        let bare = ep(serde_json::json!({"identity": 9}));
-        assert_eq!(id(Granularity::Workload, &bare, &[]), "world");
+        assert_eq!(id_of(Granularity::Pod, world, &[]), "world");
+        let host = serde_json::json!({"identity": 1, "labels": ["reserved:host"]});
+        assert_eq!(id_of(Granularity::Workload, host, &[]), "host");
+        let bare = serde_json::json!({"identity": 9});
+        assert_eq!(id_of(Granularity::Workload, bare, &[]), "world");
         assert_eq!(
-            node_ref(Granularity::Workload, None, b"", &[])
+            node_ref(Granularity::Workload, None, b"", b"")
                 .to_owned()
                 .id(),
             "unknown"

@@ -147,6 +147,26 @@ impl Gen {
             })
             .collect()
     }
+
+    /// The same flows as lines of `hubble observe -o jsonpb` decoded by `hubble_jsonpb`: held
+    /// in typed form.
+    fn typed_events(&self) -> Vec<Event> {
+        let mut out = Vec::new();
+        for f in &self.flows {
+            let line = serde_json::to_vec(f).unwrap();
+            weir_pipeline::codec::Decoder::HubbleJsonpb
+                .decode(line.into(), &None, &mut out)
+                .unwrap();
+        }
+        for e in &out {
+            assert!(e
+                .as_log()
+                .unwrap()
+                .typed::<weir_pipeline::flow::FlowLog>()
+                .is_some());
+        }
+        out
+    }
 }
 
 const WEB: (&str, &str, &str, u32, &str) = ("shop", "web", "web-5d9-a", 100, "10.0.1.1");
@@ -470,4 +490,54 @@ fn config_is_checked() {
         both.outputs()[0].data_type,
         DataType::LOG.union(DataType::METRIC)
     );
+}
+
+#[test]
+fn typed_flows_give_the_same_map_and_metrics_as_trees() {
+    let strip = |mut t: Json| {
+        for k in ["window_start", "window_end"] {
+            t.as_object_mut().unwrap().remove(k);
+        }
+        t
+    };
+    for g in [
+        Granularity::Workload,
+        Granularity::Pod,
+        Granularity::Namespace,
+        Granularity::Identity,
+        Granularity::Ip,
+    ] {
+        let mut results = Vec::new();
+        for typed in [false, true] {
+            let (mut t, metrics) = build(FlowToTopologyConfig {
+                granularity: g,
+                output: OutputKind::Both,
+                ..Default::default()
+            });
+            let mut out = TransformOutput::default();
+            let gen = generated();
+            let events = if typed {
+                gen.typed_events()
+            } else {
+                gen.events()
+            };
+            run(&mut t, events, &mut out);
+            t.flush(&mut out);
+            let topo = strip(topology(&out).remove(0));
+            let metrics_out: Vec<Json> = out
+                .default
+                .iter()
+                .filter(|e| e.as_log().is_none())
+                .map(|e| {
+                    let mut m = e.to_json_value();
+                    m.as_object_mut().unwrap().remove("timestamp");
+                    m
+                })
+                .collect();
+            assert!(!metrics_out.is_empty());
+            assert_eq!(metrics.errors_total(), 0);
+            results.push((topo, metrics_out));
+        }
+        assert_eq!(results[0], results[1], "{g:?}");
+    }
 }

@@ -278,8 +278,8 @@ impl Window {
             self.last_flow_nanos = Some(self.last_flow_nanos.map_or(t, |x| x.max(t)));
         }
         let g = self.granularity;
-        let src = node_ref(g, f.source, f.src_ip, f.source_names);
-        let dst = node_ref(g, f.destination, f.dst_ip, f.destination_names);
+        let src = node_ref(g, f.source.as_ref(), f.src_ip, f.source_name);
+        let dst = node_ref(g, f.destination.as_ref(), f.dst_ip, f.destination_name);
         // A reply travels from the server back to the client: it belongs to the edge of the
         // connection (client -> server:port), not to a new edge in the other direction.
         let (client, server, port) = if f.is_reply {
