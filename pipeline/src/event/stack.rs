@@ -266,7 +266,10 @@ mod tests {
         root.insert("inlined".into(), Value::Boolean(true));
         assert_eq!(frames[1], Value::Object(root));
         assert_eq!(log.as_map().map(|m| m.len()), Some(8));
-        assert_eq!(log.typed::<StackSample>().map(|s| s.comm()), Some(&b"java"[..]));
+        assert_eq!(
+            log.typed::<StackSample>().map(|s| s.comm()),
+            Some(&b"java"[..])
+        );
     }
 
     #[test]
@@ -285,6 +288,9 @@ mod tests {
         let mut s = sample();
         s.comm = TextRange { start: 50, end: 99 };
         assert_eq!(s.comm(), b"");
-        assert_eq!(s.to_value().as_object().map(|m| m["comm"].clone()), Some(Value::Bytes(Bytes::new())));
+        assert_eq!(
+            s.to_value().as_object().map(|m| m["comm"].clone()),
+            Some(Value::Bytes(Bytes::new()))
+        );
     }
 }

@@ -112,7 +112,9 @@ pub fn lines(chunk: &[u8], max: usize) -> impl Iterator<Item = Piece> + '_ {
             stop -= 1;
         }
         Some(if stop - start > max {
-            Piece::Oversized { bytes: stop - start }
+            Piece::Oversized {
+                bytes: stop - start,
+            }
         } else {
             Piece::Line(start..stop)
         })
@@ -166,7 +168,10 @@ mod tests {
     #[test]
     fn an_oversized_line_is_reported_and_not_buffered() {
         // Inside one chunk.
-        assert_eq!(run(&[b"a\n0123456789\nb\n"], 4), vec!["a", "oversized 10", "b"]);
+        assert_eq!(
+            run(&[b"a\n0123456789\nb\n"], 4),
+            vec!["a", "oversized 10", "b"]
+        );
         // Across reads: dropped as it arrives, reported when it ends.
         let mut c = LineChunker::new(4);
         let mut buf = BytesMut::from(&b"a\n012345"[..]);
@@ -176,11 +181,10 @@ mod tests {
         buf.extend_from_slice(b"6789");
         assert!(c.next_chunk(&mut buf, false).is_none());
         assert!(buf.is_empty());
-        assert_eq!(run(&[b"a\n012345", b"6789", b"xy\nb\n"], 4), vec![
-            "a",
-            "oversized 12",
-            "b"
-        ]);
+        assert_eq!(
+            run(&[b"a\n012345", b"6789", b"xy\nb\n"], 4),
+            vec!["a", "oversized 12", "b"]
+        );
         // Unfinished at the end of input.
         assert_eq!(run(&[b"a\n012345", b"6789"], 4), vec!["a", "oversized 10"]);
     }

@@ -33,9 +33,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use chrono::{DateTime, Utc};
 pub use weir_pipeline::event::FrameKind;
-use weir_pipeline::event::{
-    Event, EventMetadata, LogEvent, StackFrame, StackSample, TextRange,
-};
+use weir_pipeline::event::{Event, EventMetadata, LogEvent, StackFrame, StackSample, TextRange};
 
 /// A sample's header line; the strings are byte ranges of the line.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +83,11 @@ impl ParseError {
 enum Text {
     /// `chunk[base..end]`: every line so far came from this chunk (the usual case), so the
     /// sample's text will be a slice of it, without a copy.
-    Chunk { chunk: Bytes, base: usize, end: usize },
+    Chunk {
+        chunk: Bytes,
+        base: usize,
+        end: usize,
+    },
     /// The sample's lines copied out, once it spans two chunks.
     Owned(Vec<u8>),
 }
@@ -246,8 +248,7 @@ impl ScriptParser {
                 }
                 open.frames.truncate(before);
                 // A header right after a sample whose blank line is missing starts a new one.
-                if !text[0].is_ascii_whitespace()
-                    && parse_header(text, &mut self.tokens).is_some()
+                if !text[0].is_ascii_whitespace() && parse_header(text, &mut self.tokens).is_some()
                 {
                     if let State::Sample(open) = std::mem::replace(&mut self.state, State::Idle) {
                         out.push(self.event(*open));
@@ -426,7 +427,10 @@ fn time(s: &[u8]) -> Option<f64> {
 /// Parses a header line (`toks` is scratch space): the header and, when the line goes on
 /// after the event name (the sampled ip of a sample without a call chain), where the rest
 /// starts.
-pub fn parse_header(line: &[u8], toks: &mut Vec<(usize, usize)>) -> Option<(Header, Option<usize>)> {
+pub fn parse_header(
+    line: &[u8],
+    toks: &mut Vec<(usize, usize)>,
+) -> Option<(Header, Option<usize>)> {
     if line.first().is_none_or(|b| b.is_ascii_whitespace()) {
         return None;
     }
