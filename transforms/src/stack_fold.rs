@@ -729,8 +729,9 @@ impl Transform for StackFold {
     fn transform(&mut self, batch: EventBatch, _out: &mut TransformOutput) {
         let mut filtered = 0;
         let mut not_samples = 0;
-        for event in batch {
-            let Event::Log(log) = &event else {
+        // By reference: moving each event out of the batch costs a copy of it.
+        for event in batch.iter() {
+            let Event::Log(log) = event else {
                 not_samples += 1;
                 continue;
             };

@@ -61,8 +61,10 @@ impl FrameKind {
         let Some(m) = module else {
             return FrameKind::User;
         };
+        static UNKNOWN: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"unknown"));
         let kernel_shaped = m.first() == Some(&b'[') || m.ends_with(b"vmlinux");
-        if kernel_shaped && memchr::memmem::find(m, b"unknown").is_none() {
+        if kernel_shaped && UNKNOWN.find(m).is_none() {
             FrameKind::Kernel
         } else if is_perf_map(m) {
             FrameKind::Jit

@@ -308,7 +308,7 @@ impl SourceConfig for PerfConfig {
 
 /// Turns lines into events: the `perf script` or the `perf stat` parser.
 enum Lines {
-    Script(ScriptParser),
+    Script(Box<ScriptParser>),
     Stat(StatParser),
 }
 
@@ -452,9 +452,10 @@ async fn pump(
 async fn run(cfg: PerfConfig, input: Input, mut cx: SourceContext) -> Result<(), BoxError> {
     let mut lines = match cfg.mode {
         Mode::Stat => Lines::Stat(StatParser::new(chrono::Utc::now())),
-        Mode::Script | Mode::Record => {
-            Lines::Script(ScriptParser::new(Some(cx.id.clone()), cfg.max_frames))
-        }
+        Mode::Script | Mode::Record => Lines::Script(Box::new(ScriptParser::new(
+            Some(cx.id.clone()),
+            cfg.max_frames,
+        ))),
     };
     let max_line = cfg.max_line_bytes;
     match input {

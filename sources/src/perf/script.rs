@@ -172,7 +172,7 @@ enum State {
     /// Between samples: the next non-blank, non-comment line is a header.
     Idle,
     /// A header was read; frame lines follow until a blank line.
-    Sample(Box<Open>),
+    Sample(Open),
     /// The current sample is broken: skip lines until a blank line.
     Skipping,
 }
@@ -190,6 +190,7 @@ pub struct ScriptParser {
     tokens: Vec<(usize, usize)>,
     /// An emptied frame list to start the next sample with.
     spare_frames: Vec<StackFrame>,
+    kinds: KindCache,
 }
 
 impl ScriptParser {
@@ -202,6 +203,7 @@ impl ScriptParser {
             read_time: Utc::now(),
             tokens: Vec::with_capacity(16),
             spare_frames: Vec::new(),
+            kinds: KindCache::default(),
         }
     }
 
@@ -226,7 +228,7 @@ impl ScriptParser {
         }
         if text.iter().all(|b| b.is_ascii_whitespace()) {
             if let State::Sample(open) = std::mem::replace(&mut self.state, State::Idle) {
-                out.push(self.event(*open));
+                out.push(self.event(open));
             }
             return Ok(());
         }
@@ -236,7 +238,7 @@ impl ScriptParser {
             State::Sample(open) => {
                 let before = open.frames.len();
                 let at = open.text.add(chunk, &line);
-                if push_frames(text, at, &mut open.frames) {
+                if push_frames(text, at, &mut open.frames, &mut self.kinds) {
                     if open.frames.len() > self.max_frames {
                         self.state = State::Skipping;
                         return Err(ParseError::TooManyFrames {
@@ -251,7 +253,7 @@ impl ScriptParser {
                 if !text[0].is_ascii_whitespace() && parse_header(text, &mut self.tokens).is_some()
                 {
                     if let State::Sample(open) = std::mem::replace(&mut self.state, State::Idle) {
-                        out.push(self.event(*open));
+                        out.push(self.event(open));
                     }
                     return self.start_sample(chunk, line);
                 }
@@ -299,11 +301,11 @@ impl ScriptParser {
         frames.clear();
         // Without a call chain, perf prints the sampled ip on the header line.
         if let Some(r) = rest {
-            if !push_frames(&text[r..], r, &mut frames) {
+            if !push_frames(&text[r..], r, &mut frames, &mut self.kinds) {
                 frames.clear();
             }
         }
-        self.state = State::Sample(Box::new(Open {
+        self.state = State::Sample(Open {
             text: Text::starting_at(chunk, &line),
             comm,
             pid: header.pid,
@@ -314,7 +316,7 @@ impl ScriptParser {
             event,
             frames,
             start_line: self.line_no,
-        }));
+        });
         Ok(())
     }
 
@@ -540,10 +542,46 @@ fn parse_hex(s: &[u8]) -> Option<Option<i64>> {
     Some(n)
 }
 
+/// Where the last `+0x` of `symbol` starts.
+fn rfind_offset(symbol: &[u8]) -> Option<usize> {
+    memchr::memrchr_iter(b'+', symbol).find(|&p| symbol[p + 1..].starts_with(b"0x"))
+}
+
+/// The kind of the module seen last: frames of one module come in runs, and comparing the
+/// name is cheaper than classifying it again.
+#[derive(Debug, Default)]
+pub struct KindCache {
+    module: Vec<u8>,
+    kind: Option<FrameKind>,
+}
+
+impl KindCache {
+    fn kind(&mut self, module: Option<&[u8]>) -> FrameKind {
+        let Some(m) = module else {
+            return FrameKind::User;
+        };
+        if let Some(k) = self.kind {
+            if self.module == m {
+                return k;
+            }
+        }
+        let k = FrameKind::of_module(Some(m));
+        self.module.clear();
+        self.module.extend_from_slice(m);
+        self.kind = Some(k);
+        k
+    }
+}
+
 /// Parses a frame line into one frame (or several, for a JIT inline chain) appended to
 /// `frames`, its ranges counted from `at` (where the line starts in the sample's text).
 /// Returns false when the line is not a frame line.
-pub fn push_frames(line: &[u8], at: usize, frames: &mut Vec<StackFrame>) -> bool {
+pub fn push_frames(
+    line: &[u8],
+    at: usize,
+    frames: &mut Vec<StackFrame>,
+    kinds: &mut KindCache,
+) -> bool {
     let start = line
         .iter()
         .position(|b| !is_space(*b))
@@ -587,7 +625,7 @@ pub fn push_frames(line: &[u8], at: usize, frames: &mut Vec<StackFrame>) -> bool
         .map_or(0, |p| p + 1);
     let mut symbol = &rest[..sym_end];
     let mut offset = None;
-    if let Some(p) = memchr::memmem::rfind(symbol, b"+0x") {
+    if let Some(p) = rfind_offset(symbol) {
         if let Some(o) = parse_hex(&symbol[p + 3..]) {
             offset = o;
             symbol = &symbol[..p];
@@ -602,7 +640,7 @@ pub fn push_frames(line: &[u8], at: usize, frames: &mut Vec<StackFrame>) -> bool
         return false;
     };
     let module_bytes = (!inlined && module != b"[unknown]").then_some(module);
-    let kind = FrameKind::of_module(module_bytes);
+    let kind = kinds.kind(module_bytes);
     let module = match module_bytes {
         Some(m) => match range(m) {
             Some(r) => Some(r),
@@ -699,7 +737,7 @@ mod tests {
 
     fn push_frames(line: &Bytes, out: &mut Vec<Frame>) -> bool {
         let mut frames = Vec::new();
-        if !super::push_frames(line, 0, &mut frames) {
+        if !super::push_frames(line, 0, &mut frames, &mut KindCache::default()) {
             return false;
         }
         let r = |t: TextRange| line.slice(t.start as usize..t.end as usize);
