@@ -317,7 +317,8 @@ fn read_perf_script(path: &Path, weight: Weight) -> std::io::Result<Profile> {
             if line.last() == Some(&b'\n') {
                 line.pop();
             }
-            parser.push_line(Bytes::copy_from_slice(&line), &mut events)
+            let line = Bytes::copy_from_slice(&line);
+            parser.push_line(&line, 0..line.len(), &mut events)
         };
         if let Err(e) = result {
             profile.skip(e.kind(), || e.to_string());

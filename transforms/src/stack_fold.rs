@@ -39,6 +39,8 @@
 //! `not_a_sample` errors and dropped.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +50,8 @@ use serde::Deserialize;
 use weir_pipeline::component::{Transform, TransformConfig, TransformContext, TransformOutput};
 use weir_pipeline::config::DataType;
 use weir_pipeline::event::{
-    parse_path, Event, EventBatch, EventMetadata, FieldPath, LogEvent, ObjectMap, Value,
+    parse_path, Event, EventBatch, EventMetadata, FieldPath, FrameKind, LogEvent, ObjectMap,
+    StackSample, Value,
 };
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::BoxError;
@@ -202,13 +205,94 @@ impl EventFilter {
     }
 }
 
+/// A fast hash for the folded stacks (a few hundred bytes each, hashed once per sample):
+/// FxHash's multiply-rotate over 8-byte words. SipHash, the default, costs several times as
+/// much, and the keys are not chosen by an attacker who could aim collisions at the table (a
+/// collision only costs time, and the table is bounded by `max_stacks`).
+#[derive(Debug, Default, Clone, Copy)]
+struct StackHasher(u64);
+
+const SEED: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl StackHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(SEED).rotate_left(23);
+    }
+}
+
+impl Hasher for StackHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            self.add(u64::from_le_bytes(a));
+        }
+        let tail = words.remainder();
+        let mut a = [0u8; 8];
+        a[..tail.len()].copy_from_slice(tail);
+        self.add(u64::from_le_bytes(a) ^ ((tail.len() as u64) << 59));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The multiply leaves the best-mixed bits high; the table indexes with the low ones.
+        (self.0 ^ (self.0 >> 29)).wrapping_mul(SEED) ^ (self.0 >> 32)
+    }
+}
+
+type StackMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<StackHasher>>;
+
 /// One group's stacks.
 #[derive(Debug, Default)]
 struct Group {
     /// The `group_by` values, in order.
     values: Vec<Value>,
-    stacks: HashMap<Box<[u8]>, u64>,
+    stacks: StackMap<u64>,
     truncated: u64,
+}
+
+/// A process or thread id for the root frame.
+#[derive(Debug, Clone, Copy)]
+enum Id<'a> {
+    Int(i64),
+    Text(&'a [u8]),
+    Unknown,
+}
+
+impl<'a> Id<'a> {
+    fn of(v: Option<&'a Value>) -> Self {
+        match v {
+            Some(Value::Integer(n)) => Id::Int(*n),
+            other => bytes_of(other).map_or(Id::Unknown, Id::Text),
+        }
+    }
+}
+
+/// A frame's address, for `include_addrs`.
+#[derive(Debug, Clone, Copy)]
+enum Addr<'a> {
+    Int(i64),
+    Text(&'a [u8]),
+    None,
+}
+
+/// What naming a frame needs, from either form of a sample.
+#[derive(Debug, Clone, Copy)]
+struct FrameParts<'a> {
+    symbol: Option<&'a [u8]>,
+    module: Option<&'a [u8]>,
+    addr: Addr<'a>,
+    inlined: bool,
+    kind: Option<FrameKind>,
 }
 
 /// The outcome of [`StackFolder::add`].
@@ -236,7 +320,7 @@ pub struct StackFolder {
     filter: EventFilter,
     group_by: Vec<FieldPath>,
     max_stacks: usize,
-    groups: HashMap<Box<[u8]>, Group>,
+    groups: StackMap<Group>,
     distinct: usize,
     /// Samples of new stacks in new groups past `max_stacks`.
     overflow: u64,
@@ -273,7 +357,7 @@ impl StackFolder {
             filter,
             group_by,
             max_stacks: cfg.max_stacks,
-            groups: HashMap::new(),
+            groups: StackMap::default(),
             distinct: 0,
             overflow: 0,
             stack: Vec::with_capacity(1024),
@@ -284,6 +368,9 @@ impl StackFolder {
 
     /// Folds one sample.
     pub fn add(&mut self, log: &LogEvent) -> Added {
+        if let Some(sample) = log.typed::<StackSample>() {
+            return self.add_typed(log, sample);
+        }
         let Some(Value::Array(frames)) = log.get_field("frames") else {
             return Added::NotASample;
         };
@@ -297,7 +384,49 @@ impl StackFolder {
                 _ => 1,
             },
         };
-        self.fold(log, frames);
+        let java = self.push_root(
+            bytes_of(log.get_field("comm")),
+            Id::of(log.get_field("pid")),
+            Id::of(log.get_field("tid")),
+        );
+        for f in frames.iter().rev() {
+            if let Value::Object(frame) = f {
+                self.push_frame(tree_frame(frame), java);
+            }
+        }
+        self.count(log, weight)
+    }
+
+    /// Folds a sample held in typed form: the same stack as [`Self::add`] would build from its
+    /// tree, read straight from the sample's text.
+    fn add_typed(&mut self, log: &LogEvent, s: &StackSample) -> Added {
+        if !self.filter.keeps(s.event()) {
+            return Added::Filtered;
+        }
+        let weight = match (self.weight, s.period) {
+            (Weight::Period, Some(p)) if p > 0 => p as u64,
+            _ => 1,
+        };
+        let java = self.push_root(
+            Some(s.comm()),
+            s.pid.map_or(Id::Unknown, Id::Int),
+            Id::Int(s.tid),
+        );
+        for f in s.frames.iter().rev() {
+            let parts = FrameParts {
+                symbol: f.symbol.map(|r| s.bytes(r)),
+                module: f.module.map(|r| s.bytes(r)),
+                addr: Addr::Text(s.bytes(f.addr)),
+                inlined: f.inlined,
+                kind: Some(f.kind),
+            };
+            self.push_frame(parts, java);
+        }
+        self.count(log, weight)
+    }
+
+    /// Counts the stack in `self.stack` in its group.
+    fn count(&mut self, log: &LogEvent, weight: u64) -> Added {
         self.key.clear();
         for path in &self.group_by {
             group_key(log.get(path), &mut self.key);
@@ -381,54 +510,41 @@ impl StackFolder {
         (out, truncated)
     }
 
-    /// Writes the folded stack of `log` into `self.stack`.
-    fn fold(&mut self, log: &LogEvent, frames: &[Value]) {
+    /// Starts `self.stack` with the root frame; returns whether the process is `java` (whose
+    /// frames lose the `L` of `Lcom/foo/Bar;::baz`).
+    fn push_root(&mut self, comm: Option<&[u8]>, pid: Id<'_>, tid: Id<'_>) -> bool {
         let stack = &mut self.stack;
         stack.clear();
-        if let Some(comm) = bytes_of(log.get_field("comm")) {
+        if let Some(comm) = comm {
             stack.extend(comm.iter().map(|&b| if b == b' ' { b'_' } else { b }));
         }
         if self.include_pid {
             stack.push(b'-');
-            push_int_or_unknown(stack, log.get_field("pid"));
+            push_id(stack, pid);
             if self.include_tid {
                 stack.push(b'/');
-                push_int_or_unknown(stack, log.get_field("tid"));
+                push_id(stack, tid);
             }
         }
-        let java = &stack[..] == b"java";
-        for f in frames.iter().rev() {
-            let Value::Object(frame) = f else { continue };
-            self.push_frame(frame, java);
-        }
+        &stack[..] == b"java"
     }
 
-    fn push_frame(&mut self, frame: &ObjectMap, java: bool) {
-        // One pass over the frame's few fields instead of a lookup per field.
-        let (mut symbol, mut module, mut addr, mut inlined, mut kind) =
-            (None, None, None, false, None);
-        for (k, v) in frame {
-            match k.as_str() {
-                "symbol" => symbol = bytes_of(Some(v)),
-                "module" => module = Some(v),
-                "addr" => addr = Some(v),
-                "inlined" => inlined = matches!(v, Value::Boolean(true)),
-                "kind" => kind = bytes_of(Some(v)),
-                _ => {}
-            }
-        }
-        if let Some(s) = symbol {
+    fn push_frame(&mut self, f: FrameParts<'_>, java: bool) {
+        if let Some(s) = f.symbol {
             if s.first() == Some(&b'(') && !s.starts_with(b"(anonymous namespace)") {
                 return;
             }
         }
-        let name = &mut self.name;
-        name.clear();
-        match symbol {
-            Some(s) => name.extend_from_slice(s),
+        let stack = &mut self.stack;
+        stack.push(b';');
+        let start = stack.len();
+        match f.symbol {
+            Some(s) => tidy_into(s, stack),
             None => {
+                let name = &mut self.name;
+                name.clear();
                 name.push(b'[');
-                match bytes_of(module) {
+                match f.module {
                     Some(m) => {
                         let base = m.iter().rposition(|&b| b == b'/').map_or(0, |p| p + 1);
                         name.extend_from_slice(&m[base..]);
@@ -437,32 +553,65 @@ impl StackFolder {
                 }
                 if self.include_addrs {
                     name.extend_from_slice(b" <");
-                    match addr {
-                        Some(Value::Integer(a)) => {
-                            name.extend_from_slice(format!("{a:x}").as_bytes())
+                    match f.addr {
+                        Addr::Int(a) => {
+                            let _ = write!(name, "{a:x}");
                         }
-                        other => name.extend_from_slice(bytes_of(other).unwrap_or_default()),
+                        Addr::Text(t) => name.extend_from_slice(t),
+                        Addr::None => {}
                     }
                     name.push(b'>');
                 }
                 name.push(b']');
+                tidy_into(name, stack);
             }
         }
-        let stack = &mut self.stack;
-        stack.push(b';');
-        let start = stack.len();
-        tidy_into(name, stack);
-        if java && stack[start..].contains(&b'/') && stack.get(start) == Some(&b'L') {
+        if java && stack.get(start) == Some(&b'L') && stack[start..].contains(&b'/') {
             stack.remove(start);
         }
-        if inlined {
+        if f.inlined {
             stack.extend_from_slice(b"_[i]");
-        } else if self.annotate_kernel && kind == Some(b"kernel") {
+        } else if self.annotate_kernel && f.kind == Some(FrameKind::Kernel) {
             stack.extend_from_slice(b"_[k]");
-        } else if self.annotate_jit && kind == Some(b"jit") {
+        } else if self.annotate_jit && f.kind == Some(FrameKind::Jit) {
             stack.extend_from_slice(b"_[j]");
         }
     }
+}
+
+/// The naming parts of a frame object of the tree form.
+fn tree_frame(frame: &ObjectMap) -> FrameParts<'_> {
+    // One pass over the frame's few fields instead of a lookup per field.
+    let mut parts = FrameParts {
+        symbol: None,
+        module: None,
+        addr: Addr::None,
+        inlined: false,
+        kind: None,
+    };
+    for (k, v) in frame {
+        match k.as_str() {
+            "symbol" => parts.symbol = bytes_of(Some(v)),
+            "module" => parts.module = bytes_of(Some(v)),
+            "addr" => {
+                parts.addr = match v {
+                    Value::Integer(a) => Addr::Int(*a),
+                    other => bytes_of(Some(other)).map_or(Addr::None, Addr::Text),
+                }
+            }
+            "inlined" => parts.inlined = matches!(v, Value::Boolean(true)),
+            "kind" => {
+                parts.kind = match bytes_of(Some(v)) {
+                    Some(b"kernel") => Some(FrameKind::Kernel),
+                    Some(b"jit") => Some(FrameKind::Jit),
+                    Some(b"user") => Some(FrameKind::User),
+                    _ => None,
+                }
+            }
+            _ => {}
+        }
+    }
+    parts
 }
 
 /// The bytes of a string value (`Bytes` or `String`).
@@ -470,13 +619,13 @@ fn bytes_of(v: Option<&Value>) -> Option<&[u8]> {
     v.and_then(Value::as_bytes).map(|b| &b[..])
 }
 
-fn push_int_or_unknown(out: &mut Vec<u8>, v: Option<&Value>) {
-    match v {
-        Some(Value::Integer(n)) => out.extend_from_slice(n.to_string().as_bytes()),
-        other => match bytes_of(other) {
-            Some(b) => out.extend_from_slice(b),
-            None => out.push(b'?'),
-        },
+fn push_id(out: &mut Vec<u8>, id: Id<'_>) {
+    match id {
+        Id::Int(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Id::Text(t) => out.extend_from_slice(t),
+        Id::Unknown => out.push(b'?'),
     }
 }
 
@@ -500,21 +649,30 @@ fn group_key(v: Option<&Value>, key: &mut Vec<u8>) {
 /// name looks like a Go method (`.(...).`) or the `(` opens `(anonymous namespace)`, and quotes
 /// removed.
 fn tidy_into(name: &[u8], out: &mut Vec<u8>) {
-    let go_method = memchr::memmem::find(name, b".(")
-        .is_some_and(|p| memchr::memmem::find(&name[p + 2..], b").").is_some());
     let mut end = name.len();
-    if !go_method {
-        let mut from = 0;
-        while let Some(p) = memchr::memchr(b'(', &name[from..]) {
-            let at = from + p;
-            if !name[at + 1..].starts_with(b"anonymous namespace)") {
-                end = at;
-                break;
+    if let Some(first) = memchr::memchr(b'(', name) {
+        let go_method = memchr::memmem::find(name, b".(")
+            .is_some_and(|p| memchr::memmem::find(&name[p + 2..], b").").is_some());
+        if !go_method {
+            let mut at = first;
+            loop {
+                if !name[at + 1..].starts_with(b"anonymous namespace)") {
+                    end = at;
+                    break;
+                }
+                match memchr::memchr(b'(', &name[at + 1..]) {
+                    Some(p) => at += 1 + p,
+                    None => break,
+                }
             }
-            from = at + 1;
         }
     }
-    for &b in &name[..end] {
+    let name = &name[..end];
+    if memchr::memchr3(b';', b'"', b'\'', name).is_none() {
+        out.extend_from_slice(name);
+        return;
+    }
+    for &b in name {
         match b {
             b';' => out.push(b':'),
             b'"' | b'\'' => {}
@@ -571,8 +729,9 @@ impl Transform for StackFold {
     fn transform(&mut self, batch: EventBatch, _out: &mut TransformOutput) {
         let mut filtered = 0;
         let mut not_samples = 0;
-        for event in batch {
-            let Event::Log(log) = &event else {
+        // By reference: moving each event out of the batch costs a copy of it.
+        for event in batch.iter() {
+            let Event::Log(log) = event else {
                 not_samples += 1;
                 continue;
             };
@@ -815,5 +974,158 @@ mod tests {
             Some(Value::Timestamp(_))
         ));
         assert!(toml::from_str::<StackFoldConfig>("window = 5").is_err());
+    }
+
+    type TestFrame<'a> = (Option<&'a str>, Option<&'a str>, &'a str, FrameKind, bool);
+
+    /// A stack sample in typed form, its strings laid out in one text.
+    fn typed_sample(
+        comm: &str,
+        pid: Option<i64>,
+        event: Option<&str>,
+        period: Option<i64>,
+        frames: &[TestFrame<'_>],
+    ) -> StackSample {
+        use weir_pipeline::event::{StackFrame, TextRange};
+        let mut text = Vec::new();
+        let mut put = |s: &str| {
+            let start = text.len();
+            text.extend_from_slice(s.as_bytes());
+            TextRange::new(start, text.len()).unwrap()
+        };
+        let comm = put(comm);
+        let event = event.map(&mut put);
+        let frames = frames
+            .iter()
+            .map(|&(symbol, module, addr, kind, inlined)| StackFrame {
+                addr: put(addr),
+                symbol: symbol.map(&mut put),
+                offset: None,
+                module: module.map(&mut put),
+                kind,
+                inlined,
+            })
+            .collect();
+        StackSample {
+            text: Bytes::from(text),
+            comm,
+            pid,
+            tid: 7,
+            cpu: None,
+            timestamp: None,
+            event,
+            period,
+            frames,
+        }
+    }
+
+    #[test]
+    fn typed_samples_fold_exactly_like_their_trees() {
+        use weir_pipeline::event::TypedLog;
+        use FrameKind::{Jit, Kernel, User};
+        let java: Vec<TestFrame> = vec![
+            (
+                Some("native_write_msr_safe"),
+                Some("[kernel.kallsyms]"),
+                "ffff",
+                Kernel,
+                false,
+            ),
+            (
+                Some("Ljava/io/PrintStream;::print"),
+                Some("/tmp/perf-1.map"),
+                "7f",
+                Jit,
+                false,
+            ),
+            (Some("LB;::inner"), Some("/tmp/perf-1.map"), "7f", Jit, true),
+            (
+                Some("arrayOopDesc::base(BasicType) const"),
+                Some("/lib/libjvm.so"),
+                "7e",
+                User,
+                false,
+            ),
+            (
+                Some("net/http.(*Client).Do"),
+                Some("/bin/app"),
+                "6",
+                User,
+                false,
+            ),
+            (
+                Some("ns::(anonymous namespace)::f(int)"),
+                Some("/bin/app"),
+                "5",
+                User,
+                false,
+            ),
+            (
+                Some("RegExp:[&<>\\\"\\']"),
+                Some("/tmp/perf-1.map"),
+                "4",
+                Jit,
+                false,
+            ),
+            (Some("(java)"), Some("/bin/app"), "3", User, false),
+            (None, Some("/bin/dd"), "31ef", User, false),
+            (None, None, "0", User, false),
+        ];
+        let other: Vec<TestFrame> = vec![
+            (Some("leaf;x"), Some("[vdso]"), "1", Kernel, false),
+            (Some("main"), Some("/bin/a b"), "2", User, false),
+        ];
+        let samples = [
+            typed_sample("java", Some(9), Some("cycles"), Some(10), &java),
+            typed_sample("java", None, Some("cycles"), Some(-3), &java),
+            typed_sample("a b", Some(1), Some("cycles"), None, &other),
+            typed_sample("a b", Some(1), Some("instructions"), Some(4), &other),
+            typed_sample("a b", Some(2), None, Some(5), &other),
+            typed_sample("sh", Some(3), Some("cycles:ppp"), Some(6), &[]),
+        ];
+        let as_typed: Vec<LogEvent> = samples
+            .iter()
+            .map(|s| LogEvent::from_typed(s.clone(), EventMetadata::default()))
+            .collect();
+        let as_trees: Vec<LogEvent> = samples
+            .iter()
+            .map(|s| LogEvent::from_value(s.to_value(), EventMetadata::default()))
+            .collect();
+        assert!(as_typed.iter().all(|l| l.typed::<StackSample>().is_some()));
+        assert!(as_trees.iter().all(|l| l.typed::<StackSample>().is_none()));
+        let configs = [
+            StackFoldConfig::default(),
+            StackFoldConfig {
+                weight: Weight::Period,
+                annotate_kernel: true,
+                annotate_jit: true,
+                event_filter: Some("*".into()),
+                ..Default::default()
+            },
+            StackFoldConfig {
+                include_tid: true,
+                include_addrs: true,
+                event_filter: Some("cycles".into()),
+                ..Default::default()
+            },
+            StackFoldConfig {
+                include_pid: true,
+                weight: Weight::Period,
+                ..Default::default()
+            },
+        ];
+        for cfg in configs {
+            let typed = folded(cfg.clone(), &as_typed);
+            assert!(!typed.is_empty());
+            assert_eq!(typed, folded(cfg, &as_trees));
+        }
+        // The names follow the reference (the `java` root drops the `L`; `(java)` is skipped).
+        assert_eq!(
+            folded(StackFoldConfig::default(), &as_typed),
+            vec![
+                "a_b;main;leaf:x 2",
+                "java;[unknown];[dd];RegExp:[&<>\\\\];ns::(anonymous namespace)::f;net/http.(*Client).Do;arrayOopDesc::base;LB:::inner_[i];java/io/PrintStream:::print;native_write_msr_safe 2",
+            ]
+        );
     }
 }

@@ -7,11 +7,13 @@
 mod batch;
 mod log;
 mod metric;
+mod stack;
 mod trace;
 
 pub use batch::{EventBatch, MAX_BATCH_EVENTS};
 pub use log::{LogEvent, TypedLog};
 pub use metric::{Bucket, Metric, MetricKind, MetricValue, Quantile, Sample, StatisticKind};
+pub use stack::{FrameKind, StackFrame, StackSample, TextRange};
 pub use trace::{Span, SpanEvent, SpanKind, SpanLink, SpanStatus};
 pub use vrl::value::{KeyString, ObjectMap, Value};
 

@@ -12,10 +12,13 @@
 //! Children are run by [`process`]: their stderr is kept, a failure is logged with the fix
 //! (a missing perf, perf_event_paranoid), and they are killed when Weir stops.
 //!
-//! Input is read in chunks, split into lines with the shared [`LineFramer`] (a line over
-//! `max_line_bytes` is skipped without being buffered), and events leave in batches of up to
-//! [`MAX_BATCH_EVENTS`], or sooner when the input pauses.
+//! Input is read in chunks of up to 256 KiB; the complete lines of each read are parsed as
+//! ranges of that chunk ([`chunk`]; a line over `max_line_bytes` is skipped without being
+//! buffered), so a stack sample's strings are a slice of the read buffer, not copies. Samples
+//! leave as typed events ([`weir_pipeline::event::StackSample`]), in batches of up to
+//! [`MAX_BATCH_EVENTS`], or sooner when a read ends.
 
+pub mod chunk;
 pub mod process;
 pub mod script;
 pub mod stat;
@@ -24,16 +27,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use weir_pipeline::codec::{Frame, LineFramer};
 use weir_pipeline::component::{Output, Resource, Source, SourceConfig, SourceContext};
 use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, MAX_BATCH_EVENTS};
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::BoxError;
 
+use self::chunk::{LineChunker, Piece};
 use self::process::{find_program, not_found, Pipeline};
 use self::script::ScriptParser;
 use self::stat::{StatLine, StatParser};
@@ -305,19 +308,32 @@ impl SourceConfig for PerfConfig {
 
 /// Turns lines into events: the `perf script` or the `perf stat` parser.
 enum Lines {
-    Script(ScriptParser),
+    Script(Box<ScriptParser>),
     Stat(StatParser),
 }
 
 impl Lines {
-    fn line(&mut self, line: bytes::Bytes, out: &mut Vec<Event>, cx: &SourceContext) {
+    /// A read's lines are about to come: the events they finish were taken in now.
+    fn start_chunk(&mut self) {
+        if let Lines::Script(p) = self {
+            p.set_read_time(chrono::Utc::now());
+        }
+    }
+
+    fn line(
+        &mut self,
+        chunk: &Bytes,
+        line: std::ops::Range<usize>,
+        out: &mut Vec<Event>,
+        cx: &SourceContext,
+    ) {
         match self {
             Lines::Script(p) => {
-                if let Err(e) = p.push_line(line, out) {
+                if let Err(e) = p.push_line(chunk, line, out) {
                     cx.metrics.error(e.kind(), 1, &e);
                 }
             }
-            Lines::Stat(p) => match p.parse_line(&line) {
+            Lines::Stat(p) => match p.parse_line(&chunk[line]) {
                 Ok(StatLine::Value(m)) => out.push(Event::from(m)),
                 Ok(StatLine::Unavailable {
                     event,
@@ -385,7 +401,7 @@ async fn pump(
     max_line: usize,
     cx: &mut SourceContext,
 ) -> Pumped {
-    let mut framer = LineFramer::new(b'\n', max_line);
+    let mut chunker = LineChunker::new(max_line);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut events = Vec::with_capacity(MAX_BATCH_EVENTS);
     loop {
@@ -406,20 +422,19 @@ async fn pump(
             }
         };
         cx.metrics.add_received_bytes(n as u64);
-        let mut frames = Vec::new();
-        while let Some(f) = framer.next_frame(&mut buf) {
-            frames.push(f);
-        }
-        if n == 0 {
-            frames.extend(framer.finish(&mut buf));
-        }
-        for f in frames {
-            match f {
-                Frame::Line(l) => lines.line(l, &mut events, cx),
-                Frame::Oversized { bytes } => lines.oversized(bytes, max_line, cx),
+        if let Some(chunk) = chunker.next_chunk(&mut buf, n == 0) {
+            lines.start_chunk();
+            if let Some(bytes) = chunk.oversized_before {
+                lines.oversized(bytes, max_line, cx);
             }
-            if events.len() >= MAX_BATCH_EVENTS && !send(&mut events, cx).await {
-                return Pumped::Closed;
+            for piece in chunk::lines(&chunk.bytes, max_line) {
+                match piece {
+                    Piece::Line(l) => lines.line(&chunk.bytes, l, &mut events, cx),
+                    Piece::Oversized { bytes } => lines.oversized(bytes, max_line, cx),
+                }
+                if events.len() >= MAX_BATCH_EVENTS && !send(&mut events, cx).await {
+                    return Pumped::Closed;
+                }
             }
         }
         if n == 0 {
@@ -437,9 +452,10 @@ async fn pump(
 async fn run(cfg: PerfConfig, input: Input, mut cx: SourceContext) -> Result<(), BoxError> {
     let mut lines = match cfg.mode {
         Mode::Stat => Lines::Stat(StatParser::new(chrono::Utc::now())),
-        Mode::Script | Mode::Record => {
-            Lines::Script(ScriptParser::new(Some(cx.id.clone()), cfg.max_frames))
-        }
+        Mode::Script | Mode::Record => Lines::Script(Box::new(ScriptParser::new(
+            Some(cx.id.clone()),
+            cfg.max_frames,
+        ))),
     };
     let max_line = cfg.max_line_bytes;
     match input {

@@ -27,73 +27,18 @@
 //! - a sample that ends without its blank line (the input stopped mid-sample) is dropped and
 //!   counted as `truncated`, as the reference drops it.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use weir_pipeline::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
+use bytes::{Buf, Bytes};
+use chrono::{DateTime, Utc};
+pub use weir_pipeline::event::FrameKind;
+use weir_pipeline::event::{Event, EventMetadata, LogEvent, StackFrame, StackSample, TextRange};
 
-/// Where a frame's code lives, from its module name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
-    /// `[kernel.kallsyms]`, a kernel module (`[nf_conntrack]`), `[vdso]`, or a `vmlinux` path.
-    Kernel,
-    /// Code a JIT described in `/tmp/perf-<pid>.map`.
-    Jit,
-    /// Everything else (executables, shared libraries, unknown modules).
-    User,
-}
-
-impl FrameKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FrameKind::Kernel => "kernel",
-            FrameKind::Jit => "jit",
-            FrameKind::User => "user",
-        }
-    }
-
-    /// The kind of a frame in `module` (`None` for an unknown module), by the rule of
-    /// `stackcollapse-perf.pl`: bracketed names and `vmlinux` are the kernel (but never a name
-    /// containing `unknown`), `/tmp/perf-<digits>.map` is JIT code.
-    pub fn of_module(module: Option<&[u8]>) -> FrameKind {
-        let Some(m) = module else {
-            return FrameKind::User;
-        };
-        let kernel_shaped = m.first() == Some(&b'[') || m.ends_with(b"vmlinux");
-        if kernel_shaped && memchr::memmem::find(m, b"unknown").is_none() {
-            FrameKind::Kernel
-        } else if is_perf_map(m) {
-            FrameKind::Jit
-        } else {
-            FrameKind::User
-        }
-    }
-}
-
-/// Whether `m` contains `/tmp/perf-<digits>.map`.
-fn is_perf_map(m: &[u8]) -> bool {
-    const PREFIX: &[u8] = b"/tmp/perf-";
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(PREFIX));
-    let mut from = 0;
-    while let Some(p) = FINDER.find(&m[from..]) {
-        let digits_start = from + p + PREFIX.len();
-        let digits = m[digits_start..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if digits > 0 && m[digits_start + digits..].starts_with(b".map") {
-            return true;
-        }
-        from = digits_start;
-    }
-    false
-}
-
-/// A sample's header line.
+/// A sample's header line; the strings are byte ranges of the line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
-    pub comm: Bytes,
+    pub comm: Range<usize>,
     pub pid: Option<i64>,
     pub tid: i64,
     pub cpu: Option<i64>,
@@ -101,23 +46,7 @@ pub struct Header {
     pub time: Option<f64>,
     pub period: Option<i64>,
     /// The event name without its final colon (`cycles`, `cpu-clock:ppp`).
-    pub event: Option<Bytes>,
-}
-
-/// One frame of a call chain.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    /// The instruction address as perf printed it (hex, no `0x`).
-    pub addr: Bytes,
-    /// `None` when perf could not name it (`[unknown]`).
-    pub symbol: Option<Bytes>,
-    /// The `+0x..` offset into the symbol, when printed.
-    pub offset: Option<i64>,
-    /// `None` when perf did not know it (`[unknown]`).
-    pub module: Option<Bytes>,
-    pub kind: FrameKind,
-    /// Inlined into the frame below it (towards the root).
-    pub inlined: bool,
+    pub event: Option<Range<usize>>,
 }
 
 /// What went wrong with the input; each is counted under [`ParseError::kind`].
@@ -149,17 +78,101 @@ impl ParseError {
     }
 }
 
+/// The bytes an open sample's ranges point into.
+#[derive(Debug)]
+enum Text {
+    /// `chunk[base..end]`: every line so far came from this chunk (the usual case), so the
+    /// sample's text will be a slice of it, without a copy.
+    Chunk {
+        chunk: Bytes,
+        base: usize,
+        end: usize,
+    },
+    /// The sample's lines copied out, once it spans two chunks.
+    Owned(Vec<u8>),
+}
+
+impl Text {
+    fn starting_at(chunk: &Bytes, line: &Range<usize>) -> Text {
+        Text::Chunk {
+            chunk: chunk.clone(),
+            base: line.start,
+            end: line.end,
+        }
+    }
+
+    /// Makes `line` of `chunk` part of the text; returns where it starts in the text.
+    fn add(&mut self, chunk: &Bytes, line: &Range<usize>) -> usize {
+        match self {
+            Text::Chunk {
+                chunk: held,
+                base,
+                end,
+            } if held.as_ptr() == chunk.as_ptr()
+                && held.len() == chunk.len()
+                && line.start >= *base =>
+            {
+                *end = line.end;
+                line.start - *base
+            }
+            Text::Chunk {
+                chunk: held,
+                base,
+                end,
+            } => {
+                let mut owned = Vec::with_capacity(*end - *base + 4 * line.len());
+                owned.extend_from_slice(&held[*base..*end]);
+                let at = owned.len();
+                owned.extend_from_slice(&chunk[line.clone()]);
+                *self = Text::Owned(owned);
+                at
+            }
+            Text::Owned(owned) => {
+                let at = owned.len();
+                owned.extend_from_slice(&chunk[line.clone()]);
+                at
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Text::Chunk {
+                mut chunk,
+                base,
+                end,
+            } => {
+                chunk.truncate(end);
+                chunk.advance(base.min(chunk.len()));
+                chunk
+            }
+            Text::Owned(owned) => Bytes::from(owned),
+        }
+    }
+}
+
+/// A sample being read: its header, the frames so far, and the text they point into.
+#[derive(Debug)]
+struct Open {
+    text: Text,
+    comm: TextRange,
+    pid: Option<i64>,
+    tid: i64,
+    cpu: Option<i64>,
+    time: Option<f64>,
+    period: Option<i64>,
+    event: Option<TextRange>,
+    frames: Vec<StackFrame>,
+    start_line: u64,
+}
+
 /// Where the parser is between lines.
 #[derive(Debug)]
 enum State {
     /// Between samples: the next non-blank, non-comment line is a header.
     Idle,
     /// A header was read; frame lines follow until a blank line.
-    Sample {
-        header: Header,
-        frames: Vec<Frame>,
-        start_line: u64,
-    },
+    Sample(Open),
     /// The current sample is broken: skip lines until a blank line.
     Skipping,
 }
@@ -171,6 +184,13 @@ pub struct ScriptParser {
     source_id: Option<Arc<str>>,
     max_frames: usize,
     line_no: u64,
+    /// The ingest time of the events, one clock read per chunk of input.
+    read_time: DateTime<Utc>,
+    /// Token ranges of a header line (reused).
+    tokens: Vec<(usize, usize)>,
+    /// An emptied frame list to start the next sample with.
+    spare_frames: Vec<StackFrame>,
+    kinds: KindCache,
 }
 
 impl ScriptParser {
@@ -180,29 +200,46 @@ impl ScriptParser {
             source_id,
             max_frames: max_frames.max(1),
             line_no: 0,
+            read_time: Utc::now(),
+            tokens: Vec::with_capacity(16),
+            spare_frames: Vec::new(),
+            kinds: KindCache::default(),
         }
     }
 
-    /// Handles one line (without its newline). A finished sample is pushed to `out`.
-    pub fn push_line(&mut self, line: Bytes, out: &mut Vec<Event>) -> Result<(), ParseError> {
+    /// Sets the ingest time of the events finished from now on (the time of the read).
+    pub fn set_read_time(&mut self, t: DateTime<Utc>) {
+        self.read_time = t;
+    }
+
+    /// Handles one line (`chunk[line]`, without its newline). A finished sample is pushed to
+    /// `out`. The event's strings are a slice of `chunk` when all the sample's lines are in
+    /// the same chunk, else a copy.
+    pub fn push_line(
+        &mut self,
+        chunk: &Bytes,
+        line: Range<usize>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ParseError> {
         self.line_no += 1;
-        if line.first() == Some(&b'#') {
+        let text = &chunk[line.clone()];
+        if text.first() == Some(&b'#') {
             return Ok(());
         }
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
-            match std::mem::replace(&mut self.state, State::Idle) {
-                State::Sample { header, frames, .. } => out.push(self.event(header, frames)),
-                State::Idle | State::Skipping => {}
+        if text.iter().all(|b| b.is_ascii_whitespace()) {
+            if let State::Sample(open) = std::mem::replace(&mut self.state, State::Idle) {
+                out.push(self.event(open));
             }
             return Ok(());
         }
         match &mut self.state {
             State::Skipping => Ok(()),
-            State::Idle => self.start_sample(&line),
-            State::Sample { frames, .. } => {
-                let before = frames.len();
-                if push_frames(&line, frames) {
-                    if frames.len() > self.max_frames {
+            State::Idle => self.start_sample(chunk, line),
+            State::Sample(open) => {
+                let before = open.frames.len();
+                let at = open.text.add(chunk, &line);
+                if push_frames(text, at, &mut open.frames, &mut self.kinds) {
+                    if open.frames.len() > self.max_frames {
                         self.state = State::Skipping;
                         return Err(ParseError::TooManyFrames {
                             line: self.line_no,
@@ -211,15 +248,14 @@ impl ScriptParser {
                     }
                     return Ok(());
                 }
-                frames.truncate(before);
+                open.frames.truncate(before);
                 // A header right after a sample whose blank line is missing starts a new one.
-                if !line[0].is_ascii_whitespace() && parse_header(&line).is_some() {
-                    if let State::Sample { header, frames, .. } =
-                        std::mem::replace(&mut self.state, State::Idle)
-                    {
-                        out.push(self.event(header, frames));
+                if !text[0].is_ascii_whitespace() && parse_header(text, &mut self.tokens).is_some()
+                {
+                    if let State::Sample(open) = std::mem::replace(&mut self.state, State::Idle) {
+                        out.push(self.event(open));
                     }
-                    return self.start_sample(&line);
+                    return self.start_sample(chunk, line);
                 }
                 self.state = State::Skipping;
                 Err(ParseError::BadFrame { line: self.line_no })
@@ -237,99 +273,107 @@ impl ScriptParser {
     /// The input ended: a sample still open never got its blank line, so it is dropped.
     pub fn finish(&mut self) -> Result<(), ParseError> {
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Sample { start_line, .. } => Err(ParseError::Truncated { line: start_line }),
+            State::Sample(open) => Err(ParseError::Truncated {
+                line: open.start_line,
+            }),
             State::Idle | State::Skipping => Ok(()),
         }
     }
 
-    fn start_sample(&mut self, line: &Bytes) -> Result<(), ParseError> {
-        match parse_header(line) {
-            Some((header, rest)) => {
-                let mut frames = Vec::new();
-                // Without a call chain, perf prints the sampled ip on the header line.
-                if let Some(r) = rest {
-                    if !push_frames(&line.slice(r), &mut frames) {
-                        frames.clear();
-                    }
-                }
-                self.state = State::Sample {
-                    header,
-                    frames,
-                    start_line: self.line_no,
-                };
-                Ok(())
-            }
-            None => {
-                self.state = State::Skipping;
-                Err(ParseError::BadHeader { line: self.line_no })
+    fn start_sample(&mut self, chunk: &Bytes, line: Range<usize>) -> Result<(), ParseError> {
+        let text = &chunk[line.clone()];
+        let Some((header, rest)) = parse_header(text, &mut self.tokens) else {
+            self.state = State::Skipping;
+            return Err(ParseError::BadHeader { line: self.line_no });
+        };
+        let (Some(comm), Some(event)) = (
+            TextRange::new(header.comm.start, header.comm.end),
+            match header.event {
+                Some(e) => TextRange::new(e.start, e.end).map(Some),
+                None => Some(None),
+            },
+        ) else {
+            // Not addressable in 32 bits: a line of several GiB.
+            self.state = State::Skipping;
+            return Err(ParseError::Oversized { line: self.line_no });
+        };
+        let mut frames = std::mem::take(&mut self.spare_frames);
+        frames.clear();
+        // Without a call chain, perf prints the sampled ip on the header line.
+        if let Some(r) = rest {
+            if !push_frames(&text[r..], r, &mut frames, &mut self.kinds) {
+                frames.clear();
             }
         }
+        self.state = State::Sample(Open {
+            text: Text::starting_at(chunk, &line),
+            comm,
+            pid: header.pid,
+            tid: header.tid,
+            cpu: header.cpu,
+            time: header.time,
+            period: header.period,
+            event,
+            frames,
+            start_line: self.line_no,
+        });
+        Ok(())
     }
 
-    fn event(&self, header: Header, mut frames: Vec<Frame>) -> Event {
+    fn event(&mut self, open: Open) -> Event {
+        let Open {
+            text,
+            comm,
+            pid,
+            tid,
+            cpu,
+            time,
+            period,
+            event,
+            mut frames,
+            ..
+        } = open;
         // perf prints an inlined function (`sym (inlined)`) before the function it is inlined
         // into, without a module: it lives in that function's module.
-        let mut below: Option<(Option<Bytes>, FrameKind)> = None;
+        let mut below: Option<(Option<TextRange>, FrameKind)> = None;
         for f in frames.iter_mut().rev() {
             if f.inlined && f.module.is_none() {
-                if let Some((m, k)) = &below {
-                    f.module = m.clone();
-                    f.kind = *k;
+                if let Some((m, k)) = below {
+                    f.module = m;
+                    f.kind = k;
                 }
             } else {
-                below = Some((f.module.clone(), f.kind));
+                below = Some((f.module, f.kind));
             }
         }
-        let opt_int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
-        let frames: Vec<Value> = frames.into_iter().map(frame_value).collect();
-        // Keys in sorted order, built in one go (no per-key search or rebalancing).
-        let map = ObjectMap::from([
-            (key("comm"), Value::Bytes(header.comm)),
-            (key("cpu"), opt_int(header.cpu)),
-            (key("event"), header.event.map_or(Value::Null, Value::Bytes)),
-            (key("frames"), Value::Array(frames)),
-            (key("period"), opt_int(header.period)),
-            (key("pid"), opt_int(header.pid)),
-            (key("tid"), Value::Integer(header.tid)),
-            (
-                key("timestamp"),
-                header.time.map_or(Value::Null, Value::from_f64_or_zero),
-            ),
-        ]);
-        LogEvent::from_value(
-            Value::Object(map),
-            EventMetadata::new(self.source_id.clone()),
+        // The next sample's frame list: about as long as this one's.
+        self.spare_frames = Vec::with_capacity(frames.len().max(8));
+        let sample = StackSample {
+            text: text.into_bytes(),
+            comm,
+            pid,
+            tid,
+            cpu,
+            timestamp: time,
+            event,
+            period,
+            frames,
+        };
+        LogEvent::from_typed(
+            sample,
+            EventMetadata::at(self.source_id.clone(), self.read_time),
         )
         .into()
     }
-}
-
-fn key(k: &str) -> KeyString {
-    KeyString::from(k)
-}
-
-fn frame_value(f: Frame) -> Value {
-    // Keys in sorted order, built in one go; the kind is a static string (no copy).
-    Value::Object(ObjectMap::from([
-        (key("addr"), Value::Bytes(f.addr)),
-        (key("inlined"), Value::Boolean(f.inlined)),
-        (
-            key("kind"),
-            Value::Bytes(Bytes::from_static(f.kind.as_str().as_bytes())),
-        ),
-        (key("module"), f.module.map_or(Value::Null, Value::Bytes)),
-        (key("offset"), f.offset.map_or(Value::Null, Value::Integer)),
-        (key("symbol"), f.symbol.map_or(Value::Null, Value::Bytes)),
-    ]))
 }
 
 fn is_space(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-/// Byte ranges of the whitespace-separated tokens of `s`.
-fn tokens(s: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::with_capacity(8);
+/// Byte ranges of the whitespace-separated tokens of `s`, into `out`.
+fn tokens(s: &[u8], out: &mut Vec<(usize, usize)>) {
+    out.clear();
     let mut i = 0;
     while i < s.len() {
         while i < s.len() && is_space(s[i]) {
@@ -343,14 +387,21 @@ fn tokens(s: &[u8]) -> Vec<(usize, usize)> {
             out.push((start, i));
         }
     }
-    out
 }
 
+/// A decimal integer of digits only (`None` past `i64::MAX`).
 fn parse_int(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() {
         return None;
     }
-    std::str::from_utf8(s).ok()?.parse().ok()
+    let mut n: i64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
+    }
+    Some(n)
 }
 
 /// `1234` or `1234/1240`: (pid, tid).
@@ -375,13 +426,18 @@ fn time(s: &[u8]) -> Option<f64> {
     std::str::from_utf8(body).ok()?.parse().ok()
 }
 
-/// Parses a header line: the header and, when the line goes on after the event name (the
-/// sampled ip of a sample without a call chain), the byte range of the rest.
-pub fn parse_header(line: &Bytes) -> Option<(Header, Option<std::ops::Range<usize>>)> {
+/// Parses a header line (`toks` is scratch space): the header and, when the line goes on
+/// after the event name (the sampled ip of a sample without a call chain), where the rest
+/// starts.
+pub fn parse_header(
+    line: &[u8],
+    toks: &mut Vec<(usize, usize)>,
+) -> Option<(Header, Option<usize>)> {
     if line.first().is_none_or(|b| b.is_ascii_whitespace()) {
         return None;
     }
-    let toks = tokens(line);
+    tokens(line, toks);
+    let toks = &toks[..];
     // The pid/tid is the first all-digit word after the comm that is followed by more; a comm
     // may contain spaces and digits (`Thread 2 1234/1240 [000] ...`), so a candidate directly
     // followed by another pid-shaped word and then a cpu or a time is part of the comm.
@@ -410,7 +466,7 @@ pub fn parse_header(line: &Bytes) -> Option<(Header, Option<std::ops::Range<usiz
         return None;
     }
     let mut header = Header {
-        comm: line.slice(..comm_end),
+        comm: 0..comm_end,
         pid,
         tid,
         cpu: None,
@@ -435,9 +491,9 @@ pub fn parse_header(line: &Bytes) -> Option<(Header, Option<std::ops::Range<usiz
     let mut rest = None;
     while let Some(t) = tok(j) {
         if t.len() > 1 && t.ends_with(b":") {
-            header.event = Some(line.slice(toks[j].0..toks[j].1 - 1));
+            header.event = Some(toks[j].0..toks[j].1 - 1);
             if let Some(r) = toks.get(j + 1) {
-                rest = Some(r.0..line.len());
+                rest = Some(r.0);
             }
             break;
         }
@@ -468,9 +524,64 @@ fn module_open(s: &[u8]) -> Option<usize> {
     None
 }
 
+/// Whether `s` is a lowercase hex number (the `+0x..` offset), and its value (`None` past
+/// `i64::MAX`).
+fn parse_hex(s: &[u8]) -> Option<Option<i64>> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut n: Option<i64> = Some(0);
+    for &b in s {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        n = n.and_then(|n| n.checked_mul(16)?.checked_add(i64::from(d)));
+    }
+    Some(n)
+}
+
+/// Where the last `+0x` of `symbol` starts.
+fn rfind_offset(symbol: &[u8]) -> Option<usize> {
+    memchr::memrchr_iter(b'+', symbol).find(|&p| symbol[p + 1..].starts_with(b"0x"))
+}
+
+/// The kind of the module seen last: frames of one module come in runs, and comparing the
+/// name is cheaper than classifying it again.
+#[derive(Debug, Default)]
+pub struct KindCache {
+    module: Vec<u8>,
+    kind: Option<FrameKind>,
+}
+
+impl KindCache {
+    fn kind(&mut self, module: Option<&[u8]>) -> FrameKind {
+        let Some(m) = module else {
+            return FrameKind::User;
+        };
+        if let Some(k) = self.kind {
+            if self.module == m {
+                return k;
+            }
+        }
+        let k = FrameKind::of_module(Some(m));
+        self.module.clear();
+        self.module.extend_from_slice(m);
+        self.kind = Some(k);
+        k
+    }
+}
+
 /// Parses a frame line into one frame (or several, for a JIT inline chain) appended to
-/// `frames`. Returns false when the line is not a frame line.
-pub fn push_frames(line: &Bytes, frames: &mut Vec<Frame>) -> bool {
+/// `frames`, its ranges counted from `at` (where the line starts in the sample's text).
+/// Returns false when the line is not a frame line.
+pub fn push_frames(
+    line: &[u8],
+    at: usize,
+    frames: &mut Vec<StackFrame>,
+    kinds: &mut KindCache,
+) -> bool {
     let start = line
         .iter()
         .position(|b| !is_space(*b))
@@ -491,7 +602,6 @@ pub fn push_frames(line: &Bytes, frames: &mut Vec<Frame>) -> bool {
     {
         return false;
     }
-    let addr = line.slice(start..start + addr_len);
     let rest_start = s[addr_len..]
         .iter()
         .position(|b| !is_space(*b))
@@ -515,43 +625,59 @@ pub fn push_frames(line: &Bytes, frames: &mut Vec<Frame>) -> bool {
         .map_or(0, |p| p + 1);
     let mut symbol = &rest[..sym_end];
     let mut offset = None;
-    if let Some(p) = memchr::memmem::rfind(symbol, b"+0x") {
-        let hex = &symbol[p + 3..];
-        if !hex.is_empty() && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            offset = std::str::from_utf8(hex)
-                .ok()
-                .and_then(|h| i64::from_str_radix(h, 16).ok());
+    if let Some(p) = rfind_offset(symbol) {
+        if let Some(o) = parse_hex(&symbol[p + 3..]) {
+            offset = o;
             symbol = &symbol[..p];
         }
     }
-    let sub = |part: &[u8]| -> Bytes {
-        let off = part.as_ptr() as usize - s.as_ptr() as usize;
-        line.slice(start + off..start + off + part.len())
+    // The range of `part` (a subslice of the line) in the sample's text; `None` past 4 GiB.
+    let range = |part: &[u8]| -> Option<TextRange> {
+        let off = at + (part.as_ptr() as usize - line.as_ptr() as usize);
+        TextRange::new(off, off + part.len())
     };
-    let module = if inlined || module == b"[unknown]" {
-        None
-    } else {
-        Some(sub(module))
+    let Some(addr) = range(&s[..addr_len]) else {
+        return false;
     };
-    let kind = FrameKind::of_module(module.as_deref());
-    let named = |part: &[u8]| -> Option<Bytes> {
-        (!part.is_empty() && part != b"[unknown]").then(|| sub(part))
+    let module_bytes = (!inlined && module != b"[unknown]").then_some(module);
+    let kind = kinds.kind(module_bytes);
+    let module = match module_bytes {
+        Some(m) => match range(m) {
+            Some(r) => Some(r),
+            None => return false,
+        },
+        None => None,
+    };
+    let named = |part: &[u8]| -> Option<TextRange> {
+        (!part.is_empty() && part != b"[unknown]")
+            .then(|| range(part))
+            .flatten()
     };
     if kind == FrameKind::Jit && memchr::memmem::find(symbol, b"->").is_some() {
         // perf-map-agent's `outer->inlined->innermost`: innermost is nearest the leaf.
-        let parts: Vec<&[u8]> = split_arrow(symbol);
-        for (n, part) in parts.iter().enumerate().rev() {
-            frames.push(Frame {
-                addr: addr.clone(),
+        let first = frames.len();
+        let mut from = 0;
+        let mut n = 0;
+        loop {
+            let next = memchr::memmem::find(&symbol[from..], b"->");
+            let part = &symbol[from..next.map_or(symbol.len(), |p| from + p)];
+            frames.push(StackFrame {
+                addr,
                 symbol: named(part),
                 offset: if n == 0 { offset } else { None },
-                module: module.clone(),
+                module,
                 kind,
                 inlined: n > 0,
             });
+            n += 1;
+            match next {
+                Some(p) => from += p + 2,
+                None => break,
+            }
         }
+        frames[first..].reverse();
     } else {
-        frames.push(Frame {
+        frames.push(StackFrame {
             addr,
             symbol: named(symbol),
             offset,
@@ -563,23 +689,71 @@ pub fn push_frames(line: &Bytes, frames: &mut Vec<Frame>) -> bool {
     true
 }
 
-fn split_arrow(s: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(p) = memchr::memmem::find(&s[from..], b"->") {
-        out.push(&s[from..from + p]);
-        from += p + 2;
-    }
-    out.push(&s[from..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_pipeline::event::Value;
 
     fn b(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
+    }
+
+    /// A header with its strings resolved.
+    #[derive(Debug)]
+    struct Header {
+        comm: Bytes,
+        pid: Option<i64>,
+        tid: i64,
+        cpu: Option<i64>,
+        time: Option<f64>,
+        period: Option<i64>,
+        event: Option<Bytes>,
+    }
+
+    fn parse_header(line: &Bytes) -> Option<(Header, Option<usize>)> {
+        let (h, rest) = super::parse_header(line, &mut Vec::new())?;
+        let header = Header {
+            comm: line.slice(h.comm),
+            pid: h.pid,
+            tid: h.tid,
+            cpu: h.cpu,
+            time: h.time,
+            period: h.period,
+            event: h.event.map(|r| line.slice(r)),
+        };
+        Some((header, rest))
+    }
+
+    /// A frame with its strings resolved.
+    #[derive(Debug, Clone)]
+    struct Frame {
+        addr: Bytes,
+        symbol: Option<Bytes>,
+        offset: Option<i64>,
+        module: Option<Bytes>,
+        kind: FrameKind,
+        inlined: bool,
+    }
+
+    fn push_frames(line: &Bytes, out: &mut Vec<Frame>) -> bool {
+        let mut frames = Vec::new();
+        if !super::push_frames(line, 0, &mut frames, &mut KindCache::default()) {
+            return false;
+        }
+        let r = |t: TextRange| line.slice(t.start as usize..t.end as usize);
+        out.extend(frames.into_iter().map(|f| Frame {
+            addr: r(f.addr),
+            symbol: f.symbol.map(r),
+            offset: f.offset,
+            module: f.module.map(r),
+            kind: f.kind,
+            inlined: f.inlined,
+        }));
+        true
+    }
+
+    fn push(p: &mut ScriptParser, line: Bytes, out: &mut Vec<Event>) -> Result<(), ParseError> {
+        p.push_line(&line, 0..line.len(), out)
     }
 
     fn frame(line: &'static str) -> Vec<Frame> {
@@ -685,7 +859,7 @@ mod tests {
         let mut out = Vec::new();
         let mut errs = Vec::new();
         for l in text.lines() {
-            if let Err(e) = p.push_line(Bytes::copy_from_slice(l.as_bytes()), &mut out) {
+            if let Err(e) = push(&mut p, Bytes::copy_from_slice(l.as_bytes()), &mut out) {
                 errs.push(e);
             }
         }
@@ -747,14 +921,76 @@ mod tests {
         );
         let mut p = ScriptParser::new(None, 2);
         let mut out = Vec::new();
-        p.push_line(b("x 1 cycles:"), &mut out).unwrap();
-        p.push_line(b(" 1 a (m)"), &mut out).unwrap();
-        p.push_line(b(" 1 b (m)"), &mut out).unwrap();
+        push(&mut p, b("x 1 cycles:"), &mut out).unwrap();
+        push(&mut p, b(" 1 a (m)"), &mut out).unwrap();
+        push(&mut p, b(" 1 b (m)"), &mut out).unwrap();
         assert!(matches!(
-            p.push_line(b(" 1 c (m)"), &mut out),
+            push(&mut p, b(" 1 c (m)"), &mut out),
             Err(ParseError::TooManyFrames { .. })
         ));
-        p.push_line(b(""), &mut out).unwrap();
+        push(&mut p, b(""), &mut out).unwrap();
         assert!(out.is_empty());
+    }
+
+    /// Feeds `text` cut into chunks of `size` bytes the way the source does: every line of a
+    /// chunk is a range of it.
+    fn parse_chunked(text: &[u8], size: usize) -> Vec<Event> {
+        let mut p = ScriptParser::new(None, 64);
+        let mut out = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        for piece in text.chunks(size) {
+            pending.extend_from_slice(piece);
+            let Some(last) = pending.iter().rposition(|&b| b == b'\n') else {
+                continue;
+            };
+            let chunk = Bytes::copy_from_slice(&pending[..=last]);
+            pending.drain(..=last);
+            let mut from = 0;
+            for nl in memchr::memchr_iter(b'\n', &chunk) {
+                p.push_line(&chunk, from..nl, &mut out).unwrap();
+                from = nl + 1;
+            }
+        }
+        p.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_sample_across_two_reads_is_the_same_as_in_one() {
+        let text = b"java 1/2 [003] 9.5: 7 cycles:\n\t7f10 LA;::a->LB;::b (/tmp/perf-1.map)\n\tffff native_safe_halt+0xb ([kernel.kallsyms])\n\t10 leaf (inlined)\n\t11 main+0x1f (/bin/app (deleted))\n\t0 [unknown] ([unknown])\n\nsh 5 cycles:\n\t12 f (/bin/sh)\n\n";
+        let whole = parse_chunked(text, text.len());
+        assert_eq!(whole.len(), 2);
+        let tree = |e: &Event| e.as_log().map(|l| l.value().clone());
+        let sample = |e: &Event| e.as_log().and_then(|l| l.typed::<StackSample>()).cloned();
+        // Within one read, the event's text is the read buffer's bytes, not a copy.
+        let Some(first) = sample(&whole[0]) else {
+            panic!("not a typed sample")
+        };
+        assert_eq!(&first.text[..], &text[..first.text.len()]);
+        for size in [1, 7, 40, 64, 100] {
+            let cut = parse_chunked(text, size);
+            assert_eq!(cut.len(), 2, "chunks of {size}");
+            for (a, b) in whole.iter().zip(&cut) {
+                assert_eq!(tree(a), tree(b), "chunks of {size}");
+            }
+        }
+        // Line by line (each line its own buffer), as `weir flamegraph` feeds it.
+        let (lines, errs) = parse_all(std::str::from_utf8(text).unwrap());
+        assert!(errs.is_empty());
+        for (a, b) in whole.iter().zip(&lines) {
+            assert_eq!(tree(a), tree(b));
+        }
+        let Some(Value::Array(frames)) = whole[0].as_log().and_then(|l| l.get_field("frames"))
+        else {
+            panic!("frames")
+        };
+        let names: Vec<Value> = frames
+            .iter()
+            .filter_map(|f| f.as_object().map(|m| m["symbol"].clone()))
+            .collect();
+        let expected = ["LB;::b", "LA;::a", "native_safe_halt", "leaf", "main"];
+        let mut expected: Vec<Value> = expected.into_iter().map(Value::from).collect();
+        expected.push(Value::Null);
+        assert_eq!(names, expected);
     }
 }
