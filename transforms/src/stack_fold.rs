@@ -39,7 +39,6 @@
 //! `not_a_sample` errors and dropped.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,51 +204,11 @@ impl EventFilter {
     }
 }
 
-/// A fast hash for the folded stacks (a few hundred bytes each, hashed once per sample):
-/// FxHash's multiply-rotate over 8-byte words. SipHash, the default, costs several times as
-/// much, and the keys are not chosen by an attacker who could aim collisions at the table (a
-/// collision only costs time, and the table is bounded by `max_stacks`).
-#[derive(Debug, Default, Clone, Copy)]
-struct StackHasher(u64);
-
-const SEED: u64 = 0xf135_7aea_2e62_a9c5;
-
-impl StackHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0 ^ word).wrapping_mul(SEED).rotate_left(23);
-    }
-}
-
-impl Hasher for StackHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(w);
-            self.add(u64::from_le_bytes(a));
-        }
-        let tail = words.remainder();
-        let mut a = [0u8; 8];
-        a[..tail.len()].copy_from_slice(tail);
-        self.add(u64::from_le_bytes(a) ^ ((tail.len() as u64) << 59));
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        // The multiply leaves the best-mixed bits high; the table indexes with the low ones.
-        (self.0 ^ (self.0 >> 29)).wrapping_mul(SEED) ^ (self.0 >> 32)
-    }
-}
-
-type StackMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<StackHasher>>;
+/// The folded stacks (a few hundred bytes each, hashed once per sample) are hashed with
+/// FxHash (`rustc-hash`): SipHash, the default, costs several times as much, and the keys are
+/// not chosen by an attacker who could aim collisions at the table (a collision only costs
+/// time, and the table is bounded by `max_stacks`).
+type StackMap<V> = HashMap<Box<[u8]>, V, rustc_hash::FxBuildHasher>;
 
 /// One group's stacks.
 #[derive(Debug, Default)]
