@@ -407,6 +407,9 @@ pub fn parse_response(
     sent: usize,
     create_conflict_ok: bool,
 ) -> Result<Vec<ItemOutcome>, ResponseError> {
+    if all_succeeded(body) == Some(sent) {
+        return Ok(vec![ItemOutcome::Ok; sent]);
+    }
     let r: BulkResponse = serde_json::from_slice(body).map_err(|e| ResponseError::NotJson {
         error: e.to_string(),
         snippet: crate::http::snippet(body, 200),
@@ -447,6 +450,31 @@ pub fn parse_response(
             }
         })
         .collect())
+}
+
+/// The number of items of a response that says, in the exact compact form Elasticsearch and
+/// OpenSearch give to [`FILTER_PATH`], that every document went in:
+/// `{"errors":false,"items":[{"index":{"status":201}},{"create":{"status":200}},…]}`. Such
+/// an answer (the usual one) is read by comparing bytes instead of parsing each item; any
+/// other answer gives `None` and goes through the parser.
+fn all_succeeded(body: &[u8]) -> Option<usize> {
+    let mut rest = body.strip_prefix(br#"{"errors":false,"items":["#)?;
+    let mut n = 0;
+    loop {
+        let item = rest
+            .strip_prefix(br#"{"index":{"status":20"#)
+            .or_else(|| rest.strip_prefix(br#"{"create":{"status":20"#))?;
+        let item = match item {
+            [b'0' | b'1', b'}', b'}', tail @ ..] => tail,
+            _ => return None,
+        };
+        n += 1;
+        match item {
+            [b',', tail @ ..] => rest = tail,
+            b"]}" => return Some(n),
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -515,6 +543,40 @@ mod tests {
             ItemOutcome::Retry("unavailable_shards_exception: primary shard is not active".into())
         );
         assert!(parse_response(br#"{"errors":true,"items":[{}]}"#, 1, false).is_err());
+    }
+
+    #[test]
+    fn an_all_successful_response_is_read_without_parsing_items() {
+        let ok = br#"{"errors":false,"items":[{"index":{"status":201}},{"create":{"status":200}},{"index":{"status":201}}]}"#;
+        assert_eq!(all_succeeded(ok), Some(3));
+        assert_eq!(
+            parse_response(ok, 3, false).unwrap(),
+            vec![ItemOutcome::Ok; 3]
+        );
+        // The item count is still checked.
+        assert!(matches!(
+            parse_response(ok, 4, false),
+            Err(ResponseError::ItemCount { got: 3, sent: 4 })
+        ));
+        // Anything else goes through the parser: another status, other fields, spaces.
+        let other = [
+            &br#"{"errors":false,"items":[{"index":{"status":201}},{"index":{"status":409}}]}"#[..],
+            br#"{"errors":false,"items":[{"index":{"status":202}}]}"#,
+            br#"{"errors":false,"items":[{"index":{"status":201,"_id":"1"}}]}"#,
+            br#"{"errors": false, "items": [{"index": {"status": 201}}]}"#,
+            br#"{"errors":false,"items":[{"index":{"status":201}}]"#,
+            br#"{"errors":false,"items":[]}"#,
+        ];
+        for body in other {
+            assert_eq!(
+                all_succeeded(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let o = parse_response(other[0], 2, false).unwrap();
+        assert!(matches!(&o[1], ItemOutcome::Rejected(r) if r.status == 409));
     }
 
     #[test]
