@@ -182,8 +182,17 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Writes one successful item of the response.
-fn write_item(out: &mut Vec<u8>, f: &Filter, action: &str, index: &str, id: &str, seq: u64) {
+/// Writes one successful item of the response. `id`: the action's `_id`, else the double
+/// makes one up from `seq` (only when the answer shows it: with the sink's `filter_path`
+/// nothing is formatted per document).
+fn write_item(
+    out: &mut Vec<u8>,
+    f: &Filter,
+    action: &str,
+    index: &str,
+    id: Option<&str>,
+    seq: u64,
+) {
     let mut first = true;
     let mut field = |out: &mut Vec<u8>, name: &str, write: &dyn Fn(&mut Vec<u8>)| {
         if f.keeps(&["items", action, name]) {
@@ -201,7 +210,13 @@ fn write_item(out: &mut Vec<u8>, f: &Filter, action: &str, index: &str, id: &str
     out.extend_from_slice(action.as_bytes());
     out.extend_from_slice(b"\":{");
     field(out, "_index", &|o| json_str(o, index));
-    field(out, "_id", &|o| json_str(o, id));
+    field(out, "_id", &|o| match id {
+        Some(id) => json_str(o, id),
+        None => {
+            use std::io::Write as _;
+            let _ = write!(o, "\"w{seq:019}\"");
+        }
+    });
     field(out, "_version", &|o| o.push(b'1'));
     field(out, "result", &|o| o.extend_from_slice(b"\"created\""));
     field(out, "_shards", &|o| {
@@ -317,15 +332,14 @@ fn answer(
             if !items.is_empty() {
                 items.push(b',');
             }
-            let auto;
-            let id = match &meta._id {
-                Some(id) => id.as_ref(),
-                None => {
-                    auto = format!("w{seq:019}");
-                    &auto
-                }
-            };
-            write_item(&mut items, &filter, name, &meta._index, id, seq);
+            write_item(
+                &mut items,
+                &filter,
+                name,
+                &meta._index,
+                meta._id.as_deref(),
+                seq,
+            );
         }
     }
     // Elasticsearch 8's order: errors, took, items.
@@ -707,6 +721,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["errors"], false);
         assert_eq!(v["items"][0]["index"]["_id"], "7");
+        assert_eq!(v["items"][1]["create"]["_id"], "w0000000000000000001");
         assert_eq!(v["items"][0]["index"]["status"], 201);
         assert_eq!(v["items"][1]["create"]["_index"], "b");
         assert_eq!(v["items"].as_array().unwrap().len(), 2);

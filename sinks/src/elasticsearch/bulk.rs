@@ -7,8 +7,7 @@
 //! one item per action, in request order.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 use weir_pipeline::event::Value;
 
 /// The bulk action of each document.
@@ -53,64 +52,74 @@ pub fn write_action(
     out.extend_from_slice(b"}}\n");
 }
 
-/// Writes `value` as a JSON document: what `Value`'s own `Serialize` writes, except that
-/// timestamps are formatted on the stack instead of into a new `String` each, and that
-/// `timestamp`, when given, is written first as `"@timestamp"` (data streams need one).
+/// Writes `value` as a JSON document: the bytes `Value`'s own `Serialize` writes through
+/// `serde_json`, but written straight into `out`: strings are escaped by [`write_json_str`]
+/// and timestamps formatted on the stack instead of into a new `String` each. When
+/// `timestamp` is given it is written first as `"@timestamp"` (data streams need one; the
+/// caller checked the root has none).
 pub fn write_document(
     out: &mut Vec<u8>,
     value: &Value,
     timestamp: Option<DateTime<Utc>>,
 ) -> Result<(), serde_json::Error> {
-    match timestamp {
-        None => serde_json::to_writer(out, &Doc(value)),
-        Some(ts) => serde_json::to_writer(out, &WithTimestamp(value, ts)),
+    match (value, timestamp) {
+        (Value::Object(m), Some(ts)) => {
+            out.extend_from_slice(b"{\"@timestamp\":");
+            write_timestamp(out, &ts);
+            for (k, v) in m {
+                out.push(b',');
+                write_json_str(out, k.as_str());
+                out.push(b':');
+                write_value(out, v)?;
+            }
+            out.push(b'}');
+            Ok(())
+        }
+        (v, _) => write_value(out, v),
     }
 }
 
-struct Doc<'a>(&'a Value);
-
-impl Serialize for Doc<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Timestamp(t) => s.serialize_str(rfc3339(t, &mut [0; RFC3339_MAX])),
-            Value::Object(m) => {
-                let mut map = s.serialize_map(Some(m.len()))?;
-                for (k, v) in m {
-                    map.serialize_entry(k.as_str(), &Doc(v))?;
+/// One value, as `serde_json::to_writer(out, value)` writes it.
+fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), serde_json::Error> {
+    match value {
+        Value::Object(m) => {
+            out.push(b'{');
+            for (i, (k, v)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
                 }
-                map.end()
+                write_json_str(out, k.as_str());
+                out.push(b':');
+                write_value(out, v)?;
             }
-            Value::Array(a) => {
-                let mut seq = s.serialize_seq(Some(a.len()))?;
-                for v in a {
-                    seq.serialize_element(&Doc(v))?;
-                }
-                seq.end()
-            }
-            other => other.serialize(s),
+            out.push(b'}');
         }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, v)?;
+            }
+            out.push(b']');
+        }
+        Value::Timestamp(t) => write_timestamp(out, t),
+        Value::Bytes(_) | Value::String(_) => match value.to_str_lossy() {
+            Some(s) => write_json_str(out, &s),
+            None => serde_json::to_writer(&mut *out, value)?,
+        },
+        // Numbers, booleans, null and regexes: as `serde_json` writes them.
+        other => serde_json::to_writer(&mut *out, other)?,
     }
+    Ok(())
 }
 
-/// The root object with a leading `@timestamp` (the caller checked it has none).
-struct WithTimestamp<'a>(&'a Value, DateTime<Utc>);
-
-impl Serialize for WithTimestamp<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0; RFC3339_MAX];
-        let ts = rfc3339(&self.1, &mut buf);
-        match self.0 {
-            Value::Object(m) => {
-                let mut map = s.serialize_map(Some(m.len() + 1))?;
-                map.serialize_entry("@timestamp", ts)?;
-                for (k, v) in m {
-                    map.serialize_entry(k.as_str(), &Doc(v))?;
-                }
-                map.end()
-            }
-            other => Doc(other).serialize(s),
-        }
-    }
+fn write_timestamp(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    out.push(b'"');
+    // RFC 3339 text has nothing to escape.
+    out.extend_from_slice(rfc3339(t, &mut [0; RFC3339_MAX]).as_bytes());
+    out.push(b'"');
 }
 
 /// The longest RFC 3339 text [`rfc3339`] writes (a 4-digit year and nanoseconds).
@@ -167,9 +176,74 @@ fn rfc3339<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; RFC3339_MAX]) -> &'b str {
     std::str::from_utf8(&buf[..n + 1]).unwrap_or_default()
 }
 
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // serde_json escapes exactly as JSON requires; writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+/// How `serde_json` escapes each byte of a string: 0 not at all, `u` as `\u00XX`, else as
+/// a backslash and this byte. Bytes of multi-byte UTF-8 characters are never escaped.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes `s` as a JSON string, byte for byte what `serde_json` writes. `serde_json` copies
+/// each run between two escapes with its own `memcpy` call, which on a document whose
+/// `message` is itself a line of JSON (a quote every few bytes) costs more than the bytes;
+/// here the exact length is counted first and every byte is then stored into place.
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut extra = 0usize;
+    for &b in bytes {
+        extra += match ESCAPE[b as usize] {
+            0 => 0,
+            b'u' => 5,
+            _ => 1,
+        };
+    }
+    let start = out.len();
+    out.resize(start + bytes.len() + extra + 2, 0);
+    let dst = &mut out[start..];
+    let last = dst.len() - 1;
+    dst[0] = b'"';
+    if extra == 0 {
+        dst[1..last].copy_from_slice(bytes);
+    } else {
+        let mut j = 1;
+        for &b in bytes {
+            let e = ESCAPE[b as usize];
+            if e == b'u' {
+                dst[j..j + 6].copy_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]);
+                j += 6;
+            } else {
+                // Without a branch on the (frequent, unpredictable) escapes: the second
+                // store lands on the next byte's slot (or the closing quote's), which a
+                // later store overwrites when there is no escape.
+                let esc = e != 0;
+                dst[j] = if esc { b'\\' } else { b };
+                dst[j + 1] = e;
+                j += 1 + usize::from(esc);
+            }
+        }
+    }
+    dst[last] = b'"';
 }
 
 /// The `filter_path` the sink asks for: the server leaves out of its answer everything but
@@ -333,6 +407,9 @@ pub fn parse_response(
     sent: usize,
     create_conflict_ok: bool,
 ) -> Result<Vec<ItemOutcome>, ResponseError> {
+    if all_succeeded(body) == Some(sent) {
+        return Ok(vec![ItemOutcome::Ok; sent]);
+    }
     let r: BulkResponse = serde_json::from_slice(body).map_err(|e| ResponseError::NotJson {
         error: e.to_string(),
         snippet: crate::http::snippet(body, 200),
@@ -373,6 +450,31 @@ pub fn parse_response(
             }
         })
         .collect())
+}
+
+/// The number of items of a response that says, in the exact compact form Elasticsearch and
+/// OpenSearch give to [`FILTER_PATH`], that every document went in:
+/// `{"errors":false,"items":[{"index":{"status":201}},{"create":{"status":200}},…]}`. Such
+/// an answer (the usual one) is read by comparing bytes instead of parsing each item; any
+/// other answer gives `None` and goes through the parser.
+fn all_succeeded(body: &[u8]) -> Option<usize> {
+    let mut rest = body.strip_prefix(br#"{"errors":false,"items":["#)?;
+    let mut n = 0;
+    loop {
+        let item = rest
+            .strip_prefix(br#"{"index":{"status":20"#)
+            .or_else(|| rest.strip_prefix(br#"{"create":{"status":20"#))?;
+        let item = match item {
+            [b'0' | b'1', b'}', b'}', tail @ ..] => tail,
+            _ => return None,
+        };
+        n += 1;
+        match item {
+            [b',', tail @ ..] => rest = tail,
+            b"]}" => return Some(n),
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -444,6 +546,40 @@ mod tests {
     }
 
     #[test]
+    fn an_all_successful_response_is_read_without_parsing_items() {
+        let ok = br#"{"errors":false,"items":[{"index":{"status":201}},{"create":{"status":200}},{"index":{"status":201}}]}"#;
+        assert_eq!(all_succeeded(ok), Some(3));
+        assert_eq!(
+            parse_response(ok, 3, false).unwrap(),
+            vec![ItemOutcome::Ok; 3]
+        );
+        // The item count is still checked.
+        assert!(matches!(
+            parse_response(ok, 4, false),
+            Err(ResponseError::ItemCount { got: 3, sent: 4 })
+        ));
+        // Anything else goes through the parser: another status, other fields, spaces.
+        let other = [
+            &br#"{"errors":false,"items":[{"index":{"status":201}},{"index":{"status":409}}]}"#[..],
+            br#"{"errors":false,"items":[{"index":{"status":202}}]}"#,
+            br#"{"errors":false,"items":[{"index":{"status":201,"_id":"1"}}]}"#,
+            br#"{"errors": false, "items": [{"index": {"status": 201}}]}"#,
+            br#"{"errors":false,"items":[{"index":{"status":201}}]"#,
+            br#"{"errors":false,"items":[]}"#,
+        ];
+        for body in other {
+            assert_eq!(
+                all_succeeded(body),
+                None,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let o = parse_response(other[0], 2, false).unwrap();
+        assert!(matches!(&o[1], ItemOutcome::Rejected(r) if r.status == 409));
+    }
+
+    #[test]
     fn documents_are_written_as_value_serialises_them() {
         use chrono::TimeZone;
         let mut obj = std::collections::BTreeMap::new();
@@ -455,6 +591,25 @@ mod tests {
         obj.insert("e".into(), ts(-62_000_000_000, 5));
         obj.insert("f".into(), ts(253_402_300_800, 0));
         obj.insert("s".into(), Value::from("q\"uote\n"));
+        // Every ASCII byte (the control characters, the quote, the backslash, DEL), some
+        // UTF-8, a line of JSON, and bytes that are not UTF-8.
+        let ascii: String = (0u8..128).map(char::from).collect();
+        obj.insert("ascii".into(), Value::from(ascii.as_str()));
+        obj.insert("k\u{1}e\"y\\".into(), Value::from("é ∑ 🦀\u{7f}"));
+        obj.insert(
+            "json".into(),
+            Value::from(r#"{"a":"b\"c","n":1.5,"p":"C:\\x"}"#),
+        );
+        obj.insert(
+            "lossy".into(),
+            Value::Bytes(bytes::Bytes::from_static(b"a\xff\xfeb\"")),
+        );
+        obj.insert("empty".into(), Value::from(""));
+        obj.insert("n".into(), Value::Integer(-42));
+        obj.insert("x".into(), Value::from(serde_json::json!(0.1)));
+        obj.insert("t".into(), Value::Boolean(true));
+        obj.insert("o".into(), Value::Object(Default::default()));
+        obj.insert("arr".into(), Value::Array(vec![]));
         obj.insert(
             "nested".into(),
             Value::Array(vec![ts(0, 1_000), Value::Integer(3), Value::Null]),
@@ -466,6 +621,15 @@ mod tests {
             String::from_utf8(ours).unwrap(),
             serde_json::to_string(&v).unwrap()
         );
+        // Every single byte and every pair of ASCII bytes, escaped as serde_json does.
+        for a in 0u8..128 {
+            for b in 0u8..128 {
+                let s: String = [char::from(a), char::from(b)].iter().collect();
+                let mut out = Vec::new();
+                write_json_str(&mut out, &s);
+                assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+            }
+        }
         let mut with = Vec::new();
         let t = Utc.timestamp_opt(1_764_000_000, 5_000_000).unwrap();
         write_document(&mut with, &v, Some(t)).unwrap();

@@ -620,6 +620,8 @@ impl Sink for EsSink {
             batch_timeout,
             metrics,
         } = *self;
+        // Whether dead letters go anywhere is fixed when the graph is built.
+        let keep_events = sender.outputs.is_connected(DEAD_LETTER_OUTPUT);
         let mut idle = Some(sender);
         let mut sending: Option<Sending> = None;
         let mut building = Batch::default();
@@ -649,10 +651,11 @@ impl Sink for EsSink {
                         for event in batch {
                             let start = building.body.len();
                             match encoder.encode(&event, &mut building.body, &mut scratch) {
-                                Ok(()) => building.items.push(Item {
+                                Ok(()) => building.items.push(Item::new(
                                     event,
-                                    range: start..building.body.len(),
-                                }),
+                                    start..building.body.len(),
+                                    keep_events,
+                                )),
                                 Err(e) => {
                                     metrics.error("encode", 1, &e);
                                     event.metadata().update_status(EventStatus::Rejected);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_pipeline::component::SinkOutputs;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, ObjectMap, Value};
-use weir_pipeline::finalization::EventStatus;
+use weir_pipeline::finalization::{BatchNotifier, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
 
@@ -26,11 +26,35 @@ pub(super) enum Auth {
     ApiKey(String),
 }
 
-/// One document of a batch: its event (finalized when its fate is known) and its two lines
-/// in the body.
+/// One document of a batch: its two lines in the body, which is all a retry sends, and what
+/// is needed to finalize it when its fate is known.
+///
+/// The event itself is kept only when the `dead_letter` output is read (a dead letter
+/// carries its fields); otherwise it is dropped as soon as it is encoded, while it is still
+/// in the cache, and only its acknowledgement handle stays.
 pub(super) struct Item {
-    pub event: Event,
+    pub notifier: Option<Arc<BatchNotifier>>,
+    pub event: Option<Event>,
     pub range: Range<usize>,
+}
+
+impl Item {
+    /// The item of an event just encoded at `range` of the body.
+    pub fn new(mut event: Event, range: Range<usize>, keep_event: bool) -> Item {
+        let notifier = event.metadata_mut().notifier.take();
+        Item {
+            notifier,
+            event: keep_event.then_some(event),
+            range,
+        }
+    }
+
+    /// Records the document's outcome in its batch's notifier, if any.
+    fn update_status(&self, status: EventStatus) {
+        if let Some(n) = &self.notifier {
+            n.update(status);
+        }
+    }
 }
 
 /// Documents encoded into one NDJSON body.
@@ -196,8 +220,10 @@ impl Sender {
             Some(i) => (&lines[..i], &lines[i + 1..]),
             None => (lines, &b"null"[..]),
         };
-        if self.outputs.is_connected(DEAD_LETTER_OUTPUT) {
-            out.push(dead_letter_event(&item.event, refusal, action, &self.id));
+        if let Some(event) = &item.event {
+            if self.outputs.is_connected(DEAD_LETTER_OUTPUT) {
+                out.push(dead_letter_event(event, refusal, action, &self.id));
+            }
         }
         let Some(f) = &mut self.dead_letter else {
             return;
@@ -293,7 +319,7 @@ impl Sender {
                                     ),
                                 );
                                 self.dead_letter(&refusal, &reason, &item, &body, &mut dead);
-                                item.event.metadata().update_status(EventStatus::Rejected);
+                                item.update_status(EventStatus::Rejected);
                             }
                         }
                     }
@@ -346,7 +372,7 @@ impl Sender {
                     );
                     for it in items.drain(..) {
                         self.dead_letter(&refusal, &msg, &it, &body, &mut dead);
-                        it.event.metadata().update_status(EventStatus::Rejected);
+                        it.update_status(EventStatus::Rejected);
                     }
                     Next::Done
                 }
@@ -386,7 +412,7 @@ impl Sender {
             reason: format!("gave up after {attempts} attempts: {reason}"),
         };
         self.dead_letter(&refusal, reason, item, body, dead);
-        item.event.metadata().update_status(EventStatus::Errored);
+        item.update_status(EventStatus::Errored);
     }
 }
 
