@@ -63,6 +63,8 @@ const MAX_IDLE: Duration = Duration::from_millis(250);
 const PREEMPT_AFTER: Duration = Duration::from_secs(2);
 /// Files in another file's directory examined at start to find it after a rotation.
 const MAX_RECOVERY_CANDIDATES: usize = 256;
+/// How long a file that could not be removed (`remove_after_secs`) waits before the next try.
+const REMOVE_RETRY: Duration = Duration::from_secs(30);
 
 /// What the tailer needs to know (built from the source's options).
 #[derive(Debug, Clone)]
@@ -228,6 +230,8 @@ struct Watched<S> {
     /// new content starts at 0 anyway.
     truncated_from: Option<Fingerprint>,
     warned_copy: bool,
+    /// `remove_after_secs`: removing it failed; not tried again before this.
+    remove_retry_at: Option<Instant>,
 }
 
 impl<S> Watched<S> {
@@ -931,18 +935,28 @@ impl<H: LineHandler> Tailer<H> {
                     let done = lock(&self.cx.checkpoints)
                         .get(&fp)
                         .is_some_and(|e| e.offset >= reader.read_offset);
-                    if idle >= after && done && reader.buf.is_empty() {
+                    let retry_due = w.remove_retry_at.is_none_or(|t| now >= t);
+                    if idle >= after && done && reader.buf.is_empty() && retry_due {
                         match std::fs::remove_file(&w.info.path) {
                             Ok(()) => {
                                 tracing::info!(component = %self.cx.metrics.id, path = %w.info.path.display(), "file read, delivered and idle for remove_after_secs: removed");
                                 self.cx.release(w, false);
                                 return false;
                             }
-                            Err(e) => self.cx.metrics.error(
-                                "remove",
-                                1,
-                                &format_args!("cannot remove {}: {e}", w.info.path.display()),
-                            ),
+                            Err(e) => {
+                                // Counted once per attempt, and attempted again only after
+                                // a while, not on every pass over the files.
+                                w.remove_retry_at = Some(now + REMOVE_RETRY);
+                                self.cx.metrics.error(
+                                    "remove",
+                                    1,
+                                    &format_args!(
+                                        "cannot remove {}: {e}; trying again in {} s",
+                                        w.info.path.display(),
+                                        REMOVE_RETRY.as_secs()
+                                    ),
+                                )
+                            }
                         }
                     }
                 }
@@ -1063,6 +1077,7 @@ impl<H: LineHandler> Tailer<H> {
                     last_opened: None,
                     truncated_from: None,
                     warned_copy: false,
+                    remove_retry_at: None,
                 },
             );
         }
@@ -1144,6 +1159,7 @@ impl<H: LineHandler> Tailer<H> {
                 last_opened: None,
                 truncated_from: None,
                 warned_copy: false,
+                remove_retry_at: None,
             };
             if self.cx.open(&mut w, now, false) {
                 tracing::info!(component = %self.cx.metrics.id, path = %p.display(), was = %path.display(), "found a file rotated away before discovery saw it: reading it");
@@ -1286,6 +1302,7 @@ impl<H: LineHandler> Tailer<H> {
                     last_opened: None,
                     truncated_from: None,
                     warned_copy: false,
+                    remove_retry_at: None,
                 };
                 if self.cx.open(&mut w, now, false) {
                     tracing::info!(component = %self.cx.metrics.id, path = %p.display(), was = %e.path.display(), offset = e.offset, "found a file rotated while weir was stopped: reading its unread tail");
