@@ -1,6 +1,8 @@
-//! Codecs shared by all components: newline framing, decoders (bytes, json, logfmt, syslog)
+//! Codecs shared by all components: newline framing (a line at a time, [`LineFramer`], or
+//! every complete line of a read at once, [`chunk`]), decoders (bytes, json, logfmt, syslog)
 //! and encoders (json, text, logfmt).
 
+pub mod chunk;
 mod decoding;
 mod encoding;
 mod framing;

@@ -18,7 +18,6 @@
 //! leave as typed events ([`weir_pipeline::event::StackSample`]), in batches of up to
 //! [`MAX_BATCH_EVENTS`], or sooner when a read ends.
 
-pub mod chunk;
 pub mod process;
 pub mod script;
 pub mod stat;
@@ -36,10 +35,10 @@ use weir_pipeline::event::{Event, EventBatch, MAX_BATCH_EVENTS};
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::BoxError;
 
-use self::chunk::{LineChunker, Piece};
 use self::process::{find_program, not_found, Pipeline};
 use self::script::ScriptParser;
 use self::stat::{StatLine, StatParser};
+use weir_pipeline::codec::chunk::{self, LineChunker, Piece};
 
 const READ_CHUNK: usize = 256 * 1024;
 

@@ -1,6 +1,6 @@
 //! Whole lines out of a read buffer, a chunk at a time.
 //!
-//! The shared `LineFramer` hands out each line as its own `Bytes` (two reference-count
+//! [`super::LineFramer`] hands out each line as its own `Bytes` (two reference-count
 //! updates and a split per line). The `perf` source parses a few million short lines a
 //! second, and a stack sample's strings should all point into one buffer, so it takes every
 //! complete line of a read at once ([`LineChunker::next_chunk`]) and walks them as ranges of
