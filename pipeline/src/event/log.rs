@@ -88,10 +88,16 @@ impl LogEvent {
 
     /// Replaces a typed form by its tree of fields, so that they can be changed.
     fn materialize(&mut self) {
-        if let Some(t) = self.typed.take() {
-            self.value = match t.tree.get() {
-                Some(tree) => tree.clone(),
-                None => t.data.to_value(),
+        if let Some(mut t) = self.typed.take() {
+            // A tree built by an earlier read is moved out when no clone of the event shares
+            // it (a filter read the event, then remap changes it), copied otherwise.
+            let owned = Arc::get_mut(&mut t).and_then(|t| t.tree.take());
+            self.value = match owned {
+                Some(tree) => tree,
+                None => match t.tree.get() {
+                    Some(tree) => tree.clone(),
+                    None => t.data.to_value(),
+                },
             };
         }
     }
