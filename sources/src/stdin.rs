@@ -125,7 +125,7 @@ pub fn read_loop(
             line_no += 1;
             match frame {
                 Frame::Line(line) => {
-                    if let Err(e) = decoder.decode_at(line, &source_id, now, events) {
+                    if let Err(e) = decoder.decode_lazy(line, &source_id, now, (), events) {
                         metrics.error(
                             "decode",
                             1,

@@ -4,7 +4,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{json::parse_json_value, logfmt};
+use super::json::{check_json, parse_json_value, JsonDefaults, JsonLog, JsonShape};
+use super::logfmt;
 use crate::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
 use crate::flow::FlowLog;
 
@@ -60,6 +61,41 @@ impl Decoder {
         out: &mut Vec<Event>,
     ) -> Result<(), DecodeError> {
         self.decode_at(frame, source_id, Utc::now(), out)
+    }
+
+    /// As [`decode_at`](Self::decode_at), and every event also gets the fields of `defaults`
+    /// it does not have. With the `json` codec a line whose value is an object is only
+    /// checked here (same parser, same errors) and becomes a [`JsonLog`]: its tree is parsed
+    /// the first time something reads the fields. For a source that adds fields only when
+    /// absent this is the way to keep that laziness (an insert would build the tree).
+    pub fn decode_lazy<D: JsonDefaults>(
+        self,
+        frame: Bytes,
+        source_id: &Option<Arc<str>>,
+        ingest_time: DateTime<Utc>,
+        defaults: D,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DecodeError> {
+        if self == Decoder::Json {
+            match check_json(&frame)? {
+                JsonShape::Object => {
+                    let meta = EventMetadata::at(source_id.clone(), ingest_time);
+                    out.push(LogEvent::from_typed(JsonLog::checked(frame, defaults), meta).into());
+                    return Ok(());
+                }
+                JsonShape::Other(kind) => return Err(DecodeError::NotAnObject(kind)),
+                // One event per element: decoded eagerly below.
+                JsonShape::Array => {}
+            }
+        }
+        let first = out.len();
+        self.decode_at(frame, source_id, ingest_time, out)?;
+        for ev in &mut out[first..] {
+            if let Some(Value::Object(m)) = ev.as_log_mut().map(|l| l.value_mut()) {
+                defaults.fill(m);
+            }
+        }
+        Ok(())
     }
 
     /// Decodes one frame into `out`, its events taken in at `ingest_time` (the time of the
@@ -226,6 +262,98 @@ mod tests {
         d.decode(Bytes::copy_from_slice(line), &None, &mut out)
             .map_err(|e| e.to_string())?;
         Ok(out)
+    }
+
+    #[derive(Debug)]
+    struct Tag;
+
+    impl JsonDefaults for Tag {
+        fn fill(&self, m: &mut ObjectMap) {
+            if !m.contains_key("host") {
+                m.insert("host".into(), Value::from("node-1"));
+            }
+        }
+    }
+
+    #[test]
+    fn lazy_json_gives_the_eager_fields_and_errors() {
+        let cases: [&[u8]; 24] = [
+            br#"{"a":1,"b":"x","c":[1,2,{"d":null}],"e":{"f":true}}"#,
+            b"  {\"ws\" : 1 }  ",
+            br#"{"z":1,"a":2,"z":3}"#,
+            br#"{"host":"own"}"#,
+            br#"{"esc":"a\"b\\c\u00e9\ud83d\ude00","\u006b":1}"#,
+            br#"{"lone":"\ud800"}"#,
+            br#"{"big":1e400}"#,
+            br#"{"u":18446744073709551615,"i":-9223372036854775808,"f":-0.0,"g":1.5e-7}"#,
+            br#"{"bad":01}"#,
+            b"{\"ctl\":\"a\x01b\"}",
+            b"{\"utf8\":\"\xff\"}",
+            b"{\"k\xfe\":1}",
+            b"",
+            b"   ",
+            b"{} trailing",
+            b"{\"a\":1",
+            b"42",
+            b"\"s\"",
+            b"null",
+            b"18446744073709551616",
+            b"[{\"a\":1},{\"b\":2}]",
+            b"[{\"a\":1},3]",
+            b"[]",
+            b"{\"deep\":[[[[{\"x\":[]}]]]]}",
+        ];
+        for line in cases {
+            let show = String::from_utf8_lossy(line);
+            let mut eager = Vec::new();
+            let e = Decoder::Json.decode(Bytes::copy_from_slice(line), &None, &mut eager);
+            let mut lazy = Vec::new();
+            let l = Decoder::Json.decode_lazy(
+                Bytes::copy_from_slice(line),
+                &None,
+                Utc::now(),
+                Tag,
+                &mut lazy,
+            );
+            match (e, l) {
+                (Err(e), Err(l)) => assert_eq!(l.to_string(), e.to_string(), "{show}"),
+                (Ok(()), Ok(())) => {
+                    assert_eq!(lazy.len(), eager.len(), "{show}");
+                    for (l, e) in lazy.iter().zip(&eager) {
+                        let (l, e) = (l.as_log().unwrap(), e.as_log().unwrap());
+                        let mut want = e.value().clone();
+                        if let Value::Object(m) = &mut want {
+                            Tag.fill(m);
+                        }
+                        assert_eq!(l.value(), &want, "{show}");
+                    }
+                }
+                (e, l) => panic!("{show}: eager gave {e:?}, lazy {l:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_lazy_json_object_is_parsed_only_when_read() {
+        let mut out = Vec::new();
+        Decoder::Json
+            .decode_lazy(
+                Bytes::from_static(br#"{"host":"own","n":2}"#),
+                &None,
+                Utc::now(),
+                Tag,
+                &mut out,
+            )
+            .unwrap();
+        let log = out[0].as_log().unwrap();
+        let raw = log.typed::<JsonLog<Tag>>().map(|j| j.raw().clone());
+        assert_eq!(raw.as_deref(), Some(&br#"{"host":"own","n":2}"#[..]));
+        // The line's own field wins over the default.
+        assert_eq!(log.get_field("host"), Some(&Value::from("own")));
+        assert_eq!(log.get_field("n"), Some(&Value::from(2)));
+        let mut json = Vec::new();
+        log.write_json(&mut json).unwrap();
+        assert_eq!(json, br#"{"host":"own","n":2}"#);
     }
 
     const FLOW: &[u8] = br#"{"flow":{"time":"2026-11-20T10:00:00.000000017Z","verdict":"FORWARDED","IP":{"source":"10.244.1.59","destination":"10.244.9.21","ipVersion":"IPv4"},"l4":{"TCP":{"source_port":8001,"destination_port":53291,"flags":{"ACK":true}}},"source":{"ID":101,"identity":10001,"namespace":"shop","labels":["k8s:app=cart"],"pod_name":"cart-6d9f7c-34dad","workloads":[{"name":"cart","kind":"Deployment"}]},"Type":"L7","is_reply":true,"l7":{"type":"RESPONSE","latency_ns":"112421261","http":{"code":201,"method":"GET","url":"http://cart:8001/api?q=\"x\""}}},"node_name":"node-1","time":"2026-11-20T10:00:00.000000017Z"}"#;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ordered_float::NotNan;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use crate::event::{KeyString, ObjectMap, Value};
+use crate::event::{KeyString, ObjectMap, TypedLog, Value};
 
 /// Parses one JSON document from `frame`.
 ///
@@ -30,6 +30,167 @@ pub fn parse_json_value(frame: &Bytes) -> Result<Value, serde_json::Error> {
     let v = ValueSeed { frame }.deserialize(&mut de)?;
     de.end()?;
     Ok(v)
+}
+
+/// What [`check_json`] found at the top of a valid document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonShape {
+    Object,
+    Array,
+    /// Any other value, by kind (`string`, `integer`, `float`, `boolean`, `null`).
+    Other(&'static str),
+}
+
+/// Checks that `frame` is one JSON document, exactly as [`parse_json_value`] would parse it
+/// (same deserializer, same calls: every number is converted and every escaped string
+/// decoded, so it fails on the same inputs with the same error), without building anything.
+pub fn check_json(frame: &[u8]) -> Result<JsonShape, serde_json::Error> {
+    match simdutf8::basic::from_utf8(frame) {
+        Ok(text) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let shape = Check.deserialize(&mut de)?;
+            de.end()?;
+            Ok(shape)
+        }
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(frame);
+            let shape = Check.deserialize(&mut de)?;
+            de.end()?;
+            Ok(shape)
+        }
+    }
+}
+
+/// The checking twin of [`ValueSeed`]: the same `deserialize_any` / `deserialize_str` calls,
+/// visitors that keep nothing.
+#[derive(Clone, Copy)]
+struct Check;
+
+impl<'de> DeserializeSeed<'de> for Check {
+    type Value = JsonShape;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<JsonShape, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check {
+    type Value = JsonShape;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<JsonShape, E> {
+        Ok(JsonShape::Other("boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<JsonShape, E> {
+        Ok(JsonShape::Other("integer"))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<JsonShape, E> {
+        Ok(JsonShape::Other(if i64::try_from(v).is_ok() {
+            "integer"
+        } else {
+            "float"
+        }))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<JsonShape, E> {
+        Ok(JsonShape::Other("float"))
+    }
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<JsonShape, E> {
+        Ok(JsonShape::Other("string"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<JsonShape, E> {
+        Ok(JsonShape::Other("string"))
+    }
+    fn visit_string<E>(self, _: String) -> Result<JsonShape, E> {
+        Ok(JsonShape::Other("string"))
+    }
+    fn visit_unit<E>(self) -> Result<JsonShape, E> {
+        Ok(JsonShape::Other("null"))
+    }
+    fn visit_none<E>(self) -> Result<JsonShape, E> {
+        Ok(JsonShape::Other("null"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonShape, A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(JsonShape::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonShape, A::Error> {
+        while map.next_key_seed(CheckKey)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(JsonShape::Object)
+    }
+}
+
+struct CheckKey;
+
+impl<'de> DeserializeSeed<'de> for CheckKey {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CheckKey {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Fields a source adds to every event of a `json` line unless the line has them already
+/// (the `file` source's `file`, `host`, `offset`, `timestamp`).
+pub trait JsonDefaults: Send + Sync + std::fmt::Debug + 'static {
+    /// Inserts each field `m` does not have.
+    fn fill(&self, m: &mut ObjectMap);
+}
+
+/// No fields added.
+impl JsonDefaults for () {
+    fn fill(&self, _: &mut ObjectMap) {}
+}
+
+/// A `json` line whose top-level value is an object, held as its checked bytes (a slice of
+/// the read buffer) plus the source's [`JsonDefaults`]: the tree of fields is parsed the
+/// first time something reads them ([`TypedLog`]), so an event that is only counted, routed
+/// by a typed reader, or dropped never pays for it. The tree is exactly what the eager
+/// decoder builds, as [`check_json`] accepted the line with the same parser.
+#[derive(Debug)]
+pub struct JsonLog<D: JsonDefaults = ()> {
+    frame: Bytes,
+    defaults: D,
+}
+
+impl<D: JsonDefaults> JsonLog<D> {
+    /// `frame` must have passed [`check_json`] as an [`JsonShape::Object`].
+    pub(crate) fn checked(frame: Bytes, defaults: D) -> Self {
+        Self { frame, defaults }
+    }
+
+    /// The line as read.
+    pub fn raw(&self) -> &Bytes {
+        &self.frame
+    }
+}
+
+impl<D: JsonDefaults> TypedLog for JsonLog<D> {
+    fn to_value(&self) -> Value {
+        let mut m = match parse_json_value(&self.frame) {
+            Ok(Value::Object(m)) => m,
+            // Not reachable: the line was checked by the same parser. Should it ever
+            // happen, the line is kept whole rather than lost.
+            _ => {
+                let mut m = ObjectMap::new();
+                m.insert("message".into(), Value::Bytes(self.frame.clone()));
+                m
+            }
+        };
+        self.defaults.fill(&mut m);
+        Value::Object(m)
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -12,4 +12,4 @@ mod logfmt;
 pub use decoding::{DecodeError, Decoder, DecodingConfig};
 pub use encoding::{EncodeError, Encoder, EncodingConfig};
 pub use framing::{Frame, LineFramer, DEFAULT_MAX_LINE_BYTES};
-pub use json::parse_json_value;
+pub use json::{check_json, parse_json_value, JsonDefaults, JsonLog, JsonShape};

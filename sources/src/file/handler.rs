@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use weir_pipeline::codec::Decoder;
+use weir_pipeline::codec::{Decoder, JsonDefaults};
 use weir_pipeline::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, TypedLog, Value};
 use weir_pipeline::metrics::ComponentMetrics;
 
@@ -120,7 +120,18 @@ impl Emitter {
             );
             return;
         }
-        if let Err(e) = self.decoder.decode_at(line, &self.source_id, at, out) {
+        // Decoded fields win: a JSON log's own `host` or `timestamp` is kept. A JSON object
+        // line stays unparsed until something reads its fields (`JsonLog`).
+        let defaults = FileDefaults {
+            file: file.path_value.clone(),
+            host: self.host.clone(),
+            offset: start,
+            timestamp: at,
+        };
+        if let Err(e) = self
+            .decoder
+            .decode_lazy(line, &self.source_id, at, defaults, out)
+        {
             out.truncate(first);
             self.metrics.error(
                 "decode",
@@ -130,30 +141,32 @@ impl Emitter {
                     file.path.display()
                 ),
             );
-            return;
         }
-        // Decoded fields win: a JSON log's own `host` or `timestamp` is kept.
-        for ev in &mut out[first..] {
-            let Event::Log(log) = ev else {
-                continue;
-            };
-            let ts = log.metadata.ingest_time.unwrap_or(at);
-            let absent = |log: &LogEvent, k: &str| log.get_field(k).is_none();
-            if absent(log, "file") {
-                log.insert_field("file", Value::Bytes(file.path_value.clone()));
+    }
+}
+
+/// The fields the source adds to a decoded line that does not have them.
+#[derive(Debug)]
+struct FileDefaults {
+    file: Bytes,
+    host: Option<Bytes>,
+    offset: u64,
+    timestamp: DateTime<Utc>,
+}
+
+impl JsonDefaults for FileDefaults {
+    fn fill(&self, m: &mut ObjectMap) {
+        let mut put = |k: &str, v: Value| {
+            if !m.contains_key(k) {
+                m.insert(KeyString::from(k), v);
             }
-            if let Some(h) = &self.host {
-                if absent(log, "host") {
-                    log.insert_field("host", Value::Bytes(h.clone()));
-                }
-            }
-            if absent(log, "offset") {
-                log.insert_field("offset", Value::Integer(start as i64));
-            }
-            if absent(log, "timestamp") {
-                log.insert_field("timestamp", Value::Timestamp(ts));
-            }
+        };
+        put("file", Value::Bytes(self.file.clone()));
+        if let Some(h) = &self.host {
+            put("host", Value::Bytes(h.clone()));
         }
+        put("offset", Value::Integer(self.offset as i64));
+        put("timestamp", Value::Timestamp(self.timestamp));
     }
 }
 
