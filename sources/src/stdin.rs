@@ -13,7 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
-use weir_pipeline::codec::{DecodingConfig, Frame, LineFramer, DEFAULT_MAX_LINE_BYTES};
+use weir_pipeline::codec::{
+    DecodingConfig, Frame, JsonLaziness, LineFramer, DEFAULT_MAX_LINE_BYTES,
+};
 use weir_pipeline::component::{Output, Resource, Source, SourceConfig, SourceContext};
 use weir_pipeline::config::DataType;
 use weir_pipeline::event::{EventBatch, MAX_BATCH_EVENTS};
@@ -95,6 +97,7 @@ pub fn read_loop(
 ) {
     let source_id = Some(id);
     let decoder = cfg.decoding.codec;
+    let laziness = JsonLaziness::new();
     let mut framer = LineFramer::new(b'\n', cfg.max_line_bytes);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut events = Vec::with_capacity(MAX_BATCH_EVENTS);
@@ -125,7 +128,9 @@ pub fn read_loop(
             line_no += 1;
             match frame {
                 Frame::Line(line) => {
-                    if let Err(e) = decoder.decode_lazy(line, &source_id, now, (), events) {
+                    if let Err(e) =
+                        decoder.decode_lazy(&laziness, line, &source_id, now, (), events)
+                    {
                         metrics.error(
                             "decode",
                             1,

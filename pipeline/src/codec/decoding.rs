@@ -4,7 +4,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::json::{check_json, parse_json_value, JsonDefaults, JsonLog, JsonShape};
+use super::json::{check_json, parse_json_value, JsonDefaults, JsonLaziness, JsonLog, JsonShape};
 use super::logfmt;
 use crate::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
 use crate::flow::FlowLog;
@@ -64,12 +64,14 @@ impl Decoder {
     }
 
     /// As [`decode_at`](Self::decode_at), and every event also gets the fields of `defaults`
-    /// it does not have. With the `json` codec a line whose value is an object is only
-    /// checked here (same parser, same errors) and becomes a [`JsonLog`]: its tree is parsed
-    /// the first time something reads the fields. For a source that adds fields only when
-    /// absent this is the way to keep that laziness (an insert would build the tree).
+    /// it does not have. With the `json` codec a line whose value is an object may, as
+    /// `laziness` decides, be only checked here (same parser, same errors) and become a
+    /// [`JsonLog`], its tree parsed the first time something reads the fields. A source that
+    /// adds fields only when absent passes them as `defaults` to keep that laziness (an insert
+    /// would build the tree).
     pub fn decode_lazy<D: JsonDefaults>(
         self,
+        laziness: &JsonLaziness,
         frame: Bytes,
         source_id: &Option<Arc<str>>,
         ingest_time: DateTime<Utc>,
@@ -77,15 +79,19 @@ impl Decoder {
         out: &mut Vec<Event>,
     ) -> Result<(), DecodeError> {
         if self == Decoder::Json {
-            match check_json(&frame)? {
-                JsonShape::Object => {
-                    let meta = EventMetadata::at(source_id.clone(), ingest_time);
-                    out.push(LogEvent::from_typed(JsonLog::checked(frame, defaults), meta).into());
-                    return Ok(());
+            let (lazy, probe) = laziness.next();
+            if lazy {
+                match check_json(&frame)? {
+                    JsonShape::Object => {
+                        let meta = EventMetadata::at(source_id.clone(), ingest_time);
+                        let log = JsonLog::checked(frame, defaults, probe);
+                        out.push(LogEvent::from_typed(log, meta).into());
+                        return Ok(());
+                    }
+                    JsonShape::Other(kind) => return Err(DecodeError::NotAnObject(kind)),
+                    // One event per element: decoded at once below.
+                    JsonShape::Array => {}
                 }
-                JsonShape::Other(kind) => return Err(DecodeError::NotAnObject(kind)),
-                // One event per element: decoded eagerly below.
-                JsonShape::Array => {}
             }
         }
         let first = out.len();
@@ -309,6 +315,7 @@ mod tests {
             let e = Decoder::Json.decode(Bytes::copy_from_slice(line), &None, &mut eager);
             let mut lazy = Vec::new();
             let l = Decoder::Json.decode_lazy(
+                &JsonLaziness::new(),
                 Bytes::copy_from_slice(line),
                 &None,
                 Utc::now(),
@@ -338,6 +345,7 @@ mod tests {
         let mut out = Vec::new();
         Decoder::Json
             .decode_lazy(
+                &JsonLaziness::new(),
                 Bytes::from_static(br#"{"host":"own","n":2}"#),
                 &None,
                 Utc::now(),
@@ -354,6 +362,54 @@ mod tests {
         let mut json = Vec::new();
         log.write_json(&mut json).unwrap();
         assert_eq!(json, br#"{"host":"own","n":2}"#);
+    }
+
+    #[test]
+    fn lines_are_parsed_at_once_while_their_trees_get_built_and_held_lazily_otherwise() {
+        let laziness = JsonLaziness::new();
+        let line = Bytes::from_static(br#"{"a":1}"#);
+        let lazy_count = |out: &[Event]| {
+            out.iter()
+                .filter(|e| e.as_log().is_some_and(|l| l.typed::<JsonLog>().is_some()))
+                .count()
+        };
+        let run = |read: bool, lines: u64| {
+            let mut out = Vec::new();
+            for _ in 0..lines {
+                Decoder::Json
+                    .decode_lazy(&laziness, line.clone(), &None, Utc::now(), (), &mut out)
+                    .unwrap();
+                if read {
+                    assert_eq!(
+                        out.last().unwrap().as_log().unwrap().get_field("a"),
+                        Some(&Value::from(1))
+                    );
+                }
+            }
+            out
+        };
+        // Starts lazy.
+        let window = 256 * super::super::PROBE_EVERY;
+        // (The decision falls on the window's last probe, the lines after it follow it.)
+        let out = run(true, window);
+        let every = super::super::PROBE_EVERY as usize;
+        assert_eq!(lazy_count(&out), out.len() - every + 1);
+        // Every probe was built: from now on only the probes are lazy.
+        assert!(laziness.is_eager());
+        let out = run(false, window);
+        assert_eq!(lazy_count(&out), out.len() / every + every - 1);
+        // The events of that window were not read: lazy again, eager results identical.
+        assert!(!laziness.is_eager());
+        let out = run(false, 10);
+        assert_eq!(lazy_count(&out), 10);
+        let mut eager = Vec::new();
+        Decoder::Json
+            .decode(line.clone(), &None, &mut eager)
+            .unwrap();
+        assert_eq!(
+            out[0].as_log().unwrap().value(),
+            eager[0].as_log().unwrap().value()
+        );
     }
 
     const FLOW: &[u8] = br#"{"flow":{"time":"2026-11-20T10:00:00.000000017Z","verdict":"FORWARDED","IP":{"source":"10.244.1.59","destination":"10.244.9.21","ipVersion":"IPv4"},"l4":{"TCP":{"source_port":8001,"destination_port":53291,"flags":{"ACK":true}}},"source":{"ID":101,"identity":10001,"namespace":"shop","labels":["k8s:app=cart"],"pod_name":"cart-6d9f7c-34dad","workloads":[{"name":"cart","kind":"Deployment"}]},"Type":"L7","is_reply":true,"l7":{"type":"RESPONSE","latency_ns":"112421261","http":{"code":201,"method":"GET","url":"http://cart:8001/api?q=\"x\""}}},"node_name":"node-1","time":"2026-11-20T10:00:00.000000017Z"}"#;

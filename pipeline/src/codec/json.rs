@@ -3,7 +3,10 @@
 //! Strings without escapes are not copied: they become `Bytes` slices of the input frame
 //! (`Bytes::slice_ref`), so a decoded event points into the read buffer.
 
+use std::cell::Cell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ordered_float::NotNan;
@@ -162,12 +165,18 @@ impl JsonDefaults for () {
 pub struct JsonLog<D: JsonDefaults = ()> {
     frame: Bytes,
     defaults: D,
+    /// Set on one line in [`PROBE_EVERY`]: counts that line's tree being built.
+    probe: Option<Arc<AtomicU64>>,
 }
 
 impl<D: JsonDefaults> JsonLog<D> {
     /// `frame` must have passed [`check_json`] as an [`JsonShape::Object`].
-    pub(crate) fn checked(frame: Bytes, defaults: D) -> Self {
-        Self { frame, defaults }
+    pub(crate) fn checked(frame: Bytes, defaults: D, probe: Option<Arc<AtomicU64>>) -> Self {
+        Self {
+            frame,
+            defaults,
+            probe,
+        }
     }
 
     /// The line as read.
@@ -178,6 +187,9 @@ impl<D: JsonDefaults> JsonLog<D> {
 
 impl<D: JsonDefaults> TypedLog for JsonLog<D> {
     fn to_value(&self) -> Value {
+        if let Some(p) = &self.probe {
+            p.fetch_add(1, Ordering::Relaxed);
+        }
         let mut m = match parse_json_value(&self.frame) {
             Ok(Value::Object(m)) => m,
             // Not reachable: the line was checked by the same parser. Should it ever
@@ -190,6 +202,60 @@ impl<D: JsonDefaults> TypedLog for JsonLog<D> {
         };
         self.defaults.fill(&mut m);
         Value::Object(m)
+    }
+}
+
+/// One line in this many is held lazily whatever the mode, and counts whether its tree gets
+/// built.
+pub const PROBE_EVERY: u64 = 64;
+/// Probes per decision.
+const PROBE_WINDOW: u64 = 256;
+
+/// Per source: whether `json` object lines are held lazily ([`JsonLog`]) or parsed at once.
+///
+/// Laziness pays when the tree is never built (events counted, dropped unread, or handed to a
+/// typed reader), and costs a check on top of the parse when it is. So the source measures:
+/// one line in [`PROBE_EVERY`] is always held lazily and counts, when its tree is built, in a
+/// shared counter; every [`PROBE_WINDOW`] probes, if more than half of that window's probes
+/// were built, the other lines are parsed at once, else held lazily. No per-line cost beyond
+/// two counter updates in the source's own thread. It starts lazy.
+#[derive(Debug, Default)]
+pub struct JsonLaziness {
+    built: Arc<AtomicU64>,
+    lines: Cell<u64>,
+    probes: Cell<u64>,
+    built_before: Cell<u64>,
+    eager: Cell<bool>,
+}
+
+impl JsonLaziness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether lines are parsed at once now (for tests and diagnostics).
+    pub fn is_eager(&self) -> bool {
+        self.eager.get()
+    }
+
+    /// For the next object line: whether to hold it lazily, and its probe if it is one.
+    pub(crate) fn next(&self) -> (bool, Option<Arc<AtomicU64>>) {
+        let n = self.lines.get();
+        self.lines.set(n.wrapping_add(1));
+        if n % PROBE_EVERY != 0 {
+            return (!self.eager.get(), None);
+        }
+        let p = self.probes.get() + 1;
+        if p == PROBE_WINDOW {
+            let built = self.built.load(Ordering::Relaxed);
+            let window = built.wrapping_sub(self.built_before.get());
+            self.built_before.set(built);
+            self.eager.set(window * 2 > PROBE_WINDOW);
+            self.probes.set(0);
+        } else {
+            self.probes.set(p);
+        }
+        (true, Some(self.built.clone()))
     }
 }
 

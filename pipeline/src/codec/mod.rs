@@ -12,4 +12,6 @@ mod logfmt;
 pub use decoding::{DecodeError, Decoder, DecodingConfig};
 pub use encoding::{EncodeError, Encoder, EncodingConfig};
 pub use framing::{Frame, LineFramer, DEFAULT_MAX_LINE_BYTES};
-pub use json::{check_json, parse_json_value, JsonDefaults, JsonLog, JsonShape};
+pub use json::{
+    check_json, parse_json_value, JsonDefaults, JsonLaziness, JsonLog, JsonShape, PROBE_EVERY,
+};

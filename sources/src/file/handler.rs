@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use weir_pipeline::codec::{Decoder, JsonDefaults};
+use weir_pipeline::codec::{Decoder, JsonDefaults, JsonLaziness};
 use weir_pipeline::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, TypedLog, Value};
 use weir_pipeline::metrics::ComponentMetrics;
 
@@ -21,6 +21,8 @@ pub struct FileLines {
 
 struct Emitter {
     decoder: Decoder,
+    /// Whether `json` object lines are parsed at once or when read.
+    laziness: JsonLaziness,
     source_id: Option<Arc<str>>,
     host: Option<Bytes>,
     metrics: Arc<ComponentMetrics>,
@@ -39,6 +41,7 @@ impl FileLines {
         Self {
             emitter: Emitter {
                 decoder,
+                laziness: JsonLaziness::new(),
                 source_id: Some(source_id),
                 host,
                 metrics,
@@ -128,9 +131,9 @@ impl Emitter {
             offset: start,
             timestamp: at,
         };
-        if let Err(e) = self
-            .decoder
-            .decode_lazy(line, &self.source_id, at, defaults, out)
+        if let Err(e) =
+            self.decoder
+                .decode_lazy(&self.laziness, line, &self.source_id, at, defaults, out)
         {
             out.truncate(first);
             self.metrics.error(
