@@ -1446,3 +1446,144 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
         left -= s;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::fingerprint::FingerprintConfig;
+    use crate::file::lines::CharsetConfig;
+    use std::io::Write;
+
+    /// Keeps the lines it is given.
+    #[derive(Default)]
+    struct Collect {
+        lines: Vec<String>,
+    }
+
+    impl LineHandler for Collect {
+        type State = ();
+        fn line(
+            &mut self,
+            _: &mut (),
+            _: &FileInfo,
+            line: Bytes,
+            _: u64,
+            _: ReadTime,
+            _: &mut Vec<Event>,
+        ) {
+            self.lines.push(String::from_utf8_lossy(&line).into_owned());
+        }
+        fn tick(&mut self, _: &mut (), _: &FileInfo, _: Instant, _: &mut Vec<Event>) {}
+        fn flush(&mut self, _: &mut (), _: &FileInfo, _: &mut Vec<Event>) {}
+        fn held_from(_: &()) -> Option<u64> {
+            None
+        }
+        fn discard(_: &mut ()) {}
+    }
+
+    fn tailer(dir: &Path) -> Tailer<Collect> {
+        let cfg = TailConfig {
+            discovery: Discovery::new(&[format!("{}/*.log", dir.display())], &[]).unwrap(),
+            glob_cooldown: Duration::from_secs(1),
+            read_from_end: false,
+            fingerprinter: Fingerprinter::new(&FingerprintConfig::default(), b'\n'),
+            delimiter: b'\n',
+            max_line_bytes: 1 << 20,
+            charset: CharsetConfig::Auto,
+            ignore_older: None,
+            max_open_files: 16,
+            rotate_wait: Duration::from_secs(5),
+            remove_after: None,
+        };
+        let (cp, _) = Checkpoints::load(&dir.join("checkpoints"));
+        Tailer::new(
+            cfg,
+            Collect::default(),
+            ComponentMetrics::detached("in"),
+            Arc::new(Mutex::new(cp)),
+        )
+    }
+
+    fn lines(tag: &str, n: std::ops::Range<usize>) -> Vec<String> {
+        n.map(|i| format!("{tag}-{i}")).collect()
+    }
+
+    fn text(lines: &[String]) -> String {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    fn pass(t: &mut Tailer<Collect>) -> (u64, usize) {
+        let mut send = |_: ReadBatch| true;
+        t.cx.more = false;
+        match t.step(Instant::now(), &mut send) {
+            Ok(r) => r,
+            Err(Closed) => panic!("the downstream is there"),
+        }
+    }
+
+    #[test]
+    fn a_growing_file_is_read_first_and_a_rewrite_past_its_offset_is_still_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        let mut expected = lines("old", 0..10);
+        std::fs::write(&log, text(&expected)).unwrap();
+        let mut t = tailer(dir.path());
+        t.discover(Instant::now(), true);
+        assert_eq!(pass(&mut t).1, 1);
+        // Appended: read first (the file had data at its last look), same content.
+        let more = lines("old", 10..12);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(text(&more).as_bytes())
+            .unwrap();
+        pass(&mut t);
+        expected.extend(more);
+        assert_eq!(t.cx.handler.lines, expected);
+        // Rewritten in place, longer than what was read: the read at the old offset brings
+        // bytes of the new content, which the fingerprint check drops.
+        let new = lines("new", 0..50);
+        std::fs::write(&log, text(&new)).unwrap();
+        pass(&mut t);
+        assert_eq!(
+            t.cx.handler.lines, expected,
+            "nothing of the new content yet"
+        );
+        pass(&mut t);
+        expected.extend(new);
+        assert_eq!(
+            t.cx.handler.lines, expected,
+            "the new content, from its start"
+        );
+        // Idle: the read brings nothing, the size is looked at.
+        assert_eq!(pass(&mut t), (0, 0));
+        assert_eq!(pass(&mut t), (0, 0));
+        // Truncated to something shorter, seen by the size check of an idle file.
+        let short = lines("short", 0..2);
+        std::fs::write(&log, text(&short)).unwrap();
+        pass(&mut t);
+        pass(&mut t);
+        expected.extend(short);
+        assert_eq!(t.cx.handler.lines, expected);
+    }
+
+    #[test]
+    fn a_pass_stopped_by_the_budget_asks_for_the_next_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = lines("big", 0..200_000);
+        std::fs::write(dir.path().join("b.log"), text(&big)).unwrap();
+        let mut t = tailer(dir.path());
+        t.discover(Instant::now(), true);
+        pass(&mut t);
+        assert!(t.cx.more, "more to read");
+        let mut passes = 1;
+        while t.cx.handler.lines.len() < big.len() {
+            pass(&mut t);
+            passes += 1;
+            assert!(passes < 100);
+        }
+        assert!(!t.cx.more, "read to its end");
+        assert_eq!(t.cx.handler.lines, big);
+    }
+}
