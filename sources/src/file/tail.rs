@@ -727,7 +727,8 @@ impl<H: LineHandler> Ctx<H> {
             }
             // A regular file that gave less than was asked for is at its end: the read that
             // would return 0 is left out (a third of the reads of files written a few lines
-            // at a time). The next pass looks at its size first, as after any end.
+            // at a time). The next pass reads it first (it is `growing`) and checks its
+            // fingerprint before using what comes, as after any end.
             if n < asked {
                 if let Some(r) = w.reader() {
                     if !r.is_gzip() {
