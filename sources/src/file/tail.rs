@@ -59,6 +59,13 @@ const PASS_BUDGET: u64 = 1024 * 1024;
 /// Idle polling: the first sleep after a pass that read nothing, doubled up to the maximum.
 const MIN_IDLE: Duration = Duration::from_millis(10);
 const MAX_IDLE: Duration = Duration::from_millis(250);
+/// The pause after a pass that read every file to its end: the minimum, plus this much per
+/// file that had new data, at most [`MAX_IDLE`]. Each file with new data costs a read and a
+/// fingerprint check per pass; the pause bounds how often that happens however many files
+/// are written (25 ms with 100 busy files, about 4,000 reads a second), while a single busy
+/// file is still looked at about every 10 ms.
+const BUSY_PAUSE: Duration = Duration::from_millis(10);
+const BUSY_PAUSE_PER_FILE: Duration = Duration::from_micros(150);
 /// While files wait for a slot, a file open this long is closed to let them in.
 const PREEMPT_AFTER: Duration = Duration::from_secs(2);
 /// Files in another file's directory examined at start to find it after a rotation.
@@ -203,6 +210,8 @@ struct Reader {
     /// The start of an oversized line being skipped.
     skipping_from: Option<u64>,
     at_eof: bool,
+    /// The last read before `at_eof` was set brought data: the next look reads first.
+    growing: bool,
     last_data: Instant,
     opened: Instant,
 }
@@ -268,8 +277,12 @@ struct Ctx<H: LineHandler> {
     /// Which open (or parked) file holds each fingerprint.
     owners: HashMap<Fingerprint, Key>,
     out: ReadBatch,
+    /// Where each fingerprint's position is in `out.positions`.
+    out_index: HashMap<Fingerprint, usize>,
     /// Where every read lands first (see `read_some`).
     scratch: Vec<u8>,
+    /// A file stopped at [`PASS_BUDGET`] during this pass: it has more to read now.
+    more: bool,
 }
 
 /// Follows the files of one source; see the module docs.
@@ -326,9 +339,16 @@ impl<H: LineHandler> Ctx<H> {
         };
         // The whole batch's positions are applied at once, in order: the latest one per
         // fingerprint is the one that counts.
-        match self.out.positions.iter_mut().find(|q| q.fingerprint == fp) {
+        match self
+            .out_index
+            .get(&fp)
+            .and_then(|&i| self.out.positions.get_mut(i))
+        {
             Some(q) => *q = p,
-            None => self.out.positions.push(p),
+            None => {
+                self.out_index.insert(fp, self.out.positions.len());
+                self.out.positions.push(p);
+            }
         }
     }
 
@@ -343,6 +363,7 @@ impl<H: LineHandler> Ctx<H> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.out);
+        self.out_index.clear();
         self.out.events.reserve(MAX_BATCH_EVENTS);
         self.metrics.add_received(batch.events.len() as u64, 0);
         if send(batch) {
@@ -355,7 +376,7 @@ impl<H: LineHandler> Ctx<H> {
     /// Opens `w` at its position. Returns whether it is now open.
     fn open(&mut self, w: &mut Watched<H::State>, now: Instant, initial: bool) -> bool {
         let path = w.info.path.clone();
-        let mut file = match File::open(&path) {
+        let mut file = match open_noatime(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
             Err(e) => {
@@ -488,6 +509,7 @@ impl<H: LineHandler> Ctx<H> {
             read_offset,
             skipping_from: None,
             at_eof: false,
+            growing: false,
             last_data: now,
             opened: now,
         });
@@ -495,8 +517,12 @@ impl<H: LineHandler> Ctx<H> {
     }
 
     /// Frames and hands on every complete line in `w`'s buffer.
-    fn drain_buffer(&mut self, w: &mut Watched<H::State>, send: SendFn<'_>) -> Result<(), Closed> {
-        let at = ReadTime::now();
+    fn drain_buffer(
+        &mut self,
+        w: &mut Watched<H::State>,
+        at: ReadTime,
+        send: SendFn<'_>,
+    ) -> Result<(), Closed> {
         loop {
             let Some(r) = w.reader() else {
                 return Ok(());
@@ -556,28 +582,67 @@ impl<H: LineHandler> Ctx<H> {
         let Some(r) = w.reader() else {
             return Ok(Outcome::Read(0));
         };
+        let scratch = &mut self.scratch;
+        if scratch.len() < READ_CHUNK {
+            scratch.resize(READ_CHUNK, 0);
+        }
+        // What a read made before the loop below already put in `scratch`.
+        let mut first: Option<usize> = None;
         if r.at_eof {
-            if let Input::Plain(f) = &r.input {
-                let meta = match f.metadata() {
-                    Ok(m) => m,
-                    Err(_) => return Ok(Outcome::Deleted),
-                };
-                if meta.len() < r.read_offset {
-                    return Ok(Outcome::Truncated(meta.len()));
-                }
-                if meta.len() == r.read_offset {
-                    return Ok(if meta.nlink() == 0 {
-                        Outcome::Deleted
+            if let Input::Plain(f) = &mut r.input {
+                if r.growing {
+                    // The file had new data at the last look, so it most likely has more:
+                    // read first, and look at its size only when nothing comes. A growing
+                    // file costs a read and the fingerprint check instead of a stat, the
+                    // check and the read; an idle file still costs one stat.
+                    let n = loop {
+                        match f.read(&mut scratch[..]) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            // Reported by the read below, once the size was looked at.
+                            Err(_) => break 0,
+                            Ok(n) => break n,
+                        }
+                    };
+                    if n > 0 {
+                        if strategy == Strategy::Checksum {
+                            // New data after a pause: is it still the same content (a file
+                            // truncated and rewritten past our offset between two looks)?
+                            // If not, what was just read belongs to the new content and is
+                            // dropped: the file is read again from its start.
+                            if let Ok(now_fp) = self.cfg.fingerprinter.compute(f, false) {
+                                if now_fp != Some(fp) {
+                                    let size = f.metadata().map_or(0, |m| m.len());
+                                    return Ok(Outcome::Truncated(size));
+                                }
+                            }
+                        }
+                        first = Some(n);
                     } else {
-                        Outcome::Read(0)
-                    });
+                        r.growing = false;
+                    }
                 }
-                if strategy == Strategy::Checksum {
-                    // New data after a pause: check it is still the same content (a file
-                    // truncated and rewritten past our offset between two looks).
-                    if let Ok(now_fp) = self.cfg.fingerprinter.compute(f, false) {
-                        if now_fp != Some(fp) {
-                            return Ok(Outcome::Truncated(meta.len()));
+                if first.is_none() {
+                    let meta = match f.metadata() {
+                        Ok(m) => m,
+                        Err(_) => return Ok(Outcome::Deleted),
+                    };
+                    if meta.len() < r.read_offset {
+                        return Ok(Outcome::Truncated(meta.len()));
+                    }
+                    if meta.len() == r.read_offset {
+                        return Ok(if meta.nlink() == 0 {
+                            Outcome::Deleted
+                        } else {
+                            Outcome::Read(0)
+                        });
+                    }
+                    if strategy == Strategy::Checksum {
+                        // New data after a pause: check it is still the same content (a
+                        // file truncated and rewritten past our offset between two looks).
+                        if let Ok(now_fp) = self.cfg.fingerprinter.compute(f, false) {
+                            if now_fp != Some(fp) {
+                                return Ok(Outcome::Truncated(meta.len()));
+                            }
                         }
                     }
                 }
@@ -592,13 +657,11 @@ impl<H: LineHandler> Ctx<H> {
             // file's own buffer only grows by what was read. Zeroing a 64 KiB buffer for each
             // read was a fifth of tailing 100 files written a few lines at a time.
             let scratch = &mut self.scratch;
-            if scratch.len() < READ_CHUNK {
-                scratch.resize(READ_CHUNK, 0);
-            }
             let asked = scratch.len();
-            let res = match &mut r.input {
-                Input::Plain(f) => f.read(&mut scratch[..]),
-                Input::Gzip(d) => d.read(&mut scratch[..]),
+            let res = match (first.take(), &mut r.input) {
+                (Some(n), _) => Ok(n),
+                (None, Input::Plain(f)) => f.read(&mut scratch[..]),
+                (None, Input::Gzip(d)) => d.read(&mut scratch[..]),
             };
             let n = match res {
                 Ok(n) => n,
@@ -637,6 +700,7 @@ impl<H: LineHandler> Ctx<H> {
             r.buf.extend_from_slice(&scratch[..n]);
             if n == 0 {
                 r.at_eof = true;
+                r.growing = false;
                 if r.buf.is_empty() {
                     // Idle files keep no buffer.
                     r.buf = BytesMut::new();
@@ -649,18 +713,22 @@ impl<H: LineHandler> Ctx<H> {
                 });
             }
             r.at_eof = false;
+            r.growing = true;
             r.read_offset += n as u64;
-            r.last_data = Instant::now();
+            let at = ReadTime::now();
+            r.last_data = at.mono;
             total += n as u64;
             self.metrics.add_received_bytes(n as u64);
-            self.drain_buffer(w, send)?;
+            self.drain_buffer(w, at, send)?;
             self.record_file(w);
             if total >= PASS_BUDGET {
+                self.more = true;
                 return Ok(Outcome::Read(total));
             }
             // A regular file that gave less than was asked for is at its end: the read that
             // would return 0 is left out (a third of the reads of files written a few lines
-            // at a time). The next pass looks at its size first, as after any end.
+            // at a time). The next pass reads it first (it is `growing`) and checks its
+            // fingerprint before using what comes, as after any end.
             if n < asked {
                 if let Some(r) = w.reader() {
                     if !r.is_gzip() {
@@ -819,7 +887,9 @@ impl<H: LineHandler> Tailer<H> {
                 done,
                 owners: HashMap::new(),
                 out: ReadBatch::default(),
+                out_index: HashMap::new(),
                 scratch: Vec::new(),
+                more: false,
             },
             files: HashMap::new(),
             generation: 0,
@@ -853,8 +923,9 @@ impl<H: LineHandler> Tailer<H> {
                 self.last_discovery = Some(now);
                 self.last_discovery_wall = Some(wall);
             }
-            let read = match self.step(now, send) {
-                Ok(n) => n,
+            self.cx.more = false;
+            let (read, files_read) = match self.step(now, send) {
+                Ok(r) => r,
                 Err(Closed) => return,
             };
             if self.cx.cut(send).is_err() {
@@ -865,13 +936,25 @@ impl<H: LineHandler> Tailer<H> {
                 idle = (idle * 2).min(MAX_IDLE);
             } else {
                 idle = MIN_IDLE;
+                if !self.cx.more {
+                    // Every file was read to its end: what comes next is written after this
+                    // pass. Going round again at once mostly looked at files with nothing new
+                    // (half of the passes over 100 files written every 10 ms found nothing).
+                    let per_file = u32::try_from(files_read).unwrap_or(u32::MAX);
+                    let pause = BUSY_PAUSE
+                        .saturating_add(BUSY_PAUSE_PER_FILE.saturating_mul(per_file))
+                        .min(MAX_IDLE);
+                    sleep_unless(stop, pause);
+                }
             }
         }
     }
 
-    /// One pass over the open files, timers and slots. Returns the bytes read.
-    fn step(&mut self, now: Instant, send: SendFn<'_>) -> Result<u64, Closed> {
+    /// One pass over the open files, timers and slots. Returns the bytes read, and how many
+    /// files had some.
+    fn step(&mut self, now: Instant, send: SendFn<'_>) -> Result<(u64, usize), Closed> {
         let mut total = 0;
+        let mut files_read = 0;
         let keys: Vec<Key> = self
             .files
             .iter()
@@ -891,6 +974,7 @@ impl<H: LineHandler> Tailer<H> {
                 }
                 Ok(Outcome::Read(n)) => {
                     total += n;
+                    files_read += usize::from(n > 0);
                     self.after_read(&mut w, now)
                 }
                 Ok(Outcome::Truncated(size)) => {
@@ -927,7 +1011,7 @@ impl<H: LineHandler> Tailer<H> {
         if waiting {
             self.open_waiting(now, false);
         }
-        Ok(total)
+        Ok((total, files_read))
     }
 
     /// Timers of an open file that read nothing new: release a drained one, remove one that
@@ -1330,6 +1414,22 @@ impl<H: LineHandler> Tailer<H> {
     }
 }
 
+/// Opens `path` for reading without updating its access time when the kernel allows it (the
+/// file is ours, or we have `CAP_FOWNER`), else as usual. A file being written has a newer
+/// modification time than its access time, so with `relatime` every read would write its
+/// inode: on 100 files written continuously, a tenth of the tailer's time went there.
+fn open_noatime(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        r => r,
+    }
+}
+
 fn to_draining<S>(w: &mut Watched<S>, now: Instant) {
     let st = std::mem::replace(&mut w.state, FileState::Closed { size: 0 });
     w.state = match st {
@@ -1345,5 +1445,146 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
         let s = left.min(step);
         std::thread::sleep(s);
         left -= s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::fingerprint::FingerprintConfig;
+    use crate::file::lines::CharsetConfig;
+    use std::io::Write;
+
+    /// Keeps the lines it is given.
+    #[derive(Default)]
+    struct Collect {
+        lines: Vec<String>,
+    }
+
+    impl LineHandler for Collect {
+        type State = ();
+        fn line(
+            &mut self,
+            _: &mut (),
+            _: &FileInfo,
+            line: Bytes,
+            _: u64,
+            _: ReadTime,
+            _: &mut Vec<Event>,
+        ) {
+            self.lines.push(String::from_utf8_lossy(&line).into_owned());
+        }
+        fn tick(&mut self, _: &mut (), _: &FileInfo, _: Instant, _: &mut Vec<Event>) {}
+        fn flush(&mut self, _: &mut (), _: &FileInfo, _: &mut Vec<Event>) {}
+        fn held_from(_: &()) -> Option<u64> {
+            None
+        }
+        fn discard(_: &mut ()) {}
+    }
+
+    fn tailer(dir: &Path) -> Tailer<Collect> {
+        let cfg = TailConfig {
+            discovery: Discovery::new(&[format!("{}/*.log", dir.display())], &[]).unwrap(),
+            glob_cooldown: Duration::from_secs(1),
+            read_from_end: false,
+            fingerprinter: Fingerprinter::new(&FingerprintConfig::default(), b'\n'),
+            delimiter: b'\n',
+            max_line_bytes: 1 << 20,
+            charset: CharsetConfig::Auto,
+            ignore_older: None,
+            max_open_files: 16,
+            rotate_wait: Duration::from_secs(5),
+            remove_after: None,
+        };
+        let (cp, _) = Checkpoints::load(&dir.join("checkpoints"));
+        Tailer::new(
+            cfg,
+            Collect::default(),
+            ComponentMetrics::detached("in"),
+            Arc::new(Mutex::new(cp)),
+        )
+    }
+
+    fn lines(tag: &str, n: std::ops::Range<usize>) -> Vec<String> {
+        n.map(|i| format!("{tag}-{i}")).collect()
+    }
+
+    fn text(lines: &[String]) -> String {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    fn pass(t: &mut Tailer<Collect>) -> (u64, usize) {
+        let mut send = |_: ReadBatch| true;
+        t.cx.more = false;
+        match t.step(Instant::now(), &mut send) {
+            Ok(r) => r,
+            Err(Closed) => panic!("the downstream is there"),
+        }
+    }
+
+    #[test]
+    fn a_growing_file_is_read_first_and_a_rewrite_past_its_offset_is_still_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        let mut expected = lines("old", 0..10);
+        std::fs::write(&log, text(&expected)).unwrap();
+        let mut t = tailer(dir.path());
+        t.discover(Instant::now(), true);
+        assert_eq!(pass(&mut t).1, 1);
+        // Appended: read first (the file had data at its last look), same content.
+        let more = lines("old", 10..12);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(text(&more).as_bytes())
+            .unwrap();
+        pass(&mut t);
+        expected.extend(more);
+        assert_eq!(t.cx.handler.lines, expected);
+        // Rewritten in place, longer than what was read: the read at the old offset brings
+        // bytes of the new content, which the fingerprint check drops.
+        let new = lines("new", 0..50);
+        std::fs::write(&log, text(&new)).unwrap();
+        pass(&mut t);
+        assert_eq!(
+            t.cx.handler.lines, expected,
+            "nothing of the new content yet"
+        );
+        pass(&mut t);
+        expected.extend(new);
+        assert_eq!(
+            t.cx.handler.lines, expected,
+            "the new content, from its start"
+        );
+        // Idle: the read brings nothing, the size is looked at.
+        assert_eq!(pass(&mut t), (0, 0));
+        assert_eq!(pass(&mut t), (0, 0));
+        // Truncated to something shorter, seen by the size check of an idle file.
+        let short = lines("short", 0..2);
+        std::fs::write(&log, text(&short)).unwrap();
+        pass(&mut t);
+        pass(&mut t);
+        expected.extend(short);
+        assert_eq!(t.cx.handler.lines, expected);
+    }
+
+    #[test]
+    fn a_pass_stopped_by_the_budget_asks_for_the_next_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = lines("big", 0..200_000);
+        std::fs::write(dir.path().join("b.log"), text(&big)).unwrap();
+        let mut t = tailer(dir.path());
+        t.discover(Instant::now(), true);
+        pass(&mut t);
+        assert!(t.cx.more, "more to read");
+        let mut passes = 1;
+        while t.cx.handler.lines.len() < big.len() {
+            pass(&mut t);
+            passes += 1;
+            assert!(passes < 100);
+        }
+        assert!(!t.cx.more, "read to its end");
+        assert_eq!(t.cx.handler.lines, big);
     }
 }
