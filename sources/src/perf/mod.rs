@@ -14,7 +14,8 @@
 //!
 //! Input is read in chunks of up to 256 KiB; the complete lines of each read are parsed as
 //! ranges of that chunk ([`chunk`]; a line over `max_line_bytes` is skipped without being
-//! buffered), so a stack sample's strings are a slice of the read buffer, not copies. Samples
+//! buffered), so a stack sample's strings are a slice of the read buffer, not copies; a file
+//! (`path`) is read by a blocking thread straight into that buffer ([`pump_file`]). Samples
 //! leave as typed events ([`weir_pipeline::event::StackSample`]), in batches of up to
 //! [`MAX_BATCH_EVENTS`], or sooner when a read ends.
 
