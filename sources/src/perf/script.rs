@@ -413,7 +413,8 @@ fn parse_int(s: &[u8]) -> Option<i64> {
 
 /// `1234` or `1234/1240`: (pid, tid).
 fn pid_tid(s: &[u8]) -> Option<(Option<i64>, i64)> {
-    match memchr::memchr(b'/', s) {
+    // A word of a few bytes: a plain loop beats a call to memchr.
+    match s.iter().position(|&b| b == b'/') {
         Some(p) => Some((Some(parse_int(&s[..p])?), parse_int(&s[p + 1..])?)),
         None => Some((None, parse_int(s)?)),
     }
@@ -424,11 +425,36 @@ fn cpu(s: &[u8]) -> Option<i64> {
     parse_int(s.strip_prefix(b"[")?.strip_suffix(b"]")?)
 }
 
+/// Exact powers of ten as `f64` (every one up to 1e22 is).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
 /// `6544038.708352:`.
 fn time(s: &[u8]) -> Option<f64> {
     let body = s.strip_suffix(b":")?;
-    if body.is_empty() || !body.iter().all(|b| b.is_ascii_digit() || *b == b'.') {
+    let mut mantissa: u64 = 0;
+    let mut digits = 0usize;
+    let mut dot = None;
+    for (i, &b) in body.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+                digits += 1;
+            }
+            b'.' if dot.is_none() => dot = Some(i),
+            _ => return None,
+        }
+    }
+    if digits == 0 {
         return None;
+    }
+    let scale = dot.map_or(0, |d| body.len() - d - 1);
+    if digits <= 15 && scale < POW10.len() {
+        // Both exact (under 2^53, a power of ten up to 1e22): one correctly rounded division
+        // gives the correctly rounded value, what `str::parse` returns, without its overhead.
+        return Some(mantissa as f64 / POW10[scale]);
     }
     std::str::from_utf8(body).ok()?.parse().ok()
 }
@@ -911,6 +937,33 @@ mod tests {
         .is_none());
         assert!(parse_header(&b("no digits here:")).is_none());
         assert!(parse_header(&b("\u{1}\u{2}\u{3}")).is_none());
+    }
+
+    #[test]
+    fn times_parse_as_str_parse_does() {
+        for t in [
+            "6544038.708352",
+            "1410598.006198",
+            "0.000001",
+            "5.",
+            ".5",
+            "7",
+            "123456789012345",
+            "1234567890.123456789",
+            "0.0000000000000000000000001",
+            "99999999999999999999",
+        ] {
+            let colon = format!("{t}:");
+            assert_eq!(time(colon.as_bytes()), t.parse::<f64>().ok(), "{t}");
+        }
+        for bad in ["", ".", "1.2.3", "1e5", "-1", "1 2", "12"] {
+            let colon = if bad == "12" {
+                bad.to_string()
+            } else {
+                format!("{bad}:")
+            };
+            assert_eq!(time(colon.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]
