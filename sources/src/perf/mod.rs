@@ -14,7 +14,8 @@
 //!
 //! Input is read in chunks of up to 256 KiB; the complete lines of each read are parsed as
 //! ranges of that chunk ([`chunk`]; a line over `max_line_bytes` is skipped without being
-//! buffered), so a stack sample's strings are a slice of the read buffer, not copies. Samples
+//! buffered), so a stack sample's strings are a slice of the read buffer, not copies; a file
+//! (`path`) is read by a blocking thread straight into that buffer ([`pump_file`]). Samples
 //! leave as typed events ([`weir_pipeline::event::StackSample`]), in batches of up to
 //! [`MAX_BATCH_EVENTS`], or sooner when a read ends.
 
@@ -38,7 +39,7 @@ use weir_pipeline::BoxError;
 use self::process::{find_program, not_found, Pipeline};
 use self::script::ScriptParser;
 use self::stat::{StatLine, StatParser};
-use weir_pipeline::codec::chunk::{self, LineChunker, Piece};
+use weir_pipeline::codec::chunk::{self, Chunk, LineChunker, Piece};
 
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -393,6 +394,56 @@ async fn send(events: &mut Vec<Event>, cx: &mut SourceContext) -> bool {
     cx.out.send(EventBatch::new(full)).await.is_ok()
 }
 
+/// One read: its size (0 at the end of the input), the complete lines it finished and the
+/// error that ended the input, if one did.
+struct Read {
+    n: usize,
+    chunk: Option<Chunk>,
+    error: Option<std::io::Error>,
+}
+
+/// Parses one read's lines and sends the batches it fills (and, at the end of the input,
+/// the rest); `Err` when reading must stop.
+async fn parse_read(
+    read: Read,
+    lines: &mut Lines,
+    max_line: usize,
+    events: &mut Vec<Event>,
+    cx: &mut SourceContext,
+) -> Result<(), Pumped> {
+    let Read { n, chunk, error } = read;
+    if let Some(e) = error {
+        cx.metrics
+            .error("io", 1, &format_args!("reading perf input failed: {e}"));
+    }
+    cx.metrics.add_received_bytes(n as u64);
+    if let Some(chunk) = chunk {
+        lines.start_chunk();
+        if let Some(bytes) = chunk.oversized_before {
+            lines.oversized(bytes, max_line, cx);
+        }
+        for piece in chunk::lines(&chunk.bytes, max_line) {
+            match piece {
+                Piece::Line(l) => lines.line(&chunk.bytes, l, events, cx),
+                Piece::Oversized { bytes } => lines.oversized(bytes, max_line, cx),
+            }
+            if events.len() >= MAX_BATCH_EVENTS && !send(events, cx).await {
+                return Err(Pumped::Closed);
+            }
+        }
+    }
+    if n == 0 {
+        lines.finish(cx);
+    }
+    if !send(events, cx).await {
+        return Err(Pumped::Closed);
+    }
+    if n == 0 {
+        return Err(Pumped::Eof);
+    }
+    Ok(())
+}
+
 /// Reads `r` to its end (or shutdown), parsing lines and sending batches.
 async fn pump(
     r: &mut (impl AsyncRead + Unpin),
@@ -411,41 +462,89 @@ async fn pump(
             r = r.read_buf(&mut buf) => r,
             _ = cx.shutdown.cancelled() => return Pumped::Shutdown,
         };
-        let n = match read {
-            Ok(n) => n,
+        let (n, error) = match read {
+            Ok(n) => (n, None),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                cx.metrics
-                    .error("io", 1, &format_args!("reading perf input failed: {e}"));
-                0
-            }
+            Err(e) => (0, Some(e)),
         };
-        cx.metrics.add_received_bytes(n as u64);
-        if let Some(chunk) = chunker.next_chunk(&mut buf, n == 0) {
-            lines.start_chunk();
-            if let Some(bytes) = chunk.oversized_before {
-                lines.oversized(bytes, max_line, cx);
-            }
-            for piece in chunk::lines(&chunk.bytes, max_line) {
-                match piece {
-                    Piece::Line(l) => lines.line(&chunk.bytes, l, &mut events, cx),
-                    Piece::Oversized { bytes } => lines.oversized(bytes, max_line, cx),
-                }
-                if events.len() >= MAX_BATCH_EVENTS && !send(&mut events, cx).await {
-                    return Pumped::Closed;
-                }
-            }
-        }
-        if n == 0 {
-            lines.finish(cx);
-        }
-        if !send(&mut events, cx).await {
-            return Pumped::Closed;
-        }
-        if n == 0 {
-            return Pumped::Eof;
+        let chunk = chunker.next_chunk(&mut buf, n == 0);
+        let read = Read { n, chunk, error };
+        if let Err(end) = parse_read(read, lines, max_line, &mut events, cx).await {
+            return end;
         }
     }
+}
+
+/// Reads in flight between the file reader and the parser.
+const FILE_READS_AHEAD: usize = 2;
+
+/// Reads a file (or FIFO) to its end (or shutdown) like [`pump`], the reads done by a blocking
+/// thread ([`read_file`]) straight into the buffer the lines are parsed from: through
+/// `tokio::fs::File`, every byte would be copied once more, from its own buffer.
+async fn pump_file(
+    file: std::fs::File,
+    lines: &mut Lines,
+    max_line: usize,
+    cx: &mut SourceContext,
+) -> Pumped {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(FILE_READS_AHEAD);
+    // The reader ends after the last read, or at its next read once `rx` is dropped.
+    drop(tokio::task::spawn_blocking(move || {
+        read_file(file, max_line, tx)
+    }));
+    let mut events = Vec::with_capacity(MAX_BATCH_EVENTS);
+    loop {
+        let read = tokio::select! {
+            r = rx.recv() => r,
+            _ = cx.shutdown.cancelled() => return Pumped::Shutdown,
+        };
+        // The reader always ends with a read of 0 bytes; without it (it panicked), the input
+        // ends here.
+        let read = read.unwrap_or(Read {
+            n: 0,
+            chunk: None,
+            error: None,
+        });
+        if let Err(end) = parse_read(read, lines, max_line, &mut events, cx).await {
+            return end;
+        }
+    }
+}
+
+/// The blocking side of [`pump_file`]: reads `file` in chunks of up to [`READ_CHUNK`] and
+/// sends each read's complete lines, then a read of 0 bytes.
+fn read_file(file: std::fs::File, max_line: usize, tx: tokio::sync::mpsc::Sender<Read>) {
+    let mut chunker = LineChunker::new(max_line);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let (n, error) = match read_spare(&file, &mut buf, READ_CHUNK) {
+            Ok(n) => (n, None),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => (0, Some(e)),
+        };
+        let chunk = chunker.next_chunk(&mut buf, n == 0);
+        if tx.blocking_send(Read { n, chunk, error }).is_err() || n == 0 {
+            return;
+        }
+    }
+}
+
+/// One `read(2)` of up to `max` bytes of `file` into the spare capacity of `buf`, which grows
+/// by what was read.
+fn read_spare(file: &std::fs::File, buf: &mut BytesMut, max: usize) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: `spare` is writable memory owned by `buf`, at least `len` bytes long; `read`
+    // writes at most `len` bytes into it and nothing else.
+    let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    let n = usize::try_from(n).map_err(|_| std::io::Error::last_os_error())?;
+    // SAFETY: `read` initialized the first `n` (at most `len`) bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n.min(len)) };
+    Ok(n.min(len))
 }
 
 async fn run(cfg: PerfConfig, input: Input, mut cx: SourceContext) -> Result<(), BoxError> {
@@ -464,15 +563,16 @@ async fn run(cfg: PerfConfig, input: Input, mut cx: SourceContext) -> Result<(),
             Ok(())
         }
         Input::File(path) => loop {
-            let mut file = tokio::select! {
+            let file = tokio::select! {
                 f = tokio::fs::File::open(&path) => f.map_err(|e| format!("cannot open {}: {e}", path.display()))?,
                 _ = cx.shutdown.cancelled() => return Ok(()),
             };
+            let file = file.into_std().await;
             let fifo = {
                 use std::os::unix::fs::FileTypeExt;
-                file.metadata().await.is_ok_and(|m| m.file_type().is_fifo())
+                file.metadata().is_ok_and(|m| m.file_type().is_fifo())
             };
-            match pump(&mut file, &mut lines, max_line, &mut cx).await {
+            match pump_file(file, &mut lines, max_line, &mut cx).await {
                 Pumped::Eof if fifo => continue,
                 _ => return Ok(()),
             }

@@ -27,6 +27,7 @@
 //! - a sample that ends without its blank line (the input stopped mid-sample) is dropped and
 //!   counted as `truncated`, as the reference drops it.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -191,6 +192,7 @@ pub struct ScriptParser {
     /// An emptied frame list to start the next sample with.
     spare_frames: Vec<StackFrame>,
     kinds: KindCache,
+    frame_cache: FrameCache,
 }
 
 impl ScriptParser {
@@ -204,6 +206,7 @@ impl ScriptParser {
             tokens: Vec::with_capacity(16),
             spare_frames: Vec::new(),
             kinds: KindCache::default(),
+            frame_cache: FrameCache::default(),
         }
     }
 
@@ -226,7 +229,8 @@ impl ScriptParser {
         if text.first() == Some(&b'#') {
             return Ok(());
         }
-        if text.iter().all(|b| b.is_ascii_whitespace()) {
+        let lead = leading_blanks(text);
+        if text[lead..].iter().all(|b| b.is_ascii_whitespace()) {
             if let State::Sample(open) = std::mem::replace(&mut self.state, State::Idle) {
                 out.push(self.event(open));
             }
@@ -238,7 +242,10 @@ impl ScriptParser {
             State::Sample(open) => {
                 let before = open.frames.len();
                 let at = open.text.add(chunk, &line);
-                if push_frames(text, at, &mut open.frames, &mut self.kinds) {
+                if self
+                    .frame_cache
+                    .push(text, lead, at, &mut open.frames, &mut self.kinds)
+                {
                     if open.frames.len() > self.max_frames {
                         self.state = State::Skipping;
                         return Err(ParseError::TooManyFrames {
@@ -406,7 +413,8 @@ fn parse_int(s: &[u8]) -> Option<i64> {
 
 /// `1234` or `1234/1240`: (pid, tid).
 fn pid_tid(s: &[u8]) -> Option<(Option<i64>, i64)> {
-    match memchr::memchr(b'/', s) {
+    // A word of a few bytes: a plain loop beats a call to memchr.
+    match s.iter().position(|&b| b == b'/') {
         Some(p) => Some((Some(parse_int(&s[..p])?), parse_int(&s[p + 1..])?)),
         None => Some((None, parse_int(s)?)),
     }
@@ -417,11 +425,36 @@ fn cpu(s: &[u8]) -> Option<i64> {
     parse_int(s.strip_prefix(b"[")?.strip_suffix(b"]")?)
 }
 
+/// Exact powers of ten as `f64` (every one up to 1e22 is).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
 /// `6544038.708352:`.
 fn time(s: &[u8]) -> Option<f64> {
     let body = s.strip_suffix(b":")?;
-    if body.is_empty() || !body.iter().all(|b| b.is_ascii_digit() || *b == b'.') {
+    let mut mantissa: u64 = 0;
+    let mut digits = 0usize;
+    let mut dot = None;
+    for (i, &b) in body.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+                digits += 1;
+            }
+            b'.' if dot.is_none() => dot = Some(i),
+            _ => return None,
+        }
+    }
+    if digits == 0 {
         return None;
+    }
+    let scale = dot.map_or(0, |d| body.len() - d - 1);
+    if digits <= 15 && scale < POW10.len() {
+        // Both exact (under 2^53, a power of ten up to 1e22): one correctly rounded division
+        // gives the correctly rounded value, what `str::parse` returns, without its overhead.
+        return Some(mantissa as f64 / POW10[scale]);
     }
     std::str::from_utf8(body).ok()?.parse().ok()
 }
@@ -573,6 +606,84 @@ impl KindCache {
     }
 }
 
+/// The most distinct frame lines [`FrameCache`] holds; past it, it starts over.
+const FRAME_CACHE_LINES: usize = 16 * 1024;
+
+/// A frame line parsed before, its ranges counted from the start of its text.
+#[derive(Debug)]
+enum Parsed {
+    One(StackFrame),
+    /// A JIT inline chain.
+    Many(Box<[StackFrame]>),
+}
+
+/// Frame lines already parsed, by their text: a profile repeats the same few thousand lines
+/// (one per distinct address) over and over, and looking a line up costs a fraction of
+/// parsing it. Holds at most [`FRAME_CACHE_LINES`] lines (emptied when full); only lines that
+/// parse are kept.
+#[derive(Debug, Default)]
+pub struct FrameCache {
+    lines: HashMap<Box<[u8]>, Parsed, rustc_hash::FxBuildHasher>,
+}
+
+/// `f` with its ranges moved `by` bytes up (`by` may wrap, to move them down).
+fn shift(f: &StackFrame, by: u32) -> StackFrame {
+    let r = |t: TextRange| TextRange {
+        start: t.start.wrapping_add(by),
+        end: t.end.wrapping_add(by),
+    };
+    StackFrame {
+        addr: r(f.addr),
+        symbol: f.symbol.map(r),
+        module: f.module.map(r),
+        ..*f
+    }
+}
+
+impl FrameCache {
+    /// [`push_frames`] for a line whose first `lead` bytes are spaces or tabs, from the cache
+    /// when the line was seen before.
+    pub fn push(
+        &mut self,
+        line: &[u8],
+        lead: usize,
+        at: usize,
+        frames: &mut Vec<StackFrame>,
+        kinds: &mut KindCache,
+    ) -> bool {
+        let Some(r) = trimmed(line, lead) else {
+            return false;
+        };
+        let s = &line[r.clone()];
+        let base = at + r.start;
+        let Ok(base32) = u32::try_from(base + s.len()).map(|_| base as u32) else {
+            // Past 4 GiB: not addressable, which parsing reports.
+            return parse_frame(s, base, frames, kinds);
+        };
+        if let Some(p) = self.lines.get(s) {
+            match p {
+                Parsed::One(f) => frames.push(shift(f, base32)),
+                Parsed::Many(fs) => frames.extend(fs.iter().map(|f| shift(f, base32))),
+            }
+            return true;
+        }
+        let first = frames.len();
+        if !parse_frame(s, base, frames, kinds) {
+            return false;
+        }
+        if self.lines.len() >= FRAME_CACHE_LINES {
+            self.lines.clear();
+        }
+        let back = base32.wrapping_neg();
+        let parsed = match &frames[first..] {
+            [one] => Parsed::One(shift(one, back)),
+            many => Parsed::Many(many.iter().map(|f| shift(f, back)).collect()),
+        };
+        self.lines.insert(s.into(), parsed);
+        true
+    }
+}
+
 /// Parses a frame line into one frame (or several, for a JIT inline chain) appended to
 /// `frames`, its ranges counted from `at` (where the line starts in the sample's text).
 /// Returns false when the line is not a frame line.
@@ -582,18 +693,41 @@ pub fn push_frames(
     frames: &mut Vec<StackFrame>,
     kinds: &mut KindCache,
 ) -> bool {
-    let start = line
-        .iter()
-        .position(|b| !is_space(*b))
-        .unwrap_or(line.len());
+    match trimmed(line, leading_blanks(line)) {
+        Some(r) => parse_frame(&line[r.clone()], at + r.start, frames, kinds),
+        None => false,
+    }
+}
+
+/// How many spaces and tabs `line` starts with (frame lines start with a dozen or so).
+fn leading_blanks(line: &[u8]) -> usize {
+    let mut i = 0;
+    while i < line.len() {
+        if line.get(i..i + 8) == Some(&[b' '; 8][..]) {
+            i += 8;
+            continue;
+        }
+        if !is_space(line[i]) {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The frame text of a line whose blanks end at `start`: without them and trailing
+/// whitespace; `None` when nothing is left.
+fn trimmed(line: &[u8], start: usize) -> Option<Range<usize>> {
     let end = line
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |p| p + 1);
-    if start >= end {
-        return false;
-    }
-    let s = &line[start..end];
+    (start < end).then_some(start..end)
+}
+
+/// Parses a frame line's text `s` (trimmed; it starts at `at` in the sample's text).
+fn parse_frame(s: &[u8], at: usize, frames: &mut Vec<StackFrame>, kinds: &mut KindCache) -> bool {
+    let line = s;
     let addr_len = s.iter().position(|b| is_space(*b)).unwrap_or(s.len());
     if addr_len == 0
         || !s[..addr_len]
@@ -803,6 +937,33 @@ mod tests {
         .is_none());
         assert!(parse_header(&b("no digits here:")).is_none());
         assert!(parse_header(&b("\u{1}\u{2}\u{3}")).is_none());
+    }
+
+    #[test]
+    fn times_parse_as_str_parse_does() {
+        for t in [
+            "6544038.708352",
+            "1410598.006198",
+            "0.000001",
+            "5.",
+            ".5",
+            "7",
+            "123456789012345",
+            "1234567890.123456789",
+            "0.0000000000000000000000001",
+            "99999999999999999999",
+        ] {
+            let colon = format!("{t}:");
+            assert_eq!(time(colon.as_bytes()), t.parse::<f64>().ok(), "{t}");
+        }
+        for bad in ["", ".", "1.2.3", "1e5", "-1", "1 2", "12"] {
+            let colon = if bad == "12" {
+                bad.to_string()
+            } else {
+                format!("{bad}:")
+            };
+            assert_eq!(time(colon.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]
