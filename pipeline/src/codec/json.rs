@@ -242,7 +242,7 @@ impl JsonLaziness {
     pub(crate) fn next(&self) -> (bool, Option<Arc<AtomicU64>>) {
         let n = self.lines.get();
         self.lines.set(n.wrapping_add(1));
-        if n % PROBE_EVERY != 0 {
+        if !n.is_multiple_of(PROBE_EVERY) {
             return (!self.eager.get(), None);
         }
         let p = self.probes.get() + 1;
