@@ -49,8 +49,8 @@ use serde::Deserialize;
 use weir_pipeline::component::{Transform, TransformConfig, TransformContext, TransformOutput};
 use weir_pipeline::config::DataType;
 use weir_pipeline::event::{
-    parse_path, Event, EventBatch, EventMetadata, FieldPath, FrameKind, LogEvent, ObjectMap,
-    StackSample, Value,
+    parse_path, Event, EventBatch, EventMetadata, FieldPath, FrameKind, LogEvent, Metric,
+    MetricKind, MetricValue, ObjectMap, StackSample, Value,
 };
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::BoxError;
@@ -108,6 +108,18 @@ pub struct StackFoldConfig {
     /// stacks are counted under `[truncated]`. Default: 100000.
     #[serde(default = "default_max_stacks")]
     pub max_stacks: usize,
+    /// Also emit, on the output `top`, one summary log per window and group: the `top_n`
+    /// heaviest stacks (`top`: `{stack, count}` objects, heaviest first, ties in stack
+    /// order), the `total` count and the number of distinct `stacks`. Default: unset (no
+    /// summary). At least 1.
+    #[serde(default)]
+    pub top_n: Option<usize>,
+    /// Also emit, on the output `processes`, one incremental counter per window, group and
+    /// process: `stack_fold_samples` with the tag `process` (the root frame: the process
+    /// name, with `-pid` or `-pid/tid` when asked) plus the group values as tags, valued the
+    /// window's count (samples, or periods with `weight = "period"`). Default: false.
+    #[serde(default)]
+    pub process_metrics: bool,
 }
 
 fn default_max_stacks() -> usize {
@@ -127,6 +139,8 @@ impl Default for StackFoldConfig {
             event_filter: None,
             group_by: Vec::new(),
             max_stacks: default_max_stacks(),
+            top_n: None,
+            process_metrics: false,
         }
     }
 }
@@ -141,6 +155,9 @@ impl TransformConfig for StackFoldConfig {
         if self.max_stacks == 0 {
             return Err("`max_stacks` must be at least 1".into());
         }
+        if self.top_n == Some(0) {
+            return Err("`top_n` must be at least 1 (or unset for no summary)".into());
+        }
         let mut group_by = Vec::with_capacity(self.group_by.len());
         for g in &self.group_by {
             group_by.push(parse_path(g).map_err(|e| format!("`group_by`: {e}"))?);
@@ -150,6 +167,9 @@ impl TransformConfig for StackFoldConfig {
             window: self.window_secs.map(Duration::from_secs),
             window_start: Utc::now(),
             metrics: Arc::clone(&cx.metrics),
+            top_n: self.top_n,
+            process_metrics: self.process_metrics,
+            group_names: self.group_by.clone(),
         }))
     }
 
@@ -158,9 +178,15 @@ impl TransformConfig for StackFoldConfig {
     }
 
     fn outputs(&self) -> Vec<weir_pipeline::component::Output> {
-        vec![weir_pipeline::component::Output::default_output(
-            DataType::LOG,
-        )]
+        use weir_pipeline::component::Output;
+        let mut outputs = vec![Output::default_output(DataType::LOG)];
+        if self.top_n.is_some() {
+            outputs.push(Output::named(TOP_OUTPUT, DataType::LOG));
+        }
+        if self.process_metrics {
+            outputs.push(Output::named(PROCESSES_OUTPUT, DataType::METRIC));
+        }
+        outputs
     }
 }
 
@@ -646,7 +672,16 @@ struct StackFold {
     window: Option<Duration>,
     window_start: DateTime<Utc>,
     metrics: Arc<ComponentMetrics>,
+    top_n: Option<usize>,
+    process_metrics: bool,
+    /// `group_by` as configured (metric tag names).
+    group_names: Vec<String>,
 }
+
+/// The output of the top-N summaries.
+pub const TOP_OUTPUT: &str = "top";
+/// The output of the per-process counters.
+pub const PROCESSES_OUTPUT: &str = "processes";
 
 impl StackFold {
     fn emit(&mut self, out: &mut TransformOutput) {
@@ -667,6 +702,25 @@ impl StackFold {
             );
         }
         let paths: Vec<FieldPath> = self.folder.group_by.clone();
+        // Stacks come sorted by group: each group is one run of them.
+        let mut first = 0;
+        while first < stacks.len() {
+            let group = &stacks[first].group;
+            let len = stacks[first..]
+                .iter()
+                .take_while(|s| &s.group == group)
+                .count();
+            let run = &stacks[first..first + len];
+            if let Some(n) = self.top_n {
+                out.push_named(TOP_OUTPUT, top_summary(run, n, &paths, start, end));
+            }
+            if self.process_metrics {
+                for m in process_counters(run, &self.group_names, end) {
+                    out.push_named(PROCESSES_OUTPUT, Event::from(m));
+                }
+            }
+            first += len;
+        }
         for s in stacks {
             let mut log =
                 LogEvent::from_value(Value::Object(ObjectMap::new()), EventMetadata::new(None));
@@ -682,6 +736,97 @@ impl StackFold {
             out.push(Event::Log(log));
         }
     }
+}
+
+/// The summary of one group's stacks: the `n` heaviest, the total and the distinct count.
+fn top_summary(
+    run: &[FoldedStack],
+    n: usize,
+    paths: &[FieldPath],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Event {
+    let mut order: Vec<&FoldedStack> = run.iter().collect();
+    // Stable: equal counts stay in stack order.
+    order.sort_by(|a, b| b.count.cmp(&a.count));
+    let top: Vec<Value> = order
+        .iter()
+        .take(n)
+        .map(|s| {
+            let mut m = ObjectMap::new();
+            m.insert("stack".into(), Value::Bytes(s.stack.clone()));
+            m.insert("count".into(), Value::Integer(clamp(s.count)));
+            Value::Object(m)
+        })
+        .collect();
+    let total: u64 = run.iter().fold(0u64, |t, s| t.saturating_add(s.count));
+    let mut log = LogEvent::from_value(Value::Object(ObjectMap::new()), EventMetadata::new(None));
+    log.insert_field("top", Value::Array(top));
+    log.insert_field("total", Value::Integer(clamp(total)));
+    log.insert_field("stacks", Value::Integer(clamp(run.len() as u64)));
+    log.insert_field("window_start", Value::Timestamp(start));
+    log.insert_field("window_end", Value::Timestamp(end));
+    if let Some(s) = run.first() {
+        for (path, value) in paths.iter().zip(&s.group) {
+            if *value != Value::Null {
+                log.insert(path, value.clone());
+            }
+        }
+    }
+    Event::Log(log)
+}
+
+/// One counter per process (root frame) of one group's stacks.
+fn process_counters(
+    run: &[FoldedStack],
+    group_names: &[String],
+    end: DateTime<Utc>,
+) -> Vec<Metric> {
+    let mut per: std::collections::BTreeMap<&[u8], u64> = std::collections::BTreeMap::new();
+    for s in run {
+        let root = s.stack.split(|&b| b == b';').next().unwrap_or(&[]);
+        let c = per.entry(root).or_insert(0);
+        *c = c.saturating_add(s.count);
+    }
+    let group_tags: Vec<(String, String)> = run
+        .first()
+        .map(|s| {
+            group_names
+                .iter()
+                .zip(&s.group)
+                .filter(|(_, v)| **v != Value::Null)
+                .map(|(k, v)| {
+                    let text = match v {
+                        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                        Value::String(t) => t.to_string(),
+                        other => other.to_string(),
+                    };
+                    (k.trim_start_matches('.').to_string(), text)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    per.into_iter()
+        .map(|(process, count)| {
+            let mut m = Metric::new(
+                "stack_fold_samples",
+                MetricKind::Incremental,
+                MetricValue::Counter {
+                    value: count as f64,
+                },
+            )
+            .with_tag("process", String::from_utf8_lossy(process))
+            .with_timestamp(end);
+            for (k, v) in &group_tags {
+                m = m.with_tag(k.clone(), v.clone());
+            }
+            m
+        })
+        .collect()
+}
+
+fn clamp(n: u64) -> i64 {
+    n.min(i64::MAX as u64) as i64
 }
 
 impl Transform for StackFold {
@@ -772,6 +917,100 @@ mod tests {
             .into_iter()
             .map(|s| format!("{} {}", String::from_utf8_lossy(&s.stack), s.count))
             .collect()
+    }
+
+    #[test]
+    fn top_summary_and_process_counters_per_group() {
+        let f = |sym: &str| frame(Some(sym), Some("/bin/app"), "1", "user");
+        let mut samples = Vec::new();
+        let mut add = |comm: &str, pod: &str, stack: &[&str], n: usize| {
+            for _ in 0..n {
+                let mut s = sample(
+                    comm,
+                    Some(1),
+                    "cycles",
+                    1,
+                    stack.iter().map(|x| f(x)).collect(),
+                );
+                s.insert_field("pod", pod);
+                samples.push(Event::Log(s));
+            }
+        };
+        // perf lists frames leaf first.
+        add("api", "a", &["read", "main"], 3);
+        add("api", "a", &["write", "main"], 5);
+        add("db", "a", &["scan", "main"], 5);
+        add("db", "a", &["idle"], 1);
+        add("api", "b", &["read", "main"], 2);
+        let cfg = StackFoldConfig {
+            group_by: vec!["pod".into()],
+            top_n: Some(2),
+            process_metrics: true,
+            ..Default::default()
+        };
+        let outputs: Vec<String> = cfg.outputs().into_iter().filter_map(|o| o.name).collect();
+        assert_eq!(outputs, [TOP_OUTPUT, PROCESSES_OUTPUT]);
+        let cx = TransformContext {
+            id: Arc::from("fold"),
+            data_dir: std::env::temp_dir(),
+            metrics: ComponentMetrics::detached("fold"),
+        };
+        let mut t = cfg.build(&cx).unwrap();
+        let mut out = TransformOutput::new(outputs);
+        t.transform(EventBatch::new(samples), &mut out);
+        t.flush(&mut out);
+        assert_eq!(out.default.len(), 5);
+        let tops = &out.named[TOP_OUTPUT];
+        assert_eq!(tops.len(), 2);
+        let a = tops[0].as_log().unwrap();
+        assert_eq!(a.get_field("pod"), Some(&Value::from("a")));
+        assert_eq!(a.get_field("total"), Some(&Value::from(14)));
+        assert_eq!(a.get_field("stacks"), Some(&Value::from(4)));
+        let top: Vec<(String, i64)> = a
+            .get_field("top")
+            .and_then(|v| v.as_array())
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let m = o.as_object().unwrap();
+                (
+                    String::from_utf8_lossy(m["stack"].as_bytes().unwrap()).into_owned(),
+                    m["count"].as_integer().unwrap(),
+                )
+            })
+            .collect();
+        // Ties keep stack order.
+        assert_eq!(
+            top,
+            [
+                ("api;main;write".to_string(), 5),
+                ("db;main;scan".to_string(), 5)
+            ]
+        );
+        let b = tops[1].as_log().unwrap();
+        assert_eq!(b.get_field("total"), Some(&Value::from(2)));
+        let counters: Vec<String> = out.named[PROCESSES_OUTPUT]
+            .iter()
+            .map(|e| {
+                let Event::Metric(m) = e else {
+                    panic!("not a metric")
+                };
+                let MetricValue::Counter { value } = m.value else {
+                    panic!("not a counter")
+                };
+                assert_eq!(m.name, "stack_fold_samples");
+                assert_eq!(m.kind, MetricKind::Incremental);
+                format!("{} {} {}", m.tags["pod"], m.tags["process"], value)
+            })
+            .collect();
+        assert_eq!(counters, ["a api 8", "a db 6", "b api 2"]);
+        // top_n = 0 is refused.
+        let bad = StackFoldConfig {
+            top_n: Some(0),
+            ..Default::default()
+        };
+        let err = bad.build(&cx).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("top_n")));
     }
 
     #[test]
