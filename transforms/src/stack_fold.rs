@@ -748,7 +748,7 @@ fn top_summary(
 ) -> Event {
     let mut order: Vec<&FoldedStack> = run.iter().collect();
     // Stable: equal counts stay in stack order.
-    order.sort_by(|a, b| b.count.cmp(&a.count));
+    order.sort_by_key(|s| std::cmp::Reverse(s.count));
     let top: Vec<Value> = order
         .iter()
         .take(n)
