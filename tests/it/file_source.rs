@@ -8,7 +8,8 @@
 //! 4. rotated while stopped (Vector #22954): `files_rotated_while_weir_is_stopped_...` (and
 //!    the gzip variant);
 //! 5. SIGKILL x5 during a stream: `sigkill_five_times_during_a_stream_...` (1,000,000 lines);
-//! 6. sink down for a while: `unwritable_sink_pauses_the_source_...`;
+//! 6. sink down for a while (the input grows by 67 MiB meanwhile; weir's VmRSS is measured):
+//!    `unwritable_sink_pauses_the_source_...`;
 //! 7. CRI / Docker / wrapped JSON: `kubernetes_logs.rs`;
 //! 8. Java stack traces with a flush timeout: `multiline_java_stack_traces_...`;
 //! 9. 1,000 files with `max_open_files`, a 10 MiB line: `many_files_with_few_open_slots_...`;
@@ -500,24 +501,67 @@ fn metric(api: std::net::SocketAddr, name: &str, component: &str) -> Option<f64>
         .and_then(|v| v.parse().ok())
 }
 
+/// The resident memory of process `pid` (`VmRSS` in `/proc/<pid>/status`), in bytes.
+fn vm_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"));
+    kib * 1024
+}
+
+/// The size of `path`, 0 if it does not exist.
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
 #[test]
 fn unwritable_sink_pauses_the_source_and_loses_nothing_once_it_recovers() {
-    const N: usize = 200_000;
+    // The sink's buffer, as configured below.
+    const SINK_BUFFER: usize = 2000;
+    // Lines appended during the outage: 1,300,000 of 54 bytes, 67 MiB, far more than the
+    // pipeline holds.
+    const N: usize = 1_300_000;
+    const CHUNK: usize = 20_000;
     let mut s = Setup::new();
     let api = free_addr();
     let cfg = s.config(&["app.log"], "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "[api]\nenabled = false",
-        &format!("[api]\naddress = \"{api}\""),
-    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "[api]\nenabled = false",
+            &format!("[api]\naddress = \"{api}\""),
+        )
+        .replace(
+            "encoding.codec = \"text\"",
+            &format!("encoding.codec = \"text\"\nbuffer.max_events = {SINK_BUFFER}"),
+        );
     std::fs::write(&cfg, text).unwrap();
     // The sink's directory cannot be created while a plain file sits where it should be (this
     // blocks root too, unlike permissions).
     let blocker = s.dir.path().join("out");
     std::fs::write(&blocker, b"not a directory").unwrap();
+    let input = s.input("app.log");
+    File::create(&input).unwrap();
     let expected: Vec<String> = (0..N).map(|i| line("p", i)).collect();
-    append(&s.input("app.log"), expected.clone());
     let child = s.start(&cfg);
+    let pid = child.id();
+    assert!(
+        wait_until(Duration::from_secs(20), || metric(
+            api,
+            "weir_component_received_events_total",
+            "logs"
+        )
+        .is_some()),
+        "weir is up"
+    );
+    // Idle: the pipeline is built, the file is open, nothing has been read.
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = vm_rss(pid);
+    append(&input, expected[..CHUNK].to_vec());
     assert!(
         wait_until(Duration::from_secs(20), || metric(
             api,
@@ -527,11 +571,56 @@ fn unwritable_sink_pauses_the_source_and_loses_nothing_once_it_recovers() {
         .is_some_and(|v| v >= 2.0)),
         "the sink reports failed writes"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // The input keeps growing during the outage, by 67 MiB in all, while weir's memory is
+    // sampled.
+    let mut peak = vm_rss(pid);
+    for chunk in expected[CHUNK..].chunks(CHUNK) {
+        append(&input, chunk.to_vec());
+        peak = peak.max(vm_rss(pid));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        peak = peak.max(vm_rss(pid));
+    }
+    let input_bytes = file_len(&input);
+    assert!(input_bytes > 64 << 20, "{input_bytes}");
+    // What can be in flight while the sink cannot write, in events (`MAX_BATCH_EVENTS` =
+    // 1000 per source batch): the batch the sink holds and retries (1000), its buffer
+    // (SINK_BUFFER), the batch the source task waits to send (1000), the reader thread's
+    // channel (2 batches) and the batch the reader thread waits to hand over (1000): 7,000.
+    const IN_FLIGHT: usize = 1000 + SINK_BUFFER + 1000 + 2 * 1000 + 1000;
     let read = metric(api, "weir_component_received_events_total", "logs").unwrap_or(0.0);
+    let read_bytes = metric(api, "weir_component_received_bytes_total", "logs").unwrap_or(0.0);
+    // Memory: each of those events costs well under 1 KiB (the event, its fields, its share of
+    // the read buffer it points into; the line itself is 54 bytes), so 7 MiB; the reader's
+    // buffer is at most 5 read chunks (320 KiB), the sink's encoded batch 54 KiB. Twice that,
+    // plus 8 MiB for the allocator's per-thread heaps and segments, gives 24 MiB over the
+    // idle process. A source that read the 67 MiB ahead would hold 1.3 million events, at
+    // least 130 MiB.
+    const BOUND: u64 = 24 << 20;
+    println!(
+        "sink down: VmRSS idle {:.1} MiB, peak during the outage {:.1} MiB (+{:.1} MiB) while the input grew to {:.1} MiB; the source read {read} events ({:.2} MiB)",
+        idle as f64 / 1048576.0,
+        peak as f64 / 1048576.0,
+        peak.saturating_sub(idle) as f64 / 1048576.0,
+        input_bytes as f64 / 1048576.0,
+        read_bytes / 1048576.0,
+    );
     assert!(
-        read < (N / 2) as f64,
-        "the source is paused by backpressure, not reading everything into memory: {read} of {N} read"
+        peak < idle + BOUND,
+        "memory bounded during the outage: VmRSS peaked at {peak} bytes, idle was {idle}"
+    );
+    // The source is paused by backpressure: it read what is in flight, not the file.
+    assert!(
+        read <= IN_FLIGHT as f64,
+        "the source read {read} events, more than can be in flight ({IN_FLIGHT})"
+    );
+    // Its read offset: the lines in flight plus the read buffer (5 chunks of 64 KiB).
+    let read_limit = (IN_FLIGHT * 54 + 5 * 64 * 1024) as f64;
+    assert!(
+        read_bytes <= read_limit,
+        "the source read {read_bytes} bytes of {input_bytes}, more than {read_limit}"
     );
     assert_eq!(
         checkpoint_offset(&s.checkpoints()),
@@ -539,10 +628,22 @@ fn unwritable_sink_pauses_the_source_and_loses_nothing_once_it_recovers() {
         "nothing delivered, nothing checkpointed"
     );
     std::fs::remove_file(&blocker).unwrap();
-    s.wait_for_lines(N, "after the sink recovered");
+    let ok = wait_until(Duration::from_secs(120), || {
+        file_len(&s.out()) >= input_bytes
+    });
+    assert!(
+        ok,
+        "after the sink recovered: {} of {input_bytes} bytes",
+        file_len(&s.out())
+    );
     std::thread::sleep(Duration::from_millis(1500));
     s.stop(child);
-    assert_eq!(s.output(), expected, "every line once, in order");
+    assert!(s.output() == expected, "every line once, in order");
+    let offset = checkpoint_offset(&s.checkpoints());
+    assert_eq!(
+        offset, input_bytes,
+        "the checkpoint is at the end of the input"
+    );
 }
 
 #[test]
