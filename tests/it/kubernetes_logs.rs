@@ -393,13 +393,15 @@ struct ApiServer {
     requests: Arc<Mutex<Vec<String>>>,
     pod_events: Sender<Value>,
     namespace_events: Sender<Value>,
+    collections: Arc<Collections>,
 }
 
-/// What the double serves: the list of each collection and the receiver of its watch events.
-/// A `Null` list is refused with 403, as for a service account whose RBAC does not grant it.
+/// What the double serves: the list of each collection (the test may replace it) and the
+/// receiver of its watch events. A `Null` list is refused with 403, as for a service account
+/// whose RBAC does not grant it.
 struct Collections {
-    pods: (Value, Mutex<Receiver<Value>>),
-    namespaces: (Value, Mutex<Receiver<Value>>),
+    pods: (Mutex<Value>, Mutex<Receiver<Value>>),
+    namespaces: (Mutex<Value>, Mutex<Receiver<Value>>),
 }
 
 /// The API's answer when RBAC does not allow listing `resource` cluster-wide.
@@ -466,10 +468,11 @@ impl ApiServer {
         let (pod_events, pod_rx) = channel::<Value>();
         let (namespace_events, ns_rx) = channel::<Value>();
         let collections = Arc::new(Collections {
-            pods: (pods, Mutex::new(pod_rx)),
-            namespaces: (namespaces, Mutex::new(ns_rx)),
+            pods: (Mutex::new(pods), Mutex::new(pod_rx)),
+            namespaces: (Mutex::new(namespaces), Mutex::new(ns_rx)),
         });
         let reqs = requests.clone();
+        let served = collections.clone();
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(conn) = conn else { return };
@@ -492,7 +495,13 @@ impl ApiServer {
             requests,
             pod_events,
             namespace_events,
+            collections: served,
         }
+    }
+
+    /// What later lists of namespaces answer.
+    fn set_namespaces(&self, list: Value) {
+        *self.collections.namespaces.0.lock().unwrap() = list;
     }
 
     fn requests(&self) -> Vec<String> {
@@ -535,6 +544,7 @@ fn serve(mut w: impl Conn, reqs: &Mutex<Vec<String>>, collections: &Collections)
         let _ = w.flush();
         return;
     };
+    let list = list.lock().unwrap().clone();
     if list.is_null() {
         let resource = target[8..].split('?').next().unwrap_or("");
         let body = forbidden(resource);
@@ -862,21 +872,35 @@ encoding.codec = "json"
     ))
 }
 
+/// Namespace labels from the list, then from watch events (MODIFIED, ADDED, BOOKMARK), then
+/// from a new list after the watch is told its version is gone (410); a pod whose namespace
+/// the API does not know keeps its pod fields.
 #[test]
 fn namespace_labels_come_from_the_api_list_and_watch() {
     let mut s = Setup::new();
     let web_uid = "7f1e2d3c-aaaa-4bbb-8ccc-0000000000a1";
     let job_uid = "7f1e2d3c-aaaa-4bbb-8ccc-0000000000a2";
+    // The job's pod is known to the API, its namespace (`batch`) not yet.
     let pods = pod_list(
         3000,
-        vec![pod(
-            "shop",
-            "web-7d4b9c-x2x9z",
-            web_uid,
-            2990,
-            json!({"app": "web"}),
-            json!({}),
-        )],
+        vec![
+            pod(
+                "shop",
+                "web-7d4b9c-x2x9z",
+                web_uid,
+                2990,
+                json!({"app": "web"}),
+                json!({}),
+            ),
+            pod(
+                "batch",
+                "job-1",
+                job_uid,
+                2991,
+                json!({"app": "job"}),
+                json!({}),
+            ),
+        ],
     );
     let namespaces = json!({
         "kind": "NamespaceList",
@@ -921,6 +945,31 @@ fn namespace_labels_come_from_the_api_list_and_watch() {
     append(&web_log, "2024-05-01T10:00:01Z stdout F watched\n");
     append(&job_log, "2024-05-01T10:00:01Z stdout F namespace added\n");
     s.wait_for("out", 4);
+    // The watch's version is too old (410 Gone, as an ERROR event): the namespaces are listed
+    // again, and what the new list says counts.
+    server.set_namespaces(json!({
+        "kind": "NamespaceList",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": "4100"},
+        "items": [
+            namespace("shop", 4090, json!({"team": "checkout"})),
+            namespace("batch", 4095, json!({"team": "data", "tier": "2"})),
+        ]
+    }));
+    server
+        .namespace_events
+        .send(json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "too old resource version: 4012 (4090)", "reason": "Expired", "code": 410}}))
+        .unwrap();
+    let relisted = wait_until(Duration::from_secs(10), || {
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("/api/v1/namespaces?watch=1&allowWatchBookmarks=true&timeoutSeconds=290&resourceVersion=4100 "))
+    });
+    assert!(relisted, "{:?}", server.requests());
+    append(&web_log, "2024-05-01T10:00:02Z stdout F relisted\n");
+    append(&job_log, "2024-05-01T10:00:02Z stdout F batch relisted\n");
+    s.wait_for("out", 6);
     let log = s.stop(child);
     let by_msg: BTreeMap<String, Value> = s
         .events("out")
@@ -937,12 +986,12 @@ fn namespace_labels_come_from_the_api_list_and_watch() {
         json!({"kubernetes.io/metadata.name": "shop", "team": "web", "env": "prod"})
     );
     assert_eq!(by_msg["listed"]["pod_labels"], json!({"app": "web"}));
-    assert!(
-        by_msg["namespace not known yet"]
-            .get("namespace_labels")
-            .is_none(),
-        "{by_msg:?}"
-    );
+    // A namespace the API does not know: no namespace labels, the pod's fields all there.
+    let unknown = &by_msg["namespace not known yet"];
+    assert!(unknown.get("namespace_labels").is_none(), "{by_msg:?}");
+    assert_eq!(unknown["pod_labels"], json!({"app": "job"}), "{by_msg:?}");
+    assert_eq!(unknown["pod_namespace"], "batch");
+    assert_eq!(unknown["pod_owner"], "ReplicaSet/job");
     assert_eq!(
         by_msg["watched"]["namespace_labels"],
         json!({"kubernetes.io/metadata.name": "shop", "team": "storefront"})
@@ -950,6 +999,18 @@ fn namespace_labels_come_from_the_api_list_and_watch() {
     assert_eq!(
         by_msg["namespace added"]["namespace_labels"],
         json!({"kubernetes.io/metadata.name": "batch", "team": "data"})
+    );
+    assert_eq!(
+        by_msg["relisted"]["namespace_labels"],
+        json!({"kubernetes.io/metadata.name": "shop", "team": "checkout"})
+    );
+    assert_eq!(
+        by_msg["batch relisted"]["namespace_labels"],
+        json!({"kubernetes.io/metadata.name": "batch", "team": "data", "tier": "2"})
+    );
+    assert_eq!(
+        by_msg["batch relisted"]["pod_labels"],
+        json!({"app": "job"})
     );
     // Namespaces are listed (all of them: no node selector), then watched from the list's
     // version.
