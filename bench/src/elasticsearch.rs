@@ -112,6 +112,9 @@ pub struct Counts {
     pub body_bytes: AtomicU64,
     /// Requests the double could not parse (answered 400).
     pub malformed: AtomicU64,
+    /// Nanoseconds spent answering (splitting, checking, writing the response), from the
+    /// whole body in hand to the answer written: how busy the double was.
+    pub busy_ns: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -245,7 +248,10 @@ async fn bulk(
     body: Bytes,
 ) -> (StatusCode, [(&'static str, &'static str); 1], Vec<u8>) {
     let json = [("content-type", "application/json")];
+    let started = Instant::now();
     let (status, out) = answer(&d, uri.query(), &headers, &body);
+    d.0.busy_ns
+        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     (status, json, out)
 }
 
@@ -406,6 +412,19 @@ impl BulkDouble {
             })?;
         Ok((d, addr))
     }
+}
+
+/// CPU time of the double's thread so far (from `/proc/self/task/*/schedstat`), if found.
+fn double_cpu_secs() -> Option<f64> {
+    for t in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == "bulk-double" {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
+            return Some(ns / 1e9);
+        }
+    }
+    None
 }
 
 // ---- baselines ----
@@ -604,7 +623,11 @@ pub fn main(argv: &[String]) -> Result<bool> {
         for i in 1..=args.runs {
             let docs0 = double.0.documents.load(Ordering::Relaxed);
             let reqs0 = double.0.requests.load(Ordering::Relaxed);
+            let busy0 = double.0.busy_ns.load(Ordering::Relaxed);
+            let cpu0 = double_cpu_secs();
             let o = runner.run(name, cfg, None)?;
+            let busy = (double.0.busy_ns.load(Ordering::Relaxed) - busy0) as f64 / 1e9;
+            let cpu = double_cpu_secs().zip(cpu0).map(|(b, a)| b - a);
             if o.sent != Some(n) || !o.errors.is_empty() {
                 bail!(
                     "{name}: the sink sent {:?} events (expected {n}), errors: {:?}",
@@ -628,7 +651,10 @@ pub fn main(argv: &[String]) -> Result<bool> {
                 o.cpu_secs
                     .map_or(String::new(), |c| format!(", CPU {c:.2} s")),
                 if es {
-                    format!(", {reqs} bulk requests")
+                    format!(
+                        ", {reqs} bulk requests; the double answering {busy:.3} s, on CPU {}",
+                        cpu.map_or("-".into(), |c| format!("{c:.3} s"))
+                    )
                 } else {
                     String::new()
                 }

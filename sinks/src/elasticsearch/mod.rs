@@ -629,11 +629,11 @@ impl Sink for EsSink {
         let mut scratch = Scratch::default();
         let mut deadline: Option<Instant> = None;
         let mut open = true;
+        let is_full =
+            |b: &Batch| b.body.len() >= limits.max_bytes || b.items.len() >= limits.max_events;
         loop {
-            let full = building.body.len() >= limits.max_bytes
-                || building.items.len() >= limits.max_events;
             let due = !building.items.is_empty()
-                && (full || !open || deadline.is_some_and(|d| d <= Instant::now()));
+                && (is_full(&building) || !open || deadline.is_some_and(|d| d <= Instant::now()));
             if due {
                 if let Some(s) = idle.take() {
                     let next = spare.take().unwrap_or_default();
@@ -642,6 +642,10 @@ impl Sink for EsSink {
                     sending = Some(Box::pin(s.flush(batch)));
                 }
             }
+            // After the swap above: the batch just handed over no longer stops the input
+            // (taking it from before the swap would keep the input shut until the request
+            // in flight is answered, so nothing would be encoded meanwhile).
+            let full = is_full(&building);
             if !open && building.items.is_empty() && sending.is_none() {
                 break;
             }
@@ -674,6 +678,7 @@ impl Sink for EsSink {
                         None => std::future::pending().await,
                     }
                 }, if sending.is_some() => {
+                    tracing::debug!(component = %s.id, full, "bulk batch done");
                     sending = None;
                     idle = Some(s);
                     spare = Some(done);

@@ -158,6 +158,7 @@ impl Sender {
             req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
         let len = payload.len() as u64;
+        let started = std::time::Instant::now();
         let resp = match req.body(payload).send().await {
             Ok(r) => r,
             Err(e) => {
@@ -178,6 +179,14 @@ impl Sender {
             }
         };
         self.metrics.add_sent_bytes(len);
+        tracing::debug!(
+            component = %self.id,
+            documents = count,
+            bytes = len,
+            status,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "bulk request answered"
+        );
         if (200..300).contains(&status) {
             return match parse_response(&body, count, self.action == BulkAction::Create) {
                 Ok(o) => Sent::Items(o),
