@@ -197,53 +197,85 @@ static ESCAPE: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Writes `s` as a JSON string, byte for byte what `serde_json` writes. `serde_json` copies
-/// each run between two escapes with its own `memcpy` call, which on a document whose
-/// `message` is itself a line of JSON (a quote every few bytes) costs more than the bytes;
-/// here the exact length is counted first and every byte is then stored into place.
+/// Writes `s` as a JSON string, byte for byte what `serde_json` writes.
+///
+/// `serde_json` copies each run between two escapes with its own `memcpy` call, which on a
+/// document whose `message` is itself a line of JSON (a quote every few bytes) costs more
+/// than the bytes; a byte-at-a-time loop is bound by its own chain of dependent stores. Here
+/// eight bytes are looked at and stored at once (SWAR): a word with no quote, backslash or
+/// control byte is copied whole; otherwise the bytes before the first such byte are kept and
+/// that byte is escaped.
 pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = LO * b'"' as u64;
+    const BACKSLASHES: u64 = LO * b'\\' as u64;
+    const SPACES: u64 = LO * 0x20;
     let bytes = s.as_bytes();
-    let mut extra = 0usize;
-    for &b in bytes {
-        extra += match ESCAPE[b as usize] {
-            0 => 0,
-            b'u' => 5,
-            _ => 1,
-        };
-    }
     let start = out.len();
-    out.resize(start + bytes.len() + extra + 2, 0);
-    let dst = &mut out[start..];
-    let last = dst.len() - 1;
-    dst[0] = b'"';
-    if extra == 0 {
-        dst[1..last].copy_from_slice(bytes);
-    } else {
-        let mut j = 1;
-        for &b in bytes {
-            let e = ESCAPE[b as usize];
-            if e == b'u' {
-                dst[j..j + 6].copy_from_slice(&[
+    // Room for the text, its quotes, a few escapes and an 8-byte store past the end; grown
+    // below when escapes need more.
+    let mut end = start + bytes.len() + bytes.len() / 8 + 24;
+    out.resize(end, 0);
+    out[start] = b'"';
+    let mut j = start + 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        if end - j < 16 {
+            end += (bytes.len() - i) + 64;
+            out.resize(end, 0);
+        }
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let w = u64::from_le_bytes(word);
+            let q = w ^ QUOTES;
+            let b = w ^ BACKSLASHES;
+            // The lowest flagged byte of each test is exact (a false positive can only sit
+            // above a true one), so the lowest of the three is the first byte to escape.
+            // Bytes >= 0x80 (UTF-8 sequences) are never flagged.
+            let m = ((q.wrapping_sub(LO) & !q)
+                | (b.wrapping_sub(LO) & !b)
+                | (w.wrapping_sub(SPACES) & !w))
+                & HI;
+            out[j..j + 8].copy_from_slice(chunk);
+            if m == 0 {
+                i += 8;
+                j += 8;
+                continue;
+            }
+            let k = (m.trailing_zeros() / 8) as usize;
+            i += k;
+            j += k;
+        }
+        // `bytes[i]` needs an escape, or fewer than eight bytes are left.
+        let c = bytes[i];
+        match ESCAPE[c as usize] {
+            0 => {
+                out[j] = c;
+                j += 1;
+            }
+            b'u' => {
+                out[j..j + 6].copy_from_slice(&[
                     b'\\',
                     b'u',
                     b'0',
                     b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
+                    HEX[usize::from(c >> 4)],
+                    HEX[usize::from(c & 0xf)],
                 ]);
                 j += 6;
-            } else {
-                // Without a branch on the (frequent, unpredictable) escapes: the second
-                // store lands on the next byte's slot (or the closing quote's), which a
-                // later store overwrites when there is no escape.
-                let esc = e != 0;
-                dst[j] = if esc { b'\\' } else { b };
-                dst[j + 1] = e;
-                j += 1 + usize::from(esc);
+            }
+            e => {
+                out[j] = b'\\';
+                out[j + 1] = e;
+                j += 2;
             }
         }
+        i += 1;
     }
-    dst[last] = b'"';
+    out[j] = b'"';
+    out.truncate(j + 1);
 }
 
 /// The `filter_path` the sink asks for: the server leaves out of its answer everything but
@@ -629,6 +661,46 @@ mod tests {
                 write_json_str(&mut out, &s);
                 assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
             }
+        }
+        // Past eight bytes (the word-at-a-time path): each ASCII byte at each position of a
+        // 19-byte string, between multi-byte characters, and strings made only of escapes
+        // (the output grows six-fold), appended after existing content.
+        let chars = [
+            'a', 'é', '€', '😀', '"', '\\', '\n', '\u{1}', '\u{1f}', ' ', '\u{7f}',
+        ];
+        for pos in 0..19 {
+            for c in 0u8..128 {
+                for fill in ['x', 'é'] {
+                    let mut v: Vec<char> = std::iter::repeat_n(fill, 19).collect();
+                    v[pos] = char::from(c);
+                    let s: String = v.into_iter().collect();
+                    let mut out = b"prefix".to_vec();
+                    write_json_str(&mut out, &s);
+                    let mut want = b"prefix".to_vec();
+                    want.extend(serde_json::to_vec(&s).unwrap());
+                    assert_eq!(out, want, "{s:?}");
+                }
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..300 {
+            let s: String = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    chars[(seed % chars.len() as u64) as usize]
+                })
+                .collect();
+            let mut out = Vec::new();
+            write_json_str(&mut out, &s);
+            assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
+        for c in ['"', '\\', '\u{0}', '\t'] {
+            let s: String = std::iter::repeat_n(c, 1000).collect();
+            let mut out = Vec::new();
+            write_json_str(&mut out, &s);
+            assert_eq!(out, serde_json::to_vec(&s).unwrap());
         }
         let mut with = Vec::new();
         let t = Utc.timestamp_opt(1_764_000_000, 5_000_000).unwrap();
