@@ -7,9 +7,10 @@
 //! published again with the same id, so JetStream's deduplication window drops the copy that
 //! may already have landed. The batch is held and retried with backoff until every message is
 //! stored: the buffer fills and backpressure slows the sources; nothing is dropped. Only then
-//! is the batch acknowledged. Batches are pipelined: while one batch's PubAcks are awaited the
-//! next ones are encoded and published, up to `max_inflight` unacknowledged messages; batches
-//! are acknowledged in the order they came.
+//! is the batch acknowledged. Publishing is pipelined like a sliding window: a batch is
+//! published in chunks of a quarter of `max_inflight` messages, and a chunk goes out as soon
+//! as it fits beside the messages still awaiting their PubAcks, so the window never drains
+//! between batches; batches are acknowledged in the order they came.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -56,8 +57,8 @@ pub struct NatsSinkConfig {
     /// Default: 5.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_secs: u64,
-    /// JetStream: messages published and awaiting their PubAck at once, across batches (a
-    /// batch is published whole, so one batch may go over it). Default: 1000.
+    /// JetStream: at most this many messages published and awaiting their PubAck at once,
+    /// across batches (published in chunks of a quarter of it). Default: 1000.
     #[serde(default = "default_max_inflight")]
     pub max_inflight: usize,
     /// Authentication. Default: none.
@@ -184,12 +185,20 @@ struct AckOutcome {
     duplicates: u64,
 }
 
-/// A JetStream batch published and not yet fully acknowledged.
+/// A chunk of a JetStream batch published and not yet fully acknowledged. The batch rides
+/// on its last chunk, and is acknowledged when that chunk is settled (chunks settle in order).
 struct InFlight {
-    batch: EventBatch,
+    batch: Option<EventBatch>,
     items: Vec<Outgoing>,
     bytes: u64,
     acks: AckWait,
+}
+
+/// A chunk of a JetStream batch encoded and not yet published.
+struct Chunk {
+    batch: Option<EventBatch>,
+    items: Vec<Outgoing>,
+    bytes: u64,
 }
 
 impl NatsSink {
@@ -399,7 +408,9 @@ impl NatsSink {
         }
         self.metrics.add_sent(f.items.len() as u64);
         self.metrics.add_sent_bytes(f.bytes);
-        f.batch.finalize(EventStatus::Delivered);
+        if let Some(b) = f.batch {
+            b.finalize(EventStatus::Delivered);
+        }
     }
 
     /// Publishes to core NATS: handed to the client, which writes them out (and holds them
@@ -428,13 +439,37 @@ impl NatsSink {
 impl Sink for NatsSink {
     async fn run(mut self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
         let js = self.js.clone();
-        // JetStream batches published and awaiting PubAcks, oldest first; new batches are
-        // taken while fewer than `max_inflight` messages are unacknowledged.
+        // JetStream chunks published and awaiting PubAcks, oldest first, and the chunks of
+        // the current batch not yet published: one goes out whenever it fits in
+        // `max_inflight` beside the unacknowledged ones (or nothing is in flight).
+        let max_inflight = self.cfg.max_inflight.max(1);
+        let chunk_len = (max_inflight / 4).max(1);
         let mut window: VecDeque<InFlight> = VecDeque::new();
+        let mut queued: VecDeque<Chunk> = VecDeque::new();
         let mut unacked = 0usize;
         let mut open = true;
         loop {
-            let room = open && (window.is_empty() || unacked < self.cfg.max_inflight);
+            if let Some(js) = &js {
+                while queued
+                    .front()
+                    .is_some_and(|c| window.is_empty() || unacked + c.items.len() <= max_inflight)
+                {
+                    let Some(c) = queued.pop_front() else { break };
+                    let acks = self.publish_window(js, &c.items).await;
+                    unacked += c.items.len();
+                    window.push_back(InFlight {
+                        batch: c.batch,
+                        items: c.items,
+                        bytes: c.bytes,
+                        acks,
+                    });
+                }
+            }
+            // A new batch once the current one is all published.
+            let room = open && queued.is_empty();
+            if !open && window.is_empty() && queued.is_empty() {
+                break;
+            }
             tokio::select! {
                 biased;
                 outcome = async {
@@ -451,15 +486,12 @@ impl Sink for NatsSink {
                 next = input.next(), if room => {
                     let Some(batch) = next else {
                         open = false;
-                        if window.is_empty() { break; }
                         continue;
                     };
                     let (items, bytes) = self.encode(&batch);
                     match &js {
-                        Some(js) => {
-                            let acks = self.publish_window(js, &items).await;
-                            unacked += items.len();
-                            window.push_back(InFlight { batch, items, bytes, acks });
+                        Some(_) => {
+                            queue_chunks(&mut queued, batch, items, bytes, chunk_len);
                         }
                         None => {
                             let failed = self.publish_core(&items).await;
@@ -487,9 +519,71 @@ impl Sink for NatsSink {
     }
 }
 
+/// Splits an encoded batch into chunks of at most `chunk_len` messages; the batch rides on
+/// the last one (an empty batch, all of whose events were rejected, on an empty chunk).
+fn queue_chunks(
+    queued: &mut VecDeque<Chunk>,
+    batch: EventBatch,
+    mut items: Vec<Outgoing>,
+    bytes: u64,
+    chunk_len: usize,
+) {
+    let total = items.len().max(1);
+    let mut left = bytes;
+    while items.len() > chunk_len {
+        let rest = items.split_off(chunk_len);
+        let share = bytes * chunk_len as u64 / total as u64;
+        left -= share.min(left);
+        queued.push_back(Chunk {
+            batch: None,
+            items,
+            bytes: share,
+        });
+        items = rest;
+    }
+    queued.push_back(Chunk {
+        batch: Some(batch),
+        items,
+        bytes: left,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_queued_in_chunks_and_rides_on_the_last() {
+        let out = |id: u64| Outgoing {
+            subject: async_nats::Subject::from("s"),
+            payload: Bytes::from_static(b"x"),
+            id,
+        };
+        let mut q = VecDeque::new();
+        queue_chunks(
+            &mut q,
+            EventBatch::default(),
+            (0..1001).map(out).collect(),
+            1001,
+            250,
+        );
+        let lens: Vec<usize> = q.iter().map(|c| c.items.len()).collect();
+        assert_eq!(lens, [250, 250, 250, 250, 1]);
+        let riders: Vec<bool> = q.iter().map(|c| c.batch.is_some()).collect();
+        assert_eq!(riders, [false, false, false, false, true]);
+        assert_eq!(q.iter().map(|c| c.bytes).sum::<u64>(), 1001);
+        let ids: Vec<u64> = q
+            .iter()
+            .flat_map(|c| c.items.iter().map(|o| o.id))
+            .collect();
+        assert_eq!(ids, (0..1001).collect::<Vec<_>>());
+        // A batch whose events were all rejected still gets its (empty) chunk, to be
+        // finalized in order.
+        let mut q = VecDeque::new();
+        queue_chunks(&mut q, EventBatch::default(), Vec::new(), 0, 250);
+        assert_eq!(q.len(), 1);
+        assert!(q[0].batch.is_some() && q[0].items.is_empty());
+    }
 
     #[test]
     fn parses_options() {
