@@ -25,7 +25,7 @@ use crate::env::{self, Clock};
 use crate::process::check_ring_size;
 use crate::ring::{per_cpu_slot, RingReader};
 use filter::Filters;
-use record::RawTcpEvent;
+use record::{RawTcpEvent, TcpLog};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/tcp.bpf.o");
 
@@ -242,17 +242,16 @@ impl Batch {
             self.bad += 1;
             return;
         };
-        let mut m = record::fields(&r, &self.clock);
-        if let Some(cache) = self.containers.as_mut() {
-            let (id, pod) = match r.owner() {
-                Some((pid, cgroup)) => cache.lookup(pid, cgroup),
-                None => (Value::Null, Value::Null),
-            };
-            m.insert("container_id".into(), id);
-            m.insert("pod_uid".into(), pod);
-        }
-        self.events.push(Event::Log(LogEvent::from_value(
-            Value::Object(m),
+        let container = self.containers.as_mut().map(|cache| match r.owner() {
+            Some((pid, cgroup)) => cache.lookup(pid, cgroup),
+            None => (Value::Null, Value::Null),
+        });
+        self.events.push(Event::Log(LogEvent::from_typed(
+            TcpLog {
+                raw: r,
+                clock: self.clock,
+                container,
+            },
             EventMetadata::new(Some(self.source_id.clone())),
         )));
     }

@@ -3,13 +3,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use weir_pipeline::event::{ObjectMap, Value};
+use weir_pipeline::event::{ObjectMap, TypedLog, Value};
 
 use crate::env::{c_str, Clock};
 
 /// The record of bpf/tcp.h (`struct weir_tcp_event`).
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct RawTcpEvent {
     start_ns: u64,
     end_ns: u64,
@@ -107,6 +107,29 @@ impl RawTcpEvent {
     /// The owning process, when known.
     pub(super) fn owner(&self) -> Option<(u32, u64)> {
         (self.pid != 0).then_some((self.pid, self.cgroup_id))
+    }
+}
+
+/// A record as the event's typed form (see [`TypedLog`]): kept as the kernel sent it, and
+/// turned into fields only when something reads them. A connection storm into a sink that
+/// only counts or routes by metadata builds no field tree at all (25-odd map inserts and
+/// their allocations per event before).
+#[derive(Debug)]
+pub(super) struct TcpLog {
+    pub(super) raw: RawTcpEvent,
+    pub(super) clock: Clock,
+    /// `container_id` and `pod_uid`, when enrichment is on.
+    pub(super) container: Option<(Value, Value)>,
+}
+
+impl TypedLog for TcpLog {
+    fn to_value(&self) -> Value {
+        let mut m = fields(&self.raw, &self.clock);
+        if let Some((id, pod)) = &self.container {
+            m.insert("container_id".into(), id.clone());
+            m.insert("pod_uid".into(), pod.clone());
+        }
+        Value::Object(m)
     }
 }
 
@@ -256,5 +279,34 @@ mod tests {
         let m = fields(&RawTcpEvent::parse(&data).unwrap(), &Clock::new());
         assert_eq!(m["event"], Value::from("tcp_connection"));
         assert!(!m.contains_key("state"));
+    }
+
+    #[test]
+    fn the_typed_form_reads_as_the_same_fields() {
+        use weir_pipeline::event::{EventMetadata, LogEvent};
+        let mut data = [0u8; 144];
+        data[16..24].copy_from_slice(&1234u64.to_ne_bytes()); // bytes_acked
+        data[40..44].copy_from_slice(&77u32.to_ne_bytes()); // pid
+        data[92] = 7; // last_state
+        let r = RawTcpEvent::parse(&data).unwrap();
+        let clock = Clock::new();
+        let mut expected = fields(&r, &clock);
+        expected.insert("container_id".into(), Value::from("abc"));
+        expected.insert("pod_uid".into(), Value::Null);
+        let log = LogEvent::from_typed(
+            TcpLog {
+                raw: r,
+                clock,
+                container: Some((Value::from("abc"), Value::Null)),
+            },
+            EventMetadata::new(None),
+        );
+        assert!(log.typed::<TcpLog>().is_some());
+        assert_eq!(log.value(), &Value::Object(expected));
+        let Value::Object(m) = log.value() else {
+            panic!("not an object")
+        };
+        assert_eq!(m["bytes_acked"], Value::Integer(1234));
+        assert_eq!(m["pid"], Value::Integer(77));
     }
 }
