@@ -4,11 +4,13 @@
 //! - [`schema`]: which Arrow schema a file gets (inferred, configured, or the metrics long
 //!   format) and when a change of schema needs a new file;
 //! - [`convert`]: batches of events to Arrow `RecordBatch`es, column by column;
+//! - [`encoding`]: per-column encodings of a file, chosen from a sample of its first rows;
 //! - [`writer`]: partitions, files (tmp, fsync, rename), rolling and acknowledgements.
 //!
 //! This file holds the user-facing options and the build step.
 
 pub mod convert;
+pub mod encoding;
 pub mod schema;
 pub mod writer;
 

@@ -462,3 +462,154 @@ fn config_errors_are_reported() {
     }
     assert!(toml::from_str::<ParquetSinkConfig>("path = \"x\"\nbogus = 1").is_err());
 }
+
+/// Per leaf column of the file's first row group (`a.b`, `l.list.item`): its encodings and
+/// whether it has a dictionary page.
+fn column_encodings(
+    path: &Path,
+) -> std::collections::BTreeMap<String, (Vec<parquet::basic::Encoding>, bool)> {
+    let f = std::fs::File::open(path).unwrap();
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    let rg = b.metadata().row_group(0);
+    rg.columns()
+        .iter()
+        .map(|c| {
+            (
+                c.column_path().string(),
+                (
+                    c.encodings().collect(),
+                    c.dictionary_page_offset().is_some(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn encodings_are_chosen_per_column_from_the_first_rows() {
+    use parquet::basic::Encoding;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = start(&config(dir.path(), ""), dir.path()).await;
+    let t0 = Utc.with_ymd_and_hms(2024, 3, 9, 13, 0, 0).unwrap();
+    let levels = ["info", "warn", "error"];
+    let n = 3000;
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            let mut e = LogEvent::default();
+            e.insert_field("bytes", (i * 7919) % 100_003);
+            e.insert_field("status", [200, 404, 500][i as usize % 3]);
+            e.insert_field("level", levels[i as usize % 3]);
+            e.insert_field("ts_text", format!("2024-03-09T13:00:{:02}.{i:06}Z", i % 60));
+            e.insert_field("ip", format!("{}.{}", (i * 31) % 251, (i * 17) % 241));
+            e.insert_field("dur", Value::from_f64_or_zero(i as f64 * 0.37));
+            e.insert_field(
+                "t",
+                Value::Timestamp(t0 + chrono::Duration::microseconds(i * 13)),
+            );
+            let o: Value = serde_json::from_str(&format!(
+                r#"{{"id":{i},"kind":"{}"}}"#,
+                levels[i as usize % 2]
+            ))
+            .unwrap();
+            e.insert_field("o", o);
+            e.insert_field("l", Value::Array(vec![(i * 3).into(), (i * 3 + 1).into()]));
+            e.insert_field("ok", i % 2 == 0);
+            e.into()
+        })
+        .collect();
+    sink.send(events).await;
+    let metrics = sink.stop().await;
+    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+    let written = files(dir.path(), ".parquet");
+    assert_eq!(written.len(), 1);
+    let enc = column_encodings(&written[0]);
+    let delta = |col: &str, want: Encoding| {
+        let (e, dict) = &enc[col];
+        assert!(e.contains(&want), "{col}: {e:?}");
+        assert!(!dict, "{col}: has a dictionary page");
+    };
+    let dictionary = |col: &str| {
+        let (e, dict) = &enc[col];
+        assert!(*dict, "{col}: no dictionary page ({e:?})");
+        assert!(
+            e.contains(&Encoding::RLE_DICTIONARY) || e.contains(&Encoding::PLAIN_DICTIONARY),
+            "{col}: {e:?}"
+        );
+    };
+    delta("bytes", Encoding::DELTA_BINARY_PACKED);
+    delta("t", Encoding::DELTA_BINARY_PACKED);
+    delta("o.id", Encoding::DELTA_BINARY_PACKED);
+    delta("l.list.item", Encoding::DELTA_BINARY_PACKED);
+    delta("ts_text", Encoding::DELTA_LENGTH_BYTE_ARRAY);
+    delta("ip", Encoding::DELTA_LENGTH_BYTE_ARRAY);
+    delta("dur", Encoding::PLAIN);
+    dictionary("status");
+    dictionary("level");
+    dictionary("o.kind");
+
+    // Every value reads back as written.
+    let f = std::fs::File::open(&written[0]).unwrap();
+    let mut reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .with_batch_size(n as usize)
+        .build()
+        .unwrap();
+    let b = reader.next().unwrap().unwrap();
+    assert_eq!(b.num_rows(), n as usize);
+    let col = |c: &str| b.column_by_name(c).unwrap().clone();
+    let bytes = col("bytes");
+    let bytes = bytes.as_primitive::<Int64Type>();
+    let ts_text = col("ts_text");
+    let ts_text = ts_text.as_string::<i32>();
+    let ip = col("ip");
+    let ip = ip.as_string::<i32>();
+    let dur = col("dur");
+    let dur = dur.as_primitive::<Float64Type>();
+    let t = col("t");
+    let t = t.as_primitive::<TimestampNanosecondType>();
+    let level = col("level");
+    let level = level.as_string::<i32>();
+    let o = col("o");
+    let o = o.as_struct();
+    let oid = o.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let l = col("l");
+    let l = l.as_list::<i32>();
+    let ok = col("ok");
+    let ok = ok.as_boolean();
+    for i in 0..n {
+        let r = i as usize;
+        assert_eq!(bytes.value(r), (i * 7919) % 100_003);
+        assert_eq!(
+            ts_text.value(r),
+            format!("2024-03-09T13:00:{:02}.{i:06}Z", i % 60)
+        );
+        assert_eq!(
+            ip.value(r),
+            format!("{}.{}", (i * 31) % 251, (i * 17) % 241)
+        );
+        assert_eq!(dur.value(r), i as f64 * 0.37);
+        assert_eq!(
+            t.value(r),
+            (t0 + chrono::Duration::microseconds(i * 13))
+                .timestamp_nanos_opt()
+                .unwrap()
+        );
+        assert_eq!(level.value(r), levels[r % 3]);
+        assert_eq!(oid.value(r), i);
+        let li = l.value(r);
+        let li = li.as_primitive::<Int64Type>();
+        assert_eq!((li.value(0), li.value(1)), (i * 3, i * 3 + 1));
+        assert_eq!(ok.value(r), i % 2 == 0);
+    }
+}
+
+#[tokio::test]
+async fn a_small_first_batch_keeps_the_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = start(&config(dir.path(), ""), dir.path()).await;
+    sink.send(vec![log(r#"{"a":1,"s":"x"}"#), log(r#"{"a":2,"s":"y"}"#)])
+        .await;
+    sink.stop().await;
+    let enc = column_encodings(&files(dir.path(), ".parquet")[0]);
+    assert!(enc["a"].1 && enc["s"].1, "{enc:?}");
+}

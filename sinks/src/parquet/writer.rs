@@ -32,6 +32,7 @@ use weir_pipeline::template::Template;
 use weir_pipeline::BoxError;
 
 use super::convert::{convert_auto, convert_explicit, convert_metrics, Converted};
+use super::encoding::{file_properties, SAMPLE_ROWS};
 use super::schema::{
     fit_object, incompatible_changes, infer_object, merge_fields, ColumnSpec, Fit, PathTree,
     Resolve,
@@ -490,7 +491,8 @@ impl ParquetSink {
                 if self.files.len() >= self.limits.max_open_files {
                     self.close_oldest();
                 }
-                match self.open(dir, fields.clone(), schema.clone()) {
+                let first = rb.slice(offset, (total - offset).min(SAMPLE_ROWS));
+                match self.open(dir, fields.clone(), schema.clone(), &first) {
                     Ok(f) => {
                         self.files.insert(dir.to_string(), f);
                     }
@@ -539,11 +541,14 @@ impl ParquetSink {
         }
     }
 
+    /// Opens a new file in `dir`; `first` (the first rows it will get) decides its column
+    /// encodings.
     fn open(
         &mut self,
         dir: &str,
         fields: Fields,
         schema: SchemaRef,
+        first: &RecordBatch,
     ) -> Result<OpenFile, FileError> {
         let mut start = Utc::now();
         if let Some(last) = self.last_start {
@@ -553,7 +558,8 @@ impl ParquetSink {
         }
         self.last_start = Some(start);
         let stem = format!("part-{}-{}", start.format("%Y%m%dT%H%M%S%.9fZ"), uuid_v4());
-        OpenFile::create(Path::new(dir), &stem, fields, schema, self.props.clone())
+        let props = file_properties(&self.props, first);
+        OpenFile::create(Path::new(dir), &stem, fields, schema, props)
     }
 
     fn close(&self, f: OpenFile) {
