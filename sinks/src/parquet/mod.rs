@@ -3,7 +3,8 @@
 //!
 //! - [`schema`]: which Arrow schema a file gets (inferred, configured, or the metrics long
 //!   format) and when a change of schema needs a new file;
-//! - [`convert`]: batches of events to Arrow `RecordBatch`es, column by column;
+//! - [`convert`]: batches of events to Arrow `RecordBatch`es (raw `json` lines parsed straight
+//!   into the columns when they fit the schema);
 //! - [`encoding`]: per-column encodings of a file, chosen from a sample of its first rows;
 //! - [`writer`]: partitions, files (tmp, fsync, rename), rolling and acknowledgements.
 //!

@@ -613,3 +613,139 @@ async fn a_small_first_batch_keeps_the_dictionary() {
     let enc = column_encodings(&files(dir.path(), ".parquet")[0]);
     assert!(enc["a"].1 && enc["s"].1, "{enc:?}");
 }
+
+/// `json` lines as the `json` codec hands them over: held raw, fields not built.
+fn raw_logs(lines: &[&str]) -> Vec<Event> {
+    use weir_pipeline::codec::{Decoder, JsonLaziness};
+    let laziness = JsonLaziness::new();
+    let mut out = Vec::new();
+    for l in lines {
+        Decoder::Json
+            .decode_lazy(
+                &laziness,
+                bytes::Bytes::copy_from_slice(l.as_bytes()),
+                &None,
+                Utc::now(),
+                (),
+                &mut out,
+            )
+            .unwrap();
+    }
+    assert!(out.iter().all(|e| e
+        .as_log()
+        .unwrap()
+        .typed::<weir_pipeline::codec::JsonLog>()
+        .is_some()));
+    out
+}
+
+const RAW_LINES: &[&str] = &[
+    r#"{"s":"plain","e":"esc\"aped \u00e9\n","i":-3,"f":1.5,"fi":2,"b":true,"o":{"x":1,"y":{"z":"deep"}},"l":[1,2,null],"ls":[{"a":"p"},{"a":null}],"n":null}"#,
+    r#"{"i":18,"s":"\u65e5\u672c","f":-0.25,"b":false,"o":{"y":null},"l":[],"ls":null,"unknown":null}"#,
+    r#"{"o":null,"l":null,"fi":3.75,"i":0}"#,
+    r#"{"i":9223372036854775807,"f":1e10,"s":"","l":[7]}"#,
+];
+
+/// The schema the general path infers for some events.
+fn inferred(events: &[Event]) -> arrow_schema::Fields {
+    let mut fields = arrow_schema::Fields::empty();
+    for e in events {
+        if let Some(new) = schema::infer_object(e.as_log().unwrap().as_map().unwrap(), None) {
+            fields = schema::merge_fields(&fields, &new, schema::Resolve::KeepOld).0;
+        }
+    }
+    fields
+}
+
+#[test]
+fn raw_json_lines_convert_exactly_as_their_values() {
+    let raw = raw_logs(RAW_LINES);
+    let tree: Vec<Event> = RAW_LINES.iter().map(|l| log(l)).collect();
+    let fields = inferred(&tree);
+    for unmatched in [None, Some("_unmatched")] {
+        let mut all: Vec<arrow_schema::FieldRef> = fields.iter().cloned().collect();
+        if let Some(u) = unmatched {
+            all.push(Arc::new(arrow_schema::Field::new(u, DataType::Utf8, true)));
+        }
+        let schema = Arc::new(arrow_schema::Schema::new(all));
+        let tree_logs: Vec<&LogEvent> = tree.iter().map(|e| e.as_log().unwrap()).collect();
+        let want = convert::convert_auto(&tree_logs, &fields, &schema, unmatched.is_some())
+            .unwrap()
+            .batch;
+        let raw_logs: Vec<&LogEvent> = raw.iter().map(|e| e.as_log().unwrap()).collect();
+        let got =
+            convert::convert_auto_fast(&raw_logs, &fields, &schema, unmatched, &mut Vec::new())
+                .expect("every line fits");
+        assert_eq!(got.batch, want);
+        // Events with their fields built go the same way.
+        let got =
+            convert::convert_auto_fast(&tree_logs, &fields, &schema, unmatched, &mut vec![3; 20])
+                .unwrap();
+        assert_eq!(got.batch, want);
+    }
+    // Nothing was built from the raw lines.
+    assert!(raw.iter().all(|e| e
+        .as_log()
+        .unwrap()
+        .typed::<weir_pipeline::codec::JsonLog>()
+        .is_some()));
+}
+
+#[test]
+fn raw_json_lines_that_do_not_fit_go_the_general_way() {
+    let base = inferred(&[log(RAW_LINES[0])]);
+    let schema = Arc::new(arrow_schema::Schema::new(base.clone()));
+    for line in [
+        r#"{"i":"now a string"}"#,
+        r#"{"i":1.5}"#,
+        r#"{"new":1}"#,
+        r#"{"unknown":{}}"#,
+        r#"{"i":1,"i":2}"#,
+        r#"{"o":{"x":1,"w":2}}"#,
+        r#"{"o":{"x":{}}}"#,
+        r#"{"l":[1,"x"]}"#,
+        r#"{"l":{"a":1}}"#,
+        r#"{"b":1}"#,
+    ] {
+        let raw = raw_logs(&[RAW_LINES[0], line]);
+        let logs: Vec<&LogEvent> = raw.iter().map(|e| e.as_log().unwrap()).collect();
+        assert!(
+            convert::convert_auto_fast(&logs, &base, &schema, None, &mut Vec::new()).is_none(),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn raw_json_lines_end_to_end_with_new_fields_and_type_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = start(&config(dir.path(), "unmatched = \"json\""), dir.path()).await;
+    sink.send(raw_logs(&[r#"{"a":1,"s":"x"}"#, r#"{"a":2,"s":"y"}"#]))
+        .await;
+    // Fits: the raw path.
+    sink.send(raw_logs(&[r#"{"a":3,"s":"z","n":null}"#])).await;
+    // A new field widens, a duplicate key keeps the last value, then a type change.
+    sink.send(raw_logs(&[
+        r#"{"a":4,"s":"w","t":true}"#,
+        r#"{"a":5,"a":6}"#,
+    ]))
+    .await;
+    sink.send(raw_logs(&[r#"{"a":"seven"}"#])).await;
+    let metrics = sink.stop().await;
+    assert_eq!(metrics.errors().get("schema_change"), Some(&1));
+    assert_eq!(metrics.sent_events(), 6);
+    let written = files(dir.path(), ".parquet");
+    assert_eq!(written.len(), 3, "{written:?}");
+    let first = &read(&written[0])[0];
+    assert_eq!(first.num_rows(), 3);
+    let second = &read(&written[1])[0];
+    let a = second
+        .column_by_name("a")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    assert_eq!((a.value(0), a.value(1)), (4, 6));
+    assert!(second.column_by_name("t").is_some());
+    let third = &read(&written[2])[0];
+    let a = third.column_by_name("a").unwrap().as_string::<i32>();
+    assert_eq!(a.value(0), "seven");
+}

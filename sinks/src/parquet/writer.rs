@@ -31,7 +31,9 @@ use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
 use weir_pipeline::BoxError;
 
-use super::convert::{convert_auto, convert_explicit, convert_metrics, Converted};
+use super::convert::{
+    convert_auto, convert_auto_fast, convert_explicit, convert_metrics, Converted,
+};
 use super::encoding::{file_properties, SAMPLE_ROWS};
 use super::schema::{
     fit_object, incompatible_changes, infer_object, merge_fields, ColumnSpec, Fit, PathTree,
@@ -246,6 +248,8 @@ pub struct ParquetSink {
     last_fields: Fields,
     /// The start time of the last file, to keep names strictly increasing.
     last_start: Option<DateTime<Utc>>,
+    /// Auto mode: string bytes per row of each column in the last batch (buffer sizes).
+    string_sizes: Vec<usize>,
 }
 
 impl ParquetSink {
@@ -265,6 +269,7 @@ impl ParquetSink {
             files: HashMap::new(),
             last_fields: Fields::empty(),
             last_start: None,
+            string_sizes: Vec::new(),
         }
     }
 
@@ -370,11 +375,33 @@ impl ParquetSink {
         };
         let unmatched_column = unmatched_column.clone();
         let logs = logs_of(batch, idx);
-        let base = match self.files.get(dir) {
-            Some(f) => f.fields.clone(),
-            None => self.last_fields.clone(),
+        let (base, base_schema) = match self.files.get(dir) {
+            Some(f) => (f.fields.clone(), Some(f.schema.clone())),
+            None => (self.last_fields.clone(), None),
         };
-        for (range, fields) in segments(&logs, base.clone(), unmatched_column.as_deref()) {
+        // Usually every event fits the current schema: one pass, no trees of values. Else the
+        // batch is cut by schema and converted from the events' values.
+        let fast = if base.is_empty() {
+            None
+        } else {
+            let schema =
+                base_schema.unwrap_or_else(|| auto_schema(&base, unmatched_column.as_deref()));
+            convert_auto_fast(
+                &logs,
+                &base,
+                &schema,
+                unmatched_column.as_deref(),
+                &mut self.string_sizes,
+            )
+        };
+        let runs: Vec<(Range<usize>, Fields, Option<Converted>)> = match fast {
+            Some(c) => vec![(0..logs.len(), base, Some(c))],
+            None => segments(&logs, base, unmatched_column.as_deref())
+                .into_iter()
+                .map(|(range, fields)| (range, fields, None))
+                .collect(),
+        };
+        for (range, fields, converted) in runs {
             let changes = incompatible_changes(&self.last_fields, &fields);
             if !changes.is_empty() {
                 self.metrics.error(
@@ -393,10 +420,17 @@ impl ParquetSink {
                 // Nothing typed to store (every field null or an empty object).
                 continue;
             }
-            let schema = auto_schema(&fields, unmatched_column.as_deref());
+            let schema = match &converted {
+                Some(c) => c.batch.schema(),
+                None => auto_schema(&fields, unmatched_column.as_deref()),
+            };
             let seg_idx = &idx[range.clone()];
             let notifiers = notifiers_of(batch, seg_idx);
-            match convert_auto(&logs[range], &fields, &schema, unmatched_column.is_some()) {
+            let converted = match converted {
+                Some(c) => Ok(c),
+                None => convert_auto(&logs[range], &fields, &schema, unmatched_column.is_some()),
+            };
+            match converted {
                 Ok(c) => {
                     let rb = self.account(batch, seg_idx, c);
                     self.write(dir, fields, &schema, rb, &notifiers).await
