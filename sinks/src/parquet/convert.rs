@@ -820,6 +820,10 @@ impl<T: ArrowPrimitiveType> PairList<T> {
 /// parsed by the codec's deserializer (`serde_json`, the same number and string rules), so
 /// the columns are exactly what [`convert_auto`] writes for the same events.
 ///
+/// `raw`: whether to parse raw lines at all. When something has built the events' trees
+/// anyway (a templated `path` reads fields or the time of every event), appending from the
+/// trees is cheaper than parsing the lines again.
+///
 /// `sizes` carries, from one call to the next, the string bytes per row of each top-level
 /// string column, so that its buffer is allocated once at about the right size instead of
 /// growing (and being copied) a few times per batch.
@@ -831,6 +835,7 @@ pub fn convert_auto_fast(
     fields: &Fields,
     schema: &SchemaRef,
     unmatched_column: Option<&str>,
+    raw: bool,
     sizes: &mut Vec<usize>,
 ) -> Option<Converted> {
     if fields.is_empty() || fields.len() > raw::MAX_FIELDS {
@@ -856,7 +861,7 @@ pub fn convert_auto_fast(
     let mut cx = Cx::default();
     let mut hints = Vec::new();
     for e in events {
-        match e.typed::<JsonLog>() {
+        match e.typed::<JsonLog>().filter(|_| raw) {
             Some(j) => raw::row(j.raw(), fields, &mut cols, &mut hints)?,
             None => {
                 let Value::Object(m) = e.value() else {

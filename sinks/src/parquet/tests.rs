@@ -672,15 +672,34 @@ fn raw_json_lines_convert_exactly_as_their_values() {
         let want = convert::convert_auto(&tree_logs, &fields, &schema, unmatched.is_some())
             .unwrap()
             .batch;
-        let raw_logs: Vec<&LogEvent> = raw.iter().map(|e| e.as_log().unwrap()).collect();
+        let raw_refs: Vec<&LogEvent> = raw.iter().map(|e| e.as_log().unwrap()).collect();
+        let got = convert::convert_auto_fast(
+            &raw_refs,
+            &fields,
+            &schema,
+            unmatched,
+            true,
+            &mut Vec::new(),
+        )
+        .expect("every line fits");
+        assert_eq!(got.batch, want);
+        // Raw lines read from their trees (`raw = false`: a templated path built them).
+        let fresh = raw_logs(RAW_LINES);
+        let fresh: Vec<&LogEvent> = fresh.iter().map(|e| e.as_log().unwrap()).collect();
         let got =
-            convert::convert_auto_fast(&raw_logs, &fields, &schema, unmatched, &mut Vec::new())
-                .expect("every line fits");
+            convert::convert_auto_fast(&fresh, &fields, &schema, unmatched, false, &mut Vec::new())
+                .unwrap();
         assert_eq!(got.batch, want);
         // Events with their fields built go the same way.
-        let got =
-            convert::convert_auto_fast(&tree_logs, &fields, &schema, unmatched, &mut vec![3; 20])
-                .unwrap();
+        let got = convert::convert_auto_fast(
+            &tree_logs,
+            &fields,
+            &schema,
+            unmatched,
+            true,
+            &mut vec![3; 20],
+        )
+        .unwrap();
         assert_eq!(got.batch, want);
     }
     // Nothing was built from the raw lines.
@@ -710,7 +729,8 @@ fn raw_json_lines_that_do_not_fit_go_the_general_way() {
         let raw = raw_logs(&[RAW_LINES[0], line]);
         let logs: Vec<&LogEvent> = raw.iter().map(|e| e.as_log().unwrap()).collect();
         assert!(
-            convert::convert_auto_fast(&logs, &base, &schema, None, &mut Vec::new()).is_none(),
+            convert::convert_auto_fast(&logs, &base, &schema, None, true, &mut Vec::new())
+                .is_none(),
             "{line}"
         );
     }

@@ -391,6 +391,8 @@ impl ParquetSink {
                 &base,
                 &schema,
                 unmatched_column.as_deref(),
+                // A templated path has read every event's fields (or time): the trees exist.
+                !self.template.is_dynamic(),
                 &mut self.string_sizes,
             )
         };
