@@ -19,11 +19,12 @@ use arrow_array::{
 use arrow_buffer::{NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType, FieldRef, Fields, SchemaRef};
 use chrono::DateTime;
+use weir_pipeline::codec::JsonLog;
 use weir_pipeline::event::{LogEvent, Metric, MetricKind, MetricValue, ObjectMap, Value};
 
 use super::schema::{
-    bucket_fields, metrics_schema, quantile_fields, sample_fields, tags_type, ColumnSpec,
-    ColumnType, PathTree,
+    bucket_fields, fit_object, metrics_schema, quantile_fields, sample_fields, tags_type,
+    ColumnSpec, ColumnType, Fit, PathTree,
 };
 
 /// What converting a group of events produced.
@@ -72,6 +73,10 @@ enum Col {
 
 /// Largest total of string bytes in one column of one batch (Arrow `utf8` offsets are i32).
 const MAX_STRING_BYTES: usize = i32::MAX as usize;
+
+/// Most string bytes allocated ahead for one column of one batch (from the previous batch's
+/// size: one huge line must not make every later batch allocate for a thousand of them).
+const MAX_STRING_PREALLOC: usize = 16 << 20;
 
 impl Col {
     fn new(t: &DataType, cap: usize) -> Result<Col, ArrowError> {
@@ -799,5 +804,358 @@ impl<T: ArrowPrimitiveType> PairList<T> {
             Arc::new(entries),
             self.nulls.finish(),
         )
+    }
+}
+
+/// Converts logs with an inferred schema that already holds every one of them, in one pass
+/// and without building trees of values: `json` lines the codec held raw (its lazy
+/// [`JsonLog`] events) are parsed straight into the column builders, with no allocation per
+/// event; other events are appended from their values.
+///
+/// `fields` (sorted by name, not empty) must fit every event as is ([`Fit::Fits`], nothing
+/// unmatched): an event with a field that has no column, a value whose type does not fit its
+/// column exactly, a duplicate key or a string column past its size limit makes this give up
+/// (`None`), and the caller goes the general way ([`convert_auto`], after cutting the batch
+/// by schema), which widens the schema, cuts files or counts unmatched values. Raw lines are
+/// parsed by the codec's deserializer (`serde_json`, the same number and string rules), so
+/// the columns are exactly what [`convert_auto`] writes for the same events.
+///
+/// `raw`: whether to parse raw lines at all. When something has built the events' trees
+/// anyway (a templated `path` reads fields or the time of every event), appending from the
+/// trees is cheaper than parsing the lines again.
+///
+/// `sizes` carries, from one call to the next, the string bytes per row of each top-level
+/// string column, so that its buffer is allocated once at about the right size instead of
+/// growing (and being copied) a few times per batch.
+///
+/// [`JsonLog`]: weir_pipeline::codec::JsonLog
+/// [`Fit::Fits`]: super::schema::Fit::Fits
+pub fn convert_auto_fast(
+    events: &[&LogEvent],
+    fields: &Fields,
+    schema: &SchemaRef,
+    unmatched_column: Option<&str>,
+    raw: bool,
+    sizes: &mut Vec<usize>,
+) -> Option<Converted> {
+    if fields.is_empty() || fields.len() > raw::MAX_FIELDS {
+        return None;
+    }
+    let n = events.len();
+    sizes.resize(fields.len(), 0);
+    let mut cols = fields
+        .iter()
+        .zip(sizes.iter())
+        .map(|(f, &per_row)| match f.data_type() {
+            // A little over last time's size: most batches then never grow.
+            DataType::Utf8 if per_row > 0 => Ok(Col::Str(StringBuilder::with_capacity(
+                n,
+                (per_row + per_row / 8 + 1)
+                    .saturating_mul(n)
+                    .min(MAX_STRING_PREALLOC),
+            ))),
+            t => Col::new(t, n),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let mut cx = Cx::default();
+    let mut hints = Vec::new();
+    for e in events {
+        match e.typed::<JsonLog>().filter(|_| raw) {
+            Some(j) => raw::row(j.raw(), fields, &mut cols, &mut hints)?,
+            None => {
+                let Value::Object(m) = e.value() else {
+                    return None;
+                };
+                if fit_object(m, fields, unmatched_column) != Fit::Fits
+                    || append_object(fields, &mut cols, m, &mut cx).is_some()
+                {
+                    return None;
+                }
+            }
+        }
+    }
+    for (c, size) in cols.iter().zip(sizes.iter_mut()) {
+        if let Col::Str(b) = c {
+            *size = b.values_slice().len() / n.max(1);
+        }
+    }
+    let mut arrays = cols
+        .into_iter()
+        .map(Col::finish)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    if unmatched_column.is_some() {
+        let mut c = StringBuilder::with_capacity(n, 0);
+        c.append_nulls(n);
+        arrays.push(Arc::new(c.finish()));
+    }
+    Some(Converted {
+        batch: RecordBatch::try_new(schema.clone(), arrays).ok()?,
+        unmatched: 0,
+        invalid_utf8: cx.invalid_utf8,
+        rejected: Vec::new(),
+    })
+}
+
+/// The raw-line path of [`convert_auto_fast`]: `serde_json` visitors that append to [`Col`]s.
+/// Any visitor error means "give up" (the line was checked by the codec already, so it is
+/// never a syntax error in practice).
+mod raw {
+    use std::fmt;
+
+    use arrow_schema::Fields;
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+    use super::{Col, MAX_STRING_BYTES};
+
+    /// Most fields of one object the raw path tracks (one bit each).
+    pub const MAX_FIELDS: usize = 128;
+
+    /// Appends one line (a JSON object) as a row. `None`: it does not fit (see
+    /// [`super::convert_auto_fast`]); the columns are then unusable.
+    pub fn row(
+        line: &[u8],
+        fields: &Fields,
+        cols: &mut [Col],
+        hints: &mut Vec<usize>,
+    ) -> Option<()> {
+        let text = std::str::from_utf8(line).ok()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let seed = ObjectSeed {
+            fields,
+            children: cols,
+            hints: Some(hints),
+        };
+        serde::Deserializer::deserialize_map(&mut de, seed).ok()?;
+        de.end().ok()
+    }
+
+    fn give_up<E: serde::de::Error>() -> E {
+        E::custom("does not fit")
+    }
+
+    /// The fields of one object into `children` (the columns of `fields`, sorted by name);
+    /// columns the object lacks get a null. `hints` (top level only) remembers which column
+    /// the n-th key of the previous line went to: lines of one source mostly share a key order.
+    struct ObjectSeed<'a> {
+        fields: &'a Fields,
+        children: &'a mut [Col],
+        hints: Option<&'a mut Vec<usize>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for ObjectSeed<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let ObjectSeed {
+                fields,
+                children,
+                mut hints,
+            } = self;
+            if fields.len() > MAX_FIELDS {
+                return Err(give_up());
+            }
+            let mut seen: u128 = 0;
+            let mut pos = 0;
+            while let Some(found) = map.next_key_seed(KeySeed {
+                fields,
+                hint: hints.as_ref().and_then(|h| h.get(pos).copied()),
+            })? {
+                match found {
+                    Some(i) => {
+                        let bit = 1u128 << i;
+                        if seen & bit != 0 {
+                            // A duplicate key: the last one wins in the tree; not here.
+                            return Err(give_up());
+                        }
+                        seen |= bit;
+                        if let Some(h) = hints.as_mut() {
+                            match h.get_mut(pos) {
+                                Some(x) => *x = i,
+                                None => h.push(i),
+                            }
+                        }
+                        let col = children.get_mut(i).ok_or_else(give_up)?;
+                        map.next_value_seed(ValueSeed { col })?;
+                    }
+                    // A field without a column fits only when it is null.
+                    None => map.next_value_seed(NullOnly)?,
+                }
+                pos += 1;
+            }
+            for (i, c) in children.iter_mut().enumerate() {
+                if seen & (1u128 << i) == 0 {
+                    c.append_null();
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// A key to the index of its column (`None`: no such column).
+    struct KeySeed<'a> {
+        fields: &'a Fields,
+        hint: Option<usize>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+        type Value = Option<usize>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeySeed<'_> {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string key")
+        }
+        fn visit_str<E>(self, k: &str) -> Result<Option<usize>, E> {
+            if let Some(h) = self.hint {
+                if self.fields.get(h).is_some_and(|f| f.name() == k) {
+                    return Ok(Some(h));
+                }
+            }
+            Ok(self
+                .fields
+                .binary_search_by(|f| f.name().as_str().cmp(k))
+                .ok())
+        }
+    }
+
+    /// A value that fits only if it is null (a field without a column).
+    struct NullOnly;
+
+    impl<'de> DeserializeSeed<'de> for NullOnly {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for NullOnly {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("null")
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_none<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    /// One value into its column, if it fits as is.
+    struct ValueSeed<'a> {
+        col: &'a mut Col,
+    }
+
+    impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for ValueSeed<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a value of the column's type")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+            match self.col {
+                Col::Bool(b) => b.append_value(v),
+                _ => return Err(give_up()),
+            }
+            Ok(())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+            match self.col {
+                Col::Int(b) => b.append_value(v),
+                // An integer in a float column fits (as in the tree path).
+                Col::Float(b) => b.append_value(v as f64),
+                _ => return Err(give_up()),
+            }
+            Ok(())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+            match i64::try_from(v) {
+                Ok(i) => self.visit_i64(i),
+                // Past i64: a float, as the codec's tree has it.
+                Err(_) => self.visit_f64(v as f64),
+            }
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+            match self.col {
+                // JSON has no NaN, so the tree's `NotNan` holds `v` as is.
+                Col::Float(b) if !v.is_nan() => b.append_value(v),
+                _ => return Err(give_up()),
+            }
+            Ok(())
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+            match self.col {
+                Col::Str(b) if b.values_slice().len() + v.len() <= MAX_STRING_BYTES => {
+                    b.append_value(v)
+                }
+                _ => return Err(give_up()),
+            }
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            self.col.append_null();
+            Ok(())
+        }
+        fn visit_none<E>(self) -> Result<(), E> {
+            self.col.append_null();
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let Col::List {
+                child,
+                offsets,
+                nulls,
+                ..
+            } = self.col
+            else {
+                return Err(give_up());
+            };
+            let mut len: i32 = 0;
+            while seq.next_element_seed(ValueSeed { col: child })?.is_some() {
+                len = len.checked_add(1).ok_or_else(give_up)?;
+            }
+            let last = offsets.last().copied().unwrap_or(0);
+            offsets.push(last.checked_add(len).ok_or_else(give_up)?);
+            nulls.append_non_null();
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+            let Col::Struct {
+                fields,
+                children,
+                nulls,
+            } = self.col
+            else {
+                return Err(give_up());
+            };
+            nulls.append_non_null();
+            ObjectSeed {
+                fields: &*fields,
+                children: children.as_mut_slice(),
+                hints: None,
+            }
+            .visit_map(map)
+        }
     }
 }

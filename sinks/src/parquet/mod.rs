@@ -3,12 +3,15 @@
 //!
 //! - [`schema`]: which Arrow schema a file gets (inferred, configured, or the metrics long
 //!   format) and when a change of schema needs a new file;
-//! - [`convert`]: batches of events to Arrow `RecordBatch`es, column by column;
+//! - [`convert`]: batches of events to Arrow `RecordBatch`es (raw `json` lines parsed straight
+//!   into the columns when they fit the schema);
+//! - [`encoding`]: per-column encodings of a file, chosen from a sample of its first rows;
 //! - [`writer`]: partitions, files (tmp, fsync, rename), rolling and acknowledgements.
 //!
 //! This file holds the user-facing options and the build step.
 
 pub mod convert;
+pub mod encoding;
 pub mod schema;
 pub mod writer;
 
@@ -58,8 +61,8 @@ pub struct ParquetSinkConfig {
     /// `zstd` (default), `snappy`, `gzip`, `lz4` (LZ4_RAW) or `none`.
     #[serde(default)]
     pub compression: CompressionKind,
-    /// Compression level: zstd 1-22 (default 3), gzip 0-9 (default 6); not allowed for the
-    /// others.
+    /// Compression level: zstd 1-22 (default 1, the fastest), gzip 0-9 (default 6); not
+    /// allowed for the others.
     #[serde(default)]
     pub compression_level: Option<i32>,
     /// Rows per row group (the unit readers skip using statistics). Default: 131072.
@@ -81,6 +84,10 @@ pub struct ParquetSinkConfig {
     #[serde(default = "default_max_open_files")]
     pub max_open_files: usize,
 }
+
+/// The zstd level when `compression_level` is not set: level 1 is the fastest; higher levels
+/// cost much more CPU per event for a few percent of size.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 fn default_unmatched_column() -> String {
     "_unmatched".to_string()
@@ -165,7 +172,7 @@ impl ParquetSinkConfig {
         let level = self.compression_level;
         Ok(match self.compression {
             CompressionKind::Zstd => Compression::ZSTD(
-                ZstdLevel::try_new(level.unwrap_or(3))
+                ZstdLevel::try_new(level.unwrap_or(DEFAULT_ZSTD_LEVEL))
                     .map_err(|e| format!("`compression_level`: {e}"))?,
             ),
             CompressionKind::Gzip => {

@@ -462,3 +462,310 @@ fn config_errors_are_reported() {
     }
     assert!(toml::from_str::<ParquetSinkConfig>("path = \"x\"\nbogus = 1").is_err());
 }
+
+/// Per leaf column of the file's first row group (`a.b`, `l.list.item`): its encodings and
+/// whether it has a dictionary page.
+fn column_encodings(
+    path: &Path,
+) -> std::collections::BTreeMap<String, (Vec<parquet::basic::Encoding>, bool)> {
+    let f = std::fs::File::open(path).unwrap();
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    let rg = b.metadata().row_group(0);
+    rg.columns()
+        .iter()
+        .map(|c| {
+            (
+                c.column_path().string(),
+                (
+                    c.encodings().collect(),
+                    c.dictionary_page_offset().is_some(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn encodings_are_chosen_per_column_from_the_first_rows() {
+    use parquet::basic::Encoding;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = start(&config(dir.path(), ""), dir.path()).await;
+    let t0 = Utc.with_ymd_and_hms(2024, 3, 9, 13, 0, 0).unwrap();
+    let levels = ["info", "warn", "error"];
+    let n = 3000;
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            let mut e = LogEvent::default();
+            e.insert_field("bytes", (i * 7919) % 100_003);
+            e.insert_field("status", [200, 404, 500][i as usize % 3]);
+            e.insert_field("level", levels[i as usize % 3]);
+            e.insert_field("ts_text", format!("2024-03-09T13:00:{:02}.{i:06}Z", i % 60));
+            e.insert_field("ip", format!("{}.{}", (i * 31) % 251, (i * 17) % 241));
+            e.insert_field("dur", Value::from_f64_or_zero(i as f64 * 0.37));
+            e.insert_field(
+                "t",
+                Value::Timestamp(t0 + chrono::Duration::microseconds(i * 13)),
+            );
+            let o: Value = serde_json::from_str(&format!(
+                r#"{{"id":{i},"kind":"{}"}}"#,
+                levels[i as usize % 2]
+            ))
+            .unwrap();
+            e.insert_field("o", o);
+            e.insert_field("l", Value::Array(vec![(i * 3).into(), (i * 3 + 1).into()]));
+            e.insert_field("ok", i % 2 == 0);
+            e.into()
+        })
+        .collect();
+    sink.send(events).await;
+    let metrics = sink.stop().await;
+    assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
+    let written = files(dir.path(), ".parquet");
+    assert_eq!(written.len(), 1);
+    let enc = column_encodings(&written[0]);
+    let delta = |col: &str, want: Encoding| {
+        let (e, dict) = &enc[col];
+        assert!(e.contains(&want), "{col}: {e:?}");
+        assert!(!dict, "{col}: has a dictionary page");
+    };
+    let dictionary = |col: &str| {
+        let (e, dict) = &enc[col];
+        assert!(*dict, "{col}: no dictionary page ({e:?})");
+        assert!(
+            e.contains(&Encoding::RLE_DICTIONARY) || e.contains(&Encoding::PLAIN_DICTIONARY),
+            "{col}: {e:?}"
+        );
+    };
+    delta("bytes", Encoding::DELTA_BINARY_PACKED);
+    delta("t", Encoding::DELTA_BINARY_PACKED);
+    delta("o.id", Encoding::DELTA_BINARY_PACKED);
+    delta("l.list.item", Encoding::DELTA_BINARY_PACKED);
+    delta("ts_text", Encoding::DELTA_LENGTH_BYTE_ARRAY);
+    delta("ip", Encoding::DELTA_LENGTH_BYTE_ARRAY);
+    delta("dur", Encoding::PLAIN);
+    dictionary("status");
+    dictionary("level");
+    dictionary("o.kind");
+
+    // Every value reads back as written.
+    let f = std::fs::File::open(&written[0]).unwrap();
+    let mut reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .with_batch_size(n as usize)
+        .build()
+        .unwrap();
+    let b = reader.next().unwrap().unwrap();
+    assert_eq!(b.num_rows(), n as usize);
+    let col = |c: &str| b.column_by_name(c).unwrap().clone();
+    let bytes = col("bytes");
+    let bytes = bytes.as_primitive::<Int64Type>();
+    let ts_text = col("ts_text");
+    let ts_text = ts_text.as_string::<i32>();
+    let ip = col("ip");
+    let ip = ip.as_string::<i32>();
+    let dur = col("dur");
+    let dur = dur.as_primitive::<Float64Type>();
+    let t = col("t");
+    let t = t.as_primitive::<TimestampNanosecondType>();
+    let level = col("level");
+    let level = level.as_string::<i32>();
+    let o = col("o");
+    let o = o.as_struct();
+    let oid = o.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let l = col("l");
+    let l = l.as_list::<i32>();
+    let ok = col("ok");
+    let ok = ok.as_boolean();
+    for i in 0..n {
+        let r = i as usize;
+        assert_eq!(bytes.value(r), (i * 7919) % 100_003);
+        assert_eq!(
+            ts_text.value(r),
+            format!("2024-03-09T13:00:{:02}.{i:06}Z", i % 60)
+        );
+        assert_eq!(
+            ip.value(r),
+            format!("{}.{}", (i * 31) % 251, (i * 17) % 241)
+        );
+        assert_eq!(dur.value(r), i as f64 * 0.37);
+        assert_eq!(
+            t.value(r),
+            (t0 + chrono::Duration::microseconds(i * 13))
+                .timestamp_nanos_opt()
+                .unwrap()
+        );
+        assert_eq!(level.value(r), levels[r % 3]);
+        assert_eq!(oid.value(r), i);
+        let li = l.value(r);
+        let li = li.as_primitive::<Int64Type>();
+        assert_eq!((li.value(0), li.value(1)), (i * 3, i * 3 + 1));
+        assert_eq!(ok.value(r), i % 2 == 0);
+    }
+}
+
+#[tokio::test]
+async fn a_small_first_batch_keeps_the_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = start(&config(dir.path(), ""), dir.path()).await;
+    sink.send(vec![log(r#"{"a":1,"s":"x"}"#), log(r#"{"a":2,"s":"y"}"#)])
+        .await;
+    sink.stop().await;
+    let enc = column_encodings(&files(dir.path(), ".parquet")[0]);
+    assert!(enc["a"].1 && enc["s"].1, "{enc:?}");
+}
+
+/// `json` lines as the `json` codec hands them over: held raw, fields not built.
+fn raw_logs(lines: &[&str]) -> Vec<Event> {
+    use weir_pipeline::codec::{Decoder, JsonLaziness};
+    let laziness = JsonLaziness::new();
+    let mut out = Vec::new();
+    for l in lines {
+        Decoder::Json
+            .decode_lazy(
+                &laziness,
+                bytes::Bytes::copy_from_slice(l.as_bytes()),
+                &None,
+                Utc::now(),
+                (),
+                &mut out,
+            )
+            .unwrap();
+    }
+    assert!(out.iter().all(|e| e
+        .as_log()
+        .unwrap()
+        .typed::<weir_pipeline::codec::JsonLog>()
+        .is_some()));
+    out
+}
+
+const RAW_LINES: &[&str] = &[
+    r#"{"s":"plain","e":"esc\"aped \u00e9\n","i":-3,"f":1.5,"fi":2,"b":true,"o":{"x":1,"y":{"z":"deep"}},"l":[1,2,null],"ls":[{"a":"p"},{"a":null}],"n":null}"#,
+    r#"{"i":18,"s":"\u65e5\u672c","f":-0.25,"b":false,"o":{"y":null},"l":[],"ls":null,"unknown":null}"#,
+    r#"{"o":null,"l":null,"fi":3.75,"i":0}"#,
+    r#"{"i":9223372036854775807,"f":1e10,"s":"","l":[7]}"#,
+];
+
+/// The schema the general path infers for some events.
+fn inferred(events: &[Event]) -> arrow_schema::Fields {
+    let mut fields = arrow_schema::Fields::empty();
+    for e in events {
+        if let Some(new) = schema::infer_object(e.as_log().unwrap().as_map().unwrap(), None) {
+            fields = schema::merge_fields(&fields, &new, schema::Resolve::KeepOld).0;
+        }
+    }
+    fields
+}
+
+#[test]
+fn raw_json_lines_convert_exactly_as_their_values() {
+    let raw = raw_logs(RAW_LINES);
+    let tree: Vec<Event> = RAW_LINES.iter().map(|l| log(l)).collect();
+    let fields = inferred(&tree);
+    for unmatched in [None, Some("_unmatched")] {
+        let mut all: Vec<arrow_schema::FieldRef> = fields.iter().cloned().collect();
+        if let Some(u) = unmatched {
+            all.push(Arc::new(arrow_schema::Field::new(u, DataType::Utf8, true)));
+        }
+        let schema = Arc::new(arrow_schema::Schema::new(all));
+        let tree_logs: Vec<&LogEvent> = tree.iter().map(|e| e.as_log().unwrap()).collect();
+        let want = convert::convert_auto(&tree_logs, &fields, &schema, unmatched.is_some())
+            .unwrap()
+            .batch;
+        let raw_refs: Vec<&LogEvent> = raw.iter().map(|e| e.as_log().unwrap()).collect();
+        let got = convert::convert_auto_fast(
+            &raw_refs,
+            &fields,
+            &schema,
+            unmatched,
+            true,
+            &mut Vec::new(),
+        )
+        .expect("every line fits");
+        assert_eq!(got.batch, want);
+        // Raw lines read from their trees (`raw = false`: a templated path built them).
+        let fresh = raw_logs(RAW_LINES);
+        let fresh: Vec<&LogEvent> = fresh.iter().map(|e| e.as_log().unwrap()).collect();
+        let got =
+            convert::convert_auto_fast(&fresh, &fields, &schema, unmatched, false, &mut Vec::new())
+                .unwrap();
+        assert_eq!(got.batch, want);
+        // Events with their fields built go the same way.
+        let got = convert::convert_auto_fast(
+            &tree_logs,
+            &fields,
+            &schema,
+            unmatched,
+            true,
+            &mut vec![3; 20],
+        )
+        .unwrap();
+        assert_eq!(got.batch, want);
+    }
+    // Nothing was built from the raw lines.
+    assert!(raw.iter().all(|e| e
+        .as_log()
+        .unwrap()
+        .typed::<weir_pipeline::codec::JsonLog>()
+        .is_some()));
+}
+
+#[test]
+fn raw_json_lines_that_do_not_fit_go_the_general_way() {
+    let base = inferred(&[log(RAW_LINES[0])]);
+    let schema = Arc::new(arrow_schema::Schema::new(base.clone()));
+    for line in [
+        r#"{"i":"now a string"}"#,
+        r#"{"i":1.5}"#,
+        r#"{"new":1}"#,
+        r#"{"unknown":{}}"#,
+        r#"{"i":1,"i":2}"#,
+        r#"{"o":{"x":1,"w":2}}"#,
+        r#"{"o":{"x":{}}}"#,
+        r#"{"l":[1,"x"]}"#,
+        r#"{"l":{"a":1}}"#,
+        r#"{"b":1}"#,
+    ] {
+        let raw = raw_logs(&[RAW_LINES[0], line]);
+        let logs: Vec<&LogEvent> = raw.iter().map(|e| e.as_log().unwrap()).collect();
+        assert!(
+            convert::convert_auto_fast(&logs, &base, &schema, None, true, &mut Vec::new())
+                .is_none(),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn raw_json_lines_end_to_end_with_new_fields_and_type_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = start(&config(dir.path(), "unmatched = \"json\""), dir.path()).await;
+    sink.send(raw_logs(&[r#"{"a":1,"s":"x"}"#, r#"{"a":2,"s":"y"}"#]))
+        .await;
+    // Fits: the raw path.
+    sink.send(raw_logs(&[r#"{"a":3,"s":"z","n":null}"#])).await;
+    // A new field widens, a duplicate key keeps the last value, then a type change.
+    sink.send(raw_logs(&[
+        r#"{"a":4,"s":"w","t":true}"#,
+        r#"{"a":5,"a":6}"#,
+    ]))
+    .await;
+    sink.send(raw_logs(&[r#"{"a":"seven"}"#])).await;
+    let metrics = sink.stop().await;
+    assert_eq!(metrics.errors().get("schema_change"), Some(&1));
+    assert_eq!(metrics.sent_events(), 6);
+    let written = files(dir.path(), ".parquet");
+    assert_eq!(written.len(), 3, "{written:?}");
+    let first = &read(&written[0])[0];
+    assert_eq!(first.num_rows(), 3);
+    let second = &read(&written[1])[0];
+    let a = second
+        .column_by_name("a")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    assert_eq!((a.value(0), a.value(1)), (4, 6));
+    assert!(second.column_by_name("t").is_some());
+    let third = &read(&written[2])[0];
+    let a = third.column_by_name("a").unwrap().as_string::<i32>();
+    assert_eq!(a.value(0), "seven");
+}

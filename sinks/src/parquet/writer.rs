@@ -31,7 +31,10 @@ use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
 use weir_pipeline::BoxError;
 
-use super::convert::{convert_auto, convert_explicit, convert_metrics, Converted};
+use super::convert::{
+    convert_auto, convert_auto_fast, convert_explicit, convert_metrics, Converted,
+};
+use super::encoding::{file_properties, SAMPLE_ROWS};
 use super::schema::{
     fit_object, incompatible_changes, infer_object, merge_fields, ColumnSpec, Fit, PathTree,
     Resolve,
@@ -245,6 +248,8 @@ pub struct ParquetSink {
     last_fields: Fields,
     /// The start time of the last file, to keep names strictly increasing.
     last_start: Option<DateTime<Utc>>,
+    /// Auto mode: string bytes per row of each column in the last batch (buffer sizes).
+    string_sizes: Vec<usize>,
 }
 
 impl ParquetSink {
@@ -264,6 +269,7 @@ impl ParquetSink {
             files: HashMap::new(),
             last_fields: Fields::empty(),
             last_start: None,
+            string_sizes: Vec::new(),
         }
     }
 
@@ -369,11 +375,35 @@ impl ParquetSink {
         };
         let unmatched_column = unmatched_column.clone();
         let logs = logs_of(batch, idx);
-        let base = match self.files.get(dir) {
-            Some(f) => f.fields.clone(),
-            None => self.last_fields.clone(),
+        let (base, base_schema) = match self.files.get(dir) {
+            Some(f) => (f.fields.clone(), Some(f.schema.clone())),
+            None => (self.last_fields.clone(), None),
         };
-        for (range, fields) in segments(&logs, base.clone(), unmatched_column.as_deref()) {
+        // Usually every event fits the current schema: one pass, no trees of values. Else the
+        // batch is cut by schema and converted from the events' values.
+        let fast = if base.is_empty() {
+            None
+        } else {
+            let schema =
+                base_schema.unwrap_or_else(|| auto_schema(&base, unmatched_column.as_deref()));
+            convert_auto_fast(
+                &logs,
+                &base,
+                &schema,
+                unmatched_column.as_deref(),
+                // A templated path has read every event's fields (or time): the trees exist.
+                !self.template.is_dynamic(),
+                &mut self.string_sizes,
+            )
+        };
+        let runs: Vec<(Range<usize>, Fields, Option<Converted>)> = match fast {
+            Some(c) => vec![(0..logs.len(), base, Some(c))],
+            None => segments(&logs, base, unmatched_column.as_deref())
+                .into_iter()
+                .map(|(range, fields)| (range, fields, None))
+                .collect(),
+        };
+        for (range, fields, converted) in runs {
             let changes = incompatible_changes(&self.last_fields, &fields);
             if !changes.is_empty() {
                 self.metrics.error(
@@ -392,10 +422,17 @@ impl ParquetSink {
                 // Nothing typed to store (every field null or an empty object).
                 continue;
             }
-            let schema = auto_schema(&fields, unmatched_column.as_deref());
+            let schema = match &converted {
+                Some(c) => c.batch.schema(),
+                None => auto_schema(&fields, unmatched_column.as_deref()),
+            };
             let seg_idx = &idx[range.clone()];
             let notifiers = notifiers_of(batch, seg_idx);
-            match convert_auto(&logs[range], &fields, &schema, unmatched_column.is_some()) {
+            let converted = match converted {
+                Some(c) => Ok(c),
+                None => convert_auto(&logs[range], &fields, &schema, unmatched_column.is_some()),
+            };
+            match converted {
                 Ok(c) => {
                     let rb = self.account(batch, seg_idx, c);
                     self.write(dir, fields, &schema, rb, &notifiers).await
@@ -490,7 +527,8 @@ impl ParquetSink {
                 if self.files.len() >= self.limits.max_open_files {
                     self.close_oldest();
                 }
-                match self.open(dir, fields.clone(), schema.clone()) {
+                let first = rb.slice(offset, (total - offset).min(SAMPLE_ROWS));
+                match self.open(dir, fields.clone(), schema.clone(), &first) {
                     Ok(f) => {
                         self.files.insert(dir.to_string(), f);
                     }
@@ -539,11 +577,14 @@ impl ParquetSink {
         }
     }
 
+    /// Opens a new file in `dir`; `first` (the first rows it will get) decides its column
+    /// encodings.
     fn open(
         &mut self,
         dir: &str,
         fields: Fields,
         schema: SchemaRef,
+        first: &RecordBatch,
     ) -> Result<OpenFile, FileError> {
         let mut start = Utc::now();
         if let Some(last) = self.last_start {
@@ -553,7 +594,8 @@ impl ParquetSink {
         }
         self.last_start = Some(start);
         let stem = format!("part-{}-{}", start.format("%Y%m%dT%H%M%S%.9fZ"), uuid_v4());
-        OpenFile::create(Path::new(dir), &stem, fields, schema, self.props.clone())
+        let props = file_properties(&self.props, first);
+        OpenFile::create(Path::new(dir), &stem, fields, schema, props)
     }
 
     fn close(&self, f: OpenFile) {
