@@ -126,39 +126,34 @@ fn high_cardinality(distinct: usize, n: usize) -> bool {
     n >= MIN_SAMPLE && distinct * DISTINCT_FRACTION.1 > n * DISTINCT_FRACTION.0
 }
 
+/// Whether the non-null `values` of a sampled column are of high cardinality.
+fn distinct_enough<T: std::hash::Hash + Eq>(
+    values: impl ExactSizeIterator<Item = Option<T>>,
+) -> bool {
+    let mut seen = HashSet::with_capacity(values.len());
+    let mut n = 0;
+    for v in values.flatten() {
+        seen.insert(v);
+        n += 1;
+    }
+    high_cardinality(seen.len(), n)
+}
+
 fn integers<T>(a: &ArrayRef) -> Option<Encoding>
 where
     T: ArrowPrimitiveType,
     T::Native: std::hash::Hash + Eq,
 {
     let p = a.as_primitive_opt::<T>()?;
-    let mut seen = HashSet::with_capacity(p.len());
-    let mut n = 0;
-    for v in p.iter().flatten() {
-        seen.insert(v);
-        n += 1;
-    }
-    high_cardinality(seen.len(), n).then_some(Encoding::DELTA_BINARY_PACKED)
+    distinct_enough(p.iter()).then_some(Encoding::DELTA_BINARY_PACKED)
 }
 
 fn floats(a: &ArrayRef) -> Option<Encoding> {
     let p = a.as_primitive_opt::<Float64Type>()?;
-    let mut seen = HashSet::with_capacity(p.len());
-    let mut n = 0;
-    for v in p.iter().flatten() {
-        seen.insert(v.to_bits());
-        n += 1;
-    }
-    high_cardinality(seen.len(), n).then_some(Encoding::PLAIN)
+    distinct_enough(p.iter().map(|v| v.map(f64::to_bits))).then_some(Encoding::PLAIN)
 }
 
 fn strings(a: &ArrayRef) -> Option<Encoding> {
     let s = a.as_string_opt::<i32>()?;
-    let mut seen = HashSet::with_capacity(s.len());
-    let mut n = 0;
-    for v in s.iter().flatten() {
-        seen.insert(v);
-        n += 1;
-    }
-    high_cardinality(seen.len(), n).then_some(Encoding::DELTA_LENGTH_BYTE_ARRAY)
+    distinct_enough(s.iter()).then_some(Encoding::DELTA_LENGTH_BYTE_ARRAY)
 }
