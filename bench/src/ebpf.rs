@@ -2,9 +2,15 @@
 //!
 //! 1. `tcp`: a loopback connection storm (`--connections` short connections: connect, 64
 //!    bytes each way, the server closes) timed without weir and with weir running
-//!    `ebpf_tcp -> blackhole`, alternating, `--runs` of each; the slowdown is the ratio of
-//!    the medians. Also: events weir handled per second of storm, weir's CPU time, and the
-//!    kernel programs' own run time (BPF run-time statistics, `kernel.bpf_stats_enabled`).
+//!    `ebpf_tcp -> blackhole`, `--runs` pairs in ABBA order (each storm leaves its server-side
+//!    TIME_WAIT sockets behind for a minute, which slows the next storm a little: the second
+//!    storm of a pair must not always be the same one); the slowdown is the ratio of the
+//!    medians. Weir is started and given a second to settle before its storm, so its start-up
+//!    is not counted. Also: the machine's busy CPU time (/proc/stat) per storm with and
+//!    without, events weir handled per second of storm, weir's CPU time, and, in one extra
+//!    storm, the kernel programs' own run time (BPF run-time statistics,
+//!    `kernel.bpf_stats_enabled`; off during the timed storms, since they cost two clock
+//!    reads per program run themselves).
 //! 2. `profile`: weir running `ebpf_profile` at 49 Hz -> blackhole for `--profile-secs`
 //!    while every CPU is kept busy (so every sample has a stack to symbolise); weir's CPU time
 //!    over that wall time is its share of one core, and the perf-event program's run time is
@@ -34,7 +40,7 @@ OPTIONS:
     --cases LIST       Comma-separated subset of: tcp,profile (default: both)
     --connections N    Connections per storm (default 20000)
     --clients N        Client threads of the storm (default 4)
-    --runs N           Storms with and without weir each; medians compared (default 3)
+    --runs N           Storms with and without weir each; medians compared (default 10)
     --profile-secs N   How long the profile case runs (default 30)
     --weir PATH        The weir binary (default: <workspace>/target/release/weir)
 ";
@@ -63,7 +69,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
         profile: true,
         connections: 20_000,
         clients: 4,
-        runs: 3,
+        runs: 10,
         profile_secs: 30,
         weir: root.join("target/release/weir"),
     };
@@ -119,7 +125,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
         );
     }
     let load_before = load_average();
-    let stats = BpfStats::enable();
+    let stats_available = BpfStats::enable().enabled;
     let scratch = ScratchDir::create(&std::env::temp_dir().join("weir-bench-ebpf"))?;
     let mut out = vec![
         "## `weir-bench ebpf`".to_string(),
@@ -138,8 +144,8 @@ pub fn main(argv: &[String]) -> Result<bool> {
         ),
         format!(
             "- BPF run-time statistics: {}",
-            if stats.enabled {
-                "on (kernel.bpf_stats_enabled, for this run)"
+            if stats_available {
+                "kernel.bpf_stats_enabled, on only while program run time is measured"
             } else {
                 "unavailable"
             }
@@ -164,16 +170,19 @@ pub fn main(argv: &[String]) -> Result<bool> {
             crate::report::verdict(Some(r.slowdown < GOAL_TCP_SLOWDOWN)),
         ));
         notes.push(format!(
-            "- ebpf_tcp: runs without weir {}; with weir {}. Weir used {:.2} CPU-s in its median storm ({:.0}% of one core over the storm). Events at the sink per run: {}.{}",
+            "- ebpf_tcp: runs without weir {}; with weir {}. Busy CPU time of the machine per storm (median): {:.2} CPU-s without, {:.2} with ({:+.1}%). Weir used {:.2} CPU-s in its median storm ({:.0}% of one core over the storm). Events at the sink per run: {}.{}",
             fmt_secs(&r.without_all),
             fmt_secs(&r.with_all),
+            r.without_busy,
+            r.with_busy,
+            (r.with_busy / r.without_busy - 1.0) * 100.0,
             r.weir_cpu_secs,
             r.weir_cpu_secs / r.with_secs * 100.0,
             r.events.iter().map(|e| runner_thousands(*e)).collect::<Vec<_>>().join(", "),
             r.bpf
                 .as_ref()
                 .map(|b| format!(
-                    " Kernel programs (median storm): {:.3} s in {} runs, {:.0} ns per connection.",
+                    " Kernel programs (a separate storm, statistics on): {:.3} s in {} runs, {:.0} ns per connection.",
                     b.secs,
                     runner_thousands(b.runs),
                     b.secs * 1e9 / args.connections as f64
@@ -445,6 +454,9 @@ struct TcpResult {
     without_all: Vec<f64>,
     with_all: Vec<f64>,
     slowdown: f64,
+    /// Median busy CPU-s of the machine per storm, without and with weir.
+    without_busy: f64,
+    with_busy: f64,
     events_per_sec: f64,
     events: Vec<u64>,
     weir_cpu_secs: f64,
@@ -457,66 +469,132 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
+/// CPU time the whole machine spent busy so far (user, nice, system, irq, softirq; not idle,
+/// iowait or steal), from /proc/stat in clock ticks.
+fn busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum::<f64>();
+    // /proc/stat counts in USER_HZ, which the kernel's ABI fixes at 100 on x86 and arm64.
+    busy / 100.0
+}
+
+/// One storm with weir running: started and settled first, so its start-up is not timed.
+struct WithWeir {
+    secs: f64,
+    busy: f64,
+    events: u64,
+    weir_cpu: f64,
+    bpf: Option<ProgTime>,
+}
+
+fn storm_with_weir(args: &Args, work: &Path, name: &str) -> Result<WithWeir> {
+    let weir = Weir::start(
+        &args.weir,
+        work,
+        name,
+        "type = \"ebpf_tcp\"",
+        "eBPF TCP tracepoints attached",
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpu0, bpf0, busy0) = (cpu_secs(weir.pid()), prog_time(weir.pid()), busy_secs());
+    let secs = storm(args.connections, args.clients)?;
+    let (cpu1, bpf1, busy1) = (cpu_secs(weir.pid()), prog_time(weir.pid()), busy_secs());
+    // Let the last records reach the sink before stopping.
+    std::thread::sleep(Duration::from_millis(500));
+    let events = weir.stop()?;
+    if events < 2 * args.connections as u64 {
+        bail!(
+            "weir reported {events} connections for a storm of {} (two ends each)",
+            args.connections
+        );
+    }
+    let bpf = match (bpf0, bpf1) {
+        (Some(a), Some(b)) => Some(ProgTime {
+            secs: b.secs - a.secs,
+            runs: b.runs - a.runs,
+        }),
+        _ => None,
+    };
+    Ok(WithWeir {
+        secs,
+        busy: busy1 - busy0,
+        events,
+        weir_cpu: cpu1 - cpu0,
+        bpf,
+    })
+}
+
 fn tcp_case(args: &Args, work: &Path) -> Result<TcpResult> {
     eprintln!("ebpf_tcp: warm-up storm");
     storm(args.connections / 4, args.clients)?;
     let (mut without, mut with) = (Vec::new(), Vec::new());
-    let mut runs_with: Vec<(f64, u64, f64, Option<ProgTime>)> = Vec::new();
+    let (mut busy_without, mut busy_with) = (Vec::new(), Vec::new());
+    let mut runs_with: Vec<WithWeir> = Vec::new();
     for i in 1..=args.runs {
-        let secs = storm(args.connections, args.clients)?;
-        eprintln!("  run {i}/{}: without weir {secs:.3} s", args.runs);
-        without.push(secs);
-        let weir = Weir::start(
-            &args.weir,
-            work,
-            &format!("tcp-{i}"),
-            "type = \"ebpf_tcp\"",
-            "eBPF TCP tracepoints attached",
-        )?;
-        let (cpu0, bpf0) = (cpu_secs(weir.pid()), prog_time(weir.pid()));
-        let secs = storm(args.connections, args.clients)?;
-        let (cpu1, bpf1) = (cpu_secs(weir.pid()), prog_time(weir.pid()));
-        // Let the last records reach the sink before stopping.
-        std::thread::sleep(Duration::from_millis(500));
-        let events = weir.stop()?;
-        if events < 2 * args.connections as u64 {
-            bail!(
-                "weir reported {events} connections for a storm of {} (two ends each)",
-                args.connections
-            );
+        // ABBA: odd pairs start without weir, even pairs with it.
+        for with_weir in [i % 2 == 0, i % 2 == 1] {
+            if with_weir {
+                let r = storm_with_weir(args, work, &format!("tcp-{i}"))?;
+                eprintln!(
+                    "  run {i}/{}: with weir {:.3} s, {} events, weir CPU {:.3} s",
+                    args.runs, r.secs, r.events, r.weir_cpu
+                );
+                with.push(r.secs);
+                busy_with.push(r.busy);
+                runs_with.push(r);
+            } else {
+                let busy0 = busy_secs();
+                let secs = storm(args.connections, args.clients)?;
+                busy_without.push(busy_secs() - busy0);
+                eprintln!("  run {i}/{}: without weir {secs:.3} s", args.runs);
+                without.push(secs);
+                // As long as weir's stop and start take in the other storm of the pair.
+                std::thread::sleep(Duration::from_millis(1500));
+            }
         }
-        let bpf = match (bpf0, bpf1) {
-            (Some(a), Some(b)) => Some(ProgTime {
-                secs: b.secs - a.secs,
-                runs: b.runs - a.runs,
-            }),
-            _ => None,
-        };
-        eprintln!(
-            "  run {i}/{}: with weir {secs:.3} s, {events} events, weir CPU {:.3} s",
-            args.runs,
-            cpu1 - cpu0
-        );
-        with.push(secs);
-        runs_with.push((secs, events, cpu1 - cpu0, bpf));
     }
+    // The programs' own run time, from one more storm with the statistics on.
+    let bpf = {
+        let stats = BpfStats::enable();
+        if stats.enabled {
+            let r = storm_with_weir(args, work, "tcp-bpf-stats")?;
+            eprintln!(
+                "  with BPF statistics on: {:.3} s, {} events",
+                r.secs, r.events
+            );
+            r.bpf.filter(|b| b.runs > 0)
+        } else {
+            None
+        }
+    };
     let (without_secs, with_secs) = (median(&without), median(&with));
-    runs_with.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (_, events, cpu, bpf) = runs_with[runs_with.len() / 2];
+    runs_with.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    let mid = &runs_with[runs_with.len() / 2];
+    let mut events: Vec<u64> = runs_with.iter().map(|r| r.events).collect();
+    events.sort_unstable();
     Ok(TcpResult {
         without_secs,
         with_secs,
         slowdown: with_secs / without_secs - 1.0,
-        events_per_sec: events as f64 / with_secs,
-        events: {
-            let mut e: Vec<u64> = runs_with.iter().map(|r| r.1).collect();
-            e.sort_unstable();
-            e
-        },
+        without_busy: median(&busy_without),
+        with_busy: median(&busy_with),
+        events_per_sec: mid.events as f64 / with_secs,
+        events,
         without_all: without,
         with_all: with,
-        weir_cpu_secs: cpu,
-        bpf: bpf.filter(|b| b.runs > 0),
+        weir_cpu_secs: mid.weir_cpu,
+        bpf,
     })
 }
 
@@ -530,6 +608,8 @@ struct ProfileResult {
 }
 
 fn profile_case(args: &Args, work: &Path) -> Result<ProfileResult> {
+    // The perf-event program's own run time is reported; weir's share is not affected.
+    let _stats = BpfStats::enable();
     eprintln!(
         "ebpf_profile: 49 Hz for {} s with every CPU busy",
         args.profile_secs

@@ -2,13 +2,18 @@
 // ebpf_tcp: one record per TCP connection when it closes, with the owning process, the
 // 4-tuple, direction and the tcp_sock counters (CO-RE reads).
 //
-// - sock:inet_sock_set_state (raw tracepoint) follows the lifecycle. An outbound connection
+// The socket tracepoints are attached as BTF-typed raw tracepoints (`tp_btf`: the same raw
+// tracepoint attachment as `raw_tp`, no trampoline, but the arguments are typed): the socket's
+// fields are then read with plain loads (CO-RE relocated) instead of a probe-read helper call
+// each, which is most of what these programs cost per state change.
+//
+// - sock:inet_sock_set_state follows the lifecycle. An outbound connection
 //   enters SYN_SENT inside connect(), in the process's context: that gives its pid. An
 //   inbound one is created in softirq context (no process), so
 // - syscalls:sys_exit_accept/accept4 look the returned fd up in the caller's file table and
 //   attribute the connection to the accepting process.
-// - tcp:tcp_send_reset / tcp:tcp_receive_reset (raw) mark resets for the close reason.
-// - tcp:tcp_probe (raw, attached only when periodic stats are asked for) runs for every
+// - tcp:tcp_send_reset / tcp:tcp_receive_reset mark resets for the close reason.
+// - tcp:tcp_probe (attached only when periodic stats are asked for) runs for every
 //   segment an established connection receives (data, or the ACKs of what it sends): at the
 //   first one after `stats_interval_ns` since the last report it sends a stats record.
 //
@@ -139,8 +144,8 @@ static __always_inline int ports_wanted(struct sock *sk, int unknown_ok)
 {
 	if (!(filters & TCP_FILTER_PORTS))
 		return 1;
-	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	__u16 sport = sk->__sk_common.skc_num;
+	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (sport == 0 && unknown_ok)
 		return 1;
 	return ports_listed(sport, dport);
@@ -175,23 +180,31 @@ static __always_inline int conn_wanted(struct sock *sk, struct conn *c)
 	if (!(filters & TCP_FILTER_PORTS))
 		return 1;
 	// By CLOSE the socket has let go of its local port: use the tuple last seen.
-	__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 sport = sk->__sk_common.skc_num;
 	if (sport == 0)
 		return ports_listed(c->t.sport, c->t.dport);
-	return ports_listed(sport, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)));
+	return ports_listed(sport, bpf_ntohs(sk->__sk_common.skc_dport));
 }
 
 static __always_inline void read_tuple(struct sock *sk, struct tuple *t)
 {
-	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	t->family = sk->__sk_common.skc_family;
+	t->sport = sk->__sk_common.skc_num;
+	t->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	__u32 *sa = (__u32 *)t->saddr;
+	__u32 *da = (__u32 *)t->daddr;
 	if (t->family == AF_INET) {
-		bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(t->daddr, 4, &sk->__sk_common.skc_daddr);
+		sa[0] = sk->__sk_common.skc_rcv_saddr;
+		da[0] = sk->__sk_common.skc_daddr;
 	} else {
-		bpf_core_read(t->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(t->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+		sa[0] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[0];
+		sa[1] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[1];
+		sa[2] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[2];
+		sa[3] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[3];
+		da[0] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[0];
+		da[1] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[1];
+		da[2] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[2];
+		da[3] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[3];
 	}
 }
 
@@ -202,51 +215,51 @@ static __always_inline void emit(struct sock *sk, struct conn *c, int state, __u
 		count_drop(0);
 		return;
 	}
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	__builtin_memset(e, 0, sizeof(*e));
 	e->end_ns = bpf_ktime_get_ns();
-	if (c) {
-		e->start_ns = c->start_ns;
-		e->cgroup_id = c->cgroup_id;
-		e->pid = c->pid;
-		e->tid = c->tid;
-		e->states = c->states;
-		e->direction = c->direction;
-		e->resets = c->resets;
-		__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+	e->start_ns = c->start_ns;
+	e->cgroup_id = c->cgroup_id;
+	e->pid = c->pid;
+	e->tid = c->tid;
+	e->states = c->states;
+	e->direction = c->direction;
+	e->resets = c->resets;
+	__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+	// The socket as a tcp_sock (NULL if it is not one, which tcp_state ruled out).
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (tp) {
+		e->bytes_acked = tp->bytes_acked;
+		e->bytes_received = tp->bytes_received;
+		e->total_retrans = tp->total_retrans;
+		e->srtt_us = tp->srtt_us >> 3;
+		e->snd_cwnd = tp->snd_cwnd;
+		e->snd_ssthresh = tp->snd_ssthresh;
+		e->snd_wnd = tp->snd_wnd;
+		e->rcv_wnd = tp->rcv_wnd;
 	}
-	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
-	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	e->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
-	e->snd_ssthresh = BPF_CORE_READ(tp, snd_ssthresh);
-	e->snd_wnd = BPF_CORE_READ(tp, snd_wnd);
-	e->rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
-	e->sndbuf = BPF_CORE_READ(sk, sk_sndbuf);
-	e->sk_err = BPF_CORE_READ(sk, sk_err);
+	e->sndbuf = sk->sk_sndbuf;
+	e->sk_err = sk->sk_err;
 	e->last_state = state;
 	e->kind = kind;
-	struct tuple t = {};
-	if (c && c->t.sport != 0)
-		t = c->t;
-	else
-		read_tuple(sk, &t);
-	e->family = t.family;
-	e->sport = t.sport;
-	e->dport = t.dport;
-	__builtin_memcpy(e->saddr, t.saddr, sizeof(e->saddr));
-	__builtin_memcpy(e->daddr, t.daddr, sizeof(e->daddr));
+	// The tuple was read once the local port was known; a connection that never got that
+	// far (refused in SYN_SENT) has it read now.
+	if (c->t.sport == 0)
+		read_tuple(sk, &c->t);
+	e->family = c->t.family;
+	e->sport = c->t.sport;
+	e->dport = c->t.dport;
+	__builtin_memcpy(e->saddr, c->t.saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, c->t.daddr, sizeof(e->daddr));
 	__u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	bpf_ringbuf_submit(e, waiting >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-SEC("raw_tp/inet_sock_set_state")
+SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	__u64 key = (__u64)sk;
@@ -267,7 +280,7 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 		fresh.start_ns = bpf_ktime_get_ns();
 		fresh.last_report_ns = fresh.start_ns;
 		fresh.states = (1u << oldstate) | (1u << newstate);
-		if (BPF_CORE_READ(sk, __sk_common.skc_num) != 0)
+		if (sk->__sk_common.skc_num != 0)
 			read_tuple(sk, &fresh.t);
 		if (newstate == TCP_SYN_SENT) {
 			// Inside connect(): the current task owns the socket.
@@ -287,7 +300,7 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	if (newstate != TCP_CLOSE) {
 		// The tuple is complete once the local port is known (an outbound connection gets
 		// it after SYN_SENT): read it once.
-		if (c->t.sport == 0 && BPF_CORE_READ(sk, __sk_common.skc_num) != 0)
+		if (c->t.sport == 0 && sk->__sk_common.skc_num != 0)
 			read_tuple(sk, &c->t);
 		return 0;
 	}
@@ -297,7 +310,7 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-SEC("raw_tp/tcp_probe")
+SEC("tp_btf/tcp_probe")
 int BPF_PROG(tcp_stats, struct sock *sk, struct sk_buff *skb)
 {
 	__u64 key = (__u64)sk;
@@ -311,7 +324,7 @@ int BPF_PROG(tcp_stats, struct sock *sk, struct sk_buff *skb)
 		return 0;
 	// Runs under the socket lock: one report per interval.
 	c->last_report_ns = now;
-	emit(sk, c, BPF_CORE_READ(sk, __sk_common.skc_state), TCP_KIND_STATS);
+	emit(sk, c, sk->__sk_common.skc_state, TCP_KIND_STATS);
 	return 0;
 }
 
@@ -325,14 +338,14 @@ static __always_inline void mark_reset(struct sock *sk, __u8 flag)
 		c->resets |= flag;
 }
 
-SEC("raw_tp/tcp_send_reset")
+SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tcp_send_reset, struct sock *sk)
 {
 	mark_reset(sk, TCP_RESET_SENT);
 	return 0;
 }
 
-SEC("raw_tp/tcp_receive_reset")
+SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tcp_receive_reset, struct sock *sk)
 {
 	mark_reset(sk, TCP_RESET_RECEIVED);

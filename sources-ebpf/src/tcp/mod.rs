@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aya::maps::{PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::Btf;
 use aya::EbpfLoader;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
@@ -103,23 +104,27 @@ impl SourceConfig for EbpfTcpConfig {
             .map_err(|e| format!("{COMPONENT}: loading the eBPF object failed: {e}"))?;
         // Before any program runs, so no connection slips past an empty filter.
         filters.fill(&mut bpf)?;
-        let mut raw_tps = vec![
+        // BTF-typed raw tracepoints: the same attachment as a raw tracepoint (no trampoline),
+        // but the programs read the socket with plain loads; see bpf/tcp.bpf.c.
+        let btf = Btf::from_sys_fs()
+            .map_err(|e| format!("{COMPONENT}: reading the kernel's BTF: {e}"))?;
+        let mut btf_tps = vec![
             ("tcp_state", "inet_sock_set_state"),
             ("tcp_send_reset", "tcp_send_reset"),
             ("tcp_receive_reset", "tcp_receive_reset"),
         ];
         if stats_ns > 0 {
-            raw_tps.push(("tcp_stats", "tcp_probe"));
+            btf_tps.push(("tcp_stats", "tcp_probe"));
         }
-        for (prog, tp) in raw_tps {
-            let p: &mut RawTracePoint = bpf
+        for (prog, tp) in btf_tps {
+            let p: &mut BtfTracePoint = bpf
                 .program_mut(prog)
                 .ok_or_else(|| format!("{COMPONENT}: program `{prog}` missing from the object"))?
                 .try_into()?;
-            p.load()
+            p.load(tp, &btf)
                 .map_err(|e| format!("{COMPONENT}: the kernel rejected `{prog}`: {e:#}"))?;
-            p.attach(tp)
-                .map_err(|e| format!("{COMPONENT}: attaching to raw tracepoint {tp}: {e}"))?;
+            p.attach()
+                .map_err(|e| format!("{COMPONENT}: attaching to tracepoint {tp} (tp_btf): {e}"))?;
         }
         for (prog, tp) in [
             ("tcp_accept", "sys_exit_accept"),
