@@ -32,7 +32,7 @@ mkdir -p "$out"
 cd "$here"
 for src in *.bpf.c; do
   obj="$out/${src%.c}.o"
-  "$CLANG" -target bpf -O2 -g -D__TARGET_ARCH_"$arch" \
+  "$CLANG" -target bpf -mcpu=v3 -O2 -g -D__TARGET_ARCH_"$arch" \
     -I. -I/usr/include/"$(uname -m)"-linux-gnu \
     -fdebug-prefix-map="$here"=. -Wall -Werror -c "$src" -o "$obj"
   "$STRIP" --strip-debug "$obj"

@@ -67,12 +67,46 @@ struct conn {
 	char comm[16];
 };
 
+// The connections being followed, in a set-associative table of two arrays rather than a
+// hash map. A socket may sit in either of two sets chosen by hashing its address: the first
+// unless it is full, so a set that fills up overflows into others instead of turning
+// connections away; a slot is claimed with a compare-and-exchange of its tag. Array lookups are inlined by the verifier,
+// and claiming and releasing a slot take no lock, no allocation and no free list: measured on
+// a loopback connection storm, the hash map's update and delete were half of these programs'
+// time. A connection finding both its sets full is not followed, and counted.
+#define CONN_WAYS 8
+// log2 of the number of sets (at most 18), set by the loader from `max_connections`; the
+// loader sizes `conn_tags` and `conns` to match.
+const volatile __u32 conn_set_bits = 14;
+
+struct conn_set {
+	__u64 sk[CONN_WAYS]; // the socket's address, 0 when the slot is free
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << 14);
+	__type(key, __u32);
+	__type(value, struct conn_set);
+} conn_tags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, (1 << 14) * CONN_WAYS);
+	__type(key, __u32);
 	__type(value, struct conn);
 } conns SEC(".maps");
+
+// One slot per program (SCRATCH_*): see sock_key.
+#define SCRATCH_STATE 0
+#define SCRATCH_STATS 1
+#define SCRATCH_RESET 2
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __u64);
+} key_scratch SEC(".maps");
 
 // Local or remote ports to report (TCP_FILTER_PORTS); sized by the loader.
 struct {
@@ -104,7 +138,7 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
-// [0]: records lost to a full ring buffer; [1]: connections not tracked (conns full).
+// [0]: records lost to a full ring buffer; [1]: connections not tracked (their set was full).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2);
@@ -117,6 +151,131 @@ static __always_inline void count_drop(__u32 slot)
 	__u64 *n = bpf_map_lookup_elem(&dropped, &slot);
 	if (n)
 		*n += 1;
+}
+
+// The socket's address as a number, the table's key. The verifier does not let a BTF-typed
+// pointer be shifted or multiplied, but what is read back from a map value is a plain number.
+// Each program has its own per-CPU slot: a program does not run nested in itself on one CPU,
+// but another one may interrupt it between the store and the load.
+static __always_inline __u64 sock_key(const struct sock *sk, __u32 scratch)
+{
+	__u64 *slot = bpf_map_lookup_elem(&key_scratch, &scratch);
+	if (!slot)
+		return 0;
+	*slot = (__u64)sk;
+	return *(volatile __u64 *)slot;
+}
+
+// The two sets a socket may sit in: the top two `conn_set_bits`-bit pieces of its address's
+// Fibonacci hash (sockets are slab objects aligned to at least 64 bytes: the low bits go).
+static __always_inline __u64 conn_hash(__u64 key)
+{
+	return (key >> 6) * 0x9E3779B97F4A7C15ull;
+}
+
+static __always_inline __u32 conn_set_a(__u64 hash)
+{
+	return (__u32)(hash >> (64 - conn_set_bits));
+}
+
+static __always_inline __u32 conn_set_b(__u64 hash)
+{
+	return (__u32)(hash >> (64 - 2 * conn_set_bits)) & ((1u << conn_set_bits) - 1);
+}
+
+static __always_inline struct conn *conn_slot(__u32 set, __u32 way)
+{
+	__u32 slot = set * CONN_WAYS + way;
+	return bpf_map_lookup_elem(&conns, &slot);
+}
+
+// The way of `key` in a set, or CONN_WAYS.
+static __always_inline __u32 way_of(struct conn_set *tags, __u64 key)
+{
+#pragma unroll
+	for (__u32 way = 0; way < CONN_WAYS; way++)
+		if (tags->sk[way] == key)
+			return way;
+	return CONN_WAYS;
+}
+
+// The connection followed for this socket, or NULL.
+static __always_inline struct conn *conn_find(__u64 key)
+{
+	if (key == 0)
+		return 0;
+	__u64 hash = conn_hash(key);
+	__u32 set = conn_set_a(hash);
+	struct conn_set *tags = bpf_map_lookup_elem(&conn_tags, &set);
+	if (!tags)
+		return 0;
+	__u32 way = way_of(tags, key);
+	if (way < CONN_WAYS)
+		return conn_slot(set, way);
+	set = conn_set_b(hash);
+	tags = bpf_map_lookup_elem(&conn_tags, &set);
+	if (!tags)
+		return 0;
+	way = way_of(tags, key);
+	return way < CONN_WAYS ? conn_slot(set, way) : 0;
+}
+
+// Takes a free slot of the set for `key`; NULL if there is none (any more).
+static __always_inline struct conn *claim_in(struct conn_set *tags, __u32 set, __u64 key)
+{
+#pragma unroll
+	for (__u32 way = 0; way < CONN_WAYS; way++)
+		if (tags->sk[way] == 0 && __sync_val_compare_and_swap(&tags->sk[way], 0, key) == 0)
+			return conn_slot(set, way);
+	return 0;
+}
+
+// A slot for a new connection (its previous contents are the caller's to overwrite), or NULL
+// when both sets are full. A slot still tagged with this address belongs to an earlier socket
+// at the same address whose CLOSE was not seen: it is taken over.
+static __always_inline struct conn *conn_claim(__u64 key)
+{
+	if (key == 0)
+		return 0;
+	__u64 hash = conn_hash(key);
+	__u32 set_a = conn_set_a(hash), set_b = conn_set_b(hash);
+	struct conn_set *a = bpf_map_lookup_elem(&conn_tags, &set_a);
+	struct conn_set *b = bpf_map_lookup_elem(&conn_tags, &set_b);
+	if (!a || !b)
+		return 0;
+	__u32 way = way_of(a, key);
+	if (way < CONN_WAYS)
+		return conn_slot(set_a, way);
+	way = way_of(b, key);
+	if (way < CONN_WAYS)
+		return conn_slot(set_b, way);
+	struct conn *c = claim_in(a, set_a, key);
+	return c ? c : claim_in(b, set_b, key);
+}
+
+// Frees the socket's slot. Compare-and-exchange, so that a slot freed by the other path
+// (CLOSE, or accept() forgetting an unwanted connection) and claimed meanwhile by another
+// socket stays that socket's.
+static __always_inline void release_in(struct conn_set *tags, __u64 key)
+{
+#pragma unroll
+	for (__u32 way = 0; way < CONN_WAYS; way++)
+		if (tags->sk[way] == key) {
+			__sync_val_compare_and_swap(&tags->sk[way], key, 0);
+			return;
+		}
+}
+
+static __always_inline void conn_release(__u64 key)
+{
+	__u64 hash = conn_hash(key);
+	__u32 set_a = conn_set_a(hash), set_b = conn_set_b(hash);
+	struct conn_set *a = bpf_map_lookup_elem(&conn_tags, &set_a);
+	if (a)
+		release_in(a, key);
+	struct conn_set *b = bpf_map_lookup_elem(&conn_tags, &set_b);
+	if (b && set_b != set_a)
+		release_in(b, key);
 }
 
 static __always_inline void set_owner(struct conn *c)
@@ -262,8 +421,8 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	__u64 key = (__u64)sk;
-	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	__u64 key = sock_key(sk, SCRATCH_STATE);
+	struct conn *c = conn_find(key);
 
 	// An untracked socket reaching ESTABLISHED from SYN_SENT is an outbound connection that
 	// was filtered out in connect(): it stays untracked.
@@ -276,22 +435,25 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 		if (newstate == TCP_SYN_SENT ? !current_wanted() || !ports_wanted(sk, 1)
 					     : !ports_wanted(sk, 0))
 			return 0;
-		struct conn fresh = {};
-		fresh.start_ns = bpf_ktime_get_ns();
-		fresh.last_report_ns = fresh.start_ns;
-		fresh.states = (1u << oldstate) | (1u << newstate);
+		struct conn *fresh = conn_claim(key);
+		if (!fresh) {
+			count_drop(1);
+			return 0;
+		}
+		__builtin_memset(fresh, 0, sizeof(*fresh));
+		fresh->start_ns = bpf_ktime_get_ns();
+		fresh->last_report_ns = fresh->start_ns;
+		fresh->states = (1u << oldstate) | (1u << newstate);
 		if (sk->__sk_common.skc_num != 0)
-			read_tuple(sk, &fresh.t);
+			read_tuple(sk, &fresh->t);
 		if (newstate == TCP_SYN_SENT) {
 			// Inside connect(): the current task owns the socket.
-			fresh.direction = TCP_DIR_OUTBOUND;
-			set_owner(&fresh);
+			fresh->direction = TCP_DIR_OUTBOUND;
+			set_owner(fresh);
 		} else {
 			// Softirq: the owner is learnt at accept().
-			fresh.direction = TCP_DIR_INBOUND;
+			fresh->direction = TCP_DIR_INBOUND;
 		}
-		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST) != 0)
-			count_drop(1);
 		return 0;
 	}
 	if (!c)
@@ -306,15 +468,14 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	}
 	if (conn_wanted(sk, c))
 		emit(sk, c, oldstate, TCP_KIND_CLOSE);
-	bpf_map_delete_elem(&conns, &key);
+	conn_release(key);
 	return 0;
 }
 
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(tcp_stats, struct sock *sk, struct sk_buff *skb)
 {
-	__u64 key = (__u64)sk;
-	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	struct conn *c = conn_find(sock_key(sk, SCRATCH_STATS));
 	if (!c)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
@@ -330,10 +491,7 @@ int BPF_PROG(tcp_stats, struct sock *sk, struct sk_buff *skb)
 
 static __always_inline void mark_reset(struct sock *sk, __u8 flag)
 {
-	if (!sk)
-		return;
-	__u64 key = (__u64)sk;
-	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	struct conn *c = conn_find(sock_key(sk, SCRATCH_RESET));
 	if (c)
 		c->resets |= flag;
 }
@@ -373,14 +531,15 @@ static __always_inline int on_accept(struct sys_exit_args *ctx)
 	if (!sock)
 		return 0;
 	struct sock *sk = BPF_CORE_READ(sock, sk);
+	// A plain number here (read with probe reads), so it is the key as it is.
 	__u64 key = (__u64)sk;
-	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	struct conn *c = conn_find(key);
 	if (!c || c->pid != 0)
 		return 0;
 	if (current_wanted())
 		set_owner(c);
 	else
-		bpf_map_delete_elem(&conns, &key);
+		conn_release(key);
 	return 0;
 }
 

@@ -446,6 +446,105 @@ fn ebpf_tcp_sends_stats_while_a_connection_is_open() {
     assert!(!log.contains("ERROR"), "{log}");
 }
 
+/// Client ports of the `tcp_connection` events on `port`, by direction.
+fn client_ports(events: &[Value], port: u16, direction: &str) -> Vec<u16> {
+    let (ours, theirs) = if direction == "inbound" {
+        ("local_port", "remote_port")
+    } else {
+        ("remote_port", "local_port")
+    };
+    events
+        .iter()
+        .filter(|e| e["event"] == "tcp_connection" && e["direction"] == direction)
+        .filter(|e| e[ours] == port)
+        .filter_map(|e| e[theirs].as_u64().map(|p| p as u16))
+        .collect()
+}
+
+/// The `discarded` count of the source in weir's exit summary.
+fn source_discarded(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("summary") && l.contains("component=ebpf "))
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("discarded="))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no summary for the source in:\n{log}"))
+}
+
+#[test]
+fn ebpf_tcp_counts_connections_beyond_its_table_and_frees_slots_at_close() {
+    if !ebpf_available("ebpf_tcp_counts_connections_beyond_its_table_and_frees_slots_at_close") {
+        return;
+    }
+    use std::collections::HashSet;
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // 128 slots for 600 sockets open at once (300 connections, both ends on this host).
+    let agent = Agent::start(
+        &format!("type = \"ebpf_tcp\"\nports = [{port}]\nmax_connections = 64"),
+        "eBPF TCP tracepoints attached",
+    );
+    let open = |n: usize| -> (Vec<(TcpStream, TcpStream)>, HashSet<u16>) {
+        let pairs: Vec<_> = (0..n)
+            .map(|_| {
+                let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let (s, _) = listener.accept().unwrap();
+                (c, s)
+            })
+            .collect();
+        let ports = pairs
+            .iter()
+            .map(|(c, _)| c.local_addr().unwrap().port())
+            .collect();
+        (pairs, ports)
+    };
+    let (first, first_ports) = open(300);
+    drop(first);
+    // Once every socket is closed the table is empty again: a second, small round is followed
+    // (16 connections, 32 sockets in 16 sets of 8 slots).
+    std::thread::sleep(Duration::from_millis(500));
+    let (second, second_ports) = open(16);
+    drop(second);
+    std::thread::sleep(Duration::from_millis(500));
+    let (log, events) = agent.finish();
+
+    let me = std::process::id();
+    let mut seen = HashSet::new();
+    let (mut first_events, mut second_events) = (0u64, 0u64);
+    for direction in ["inbound", "outbound"] {
+        for p in client_ports(&events, port, direction) {
+            assert!(
+                seen.insert((direction, p)),
+                "{direction} {p} reported twice"
+            );
+            if first_ports.contains(&p) {
+                first_events += 1;
+            } else if second_ports.contains(&p) {
+                second_events += 1;
+            } else {
+                panic!("{direction} connection from port {p}, not one of ours");
+            }
+        }
+    }
+    for e in events.iter().filter(|e| e["event"] == "tcp_connection") {
+        assert_eq!(e["pid"], me, "{e}");
+        assert_eq!(e["close_reason"], "normal", "{e}");
+    }
+    let discarded = source_discarded(&log);
+    // Every socket either reported once or counted as not followed.
+    assert_eq!(first_events + second_events + discarded, 600 + 32, "{log}");
+    // At most 128 of the first round's 600 sockets can have had a slot.
+    assert!(first_events <= 128, "{first_events}");
+    assert!(discarded >= 600 - 128, "{discarded}\n{log}");
+    assert!(log.contains("too_many_connections"), "{log}");
+    // The slots were freed at close: the second round found them (two choices of a set make a
+    // full set unlikely, not impossible, at 32 sockets in 128 slots).
+    assert!(second_events >= 28, "{second_events} of 32 followed\n{log}");
+}
+
 #[test]
 fn ebpf_tcp_filters_by_pid_in_the_kernel() {
     if !ebpf_available("ebpf_tcp_filters_by_pid_in_the_kernel") {

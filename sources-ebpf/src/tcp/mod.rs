@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aya::maps::{PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::Btf;
 use aya::EbpfLoader;
@@ -71,7 +71,30 @@ pub struct EbpfTcpConfig {
     /// that do not fit (Weir is behind) are dropped and counted. Default: 1048576.
     #[serde(default)]
     pub ring_buffer_bytes: Option<u32>,
+    /// How many connections open at once the kernel-side table is sized for (64 to 1048576):
+    /// it gets twice as many slots, rounded up to a power of two, about 100 bytes of kernel
+    /// memory each. Up to about this many open connections are followed without a loss; a
+    /// connection that finds no free slot is not reported, and counted
+    /// (`too_many_connections`). Default: 65536 (131072 slots, 13 MiB).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
+
+/// The connection table's shape for `max_connections`: (log2 of its sets, its sets).
+fn conn_table(max_connections: u32) -> Result<(u32, u32), BoxError> {
+    if !(64..=1 << 20).contains(&max_connections) {
+        return Err(format!(
+            "{COMPONENT}: `max_connections` must be between 64 and 1048576, not {max_connections}"
+        )
+        .into());
+    }
+    let slots = (2 * max_connections).next_power_of_two();
+    let sets = slots / CONN_WAYS;
+    Ok((sets.trailing_zeros(), sets))
+}
+
+/// Slots per set of the kernel-side connection table (`CONN_WAYS` in bpf/tcp.bpf.c).
+const CONN_WAYS: u32 = 8;
 
 #[async_trait]
 impl SourceConfig for EbpfTcpConfig {
@@ -92,12 +115,16 @@ impl SourceConfig for EbpfTcpConfig {
             .saturating_mul(1_000_000_000);
         let (ports_size, pids_size) = filters.map_sizes();
         let wakeup_bytes = u64::from(ring_bytes / 8);
+        let (set_bits, sets) = conn_table(self.max_connections.unwrap_or(65536))?;
         let mut bpf = EbpfLoader::new()
             .override_global("filters", &flags, true)
             .override_global("cgroup_count", &cgroup_count, true)
             .override_global("stats_interval_ns", &stats_ns, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .override_global("conn_set_bits", &set_bits, true)
             .map_max_entries("events", ring_bytes)
+            .map_max_entries("conn_tags", sets)
+            .map_max_entries("conns", sets * CONN_WAYS)
             .map_max_entries("ports", ports_size)
             .map_max_entries("pids", pids_size)
             .load(OBJECT)
@@ -121,8 +148,12 @@ impl SourceConfig for EbpfTcpConfig {
                 .program_mut(prog)
                 .ok_or_else(|| format!("{COMPONENT}: program `{prog}` missing from the object"))?
                 .try_into()?;
-            p.load(tp, &btf)
-                .map_err(|e| format!("{COMPONENT}: the kernel rejected `{prog}`: {e:#}"))?;
+            p.load(tp, &btf).map_err(|e| {
+                format!(
+                    "{COMPONENT}: the kernel rejected `{prog}` (it needs Linux 5.12 or later: \
+                     BTF-typed tracepoints, bpf_skc_to_tcp_sock, BPF atomics): {e:#}"
+                )
+            })?;
             p.attach()
                 .map_err(|e| format!("{COMPONENT}: attaching to tracepoint {tp} (tp_btf): {e}"))?;
         }
@@ -162,6 +193,7 @@ impl SourceConfig for EbpfTcpConfig {
                 events: Vec::new(),
                 bytes: 0,
                 bad: 0,
+                ingest: None,
             };
             let mut reported = [0u64; 2];
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -179,31 +211,11 @@ impl SourceConfig for EbpfTcpConfig {
                                 break;
                             }
                         }
+                        report_drops(&dropped, &mut reported, &cx);
                         break;
                     }
                     _ = tick.tick() => {
-                        let full = per_cpu_slot(&dropped, 0);
-                        if full > reported[0] {
-                            let n = full - reported[0];
-                            reported[0] = full;
-                            cx.metrics.add_discarded(n);
-                            cx.metrics.error(
-                                "ring_buffer_full",
-                                n,
-                                &format_args!("{n} connection events dropped in the kernel: the ring buffer was full (raise `ring_buffer_bytes`)"),
-                            );
-                        }
-                        let untracked = per_cpu_slot(&dropped, 1);
-                        if untracked > reported[1] {
-                            let n = untracked - reported[1];
-                            reported[1] = untracked;
-                            cx.metrics.add_discarded(n);
-                            cx.metrics.error(
-                                "too_many_connections",
-                                n,
-                                &format_args!("{n} connections not tracked: 65536 are open at once"),
-                            );
-                        }
+                        report_drops(&dropped, &mut reported, &cx);
                         continue;
                     }
                     _ = flush.tick() => {
@@ -226,6 +238,37 @@ impl SourceConfig for EbpfTcpConfig {
     }
 }
 
+/// Counts and logs what the kernel side dropped since the last report: records that did not
+/// fit the ring buffer, connections the table had no slot for.
+fn report_drops(dropped: &PerCpuArray<MapData, u64>, reported: &mut [u64; 2], cx: &SourceContext) {
+    let full = per_cpu_slot(dropped, 0);
+    if full > reported[0] {
+        let n = full - reported[0];
+        reported[0] = full;
+        cx.metrics.add_discarded(n);
+        cx.metrics.error(
+            "ring_buffer_full",
+            n,
+            &format_args!(
+                "{n} connection events dropped in the kernel: the ring buffer was full (raise `ring_buffer_bytes`)"
+            ),
+        );
+    }
+    let untracked = per_cpu_slot(dropped, 1);
+    if untracked > reported[1] {
+        let n = untracked - reported[1];
+        reported[1] = untracked;
+        cx.metrics.add_discarded(n);
+        cx.metrics.error(
+            "too_many_connections",
+            n,
+            &format_args!(
+                "{n} connections not followed: the kernel-side connection table had no free slot for them (raise `max_connections`)"
+            ),
+        );
+    }
+}
+
 /// How long records may wait in the ring buffer when fewer than `wakeup_bytes` are there.
 const FLUSH: Duration = Duration::from_millis(100);
 
@@ -237,6 +280,9 @@ struct Batch {
     events: Vec<Event>,
     bytes: u64,
     bad: u64,
+    /// When this batch's first record was read: the ingest time of all of them (one clock
+    /// read per batch, not per record).
+    ingest: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Batch {
@@ -257,7 +303,10 @@ impl Batch {
                 clock: self.clock,
                 container,
             },
-            EventMetadata::new(Some(self.source_id.clone())),
+            EventMetadata::at(
+                Some(self.source_id.clone()),
+                *self.ingest.get_or_insert_with(chrono::Utc::now),
+            ),
         )));
     }
 
@@ -274,6 +323,7 @@ impl Batch {
         if self.events.is_empty() {
             return true;
         }
+        self.ingest = None;
         let events = std::mem::take(&mut self.events);
         cx.metrics.add_received(events.len() as u64, self.bytes);
         self.bytes = 0;
@@ -296,5 +346,19 @@ mod tests {
         assert_eq!(c.interval_secs, Some(5));
         assert!(!c.container_metadata);
         assert!(toml::from_str::<EbpfTcpConfig>("port = 80").is_err());
+    }
+
+    #[test]
+    fn the_connection_table_has_twice_the_slots_in_sets_of_eight() {
+        // The default: 131072 slots, 16384 sets (14 bits).
+        assert_eq!(conn_table(65536).unwrap(), (14, 16384));
+        assert_eq!(conn_table(64).unwrap(), (4, 16));
+        // Rounded up to a power of two.
+        assert_eq!(conn_table(100).unwrap(), (5, 32));
+        assert_eq!(conn_table(1 << 20).unwrap(), (18, 1 << 18));
+        for bad in [0, 63, (1 << 20) + 1] {
+            let e = conn_table(bad).unwrap_err().to_string();
+            assert!(e.contains("max_connections"), "{e}");
+        }
     }
 }
