@@ -40,7 +40,7 @@ OPTIONS:
     --cases LIST       Comma-separated subset of: tcp,profile (default: both)
     --connections N    Connections per storm (default 20000)
     --clients N        Client threads of the storm (default 4)
-    --runs N           Storms with and without weir each; medians compared (default 10)
+    --runs N           Storms with and without weir each; medians compared (default 20)
     --profile-secs N   How long the profile case runs (default 30)
     --weir PATH        The weir binary (default: <workspace>/target/release/weir)
 ";
@@ -69,7 +69,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
         profile: true,
         connections: 20_000,
         clients: 4,
-        runs: 10,
+        runs: 20,
         profile_secs: 30,
         weir: root.join("target/release/weir"),
     };
@@ -170,7 +170,13 @@ pub fn main(argv: &[String]) -> Result<bool> {
             crate::report::verdict(Some(r.slowdown < GOAL_TCP_SLOWDOWN)),
         ));
         notes.push(format!(
-            "- ebpf_tcp: runs without weir {}; with weir {}. Busy CPU time of the machine per storm (median): {:.2} CPU-s without, {:.2} with ({:+.1}%). Weir used {:.2} CPU-s in its median storm ({:.0}% of one core over the storm). Events at the sink per run: {}.{}",
+            "- ebpf_tcp: storm times, quartiles: without weir {:.3} / {:.3} / {:.3} s, with weir {:.3} / {:.3} / {:.3} s (the ratio of the medians is the verdict; storms on this machine vary more than the goal from run to run). Runs without weir {}; with weir {}. Busy CPU time of the machine per storm (median): {:.2} CPU-s without, {:.2} with ({:+.1}%). Weir used {:.2} CPU-s in its median storm ({:.0}% of one core over the storm). Events at the sink per run: {}.{}",
+            quantile(&r.without_all, 0.25),
+            median(&r.without_all),
+            quantile(&r.without_all, 0.75),
+            quantile(&r.with_all, 0.25),
+            median(&r.with_all),
+            quantile(&r.with_all, 0.75),
             fmt_secs(&r.without_all),
             fmt_secs(&r.with_all),
             r.without_busy,
@@ -464,9 +470,15 @@ struct TcpResult {
 }
 
 fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// The value at fraction `q` of the sorted values (nearest rank).
+fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
+    let i = ((s.len() as f64 - 1.0) * q).round() as usize;
+    s[i.min(s.len() - 1)]
 }
 
 /// CPU time the whole machine spent busy so far (user, nice, system, irq, softirq; not idle,

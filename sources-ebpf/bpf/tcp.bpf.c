@@ -424,10 +424,11 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	__u64 key = sock_key(sk, SCRATCH_STATE);
 	struct conn *c = conn_find(key);
 
-	// An untracked socket reaching ESTABLISHED from SYN_SENT is an outbound connection that
-	// was filtered out in connect(): it stays untracked.
+	// An untracked socket reaching ESTABLISHED from SYN_SENT or SYN_RECV was filtered out, or
+	// found no slot (counted then), when it entered that state: it stays untracked.
 	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV ||
-	    (newstate == TCP_ESTABLISHED && !c && oldstate != TCP_SYN_SENT)) {
+	    (newstate == TCP_ESTABLISHED && !c && oldstate != TCP_SYN_SENT &&
+	     oldstate != TCP_SYN_RECV)) {
 		if (c) {
 			c->states |= 1u << newstate;
 			return 0;
