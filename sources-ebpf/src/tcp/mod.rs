@@ -238,34 +238,28 @@ impl SourceConfig for EbpfTcpConfig {
     }
 }
 
-/// Counts and logs what the kernel side dropped since the last report: records that did not
-/// fit the ring buffer, connections the table had no slot for.
+/// The kernel side's drop counters (slots of the `dropped` map): error kind, and what it means.
+const DROPS: [(&str, &str); 2] = [
+    (
+        "ring_buffer_full",
+        "connection events dropped in the kernel: the ring buffer was full (raise `ring_buffer_bytes`)",
+    ),
+    (
+        "too_many_connections",
+        "connections not followed: the kernel-side connection table had no free slot for them (raise `max_connections`)",
+    ),
+];
+
+/// Counts and logs what the kernel side dropped since the last report.
 fn report_drops(dropped: &PerCpuArray<MapData, u64>, reported: &mut [u64; 2], cx: &SourceContext) {
-    let full = per_cpu_slot(dropped, 0);
-    if full > reported[0] {
-        let n = full - reported[0];
-        reported[0] = full;
-        cx.metrics.add_discarded(n);
-        cx.metrics.error(
-            "ring_buffer_full",
-            n,
-            &format_args!(
-                "{n} connection events dropped in the kernel: the ring buffer was full (raise `ring_buffer_bytes`)"
-            ),
-        );
-    }
-    let untracked = per_cpu_slot(dropped, 1);
-    if untracked > reported[1] {
-        let n = untracked - reported[1];
-        reported[1] = untracked;
-        cx.metrics.add_discarded(n);
-        cx.metrics.error(
-            "too_many_connections",
-            n,
-            &format_args!(
-                "{n} connections not followed: the kernel-side connection table had no free slot for them (raise `max_connections`)"
-            ),
-        );
+    for (slot, (seen, (kind, why))) in reported.iter_mut().zip(DROPS).enumerate() {
+        let total = per_cpu_slot(dropped, slot as u32);
+        if total > *seen {
+            let n = total - *seen;
+            *seen = total;
+            cx.metrics.add_discarded(n);
+            cx.metrics.error(kind, n, &format_args!("{n} {why}"));
+        }
     }
 }
 
