@@ -70,10 +70,10 @@ struct conn {
 // The connections being followed, in a set-associative table of two arrays rather than a
 // hash map. A socket may sit in either of two sets chosen by hashing its address: the first
 // unless it is full, so a set that fills up overflows into others instead of turning
-// connections away; a slot is claimed with a compare-and-exchange of its tag. Array lookups are inlined by the verifier,
-// and claiming and releasing a slot take no lock, no allocation and no free list: measured on
-// a loopback connection storm, the hash map's update and delete were half of these programs'
-// time. A connection finding both its sets full is not followed, and counted.
+// connections away; a slot is claimed with a compare-and-exchange of its tag. Array lookups
+// are inlined by the verifier, and claiming and releasing a slot take no lock, no allocation
+// and no free list: measured on a loopback connection storm, the hash map's update and delete
+// were half of these programs' time. A connection finding both its sets full is not followed, and counted.
 #define CONN_WAYS 8
 // log2 of the number of sets (at most 18), set by the loader from `max_connections`; the
 // loader sizes `conn_tags` and `conns` to match.
@@ -189,14 +189,17 @@ static __always_inline struct conn *conn_slot(__u32 set, __u32 way)
 	return bpf_map_lookup_elem(&conns, &slot);
 }
 
-// The way of `key` in a set, or CONN_WAYS.
-static __always_inline __u32 way_of(struct conn_set *tags, __u64 key)
+// The slot of `key` in one set, or NULL.
+static __always_inline struct conn *find_in(__u32 set, __u64 key)
 {
+	struct conn_set *tags = bpf_map_lookup_elem(&conn_tags, &set);
+	if (!tags)
+		return 0;
 #pragma unroll
 	for (__u32 way = 0; way < CONN_WAYS; way++)
 		if (tags->sk[way] == key)
-			return way;
-	return CONN_WAYS;
+			return conn_slot(set, way);
+	return 0;
 }
 
 // The connection followed for this socket, or NULL.
@@ -205,24 +208,16 @@ static __always_inline struct conn *conn_find(__u64 key)
 	if (key == 0)
 		return 0;
 	__u64 hash = conn_hash(key);
-	__u32 set = conn_set_a(hash);
+	struct conn *c = find_in(conn_set_a(hash), key);
+	return c ? c : find_in(conn_set_b(hash), key);
+}
+
+// Takes a free slot of one set for `key`; NULL if there is none (any more).
+static __always_inline struct conn *claim_in(__u32 set, __u64 key)
+{
 	struct conn_set *tags = bpf_map_lookup_elem(&conn_tags, &set);
 	if (!tags)
 		return 0;
-	__u32 way = way_of(tags, key);
-	if (way < CONN_WAYS)
-		return conn_slot(set, way);
-	set = conn_set_b(hash);
-	tags = bpf_map_lookup_elem(&conn_tags, &set);
-	if (!tags)
-		return 0;
-	way = way_of(tags, key);
-	return way < CONN_WAYS ? conn_slot(set, way) : 0;
-}
-
-// Takes a free slot of the set for `key`; NULL if there is none (any more).
-static __always_inline struct conn *claim_in(struct conn_set *tags, __u32 set, __u64 key)
-{
 #pragma unroll
 	for (__u32 way = 0; way < CONN_WAYS; way++)
 		if (tags->sk[way] == 0 && __sync_val_compare_and_swap(&tags->sk[way], 0, key) == 0)
@@ -235,29 +230,22 @@ static __always_inline struct conn *claim_in(struct conn_set *tags, __u32 set, _
 // at the same address whose CLOSE was not seen: it is taken over.
 static __always_inline struct conn *conn_claim(__u64 key)
 {
-	if (key == 0)
-		return 0;
+	struct conn *c = conn_find(key);
+	if (c || key == 0)
+		return c;
 	__u64 hash = conn_hash(key);
-	__u32 set_a = conn_set_a(hash), set_b = conn_set_b(hash);
-	struct conn_set *a = bpf_map_lookup_elem(&conn_tags, &set_a);
-	struct conn_set *b = bpf_map_lookup_elem(&conn_tags, &set_b);
-	if (!a || !b)
-		return 0;
-	__u32 way = way_of(a, key);
-	if (way < CONN_WAYS)
-		return conn_slot(set_a, way);
-	way = way_of(b, key);
-	if (way < CONN_WAYS)
-		return conn_slot(set_b, way);
-	struct conn *c = claim_in(a, set_a, key);
-	return c ? c : claim_in(b, set_b, key);
+	c = claim_in(conn_set_a(hash), key);
+	return c ? c : claim_in(conn_set_b(hash), key);
 }
 
-// Frees the socket's slot. Compare-and-exchange, so that a slot freed by the other path
-// (CLOSE, or accept() forgetting an unwanted connection) and claimed meanwhile by another
-// socket stays that socket's.
-static __always_inline void release_in(struct conn_set *tags, __u64 key)
+// Frees the socket's slot in one set, if it has one there. Compare-and-exchange, so that a
+// slot freed by the other path (CLOSE, or accept() forgetting an unwanted connection) and
+// claimed meanwhile by another socket stays that socket's.
+static __always_inline void release_in(__u32 set, __u64 key)
 {
+	struct conn_set *tags = bpf_map_lookup_elem(&conn_tags, &set);
+	if (!tags)
+		return;
 #pragma unroll
 	for (__u32 way = 0; way < CONN_WAYS; way++)
 		if (tags->sk[way] == key) {
@@ -270,12 +258,9 @@ static __always_inline void conn_release(__u64 key)
 {
 	__u64 hash = conn_hash(key);
 	__u32 set_a = conn_set_a(hash), set_b = conn_set_b(hash);
-	struct conn_set *a = bpf_map_lookup_elem(&conn_tags, &set_a);
-	if (a)
-		release_in(a, key);
-	struct conn_set *b = bpf_map_lookup_elem(&conn_tags, &set_b);
-	if (b && set_b != set_a)
-		release_in(b, key);
+	release_in(set_a, key);
+	if (set_b != set_a)
+		release_in(set_b, key);
 }
 
 static __always_inline void set_owner(struct conn *c)
