@@ -4,6 +4,7 @@ use weir_pipeline::component::Registry;
 
 pub fn registry() -> Registry {
     let mut r = Registry::default();
+    weir_records::register(&mut r);
     weir_sources::register(&mut r);
     weir_sources_ebpf::register(&mut r);
     weir_transforms::register(&mut r);

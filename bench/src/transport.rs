@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
-use weir_pipeline::kafka::rdkafka;
-use weir_pipeline::nats::async_nats;
-use weir_pipeline::nats::async_nats::jetstream;
+use weir_connect::kafka::rdkafka;
+use weir_connect::nats::async_nats;
+use weir_connect::nats::async_nats::jetstream;
 
 use crate::report::thousands;
 use crate::runner::{self, Runner, ScratchDir};

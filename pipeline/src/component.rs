@@ -10,8 +10,8 @@
 //! - a transform is a synchronous [`Transform`]: batch in, batches out per named output, with an
 //!   optional timer for windowed work and a flush at the end;
 //! - a sink is a [`Sink`] that pulls batches from its buffer ([`SinkInput`]) and finalizes them.
-//!   A sink may also declare named outputs ([`SinkConfig::outputs`], e.g. the `dead_letter`
-//!   of `elasticsearch`) and send new events to them through [`SinkOutputs`].
+//!   A sink may also declare named outputs ([`SinkConfig::outputs`], e.g. a `dead_letter`
+//!   output of refused events) and send new events to them through [`SinkOutputs`].
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -24,11 +24,13 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 
-use crate::config::DataType;
+use crate::buffer::ClosedError;
+use crate::buffer::{BufferReceiver, Fanout};
+use crate::codec::{register_decoder, FrameDecoder};
 use crate::event::{Event, EventBatch};
 use crate::metrics::{ComponentMetrics, MetricsRegistry};
 use crate::shutdown::ShutdownToken;
-use crate::topology::{BufferReceiver, Fanout};
+use crate::vocabulary::DataType;
 use crate::BoxError;
 
 /// One output of a component: the default (`name = None`) or a named one (`route.errors`).
@@ -77,7 +79,7 @@ pub struct SourceContext {
     pub acknowledgements: bool,
     pub data_dir: PathBuf,
     pub metrics: Arc<ComponentMetrics>,
-    /// Every component's metrics (for `internal_metrics`).
+    /// Every component's metrics (for a source that reports them as events).
     pub registry: Arc<MetricsRegistry>,
 }
 
@@ -87,11 +89,6 @@ pub struct SourceSender {
     named: BTreeMap<String, Fanout>,
     metrics: Arc<ComponentMetrics>,
 }
-
-/// The pipeline downstream has gone (shutdown finished, or every consumer stopped).
-#[derive(Debug, thiserror::Error)]
-#[error("the downstream components have stopped")]
-pub struct ClosedError;
 
 impl SourceSender {
     pub fn new(
@@ -332,6 +329,8 @@ pub struct Registry {
     pub sources: BTreeMap<&'static str, ComponentType<dyn SourceConfig>>,
     pub transforms: BTreeMap<&'static str, ComponentType<dyn TransformConfig>>,
     pub sinks: BTreeMap<&'static str, ComponentType<dyn SinkConfig>>,
+    /// The codecs component crates registered (`decoding.codec` names beyond the core's).
+    pub decoders: BTreeMap<&'static str, &'static str>,
 }
 
 impl Registry {
@@ -378,5 +377,12 @@ impl Registry {
                 parse: parse_sink::<C>,
             },
         );
+    }
+
+    /// Registers a decoder (a `decoding.codec` name) that a component crate provides, with a
+    /// one-line description for `weir list`.
+    pub fn add_decoder(&mut self, decoder: &'static dyn FrameDecoder, description: &'static str) {
+        register_decoder(decoder);
+        self.decoders.insert(decoder.name(), description);
     }
 }

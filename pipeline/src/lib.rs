@@ -15,38 +15,37 @@
 //!   the binary fills.
 //! - [`topology`]: the runtime. One tokio task per component, bounded buffers of batches between
 //!   them (backpressure by default), fan-out, graceful shutdown.
-//! - [`metrics`]: Weir's own per-component counters, read by the API and `internal_metrics`.
-//! - [`codec`]: framing (newline), decoding (`bytes`, `json`, `logfmt`, `syslog`, `hubble_jsonpb`) and encoding
-//!   (`json`, `text`, `logfmt`) shared by all components.
-//! - [`flow`]: a network flow (Hubble's) in typed form, [`flow::FlowLog`], made by the
-//!   `hubble_jsonpb` codec and the `hubble` source and read by `flow_to_topology` without
-//!   building the tree of its fields.
+//! - [`buffer`]: the bounded queue in front of every transform and sink, and the fan-out that
+//!   feeds several of them; below the component contracts, which wrap them.
+//! - [`metrics`]: Weir's own per-component counters, read by the API and by any component
+//!   that reports them as events.
+//! - [`codec`]: framing (newline), the core's decoders (`bytes`, `json`, `logfmt`,
+//!   `syslog`) and encoders (`json`, `text`, `logfmt`, `folded`), and the
+//!   [`codec::FrameDecoder`] contract through which component crates register more decoders.
 //! - [`template`]: `{{ field }}` and strftime templates for paths, topics, index names.
-//! - [`retry`]: exponential backoff with jitter for sinks.
-//! - `nats` (feature `nats`): the NATS connection options (servers, auth, TLS, reconnects)
-//!   shared by the `nats` source and sink.
-//! - `kafka` (feature `kafka`): the Kafka client options (brokers, TLS, SASL, librdkafka
-//!   pass-through) shared by the `kafka` source and sink.
+//! - [`retry`]: exponential backoff with jitter.
+//! - [`vocabulary`]: the words every module shares ([`vocabulary::DataType`],
+//!   [`vocabulary::ComponentKind`], [`vocabulary::WhenFull`]); a leaf that imports nothing
+//!   of the crate.
 //!
-//! It does not know any concrete component: those live in `weir-sources`, `weir-transforms`
-//! and `weir-sinks`, which depend on this crate, never the other way.
+//! It does not know any concrete component or external system: components live in
+//! `weir-sources`, `weir-sources-ebpf`, `weir-transforms` and `weir-sinks`; record types that
+//! a producer and a consumer share (flows, stack samples) in `weir-records`; client code that a
+//! source and a sink of one system share (Kafka, NATS, gRPC status) in `weir-connect`. All of
+//! them depend on this crate, never the other way.
 
+pub mod buffer;
 pub mod codec;
 pub mod component;
 pub mod config;
 pub mod event;
 pub mod finalization;
-pub mod flow;
-pub mod grpc_status;
-#[cfg(feature = "kafka")]
-pub mod kafka;
 pub mod metrics;
-#[cfg(feature = "nats")]
-pub mod nats;
 pub mod retry;
 pub mod shutdown;
 pub mod template;
 pub mod topology;
+pub mod vocabulary;
 
 /// The error type components return from their build and run steps.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

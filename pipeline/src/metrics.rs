@@ -1,6 +1,6 @@
 //! Weir's own metrics: per component, events and bytes in and out, errors by kind, discarded
 //! events, buffer fill and processing latency. Counters are plain atomics updated once per
-//! batch. They are read by the API (`/metrics`, `/api/graph`) and the `internal_metrics` source.
+//! batch. They are read by the API (`/metrics`, `/api/graph`) and by components that report them as events.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::config::ComponentKind;
 use crate::event::{Bucket, Metric, MetricKind, MetricValue};
+use crate::vocabulary::ComponentKind;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -150,8 +150,8 @@ impl ComponentMetrics {
         }
     }
 
-    /// Adds to a counter specific to this component type (`hubble_lost_events_total`, with
-    /// an optional label such as `source="HUBBLE_RING_BUFFER"`), exported as
+    /// Adds to a counter specific to this component type (`lost_events_total`, with
+    /// an optional label such as `source="RING_BUFFER"`), exported as
     /// `weir_<name>` with the component's tags. For rare events (a lock is taken), not for
     /// per-event counting on a hot path.
     pub fn add_counter(&self, name: &'static str, label: Option<(&'static str, &str)>, value: u64) {
@@ -255,7 +255,7 @@ impl MetricsRegistry {
         self.started.elapsed()
     }
 
-    /// The metrics as events (what `internal_metrics` emits), all absolute.
+    /// The metrics as events (what a metrics source emits), all absolute.
     pub fn to_events(&self) -> Vec<Metric> {
         let mut out = Vec::new();
         let now = chrono::Utc::now();
@@ -450,18 +450,18 @@ mod tests {
     #[test]
     fn component_counters_are_exported_with_their_label() {
         let registry = MetricsRegistry::default();
-        let m = Arc::new(ComponentMetrics::new("h", ComponentKind::Source, "hubble"));
+        let m = Arc::new(ComponentMetrics::new("h", ComponentKind::Source, "flows"));
         registry.register(m.clone());
-        m.add_counter("hubble_lost_events_total", Some(("source", "RING")), 3);
-        m.add_counter("hubble_lost_events_total", Some(("source", "RING")), 4);
-        m.add_counter("hubble_reconnects_total", None, 1);
+        m.add_counter("lost_events_total", Some(("source", "RING")), 3);
+        m.add_counter("lost_events_total", Some(("source", "RING")), 4);
+        m.add_counter("reconnects_total", None, 1);
         let text = registry.render_prometheus();
         assert!(
-            text.contains("weir_hubble_lost_events_total{component_id=\"h\",component_kind=\"source\",component_type=\"hubble\",source=\"RING\"} 7"),
+            text.contains("weir_lost_events_total{component_id=\"h\",component_kind=\"source\",component_type=\"flows\",source=\"RING\"} 7"),
             "{text}"
         );
         assert!(
-            text.contains("weir_hubble_reconnects_total{component_id=\"h\""),
+            text.contains("weir_reconnects_total{component_id=\"h\""),
             "{text}"
         );
     }

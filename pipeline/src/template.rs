@@ -151,10 +151,9 @@ mod tests {
 
     #[test]
     fn renders_fields_and_time() {
-        let t =
-            Template::parse("/data/{{ kubernetes.namespace }}/dt=%Y-%m-%d/{{app}}.log").unwrap();
+        let t = Template::parse("/data/{{ k8s.namespace }}/dt=%Y-%m-%d/{{app}}.log").unwrap();
         let mut l = LogEvent::default();
-        l.insert(&parse_path("kubernetes.namespace").unwrap(), "shop");
+        l.insert(&parse_path("k8s.namespace").unwrap(), "shop");
         l.insert_field("app", "cart");
         l.insert_field(
             "timestamp",

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::finalization::EventStatus;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// `type = "blackhole"`: accepts every event, counts it (as sent) and drops it. Events are

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::finalization::EventStatus;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -16,11 +16,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// `type = "file"`: one encoded event per line, appended to the file its path template names.
@@ -253,11 +253,11 @@ impl Sink for FileSink {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use weir_pipeline::config::WhenFull;
+    use weir_pipeline::buffer::buffer;
     use weir_pipeline::event::{EventBatch, LogEvent};
     use weir_pipeline::finalization::BatchNotifier;
     use weir_pipeline::metrics::MetricsRegistry;
-    use weir_pipeline::topology::buffer;
+    use weir_pipeline::vocabulary::WhenFull;
 
     fn event(svc: Option<&str>, n: i64) -> weir_pipeline::event::Event {
         let mut l = LogEvent::default();

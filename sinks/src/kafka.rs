@@ -27,20 +27,20 @@ use async_trait::async_trait;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use weir_pipeline::codec::EncodingConfig;
-use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::DataType;
-use weir_pipeline::event::{parse_path, Event, EventBatch, FieldPath, Value};
-use weir_pipeline::finalization::EventStatus;
-use weir_pipeline::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use weir_pipeline::kafka::rdkafka::message::{Header, OwnedHeaders};
-use weir_pipeline::kafka::rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use weir_pipeline::kafka::{
+use weir_connect::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use weir_connect::kafka::rdkafka::message::{Header, OwnedHeaders};
+use weir_connect::kafka::rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use weir_connect::kafka::{
     client_config, KafkaClientContext, KafkaConnect, KafkaSaslConfig, KafkaTlsConfig,
 };
+use weir_pipeline::codec::EncodingConfig;
+use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::event::{parse_path, Event, EventBatch, FieldPath, Value};
+use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 type Producer_ = FutureProducer<KafkaClientContext>;

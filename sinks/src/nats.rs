@@ -22,18 +22,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use weir_connect::nats::async_nats::jetstream;
+use weir_connect::nats::{
+    async_nats, connect, is_valid_publish_subject, NatsAuthConfig, NatsConnect, NatsTlsConfig,
+};
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::EventBatch;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
-use weir_pipeline::nats::async_nats::jetstream;
-use weir_pipeline::nats::{
-    async_nats, connect, is_valid_publish_subject, NatsAuthConfig, NatsConnect, NatsTlsConfig,
-};
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// `type = "nats"`: publishes each event as one NATS message.

@@ -59,13 +59,13 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::codec::CompressionEncoding;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{
     parse_path, Event, FieldPath, LogEvent, Metric, MetricKind, MetricValue, Span, SpanKind, Value,
 };
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use crate::http::{
@@ -839,7 +839,7 @@ fn grpc_outcome<T>(
                 | Code::Cancelled
                 | Code::Unknown => Outcome::Retry(
                     msg,
-                    weir_pipeline::grpc_status::decode_retry_delay(s.details()).map(|d| d.min(cap)),
+                    weir_connect::grpc_status::decode_retry_delay(s.details()).map(|d| d.min(cap)),
                 ),
                 _ => Outcome::Refused(msg),
             }

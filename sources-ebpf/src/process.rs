@@ -11,9 +11,9 @@ use aya::programs::RawTracePoint;
 use aya::EbpfLoader;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::MAX_BATCH_EVENTS;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, ObjectMap, Value};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use crate::env::{self, c_str, Clock};

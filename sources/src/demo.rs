@@ -10,8 +10,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{EventBatch, EventMetadata, LogEvent, Value, MAX_BATCH_EVENTS};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// The line format the demo source writes into `message`.

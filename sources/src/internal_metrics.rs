@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// `type = "internal_metrics"`: every `scrape_interval_secs`, emits one metric event per

@@ -25,17 +25,17 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use weir_connect::nats::async_nats::jetstream;
+use weir_connect::nats::async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use weir_connect::nats::async_nats::jetstream::AckKind;
+use weir_connect::nats::{async_nats, connect, NatsAuthConfig, NatsConnect, NatsTlsConfig};
 use weir_pipeline::codec::DecodingConfig;
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, KeyString, ObjectMap, Value};
 use weir_pipeline::finalization::{BatchNotifier, BatchStatus, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
-use weir_pipeline::nats::async_nats::jetstream;
-use weir_pipeline::nats::async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
-use weir_pipeline::nats::async_nats::jetstream::AckKind;
-use weir_pipeline::nats::{async_nats, connect, NatsAuthConfig, NatsConnect, NatsTlsConfig};
 use weir_pipeline::retry::Backoff;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// Batches handed to the pipeline and not yet acknowledged before the source stops pulling.

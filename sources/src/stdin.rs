@@ -17,9 +17,9 @@ use weir_pipeline::codec::{
     DecodingConfig, Frame, JsonLaziness, LineFramer, DEFAULT_MAX_LINE_BYTES,
 };
 use weir_pipeline::component::{Output, Resource, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{EventBatch, MAX_BATCH_EVENTS};
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// After a shutdown signal, stop once no input has arrived for this long.
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn garbage_is_counted_and_neighbours_survive() {
-        for codec in [Decoder::Json, Decoder::HubbleJsonpb] {
+        for codec in [Decoder::Json, weir_records::flow::HubbleJsonpb::decoder()] {
             let mut input = Vec::new();
             input.extend_from_slice(b"{\"a\":1}\n");
             input.extend_from_slice(b"{\"bad\":\"\xff\xfe\"}\n");

@@ -1,8 +1,9 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use weir_pipeline::config::{resolve_graph, ComponentKind};
+use weir_pipeline::config::resolve_graph;
 use weir_pipeline::topology::describe;
+use weir_pipeline::vocabulary::ComponentKind;
 
 use super::{load, print_errors};
 use crate::GraphFormat;

@@ -15,17 +15,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use weir_pipeline::codec::{Decoder, DecodingConfig};
+use weir_pipeline::codec::DecodingConfig;
 use weir_pipeline::component::{
     Output, Sink, SinkConfig, SinkContext, SinkInput, Source, SourceConfig, SourceContext,
 };
 use weir_pipeline::config::{
-    resolve_graph, BufferConfig, Config, DataType, InputRef, Location, SinkEntry, SourceEntry,
-    TransformEntry,
+    resolve_graph, BufferConfig, Config, InputRef, Location, SinkEntry, SourceEntry, TransformEntry,
 };
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::topology;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 use weir_sources::parquet::ParquetSourceConfig;
 use weir_sources::stdin::{read_loop, StdinConfig};
@@ -63,7 +63,7 @@ impl SourceConfig for FlowFileSource {
             let (tx, mut rx) = tokio::sync::mpsc::channel(4);
             let cfg = StdinConfig {
                 decoding: DecodingConfig {
-                    codec: Decoder::HubbleJsonpb,
+                    codec: weir_records::flow::HubbleJsonpb::decoder(),
                 },
                 max_line_bytes: MAX_LINE_BYTES,
             };

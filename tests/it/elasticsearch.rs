@@ -25,10 +25,11 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::{load_str, resolve_graph, DataType};
+use weir_pipeline::config::{load_str, resolve_graph};
 use weir_pipeline::event::{EventBatch, LogEvent, Value};
 use weir_pipeline::finalization::{BatchNotifier, BatchStatus, EventStatus};
 use weir_pipeline::topology::{self, RunningTopology};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// One `_bulk` request as the double saw it.

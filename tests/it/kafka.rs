@@ -17,7 +17,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
-use weir_pipeline::kafka::rdkafka;
+use weir_connect::kafka::rdkafka;
 
 use crate::harness::{
     free_addr, lines, metric, start_weir, stop_clean, wait_until, wait_with_timeout, weir_log,

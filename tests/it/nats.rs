@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use weir_pipeline::nats::async_nats;
-use weir_pipeline::nats::async_nats::jetstream;
+use weir_connect::nats::async_nats;
+use weir_connect::nats::async_nats::jetstream;
 
 use crate::harness::{
     free_addr, lines, metric, sigterm, start_weir, stop_clean, wait_until, wait_with_timeout,

@@ -16,12 +16,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use weir_pipeline::buffer::buffer;
 use weir_pipeline::component::{SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::WhenFull;
 use weir_pipeline::event::{EventBatch, Metric, MetricKind, MetricValue};
 use weir_pipeline::finalization::{BatchNotifier, EventStatus};
 use weir_pipeline::metrics::{ComponentMetrics, MetricsRegistry};
-use weir_pipeline::topology::buffer;
+use weir_pipeline::vocabulary::WhenFull;
 
 use crate::harness::{
     free_addr, http_get, make_certs, sigterm, wait_until, wait_with_timeout, weir,
@@ -434,7 +434,7 @@ fn gauge(name: &str, v: f64, ts: i64) -> Metric {
 }
 
 /// Sends one batch (with an acknowledgement notifier) and returns its final status.
-async fn send(tx: &weir_pipeline::topology::BufferSender, metrics: Vec<Metric>) -> EventStatus {
+async fn send(tx: &weir_pipeline::buffer::BufferSender, metrics: Vec<Metric>) -> EventStatus {
     let (n, rx) = BatchNotifier::new_with_receiver();
     let mut b = EventBatch::new(metrics.into_iter().map(Into::into).collect());
     b.attach_notifier(&n);

@@ -12,10 +12,11 @@ use weir_pipeline::component::{
     Output, Registry, Sink, SinkConfig, SinkContext, SinkInput, Source, SourceConfig,
     SourceContext, Transform, TransformConfig, TransformContext, TransformOutput,
 };
-use weir_pipeline::config::{load_str, resolve_graph, DataType};
+use weir_pipeline::config::{load_str, resolve_graph};
 use weir_pipeline::event::{EventBatch, LogEvent, Value};
 use weir_pipeline::finalization::{BatchNotifier, BatchStatus, EventStatus};
 use weir_pipeline::topology::{self, RunningTopology};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 #[derive(Default)]

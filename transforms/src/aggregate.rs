@@ -33,8 +33,8 @@ use serde::Deserialize;
 use weir_pipeline::component::{
     Output, Transform, TransformConfig, TransformContext, TransformOutput,
 };
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, Metric, MetricKind, MetricValue};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 fn default_interval() -> f64 {

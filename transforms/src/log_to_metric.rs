@@ -41,13 +41,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 use weir_pipeline::component::Output;
 use weir_pipeline::component::{Transform, TransformConfig, TransformContext, TransformOutput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{
     parse_path, Bucket, Event, EventBatch, FieldPath, LogEvent, Metric, MetricKind, MetricValue,
     Sample, StatisticKind, Value,
 };
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::template::Template;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// Configuration of the `log_to_metric` transform.

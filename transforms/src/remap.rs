@@ -25,9 +25,9 @@ use vrl::compiler::Program;
 use weir_pipeline::component::{
     Output, Transform, TransformConfig, TransformContext, TransformOutput,
 };
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, LogEvent, ObjectMap, Value};
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use crate::condition::{compile_program, VrlState};

@@ -24,9 +24,9 @@ use serde::Deserialize;
 use weir_pipeline::component::{
     Output, Transform, TransformConfig, TransformContext, TransformOutput,
 };
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::EventBatch;
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use crate::condition::{Condition, ErrorTally};

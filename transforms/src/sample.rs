@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use weir_pipeline::component::{Transform, TransformConfig, TransformContext, TransformOutput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{parse_path, Event, EventBatch, FieldPath, Value};
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use crate::condition::{Condition, ErrorTally};

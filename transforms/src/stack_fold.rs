@@ -47,13 +47,14 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use weir_pipeline::component::{Transform, TransformConfig, TransformContext, TransformOutput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{
-    parse_path, Event, EventBatch, EventMetadata, FieldPath, FrameKind, LogEvent, Metric,
-    MetricKind, MetricValue, ObjectMap, StackSample, Value,
+    parse_path, Event, EventBatch, EventMetadata, FieldPath, LogEvent, Metric, MetricKind,
+    MetricValue, ObjectMap, Value,
 };
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
+use weir_records::stack::{FrameKind, StackSample};
 
 /// What a sample adds to its stack's count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -1184,7 +1185,7 @@ mod tests {
         period: Option<i64>,
         frames: &[TestFrame<'_>],
     ) -> StackSample {
-        use weir_pipeline::event::{StackFrame, TextRange};
+        use weir_records::stack::{StackFrame, TextRange};
         let mut text = Vec::new();
         let mut put = |s: &str| {
             let start = text.len();

@@ -85,7 +85,7 @@ fn main() -> Result<()> {
     };
     let (count, runs) = (number(1, 200_000)?, number(2, 3)?);
     let codec = match args.get(3).map(String::as_str) {
-        None | Some("hubble_jsonpb") => Decoder::HubbleJsonpb,
+        None | Some("hubble_jsonpb") => weir_records::flow::HubbleJsonpb::decoder(),
         Some("json") => Decoder::Json,
         Some(other) => bail!("unknown codec {other:?}: expected hubble_jsonpb or json"),
     };

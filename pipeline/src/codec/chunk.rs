@@ -1,8 +1,8 @@
 //! Whole lines out of a read buffer, a chunk at a time.
 //!
 //! [`super::LineFramer`] hands out each line as its own `Bytes` (two reference-count
-//! updates and a split per line). The `perf` source parses a few million short lines a
-//! second, and a stack sample's strings should all point into one buffer, so it takes every
+//! updates and a split per line). A source that parses a few million short lines a
+//! second, and wants (say) a stack sample's strings should all point into one buffer, so it takes every
 //! complete line of a read at once ([`LineChunker::next_chunk`]) and walks them as ranges of
 //! that chunk ([`lines()`]). The rules are the framer's: lines end at `\n`, a trailing `\r` is
 //! dropped, a line over `max_line_bytes` is skipped (and reported) without being buffered

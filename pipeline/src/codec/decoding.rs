@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use super::json::{check_json, parse_json_value, JsonDefaults, JsonLaziness, JsonLog, JsonShape};
 use super::logfmt;
 use crate::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
-use crate::flow::FlowLog;
 
 /// `decoding = { codec = "..." }`: how a source turns each frame (line) into an event.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -16,27 +15,120 @@ pub struct DecodingConfig {
     /// `bytes` (default: the line becomes `message`), `json` (an object's fields; an array
     /// gives one event per element), `logfmt` (`k=v` pairs, values as strings) or `syslog`
     /// (RFC 5424 or 3164: `appname`, `facility`, `severity`, `hostname`, `procid`, `msgid`,
-    /// `timestamp`, `message`, structured data as nested objects), or `hubble_jsonpb` (lines of
-    /// `hubble observe -o jsonpb`: the same fields as `json`, with a flow held in typed form
-    /// for `flow_to_topology`, see `docs/schemas/flow.md`).
+    /// `timestamp`, `message`, structured data as nested objects), or a codec registered by a
+    /// component crate (`weir list` prints them).
     #[serde(default)]
     pub codec: Decoder,
 }
 
-/// A decoder.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// A decoder that is not built into the core: a component crate implements it and registers
+/// it ([`Registry::add_decoder`](crate::component::Registry::add_decoder)) under the name
+/// users give as `decoding.codec`. The core never names one.
+pub trait FrameDecoder: Send + Sync + std::fmt::Debug + 'static {
+    /// The name users write as `decoding.codec` (`snake_case`).
+    fn name(&self) -> &'static str;
+
+    /// Decodes one frame into `out`, its events taken in at `ingest_time`.
+    fn decode(
+        &self,
+        frame: Bytes,
+        source_id: &Option<Arc<str>>,
+        ingest_time: DateTime<Utc>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DecodeError>;
+}
+
+/// A decoder: one of the core's, or a registered one ([`FrameDecoder`]).
+#[derive(Debug, Clone, Copy, Default)]
 pub enum Decoder {
     #[default]
     Bytes,
     Json,
     Logfmt,
     Syslog,
-    /// `hubble observe -o jsonpb` lines. A line with a `flow` object becomes a
-    /// [`FlowLog`](crate::flow::FlowLog) event (the whole line validated as JSON, the fields
-    /// `flow_to_topology` needs read, the tree built from the line only if something else
-    /// reads the fields); any other line is decoded exactly as by `json`, errors included.
-    HubbleJsonpb,
+    /// A decoder a component crate registered.
+    Registered(&'static dyn FrameDecoder),
+}
+
+/// The names of the core's own decoders.
+const BUILT_IN: [(&str, Decoder); 4] = [
+    ("bytes", Decoder::Bytes),
+    ("json", Decoder::Json),
+    ("logfmt", Decoder::Logfmt),
+    ("syslog", Decoder::Syslog),
+];
+
+/// The registered decoders. Written while the registry is filled (before any config is read),
+/// read when a config names a codec; never on the path of an event.
+static REGISTERED: RwLock<Vec<&'static dyn FrameDecoder>> = RwLock::new(Vec::new());
+
+/// Makes a decoder known by its name (a second registration of a name replaces the first).
+pub fn register_decoder(decoder: &'static dyn FrameDecoder) {
+    let mut all = REGISTERED.write().unwrap_or_else(|e| e.into_inner());
+    all.retain(|d| d.name() != decoder.name());
+    all.push(decoder);
+}
+
+impl Decoder {
+    /// The decoder users call `name`, if this build has it.
+    pub fn by_name(name: &str) -> Option<Decoder> {
+        if let Some((_, d)) = BUILT_IN.iter().find(|(n, _)| *n == name) {
+            return Some(*d);
+        }
+        let all = REGISTERED.read().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .find(|d| d.name() == name)
+            .map(|d| Decoder::Registered(*d))
+    }
+
+    /// Every codec name this build knows: the core's, then the registered ones.
+    pub fn names() -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+        let all = REGISTERED.read().unwrap_or_else(|e| e.into_inner());
+        names.extend(all.iter().map(|d| d.name()));
+        names
+    }
+
+    /// The name users write for this decoder.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decoder::Bytes => "bytes",
+            Decoder::Json => "json",
+            Decoder::Logfmt => "logfmt",
+            Decoder::Syslog => "syslog",
+            Decoder::Registered(d) => d.name(),
+        }
+    }
+}
+
+impl PartialEq for Decoder {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Decoder {}
+
+impl Serialize for Decoder {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Decoder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Decoder::by_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown codec `{name}`, expected one of {}",
+                Decoder::names()
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
 }
 
 /// A frame that could not be decoded.
@@ -78,7 +170,7 @@ impl Decoder {
         defaults: D,
         out: &mut Vec<Event>,
     ) -> Result<(), DecodeError> {
-        if self == Decoder::Json {
+        if matches!(self, Decoder::Json) {
             let (lazy, probe) = laziness.next();
             if lazy {
                 match check_json(&frame)? {
@@ -118,15 +210,7 @@ impl Decoder {
             Decoder::Bytes => {
                 out.push(LogEvent::from_message_with(frame, meta()).into());
             }
-            Decoder::HubbleJsonpb => {
-                // The typed reader refuses whatever it does not take as a flow (invalid JSON
-                // included): `json` then gives those lines their fields, or their error.
-                if let Some(flow) = FlowLog::from_jsonpb_line(frame.clone()) {
-                    out.push(LogEvent::from_typed(flow, meta()).into());
-                    return Ok(());
-                }
-                return Decoder::Json.decode_at(frame, source_id, ingest_time, out);
-            }
+            Decoder::Registered(d) => return d.decode(frame, source_id, ingest_time, out),
             Decoder::Json => match parse_json_value(&frame)? {
                 v @ Value::Object(_) => out.push(LogEvent::from_value(v, meta()).into()),
                 Value::Array(items) => {
@@ -261,13 +345,6 @@ mod tests {
             l.get_field("timestamp"),
             Some(Value::Timestamp(_))
         ));
-    }
-
-    fn decode_all(d: Decoder, line: &[u8]) -> Result<Vec<Event>, String> {
-        let mut out = Vec::new();
-        d.decode(Bytes::copy_from_slice(line), &None, &mut out)
-            .map_err(|e| e.to_string())?;
-        Ok(out)
     }
 
     #[derive(Debug)]
@@ -409,87 +486,6 @@ mod tests {
         assert_eq!(
             out[0].as_log().unwrap().value(),
             eager[0].as_log().unwrap().value()
-        );
-    }
-
-    const FLOW: &[u8] = br#"{"flow":{"time":"2026-11-20T10:00:00.000000017Z","verdict":"FORWARDED","IP":{"source":"10.244.1.59","destination":"10.244.9.21","ipVersion":"IPv4"},"l4":{"TCP":{"source_port":8001,"destination_port":53291,"flags":{"ACK":true}}},"source":{"ID":101,"identity":10001,"namespace":"shop","labels":["k8s:app=cart"],"pod_name":"cart-6d9f7c-34dad","workloads":[{"name":"cart","kind":"Deployment"}]},"Type":"L7","is_reply":true,"l7":{"type":"RESPONSE","latency_ns":"112421261","http":{"code":201,"method":"GET","url":"http://cart:8001/api?q=\"x\""}}},"node_name":"node-1","time":"2026-11-20T10:00:00.000000017Z"}"#;
-
-    #[test]
-    fn hubble_jsonpb_holds_a_flow_typed_with_the_json_codec_fields() {
-        let typed = decode_all(Decoder::HubbleJsonpb, FLOW).unwrap();
-        let tree = decode_all(Decoder::Json, FLOW).unwrap();
-        let (Some(typed), Some(tree)) = (typed[0].as_log(), tree[0].as_log()) else {
-            panic!("not logs");
-        };
-        let flow = typed.typed::<crate::flow::FlowLog>().unwrap();
-        assert_eq!(flow.text(flow.summary().src_ip), b"10.244.1.59");
-        assert_eq!(typed.value(), tree.value());
-        assert_eq!(
-            typed
-                .get(&crate::event::parse_path("flow.l7.http.url").unwrap())
-                .cloned(),
-            Some(Value::from("http://cart:8001/api?q=\"x\""))
-        );
-    }
-
-    #[test]
-    fn hubble_jsonpb_reports_what_json_reports_for_other_lines() {
-        let cases: [&[u8]; 10] = [
-            b"",
-            b"\x00\x01garbage\xff",
-            b"{\"flow\":{\"verdict\":\"FORWARDED\"}",
-            b"{\"flow\":{\"verdict\":\"\xff\"}}",
-            b"{\"flow\":{}} {}",
-            b"\"a string\"",
-            b"[{\"flow\":{}}, 3]",
-            b"[{\"flow\":{\"verdict\":\"DROPPED\"}}, {\"a\":1}]",
-            br#"{"node_status":{"state_change":"NODE_CONNECTED"},"time":"2026-11-20T10:00:00Z"}"#,
-            br#"{"flow":{"IP":{"source":"10.0.0.\u0031"}},"flow":null}"#,
-        ];
-        for line in cases {
-            let json = decode_all(Decoder::Json, line);
-            let hubble = decode_all(Decoder::HubbleJsonpb, line);
-            let show = String::from_utf8_lossy(line);
-            match (json, hubble) {
-                (Err(j), Err(h)) => assert_eq!(h, j, "{show}"),
-                (Ok(j), Ok(h)) => {
-                    assert_eq!(h.len(), j.len(), "{show}");
-                    for (h, j) in h.iter().zip(&j) {
-                        let (h, j) = (h.as_log().unwrap(), j.as_log().unwrap());
-                        assert!(h.typed::<crate::flow::FlowLog>().is_none(), "{show}");
-                        assert_eq!(h.value(), j.value(), "{show}");
-                    }
-                }
-                (j, h) => panic!("{show}: json gave {j:?}, hubble_jsonpb {h:?}"),
-            }
-        }
-        // The errors say what and where.
-        let err =
-            decode_all(Decoder::HubbleJsonpb, b"{\"flow\":{\"verdict\":\"\xff\"}}").unwrap_err();
-        assert!(err.contains("invalid") && err.contains("column"), "{err}");
-    }
-
-    #[test]
-    fn hubble_jsonpb_takes_a_large_flow_line() {
-        // A flow with 20,000 labels (about 600 KiB), under the framer's default limit.
-        let mut line =
-            br#"{"flow":{"verdict":"FORWARDED","source":{"namespace":"a","labels":["#.to_vec();
-        for i in 0..20_000 {
-            line.extend_from_slice(format!("\"k8s:label{i}=value{i}\",").as_bytes());
-        }
-        line.extend_from_slice(br#""k8s:app=big"]}}}"#);
-        assert!(line.len() > 500_000 && line.len() < super::super::DEFAULT_MAX_LINE_BYTES);
-        let out = decode_all(Decoder::HubbleJsonpb, &line).unwrap();
-        let log = out[0].as_log().unwrap();
-        let flow = log.typed::<crate::flow::FlowLog>().unwrap();
-        let app = flow.summary().source.and_then(|s| s.app);
-        assert_eq!(app.map(|a| flow.text(a)), Some(&b"big"[..]));
-        assert_eq!(
-            log.value(),
-            decode_all(Decoder::Json, &line).unwrap()[0]
-                .as_log()
-                .unwrap()
-                .value()
         );
     }
 }

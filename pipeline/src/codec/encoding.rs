@@ -11,7 +11,7 @@ use crate::event::{Event, MetricValue, Value};
 pub struct EncodingConfig {
     /// `json` (default: the whole event as one JSON object), `text` (the `message` field as
     /// is; events without one are written as JSON), `logfmt` (nested keys dotted) or `folded`
-    /// (`<stack> <count>`, the folded-stack lines of `stack_fold`).
+    /// (`<stack> <count>`, folded-stack lines).
     #[serde(default)]
     pub codec: Encoder,
 }
@@ -32,7 +32,7 @@ pub enum Encoder {
     Json,
     Text,
     Logfmt,
-    /// `<stack> <count>` from the `stack` and `count` fields (what `stack_fold` emits): the
+    /// `<stack> <count>` from the `stack` and `count` fields (what a stack folder emits): the
     /// text format of FlameGraph's and inferno's tools.
     Folded,
 }
@@ -41,7 +41,7 @@ pub enum Encoder {
 pub enum EncodeError {
     #[error("cannot encode event as JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("the `folded` encoding needs a log with a string `stack` and a non-negative integer `count` (the output of `stack_fold`); {0}")]
+    #[error("the `folded` encoding needs a log with a string `stack` and a non-negative integer `count` (a folded stack); {0}")]
     NotFolded(&'static str),
 }
 

@@ -149,11 +149,21 @@ impl<'de> Visitor<'de> for CheckKey {
 pub trait JsonDefaults: Send + Sync + std::fmt::Debug + 'static {
     /// Inserts each field `m` does not have.
     fn fill(&self, m: &mut ObjectMap);
+
+    /// True when [`fill`](Self::fill) adds nothing whatever the line (the line's text is then
+    /// the whole event).
+    fn adds_nothing(&self) -> bool {
+        false
+    }
 }
 
 /// No fields added.
 impl JsonDefaults for () {
     fn fill(&self, _: &mut ObjectMap) {}
+
+    fn adds_nothing(&self) -> bool {
+        true
+    }
 }
 
 /// A `json` line whose top-level value is an object, held as its checked bytes (a slice of
@@ -202,6 +212,10 @@ impl<D: JsonDefaults> TypedLog for JsonLog<D> {
         };
         self.defaults.fill(&mut m);
         Value::Object(m)
+    }
+
+    fn raw_json(&self) -> Option<&Bytes> {
+        self.defaults.adds_nothing().then_some(&self.frame)
     }
 }
 

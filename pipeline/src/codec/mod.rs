@@ -9,7 +9,7 @@ mod framing;
 mod json;
 mod logfmt;
 
-pub use decoding::{DecodeError, Decoder, DecodingConfig};
+pub use decoding::{register_decoder, DecodeError, Decoder, DecodingConfig, FrameDecoder};
 pub use encoding::{EncodeError, Encoder, EncodingConfig};
 pub use framing::{Frame, LineFramer, DEFAULT_MAX_LINE_BYTES};
 pub use json::{

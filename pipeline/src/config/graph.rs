@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::{suggest, ComponentKind, Config, DataType, InputRef};
+use super::{suggest, Config, InputRef};
 use crate::component::{Output, Resource};
+use crate::vocabulary::{ComponentKind, DataType};
 
 /// One output of one component: `id` (default output) or `id.name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -10,10 +10,11 @@ use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, Location};
 use super::{
-    interpolate, suggest, ApiConfig, BufferConfig, ComponentKind, Config, InputRef, SinkEntry,
-    SourceEntry, TransformEntry,
+    interpolate, suggest, ApiConfig, BufferConfig, Config, InputRef, SinkEntry, SourceEntry,
+    TransformEntry,
 };
 use crate::component::Registry;
+use crate::vocabulary::ComponentKind;
 
 /// A configuration text and the name it is reported under.
 #[derive(Debug, Clone)]

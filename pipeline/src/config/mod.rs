@@ -5,13 +5,12 @@
 //! [api]
 //! address = "127.0.0.1:8686"
 //! [sources.in]
-//! type = "stdin"
+//! type = "my_source"
 //! [transforms.parse]
-//! type = "remap"
+//! type = "my_transform"
 //! inputs = ["in"]
-//! source = ". = parse_json!(.message)"
 //! [sinks.out]
-//! type = "console"
+//! type = "my_sink"
 //! inputs = ["parse"]
 //! ```
 //!
@@ -24,7 +23,6 @@ mod interpolate;
 mod load;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,56 +35,7 @@ pub use interpolate::interpolate;
 pub use load::{load_files, load_str, ConfigSource};
 
 use crate::component::{SinkConfig, SourceConfig, TransformConfig};
-
-/// The event types a component accepts or produces (a small bit set).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DataType(u8);
-
-impl DataType {
-    pub const LOG: DataType = DataType(1);
-    pub const METRIC: DataType = DataType(2);
-    pub const TRACE: DataType = DataType(4);
-    pub const ALL: DataType = DataType(7);
-    pub const NONE: DataType = DataType(0);
-
-    pub const fn union(self, o: DataType) -> DataType {
-        DataType(self.0 | o.0)
-    }
-    pub const fn intersect(self, o: DataType) -> DataType {
-        DataType(self.0 & o.0)
-    }
-    pub const fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-    pub const fn contains(self, o: DataType) -> bool {
-        self.0 & o.0 == o.0
-    }
-}
-
-impl fmt::Debug for DataType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Display for DataType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        if self.0 & 1 != 0 {
-            parts.push("logs");
-        }
-        if self.0 & 2 != 0 {
-            parts.push("metrics");
-        }
-        if self.0 & 4 != 0 {
-            parts.push("traces");
-        }
-        if parts.is_empty() {
-            parts.push("nothing");
-        }
-        f.write_str(&parts.join(" and "))
-    }
-}
+use crate::vocabulary::{ComponentKind, WhenFull};
 
 /// `[api]`: Weir's own HTTP API (`/health`, `/metrics`, `/api/graph`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -96,7 +45,7 @@ pub struct ApiConfig {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Listen address. Default: `127.0.0.1:8686` (loopback only; set `0.0.0.0:8686` for a
-    /// Kubernetes probe from outside the pod's network namespace).
+    /// health probe from outside the pod's network namespace).
     #[serde(default = "default_api_address")]
     pub address: SocketAddr,
 }
@@ -116,17 +65,6 @@ impl Default for ApiConfig {
             address: default_api_address(),
         }
     }
-}
-
-/// What a sink's buffer does when it is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    /// Wait: upstream slows down (backpressure). The default.
-    #[default]
-    Block,
-    /// Drop the incoming batch and count the drop.
-    DropNewest,
 }
 
 /// A sink's input buffer (`[sinks.ID.buffer]`).
@@ -238,31 +176,6 @@ impl Config {
             .map(|e| e.type_name.as_str())
             .or_else(|| self.transforms.get(id).map(|e| e.type_name.as_str()))
             .or_else(|| self.sinks.get(id).map(|e| e.type_name.as_str()))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ComponentKind {
-    Source,
-    Transform,
-    Sink,
-}
-
-impl ComponentKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComponentKind::Source => "source",
-            ComponentKind::Transform => "transform",
-            ComponentKind::Sink => "sink",
-        }
-    }
-    pub fn section(self) -> &'static str {
-        match self {
-            ComponentKind::Source => "sources",
-            ComponentKind::Transform => "transforms",
-            ComponentKind::Sink => "sinks",
-        }
     }
 }
 

@@ -7,12 +7,12 @@ use super::{EventMetadata, FieldPath, ObjectMap, Value};
 
 /// A log's fields held as a typed Rust value instead of a tree of [`Value`]s.
 ///
-/// A source whose records have a fixed schema (a `perf` stack sample, a Hubble flow) can hand
+/// A source whose records have a fixed schema (a profiler's stack sample, a network flow) can hand
 /// its parsed record to the pipeline as is. A consumer that knows the type reads it without
 /// any conversion ([`LogEvent::typed`]); everything else sees the same fields as a [`Value`]
 /// tree, built by [`TypedLog::to_value`] the first time any of them is read, and only then.
 /// The tree must be exactly the fields the source would have emitted without the typed form,
-/// so that remap, filters and sinks cannot tell the difference.
+/// so that VRL programs, conditions and sinks cannot tell the difference.
 pub trait TypedLog: Any + Send + Sync + std::fmt::Debug {
     /// The fields as a tree (the root is an object).
     fn to_value(&self) -> Value;
@@ -22,6 +22,14 @@ pub trait TypedLog: Any + Send + Sync + std::fmt::Debug {
     /// serialiser), without building the tree. `None`: this type has no such writer, and the
     /// tree is serialised instead.
     fn write_json(&self, _out: &mut Vec<u8>) -> Option<serde_json::Result<()>> {
+        None
+    }
+
+    /// The fields as the text of one JSON object, exactly as read, when this form is such a
+    /// text and nothing else (a `json` line held lazily, with no fields added by its source).
+    /// A consumer that parses JSON itself (a columnar writer) reads it instead of the tree,
+    /// without knowing which type holds it.
+    fn raw_json(&self) -> Option<&Bytes> {
         None
     }
 }
@@ -86,11 +94,16 @@ impl LogEvent {
         data.downcast_ref::<T>()
     }
 
+    /// The fields' JSON text as read, when the typed form is one ([`TypedLog::raw_json`]).
+    pub fn raw_json(&self) -> Option<&Bytes> {
+        self.typed.as_ref()?.data.raw_json()
+    }
+
     /// Replaces a typed form by its tree of fields, so that they can be changed.
     fn materialize(&mut self) {
         if let Some(mut t) = self.typed.take() {
             // A tree built by an earlier read is moved out when no clone of the event shares
-            // it (a filter read the event, then remap changes it), copied otherwise.
+            // it (a condition read the event, then a program changes it), copied otherwise.
             let owned = Arc::get_mut(&mut t).and_then(|t| t.tree.take());
             self.value = match owned {
                 Some(tree) => tree,

@@ -1,19 +1,17 @@
 //! The event model: [`Event`] is a [`LogEvent`], a [`Metric`] or a [`Span`]; events travel in
 //! [`EventBatch`]es.
 //!
-//! Log fields are a tree of [`Value`]s (the same type VRL programs operate on, so `remap` runs
+//! Log fields are a tree of [`Value`]s (the same type VRL programs operate on, so VRL programs run
 //! without converting). Strings are `Bytes`, so a decoder can point into its read buffer.
 
 mod batch;
 mod log;
 mod metric;
-mod stack;
 mod trace;
 
 pub use batch::{EventBatch, MAX_BATCH_EVENTS};
 pub use log::{LogEvent, TypedLog};
 pub use metric::{Bucket, Metric, MetricKind, MetricValue, Quantile, Sample, StatisticKind};
-pub use stack::{FrameKind, StackFrame, StackSample, TextRange};
 pub use trace::{Span, SpanEvent, SpanKind, SpanLink, SpanStatus};
 pub use vrl::value::{KeyString, ObjectMap, Value};
 
@@ -117,11 +115,11 @@ impl Event {
     }
 
     /// The data type of this event, for graph validation and routing.
-    pub fn data_type(&self) -> crate::config::DataType {
+    pub fn data_type(&self) -> crate::vocabulary::DataType {
         match self {
-            Event::Log(_) => crate::config::DataType::LOG,
-            Event::Metric(_) => crate::config::DataType::METRIC,
-            Event::Trace(_) => crate::config::DataType::TRACE,
+            Event::Log(_) => crate::vocabulary::DataType::LOG,
+            Event::Metric(_) => crate::vocabulary::DataType::METRIC,
+            Event::Trace(_) => crate::vocabulary::DataType::TRACE,
         }
     }
 

@@ -11,26 +11,22 @@
 //! flushes what it holds and ends; a sink sees its input end after the last batch, flushes and
 //! acknowledges. [`RunningTopology::wait`] returns when every task has finished.
 
-mod buffer;
-mod fanout;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use buffer::{buffer, BufferReceiver, BufferSender};
-pub use fanout::Fanout;
-
 use tokio::task::JoinHandle;
 
+use crate::buffer::{buffer, BufferReceiver, BufferSender, Fanout};
 use crate::component::{
     SinkContext, SinkInput, SinkOutputs, SourceContext, SourceSender, TransformContext,
     TransformOutput,
 };
-use crate::config::{ComponentKind, Config, Graph, OutputId, WhenFull, TRANSFORM_QUEUE_EVENTS};
+use crate::config::{Config, Graph, OutputId, TRANSFORM_QUEUE_EVENTS};
 use crate::event::EventBatch;
 use crate::metrics::{ComponentMetrics, MetricsRegistry};
 use crate::shutdown::ShutdownToken;
+use crate::vocabulary::{ComponentKind, WhenFull};
 use crate::BoxError;
 
 /// One component's place in the graph, for the API and `weir graph`.
@@ -298,7 +294,7 @@ async fn emit(
     default: &mut Option<Fanout>,
     named: &mut BTreeMap<String, Fanout>,
     metrics: &ComponentMetrics,
-) -> Result<(), crate::component::ClosedError> {
+) -> Result<(), crate::buffer::ClosedError> {
     if !out.default.is_empty() {
         let events = std::mem::take(&mut out.default);
         metrics.add_sent(events.len() as u64);

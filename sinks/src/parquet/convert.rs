@@ -19,7 +19,6 @@ use arrow_array::{
 use arrow_buffer::{NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType, FieldRef, Fields, SchemaRef};
 use chrono::DateTime;
-use weir_pipeline::codec::JsonLog;
 use weir_pipeline::event::{LogEvent, Metric, MetricKind, MetricValue, ObjectMap, Value};
 
 use super::schema::{
@@ -808,8 +807,8 @@ impl<T: ArrowPrimitiveType> PairList<T> {
 }
 
 /// Converts logs with an inferred schema that already holds every one of them, in one pass
-/// and without building trees of values: `json` lines the codec held raw (its lazy
-/// [`JsonLog`] events) are parsed straight into the column builders, with no allocation per
+/// and without building trees of values: `json` lines the codec held raw (events whose
+/// [`LogEvent::raw_json`] is the line) are parsed straight into the column builders, with no allocation per
 /// event; other events are appended from their values.
 ///
 /// `fields` (sorted by name, not empty) must fit every event as is ([`Fit::Fits`], nothing
@@ -828,7 +827,6 @@ impl<T: ArrowPrimitiveType> PairList<T> {
 /// string column, so that its buffer is allocated once at about the right size instead of
 /// growing (and being copied) a few times per batch.
 ///
-/// [`JsonLog`]: weir_pipeline::codec::JsonLog
 /// [`Fit::Fits`]: super::schema::Fit::Fits
 pub fn convert_auto_fast(
     events: &[&LogEvent],
@@ -861,8 +859,8 @@ pub fn convert_auto_fast(
     let mut cx = Cx::default();
     let mut hints = Vec::new();
     for e in events {
-        match e.typed::<JsonLog>().filter(|_| raw) {
-            Some(j) => raw::row(j.raw(), fields, &mut cols, &mut hints)?,
+        match e.raw_json().filter(|_| raw) {
+            Some(j) => raw::row(j, fields, &mut cols, &mut hints)?,
             None => {
                 let Value::Object(m) = e.value() else {
                     return None;

@@ -25,9 +25,9 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::parse_path;
 use weir_pipeline::template::Template;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use schema::{metrics_schema, ColumnSpec, ColumnType, PathTree};

@@ -44,10 +44,10 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use weir_pipeline::component::{Resource, Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 pub use super::common::MAX_SUMMARY_SAMPLES;

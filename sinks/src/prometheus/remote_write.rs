@@ -36,11 +36,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::{BatchNotifier, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use super::common::{

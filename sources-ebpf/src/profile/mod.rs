@@ -30,8 +30,8 @@ use aya::EbpfLoader;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, MAX_BATCH_EVENTS};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use crate::env;

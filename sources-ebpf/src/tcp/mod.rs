@@ -17,8 +17,8 @@ use aya::Btf;
 use aya::EbpfLoader;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, Value, MAX_BATCH_EVENTS};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use crate::container::ContainerCache;

@@ -36,10 +36,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::{DecodingConfig, DEFAULT_MAX_LINE_BYTES};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::EventBatch;
 use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use checkpoint::{CheckpointError, Checkpoints};

@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, Metric};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use collect::{CollectError, Host};

@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use weir_pipeline::event::{KeyString, ObjectMap, Value};
-use weir_pipeline::flow::{
+use weir_records::flow::{
     parse_rfc3339_nanos, verdict_index, EndpointSummary, FlowLog, FlowSummary, FlowTree, L7Record,
     L7Type, LabelValues, Proto, TextBuilder, L7,
 };

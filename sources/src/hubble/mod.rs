@@ -47,9 +47,9 @@ use futures::{FutureExt, StreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, MAX_BATCH_EVENTS};
 use weir_pipeline::retry::Backoff;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 pub use filter::FilterConfig;

@@ -33,23 +33,23 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use weir_pipeline::codec::DecodingConfig;
-use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
-use weir_pipeline::event::{Event, EventBatch, KeyString, ObjectMap, Value};
-use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
-use weir_pipeline::kafka::rdkafka::client::ClientContext;
-use weir_pipeline::kafka::rdkafka::config::RDKafkaLogLevel;
-use weir_pipeline::kafka::rdkafka::consumer::{
+use weir_connect::kafka::rdkafka::client::ClientContext;
+use weir_connect::kafka::rdkafka::config::RDKafkaLogLevel;
+use weir_connect::kafka::rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use weir_pipeline::kafka::rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use weir_pipeline::kafka::rdkafka::message::{BorrowedMessage, Headers, Message};
-use weir_pipeline::kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use weir_pipeline::kafka::{
+use weir_connect::kafka::rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use weir_connect::kafka::rdkafka::message::{BorrowedMessage, Headers, Message};
+use weir_connect::kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use weir_connect::kafka::{
     client_config, KafkaClientContext, KafkaConnect, KafkaSaslConfig, KafkaTlsConfig,
 };
+use weir_pipeline::codec::DecodingConfig;
+use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::event::{Event, EventBatch, KeyString, ObjectMap, Value};
+use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use offsets::{Offsets, Span};

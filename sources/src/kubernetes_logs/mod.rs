@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::DecodingConfig;
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use crate::file::discovery::Discovery;

@@ -56,10 +56,10 @@ use tonic::codec::CompressionEncoding;
 use weir_pipeline::component::{
     Output, Resource, Source, SourceConfig, SourceContext, SourceSender,
 };
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch};
 use weir_pipeline::finalization::{BatchNotifier, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// One listener.
@@ -321,7 +321,7 @@ impl Refusal {
                 tonic::Status::with_details(
                     tonic::Code::ResourceExhausted,
                     msg,
-                    weir_pipeline::grpc_status::encode_retry_info(
+                    weir_connect::grpc_status::encode_retry_info(
                         tonic::Code::ResourceExhausted as i32,
                         msg,
                         BUSY_RETRY_SECS,

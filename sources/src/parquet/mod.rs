@@ -25,9 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{EventBatch, MAX_BATCH_EVENTS};
 use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use discover::{parse_time, TimeRange};

@@ -11,12 +11,12 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
+use weir_pipeline::buffer::{buffer, Fanout};
 use weir_pipeline::component::{SourceContext, SourceSender};
-use weir_pipeline::config::WhenFull;
 use weir_pipeline::event::{Event, Value};
 use weir_pipeline::metrics::{ComponentMetrics, MetricsRegistry};
 use weir_pipeline::shutdown::ShutdownToken;
-use weir_pipeline::topology::{buffer, Fanout};
+use weir_pipeline::vocabulary::WhenFull;
 
 use super::*;
 

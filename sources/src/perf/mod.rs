@@ -16,7 +16,7 @@
 //! ranges of that chunk ([`chunk`]; a line over `max_line_bytes` is skipped without being
 //! buffered), so a stack sample's strings are a slice of the read buffer, not copies; a file
 //! (`path`) is read by a blocking thread straight into that buffer ([`pump_file`]). Samples
-//! leave as typed events ([`weir_pipeline::event::StackSample`]), in batches of up to
+//! leave as typed events ([`weir_records::stack::StackSample`]), in batches of up to
 //! [`MAX_BATCH_EVENTS`], or sooner when a read ends.
 
 pub mod process;
@@ -31,9 +31,9 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use weir_pipeline::component::{Output, Resource, Source, SourceConfig, SourceContext};
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch, MAX_BATCH_EVENTS};
 use weir_pipeline::retry::Backoff;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use self::process::{find_program, not_found, Pipeline};

@@ -33,8 +33,9 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use chrono::{DateTime, Utc};
-pub use weir_pipeline::event::FrameKind;
-use weir_pipeline::event::{Event, EventMetadata, LogEvent, StackFrame, StackSample, TextRange};
+use weir_pipeline::event::{Event, EventMetadata, LogEvent};
+pub use weir_records::stack::FrameKind;
+use weir_records::stack::{StackFrame, StackSample, TextRange};
 
 /// A sample's header line; the strings are byte ranges of the line.
 #[derive(Debug, Clone, PartialEq)]

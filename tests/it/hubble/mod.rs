@@ -15,11 +15,12 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::{load_str, resolve_graph, DataType};
+use weir_pipeline::config::{load_str, resolve_graph};
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::MetricsRegistry;
 use weir_pipeline::topology::{self, RunningTopology};
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 use weir_sources::hubble::convert;
 use weir_sources::hubble::proto::{
@@ -433,7 +434,7 @@ async fn boutique_over_grpc_and_from_a_file_reproduces_the_truth() {
 fn assert_typed_flows_read_like_their_tree(lines: &[String]) {
     use weir_pipeline::codec::Decoder;
     use weir_pipeline::event::{LogEvent, TypedLog};
-    use weir_pipeline::flow::FlowLog;
+    use weir_records::flow::FlowLog;
     use weir_transforms::flow_to_topology::FlowView;
 
     let decode = |codec: Decoder, line: &str| {
@@ -454,7 +455,7 @@ fn assert_typed_flows_read_like_their_tree(lines: &[String]) {
     let mut typed_lines = 0;
     for line in lines {
         let tree = decode(Decoder::Json, line);
-        let typed = decode(Decoder::HubbleJsonpb, line);
+        let typed = decode(weir_records::flow::HubbleJsonpb::decoder(), line);
         if typed.typed::<FlowLog>().is_some() {
             typed_lines += 1;
         }

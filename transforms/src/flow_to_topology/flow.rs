@@ -6,8 +6,8 @@
 //! same view of the same flow.
 
 use weir_pipeline::event::{LogEvent, ObjectMap, Value};
-pub use weir_pipeline::flow::{parse_rfc3339_nanos, L7Record, L7Type, Proto, L7, VERDICTS};
-use weir_pipeline::flow::{verdict_index, EndpointSummary, FlowLog};
+pub use weir_records::flow::{parse_rfc3339_nanos, L7Record, L7Type, Proto, L7, VERDICTS};
+use weir_records::flow::{verdict_index, EndpointSummary, FlowLog};
 
 /// What the map needs of one end of a flow.
 #[derive(Debug, Clone, Copy, Default)]

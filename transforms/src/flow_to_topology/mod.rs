@@ -36,9 +36,9 @@ use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{
     Output, Transform, TransformConfig, TransformContext, TransformOutput,
 };
-use weir_pipeline::config::DataType;
 use weir_pipeline::event::{Event, EventBatch};
 use weir_pipeline::metrics::ComponentMetrics;
+use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 pub use flow::{parse_rfc3339_nanos, FlowView};

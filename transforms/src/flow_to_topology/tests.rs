@@ -154,7 +154,7 @@ impl Gen {
         let mut out = Vec::new();
         for f in &self.flows {
             let line = serde_json::to_vec(f).unwrap();
-            weir_pipeline::codec::Decoder::HubbleJsonpb
+            weir_records::flow::HubbleJsonpb::decoder()
                 .decode(line.into(), &None, &mut out)
                 .unwrap();
         }
@@ -162,7 +162,7 @@ impl Gen {
             assert!(e
                 .as_log()
                 .unwrap()
-                .typed::<weir_pipeline::flow::FlowLog>()
+                .typed::<weir_records::flow::FlowLog>()
                 .is_some());
         }
         out

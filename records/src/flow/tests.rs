@@ -1,7 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::codec::parse_json_value;
+use weir_pipeline::codec::parse_json_value;
 
 const LINE: &str = r#"{"flow":{"time":"2026-11-20T10:00:00.000000017Z","verdict":"DROPPED","drop_reason_desc":"POLICY_DENIED","IP":{"source":"10.244.1.59","destination":"10.244.9.21","ipVersion":"IPv4"},"l4":{"TCP":{"source_port":8001,"destination_port":"53291","flags":{"SYN":true}}},"source":{"ID":101,"identity":10001,"namespace":"shop","labels":["k8s:k8s-app=cart-k8s","k8s:app=cart","reserved:host",7],"pod_name":"cart-6d9f7c-34dad","workloads":[{"kind":"Deployment"},{"name":"cart","kind":"Deployment"}]},"destination":{"identity":2,"labels":["reserved:world"]},"destination_names":["","api.example.com"],"is_reply":false,"reply":true,"l7":{"type":"RESPONSE","latency_ns":"112421261","http":{"code":201}},"bytes":1.5e3},"node_name":"node-1","time":"2026-11-20T10:00:00.000000017Z"}"#;
 

@@ -10,11 +10,19 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::component::ClosedError;
-use crate::config::WhenFull;
 use crate::event::EventBatch;
 use crate::finalization::EventStatus;
 use crate::metrics::{BufferGauge, ComponentMetrics};
+use crate::vocabulary::WhenFull;
+
+mod fanout;
+
+pub use fanout::Fanout;
+
+/// The pipeline downstream has gone (shutdown finished, or every consumer stopped).
+#[derive(Debug, thiserror::Error)]
+#[error("the downstream components have stopped")]
+pub struct ClosedError;
 
 #[derive(Debug)]
 struct Shared {

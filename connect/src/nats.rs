@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use async_nats;
 
-use crate::metrics::ComponentMetrics;
+use weir_pipeline::metrics::ComponentMetrics;
 
 /// `auth`: how to authenticate to the NATS server. Set at most one method.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -1,7 +1,6 @@
 use std::sync::Arc;
 
-use super::BufferSender;
-use crate::component::ClosedError;
+use super::{BufferSender, ClosedError};
 use crate::event::EventBatch;
 use crate::finalization::EventStatus;
 use crate::metrics::ComponentMetrics;

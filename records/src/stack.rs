@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 
-use super::{KeyString, ObjectMap, TypedLog, Value};
+use weir_pipeline::event::{KeyString, ObjectMap, TypedLog, Value};
 
 /// A byte range of a [`StackSample`]'s text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -199,7 +199,7 @@ impl TypedLog for StackSample {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventMetadata, LogEvent};
+    use weir_pipeline::event::{EventMetadata, LogEvent};
 
     fn sample() -> StackSample {
         let text = Bytes::from_static(b"java cycles 7f10 main /bin/app ffff1 [kernel.kallsyms]");

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use rdkafka;
 
-use crate::metrics::ComponentMetrics;
+use weir_pipeline::metrics::ComponentMetrics;
 
 /// `tls`: TLS to the brokers (`security.protocol` `SSL`, or `SASL_SSL` with `sasl`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -1,6 +1,6 @@
 //! A network flow (Hubble's `Flow`) held in typed form: the fields a service map needs, read
 //! once where the flow enters Weir, plus whatever it takes to build the full tree of fields
-//! on demand (see [`crate::event::TypedLog`]).
+//! on demand (see [`weir_pipeline::event::TypedLog`]).
 //!
 //! Two producers: the `hubble_jsonpb` decoding codec (a line of `hubble observe -o jsonpb`,
 //! kept as is: [`FlowLog::from_jsonpb_line`]) and the `hubble` gRPC source (the decoded
@@ -13,14 +13,16 @@
 //! Strings of the summary are [`Span`]s of [`FlowLog::text`] (the line itself, or a buffer the
 //! source filled), so reading a flow allocates nothing but the event itself.
 
+mod codec;
 mod jsonpb;
 
 use std::fmt;
 
 use bytes::Bytes;
 
-use crate::event::{TypedLog, Value};
+use weir_pipeline::event::{TypedLog, Value};
 
+pub use codec::{HubbleJsonpb, HUBBLE_JSONPB};
 pub use jsonpb::parse_rfc3339_nanos;
 
 /// The L4 protocol of a flow.
@@ -268,7 +270,7 @@ impl TypedLog for FlowLog {
         match &self.full {
             // Valid JSON (`from_jsonpb_line` parsed it), so this cannot fail; should it
             // anyway, an empty object is better than a panic in a consumer.
-            Full::JsonpbLine => crate::codec::parse_json_value(&self.text)
+            Full::JsonpbLine => weir_pipeline::codec::parse_json_value(&self.text)
                 .unwrap_or_else(|_| Value::Object(Default::default())),
             Full::Tree(t) => t.to_value(),
         }

@@ -1,0 +1,95 @@
+//! The words every part of Weir shares: what kind of events flow ([`DataType`]), what kind of
+//! component something is ([`ComponentKind`]), what a full buffer does ([`WhenFull`]). A leaf:
+//! it imports nothing of the crate, so the config, the events, the metrics and the runtime
+//! can all use it without importing each other.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The event types a component accepts or produces (a small bit set).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DataType(u8);
+
+impl DataType {
+    pub const LOG: DataType = DataType(1);
+    pub const METRIC: DataType = DataType(2);
+    pub const TRACE: DataType = DataType(4);
+    pub const ALL: DataType = DataType(7);
+    pub const NONE: DataType = DataType(0);
+
+    pub const fn union(self, o: DataType) -> DataType {
+        DataType(self.0 | o.0)
+    }
+    pub const fn intersect(self, o: DataType) -> DataType {
+        DataType(self.0 & o.0)
+    }
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub const fn contains(self, o: DataType) -> bool {
+        self.0 & o.0 == o.0
+    }
+}
+
+impl fmt::Debug for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.0 & 1 != 0 {
+            parts.push("logs");
+        }
+        if self.0 & 2 != 0 {
+            parts.push("metrics");
+        }
+        if self.0 & 4 != 0 {
+            parts.push("traces");
+        }
+        if parts.is_empty() {
+            parts.push("nothing");
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
+/// What a sink's buffer does when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Wait: upstream slows down (backpressure). The default.
+    #[default]
+    Block,
+    /// Drop the incoming batch and count the drop.
+    DropNewest,
+}
+
+/// Whether a component is a source, a transform or a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentKind {
+    Source,
+    Transform,
+    Sink,
+}
+
+impl ComponentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Source => "source",
+            ComponentKind::Transform => "transform",
+            ComponentKind::Sink => "sink",
+        }
+    }
+    pub fn section(self) -> &'static str {
+        match self {
+            ComponentKind::Source => "sources",
+            ComponentKind::Transform => "transforms",
+            ComponentKind::Sink => "sinks",
+        }
+    }
+}
