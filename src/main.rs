@@ -87,6 +87,7 @@ enum Command {
     /// Compute the service map of exported network flows (`hubble observe -o jsonpb` lines,
     /// optionally gzip-compressed, or Parquet): the `flow_to_topology` transform over the whole
     /// file.
+    #[cfg(feature = "cli-topology")]
     Topology {
         /// The flows file: `.jsonl`, `.jsonl.gz`, or `.parquet` (as the `parquet` sink writes
         /// flows).
@@ -105,6 +106,7 @@ enum Command {
     /// Render a flame graph (interactive SVG) of a profile: `perf script` text, folded stacks
     /// (`stack COUNT` lines) or Parquet with `stack` and `count` columns (a file, or a
     /// directory of them), detected from the content.
+    #[cfg(feature = "cli-flamegraph")]
     Flamegraph {
         /// The profile to draw.
         #[arg(short, long, value_name = "FILE")]
@@ -124,6 +126,7 @@ enum Command {
     List,
 }
 
+#[cfg(feature = "cli-topology")]
 #[derive(Clone, Copy, ValueEnum)]
 pub enum TopologyFormat {
     Json,
@@ -131,6 +134,7 @@ pub enum TopologyFormat {
     Mermaid,
 }
 
+#[cfg(feature = "cli-topology")]
 #[derive(Clone, Copy, ValueEnum)]
 pub enum GranularityArg {
     Identity,
@@ -140,6 +144,7 @@ pub enum GranularityArg {
     Ip,
 }
 
+#[cfg(feature = "cli-topology")]
 impl From<GranularityArg> for weir_transforms::flow_to_topology::Granularity {
     fn from(g: GranularityArg) -> Self {
         use weir_transforms::flow_to_topology::Granularity as G;
@@ -153,6 +158,7 @@ impl From<GranularityArg> for weir_transforms::flow_to_topology::Granularity {
     }
 }
 
+#[cfg(feature = "cli-flamegraph")]
 #[derive(Clone, Copy, ValueEnum)]
 pub enum WeightArg {
     Period,
@@ -182,12 +188,14 @@ fn main() -> ExitCode {
             no_environment,
         } => cli::validate::validate(&files, merge, !no_environment),
         Command::Graph { configs, format } => cli::graph::graph(&configs, format),
+        #[cfg(feature = "cli-topology")]
         Command::Topology {
             input,
             format,
             granularity,
             max_edges,
         } => cli::topology::topology(&input, format, granularity.into(), max_edges),
+        #[cfg(feature = "cli-flamegraph")]
         Command::Flamegraph {
             input,
             output,

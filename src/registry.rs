@@ -6,6 +6,7 @@ pub fn registry() -> Registry {
     let mut r = Registry::default();
     weir_records::register(&mut r);
     weir_sources::register(&mut r);
+    #[cfg(feature = "sources-ebpf")]
     weir_sources_ebpf::register(&mut r);
     weir_transforms::register(&mut r);
     weir_sinks::register(&mut r);

@@ -1,6 +1,8 @@
+#[cfg(feature = "cli-flamegraph")]
 pub mod flamegraph;
 pub mod graph;
 pub mod run;
+#[cfg(feature = "cli-topology")]
 pub mod topology;
 pub mod validate;
 

@@ -22,62 +22,98 @@
 
 use weir_pipeline::component::Registry;
 
+#[cfg(feature = "aggregate")]
 pub mod aggregate;
+#[cfg(feature = "vrl")]
 mod condition;
+#[cfg(feature = "filter")]
 pub mod filter;
+#[cfg(feature = "flow_to_topology")]
 pub mod flow_to_topology;
+#[cfg(feature = "log_to_metric")]
 pub mod log_to_metric;
+#[cfg(feature = "remap")]
 pub mod remap;
+#[cfg(feature = "route")]
 pub mod route;
+#[cfg(feature = "sample")]
 pub mod sample;
+#[cfg(feature = "stack_fold")]
 pub mod stack_fold;
 
+#[cfg(feature = "aggregate")]
 pub use aggregate::AggregateConfig;
+#[cfg(feature = "filter")]
 pub use filter::FilterConfig;
+#[cfg(feature = "flow_to_topology")]
 pub use flow_to_topology::FlowToTopologyConfig;
+#[cfg(feature = "log_to_metric")]
 pub use log_to_metric::LogToMetricConfig;
+#[cfg(feature = "remap")]
 pub use remap::RemapConfig;
+#[cfg(feature = "route")]
 pub use route::RouteConfig;
+#[cfg(feature = "sample")]
 pub use sample::SampleConfig;
+#[cfg(feature = "stack_fold")]
 pub use stack_fold::StackFoldConfig;
 
-/// Adds every transform type of this crate to `registry`.
+/// Adds every transform type this build has (one cargo feature each) to `registry`.
+#[allow(unused_variables)] // a build with none of them registers nothing
 pub fn register(registry: &mut Registry) {
+    #[cfg(feature = "aggregate")]
     registry.add_transform::<AggregateConfig>(
         "aggregate",
         "Roll metrics up per interval: sum counters, keep the last gauge, merge histograms.",
     );
+    #[cfg(feature = "remap")]
     registry.add_transform::<RemapConfig>(
         "remap",
         "Modify, parse and restructure logs with a Vector Remap Language (VRL) program.",
     );
+    #[cfg(feature = "filter")]
     registry.add_transform::<FilterConfig>(
         "filter",
         "Keep only the logs for which a VRL condition is true.",
     );
+    #[cfg(feature = "route")]
     registry.add_transform::<RouteConfig>(
         "route",
         "Split events into named outputs by VRL conditions.",
     );
+    #[cfg(feature = "flow_to_topology")]
     registry.add_transform::<FlowToTopologyConfig>(
         "flow_to_topology",
         "Turn network flows (Hubble jsonpb) into a service map per window: topology events and/or metrics.",
     );
+    #[cfg(feature = "log_to_metric")]
     registry.add_transform::<LogToMetricConfig>(
         "log_to_metric",
         "Make counters, gauges, histograms, summaries and sets from log fields.",
     );
+    #[cfg(feature = "sample")]
     registry.add_transform::<SampleConfig>(
         "sample",
         "Keep one event in every `rate`, optionally keeping or dropping whole keys together.",
     );
+    #[cfg(feature = "stack_fold")]
     registry.add_transform::<StackFoldConfig>(
         "stack_fold",
         "Fold stack samples into `root;...;leaf` stacks with counts, per window and group.",
     );
 }
 
-#[cfg(test)]
+#[cfg(all(
+    test,
+    feature = "aggregate",
+    feature = "filter",
+    feature = "flow_to_topology",
+    feature = "log_to_metric",
+    feature = "remap",
+    feature = "route",
+    feature = "sample",
+    feature = "stack_fold"
+))]
 mod tests {
     use super::*;
 
