@@ -68,5 +68,20 @@ pub fn list() -> u8 {
     for t in reg.sinks.values() {
         println!("  {:<20} {}", t.name, t.description);
     }
+    println!("\nDecoders (decoding.codec):");
+    for (name, description) in [
+        ("bytes", "The frame as the `message` field"),
+        (
+            "json",
+            "A JSON object's fields (an array: one event per object)",
+        ),
+        ("logfmt", "`key=value` pairs"),
+        ("syslog", "RFC 5424 or RFC 3164 syslog lines"),
+    ] {
+        println!("  {name:<20} {description}");
+    }
+    for (name, description) in &reg.decoders {
+        println!("  {name:<20} {description}");
+    }
     crate::exit::OK
 }
