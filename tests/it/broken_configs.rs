@@ -112,6 +112,11 @@ fn every_broken_config_gives_its_message_at_its_place() {
             "unknown variant `drop`, expected `block` or `drop_newest`",
         ),
         (
+            "unknown codec (the registered ones are listed)",
+            "[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"hubble_json\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\n".to_string(),
+            "f.toml:3:18: sources.in: unknown codec `hubble_json`, expected one of `bytes`, `json`, `logfmt`, `syslog`, `hubble_jsonpb`",
+        ),
+        (
             "two readers of stdin",
             "[sources.in]\ntype = \"stdin\"\n[sources.in2]\ntype = \"stdin\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"in*\"]\n".to_string(),
             "f.toml:3:10: sources.in2: standard input is already used by sources.in",
