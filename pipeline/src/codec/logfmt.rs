@@ -43,22 +43,29 @@ pub fn parse(frame: &Bytes) -> Result<ObjectMap, String> {
                 match b[i] {
                     b'\\' if i + 1 < b.len() => {
                         escaped = true;
-                        match b[i + 1] {
-                            b'n' => val.push('\n'),
-                            b't' => val.push('\t'),
-                            b'r' => val.push('\r'),
-                            c => val.push(c as char),
-                        }
-                        i += 2;
+                        // `\` is one byte, so the next character starts at `i + 1`; it may
+                        // be several bytes long (`\é`), and is taken whole.
+                        let Some(c) = s[i + 1..].chars().next() else {
+                            break;
+                        };
+                        val.push(match c {
+                            'n' => '\n',
+                            't' => '\t',
+                            'r' => '\r',
+                            c => c,
+                        });
+                        i += 1 + c.len_utf8();
                     }
                     b'"' => {
                         closed = true;
                         break;
                     }
                     _ => {
-                        let ch_len = utf8_len(b[i]);
-                        val.push_str(&s[i..(i + ch_len).min(b.len())]);
-                        i += ch_len;
+                        let Some(c) = s[i..].chars().next() else {
+                            break;
+                        };
+                        val.push(c);
+                        i += c.len_utf8();
                     }
                 }
             }
@@ -81,15 +88,6 @@ pub fn parse(frame: &Bytes) -> Result<ObjectMap, String> {
         }
     }
     Ok(out)
-}
-
-fn utf8_len(first: u8) -> usize {
-    match first {
-        0x00..=0x7f => 1,
-        0xc0..=0xdf => 2,
-        0xe0..=0xef => 3,
-        _ => 4,
-    }
 }
 
 /// Writes an object as logfmt; nested objects flatten to dotted keys.
@@ -162,5 +160,38 @@ mod tests {
             r#"debug=true dur=3ms level=info msg="hello \"world\"""#
         );
         assert!(parse(&Bytes::from_static(b"a=\"open")).is_err());
+    }
+
+    #[test]
+    fn an_escaped_multibyte_character_is_taken_whole() {
+        let m = parse(&Bytes::from("k=\"\\é\" a=\"x\\\"é\\n\"".to_string())).unwrap();
+        assert_eq!(m["k"], Value::Bytes(Bytes::from("é")));
+        assert_eq!(m["a"], Value::Bytes(Bytes::from("x\"é\n")));
+        // A backslash at the very end: unterminated, an error, not a panic.
+        assert!(parse(&Bytes::from_static(b"k=\"\\")).is_err());
+    }
+
+    /// Random lines made of logfmt's special characters, ASCII and multi-byte characters:
+    /// every one parses or gives an error, none panics.
+    #[test]
+    fn no_line_panics() {
+        const PIECES: [&str; 12] = [
+            "k", "=", "\"", "\\", " ", "é", "€", "😀", "n", "\t", "a=b", "\\é",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut line = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = x % 16;
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                line.push_str(PIECES[(x % PIECES.len() as u64) as usize]);
+            }
+            let _ = parse(&Bytes::from(line));
+        }
     }
 }
