@@ -24,6 +24,7 @@
 //! (`overflow_flows`, `untracked_connections` in the event, and the `edge_overflow` error).
 
 mod flow;
+mod hash;
 mod node;
 mod output;
 mod window;

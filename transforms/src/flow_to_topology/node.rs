@@ -104,7 +104,7 @@ impl NodeRef<'_> {
     }
 
     /// Feeds the node into a hash.
-    pub fn hash_into(&self, h: &mut super::window::FxHasher) {
+    pub fn hash_into(&self, h: &mut super::hash::FxHasher) {
         h.write_u64(self.kind as u64 | (u64::from(self.identity) << 8));
         h.write_bytes(self.namespace);
         h.write_u64(0xff);
