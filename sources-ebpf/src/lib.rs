@@ -25,6 +25,8 @@ pub mod tcp;
 /// the end-to-end tests' `require` (tests/it/harness.rs).
 #[cfg(test)]
 mod test_support {
+    use std::io::Write;
+
     /// The test lacks `what` (`why`): `false` and a `SKIPPED` line on a developer machine, a
     /// failure under CI (`CI` set, and not to `0` or `false`; or `WEIR_REQUIRE_ALL` set).
     pub(crate) fn skip_unless_required(what: &str, why: &str) -> bool {
@@ -36,7 +38,9 @@ mod test_support {
             !required,
             "{test} needs {what}, and every test must run under CI (CI or WEIR_REQUIRE_ALL set), but {why}"
         );
-        eprintln!("SKIPPED {test}: needs {what}, but {why}");
+        // Straight to stderr, not eprintln!: the test harness would hide it (it shows a passing
+        // test's output only with --nocapture), and a skip must be seen.
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {what}, but {why}");
         false
     }
 }

@@ -230,7 +230,9 @@ pub fn require<T>(what: &str, found: Result<T, String>) -> Option<T> {
                 !all_required(),
                 "{test} needs {what}, and every test must run under CI (CI or WEIR_REQUIRE_ALL set), but {why}"
             );
-            eprintln!("SKIPPED {test}: needs {what}, but {why}");
+            // Straight to stderr, not eprintln!: the test harness would hide it (it shows a passing
+            // test's output only with --nocapture), and a skip must be seen.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {what}, but {why}");
             None
         }
     }
