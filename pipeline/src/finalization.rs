@@ -10,6 +10,8 @@
 //! An event dropped by a transform (filtered out, sampled away) simply goes away without a
 //! status: dropping counts as done, so its batch can still be acknowledged as delivered.
 
+#![warn(missing_docs)] // every public item documented (CI: clippy -D warnings)
+
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 

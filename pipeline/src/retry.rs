@@ -1,5 +1,7 @@
 //! Exponential backoff with jitter, shared by sinks that retry transient failures.
 
+#![warn(missing_docs)] // every public item documented (CI: clippy -D warnings)
+
 use std::time::Duration;
 
 /// Backoff state: `initial`, doubling up to `max`, each delay jittered to 50–100 %.
@@ -12,6 +14,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Backoff starting at `initial` and doubling up to `max`, jittered.
     pub fn new(initial: Duration, max: Duration) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -4,6 +4,8 @@
 //! The time is the event's `timestamp` field when it is a timestamp, else its ingest time, else
 //! now, so a replayed archive lands in the partitions of its own dates.
 
+#![warn(missing_docs)] // every public item documented (CI: clippy -D warnings)
+
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -29,7 +31,13 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error("template `{template}`: field `{field}` is missing from the event")]
-    MissingField { template: String, field: String },
+    /// A field the template names is not in the event.
+    MissingField {
+        /// The template, as written.
+        template: String,
+        /// The missing field.
+        field: String,
+    },
 }
 
 impl Template {
@@ -67,6 +75,7 @@ impl Template {
         self.parts.iter().any(|p| !matches!(p, Part::Literal(_)))
     }
 
+    /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.source
     }
@@ -105,6 +114,7 @@ impl Template {
         Ok(())
     }
 
+    /// Renders for `event`.
     pub fn render(&self, event: &Event) -> Result<String, TemplateError> {
         let mut s = String::new();
         self.render_into(event, &mut s)?;

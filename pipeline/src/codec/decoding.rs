@@ -27,10 +27,14 @@ pub struct DecodingConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decoder {
+    /// Each frame as the `message` field, unparsed (the default).
     #[default]
     Bytes,
+    /// Each frame is a JSON object (or an array of objects: one event each).
     Json,
+    /// Each frame is `key=value` pairs (logfmt).
     Logfmt,
+    /// Each frame is a syslog line (RFC 3164 or RFC 5424).
     Syslog,
     /// `hubble observe -o jsonpb` lines. A line with a `flow` object becomes a
     /// [`FlowLog`](crate::flow::FlowLog) event (the whole line validated as JSON, the fields
@@ -42,12 +46,16 @@ pub enum Decoder {
 /// A frame that could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The frame is not valid JSON.
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The frame is valid JSON but not an object (its kind given).
     #[error("JSON value is a {0}, expected an object (or an array of objects)")]
     NotAnObject(&'static str),
+    /// The frame is not valid logfmt.
     #[error("invalid logfmt: {0}")]
     Logfmt(String),
+    /// A syslog frame is not valid UTF-8.
     #[error("invalid UTF-8 in a syslog line")]
     Utf8,
 }

@@ -2,6 +2,8 @@
 //! every complete line of a read at once, [`chunk`]), decoders (bytes, json, logfmt, syslog)
 //! and encoders (json, text, logfmt).
 
+#![warn(missing_docs)] // every public item documented (CI: clippy -D warnings)
+
 pub mod chunk;
 mod decoding;
 mod encoding;

@@ -12,7 +12,9 @@ use crate::component::{Output, Resource};
 /// One output of one component: `id` (default output) or `id.name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OutputId {
+    /// The component's id.
     pub component: String,
+    /// The named output, or `None` for the default one.
     pub output: Option<String>,
 }
 

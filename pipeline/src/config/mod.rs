@@ -18,6 +18,8 @@
 //! Every error names the file, line and column, the component and the field, and suggests the
 //! nearest valid name. [`load`] collects all errors it can find instead of stopping at the first.
 
+#![warn(missing_docs)] // every public item documented (CI: clippy -D warnings)
+
 mod error;
 mod graph;
 mod interpolate;
@@ -43,21 +45,30 @@ use crate::component::{SinkConfig, SourceConfig, TransformConfig};
 pub struct DataType(u8);
 
 impl DataType {
+    /// Log events.
     pub const LOG: DataType = DataType(1);
+    /// Metric events.
     pub const METRIC: DataType = DataType(2);
+    /// Trace spans.
     pub const TRACE: DataType = DataType(4);
+    /// Every type.
     pub const ALL: DataType = DataType(7);
+    /// No type.
     pub const NONE: DataType = DataType(0);
 
+    /// The types in either.
     pub const fn union(self, o: DataType) -> DataType {
         DataType(self.0 | o.0)
     }
+    /// The types in both.
     pub const fn intersect(self, o: DataType) -> DataType {
         DataType(self.0 & o.0)
     }
+    /// Whether no type is in it.
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
+    /// Whether every type of `o` is in it.
     pub const fn contains(self, o: DataType) -> bool {
         self.0 & o.0 == o.0
     }
@@ -144,9 +155,11 @@ pub struct BufferConfig {
     pub when_full: WhenFull,
 }
 
+/// The kind of a sink buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferType {
+    /// Batches held in memory.
     Memory,
 }
 
@@ -176,32 +189,50 @@ impl Default for BufferConfig {
 /// An `inputs` entry as written, with where it was written.
 #[derive(Debug, Clone)]
 pub struct InputRef {
+    /// The entry, as written (`id` or `id.output`).
     pub text: String,
+    /// Where it was written.
     pub location: Location,
 }
 
+/// A source of the configuration, parsed.
 #[derive(Debug)]
 pub struct SourceEntry {
+    /// Its `type`.
     pub type_name: String,
+    /// Its options.
     pub config: Box<dyn SourceConfig>,
+    /// Whether it asked for end-to-end acknowledgements.
     pub acknowledgements: bool,
+    /// Where its table starts.
     pub location: Location,
 }
 
+/// A transform of the configuration, parsed.
 #[derive(Debug)]
 pub struct TransformEntry {
+    /// Its `type`.
     pub type_name: String,
+    /// Its options.
     pub config: Box<dyn TransformConfig>,
+    /// Its `inputs`.
     pub inputs: Vec<InputRef>,
+    /// Where its table starts.
     pub location: Location,
 }
 
+/// A sink of the configuration, parsed.
 #[derive(Debug)]
 pub struct SinkEntry {
+    /// Its `type`.
     pub type_name: String,
+    /// Its options.
     pub config: Box<dyn SinkConfig>,
+    /// Its `inputs`.
     pub inputs: Vec<InputRef>,
+    /// Its input buffer.
     pub buffer: BufferConfig,
+    /// Where its table starts.
     pub location: Location,
 }
 
@@ -210,9 +241,13 @@ pub struct SinkEntry {
 pub struct Config {
     /// Where components keep state (checkpoints). Default: `./weir-data`.
     pub data_dir: PathBuf,
+    /// The HTTP API (`[api]`).
     pub api: ApiConfig,
+    /// The sources, by id.
     pub sources: BTreeMap<String, SourceEntry>,
+    /// The transforms, by id.
     pub transforms: BTreeMap<String, TransformEntry>,
+    /// The sinks, by id.
     pub sinks: BTreeMap<String, SinkEntry>,
     /// The files it came from, for messages.
     pub files: Vec<Arc<str>>,
@@ -232,6 +267,7 @@ impl Config {
         }
     }
 
+    /// The `type` of a component id, if it exists.
     pub fn type_of(&self, id: &str) -> Option<&str> {
         self.sources
             .get(id)
@@ -241,15 +277,20 @@ impl Config {
     }
 }
 
+/// Source, transform or sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentKind {
+    /// A source.
     Source,
+    /// A transform.
     Transform,
+    /// A sink.
     Sink,
 }
 
 impl ComponentKind {
+    /// `source`, `transform` or `sink`.
     pub fn as_str(self) -> &'static str {
         match self {
             ComponentKind::Source => "source",
@@ -257,6 +298,7 @@ impl ComponentKind {
             ComponentKind::Sink => "sink",
         }
     }
+    /// The configuration section: `sources`, `transforms` or `sinks`.
     pub fn section(self) -> &'static str {
         match self {
             ComponentKind::Source => "sources",

@@ -11,6 +11,8 @@
 //! flushes what it holds and ends; a sink sees its input end after the last batch, flushes and
 //! acknowledges. [`RunningTopology::wait`] returns when every task has finished.
 
+#![warn(missing_docs)] // every public item documented (CI: clippy -D warnings)
+
 mod buffer;
 mod fanout;
 
@@ -36,10 +38,14 @@ use crate::BoxError;
 /// One component's place in the graph, for the API and `weir graph`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ComponentInfo {
+    /// The component's id.
     pub id: String,
+    /// Source, transform or sink.
     pub kind: ComponentKind,
+    /// Its `type`.
     #[serde(rename = "type")]
     pub type_name: String,
+    /// What it reads (`id` or `id.output`).
     pub inputs: Vec<String>,
 }
 
@@ -78,7 +84,9 @@ type ComponentTask = (String, ComponentKind, JoinHandle<Result<(), BoxError>>);
 
 /// A started pipeline.
 pub struct RunningTopology {
+    /// Every component's counters.
     pub registry: Arc<MetricsRegistry>,
+    /// The graph that was started.
     pub components: Vec<ComponentInfo>,
     shutdown: ShutdownToken,
     tasks: Vec<ComponentTask>,
@@ -87,8 +95,11 @@ pub struct RunningTopology {
 /// How a component task ended.
 #[derive(Debug)]
 pub struct TaskOutcome {
+    /// The component's id.
     pub id: String,
+    /// Source, transform or sink.
     pub kind: ComponentKind,
+    /// Why it failed, or `None` when it ended cleanly.
     pub error: Option<String>,
 }
 
