@@ -1,6 +1,9 @@
 //! `weir-bench`: end-to-end throughput of the release `weir` binary on generated JSON access
 //! logs, next to two baselines measured in the same run on the same bytes. See README.md.
 
+// This is benchmark code: a failed unwrap()/expect() is a failed run, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod baseline;
 mod data;
 mod ebpf;

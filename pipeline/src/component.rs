@@ -36,11 +36,14 @@ use crate::BoxError;
 /// One output of a component: the default (`name = None`) or a named one (`route.errors`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
+    /// The output's name: `None` for the default output.
     pub name: Option<String>,
+    /// The event types it carries.
     pub data_type: DataType,
 }
 
 impl Output {
+    /// The default output, carrying `data_type`.
     pub fn default_output(data_type: DataType) -> Self {
         Self {
             name: None,
@@ -48,6 +51,7 @@ impl Output {
         }
     }
 
+    /// The output `name`, carrying `data_type`.
     pub fn named(name: impl Into<String>, data_type: DataType) -> Self {
         Self {
             name: Some(name.into()),
@@ -72,12 +76,17 @@ pub type Source = BoxFuture<'static, Result<(), BoxError>>;
 
 /// What a source is given to run.
 pub struct SourceContext {
+    /// The component's id (its key in the configuration).
     pub id: Arc<str>,
+    /// Where the source sends its batches.
     pub out: SourceSender,
+    /// Fires when the pipeline stops: the source then stops reading and returns.
     pub shutdown: ShutdownToken,
     /// The user asked this source for end-to-end acknowledgements.
     pub acknowledgements: bool,
+    /// The pipeline's `data_dir`, where the source keeps its state (checkpoints).
     pub data_dir: PathBuf,
+    /// The source's counters.
     pub metrics: Arc<ComponentMetrics>,
     /// Every component's metrics (for a source that reports them as events).
     pub registry: Arc<MetricsRegistry>,
@@ -91,6 +100,7 @@ pub struct SourceSender {
 }
 
 impl SourceSender {
+    /// A sender to the `default` output (`None`: nobody reads it) and the `named` ones.
     pub fn new(
         default: Option<Fanout>,
         named: BTreeMap<String, Fanout>,
@@ -131,8 +141,11 @@ impl SourceSender {
 /// A source type's configuration.
 #[async_trait]
 pub trait SourceConfig: Debug + Send + Sync {
+    /// Builds the running source.
     async fn build(&self, cx: SourceContext) -> Result<Source, BoxError>;
+    /// Its outputs: the default one and any named ones.
     fn outputs(&self) -> Vec<Output>;
+    /// What it claims exclusively (ports, stdin), checked for conflicts before start. Default: nothing.
     fn resources(&self) -> Vec<Resource> {
         Vec::new()
     }
@@ -145,7 +158,9 @@ pub trait SourceConfig: Debug + Send + Sync {
 /// Events leaving a transform, per output.
 #[derive(Debug, Default)]
 pub struct TransformOutput {
+    /// The events for the default output.
     pub default: Vec<Event>,
+    /// The events for each named output.
     pub named: BTreeMap<String, Vec<Event>>,
 }
 
@@ -158,6 +173,7 @@ impl TransformOutput {
         }
     }
 
+    /// Pushes to the default output.
     pub fn push(&mut self, e: Event) {
         self.default.push(e);
     }
@@ -171,6 +187,7 @@ impl TransformOutput {
         }
     }
 
+    /// Whether no output holds an event.
     pub fn is_empty(&self) -> bool {
         self.default.is_empty() && self.named.values().all(Vec::is_empty)
     }
@@ -186,6 +203,7 @@ pub trait Transform: Send {
         None
     }
 
+    /// Runs every [`Transform::tick_interval`]: emit what a window holds.
     fn on_tick(&mut self, _out: &mut TransformOutput) {}
 
     /// Called once when the input ends (shutdown, or every upstream finished): emit what is held.
@@ -194,13 +212,17 @@ pub trait Transform: Send {
 
 /// What a transform is given to build.
 pub struct TransformContext {
+    /// The component's id (its key in the configuration).
     pub id: Arc<str>,
+    /// The pipeline's `data_dir`, where the transform may keep state.
     pub data_dir: PathBuf,
+    /// The transform's counters.
     pub metrics: Arc<ComponentMetrics>,
 }
 
 /// A transform type's configuration.
 pub trait TransformConfig: Debug + Send + Sync {
+    /// Builds the running transform.
     fn build(&self, cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError>;
     /// The event types it accepts.
     fn input(&self) -> DataType {
@@ -219,6 +241,7 @@ pub struct SinkInput {
 }
 
 impl SinkInput {
+    /// An input reading `rx`, counting what it receives in `metrics`.
     pub fn new(rx: BufferReceiver, metrics: Arc<ComponentMetrics>) -> Self {
         Self { rx, metrics }
     }
@@ -230,6 +253,7 @@ impl SinkInput {
         Some(b)
     }
 
+    /// The sink's counters.
     pub fn metrics(&self) -> &Arc<ComponentMetrics> {
         &self.metrics
     }
@@ -244,9 +268,13 @@ pub trait Sink: Send {
 
 /// What a sink is given to build.
 pub struct SinkContext {
+    /// The component's id (its key in the configuration).
     pub id: Arc<str>,
+    /// The pipeline's `data_dir`, where the sink may keep state.
     pub data_dir: PathBuf,
+    /// The sink's counters.
     pub metrics: Arc<ComponentMetrics>,
+    /// Every component's metrics.
     pub registry: Arc<MetricsRegistry>,
     /// Where the sink sends events to its named outputs ([`SinkConfig::outputs`]).
     pub outputs: SinkOutputs,
@@ -261,6 +289,7 @@ pub struct SinkOutputs {
 }
 
 impl SinkOutputs {
+    /// Outputs sending to `named` (output name -> its consumers).
     pub fn new(named: BTreeMap<String, Fanout>) -> Self {
         Self { named }
     }
@@ -284,13 +313,16 @@ impl SinkOutputs {
 /// A sink type's configuration.
 #[async_trait]
 pub trait SinkConfig: Debug + Send + Sync {
+    /// Builds the running sink.
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError>;
+    /// The event types it accepts.
     fn input(&self) -> DataType;
     /// Named outputs other components can read (`inputs = ["ID.NAME"]`). Default: none.
     /// Every output of a sink is named; [`DataType::ALL`] means "whatever came in".
     fn outputs(&self) -> Vec<Output> {
         Vec::new()
     }
+    /// What it claims exclusively (ports), checked for conflicts before start. Default: nothing.
     fn resources(&self) -> Vec<Resource> {
         Vec::new()
     }
@@ -300,8 +332,11 @@ type ParseFn<T> = fn(toml::de::ValueDeserializer<'_>) -> Result<Box<T>, toml::de
 
 /// A registered component type.
 pub struct ComponentType<T: ?Sized> {
+    /// The TOML `type` name.
     pub name: &'static str,
+    /// One line for `weir list`.
     pub description: &'static str,
+    /// Deserialises the component's table into its configuration.
     pub parse: ParseFn<T>,
 }
 
@@ -326,14 +361,18 @@ fn parse_sink<C: SinkConfig + DeserializeOwned + 'static>(
 /// The component types this build has, by TOML `type` name.
 #[derive(Default)]
 pub struct Registry {
+    /// The source types, by name.
     pub sources: BTreeMap<&'static str, ComponentType<dyn SourceConfig>>,
+    /// The transform types, by name.
     pub transforms: BTreeMap<&'static str, ComponentType<dyn TransformConfig>>,
+    /// The sink types, by name.
     pub sinks: BTreeMap<&'static str, ComponentType<dyn SinkConfig>>,
     /// The codecs component crates registered (`decoding.codec` names beyond the core's).
     pub decoders: BTreeMap<&'static str, &'static str>,
 }
 
 impl Registry {
+    /// Registers the source type `C` as `name`.
     pub fn add_source<C: SourceConfig + DeserializeOwned + 'static>(
         &mut self,
         name: &'static str,
@@ -349,6 +388,7 @@ impl Registry {
         );
     }
 
+    /// Registers the transform type `C` as `name`.
     pub fn add_transform<C: TransformConfig + DeserializeOwned + 'static>(
         &mut self,
         name: &'static str,
@@ -364,6 +404,7 @@ impl Registry {
         );
     }
 
+    /// Registers the sink type `C` as `name`.
     pub fn add_sink<C: SinkConfig + DeserializeOwned + 'static>(
         &mut self,
         name: &'static str,

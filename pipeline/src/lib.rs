@@ -34,6 +34,9 @@
 //! source and a sink of one system share (Kafka, NATS, gRPC status) in `weir-connect`. All of
 //! them depend on this crate, never the other way.
 
+// Every public item of the core is documented (CI turns the warning into an error).
+#![warn(missing_docs)]
+
 pub mod buffer;
 pub mod codec;
 pub mod component;

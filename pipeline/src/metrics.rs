@@ -28,15 +28,20 @@ struct ErrorCount {
 
 /// Reads the fill of a buffer when metrics are scraped.
 pub trait BufferGauge: Send + Sync + std::fmt::Debug {
+    /// Events in the buffer now.
     fn events(&self) -> usize;
+    /// The buffer's capacity, in events.
     fn capacity(&self) -> usize;
 }
 
 /// The counters of one component.
 #[derive(Debug)]
 pub struct ComponentMetrics {
+    /// The component's id.
     pub id: Arc<str>,
+    /// Source, transform or sink.
     pub kind: ComponentKind,
+    /// Its `type`.
     pub type_name: String,
     received_events: AtomicU64,
     received_bytes: AtomicU64,
@@ -57,6 +62,7 @@ pub type CounterValue = (&'static str, Option<(&'static str, String)>, u64);
 type CounterKey = (&'static str, Option<(&'static str, String)>);
 
 impl ComponentMetrics {
+    /// Zeroed counters for one component.
     pub fn new(id: impl Into<Arc<str>>, kind: ComponentKind, type_name: impl Into<String>) -> Self {
         Self {
             id: id.into(),
@@ -80,6 +86,7 @@ impl ComponentMetrics {
         Arc::new(Self::new(id, ComponentKind::Transform, "detached"))
     }
 
+    /// Counts events (and, when known, bytes) received.
     pub fn add_received(&self, events: u64, bytes: u64) {
         self.received_events.fetch_add(events, Ordering::Relaxed);
         if bytes > 0 {
@@ -92,6 +99,7 @@ impl ComponentMetrics {
         self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Counts events sent downstream (a sink: delivered).
     pub fn add_sent(&self, events: u64) {
         self.sent_events.fetch_add(events, Ordering::Relaxed);
     }
@@ -106,6 +114,7 @@ impl ComponentMetrics {
         self.discarded_events.fetch_add(events, Ordering::Relaxed);
     }
 
+    /// The buffer whose fill is reported (set once, later calls are ignored).
     pub fn set_buffer(&self, gauge: Arc<dyn BufferGauge>) {
         let _ = self.buffer.set(gauge);
     }
@@ -176,21 +185,27 @@ impl ComponentMetrics {
             .collect()
     }
 
+    /// Events received.
     pub fn received_events(&self) -> u64 {
         self.received_events.load(Ordering::Relaxed)
     }
+    /// Bytes received.
     pub fn received_bytes(&self) -> u64 {
         self.received_bytes.load(Ordering::Relaxed)
     }
+    /// Events sent (a sink: delivered).
     pub fn sent_events(&self) -> u64 {
         self.sent_events.load(Ordering::Relaxed)
     }
+    /// Bytes sent.
     pub fn sent_bytes(&self) -> u64 {
         self.sent_bytes.load(Ordering::Relaxed)
     }
+    /// Events dropped on purpose or by a full buffer.
     pub fn discarded_events(&self) -> u64 {
         self.discarded_events.load(Ordering::Relaxed)
     }
+    /// Errors counted so far, by kind.
     pub fn errors(&self) -> BTreeMap<&'static str, u64> {
         let errors = match self.errors.lock() {
             Ok(g) => g,
@@ -198,6 +213,7 @@ impl ComponentMetrics {
         };
         errors.iter().map(|(k, v)| (*k, v.count)).collect()
     }
+    /// Errors counted so far, all kinds.
     pub fn errors_total(&self) -> u64 {
         self.errors().values().sum()
     }
@@ -233,6 +249,7 @@ impl Default for MetricsRegistry {
 }
 
 impl MetricsRegistry {
+    /// Adds a component's counters.
     pub fn register(&self, m: Arc<ComponentMetrics>) {
         match self.components.write() {
             Ok(mut g) => g.push(m),
@@ -240,6 +257,7 @@ impl MetricsRegistry {
         }
     }
 
+    /// Every component's counters, in the order they were added.
     pub fn components(&self) -> Vec<Arc<ComponentMetrics>> {
         match self.components.read() {
             Ok(g) => g.clone(),
@@ -247,10 +265,12 @@ impl MetricsRegistry {
         }
     }
 
+    /// The counters of component `id`.
     pub fn get(&self, id: &str) -> Option<Arc<ComponentMetrics>> {
         self.components().into_iter().find(|c| &*c.id == id)
     }
 
+    /// How long since the registry was made (the process started).
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }

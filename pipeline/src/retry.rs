@@ -12,6 +12,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Backoff starting at `initial` and doubling up to `max`, jittered.
     pub fn new(initial: Duration, max: Duration) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -29,7 +29,13 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error("template `{template}`: field `{field}` is missing from the event")]
-    MissingField { template: String, field: String },
+    /// A field the template names is not in the event.
+    MissingField {
+        /// The template, as written.
+        template: String,
+        /// The missing field.
+        field: String,
+    },
 }
 
 impl Template {
@@ -67,6 +73,7 @@ impl Template {
         self.parts.iter().any(|p| !matches!(p, Part::Literal(_)))
     }
 
+    /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.source
     }
@@ -105,6 +112,7 @@ impl Template {
         Ok(())
     }
 
+    /// Renders for `event`.
     pub fn render(&self, event: &Event) -> Result<String, TemplateError> {
         let mut s = String::new();
         self.render_into(event, &mut s)?;

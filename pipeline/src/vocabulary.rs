@@ -12,21 +12,30 @@ use serde::{Deserialize, Serialize};
 pub struct DataType(u8);
 
 impl DataType {
+    /// Log events.
     pub const LOG: DataType = DataType(1);
+    /// Metric events.
     pub const METRIC: DataType = DataType(2);
+    /// Trace spans.
     pub const TRACE: DataType = DataType(4);
+    /// Every type.
     pub const ALL: DataType = DataType(7);
+    /// No type.
     pub const NONE: DataType = DataType(0);
 
+    /// The types in either.
     pub const fn union(self, o: DataType) -> DataType {
         DataType(self.0 | o.0)
     }
+    /// The types in both.
     pub const fn intersect(self, o: DataType) -> DataType {
         DataType(self.0 & o.0)
     }
+    /// Whether no type is in it.
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
+    /// Whether every type of `o` is in it.
     pub const fn contains(self, o: DataType) -> bool {
         self.0 & o.0 == o.0
     }
@@ -72,12 +81,16 @@ pub enum WhenFull {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentKind {
+    /// A source.
     Source,
+    /// A transform.
     Transform,
+    /// A sink.
     Sink,
 }
 
 impl ComponentKind {
+    /// `source`, `transform` or `sink`.
     pub fn as_str(self) -> &'static str {
         match self {
             ComponentKind::Source => "source",
@@ -85,6 +98,7 @@ impl ComponentKind {
             ComponentKind::Sink => "sink",
         }
     }
+    /// The configuration section: `sources`, `transforms` or `sinks`.
     pub fn section(self) -> &'static str {
         match self {
             ComponentKind::Source => "sources",

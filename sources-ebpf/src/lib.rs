@@ -21,6 +21,30 @@ pub mod profile;
 mod ring;
 pub mod tcp;
 
+/// What a unit test needs from the machine (clang, a cgroup v2 mount, root): the same rule as
+/// the end-to-end tests' `require` (tests/it/harness.rs).
+#[cfg(test)]
+mod test_support {
+    use std::io::Write;
+
+    /// The test lacks `what` (`why`): `false` and a `SKIPPED` line on a developer machine, a
+    /// failure under CI (`CI` set, and not to `0` or `false`; or `WEIR_REQUIRE_ALL` set).
+    pub(crate) fn skip_unless_required(what: &str, why: &str) -> bool {
+        let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+        let required = ci || std::env::var_os("WEIR_REQUIRE_ALL").is_some();
+        let current = std::thread::current();
+        let test = current.name().unwrap_or("this test");
+        assert!(
+            !required,
+            "{test} needs {what}, and every test must run under CI (CI or WEIR_REQUIRE_ALL set), but {why}"
+        );
+        // Straight to stderr, not eprintln!: the test harness would hide it (it shows a passing
+        // test's output only with --nocapture), and a skip must be seen.
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {what}, but {why}");
+        false
+    }
+}
+
 use weir_pipeline::component::Registry;
 
 /// Adds every eBPF source to `registry`.
@@ -46,8 +70,8 @@ mod objects_up_to_date {
     //! byte-for-byte reproducible (DWARF, which holds paths, is stripped; BTF stays), so the
     //! objects are compared byte for byte. With another clang the bytes may legitimately
     //! differ, so only the section names (programs, maps, BTF) are compared. Without clang the
-    //! check is skipped, except under CI (`CI` or `WEIR_REQUIRE_EBPF` set), where `.ci/run`
-    //! installs it.
+    //! check is skipped, except under CI (`CI` or `WEIR_REQUIRE_ALL` set), where
+    //! `scripts/install-test-deps.sh` installs it.
     use std::path::Path;
     use std::process::Command;
 
@@ -73,10 +97,10 @@ mod objects_up_to_date {
         let bpf = Path::new(env!("CARGO_MANIFEST_DIR")).join("bpf");
         let has_clang = Command::new("clang").arg("--version").output().is_ok();
         if !has_clang {
-            let required =
-                std::env::var_os("CI").is_some() || std::env::var_os("WEIR_REQUIRE_EBPF").is_some();
-            assert!(!required, "clang is required under CI to check bpf/*.bpf.o");
-            eprintln!("SKIPPED: clang is not installed, bpf/*.bpf.o not checked");
+            crate::test_support::skip_unless_required(
+                "clang to check bpf/*.bpf.o",
+                "clang does not run (scripts/install-test-deps.sh installs it)",
+            );
             return;
         }
         let out = tempfile::tempdir().unwrap();

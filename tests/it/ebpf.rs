@@ -3,7 +3,8 @@
 //!
 //! Loading eBPF needs root (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN) and kernel BTF. Where
 //! they are missing the tests print why and pass without checking anything, except under CI
-//! (`CI` or `WEIR_REQUIRE_EBPF` set, as `.ci/run` does), where that is a failure.
+//! (`CI` or `WEIR_REQUIRE_ALL` set, as `.ci/run` does), where that is a failure
+//! ([`crate::harness::require`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,16 +24,8 @@ fn ebpf_available(test: &str) -> bool {
     } else {
         None
     };
-    match why {
-        None => true,
-        Some(why) => {
-            let required =
-                std::env::var_os("WEIR_REQUIRE_EBPF").is_some() || std::env::var_os("CI").is_some();
-            assert!(!required, "{test}: eBPF is required under CI but {why}");
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
-    }
+    let found = why.map_or(Ok(()), |why| Err(why.to_string()));
+    crate::harness::require(&format!("eBPF ({test})"), found).is_some()
 }
 
 /// A running `weir` with one eBPF source writing JSON lines to `out.log`.
@@ -802,7 +795,7 @@ fn profile_program(dir: &Path) -> PathBuf {
         .arg(&bin)
         .arg(&src)
         .status()
-        .expect("cc (installed by .ci/run)");
+        .expect("cc (installed by scripts/install-test-deps.sh)");
     assert!(cc.success());
     bin
 }

@@ -1,6 +1,6 @@
 //! The `kafka` source and sink against a real Kafka-protocol broker started here on an
 //! ephemeral loopback port: `tansu` (a Kafka-API-compatible broker in Rust, in-memory storage;
-//! `.ci/run` builds it into /var/tmp/tansu), with the real `weir` binary on both sides: an
+//! `scripts/install-test-deps.sh` builds it into /var/tmp/tansu), with the real `weir` binary on both sides: an
 //! agent (stdin -> kafka sink) and aggregators (kafka source -> file sink). The tests' own
 //! producer and readers are librdkafka clients (rdkafka), like any Kafka application.
 
@@ -20,10 +20,12 @@ use rdkafka::ClientConfig;
 use weir_connect::kafka::rdkafka;
 
 use crate::harness::{
-    free_addr, lines, metric, start_weir, stop_clean, wait_until, wait_with_timeout, weir_log,
+    find_program, free_addr, lines, metric, require, start_weir, stop_clean, wait_until,
+    wait_with_timeout, weir_log,
 };
 
-/// `tansu` on PATH, else where `.ci/run` installs it. A missing broker fails the tests.
+/// `tansu` on PATH, else where `scripts/install-test-deps.sh` installs it. Without it the tests
+/// are skipped, or fail under CI.
 fn tansu_bin() -> PathBuf {
     let installed = Path::new("/var/tmp/tansu/bin/tansu");
     let on_path = std::env::var_os("PATH").and_then(|p| {
@@ -42,7 +44,8 @@ struct Broker {
 }
 
 impl Broker {
-    fn start(dir: &Path) -> Self {
+    fn start(dir: &Path) -> Option<Self> {
+        require("tansu", find_program("tansu", &["/var/tmp/tansu/bin"]))?;
         let addr = free_addr();
         // tansu reads a `.env` in its working directory: run it from an empty one.
         let cwd = dir.join("tansu");
@@ -61,7 +64,7 @@ impl Broker {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "start {} ({e}); .ci/run installs it: cargo install tansu --version 0.6.0 --features dynostore --root /var/tmp/tansu",
+                    "start {} ({e}); scripts/install-test-deps.sh installs it: cargo install tansu --version 0.6.0 --features dynostore --root /var/tmp/tansu",
                     tansu_bin().display()
                 )
             });
@@ -75,7 +78,7 @@ impl Broker {
             "tansu listens: {}",
             b.log()
         );
-        b
+        Some(b)
     }
 
     fn log(&self) -> String {
@@ -315,7 +318,9 @@ fn round_trip_agent_to_kafka_to_aggregator_exact_events() {
     const N: usize = 3000;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let broker = Broker::start(d);
+    let Some(broker) = Broker::start(d) else {
+        return;
+    };
     for s in ["web", "db", "cache"] {
         broker.create_topic(&format!("logs-{s}"), 2);
     }
@@ -393,7 +398,9 @@ fn compression_options_deliver_the_same_records() {
     const N: usize = 500;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let broker = Broker::start(d);
+    let Some(broker) = Broker::start(d) else {
+        return;
+    };
     let servers = broker.servers();
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("c-{codec}");
@@ -421,7 +428,9 @@ fn aggregator_killed_mid_stream_resumes_from_committed_offsets_without_loss() {
     const PARTITIONS: i32 = 3;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let broker = Broker::start(d);
+    let Some(broker) = Broker::start(d) else {
+        return;
+    };
     broker.create_topic("logs", PARTITIONS as u32);
     let servers = broker.servers();
     let rt = runtime();
@@ -513,7 +522,9 @@ fn two_aggregators_in_one_group_split_the_partitions() {
     const PARTITIONS: i32 = 4;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let broker = Broker::start(d);
+    let Some(broker) = Broker::start(d) else {
+        return;
+    };
     broker.create_topic("shared", PARTITIONS as u32);
     let servers = broker.servers();
     let source = "group_id = \"split\"\ntopics = [\"shared\"]\ncommit_interval_ms = 200\nsession_timeout_ms = 6000";
@@ -592,7 +603,9 @@ fn two_aggregators_in_one_group_split_the_partitions() {
 fn undecodable_record_is_counted_logged_and_committed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let broker = Broker::start(d);
+    let Some(broker) = Broker::start(d) else {
+        return;
+    };
     broker.create_topic("bad", 1);
     let servers = broker.servers();
     let rt = runtime();

@@ -1,6 +1,9 @@
 //! End-to-end tests of Weir: the real `weir` binary and the real runtime. One test binary,
 //! one module per concern.
 
+// This is test code: a failed unwrap()/expect() is a failed run, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod acknowledgements;
 mod backpressure;
 mod broken_configs;

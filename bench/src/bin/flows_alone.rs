@@ -14,6 +14,9 @@
 //! Prints one line per run on stderr, then on stdout the medians:
 //! `flows N transform_flows_per_sec X decode_flows_per_sec Y`.
 
+// This is benchmark code: a failed unwrap()/expect() is a failed run, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};

@@ -19,6 +19,9 @@
 //!
 //! Both sides call the sink's code (`weir_sinks::prometheus`), not a copy of it.
 
+// This is benchmark code: a failed unwrap()/expect() is a failed run, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::Write;

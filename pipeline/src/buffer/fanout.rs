@@ -15,6 +15,7 @@ pub struct Fanout {
 }
 
 impl Fanout {
+    /// A fan-out from `producer` to each of `consumers` (id and buffer).
     pub fn new(consumers: Vec<(Arc<str>, BufferSender)>, producer: Arc<ComponentMetrics>) -> Self {
         Self {
             consumers,
@@ -22,10 +23,12 @@ impl Fanout {
         }
     }
 
+    /// The number of consumers.
     pub fn len(&self) -> usize {
         self.consumers.len()
     }
 
+    /// Whether nobody reads this output.
     pub fn is_empty(&self) -> bool {
         self.consumers.is_empty()
     }

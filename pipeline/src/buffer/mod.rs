@@ -135,6 +135,7 @@ impl BufferReceiver {
         self.shared.events()
     }
 
+    /// Whether no event is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -18,7 +18,10 @@ pub enum Piece {
     /// A line: its range in the chunk, without newline and trailing `\r`.
     Line(Range<usize>),
     /// A line over the limit was skipped; `bytes` of it were seen.
-    Oversized { bytes: usize },
+    Oversized {
+        /// How many bytes of it were seen.
+        bytes: usize,
+    },
 }
 
 /// Complete lines of a read buffer.
@@ -32,12 +35,14 @@ pub struct LineChunker {
 /// Complete lines taken out of the read buffer.
 #[derive(Debug)]
 pub struct Chunk {
+    /// Complete lines, cut from the read buffer without a copy.
     pub bytes: Bytes,
     /// An oversized line that ended just before `bytes` (its size).
     pub oversized_before: Option<usize>,
 }
 
 impl LineChunker {
+    /// A chunker that skips lines longer than `max_line_bytes` (at least 1).
     pub fn new(max_line_bytes: usize) -> Self {
         Self {
             max_line_bytes: max_line_bytes.max(1),

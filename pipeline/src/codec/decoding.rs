@@ -41,10 +41,14 @@ pub trait FrameDecoder: Send + Sync + std::fmt::Debug + 'static {
 /// A decoder: one of the core's, or a registered one ([`FrameDecoder`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub enum Decoder {
+    /// Each frame as the `message` field, unparsed (the default).
     #[default]
     Bytes,
+    /// Each frame is a JSON object (or an array of objects: one event each).
     Json,
+    /// Each frame is `key=value` pairs (logfmt).
     Logfmt,
+    /// Each frame is a syslog line (RFC 3164 or RFC 5424).
     Syslog,
     /// A decoder a component crate registered.
     Registered(&'static dyn FrameDecoder),
@@ -134,12 +138,16 @@ impl<'de> Deserialize<'de> for Decoder {
 /// A frame that could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The frame is not valid JSON.
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The frame is valid JSON but not an object (its kind given).
     #[error("JSON value is a {0}, expected an object (or an array of objects)")]
     NotAnObject(&'static str),
+    /// The frame is not valid logfmt.
     #[error("invalid logfmt: {0}")]
     Logfmt(String),
+    /// A syslog frame is not valid UTF-8.
     #[error("invalid UTF-8 in a syslog line")]
     Utf8,
 }

@@ -28,19 +28,25 @@ impl Default for EncodingConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoder {
+    /// One JSON object per event (the default).
     #[default]
     Json,
+    /// A log's `message` field as plain text; other events in a plain text form.
     Text,
+    /// `key=value` pairs (logfmt).
     Logfmt,
     /// `<stack> <count>` from the `stack` and `count` fields (what a stack folder emits): the
     /// text format of FlameGraph's and inferno's tools.
     Folded,
 }
 
+/// An event the encoder cannot encode.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
+    /// Serialising as JSON failed.
     #[error("cannot encode event as JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The event is not what `folded` encodes (why given).
     #[error("the `folded` encoding needs a log with a string `stack` and a non-negative integer `count` (a folded stack); {0}")]
     NotFolded(&'static str),
 }

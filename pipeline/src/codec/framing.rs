@@ -9,7 +9,10 @@ pub enum Frame {
     /// A complete line, without its delimiter (and without a trailing `\r`).
     Line(Bytes),
     /// A line longer than the limit was skipped; `bytes` of it were seen.
-    Oversized { bytes: usize },
+    Oversized {
+        /// How many bytes of it were seen.
+        bytes: usize,
+    },
 }
 
 /// Splits a byte stream into lines with memchr. Lines point into the read buffer (no copy).
@@ -26,6 +29,7 @@ pub struct LineFramer {
 }
 
 impl LineFramer {
+    /// A framer splitting on `delimiter` that skips lines longer than `max_line_bytes` (at least 1).
     pub fn new(delimiter: u8, max_line_bytes: usize) -> Self {
         Self {
             delimiter,

@@ -38,7 +38,9 @@ pub fn parse_json_value(frame: &Bytes) -> Result<Value, serde_json::Error> {
 /// What [`check_json`] found at the top of a valid document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonShape {
+    /// An object.
     Object,
+    /// An array.
     Array,
     /// Any other value, by kind (`string`, `integer`, `float`, `boolean`, `null`).
     Other(&'static str),
@@ -243,6 +245,7 @@ pub struct JsonLaziness {
 }
 
 impl JsonLaziness {
+    /// A new measure, starting lazy.
     pub fn new() -> Self {
         Self::default()
     }

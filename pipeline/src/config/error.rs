@@ -4,8 +4,11 @@ use std::sync::Arc;
 /// Where something was written: file, line and column (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
+    /// The file name, as given.
     pub file: Arc<str>,
+    /// The line, from 1.
     pub line: usize,
+    /// The column in characters, from 1.
     pub column: usize,
 }
 
@@ -40,15 +43,18 @@ impl fmt::Display for Location {
 /// One configuration error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// Where in the configuration, when known.
     pub location: Option<Location>,
     /// `sources.in`, `sinks.out`, ... when the error belongs to a component.
     pub component: Option<String>,
     /// The offending field, when known.
     pub field: Option<String>,
+    /// What is wrong, for a person.
     pub message: String,
 }
 
 impl ConfigError {
+    /// An error saying `message`, located nowhere yet.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             location: None,
@@ -58,16 +64,19 @@ impl ConfigError {
         }
     }
 
+    /// Located at `location`.
     pub fn at(mut self, location: Location) -> Self {
         self.location = Some(location);
         self
     }
 
+    /// Belonging to the component `c` (`sources.in`).
     pub fn component(mut self, c: impl Into<String>) -> Self {
         self.component = Some(c.into());
         self
     }
 
+    /// About the field `f`.
     pub fn field(mut self, f: impl Into<String>) -> Self {
         self.field = Some(f.into());
         self

@@ -13,7 +13,9 @@ use crate::vocabulary::{ComponentKind, DataType};
 /// One output of one component: `id` (default output) or `id.name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OutputId {
+    /// The component's id.
     pub component: String,
+    /// The named output, or `None` for the default one.
     pub output: Option<String>,
 }
 

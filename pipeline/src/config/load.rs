@@ -19,7 +19,9 @@ use crate::vocabulary::ComponentKind;
 /// A configuration text and the name it is reported under.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
+    /// The name errors are reported under (the file's path).
     pub name: String,
+    /// The TOML text.
     pub text: String,
 }
 

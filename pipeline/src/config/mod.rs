@@ -82,9 +82,11 @@ pub struct BufferConfig {
     pub when_full: WhenFull,
 }
 
+/// The kind of a sink buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferType {
+    /// Batches held in memory.
     Memory,
 }
 
@@ -114,32 +116,50 @@ impl Default for BufferConfig {
 /// An `inputs` entry as written, with where it was written.
 #[derive(Debug, Clone)]
 pub struct InputRef {
+    /// The entry, as written (`id` or `id.output`).
     pub text: String,
+    /// Where it was written.
     pub location: Location,
 }
 
+/// A source of the configuration, parsed.
 #[derive(Debug)]
 pub struct SourceEntry {
+    /// Its `type`.
     pub type_name: String,
+    /// Its options.
     pub config: Box<dyn SourceConfig>,
+    /// Whether it asked for end-to-end acknowledgements.
     pub acknowledgements: bool,
+    /// Where its table starts.
     pub location: Location,
 }
 
+/// A transform of the configuration, parsed.
 #[derive(Debug)]
 pub struct TransformEntry {
+    /// Its `type`.
     pub type_name: String,
+    /// Its options.
     pub config: Box<dyn TransformConfig>,
+    /// Its `inputs`.
     pub inputs: Vec<InputRef>,
+    /// Where its table starts.
     pub location: Location,
 }
 
+/// A sink of the configuration, parsed.
 #[derive(Debug)]
 pub struct SinkEntry {
+    /// Its `type`.
     pub type_name: String,
+    /// Its options.
     pub config: Box<dyn SinkConfig>,
+    /// Its `inputs`.
     pub inputs: Vec<InputRef>,
+    /// Its input buffer.
     pub buffer: BufferConfig,
+    /// Where its table starts.
     pub location: Location,
 }
 
@@ -148,9 +168,13 @@ pub struct SinkEntry {
 pub struct Config {
     /// Where components keep state (checkpoints). Default: `./weir-data`.
     pub data_dir: PathBuf,
+    /// The HTTP API (`[api]`).
     pub api: ApiConfig,
+    /// The sources, by id.
     pub sources: BTreeMap<String, SourceEntry>,
+    /// The transforms, by id.
     pub transforms: BTreeMap<String, TransformEntry>,
+    /// The sinks, by id.
     pub sinks: BTreeMap<String, SinkEntry>,
     /// The files it came from, for messages.
     pub files: Vec<Arc<str>>,
@@ -170,6 +194,7 @@ impl Config {
         }
     }
 
+    /// The `type` of a component id, if it exists.
     pub fn type_of(&self, id: &str) -> Option<&str> {
         self.sources
             .get(id)

@@ -9,32 +9,39 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 /// A batch of events: the unit every channel carries. Never a single event per send.
 #[derive(Debug, Clone, Default)]
 pub struct EventBatch {
+    /// The events, in order.
     pub events: Vec<Event>,
 }
 
 impl EventBatch {
+    /// A batch of `events`.
     pub fn new(events: Vec<Event>) -> Self {
         Self { events }
     }
 
+    /// An empty batch with room for `n` events.
     pub fn with_capacity(n: usize) -> Self {
         Self {
             events: Vec::with_capacity(n),
         }
     }
 
+    /// The number of events.
     pub fn len(&self) -> usize {
         self.events.len()
     }
 
+    /// Whether it holds no event.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
 
+    /// Appends an event.
     pub fn push(&mut self, e: impl Into<Event>) {
         self.events.push(e.into());
     }
 
+    /// The events, in order.
     pub fn iter(&self) -> std::slice::Iter<'_, Event> {
         self.events.iter()
     }

@@ -52,6 +52,7 @@ pub struct LogEvent {
     /// The fields, unless `typed` holds them (then this is `Value::Null` and unused).
     value: Value,
     typed: Option<Arc<Typed<dyn TypedLog>>>,
+    /// Acknowledgement and source information, travelling with the event.
     pub metadata: EventMetadata,
 }
 
@@ -71,6 +72,7 @@ impl LogEvent {
         }
     }
 
+    /// A log of the fields in `map`, with no metadata.
     pub fn from_map(map: ObjectMap) -> Self {
         Self::from_value(Value::Object(map), EventMetadata::default())
     }
@@ -148,16 +150,19 @@ impl LogEvent {
         serde_json::to_writer(out, self.value())
     }
 
+    /// The root value, for changes (builds the tree from a typed form first).
     pub fn value_mut(&mut self) -> &mut Value {
         self.materialize();
         &mut self.value
     }
 
+    /// The root value and the metadata (builds the tree from a typed form first).
     pub fn into_parts(mut self) -> (Value, EventMetadata) {
         self.materialize();
         (self.value, self.metadata)
     }
 
+    /// Gets a field by path (`.a.b[0]`).
     pub fn get(&self, path: &FieldPath) -> Option<&Value> {
         self.value().get(path)
     }
@@ -170,6 +175,7 @@ impl LogEvent {
         }
     }
 
+    /// Sets a field by path (`.a.b[0]`), returning the value it replaces.
     pub fn insert(&mut self, path: &FieldPath, v: impl Into<Value>) -> Option<Value> {
         self.materialize();
         self.value.insert(path, v.into())
@@ -189,6 +195,7 @@ impl LogEvent {
         }
     }
 
+    /// Removes a field by path, returning it.
     pub fn remove(&mut self, path: &FieldPath) -> Option<Value> {
         self.materialize();
         self.value.remove(path, false)

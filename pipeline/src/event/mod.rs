@@ -76,14 +76,17 @@ impl EventMetadata {
 /// One event.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A log: a tree of fields (or a typed form of one).
     Log(LogEvent),
     /// Boxed, like `Trace`: most events are logs, and a batch is a `Vec<Event>`, so an event
     /// is as small as a log (96 bytes) instead of as large as the largest kind (320).
     Metric(Box<Metric>),
+    /// A trace span (boxed, for the same reason).
     Trace(Box<Span>),
 }
 
 impl Event {
+    /// The metadata of the event, whatever its kind.
     pub fn metadata(&self) -> &EventMetadata {
         match self {
             Event::Log(e) => &e.metadata,
@@ -92,6 +95,7 @@ impl Event {
         }
     }
 
+    /// The metadata of the event, for changes.
     pub fn metadata_mut(&mut self) -> &mut EventMetadata {
         match self {
             Event::Log(e) => &mut e.metadata,
@@ -100,6 +104,7 @@ impl Event {
         }
     }
 
+    /// The log, if the event is one.
     pub fn as_log(&self) -> Option<&LogEvent> {
         match self {
             Event::Log(l) => Some(l),
@@ -107,6 +112,7 @@ impl Event {
         }
     }
 
+    /// The log, for changes, if the event is one.
     pub fn as_log_mut(&mut self) -> Option<&mut LogEvent> {
         match self {
             Event::Log(l) => Some(l),

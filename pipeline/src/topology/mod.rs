@@ -32,10 +32,14 @@ use crate::BoxError;
 /// One component's place in the graph, for the API and `weir graph`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ComponentInfo {
+    /// The component's id.
     pub id: String,
+    /// Source, transform or sink.
     pub kind: ComponentKind,
+    /// Its `type`.
     #[serde(rename = "type")]
     pub type_name: String,
+    /// What it reads (`id` or `id.output`).
     pub inputs: Vec<String>,
 }
 
@@ -74,7 +78,9 @@ type ComponentTask = (String, ComponentKind, JoinHandle<Result<(), BoxError>>);
 
 /// A started pipeline.
 pub struct RunningTopology {
+    /// Every component's counters.
     pub registry: Arc<MetricsRegistry>,
+    /// The graph that was started.
     pub components: Vec<ComponentInfo>,
     shutdown: ShutdownToken,
     tasks: Vec<ComponentTask>,
@@ -83,8 +89,11 @@ pub struct RunningTopology {
 /// How a component task ended.
 #[derive(Debug)]
 pub struct TaskOutcome {
+    /// The component's id.
     pub id: String,
+    /// Source, transform or sink.
     pub kind: ComponentKind,
+    /// Why it failed, or `None` when it ended cleanly.
     pub error: Option<String>,
 }
 

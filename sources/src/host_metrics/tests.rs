@@ -604,7 +604,9 @@ fn run(cmd: &str, args: &[&std::ffi::OsStr]) -> String {
         .env("TZ", "UTC")
         .env("LC_ALL", "C")
         .output()
-        .unwrap_or_else(|e| panic!("`{cmd}` (coreutils/util-linux, installed by .ci/run): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("`{cmd}` (coreutils/util-linux, installed by scripts/install-test-deps.sh): {e}")
+        });
     assert!(out.status.success(), "{cmd}: {out:?}");
     String::from_utf8(out.stdout).unwrap()
 }

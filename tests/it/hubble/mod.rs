@@ -33,34 +33,16 @@ use server::{Replay, ServerTls, TestServer};
 // ---------------------------------------------------------------------------------------
 // Shared test data, a collecting sink, running a pipeline in-process.
 
-/// `shared/testdata/hubble`, found by walking up from the crate (or `WEIR_SHARED_DIR`).
-fn shared_hubble() -> Option<PathBuf> {
-    if let Ok(d) = std::env::var("WEIR_SHARED_DIR") {
-        let p = Path::new(&d).join("testdata/hubble");
-        return p.is_dir().then_some(p);
-    }
-    let mut dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")));
-    while let Some(d) = dir {
-        let p = d.join("shared/testdata/hubble");
-        if p.is_dir() {
-            return Some(p);
-        }
-        dir = d.parent();
-    }
-    None
-}
-
+/// `shared/testdata/hubble` ([`crate::harness::shared_testdata`]), or the test returns: skipped
+/// on a developer machine, a failure under CI.
 macro_rules! shared_or_skip {
     () => {
-        match shared_hubble() {
+        match crate::harness::require(
+            "the shared Hubble captures",
+            crate::harness::shared_testdata("hubble"),
+        ) {
             Some(d) => d,
-            None => {
-                eprintln!(
-                    "SKIPPED: shared/testdata/hubble not found above {} (set WEIR_SHARED_DIR)",
-                    env!("CARGO_MANIFEST_DIR")
-                );
-                return;
-            }
+            None => return,
         }
     };
 }
