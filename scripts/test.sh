@@ -20,5 +20,31 @@ cargo fmt --all -- --check
 echo "== cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== a minimal build: only the file source and the elasticsearch sink"
+# Every component is a cargo feature; this build must compile alone and know only its two
+# types. It runs before the tests, which rebuild the binary with every feature.
+cargo build --locked -p weir --no-default-features --features sources-file,sinks-elasticsearch
+minimal="${CARGO_TARGET_DIR:-target}/debug/weir"
+listed=$("$minimal" list | awk '/^  / {print $1}' | sort | tr '\n' ' ')
+expected="bytes elasticsearch file hubble_jsonpb json logfmt syslog "
+if [ "$listed" != "$expected" ]; then
+  echo "the minimal build lists [$listed], expected [$expected]" >&2
+  exit 1
+fi
+minimal_config=$(mktemp --suffix=.toml)
+trap 'rm -f "$minimal_config"' EXIT
+cat >"$minimal_config" <<'TOML'
+[api]
+enabled = false
+[sources.logs]
+type = "file"
+include = ["/var/log/*.log"]
+[sinks.es]
+type = "elasticsearch"
+inputs = ["logs"]
+endpoints = ["http://127.0.0.1:9200"]
+TOML
+"$minimal" validate --no-environment "$minimal_config"
+
 echo "== cargo test (unit tests and the end-to-end suite)"
 cargo test --workspace --locked --no-fail-fast
