@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::config::DataType;
@@ -301,11 +302,19 @@ pub trait SinkConfig: Debug + Send + Sync {
 
 type ParseFn<T> = fn(toml::de::ValueDeserializer<'_>) -> Result<Box<T>, toml::de::Error>;
 
+/// Makes the JSON Schema of a component type's own options (its config struct, without the
+/// common keys `type`, `inputs`, `buffer`, `acknowledgements`): `<C as JsonSchema>::json_schema`.
+/// The schemas of nested types are added to the generator's definitions (or inlined, as its
+/// settings say). Used by `weir generate-docs` for `docs/schemas/config.schema.json` and the
+/// options tables of `docs/components/`.
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
 /// A registered component type.
 pub struct ComponentType<T: ?Sized> {
     pub name: &'static str,
     pub description: &'static str,
     pub parse: ParseFn<T>,
+    pub schema: SchemaFn,
 }
 
 fn parse_source<C: SourceConfig + DeserializeOwned + 'static>(
@@ -335,7 +344,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn add_source<C: SourceConfig + DeserializeOwned + 'static>(
+    pub fn add_source<C: SourceConfig + DeserializeOwned + JsonSchema + 'static>(
         &mut self,
         name: &'static str,
         description: &'static str,
@@ -346,11 +355,12 @@ impl Registry {
                 name,
                 description,
                 parse: parse_source::<C>,
+                schema: C::json_schema,
             },
         );
     }
 
-    pub fn add_transform<C: TransformConfig + DeserializeOwned + 'static>(
+    pub fn add_transform<C: TransformConfig + DeserializeOwned + JsonSchema + 'static>(
         &mut self,
         name: &'static str,
         description: &'static str,
@@ -361,11 +371,12 @@ impl Registry {
                 name,
                 description,
                 parse: parse_transform::<C>,
+                schema: C::json_schema,
             },
         );
     }
 
-    pub fn add_sink<C: SinkConfig + DeserializeOwned + 'static>(
+    pub fn add_sink<C: SinkConfig + DeserializeOwned + JsonSchema + 'static>(
         &mut self,
         name: &'static str,
         description: &'static str,
@@ -376,6 +387,7 @@ impl Registry {
                 name,
                 description,
                 parse: parse_sink::<C>,
+                schema: C::json_schema,
             },
         );
     }

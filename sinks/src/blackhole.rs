@@ -11,7 +11,7 @@ use weir_pipeline::BoxError;
 
 /// `type = "blackhole"`: accepts every event, counts it (as sent) and drops it. Events are
 /// acknowledged as delivered.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeConfig {
     /// Log a line with the totals and rate every this many seconds. Default: unset (silent;

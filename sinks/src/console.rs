@@ -9,7 +9,9 @@ use weir_pipeline::config::DataType;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::BoxError;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     #[default]
@@ -18,7 +20,7 @@ pub enum Target {
 }
 
 /// `type = "console"`: one encoded event per line on stdout or stderr.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     /// `stdout` (default) or `stderr`.

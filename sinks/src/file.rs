@@ -24,7 +24,7 @@ use weir_pipeline::template::Template;
 use weir_pipeline::BoxError;
 
 /// `type = "file"`: one encoded event per line, appended to the file its path template names.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// Path template: `{{ field.path }}` parts and strftime parts (`%Y-%m-%d`) from the

@@ -46,7 +46,7 @@ use weir_pipeline::BoxError;
 type Producer_ = FutureProducer<KafkaClientContext>;
 
 /// `type = "kafka"`: produces each event as one Kafka record.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
     /// Brokers to bootstrap from, comma separated, e.g. `127.0.0.1:9092`. Required.
@@ -89,7 +89,9 @@ pub struct KafkaSinkConfig {
 }
 
 /// `compression`: librdkafka's `compression.type`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]

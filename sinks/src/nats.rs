@@ -37,7 +37,7 @@ use weir_pipeline::template::Template;
 use weir_pipeline::BoxError;
 
 /// `type = "nats"`: publishes each event as one NATS message.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkConfig {
     /// Server URL(s), comma separated, e.g. `nats://127.0.0.1:4222`. Required.

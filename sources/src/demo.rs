@@ -15,7 +15,9 @@ use weir_pipeline::event::{EventBatch, EventMetadata, LogEvent, Value, MAX_BATCH
 use weir_pipeline::BoxError;
 
 /// The line format the demo source writes into `message`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DemoFormat {
     /// An application's JSON access log (10 fields, about 5 % server errors).
@@ -31,7 +33,7 @@ pub enum DemoFormat {
 
 /// `type = "demo"`: generates log lines into the `message` field (plus `timestamp`), like a
 /// real service would write them, so the pipeline has something real-shaped to parse.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {
     /// Line format: `json` (default), `apache_common`, `syslog` or `logfmt`.

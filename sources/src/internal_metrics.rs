@@ -14,7 +14,7 @@ use weir_pipeline::BoxError;
 /// `..._errors_total{error_type}`, `..._discarded_events_total`, `weir_buffer_events`,
 /// `weir_component_latency_seconds`, ...), tagged `component_id`, `component_kind`,
 /// `component_type`. All are absolute values.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InternalMetricsConfig {
     /// Seconds between two reports. Default: 5.

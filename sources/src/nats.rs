@@ -42,7 +42,7 @@ use weir_pipeline::BoxError;
 const MAX_OUTSTANDING_BATCHES: usize = 16;
 
 /// `type = "nats"`: subscribes to NATS (core or a JetStream durable pull consumer).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSourceConfig {
     /// Server URL(s), comma separated, e.g. `nats://127.0.0.1:4222`. Required.

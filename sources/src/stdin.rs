@@ -29,7 +29,7 @@ const READ_CHUNK: usize = 256 * 1024;
 
 /// `type = "stdin"`: reads standard input line by line until EOF (then the pipeline drains and
 /// `weir run` exits).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
     /// How each line becomes an event. Default: `{ codec = "bytes" }` (the line as `message`).

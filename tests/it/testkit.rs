@@ -52,7 +52,7 @@ pub fn state(name: &str) -> Arc<State> {
         .clone()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CountingSource {
     name: String,
@@ -102,7 +102,7 @@ impl SourceConfig for CountingSource {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Passthrough {}
 
@@ -119,7 +119,7 @@ impl TransformConfig for Passthrough {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatedSink {
     name: String,
@@ -198,7 +198,7 @@ pub async fn start(toml: &str) -> RunningTopology {
     topology::start(config, &graph).await.expect("start")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsOnlySink {}
 

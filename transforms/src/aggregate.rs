@@ -42,7 +42,7 @@ fn default_interval() -> f64 {
 }
 
 /// Configuration of the `aggregate` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateConfig {
     /// The length of an interval, in seconds: held metrics are emitted this often. Default:

@@ -51,7 +51,7 @@ use weir_pipeline::template::Template;
 use weir_pipeline::BoxError;
 
 /// Configuration of the `log_to_metric` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogToMetricConfig {
     /// The metrics to make from each log. Required, at least one.
@@ -59,7 +59,7 @@ pub struct LogToMetricConfig {
 }
 
 /// The type of metric an entry makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricType {
     Counter,
@@ -70,7 +70,7 @@ pub enum MetricType {
 }
 
 /// One metric made from each log.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricConfig {
     /// `counter`, `gauge`, `histogram`, `summary` or `set`. Required.

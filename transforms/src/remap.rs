@@ -40,7 +40,7 @@ fn default_true() -> bool {
 }
 
 /// Configuration of the `remap` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemapConfig {
     /// The VRL program, inline. Exactly one of `source` and `file` must be set.

@@ -39,7 +39,7 @@ fn default_true() -> bool {
 }
 
 /// Configuration of the `route` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// The routes: a table of output name to VRL boolean condition, such as

@@ -56,7 +56,7 @@ use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::BoxError;
 
 /// What a sample adds to its stack's count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Weight {
     /// One per sample.
@@ -67,7 +67,7 @@ pub enum Weight {
 }
 
 /// Configuration of the `stack_fold` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StackFoldConfig {
     /// Emit the folded stacks every this many seconds. Default: unset (fold the whole input

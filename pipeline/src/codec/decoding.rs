@@ -10,7 +10,7 @@ use crate::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
 use crate::flow::FlowLog;
 
 /// `decoding = { codec = "..." }`: how a source turns each frame (line) into an event.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodingConfig {
     /// `bytes` (default: the line becomes `message`), `json` (an object's fields; an array
@@ -24,7 +24,9 @@ pub struct DecodingConfig {
 }
 
 /// A decoder.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Decoder {
     #[default]

@@ -89,7 +89,7 @@ impl fmt::Display for DataType {
 }
 
 /// `[api]`: Weir's own HTTP API (`/health`, `/metrics`, `/api/graph`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Serve the API. Default: `true`.
@@ -119,7 +119,9 @@ impl Default for ApiConfig {
 }
 
 /// What a sink's buffer does when it is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     /// Wait: upstream slows down (backpressure). The default.
@@ -130,7 +132,7 @@ pub enum WhenFull {
 }
 
 /// A sink's input buffer (`[sinks.ID.buffer]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
     /// Buffer kind. Only `memory` exists today.
@@ -144,7 +146,7 @@ pub struct BufferConfig {
     pub when_full: WhenFull,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferType {
     Memory,

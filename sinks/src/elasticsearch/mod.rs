@@ -60,7 +60,9 @@ use bulk::{write_action, write_document};
 use send::{Auth, Batch, Item, Sender};
 
 /// How documents are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Into `index`, with `bulk_action`.
@@ -71,7 +73,7 @@ pub enum Mode {
 }
 
 /// `data_stream`: the three parts of the data stream's name (each a template).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataStreamConfig {
     /// Default: `logs`.
@@ -106,7 +108,7 @@ fn default_ds_namespace() -> String {
 }
 
 /// `auth`: either `user` + `password` (basic) or `api_key`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Basic authentication user. Default: none.
@@ -122,7 +124,7 @@ pub struct AuthConfig {
 }
 
 /// `batch`: when a bulk request is sent.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// Send when the NDJSON body reaches this many bytes (before compression).
@@ -173,7 +175,9 @@ fn default_backoff_max() -> f64 {
 }
 
 /// Request body compression.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]
@@ -182,7 +186,7 @@ pub enum Compression {
 }
 
 /// `type = "elasticsearch"`: see the module docs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
     /// Base URLs of the cluster's nodes (`http://host:9200`, `https://host:9200/prefix`).

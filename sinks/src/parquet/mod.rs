@@ -34,7 +34,7 @@ use schema::{metrics_schema, ColumnSpec, ColumnType, PathTree};
 use writer::{Limits, Mode, ParquetSink};
 
 /// `type = "parquet"`: writes events to Parquet files under a templated directory.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
     /// Directory template: `{{ field.path }}` parts and strftime parts (`%Y-%m-%d`) from the
@@ -109,7 +109,9 @@ fn default_max_open_files() -> usize {
 }
 
 /// How the sink gets its schema.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SchemaKind {
     /// Inferred from the events, widened as they change.
@@ -122,7 +124,9 @@ pub enum SchemaKind {
 }
 
 /// What to do with fields that do not fit the schema.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Unmatched {
     /// Count them and leave them out.
@@ -133,7 +137,9 @@ pub enum Unmatched {
 }
 
 /// The compression codec of the column chunks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CompressionKind {
     #[default]
@@ -145,7 +151,7 @@ pub enum CompressionKind {
 }
 
 /// One column of `schema = "explicit"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnConfig {
     /// Column name. Required.

@@ -64,7 +64,7 @@ fn default_flush() -> f64 {
 }
 
 /// `tls` of the exporter: the server's certificate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// PEM certificate chain served. Required.
@@ -74,7 +74,7 @@ pub struct ServerTlsConfig {
 }
 
 /// `type = "prometheus_exporter"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusExporterConfig {
     /// The address to serve `/metrics` on. Default: `127.0.0.1:9598`.

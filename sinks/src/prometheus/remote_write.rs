@@ -73,7 +73,7 @@ fn default_max_backoff() -> f64 {
 }
 
 /// `auth`: credentials sent with every request.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Auth {
     /// `Authorization: Basic base64(user:password)`.
@@ -91,7 +91,7 @@ pub enum Auth {
 }
 
 /// `type = "prometheus_remote_write"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteWriteConfig {
     /// The receiver's URL, `http://` or `https://`, e.g.

@@ -44,7 +44,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profile.bpf.o");
 const COMPONENT: &str = "ebpf_profile";
 
 /// What is profiled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProfileMode {
     /// Where threads run: stacks sampled `frequency_hz` times a second on every CPU.
@@ -59,7 +61,7 @@ pub enum ProfileMode {
 /// off-CPU), counted in the kernel and sent every `interval_secs` as stack-sample events (the
 /// `perf` source's schema). Needs root (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN) and a kernel
 /// with BTF.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfProfileConfig {
     /// `cpu` (sampling where threads run) or `offcpu` (where they block, and for how long).

@@ -39,7 +39,7 @@ const COMPONENT: &str = "ebpf_tcp";
 /// The filters are checked in the kernel and combine with "and": a connection is reported
 /// when its local or remote port is in `ports`, its owner's pid in `pids` and its owner in
 /// one of `cgroups` (each when set).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfTcpConfig {
     /// Report only connections whose local or remote port is one of these (at most 4096).

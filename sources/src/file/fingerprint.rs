@@ -75,7 +75,9 @@ impl<'de> Deserialize<'de> for Fingerprint {
 }
 
 /// `fingerprint.strategy`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     #[default]
@@ -84,7 +86,7 @@ pub enum Strategy {
 }
 
 /// `fingerprint = { ... }`: how files are identified.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FingerprintConfig {
     /// `checksum` (a hash of the file's head; default) or `device_and_inode`.

@@ -57,7 +57,9 @@ const MAX_OUTSTANDING_BATCHES: usize = 64;
 const CHECKPOINT_MAX_AGE_SECS: i64 = 24 * 3600;
 
 /// `read_from`: where a file first seen starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
     #[default]
@@ -66,7 +68,7 @@ pub enum ReadFrom {
 }
 
 /// `line_delimiter`: one byte, or `"\r\n"` (read as `"\n"`, the `\r` is removed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct Delimiter(pub u8);
 
@@ -96,7 +98,7 @@ impl Default for Delimiter {
 }
 
 /// `type = "file"`: tails files matched by globs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
     /// Globs of the files to read (`*`, `?`, `[ab]`, `**` for any depth). Required; a glob

@@ -22,7 +22,7 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 
 /// `multiline.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     ContinueThrough,
@@ -32,7 +32,7 @@ pub enum Mode {
 }
 
 /// `multiline = { ... }`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultilineConfig {
     /// Regex a line must match to open a group. Required.

@@ -28,7 +28,9 @@ use weir_pipeline::BoxError;
 use collect::{CollectError, Host};
 
 /// A collector of `host_metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Collector {
     Cpu,
@@ -82,7 +84,7 @@ impl Collector {
 }
 
 /// `type = "host_metrics"`: metrics of the machine, every `scrape_interval_secs`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostMetricsConfig {
     /// Seconds between two scrapes. Default: 15.

@@ -59,7 +59,7 @@ use proto::{GetFlowsRequest, GetFlowsResponse, ResponseType, Timestamp};
 use resume::Resume;
 
 /// `type = "hubble"`: flows from Hubble Relay or a node's Hubble server.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HubbleConfig {
     /// Where Hubble listens: `host:port` (Relay: `localhost:4245` through a port-forward, or
@@ -109,7 +109,7 @@ pub struct HubbleConfig {
 }
 
 /// `tls`: how to verify Relay and, for mutual TLS, who we are.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file of the CA that signed the server's certificate (Relay's `ca.crt`). Required.

@@ -55,7 +55,7 @@ use weir_pipeline::BoxError;
 use offsets::{Offsets, Span};
 
 /// `type = "kafka"`: consumes Kafka topics in a consumer group.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     /// Brokers to bootstrap from, comma separated, e.g. `127.0.0.1:9092`. Required.
@@ -113,7 +113,9 @@ pub struct KafkaSourceConfig {
 }
 
 /// `auto_offset_reset`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AutoOffsetReset {
     Earliest,

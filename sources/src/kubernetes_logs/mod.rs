@@ -46,7 +46,7 @@ const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const INITIAL_LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// `type = "kubernetes_logs"`: container logs of this node, with pod metadata.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesLogsConfig {
     /// The directory of pod logs, laid out `<namespace>_<pod>_<uid>/<container>/<n>.log`.
@@ -94,7 +94,7 @@ pub struct KubernetesLogsConfig {
 }
 
 /// `api = { ... }`: enrichment from the Kubernetes API.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Ask the API for pod (and namespace) metadata. Default: true.

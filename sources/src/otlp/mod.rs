@@ -63,7 +63,7 @@ use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::BoxError;
 
 /// One listener.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     /// Serve this protocol. Default: true.
@@ -85,7 +85,7 @@ fn default_max_request() -> usize {
 }
 
 /// `type = "otlp"`: see the module docs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpSourceConfig {
     /// OTLP/gRPC. Default: enabled on `0.0.0.0:4317`.

@@ -35,7 +35,7 @@ use read::{Chunk, Plan};
 
 /// `type = "parquet"`: reads Parquet files as events (logs, or metrics for files in the
 /// metrics long format written by the `parquet` sink) and ends when they are read.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSourceConfig {
     /// Files, directories (every `*.parquet` file below them) or glob patterns
@@ -83,7 +83,9 @@ fn default_batch_size() -> usize {
 }
 
 /// When the progress bar is drawn.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProgressMode {
     #[default]

@@ -47,7 +47,9 @@ const READ_CHUNK: usize = 256 * 1024;
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// What the source reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// `perf script` text from `path`, `command` or standard input.
@@ -60,7 +62,9 @@ pub enum Mode {
 }
 
 /// When `command` is started again after it exits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Restart {
     /// Whenever it exits (a stream that ends periodically).
@@ -73,7 +77,7 @@ pub enum Restart {
 }
 
 /// `type = "perf"`: stack samples (`script`, `record`) or counters (`stat`) from Linux perf.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PerfConfig {
     /// `script`, `record` or `stat`. Default: `script`.

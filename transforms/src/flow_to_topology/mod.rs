@@ -49,7 +49,9 @@ use output::WindowInfo;
 use window::Window;
 
 /// What the transform emits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputKind {
     /// Counters and histograms per edge (`hubble_flows_processed_total`, ...).
@@ -62,7 +64,7 @@ pub enum OutputKind {
 }
 
 /// Configuration of the `flow_to_topology` transform.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowToTopologyConfig {
     /// Length of a window in seconds; a window is emitted when it ends (if it saw any flow)
