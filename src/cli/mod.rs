@@ -1,3 +1,4 @@
+pub mod docs;
 pub mod flamegraph;
 pub mod graph;
 pub mod run;

@@ -22,6 +22,7 @@ mod error;
 mod graph;
 mod interpolate;
 mod load;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::fmt;
