@@ -23,10 +23,11 @@ pub enum Target {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
-    /// `stdout` (default) or `stderr`.
+    /// Where the lines go: `stdout` or `stderr`.
     #[serde(default)]
     pub target: Target,
-    /// Encoding. Default: `{ codec = "json" }`.
+    /// How each event is written: `encoding.codec` is `json`, `text`, `logfmt` or `folded`. See
+    /// [codecs](codecs.md#encoding). Default: `{ codec = "json" }`.
     #[serde(default)]
     pub encoding: EncodingConfig,
 }

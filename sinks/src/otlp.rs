@@ -146,16 +146,17 @@ fn default_backoff_max() -> f64 {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpSinkConfig {
-    /// `grpc` or `http`. Default: `grpc`.
+    /// OTLP/gRPC (`grpc`) or OTLP/HTTP (`http`). Default: `grpc`.
     #[serde(default)]
     pub protocol: Protocol,
     /// The receiver: `http://host:4317` (gRPC) or the base URL `http://host:4318` (HTTP;
     /// `/v1/traces`, `/v1/metrics`, `/v1/logs` are appended). `https://` uses TLS. Required.
     pub endpoint: String,
-    /// HTTP only: `protobuf` or `json`. Default: `protobuf`.
+    /// HTTP only: the body encoding, `protobuf` or `json`. Default: `protobuf`.
     #[serde(default)]
     pub encoding: HttpEncoding,
-    /// `none` or `gzip`. Default: `none`.
+    /// Request compression (gRPC message compression, or `Content-Encoding: gzip`): `none` or
+    /// `gzip`. Default: `none`.
     #[serde(default)]
     pub compression: Compression,
     /// Headers (gRPC metadata) on every request, such as `authorization`. Default: none.
@@ -167,8 +168,8 @@ pub struct OtlpSinkConfig {
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
-    /// Logs: fields that become resource attributes (objects flattened to dotted names),
-    /// e.g. `["kubernetes", "host"]`. Default: none (only a `resource` object is used).
+    /// Logs: fields (paths) that become resource attributes, objects flattened to dotted names
+    /// (`kubernetes` → `kubernetes.pod_name`, …), e.g. `["kubernetes", "host"]`. Default: empty.
     #[serde(default)]
     pub resource_fields: Vec<String>,
     /// Timeout of one request, in seconds. Default: 10.

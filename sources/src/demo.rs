@@ -36,17 +36,20 @@ pub enum DemoFormat {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {
-    /// Line format: `json` (default), `apache_common`, `syslog` or `logfmt`.
+    /// The line format: `json`, `apache_common`, `syslog` or `logfmt`.
     #[serde(default)]
     pub format: DemoFormat,
-    /// Events per second. Unset (default): as fast as the pipeline takes them.
+    /// Events per second. It must be a positive, finite number; this is checked when the source is
+    /// built at `weir run`, not by `weir validate`. Default: none (as fast as the pipeline takes
+    /// them).
     #[serde(default)]
     pub rate: Option<f64>,
-    /// Stop after this many events (the pipeline then drains and `weir run` exits). Unset
-    /// (default): run until stopped.
+    /// Stop after this many events. The source then ends; if it was the last source running, the
+    /// pipeline drains and `weir run` exits 0. Default: none (run until stopped).
     #[serde(default)]
     pub count: Option<u64>,
-    /// Seed of the generator, for reproducible output. Default: 1.
+    /// Seed of the random generator. The same seed gives the same sequence of lines (the timestamps
+    /// differ). Default: 1.
     #[serde(default = "default_seed")]
     pub seed: u64,
 }

@@ -378,7 +378,15 @@ impl Table<'_> {
         let (description, doc_required) = split_required(&description);
         // The code's default is authoritative when it is a plain value; the doc comment's
         // "Default: ..." says what `none` or a table of defaults means.
+        let mut kept_default = None;
         let default = match (p.get("default"), doc_default) {
+            (Some(v), Some(d)) if !v.is_null() && !v.is_object() => {
+                let (column, keep) = merge_default(v, &d);
+                if keep {
+                    kept_default = Some(d);
+                }
+                column
+            }
             (Some(v), _) if !v.is_null() && !v.is_object() => render_default(v),
             (_, Some(d)) => code_if_literal(d),
             (Some(Value::Object(o)), None) if !o.is_empty() => String::new(),
@@ -386,6 +394,9 @@ impl Table<'_> {
             _ => "none".into(),
         };
         let mut description = format!("{condition}{description}");
+        if let Some(d) = kept_default {
+            description.push_str(&format!(" Default: {d}."));
+        }
         if let Some(variants) =
             variant_docs(root, p).filter(|_| !names_every_value(root, p, &description))
         {
@@ -547,8 +558,42 @@ fn object_branches(root: &Value, schema: &Value) -> Option<Vec<Value>> {
         .then_some(resolved)
 }
 
+/// The default column when the code has a default `v` and the doc comment says `Default: d`:
+/// the code's value, with the doc's explanation when it adds one (`1048576 (1 MiB)`,
+/// `[]` for "empty (any port)"). The bool is true when `d` says something else than the value
+/// (`pseudo filesystems`): the sentence then stays in the description.
+fn merge_default(v: &Value, d: &str) -> (String, bool) {
+    let value = render_default(v);
+    let plain_value = value.trim_matches('`');
+    let bare = |s: &str| s.trim().trim_matches('`').trim_matches('"').to_string();
+    let (head, tail) = match d.find(" (").filter(|_| d.ends_with(')')) {
+        Some(i) => (&d[..i], &d[i..]),
+        None => (d, ""),
+    };
+    let head = bare(head);
+    let same = head == plain_value
+        || head.trim_matches('"') == plain_value.trim_matches('"')
+        || head
+            .parse::<f64>()
+            .ok()
+            .zip(v.as_f64())
+            .is_some_and(|(a, b)| a == b)
+        || (matches!(head.as_str(), "empty" | "none" | "no" | "[]")
+            && (v.as_array().is_some_and(Vec::is_empty) || v.as_str() == Some("")));
+    if same {
+        (format!("{value}{tail}"), false)
+    } else {
+        (value, true)
+    }
+}
+
 /// A default from a doc comment: a bare number or boolean is put in backticks, prose is left.
 fn code_if_literal(d: String) -> String {
+    // "unset" is what the pages call "none".
+    let d = match d.strip_prefix("unset") {
+        Some(rest) => format!("none{rest}"),
+        None => d,
+    };
     let literal = d.parse::<f64>().is_ok() || d == "true" || d == "false";
     if literal {
         format!("`{d}`")

@@ -73,11 +73,12 @@ pub enum MetricType {
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricConfig {
-    /// `counter`, `gauge`, `histogram`, `summary` or `set`. Required.
+    /// The kind of metric: `counter`, `gauge`, `histogram`, `summary` or `set` (see
+    /// [Behaviour](#behaviour)). Required.
     #[serde(rename = "type")]
     pub metric_type: MetricType,
-    /// The field (path such as `status` or `.http.duration`) the metric is made from; logs
-    /// without it make no metric. Required.
+    /// The field path (`status`, `.http.duration`) the metric is made from. A log without it makes
+    /// no metric for this entry. Required.
     pub field: String,
     /// The metric's name, a template (`{{ field }}` parts are filled from the log). Default:
     /// the value of `field` as written in the config.
@@ -94,9 +95,9 @@ pub struct MetricConfig {
     /// Counters only: add the field's numeric value instead of 1. Default: false.
     #[serde(default)]
     pub increment_by_value: bool,
-    /// Histograms only: upper bounds of the buckets (ascending; a `+Inf` bucket is implied).
-    /// When set, each log makes an incremental `AggregatedHistogram` with one observation;
-    /// when empty, a `Distribution` sample (binned by the sink). Default: empty.
+    /// Histograms only: upper bounds of the buckets, strictly ascending; a `+Inf` bucket is
+    /// implied. When set, each log makes an incremental aggregated histogram with one observation;
+    /// when empty, a distribution sample that the sink bins. Default: empty.
     #[serde(default)]
     pub buckets: Vec<f64>,
 }

@@ -32,8 +32,8 @@ use crate::condition::{Condition, ErrorTally};
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SampleConfig {
-    /// Keep one event in every `rate` (`10` keeps 10%). At least 1; `1` keeps everything.
-    /// Required, no default.
+    /// Keep one event in every `rate` (`10` keeps 10 %). At least 1; `1` keeps everything.
+    /// Required.
     pub rate: u64,
 
     /// A field (path such as `trace_id` or `.request.id`) whose value decides instead of the

@@ -125,10 +125,11 @@ impl Default for ApiConfig {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
-    /// Wait: upstream slows down (backpressure). The default.
+    /// The sender waits, so backpressure slows the upstream components down and nothing is lost.
     #[default]
     Block,
-    /// Drop the incoming batch and count the drop.
+    /// The batch that does not fit is dropped whole, counted in the sink's `discarded` events,
+    /// logged (rate-limited), and finalized as `Errored`.
     DropNewest,
 }
 
@@ -136,13 +137,14 @@ pub enum WhenFull {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
-    /// Buffer kind. Only `memory` exists today.
+    /// The buffer kind. `memory` is the only one. Default: `memory`.
     #[serde(default = "default_buffer_type", rename = "type")]
     pub kind: BufferType,
-    /// Capacity in events. Default: 2000.
+    /// Capacity in events (not batches). It must be at least 1. A batch larger than the capacity
+    /// takes the whole buffer. Default: 2000.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
-    /// `block` (default) or `drop_newest`.
+    /// What a full buffer does. Default: `block`.
     #[serde(default)]
     pub when_full: WhenFull,
 }

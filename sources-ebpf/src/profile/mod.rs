@@ -68,14 +68,15 @@ pub struct EbpfProfileConfig {
     /// Default: `cpu`.
     #[serde(default)]
     pub mode: ProfileMode,
-    /// Samples per second on each CPU (1 to 1000), for `mode = "cpu"`. Default: 49.
+    /// Samples per second on each CPU, 1 to 1000 (`mode = "cpu"`; ignored by `offcpu`). Default:
+    /// 49.
     #[serde(default = "default_hz")]
     pub frequency_hz: u64,
     /// Seconds between two drains of the in-kernel counts. Default: 10.
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
-    /// Profile only this process (all its threads), filtered in the kernel. Default: unset
-    /// (all).
+    /// Profile only this process (all its threads), filtered in the kernel. Default: none (every
+    /// process).
     #[serde(default)]
     pub pid: Option<u32>,
 }

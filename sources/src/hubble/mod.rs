@@ -94,7 +94,7 @@ pub struct HubbleConfig {
     /// TLS (and mutual TLS) to Relay. Default: none (plaintext).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Give up a connection attempt after this many seconds. Default: 10.
+    /// Give up a connection attempt after this many seconds (at least 1). Default: 10.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     /// The longest wait between reconnection attempts, in seconds (the wait starts at 0.5 s

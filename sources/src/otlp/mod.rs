@@ -94,11 +94,12 @@ pub struct OtlpSourceConfig {
     /// OTLP/HTTP. Default: enabled on `0.0.0.0:4318`.
     #[serde(default = "enabled")]
     pub http: ListenConfig,
-    /// How long a request may wait for room in the pipeline before it is answered
-    /// `RESOURCE_EXHAUSTED` / 429, in seconds. Default: 5.
+    /// How long a request may wait for room in the pipeline before it is refused with
+    /// `RESOURCE_EXHAUSTED` / HTTP 429, in seconds. Default: 5.
     #[serde(default = "default_accept_timeout")]
     pub accept_timeout_secs: f64,
-    /// Largest request body accepted (decompressed), in bytes. Default: 16777216.
+    /// Largest request accepted, in bytes (decompressed for HTTP gzip; the gRPC message size
+    /// limit). Default: 16777216.
     #[serde(default = "default_max_request")]
     pub max_request_bytes: usize,
 }
