@@ -875,10 +875,11 @@ fn sentence_end(s: &str) -> usize {
             b'`' => code = !code,
             b'(' if !code => depth += 1,
             b')' if !code => depth -= 1,
-            b'.' if !code && depth <= 0 => {
-                if bytes.get(i + 1).is_none_or(|n| n.is_ascii_whitespace()) {
-                    return i;
-                }
+            b'.' if !code
+                && depth <= 0
+                && bytes.get(i + 1).is_none_or(|n| n.is_ascii_whitespace()) =>
+            {
+                return i;
             }
             _ => {}
         }
