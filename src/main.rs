@@ -124,6 +124,18 @@ enum Command {
     },
     /// List the source, transform and sink types of this build.
     List,
+    /// Regenerate the documentation made from the code: docs/schemas/config.schema.json and
+    /// the options tables of docs/components/*.md (between `<!-- options:begin ... -->` and
+    /// `<!-- options:end -->`). For Weir's developers.
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Write nothing; list the stale files and exit 1 if there are any.
+        #[arg(long)]
+        check: bool,
+        /// The documentation directory.
+        #[arg(long, value_name = "DIR", default_value = "docs")]
+        docs_dir: PathBuf,
+    },
 }
 
 #[cfg(feature = "cli-topology")]
@@ -211,6 +223,7 @@ fn main() -> ExitCode {
             },
         }),
         Command::List => cli::list(),
+        Command::GenerateDocs { check, docs_dir } => cli::docs::generate_docs(&docs_dir, check),
     };
     // Exit without waiting on reader threads blocked in read(2) (stdin): everything that
     // mattered has been drained and flushed by now.

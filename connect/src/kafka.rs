@@ -20,7 +20,7 @@ pub use rdkafka;
 use weir_pipeline::metrics::ComponentMetrics;
 
 /// `tls`: TLS to the brokers (`security.protocol` `SSL`, or `SASL_SSL` with `sasl`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaTlsConfig {
     /// Use TLS (also implied by the other options). Default: false.
@@ -48,7 +48,7 @@ fn default_true() -> bool {
 }
 
 /// The SASL mechanisms librdkafka is built with here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 pub enum SaslMechanism {
     #[serde(rename = "PLAIN")]
     Plain,
@@ -69,7 +69,7 @@ impl SaslMechanism {
 }
 
 /// `sasl`: SASL authentication (`security.protocol` `SASL_PLAINTEXT`, or `SASL_SSL` with `tls`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSaslConfig {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`. Required.

@@ -15,7 +15,7 @@ pub use async_nats;
 use weir_pipeline::metrics::ComponentMetrics;
 
 /// `auth`: how to authenticate to the NATS server. Set at most one method.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsAuthConfig {
     /// User name (with `password`). Default: unset.
@@ -36,7 +36,7 @@ pub struct NatsAuthConfig {
 }
 
 /// `tls`: TLS to the NATS server.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsTlsConfig {
     /// Require TLS (also implied by a `tls://` URL or by the other options). Default: false.

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::buffer::ClosedError;
@@ -330,6 +331,13 @@ pub trait SinkConfig: Debug + Send + Sync {
 
 type ParseFn<T> = fn(toml::de::ValueDeserializer<'_>) -> Result<Box<T>, toml::de::Error>;
 
+/// Makes the JSON Schema of a component type's own options (its config struct, without the
+/// common keys `type`, `inputs`, `buffer`, `acknowledgements`): `<C as JsonSchema>::json_schema`.
+/// The schemas of nested types are added to the generator's definitions (or inlined, as its
+/// settings say). Used by `weir generate-docs` for `docs/schemas/config.schema.json` and the
+/// options tables of `docs/components/`.
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
 /// A registered component type.
 pub struct ComponentType<T: ?Sized> {
     /// The TOML `type` name.
@@ -338,6 +346,8 @@ pub struct ComponentType<T: ?Sized> {
     pub description: &'static str,
     /// Deserialises the component's table into its configuration.
     pub parse: ParseFn<T>,
+    /// The JSON Schema of its options.
+    pub schema: SchemaFn,
 }
 
 fn parse_source<C: SourceConfig + DeserializeOwned + 'static>(
@@ -373,7 +383,7 @@ pub struct Registry {
 
 impl Registry {
     /// Registers the source type `C` as `name`.
-    pub fn add_source<C: SourceConfig + DeserializeOwned + 'static>(
+    pub fn add_source<C: SourceConfig + DeserializeOwned + JsonSchema + 'static>(
         &mut self,
         name: &'static str,
         description: &'static str,
@@ -384,12 +394,13 @@ impl Registry {
                 name,
                 description,
                 parse: parse_source::<C>,
+                schema: C::json_schema,
             },
         );
     }
 
     /// Registers the transform type `C` as `name`.
-    pub fn add_transform<C: TransformConfig + DeserializeOwned + 'static>(
+    pub fn add_transform<C: TransformConfig + DeserializeOwned + JsonSchema + 'static>(
         &mut self,
         name: &'static str,
         description: &'static str,
@@ -400,12 +411,13 @@ impl Registry {
                 name,
                 description,
                 parse: parse_transform::<C>,
+                schema: C::json_schema,
             },
         );
     }
 
     /// Registers the sink type `C` as `name`.
-    pub fn add_sink<C: SinkConfig + DeserializeOwned + 'static>(
+    pub fn add_sink<C: SinkConfig + DeserializeOwned + JsonSchema + 'static>(
         &mut self,
         name: &'static str,
         description: &'static str,
@@ -416,6 +428,7 @@ impl Registry {
                 name,
                 description,
                 parse: parse_sink::<C>,
+                schema: C::json_schema,
             },
         );
     }

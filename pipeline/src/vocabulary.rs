@@ -67,13 +67,16 @@ impl fmt::Display for DataType {
 }
 
 /// What a sink's buffer does when it is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
-    /// Wait: upstream slows down (backpressure). The default.
+    /// The sender waits, so backpressure slows the upstream components down and nothing is lost.
     #[default]
     Block,
-    /// Drop the incoming batch and count the drop.
+    /// The batch that does not fit is dropped whole, counted in the sink's `discarded` events,
+    /// logged (rate-limited), and finalized as `Errored`.
     DropNewest,
 }
 

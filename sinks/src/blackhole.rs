@@ -11,11 +11,13 @@ use weir_pipeline::BoxError;
 
 /// `type = "blackhole"`: accepts every event, counts it (as sent) and drops it. Events are
 /// acknowledged as delivered.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeConfig {
-    /// Log a line with the totals and rate every this many seconds. Default: unset (silent;
-    /// the totals are still in the metrics and in the summary at exit).
+    /// Log a line with the totals and the rate every this many seconds, and a final line with the
+    /// total and the duration at exit. It must be a positive, finite number; this is checked when
+    /// the sink is built at `weir run`, not by `weir validate`. Default: none (silent; the totals
+    /// are still in the metrics and in the summary at exit).
     #[serde(default)]
     pub print_interval_secs: Option<f64>,
 }

@@ -9,7 +9,9 @@ use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     #[default]
@@ -18,13 +20,14 @@ pub enum Target {
 }
 
 /// `type = "console"`: one encoded event per line on stdout or stderr.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
-    /// `stdout` (default) or `stderr`.
+    /// Where the lines go: `stdout` or `stderr`.
     #[serde(default)]
     pub target: Target,
-    /// Encoding. Default: `{ codec = "json" }`.
+    /// How each event is written: `encoding.codec` is `json`, `text`, `logfmt` or `folded`. See
+    /// [codecs](codecs.md#encoding). Default: `{ codec = "json" }`.
     #[serde(default)]
     pub encoding: EncodingConfig,
 }

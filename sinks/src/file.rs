@@ -24,25 +24,28 @@ use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// `type = "file"`: one encoded event per line, appended to the file its path template names.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// Path template: `{{ field.path }}` parts and strftime parts (`%Y-%m-%d`) from the
-    /// event's `timestamp` (or ingest time), e.g. `/var/log/weir/{{ service }}-%Y-%m-%d.log`.
-    /// Required. Events missing a field of the template are rejected and counted.
+    /// The path template: `{{ field.path }}` parts, and strftime parts (`%Y-%m-%d`) filled from the
+    /// event's `timestamp` (or its ingest time). For example, `/var/log/weir/{{ service
+    /// }}-%Y-%m-%d.log`. A relative path is relative to the working directory, not to `data_dir`.
+    /// Events missing a field of the template are rejected and counted. Required.
     pub path: String,
-    /// Encoding. Default: `{ codec = "json" }` (JSON lines).
+    /// How each event is written: `encoding.codec` is `json`, `text`, `logfmt` or `folded`. See
+    /// [codecs](codecs.md#encoding). Default: `{ codec = "json" }` (JSON lines).
     #[serde(default)]
     pub encoding: EncodingConfig,
-    /// Rotate a file when writing to it would take it past this many bytes: it is renamed
-    /// to `<path>.<UTC time>` and a new file is started. Default: unset (no rotation).
+    /// Rotate a file when writing to it would take it past this many bytes: it is renamed to
+    /// `<path>.<UTC time>` (for example `app.log.20261121T120000.123456789Z`), and a new file is
+    /// started. Must be at least 1 (checked at `weir run`). Default: none (no rotation).
     #[serde(default)]
     pub max_bytes: Option<u64>,
     /// Close files not written for this many seconds. Default: 30.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
-    /// fsync each file written before acknowledging a batch (survives a machine crash, not
-    /// only a process crash; slower). Default: false.
+    /// fsync each file written before acknowledging a batch. The data then survives a machine
+    /// crash, not only a process crash, but writing is slower. Default: false.
     #[serde(default)]
     pub fsync: bool,
 }

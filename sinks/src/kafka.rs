@@ -46,38 +46,44 @@ use weir_pipeline::BoxError;
 type Producer_ = FutureProducer<KafkaClientContext>;
 
 /// `type = "kafka"`: produces each event as one Kafka record.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
-    /// Brokers to bootstrap from, comma separated, e.g. `127.0.0.1:9092`. Required.
+    /// Brokers to bootstrap from, comma separated: `kafka-1:9092,kafka-2:9092`. Required.
     pub bootstrap_servers: String,
-    /// Topic template: `{{ field.path }}` parts are replaced by the event's fields, e.g.
-    /// `logs-{{ service }}`. Required. Events missing a field are rejected and counted.
+    /// The topic template: `{{ field.path }}` parts are filled from each event and strftime parts
+    /// (`%Y`) from the event's time, as in [file](file.md#path-templates). A fixed topic must be a
+    /// valid name at `weir run`; a rendered one is checked per event, and events missing a field
+    /// are rejected and counted. Topics are not created by Weir. Required.
     pub topic: String,
-    /// Field whose value is the record's key (strings as they are, other values as JSON);
-    /// events without it get no key. Default: unset (no key).
+    /// Field whose value is the record's key: a string as it is, another value as JSON. Events
+    /// without the field get no key (the partitioner then spreads them). Default: none.
     #[serde(default)]
     pub key_field: Option<String>,
-    /// Field holding an object whose entries become the record's headers (string values as
-    /// they are, others as JSON). Default: unset (no headers).
+    /// Field holding an object whose entries become the record's headers (strings as they are,
+    /// other values as JSON). Default: none.
     #[serde(default)]
     pub headers_key: Option<String>,
-    /// Encoding of the record's value. Default: `{ codec = "json" }`.
+    /// The record's value: `json` (the whole event), `text` (the `message` field as it is),
+    /// `logfmt`. See [codecs](codecs.md#encoding). Default: `{ codec = "json" }`.
     #[serde(default)]
     pub encoding: EncodingConfig,
-    /// Compression of record batches: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default: `none`.
+    /// Compression of record batches (`compression.type`). Default: `none`.
     #[serde(default)]
     pub compression: Compression,
-    /// How long librdkafka keeps retrying a record before reporting it failed
-    /// (`message.timeout.ms`); the sink then produces it again. Default: 30000.
+    /// How long librdkafka retries a record on its own before reporting it failed
+    /// (`message.timeout.ms`); the sink then produces it again (below). Default: 30000.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u64,
-    /// Batches being delivered at once (more keep the brokers busy while earlier batches wait
-    /// for their delivery reports). Default: 8.
+    /// Batches being delivered at once: later batches are handed to librdkafka while earlier ones
+    /// wait for their delivery reports. Default: 8.
     #[serde(default = "default_max_inflight_batches")]
     pub max_inflight_batches: usize,
-    /// Raw librdkafka producer properties, applied last (e.g. `"linger.ms" = "10"`,
-    /// `"acks" = "1"`). Default: none.
+    /// Any [librdkafka producer
+    /// property](https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md), applied
+    /// last: `librdkafka_options."linger.ms" = "10"`. A misspelt name or a bad value fails `weir
+    /// run` with librdkafka's message. The properties the sink sets from its own options (listed
+    /// below) are refused, with the option to use instead. Default: none.
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, String>,
     /// TLS. Default: off.
@@ -89,7 +95,9 @@ pub struct KafkaSinkConfig {
 }
 
 /// `compression`: librdkafka's `compression.type`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]

@@ -37,37 +37,46 @@ use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// `type = "nats"`: publishes each event as one NATS message.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkConfig {
-    /// Server URL(s), comma separated, e.g. `nats://127.0.0.1:4222`. Required.
+    /// Server URL(s), comma separated: `nats://127.0.0.1:4222`, `tls://nats.example:4222`.
+    /// Required.
     pub url: String,
-    /// Subject template: `{{ field.path }}` parts are replaced by the event's fields, e.g.
-    /// `logs.{{ kubernetes.namespace }}`. Required. Events missing a field, or whose subject is
-    /// not valid (empty token, whitespace, wildcard), are rejected and counted.
+    /// The subject template: `{{ field.path }}` parts are filled from each event and strftime parts
+    /// (`%Y`) from the event's time, as in [file](file.md#path-templates). A fixed subject must be
+    /// valid at `weir run`; a rendered one is checked per event: events missing a field, or whose
+    /// subject is not valid (empty token, whitespace, wildcard), are rejected and counted.
+    /// Required.
     pub subject: String,
-    /// Encoding of the message payload. Default: `{ codec = "json" }`.
+    /// The payload: `json` (the whole event), `text` (the `message` field as it is, the raw bytes)
+    /// or `logfmt`. See [codecs](codecs.md#encoding). Default: `{ codec = "json" }`.
     #[serde(default)]
     pub encoding: EncodingConfig,
     /// Publish to JetStream and wait for each message's PubAck before acknowledging the batch
     /// (a stream must capture the subjects). Default: false (core NATS, fire-and-forget).
     #[serde(default)]
     pub jetstream: bool,
-    /// JetStream: how long to wait for a PubAck before publishing again (same `Nats-Msg-Id`).
-    /// Default: 5.
+    /// JetStream: how long to wait for a PubAck, in seconds, before publishing that message again
+    /// (same `Nats-Msg-Id`). Default: 5.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_secs: u64,
     /// JetStream: at most this many messages published and awaiting their PubAck at once,
     /// across batches (published in chunks of a quarter of it). Default: 1000.
     #[serde(default = "default_max_inflight")]
     pub max_inflight: usize,
-    /// Authentication. Default: none.
+    /// Authentication: `user` and `password` (together), `token`, `nkey_seed` (the client signs the
+    /// server's nonce with it) or `credentials_file` (a `.creds` file with the user JWT and NKey
+    /// seed, read at `weir run`). At most one method. Default: none.
     #[serde(default)]
     pub auth: NatsAuthConfig,
-    /// TLS. Default: off (on for `tls://` URLs).
+    /// TLS: `enabled` requires it, and it is also on with a `tls://` URL or when `ca_file` or
+    /// `crt_file` is set. `ca_file`: PEM certificate authorities to trust (default: the system
+    /// roots); `crt_file` and `key_file`: a PEM client certificate and key for mutual TLS
+    /// (together). Default: off (on for `tls://` URLs).
     #[serde(default)]
     pub tls: NatsTlsConfig,
-    /// Connection name shown by the server. Default: `weir-<component id>`.
+    /// The name the server shows for the connection. Default: `weir-<component id>`.
     #[serde(default)]
     pub connection_name: Option<String>,
 }

@@ -73,7 +73,9 @@ use crate::http::{
 };
 
 /// gRPC or HTTP.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     #[default]
@@ -82,7 +84,9 @@ pub enum Protocol {
 }
 
 /// OTLP/HTTP body encoding.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpEncoding {
     #[default]
@@ -91,7 +95,9 @@ pub enum HttpEncoding {
 }
 
 /// Request compression.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]
@@ -100,7 +106,7 @@ pub enum Compression {
 }
 
 /// `batch`: when an export is sent.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// Send when this many events are waiting. Default: 1000.
@@ -137,19 +143,20 @@ fn default_backoff_max() -> f64 {
 }
 
 /// `type = "otlp"`: see the module docs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpSinkConfig {
-    /// `grpc` or `http`. Default: `grpc`.
+    /// OTLP/gRPC (`grpc`) or OTLP/HTTP (`http`). Default: `grpc`.
     #[serde(default)]
     pub protocol: Protocol,
     /// The receiver: `http://host:4317` (gRPC) or the base URL `http://host:4318` (HTTP;
     /// `/v1/traces`, `/v1/metrics`, `/v1/logs` are appended). `https://` uses TLS. Required.
     pub endpoint: String,
-    /// HTTP only: `protobuf` or `json`. Default: `protobuf`.
+    /// HTTP only: the body encoding, `protobuf` or `json`. Default: `protobuf`.
     #[serde(default)]
     pub encoding: HttpEncoding,
-    /// `none` or `gzip`. Default: `none`.
+    /// Request compression (gRPC message compression, or `Content-Encoding: gzip`): `none` or
+    /// `gzip`. Default: `none`.
     #[serde(default)]
     pub compression: Compression,
     /// Headers (gRPC metadata) on every request, such as `authorization`. Default: none.
@@ -161,8 +168,8 @@ pub struct OtlpSinkConfig {
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
-    /// Logs: fields that become resource attributes (objects flattened to dotted names),
-    /// e.g. `["kubernetes", "host"]`. Default: none (only a `resource` object is used).
+    /// Logs: fields (paths) that become resource attributes, objects flattened to dotted names
+    /// (`kubernetes` → `kubernetes.pod_name`, …), e.g. `["kubernetes", "host"]`. Default: empty.
     #[serde(default)]
     pub resource_fields: Vec<String>,
     /// Timeout of one request, in seconds. Default: 10.

@@ -26,7 +26,7 @@ const COMPONENT: &str = "ebpf_process";
 const ARGV_MAX: u32 = 1023;
 
 /// A kind of process event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessEventKind {
     /// A program was executed (`execve`).
@@ -49,7 +49,7 @@ impl ProcessEventKind {
 
 /// `type = "ebpf_process"`: one log event per exec, fork and exit of every process on the
 /// host. Needs root (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN) and a kernel with BTF.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfProcessConfig {
     /// Which events to report (filtered in the kernel): any of `exec`, `fork`, `exit`.

@@ -15,7 +15,9 @@ use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// The line format the demo source writes into `message`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DemoFormat {
     /// An application's JSON access log (10 fields, about 5 % server errors).
@@ -31,20 +33,23 @@ pub enum DemoFormat {
 
 /// `type = "demo"`: generates log lines into the `message` field (plus `timestamp`), like a
 /// real service would write them, so the pipeline has something real-shaped to parse.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {
-    /// Line format: `json` (default), `apache_common`, `syslog` or `logfmt`.
+    /// The line format: `json`, `apache_common`, `syslog` or `logfmt`.
     #[serde(default)]
     pub format: DemoFormat,
-    /// Events per second. Unset (default): as fast as the pipeline takes them.
+    /// Events per second. It must be a positive, finite number; this is checked when the source is
+    /// built at `weir run`, not by `weir validate`. Default: none (as fast as the pipeline takes
+    /// them).
     #[serde(default)]
     pub rate: Option<f64>,
-    /// Stop after this many events (the pipeline then drains and `weir run` exits). Unset
-    /// (default): run until stopped.
+    /// Stop after this many events. The source then ends; if it was the last source running, the
+    /// pipeline drains and `weir run` exits 0. Default: none (run until stopped).
     #[serde(default)]
     pub count: Option<u64>,
-    /// Seed of the generator, for reproducible output. Default: 1.
+    /// Seed of the random generator. The same seed gives the same sequence of lines (the timestamps
+    /// differ). Default: 1.
     #[serde(default = "default_seed")]
     pub seed: u64,
 }

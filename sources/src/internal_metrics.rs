@@ -14,13 +14,15 @@ use weir_pipeline::BoxError;
 /// `..._errors_total{error_type}`, `..._discarded_events_total`, `weir_buffer_events`,
 /// `weir_component_latency_seconds`, ...), tagged `component_id`, `component_kind`,
 /// `component_type`. All are absolute values.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InternalMetricsConfig {
-    /// Seconds between two reports. Default: 5.
+    /// Seconds between two reports. It must be a positive, finite number; this is checked when the
+    /// source is built at `weir run`, not by `weir validate`. Default: 5.
     #[serde(default = "default_interval")]
     pub scrape_interval_secs: f64,
-    /// Metric namespace. Default: `weir`.
+    /// The namespace set on every metric. Encoders and `/metrics` join it to the name as
+    /// `namespace_name`. Default: `weir`.
     #[serde(default = "default_namespace")]
     pub namespace: String,
 }

@@ -42,28 +42,32 @@ use weir_pipeline::BoxError;
 const MAX_OUTSTANDING_BATCHES: usize = 16;
 
 /// `type = "nats"`: subscribes to NATS (core or a JetStream durable pull consumer).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSourceConfig {
-    /// Server URL(s), comma separated, e.g. `nats://127.0.0.1:4222`. Required.
+    /// Server URL(s), comma separated: `nats://127.0.0.1:4222`, `tls://nats.example:4222`.
+    /// Required.
     pub url: String,
-    /// Core: the subject to subscribe to (wildcards allowed, `logs.>`); required. JetStream:
-    /// the consumer's filter subject when Weir creates it; default: the whole stream.
+    /// Core: the subject to subscribe to (wildcards allowed, `logs.>`); required without
+    /// `jetstream`. JetStream: the filter subject of the consumer when Weir creates it. Default:
+    /// none (with JetStream: the whole stream).
     #[serde(default)]
     pub subject: Option<String>,
-    /// Core: join this queue group, so the subscribers of a group share the messages.
-    /// Default: unset (every subscriber gets every message).
+    /// Core: join this queue group; the members of a group share the messages. Not with `jetstream`
+    /// (instances sharing one durable `consumer` split the messages instead). Default: none (every
+    /// subscriber gets every message).
     #[serde(default)]
     pub queue_group: Option<String>,
     /// Consume from a JetStream stream with a durable pull consumer and acknowledge each
     /// message after delivery. Default: false (core subscription).
     #[serde(default)]
     pub jetstream: bool,
-    /// JetStream: the stream to consume (it must exist). Required with `jetstream`.
+    /// JetStream: the stream. It must exist (Weir does not create streams); until it does, Weir
+    /// logs and retries. Required with `jetstream`.
     #[serde(default)]
     pub stream: Option<String>,
-    /// JetStream: the durable consumer's name; created (explicit acks) if it does not exist,
-    /// used as it is if it does. Required with `jetstream`.
+    /// JetStream: the durable consumer's name. Created if missing (explicit acks, deliver all),
+    /// used as it is if it exists. Required with `jetstream`.
     #[serde(default)]
     pub consumer: Option<String>,
     /// Messages per pull request, and at most this many messages per batch of events.
@@ -79,24 +83,31 @@ pub struct NatsSourceConfig {
     /// yet acknowledged. Default: 10000.
     #[serde(default = "default_max_ack_pending")]
     pub max_ack_pending: i64,
-    /// How each message payload becomes events. Default: `{ codec = "bytes" }` (the payload
-    /// as `message`).
+    /// How each payload becomes events (`bytes`, `json`, `logfmt`, `syslog`, `hubble_jsonpb`). See
+    /// [codecs](codecs.md#decoding). One message is one frame: no newline splitting. Default: `{
+    /// codec = "bytes" }` (the payload as `message`).
     #[serde(default)]
     pub decoding: DecodingConfig,
-    /// Field that receives the message's subject; empty to leave it out. Default: `subject`.
+    /// Field that receives the message's subject. Empty: not added. Default: `subject`.
     #[serde(default = "default_subject_key")]
     pub subject_key: String,
-    /// Field that receives the message's headers as an object (a header with several values
-    /// becomes an array); empty to leave them out. Default: `headers`.
+    /// Field that receives the headers as an object (`{"Nats-Msg-Id": "..."}`; a header with
+    /// several values becomes an array). Empty: not added. Absent when the message has no headers.
+    /// Default: `headers`.
     #[serde(default = "default_headers_key")]
     pub headers_key: String,
-    /// Authentication. Default: none.
+    /// Authentication: `user` and `password` (together), `token`, `nkey_seed` (the client signs the
+    /// server's nonce with it) or `credentials_file` (a `.creds` file with the user JWT and NKey
+    /// seed, read at `weir run`). At most one method. Default: none.
     #[serde(default)]
     pub auth: NatsAuthConfig,
-    /// TLS. Default: off (on for `tls://` URLs).
+    /// TLS: `enabled` requires it, and it is also on with a `tls://` URL or when `ca_file` or
+    /// `crt_file` is set. `ca_file`: PEM certificate authorities to trust (default: the system
+    /// roots); `crt_file` and `key_file`: a PEM client certificate and key for mutual TLS
+    /// (together). Default: off (on for `tls://` URLs).
     #[serde(default)]
     pub tls: NatsTlsConfig,
-    /// Connection name shown by the server. Default: `weir-<component id>`.
+    /// The name the server shows for the connection. Default: `weir-<component id>`.
     #[serde(default)]
     pub connection_name: Option<String>,
 }

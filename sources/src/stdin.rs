@@ -29,13 +29,15 @@ const READ_CHUNK: usize = 256 * 1024;
 
 /// `type = "stdin"`: reads standard input line by line until EOF (then the pipeline drains and
 /// `weir run` exits).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
-    /// How each line becomes an event. Default: `{ codec = "bytes" }` (the line as `message`).
+    /// How each line becomes an event: `decoding.codec` is `bytes`, `json`, `logfmt`, `syslog` or
+    /// `hubble_jsonpb`. See [codecs](codecs.md#decoding). Default: `{ codec = "bytes" }` (the line
+    /// as `message`).
     #[serde(default)]
     pub decoding: DecodingConfig,
-    /// Lines longer than this are skipped (up to the next newline) and counted as
+    /// Lines longer than this many bytes are skipped, up to the next newline, and counted as
     /// `oversized` errors. Default: 1048576 (1 MiB).
     #[serde(default = "default_max_line")]
     pub max_line_bytes: usize,

@@ -1,3 +1,4 @@
+pub mod docs;
 #[cfg(feature = "cli-flamegraph")]
 pub mod flamegraph;
 pub mod graph;

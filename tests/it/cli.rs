@@ -2,30 +2,37 @@
 
 use crate::harness::{weir, write_config};
 
+/// Every type of the docs index (docs/components/README.md, which
+/// `docs::type_names_agree_between_list_readme_and_docs_index` checks against the registry)
+/// is printed by `weir list`, in its section, with a description.
 #[test]
 fn list_names_every_component_type() {
     let out = weir().arg("list").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for t in [
-        "demo",
-        "stdin",
-        "internal_metrics",
-        "remap",
-        "filter",
-        "route",
-        "sample",
-        "console",
-        "file",
-        "blackhole",
-        "aggregate",
-        "prometheus_exporter",
-        "prometheus_remote_write",
-    ] {
+    let expected = crate::docs::docs_index_types();
+    assert!(
+        expected.len() >= 30,
+        "too few types in the docs index: {expected:?}"
+    );
+    for (kind, name) in &expected {
+        let header = match kind.as_str() {
+            "source" => "Sources:",
+            "transform" => "Transforms:",
+            _ => "Sinks:",
+        };
+        let section = text
+            .split(header)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no `{header}` in:\n{text}"));
+        let section = section.split("\n\n").next().unwrap_or_default();
+        let line = section
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{kind} `{name}` missing from:\n{text}"));
         assert!(
-            text.lines()
-                .any(|l| l.trim_start().starts_with(&format!("{t} "))),
-            "`{t}` missing from:\n{text}"
+            line.split_whitespace().count() > 1,
+            "{kind} `{name}` has no description: {line:?}"
         );
     }
 }

@@ -497,7 +497,7 @@ fn statuses_of(name: &str) -> Vec<(i64, BatchStatus)> {
     v
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DocsSource {
     name: String,

@@ -9,6 +9,7 @@ mod backpressure;
 mod broken_configs;
 mod cli;
 mod config_examples;
+mod docs;
 mod ebpf;
 mod elasticsearch;
 mod file_source;

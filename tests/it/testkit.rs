@@ -53,7 +53,7 @@ pub fn state(name: &str) -> Arc<State> {
         .clone()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CountingSource {
     name: String,
@@ -103,7 +103,7 @@ impl SourceConfig for CountingSource {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Passthrough {}
 
@@ -120,7 +120,7 @@ impl TransformConfig for Passthrough {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatedSink {
     name: String,
@@ -199,7 +199,7 @@ pub async fn start(toml: &str) -> RunningTopology {
     topology::start(config, &graph).await.expect("start")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsOnlySink {}
 

@@ -42,11 +42,11 @@ fn default_interval() -> f64 {
 }
 
 /// Configuration of the `aggregate` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateConfig {
-    /// The length of an interval, in seconds: held metrics are emitted this often. Default:
-    /// 10.
+    /// The length of an interval, in seconds: held metrics are emitted this often. Must be
+    /// positive. Default: 10.
     #[serde(default = "default_interval")]
     pub interval_secs: f64,
 }

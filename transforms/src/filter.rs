@@ -23,7 +23,7 @@ use weir_pipeline::BoxError;
 use crate::condition::{Condition, ErrorTally};
 
 /// Configuration of the `filter` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// A VRL boolean expression evaluated on each log event, such as

@@ -51,7 +51,7 @@ use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// Configuration of the `log_to_metric` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogToMetricConfig {
     /// The metrics to make from each log. Required, at least one.
@@ -59,7 +59,7 @@ pub struct LogToMetricConfig {
 }
 
 /// The type of metric an entry makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricType {
     Counter,
@@ -70,14 +70,15 @@ pub enum MetricType {
 }
 
 /// One metric made from each log.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricConfig {
-    /// `counter`, `gauge`, `histogram`, `summary` or `set`. Required.
+    /// The kind of metric: `counter`, `gauge`, `histogram`, `summary` or `set` (see
+    /// [Behaviour](#behaviour)). Required.
     #[serde(rename = "type")]
     pub metric_type: MetricType,
-    /// The field (path such as `status` or `.http.duration`) the metric is made from; logs
-    /// without it make no metric. Required.
+    /// The field path (`status`, `.http.duration`) the metric is made from. A log without it makes
+    /// no metric for this entry. Required.
     pub field: String,
     /// The metric's name, a template (`{{ field }}` parts are filled from the log). Default:
     /// the value of `field` as written in the config.
@@ -94,9 +95,9 @@ pub struct MetricConfig {
     /// Counters only: add the field's numeric value instead of 1. Default: false.
     #[serde(default)]
     pub increment_by_value: bool,
-    /// Histograms only: upper bounds of the buckets (ascending; a `+Inf` bucket is implied).
-    /// When set, each log makes an incremental `AggregatedHistogram` with one observation;
-    /// when empty, a `Distribution` sample (binned by the sink). Default: empty.
+    /// Histograms only: upper bounds of the buckets, strictly ascending; a `+Inf` bucket is
+    /// implied. When set, each log makes an incremental aggregated histogram with one observation;
+    /// when empty, a distribution sample that the sink bins. Default: empty.
     #[serde(default)]
     pub buckets: Vec<f64>,
 }

@@ -40,7 +40,7 @@ fn default_true() -> bool {
 }
 
 /// Configuration of the `remap` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemapConfig {
     /// The VRL program, inline. Exactly one of `source` and `file` must be set.
@@ -48,15 +48,15 @@ pub struct RemapConfig {
     #[serde(default)]
     pub source: Option<String>,
 
-    /// Path of a file holding the VRL program (read once at start; relative paths are
-    /// relative to the working directory). Exactly one of `source` and `file` must be set.
+    /// A file that holds the VRL program. It is read once when the transform is built; a relative
+    /// path is relative to the working directory. Exactly one of `source` and `file` must be set.
     /// Default: none.
     #[serde(default)]
     pub file: Option<PathBuf>,
 
-    /// Drop an event when the program fails on it at runtime. When `false`, the event is
-    /// passed on unchanged, as it was before the program ran. Either way the error is
-    /// counted and logged. Default: `false`.
+    /// Drop an event when the program fails on it at runtime. When `false`, the event is passed on
+    /// **unchanged, as it was before the program ran**. Either way, the error is counted and
+    /// logged. Default: false.
     #[serde(default)]
     pub drop_on_error: bool,
 

@@ -39,13 +39,13 @@ fn default_true() -> bool {
 }
 
 /// Configuration of the `route` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// The routes: a table of output name to VRL boolean condition, such as
-    /// `route.errors = '.status >= 500'`. Each name becomes an output (`ID.errors`); an event
-    /// is sent to every route it matches. `_unmatched` is reserved. Required, at least one
-    /// route; no default.
+    /// The routes: a table of output name to VRL boolean condition, such as `route.errors =
+    /// '.status >= 500'`. Each name becomes an output (`ID.errors`); an event is sent to every
+    /// route it matches. At least one route is needed, a name cannot be empty, and `_unmatched` is
+    /// reserved. Required.
     pub route: BTreeMap<String, String>,
 
     /// Send the events that match no route to the `_unmatched` output (read it as

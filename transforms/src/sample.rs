@@ -29,11 +29,11 @@ use weir_pipeline::BoxError;
 use crate::condition::{Condition, ErrorTally};
 
 /// Configuration of the `sample` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SampleConfig {
-    /// Keep one event in every `rate` (`10` keeps 10%). At least 1; `1` keeps everything.
-    /// Required, no default.
+    /// Keep one event in every `rate` (`10` keeps 10 %). At least 1; `1` keeps everything.
+    /// Required.
     pub rate: u64,
 
     /// A field (path such as `trace_id` or `.request.id`) whose value decides instead of the

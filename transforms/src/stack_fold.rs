@@ -57,7 +57,7 @@ use weir_pipeline::BoxError;
 use weir_records::stack::{FrameKind, StackSample};
 
 /// What a sample adds to its stack's count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Weight {
     /// One per sample.
@@ -68,57 +68,59 @@ pub enum Weight {
 }
 
 /// Configuration of the `stack_fold` transform.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StackFoldConfig {
-    /// Emit the folded stacks every this many seconds. Default: unset (fold the whole input
-    /// and emit once, when the input ends).
+    /// Emit the folded stacks every this many seconds, then start over. At least 1. Default: none
+    /// (fold everything and emit once, when the inputs end: offline captures).
     #[serde(default)]
     pub window_secs: Option<u64>,
-    /// `samples` (each sample counts 1) or `period` (each counts its `period`, 1 when absent).
-    /// Default: `samples`.
+    /// What a sample counts. Default: `samples`.
     #[serde(default)]
     pub weight: Weight,
-    /// Root frame `comm-pid`. Default: false.
-    #[serde(default)]
-    pub include_pid: bool,
-    /// Root frame `comm-pid/tid` (implies `include_pid`). Default: false.
-    #[serde(default)]
-    pub include_tid: bool,
-    /// Suffix kernel frames with `_[k]`. Default: false.
-    #[serde(default)]
-    pub annotate_kernel: bool,
-    /// Suffix JIT frames with `_[j]`. Default: false.
-    #[serde(default)]
-    pub annotate_jit: bool,
-    /// Name frames without a symbol with their address too: `[libfoo.so <7f12ab>]`.
+    /// Root frame `comm-pid` (`comm-?` when perf printed no pid); `stackcollapse-perf.pl --pid`.
     /// Default: false.
     #[serde(default)]
+    pub include_pid: bool,
+    /// Root frame `comm-pid/tid`; implies `include_pid`. `--tid`. Default: false.
+    #[serde(default)]
+    pub include_tid: bool,
+    /// Kernel frames get `_[k]`. `--kernel` (`--all` is this and `annotate_jit`). Default: false.
+    #[serde(default)]
+    pub annotate_kernel: bool,
+    /// JIT frames get `_[j]`. `--jit`. Default: false.
+    #[serde(default)]
+    pub annotate_jit: bool,
+    /// Frames without a symbol are named with their address: `[libc.so.6 <7f2eb2b31c2c>]`.
+    /// `--addrs`. Default: false.
+    #[serde(default)]
     pub include_addrs: bool,
-    /// Keep only samples of this event (`cycles`; `cpu-clock` also matches `cpu-clock:ppp`);
-    /// `"*"` keeps every event. Samples without an `event` are always kept. Default: unset
-    /// (the first event seen, as `stackcollapse-perf.pl` does).
+    /// Fold only samples of this event (`cycles`; `cpu-clock` also matches `cpu-clock:ppp`); `"*"`
+    /// folds every event. Unset: the first event seen is kept and samples of others are left out
+    /// (with one info log), as `stackcollapse-perf.pl` does, since mixing cycles and instructions
+    /// misleads. Samples without an `event` are always folded. Default: none (the first event
+    /// seen).
     #[serde(default)]
     pub event_filter: Option<String>,
-    /// Fields (paths) whose values split the stacks into groups (e.g. `["pod"]` or
-    /// `[".k8s.namespace", ".k8s.pod"]`); the output events carry them at the same paths.
-    /// Default: `[]` (one group).
+    /// Field paths whose values split the stacks into groups, e.g. `["host"]` or
+    /// `[".k8s.namespace", ".k8s.pod"]`. The output events carry them at the same paths (a missing
+    /// value is left out). Default: empty (one group).
     #[serde(default)]
     pub group_by: Vec<String>,
-    /// The most distinct stacks held per window (over all groups); samples of further new
-    /// stacks are counted under `[truncated]`. Default: 100000.
+    /// The most distinct stacks held per window, over all groups. Samples of further new stacks are
+    /// counted under the stack `[truncated]`. At least 1. Default: 100000.
     #[serde(default = "default_max_stacks")]
     pub max_stacks: usize,
-    /// Also emit, on the output `top`, one summary log per window and group: the `top_n`
-    /// heaviest stacks (`top`: `{stack, count}` objects, heaviest first, ties in stack
-    /// order), the `total` count and the number of distinct `stacks`. Default: unset (no
-    /// summary). At least 1.
+    /// Also emit, on the output `<id>.top`, one summary log per window and group: `top` (the
+    /// `top_n` heaviest stacks as `{stack, count}` objects, heaviest first, ties in stack order),
+    /// `total`, `stacks` (distinct), `window_start`, `window_end` and the group's values. At least
+    /// 1. Default: none (no summary).
     #[serde(default)]
     pub top_n: Option<usize>,
-    /// Also emit, on the output `processes`, one incremental counter per window, group and
-    /// process: `stack_fold_samples` with the tag `process` (the root frame: the process
-    /// name, with `-pid` or `-pid/tid` when asked) plus the group values as tags, valued the
-    /// window's count (samples, or periods with `weight = "period"`). Default: false.
+    /// Also emit, on the output `<id>.processes`, one incremental counter `stack_fold_samples` per
+    /// window, group and process, tagged `process` (the root frame: the process name, with `-pid`
+    /// or `-pid/tid` when asked) and the `group_by` values (tag names without the leading `.`),
+    /// valued the window's count (samples, or periods with `weight = "period"`). Default: false.
     #[serde(default)]
     pub process_metrics: bool,
 }

@@ -9,7 +9,7 @@ use super::logfmt;
 use crate::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
 
 /// `decoding = { codec = "..." }`: how a source turns each frame (line) into an event.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecodingConfig {
     /// `bytes` (default: the line becomes `message`), `json` (an object's fields; an array
@@ -116,6 +116,21 @@ impl Eq for Decoder {}
 impl Serialize for Decoder {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())
+    }
+}
+
+/// A codec name, one of those this build knows (the core's and the registered ones, as they
+/// are when the schema is made: `weir generate-docs` fills the registry first).
+impl schemars::JsonSchema for Decoder {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Decoder".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "enum": Decoder::names(),
+        })
     }
 }
 

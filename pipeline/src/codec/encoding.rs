@@ -6,7 +6,7 @@ use super::logfmt;
 use crate::event::{Event, MetricValue, Value};
 
 /// `encoding = { codec = "..." }`: how a sink writes each event.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EncodingConfig {
     /// `json` (default: the whole event as one JSON object), `text` (the `message` field as
@@ -25,7 +25,9 @@ impl Default for EncodingConfig {
 }
 
 /// An encoder.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoder {
     /// One JSON object per event (the default).

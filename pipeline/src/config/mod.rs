@@ -21,6 +21,7 @@ mod error;
 mod graph;
 mod interpolate;
 mod load;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ use crate::component::{SinkConfig, SourceConfig, TransformConfig};
 use crate::vocabulary::{ComponentKind, WhenFull};
 
 /// `[api]`: Weir's own HTTP API (`/health`, `/metrics`, `/api/graph`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Serve the API. Default: `true`.
@@ -68,22 +69,23 @@ impl Default for ApiConfig {
 }
 
 /// A sink's input buffer (`[sinks.ID.buffer]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
-    /// Buffer kind. Only `memory` exists today.
+    /// The buffer kind. `memory` is the only one. Default: `memory`.
     #[serde(default = "default_buffer_type", rename = "type")]
     pub kind: BufferType,
-    /// Capacity in events. Default: 2000.
+    /// Capacity in events (not batches). It must be at least 1. A batch larger than the capacity
+    /// takes the whole buffer. Default: 2000.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
-    /// `block` (default) or `drop_newest`.
+    /// What a full buffer does. Default: `block`.
     #[serde(default)]
     pub when_full: WhenFull,
 }
 
 /// The kind of a sink buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferType {
     /// Batches held in memory.

@@ -11,7 +11,9 @@ use serde::Deserialize;
 use weir_pipeline::event::Value;
 
 /// The bulk action of each document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BulkAction {
     /// Create or replace.

@@ -60,7 +60,9 @@ use bulk::{write_action, write_document};
 use send::{Auth, Batch, Item, Sender};
 
 /// How documents are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Into `index`, with `bulk_action`.
@@ -71,16 +73,16 @@ pub enum Mode {
 }
 
 /// `data_stream`: the three parts of the data stream's name (each a template).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataStreamConfig {
-    /// Default: `logs`.
+    /// The type part of the name (a template). Default: `logs`.
     #[serde(default = "default_ds_type", rename = "type")]
     pub kind: String,
-    /// Default: `generic`.
+    /// The dataset part (a template). Default: `generic`.
     #[serde(default = "default_ds_dataset")]
     pub dataset: String,
-    /// Default: `default`.
+    /// The namespace part (a template). Default: `default`.
     #[serde(default = "default_ds_namespace")]
     pub namespace: String,
 }
@@ -106,7 +108,7 @@ fn default_ds_namespace() -> String {
 }
 
 /// `auth`: either `user` + `password` (basic) or `api_key`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Basic authentication user. Default: none.
@@ -115,14 +117,14 @@ pub struct AuthConfig {
     /// Basic authentication password. Default: none.
     #[serde(default)]
     pub password: Option<String>,
-    /// An API key, the base64 `id:api_key` Elasticsearch returns as `encoded`; sent as
-    /// `Authorization: ApiKey <api_key>`. Default: none.
+    /// An API key (the base64 `encoded` value Elasticsearch returns for `id:api_key`), sent as
+    /// `Authorization: ApiKey …`. Not together with `user`. Default: none.
     #[serde(default)]
     pub api_key: Option<String>,
 }
 
 /// `batch`: when a bulk request is sent.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     /// Send when the NDJSON body reaches this many bytes (before compression).
@@ -173,7 +175,9 @@ fn default_backoff_max() -> f64 {
 }
 
 /// Request body compression.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     #[default]
@@ -182,37 +186,41 @@ pub enum Compression {
 }
 
 /// `type = "elasticsearch"`: see the module docs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
-    /// Base URLs of the cluster's nodes (`http://host:9200`, `https://host:9200/prefix`).
-    /// Requests go to the first; on a connection error, 429 or 5xx the next one is tried.
-    /// Required, at least one.
+    /// Base URLs of the cluster's nodes (`http://es-1:9200`, `https://es:9200/prefix`). Requests go
+    /// to the current one; after a connection error, a 429 or a 5xx the next one is used (failover,
+    /// round robin). Required, at least one.
     pub endpoints: Vec<String>,
-    /// `bulk` or `data_stream`. Default: `bulk`.
+    /// How documents are written. Default: `bulk`.
     #[serde(default)]
     pub mode: Mode,
-    /// `bulk` mode: `index` or `create`. Default: `index`.
+    /// `bulk` mode: the action of each document. Default: `index`.
     #[serde(default = "default_action")]
     pub bulk_action: BulkAction,
-    /// `bulk` mode: the index, a template of fields and time
-    /// (`logs-{{ kubernetes.namespace }}-%Y.%m.%d`). Default: `weir-%Y.%m.%d`.
+    /// `bulk` mode: the index, a template with `{{ field.path }}` parts and strftime parts from the
+    /// event's time, e.g. `logs-{{ kubernetes.namespace }}-%Y.%m.%d`. See
+    /// [templates](file.md#path-templates). Default: `weir-%Y.%m.%d`.
     #[serde(default = "default_index")]
     pub index: String,
-    /// `data_stream` mode: the data stream's name parts. Default: `logs-generic-default`.
+    /// `data_stream` mode: the three parts of the data stream's name, each a template. Default:
+    /// `logs-generic-default`.
     #[serde(default)]
     pub data_stream: DataStreamConfig,
-    /// A field whose value becomes the document `_id` (idempotent retries). Default: none
+    /// A field (path) whose value becomes the document `_id`, so that a retry does not index a
+    /// document twice. Events without the field get an id assigned by Elasticsearch. Default: none
     /// (Elasticsearch assigns ids).
     #[serde(default)]
     pub id_key: Option<String>,
     /// An ingest pipeline to run the documents through (`?pipeline=`). Default: none.
     #[serde(default)]
     pub pipeline: Option<String>,
-    /// `none` or `gzip` (the request body). Default: `none`.
+    /// Compression of the request body (`Content-Encoding: gzip`): `none` or `gzip`. Default:
+    /// `none`.
     #[serde(default)]
     pub compression: Compression,
-    /// Authentication. Default: none.
+    /// Authentication: `user` and `password` (basic), or `api_key`, not both. Default: none.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
     /// TLS for `https://` endpoints. Default: the built-in roots.
@@ -224,11 +232,12 @@ pub struct ElasticsearchConfig {
     /// Batching.
     #[serde(default)]
     pub batch: BatchConfig,
-    /// Check the cluster (`GET /`) at start and detect its version. Default: true.
+    /// `GET /` at start: logs the cluster's version and uses it (see below). A failed check is
+    /// logged and the sink starts anyway. Default: true.
     #[serde(default = "default_true")]
     pub healthcheck: bool,
-    /// The Elasticsearch major version to assume when it cannot be detected (6 adds
-    /// `_type: _doc` to actions). Default: detected, else 8.
+    /// The Elasticsearch major version to assume instead of detecting it (6 adds `_type: _doc` to
+    /// actions). Default: detected, else 8.
     #[serde(default)]
     pub api_version: Option<u32>,
     /// Timeout of one request, in seconds. Default: 60.
@@ -245,8 +254,8 @@ pub struct ElasticsearchConfig {
     #[serde(default)]
     pub max_retries: Option<u32>,
     /// A file where refused documents are appended as JSON lines
-    /// `{"status":400,"reason":"…","action":{…},"document":{…}}`, besides the `dead_letter`
-    /// output. Default: none.
+    /// `{"status":400,"reason":"…","action":{…},"document":{…}}` (see below), besides the
+    /// `dead_letter` output. Default: none.
     #[serde(default)]
     pub dead_letter_file: Option<PathBuf>,
 }

@@ -34,7 +34,7 @@ use schema::{metrics_schema, ColumnSpec, ColumnType, PathTree};
 use writer::{Limits, Mode, ParquetSink};
 
 /// `type = "parquet"`: writes events to Parquet files under a templated directory.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
     /// Directory template: `{{ field.path }}` parts and strftime parts (`%Y-%m-%d`) from the
@@ -61,8 +61,8 @@ pub struct ParquetSinkConfig {
     /// `zstd` (default), `snappy`, `gzip`, `lz4` (LZ4_RAW) or `none`.
     #[serde(default)]
     pub compression: CompressionKind,
-    /// Compression level: zstd 1-22 (default 1, the fastest), gzip 0-9 (default 6); not
-    /// allowed for the others.
+    /// Compression level: zstd 1-22, gzip 0-9; an error for the other codecs. Default: zstd 1 (the
+    /// fastest), gzip 6.
     #[serde(default)]
     pub compression_level: Option<i32>,
     /// Rows per row group (the unit readers skip using statistics). Default: 131072.
@@ -75,8 +75,8 @@ pub struct ParquetSinkConfig {
     /// Default: 134217728 (128 MiB).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
-    /// Roll a file when it has been open this many seconds. Acknowledgements wait for the
-    /// roll, so this bounds how long a source waits for its checkpoint. Default: 300.
+    /// Roll a file this many seconds after it was opened. Acknowledgements wait for the roll, so
+    /// this bounds how long a source waits for its checkpoint. Default: 300.
     #[serde(default = "default_max_age")]
     pub max_age_secs: u64,
     /// Most files open at once (one per partition); opening another closes the oldest.
@@ -109,7 +109,9 @@ fn default_max_open_files() -> usize {
 }
 
 /// How the sink gets its schema.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SchemaKind {
     /// Inferred from the events, widened as they change.
@@ -122,7 +124,9 @@ pub enum SchemaKind {
 }
 
 /// What to do with fields that do not fit the schema.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Unmatched {
     /// Count them and leave them out.
@@ -133,7 +137,9 @@ pub enum Unmatched {
 }
 
 /// The compression codec of the column chunks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CompressionKind {
     #[default]
@@ -145,7 +151,7 @@ pub enum CompressionKind {
 }
 
 /// One column of `schema = "explicit"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnConfig {
     /// Column name. Required.
@@ -154,8 +160,8 @@ pub struct ColumnConfig {
     /// text) or `list<T>`. Required.
     #[serde(rename = "type")]
     pub ty: String,
-    /// Whether the column may be null. An event without a usable value for a non-nullable
-    /// column is rejected and counted. Default: true.
+    /// Whether the column may be null. With `false`, an event without a usable value is rejected
+    /// and counted (`missing_required`). Default: true.
     #[serde(default = "default_true")]
     pub nullable: bool,
     /// The event field it comes from (`.a.b` or `a.b`). Default: the column name.

@@ -64,7 +64,7 @@ fn default_flush() -> f64 {
 }
 
 /// `tls` of the exporter: the server's certificate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// PEM certificate chain served. Required.
@@ -74,10 +74,11 @@ pub struct ServerTlsConfig {
 }
 
 /// `type = "prometheus_exporter"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusExporterConfig {
-    /// The address to serve `/metrics` on. Default: `127.0.0.1:9598`.
+    /// Where `/metrics` is served. Claimed exclusively (checked against other components and the
+    /// API). Default: `127.0.0.1:9598`.
     #[serde(default = "default_address")]
     pub address: SocketAddr,
     /// Drop a series that has not been updated for this many seconds. Default: 300.
@@ -86,15 +87,16 @@ pub struct PrometheusExporterConfig {
     /// How often expired series are removed, in seconds. Default: 60.
     #[serde(default = "default_flush")]
     pub flush_period_secs: f64,
-    /// Upper bounds of the buckets `Distribution` histogram samples are binned into (a `+Inf`
-    /// bucket is added). Default: Prometheus' `[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-    /// 2.5, 5, 10]`.
+    /// Upper bounds that `Distribution` samples of the histogram statistic are binned into (a
+    /// `+Inf` bucket is added). Strictly ascending.
     #[serde(default = "default_buckets")]
     pub buckets: Vec<f64>,
-    /// The quantiles rendered for `Distribution` summary samples. Default: `[0.5, 0.9, 0.99]`.
+    /// The quantiles rendered for `Distribution` samples of the summary statistic (nearest rank
+    /// over the last 10,000 samples).
     #[serde(default = "default_quantiles")]
     pub quantiles: Vec<f64>,
-    /// Serve HTTPS with this certificate (`cert_file`, `key_file`). Default: plain HTTP.
+    /// Serve HTTPS: `cert_file` (PEM chain) and `key_file` (PEM key), both required. Default: none
+    /// (plain HTTP).
     #[serde(default)]
     pub tls: Option<ServerTlsConfig>,
 }

@@ -73,7 +73,7 @@ fn default_max_backoff() -> f64 {
 }
 
 /// `auth`: credentials sent with every request.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(tag = "strategy", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Auth {
     /// `Authorization: Basic base64(user:password)`.
@@ -91,23 +91,23 @@ pub enum Auth {
 }
 
 /// `type = "prometheus_remote_write"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteWriteConfig {
     /// The receiver's URL, `http://` or `https://`, e.g.
     /// `http://127.0.0.1:9090/api/v1/write` (Prometheus) or
     /// `http://127.0.0.1:8428/api/v1/write` (VictoriaMetrics). Required.
     pub endpoint: String,
-    /// Sent as the `X-Scope-OrgID` header (the tenant of Mimir, Cortex, Loki-style
-    /// receivers). Default: not sent.
+    /// Sent as the `X-Scope-OrgID` header (the tenant of Mimir, Cortex, Loki-style receivers).
+    /// Default: none (not sent).
     #[serde(default)]
     pub tenant_id: Option<String>,
     /// `{ strategy = "basic", user = "...", password = "..." }` or
     /// `{ strategy = "bearer", token = "..." }`. Default: none.
     #[serde(default)]
     pub auth: Option<Auth>,
-    /// TLS options for an `https://` endpoint (`ca_file`, `cert_file`, `key_file`,
-    /// `server_name`). Default: verify against the system's CA bundle.
+    /// For an `https://` endpoint. Setting `tls` with an `http://` endpoint is an error. Default:
+    /// none (verify against the system's CA bundle).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// Send a shard's request once it holds this many events. Default: 1000.
@@ -116,8 +116,8 @@ pub struct RemoteWriteConfig {
     /// Send what is pending at least this often, in seconds. Default: 1.
     #[serde(default = "default_batch_timeout")]
     pub batch_timeout_secs: f64,
-    /// How many requests may be in flight at once (the number of shards series are spread
-    /// over; each shard sends in order). Default: 4.
+    /// How many requests may be in flight at once: the number of shards series are spread over (1
+    /// to 1024); each shard sends in order. Default: 4.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Give up on a request (and retry it) after this many seconds. Default: 30.
@@ -134,12 +134,12 @@ pub struct RemoteWriteConfig {
     /// updated for this many seconds. Default: 300.
     #[serde(default = "default_expire")]
     pub expire_metrics_secs: f64,
-    /// Upper bounds of the buckets `Distribution` histogram samples are binned into (a
-    /// `+Inf` bucket is added). Default: Prometheus' `[0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    /// 0.5, 1, 2.5, 5, 10]`.
+    /// Upper bounds that `Distribution` samples of the histogram statistic are binned into (a
+    /// `+Inf` bucket is added). Strictly ascending.
     #[serde(default = "default_buckets")]
     pub buckets: Vec<f64>,
-    /// The quantiles sent for `Distribution` summary samples. Default: `[0.5, 0.9, 0.99]`.
+    /// The quantiles sent for `Distribution` samples of the summary statistic (nearest rank over
+    /// the last 10,000 samples), between 0 and 1.
     #[serde(default = "default_quantiles")]
     pub quantiles: Vec<f64>,
 }

@@ -44,7 +44,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profile.bpf.o");
 const COMPONENT: &str = "ebpf_profile";
 
 /// What is profiled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProfileMode {
     /// Where threads run: stacks sampled `frequency_hz` times a second on every CPU.
@@ -59,21 +61,22 @@ pub enum ProfileMode {
 /// off-CPU), counted in the kernel and sent every `interval_secs` as stack-sample events (the
 /// `perf` source's schema). Needs root (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN) and a kernel
 /// with BTF.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfProfileConfig {
     /// `cpu` (sampling where threads run) or `offcpu` (where they block, and for how long).
     /// Default: `cpu`.
     #[serde(default)]
     pub mode: ProfileMode,
-    /// Samples per second on each CPU (1 to 1000), for `mode = "cpu"`. Default: 49.
+    /// Samples per second on each CPU, 1 to 1000 (`mode = "cpu"`; ignored by `offcpu`). Default:
+    /// 49.
     #[serde(default = "default_hz")]
     pub frequency_hz: u64,
     /// Seconds between two drains of the in-kernel counts. Default: 10.
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
-    /// Profile only this process (all its threads), filtered in the kernel. Default: unset
-    /// (all).
+    /// Profile only this process (all its threads), filtered in the kernel. Default: none (every
+    /// process).
     #[serde(default)]
     pub pid: Option<u32>,
 }

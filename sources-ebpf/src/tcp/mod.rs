@@ -39,22 +39,22 @@ const COMPONENT: &str = "ebpf_tcp";
 /// The filters are checked in the kernel and combine with "and": a connection is reported
 /// when its local or remote port is in `ports`, its owner's pid in `pids` and its owner in
 /// one of `cgroups` (each when set).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfTcpConfig {
-    /// Report only connections whose local or remote port is one of these (at most 4096).
-    /// Default: empty (any port).
+    /// Report only connections whose local or remote port is one of these (at most 4096). Empty:
+    /// any port.
     #[serde(default)]
     pub ports: Vec<u16>,
-    /// Report only connections owned by these processes (process ids, as `getpid()` returns
-    /// them; at most 4096). Connections accepted by another process, or never accepted, are
-    /// not reported. Default: empty (any process).
+    /// Report only connections owned by these processes (process ids, as `getpid()` returns them;
+    /// at most 4096). An inbound connection accepted by another process, or never accepted, is not
+    /// reported. Empty: any process.
     #[serde(default)]
     pub pids: Vec<u32>,
-    /// Report only connections owned by processes in these cgroup v2 directories or below
-    /// them (at most 64): absolute (`/sys/fs/cgroup/kubepods.slice`) or relative to the
-    /// cgroup v2 mount (`/kubepods.slice`, as `/proc/<pid>/cgroup` shows it). Default: empty
-    /// (any cgroup).
+    /// Report only connections owned by processes in these cgroup v2 directories or below them (at
+    /// most 64): absolute (`/sys/fs/cgroup/kubepods.slice`) or relative to the cgroup v2 mount
+    /// (`/kubepods.slice`, as `/proc/<pid>/cgroup` shows it). Checked in the kernel with
+    /// `bpf_current_task_under_cgroup`. Empty: any cgroup.
     #[serde(default)]
     pub cgroups: Vec<String>,
     /// Also send a `tcp_stats` event for each open connection at most every this many seconds
@@ -67,8 +67,9 @@ pub struct EbpfTcpConfig {
     /// false.
     #[serde(default)]
     pub container_metadata: bool,
-    /// Size of the kernel-to-Weir ring buffer in bytes: a power of two, at least 4096. Events
-    /// that do not fit (Weir is behind) are dropped and counted. Default: 1048576.
+    /// Size of the kernel-to-Weir ring buffer in bytes: a power of two, at least 4096. Weir is
+    /// woken when an eighth of it is filled. Events that do not fit (Weir is behind) are dropped
+    /// and counted. Default: 1048576.
     #[serde(default)]
     pub ring_buffer_bytes: Option<u32>,
     /// How many connections open at once the kernel-side table is sized for (64 to 1048576):

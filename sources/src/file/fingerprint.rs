@@ -75,7 +75,9 @@ impl<'de> Deserialize<'de> for Fingerprint {
 }
 
 /// `fingerprint.strategy`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     #[default]
@@ -84,17 +86,20 @@ pub enum Strategy {
 }
 
 /// `fingerprint = { ... }`: how files are identified.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FingerprintConfig {
-    /// `checksum` (a hash of the file's head; default) or `device_and_inode`.
+    /// `checksum` (a hash of the file's head) or `device_and_inode`. See
+    /// [Fingerprints](#fingerprints). Default: `checksum`.
     #[serde(default)]
     pub strategy: Strategy,
-    /// `checksum`: how many lines of the head are hashed. Default: 1.
+    /// `checksum`: how many lines of the file's head are hashed (delimiters included). `0` is taken
+    /// as 1. Default: 1.
     #[serde(default = "default_lines")]
     pub lines: usize,
-    /// `checksum`: the head is cut at this many bytes; a file with fewer bytes and fewer than
-    /// `lines` complete lines is not read until it grows. Default: 256.
+    /// `checksum`: the head is cut at this many bytes. A file with fewer bytes and fewer than
+    /// `lines` complete lines has no fingerprint yet, and is not read until it grows. `0` is taken
+    /// as 1. Default: 256.
     #[serde(default = "default_bytes")]
     pub bytes: usize,
     /// `checksum`: bytes at the start of every file skipped before hashing (a fixed header

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::{Frame, LineFramer};
 
 /// `charset`: the encoding of the files.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CharsetConfig {
     /// UTF-8 unless the file starts with a UTF-16 byte order mark.

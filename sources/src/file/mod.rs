@@ -57,7 +57,9 @@ const MAX_OUTSTANDING_BATCHES: usize = 64;
 const CHECKPOINT_MAX_AGE_SECS: i64 = 24 * 3600;
 
 /// `read_from`: where a file first seen starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
     #[default]
@@ -66,7 +68,7 @@ pub enum ReadFrom {
 }
 
 /// `line_delimiter`: one byte, or `"\r\n"` (read as `"\n"`, the `\r` is removed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct Delimiter(pub u8);
 
@@ -96,44 +98,51 @@ impl Default for Delimiter {
 }
 
 /// `type = "file"`: tails files matched by globs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
-    /// Globs of the files to read (`*`, `?`, `[ab]`, `**` for any depth). Required; a glob
-    /// that matches nothing (yet) is not an error.
+    /// Globs of the files to read: `*`, `?`, `[ab]`, `**` for any depth. Here `*` and `?` do not
+    /// match `/`, and they do match a leading `.`. A relative glob is relative to the working
+    /// directory. A glob that matches nothing (yet) is not an error. Required.
     pub include: Vec<String>,
-    /// Globs of paths to leave out, matched against what `include` found. Default: none.
+    /// Globs of paths to leave out, matched against the full paths `include` found. Unlike in
+    /// `include`, `*` and `?` here also match `/`: `"/var/log/*.gz"` also excludes
+    /// `/var/log/old/a.gz`. Default: none.
     #[serde(default)]
     pub exclude: Vec<String>,
-    /// The globs are walked again at most this often (milliseconds). Default: 1000.
+    /// The globs are walked again at most this often, in milliseconds. Values under 10 are taken as
+    /// 10. Default: 1000.
     #[serde(default = "default_cooldown")]
     pub glob_minimum_cooldown_ms: u64,
-    /// Where files start when the source has no checkpoints yet (its very first start):
-    /// `beginning` or `end`. Files that appear later are always read from their beginning.
-    /// Default: `beginning`.
+    /// Where files start when the source has no checkpoint file yet (its very first start):
+    /// `beginning` or `end`. Files that appear later are always read from their beginning. See [the
+    /// caveats](#reading-from-the-end). Default: `beginning`.
     #[serde(default)]
     pub read_from: ReadFrom,
-    /// How a file is recognised across renames and restarts. Default: `{ strategy =
-    /// "checksum", lines = 1, bytes = 256, ignored_header_bytes = 0 }`.
+    /// How a file is recognised across renames and restarts. See [Fingerprints](#fingerprints).
+    /// Default: `{ strategy = "checksum", lines = 1, bytes = 256, ignored_header_bytes = 0 }`.
     #[serde(default)]
     pub fingerprint: FingerprintConfig,
-    /// Lines longer than this many bytes are skipped (to the next delimiter) and counted as
-    /// `oversized` errors. Default: 1048576 (1 MiB, as `stdin`).
+    /// Lines longer than this many bytes are skipped, up to the next delimiter, without being held
+    /// in memory, and counted as `oversized` errors. It also bounds a multiline group. For UTF-16
+    /// files, it counts UTF-16 bytes. Must be at least 1. Default: 1048576 (1 MiB).
     #[serde(default = "default_max_line")]
     pub max_line_bytes: usize,
-    /// The line delimiter: one byte, or "\r\n". Default: "\n" (a `\r` before it is removed).
+    /// The line delimiter: a single byte, so one ASCII character (`"\n"`, `"\u0000"`, `";"`), or
+    /// `"\r\n"`, which is read as `"\n"`. Any other string is a configuration error. Whatever the
+    /// delimiter, a `\r` just before it is removed. Default: `"\n"`.
     #[serde(default)]
     pub line_delimiter: Delimiter,
-    /// The files' encoding: `auto` (UTF-8 unless a UTF-16 byte order mark says otherwise),
-    /// `utf-8`, `utf-16le`, `utf-16be`. UTF-16 is converted to UTF-8. Default: `auto`.
+    /// The files' encoding. UTF-16 lines are converted to UTF-8 (malformed units become U+FFFD). A
+    /// byte order mark that agrees with the charset is skipped. Default: `auto`.
     #[serde(default)]
     pub charset: CharsetConfig,
-    /// Files not modified for this many seconds are not opened, and open files idle this
-    /// long are closed until they change. Default: none.
+    /// Files not modified for this many seconds are not opened when they are found. Open files that
+    /// have read nothing for this long are closed until they change. Default: none.
     #[serde(default)]
     pub ignore_older_secs: Option<u64>,
-    /// The most files open at once; others wait, and idle files are closed to let them in.
-    /// Default: 512.
+    /// The most files open at once. Others wait, and open files are closed to let them in (see
+    /// [Open files](#open-files)). Must be at least 1. Default: 512.
     #[serde(default = "default_max_open")]
     pub max_open_files: usize,
     /// A file renamed out of the globs or deleted is read to its end, then kept open until it
@@ -141,14 +150,18 @@ pub struct FileSourceConfig {
     /// (milliseconds). Default: 5000.
     #[serde(default = "default_rotate_wait")]
     pub rotate_wait_ms: u64,
-    /// Delete a file once it is read to its end, delivered (checkpointed) and has not grown
-    /// for this many seconds. Default: none (never delete).
+    /// Delete a file once it is read to its end, its checkpoint covers everything read, and it has
+    /// not grown for this many seconds. See [Removing files](#removing-files). Default: none (never
+    /// delete).
     #[serde(default)]
     pub remove_after_secs: Option<u64>,
-    /// Join consecutive lines into one event (stack traces). Default: none.
+    /// Join consecutive lines into one event (stack traces). See [Multiline](#multiline). Default:
+    /// none.
     #[serde(default)]
     pub multiline: Option<MultilineConfig>,
-    /// How each line (or joined group) becomes an event. Default: `{ codec = "bytes" }`.
+    /// How each line (or joined group) becomes events: `decoding.codec` is `bytes`, `json`,
+    /// `logfmt`, `syslog` or `hubble_jsonpb`. See [codecs](codecs.md#decoding). Default: `{ codec =
+    /// "bytes" }`.
     #[serde(default)]
     pub decoding: DecodingConfig,
 }

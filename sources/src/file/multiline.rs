@@ -22,7 +22,7 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 
 /// `multiline.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     ContinueThrough,
@@ -32,16 +32,19 @@ pub enum Mode {
 }
 
 /// `multiline = { ... }`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultilineConfig {
-    /// Regex a line must match to open a group. Required.
+    /// A regular expression: a line that matches it opens a group, when none is open. Other lines
+    /// pass through alone. Required.
     pub start_pattern: String,
-    /// Regex tested on the lines after the first; its meaning depends on `mode`. Required.
+    /// A regular expression tested on the lines after the first one; what a match means depends on
+    /// `mode`. Required.
     pub condition_pattern: String,
-    /// `continue_through`, `continue_past`, `halt_before` or `halt_with`. Required.
+    /// What a match of `condition_pattern` means (see [Multiline](#multiline)). Required.
     pub mode: Mode,
-    /// Emit a group when no line has joined it for this long (milliseconds). Required.
+    /// A group is emitted when no line has joined it for this long, in milliseconds. Must be at
+    /// least 1. Required.
     pub timeout_ms: u64,
 }
 

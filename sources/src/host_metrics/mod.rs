@@ -28,7 +28,9 @@ use weir_pipeline::BoxError;
 use collect::{CollectError, Host};
 
 /// A collector of `host_metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Collector {
     Cpu,
@@ -82,19 +84,19 @@ impl Collector {
 }
 
 /// `type = "host_metrics"`: metrics of the machine, every `scrape_interval_secs`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostMetricsConfig {
     /// Seconds between two scrapes. Default: 15.
     #[serde(default = "default_interval")]
     pub scrape_interval_secs: f64,
-    /// Which collectors run: `cpu`, `memory`, `swap`, `load`, `disk`, `filesystem`,
-    /// `network`, `tcp`, `processes`, `users`, `logins`, `uptime`, `cgroups`. Default: all but
-    /// `cgroups`, plus `cgroups` when `cgroup_root` is set.
+    /// Which collectors run: `cpu`, `memory`, `swap`, `load`, `disk`, `filesystem`, `network`,
+    /// `tcp`, `processes`, `users`, `logins`, `uptime`, `cgroups`. `cgroups` needs `cgroup_root`.
+    /// Default: all but `cgroups`, plus `cgroups` when `cgroup_root` is set.
     #[serde(default)]
     pub collectors: Option<Vec<Collector>>,
-    /// The proc filesystem to read (a host's mounted at `/host/proc` in a container).
-    /// Default: `/proc`.
+    /// The proc filesystem read. In a container, mount the host's at `/host/proc` and point this at
+    /// it. Checked at `weir run` (it must hold `stat`). Default: `/proc`.
     #[serde(default = "default_proc_root")]
     pub proc_root: PathBuf,
     /// Prefix of the mount points given to `statvfs` (the host's `/` mounted in a
@@ -104,22 +106,24 @@ pub struct HostMetricsConfig {
     /// The utmp file of logged-in users. Default: `/var/run/utmp`.
     #[serde(default = "default_utmp")]
     pub utmp_path: PathBuf,
-    /// The wtmp file (every login and logout) the `logins` collector reads remote (SSH)
-    /// logins from. Default: `/var/log/wtmp`.
+    /// The wtmp file (every login and logout) that the `logins` collector reads remote (SSH) logins
+    /// from. In a container, mount the host's `/var/log` and point this at it. Default:
+    /// `/var/log/wtmp`.
     #[serde(default = "default_wtmp")]
     pub wtmp_path: PathBuf,
-    /// The btmp file of failed logins (readable by root only). Default: none (failed logins
-    /// are not reported); `/var/log/btmp` on most systems.
+    /// The btmp file of failed logins (usually `/var/log/btmp`, readable by root only). When set,
+    /// `logins` also reports failed remote logins. Default: none (failed logins are not reported).
     #[serde(default)]
     pub btmp_path: Option<PathBuf>,
-    /// A cgroup v2 hierarchy (`/sys/fs/cgroup`): CPU and memory per cgroup below it.
+    /// A cgroup v2 hierarchy, usually `/sys/fs/cgroup`: CPU and memory of each cgroup below it.
     /// Default: none (no cgroup metrics).
     #[serde(default)]
     pub cgroup_root: Option<PathBuf>,
     /// How deep below `cgroup_root` cgroups are reported (0: the root only). Default: 3.
     #[serde(default = "default_cgroup_depth")]
     pub cgroup_max_depth: usize,
-    /// CPU time per CPU (`cpu` tag) rather than for the whole machine. Default: true.
+    /// CPU time per CPU (`cpu` tag); `false` gives the machine-wide totals without a `cpu` tag.
+    /// Default: true.
     #[serde(default = "default_true")]
     pub cpu_per_cpu: bool,
     /// Block devices left out of disk I/O (a regular expression on the device name).

@@ -7,7 +7,7 @@ use super::proto::{self, EnumTable, FlowFilter};
 
 /// One filter. Every field that is set must match; a list matches when any of its elements
 /// does. All fields default to empty (no condition).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// Flows from or to these namespaces. Like `hubble observe --namespace`, the filter is

@@ -59,7 +59,7 @@ use proto::{GetFlowsRequest, GetFlowsResponse, ResponseType, Timestamp};
 use resume::Resume;
 
 /// `type = "hubble"`: flows from Hubble Relay or a node's Hubble server.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HubbleConfig {
     /// Where Hubble listens: `host:port` (Relay: `localhost:4245` through a port-forward, or
@@ -94,7 +94,7 @@ pub struct HubbleConfig {
     /// TLS (and mutual TLS) to Relay. Default: none (plaintext).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Give up a connection attempt after this many seconds. Default: 10.
+    /// Give up a connection attempt after this many seconds (at least 1). Default: 10.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     /// The longest wait between reconnection attempts, in seconds (the wait starts at 0.5 s
@@ -109,7 +109,7 @@ pub struct HubbleConfig {
 }
 
 /// `tls`: how to verify Relay and, for mutual TLS, who we are.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file of the CA that signed the server's certificate (Relay's `ca.crt`). Required.

@@ -55,53 +55,62 @@ use weir_pipeline::BoxError;
 use offsets::{Offsets, Span};
 
 /// `type = "kafka"`: consumes Kafka topics in a consumer group.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
-    /// Brokers to bootstrap from, comma separated, e.g. `127.0.0.1:9092`. Required.
+    /// Brokers to bootstrap from, comma separated: `kafka-1:9092,kafka-2:9092`. Required.
     pub bootstrap_servers: String,
-    /// The consumer group. Weir instances with the same group split the partitions. Required.
+    /// The consumer group. Weir instances (and other consumers) with the same group split the
+    /// partitions between them. Required.
     pub group_id: String,
-    /// Topics to consume; a name starting with `^` is a regular expression (`^logs-.*`).
-    /// Required.
+    /// Topics to consume. A name starting with `^` is a regular expression over topic names
+    /// (`^logs-.*`): matching topics created later are picked up (librdkafka checks every
+    /// `topic.metadata.refresh.interval.ms`, 5 minutes by default). Required.
     pub topics: Vec<String>,
-    /// Where a group without a committed offset for a partition starts: `earliest` or
+    /// Where the group starts on a partition it has no committed offset for: `earliest` or
     /// `latest`. Default: `latest`.
     #[serde(default)]
     pub auto_offset_reset: AutoOffsetReset,
-    /// How often the acknowledged offsets are committed, in milliseconds. Default: 5000.
+    /// How often the acknowledged offsets are committed, in milliseconds
+    /// (`auto.commit.interval.ms`). Default: 5000.
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
-    /// How long the group waits for a silent member (a killed Weir) before giving its
-    /// partitions to the others, in milliseconds. Default: 10000.
+    /// How long the group waits for a silent member (a killed Weir) before giving its partitions to
+    /// the others, in milliseconds (`session.timeout.ms`). Default: 10000.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
-    /// At most this many records per batch of events. Default: 1000.
+    /// At most this many records per batch of events (a batch is what is ready, up to this).
+    /// Default: 1000.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// How each record's value becomes events. Default: `{ codec = "bytes" }` (the value as
-    /// `message`).
+    /// How each record's value becomes events (`bytes`, `json`, `logfmt`, `syslog`,
+    /// `hubble_jsonpb`). See [codecs](codecs.md#decoding). One record is one frame: no newline
+    /// splitting. Default: `{ codec = "bytes" }` (the value as `message`).
     #[serde(default)]
     pub decoding: DecodingConfig,
-    /// Field that receives the record's topic; empty to leave it out. Default: `topic`.
+    /// Field that receives the record's topic. Empty: not added. Default: `topic`.
     #[serde(default = "default_topic_key")]
     pub topic_key: String,
-    /// Field that receives the record's partition; empty to leave it out. Default: `partition`.
+    /// Field that receives the record's partition (integer). Empty: not added. Default:
+    /// `partition`.
     #[serde(default = "default_partition_key")]
     pub partition_key: String,
-    /// Field that receives the record's offset; empty to leave it out. Default: `offset`.
+    /// Field that receives the record's offset (integer). Empty: not added. Default: `offset`.
     #[serde(default = "default_offset_key")]
     pub offset_key: String,
-    /// Field that receives the record's key (when it has one); empty to leave it out.
-    /// Default: `message_key`.
+    /// Field that receives the record's key, when it has one. Empty: not added. Default:
+    /// `message_key`.
     #[serde(default = "default_key_field")]
     pub key_field: String,
-    /// Field that receives the record's headers as an object (when it has any); empty to
-    /// leave them out. Default: `headers`.
+    /// Field that receives the record's headers as an object (a header without a value is `null`),
+    /// when it has any. Empty: not added. Default: `headers`.
     #[serde(default = "default_headers_key")]
     pub headers_key: String,
-    /// Raw librdkafka consumer properties, applied last (e.g. `"fetch.min.bytes" = "1"`).
-    /// Default: none.
+    /// Any [librdkafka consumer
+    /// property](https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md), applied
+    /// last: `librdkafka_options."fetch.min.bytes" = "1"`. A misspelt name or a bad value fails
+    /// `weir run` with librdkafka's message. The properties the source sets from its own options
+    /// (listed below) are refused, with the option to use instead. Default: none.
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, String>,
     /// TLS. Default: off.
@@ -113,7 +122,9 @@ pub struct KafkaSourceConfig {
 }
 
 /// `auto_offset_reset`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AutoOffsetReset {
     Earliest,

@@ -46,7 +46,7 @@ const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 const INITIAL_LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// `type = "kubernetes_logs"`: container logs of this node, with pod metadata.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesLogsConfig {
     /// The directory of pod logs, laid out `<namespace>_<pod>_<uid>/<container>/<n>.log`.
@@ -62,30 +62,31 @@ pub struct KubernetesLogsConfig {
     /// name (a pod's host name is its name). Default: true.
     #[serde(default = "yes")]
     pub exclude_self: bool,
-    /// Where files start when the source has no checkpoints yet: `beginning` or `end`.
-    /// Default: `beginning`.
+    /// Where files start when the source has no checkpoints yet (its first start): `beginning` or
+    /// `end`. Files that appear later are read from their beginning. Default: `beginning`.
     #[serde(default)]
     pub read_from: ReadFrom,
-    /// The root is walked again at most this often (milliseconds). Default: 1000.
+    /// The root is walked for new files at most this often, in milliseconds. Default: 1000.
     #[serde(default = "file::default_cooldown")]
     pub glob_minimum_cooldown_ms: u64,
-    /// Lines (after joining partial pieces) longer than this are skipped and counted as
-    /// `oversized` errors. Default: 1048576.
+    /// A message (after partial pieces are joined) longer than this many bytes is skipped and
+    /// counted as an `oversized` error. Default: 1048576.
     #[serde(default = "file::default_max_line")]
     pub max_line_bytes: usize,
-    /// The most log files open at once. Default: 512.
+    /// The most log files open at once; idle ones are closed to let others in. Default: 512.
     #[serde(default = "file::default_max_open")]
     pub max_open_files: usize,
-    /// A rotated or deleted log file is read to its end and released after this long
-    /// without new data (milliseconds). Default: 5000.
+    /// A rotated (`0.log` renamed to `0.log.<time>`) or deleted log is read to its end, then
+    /// released after this long without new data, in milliseconds. Default: 5000.
     #[serde(default = "file::default_rotate_wait")]
     pub rotate_wait_ms: u64,
     /// Files not modified for this many seconds are not opened. Default: none.
     #[serde(default)]
     pub ignore_older_secs: Option<u64>,
-    /// How each container message becomes an event: `bytes` (the message as `message`) or
-    /// `json` (a JSON message's fields; messages that are not JSON stay in `message` and are
-    /// counted as `decode` errors), `logfmt`, `syslog`. Default: `{ codec = "bytes" }`.
+    /// How each container message becomes an event. `bytes`: the message is `message`. `json`: a
+    /// JSON message's fields become the event's (a Docker line `{"log":"{\"a\":1}\n"}` gives `a =
+    /// 1`); a message that is not JSON stays in `message` and counts a `decode` error. Also
+    /// `logfmt`, `syslog`. See [codecs](codecs.md#decoding). Default: `{ codec = "bytes" }`.
     #[serde(default)]
     pub decoding: DecodingConfig,
     /// Pod metadata from the Kubernetes API. Default: on, in-cluster.
@@ -94,10 +95,10 @@ pub struct KubernetesLogsConfig {
 }
 
 /// `api = { ... }`: enrichment from the Kubernetes API.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Ask the API for pod (and namespace) metadata. Default: true.
+    /// Ask the Kubernetes API for pod (and namespace) metadata. Default: true.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// The API server, `https://host:port` or `http://host:port`. Default: in a pod,
@@ -105,24 +106,25 @@ pub struct ApiConfig {
     /// metadata only).
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// A file holding the bearer token, read for every request. Default: the service
-    /// account's token, if that file exists.
+    /// A file holding the bearer token, read again for every request (bound tokens rotate).
+    /// Default: the service account's `token`, if that file exists.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
-    /// The CA certificates (PEM) that sign the API server's certificate, for `https`.
-    /// Default: the service account's `ca.crt`.
+    /// The CA certificates (PEM) that sign the API server's certificate, for `https`. Default: the
+    /// service account's `ca.crt`, if it exists.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Only pods of this node are watched (`spec.nodeName`). Default: `$NODE_NAME`; if that is
-    /// unset, every pod of the cluster.
+    /// Only this node's pods are listed and watched (`fieldSelector=spec.nodeName=...`). An empty
+    /// string counts as unset. Default: `$NODE_NAME`; if that is unset, every pod of the cluster.
     #[serde(default)]
     pub node_name: Option<String>,
-    /// A deleted pod's metadata is kept this long, so its last lines are still enriched
-    /// (milliseconds). Default: 60000.
+    /// A deleted pod's (or namespace's) metadata is kept this long, so its last lines are still
+    /// enriched, in milliseconds. Default: 60000.
     #[serde(default = "default_delay_deletion")]
     pub delay_deletion_ms: u64,
-    /// Also list and watch namespaces, to add `kubernetes.namespace_labels` (needs `list`
-    /// and `watch` of `namespaces`, a cluster-wide permission). Default: true.
+    /// Also list and watch namespaces, to add `kubernetes.namespace_labels`. Needs `list` and
+    /// `watch` of `namespaces` (a cluster-wide permission); set it to `false` if the agent's RBAC
+    /// does not grant that. Default: true.
     #[serde(default = "yes")]
     pub namespace_labels: bool,
 }

@@ -63,7 +63,7 @@ use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 /// One listener.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     /// Serve this protocol. Default: true.
@@ -85,7 +85,7 @@ fn default_max_request() -> usize {
 }
 
 /// `type = "otlp"`: see the module docs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpSourceConfig {
     /// OTLP/gRPC. Default: enabled on `0.0.0.0:4317`.
@@ -94,11 +94,12 @@ pub struct OtlpSourceConfig {
     /// OTLP/HTTP. Default: enabled on `0.0.0.0:4318`.
     #[serde(default = "enabled")]
     pub http: ListenConfig,
-    /// How long a request may wait for room in the pipeline before it is answered
-    /// `RESOURCE_EXHAUSTED` / 429, in seconds. Default: 5.
+    /// How long a request may wait for room in the pipeline before it is refused with
+    /// `RESOURCE_EXHAUSTED` / HTTP 429, in seconds. Default: 5.
     #[serde(default = "default_accept_timeout")]
     pub accept_timeout_secs: f64,
-    /// Largest request body accepted (decompressed), in bytes. Default: 16777216.
+    /// Largest request accepted, in bytes (decompressed for HTTP gzip; the gRPC message size
+    /// limit). Default: 16777216.
     #[serde(default = "default_max_request")]
     pub max_request_bytes: usize,
 }

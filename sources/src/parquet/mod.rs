@@ -35,13 +35,14 @@ use read::{Chunk, Plan};
 
 /// `type = "parquet"`: reads Parquet files as events (logs, or metrics for files in the
 /// metrics long format written by the `parquet` sink) and ends when they are read.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSourceConfig {
     /// Files, directories (every `*.parquet` file below them) or glob patterns
     /// (`/data/logs/**/*.parquet`; `*` does not cross `/`, `**` does). Hidden files and files
-    /// starting with `_` are skipped when walking. Required (at least one). A glob that matches
-    /// nothing is not an error: the source simply ends.
+    /// starting with `_` are skipped when walking. Relative paths are relative to the working
+    /// directory. A glob that matches nothing is not an error: the source simply ends. Required (at
+    /// least one).
     pub paths: Vec<String>,
     /// Only rows at or after this time (RFC 3339 or `YYYY-MM-DD`). Default: unset.
     #[serde(default)]
@@ -52,8 +53,8 @@ pub struct ParquetSourceConfig {
     /// The top-level timestamp column the time range applies to. Default: `timestamp`.
     #[serde(default = "default_timestamp_field")]
     pub timestamp_field: String,
-    /// Emit null columns as `null` fields. Default: false (Parquet cannot tell a null field
-    /// from a missing one; leaving them out gives back sparse events as they were written).
+    /// Emit null columns as `null` fields. By default they are left out (Parquet cannot tell a null
+    /// from a missing field; sparse events come back as they were written). Default: false.
     #[serde(default)]
     pub keep_nulls: bool,
     /// Add each `key=value` directory part of a file's path as a string field (fields the row
@@ -63,13 +64,13 @@ pub struct ParquetSourceConfig {
     /// Rows per batch of events. Default: 1000.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Progress bar on stderr: `auto` (default: only when stderr is a terminal), `always` or
-    /// `never`.
+    /// Progress bar on stderr (files, rows, rows/s, ETA): `auto` draws it only when stderr is a
+    /// terminal, `always` also into a pipe or file, `never` not at all. Default: `auto`.
     #[serde(default)]
     pub progress: ProgressMode,
-    /// Remember in `data_dir` how many rows of each file were delivered, and skip them on the
-    /// next run (a killed replay continues; a finished one reads nothing again). Needs
-    /// `acknowledgements = true`. Default: false.
+    /// Keep in `data_dir/<id>/parquet-checkpoint.json` how many rows of each file were delivered
+    /// (advanced on acknowledgement) and skip them on the next run: a killed replay continues, a
+    /// finished one reads nothing again. Needs `acknowledgements = true`. Default: false.
     #[serde(default)]
     pub resume: bool,
 }
@@ -83,7 +84,9 @@ fn default_batch_size() -> usize {
 }
 
 /// When the progress bar is drawn.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProgressMode {
     #[default]

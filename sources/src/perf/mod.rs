@@ -47,7 +47,9 @@ const READ_CHUNK: usize = 256 * 1024;
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// What the source reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// `perf script` text from `path`, `command` or standard input.
@@ -60,7 +62,9 @@ pub enum Mode {
 }
 
 /// When `command` is started again after it exits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Restart {
     /// Whenever it exits (a stream that ends periodically).
@@ -73,53 +77,53 @@ pub enum Restart {
 }
 
 /// `type = "perf"`: stack samples (`script`, `record`) or counters (`stat`) from Linux perf.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PerfConfig {
-    /// `script`, `record` or `stat`. Default: `script`.
+    /// What the source reads. Default: `script`.
     #[serde(default)]
     pub mode: Mode,
-    /// `script` and `stat`: read this file or FIFO (a FIFO is reopened when its writer
-    /// closes; a regular file is read once, then the source ends). Default: none.
+    /// `script` and `stat`: read this file or FIFO. A regular file is read once, then the source
+    /// ends; a FIFO is opened again when its writer closes it. Default: none.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// `script` and `stat`: run this command (argv, no shell) and read its stdout, e.g.
-    /// `["perf", "script", "-i", "perf.data"]`; restarted by `restart`. Default: none.
-    /// With neither `path` nor `command`, `script` reads standard input and `stat` runs perf.
+    /// `script` and `stat`: run this program (argv, no shell) and read its stdout, e.g. `["perf",
+    /// "script", "-i", "perf.data"]`; started again as `restart` says. Not with `path`. With
+    /// neither `path` nor `command`, `script` reads standard input and `stat` runs perf. Default:
+    /// none.
     #[serde(default)]
     pub command: Option<Vec<String>>,
-    /// When `command` is started again after it exits: `always`, `on_failure` or `never`.
-    /// Restarts back off from 1 s to 60 s. Default: `on_failure`.
+    /// When `command` is started again after it exits. Restarts back off from 1 s to 60 s (reset
+    /// after a run of 30 s). Default: `on_failure`.
     #[serde(default)]
     pub restart: Restart,
-    /// The perf binary, a name looked up on PATH or a path. Default: `perf`.
+    /// The perf binary: a name looked up on `PATH`, or a path. Default: `perf`.
     #[serde(default = "default_perf")]
     pub perf_path: String,
-    /// `record`: sampling frequency (`perf record -F`). Default: 99.
+    /// `record`: the sampling frequency (`perf record -F`). At least 1. Default: 99.
     #[serde(default = "default_hz")]
     pub frequency_hz: u32,
-    /// `record`: seconds each `perf record` run lasts; its samples are emitted when it ends.
-    /// Default: 10.
+    /// `record`: how many seconds each `perf record` run lasts; its samples are emitted when it
+    /// ends. At least 1. Default: 10.
     #[serde(default = "default_interval_secs")]
     pub interval_secs: u64,
-    /// `stat`: the events to count (`perf stat -e`). Default: `["cpu-clock", "task-clock",
-    /// "context-switches", "cpu-migrations", "page-faults"]` (software events, available
-    /// everywhere).
+    /// `stat`: the events to count (`perf stat -e`). The default ones are software events,
+    /// available on every machine. Not empty.
     #[serde(default = "default_events")]
     pub events: Vec<String>,
     /// `stat`: milliseconds between reports (`perf stat -I`, at least 10). Default: 10000.
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
-    /// `record` and `stat`: extra arguments passed to `perf record` / `perf stat` before
-    /// `--` (e.g. `["--call-graph", "dwarf"]` or `["-C", "0-3"]`). Default: `[]`.
+    /// `record` and `stat`: more arguments for `perf record` / `perf stat`, passed before `--`,
+    /// e.g. `["--call-graph", "dwarf"]` or `["-C", "0-3"]`. Default: empty.
     #[serde(default)]
     pub extra_args: Vec<String>,
-    /// Lines longer than this are skipped and counted as `oversized` (the sample they belong
-    /// to is dropped). Default: 65536.
+    /// A longer line is skipped without being held in memory, counted as `oversized`, and the
+    /// sample it belongs to is dropped. Default: 65536.
     #[serde(default = "default_max_line")]
     pub max_line_bytes: usize,
-    /// Samples with more frames than this are dropped and counted as `too_many_frames`.
-    /// Default: 4096.
+    /// A sample with more frames than this is dropped and counted as `too_many_frames`. Default:
+    /// 4096.
     #[serde(default = "default_max_frames")]
     pub max_frames: usize,
 }

@@ -77,7 +77,7 @@ fn bucket(name: &str) -> Arc<Mutex<Vec<Event>>> {
 }
 
 /// `type = "collect"`: keeps what it receives under `name`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CollectSink {
     name: String,

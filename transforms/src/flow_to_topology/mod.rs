@@ -50,7 +50,9 @@ use output::WindowInfo;
 use window::Window;
 
 /// What the transform emits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputKind {
     /// Counters and histograms per edge (`hubble_flows_processed_total`, ...).
@@ -63,21 +65,21 @@ pub enum OutputKind {
 }
 
 /// Configuration of the `flow_to_topology` transform.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowToTopologyConfig {
-    /// Length of a window in seconds; a window is emitted when it ends (if it saw any flow)
-    /// and when the input ends. `0`: one window for the whole input, emitted at its end (for
-    /// replaying files). Default: 60.
+    /// Length of a window, in seconds. A window is emitted when it ends (if it saw a flow) and when
+    /// the input ends. `0`: one window over the whole input, emitted at its end (replaying files).
+    /// At most 366 days. Default: 60.
     #[serde(default = "default_window")]
     pub window_secs: u64,
-    /// What a node is: `workload` (default), `pod`, `namespace`, `identity` or `ip`.
+    /// What a node is. Default: `workload`.
     #[serde(default)]
     pub granularity: Granularity,
-    /// `topology` (default: one log event per window), `metrics`, or `both`.
+    /// What is emitted per window. Default: `topology`.
     #[serde(default)]
     pub output: OutputKind,
-    /// At most this many edges per window; flows of further edges are counted in
+    /// At most this many edges per window (at least 1); flows of further edges are counted in
     /// `overflow_flows` and as `edge_overflow` errors, not mapped. Default: 10000.
     #[serde(default = "default_max_edges")]
     pub max_edges: usize,
