@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::Secs;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
@@ -40,15 +41,15 @@ pub struct FileSinkConfig {
     pub max_bytes: Option<u64>,
     /// Close files not written for this many seconds. Default: 30.
     #[serde(default = "default_idle")]
-    pub idle_timeout_secs: u64,
+    pub idle_timeout_secs: Secs,
     /// fsync each file written before acknowledging a batch (survives a machine crash, not
     /// only a process crash; slower). Default: false.
     #[serde(default)]
     pub fsync: bool,
 }
 
-fn default_idle() -> u64 {
-    30
+fn default_idle() -> Secs {
+    Secs::from_secs(30)
 }
 
 #[async_trait]
@@ -146,7 +147,7 @@ impl FileSink {
     }
 
     fn close_idle(&mut self) {
-        let idle = Duration::from_secs(self.cfg.idle_timeout_secs);
+        let idle = self.cfg.idle_timeout_secs.duration();
         self.files.retain(|_, f| f.last_write.elapsed() < idle);
     }
 }
@@ -275,7 +276,7 @@ mod tests {
             path: format!("{}/{{{{ svc }}}}/out.log", dir.path().display()),
             encoding: EncodingConfig::default(),
             max_bytes: Some(40),
-            idle_timeout_secs: 30,
+            idle_timeout_secs: Secs::from_secs(30),
             fsync: true,
         };
         let metrics = ComponentMetrics::detached("f");

@@ -35,6 +35,7 @@ use weir_connect::kafka::{
 };
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::{Concurrency, Secs};
 use weir_pipeline::event::{parse_path, Event, EventBatch, FieldPath, Value};
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
@@ -42,6 +43,8 @@ use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
+
+use crate::toolkit::{RequestConfig, RequestDefaults};
 
 type Producer_ = FutureProducer<KafkaClientContext>;
 
@@ -72,10 +75,14 @@ pub struct KafkaSinkConfig {
     /// (`message.timeout.ms`); the sink then produces it again. Default: 30000.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u64,
-    /// Batches being delivered at once (more keep the brokers busy while earlier batches wait
-    /// for their delivery reports). Default: 8.
-    #[serde(default = "default_max_inflight_batches")]
-    pub max_inflight_batches: usize,
+    /// `concurrency`: batches being delivered at once (more keep the brokers busy while
+    /// earlier batches wait for their delivery reports; default 8);
+    /// `retry_initial_backoff_secs` (default 0.1) and `retry_max_duration_secs` (default 5):
+    /// the waits before a failed record is produced again. A record is produced again until
+    /// it is stored or refused for good (`retry_attempts` does not apply), and librdkafka's
+    /// own timeout is `message_timeout_ms` (`timeout_secs` does not apply).
+    #[serde(default)]
+    pub request: RequestConfig<KafkaRequest>,
     /// Raw librdkafka producer properties, applied last (e.g. `"linger.ms" = "10"`,
     /// `"acks" = "1"`). Default: none.
     #[serde(default)]
@@ -116,8 +123,26 @@ fn default_message_timeout_ms() -> u64 {
     30_000
 }
 
-fn default_max_inflight_batches() -> usize {
-    8
+/// The kafka sink's `request` defaults: 8 batches in flight, retries from 0.1 to 5 seconds
+/// apart, forever.
+#[derive(Debug)]
+pub struct KafkaRequest;
+
+impl RequestDefaults for KafkaRequest {
+    const CONCURRENCY: Concurrency = Concurrency::of(8);
+    /// Not an option here (`message_timeout_ms` is librdkafka's).
+    const TIMEOUT: Secs = Secs::from_secs(30);
+    const RETRY_MAX_DURATION: Secs = Secs::from_secs(5);
+    const NOT_HERE: &'static [(&'static str, &'static str)] = &[
+        (
+            "timeout_secs",
+            "use `message_timeout_ms` (librdkafka's `message.timeout.ms`)",
+        ),
+        (
+            "retry_attempts",
+            "a record is produced again until it is stored or refused for good",
+        ),
+    ];
 }
 
 /// librdkafka properties the sink sets from its own options.
@@ -147,9 +172,6 @@ impl SinkConfig for KafkaSinkConfig {
         };
         let key_field = path("key_field", &self.key_field)?;
         let headers_key = path("headers_key", &self.headers_key)?;
-        if self.max_inflight_batches == 0 {
-            return Err("`max_inflight_batches` must be at least 1".into());
-        }
         if self.message_timeout_ms == 0 {
             return Err("`message_timeout_ms` must be at least 1".into());
         }
@@ -413,11 +435,11 @@ struct Delivered {
 async fn deliver(
     producer: Arc<Producer_>,
     metrics: Arc<ComponentMetrics>,
+    mut backoff: Backoff,
     p: Prepared,
 ) -> Delivered {
     let mut todo: Vec<usize> = (0..p.records.len()).collect();
     let (mut sent, mut sent_bytes, mut rejected, mut fatal) = (0, 0, 0, None);
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let mut waiting = Vec::with_capacity(todo.len());
         for &i in &todo {
@@ -535,11 +557,15 @@ impl Sink for KafkaSink {
                         break;
                     }
                 }
-                b = input.next(), if input_open && inflight.len() < self.cfg.max_inflight_batches => {
+                b = input.next(), if input_open && inflight.len() < self.cfg.request.concurrency() => {
                     match b {
                         Some(batch) => {
                             let p = self.prepare(batch);
-                            inflight.push(deliver(self.producer.clone(), self.metrics.clone(), p));
+                            let backoff = Backoff::new(
+                                self.cfg.request.retry_initial_backoff_secs.duration(),
+                                self.cfg.request.max_backoff(),
+                            );
+                            inflight.push(deliver(self.producer.clone(), self.metrics.clone(), backoff, p));
                         }
                         None => input_open = false,
                     }

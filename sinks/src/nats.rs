@@ -8,7 +8,7 @@
 //! may already have landed. The batch is held and retried with backoff until every message is
 //! stored: the buffer fills and backpressure slows the sources; nothing is dropped. Only then
 //! is the batch acknowledged. Publishing is pipelined like a sliding window: a batch is
-//! published in chunks of a quarter of `max_inflight` messages, and a chunk goes out as soon
+//! published in chunks of a quarter of `request.concurrency` messages, and a chunk goes out as soon
 //! as it fits beside the messages still awaiting their PubAcks, so the window never drains
 //! between batches; batches are acknowledged in the order they came.
 
@@ -28,6 +28,7 @@ use weir_connect::nats::{
 };
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::{Concurrency, Secs};
 use weir_pipeline::event::EventBatch;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
@@ -35,6 +36,8 @@ use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
+
+use crate::toolkit::{RequestConfig, RequestDefaults};
 
 /// `type = "nats"`: publishes each event as one NATS message.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -53,14 +56,14 @@ pub struct NatsSinkConfig {
     /// (a stream must capture the subjects). Default: false (core NATS, fire-and-forget).
     #[serde(default)]
     pub jetstream: bool,
-    /// JetStream: how long to wait for a PubAck before publishing again (same `Nats-Msg-Id`).
-    /// Default: 5.
-    #[serde(default = "default_ack_timeout")]
-    pub ack_timeout_secs: u64,
-    /// JetStream: at most this many messages published and awaiting their PubAck at once,
-    /// across batches (published in chunks of a quarter of it). Default: 1000.
-    #[serde(default = "default_max_inflight")]
-    pub max_inflight: usize,
+    /// JetStream: `concurrency` is the most messages published and awaiting their PubAck at
+    /// once, across batches (published in chunks of a quarter of it; default 1000);
+    /// `timeout_secs` how long to wait for a PubAck before publishing again with the same
+    /// `Nats-Msg-Id` (default 5); `retry_initial_backoff_secs` (default 0.1) and
+    /// `retry_max_duration_secs` (default 5) the waits between rounds of retries. A message
+    /// is published again until it is stored (`retry_attempts` does not apply).
+    #[serde(default)]
+    pub request: RequestConfig<NatsRequest>,
     /// Authentication. Default: none.
     #[serde(default)]
     pub auth: NatsAuthConfig,
@@ -72,12 +75,19 @@ pub struct NatsSinkConfig {
     pub connection_name: Option<String>,
 }
 
-fn default_ack_timeout() -> u64 {
-    5
-}
+/// The nats sink's `request` defaults: 1000 messages awaiting their PubAck, 5 seconds for a
+/// PubAck, retries from 0.1 to 5 seconds apart, forever.
+#[derive(Debug)]
+pub struct NatsRequest;
 
-fn default_max_inflight() -> usize {
-    1000
+impl RequestDefaults for NatsRequest {
+    const CONCURRENCY: Concurrency = Concurrency::of(1000);
+    const TIMEOUT: Secs = Secs::from_secs(5);
+    const RETRY_MAX_DURATION: Secs = Secs::from_secs(5);
+    const NOT_HERE: &'static [(&'static str, &'static str)] = &[(
+        "retry_attempts",
+        "a JetStream message is published again (same id) until it is stored",
+    )];
 }
 
 #[async_trait]
@@ -91,12 +101,6 @@ impl SinkConfig for NatsSinkConfig {
             )
             .into());
         }
-        if self.max_inflight == 0 {
-            return Err("`max_inflight` must be at least 1".into());
-        }
-        if self.ack_timeout_secs == 0 {
-            return Err("`ack_timeout_secs` must be at least 1".into());
-        }
         let client = connect(
             NatsConnect {
                 url: &self.url,
@@ -109,13 +113,14 @@ impl SinkConfig for NatsSinkConfig {
         .await?;
         let js = self.jetstream.then(|| {
             jetstream::ContextBuilder::new()
-                .timeout(Duration::from_secs(self.ack_timeout_secs))
-                // The sink bounds what is in flight itself: below `max_inflight` it takes
-                // another batch (up to 1000 events), so at most `max_inflight` + 1000 are
+                .timeout(self.request.timeout())
+                // The sink bounds what is in flight itself: below `request.concurrency` it
+                // takes another batch (up to 1000 events), so at most that + 1000 are
                 // unacknowledged; the client's limit only has to be above that, and errors
                 // instead of waiting.
                 .max_ack_inflight(
-                    self.max_inflight
+                    self.request
+                        .concurrency()
                         .saturating_add(weir_pipeline::event::MAX_BATCH_EVENTS)
                         .saturating_mul(2),
                 )
@@ -202,6 +207,14 @@ struct Chunk {
 }
 
 impl NatsSink {
+    /// The waits between rounds of retries (`request.retry_*`).
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.cfg.request.retry_initial_backoff_secs.duration(),
+            self.cfg.request.max_backoff(),
+        )
+    }
+
     /// Publishes to JetStream until every message has its PubAck, retrying the ones that fail
     /// with their same message id.
     async fn publish_jetstream(
@@ -210,14 +223,14 @@ impl NatsSink {
         items: &[Outgoing],
         mut todo: Vec<usize>,
     ) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = self.backoff();
         loop {
             let mut failed = Vec::new();
             let mut last_error = None;
             let mut duplicates = 0u64;
             // Every wait is bounded: a PubAck that does not come is a retry, never a hang.
-            let wait = Duration::from_secs(self.cfg.ack_timeout_secs);
-            for chunk in todo.chunks(self.cfg.max_inflight) {
+            let wait = self.cfg.request.timeout();
+            for chunk in todo.chunks(self.cfg.request.concurrency()) {
                 let mut acks = Vec::with_capacity(chunk.len());
                 for &i in chunk {
                     let it = &items[i];
@@ -336,7 +349,7 @@ impl NatsSink {
     /// Publishes a batch's messages to JetStream (first attempt) and returns the future that
     /// awaits their PubAcks, so the next batch can be published meanwhile.
     async fn publish_window(&self, js: &jetstream::Context, items: &[Outgoing]) -> AckWait {
-        let wait = Duration::from_secs(self.cfg.ack_timeout_secs);
+        let wait = self.cfg.request.timeout();
         let mut outcome = AckOutcome::default();
         let mut acks = Vec::with_capacity(items.len());
         for (i, it) in items.iter().enumerate() {
@@ -399,10 +412,7 @@ impl NatsSink {
         let failed = outcome.failed.len();
         if self.report_round(outcome.duplicates, failed, outcome.last_error.as_deref()) {
             // The same first delay as a retry round of `publish_jetstream`.
-            tokio::time::sleep(
-                Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).next_delay(),
-            )
-            .await;
+            tokio::time::sleep(self.backoff().next_delay()).await;
             outcome.failed.sort_unstable();
             self.publish_jetstream(js, &f.items, outcome.failed).await;
         }
@@ -441,8 +451,8 @@ impl Sink for NatsSink {
         let js = self.js.clone();
         // JetStream chunks published and awaiting PubAcks, oldest first, and the chunks of
         // the current batch not yet published: one goes out whenever it fits in
-        // `max_inflight` beside the unacknowledged ones (or nothing is in flight).
-        let max_inflight = self.cfg.max_inflight.max(1);
+        // `request.concurrency` beside the unacknowledged ones (or nothing is in flight).
+        let max_inflight = self.cfg.request.concurrency();
         let chunk_len = (max_inflight / 4).max(1);
         let mut window: VecDeque<InFlight> = VecDeque::new();
         let mut queued: VecDeque<Chunk> = VecDeque::new();
@@ -597,7 +607,7 @@ auth.token = "s3cret"
         )
         .unwrap();
         assert!(c.jetstream);
-        assert_eq!(c.ack_timeout_secs, 5);
+        assert_eq!(c.request.timeout(), Duration::from_secs(5));
         assert_eq!(c.auth.token.as_deref(), Some("s3cret"));
         assert!(
             toml::from_str::<NatsSinkConfig>("url = \"x\"\nsubject = \"a\"\nbogus = 1").is_err()

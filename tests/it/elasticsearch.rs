@@ -581,8 +581,8 @@ docs = [{docs}]
 type = "elasticsearch"
 inputs = ["src"]
 endpoints = ["http://{addr}"]
-retry_initial_backoff_secs = 0.01
-retry_max_backoff_secs = 0.05
+request.retry_initial_backoff_secs = 0.01
+request.retry_max_duration_secs = 0.05
 {batch}
 {sink_extra}
 "#,
@@ -1060,14 +1060,14 @@ async fn tls_with_a_custom_ca_and_basic_auth() {
         }
         assert_eq!(st.tls_handshake_errors, 0);
     }
-    // Without the CA the server is not trusted: nothing is sent; after `max_retries` the
+    // Without the CA the server is not trusted: nothing is sent; after `request.retry_attempts` the
     // events are given up as errored (not acknowledged).
     let before = double.lock().requests.len();
     let metrics = run(&https(config(
         "es-tls-untrusted",
         data.path(),
         &docs,
-        "max_retries = 2",
+        "request.retry_attempts = 2",
         addr,
     )))
     .await;

@@ -23,4 +23,5 @@ mod parquet;
 mod perf;
 mod prometheus;
 mod shutdown;
+mod sink_options;
 mod testkit;

@@ -466,7 +466,13 @@ pub fn parse_response(
             match item.status {
                 200..=299 => ItemOutcome::Ok,
                 409 if create_conflict_ok && item.create => ItemOutcome::Ok,
-                s if crate::http::retriable_status(s) => ItemOutcome::Retry(reason()),
+                s if crate::toolkit::retry::http_status_retriable(
+                    s,
+                    crate::toolkit::retry::HttpRules::Standard,
+                ) =>
+                {
+                    ItemOutcome::Retry(reason())
+                }
                 s => ItemOutcome::Rejected(match item.error {
                     Some(e) => Refusal {
                         status: s,

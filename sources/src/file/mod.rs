@@ -36,6 +36,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::{DecodingConfig, DEFAULT_MAX_LINE_BYTES};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::SecsOrZero;
 use weir_pipeline::event::EventBatch;
 use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
@@ -131,7 +132,7 @@ pub struct FileSourceConfig {
     /// Files not modified for this many seconds are not opened, and open files idle this
     /// long are closed until they change. Default: none.
     #[serde(default)]
-    pub ignore_older_secs: Option<u64>,
+    pub ignore_older_secs: Option<SecsOrZero>,
     /// The most files open at once; others wait, and idle files are closed to let them in.
     /// Default: 512.
     #[serde(default = "default_max_open")]
@@ -144,7 +145,7 @@ pub struct FileSourceConfig {
     /// Delete a file once it is read to its end, delivered (checkpointed) and has not grown
     /// for this many seconds. Default: none (never delete).
     #[serde(default)]
-    pub remove_after_secs: Option<u64>,
+    pub remove_after_secs: Option<SecsOrZero>,
     /// Join consecutive lines into one event (stack traces). Default: none.
     #[serde(default)]
     pub multiline: Option<MultilineConfig>,
@@ -184,10 +185,10 @@ impl FileSourceConfig {
             delimiter: self.line_delimiter.0,
             max_line_bytes: self.max_line_bytes,
             charset: self.charset,
-            ignore_older: self.ignore_older_secs.map(Duration::from_secs),
+            ignore_older: self.ignore_older_secs.map(SecsOrZero::duration),
             max_open_files: self.max_open_files,
             rotate_wait: Duration::from_millis(self.rotate_wait_ms),
-            remove_after: self.remove_after_secs.map(Duration::from_secs),
+            remove_after: self.remove_after_secs.map(SecsOrZero::duration),
         })
     }
 }

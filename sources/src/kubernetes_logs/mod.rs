@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::DecodingConfig;
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::SecsOrZero;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
@@ -82,7 +83,7 @@ pub struct KubernetesLogsConfig {
     pub rotate_wait_ms: u64,
     /// Files not modified for this many seconds are not opened. Default: none.
     #[serde(default)]
-    pub ignore_older_secs: Option<u64>,
+    pub ignore_older_secs: Option<SecsOrZero>,
     /// How each container message becomes an event: `bytes` (the message as `message`) or
     /// `json` (a JSON message's fields; messages that are not JSON stay in `message` and are
     /// counted as `decode` errors), `logfmt`, `syslog`. Default: `{ codec = "bytes" }`.
@@ -216,7 +217,7 @@ impl KubernetesLogsConfig {
             // applied after the prefix is taken off.
             max_line_bytes: self.max_line_bytes.saturating_add(4096),
             charset: CharsetConfig::Utf8,
-            ignore_older: self.ignore_older_secs.map(Duration::from_secs),
+            ignore_older: self.ignore_older_secs.map(SecsOrZero::duration),
             max_open_files: self.max_open_files,
             rotate_wait: Duration::from_millis(self.rotate_wait_ms),
             remove_after: None,
