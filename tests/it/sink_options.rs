@@ -62,6 +62,11 @@ fn value_location(text: &str, line: &str) -> String {
     format!("f.toml:{l}:{col}")
 }
 
+/// The last line of `text` is `prefix` and a key: where the key starts, as `f.toml:L:C`.
+fn key_location(text: &str, prefix: &str) -> String {
+    format!("f.toml:{}:{}", text.lines().count(), prefix.len() + 1)
+}
+
 /// (option line, the message after "invalid value: ").
 fn bad_batch_values() -> Vec<(&'static str, String)> {
     vec![
@@ -177,20 +182,24 @@ fn good_shared_options_load_for_every_sink() {
 fn an_unknown_shared_option_is_named_with_the_valid_ones() {
     for (kind, required) in BATCHING {
         let text = config(kind, required, "batch.max_size = 5\n");
-        let got = errors(&text);
-        assert_eq!(got.len(), 1, "{kind}: {got:?}");
-        assert!(
-            got[0].contains("unknown field `max_size`, expected one of `max_events`, `max_bytes`, `timeout_secs`"),
-            "{kind}: {got:?}"
+        assert_eq!(
+            errors(&text),
+            [format!(
+                "{}: sinks.s.batch.max_size: unknown field `max_size`, expected one of `max_events`, `max_bytes`, `timeout_secs`",
+                key_location(&text, "batch.")
+            )],
+            "{kind}"
         );
     }
     for (kind, required) in REQUESTING {
         let text = config(kind, required, "request.concurency = 5\n");
-        let got = errors(&text);
-        assert_eq!(got.len(), 1, "{kind}: {got:?}");
-        assert!(
-            got[0].contains("unknown field `concurency`, expected one of `concurrency`"),
-            "{kind}: {got:?}"
+        assert_eq!(
+            errors(&text),
+            [format!(
+                "{}: sinks.s.request.concurency: unknown field `concurency`, did you mean `concurrency`?",
+                key_location(&text, "request.")
+            )],
+            "{kind}"
         );
     }
 }

@@ -654,12 +654,21 @@ fn serde_error(
         field = Some(name.clone());
         if let Some((_, ks, _)) = fields.iter().find(|(k, _, _)| *k == name) {
             span = Some(ks.clone());
+        } else if let Some((k, _, _)) = fields.iter().find(|(k, ks, _)| {
+            k.strip_suffix(name.as_str())
+                .is_some_and(|p| p.ends_with('.'))
+                && span.as_ref().is_some_and(|s| s.start == ks.start)
+        }) {
+            // An unknown field of an inner table (`request.concurency`).
+            field = Some(k.clone());
         }
         let expected = backticked_all(raw.split_once("expected").map_or("", |(_, r)| r));
+        // The common keys (`type`, `inputs`...) are candidates at the top level only.
+        let top_level = field.as_deref() == Some(name.as_str());
         let candidates: Vec<&str> = expected
             .iter()
             .map(String::as_str)
-            .chain(common.iter().copied())
+            .chain(common.iter().copied().filter(|_| top_level))
             .collect();
         message = format!("unknown field `{name}`");
         match renamed(&name, &expected) {
