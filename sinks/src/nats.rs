@@ -6,9 +6,10 @@
 //! the stream's PubAck; a message whose PubAck does not come (timeout, server restarting) is
 //! published again with the same id, so JetStream's deduplication window drops the copy that
 //! may already have landed. The batch is held and retried with backoff until every message is
-//! stored: the buffer fills and backpressure slows the sources; nothing is dropped. Only then
-//! is the batch acknowledged. Publishing is pipelined like a sliding window: a batch is
-//! published in chunks of a quarter of `request.concurrency` messages, and a chunk goes out as soon
+//! stored: the buffer fills and backpressure slows the sources; nothing is dropped (unless
+//! `request.retry_attempts` is set: the batch is then finalized as errored). Only then is the
+//! batch acknowledged. Publishing is pipelined like a sliding window: a batch is published in
+//! chunks of a quarter of `request.concurrency` messages, and a chunk goes out as soon
 //! as it fits beside the messages still awaiting their PubAcks, so the window never drains
 //! between batches; batches are acknowledged in the order they came.
 
@@ -32,12 +33,11 @@ use weir_pipeline::config::{Concurrency, Secs};
 use weir_pipeline::event::EventBatch;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
-use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-use crate::toolkit::{RequestConfig, RequestDefaults};
+use crate::toolkit::{RequestConfig, RequestDefaults, Retries};
 
 /// `type = "nats"`: publishes each event as one NATS message.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -60,8 +60,9 @@ pub struct NatsSinkConfig {
     /// once, across batches (published in chunks of a quarter of it; default 1000);
     /// `timeout_secs` how long to wait for a PubAck before publishing again with the same
     /// `Nats-Msg-Id` (default 5); `retry_initial_backoff_secs` (default 0.1) and
-    /// `retry_max_duration_secs` (default 5) the waits between rounds of retries. A message
-    /// is published again until it is stored (`retry_attempts` does not apply).
+    /// `retry_max_duration_secs` (default 5) the waits between rounds of retries;
+    /// `retry_attempts` (default: unset, publish again until stored; a batch with a message
+    /// given up is finalized as errored).
     #[serde(default)]
     pub request: RequestConfig<NatsRequest>,
     /// Authentication. Default: none.
@@ -76,7 +77,7 @@ pub struct NatsSinkConfig {
 }
 
 /// The nats sink's `request` defaults: 1000 messages awaiting their PubAck, 5 seconds for a
-/// PubAck, retries from 0.1 to 5 seconds apart, forever.
+/// PubAck, retries from 0.1 to 5 seconds apart, forever (unless `retry_attempts`).
 #[derive(Debug)]
 pub struct NatsRequest;
 
@@ -84,10 +85,6 @@ impl RequestDefaults for NatsRequest {
     const CONCURRENCY: Concurrency = Concurrency::of(1000);
     const TIMEOUT: Secs = Secs::from_secs(5);
     const RETRY_MAX_DURATION: Secs = Secs::from_secs(5);
-    const NOT_HERE: &'static [(&'static str, &'static str)] = &[(
-        "retry_attempts",
-        "a JetStream message is published again (same id) until it is stored",
-    )];
 }
 
 #[async_trait]
@@ -207,23 +204,16 @@ struct Chunk {
 }
 
 impl NatsSink {
-    /// The waits between rounds of retries (`request.retry_*`).
-    fn backoff(&self) -> Backoff {
-        Backoff::new(
-            self.cfg.request.retry_initial_backoff_secs.duration(),
-            self.cfg.request.max_backoff(),
-        )
-    }
-
     /// Publishes to JetStream until every message has its PubAck, retrying the ones that fail
-    /// with their same message id.
+    /// with their same message id, until `retries` are used up (`request.retry_attempts`).
+    /// Returns how many messages were given up.
     async fn publish_jetstream(
         &self,
         js: &jetstream::Context,
         items: &[Outgoing],
         mut todo: Vec<usize>,
-    ) {
-        let mut backoff = self.backoff();
+        retries: &mut Retries,
+    ) -> usize {
         loop {
             let mut failed = Vec::new();
             let mut last_error = None;
@@ -268,9 +258,12 @@ impl NatsSink {
                 tracing::debug!(component = %self.metrics.id, failed = failed.len(), "JetStream chunk done");
             }
             if !self.report_round(duplicates, failed.len(), last_error.as_deref()) {
-                return;
+                return 0;
             }
-            tokio::time::sleep(backoff.next_delay()).await;
+            let Some(delay) = retries.next_delay(None) else {
+                return self.give_up(failed.len(), retries, last_error.as_deref());
+            };
+            tokio::time::sleep(delay).await;
             failed.sort_unstable();
             todo = failed;
         }
@@ -410,17 +403,47 @@ impl NatsSink {
     /// acknowledges the batch.
     async fn settle(&self, js: &jetstream::Context, f: InFlight, mut outcome: AckOutcome) {
         let failed = outcome.failed.len();
+        let mut gave_up = 0;
         if self.report_round(outcome.duplicates, failed, outcome.last_error.as_deref()) {
-            // The same first delay as a retry round of `publish_jetstream`.
-            tokio::time::sleep(self.backoff().next_delay()).await;
-            outcome.failed.sort_unstable();
-            self.publish_jetstream(js, &f.items, outcome.failed).await;
+            let mut retries = self.cfg.request.retries();
+            match retries.next_delay(None) {
+                Some(delay) => {
+                    tokio::time::sleep(delay).await;
+                    outcome.failed.sort_unstable();
+                    gave_up = self
+                        .publish_jetstream(js, &f.items, outcome.failed, &mut retries)
+                        .await;
+                }
+                None => {
+                    gave_up = self.give_up(failed, &retries, outcome.last_error.as_deref());
+                }
+            }
         }
-        self.metrics.add_sent(f.items.len() as u64);
+        self.metrics
+            .add_sent(f.items.len().saturating_sub(gave_up) as u64);
         self.metrics.add_sent_bytes(f.bytes);
         if let Some(b) = f.batch {
-            b.finalize(EventStatus::Delivered);
+            b.finalize(if gave_up > 0 {
+                EventStatus::Errored
+            } else {
+                EventStatus::Delivered
+            });
         }
+    }
+
+    /// Counts and logs messages given up after `request.retry_attempts`; their batch is
+    /// finalized as errored. Returns how many.
+    fn give_up(&self, n: usize, retries: &Retries, last_error: Option<&str>) -> usize {
+        self.metrics.error(
+            "gave_up",
+            n as u64,
+            &format_args!(
+                "giving up on {n} JetStream message(s) after {} attempts: {}",
+                retries.failed(),
+                last_error.unwrap_or("not acknowledged")
+            ),
+        );
+        n
     }
 
     /// Publishes to core NATS: handed to the client, which writes them out (and holds them

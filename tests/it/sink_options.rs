@@ -167,9 +167,7 @@ fn good_shared_options_load_for_every_sink() {
         if *kind != "kafka" {
             extra.push_str("request.timeout_secs = 2.5\n");
         }
-        if !matches!(*kind, "kafka" | "nats") {
-            extra.push_str("request.retry_attempts = 0\n");
-        }
+        extra.push_str("request.retry_attempts = 0\n");
         assert_eq!(
             errors(&config(kind, required, &extra)),
             Vec::<String>::new(),
@@ -215,12 +213,6 @@ fn an_option_a_sink_does_not_have_says_what_to_use() {
         "{got:?}"
     );
     assert!(got[0].starts_with("f.toml:"), "{got:?}");
-    let nats = REQUESTING[3];
-    let got = errors(&config(nats.0, nats.1, "request.retry_attempts = 3\n"));
-    assert!(
-        got.len() == 1 && got[0].contains("`request.retry_attempts` does not apply to this sink"),
-        "{got:?}"
-    );
 }
 
 #[test]
