@@ -814,6 +814,42 @@ async fn events_are_acknowledged_only_after_success() {
     assert_eq!(double.lock().stored.len(), 2);
 }
 
+/// `request.concurrency` above 1 (the toolkit's batching stage keeps several bulk requests
+/// in flight): every document arrives once and every event is acknowledged, even while the
+/// cluster answers 503 for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_requests_in_flight_deliver_every_document_once() {
+    let double = Double::default();
+    double.lock().unavailable = true;
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let docs: Vec<Json> = (0..24).map(|i| json!({"seq": i})).collect();
+    let toml = config(
+        "es-concurrency",
+        data.path(),
+        &docs,
+        "batch.max_events = 2\nbatch.timeout_secs = 0.05\nrequest.concurrency = 4",
+        addr,
+    );
+    let running = start(&toml).await;
+    assert!(
+        crate::harness::wait_until(Duration::from_secs(10), || double.lock().requests.len()
+            >= 4),
+        "the sink keeps retrying"
+    );
+    double.lock().unavailable = false;
+    tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("drains");
+    let statuses = statuses_of("es-concurrency");
+    assert_eq!(statuses.len(), 24, "{statuses:?}");
+    assert!(statuses
+        .iter()
+        .enumerate()
+        .all(|(i, s)| *s == (i as i64, EventStatus::Delivered)));
+    assert_eq!(double.lock().stored.len(), 24);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_response_that_is_not_json_is_counted_and_retried() {
     let double = Double::default();

@@ -238,7 +238,172 @@ pub fn estimated_bytes(event: &Event) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use weir_pipeline::buffer::buffer;
+    use weir_pipeline::event::{EventBatch, LogEvent};
+    use weir_pipeline::metrics::ComponentMetrics;
+    use weir_pipeline::vocabulary::WhenFull;
+
     use super::*;
+
+    /// Collects event numbers; an event's "bytes" are its number.
+    struct Numbers;
+
+    #[derive(Default)]
+    struct Nums(Vec<i64>, usize);
+
+    impl Encoder for Numbers {
+        type Batch = Nums;
+        fn encode(&mut self, event: Event, b: &mut Nums) {
+            let n = match event.as_log().and_then(|l| l.get_field("n")) {
+                Some(weir_pipeline::event::Value::Integer(n)) => *n,
+                _ => 0,
+            };
+            b.0.push(n);
+            b.1 += n as usize;
+        }
+        fn events(b: &Nums) -> usize {
+            b.0.len()
+        }
+        fn bytes(b: &Nums) -> usize {
+            b.1
+        }
+    }
+
+    fn batch_of(ns: impl IntoIterator<Item = i64>) -> EventBatch {
+        let mut b = EventBatch::default();
+        for n in ns {
+            let mut l = LogEvent::default();
+            l.insert_field("n", n);
+            b.push(l);
+        }
+        b
+    }
+
+    /// Runs the stage over `input` (batches of event numbers) and returns the batches sent;
+    /// each send takes `send_ms` and the most sends seen at once is in the second value.
+    async fn stage(
+        limits: BatchLimits,
+        concurrency: usize,
+        input: Vec<Vec<i64>>,
+        send_ms: u64,
+    ) -> (Vec<Vec<i64>>, usize) {
+        let metrics = ComponentMetrics::detached("t");
+        let (tx, rx) = buffer(1000, WhenFull::Block, metrics.clone());
+        let mut input_rx = SinkInput::new(rx, metrics);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let feeder = tokio::spawn(async move {
+            for b in input {
+                tx.send(batch_of(b)).await.unwrap();
+            }
+        });
+        run(
+            &mut input_rx,
+            limits,
+            concurrency,
+            &mut Numbers,
+            |mut b: Nums| {
+                let (sent, now, most) = (sent.clone(), now.clone(), most.clone());
+                async move {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(send_ms)).await;
+                    sent.lock().unwrap().push(std::mem::take(&mut b.0));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    b.1 = 0;
+                    b
+                }
+            },
+        )
+        .await;
+        feeder.await.unwrap();
+        let sent = sent.lock().unwrap().clone();
+        (sent, most.load(Ordering::SeqCst))
+    }
+
+    fn limits(max_events: usize, max_bytes: usize, timeout_ms: u64) -> BatchLimits {
+        BatchLimits {
+            max_events,
+            max_bytes,
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_by_events_bytes_and_end_of_input() {
+        // By events: 3 at most (an input batch is not split: it completes the batch).
+        let (sent, _) = stage(
+            limits(3, 1000, 60_000),
+            1,
+            vec![vec![1, 1], vec![1, 1], vec![1]],
+            0,
+        )
+        .await;
+        assert_eq!(sent.concat(), vec![1, 1, 1, 1, 1]);
+        assert!(
+            sent.iter().all(|b| !b.is_empty() && b.len() <= 4),
+            "{sent:?}"
+        );
+        // By bytes: 10 + 10 reaches 15.
+        let (sent, _) = stage(
+            limits(100, 15, 60_000),
+            1,
+            vec![vec![10], vec![10], vec![1]],
+            0,
+        )
+        .await;
+        assert_eq!(sent.concat(), vec![10, 10, 1]);
+        assert!(sent.len() >= 2, "{sent:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_sent_at_its_timeout() {
+        let metrics = ComponentMetrics::detached("t");
+        let (tx, rx) = buffer(100, WhenFull::Block, metrics.clone());
+        let mut input = SinkInput::new(rx, metrics);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let s2 = sent.clone();
+        let task = tokio::spawn(async move {
+            run(
+                &mut input,
+                limits(1000, 1_000_000, 50),
+                1,
+                &mut Numbers,
+                |b: Nums| {
+                    let s = s2.clone();
+                    async move {
+                        s.lock().unwrap().push(b.0.len());
+                        Nums::default()
+                    }
+                },
+            )
+            .await;
+        });
+        tx.send(batch_of([1, 2])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Sent by the timeout while the input is still open.
+        assert_eq!(*sent.lock().unwrap(), vec![2]);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn up_to_concurrency_sends_at_once() {
+        let input: Vec<Vec<i64>> = (0..20).map(|i| vec![i]).collect();
+        let (sent, most) = stage(limits(1, 1000, 60_000), 3, input.clone(), 20).await;
+        let mut all = sent.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
+        assert!((2..=3).contains(&most), "{most}");
+        let (sent, most) = stage(limits(1, 1000, 60_000), 1, input, 5).await;
+        assert_eq!(most, 1);
+        // One at a time keeps the order.
+        assert_eq!(sent.concat(), (0..20).collect::<Vec<_>>());
+    }
 
     struct D;
     impl BatchDefaults for D {
