@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::Secs;
+use weir_pipeline::config::{Count, Secs};
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
@@ -38,7 +38,7 @@ pub struct FileSinkConfig {
     /// Rotate a file when writing to it would take it past this many bytes: it is renamed
     /// to `<path>.<UTC time>` and a new file is started. Default: unset (no rotation).
     #[serde(default)]
-    pub max_bytes: Option<u64>,
+    pub max_bytes: Option<Count>,
     /// Close files not written for this many seconds. Default: 30.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: Secs,
@@ -56,9 +56,6 @@ fn default_idle() -> Secs {
 impl SinkConfig for FileSinkConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
         let template = Template::parse(&self.path).map_err(|e| format!("`path`: {e}"))?;
-        if self.max_bytes == Some(0) {
-            return Err("`max_bytes` must be at least 1".into());
-        }
         Ok(Box::new(FileSink {
             cfg: self.clone(),
             template,
@@ -90,7 +87,7 @@ impl FileSink {
     /// partial write continues where it stopped instead of writing a part twice.
     fn write(&mut self, path: &Path, data: &[u8], done: &mut usize) -> std::io::Result<()> {
         if let (Some(max), Some(f)) = (self.cfg.max_bytes, self.files.get(path)) {
-            if *done == 0 && f.size > 0 && f.size + data.len() as u64 > max {
+            if *done == 0 && f.size > 0 && f.size + data.len() as u64 > max.get() as u64 {
                 self.files.remove(path);
                 let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
                 let mut rotated = path.as_os_str().to_owned();
@@ -275,7 +272,7 @@ mod tests {
         let cfg = FileSinkConfig {
             path: format!("{}/{{{{ svc }}}}/out.log", dir.path().display()),
             encoding: EncodingConfig::default(),
-            max_bytes: Some(40),
+            max_bytes: Some(Count::of(40)),
             idle_timeout_secs: Secs::from_secs(30),
             fsync: true,
         };
