@@ -411,8 +411,8 @@ del(.user_agent)
             stdin("json")
                 + &format!(
                     "[sinks.out]\ntype = \"parquet\"\ninputs = [\"in\"]\npath = \"{}/\"\n\
-                     compression = \"zstd\"\nmax_rows = 100000000\nmax_bytes = 100000000000\n\
-                     max_age_secs = 86400\n",
+                     compression = \"zstd\"\nbatch.max_events = 100000000\n\
+                     batch.max_bytes = 100000000000\nbatch.timeout_secs = 86400\n",
                     out.display()
                 )
         }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::Secs;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -19,19 +20,14 @@ pub struct BlackholeConfig {
     /// the sink is built at `weir run`, not by `weir validate`. Default: none (silent; the totals
     /// are still in the metrics and in the summary at exit).
     #[serde(default)]
-    pub print_interval_secs: Option<f64>,
+    pub print_interval_secs: Option<Secs>,
 }
 
 #[async_trait]
 impl SinkConfig for BlackholeConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
-        if let Some(i) = self.print_interval_secs {
-            if !(i > 0.0 && i.is_finite()) {
-                return Err("`print_interval_secs` must be a positive number".into());
-            }
-        }
         Ok(Box::new(Blackhole {
-            interval: self.print_interval_secs.map(Duration::from_secs_f64),
+            interval: self.print_interval_secs.map(Secs::duration),
             id: cx.id.to_string(),
         }))
     }

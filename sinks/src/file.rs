@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::{Count, Secs};
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
@@ -40,27 +41,24 @@ pub struct FileSinkConfig {
     /// `<path>.<UTC time>` (for example `app.log.20261121T120000.123456789Z`), and a new file is
     /// started. Must be at least 1 (checked at `weir run`). Default: none (no rotation).
     #[serde(default)]
-    pub max_bytes: Option<u64>,
+    pub max_bytes: Option<Count>,
     /// Close files not written for this many seconds. Default: 30.
     #[serde(default = "default_idle")]
-    pub idle_timeout_secs: u64,
+    pub idle_timeout_secs: Secs,
     /// fsync each file written before acknowledging a batch. The data then survives a machine
     /// crash, not only a process crash, but writing is slower. Default: false.
     #[serde(default)]
     pub fsync: bool,
 }
 
-fn default_idle() -> u64 {
-    30
+fn default_idle() -> Secs {
+    Secs::from_secs(30)
 }
 
 #[async_trait]
 impl SinkConfig for FileSinkConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
         let template = Template::parse(&self.path).map_err(|e| format!("`path`: {e}"))?;
-        if self.max_bytes == Some(0) {
-            return Err("`max_bytes` must be at least 1".into());
-        }
         Ok(Box::new(FileSink {
             cfg: self.clone(),
             template,
@@ -92,7 +90,7 @@ impl FileSink {
     /// partial write continues where it stopped instead of writing a part twice.
     fn write(&mut self, path: &Path, data: &[u8], done: &mut usize) -> std::io::Result<()> {
         if let (Some(max), Some(f)) = (self.cfg.max_bytes, self.files.get(path)) {
-            if *done == 0 && f.size > 0 && f.size + data.len() as u64 > max {
+            if *done == 0 && f.size > 0 && f.size + data.len() as u64 > max.get() as u64 {
                 self.files.remove(path);
                 let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
                 let mut rotated = path.as_os_str().to_owned();
@@ -149,7 +147,7 @@ impl FileSink {
     }
 
     fn close_idle(&mut self) {
-        let idle = Duration::from_secs(self.cfg.idle_timeout_secs);
+        let idle = self.cfg.idle_timeout_secs.duration();
         self.files.retain(|_, f| f.last_write.elapsed() < idle);
     }
 }
@@ -277,8 +275,8 @@ mod tests {
         let cfg = FileSinkConfig {
             path: format!("{}/{{{{ svc }}}}/out.log", dir.path().display()),
             encoding: EncodingConfig::default(),
-            max_bytes: Some(40),
-            idle_timeout_secs: 30,
+            max_bytes: Some(Count::of(40)),
+            idle_timeout_secs: Secs::from_secs(30),
             fsync: true,
         };
         let metrics = ComponentMetrics::detached("f");

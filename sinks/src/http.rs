@@ -1,6 +1,6 @@
 //! What the HTTP sinks (`elasticsearch`, `otlp`) share: TLS options, building a `reqwest`
-//! client from them, checking duration and header options, gzip, and which HTTP statuses are
-//! worth retrying.
+//! client from them, checking header options, gzip, `Retry-After`. Which statuses are worth
+//! retrying is the toolkit's ([`crate::toolkit::retry`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -35,16 +35,6 @@ fn default_true() -> bool {
 
 fn read(what: &str, p: &PathBuf) -> Result<Vec<u8>, String> {
     std::fs::read(p).map_err(|e| format!("`{what}` {}: {e}", p.display()))
-}
-
-/// A duration option given in seconds (`what` is its name in the config): it must be a
-/// positive, finite number.
-pub fn positive_secs(what: &str, v: f64) -> Result<Duration, String> {
-    if v.is_finite() && v > 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(format!("`{what}` must be a positive number"))
-    }
 }
 
 /// The `headers` option as a header map, with an error naming the header that is invalid.
@@ -119,11 +109,6 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     // Writing to a Vec cannot fail.
     let _ = enc.write_all(data);
     enc.finish().unwrap_or_default()
-}
-
-/// Statuses after which the same request may succeed later.
-pub fn retriable_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500..=599)
 }
 
 /// A `Retry-After` header in seconds, capped at `cap`.

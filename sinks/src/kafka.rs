@@ -10,9 +10,10 @@
 //! - **librdkafka's queue is full**: wait and hand the record over again (backpressure).
 //! - **a retriable error** (broker down, leader moving, timeout, unknown topic): librdkafka
 //!   retries on its own until `message_timeout_ms`; a record that still fails is produced
-//!   again by the sink with backoff, holding its batch, so the buffer fills and upstream
-//!   waits. Nothing is dropped; every failure is counted (`errors_total{error_type="produce"}`,
-//!   `kafka_produce_retries_total`) and logged.
+//!   again by the sink with backoff (`request.retry_*`), holding its batch, so the buffer fills
+//!   and upstream waits. Nothing is dropped unless `request.retry_attempts` is set (then the
+//!   batch is finalized as errored); every failure is counted
+//!   (`errors_total{error_type="produce"}`, `kafka_produce_retries_total`) and logged.
 //! - **a permanent error for one record** (too large, invalid topic, not authorized): the
 //!   event is rejected (counted, logged) and its batch finalized as rejected.
 //! - **a fatal error of the producer** (librdkafka's `ERR__FATAL`, e.g. the idempotent producer
@@ -35,13 +36,15 @@ use weir_connect::kafka::{
 };
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::{Concurrency, Secs};
 use weir_pipeline::event::{parse_path, Event, EventBatch, FieldPath, Value};
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
-use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
+
+use crate::toolkit::{RequestConfig, RequestDefaults, Retries};
 
 type Producer_ = FutureProducer<KafkaClientContext>;
 
@@ -75,10 +78,15 @@ pub struct KafkaSinkConfig {
     /// (`message.timeout.ms`); the sink then produces it again (below). Default: 30000.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u64,
-    /// Batches being delivered at once: later batches are handed to librdkafka while earlier ones
-    /// wait for their delivery reports. Default: 8.
-    #[serde(default = "default_max_inflight_batches")]
-    pub max_inflight_batches: usize,
+    /// `concurrency`: batches being delivered at once (more keep the brokers busy while
+    /// earlier batches wait for their delivery reports; default 8);
+    /// `retry_initial_backoff_secs` (default 0.1) and `retry_max_duration_secs` (default 5):
+    /// the waits before a failed record is produced again; `retry_attempts` (default: unset,
+    /// produce again until stored or refused for good; records given up are finalized as
+    /// errored). librdkafka's own timeout is `message_timeout_ms` (`timeout_secs` does not
+    /// apply).
+    #[serde(default)]
+    pub request: RequestConfig<KafkaRequest>,
     /// Any [librdkafka producer
     /// property](https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md), applied
     /// last: `librdkafka_options."linger.ms" = "10"`. A misspelt name or a bad value fails `weir
@@ -124,8 +132,20 @@ fn default_message_timeout_ms() -> u64 {
     30_000
 }
 
-fn default_max_inflight_batches() -> usize {
-    8
+/// The kafka sink's `request` defaults: 8 batches in flight, retries from 0.1 to 5 seconds
+/// apart, forever (unless `retry_attempts`).
+#[derive(Debug)]
+pub struct KafkaRequest;
+
+impl RequestDefaults for KafkaRequest {
+    const CONCURRENCY: Concurrency = Concurrency::of(8);
+    /// Not an option here (`message_timeout_ms` is librdkafka's).
+    const TIMEOUT: Secs = Secs::from_secs(30);
+    const RETRY_MAX_DURATION: Secs = Secs::from_secs(5);
+    const NOT_HERE: &'static [(&'static str, &'static str)] = &[(
+        "timeout_secs",
+        "use `message_timeout_ms` (librdkafka's `message.timeout.ms`)",
+    )];
 }
 
 /// librdkafka properties the sink sets from its own options.
@@ -155,9 +175,6 @@ impl SinkConfig for KafkaSinkConfig {
         };
         let key_field = path("key_field", &self.key_field)?;
         let headers_key = path("headers_key", &self.headers_key)?;
-        if self.max_inflight_batches == 0 {
-            return Err("`max_inflight_batches` must be at least 1".into());
-        }
         if self.message_timeout_ms == 0 {
             return Err("`message_timeout_ms` must be at least 1".into());
         }
@@ -413,6 +430,8 @@ struct Delivered {
     sent_bytes: u64,
     /// Events rejected by the brokers.
     rejected: u64,
+    /// Events given up after `request.retry_attempts`.
+    gave_up: u64,
     fatal: Option<String>,
 }
 
@@ -421,11 +440,12 @@ struct Delivered {
 async fn deliver(
     producer: Arc<Producer_>,
     metrics: Arc<ComponentMetrics>,
+    mut retries: Retries,
     p: Prepared,
 ) -> Delivered {
     let mut todo: Vec<usize> = (0..p.records.len()).collect();
     let (mut sent, mut sent_bytes, mut rejected, mut fatal) = (0, 0, 0, None);
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut gave_up = 0;
     loop {
         let mut waiting = Vec::with_capacity(todo.len());
         for &i in &todo {
@@ -507,6 +527,25 @@ async fn deliver(
             break;
         }
         let Some(e) = last_error else { break };
+        let Some(wait) = retries.next_delay(None) else {
+            // `request.retry_attempts` used up: the records not stored are given up.
+            for &i in &failed {
+                if let Some(ev) = p.batch.batch().get(p.records[i].event) {
+                    ev.metadata().update_status(EventStatus::Errored);
+                }
+            }
+            gave_up += failed.len() as u64;
+            metrics.error(
+                "gave_up",
+                failed.len() as u64,
+                &format_args!(
+                    "giving up on {} record(s) after {} attempts: {e}",
+                    failed.len(),
+                    retries.failed()
+                ),
+            );
+            break;
+        };
         metrics.error(
             "produce",
             failed.len() as u64,
@@ -516,7 +555,7 @@ async fn deliver(
             ),
         );
         metrics.add_counter("kafka_produce_retries_total", None, failed.len() as u64);
-        tokio::time::sleep(backoff.next_delay()).await;
+        tokio::time::sleep(wait).await;
         todo = failed;
     }
     Delivered {
@@ -524,6 +563,7 @@ async fn deliver(
         sent,
         sent_bytes,
         rejected,
+        gave_up,
         fatal,
     }
 }
@@ -543,11 +583,12 @@ impl Sink for KafkaSink {
                         break;
                     }
                 }
-                b = input.next(), if input_open && inflight.len() < self.cfg.max_inflight_batches => {
+                b = input.next(), if input_open && inflight.len() < self.cfg.request.concurrency() => {
                     match b {
                         Some(batch) => {
                             let p = self.prepare(batch);
-                            inflight.push(deliver(self.producer.clone(), self.metrics.clone(), p));
+                            let retries = self.cfg.request.retries();
+                            inflight.push(deliver(self.producer.clone(), self.metrics.clone(), retries, p));
                         }
                         None => input_open = false,
                     }
@@ -571,7 +612,7 @@ impl KafkaSink {
     fn finish(&self, d: Delivered) -> Option<String> {
         self.metrics.add_sent(d.sent);
         self.metrics.add_sent_bytes(d.sent_bytes);
-        let status = if d.fatal.is_some() {
+        let status = if d.fatal.is_some() || d.gave_up > 0 {
             EventStatus::Errored
         } else if d.rejected > 0 || d.prepared.rejected {
             EventStatus::Rejected

@@ -19,6 +19,9 @@
 //! - [`prometheus`]: `prometheus_exporter` (serves `/metrics` for scraping) and
 //!   `prometheus_remote_write` (remote write 1.0 to Prometheus, VictoriaMetrics, Mimir...).
 //!
+//! What the batching and request-sending sinks share (the `batch` and `request` tables, the
+//! batching stage, retries and what is retriable) is the [`toolkit`].
+//!
 //! Call [`register`] to add them all to a registry.
 
 #[cfg(feature = "blackhole")]
@@ -41,6 +44,7 @@ pub mod otlp;
 pub mod parquet;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+pub mod toolkit;
 
 use weir_pipeline::component::Registry;
 

@@ -6,9 +6,10 @@
 //! the stream's PubAck; a message whose PubAck does not come (timeout, server restarting) is
 //! published again with the same id, so JetStream's deduplication window drops the copy that
 //! may already have landed. The batch is held and retried with backoff until every message is
-//! stored: the buffer fills and backpressure slows the sources; nothing is dropped. Only then
-//! is the batch acknowledged. Publishing is pipelined like a sliding window: a batch is
-//! published in chunks of a quarter of `max_inflight` messages, and a chunk goes out as soon
+//! stored: the buffer fills and backpressure slows the sources; nothing is dropped (unless
+//! `request.retry_attempts` is set: the batch is then finalized as errored). Only then is the
+//! batch acknowledged. Publishing is pipelined like a sliding window: a batch is published in
+//! chunks of a quarter of `request.concurrency` messages, and a chunk goes out as soon
 //! as it fits beside the messages still awaiting their PubAcks, so the window never drains
 //! between batches; batches are acknowledged in the order they came.
 
@@ -28,13 +29,15 @@ use weir_connect::nats::{
 };
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::{Concurrency, Secs};
 use weir_pipeline::event::EventBatch;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
-use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
+
+use crate::toolkit::{RequestConfig, RequestDefaults, Retries};
 
 /// `type = "nats"`: publishes each event as one NATS message.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -57,14 +60,15 @@ pub struct NatsSinkConfig {
     /// (a stream must capture the subjects). Default: false (core NATS, fire-and-forget).
     #[serde(default)]
     pub jetstream: bool,
-    /// JetStream: how long to wait for a PubAck, in seconds, before publishing that message again
-    /// (same `Nats-Msg-Id`). Default: 5.
-    #[serde(default = "default_ack_timeout")]
-    pub ack_timeout_secs: u64,
-    /// JetStream: at most this many messages published and awaiting their PubAck at once,
-    /// across batches (published in chunks of a quarter of it). Default: 1000.
-    #[serde(default = "default_max_inflight")]
-    pub max_inflight: usize,
+    /// JetStream: `concurrency` is the most messages published and awaiting their PubAck at
+    /// once, across batches (published in chunks of a quarter of it; default 1000);
+    /// `timeout_secs` how long to wait for a PubAck before publishing again with the same
+    /// `Nats-Msg-Id` (default 5); `retry_initial_backoff_secs` (default 0.1) and
+    /// `retry_max_duration_secs` (default 5) the waits between rounds of retries;
+    /// `retry_attempts` (default: unset, publish again until stored; a batch with a message
+    /// given up is finalized as errored).
+    #[serde(default)]
+    pub request: RequestConfig<NatsRequest>,
     /// Authentication: `user` and `password` (together), `token`, `nkey_seed` (the client signs the
     /// server's nonce with it) or `credentials_file` (a `.creds` file with the user JWT and NKey
     /// seed, read at `weir run`). At most one method. Default: none.
@@ -81,12 +85,15 @@ pub struct NatsSinkConfig {
     pub connection_name: Option<String>,
 }
 
-fn default_ack_timeout() -> u64 {
-    5
-}
+/// The nats sink's `request` defaults: 1000 messages awaiting their PubAck, 5 seconds for a
+/// PubAck, retries from 0.1 to 5 seconds apart, forever (unless `retry_attempts`).
+#[derive(Debug)]
+pub struct NatsRequest;
 
-fn default_max_inflight() -> usize {
-    1000
+impl RequestDefaults for NatsRequest {
+    const CONCURRENCY: Concurrency = Concurrency::of(1000);
+    const TIMEOUT: Secs = Secs::from_secs(5);
+    const RETRY_MAX_DURATION: Secs = Secs::from_secs(5);
 }
 
 #[async_trait]
@@ -100,12 +107,6 @@ impl SinkConfig for NatsSinkConfig {
             )
             .into());
         }
-        if self.max_inflight == 0 {
-            return Err("`max_inflight` must be at least 1".into());
-        }
-        if self.ack_timeout_secs == 0 {
-            return Err("`ack_timeout_secs` must be at least 1".into());
-        }
         let client = connect(
             NatsConnect {
                 url: &self.url,
@@ -118,13 +119,14 @@ impl SinkConfig for NatsSinkConfig {
         .await?;
         let js = self.jetstream.then(|| {
             jetstream::ContextBuilder::new()
-                .timeout(Duration::from_secs(self.ack_timeout_secs))
-                // The sink bounds what is in flight itself: below `max_inflight` it takes
-                // another batch (up to 1000 events), so at most `max_inflight` + 1000 are
+                .timeout(self.request.timeout())
+                // The sink bounds what is in flight itself: below `request.concurrency` it
+                // takes another batch (up to 1000 events), so at most that + 1000 are
                 // unacknowledged; the client's limit only has to be above that, and errors
                 // instead of waiting.
                 .max_ack_inflight(
-                    self.max_inflight
+                    self.request
+                        .concurrency()
                         .saturating_add(weir_pipeline::event::MAX_BATCH_EVENTS)
                         .saturating_mul(2),
                 )
@@ -212,21 +214,22 @@ struct Chunk {
 
 impl NatsSink {
     /// Publishes to JetStream until every message has its PubAck, retrying the ones that fail
-    /// with their same message id.
+    /// with their same message id, until `retries` are used up (`request.retry_attempts`).
+    /// Returns how many messages were given up.
     async fn publish_jetstream(
         &self,
         js: &jetstream::Context,
         items: &[Outgoing],
         mut todo: Vec<usize>,
-    ) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        retries: &mut Retries,
+    ) -> usize {
         loop {
             let mut failed = Vec::new();
             let mut last_error = None;
             let mut duplicates = 0u64;
             // Every wait is bounded: a PubAck that does not come is a retry, never a hang.
-            let wait = Duration::from_secs(self.cfg.ack_timeout_secs);
-            for chunk in todo.chunks(self.cfg.max_inflight) {
+            let wait = self.cfg.request.timeout();
+            for chunk in todo.chunks(self.cfg.request.concurrency()) {
                 let mut acks = Vec::with_capacity(chunk.len());
                 for &i in chunk {
                     let it = &items[i];
@@ -264,9 +267,12 @@ impl NatsSink {
                 tracing::debug!(component = %self.metrics.id, failed = failed.len(), "JetStream chunk done");
             }
             if !self.report_round(duplicates, failed.len(), last_error.as_deref()) {
-                return;
+                return 0;
             }
-            tokio::time::sleep(backoff.next_delay()).await;
+            let Some(delay) = retries.next_delay(None) else {
+                return self.give_up(failed.len(), retries, last_error.as_deref());
+            };
+            tokio::time::sleep(delay).await;
             failed.sort_unstable();
             todo = failed;
         }
@@ -345,7 +351,7 @@ impl NatsSink {
     /// Publishes a batch's messages to JetStream (first attempt) and returns the future that
     /// awaits their PubAcks, so the next batch can be published meanwhile.
     async fn publish_window(&self, js: &jetstream::Context, items: &[Outgoing]) -> AckWait {
-        let wait = Duration::from_secs(self.cfg.ack_timeout_secs);
+        let wait = self.cfg.request.timeout();
         let mut outcome = AckOutcome::default();
         let mut acks = Vec::with_capacity(items.len());
         for (i, it) in items.iter().enumerate() {
@@ -406,20 +412,47 @@ impl NatsSink {
     /// acknowledges the batch.
     async fn settle(&self, js: &jetstream::Context, f: InFlight, mut outcome: AckOutcome) {
         let failed = outcome.failed.len();
+        let mut gave_up = 0;
         if self.report_round(outcome.duplicates, failed, outcome.last_error.as_deref()) {
-            // The same first delay as a retry round of `publish_jetstream`.
-            tokio::time::sleep(
-                Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).next_delay(),
-            )
-            .await;
-            outcome.failed.sort_unstable();
-            self.publish_jetstream(js, &f.items, outcome.failed).await;
+            let mut retries = self.cfg.request.retries();
+            match retries.next_delay(None) {
+                Some(delay) => {
+                    tokio::time::sleep(delay).await;
+                    outcome.failed.sort_unstable();
+                    gave_up = self
+                        .publish_jetstream(js, &f.items, outcome.failed, &mut retries)
+                        .await;
+                }
+                None => {
+                    gave_up = self.give_up(failed, &retries, outcome.last_error.as_deref());
+                }
+            }
         }
-        self.metrics.add_sent(f.items.len() as u64);
+        self.metrics
+            .add_sent(f.items.len().saturating_sub(gave_up) as u64);
         self.metrics.add_sent_bytes(f.bytes);
         if let Some(b) = f.batch {
-            b.finalize(EventStatus::Delivered);
+            b.finalize(if gave_up > 0 {
+                EventStatus::Errored
+            } else {
+                EventStatus::Delivered
+            });
         }
+    }
+
+    /// Counts and logs messages given up after `request.retry_attempts`; their batch is
+    /// finalized as errored. Returns how many.
+    fn give_up(&self, n: usize, retries: &Retries, last_error: Option<&str>) -> usize {
+        self.metrics.error(
+            "gave_up",
+            n as u64,
+            &format_args!(
+                "giving up on {n} JetStream message(s) after {} attempts: {}",
+                retries.failed(),
+                last_error.unwrap_or("not acknowledged")
+            ),
+        );
+        n
     }
 
     /// Publishes to core NATS: handed to the client, which writes them out (and holds them
@@ -450,8 +483,8 @@ impl Sink for NatsSink {
         let js = self.js.clone();
         // JetStream chunks published and awaiting PubAcks, oldest first, and the chunks of
         // the current batch not yet published: one goes out whenever it fits in
-        // `max_inflight` beside the unacknowledged ones (or nothing is in flight).
-        let max_inflight = self.cfg.max_inflight.max(1);
+        // `request.concurrency` beside the unacknowledged ones (or nothing is in flight).
+        let max_inflight = self.cfg.request.concurrency();
         let chunk_len = (max_inflight / 4).max(1);
         let mut window: VecDeque<InFlight> = VecDeque::new();
         let mut queued: VecDeque<Chunk> = VecDeque::new();
@@ -606,7 +639,7 @@ auth.token = "s3cret"
         )
         .unwrap();
         assert!(c.jetstream);
-        assert_eq!(c.ack_timeout_secs, 5);
+        assert_eq!(c.request.timeout(), Duration::from_secs(5));
         assert_eq!(c.auth.token.as_deref(), Some("s3cret"));
         assert!(
             toml::from_str::<NatsSinkConfig>("url = \"x\"\nsubject = \"a\"\nbogus = 1").is_err()

@@ -11,8 +11,10 @@
 //! headers.authorization = "Bearer …"
 //! ```
 //!
-//! Events are collected until `batch.max_events` or `batch.timeout_secs`, then turned into at
-//! most one export request per signal, grouped by resource and scope:
+//! Events are collected (the toolkit's batching stage) until `batch.max_events`,
+//! `batch.max_bytes` (estimated) or `batch.timeout_secs`, then turned into at most one export
+//! request per signal, grouped by resource and scope, with `request.concurrency` batches
+//! exported at once:
 //!
 //! - spans ([`Span`]) as they are;
 //! - metrics: counters are monotonic sums (incremental: delta, absolute: cumulative), absolute
@@ -59,18 +61,19 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::codec::CompressionEncoding;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::{Concurrency, Count, Secs};
 use weir_pipeline::event::{
     parse_path, Event, FieldPath, LogEvent, Metric, MetricKind, MetricValue, Span, SpanKind, Value,
 };
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
-use weir_pipeline::retry::Backoff;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-use crate::http::{
-    build_client, gzip, header_map, positive_secs as secs, retry_after, snippet, TlsConfig,
-};
+use crate::http::{build_client, gzip, header_map, retry_after, snippet, TlsConfig};
+use crate::toolkit::batch::{self, BatchLimits};
+use crate::toolkit::retry::{grpc_code_retriable, http_status_retriable, HttpRules};
+use crate::toolkit::{BatchConfig, BatchDefaults, RequestConfig, RequestDefaults};
 
 /// gRPC or HTTP.
 #[derive(
@@ -105,41 +108,25 @@ pub enum Compression {
     Gzip,
 }
 
-/// `batch`: when an export is sent.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    /// Send when this many events are waiting. Default: 1000.
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    /// Send at the latest this long after the first waiting event, in seconds. Default: 1.
-    #[serde(default = "default_batch_timeout")]
-    pub timeout_secs: f64,
+/// The otlp sink's `batch` defaults: 1000 events, 10000000 bytes (estimated from the
+/// events' fields), 1 second.
+#[derive(Debug)]
+pub struct OtlpBatch;
+
+impl BatchDefaults for OtlpBatch {
+    const MAX_EVENTS: Count = Count::of(1000);
+    const MAX_BYTES: Count = Count::of(10_000_000);
+    const TIMEOUT: Secs = Secs::from_secs(1);
 }
 
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_events: default_max_events(),
-            timeout_secs: default_batch_timeout(),
-        }
-    }
-}
+/// The otlp sink's `request` defaults: one export in flight, 10 seconds per request, retries
+/// from 0.1 to 30 seconds apart, forever.
+#[derive(Debug)]
+pub struct OtlpRequest;
 
-fn default_max_events() -> usize {
-    1000
-}
-fn default_batch_timeout() -> f64 {
-    1.0
-}
-fn default_timeout() -> f64 {
-    10.0
-}
-fn default_backoff_initial() -> f64 {
-    0.1
-}
-fn default_backoff_max() -> f64 {
-    30.0
+impl RequestDefaults for OtlpRequest {
+    const CONCURRENCY: Concurrency = Concurrency::of(1);
+    const TIMEOUT: Secs = Secs::from_secs(10);
 }
 
 /// `type = "otlp"`: see the module docs.
@@ -165,43 +152,27 @@ pub struct OtlpSinkConfig {
     /// TLS for `https://`. Default: the built-in roots.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Batching.
+    /// When an export is sent: `max_events` (default 1000), `max_bytes` (estimated from
+    /// the events' fields; default 10000000), `timeout_secs` after the first waiting event
+    /// (default 1).
     #[serde(default)]
-    pub batch: BatchConfig,
+    pub batch: BatchConfig<OtlpBatch>,
     /// Logs: fields (paths) that become resource attributes, objects flattened to dotted names
     /// (`kubernetes` → `kubernetes.pod_name`, …), e.g. `["kubernetes", "host"]`. Default: empty.
     #[serde(default)]
     pub resource_fields: Vec<String>,
-    /// Timeout of one request, in seconds. Default: 10.
-    #[serde(default = "default_timeout")]
-    pub request_timeout_secs: f64,
-    /// First retry delay, in seconds (doubling, jittered). Default: 0.1.
-    #[serde(default = "default_backoff_initial")]
-    pub retry_initial_backoff_secs: f64,
-    /// Longest retry delay, in seconds. Default: 30.
-    #[serde(default = "default_backoff_max")]
-    pub retry_max_backoff_secs: f64,
-    /// Give up on a request after this many attempts (its events are finalized as Errored).
-    /// Default: none (retry until delivered; backpressure meanwhile).
+    /// How exports are sent: `concurrency` (default 1), `timeout_secs` (default 10),
+    /// `retry_initial_backoff_secs` (default 0.1), `retry_max_duration_secs` (default 30),
+    /// `retry_attempts` (default: unset, retry until delivered; the events of a request
+    /// given up are finalized as errored).
     #[serde(default)]
-    pub max_retries: Option<u32>,
+    pub request: RequestConfig<OtlpRequest>,
 }
 
 #[async_trait]
 impl SinkConfig for OtlpSinkConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
-        let timeout = secs("request_timeout_secs", self.request_timeout_secs)?;
-        let batch_timeout = secs("batch.timeout_secs", self.batch.timeout_secs)?;
-        let backoff = (
-            secs(
-                "retry_initial_backoff_secs",
-                self.retry_initial_backoff_secs,
-            )?,
-            secs("retry_max_backoff_secs", self.retry_max_backoff_secs)?,
-        );
-        if self.batch.max_events == 0 {
-            return Err("`batch.max_events` must be at least 1".into());
-        }
+        let timeout = self.request.timeout();
         let url = reqwest::Url::parse(&self.endpoint)
             .map_err(|e| format!("`endpoint` `{}`: {e}", self.endpoint))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -269,14 +240,14 @@ impl SinkConfig for OtlpSinkConfig {
             }
         };
         Ok(Box::new(OtlpSink {
-            transport,
-            gzip: self.compression == Compression::Gzip,
-            batch: self.batch.clone(),
-            batch_timeout,
-            backoff,
-            max_retries: self.max_retries,
-            resource_fields,
-            metrics: cx.metrics,
+            limits: self.batch.limits(),
+            inner: Arc::new(Inner {
+                transport,
+                gzip: self.compression == Compression::Gzip,
+                request: self.request.clone(),
+                resource_fields,
+                metrics: cx.metrics,
+            }),
         }))
     }
 
@@ -299,14 +270,45 @@ enum Transport {
 }
 
 struct OtlpSink {
+    limits: BatchLimits,
+    inner: Arc<Inner>,
+}
+
+/// What the exports in flight share.
+struct Inner {
     transport: Transport,
     gzip: bool,
-    batch: BatchConfig,
-    batch_timeout: Duration,
-    backoff: (Duration, Duration),
-    max_retries: Option<u32>,
+    request: RequestConfig<OtlpRequest>,
     resource_fields: Vec<(String, FieldPath)>,
     metrics: Arc<ComponentMetrics>,
+}
+
+/// A batch of events waiting to be exported, with their estimated size.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Event>,
+    bytes: usize,
+}
+
+/// The otlp sink encodes when it sends (grouping by resource needs the whole batch): the
+/// batching stage only collects events and their estimated size.
+struct Collect;
+
+impl batch::Encoder for Collect {
+    type Batch = Pending;
+
+    fn encode(&mut self, event: Event, p: &mut Pending) {
+        p.bytes += batch::estimated_bytes(&event);
+        p.events.push(event);
+    }
+
+    fn events(p: &Pending) -> usize {
+        p.events.len()
+    }
+
+    fn bytes(p: &Pending) -> usize {
+        p.bytes
+    }
 }
 
 /// How one export went.
@@ -830,7 +832,6 @@ fn grpc_outcome<T>(
     partial: impl FnOnce(T) -> (i64, String),
     cap: Duration,
 ) -> Outcome {
-    use tonic::Code;
     match r {
         Ok(resp) => {
             let (n, m) = partial(resp.into_inner());
@@ -838,17 +839,13 @@ fn grpc_outcome<T>(
         }
         Err(s) => {
             let msg = format!("gRPC {:?}: {}", s.code(), s.message());
-            match s.code() {
-                Code::Unavailable
-                | Code::ResourceExhausted
-                | Code::DeadlineExceeded
-                | Code::Aborted
-                | Code::Cancelled
-                | Code::Unknown => Outcome::Retry(
+            if grpc_code_retriable(s.code()) {
+                Outcome::Retry(
                     msg,
                     weir_connect::grpc_status::decode_retry_delay(s.details()).map(|d| d.min(cap)),
-                ),
-                _ => Outcome::Refused(msg),
+                )
+            } else {
+                Outcome::Refused(msg)
             }
         }
     }
@@ -940,9 +937,9 @@ impl tonic::codec::Decoder for Encoded {
     }
 }
 
-impl OtlpSink {
+impl Inner {
     async fn send(&self, req: &Request) -> Outcome {
-        let cap = self.backoff.1;
+        let cap = self.request.max_backoff();
         match &self.transport {
             Transport::Grpc { channel, metadata } => {
                 let mut client = tonic::client::Grpc::new(channel.clone())
@@ -998,7 +995,7 @@ impl OtlpSink {
                     return Outcome::Ok(n, m);
                 }
                 let msg = format!("POST {url}: HTTP {status}: {}", snippet(&bytes, 300));
-                if matches!(status, 429 | 502 | 503 | 504) {
+                if http_status_retriable(status, HttpRules::Otlp) {
                     Outcome::Retry(msg, after)
                 } else {
                     Outcome::Refused(msg)
@@ -1010,10 +1007,8 @@ impl OtlpSink {
     /// Sends one request until it is accepted, refused, or retries run out; finalizes
     /// `events` accordingly.
     async fn deliver(&self, req: Request, events: Vec<Event>) {
-        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
-        let mut attempts = 0u32;
+        let mut retries = self.request.retries();
         loop {
-            attempts += 1;
             match self.send(&req).await {
                 Outcome::Ok(rejected, msg) => {
                     if rejected > 0 || !msg.is_empty() {
@@ -1040,7 +1035,8 @@ impl OtlpSink {
                     return;
                 }
                 Outcome::Retry(msg, after) => {
-                    if self.max_retries.is_some_and(|m| attempts > m) {
+                    let Some(wait) = retries.next_delay(after) else {
+                        let attempts = retries.failed();
                         self.metrics.error(
                             "gave_up",
                             events.len() as u64,
@@ -1050,19 +1046,20 @@ impl OtlpSink {
                             e.metadata().update_status(EventStatus::Errored);
                         }
                         return;
-                    }
+                    };
                     self.metrics
                         .error("request", 1, &format_args!("{msg}; retrying"));
-                    let d = backoff.next_delay();
-                    tokio::time::sleep(after.map_or(d, |a| a.max(d))).await;
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
     }
 
-    async fn flush(&self, events: Vec<Event>) {
+    /// Exports a batch (one request per signal) and hands back its emptied buffer.
+    async fn flush(self: Arc<Self>, mut pending: Pending) -> Pending {
         let (mut traces, mut metrics, mut logs) = (Vec::new(), Vec::new(), Vec::new());
-        for e in events {
+        pending.bytes = 0;
+        for e in pending.events.drain(..) {
             match e {
                 Event::Trace(_) => traces.push(e),
                 Event::Metric(_) => metrics.push(e),
@@ -1099,6 +1096,7 @@ impl OtlpSink {
             self.deliver(Request::new(Signal::Logs, &req, json), logs)
                 .await;
         }
+        pending
     }
 }
 
@@ -1135,37 +1133,14 @@ fn partial_success(signal: Signal, body: &[u8], json: bool) -> (i64, String) {
 
 #[async_trait]
 impl Sink for OtlpSink {
+    /// The toolkit's batching stage, with `request.concurrency` exports in flight.
     async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
-        let mut pending: Vec<Event> = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let mut open = true;
-        while open || !pending.is_empty() {
-            let flush_now = tokio::select! {
-                b = input.next(), if open => match b {
-                    Some(batch) => {
-                        pending.extend(batch);
-                        if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + self.batch_timeout);
-                        }
-                        pending.len() >= self.batch.max_events
-                    }
-                    None => {
-                        open = false;
-                        true
-                    }
-                },
-                _ = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
-                    }
-                } => true,
-            };
-            if flush_now && !pending.is_empty() {
-                deadline = None;
-                self.flush(std::mem::take(&mut pending)).await;
-            }
-        }
+        let inner = Arc::clone(&self.inner);
+        let concurrency = inner.request.concurrency();
+        batch::run(&mut input, self.limits, concurrency, &mut Collect, |p| {
+            Arc::clone(&inner).flush(p)
+        })
+        .await;
         Ok(())
     }
 }

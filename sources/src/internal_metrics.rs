@@ -1,10 +1,9 @@
 //! `internal_metrics`: Weir's own metrics as metric events.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata};
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -20,15 +19,15 @@ pub struct InternalMetricsConfig {
     /// Seconds between two reports. It must be a positive, finite number; this is checked when the
     /// source is built at `weir run`, not by `weir validate`. Default: 5.
     #[serde(default = "default_interval")]
-    pub scrape_interval_secs: f64,
+    pub scrape_interval_secs: Secs,
     /// The namespace set on every metric. Encoders and `/metrics` join it to the name as
     /// `namespace_name`. Default: `weir`.
     #[serde(default = "default_namespace")]
     pub namespace: String,
 }
 
-fn default_interval() -> f64 {
-    5.0
+fn default_interval() -> Secs {
+    Secs::from_secs(5)
 }
 
 fn default_namespace() -> String {
@@ -38,10 +37,7 @@ fn default_namespace() -> String {
 #[async_trait]
 impl SourceConfig for InternalMetricsConfig {
     async fn build(&self, mut cx: SourceContext) -> Result<Source, BoxError> {
-        if !(self.scrape_interval_secs > 0.0 && self.scrape_interval_secs.is_finite()) {
-            return Err("`scrape_interval_secs` must be a positive number".into());
-        }
-        let period = Duration::from_secs_f64(self.scrape_interval_secs);
+        let period = self.scrape_interval_secs.duration();
         let namespace = self.namespace.clone();
         Ok(Box::pin(async move {
             let mut tick = tokio::time::interval(period);

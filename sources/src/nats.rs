@@ -31,6 +31,7 @@ use weir_connect::nats::async_nats::jetstream::AckKind;
 use weir_connect::nats::{async_nats, connect, NatsAuthConfig, NatsConnect, NatsTlsConfig};
 use weir_pipeline::codec::DecodingConfig;
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Event, EventBatch, KeyString, ObjectMap, Value};
 use weir_pipeline::finalization::{BatchNotifier, BatchStatus, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
@@ -78,7 +79,7 @@ pub struct NatsSourceConfig {
     /// acknowledgement before delivering a message again. Set it above the time your sinks
     /// need to deliver. Default: 30.
     #[serde(default = "default_ack_wait")]
-    pub ack_wait_secs: u64,
+    pub ack_wait_secs: Secs,
     /// JetStream: when Weir creates the consumer, how many messages may be delivered and not
     /// yet acknowledged. Default: 10000.
     #[serde(default = "default_max_ack_pending")]
@@ -116,8 +117,8 @@ fn default_batch_size() -> usize {
     500
 }
 
-fn default_ack_wait() -> u64 {
-    30
+fn default_ack_wait() -> Secs {
+    Secs::from_secs(30)
 }
 
 fn default_max_ack_pending() -> i64 {
@@ -147,9 +148,6 @@ impl SourceConfig for NatsSourceConfig {
             }
             if self.queue_group.is_some() {
                 return Err("`queue_group` is for core subscriptions; with JetStream, several Weir instances sharing one `consumer` split the messages".into());
-            }
-            if self.ack_wait_secs == 0 {
-                return Err("`ack_wait_secs` must be at least 1".into());
             }
         } else if self.subject.as_deref().is_none_or(str::is_empty) {
             return Err("`subject` is required (without `jetstream`)".into());
@@ -320,7 +318,7 @@ async fn consumer(
                     pull::Config {
                         durable_name: Some(name.clone()),
                         ack_policy: AckPolicy::Explicit,
-                        ack_wait: Duration::from_secs(cfg.ack_wait_secs),
+                        ack_wait: cfg.ack_wait_secs.duration(),
                         max_ack_pending: cfg.max_ack_pending,
                         filter_subject: cfg.subject.clone().unwrap_or_default(),
                         ..Default::default()

@@ -581,8 +581,8 @@ docs = [{docs}]
 type = "elasticsearch"
 inputs = ["src"]
 endpoints = ["http://{addr}"]
-retry_initial_backoff_secs = 0.01
-retry_max_backoff_secs = 0.05
+request.retry_initial_backoff_secs = 0.01
+request.retry_max_duration_secs = 0.05
 {batch}
 {sink_extra}
 "#,
@@ -812,6 +812,42 @@ async fn events_are_acknowledged_only_after_success() {
         vec![(0, EventStatus::Delivered), (1, EventStatus::Delivered)]
     );
     assert_eq!(double.lock().stored.len(), 2);
+}
+
+/// `request.concurrency` above 1 (the toolkit's batching stage keeps several bulk requests
+/// in flight): every document arrives once and every event is acknowledged, even while the
+/// cluster answers 503 for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_requests_in_flight_deliver_every_document_once() {
+    let double = Double::default();
+    double.lock().unavailable = true;
+    let addr = double.clone().start().await;
+    let data = tempfile::tempdir().unwrap();
+    let docs: Vec<Json> = (0..24).map(|i| json!({"seq": i})).collect();
+    let toml = config(
+        "es-concurrency",
+        data.path(),
+        &docs,
+        "batch.max_events = 2\nbatch.timeout_secs = 0.05\nrequest.concurrency = 4",
+        addr,
+    );
+    let running = start(&toml).await;
+    assert!(
+        crate::harness::wait_until(Duration::from_secs(10), || double.lock().requests.len()
+            >= 4),
+        "the sink keeps retrying"
+    );
+    double.lock().unavailable = false;
+    tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("drains");
+    let statuses = statuses_of("es-concurrency");
+    assert_eq!(statuses.len(), 24, "{statuses:?}");
+    assert!(statuses
+        .iter()
+        .enumerate()
+        .all(|(i, s)| *s == (i as i64, EventStatus::Delivered)));
+    assert_eq!(double.lock().stored.len(), 24);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1060,14 +1096,14 @@ async fn tls_with_a_custom_ca_and_basic_auth() {
         }
         assert_eq!(st.tls_handshake_errors, 0);
     }
-    // Without the CA the server is not trusted: nothing is sent; after `max_retries` the
+    // Without the CA the server is not trusted: nothing is sent; after `request.retry_attempts` the
     // events are given up as errored (not acknowledged).
     let before = double.lock().requests.len();
     let metrics = run(&https(config(
         "es-tls-untrusted",
         data.path(),
         &docs,
-        "max_retries = 2",
+        "request.retry_attempts = 2",
         addr,
     )))
     .await;

@@ -27,4 +27,5 @@ mod parquet;
 mod perf;
 mod prometheus;
 mod shutdown;
+mod sink_options;
 mod testkit;

@@ -515,7 +515,12 @@ fn jetstream_sink_survives_a_server_restart_without_loss() {
     let mut agent = start_weir(
         d,
         "agent",
-        &agent_config(d, &url, "jetstream = true\nack_timeout_secs = 1", Some(api)),
+        &agent_config(
+            d,
+            &url,
+            "jetstream = true\nrequest.timeout_secs = 1",
+            Some(api),
+        ),
         true,
     );
     let mut stdin = agent.stdin.take().unwrap();

@@ -452,7 +452,7 @@ inputs = ["src"]
 protocol = "http"
 encoding = "json"
 endpoint = "http://{addr}"
-retry_initial_backoff_secs = 0.01
+request.retry_initial_backoff_secs = 0.01
 batch.timeout_secs = 0.05
 "#,
         data = dir.path().display()

@@ -247,8 +247,8 @@ inputs = ["otel.traces"]
 protocol = "grpc"
 endpoint = "http://{collector}"
 batch.timeout_secs = 0.05
-retry_initial_backoff_secs = 0.01
-retry_max_backoff_secs = 5
+request.retry_initial_backoff_secs = 0.01
+request.retry_max_duration_secs = 5
 "#,
         data = data.display()
     )

@@ -130,7 +130,7 @@ source = '.timestamp = parse_timestamp!(.timestamp, "%+")'
 type = "parquet"
 inputs = ["ts"]
 path = "{d}/archive/dt=%Y-%m-%d/"
-max_rows = 40
+batch.max_events = 40
 "#,
             d = d.display()
         ),
@@ -257,7 +257,7 @@ source = '.timestamp = parse_timestamp!(.timestamp, "%+")'
 type = "parquet"
 inputs = ["ts"]
 path = "{d}/logs/dt=%Y-%m-%d/part={{{{ service }}}}/"
-max_rows = 70
+batch.max_events = 70
 row_group_size = 16
 compression = "zstd"
 [transforms.count]
@@ -386,8 +386,8 @@ decoding.codec = "json"
 type = "parquet"
 inputs = ["logs"]
 path = "{d}/out/"
-max_rows = 3000
-max_age_secs = 1
+batch.max_events = 3000
+batch.timeout_secs = 1
 "#,
             d = d.display()
         ),

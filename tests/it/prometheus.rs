@@ -373,7 +373,7 @@ fn stream_with_restart(kind: Kind) {
     let mut srv = Server::start(kind, None);
     let data = tempfile::tempdir().unwrap();
     let sink = format!(
-        "type = \"prometheus_remote_write\"\nendpoint = \"{}\"\nbatch_max_events = 40\nbatch_timeout_secs = 0.2\nretry_max_backoff_secs = 0.5\nconcurrency = 2\n",
+        "type = \"prometheus_remote_write\"\nendpoint = \"{}\"\nbatch.max_events = 40\nbatch.timeout_secs = 0.2\nrequest.retry_max_duration_secs = 0.5\nrequest.concurrency = 2\n",
         srv.write_url()
     );
     let cfg = crate::harness::write_config(
@@ -469,9 +469,8 @@ async fn remote_write_bad_input_and_acknowledgements() {
     let cfg: weir_sinks::prometheus::RemoteWriteConfig =
         serde_json::from_value(serde_json::json!({
             "endpoint": srv.write_url(),
-            "batch_max_events": 1000,
-            "batch_timeout_secs": 0.2,
-            "concurrency": 1,
+            "batch": { "max_events": 1000, "timeout_secs": 0.2 },
+            "request": { "concurrency": 1 },
             "tenant_id": "team-a",
             "auth": { "strategy": "bearer", "token": "t0k" },
         }))
@@ -798,8 +797,8 @@ async fn tls_exporter_scraped_and_remote_write_client_verifies() {
         serde_json::from_value(serde_json::json!({
             "endpoint": endpoint,
             "tls": { "ca_file": ca },
-            "batch_timeout_secs": 0.1,
-            "retry_max_backoff_secs": max_backoff,
+            "batch": { "timeout_secs": 0.1 },
+            "request": { "retry_max_duration_secs": max_backoff },
             "auth": { "strategy": "basic", "user": "u", "password": "p" },
         }))
         .unwrap()

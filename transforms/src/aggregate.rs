@@ -33,12 +33,13 @@ use serde::Deserialize;
 use weir_pipeline::component::{
     Output, Transform, TransformConfig, TransformContext, TransformOutput,
 };
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Event, EventBatch, Metric, MetricKind, MetricValue};
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-fn default_interval() -> f64 {
-    10.0
+fn default_interval() -> Secs {
+    Secs::from_secs(10)
 }
 
 /// Configuration of the `aggregate` transform.
@@ -48,17 +49,13 @@ pub struct AggregateConfig {
     /// The length of an interval, in seconds: held metrics are emitted this often. Must be
     /// positive. Default: 10.
     #[serde(default = "default_interval")]
-    pub interval_secs: f64,
+    pub interval_secs: Secs,
 }
 
 impl TransformConfig for AggregateConfig {
     fn build(&self, _cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError> {
-        let s = self.interval_secs;
-        if !(s.is_finite() && s > 0.0 && s < 1e9) {
-            return Err("`interval_secs` must be a positive number of seconds".into());
-        }
         Ok(Box::new(Aggregate {
-            interval: Duration::from_secs_f64(s),
+            interval: self.interval_secs.duration(),
             held: BTreeMap::new(),
         }))
     }
@@ -354,14 +351,15 @@ mod tests {
 
     #[test]
     fn rejects_a_bad_interval() {
-        let cfg: AggregateConfig = toml::from_str("interval_secs = 0").unwrap();
-        let cx = TransformContext {
-            id: Arc::from("agg"),
-            data_dir: std::env::temp_dir(),
-            metrics: ComponentMetrics::detached("agg"),
-        };
-        let err = cfg.build(&cx).err().unwrap().to_string();
-        assert!(err.contains("interval_secs"), "{err}");
+        for bad in ["0", "-1", "1e20", "nan"] {
+            let err = toml::from_str::<AggregateConfig>(&format!("interval_secs = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("expected a positive number of seconds"),
+                "{err}"
+            );
+        }
         assert!(toml::from_str::<AggregateConfig>("interval = 3").is_err());
     }
 }

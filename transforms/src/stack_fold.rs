@@ -47,6 +47,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use weir_pipeline::component::{Transform, TransformConfig, TransformContext, TransformOutput};
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::{
     parse_path, Event, EventBatch, EventMetadata, FieldPath, LogEvent, Metric, MetricKind,
     MetricValue, ObjectMap, Value,
@@ -74,7 +75,7 @@ pub struct StackFoldConfig {
     /// Emit the folded stacks every this many seconds, then start over. At least 1. Default: none
     /// (fold everything and emit once, when the inputs end: offline captures).
     #[serde(default)]
-    pub window_secs: Option<u64>,
+    pub window_secs: Option<Secs>,
     /// What a sample counts. Default: `samples`.
     #[serde(default)]
     pub weight: Weight,
@@ -150,11 +151,6 @@ impl Default for StackFoldConfig {
 
 impl TransformConfig for StackFoldConfig {
     fn build(&self, cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError> {
-        if self.window_secs == Some(0) {
-            return Err(
-                "`window_secs` must be at least 1 (or unset to fold the whole input)".into(),
-            );
-        }
         if self.max_stacks == 0 {
             return Err("`max_stacks` must be at least 1".into());
         }
@@ -167,7 +163,7 @@ impl TransformConfig for StackFoldConfig {
         }
         Ok(Box::new(StackFold {
             folder: StackFolder::new(self, group_by),
-            window: self.window_secs.map(Duration::from_secs),
+            window: self.window_secs.map(Secs::duration),
             window_start: Utc::now(),
             metrics: Arc::clone(&cx.metrics),
             top_n: self.top_n,

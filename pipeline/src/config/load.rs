@@ -579,15 +579,64 @@ impl Loader<'_> {
     }
 }
 
-/// The key and value span of each entry of a table value.
+/// The key and value span of each entry of a table value, and of the entries of its inner
+/// tables (`batch.max_events`).
 fn field_spans(v: &Spanned<DeValue<'_>>) -> Vec<(String, Range<usize>, Range<usize>)> {
-    match v.get_ref() {
-        DeValue::Table(t) => t
-            .iter()
-            .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span()))
-            .collect(),
-        _ => Vec::new(),
+    let mut out = Vec::new();
+    collect_spans("", v, &mut out);
+    out
+}
+
+fn collect_spans(
+    prefix: &str,
+    v: &Spanned<DeValue<'_>>,
+    out: &mut Vec<(String, Range<usize>, Range<usize>)>,
+) {
+    if let DeValue::Table(t) = v.get_ref() {
+        for (k, v) in t {
+            let name = format!("{prefix}{}", k.get_ref());
+            out.push((name.clone(), k.span(), v.span()));
+            if prefix.is_empty() {
+                collect_spans(&format!("{name}."), v, out);
+            }
+        }
     }
+}
+
+/// Options renamed when the sinks got their shared `batch` and `request` tables: the old
+/// name and the new one. An unknown field with an old name says where it went, when the
+/// component has the new name's table.
+const RENAMED: &[(&str, &str)] = &[
+    ("batch_max_events", "batch.max_events"),
+    ("batch_max_bytes", "batch.max_bytes"),
+    ("batch_timeout_secs", "batch.timeout_secs"),
+    ("max_rows", "batch.max_events"),
+    ("max_bytes", "batch.max_bytes"),
+    ("max_age_secs", "batch.timeout_secs"),
+    ("concurrency", "request.concurrency"),
+    ("max_inflight", "request.concurrency"),
+    ("max_inflight_batches", "request.concurrency"),
+    ("request_timeout_secs", "request.timeout_secs"),
+    ("ack_timeout_secs", "request.timeout_secs"),
+    (
+        "retry_initial_backoff_secs",
+        "request.retry_initial_backoff_secs",
+    ),
+    ("retry_max_backoff_secs", "request.retry_max_duration_secs"),
+    ("max_retries", "request.retry_attempts"),
+];
+
+/// Where a renamed option went, if `name` is an old name and the component has its table.
+fn renamed(name: &str, expected: &[String]) -> Option<&'static str> {
+    RENAMED
+        .iter()
+        .find(|(old, new)| {
+            *old == name
+                && new
+                    .split_once('.')
+                    .is_some_and(|(table, _)| expected.iter().any(|e| e == table))
+        })
+        .map(|(_, new)| *new)
 }
 
 /// Turns a serde error from a component's typed config into a located, helpful error.
@@ -607,29 +656,42 @@ fn serde_error(
         field = Some(name.clone());
         if let Some((_, ks, _)) = fields.iter().find(|(k, _, _)| *k == name) {
             span = Some(ks.clone());
+        } else if let Some((k, _, _)) = fields.iter().find(|(k, ks, _)| {
+            k.strip_suffix(name.as_str())
+                .is_some_and(|p| p.ends_with('.'))
+                && span.as_ref().is_some_and(|s| s.start == ks.start)
+        }) {
+            // An unknown field of an inner table (`request.concurency`).
+            field = Some(k.clone());
         }
         let expected = backticked_all(raw.split_once("expected").map_or("", |(_, r)| r));
+        // The common keys (`type`, `inputs`...) are candidates at the top level only.
+        let top_level = field.as_deref() == Some(name.as_str());
         let candidates: Vec<&str> = expected
             .iter()
             .map(String::as_str)
-            .chain(common.iter().copied())
+            .chain(common.iter().copied().filter(|_| top_level))
             .collect();
         message = format!("unknown field `{name}`");
-        match suggest(&name, candidates.iter().copied()) {
-            Some(s) => message.push_str(&format!(", did you mean `{s}`?")),
-            None if !candidates.is_empty() => {
-                message.push_str(&format!(", expected one of {}", list(&candidates)))
-            }
-            None => message.push_str(": this component takes no options"),
+        match renamed(&name, &expected) {
+            Some(new) => message.push_str(&format!(": it is now `{new}`")),
+            None => match suggest(&name, candidates.iter().copied()) {
+                Some(s) => message.push_str(&format!(", did you mean `{s}`?")),
+                None if !candidates.is_empty() => {
+                    message.push_str(&format!(", expected one of {}", list(&candidates)))
+                }
+                None => message.push_str(": this component takes no options"),
+            },
         }
     } else if let Some(name) = backticked_after(&raw, "missing field ") {
         field = Some(name);
         span = Some(whole.clone());
     } else if let Some(s) = &span {
-        // The error points into one field's value: name that field.
+        // The error points into one field's value: name that field (the innermost one).
         if let Some((k, _, _)) = fields
             .iter()
-            .find(|(_, _, vs)| vs.start <= s.start && s.end <= vs.end)
+            .filter(|(_, _, vs)| vs.start <= s.start && s.end <= vs.end)
+            .min_by_key(|(_, _, vs)| vs.len())
         {
             field = Some(k.clone());
         }
@@ -672,5 +734,94 @@ fn kind_name(v: &DeValue<'_>) -> &'static str {
         DeValue::Datetime(_) => "datetime",
         DeValue::Array(_) => "array",
         DeValue::Table(_) => "table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::component::{Sink, SinkConfig, SinkContext};
+    use crate::config::{Count, Secs};
+    use crate::vocabulary::DataType;
+    use crate::BoxError;
+
+    // Read by serde only: the tests look at the errors.
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Limits {
+        #[serde(default)]
+        max_events: Option<Count>,
+    }
+
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct TimedSink {
+        #[serde(default)]
+        timeout_secs: Option<Secs>,
+        #[serde(default)]
+        batch: Option<Limits>,
+    }
+
+    #[async_trait]
+    impl SinkConfig for TimedSink {
+        async fn build(&self, _cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
+            Err("not built in these tests".into())
+        }
+        fn input(&self) -> DataType {
+            DataType::ALL
+        }
+    }
+
+    fn errors(body: &str) -> Vec<String> {
+        let mut reg = Registry::default();
+        reg.add_sink::<TimedSink>("timed", "a sink with a duration");
+        let text = format!("[sinks.out]\ntype = \"timed\"\ninputs = [\"in\"]\n{body}");
+        match load_str("f.toml", &text, &reg, &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_duration_out_of_range_is_a_located_error() {
+        assert_eq!(
+            errors("timeout_secs = 1e20\n"),
+            ["f.toml:4:16: sinks.out.timeout_secs: invalid value: `1e20`, expected a positive number of seconds, at most 31536000 (one year)"]
+        );
+        assert_eq!(
+            errors("timeout_secs = nan\n"),
+            ["f.toml:4:16: sinks.out.timeout_secs: invalid value: `NaN`, expected a positive number of seconds, at most 31536000 (one year)"]
+        );
+        assert!(errors("timeout_secs = 2.5\n").is_empty());
+    }
+
+    #[test]
+    fn a_zero_count_in_an_inner_table_is_a_located_error() {
+        assert_eq!(
+            errors("batch.max_events = 0\n"),
+            ["f.toml:4:20: sinks.out.batch.max_events: invalid value: `0`, expected a positive integer (at least 1)"]
+        );
+        assert_eq!(
+            errors("[sinks.out.batch]\nmax_events = 0\n"),
+            ["f.toml:5:14: sinks.out.batch.max_events: invalid value: `0`, expected a positive integer (at least 1)"]
+        );
+    }
+
+    #[test]
+    fn a_renamed_option_names_its_new_name() {
+        assert_eq!(
+            errors("batch_max_events = 5\n"),
+            ["f.toml:4:1: sinks.out.batch_max_events: unknown field `batch_max_events`: it is now `batch.max_events`"]
+        );
+        // Only where the component has the new name's table.
+        assert_eq!(
+            errors("max_inflight = 5\n"),
+            ["f.toml:4:1: sinks.out.max_inflight: unknown field `max_inflight`, expected one of `timeout_secs`, `batch`, `type`, `inputs`, `buffer`"]
+        );
     }
 }

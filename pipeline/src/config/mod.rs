@@ -22,6 +22,7 @@ mod graph;
 mod interpolate;
 mod load;
 pub mod schema;
+mod units;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use graph::{resolve_graph, Graph, OutputId};
 pub use interpolate::interpolate;
 pub use load::{load_files, load_str, ConfigSource};
+pub use units::{Concurrency, Count, Secs, SecsOrZero, MAX_CONCURRENCY, MAX_SECS};
 
 use crate::component::{SinkConfig, SourceConfig, TransformConfig};
 use crate::vocabulary::{ComponentKind, WhenFull};

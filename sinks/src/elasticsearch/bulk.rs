@@ -10,6 +10,8 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Deserialize;
 use weir_pipeline::event::Value;
 
+use crate::toolkit::retry::{http_status_retriable, HttpRules};
+
 /// The bulk action of each document.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
@@ -468,7 +470,7 @@ pub fn parse_response(
             match item.status {
                 200..=299 => ItemOutcome::Ok,
                 409 if create_conflict_ok && item.create => ItemOutcome::Ok,
-                s if crate::http::retriable_status(s) => ItemOutcome::Retry(reason()),
+                s if http_status_retriable(s, HttpRules::Standard) => ItemOutcome::Retry(reason()),
                 s => ItemOutcome::Rejected(match item.error {
                     Some(e) => Refusal {
                         status: s,

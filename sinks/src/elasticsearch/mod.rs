@@ -19,17 +19,18 @@
 //!
 //! The loop: events are encoded into one NDJSON body (action line + document line each,
 //! written straight into the buffer: no allocation per event) until `batch.max_bytes` or
-//! `batch.max_events` is reached or `batch.timeout_secs` passes since the first one, then the
-//! body is POSTed to `<endpoint>/_bulk`, asking (`filter_path`) for only the status and error
-//! of each item. One request is in flight at a time; the next batch is encoded meanwhile
-//! (`send.rs`). The answer is parsed per item: successes are acknowledged, 429/5xx items are
+//! `batch.max_events` is reached or `batch.timeout_secs` passes since the first one (the
+//! toolkit's batching stage), then the body is POSTed to `<endpoint>/_bulk`, asking
+//! (`filter_path`) for only the status and error of each item. `request.concurrency`
+//! requests are in flight at once (default 1, which keeps the documents in order); the next
+//! batch is encoded meanwhile (`send.rs`). The answer is parsed per item: successes are acknowledged, 429/5xx items are
 //! sent again (only them) after a backoff, other failures (a 400
 //! `mapper_parsing_exception`...) are counted, logged with the server's reason, sent as new log
 //! events to the `dead_letter` output (when something reads it; the sink waits while its
 //! consumer is full) and to the dead-letter file if one is set, and finalized as Rejected. A failed request (connection
 //! error, 429, 5xx, a body that is not a bulk response) is retried whole, moving to the next
 //! endpoint. The batch is held meanwhile, so the buffer fills and backpressure reaches the
-//! sources: nothing is dropped unless `max_retries` is set.
+//! sources: nothing is dropped unless `request.retry_attempts` is set.
 
 pub mod bulk;
 mod send;
@@ -37,16 +38,13 @@ mod send;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use weir_pipeline::component::{Output, Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::{Concurrency, Count, Secs};
 use weir_pipeline::event::{parse_path, Event, FieldPath, Value};
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
@@ -54,7 +52,9 @@ use weir_pipeline::template::{event_time, Template};
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-use crate::http::{build_client, header_map, positive_secs as secs, snippet, TlsConfig};
+use crate::http::{build_client, header_map, snippet, TlsConfig};
+use crate::toolkit::batch::{self, BatchLimits};
+use crate::toolkit::{BatchConfig, BatchDefaults, RequestConfig, RequestDefaults};
 pub use bulk::BulkAction;
 use bulk::{write_action, write_document};
 use send::{Auth, Batch, Item, Sender};
@@ -123,55 +123,32 @@ pub struct AuthConfig {
     pub api_key: Option<String>,
 }
 
-/// `batch`: when a bulk request is sent.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchConfig {
-    /// Send when the NDJSON body reaches this many bytes (before compression).
-    /// Default: 10000000.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: usize,
-    /// Send when this many documents are waiting. Default: 10000.
-    #[serde(default = "default_max_events")]
-    pub max_events: usize,
-    /// Send at the latest this long after the first waiting document. Default: 1.
-    #[serde(default = "default_batch_timeout")]
-    pub timeout_secs: f64,
+/// The elasticsearch sink's `batch` defaults: 10000 documents, 10000000 bytes of NDJSON
+/// body (before compression), 1 second.
+#[derive(Debug)]
+pub struct EsBatch;
+
+impl BatchDefaults for EsBatch {
+    const MAX_EVENTS: Count = Count::of(10_000);
+    const MAX_BYTES: Count = Count::of(10_000_000);
+    const TIMEOUT: Secs = Secs::from_secs(1);
 }
 
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_bytes: default_max_bytes(),
-            max_events: default_max_events(),
-            timeout_secs: default_batch_timeout(),
-        }
-    }
+/// The elasticsearch sink's `request` defaults: one request in flight (documents keep their
+/// order), 60 seconds per request, retries from 0.1 to 30 seconds apart, forever.
+#[derive(Debug)]
+pub struct EsRequest;
+
+impl RequestDefaults for EsRequest {
+    const CONCURRENCY: Concurrency = Concurrency::of(1);
+    const TIMEOUT: Secs = Secs::from_secs(60);
 }
 
-fn default_max_bytes() -> usize {
-    10_000_000
-}
-fn default_max_events() -> usize {
-    10_000
-}
-fn default_batch_timeout() -> f64 {
-    1.0
-}
 fn default_index() -> String {
     "weir-%Y.%m.%d".into()
 }
 fn default_true() -> bool {
     true
-}
-fn default_request_timeout() -> f64 {
-    60.0
-}
-fn default_backoff_initial() -> f64 {
-    0.1
-}
-fn default_backoff_max() -> f64 {
-    30.0
 }
 
 /// Request body compression.
@@ -229,9 +206,18 @@ pub struct ElasticsearchConfig {
     /// Extra HTTP headers on every request. Default: none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Batching.
+    /// When a bulk request is sent: `max_events` documents (default 10000), `max_bytes` of
+    /// NDJSON body before compression (default 10000000), `timeout_secs` after the first
+    /// waiting document (default 1).
     #[serde(default)]
-    pub batch: BatchConfig,
+    pub batch: BatchConfig<EsBatch>,
+    /// How bulk requests are sent: `concurrency` (default 1: documents keep their order),
+    /// `timeout_secs` (default 60), `retry_initial_backoff_secs` (default 0.1),
+    /// `retry_max_duration_secs` (default 30), `retry_attempts` (default: unset, retry
+    /// until delivered; a document given up is finalized as errored, counted and
+    /// dead-lettered).
+    #[serde(default)]
+    pub request: RequestConfig<EsRequest>,
     /// `GET /` at start: logs the cluster's version and uses it (see below). A failed check is
     /// logged and the sink starts anyway. Default: true.
     #[serde(default = "default_true")]
@@ -240,19 +226,6 @@ pub struct ElasticsearchConfig {
     /// actions). Default: detected, else 8.
     #[serde(default)]
     pub api_version: Option<u32>,
-    /// Timeout of one request, in seconds. Default: 60.
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout_secs: f64,
-    /// First retry delay, in seconds (doubling, jittered). Default: 0.1.
-    #[serde(default = "default_backoff_initial")]
-    pub retry_initial_backoff_secs: f64,
-    /// Longest retry delay, in seconds. Default: 30.
-    #[serde(default = "default_backoff_max")]
-    pub retry_max_backoff_secs: f64,
-    /// Give up on a document after this many attempts: it is finalized as Errored, counted
-    /// and dead-lettered. Default: none (retry until delivered; backpressure meanwhile).
-    #[serde(default)]
-    pub max_retries: Option<u32>,
     /// A file where refused documents are appended as JSON lines
     /// `{"status":400,"reason":"…","action":{…},"document":{…}}` (see below), besides the
     /// `dead_letter` output. Default: none.
@@ -346,18 +319,7 @@ impl SinkConfig for ElasticsearchConfig {
             Some(k) => Some(parse_path(k).map_err(|e| format!("`id_key`: {e}"))?),
             None => None,
         };
-        if self.batch.max_bytes == 0 || self.batch.max_events == 0 {
-            return Err("`batch.max_bytes` and `batch.max_events` must be at least 1".into());
-        }
-        let timeout = secs("request_timeout_secs", self.request_timeout_secs)?;
-        let batch_timeout = secs("batch.timeout_secs", self.batch.timeout_secs)?;
-        let backoff = (
-            secs(
-                "retry_initial_backoff_secs",
-                self.retry_initial_backoff_secs,
-            )?,
-            secs("retry_max_backoff_secs", self.retry_max_backoff_secs)?,
-        );
+        let timeout = self.request.timeout();
         let headers = header_map(&self.headers)?;
         let auth = match &self.auth {
             None => Auth::None,
@@ -402,12 +364,13 @@ impl SinkConfig for ElasticsearchConfig {
         }
         let metrics = cx.metrics;
         let mut sender = Sender {
-            outputs: cx.outputs,
+            dead_letter_connected: cx.outputs.is_connected(DEAD_LETTER_OUTPUT),
+            outputs: tokio::sync::Mutex::new(cx.outputs),
             id: cx.id.clone(),
             client,
             endpoints,
             bulk_url,
-            current: 0,
+            current: std::sync::atomic::AtomicUsize::new(0),
             auth,
             headers,
             gzip: self.compression == Compression::Gzip,
@@ -415,9 +378,8 @@ impl SinkConfig for ElasticsearchConfig {
                 Mode::Bulk => self.bulk_action,
                 Mode::DataStream => BulkAction::Create,
             },
-            backoff,
-            max_retries: self.max_retries,
-            dead_letter,
+            request: self.request.clone(),
+            dead_letter: std::sync::Mutex::new(dead_letter),
             metrics: metrics.clone(),
         };
         let mut encoder = Encoder {
@@ -452,10 +414,12 @@ impl SinkConfig for ElasticsearchConfig {
             }
         }
         Ok(Box::new(EsSink {
+            keep_events: sender.dead_letter_connected,
             encoder,
-            sender,
-            batch: self.batch.clone(),
-            batch_timeout,
+            sender: Arc::new(sender),
+            limits: self.batch.limits(),
+            concurrency: self.request.concurrency(),
+            scratch: Scratch::default(),
             metrics,
         }))
     }
@@ -529,10 +493,44 @@ struct Encoder {
 
 struct EsSink {
     encoder: Encoder,
-    sender: Sender,
-    batch: BatchConfig,
-    batch_timeout: Duration,
+    sender: Arc<Sender>,
+    limits: BatchLimits,
+    concurrency: usize,
+    scratch: Scratch,
+    /// Whether dead letters go anywhere (fixed when the graph is built): items keep their
+    /// event only then.
+    keep_events: bool,
     metrics: Arc<ComponentMetrics>,
+}
+
+impl batch::Encoder for EsSink {
+    type Batch = Batch;
+
+    fn encode(&mut self, event: Event, building: &mut Batch) {
+        let start = building.body.len();
+        match self
+            .encoder
+            .encode(&event, &mut building.body, &mut self.scratch)
+        {
+            Ok(()) => building.items.push(Item::new(
+                event,
+                start..building.body.len(),
+                self.keep_events,
+            )),
+            Err(e) => {
+                self.metrics.error("encode", 1, &e);
+                event.metadata().update_status(EventStatus::Rejected);
+            }
+        }
+    }
+
+    fn events(b: &Batch) -> usize {
+        b.items.len()
+    }
+
+    fn bytes(b: &Batch) -> usize {
+        b.body.len()
+    }
 }
 
 impl Encoder {
@@ -612,100 +610,21 @@ impl Encoder {
     }
 }
 
-/// The batch being sent, which owns the sender until it is done.
-type Sending = Pin<Box<dyn Future<Output = (Sender, Batch)> + Send>>;
-
 #[async_trait]
 impl Sink for EsSink {
-    /// Encodes events into a batch while the previous batch is being sent (one request in
-    /// flight, so the documents keep their order), and sends a batch when it is full, when
-    /// `batch.timeout_secs` has passed since its first document, or at the end of input.
-    /// While the sender is busy and the next batch is full, input waits: backpressure.
-    async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
-        let EsSink {
-            encoder,
-            sender,
-            batch: limits,
-            batch_timeout,
-            metrics,
-        } = *self;
-        // Whether dead letters go anywhere is fixed when the graph is built.
-        let keep_events = sender.outputs.is_connected(DEAD_LETTER_OUTPUT);
-        let mut idle = Some(sender);
-        let mut sending: Option<Sending> = None;
-        let mut building = Batch::default();
-        let mut spare: Option<Batch> = None;
-        let mut scratch = Scratch::default();
-        let mut deadline: Option<Instant> = None;
-        let mut open = true;
-        let is_full =
-            |b: &Batch| b.body.len() >= limits.max_bytes || b.items.len() >= limits.max_events;
-        loop {
-            let due = !building.items.is_empty()
-                && (is_full(&building) || !open || deadline.is_some_and(|d| d <= Instant::now()));
-            if due {
-                if let Some(s) = idle.take() {
-                    let next = spare.take().unwrap_or_default();
-                    let batch = std::mem::replace(&mut building, next);
-                    deadline = None;
-                    sending = Some(Box::pin(s.flush(batch)));
-                }
-            }
-            // After the swap above: the batch just handed over no longer stops the input
-            // (taking it from before the swap would keep the input shut until the request
-            // in flight is answered, so nothing would be encoded meanwhile).
-            let full = is_full(&building);
-            if !open && building.items.is_empty() && sending.is_none() {
-                break;
-            }
-            tokio::select! {
-                b = input.next(), if open && !full => match b {
-                    Some(batch) => {
-                        for event in batch {
-                            let start = building.body.len();
-                            match encoder.encode(&event, &mut building.body, &mut scratch) {
-                                Ok(()) => building.items.push(Item::new(
-                                    event,
-                                    start..building.body.len(),
-                                    keep_events,
-                                )),
-                                Err(e) => {
-                                    metrics.error("encode", 1, &e);
-                                    event.metadata().update_status(EventStatus::Rejected);
-                                }
-                            }
-                        }
-                        if !building.items.is_empty() && deadline.is_none() {
-                            deadline = Some(Instant::now() + batch_timeout);
-                        }
-                    }
-                    None => open = false,
-                },
-                (s, done) = async {
-                    match sending.as_mut() {
-                        Some(f) => f.await,
-                        None => std::future::pending().await,
-                    }
-                }, if sending.is_some() => {
-                    tracing::debug!(component = %s.id, full, "bulk batch done");
-                    sending = None;
-                    idle = Some(s);
-                    spare = Some(done);
-                }
-                _ = sleep_until(deadline), if deadline.is_some() && idle.is_some() => {}
-            }
-        }
-        if let Some(s) = &mut idle {
-            s.flush_dead_letters();
-        }
+    /// The toolkit's batching stage: encodes events into a batch while earlier batches are
+    /// being sent (`request.concurrency` at once; with 1, the documents keep their order),
+    /// and sends a batch when it is full, when `batch.timeout_secs` has passed since its
+    /// first document, or at the end of input.
+    async fn run(mut self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
+        let sender = Arc::clone(&self.sender);
+        let (limits, concurrency) = (self.limits, self.concurrency);
+        batch::run(&mut input, limits, concurrency, &mut *self, |b| {
+            Arc::clone(&sender).flush(b)
+        })
+        .await;
+        sender.flush_dead_letters();
         Ok(())
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -1,12 +1,13 @@
-//! Sending bulk requests: one batch at a time, to the current endpoint, until every document
-//! of the batch is delivered, refused or given up (see the module docs of the sink for the
-//! rules). [`Sender::flush`] owns the sender and the batch while it runs and hands both back,
-//! so the sink can encode the next batch meanwhile.
+//! Sending bulk requests: a batch to the current endpoint, until every document of the batch
+//! is delivered, refused or given up (see the module docs of the sink for the rules).
+//! [`Sender::flush`] is shared by the `request.concurrency` batches in flight; it owns its
+//! batch while it runs and hands it back emptied, for reuse.
 
 use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,11 +15,13 @@ use weir_pipeline::component::SinkOutputs;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, ObjectMap, Value};
 use weir_pipeline::finalization::{BatchNotifier, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
-use weir_pipeline::retry::Backoff;
 
 use super::bulk::{parse_response, BulkAction, ItemOutcome, Refusal};
+use super::EsRequest;
 use super::{parse_root, ClusterVersion, DEAD_LETTER_OUTPUT};
-use crate::http::{gzip, retriable_status, retry_after, snippet};
+use crate::http::{gzip, retry_after, snippet};
+use crate::toolkit::retry::{http_status_retriable, HttpRules};
+use crate::toolkit::RequestConfig;
 
 pub(super) enum Auth {
     None,
@@ -89,17 +92,18 @@ pub(super) struct Sender {
     /// `<endpoint>/_bulk?filter_path=…[&pipeline=…]`, per endpoint.
     pub bulk_url: Vec<String>,
     /// The endpoint in use; the next one after a failure.
-    pub current: usize,
+    pub current: AtomicUsize,
     pub auth: Auth,
     pub headers: reqwest::header::HeaderMap,
     pub gzip: bool,
     /// `create`: a 409 means an earlier attempt stored the document.
     pub action: BulkAction,
-    pub backoff: (Duration, Duration),
-    pub max_retries: Option<u32>,
-    pub dead_letter: Option<File>,
+    pub request: RequestConfig<EsRequest>,
+    pub dead_letter: Mutex<Option<File>>,
     /// The `dead_letter` output.
-    pub outputs: SinkOutputs,
+    pub outputs: tokio::sync::Mutex<SinkOutputs>,
+    /// Whether something reads the `dead_letter` output.
+    pub dead_letter_connected: bool,
     /// The sink's id, named in the dead letters.
     pub id: Arc<str>,
     pub metrics: Arc<ComponentMetrics>,
@@ -121,8 +125,9 @@ impl Sender {
     /// `GET /` on each endpoint until one answers; that one becomes the current endpoint.
     pub async fn healthcheck(&mut self) -> Result<ClusterVersion, String> {
         let mut errors = Vec::new();
+        let current = self.current.load(Ordering::Relaxed);
         for i in 0..self.endpoints.len() {
-            let idx = (self.current + i) % self.endpoints.len();
+            let idx = (current + i) % self.endpoints.len();
             let url = format!("{}/", self.endpoints[idx]);
             let res = self
                 .request(reqwest::Method::GET, &url)
@@ -132,7 +137,7 @@ impl Sender {
             match res {
                 Ok(r) if r.status().is_success() => {
                     let body = r.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-                    self.current = idx;
+                    self.current.store(idx, Ordering::Relaxed);
                     return parse_root(&body).map_err(|e| format!("{url}: {e}"));
                 }
                 Ok(r) => errors.push(format!("{url}: HTTP {}", r.status())),
@@ -143,8 +148,8 @@ impl Sender {
     }
 
     /// Sends one body (`count` documents) to the current endpoint.
-    async fn send(&mut self, body: &Bytes, count: usize) -> Sent {
-        let url = self.bulk_url[self.current].clone();
+    async fn send(&self, body: &Bytes, count: usize) -> Sent {
+        let url = self.bulk_url[self.current.load(Ordering::Relaxed) % self.bulk_url.len()].clone();
         // Without compression the body goes out as it is (a reference, not a copy).
         let payload = if self.gzip {
             Bytes::from(gzip(body))
@@ -167,7 +172,7 @@ impl Sender {
             }
         };
         let status = resp.status().as_u16();
-        let after = retry_after(resp.headers(), self.backoff.1);
+        let after = retry_after(resp.headers(), self.request.max_backoff());
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -201,7 +206,7 @@ impl Sender {
             };
         }
         let msg = format!("POST {url}: HTTP {status}: {}", snippet(&body, 300));
-        if retriable_status(status) {
+        if http_status_retriable(status, HttpRules::Standard) {
             self.rotate();
             Sent::Retry(msg, after)
         } else {
@@ -209,14 +214,17 @@ impl Sender {
         }
     }
 
-    fn rotate(&mut self) {
-        self.current = (self.current + 1) % self.endpoints.len();
+    fn rotate(&self) {
+        let n = self.endpoints.len().max(1);
+        let _ = self
+            .current
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some((c + 1) % n));
     }
 
     /// Writes a refused document to the dead-letter file (with `file_reason`), and queues a
     /// copy of its event for the `dead_letter` output when something reads it.
     fn dead_letter(
-        &mut self,
+        &self,
         refusal: &Refusal,
         file_reason: &str,
         item: &Item,
@@ -230,11 +238,15 @@ impl Sender {
             None => (lines, &b"null"[..]),
         };
         if let Some(event) = &item.event {
-            if self.outputs.is_connected(DEAD_LETTER_OUTPUT) {
+            if self.dead_letter_connected {
                 out.push(dead_letter_event(event, refusal, action, &self.id));
             }
         }
-        let Some(f) = &mut self.dead_letter else {
+        let mut file = self
+            .dead_letter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(f) = file.as_mut() else {
             return;
         };
         let mut out = Vec::with_capacity(lines.len() + file_reason.len() + 64);
@@ -258,7 +270,7 @@ impl Sender {
 
     /// Sends the queued dead letters to the `dead_letter` output, waiting while its
     /// consumers are full (backpressure: the sink takes no more input meanwhile).
-    async fn send_dead_letters(&mut self, queued: &mut Vec<Event>) {
+    async fn send_dead_letters(&self, queued: &mut Vec<Event>) {
         if queued.is_empty() {
             return;
         }
@@ -266,6 +278,8 @@ impl Sender {
         let batch = EventBatch::new(std::mem::take(queued));
         if self
             .outputs
+            .lock()
+            .await
             .send_to(DEAD_LETTER_OUTPUT, batch)
             .await
             .is_err()
@@ -281,27 +295,31 @@ impl Sender {
         }
     }
 
-    pub fn flush_dead_letters(&mut self) {
-        if let Some(f) = &mut self.dead_letter {
+    pub fn flush_dead_letters(&self) {
+        let mut file = self
+            .dead_letter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = file.as_mut() {
             let _ = f.flush();
         }
     }
 
     /// Sends `batch` until each document is delivered, refused or given up, and finalizes
-    /// each event accordingly. Returns the sender and the emptied batch (its buffers are
-    /// reused for a later batch).
-    pub async fn flush(mut self, batch: Batch) -> (Sender, Batch) {
+    /// each event accordingly. Returns the emptied batch (its buffers are reused for a later
+    /// batch).
+    pub async fn flush(self: Arc<Self>, batch: Batch) -> Batch {
         let Batch { body, mut items } = batch;
         // The body is handed to the HTTP client as `Bytes` (no copy); once the request is
         // done nothing else holds it, and its allocation comes back below.
         let mut body = Bytes::from(body);
-        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
-        let mut attempts = 0u32;
+        let mut retries = self.request.retries();
         let mut dead = Vec::new();
         while !items.is_empty() {
-            attempts += 1;
+            let attempts = retries.failed() + 1;
             let outcome = self.send(&body, items.len()).await;
-            let give_up = self.max_retries.is_some_and(|m| attempts > m);
+            // Whether a failure of this attempt is the last one (`request.retry_attempts`).
+            let give_up = retries.is_last();
             let next = match outcome {
                 Sent::Items(outcomes) => {
                     let mut keep = Vec::new();
@@ -390,20 +408,21 @@ impl Sender {
             self.send_dead_letters(&mut dead).await;
             match next {
                 Next::Done => break,
-                Next::Again(after) => {
-                    let d = backoff.next_delay();
-                    tokio::time::sleep(after.map_or(d, |a| a.max(d))).await;
-                }
+                Next::Again(after) => match retries.next_delay(after) {
+                    Some(d) => tokio::time::sleep(d).await,
+                    // `give_up` above already settled every item of a last attempt.
+                    None => break,
+                },
             }
         }
         // Takes the allocation back when nothing else holds it (else copies, rarely).
         let mut body = Vec::from(body);
         body.clear();
-        (self, Batch { body, items })
+        Batch { body, items }
     }
 
     fn give_up(
-        &mut self,
+        &self,
         item: &Item,
         body: &[u8],
         reason: &str,

@@ -16,7 +16,6 @@ pub mod schema;
 pub mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow_schema::{Field, Schema};
 use async_trait::async_trait;
@@ -25,11 +24,13 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext};
+use weir_pipeline::config::{Count, Secs};
 use weir_pipeline::event::parse_path;
 use weir_pipeline::template::Template;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
+use crate::toolkit::{BatchConfig, BatchDefaults};
 use schema::{metrics_schema, ColumnSpec, ColumnType, PathTree};
 use writer::{Limits, Mode, ParquetSink};
 
@@ -67,22 +68,17 @@ pub struct ParquetSinkConfig {
     pub compression_level: Option<i32>,
     /// Rows per row group (the unit readers skip using statistics). Default: 131072.
     #[serde(default = "default_row_group_size")]
-    pub row_group_size: usize,
-    /// Roll a file when it has this many rows. Default: 1000000.
-    #[serde(default = "default_max_rows")]
-    pub max_rows: u64,
-    /// Roll a file when its size (written plus buffered, estimated) reaches this many bytes.
-    /// Default: 134217728 (128 MiB).
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
-    /// Roll a file this many seconds after it was opened. Acknowledgements wait for the roll, so
-    /// this bounds how long a source waits for its checkpoint. Default: 300.
-    #[serde(default = "default_max_age")]
-    pub max_age_secs: u64,
+    pub row_group_size: Count,
+    /// When a file is complete and rolls (a batch is a file): `max_events` rows (default
+    /// 1000000), `max_bytes` of file (written plus buffered, estimated; default 134217728,
+    /// 128 MiB), `timeout_secs` after it was opened (default 300; acknowledgements wait for
+    /// the roll, so this bounds how long a source waits for its checkpoint).
+    #[serde(default)]
+    pub batch: BatchConfig<ParquetBatch>,
     /// Most files open at once (one per partition); opening another closes the oldest.
     /// Default: 32.
     #[serde(default = "default_max_open_files")]
-    pub max_open_files: usize,
+    pub max_open_files: Count,
 }
 
 /// The zstd level when `compression_level` is not set: level 1 is the fastest; higher levels
@@ -92,20 +88,22 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 fn default_unmatched_column() -> String {
     "_unmatched".to_string()
 }
-fn default_row_group_size() -> usize {
-    128 * 1024
+fn default_row_group_size() -> Count {
+    Count::of(128 * 1024)
 }
-fn default_max_rows() -> u64 {
-    1_000_000
+fn default_max_open_files() -> Count {
+    Count::of(32)
 }
-fn default_max_bytes() -> u64 {
-    128 * 1024 * 1024
-}
-fn default_max_age() -> u64 {
-    300
-}
-fn default_max_open_files() -> usize {
-    32
+
+/// The parquet sink's `batch` defaults (a batch is a file): 1000000 rows, 128 MiB, 300
+/// seconds.
+#[derive(Debug)]
+pub struct ParquetBatch;
+
+impl BatchDefaults for ParquetBatch {
+    const MAX_EVENTS: Count = Count::of(1_000_000);
+    const MAX_BYTES: Count = Count::of(128 * 1024 * 1024);
+    const TIMEOUT: Secs = Secs::from_secs(300);
 }
 
 /// How the sink gets its schema.
@@ -270,12 +268,9 @@ impl ParquetSinkConfig {
 
     /// The Parquet writer settings: compression, row groups, statistics and page indexes.
     pub fn writer_properties(&self) -> Result<WriterProperties, String> {
-        if self.row_group_size == 0 {
-            return Err("`row_group_size` must be at least 1".into());
-        }
         Ok(WriterProperties::builder()
             .set_compression(self.compression()?)
-            .set_max_row_group_row_count(Some(self.row_group_size))
+            .set_max_row_group_row_count(Some(self.row_group_size.get()))
             // Page-level statistics: row-group min/max plus the column and offset indexes
             // (page index), so readers skip row groups and pages.
             .set_statistics_enabled(EnabledStatistics::Page)
@@ -297,19 +292,13 @@ impl ParquetSinkConfig {
 impl SinkConfig for ParquetSinkConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
         let template = Template::parse(&self.path).map_err(|e| format!("`path`: {e}"))?;
-        if self.max_rows == 0 || self.max_bytes == 0 || self.max_age_secs == 0 {
-            return Err("`max_rows`, `max_bytes` and `max_age_secs` must be at least 1".into());
-        }
-        if self.max_open_files == 0 {
-            return Err("`max_open_files` must be at least 1".into());
-        }
         let props = self.writer_properties()?;
         let mode = self.mode()?;
         let limits = Limits {
-            max_rows: self.max_rows,
-            max_bytes: self.max_bytes,
-            max_age: Duration::from_secs(self.max_age_secs),
-            max_open_files: self.max_open_files,
+            max_rows: self.batch.max_events.get() as u64,
+            max_bytes: self.batch.max_bytes.get() as u64,
+            max_age: self.batch.timeout_secs.duration(),
+            max_open_files: self.max_open_files.get(),
         };
         Ok(Box::new(ParquetSink::new(
             template, mode, props, limits, cx.metrics,

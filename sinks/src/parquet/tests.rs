@@ -161,7 +161,7 @@ async fn auto_schema_maps_every_value_type_to_its_arrow_type() {
 #[tokio::test]
 async fn acknowledges_only_after_the_file_is_renamed() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = start(&config(dir.path(), "max_age_secs = 3600"), dir.path()).await;
+    let sink = start(&config(dir.path(), "batch.timeout_secs = 3600"), dir.path()).await;
     let (n, mut rx) = BatchNotifier::new_with_receiver();
     let mut batch = EventBatch::new(vec![log(r#"{"a":1}"#), log(r#"{"a":2}"#)]);
     batch.attach_notifier(&n);
@@ -203,7 +203,7 @@ async fn crate_wait(mut f: impl FnMut() -> bool) -> bool {
 async fn rolls_by_rows_and_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let sink = start(
-        &config(dir.path(), "max_rows = 3\nmax_age_secs = 1"),
+        &config(dir.path(), "batch.max_events = 3\nbatch.timeout_secs = 1"),
         dir.path(),
     )
     .await;

@@ -5,7 +5,8 @@
 //! DuckDB globs skip it) -> **Writing** (row groups appended; the acknowledgements of every event
 //! in it are held) -> **Finishing** (footer written, fsync, rename to `part-<start>-<uuid>.parquet`,
 //! fsync of the directory) -> **Closed** (the held acknowledgements are released as delivered).
-//! A file rolls when it reaches `max_rows` or `max_bytes`, when it is `max_age_secs` old, when
+//! A file rolls when it reaches `batch.max_events` rows or `batch.max_bytes`, when it is
+//! `batch.timeout_secs` old, when
 //! its schema changes, when too many files are open, and at shutdown. A file that fails is
 //! **Abandoned**: its tmp file is removed and its events are reported errored, so an
 //! acknowledging source replays them.

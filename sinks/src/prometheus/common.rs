@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Bucket, Metric, MetricKind, MetricValue, Quantile, StatisticKind};
 
 /// How many samples of one summary series are kept for its quantiles.
@@ -23,17 +24,8 @@ pub fn default_quantiles() -> Vec<f64> {
     vec![0.5, 0.9, 0.99]
 }
 
-pub fn default_expire() -> f64 {
-    300.0
-}
-
-/// A positive, finite number of seconds as a duration, or an error naming the option.
-pub fn positive_secs(name: &str, v: f64) -> Result<Duration, String> {
-    if v > 0.0 && v.is_finite() && v < 1e9 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(format!("`{name}` must be a positive number of seconds"))
-    }
+pub fn default_expire() -> Secs {
+    Secs::from_secs(300)
 }
 
 /// Checks the `buckets` and `quantiles` options and returns the bucket bounds with `+Inf`.

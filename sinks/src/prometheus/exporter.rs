@@ -44,6 +44,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use weir_pipeline::component::{Resource, Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
@@ -53,14 +54,14 @@ use weir_pipeline::BoxError;
 pub use super::common::MAX_SUMMARY_SAMPLES;
 use super::common::{
     check_buckets_quantiles, default_buckets, default_expire, default_quantiles, expand, fmt_f64,
-    positive_secs, Aggregator, Extra, SeriesKey, Stored, Suffix,
+    Aggregator, Extra, SeriesKey, Stored, Suffix,
 };
 
 fn default_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9598))
 }
-fn default_flush() -> f64 {
-    60.0
+fn default_flush() -> Secs {
+    Secs::from_secs(60)
 }
 
 /// `tls` of the exporter: the server's certificate.
@@ -83,10 +84,10 @@ pub struct PrometheusExporterConfig {
     pub address: SocketAddr,
     /// Drop a series that has not been updated for this many seconds. Default: 300.
     #[serde(default = "default_expire")]
-    pub expire_metrics_secs: f64,
+    pub expire_metrics_secs: Secs,
     /// How often expired series are removed, in seconds. Default: 60.
     #[serde(default = "default_flush")]
-    pub flush_period_secs: f64,
+    pub flush_period_secs: Secs,
     /// Upper bounds that `Distribution` samples of the histogram statistic are binned into (a
     /// `+Inf` bucket is added). Strictly ascending.
     #[serde(default = "default_buckets")]
@@ -133,8 +134,8 @@ fn server_tls(t: &ServerTlsConfig) -> Result<tokio_rustls::TlsAcceptor, String> 
 #[async_trait]
 impl SinkConfig for PrometheusExporterConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
-        let expire = positive_secs("expire_metrics_secs", self.expire_metrics_secs)?;
-        let flush = positive_secs("flush_period_secs", self.flush_period_secs)?;
+        let expire = self.expire_metrics_secs.duration();
+        let flush = self.flush_period_secs.duration();
         let buckets = check_buckets_quantiles(&self.buckets, &self.quantiles)?;
         let tls = self.tls.as_ref().map(server_tls).transpose()?;
         let listener = tokio::net::TcpListener::bind(self.address)

@@ -16,12 +16,13 @@
 //! timestamp (or now): histograms as cumulative `_bucket{le}` (with `+Inf`), `_sum` and
 //! `_count`; summaries as `{quantile}`, `_sum`, `_count`; sets as a gauge of their size.
 //!
-//! Series are spread over `concurrency` shards by hash; each shard sends its requests one
+//! Series are spread over `request.concurrency` shards by hash; each shard sends its requests one
 //! after the other, so the samples of one series always arrive in timestamp order (a sample
 //! whose timestamp is not after the last one sent for its series is moved 1 ms after it). A
 //! request is retried with exponential backoff and jitter, holding its shard (and so,
-//! through the buffer, the sources: backpressure, not loss), on connection errors, timeouts,
-//! 5xx and 429 (honouring `Retry-After`). Any other 4xx is not retried: it is counted and
+//! through the buffer, the sources: backpressure, not loss, unless `request.retry_attempts`
+//! is set), on connection errors, timeouts, 5xx and 429 (honouring `Retry-After` up to
+//! `request.retry_max_duration_secs`). Any other 4xx is not retried: it is counted and
 //! logged with the server's message; a 400 for a request of several series is split in
 //! halves and resent, so that one bad series does not take the others with it. Events are
 //! acknowledged when the requests holding their samples got a 2xx (`Rejected` when the
@@ -36,40 +37,42 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
+use weir_pipeline::config::{Concurrency, Count, Secs};
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::{BatchNotifier, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
-use weir_pipeline::retry::Backoff;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
 use super::common::{
-    check_buckets_quantiles, default_buckets, default_expire, default_quantiles, positive_secs,
-    Aggregator, Entry, SeriesKey,
+    check_buckets_quantiles, default_buckets, default_expire, default_quantiles, Aggregator, Entry,
+    SeriesKey,
 };
 use super::http::{base64, Client, Endpoint, TlsConfig};
 use super::request::{labels_for, Batch, Compressor, SeriesLabels};
+use crate::toolkit::batch::{estimated_bytes, BatchLimits};
+use crate::toolkit::retry::{http_status_retriable, HttpRules};
+use crate::toolkit::{BatchConfig, BatchDefaults, RequestConfig, RequestDefaults, Retries};
 
-/// The longest `Retry-After` honoured.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// The prometheus_remote_write sink's `batch` defaults (per shard): 1000 events, 10000000
+/// bytes (estimated from the metrics' names and tags), 1 second.
+#[derive(Debug)]
+pub struct RemoteWriteBatch;
 
-fn default_batch_events() -> usize {
-    1000
+impl BatchDefaults for RemoteWriteBatch {
+    const MAX_EVENTS: Count = Count::of(1000);
+    const MAX_BYTES: Count = Count::of(10_000_000);
+    const TIMEOUT: Secs = Secs::from_secs(1);
 }
-fn default_batch_timeout() -> f64 {
-    1.0
-}
-fn default_concurrency() -> usize {
-    4
-}
-fn default_request_timeout() -> f64 {
-    30.0
-}
-fn default_initial_backoff() -> f64 {
-    0.1
-}
-fn default_max_backoff() -> f64 {
-    30.0
+
+/// The prometheus_remote_write sink's `request` defaults: 4 shards, 30 seconds per request,
+/// retries from 0.1 to 30 seconds apart, forever.
+#[derive(Debug)]
+pub struct RemoteWriteRequest;
+
+impl RequestDefaults for RemoteWriteRequest {
+    const CONCURRENCY: Concurrency = Concurrency::of(4);
+    const TIMEOUT: Secs = Secs::from_secs(30);
 }
 
 /// `auth`: credentials sent with every request.
@@ -110,32 +113,25 @@ pub struct RemoteWriteConfig {
     /// none (verify against the system's CA bundle).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Send a shard's request once it holds this many events. Default: 1000.
-    #[serde(default = "default_batch_events")]
-    pub batch_max_events: usize,
-    /// Send what is pending at least this often, in seconds. Default: 1.
-    #[serde(default = "default_batch_timeout")]
-    pub batch_timeout_secs: f64,
-    /// How many requests may be in flight at once: the number of shards series are spread over (1
-    /// to 1024); each shard sends in order. Default: 4.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// Give up on a request (and retry it) after this many seconds. Default: 30.
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout_secs: f64,
-    /// The first wait before a retry, in seconds; it doubles (with jitter) up to
-    /// `retry_max_backoff_secs`. Default: 0.1.
-    #[serde(default = "default_initial_backoff")]
-    pub retry_initial_backoff_secs: f64,
-    /// The longest wait between retries, in seconds. Default: 30.
-    #[serde(default = "default_max_backoff")]
-    pub retry_max_backoff_secs: f64,
+    /// When a shard's request is sent: `max_events` (default 1000), `max_bytes` (estimated
+    /// from the metrics' names and tags; default 10000000), `timeout_secs` (default 1: what
+    /// is pending is sent at least this often).
+    #[serde(default)]
+    pub batch: BatchConfig<RemoteWriteBatch>,
+    /// How requests are sent: `concurrency` (the number of shards series are spread over;
+    /// each shard sends in order; default 4), `timeout_secs` (default 30),
+    /// `retry_initial_backoff_secs` (default 0.1), `retry_max_duration_secs` (default 30; a
+    /// `Retry-After` is capped to it), `retry_attempts` (default: unset, retry until
+    /// delivered; the events of a request given up are finalized as errored).
+    #[serde(default)]
+    pub request: RequestConfig<RemoteWriteRequest>,
     /// Forget a series (its running total starts again from zero) when it has not been
     /// updated for this many seconds. Default: 300.
     #[serde(default = "default_expire")]
-    pub expire_metrics_secs: f64,
-    /// Upper bounds that `Distribution` samples of the histogram statistic are binned into (a
-    /// `+Inf` bucket is added). Strictly ascending.
+    pub expire_metrics_secs: Secs,
+    /// Upper bounds of the buckets `Distribution` histogram samples are binned into (a
+    /// `+Inf` bucket is added). Default: Prometheus' `[0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    /// 0.5, 1, 2.5, 5, 10]`.
     #[serde(default = "default_buckets")]
     pub buckets: Vec<f64>,
     /// The quantiles sent for `Distribution` samples of the summary statistic (nearest rank over
@@ -146,9 +142,7 @@ pub struct RemoteWriteConfig {
 
 struct Settings {
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    request_timeout: Duration,
-    initial_backoff: Duration,
-    max_backoff: Duration,
+    request: RequestConfig<RemoteWriteRequest>,
     metrics: Arc<ComponentMetrics>,
 }
 
@@ -167,20 +161,6 @@ impl SinkConfig for RemoteWriteConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
         let endpoint = Endpoint::parse(&self.endpoint, self.tls.as_ref())?;
         let buckets = check_buckets_quantiles(&self.buckets, &self.quantiles)?;
-        if self.batch_max_events == 0 {
-            return Err("`batch_max_events` must be at least 1".into());
-        }
-        if self.concurrency == 0 || self.concurrency > 1024 {
-            return Err("`concurrency` must be between 1 and 1024".into());
-        }
-        let batch_timeout = positive_secs("batch_timeout_secs", self.batch_timeout_secs)?;
-        let expire = positive_secs("expire_metrics_secs", self.expire_metrics_secs)?;
-        let initial_backoff = positive_secs(
-            "retry_initial_backoff_secs",
-            self.retry_initial_backoff_secs,
-        )?;
-        let max_backoff = positive_secs("retry_max_backoff_secs", self.retry_max_backoff_secs)?;
-        let request_timeout = positive_secs("request_timeout_secs", self.request_timeout_secs)?;
         let mut headers = vec![
             header("content-encoding", "snappy", "")?,
             header("content-type", "application/x-protobuf", "")?,
@@ -208,15 +188,12 @@ impl SinkConfig for RemoteWriteConfig {
         Ok(Box::new(RemoteWrite {
             endpoint,
             aggregator: Aggregator::new(buckets, self.quantiles.clone()),
-            batch_max_events: self.batch_max_events,
-            batch_timeout,
-            concurrency: self.concurrency,
-            expire,
+            limits: self.batch.limits(),
+            concurrency: self.request.concurrency(),
+            expire: self.expire_metrics_secs.duration(),
             settings: Arc::new(Settings {
                 headers,
-                request_timeout,
-                initial_backoff,
-                max_backoff,
+                request: self.request.clone(),
                 metrics: cx.metrics,
             }),
         }))
@@ -231,8 +208,7 @@ struct RemoteWrite {
     endpoint: Endpoint,
     /// Every series, with its encoded labels.
     aggregator: Aggregator<Option<Arc<SeriesLabels>>>,
-    batch_max_events: usize,
-    batch_timeout: Duration,
+    limits: BatchLimits,
     concurrency: usize,
     expire: Duration,
     settings: Arc<Settings>,
@@ -243,6 +219,8 @@ struct Pending {
     batch: Batch,
     notifiers: Vec<Arc<BatchNotifier>>,
     events: u64,
+    /// Estimated, for `batch.max_bytes`.
+    bytes: usize,
 }
 
 impl Pending {
@@ -314,6 +292,7 @@ impl Sink for RemoteWrite {
                     batch: Batch::new(),
                     notifiers: Vec::new(),
                     events: 0,
+                    bytes: 0,
                 },
                 tx,
             });
@@ -321,7 +300,7 @@ impl Sink for RemoteWrite {
             workers.push(tokio::spawn(sender(client, rx, Arc::clone(&self.settings))));
         }
         let quantiles = self.aggregator.quantiles.clone();
-        let mut flush_tick = tokio::time::interval(self.batch_timeout);
+        let mut flush_tick = tokio::time::interval(self.limits.timeout);
         flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let expire_every = (self.expire / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
         let mut expire_tick = tokio::time::interval(expire_every);
@@ -334,6 +313,7 @@ impl Sink for RemoteWrite {
                     let now_ms = chrono::Utc::now().timestamp_millis();
                     let mut full = Vec::new();
                     for e in batch.events {
+                        let size = estimated_bytes(&e);
                         let Event::Metric(mut m) = e else {
                             e.metadata().update_status(EventStatus::Rejected);
                             metrics.add_discarded(1);
@@ -359,7 +339,8 @@ impl Sink for RemoteWrite {
                         let p = &mut shards[s].pending;
                         p.add_notifier(notifier);
                         p.events += 1;
-                        if p.events as usize >= self.batch_max_events && !full.contains(&s) {
+                        p.bytes += size;
+                        if self.limits.is_full(p.events as usize, p.bytes) && !full.contains(&s) {
                             full.push(s);
                         }
                     }
@@ -404,6 +385,7 @@ async fn flush(shard: &mut Shard, quantiles: &[f64]) {
         notifiers: std::mem::take(&mut p.notifiers),
         events: std::mem::take(&mut p.events),
     };
+    p.bytes = 0;
     if let Err(mpsc::error::SendError(req)) = shard.tx.send(req).await {
         // The sender stopped (it cannot, short of a panic): the events are not delivered.
         for n in req.notifiers {
@@ -419,10 +401,11 @@ async fn sender(mut client: Client, mut rx: mpsc::Receiver<Request>, s: Arc<Sett
         let status = deliver(&mut client, &req, &s, &mut snappy).await;
         match status {
             Outcome::Delivered | Outcome::Partial => s.metrics.add_sent(req.events),
-            Outcome::Rejected => s.metrics.add_discarded(req.events),
+            Outcome::Rejected | Outcome::GaveUp => s.metrics.add_discarded(req.events),
         }
         let st = match status {
             Outcome::Delivered => EventStatus::Delivered,
+            Outcome::GaveUp => EventStatus::Errored,
             _ => EventStatus::Rejected,
         };
         for n in req.notifiers {
@@ -437,6 +420,8 @@ enum Outcome {
     /// Some series were refused (a 400 for them), the others delivered.
     Partial,
     Rejected,
+    /// Some requests were given up (`request.retry_attempts`).
+    GaveUp,
 }
 
 /// The metric names of the first series of a request part, for an error message.
@@ -469,7 +454,7 @@ async fn deliver(
     // Runs of series still to send.
     let mut todo: Vec<Range<usize>> = Vec::with_capacity(1);
     todo.push(0..req.starts.len());
-    let (mut ok, mut refused) = (0usize, 0usize);
+    let (mut ok, mut refused, mut gave_up) = (0usize, 0usize, 0usize);
     while let Some(range) = todo.pop() {
         if range.is_empty() {
             continue;
@@ -483,10 +468,10 @@ async fn deliver(
                 continue;
             }
         };
-        let mut backoff = Backoff::new(s.initial_backoff, s.max_backoff);
+        let mut retries = s.request.retries();
         loop {
             let wait = match client
-                .post(&s.headers, body.clone(), s.request_timeout)
+                .post(&s.headers, body.clone(), s.request.timeout())
                 .await
             {
                 Ok(r) if (200..300).contains(&r.status) => {
@@ -494,9 +479,17 @@ async fn deliver(
                     ok += 1;
                     break;
                 }
-                Ok(r) if r.status == 429 || r.status >= 500 => {
-                    let d = backoff.next_delay();
-                    let wait = r.retry_after.map_or(d, |ra| ra.min(MAX_RETRY_AFTER).max(d));
+                Ok(r) if http_status_retriable(r.status, HttpRules::RemoteWrite) => {
+                    let Some(wait) = retries.next_delay(r.retry_after) else {
+                        give_up(
+                            s,
+                            &format_args!("HTTP {}: {}", r.status, r.body.trim()),
+                            &retries,
+                            range.len(),
+                        );
+                        gave_up += 1;
+                        break;
+                    };
                     s.metrics.error(
                         "http_retry",
                         1,
@@ -532,7 +525,11 @@ async fn deliver(
                     break;
                 }
                 Err(e) => {
-                    let wait = backoff.next_delay();
+                    let Some(wait) = retries.next_delay(None) else {
+                        give_up(s, &e, &retries, range.len());
+                        gave_up += 1;
+                        break;
+                    };
                     s.metrics.error(
                         "connection",
                         1,
@@ -546,9 +543,22 @@ async fn deliver(
             tokio::time::sleep(wait).await;
         }
     }
-    match (ok, refused) {
-        (_, 0) => Outcome::Delivered,
-        (0, _) => Outcome::Rejected,
+    match (ok, refused, gave_up) {
+        (_, _, 1..) => Outcome::GaveUp,
+        (_, 0, 0) => Outcome::Delivered,
+        (0, _, 0) => Outcome::Rejected,
         _ => Outcome::Partial,
     }
+}
+
+/// Counts and logs a request given up after `request.retry_attempts`.
+fn give_up(s: &Settings, why: &dyn std::fmt::Display, retries: &Retries, series: usize) {
+    s.metrics.error(
+        "gave_up",
+        1,
+        &format_args!(
+            "remote write gave up on {series} series after {} attempts: {why}",
+            retries.failed()
+        ),
+    );
 }

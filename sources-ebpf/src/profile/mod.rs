@@ -17,7 +17,6 @@ mod drain;
 mod symbols;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aya::maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf, StackTraceMap};
@@ -30,6 +29,7 @@ use aya::EbpfLoader;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Event, EventBatch, MAX_BATCH_EVENTS};
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -74,7 +74,7 @@ pub struct EbpfProfileConfig {
     pub frequency_hz: u64,
     /// Seconds between two drains of the in-kernel counts. Default: 10.
     #[serde(default = "default_interval")]
-    pub interval_secs: u64,
+    pub interval_secs: Secs,
     /// Profile only this process (all its threads), filtered in the kernel. Default: none (every
     /// process).
     #[serde(default)]
@@ -84,8 +84,8 @@ pub struct EbpfProfileConfig {
 fn default_hz() -> u64 {
     49
 }
-fn default_interval() -> u64 {
-    10
+fn default_interval() -> Secs {
+    Secs::from_secs(10)
 }
 
 impl Default for EbpfProfileConfig {
@@ -121,9 +121,6 @@ impl SourceConfig for EbpfProfileConfig {
                 self.frequency_hz
             )
             .into());
-        }
-        if self.interval_secs == 0 {
-            return Err(format!("{COMPONENT}: `interval_secs` must be at least 1").into());
         }
         if self.pid == Some(0) {
             return Err(format!("{COMPONENT}: `pid` 0 is the idle task, not a process").into());
@@ -212,7 +209,7 @@ impl SourceConfig for EbpfProfileConfig {
                 tracing::info!(component = %cx.id, "eBPF off-CPU profiler attached")
             }
         }
-        let interval = Duration::from_secs(self.interval_secs);
+        let interval = self.interval_secs.duration();
 
         Ok(Box::pin(async move {
             // Owns the programs: dropping it detaches them.
@@ -322,7 +319,7 @@ mod tests {
         let c: EbpfProfileConfig = toml::from_str("").unwrap();
         assert_eq!(c.mode, ProfileMode::Cpu);
         assert_eq!(c.frequency_hz, 49);
-        assert_eq!(c.interval_secs, 10);
+        assert_eq!(c.interval_secs, Secs::from_secs(10));
         assert!(toml::from_str::<EbpfProfileConfig>("hz = 1").is_err());
         let c: EbpfProfileConfig = toml::from_str("mode = \"offcpu\"").unwrap();
         assert_eq!(c.mode, ProfileMode::Offcpu);

@@ -17,6 +17,7 @@ use aya::Btf;
 use aya::EbpfLoader;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, Value, MAX_BATCH_EVENTS};
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -61,7 +62,7 @@ pub struct EbpfTcpConfig {
     /// (at the first segment it receives after the interval: a connection that sends or
     /// receives nothing sends none). Default: unset (only the event at close).
     #[serde(default)]
-    pub interval_secs: Option<u64>,
+    pub interval_secs: Option<Secs>,
     /// Add `container_id` and `pod_uid`, read from the owning process's
     /// `/proc/<pid>/cgroup` (containerd, CRI-O, Docker, Podman; Kubernetes pods). Default:
     /// false.
@@ -102,18 +103,15 @@ impl SourceConfig for EbpfTcpConfig {
     async fn build(&self, cx: SourceContext) -> Result<Source, BoxError> {
         let ring_bytes = self.ring_buffer_bytes.unwrap_or(1 << 20);
         check_ring_size(COMPONENT, ring_bytes)?;
-        if self.interval_secs == Some(0) {
-            return Err(format!("{COMPONENT}: `interval_secs` must be at least 1").into());
-        }
         let filters = Filters::resolve(&self.ports, &self.pids, &self.cgroups)?;
         env::check(COMPONENT, true)?;
 
         let flags = filters.flags();
         let cgroup_count = filters.cgroup_count();
-        let stats_ns: u64 = self
-            .interval_secs
-            .unwrap_or(0)
-            .saturating_mul(1_000_000_000);
+        // At most a year (checked when read), so the nanoseconds fit.
+        let stats_ns: u64 = self.interval_secs.map_or(0, |s| {
+            s.duration().as_nanos().min(u128::from(u64::MAX)) as u64
+        });
         let (ports_size, pids_size) = filters.map_sizes();
         let wakeup_bytes = u64::from(ring_bytes / 8);
         let (set_bits, sets) = conn_table(self.max_connections.unwrap_or(65536))?;
@@ -338,7 +336,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.ports, [80, 443]);
         assert_eq!(c.pids, [1]);
-        assert_eq!(c.interval_secs, Some(5));
+        assert_eq!(c.interval_secs, Some(Secs::from_secs(5)));
         assert!(!c.container_metadata);
         assert!(toml::from_str::<EbpfTcpConfig>("port = 80").is_err());
     }

@@ -36,6 +36,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::{DecodingConfig, DEFAULT_MAX_LINE_BYTES};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::SecsOrZero;
 use weir_pipeline::event::EventBatch;
 use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
@@ -140,7 +141,7 @@ pub struct FileSourceConfig {
     /// Files not modified for this many seconds are not opened when they are found. Open files that
     /// have read nothing for this long are closed until they change. Default: none.
     #[serde(default)]
-    pub ignore_older_secs: Option<u64>,
+    pub ignore_older_secs: Option<SecsOrZero>,
     /// The most files open at once. Others wait, and open files are closed to let them in (see
     /// [Open files](#open-files)). Must be at least 1. Default: 512.
     #[serde(default = "default_max_open")]
@@ -154,7 +155,7 @@ pub struct FileSourceConfig {
     /// not grown for this many seconds. See [Removing files](#removing-files). Default: none (never
     /// delete).
     #[serde(default)]
-    pub remove_after_secs: Option<u64>,
+    pub remove_after_secs: Option<SecsOrZero>,
     /// Join consecutive lines into one event (stack traces). See [Multiline](#multiline). Default:
     /// none.
     #[serde(default)]
@@ -197,10 +198,10 @@ impl FileSourceConfig {
             delimiter: self.line_delimiter.0,
             max_line_bytes: self.max_line_bytes,
             charset: self.charset,
-            ignore_older: self.ignore_older_secs.map(Duration::from_secs),
+            ignore_older: self.ignore_older_secs.map(SecsOrZero::duration),
             max_open_files: self.max_open_files,
             rotate_wait: Duration::from_millis(self.rotate_wait_ms),
-            remove_after: self.remove_after_secs.map(Duration::from_secs),
+            remove_after: self.remove_after_secs.map(SecsOrZero::duration),
         })
     }
 }

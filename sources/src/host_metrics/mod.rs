@@ -15,12 +15,12 @@ pub mod utmp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, Metric};
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -89,7 +89,7 @@ impl Collector {
 pub struct HostMetricsConfig {
     /// Seconds between two scrapes. Default: 15.
     #[serde(default = "default_interval")]
-    pub scrape_interval_secs: f64,
+    pub scrape_interval_secs: Secs,
     /// Which collectors run: `cpu`, `memory`, `swap`, `load`, `disk`, `filesystem`, `network`,
     /// `tcp`, `processes`, `users`, `logins`, `uptime`, `cgroups`. `cgroups` needs `cgroup_root`.
     /// Default: all but `cgroups`, plus `cgroups` when `cgroup_root` is set.
@@ -144,8 +144,8 @@ pub struct HostMetricsConfig {
     pub namespace: Option<String>,
 }
 
-fn default_interval() -> f64 {
-    15.0
+fn default_interval() -> Secs {
+    Secs::from_secs(15)
 }
 fn default_proc_root() -> PathBuf {
     PathBuf::from("/proc")
@@ -252,9 +252,6 @@ pub fn scrape(host: &Host, collectors: &[Collector]) -> (Vec<Metric>, Vec<Collec
 #[async_trait]
 impl SourceConfig for HostMetricsConfig {
     async fn build(&self, mut cx: SourceContext) -> Result<Source, BoxError> {
-        if !(self.scrape_interval_secs > 0.0 && self.scrape_interval_secs.is_finite()) {
-            return Err("`scrape_interval_secs` must be a positive number".into());
-        }
         let collectors: Arc<[Collector]> = self.collectors()?.into();
         let host = Arc::new(self.host()?);
         if !host.proc_root.join("stat").exists() {
@@ -264,7 +261,7 @@ impl SourceConfig for HostMetricsConfig {
             )
             .into());
         }
-        let period = Duration::from_secs_f64(self.scrape_interval_secs);
+        let period = self.scrape_interval_secs.duration();
         let namespace = self.namespace.clone();
         Ok(Box::pin(async move {
             let mut tick = tokio::time::interval(period);

@@ -47,6 +47,7 @@ use futures::{FutureExt, StreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::{Secs, SecsOrZero};
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, MAX_BATCH_EVENTS};
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::vocabulary::DataType;
@@ -96,16 +97,16 @@ pub struct HubbleConfig {
     pub tls: Option<TlsConfig>,
     /// Give up a connection attempt after this many seconds (at least 1). Default: 10.
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_secs: u64,
+    pub connect_timeout_secs: Secs,
     /// The longest wait between reconnection attempts, in seconds (the wait starts at 0.5 s
     /// and doubles). Default: 30.
     #[serde(default = "default_max_backoff")]
-    pub max_backoff_secs: u64,
+    pub max_backoff_secs: Secs,
     /// On reconnect, ask for flows this many seconds older than the newest one emitted (flows
     /// of several nodes arrive only roughly in time order); the ones already emitted are
     /// dropped. Default: 5.
     #[serde(default = "default_overlap")]
-    pub resume_overlap_secs: u64,
+    pub resume_overlap_secs: SecsOrZero,
 }
 
 /// `tls`: how to verify Relay and, for mutual TLS, who we are.
@@ -133,14 +134,14 @@ fn default_address() -> String {
 fn default_true() -> bool {
     true
 }
-fn default_connect_timeout() -> u64 {
-    10
+fn default_connect_timeout() -> Secs {
+    Secs::from_secs(10)
 }
-fn default_max_backoff() -> u64 {
-    30
+fn default_max_backoff() -> Secs {
+    Secs::from_secs(30)
 }
-fn default_overlap() -> u64 {
-    5
+fn default_overlap() -> SecsOrZero {
+    SecsOrZero::from_secs(5)
 }
 
 impl Default for HubbleConfig {
@@ -238,13 +239,10 @@ impl HubbleConfig {
             }
             None => None,
         };
-        if self.connect_timeout_secs == 0 {
-            return Err("`connect_timeout_secs` must be at least 1".into());
-        }
         let connect = ConnectConfig {
             address: self.address.clone(),
             tls,
-            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            connect_timeout: self.connect_timeout_secs.duration(),
         };
         connect.uri().map_err(|e| format!("`address`: {e}"))?;
         connect.tls_config().map_err(|e| e.to_string())?;
@@ -256,8 +254,8 @@ impl HubbleConfig {
             number: self.number.unwrap_or(0),
             whitelist: filter::to_proto(&self.whitelist, "whitelist")?,
             blacklist: filter::to_proto(&self.blacklist, "blacklist")?,
-            max_backoff: Duration::from_secs(self.max_backoff_secs.max(1)),
-            overlap: Duration::from_secs(self.resume_overlap_secs),
+            max_backoff: self.max_backoff_secs.duration(),
+            overlap: self.resume_overlap_secs.duration(),
         })
     }
 }

@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::codec::DecodingConfig;
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::SecsOrZero;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
@@ -82,7 +83,7 @@ pub struct KubernetesLogsConfig {
     pub rotate_wait_ms: u64,
     /// Files not modified for this many seconds are not opened. Default: none.
     #[serde(default)]
-    pub ignore_older_secs: Option<u64>,
+    pub ignore_older_secs: Option<SecsOrZero>,
     /// How each container message becomes an event. `bytes`: the message is `message`. `json`: a
     /// JSON message's fields become the event's (a Docker line `{"log":"{\"a\":1}\n"}` gives `a =
     /// 1`); a message that is not JSON stays in `message` and counts a `decode` error. Also
@@ -218,7 +219,7 @@ impl KubernetesLogsConfig {
             // applied after the prefix is taken off.
             max_line_bytes: self.max_line_bytes.saturating_add(4096),
             charset: CharsetConfig::Utf8,
-            ignore_older: self.ignore_older_secs.map(Duration::from_secs),
+            ignore_older: self.ignore_older_secs.map(SecsOrZero::duration),
             max_open_files: self.max_open_files,
             rotate_wait: Duration::from_millis(self.rotate_wait_ms),
             remove_after: None,

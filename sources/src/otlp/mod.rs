@@ -56,6 +56,7 @@ use tonic::codec::CompressionEncoding;
 use weir_pipeline::component::{
     Output, Resource, Source, SourceConfig, SourceContext, SourceSender,
 };
+use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Event, EventBatch};
 use weir_pipeline::finalization::{BatchNotifier, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
@@ -77,8 +78,8 @@ pub struct ListenConfig {
 fn default_true() -> bool {
     true
 }
-fn default_accept_timeout() -> f64 {
-    5.0
+fn default_accept_timeout() -> Secs {
+    Secs::from_secs(5)
 }
 fn default_max_request() -> usize {
     16 * 1024 * 1024
@@ -97,7 +98,7 @@ pub struct OtlpSourceConfig {
     /// How long a request may wait for room in the pipeline before it is refused with
     /// `RESOURCE_EXHAUSTED` / HTTP 429, in seconds. Default: 5.
     #[serde(default = "default_accept_timeout")]
-    pub accept_timeout_secs: f64,
+    pub accept_timeout_secs: Secs,
     /// Largest request accepted, in bytes (decompressed for HTTP gzip; the gRPC message size
     /// limit). Default: 16777216.
     #[serde(default = "default_max_request")]
@@ -145,9 +146,6 @@ impl Signal {
 #[async_trait]
 impl SourceConfig for OtlpSourceConfig {
     async fn build(&self, cx: SourceContext) -> Result<Source, BoxError> {
-        if !(self.accept_timeout_secs.is_finite() && self.accept_timeout_secs > 0.0) {
-            return Err("`accept_timeout_secs` must be a positive number".into());
-        }
         let grpc_addr = self.grpc_addr();
         let http_addr = self.http_addr();
         if grpc_addr.is_none() && http_addr.is_none() {
@@ -172,7 +170,7 @@ impl SourceConfig for OtlpSourceConfig {
         let ingest = Arc::new(Ingest {
             out: tokio::sync::Mutex::new(Some(cx.out)),
             acknowledgements: cx.acknowledgements,
-            accept_timeout: Duration::from_secs_f64(self.accept_timeout_secs),
+            accept_timeout: self.accept_timeout_secs.duration(),
             metrics: cx.metrics.clone(),
             source_id: Some(cx.id.clone()),
             max_request: self.max_request_bytes,
