@@ -114,7 +114,7 @@ fn every_broken_config_gives_its_message_at_its_place() {
         (
             "unknown codec (the registered ones are listed)",
             "[sources.in]\ntype = \"stdin\"\ndecoding.codec = \"hubble_json\"\n[sinks.out]\ntype = \"console\"\ninputs = [\"in\"]\n".to_string(),
-            "f.toml:3:18: sources.in: unknown codec `hubble_json`, expected one of `bytes`, `json`, `logfmt`, `syslog`, `hubble_jsonpb`",
+            "f.toml:3:18: sources.in.decoding.codec: unknown codec `hubble_json`, expected one of `bytes`, `json`, `logfmt`, `syslog`, `hubble_jsonpb`",
         ),
         (
             "two readers of stdin",
