@@ -7,11 +7,20 @@
 //! - `kafka` (feature `kafka`): the Kafka client options (brokers, TLS, SASL, librdkafka
 //!   pass-through) and the client context that routes librdkafka's logs and errors.
 //! - `nats` (feature `nats`): the NATS connection options (servers, auth, TLS, reconnects).
+//! - [`tls`]: the one `tls` table of every client and server (Vector's option names), built
+//!   into rustls client and server configurations, with the same error text everywhere.
+//! - `http` (feature `http`): the HTTP client stack of the HTTP sinks (reqwest over [`tls`]).
+//! - `grpc` (feature `grpc`): gRPC clients (tonic) over [`tls`].
 //! - [`grpc_status`]: the `grpc-status-details-bin` detail of a gRPC error (retry delays), as
 //!   OTLP servers send it.
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod grpc_status;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod tls;

@@ -24,8 +24,9 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use weir_connect::nats::async_nats::jetstream;
 use weir_connect::nats::{
-    async_nats, connect, is_valid_publish_subject, NatsAuthConfig, NatsConnect, NatsTlsConfig,
+    async_nats, connect, is_valid_publish_subject, NatsAuthConfig, NatsConnect,
 };
+use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::event::EventBatch;
@@ -64,9 +65,12 @@ pub struct NatsSinkConfig {
     /// Authentication. Default: none.
     #[serde(default)]
     pub auth: NatsAuthConfig,
-    /// TLS. Default: off (on for `tls://` URLs).
+    /// TLS (`enabled`, `ca_file`, `crt_file`, `key_file`, `verify_certificate`,
+    /// `verify_hostname`, `server_name`: the `tls` table shared by every component, see
+    /// docs/configuration.md). Default: off (on for `tls://` URLs, or when a `tls` option is
+    /// set).
     #[serde(default)]
-    pub tls: NatsTlsConfig,
+    pub tls: Option<TlsClientConfig>,
     /// Connection name shown by the server. Default: `weir-<component id>`.
     #[serde(default)]
     pub connection_name: Option<String>,
@@ -101,7 +105,7 @@ impl SinkConfig for NatsSinkConfig {
             NatsConnect {
                 url: &self.url,
                 auth: &self.auth,
-                tls: &self.tls,
+                tls: self.tls.as_ref(),
                 name: self.connection_name.as_deref(),
             },
             cx.metrics.clone(),
@@ -138,6 +142,10 @@ impl SinkConfig for NatsSinkConfig {
 
     fn input(&self) -> DataType {
         DataType::ALL
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
 }
 

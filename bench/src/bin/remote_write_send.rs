@@ -101,9 +101,12 @@ fn one_run(addr: SocketAddr, counts: &Counts, series: usize, rounds: usize, batc
                 MetricKind::Absolute,
                 MetricValue::Gauge { value: i as f64 },
             );
-            m.tags.insert("code".into(), ["200", "404", "500"][i % 3].into());
-            m.tags.insert("method".into(), ["GET", "POST"][i % 2].into());
-            m.tags.insert("instance".into(), format!("host-{}", i / 150));
+            m.tags
+                .insert("code".into(), ["200", "404", "500"][i % 3].into());
+            m.tags
+                .insert("method".into(), ["GET", "POST"][i % 2].into());
+            m.tags
+                .insert("instance".into(), format!("host-{}", i / 150));
             m
         })
         .collect();
@@ -172,7 +175,9 @@ fn main() {
     let counts = Arc::new(Counts::default());
     let addr = receiver(counts.clone());
     let total = (series * rounds) as u64;
-    println!("series: {series}, rounds: {rounds}, batch_max_events: {batch}, events per run: {total}");
+    println!(
+        "series: {series}, rounds: {rounds}, batch_max_events: {batch}, events per run: {total}"
+    );
     // Warm-up (connections, page faults), not reported.
     let _ = one_run(addr, &counts, series, rounds.min(5), batch);
     let mut results = Vec::new();
@@ -189,7 +194,11 @@ fn main() {
         );
         results.push(r);
     }
-    assert_eq!(counts.bad.load(Ordering::Relaxed), 0, "no malformed request");
+    assert_eq!(
+        counts.bad.load(Ordering::Relaxed),
+        0,
+        "no malformed request"
+    );
     results.sort_by(|a, b| a.secs.total_cmp(&b.secs));
     let m = &results[results.len() / 2];
     println!(

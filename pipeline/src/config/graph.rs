@@ -397,6 +397,32 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
                 }
             }
         }
+        let checks = config
+            .sources
+            .iter()
+            .map(|(id, s)| {
+                (
+                    format!("sources.{id}"),
+                    s.config.check_environment(),
+                    &s.location,
+                )
+            })
+            .chain(config.sinks.iter().map(|(id, s)| {
+                (
+                    format!("sinks.{id}"),
+                    s.config.check_environment(),
+                    &s.location,
+                )
+            }));
+        for (who, result, loc) in checks {
+            if let Err(e) = result {
+                errors.push(
+                    ConfigError::new(e.to_string())
+                        .at(loc.clone())
+                        .component(who),
+                );
+            }
+        }
         if let Err(e) = check_writable(&config.data_dir) {
             errors.push(
                 ConfigError::new(format!(

@@ -47,8 +47,9 @@ use super::common::{
     check_buckets_quantiles, default_buckets, default_expire, default_quantiles, positive_secs,
     Aggregator, Entry, SeriesKey,
 };
-use super::http::{base64, Client, Endpoint, TlsConfig};
+use super::http::{Client, Endpoint};
 use super::request::{labels_for, Batch, Compressor, SeriesLabels};
+use weir_connect::tls::TlsClientConfig;
 
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -106,10 +107,11 @@ pub struct RemoteWriteConfig {
     /// `{ strategy = "bearer", token = "..." }`. Default: none.
     #[serde(default)]
     pub auth: Option<Auth>,
-    /// TLS options for an `https://` endpoint (`ca_file`, `cert_file`, `key_file`,
-    /// `server_name`). Default: verify against the system's CA bundle.
+    /// TLS for an `https://` endpoint (`ca_file`, `crt_file`, `key_file`,
+    /// `verify_certificate`, `verify_hostname`, `server_name`: the `tls` table shared by
+    /// every component, see docs/configuration.md). Default: the built-in (webpki) roots.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsClientConfig>,
     /// Send a shard's request once it holds this many events. Default: 1000.
     #[serde(default = "default_batch_events")]
     pub batch_max_events: usize,
@@ -195,11 +197,10 @@ impl SinkConfig for RemoteWriteConfig {
             headers.push(header("x-scope-orgid", t, "tenant_id")?);
         }
         match &self.auth {
-            Some(Auth::Basic { user, password }) => headers.push(header(
-                "authorization",
-                &format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
-                "auth",
-            )?),
+            Some(Auth::Basic { user, password }) => headers.push((
+                http::header::AUTHORIZATION,
+                weir_connect::http::basic_auth(user, password)?,
+            )),
             Some(Auth::Bearer { token }) => {
                 headers.push(header("authorization", &format!("Bearer {token}"), "auth")?)
             }
@@ -224,6 +225,10 @@ impl SinkConfig for RemoteWriteConfig {
 
     fn input(&self) -> DataType {
         DataType::METRIC
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
 }
 
