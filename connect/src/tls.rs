@@ -333,9 +333,10 @@ impl TlsClientConfig {
         if self.key_pass.is_some() {
             return Err(TlsError::KeyPassUnsupported("this component"));
         }
+        let pair = self.pair()?;
         let provider = provider();
         let roots = roots(self.ca_file.as_ref(), true)?;
-        let identity = match self.pair()? {
+        let identity = match pair {
             Some((c, k)) => Some(identity(c, k, &provider)?),
             None => None,
         };
@@ -378,10 +379,11 @@ impl TlsClientConfig {
     /// Reads and parses every file without building a client configuration, for clients that
     /// do their own TLS (librdkafka): an encrypted key is accepted when `key_pass` is set.
     pub fn check_files(&self) -> Result<(), TlsError> {
+        let pair = self.pair()?;
         if let Some(ca) = &self.ca_file {
             load_certs("ca_file", ca)?;
         }
-        if let Some((c, k)) = self.pair()? {
+        if let Some((c, k)) = pair {
             if self.key_pass.is_some() {
                 load_certs("crt_file", c)?;
                 read("key_file", k)?;

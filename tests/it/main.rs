@@ -24,3 +24,4 @@ mod perf;
 mod prometheus;
 mod shutdown;
 mod testkit;
+mod tls_options;

@@ -605,6 +605,13 @@ fn serde_error(
         field = Some(name.clone());
         if let Some((_, ks, _)) = fields.iter().find(|(k, _, _)| *k == name) {
             span = Some(ks.clone());
+        } else if let Some((k, _, _)) = span.as_ref().and_then(|s| {
+            fields
+                .iter()
+                .find(|(_, _, vs)| vs.start <= s.start && s.end <= vs.end)
+        }) {
+            // A field of a table (`tls.cert_file`): name it with its table.
+            field = Some(format!("{k}.{name}"));
         }
         let expected = backticked_all(raw.split_once("expected").map_or("", |(_, r)| r));
         let candidates: Vec<&str> = expected
@@ -613,12 +620,17 @@ fn serde_error(
             .chain(common.iter().copied())
             .collect();
         message = format!("unknown field `{name}`");
-        match suggest(&name, candidates.iter().copied()) {
-            Some(s) => message.push_str(&format!(", did you mean `{s}`?")),
-            None if !candidates.is_empty() => {
-                message.push_str(&format!(", expected one of {}", list(&candidates)))
+        let renamed = renamed_tls_option(&name).filter(|(new, _)| candidates.contains(new));
+        if let Some((_, hint)) = renamed {
+            message.push_str(&format!(": {hint}"));
+        } else {
+            match suggest(&name, candidates.iter().copied()) {
+                Some(s) => message.push_str(&format!(", did you mean `{s}`?")),
+                None if !candidates.is_empty() => {
+                    message.push_str(&format!(", expected one of {}", list(&candidates)))
+                }
+                None => message.push_str(": this component takes no options"),
             }
-            None => message.push_str(": this component takes no options"),
         }
     } else if let Some(name) = backticked_after(&raw, "missing field ") {
         field = Some(name);
@@ -636,6 +648,31 @@ fn serde_error(
     err.field = field;
     err.location = Some(fcx.loc(span.as_ref().unwrap_or(whole)));
     err
+}
+
+/// The `tls` options Weir used to have under other names (and the names other agents use for
+/// them), with what to write instead: every component's `tls` table now has the same options
+/// (Vector's names). Only used when the table that refused the name has the new option.
+fn renamed_tls_option(name: &str) -> Option<(&'static str, &'static str)> {
+    Some(match name {
+        "cert_file" | "cert_path" | "crt_path" => (
+            "crt_file",
+            "renamed `crt_file` (the `tls` table has the same options in every component)",
+        ),
+        "key_password" | "key_passphrase" => (
+            "key_pass",
+            "renamed `key_pass` (the `tls` table has the same options in every component)",
+        ),
+        "insecure" | "insecure_skip_verify" | "skip_verify" | "tls_skip_verify" => (
+            "verify_certificate",
+            "write `verify_certificate = false` (and/or `verify_hostname = false`)",
+        ),
+        "verify" | "verify_server_cert" => ("verify_certificate", "renamed `verify_certificate`"),
+        "skip_hostname_verification" | "insecure_skip_hostname_verify" => {
+            ("verify_hostname", "write `verify_hostname = false`")
+        }
+        _ => return None,
+    })
 }
 
 fn backticked_after(msg: &str, prefix: &str) -> Option<String> {

@@ -1,0 +1,415 @@
+//! One `tls` table for every client and every server: a table of every component type that
+//! has one, each given the same broken `tls` options, must fail with the same error text —
+//! from `weir validate` (the config checks, which read the components' files) and from
+//! building the component (what `weir run` does at start). Old option names are refused with
+//! the new name in the message.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use weir_pipeline::component::{SinkContext, SourceContext, SourceSender};
+use weir_pipeline::config::{load_str, resolve_graph, Config};
+use weir_pipeline::metrics::{ComponentMetrics, MetricsRegistry};
+use weir_pipeline::shutdown::ShutdownToken;
+
+use crate::harness::{free_addr, make_certs, weir};
+use crate::testkit::full_registry;
+
+/// Client or server: servers need a certificate, so the ones under test get a good one
+/// next to the broken option.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// A component with a `tls` table: its id in the config (`sinks.es`), its side, and its
+/// section with `{tls}` where the `tls` lines go (`{tls_prefix}` is where the table sits:
+/// `tls.` or `grpc.tls.`).
+struct Component {
+    id: &'static str,
+    side: Side,
+    tls_prefix: &'static str,
+    section: &'static str,
+}
+
+/// Every component type with a `tls` table, named explicitly.
+fn components() -> Vec<Component> {
+    use Side::*;
+    vec![
+        Component {
+            id: "sinks.elasticsearch",
+            side: Client,
+            tls_prefix: "tls.",
+            section: "type = \"elasticsearch\"\ninputs = [\"metrics_in\"]\nendpoints = [\"https://127.0.0.1:9200\"]\n",
+        },
+        Component {
+            id: "sinks.otlp_grpc",
+            side: Client,
+            tls_prefix: "tls.",
+            section: "type = \"otlp\"\ninputs = [\"metrics_in\"]\nendpoint = \"https://127.0.0.1:4317\"\n",
+        },
+        Component {
+            id: "sinks.otlp_http",
+            side: Client,
+            tls_prefix: "tls.",
+            section: "type = \"otlp\"\ninputs = [\"metrics_in\"]\nprotocol = \"http\"\nendpoint = \"https://127.0.0.1:4318\"\n",
+        },
+        Component {
+            id: "sinks.prometheus_remote_write",
+            side: Client,
+            tls_prefix: "tls.",
+            section: "type = \"prometheus_remote_write\"\ninputs = [\"metrics_in\"]\nendpoint = \"https://127.0.0.1:9090/api/v1/write\"\n",
+        },
+        Component {
+            id: "sinks.nats",
+            side: Client,
+            tls_prefix: "tls.",
+            section: "type = \"nats\"\ninputs = [\"metrics_in\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"s\"\n",
+        },
+        Component {
+            id: "sinks.kafka",
+            side: Client,
+            tls_prefix: "tls.",
+            section: "type = \"kafka\"\ninputs = [\"metrics_in\"]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopic = \"t\"\n",
+        },
+        Component {
+            id: "sources.hubble",
+            side: Client,
+            tls_prefix: "tls.",
+            section: "type = \"hubble\"\naddress = \"127.0.0.1:4245\"\n",
+        },
+        Component {
+            id: "sources.nats",
+            side: Client,
+            tls_prefix: "tls.",
+            section: "type = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"s\"\n",
+        },
+        Component {
+            id: "sources.kafka",
+            side: Client,
+            tls_prefix: "tls.",
+            section: "type = \"kafka\"\nbootstrap_servers = \"127.0.0.1:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n",
+        },
+        Component {
+            id: "sinks.prometheus_exporter",
+            side: Server,
+            tls_prefix: "tls.",
+            section: "type = \"prometheus_exporter\"\ninputs = [\"metrics_in\"]\naddress = \"{addr}\"\n",
+        },
+        Component {
+            id: "sources.otlp_grpc",
+            side: Server,
+            tls_prefix: "grpc.tls.",
+            section: "type = \"otlp\"\ngrpc.address = \"{addr}\"\nhttp.enabled = false\n",
+        },
+        Component {
+            id: "sources.otlp_http",
+            side: Server,
+            tls_prefix: "http.tls.",
+            section: "type = \"otlp\"\nhttp.address = \"{addr}\"\ngrpc.enabled = false\n",
+        },
+    ]
+}
+
+/// A whole config with `c` given the `tls` lines `tls` (keys without the prefix), plus
+/// what it needs to be a valid pipeline.
+fn config_text(c: &Component, data: &Path, tls: &[(&str, String)]) -> String {
+    let (kind, id) = c.id.split_once('.').unwrap();
+    let mut section = c.section.replace("{addr}", &free_addr().to_string());
+    for (k, v) in tls {
+        section.push_str(&format!("{}{k} = {v}\n", c.tls_prefix));
+    }
+    let mut text = format!("data_dir = \"{}\"\n", data.display());
+    if kind == "sinks" {
+        text.push_str("[sources.metrics_in]\ntype = \"internal_metrics\"\n");
+        text.push_str(&format!("[sinks.{id}]\n{section}"));
+    } else {
+        text.push_str(&format!("[sources.{id}]\n{section}"));
+        text.push_str(&format!("[sinks.out]\ntype = \"blackhole\"\ninputs = [\"{id}\"]\n"));
+    }
+    text
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// The errors `weir validate` gives (loading, then the checks with the environment).
+fn validate_errors(text: &str) -> Result<Vec<String>, Config> {
+    let reg = full_registry();
+    match load_str("f.toml", text, &reg, &no_env) {
+        Err(e) => Ok(e.0.iter().map(|e| e.to_string()).collect()),
+        Ok(config) => match resolve_graph(&config, true) {
+            Err(e) => Ok(e.0.iter().map(|e| e.to_string()).collect()),
+            Ok(_) => Err(config),
+        },
+    }
+}
+
+/// Builds the component under test from a config that passed loading (without the
+/// environment checks), as `weir run` does; the build error's text.
+async fn build_error(c: &Component, text: &str, data: &Path) -> String {
+    let reg = full_registry();
+    let config = load_str("f.toml", text, &reg, &no_env).expect("the config loads");
+    let (kind, id) = c.id.split_once('.').unwrap();
+    let metrics = ComponentMetrics::detached(id);
+    let registry = Arc::new(MetricsRegistry::default());
+    let built = if kind == "sinks" {
+        config.sinks[id]
+            .config
+            .build(SinkContext {
+                id: Arc::from(id),
+                data_dir: data.to_path_buf(),
+                metrics: metrics.clone(),
+                registry,
+                outputs: Default::default(),
+            })
+            .await
+            .map(|_| ())
+    } else {
+        config.sources[id]
+            .config
+            .build(SourceContext {
+                id: Arc::from(id),
+                out: SourceSender::new(None, BTreeMap::new(), metrics.clone()),
+                shutdown: ShutdownToken::new(),
+                acknowledgements: false,
+                data_dir: data.to_path_buf(),
+                metrics: metrics.clone(),
+                registry,
+            })
+            .await
+            .map(|_| ())
+    };
+    match built {
+        Err(e) => e.to_string(),
+        Ok(()) => panic!("{}: built with broken `tls` options:\n{text}", c.id),
+    }
+}
+
+fn q(p: &Path) -> String {
+    format!("\"{}\"", p.display())
+}
+
+struct Certs {
+    _dir: tempfile::TempDir,
+    crt: PathBuf,
+    key: PathBuf,
+    /// A key that is not `crt`'s.
+    other_key: PathBuf,
+}
+
+fn certs() -> Certs {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, crt, key) = make_certs(dir.path());
+    let other_key = dir.path().join("ca.key");
+    Certs {
+        _dir: dir,
+        crt,
+        key,
+        other_key,
+    }
+}
+
+/// One broken `tls` case: the lines for a client and for a server, and the message.
+struct Case {
+    name: &'static str,
+    client: Vec<(&'static str, String)>,
+    server: Vec<(&'static str, String)>,
+    message: String,
+}
+
+fn cases(c: &Certs) -> Vec<Case> {
+    let missing_crt = PathBuf::from("/nonexistent/weir-tls/client.crt");
+    let missing_ca = PathBuf::from("/nonexistent/weir-tls/ca.pem");
+    vec![
+        Case {
+            name: "missing tls.crt_file",
+            client: vec![("crt_file", q(&missing_crt)), ("key_file", q(&c.key))],
+            server: vec![("crt_file", q(&missing_crt)), ("key_file", q(&c.key))],
+            message: format!(
+                "`tls.crt_file` {}: No such file or directory",
+                missing_crt.display()
+            ),
+        },
+        Case {
+            name: "missing tls.ca_file",
+            client: vec![("ca_file", q(&missing_ca))],
+            server: vec![
+                ("ca_file", q(&missing_ca)),
+                ("crt_file", q(&c.crt)),
+                ("key_file", q(&c.key)),
+            ],
+            message: format!(
+                "`tls.ca_file` {}: No such file or directory",
+                missing_ca.display()
+            ),
+        },
+        Case {
+            name: "a key that is not the certificate's",
+            client: vec![("crt_file", q(&c.crt)), ("key_file", q(&c.other_key))],
+            server: vec![("crt_file", q(&c.crt)), ("key_file", q(&c.other_key))],
+            message: format!(
+                "`tls.key_file` {}: is not the key of the certificate in `tls.crt_file` {}",
+                c.other_key.display(),
+                c.crt.display()
+            ),
+        },
+        Case {
+            name: "a CA file that is not PEM",
+            client: vec![("ca_file", q(&c.key))],
+            server: vec![
+                ("ca_file", q(&c.key)),
+                ("crt_file", q(&c.crt)),
+                ("key_file", q(&c.key)),
+            ],
+            message: format!(
+                "`tls.ca_file` {}: no PEM certificate in the file",
+                c.key.display()
+            ),
+        },
+        Case {
+            name: "crt_file without key_file",
+            client: vec![("crt_file", q(&c.crt))],
+            server: vec![("crt_file", q(&c.crt))],
+            message: "`tls.crt_file` and `tls.key_file` go together".into(),
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tls_table_gives_the_same_error_for_the_same_mistake() {
+    let certs = certs();
+    let data = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for case in cases(&certs) {
+        for c in components() {
+            let tls = match c.side {
+                Side::Client => &case.client,
+                Side::Server => &case.server,
+            };
+            let text = config_text(&c, data.path(), tls);
+            // `weir validate`: one error, at the component, ending with the message.
+            match validate_errors(&text) {
+                Ok(errors) => {
+                    let ok = errors.len() == 1
+                        && errors[0].contains(&format!(": {}: ", c.id))
+                        && errors[0].ends_with(&case.message);
+                    if !ok {
+                        failures.push(format!(
+                            "{} / {} / validate: {errors:?}, expected one ending with {:?}",
+                            case.name, c.id, case.message
+                        ));
+                    }
+                }
+                Err(_) => failures.push(format!("{} / {} / validate: no error", case.name, c.id)),
+            }
+            // Building it (`weir run`): the same message.
+            let e = build_error(&c, &text, data.path()).await;
+            if !e.ends_with(&case.message) {
+                failures.push(format!(
+                    "{} / {} / build: {e:?}, expected it to end with {:?}",
+                    case.name, c.id, case.message
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The old names (`cert_file`, `key_password`, the ways to say "do not verify") are refused,
+/// naming the new option, in every component.
+#[test]
+fn old_tls_option_names_tell_the_new_name() {
+    let data = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let old: [(&str, &str, &str, &[Side]); 4] = [
+        (
+            "cert_file",
+            "\"/x.crt\"",
+            "unknown field `cert_file`: renamed `crt_file`",
+            &[Side::Client, Side::Server],
+        ),
+        (
+            "key_password",
+            "\"p\"",
+            "unknown field `key_password`: renamed `key_pass`",
+            &[Side::Client, Side::Server],
+        ),
+        (
+            "insecure_skip_verify",
+            "true",
+            "unknown field `insecure_skip_verify`: write `verify_certificate = false`",
+            &[Side::Client],
+        ),
+        (
+            "verify",
+            "false",
+            "unknown field `verify`: renamed `verify_certificate`",
+            &[Side::Client],
+        ),
+    ];
+    for (name, value, message, sides) in old {
+        for c in components().into_iter().filter(|c| sides.contains(&c.side)) {
+            let text = config_text(&c, data.path(), &[(name, value.to_string())]);
+            match validate_errors(&text) {
+                Ok(errors) if errors.len() == 1 && errors[0].contains(message) => {
+                    let field = format!("{}{name}", c.tls_prefix);
+                    if !errors[0].contains(&format!(".{field}: ")) {
+                        failures.push(format!("{name} / {}: no `{field}` in {errors:?}", c.id));
+                    }
+                }
+                other => failures.push(format!("{name} / {}: {other:?}", c.id)),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `weir validate` (the binary) prints the error of every component of one file, each with
+/// the same text, and fails.
+#[test]
+fn weir_validate_prints_the_same_tls_error_for_every_component() {
+    let certs = certs();
+    let data = tempfile::tempdir().unwrap();
+    let missing = "/nonexistent/weir-tls/client.crt";
+    let mut text = format!("data_dir = \"{}\"\n", data.path().display());
+    text.push_str("[sources.metrics_in]\ntype = \"internal_metrics\"\n");
+    let mut ids = Vec::new();
+    for c in components() {
+        let (kind, id) = c.id.split_once('.').unwrap();
+        let mut section = c.section.replace("{addr}", &free_addr().to_string());
+        section.push_str(&format!(
+            "{p}crt_file = \"{missing}\"\n{p}key_file = {}\n",
+            q(&certs.key),
+            p = c.tls_prefix
+        ));
+        text.push_str(&format!("[{kind}.{id}]\n{section}"));
+        if kind == "sources" {
+            text.push_str(&format!(
+                "[sinks.out_{id}]\ntype = \"blackhole\"\ninputs = [\"{id}\"]\n"
+            ));
+        }
+        ids.push(c.id);
+    }
+    let file = data.path().join("weir.toml");
+    std::fs::write(&file, &text).unwrap();
+    let out = weir().arg("validate").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let tail = format!("`tls.crt_file` {missing}: No such file or directory");
+    for id in ids {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!(": {id}: ")) && l.ends_with(&tail)),
+            "{id}: no `{tail}` in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("{} errors found", components().len())),
+        "{stderr}"
+    );
+}
