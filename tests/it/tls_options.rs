@@ -63,13 +63,13 @@ fn components() -> Vec<Component> {
             section: "type = \"prometheus_remote_write\"\ninputs = [\"metrics_in\"]\nendpoint = \"https://127.0.0.1:9090/api/v1/write\"\n",
         },
         Component {
-            id: "sinks.nats",
+            id: "sinks.nats_sink",
             side: Client,
             tls_prefix: "tls.",
             section: "type = \"nats\"\ninputs = [\"metrics_in\"]\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"s\"\n",
         },
         Component {
-            id: "sinks.kafka",
+            id: "sinks.kafka_sink",
             side: Client,
             tls_prefix: "tls.",
             section: "type = \"kafka\"\ninputs = [\"metrics_in\"]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopic = \"t\"\n",
@@ -81,13 +81,13 @@ fn components() -> Vec<Component> {
             section: "type = \"hubble\"\naddress = \"127.0.0.1:4245\"\n",
         },
         Component {
-            id: "sources.nats",
+            id: "sources.nats_source",
             side: Client,
             tls_prefix: "tls.",
             section: "type = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"s\"\n",
         },
         Component {
-            id: "sources.kafka",
+            id: "sources.kafka_source",
             side: Client,
             tls_prefix: "tls.",
             section: "type = \"kafka\"\nbootstrap_servers = \"127.0.0.1:9092\"\ngroup_id = \"g\"\ntopics = [\"t\"]\n",
@@ -99,13 +99,13 @@ fn components() -> Vec<Component> {
             section: "type = \"prometheus_exporter\"\ninputs = [\"metrics_in\"]\naddress = \"{addr}\"\n",
         },
         Component {
-            id: "sources.otlp_grpc",
+            id: "sources.otlp_grpc_source",
             side: Server,
             tls_prefix: "grpc.tls.",
             section: "type = \"otlp\"\ngrpc.address = \"{addr}\"\nhttp.enabled = false\n",
         },
         Component {
-            id: "sources.otlp_http",
+            id: "sources.otlp_http_source",
             side: Server,
             tls_prefix: "http.tls.",
             section: "type = \"otlp\"\nhttp.address = \"{addr}\"\ngrpc.enabled = false\n",
@@ -127,7 +127,9 @@ fn config_text(c: &Component, data: &Path, tls: &[(&str, String)]) -> String {
         text.push_str(&format!("[sinks.{id}]\n{section}"));
     } else {
         text.push_str(&format!("[sources.{id}]\n{section}"));
-        text.push_str(&format!("[sinks.out]\ntype = \"blackhole\"\ninputs = [\"{id}\"]\n"));
+        text.push_str(&format!(
+            "[sinks.out]\ntype = \"blackhole\"\ninputs = [\"{id}*\"]\n"
+        ));
     }
     text
 }
@@ -389,7 +391,7 @@ fn weir_validate_prints_the_same_tls_error_for_every_component() {
         text.push_str(&format!("[{kind}.{id}]\n{section}"));
         if kind == "sources" {
             text.push_str(&format!(
-                "[sinks.out_{id}]\ntype = \"blackhole\"\ninputs = [\"{id}\"]\n"
+                "[sinks.out_{id}]\ntype = \"blackhole\"\ninputs = [\"{id}*\"]\n"
             ));
         }
         ids.push(c.id);

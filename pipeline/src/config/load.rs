@@ -577,14 +577,37 @@ impl Loader<'_> {
     }
 }
 
-/// The key and value span of each entry of a table value.
+/// The key and value span of each entry of a table value, then those of the tables in it
+/// (two levels down, with dotted names: `tls.ca_file`, `grpc.tls.crt_file`).
 fn field_spans(v: &Spanned<DeValue<'_>>) -> Vec<(String, Range<usize>, Range<usize>)> {
-    match v.get_ref() {
-        DeValue::Table(t) => t
-            .iter()
-            .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span()))
-            .collect(),
-        _ => Vec::new(),
+    let mut out = Vec::new();
+    if let DeValue::Table(t) = v.get_ref() {
+        out.extend(
+            t.iter()
+                .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span())),
+        );
+        nested_spans("", v, 0, &mut out);
+    }
+    out
+}
+
+fn nested_spans(
+    prefix: &str,
+    v: &Spanned<DeValue<'_>>,
+    depth: usize,
+    out: &mut Vec<(String, Range<usize>, Range<usize>)>,
+) {
+    let DeValue::Table(t) = v.get_ref() else {
+        return;
+    };
+    for (k, v) in t.iter() {
+        let name = format!("{prefix}{}", k.get_ref());
+        if depth > 0 {
+            out.push((name.clone(), k.span(), v.span()));
+        }
+        if depth < 2 {
+            nested_spans(&format!("{name}."), v, depth + 1, out);
+        }
     }
 }
 
@@ -605,13 +628,14 @@ fn serde_error(
         field = Some(name.clone());
         if let Some((_, ks, _)) = fields.iter().find(|(k, _, _)| *k == name) {
             span = Some(ks.clone());
-        } else if let Some((k, _, _)) = span.as_ref().and_then(|s| {
-            fields
-                .iter()
-                .find(|(_, _, vs)| vs.start <= s.start && s.end <= vs.end)
+        } else if let Some((k, ks, _)) = span.as_ref().and_then(|s| {
+            fields.iter().find(|(k, ks, _)| {
+                k.ends_with(&format!(".{name}")) && ks.start <= s.start && s.start < ks.end
+            })
         }) {
             // A field of a table (`tls.cert_file`): name it with its table.
-            field = Some(format!("{k}.{name}"));
+            field = Some(k.clone());
+            span = Some(ks.clone());
         }
         let expected = backticked_all(raw.split_once("expected").map_or("", |(_, r)| r));
         let candidates: Vec<&str> = expected
@@ -639,7 +663,7 @@ fn serde_error(
         // The error points into one field's value: name that field.
         if let Some((k, _, _)) = fields
             .iter()
-            .find(|(_, _, vs)| vs.start <= s.start && s.end <= vs.end)
+            .find(|(k, _, vs)| !k.contains('.') && vs.start <= s.start && s.end <= vs.end)
         {
             field = Some(k.clone());
         }
