@@ -216,6 +216,7 @@ impl SinkConfig for MetricsOnlySink {
 /// The real components plus the test ones.
 pub fn full_registry() -> Registry {
     let mut r = registry();
+    weir_records::register(&mut r);
     weir_sources::register(&mut r);
     weir_transforms::register(&mut r);
     weir_sinks::register(&mut r);

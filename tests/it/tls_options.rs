@@ -415,3 +415,191 @@ fn weir_validate_prints_the_same_tls_error_for_every_component() {
         "{stderr}"
     );
 }
+
+/// A client certificate (and key) signed by the CA `make_certs` wrote into `dir`.
+fn client_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (installed by .ci/run)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=weir-agent",
+    ]);
+    std::fs::write(
+        dir.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "client.cnf",
+    ]);
+    (dir.join("client.crt"), dir.join("client.key"))
+}
+
+/// The servers' side and the clients' options, end to end in one process: the `otlp` source
+/// serves gRPC and HTTP over mutual TLS (`ca_file`: clients must show a certificate the CA
+/// signed); `otlp` sinks, gRPC and HTTP, send to it with the `tls` options. The ones that
+/// should get through do (every event), the others are refused (nothing arrives from them):
+///
+/// | sink | `tls` | expected |
+/// |---|---|---|
+/// | grpc_mtls, http_mtls | `ca_file`, `crt_file`, `key_file` | delivered |
+/// | grpc_no_verify | `verify_certificate = false`, client certificate, no CA | delivered |
+/// | http_no_hostname | `ca_file`, `server_name = "wrong.example"`, `verify_hostname = false`, client certificate | delivered |
+/// | grpc_no_client_cert | `ca_file` only | refused by the server (mutual TLS) |
+/// | http_wrong_name | `ca_file`, `server_name = "wrong.example"`, client certificate | refused by the client (name) |
+/// | http_unknown_ca | client certificate, no CA | refused by the client (issuer) |
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_server_and_the_verify_options_of_grpc_and_http_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, srv_crt, srv_key) = make_certs(dir.path());
+    let (crt, key) = client_cert(dir.path());
+    let (grpc, http) = (free_addr(), free_addr());
+    let ident = format!("tls.crt_file = {}\ntls.key_file = {}\n", q(&crt), q(&key));
+    let trust = format!("tls.ca_file = {}\n", q(&ca));
+    let wrong_name = "tls.server_name = \"wrong.example\"\n";
+    let sinks: Vec<(&str, &str, String, bool)> = vec![
+        ("grpc_mtls", "grpc", format!("{trust}{ident}"), true),
+        ("http_mtls", "http", format!("{trust}{ident}"), true),
+        (
+            "grpc_no_verify",
+            "grpc",
+            format!("tls.verify_certificate = false\n{ident}"),
+            true,
+        ),
+        (
+            "http_no_hostname",
+            "http",
+            format!("{trust}{wrong_name}tls.verify_hostname = false\n{ident}"),
+            true,
+        ),
+        ("grpc_no_client_cert", "grpc", trust.clone(), false),
+        (
+            "http_wrong_name",
+            "http",
+            format!("{trust}{wrong_name}{ident}"),
+            false,
+        ),
+        ("http_unknown_ca", "http", ident.clone(), false),
+    ];
+    const EVENTS: u64 = 20;
+    let mut toml = format!(
+        r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.gen]
+type = "demo"
+count = {EVENTS}
+[sources.otel]
+type = "otlp"
+grpc.address = "{grpc}"
+grpc.tls.crt_file = {srv_crt}
+grpc.tls.key_file = {srv_key}
+grpc.tls.ca_file = {ca}
+http.address = "{http}"
+http.tls.crt_file = {srv_crt}
+http.tls.key_file = {srv_key}
+http.tls.ca_file = {ca}
+[sinks.received]
+type = "blackhole"
+inputs = ["otel.logs"]
+"#,
+        data = dir.path().display(),
+        srv_crt = q(&srv_crt),
+        srv_key = q(&srv_key),
+        ca = q(&ca),
+    );
+    for (id, protocol, tls, _) in &sinks {
+        let endpoint = match *protocol {
+            "grpc" => format!("https://localhost:{}", grpc.port()),
+            _ => format!("https://localhost:{}", http.port()),
+        };
+        toml.push_str(&format!(
+            "[sinks.{id}]\ntype = \"otlp\"\ninputs = [\"gen\"]\nprotocol = \"{protocol}\"\nendpoint = \"{endpoint}\"\nbatch.timeout_secs = 0.05\nretry_initial_backoff_secs = 0.05\nretry_max_backoff_secs = 0.2\nmax_retries = 3\n{tls}"
+        ));
+    }
+    let reg = full_registry();
+    let config = load_str("t.toml", &toml, &reg, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let graph = resolve_graph(&config, true).unwrap_or_else(|e| panic!("{e}"));
+    let running = weir_pipeline::topology::start(config, &graph)
+        .await
+        .expect("start");
+    let metrics = |id: &str| running.registry.get(id).unwrap();
+    let good = sinks.iter().filter(|s| s.3).count() as u64;
+    let settled = || {
+        metrics("received").received_events() >= good * EVENTS
+            && sinks
+                .iter()
+                .filter(|s| !s.3)
+                .all(|(id, ..)| metrics(id).errors_total() > 0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !settled() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut report = Vec::new();
+    for (id, _, _, ok) in &sinks {
+        let m = metrics(id);
+        let pass = if *ok {
+            m.sent_events() == EVENTS
+        } else {
+            m.sent_events() == 0 && m.errors_total() > 0
+        };
+        if !pass {
+            report.push(format!(
+                "{id}: sent {} errors {:?} (expected {})",
+                m.sent_events(),
+                m.errors(),
+                if *ok { "delivered" } else { "refused" }
+            ));
+        }
+    }
+    assert_eq!(
+        metrics("received").received_events(),
+        good * EVENTS,
+        "only the good clients' events arrive; {report:?}"
+    );
+    assert!(report.is_empty(), "{}", report.join("\n"));
+    // The client without a certificate failed its handshake with the server.
+    assert!(
+        metrics("otel").errors().get("tls").is_some_and(|n| *n >= 1),
+        "{:?}",
+        metrics("otel").errors()
+    );
+    running.shutdown_token().cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), running.wait()).await;
+}
