@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use weir_pipeline::component::{SinkContext, SourceContext, SourceSender};
-use weir_pipeline::config::{load_str, resolve_graph, Config};
+use weir_pipeline::config::{load_str, resolve_graph};
 use weir_pipeline::metrics::{ComponentMetrics, MetricsRegistry};
 use weir_pipeline::shutdown::ShutdownToken;
 
@@ -138,14 +138,15 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
-/// The errors `weir validate` gives (loading, then the checks with the environment).
-fn validate_errors(text: &str) -> Result<Vec<String>, Config> {
+/// The errors `weir validate` gives (loading, then the checks with the environment);
+/// `None` for a valid config.
+fn validate_errors(text: &str) -> Option<Vec<String>> {
     let reg = full_registry();
     match load_str("f.toml", text, &reg, &no_env) {
-        Err(e) => Ok(e.0.iter().map(|e| e.to_string()).collect()),
+        Err(e) => Some(e.0.iter().map(|e| e.to_string()).collect()),
         Ok(config) => match resolve_graph(&config, true) {
-            Err(e) => Ok(e.0.iter().map(|e| e.to_string()).collect()),
-            Ok(_) => Err(config),
+            Err(e) => Some(e.0.iter().map(|e| e.to_string()).collect()),
+            Ok(_) => None,
         },
     }
 }
@@ -295,7 +296,7 @@ async fn every_tls_table_gives_the_same_error_for_the_same_mistake() {
             let text = config_text(&c, data.path(), tls);
             // `weir validate`: one error, at the component, ending with the message.
             match validate_errors(&text) {
-                Ok(errors) => {
+                Some(errors) => {
                     let ok = errors.len() == 1
                         && errors[0].contains(&format!(": {}: ", c.id))
                         && errors[0].ends_with(&case.message);
@@ -306,7 +307,7 @@ async fn every_tls_table_gives_the_same_error_for_the_same_mistake() {
                         ));
                     }
                 }
-                Err(_) => failures.push(format!("{} / {} / validate: no error", case.name, c.id)),
+                None => failures.push(format!("{} / {} / validate: no error", case.name, c.id)),
             }
             // Building it (`weir run`): the same message.
             let e = build_error(&c, &text, data.path()).await;
@@ -357,7 +358,7 @@ fn old_tls_option_names_tell_the_new_name() {
         for c in components().into_iter().filter(|c| sides.contains(&c.side)) {
             let text = config_text(&c, data.path(), &[(name, value.to_string())]);
             match validate_errors(&text) {
-                Ok(errors) if errors.len() == 1 && errors[0].contains(message) => {
+                Some(errors) if errors.len() == 1 && errors[0].contains(message) => {
                     let field = format!("{}{name}", c.tls_prefix);
                     if !errors[0].contains(&format!(".{field}: ")) {
                         failures.push(format!("{name} / {}: no `{field}` in {errors:?}", c.id));
