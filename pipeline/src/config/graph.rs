@@ -109,7 +109,8 @@ fn relays(config: &Config) -> BTreeMap<String, ComponentKind> {
 }
 
 /// Resolves and checks the graph. `check_environment` adds the checks that touch the machine
-/// (data_dir writable, ports free).
+/// (data_dir writable, ports free, the files components read: `check_environment` of each
+/// source and sink).
 pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, ConfigErrors> {
     let mut errors = Vec::new();
     let declared = declared_outputs(config);

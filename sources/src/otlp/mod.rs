@@ -12,6 +12,10 @@
 //! serves `POST /v1/traces`, `/v1/metrics` and `/v1/logs` with `application/x-protobuf` or
 //! `application/json` bodies (gzip accepted), answering in the request's encoding.
 //!
+//! Either listener can serve TLS (`grpc.tls`, `http.tls`: the server `tls` table every server
+//! shares, with mutual TLS when `ca_file` is set); handshakes run concurrently, off the
+//! accept loop, and a failed one is counted (`tls`).
+//!
 //! Each request becomes one batch ([`convert`]), sent to the named output of its signal
 //! (`traces`, `metrics`, `logs`). The export call answers only after the batch is in the
 //! pipeline's buffers — and, with `acknowledgements = true`, after every sink delivered it.
