@@ -604,3 +604,94 @@ inputs = ["otel.logs"]
     running.shutdown_token().cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(20), running.wait()).await;
 }
+
+/// NATS over mutual TLS against the real `nats-server` (`--tlsverify`: it refuses clients
+/// without a certificate its CA signed): `demo` -> `nats` sink -> server -> `nats` source ->
+/// `blackhole`, both sides with the shared `tls` table (`ca_file`, `crt_file`, `key_file`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_source_and_sink_over_mutual_tls_with_nats_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, srv_crt, srv_key) = make_certs(dir.path());
+    let (crt, key) = client_cert(dir.path());
+    let addr = free_addr();
+    let log = dir.path().join("nats-server.log");
+    let server_bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nats-server");
+    let mut server = std::process::Command::new(server_bin)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &addr.port().to_string(),
+            "--tlsverify",
+        ])
+        .arg("--tlscert")
+        .arg(&srv_crt)
+        .arg("--tlskey")
+        .arg(&srv_key)
+        .arg("--tlscacert")
+        .arg(&ca)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("nats-server.err")).unwrap())
+        .spawn()
+        .expect("start nats-server (apt-get install nats-server)");
+    let up = crate::harness::wait_until(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    assert!(up, "nats-server listens");
+    let tls = format!(
+        "tls.ca_file = {}\ntls.crt_file = {}\ntls.key_file = {}\n",
+        q(&ca),
+        q(&crt),
+        q(&key)
+    );
+    let toml = format!(
+        r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.gen]
+type = "demo"
+rate = 200
+[sinks.to_nats]
+type = "nats"
+inputs = ["gen"]
+url = "nats://{addr}"
+subject = "weir.tls"
+{tls}
+[sources.from_nats]
+type = "nats"
+url = "nats://{addr}"
+subject = "weir.tls"
+{tls}
+[sinks.received]
+type = "blackhole"
+inputs = ["from_nats"]
+"#,
+        data = dir.path().display(),
+    );
+    let reg = full_registry();
+    let config = load_str("t.toml", &toml, &reg, &no_env).unwrap_or_else(|e| panic!("{e}"));
+    let graph = resolve_graph(&config, true).unwrap_or_else(|e| panic!("{e}"));
+    let running = weir_pipeline::topology::start(config, &graph)
+        .await
+        .expect("start");
+    let received = running.registry.get("received").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while received.received_events() < 50 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let got = received.received_events();
+    running.shutdown_token().cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), running.wait()).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        got >= 50,
+        "{got} messages made the round trip over mutual TLS; nats-server said: {}",
+        std::fs::read_to_string(dir.path().join("nats-server.err")).unwrap_or_default()
+    );
+}
