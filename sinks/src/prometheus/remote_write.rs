@@ -35,6 +35,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::{BatchNotifier, EventStatus};
@@ -49,7 +50,6 @@ use super::common::{
 };
 use super::http::{Client, Endpoint};
 use super::request::{labels_for, Batch, Compressor, SeriesLabels};
-use weir_connect::tls::TlsClientConfig;
 
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
