@@ -7,7 +7,6 @@
 //! gzip, zstd; lz4 and snappy are part of librdkafka), so no system librdkafka is needed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
@@ -19,33 +18,7 @@ pub use rdkafka;
 
 use weir_pipeline::metrics::ComponentMetrics;
 
-/// `tls`: TLS to the brokers (`security.protocol` `SSL`, or `SASL_SSL` with `sasl`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaTlsConfig {
-    /// Use TLS (also implied by the other options). Default: false.
-    #[serde(default)]
-    pub enabled: bool,
-    /// PEM file of the certificate authorities to trust (instead of the system's). Default: unset.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate, for mutual TLS (with `key_file`). Default: unset.
-    #[serde(default)]
-    pub crt_file: Option<PathBuf>,
-    /// PEM private key of `crt_file`. Default: unset.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Password of an encrypted `key_file`. Default: unset.
-    #[serde(default)]
-    pub key_password: Option<String>,
-    /// Check that the broker's certificate names the host connected to. Default: true.
-    #[serde(default = "default_true")]
-    pub verify_hostname: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
+use crate::tls::{TlsClientConfig, TlsError};
 
 /// The SASL mechanisms librdkafka is built with here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -85,8 +58,8 @@ pub struct KafkaSaslConfig {
 pub enum KafkaConfigError {
     #[error("`bootstrap_servers` is empty: give one or more brokers, e.g. \"127.0.0.1:9092\"")]
     NoServer,
-    #[error("`tls`: `crt_file` and `key_file` go together")]
-    CertWithoutKey,
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     #[error("`librdkafka_options`: {0:?} is set by Weir ({1}); remove it")]
     Reserved(String, &'static str),
     #[error("the Kafka client options are invalid: {0}")]
@@ -98,7 +71,9 @@ pub enum KafkaConfigError {
 pub struct KafkaConnect<'a> {
     /// Brokers to bootstrap from, comma separated (`host:port`).
     pub bootstrap_servers: &'a str,
-    pub tls: Option<&'a KafkaTlsConfig>,
+    /// `tls` (security.protocol `SSL`, or `SASL_SSL` with `sasl`): on when `tls.enabled`,
+    /// or when another `tls` option is set.
+    pub tls: Option<&'a TlsClientConfig>,
     pub sasl: Option<&'a KafkaSaslConfig>,
     /// Raw librdkafka properties, applied last.
     pub librdkafka_options: &'a BTreeMap<String, String>,
@@ -123,9 +98,7 @@ pub fn client_config(c: KafkaConnect<'_>) -> Result<ClientConfig, KafkaConfigErr
     cfg.set("bootstrap.servers", servers.join(","));
     // librdkafka's logs go through KafkaClientContext::log; debug-level ones only when asked.
     cfg.set_log_level(RDKafkaLogLevel::Info);
-    let tls = c
-        .tls
-        .filter(|t| t.enabled || t.ca_file.is_some() || t.crt_file.is_some());
+    let tls = c.tls.filter(|t| TlsClientConfig::wanted(Some(t)));
     let protocol = match (tls.is_some(), c.sasl.is_some()) {
         (false, false) => "plaintext",
         (true, false) => "ssl",
@@ -134,24 +107,7 @@ pub fn client_config(c: KafkaConnect<'_>) -> Result<ClientConfig, KafkaConfigErr
     };
     cfg.set("security.protocol", protocol);
     if let Some(t) = tls {
-        if let Some(ca) = &t.ca_file {
-            cfg.set("ssl.ca.location", ca.display().to_string());
-        }
-        match (&t.crt_file, &t.key_file) {
-            (Some(crt), Some(key)) => {
-                cfg.set("ssl.certificate.location", crt.display().to_string());
-                cfg.set("ssl.key.location", key.display().to_string());
-            }
-            (None, None) => {}
-            _ => return Err(KafkaConfigError::CertWithoutKey),
-        }
-        if let Some(p) = &t.key_password {
-            cfg.set("ssl.key.password", p);
-        }
-        cfg.set(
-            "ssl.endpoint.identification.algorithm",
-            if t.verify_hostname { "https" } else { "none" },
-        );
+        set_tls(&mut cfg, t)?;
     }
     if let Some(s) = c.sasl {
         cfg.set("sasl.mechanism", s.mechanism.as_str());
@@ -168,6 +124,46 @@ pub fn client_config(c: KafkaConnect<'_>) -> Result<ClientConfig, KafkaConfigErr
     // `librdkafka_options` fails here, at start, with librdkafka's message.
     cfg.create_native_config()?;
     Ok(cfg)
+}
+
+/// Reads and checks the files of `tls` (unless `enabled = false`), as [`client_config`]
+/// does: for `weir validate`.
+pub fn check_tls(tls: Option<&TlsClientConfig>) -> Result<(), TlsError> {
+    let Some(t) = TlsClientConfig::unless_disabled(tls) else {
+        return Ok(());
+    };
+    if t.server_name.is_some() {
+        return Err(TlsError::Unsupported(
+            "server_name",
+            "the kafka components (librdkafka checks each broker by the name it advertises)",
+        ));
+    }
+    t.check_files()
+}
+
+/// The shared `tls` options as librdkafka's `ssl.*` properties (OpenSSL does the TLS): the
+/// files are read and parsed here first, so a wrong path fails at start with the same
+/// message as in every other component.
+fn set_tls(cfg: &mut ClientConfig, t: &TlsClientConfig) -> Result<(), TlsError> {
+    check_tls(Some(t))?;
+    if let Some(ca) = &t.ca_file {
+        cfg.set("ssl.ca.location", ca.display().to_string());
+    }
+    if let (Some(crt), Some(key)) = (&t.crt_file, &t.key_file) {
+        cfg.set("ssl.certificate.location", crt.display().to_string());
+        cfg.set("ssl.key.location", key.display().to_string());
+    }
+    if let Some(p) = &t.key_pass {
+        cfg.set("ssl.key.password", p);
+    }
+    if !t.verify_certificate {
+        cfg.set("enable.ssl.certificate.verification", "false");
+    }
+    cfg.set(
+        "ssl.endpoint.identification.algorithm",
+        if t.verify_hostname { "https" } else { "none" },
+    );
+    Ok(())
 }
 
 /// Routes librdkafka's logs to `tracing` and its errors to the component's metrics.
@@ -217,9 +213,10 @@ mod tests {
     fn protocol_tls_sasl_and_pass_through() {
         let opts: BTreeMap<String, String> =
             [("socket.timeout.ms".to_string(), "1234".to_string())].into();
-        let tls = KafkaTlsConfig {
-            enabled: true,
+        let tls = TlsClientConfig {
+            enabled: Some(true),
             verify_hostname: false,
+            verify_certificate: false,
             ..Default::default()
         };
         let sasl = KafkaSaslConfig {
@@ -239,17 +236,35 @@ mod tests {
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(c.get("ssl.endpoint.identification.algorithm"), Some("none"));
+        assert_eq!(c.get("enable.ssl.certificate.verification"), Some("false"));
         assert_eq!(c.get("socket.timeout.ms"), Some("1234"));
 
         let plain = client_config(KafkaConnect {
             bootstrap_servers: "a:9092",
-            tls: Some(&KafkaTlsConfig::default()),
+            tls: Some(&TlsClientConfig::default()),
             sasl: None,
             librdkafka_options: &BTreeMap::new(),
             reserved: &[],
         })
         .unwrap();
         assert_eq!(plain.get("security.protocol"), Some("plaintext"));
+
+        let missing = TlsClientConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = client_config(KafkaConnect {
+            bootstrap_servers: "a:9092",
+            tls: Some(&missing),
+            sasl: None,
+            librdkafka_options: &BTreeMap::new(),
+            reserved: &[],
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`tls.ca_file` /nonexistent/ca.pem: No such file or directory"
+        );
 
         let bad: BTreeMap<String, String> = [("no.such.property".into(), "1".into())].into();
         let e = client_config(KafkaConnect {

@@ -1,17 +1,27 @@
-//! # weir-connect: connection code a source and a sink of the same system share
+//! # weir-connect: connection code components share
 //!
-//! The core (`weir-pipeline`) knows no external system. What the `kafka` source and sink, or
-//! the `nats` source and sink, have in common lives here, each behind the cargo feature of its
-//! system, so a build without Kafka compiles no librdkafka:
+//! The core (`weir-pipeline`) knows no external system. What components have in common to
+//! connect lives here: the one `tls` table of every client and server, the HTTP and gRPC
+//! client stacks, and what the `kafka` source and sink, or the `nats` source and sink, share,
+//! each system behind its cargo feature, so a build without Kafka compiles no librdkafka:
 //!
 //! - `kafka` (feature `kafka`): the Kafka client options (brokers, TLS, SASL, librdkafka
 //!   pass-through) and the client context that routes librdkafka's logs and errors.
 //! - `nats` (feature `nats`): the NATS connection options (servers, auth, TLS, reconnects).
+//! - [`tls`]: the one `tls` table of every client and server (Vector's option names), built
+//!   into rustls client and server configurations, with the same error text everywhere.
+//! - `http` (feature `http`): the HTTP client stack of the HTTP sinks (reqwest over [`tls`]).
+//! - `grpc` (feature `grpc`): gRPC clients (tonic) over [`tls`].
 //! - [`grpc_status`]: the `grpc-status-details-bin` detail of a gRPC error (retry delays), as
 //!   OTLP servers send it.
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod grpc_status;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod tls;

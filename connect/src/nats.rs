@@ -14,6 +14,8 @@ pub use async_nats;
 
 use weir_pipeline::metrics::ComponentMetrics;
 
+use crate::tls::{TlsClientConfig, TlsError};
+
 /// `auth`: how to authenticate to the NATS server. Set at most one method.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,24 +37,6 @@ pub struct NatsAuthConfig {
     pub credentials_file: Option<PathBuf>,
 }
 
-/// `tls`: TLS to the NATS server.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NatsTlsConfig {
-    /// Require TLS (also implied by a `tls://` URL or by the other options). Default: false.
-    #[serde(default)]
-    pub enabled: bool,
-    /// PEM file of the certificate authorities to trust (instead of the system's). Default: unset.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate, for mutual TLS (with `key_file`). Default: unset.
-    #[serde(default)]
-    pub crt_file: Option<PathBuf>,
-    /// PEM private key of `crt_file`. Default: unset.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-}
-
 /// A configuration mistake in the connection options.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsConfigError {
@@ -64,8 +48,8 @@ pub enum NatsConfigError {
     SeveralAuth,
     #[error("`auth`: `user` and `password` go together")]
     UserWithoutPassword,
-    #[error("`tls`: `crt_file` and `key_file` go together")]
-    CertWithoutKey,
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     #[error("`auth.credentials_file` {0}: {1}")]
     Credentials(String, std::io::Error),
 }
@@ -76,7 +60,9 @@ pub struct NatsConnect<'a> {
     /// One or more server URLs, comma separated.
     pub url: &'a str,
     pub auth: &'a NatsAuthConfig,
-    pub tls: &'a NatsTlsConfig,
+    /// `tls`: on when `tls.enabled`, when another `tls` option is set, or with a `tls://`
+    /// URL.
+    pub tls: Option<&'a TlsClientConfig>,
     /// The connection name shown by the server (`weir-<component id>` when unset).
     pub name: Option<&'a str>,
 }
@@ -139,17 +125,14 @@ pub async fn connect(
             .await
             .map_err(|e| NatsConfigError::Credentials(path.display().to_string(), e))?;
     }
-    let t = c.tls;
-    if t.enabled || t.ca_file.is_some() || t.crt_file.is_some() {
-        opts = opts.require_tls(true);
-    }
-    if let Some(ca) = &t.ca_file {
-        opts = opts.add_root_certificates(ca.clone());
-    }
-    match (&t.crt_file, &t.key_file) {
-        (Some(crt), Some(key)) => opts = opts.add_client_certificate(crt.clone(), key.clone()),
-        (None, None) => {}
-        _ => return Err(NatsConfigError::CertWithoutKey),
+    if let Some(t) = TlsClientConfig::unless_disabled(c.tls) {
+        // Every file is read and checked here, also when TLS is off, so that a wrong path is
+        // found at start.
+        let cfg = t.rustls_client_config(&[])?;
+        if TlsClientConfig::wanted(Some(t)) {
+            opts = opts.require_tls(true);
+        }
+        opts = opts.tls_client_config(cfg);
     }
     let name = c
         .name

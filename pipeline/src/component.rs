@@ -150,6 +150,12 @@ pub trait SourceConfig: Debug + Send + Sync {
     fn resources(&self) -> Vec<Resource> {
         Vec::new()
     }
+    /// Checks that need this machine, beyond [`Self::resources`]: that the files the
+    /// component will read (certificates, keys...) exist and parse. `weir validate` runs it
+    /// (unless `--no-environment`); `build` must fail the same way. Default: nothing to check.
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
     /// Whether this source can hold back its progress until its events are delivered.
     fn can_acknowledge(&self) -> bool {
         false
@@ -326,6 +332,12 @@ pub trait SinkConfig: Debug + Send + Sync {
     /// What it claims exclusively (ports), checked for conflicts before start. Default: nothing.
     fn resources(&self) -> Vec<Resource> {
         Vec::new()
+    }
+    /// Checks that need this machine, beyond [`Self::resources`]: that the files the
+    /// component will read (certificates, keys...) exist and parse. `weir validate` runs it
+    /// (unless `--no-environment`); `build` must fail the same way. Default: nothing to check.
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(())
     }
 }
 

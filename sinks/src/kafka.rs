@@ -31,9 +31,8 @@ use serde::{Deserialize, Serialize};
 use weir_connect::kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use weir_connect::kafka::rdkafka::message::{Header, OwnedHeaders};
 use weir_connect::kafka::rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use weir_connect::kafka::{
-    client_config, KafkaClientContext, KafkaConnect, KafkaSaslConfig, KafkaTlsConfig,
-};
+use weir_connect::kafka::{client_config, KafkaClientContext, KafkaConnect, KafkaSaslConfig};
+use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::{Concurrency, Secs};
@@ -94,9 +93,12 @@ pub struct KafkaSinkConfig {
     /// below) are refused, with the option to use instead. Default: none.
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, String>,
-    /// TLS. Default: off.
+    /// TLS (`enabled`, `ca_file`, `crt_file`, `key_file`, `key_pass`, `verify_certificate`,
+    /// `verify_hostname`: the `tls` table shared by every component, see
+    /// docs/configuration.md; mapped to librdkafka's `ssl.*` properties). Default: off (on
+    /// when a `tls` option is set).
     #[serde(default)]
-    pub tls: Option<KafkaTlsConfig>,
+    pub tls: Option<TlsClientConfig>,
     /// SASL authentication. Default: none.
     #[serde(default)]
     pub sasl: Option<KafkaSaslConfig>,
@@ -204,6 +206,10 @@ impl SinkConfig for KafkaSinkConfig {
 
     fn input(&self) -> DataType {
         DataType::ALL
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(weir_connect::kafka::check_tls(self.tls.as_ref())?)
     }
 }
 

@@ -25,8 +25,9 @@ use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use weir_connect::nats::async_nats::jetstream;
 use weir_connect::nats::{
-    async_nats, connect, is_valid_publish_subject, NatsAuthConfig, NatsConnect, NatsTlsConfig,
+    async_nats, connect, is_valid_publish_subject, NatsAuthConfig, NatsConnect,
 };
+use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::{Concurrency, Secs};
@@ -74,13 +75,13 @@ pub struct NatsSinkConfig {
     /// seed, read at `weir run`). At most one method. Default: none.
     #[serde(default)]
     pub auth: NatsAuthConfig,
-    /// TLS: `enabled` requires it, and it is also on with a `tls://` URL or when `ca_file` or
-    /// `crt_file` is set. `ca_file`: PEM certificate authorities to trust (default: the system
-    /// roots); `crt_file` and `key_file`: a PEM client certificate and key for mutual TLS
-    /// (together). Default: off (on for `tls://` URLs).
+    /// TLS (`enabled`, `ca_file`, `crt_file`, `key_file`, `verify_certificate`,
+    /// `verify_hostname`, `server_name`: the `tls` table shared by every component, see
+    /// docs/configuration.md). Default: off (on for `tls://` URLs, or when a `tls` option is
+    /// set).
     #[serde(default)]
-    pub tls: NatsTlsConfig,
-    /// The name the server shows for the connection. Default: `weir-<component id>`.
+    pub tls: Option<TlsClientConfig>,
+    /// Connection name shown by the server. Default: `weir-<component id>`.
     #[serde(default)]
     pub connection_name: Option<String>,
 }
@@ -111,7 +112,7 @@ impl SinkConfig for NatsSinkConfig {
             NatsConnect {
                 url: &self.url,
                 auth: &self.auth,
-                tls: &self.tls,
+                tls: self.tls.as_ref(),
                 name: self.connection_name.as_deref(),
             },
             cx.metrics.clone(),
@@ -149,6 +150,10 @@ impl SinkConfig for NatsSinkConfig {
 
     fn input(&self) -> DataType {
         DataType::ALL
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
 }
 

@@ -70,7 +70,7 @@ use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-use crate::http::{build_client, gzip, header_map, retry_after, snippet, TlsConfig};
+use crate::http::{build_client, gzip, header_map, retry_after, snippet, TlsClientConfig};
 use crate::toolkit::batch::{self, BatchLimits};
 use crate::toolkit::retry::{grpc_code_retriable, http_status_retriable, HttpRules};
 use crate::toolkit::{BatchConfig, BatchDefaults, RequestConfig, RequestDefaults};
@@ -149,9 +149,11 @@ pub struct OtlpSinkConfig {
     /// Headers (gRPC metadata) on every request, such as `authorization`. Default: none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// TLS for `https://`. Default: the built-in roots.
+    /// TLS for `https://` (`ca_file`, `crt_file`, `key_file`, `verify_certificate`,
+    /// `verify_hostname`, `server_name`: the `tls` table shared by every component, see
+    /// docs/configuration.md). Default: the built-in (webpki) roots.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsClientConfig>,
     /// When an export is sent: `max_events` (default 1000), `max_bytes` (estimated from
     /// the events' fields; default 10000000), `timeout_secs` after the first waiting event
     /// (default 1).
@@ -199,40 +201,30 @@ impl SinkConfig for OtlpSinkConfig {
                         .map_err(|e| format!("`headers.{k}`: {e}"))?;
                     metadata.insert(key, val);
                 }
-                let mut ep = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-                    .map_err(|e| format!("`endpoint`: {e}"))?
+                let (ep, tls) =
+                    weir_connect::grpc::endpoint("endpoint", &self.endpoint, self.tls.as_ref())?;
+                let ep = ep
                     .timeout(timeout)
                     .connect_timeout(timeout.min(Duration::from_secs(10)));
-                if url.scheme() == "https" {
-                    let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
-                    if let Some(t) = &self.tls {
-                        if let Some(ca) = &t.ca_file {
-                            let pem = std::fs::read(ca)
-                                .map_err(|e| format!("`tls.ca_file` {}: {e}", ca.display()))?;
-                            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-                        }
-                        if let (Some(c), Some(k)) = (&t.cert_file, &t.key_file) {
-                            let cert = std::fs::read(c)
-                                .map_err(|e| format!("`tls.cert_file` {}: {e}", c.display()))?;
-                            let key = std::fs::read(k)
-                                .map_err(|e| format!("`tls.key_file` {}: {e}", k.display()))?;
-                            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
-                        }
-                        if !t.verify_certificate {
-                            return Err("`tls.verify_certificate = false` is not supported with `protocol = \"grpc\"`".into());
-                        }
-                    }
-                    ep = ep.tls_config(tls).map_err(|e| format!("`tls`: {e}"))?;
-                }
                 Transport::Grpc {
-                    channel: ep.connect_lazy(),
+                    channel: match tls {
+                        Some(connector) => ep.connect_with_connector_lazy(connector),
+                        None => ep.connect_lazy(),
+                    },
                     metadata,
                 }
             }
             Protocol::Http => {
                 let headers = header_map(&self.headers)?;
                 Transport::Http {
-                    client: build_client(self.tls.as_ref(), timeout, false)?,
+                    client: {
+                        TlsClientConfig::check_scheme(
+                            self.tls.as_ref(),
+                            "endpoint",
+                            &self.endpoint,
+                        )?;
+                        build_client(self.tls.as_ref(), timeout)?
+                    },
                     base: self.endpoint.trim_end_matches('/').to_string(),
                     headers,
                     json: self.encoding == HttpEncoding::Json,
@@ -253,6 +245,10 @@ impl SinkConfig for OtlpSinkConfig {
 
     fn input(&self) -> DataType {
         DataType::ALL
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
 }
 

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use weir_connect::nats::async_nats::jetstream;
 use weir_connect::nats::async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use weir_connect::nats::async_nats::jetstream::AckKind;
-use weir_connect::nats::{async_nats, connect, NatsAuthConfig, NatsConnect, NatsTlsConfig};
+use weir_connect::nats::{async_nats, connect, NatsAuthConfig, NatsConnect};
+use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::codec::DecodingConfig;
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
 use weir_pipeline::config::Secs;
@@ -102,13 +103,13 @@ pub struct NatsSourceConfig {
     /// seed, read at `weir run`). At most one method. Default: none.
     #[serde(default)]
     pub auth: NatsAuthConfig,
-    /// TLS: `enabled` requires it, and it is also on with a `tls://` URL or when `ca_file` or
-    /// `crt_file` is set. `ca_file`: PEM certificate authorities to trust (default: the system
-    /// roots); `crt_file` and `key_file`: a PEM client certificate and key for mutual TLS
-    /// (together). Default: off (on for `tls://` URLs).
+    /// TLS (`enabled`, `ca_file`, `crt_file`, `key_file`, `verify_certificate`,
+    /// `verify_hostname`, `server_name`: the `tls` table shared by every component, see
+    /// docs/configuration.md). Default: off (on for `tls://` URLs, or when a `tls` option is
+    /// set).
     #[serde(default)]
-    pub tls: NatsTlsConfig,
-    /// The name the server shows for the connection. Default: `weir-<component id>`.
+    pub tls: Option<TlsClientConfig>,
+    /// Connection name shown by the server. Default: `weir-<component id>`.
     #[serde(default)]
     pub connection_name: Option<String>,
 }
@@ -156,7 +157,7 @@ impl SourceConfig for NatsSourceConfig {
             NatsConnect {
                 url: &self.url,
                 auth: &self.auth,
-                tls: &self.tls,
+                tls: self.tls.as_ref(),
                 name: self.connection_name.as_deref(),
             },
             cx.metrics.clone(),
@@ -179,6 +180,10 @@ impl SourceConfig for NatsSourceConfig {
 
     fn can_acknowledge(&self) -> bool {
         self.jetstream
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
 }
 

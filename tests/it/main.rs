@@ -29,3 +29,4 @@ mod prometheus;
 mod shutdown;
 mod sink_options;
 mod testkit;
+mod tls_options;

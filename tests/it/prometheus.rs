@@ -772,7 +772,7 @@ async fn tls_exporter_scraped_and_remote_write_client_verifies() {
     let exporter: weir_sinks::prometheus::PrometheusExporterConfig =
         serde_json::from_value(serde_json::json!({
             "address": addr.to_string(),
-            "tls": { "cert_file": cert, "key_file": key },
+            "tls": { "crt_file": cert, "key_file": key },
         }))
         .unwrap();
     let em = ComponentMetrics::detached("exp");

@@ -111,7 +111,8 @@ fn relays(config: &Config) -> BTreeMap<String, ComponentKind> {
 }
 
 /// Resolves and checks the graph. `check_environment` adds the checks that touch the machine
-/// (data_dir writable, ports free).
+/// (data_dir writable, ports free, the files components read: `check_environment` of each
+/// source and sink).
 pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, ConfigErrors> {
     let mut errors = Vec::new();
     let declared = declared_outputs(config);
@@ -397,6 +398,32 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
                         "{who} cannot listen on {addr}: {e} (another process has the port?)"
                     )));
                 }
+            }
+        }
+        let checks = config
+            .sources
+            .iter()
+            .map(|(id, s)| {
+                (
+                    format!("sources.{id}"),
+                    s.config.check_environment(),
+                    &s.location,
+                )
+            })
+            .chain(config.sinks.iter().map(|(id, s)| {
+                (
+                    format!("sinks.{id}"),
+                    s.config.check_environment(),
+                    &s.location,
+                )
+            }));
+        for (who, result, loc) in checks {
+            if let Err(e) = result {
+                errors.push(
+                    ConfigError::new(e.to_string())
+                        .at(loc.clone())
+                        .component(who),
+                );
             }
         }
         if let Err(e) = check_writable(&config.data_dir) {

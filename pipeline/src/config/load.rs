@@ -579,26 +579,36 @@ impl Loader<'_> {
     }
 }
 
-/// The key and value span of each entry of a table value, and of the entries of its inner
-/// tables (`batch.max_events`).
+/// The key and value span of each entry of a table value, then those of the tables in it
+/// (two levels down, with dotted names: `tls.ca_file`, `grpc.tls.crt_file`).
 fn field_spans(v: &Spanned<DeValue<'_>>) -> Vec<(String, Range<usize>, Range<usize>)> {
     let mut out = Vec::new();
-    collect_spans("", v, &mut out);
+    if let DeValue::Table(t) = v.get_ref() {
+        out.extend(
+            t.iter()
+                .map(|(k, v)| (k.get_ref().to_string(), k.span(), v.span())),
+        );
+        nested_spans("", v, 0, &mut out);
+    }
     out
 }
 
-fn collect_spans(
+fn nested_spans(
     prefix: &str,
     v: &Spanned<DeValue<'_>>,
+    depth: usize,
     out: &mut Vec<(String, Range<usize>, Range<usize>)>,
 ) {
-    if let DeValue::Table(t) = v.get_ref() {
-        for (k, v) in t {
-            let name = format!("{prefix}{}", k.get_ref());
+    let DeValue::Table(t) = v.get_ref() else {
+        return;
+    };
+    for (k, v) in t.iter() {
+        let name = format!("{prefix}{}", k.get_ref());
+        if depth > 0 {
             out.push((name.clone(), k.span(), v.span()));
-            if prefix.is_empty() {
-                collect_spans(&format!("{name}."), v, out);
-            }
+        }
+        if depth < 2 {
+            nested_spans(&format!("{name}."), v, depth + 1, out);
         }
     }
 }
@@ -656,13 +666,14 @@ fn serde_error(
         field = Some(name.clone());
         if let Some((_, ks, _)) = fields.iter().find(|(k, _, _)| *k == name) {
             span = Some(ks.clone());
-        } else if let Some((k, _, _)) = fields.iter().find(|(k, ks, _)| {
-            k.strip_suffix(name.as_str())
-                .is_some_and(|p| p.ends_with('.'))
-                && span.as_ref().is_some_and(|s| s.start == ks.start)
+        } else if let Some((k, ks, _)) = span.as_ref().and_then(|s| {
+            fields.iter().find(|(k, ks, _)| {
+                k.ends_with(&format!(".{name}")) && ks.start <= s.start && s.start < ks.end
+            })
         }) {
-            // An unknown field of an inner table (`request.concurency`).
+            // A field of a table (`tls.cert_file`): name it with its table.
             field = Some(k.clone());
+            span = Some(ks.clone());
         }
         let expected = backticked_all(raw.split_once("expected").map_or("", |(_, r)| r));
         // The common keys (`type`, `inputs`...) are candidates at the top level only.
@@ -673,9 +684,11 @@ fn serde_error(
             .chain(common.iter().copied().filter(|_| top_level))
             .collect();
         message = format!("unknown field `{name}`");
-        match renamed(&name, &expected) {
-            Some(new) => message.push_str(&format!(": it is now `{new}`")),
-            None => match suggest(&name, candidates.iter().copied()) {
+        let renamed_tls = renamed_tls_option(&name).filter(|(new, _)| candidates.contains(new));
+        match (renamed(&name, &expected), renamed_tls) {
+            (Some(new), _) => message.push_str(&format!(": it is now `{new}`")),
+            (None, Some((_, hint))) => message.push_str(&format!(": {hint}")),
+            (None, None) => match suggest(&name, candidates.iter().copied()) {
                 Some(s) => message.push_str(&format!(", did you mean `{s}`?")),
                 None if !candidates.is_empty() => {
                     message.push_str(&format!(", expected one of {}", list(&candidates)))
@@ -700,6 +713,31 @@ fn serde_error(
     err.field = field;
     err.location = Some(fcx.loc(span.as_ref().unwrap_or(whole)));
     err
+}
+
+/// The `tls` options Weir used to have under other names (and the names other agents use for
+/// them), with what to write instead: every component's `tls` table now has the same options
+/// (Vector's names). Only used when the table that refused the name has the new option.
+fn renamed_tls_option(name: &str) -> Option<(&'static str, &'static str)> {
+    Some(match name {
+        "cert_file" | "cert_path" | "crt_path" => (
+            "crt_file",
+            "renamed `crt_file` (the `tls` table has the same options in every component)",
+        ),
+        "key_password" | "key_passphrase" => (
+            "key_pass",
+            "renamed `key_pass` (the `tls` table has the same options in every component)",
+        ),
+        "insecure" | "insecure_skip_verify" | "skip_verify" | "tls_skip_verify" => (
+            "verify_certificate",
+            "write `verify_certificate = false` (and/or `verify_hostname = false`)",
+        ),
+        "verify" | "verify_server_cert" => ("verify_certificate", "renamed `verify_certificate`"),
+        "skip_hostname_verification" | "insecure_skip_hostname_verify" => {
+            ("verify_hostname", "write `verify_hostname = false`")
+        }
+        _ => return None,
+    })
 }
 
 fn backticked_after(msg: &str, prefix: &str) -> Option<String> {

@@ -52,7 +52,7 @@ use weir_pipeline::template::{event_time, Template};
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-use crate::http::{build_client, header_map, snippet, TlsConfig};
+use crate::http::{build_client, header_map, snippet, TlsClientConfig};
 use crate::toolkit::batch::{self, BatchLimits};
 use crate::toolkit::{BatchConfig, BatchDefaults, RequestConfig, RequestDefaults};
 pub use bulk::BulkAction;
@@ -200,9 +200,11 @@ pub struct ElasticsearchConfig {
     /// Authentication: `user` and `password` (basic), or `api_key`, not both. Default: none.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
-    /// TLS for `https://` endpoints. Default: the built-in roots.
+    /// TLS for `https://` endpoints (`ca_file`, `crt_file`, `key_file`,
+    /// `verify_certificate`, `verify_hostname`, `server_name`: the `tls` table shared by every
+    /// component, see docs/configuration.md). Default: the built-in (webpki) roots.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsClientConfig>,
     /// Extra HTTP headers on every request. Default: none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -302,6 +304,7 @@ impl SinkConfig for ElasticsearchConfig {
             if !matches!(u.scheme(), "http" | "https") {
                 return Err(format!("`endpoints`: `{e}` must be http:// or https://").into());
             }
+            TlsClientConfig::check_scheme(self.tls.as_ref(), "endpoints", e)?;
             endpoints.push(e.trim_end_matches('/').to_string());
         }
         let tpl = |what: &str, t: &str| {
@@ -335,7 +338,7 @@ impl SinkConfig for ElasticsearchConfig {
             }) => Auth::ApiKey(k.clone()),
             Some(_) => return Err("`auth`: set either `user` (and `password`) or `api_key`".into()),
         };
-        let client = build_client(self.tls.as_ref(), timeout, false)?;
+        let client = build_client(self.tls.as_ref(), timeout)?;
         let dead_letter = match &self.dead_letter_file {
             Some(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -430,6 +433,10 @@ impl SinkConfig for ElasticsearchConfig {
 
     fn outputs(&self) -> Vec<Output> {
         vec![Output::named(DEAD_LETTER_OUTPUT, DataType::LOG)]
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
 }
 

@@ -31,7 +31,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,9 +39,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use weir_connect::tls::{tokio_rustls, TlsServerConfig};
 use weir_pipeline::component::{Resource, Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::Secs;
 use weir_pipeline::event::Event;
@@ -62,16 +59,6 @@ fn default_address() -> SocketAddr {
 }
 fn default_flush() -> Secs {
     Secs::from_secs(60)
-}
-
-/// `tls` of the exporter: the server's certificate.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ServerTlsConfig {
-    /// PEM certificate chain served. Required.
-    pub cert_file: PathBuf,
-    /// PEM private key of `cert_file`. Required.
-    pub key_file: PathBuf,
 }
 
 /// `type = "prometheus_exporter"`.
@@ -96,10 +83,11 @@ pub struct PrometheusExporterConfig {
     /// over the last 10,000 samples).
     #[serde(default = "default_quantiles")]
     pub quantiles: Vec<f64>,
-    /// Serve HTTPS: `cert_file` (PEM chain) and `key_file` (PEM key), both required. Default: none
-    /// (plain HTTP).
+    /// Serve HTTPS: `crt_file` and `key_file` (required), `ca_file` to ask scrapers for a
+    /// certificate signed by it (mutual TLS); the `tls` table shared by every server, see
+    /// docs/configuration.md. Default: plain HTTP.
     #[serde(default)]
-    pub tls: Option<ServerTlsConfig>,
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl Default for PrometheusExporterConfig {
@@ -115,29 +103,13 @@ impl Default for PrometheusExporterConfig {
     }
 }
 
-fn server_tls(t: &ServerTlsConfig) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let chain = CertificateDer::pem_file_iter(&t.cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("`tls.cert_file` {}: {e}", t.cert_file.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&t.key_file)
-        .map_err(|e| format!("`tls.key_file` {}: {e}", t.key_file.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("TLS certificate: {e}"))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
-}
-
 #[async_trait]
 impl SinkConfig for PrometheusExporterConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
         let expire = self.expire_metrics_secs.duration();
         let flush = self.flush_period_secs.duration();
         let buckets = check_buckets_quantiles(&self.buckets, &self.quantiles)?;
-        let tls = self.tls.as_ref().map(server_tls).transpose()?;
+        let tls = TlsServerConfig::acceptor(self.tls.as_ref(), &[b"http/1.1"])?;
         let listener = tokio::net::TcpListener::bind(self.address)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", self.address))?;
@@ -159,6 +131,10 @@ impl SinkConfig for PrometheusExporterConfig {
 
     fn resources(&self) -> Vec<Resource> {
         vec![Resource::Tcp(self.address)]
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(TlsServerConfig::check(self.tls.as_ref())?)
     }
 }
 
@@ -358,13 +334,27 @@ async fn serve(
             let http = hyper::server::conn::http1::Builder::new();
             let res = match tls {
                 None => http.serve_connection(TokioIo::new(stream), svc).await,
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => http.serve_connection(TokioIo::new(s), svc).await,
-                    Err(e) => {
-                        metrics.error("tls", 1, &format_args!("TLS handshake with a scraper: {e}"));
-                        return;
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        weir_connect::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(s)) => http.serve_connection(TokioIo::new(s), svc).await,
+                        Ok(Err(e)) => {
+                            metrics.error(
+                                "tls",
+                                1,
+                                &format_args!("TLS handshake with a scraper: {e}"),
+                            );
+                            return;
+                        }
+                        Err(_) => {
+                            metrics.error("tls", 1, &"TLS handshake with a scraper: timed out");
+                            return;
+                        }
                     }
-                },
+                }
             };
             if let Err(e) = res {
                 tracing::debug!("scrape connection: {e}");

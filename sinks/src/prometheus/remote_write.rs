@@ -36,6 +36,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::{Concurrency, Count, Secs};
 use weir_pipeline::event::Event;
@@ -48,7 +49,7 @@ use super::common::{
     check_buckets_quantiles, default_buckets, default_expire, default_quantiles, Aggregator, Entry,
     SeriesKey,
 };
-use super::http::{base64, Client, Endpoint, TlsConfig};
+use super::http::{Client, Endpoint};
 use super::request::{labels_for, Batch, Compressor, SeriesLabels};
 use crate::toolkit::batch::{estimated_bytes, BatchLimits};
 use crate::toolkit::retry::{http_status_retriable, HttpRules};
@@ -109,10 +110,11 @@ pub struct RemoteWriteConfig {
     /// `{ strategy = "bearer", token = "..." }`. Default: none.
     #[serde(default)]
     pub auth: Option<Auth>,
-    /// For an `https://` endpoint. Setting `tls` with an `http://` endpoint is an error. Default:
-    /// none (verify against the system's CA bundle).
+    /// TLS for an `https://` endpoint (`ca_file`, `crt_file`, `key_file`,
+    /// `verify_certificate`, `verify_hostname`, `server_name`: the `tls` table shared by
+    /// every component, see docs/configuration.md). Default: the built-in (webpki) roots.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsClientConfig>,
     /// When a shard's request is sent: `max_events` (default 1000), `max_bytes` (estimated
     /// from the metrics' names and tags; default 10000000), `timeout_secs` (default 1: what
     /// is pending is sent at least this often).
@@ -175,11 +177,10 @@ impl SinkConfig for RemoteWriteConfig {
             headers.push(header("x-scope-orgid", t, "tenant_id")?);
         }
         match &self.auth {
-            Some(Auth::Basic { user, password }) => headers.push(header(
-                "authorization",
-                &format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
-                "auth",
-            )?),
+            Some(Auth::Basic { user, password }) => headers.push((
+                http::header::AUTHORIZATION,
+                weir_connect::http::basic_auth(user, password)?,
+            )),
             Some(Auth::Bearer { token }) => {
                 headers.push(header("authorization", &format!("Bearer {token}"), "auth")?)
             }
@@ -201,6 +202,10 @@ impl SinkConfig for RemoteWriteConfig {
 
     fn input(&self) -> DataType {
         DataType::METRIC
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
 }
 

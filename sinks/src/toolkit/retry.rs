@@ -27,6 +27,7 @@ pub fn http_status_retriable(status: u16, rules: HttpRules) -> bool {
 
 /// Whether a gRPC call that failed with `code` may succeed if made again (the OTLP/gRPC
 /// specification's list, plus `UNKNOWN`, which proxies answer for a connection lost).
+#[cfg(feature = "otlp")]
 pub fn grpc_code_retriable(code: tonic::Code) -> bool {
     use tonic::Code;
     matches!(

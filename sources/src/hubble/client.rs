@@ -5,14 +5,14 @@
 //! itself, so one malformed message is counted and skipped instead of ending the stream, and
 //! the raw bytes can be hashed to recognise a flow seen before a reconnect.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
+use weir_connect::tls::{TlsClientConfig, TlsError};
 
 use super::proto::{GetFlowsRequest, GET_FLOWS_PATH};
 
@@ -21,17 +21,8 @@ use super::proto::{GetFlowsRequest, GET_FLOWS_PATH};
 pub enum ClientError {
     #[error("invalid address `{address}`: {reason}")]
     Address { address: String, reason: String },
-    #[error("cannot read {what} `{path}`: {source}")]
-    File {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("TLS setup for `{address}`: {source}")]
-    Tls {
-        address: String,
-        source: tonic::transport::Error,
-    },
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     #[error("cannot connect to `{address}`: {source}")]
     Connect {
         address: String,
@@ -39,26 +30,23 @@ pub enum ClientError {
     },
 }
 
-/// TLS settings, with the files' paths (read at every connect, so rotated certificates are
-/// picked up on the next reconnect).
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub ca_file: PathBuf,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub server_name: Option<String>,
-}
-
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct ConnectConfig {
     /// As configured (`localhost:4245`, `https://relay:443`, `unix:///var/run/cilium/hubble.sock`).
     pub address: String,
-    pub tls: Option<TlsFiles>,
+    /// The `tls` table: its files are read at every connect, so rotated certificates are
+    /// picked up on the next reconnect.
+    pub tls: Option<TlsClientConfig>,
     pub connect_timeout: Duration,
 }
 
 impl ConnectConfig {
+    /// Whether `tls` asks for TLS (an `https://` address does too).
+    fn tls_wanted(&self) -> bool {
+        TlsClientConfig::wanted(self.tls.as_ref())
+    }
+
     /// The URI tonic connects to: a scheme is added when the address has none.
     pub fn uri(&self) -> Result<String, ClientError> {
         let a = self.address.trim();
@@ -73,7 +61,7 @@ impl ConnectConfig {
             .strip_prefix("unix://")
             .or_else(|| a.strip_prefix("unix:"))
         {
-            if self.tls.is_some() {
+            if self.tls_wanted() {
                 return Err(bad("TLS is not used over a Unix socket; remove `tls`"));
             }
             if path.is_empty() {
@@ -81,15 +69,15 @@ impl ConnectConfig {
             }
             return Ok(a.to_string());
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.tls_wanted() { "https" } else { "http" };
         let uri = if let Some(rest) = a.strip_prefix("http://") {
-            if self.tls.is_some() {
+            if self.tls_wanted() {
                 return Err(bad("`http://` with `tls` set; use `https://` or no scheme"));
             }
             format!("http://{rest}")
         } else if let Some(rest) = a.strip_prefix("https://") {
-            if self.tls.is_none() {
-                return Err(bad("`https://` needs `tls` (at least `tls.ca_file`)"));
+            if self.tls.as_ref().and_then(|t| t.enabled) == Some(false) {
+                return Err(bad("`https://` with `tls.enabled = false`"));
             }
             format!("https://{rest}")
         } else if a.contains("://") {
@@ -101,59 +89,42 @@ impl ConnectConfig {
         Ok(uri)
     }
 
-    /// Reads the TLS files, checking they exist and parse as PEM (done at build time too, so
-    /// a wrong path is a startup error rather than a retry loop).
-    pub fn tls_config(&self) -> Result<Option<ClientTlsConfig>, ClientError> {
-        let Some(t) = &self.tls else { return Ok(None) };
-        let read = |what: &'static str, path: &PathBuf| {
-            std::fs::read(path).map_err(|source| ClientError::File {
-                what,
-                path: path.clone(),
-                source,
-            })
-        };
-        let ca = read("tls.ca_file", &t.ca_file)?;
-        let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-        if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
-            let cert = read("tls.cert_file", cert)?;
-            let key = read("tls.key_file", key)?;
-            cfg = cfg.identity(Identity::from_pem(cert, key));
-        }
-        if let Some(name) = &t.server_name {
-            cfg = cfg.domain_name(name.clone());
-        }
-        Ok(Some(cfg))
+    /// Reads the TLS files, checking they exist and parse (done at build time too, so a
+    /// wrong path is a startup error rather than a retry loop).
+    pub fn check_tls(&self) -> Result<(), ClientError> {
+        Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
 
     /// Connects (TCP or Unix socket, then the TLS and HTTP/2 handshakes).
     pub async fn connect(&self) -> Result<Channel, ClientError> {
         let uri = self.uri()?;
-        let mut endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::Address {
+        let bad = |reason: String| ClientError::Address {
             address: self.address.clone(),
-            reason: e.to_string(),
-        })?;
-        endpoint = endpoint
+            reason,
+        };
+        let (endpoint, tls) = if uri.starts_with("https://") {
+            weir_connect::grpc::endpoint("address", &uri, self.tls.as_ref()).map_err(bad)?
+        } else {
+            (
+                Endpoint::from_shared(uri).map_err(|e| bad(e.to_string()))?,
+                None,
+            )
+        };
+        let endpoint = endpoint
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             // A Relay that vanishes without closing the connection (node lost) is noticed.
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true);
-        if let Some(tls) = self.tls_config()? {
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|source| ClientError::Tls {
-                    address: self.address.clone(),
-                    source,
-                })?;
-        }
-        endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                address: self.address.clone(),
-                source,
-            })
+        let channel = match tls {
+            Some(connector) => endpoint.connect_with_connector(connector).await,
+            None => endpoint.connect().await,
+        };
+        channel.map_err(|source| ClientError::Connect {
+            address: self.address.clone(),
+            source,
+        })
     }
 }
 
@@ -225,11 +196,9 @@ mod tests {
     fn cfg(address: &str, tls: bool) -> ConnectConfig {
         ConnectConfig {
             address: address.into(),
-            tls: tls.then(|| TlsFiles {
-                ca_file: "/nonexistent/ca.pem".into(),
-                cert_file: None,
-                key_file: None,
-                server_name: None,
+            tls: tls.then(|| TlsClientConfig {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..Default::default()
             }),
             connect_timeout: Duration::from_secs(1),
         }
@@ -251,14 +220,18 @@ mod tests {
                 .unwrap(),
             "unix:///var/run/cilium/hubble.sock"
         );
-        assert!(cfg("https://relay:443", false).uri().is_err());
+        // The built-in roots are enough for `https://`.
+        assert_eq!(
+            cfg("https://relay:443", false).uri().unwrap(),
+            "https://relay:443"
+        );
         assert!(cfg("unix:///x.sock", true).uri().is_err());
         assert!(cfg("ftp://relay", false).uri().is_err());
         assert!(cfg("", false).uri().is_err());
-        let e = cfg("relay:443", true).tls_config().unwrap_err().to_string();
-        assert!(
-            e.contains("tls.ca_file") && e.contains("/nonexistent/ca.pem"),
-            "{e}"
+        let e = cfg("relay:443", true).check_tls().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`tls.ca_file` /nonexistent/ca.pem: No such file or directory"
         );
     }
 }

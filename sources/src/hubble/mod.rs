@@ -37,7 +37,6 @@ pub mod proto;
 pub mod resume;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,9 +54,10 @@ use weir_pipeline::BoxError;
 
 pub use filter::FilterConfig;
 
-use client::{ConnectConfig, TlsFiles};
+use client::ConnectConfig;
 use proto::{GetFlowsRequest, GetFlowsResponse, ResponseType, Timestamp};
 use resume::Resume;
+use weir_connect::tls::TlsClientConfig;
 
 /// `type = "hubble"`: flows from Hubble Relay or a node's Hubble server.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -92,10 +92,15 @@ pub struct HubbleConfig {
     /// No flows matching any of these filters (server-side). Default: none.
     #[serde(default)]
     pub blacklist: Vec<FilterConfig>,
-    /// TLS (and mutual TLS) to Relay. Default: none (plaintext).
+    /// TLS (and mutual TLS) to Relay: `ca_file` (Relay's `ca.crt`), `crt_file` and
+    /// `key_file`, `server_name` (Relay's certificates are issued for
+    /// `*.<cluster>.hubble-grpc.cilium.io`, e.g. `relay.default.hubble-grpc.cilium.io`),
+    /// `verify_certificate`, `verify_hostname`: the `tls` table shared by every component,
+    /// see docs/configuration.md. Default: none (plaintext; TLS with the built-in roots for an
+    /// `https://` address).
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    /// Give up a connection attempt after this many seconds (at least 1). Default: 10.
+    pub tls: Option<TlsClientConfig>,
+    /// Give up a connection attempt after this many seconds. Default: 10.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: Secs,
     /// The longest wait between reconnection attempts, in seconds (the wait starts at 0.5 s
@@ -107,25 +112,6 @@ pub struct HubbleConfig {
     /// dropped. Default: 5.
     #[serde(default = "default_overlap")]
     pub resume_overlap_secs: SecsOrZero,
-}
-
-/// `tls`: how to verify Relay and, for mutual TLS, who we are.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of the CA that signed the server's certificate (Relay's `ca.crt`). Required.
-    pub ca_file: PathBuf,
-    /// PEM client certificate, for mutual TLS (with `key_file`). Default: none.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`. Default: none.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// The name to verify in the server's certificate, when it is not the host of `address`
-    /// (Relay's certificates are issued for `*.<cluster>.hubble-grpc.cilium.io`, e.g.
-    /// `relay.default.hubble-grpc.cilium.io`). Default: the host of `address`.
-    #[serde(default)]
-    pub server_name: Option<String>,
 }
 
 fn default_address() -> String {
@@ -222,30 +208,13 @@ impl HubbleConfig {
         if self.number.is_some() && (since.is_some() || until.is_some()) {
             return Err("`number` cannot be combined with `since` or `until`".into());
         }
-        let tls = match &self.tls {
-            Some(t) => {
-                if t.cert_file.is_some() != t.key_file.is_some() {
-                    return Err(
-                        "`tls.cert_file` and `tls.key_file` go together (mutual TLS needs both)"
-                            .into(),
-                    );
-                }
-                Some(TlsFiles {
-                    ca_file: t.ca_file.clone(),
-                    cert_file: t.cert_file.clone(),
-                    key_file: t.key_file.clone(),
-                    server_name: t.server_name.clone(),
-                })
-            }
-            None => None,
-        };
         let connect = ConnectConfig {
             address: self.address.clone(),
-            tls,
+            tls: self.tls.clone(),
             connect_timeout: self.connect_timeout_secs.duration(),
         };
         connect.uri().map_err(|e| format!("`address`: {e}"))?;
-        connect.tls_config().map_err(|e| e.to_string())?;
+        connect.check_tls().map_err(|e| e.to_string())?;
         Ok(Settings {
             connect,
             follow: self.follow,
@@ -269,6 +238,10 @@ impl SourceConfig for HubbleConfig {
 
     fn outputs(&self) -> Vec<Output> {
         vec![Output::default_output(DataType::LOG)]
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
 }
 
@@ -591,7 +564,8 @@ mod tests {
         assert!(err("since = 'last tuesday'").contains("`since`"));
         assert!(err("number = 5\nsince = '5m'").contains("`number`"));
         assert!(err("tls.ca_file = '/nonexistent/ca.pem'").contains("/nonexistent/ca.pem"));
-        assert!(err("tls = { ca_file = '/x', cert_file = '/y' }").contains("go together"));
+        assert!(err("tls = { ca_file = '/x', crt_file = '/y' }").contains("go together"));
+        assert!(toml::from_str::<HubbleConfig>("tls.cert_file = '/y'").is_err());
         assert!(err("[[whitelist]]\nverdict = ['NOPE']").contains("whitelist[0]"));
         assert!(toml::from_str::<HubbleConfig>("adress = 'x'").is_err());
     }

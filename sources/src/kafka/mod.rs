@@ -41,9 +41,8 @@ use weir_connect::kafka::rdkafka::consumer::{
 use weir_connect::kafka::rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use weir_connect::kafka::rdkafka::message::{BorrowedMessage, Headers, Message};
 use weir_connect::kafka::rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use weir_connect::kafka::{
-    client_config, KafkaClientContext, KafkaConnect, KafkaSaslConfig, KafkaTlsConfig,
-};
+use weir_connect::kafka::{client_config, KafkaClientContext, KafkaConnect, KafkaSaslConfig};
+use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::codec::DecodingConfig;
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
 use weir_pipeline::event::{Event, EventBatch, KeyString, ObjectMap, Value};
@@ -113,9 +112,12 @@ pub struct KafkaSourceConfig {
     /// (listed below) are refused, with the option to use instead. Default: none.
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, String>,
-    /// TLS. Default: off.
+    /// TLS (`enabled`, `ca_file`, `crt_file`, `key_file`, `key_pass`, `verify_certificate`,
+    /// `verify_hostname`: the `tls` table shared by every component, see
+    /// docs/configuration.md; mapped to librdkafka's `ssl.*` properties). Default: off (on
+    /// when a `tls` option is set).
     #[serde(default)]
-    pub tls: Option<KafkaTlsConfig>,
+    pub tls: Option<TlsClientConfig>,
     /// SASL authentication. Default: none.
     #[serde(default)]
     pub sasl: Option<KafkaSaslConfig>,
@@ -248,6 +250,10 @@ impl SourceConfig for KafkaSourceConfig {
 
     fn can_acknowledge(&self) -> bool {
         true
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        Ok(weir_connect::kafka::check_tls(self.tls.as_ref())?)
     }
 }
 

@@ -12,6 +12,10 @@
 //! serves `POST /v1/traces`, `/v1/metrics` and `/v1/logs` with `application/x-protobuf` or
 //! `application/json` bodies (gzip accepted), answering in the request's encoding.
 //!
+//! Either listener can serve TLS (`grpc.tls`, `http.tls`: the server `tls` table every server
+//! shares, with mutual TLS when `ca_file` is set); handshakes run concurrently, off the
+//! accept loop, and a failed one is counted (`tls`).
+//!
 //! Each request becomes one batch ([`convert`]), sent to the named output of its signal
 //! (`traces`, `metrics`, `logs`). The export call answers only after the batch is in the
 //! pipeline's buffers — and, with `acknowledgements = true`, after every sink delivered it.
@@ -53,6 +57,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::codec::CompressionEncoding;
+use weir_connect::tls::{accept_tls, tokio_rustls, TlsServerConfig};
 use weir_pipeline::component::{
     Output, Resource, Source, SourceConfig, SourceContext, SourceSender,
 };
@@ -73,6 +78,11 @@ pub struct ListenConfig {
     /// Address to listen on. Default: `0.0.0.0:4317` (gRPC), `0.0.0.0:4318` (HTTP).
     #[serde(default)]
     pub address: Option<SocketAddr>,
+    /// Serve TLS: `crt_file` and `key_file` (required), `ca_file` to require client
+    /// certificates signed by it (mutual TLS); the `tls` table shared by every server, see
+    /// docs/configuration.md. Default: none (plaintext).
+    #[serde(default)]
+    pub tls: Option<TlsServerConfig>,
 }
 
 fn default_true() -> bool {
@@ -109,6 +119,7 @@ fn enabled() -> ListenConfig {
     ListenConfig {
         enabled: true,
         address: None,
+        tls: None,
     }
 }
 
@@ -151,6 +162,16 @@ impl SourceConfig for OtlpSourceConfig {
         if grpc_addr.is_none() && http_addr.is_none() {
             return Err("both `grpc` and `http` are disabled; enable at least one".into());
         }
+        let grpc_tls = match grpc_addr {
+            Some(_) => TlsServerConfig::acceptor(self.grpc.tls.as_ref(), &[b"h2"])
+                .map_err(|e| format!("`grpc`: {e}"))?,
+            None => None,
+        };
+        let http_tls = match http_addr {
+            Some(_) => TlsServerConfig::acceptor(self.http.tls.as_ref(), &[b"http/1.1"])
+                .map_err(|e| format!("`http`: {e}"))?,
+            None => None,
+        };
         let grpc_listener = match grpc_addr {
             Some(a) => Some(
                 tokio::net::TcpListener::bind(a)
@@ -185,27 +206,51 @@ impl SourceConfig for OtlpSourceConfig {
                 let max = ingest.max_request;
                 let sd = shutdown.clone();
                 let g = Grpc(ingest.clone());
-                let incoming = tokio_stream_listener(l);
+                let router = tonic::transport::Server::builder()
+                    .add_service(
+                        TraceServiceServer::new(g.clone())
+                            .accept_compressed(CompressionEncoding::Gzip)
+                            .max_decoding_message_size(max),
+                    )
+                    .add_service(
+                        MetricsServiceServer::new(g.clone())
+                            .accept_compressed(CompressionEncoding::Gzip)
+                            .max_decoding_message_size(max),
+                    )
+                    .add_service(
+                        LogsServiceServer::new(g)
+                            .accept_compressed(CompressionEncoding::Gzip)
+                            .max_decoding_message_size(max),
+                    );
+                let (plain, tls_incoming) = match grpc_tls {
+                    Some(acceptor) => {
+                        let rx = accept_tls(l, acceptor, tls_errors(&ingest.metrics));
+                        let incoming = futures::stream::unfold(rx, |mut rx| async move {
+                            let (s, _) = rx.recv().await?;
+                            Some((Ok::<_, std::io::Error>(s), rx))
+                        });
+                        (None, Some(incoming))
+                    }
+                    None => (Some(l), None),
+                };
                 tasks.spawn(async move {
-                    tonic::transport::Server::builder()
-                        .add_service(
-                            TraceServiceServer::new(g.clone())
-                                .accept_compressed(CompressionEncoding::Gzip)
-                                .max_decoding_message_size(max),
-                        )
-                        .add_service(
-                            MetricsServiceServer::new(g.clone())
-                                .accept_compressed(CompressionEncoding::Gzip)
-                                .max_decoding_message_size(max),
-                        )
-                        .add_service(
-                            LogsServiceServer::new(g)
-                                .accept_compressed(CompressionEncoding::Gzip)
-                                .max_decoding_message_size(max),
-                        )
-                        .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
-                        .await
-                        .map_err(|e| format!("OTLP/gRPC server: {e}"))
+                    let served = match (plain, tls_incoming) {
+                        (_, Some(incoming)) => {
+                            router
+                                .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
+                                .await
+                        }
+                        (Some(l), None) => {
+                            router
+                                .serve_with_incoming_shutdown(
+                                    tokio_stream_listener(l),
+                                    sd.cancelled_owned(),
+                                )
+                                .await
+                        }
+                        (None, None) => Ok(()),
+                    };
+                    served.map_err(|e| format!("OTLP/gRPC server: {e}"))
                 });
             }
             if let Some(l) = http_listener {
@@ -218,11 +263,28 @@ impl SourceConfig for OtlpSourceConfig {
                     .layer(axum::extract::DefaultBodyLimit::max(ingest.max_request))
                     .with_state(ingest.clone());
                 let sd = shutdown.clone();
+                let (plain, tls_listener) = match http_tls {
+                    Some(acceptor) => {
+                        let rx = accept_tls(l, acceptor, tls_errors(&ingest.metrics));
+                        (None, Some(TlsListener { addr, rx }))
+                    }
+                    None => (Some(l), None),
+                };
                 tasks.spawn(async move {
-                    axum::serve(l, app)
-                        .with_graceful_shutdown(sd.cancelled_owned())
-                        .await
-                        .map_err(|e| format!("OTLP/HTTP server: {e}"))
+                    let served = match (plain, tls_listener) {
+                        (_, Some(tl)) => {
+                            axum::serve(tl, app)
+                                .with_graceful_shutdown(sd.cancelled_owned())
+                                .await
+                        }
+                        (Some(l), None) => {
+                            axum::serve(l, app)
+                                .with_graceful_shutdown(sd.cancelled_owned())
+                                .await
+                        }
+                        (None, None) => Ok(()),
+                    };
+                    served.map_err(|e| format!("OTLP/HTTP server: {e}"))
                 });
             }
             let mut result: Result<(), BoxError> = Ok(());
@@ -263,6 +325,48 @@ impl SourceConfig for OtlpSourceConfig {
 
     fn can_acknowledge(&self) -> bool {
         true
+    }
+
+    fn check_environment(&self) -> Result<(), BoxError> {
+        if self.grpc.enabled {
+            TlsServerConfig::check(self.grpc.tls.as_ref()).map_err(|e| format!("`grpc`: {e}"))?;
+        }
+        if self.http.enabled {
+            TlsServerConfig::check(self.http.tls.as_ref()).map_err(|e| format!("`http`: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts and logs a failed TLS handshake of a client.
+fn tls_errors(metrics: &Arc<ComponentMetrics>) -> Arc<dyn Fn(String) + Send + Sync> {
+    let m = Arc::clone(metrics);
+    Arc::new(move |e: String| m.error("tls", 1, &e))
+}
+
+/// OTLP/HTTP over TLS: the connections whose handshake [`accept_tls`] completed.
+struct TlsListener {
+    addr: SocketAddr,
+    rx: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accepting task only stops when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
     }
 }
 

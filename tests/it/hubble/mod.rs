@@ -841,7 +841,7 @@ async fn tls_with_server_name_and_mutual_tls() {
         }),
     );
     let opts = format!(
-        "{tls_opts}\ntls.cert_file = \"{}\"\ntls.key_file = \"{}\"",
+        "{tls_opts}\ntls.crt_file = \"{}\"\ntls.key_file = \"{}\"",
         cert_file.display(),
         key_file.display()
     );
