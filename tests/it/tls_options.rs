@@ -419,18 +419,7 @@ fn weir_validate_prints_the_same_tls_error_for_every_component() {
 
 /// A client certificate (and key) signed by the CA `make_certs` wrote into `dir`.
 fn client_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (installed by .ci/run)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| crate::harness::openssl(dir, args);
     run(&[
         "req",
         "-newkey",
@@ -550,7 +539,7 @@ inputs = ["otel.logs"]
             _ => format!("https://localhost:{}", http.port()),
         };
         toml.push_str(&format!(
-            "[sinks.{id}]\ntype = \"otlp\"\ninputs = [\"gen\"]\nprotocol = \"{protocol}\"\nendpoint = \"{endpoint}\"\nbatch.timeout_secs = 0.05\nretry_initial_backoff_secs = 0.05\nretry_max_backoff_secs = 0.2\nmax_retries = 3\n{tls}"
+            "[sinks.{id}]\ntype = \"otlp\"\ninputs = [\"gen\"]\nprotocol = \"{protocol}\"\nendpoint = \"{endpoint}\"\nbatch.timeout_secs = 0.05\nrequest.retry_initial_backoff_secs = 0.05\nrequest.retry_max_duration_secs = 0.2\nrequest.retry_attempts = 3\n{tls}"
         ));
     }
     let reg = full_registry();
