@@ -527,8 +527,17 @@ fn ebpf_tcp_counts_connections_beyond_its_table_and_frees_slots_at_close() {
         assert_eq!(e["close_reason"], "normal", "{e}");
     }
     let discarded = source_discarded(&log);
-    // Every socket either reported once or counted as not followed.
-    assert_eq!(first_events + second_events + discarded, 600 + 32, "{log}");
+    // Every socket either reported once or counted as not followed: none is lost. The count of
+    // sockets not followed is the kernel's, for the whole machine: an outbound connection
+    // enters SYN_SENT before the kernel picks its source port (tcp_v4_connect), so while the
+    // table is full, a connection that another test of this process opens to any port is
+    // counted too (the port filter cannot tell yet). Hence a small margin above, never
+    // below; counting each of our sockets twice would still exceed it by hundreds.
+    let accounted = first_events + second_events + discarded;
+    assert!(
+        (600 + 32..=600 + 32 + 32).contains(&accounted),
+        "{accounted} sockets accounted for, 632 expected (up to 32 more from other tests)\n{log}"
+    );
     // At most 128 of the first round's 600 sockets can have had a slot.
     assert!(first_events <= 128, "{first_events}");
     assert!(discarded >= 600 - 128, "{discarded}\n{log}");
