@@ -30,9 +30,9 @@
 //!
 //! It does not know any concrete component or external system: components live in
 //! `weir-sources`, `weir-sources-ebpf`, `weir-transforms` and `weir-sinks`; record types that
-//! a producer and a consumer share (flows, stack samples) in `weir-records`; client code that a
-//! source and a sink of one system share (Kafka, NATS, gRPC status) in `weir-connect`. All of
-//! them depend on this crate, never the other way.
+//! a producer and a consumer share (flows, stack samples) in `weir-records`; connection code
+//! components share (the one TLS table, HTTP and gRPC clients, Kafka, NATS) in
+//! `weir-connect`. All of them depend on this crate, never the other way.
 
 // Every public item of the core is documented (CI turns the warning into an error).
 #![warn(missing_docs)]
