@@ -285,6 +285,10 @@ pub struct SinkContext {
     pub registry: Arc<MetricsRegistry>,
     /// Where the sink sends events to its named outputs ([`SinkConfig::outputs`]).
     pub outputs: SinkOutputs,
+    /// Fires when the sink must give up at once: the grace period of a shutdown expired, or
+    /// the sink is being replaced. Retry loops end when it fires and leave their batches
+    /// unfinalized (errored), so sources with acknowledgements keep them for the next start.
+    pub stop: ShutdownToken,
 }
 
 /// The named outputs of a sink (`es.dead_letter`): events a sink makes from what it could

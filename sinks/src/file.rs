@@ -286,6 +286,7 @@ mod tests {
             metrics: metrics.clone(),
             registry: Arc::new(MetricsRegistry::default()),
             outputs: Default::default(),
+            stop: Default::default(),
         };
         let sink = cfg.build(cx).await.unwrap();
         let (tx, rx) = buffer(100, WhenFull::Block, metrics.clone());

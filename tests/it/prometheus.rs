@@ -484,6 +484,7 @@ async fn remote_write_bad_input_and_acknowledgements() {
             metrics: metrics.clone(),
             registry: Arc::new(MetricsRegistry::default()),
             outputs: Default::default(),
+            stop: Default::default(),
         })
         .await
         .unwrap();
@@ -768,6 +769,7 @@ async fn tls_exporter_scraped_and_remote_write_client_verifies() {
         metrics: metrics.clone(),
         registry: Arc::new(MetricsRegistry::default()),
         outputs: Default::default(),
+        stop: Default::default(),
     };
     let exporter: weir_sinks::prometheus::PrometheusExporterConfig =
         serde_json::from_value(serde_json::json!({

@@ -168,6 +168,7 @@ async fn build_error(c: &Component, text: &str, data: &Path) -> String {
                 metrics: metrics.clone(),
                 registry,
                 outputs: Default::default(),
+                stop: Default::default(),
             })
             .await
             .map(|_| ())

@@ -135,6 +135,7 @@ fn one_run(addr: SocketAddr, counts: &Counts, series: usize, rounds: usize, batc
                 metrics: metrics.clone(),
                 registry: Arc::new(MetricsRegistry::default()),
                 outputs: Default::default(),
+                stop: Default::default(),
             })
             .await
             .expect("build");

@@ -83,6 +83,7 @@ pub struct RunningTopology {
     /// The graph that was started.
     pub components: Vec<ComponentInfo>,
     shutdown: ShutdownToken,
+    stop: ShutdownToken,
     tasks: Vec<ComponentTask>,
 }
 
@@ -101,6 +102,12 @@ impl RunningTopology {
     /// Cancelling this token stops the sources, which starts the drain.
     pub fn shutdown_token(&self) -> ShutdownToken {
         self.shutdown.clone()
+    }
+
+    /// Cancelling this token makes the sinks give up at once (their retry loops end, leaving
+    /// what they hold unacknowledged): for when the grace period of a shutdown expires.
+    pub fn stop_token(&self) -> ShutdownToken {
+        self.stop.clone()
     }
 
     /// Waits for every component to finish.
@@ -125,11 +132,13 @@ impl RunningTopology {
 /// what was already spawned is stopped, nothing is left running.
 pub async fn start(config: Config, graph: &Graph) -> Result<RunningTopology, BoxError> {
     let shutdown = ShutdownToken::new();
+    let stop = ShutdownToken::new();
     let mut tasks = Vec::new();
-    match start_inner(config, graph, shutdown.clone(), &mut tasks).await {
+    match start_inner(config, graph, shutdown.clone(), stop.clone(), &mut tasks).await {
         Ok(r) => Ok(r),
         Err(e) => {
             shutdown.cancel();
+            stop.cancel();
             for (_, _, t) in &tasks {
                 t.abort();
             }
@@ -142,6 +151,7 @@ async fn start_inner(
     config: Config,
     graph: &Graph,
     shutdown: ShutdownToken,
+    stop: ShutdownToken,
     tasks: &mut Vec<ComponentTask>,
 ) -> Result<RunningTopology, BoxError> {
     let registry = Arc::new(MetricsRegistry::default());
@@ -231,6 +241,7 @@ async fn start_inner(
             metrics: m.clone(),
             registry: registry.clone(),
             outputs: SinkOutputs::new(named),
+            stop: stop.clone(),
         };
         let sink = s
             .config
@@ -294,6 +305,7 @@ async fn start_inner(
         registry,
         components,
         shutdown,
+        stop,
         tasks: std::mem::take(tasks),
     })
 }

@@ -40,6 +40,7 @@ async fn start(cfg: &ParquetSinkConfig, dir: &Path) -> Running {
         metrics: metrics.clone(),
         registry: Arc::new(MetricsRegistry::default()),
         outputs: Default::default(),
+        stop: Default::default(),
     };
     let sink = cfg.build(cx).await.unwrap();
     let (tx, rx) = buffer(10_000, WhenFull::Block, metrics.clone());
