@@ -29,6 +29,7 @@ use crate::buffer::ClosedError;
 use crate::buffer::{BufferReceiver, Fanout};
 use crate::codec::{register_decoder, FrameDecoder};
 use crate::event::{Event, EventBatch};
+use crate::finalization::EventStatus;
 use crate::metrics::{ComponentMetrics, MetricsRegistry};
 use crate::shutdown::ShutdownToken;
 use crate::vocabulary::DataType;
@@ -115,26 +116,37 @@ impl SourceSender {
     }
 
     /// Sends a batch to the default output, waiting while downstream is full (backpressure).
-    pub async fn send(&mut self, batch: EventBatch) -> Result<(), ClosedError> {
+    pub async fn send(&mut self, mut batch: EventBatch) -> Result<(), ClosedError> {
         if batch.is_empty() {
             return Ok(());
         }
         self.metrics.add_sent(batch.len() as u64);
         match &mut self.default {
             Some(f) => f.send(batch).await,
-            None => Ok(()),
+            None => {
+                // Nobody reads this output: done, as the configuration says.
+                batch.finalize(EventStatus::Delivered);
+                Ok(())
+            }
         }
     }
 
     /// Sends a batch to a named output.
-    pub async fn send_to(&mut self, output: &str, batch: EventBatch) -> Result<(), ClosedError> {
+    pub async fn send_to(
+        &mut self,
+        output: &str,
+        mut batch: EventBatch,
+    ) -> Result<(), ClosedError> {
         if batch.is_empty() {
             return Ok(());
         }
         self.metrics.add_sent(batch.len() as u64);
         match self.named.get_mut(output) {
             Some(f) => f.send(batch).await,
-            None => Ok(()),
+            None => {
+                batch.finalize(EventStatus::Delivered);
+                Ok(())
+            }
         }
     }
 }

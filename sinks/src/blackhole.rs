@@ -50,7 +50,7 @@ impl Sink for Blackhole {
         let mut last_report = started;
         let mut total: u64 = 0;
         let mut since: u64 = 0;
-        while let Some(batch) = input.next().await {
+        while let Some(mut batch) = input.next().await {
             let n = batch.len() as u64;
             total += n;
             since += n;

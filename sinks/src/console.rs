@@ -53,7 +53,7 @@ impl Sink for ConsoleConfig {
         let codec = self.encoding.codec;
         let metrics = input.metrics().clone();
         let mut buf = Vec::with_capacity(64 * 1024);
-        while let Some(batch) = input.next().await {
+        while let Some(mut batch) = input.next().await {
             buf.clear();
             let mut sent = 0;
             for e in batch.iter() {

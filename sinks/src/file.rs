@@ -162,7 +162,7 @@ impl Sink for FileSink {
         let mut pending: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         let mut path_buf = String::new();
         let mut last_idle_check = Instant::now();
-        while let Some(batch) = input.next().await {
+        while let Some(mut batch) = input.next().await {
             for (_, b) in pending.iter_mut() {
                 b.clear();
             }

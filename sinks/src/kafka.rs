@@ -253,7 +253,7 @@ impl Held {
     }
 
     fn finalize(mut self, status: EventStatus) {
-        if let Some(b) = self.0.take() {
+        if let Some(mut b) = self.0.take() {
             b.finalize(status);
         }
     }
@@ -261,7 +261,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(b) = self.0.take() {
+        if let Some(mut b) = self.0.take() {
             b.finalize(EventStatus::Errored);
         }
     }

@@ -436,7 +436,7 @@ impl NatsSink {
         self.metrics
             .add_sent(f.items.len().saturating_sub(gave_up) as u64);
         self.metrics.add_sent_bytes(f.bytes);
-        if let Some(b) = f.batch {
+        if let Some(mut b) = f.batch {
             b.finalize(if gave_up > 0 {
                 EventStatus::Errored
             } else {
@@ -531,7 +531,7 @@ impl Sink for NatsSink {
                     }
                 }
                 next = input.next(), if room => {
-                    let Some(batch) = next else {
+                    let Some(mut batch) = next else {
                         open = false;
                         continue;
                     };

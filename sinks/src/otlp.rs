@@ -63,7 +63,8 @@ use tonic::codec::CompressionEncoding;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::{Concurrency, Count, Secs};
 use weir_pipeline::event::{
-    parse_path, Event, FieldPath, LogEvent, Metric, MetricKind, MetricValue, Span, SpanKind, Value,
+    finalize_events, parse_path, Event, FieldPath, LogEvent, Metric, MetricKind, MetricValue, Span,
+    SpanKind, Value,
 };
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
@@ -1002,7 +1003,7 @@ impl Inner {
 
     /// Sends one request until it is accepted, refused, or retries run out; finalizes
     /// `events` accordingly.
-    async fn deliver(&self, req: Request, events: Vec<Event>) {
+    async fn deliver(&self, req: Request, mut events: Vec<Event>) {
         let mut retries = self.request.retries();
         loop {
             match self.send(&req).await {
@@ -1017,6 +1018,7 @@ impl Inner {
                         );
                     }
                     self.metrics.add_sent(events.len() as u64);
+                    finalize_events(&mut events, EventStatus::Delivered);
                     return;
                 }
                 Outcome::Refused(msg) => {
@@ -1025,9 +1027,7 @@ impl Inner {
                         events.len() as u64,
                         &format_args!("{} event(s) refused, not retried: {msg}", events.len()),
                     );
-                    for e in &events {
-                        e.metadata().update_status(EventStatus::Rejected);
-                    }
+                    finalize_events(&mut events, EventStatus::Rejected);
                     return;
                 }
                 Outcome::Retry(msg, after) => {
@@ -1038,9 +1038,7 @@ impl Inner {
                             events.len() as u64,
                             &format_args!("giving up after {attempts} attempts: {msg}"),
                         );
-                        for e in &events {
-                            e.metadata().update_status(EventStatus::Errored);
-                        }
+                        finalize_events(&mut events, EventStatus::Errored);
                         return;
                     };
                     self.metrics
@@ -1078,9 +1076,9 @@ impl Inner {
                     _ => None,
                 }));
             for (i, why) in bad.iter().rev() {
-                let e = metrics.remove(*i);
+                let mut e = metrics.remove(*i);
                 self.metrics.error("unsupported", 1, why);
-                e.metadata().update_status(EventStatus::Rejected);
+                e.finalize(EventStatus::Rejected);
             }
             if !metrics.is_empty() {
                 self.deliver(Request::new(Signal::Metrics, &req, json), metrics)

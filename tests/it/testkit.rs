@@ -162,7 +162,7 @@ impl Sink for Gated {
                     break;
                 }
             }
-            let Some(batch) = input.next().await else {
+            let Some(mut batch) = input.next().await else {
                 break;
             };
             {

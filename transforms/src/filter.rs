@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use weir_pipeline::component::{Transform, TransformConfig, TransformContext, TransformOutput};
 use weir_pipeline::event::EventBatch;
+use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -64,8 +65,16 @@ impl Transform for Filter {
             };
             match self.condition.check(log.value_mut()) {
                 Ok(true) => out.push(event),
-                Ok(false) => discarded += 1,
-                Err(e) => self.errors.add(&e),
+                Ok(false) => {
+                    // Dropped on purpose: done.
+                    event.finalize(EventStatus::Delivered);
+                    discarded += 1;
+                }
+                Err(e) => {
+                    // The condition cannot judge this event: a verdict on its content.
+                    event.finalize(EventStatus::Rejected);
+                    self.errors.add(&e);
+                }
             }
         }
         if discarded > 0 {

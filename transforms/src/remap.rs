@@ -26,6 +26,7 @@ use weir_pipeline::component::{
     Output, Transform, TransformConfig, TransformContext, TransformOutput,
 };
 use weir_pipeline::event::{Event, EventBatch, LogEvent, ObjectMap, Value};
+use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -220,11 +221,25 @@ impl Remap {
                         discarded,
                     ),
                     None => {
-                        let (value, metadata) = log.into_parts();
-                        if let Value::Array(items) = value {
-                            for item in items {
-                                out.push(Event::Log(LogEvent::from_value(item, metadata.clone())));
-                            }
+                        let (value, mut metadata) = log.into_parts();
+                        let items = match value {
+                            Value::Array(items) => items,
+                            _ => Vec::new(),
+                        };
+                        if items.is_empty() {
+                            // The program made no event of this one: done.
+                            metadata.finalize(EventStatus::Delivered);
+                        }
+                        let n = items.len();
+                        for (i, item) in items.into_iter().enumerate() {
+                            // Each event made holds the acknowledgement; the last takes the
+                            // original's hold.
+                            let md = if i + 1 == n {
+                                std::mem::take(&mut metadata)
+                            } else {
+                                metadata.clone()
+                            };
+                            out.push(Event::Log(LogEvent::from_value(item, md)));
                         }
                     }
                 }
@@ -257,6 +272,11 @@ impl Remap {
         };
         if drop && !self.reroute_dropped {
             *discarded += 1;
+            // An error is a verdict on this event; an abort is the program's choice: done.
+            log.metadata.finalize(match failure {
+                Failure::Error => EventStatus::Rejected,
+                Failure::Abort => EventStatus::Delivered,
+            });
             return;
         }
         if let Some(v) = original {

@@ -25,6 +25,7 @@ use weir_pipeline::component::{
     Output, Transform, TransformConfig, TransformContext, TransformOutput,
 };
 use weir_pipeline::event::EventBatch;
+use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -134,7 +135,11 @@ impl Transform for Route {
                     out.push_named(&self.routes[last].0, event);
                 }
                 None if self.reroute_unmatched => out.push_named(UNMATCHED_OUTPUT, event),
-                None => discarded += 1,
+                None => {
+                    // Unmatched, with `reroute_unmatched = false`: dropped on purpose.
+                    event.finalize(EventStatus::Delivered);
+                    discarded += 1;
+                }
             }
         }
         if discarded > 0 {

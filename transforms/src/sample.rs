@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use weir_pipeline::component::{Transform, TransformConfig, TransformContext, TransformOutput};
 use weir_pipeline::event::{parse_path, Event, EventBatch, FieldPath, Value};
+use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -127,6 +128,8 @@ impl Transform for Sample {
             if keep {
                 out.push(event);
             } else {
+                // Sampled away on purpose: done.
+                event.finalize(EventStatus::Delivered);
                 discarded += 1;
             }
         }

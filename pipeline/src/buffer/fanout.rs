@@ -7,11 +7,14 @@ use crate::metrics::ComponentMetrics;
 
 /// Delivers one output's batches to every consumer. The batch is cloned only when there is
 /// more than one consumer (the last one gets the original). A full consumer makes the whole
-/// fan-out wait: backpressure reaches the producer.
-#[derive(Debug)]
+/// fan-out wait: backpressure reaches the producer. A clone sends to the same consumers (a
+/// supervisor keeps one, so a restarting producer does not close its consumers' input).
+#[derive(Debug, Clone)]
 pub struct Fanout {
     consumers: Vec<(Arc<str>, BufferSender)>,
     producer: Arc<ComponentMetrics>,
+    /// Every consumer this output had has stopped.
+    orphaned: bool,
 }
 
 impl Fanout {
@@ -20,6 +23,7 @@ impl Fanout {
         Self {
             consumers,
             producer,
+            orphaned: false,
         }
     }
 
@@ -35,10 +39,16 @@ impl Fanout {
 
     /// Sends to every live consumer. A consumer that has stopped is removed (its copy is
     /// finalized as errored); when none is left the error says so.
-    pub async fn send(&mut self, batch: EventBatch) -> Result<(), ClosedError> {
+    pub async fn send(&mut self, mut batch: EventBatch) -> Result<(), ClosedError> {
+        if self.orphaned {
+            batch.finalize(EventStatus::Errored);
+            return Err(ClosedError);
+        }
         if self.consumers.is_empty() {
-            // An output nobody reads (e.g. an unused route): counted, not silent.
+            // An output nobody reads (e.g. an unused route): counted, not silent, and done
+            // (as a filter's drop is).
             self.producer.add_discarded(batch.len() as u64);
+            batch.finalize(EventStatus::Delivered);
             return Ok(());
         }
         let n = self.consumers.len();
@@ -58,10 +68,11 @@ impl Fanout {
         for i in dead.into_iter().rev() {
             self.consumers.remove(i);
         }
-        if let Some(b) = batch {
+        if let Some(mut b) = batch {
             b.finalize(EventStatus::Errored);
         }
         if self.consumers.is_empty() {
+            self.orphaned = true;
             return Err(ClosedError);
         }
         Ok(())

@@ -74,7 +74,7 @@ pub struct BufferSender {
 
 impl BufferSender {
     /// Queues a batch: waits for room (`block`) or drops it when full (`drop_newest`).
-    pub async fn send(&self, batch: EventBatch) -> Result<(), ClosedError> {
+    pub async fn send(&self, mut batch: EventBatch) -> Result<(), ClosedError> {
         let n = batch.len().clamp(1, self.shared.capacity) as u32;
         match self.when_full {
             WhenFull::Block => match self.shared.sem.acquire_many(n).await {
@@ -107,7 +107,7 @@ impl BufferSender {
             },
         }
         self.tx.send((batch, n)).map_err(|e| {
-            let (batch, n) = e.0;
+            let (mut batch, n) = e.0;
             self.shared.sem.add_permits(n as usize);
             batch.finalize(EventStatus::Errored);
             ClosedError
@@ -146,7 +146,7 @@ impl Drop for BufferReceiver {
         // Wake senders waiting for room: nobody will make any.
         self.shared.sem.close();
         self.rx.close();
-        while let Ok((batch, _)) = self.rx.try_recv() {
+        while let Ok((mut batch, _)) = self.rx.try_recv() {
             batch.finalize(EventStatus::Errored);
         }
     }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::Event;
-use crate::finalization::{BatchNotifier, EventStatus};
+use crate::finalization::{BatchNotifier, EventStatus, Finalizer};
 
 /// The largest number of events a source puts in one batch.
 pub const MAX_BATCH_EVENTS: usize = 1000;
@@ -49,23 +49,39 @@ impl EventBatch {
     /// Attaches `notifier` to every event of the batch (the source asked for acknowledgements).
     pub fn attach_notifier(&mut self, notifier: &Arc<BatchNotifier>) {
         for e in &mut self.events {
-            e.metadata_mut().notifier = Some(Arc::clone(notifier));
+            e.metadata_mut().notifier = Some(Finalizer::new(notifier));
         }
     }
 
-    /// Records `status` for every event of the batch. Consecutive events of the same source
-    /// batch share a notifier, so this touches each notifier once per run, not once per event.
-    pub fn finalize(&self, status: EventStatus) {
-        let mut last: Option<&Arc<BatchNotifier>> = None;
-        for e in &self.events {
-            if let Some(n) = &e.metadata().notifier {
-                if last.is_some_and(|l| Arc::ptr_eq(l, n)) {
-                    continue;
-                }
-                n.update(status);
-                last = Some(n);
-            }
+    /// Records `status` for every event of the batch and releases their holds: their journey
+    /// ends here (a sink delivered them, a transform dropped them on purpose). Consecutive
+    /// events of the same source batch share a notifier, so this touches each notifier once
+    /// per run, not once per event.
+    pub fn finalize(&mut self, status: EventStatus) {
+        finalize_events(&mut self.events, status);
+    }
+}
+
+/// [`EventBatch::finalize`] for any run of events.
+pub fn finalize_events(events: &mut [Event], status: EventStatus) {
+    let mut last: Option<Finalizer> = None;
+    for e in events {
+        let Some(hold) = e.metadata_mut().notifier.take() else {
+            continue;
+        };
+        let hold = match &last {
+            Some(l) => match hold.merge_into(l) {
+                Ok(()) => continue,
+                Err(h) => h,
+            },
+            None => hold,
+        };
+        if let Some(prev) = last.replace(hold) {
+            prev.finalize(status);
         }
+    }
+    if let Some(l) = last {
+        l.finalize(status);
     }
 }
 

@@ -9,7 +9,7 @@ mod log;
 mod metric;
 mod trace;
 
-pub use batch::{EventBatch, MAX_BATCH_EVENTS};
+pub use batch::{finalize_events, EventBatch, MAX_BATCH_EVENTS};
 pub use log::{LogEvent, TypedLog};
 pub use metric::{Bucket, Metric, MetricKind, MetricValue, Quantile, Sample, StatisticKind};
 pub use trace::{Span, SpanEvent, SpanKind, SpanLink, SpanStatus};
@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::finalization::{BatchNotifier, EventStatus};
+use crate::finalization::{EventStatus, Finalizer};
 
 /// A field path such as `.a.b[0]` or `message`, parsed once.
 pub type FieldPath = vrl::path::OwnedValuePath;
@@ -44,8 +44,9 @@ pub struct EventMetadata {
     pub source_id: Option<Arc<str>>,
     /// When the source created the event.
     pub ingest_time: Option<DateTime<Utc>>,
-    /// Set when the source asked for acknowledgements.
-    pub notifier: Option<Arc<BatchNotifier>>,
+    /// This event's hold on its source batch's notifier, set when the source asked for
+    /// acknowledgements (see [`crate::finalization`]).
+    pub notifier: Option<Finalizer>,
 }
 
 impl EventMetadata {
@@ -65,10 +66,18 @@ impl EventMetadata {
         }
     }
 
-    /// Records this event's outcome in its batch's notifier, if any.
+    /// Records this event's outcome in its batch's notifier, if any, keeping the hold (the
+    /// batch is finalized later; the worst status wins).
     pub fn update_status(&self, status: EventStatus) {
         if let Some(n) = &self.notifier {
-            n.update(status);
+            n.record(status);
+        }
+    }
+
+    /// Records this event's outcome and releases its hold: the event's journey ends here.
+    pub fn finalize(&mut self, status: EventStatus) {
+        if let Some(n) = self.notifier.take() {
+            n.finalize(status);
         }
     }
 }
@@ -102,6 +111,12 @@ impl Event {
             Event::Metric(e) => &mut e.metadata,
             Event::Trace(e) => &mut e.metadata,
         }
+    }
+
+    /// Records this event's outcome and releases its hold on its batch's notifier: its
+    /// journey ends here (see [`crate::finalization`]).
+    pub fn finalize(&mut self, status: EventStatus) {
+        self.metadata_mut().finalize(status);
     }
 
     /// The log, if the event is one.

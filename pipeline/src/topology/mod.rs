@@ -23,7 +23,8 @@ use crate::component::{
     TransformOutput,
 };
 use crate::config::{Config, Graph, OutputId, TRANSFORM_QUEUE_EVENTS};
-use crate::event::EventBatch;
+use crate::event::{finalize_events, EventBatch};
+use crate::finalization::EventStatus;
 use crate::metrics::{ComponentMetrics, MetricsRegistry};
 use crate::shutdown::ShutdownToken;
 use crate::vocabulary::{ComponentKind, WhenFull};
@@ -317,22 +318,28 @@ async fn emit(
     metrics: &ComponentMetrics,
 ) -> Result<(), crate::buffer::ClosedError> {
     if !out.default.is_empty() {
-        let events = std::mem::take(&mut out.default);
+        let mut events = std::mem::take(&mut out.default);
         metrics.add_sent(events.len() as u64);
         match default {
             Some(f) => f.send(EventBatch::new(events)).await?,
-            None => metrics.add_discarded(events.len() as u64),
+            None => {
+                metrics.add_discarded(events.len() as u64);
+                finalize_events(&mut events, EventStatus::Delivered);
+            }
         }
     }
     for (name, events) in out.named.iter_mut() {
         if events.is_empty() {
             continue;
         }
-        let events = std::mem::take(events);
+        let mut events = std::mem::take(events);
         metrics.add_sent(events.len() as u64);
         match named.get_mut(name) {
             Some(f) => f.send(EventBatch::new(events)).await?,
-            None => metrics.add_discarded(events.len() as u64),
+            None => {
+                metrics.add_discarded(events.len() as u64);
+                finalize_events(&mut events, EventStatus::Delivered);
+            }
         }
     }
     Ok(())

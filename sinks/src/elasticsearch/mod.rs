@@ -513,7 +513,7 @@ struct EsSink {
 impl batch::Encoder for EsSink {
     type Batch = Batch;
 
-    fn encode(&mut self, event: Event, building: &mut Batch) {
+    fn encode(&mut self, mut event: Event, building: &mut Batch) {
         let start = building.body.len();
         match self
             .encoder
@@ -526,7 +526,7 @@ impl batch::Encoder for EsSink {
             )),
             Err(e) => {
                 self.metrics.error("encode", 1, &e);
-                event.metadata().update_status(EventStatus::Rejected);
+                event.finalize(EventStatus::Rejected);
             }
         }
     }

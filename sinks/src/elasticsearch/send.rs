@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_pipeline::component::SinkOutputs;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, ObjectMap, Value};
-use weir_pipeline::finalization::{BatchNotifier, EventStatus};
+use weir_pipeline::finalization::{EventStatus, Finalizer};
 use weir_pipeline::metrics::ComponentMetrics;
 
 use super::bulk::{parse_response, BulkAction, ItemOutcome, Refusal};
@@ -36,7 +36,7 @@ pub(super) enum Auth {
 /// carries its fields); otherwise it is dropped as soon as it is encoded, while it is still
 /// in the cache, and only its acknowledgement handle stays.
 pub(super) struct Item {
-    pub notifier: Option<Arc<BatchNotifier>>,
+    pub notifier: Option<Finalizer>,
     pub event: Option<Event>,
     pub range: Range<usize>,
 }
@@ -52,10 +52,11 @@ impl Item {
         }
     }
 
-    /// Records the document's outcome in its batch's notifier, if any.
-    fn update_status(&self, status: EventStatus) {
-        if let Some(n) = &self.notifier {
-            n.update(status);
+    /// Records the document's outcome and releases its hold on its batch's notifier, if
+    /// any. (An item dropped without an outcome counts as errored.)
+    fn finalize(&mut self, status: EventStatus) {
+        if let Some(n) = self.notifier.take() {
+            n.finalize(status);
         }
     }
 }
@@ -325,15 +326,18 @@ impl Sender {
                     let mut keep = Vec::new();
                     let mut delivered = 0u64;
                     let mut retry_reason = None;
-                    for (item, o) in items.drain(..).zip(outcomes) {
+                    for (mut item, o) in items.drain(..).zip(outcomes) {
                         match o {
-                            ItemOutcome::Ok => delivered += 1,
+                            ItemOutcome::Ok => {
+                                item.finalize(EventStatus::Delivered);
+                                delivered += 1;
+                            }
                             ItemOutcome::Retry(r) if !give_up => {
                                 retry_reason.get_or_insert(r);
                                 keep.push(item);
                             }
                             ItemOutcome::Retry(r) => {
-                                self.give_up(&item, &body, &r, attempts, &mut dead);
+                                self.give_up(&mut item, &body, &r, attempts, &mut dead);
                             }
                             ItemOutcome::Rejected(refusal) => {
                                 let reason = refusal.to_string();
@@ -346,7 +350,7 @@ impl Sender {
                                     ),
                                 );
                                 self.dead_letter(&refusal, &reason, &item, &body, &mut dead);
-                                item.update_status(EventStatus::Rejected);
+                                item.finalize(EventStatus::Rejected);
                             }
                         }
                     }
@@ -383,8 +387,8 @@ impl Sender {
                     self.metrics
                         .error("request", 1, &format_args!("{msg}; retrying"));
                     if give_up {
-                        for it in items.drain(..) {
-                            self.give_up(&it, &body, &msg, attempts, &mut dead);
+                        for mut it in items.drain(..) {
+                            self.give_up(&mut it, &body, &msg, attempts, &mut dead);
                         }
                         Next::Done
                     } else {
@@ -397,9 +401,9 @@ impl Sender {
                         items.len() as u64,
                         &format_args!("{} document(s) refused: {msg}", items.len()),
                     );
-                    for it in items.drain(..) {
+                    for mut it in items.drain(..) {
                         self.dead_letter(&refusal, &msg, &it, &body, &mut dead);
-                        it.update_status(EventStatus::Rejected);
+                        it.finalize(EventStatus::Rejected);
                     }
                     Next::Done
                 }
@@ -423,7 +427,7 @@ impl Sender {
 
     fn give_up(
         &self,
-        item: &Item,
+        item: &mut Item,
         body: &[u8],
         reason: &str,
         attempts: u32,
@@ -440,7 +444,7 @@ impl Sender {
             reason: format!("gave up after {attempts} attempts: {reason}"),
         };
         self.dead_letter(&refusal, reason, item, body, dead);
-        item.update_status(EventStatus::Errored);
+        item.finalize(EventStatus::Errored);
     }
 }
 

@@ -26,7 +26,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use weir_pipeline::component::{Sink, SinkInput};
 use weir_pipeline::event::{Event, EventBatch, LogEvent, Metric};
-use weir_pipeline::finalization::{BatchNotifier, EventStatus};
+use weir_pipeline::finalization::{EventStatus, Finalizer};
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::template::Template;
@@ -42,7 +42,7 @@ use super::schema::{
 };
 
 /// A file that could not be finished, with the notifiers of the events it held.
-type FinishError = (FileError, Vec<Arc<BatchNotifier>>);
+type FinishError = (FileError, Vec<Finalizer>);
 
 /// How many times one batch may be cut into pieces of different schemas (a field flipping
 /// between types on every event would otherwise make a file per event). Past this, values of
@@ -85,7 +85,7 @@ struct OpenFile {
     rows: u64,
     opened: Instant,
     /// The acknowledgements of every event in the file, released after the rename.
-    notifiers: Vec<Arc<BatchNotifier>>,
+    notifiers: Vec<Finalizer>,
 }
 
 /// Why a file could not be written or finished.
@@ -164,16 +164,10 @@ impl OpenFile {
         (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
     }
 
-    fn hold(&mut self, notifiers: &[Arc<BatchNotifier>]) {
+    fn hold(&mut self, notifiers: &[&Finalizer]) {
         for n in notifiers {
-            if !self
-                .notifiers
-                .iter()
-                .rev()
-                .take(4)
-                .any(|h| Arc::ptr_eq(h, n))
-            {
-                self.notifiers.push(n.clone());
+            if !self.notifiers.iter().rev().take(4).any(|h| h.same_batch(n)) {
+                self.notifiers.push((*n).clone());
             }
         }
     }
@@ -216,9 +210,10 @@ impl OpenFile {
             });
         match result {
             Ok(size) => {
-                // Dropping the notifiers releases the acknowledgements (status stays Delivered
-                // unless something else recorded worse).
-                drop(notifiers);
+                // The rows are durable: these events are delivered.
+                for n in notifiers {
+                    n.finalize(EventStatus::Delivered);
+                }
                 Ok((final_path, size, rows))
             }
             Err(e) => {
@@ -231,8 +226,8 @@ impl OpenFile {
     /// Gives up on the file: removes it and reports its events errored.
     fn abandon(self) {
         let _ = std::fs::remove_file(&self.tmp);
-        for n in &self.notifiers {
-            n.update(EventStatus::Errored);
+        for n in self.notifiers {
+            n.finalize(EventStatus::Errored);
         }
     }
 }
@@ -368,6 +363,10 @@ impl ParquetSink {
             }
         }
         self.metrics.observe_latency(started.elapsed());
+        // The files written hold the acknowledgements of the rows they took (released when
+        // each file is durable); the events' own holds are done here.
+        let mut batch = batch;
+        batch.finalize(EventStatus::Delivered);
     }
 
     async fn handle_auto(&mut self, batch: &EventBatch, dir: &str, idx: &[usize]) {
@@ -511,7 +510,7 @@ impl ParquetSink {
         fields: Fields,
         schema: &SchemaRef,
         rb: RecordBatch,
-        notifiers: &[Arc<BatchNotifier>],
+        notifiers: &[&Finalizer],
     ) {
         if let Some(f) = self.files.get(dir) {
             if f.schema != *schema {
@@ -606,8 +605,8 @@ impl ParquetSink {
                 tracing::debug!(path = %path.display(), rows, bytes = size, "parquet file written");
             }
             Err((e, notifiers)) => {
-                for n in &notifiers {
-                    n.update(EventStatus::Errored);
+                for n in notifiers {
+                    n.finalize(EventStatus::Errored);
                 }
                 self.metrics.error(
                     "io",
@@ -756,18 +755,15 @@ fn logs_of<'a>(batch: &'a EventBatch, idx: &[usize]) -> Vec<&'a LogEvent> {
 }
 
 /// The distinct acknowledgement notifiers of some events (consecutive events usually share one).
-fn notifiers_of(batch: &EventBatch, idx: &[usize]) -> Vec<Arc<BatchNotifier>> {
-    let mut out: Vec<Arc<BatchNotifier>> = Vec::new();
+fn notifiers_of<'a>(batch: &'a EventBatch, idx: &[usize]) -> Vec<&'a Finalizer> {
+    let mut out: Vec<&Finalizer> = Vec::new();
     for &i in idx {
         if let Some(n) = &batch.events[i].metadata().notifier {
-            if !out.last().is_some_and(|o| Arc::ptr_eq(o, n)) {
-                out.push(n.clone());
+            // Consecutive events mostly share one; the search is over distinct batches only.
+            if !out.iter().rev().any(|o| o.same_batch(n)) {
+                out.push(n);
             }
         }
-    }
-    if out.len() > 1 {
-        out.sort_by_key(|n| Arc::as_ptr(n) as usize);
-        out.dedup_by(|a, b| Arc::ptr_eq(a, b));
     }
     out
 }

@@ -385,7 +385,7 @@ impl Sink for Exporter {
         loop {
             tokio::select! {
                 batch = input.next() => {
-                    let Some(batch) = batch else { break };
+                    let Some(mut batch) = batch else { break };
                     let now = Instant::now();
                     let (mut sent, mut bad) = (0, 0);
                     {

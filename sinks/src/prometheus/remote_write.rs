@@ -40,7 +40,7 @@ use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::{Concurrency, Count, Secs};
 use weir_pipeline::event::Event;
-use weir_pipeline::finalization::{BatchNotifier, EventStatus};
+use weir_pipeline::finalization::{EventStatus, Finalizer};
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -222,19 +222,23 @@ struct RemoteWrite {
 /// What a shard collects until it sends.
 struct Pending {
     batch: Batch,
-    notifiers: Vec<Arc<BatchNotifier>>,
+    notifiers: Vec<Finalizer>,
     events: u64,
     /// Estimated, for `batch.max_bytes`.
     bytes: usize,
 }
 
 impl Pending {
-    fn add_notifier(&mut self, n: Option<Arc<BatchNotifier>>) {
-        if let Some(n) = n {
-            if !self.notifiers.last().is_some_and(|l| Arc::ptr_eq(l, &n)) {
-                self.notifiers.push(n);
-            }
-        }
+    fn add_notifier(&mut self, n: Option<Finalizer>) {
+        let Some(n) = n else { return };
+        let n = match self.notifiers.last() {
+            Some(last) => match n.merge_into(last) {
+                Ok(()) => return,
+                Err(n) => n,
+            },
+            None => n,
+        };
+        self.notifiers.push(n);
     }
 }
 
@@ -243,7 +247,7 @@ struct Request {
     raw: Vec<u8>,
     /// Where each `TimeSeries` starts in `raw` (a run of them is a request too).
     starts: Vec<usize>,
-    notifiers: Vec<Arc<BatchNotifier>>,
+    notifiers: Vec<Finalizer>,
     events: u64,
 }
 
@@ -317,10 +321,10 @@ impl Sink for RemoteWrite {
                     let now = Instant::now();
                     let now_ms = chrono::Utc::now().timestamp_millis();
                     let mut full = Vec::new();
-                    for e in batch.events {
+                    for mut e in batch.events {
                         let size = estimated_bytes(&e);
                         let Event::Metric(mut m) = e else {
-                            e.metadata().update_status(EventStatus::Rejected);
+                            e.finalize(EventStatus::Rejected);
                             metrics.add_discarded(1);
                             continue;
                         };
@@ -334,7 +338,7 @@ impl Sink for RemoteWrite {
                             Ok(s) => s,
                             Err(err) => {
                                 if let Some(n) = notifier {
-                                    n.update(EventStatus::Rejected);
+                                    n.finalize(EventStatus::Rejected);
                                 }
                                 metrics.add_discarded(1);
                                 metrics.error("invalid_value", 1, &err);
@@ -394,7 +398,7 @@ async fn flush(shard: &mut Shard, quantiles: &[f64]) {
     if let Err(mpsc::error::SendError(req)) = shard.tx.send(req).await {
         // The sender stopped (it cannot, short of a panic): the events are not delivered.
         for n in req.notifiers {
-            n.update(EventStatus::Errored);
+            n.finalize(EventStatus::Errored);
         }
     }
 }
@@ -414,7 +418,7 @@ async fn sender(mut client: Client, mut rx: mpsc::Receiver<Request>, s: Arc<Sett
             _ => EventStatus::Rejected,
         };
         for n in req.notifiers {
-            n.update(st);
+            n.finalize(st);
         }
     }
 }

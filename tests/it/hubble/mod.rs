@@ -98,7 +98,7 @@ impl SinkConfig for CollectSink {
 #[async_trait]
 impl Sink for Collect {
     async fn run(self: Box<Self>, mut input: SinkInput) -> Result<(), BoxError> {
-        while let Some(batch) = input.next().await {
+        while let Some(mut batch) = input.next().await {
             batch.finalize(EventStatus::Delivered);
             self.0.lock().unwrap().extend(batch.events);
         }
