@@ -383,6 +383,9 @@ impl SinkConfig for ElasticsearchConfig {
             },
             request: self.request.clone(),
             dead_letter: std::sync::Mutex::new(dead_letter),
+            policy: self.request.policy(),
+            reporter: crate::toolkit::FailureReporter::new(metrics.clone()),
+            stop: cx.stop.clone(),
             metrics: metrics.clone(),
         };
         let mut encoder = Encoder {
