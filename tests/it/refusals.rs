@@ -91,7 +91,7 @@ fn assert_exactly_once(counts: &BTreeMap<i64, usize>, n: usize) {
 fn failure_lines(stderr: &str) -> Vec<&str> {
     stderr
         .lines()
-        .filter(|l| l.contains("request_failed"))
+        .filter(|l| l.contains("error_kind=\"request_failed\""))
         .collect()
 }
 
