@@ -178,6 +178,8 @@ pub struct OtlpSinkConfig {
     /// `retry_initial_backoff_secs` (default 0.1), `retry_max_duration_secs` (default 30),
     /// `retry_attempts` (default: unset, retry until delivered; the events of a request
     /// given up are finalized as errored).
+    /// `retry_statuses` and `reject_statuses` (default: none) change which HTTP statuses
+    /// are retried (401, 403, 404, 407, 408, 429, 5xx), split (413) or rejected (other 4xx).
     #[serde(default)]
     pub request: RequestConfig<OtlpRequest>,
 }

@@ -136,6 +136,8 @@ pub struct RemoteWriteConfig {
     /// `retry_initial_backoff_secs` (default 0.1), `retry_max_duration_secs` (default 30; a
     /// `Retry-After` is capped to it), `retry_attempts` (default: unset, retry until
     /// delivered; the events of a request given up are finalized as errored).
+    /// `retry_statuses` and `reject_statuses` (default: none) change which HTTP statuses
+    /// are retried (401, 403, 404, 407, 408, 429, 5xx), split (413) or rejected (other 4xx).
     #[serde(default)]
     pub request: RequestConfig<RemoteWriteRequest>,
     /// Forget a series (its running total starts again from zero) when it has not been
