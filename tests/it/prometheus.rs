@@ -842,7 +842,7 @@ async fn tls_exporter_scraped_and_remote_write_client_verifies() {
                 .find(|(n, _, _)| *n == "request_failures_total")
                 .map_or(0, |c| c.2)
         };
-        while failures() < 2 || bm2.errors().get("request_failed").is_none() {
+        while failures() < 2 || !bm2.errors().contains_key("request_failed") {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
