@@ -8,13 +8,14 @@
 //! What can go wrong, and what the sink does:
 //!
 //! - **librdkafka's queue is full**: wait and hand the record over again (backpressure).
-//! - **a retriable error** (broker down, leader moving, timeout, unknown topic): librdkafka
+//! - **a retriable error** (broker down, leader moving, timeout, unknown topic, topic or
+//!   cluster authorization failed: credentials and ACLs are not verdicts on the data): librdkafka
 //!   retries on its own until `message_timeout_ms`; a record that still fails is produced
 //!   again by the sink with backoff (`request.retry_*`), holding its batch, so the buffer fills
 //!   and upstream waits. Nothing is dropped unless `request.retry_attempts` is set (then the
 //!   batch is finalized as errored); every failure is counted
 //!   (`errors_total{error_type="produce"}`, `kafka_produce_retries_total`) and logged.
-//! - **a permanent error for one record** (too large, invalid topic, not authorized): the
+//! - **a permanent error for one record** (too large, invalid topic name, policy violation): the
 //!   event is rejected (counted, logged) and its batch finalized as rejected.
 //! - **a fatal error of the producer** (librdkafka's `ERR__FATAL`, e.g. the idempotent producer
 //!   fenced): the sink stops with the error; the runtime finalizes what is queued as errored.
@@ -144,10 +145,20 @@ impl RequestDefaults for KafkaRequest {
     /// Not an option here (`message_timeout_ms` is librdkafka's).
     const TIMEOUT: Secs = Secs::from_secs(30);
     const RETRY_MAX_DURATION: Secs = Secs::from_secs(5);
-    const NOT_HERE: &'static [(&'static str, &'static str)] = &[(
-        "timeout_secs",
-        "use `message_timeout_ms` (librdkafka's `message.timeout.ms`)",
-    )];
+    const NOT_HERE: &'static [(&'static str, &'static str)] = &[
+        (
+            "timeout_secs",
+            "use `message_timeout_ms` (librdkafka's `message.timeout.ms`)",
+        ),
+        (
+            "retry_statuses",
+            "Kafka answers are not HTTP statuses (authorization errors are retried)",
+        ),
+        (
+            "reject_statuses",
+            "Kafka answers are not HTTP statuses (authorization errors are retried)",
+        ),
+    ];
 }
 
 /// librdkafka properties the sink sets from its own options.
@@ -306,7 +317,6 @@ fn classify(e: &KafkaError) -> ErrorClass {
         | C::InvalidTopic
         | C::MessageBatchTooLarge
         | C::InvalidTimestamp
-        | C::TopicAuthorizationFailed
         | C::PolicyViolation
         | C::UnsupportedForMessageFormat => ErrorClass::Reject,
         _ => ErrorClass::Retry,
@@ -699,5 +709,10 @@ sasl = { mechanism = "SCRAM-SHA-256", username = "u", password = "p" }
             ErrorClass::Reject
         );
         assert_eq!(classify(&e(RDKafkaErrorCode::Fatal)), ErrorClass::Fatal);
+        // Credentials and ACLs are not verdicts on the data.
+        assert_eq!(
+            classify(&e(RDKafkaErrorCode::TopicAuthorizationFailed)),
+            ErrorClass::Retry
+        );
     }
 }

@@ -95,6 +95,16 @@ impl RequestDefaults for NatsRequest {
     const CONCURRENCY: Concurrency = Concurrency::of(1000);
     const TIMEOUT: Secs = Secs::from_secs(5);
     const RETRY_MAX_DURATION: Secs = Secs::from_secs(5);
+    const NOT_HERE: &'static [(&'static str, &'static str)] = &[
+        (
+            "retry_statuses",
+            "NATS answers are not HTTP statuses (every publish error, a permissions violation included, is retried)",
+        ),
+        (
+            "reject_statuses",
+            "NATS answers are not HTTP statuses (every publish error, a permissions violation included, is retried)",
+        ),
+    ];
 }
 
 #[async_trait]

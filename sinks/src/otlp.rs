@@ -28,10 +28,16 @@
 //!   (`kubernetes`...) become resource attributes (objects flattened to dotted names), every
 //!   other field an attribute.
 //!
-//! Retries: gRPC `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`, `ABORTED`,
-//! `CANCELLED`, and HTTP 429/502/503/504 (and connection errors) are retried with backoff,
-//! honouring the server's `RetryInfo` / `Retry-After`. A `partial_success` answer is counted
-//! and logged with its message.
+//! Refusals follow the toolkit's policy, the same for every sink ([`crate::toolkit::retry`]):
+//! connection errors, HTTP 401, 403, 404, 407, 408, 429 and 5xx, and gRPC `UNAUTHENTICATED`,
+//! `PERMISSION_DENIED`, `NOT_FOUND`, `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`,
+//! `ABORTED`, `CANCELLED`, `UNKNOWN`, `INTERNAL`, `UNIMPLEMENTED`, `DATA_LOSS` are retried with
+//! backoff until delivered (honouring the server's `RetryInfo` / `Retry-After`), which is
+//! more than the OTLP specification retries: a credential or a route is not a verdict on the
+//! data. HTTP 413 and a gRPC "message larger than max" split the export in halves; other
+//! 4xx and `INVALID_ARGUMENT` reject its events. `request.retry_statuses` and
+//! `request.reject_statuses` change this. A `partial_success` answer is counted and logged
+//! with its message.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,8 +79,13 @@ use weir_pipeline::BoxError;
 
 use crate::http::{build_client, gzip, header_map, retry_after, snippet, TlsClientConfig};
 use crate::toolkit::batch::{self, BatchLimits};
-use crate::toolkit::retry::{grpc_code_retriable, http_status_retriable, HttpRules};
-use crate::toolkit::{BatchConfig, BatchDefaults, RequestConfig, RequestDefaults};
+use crate::toolkit::request::unless_stopped;
+use crate::toolkit::split::{halves_of_vec, Parts};
+use crate::toolkit::{
+    BatchConfig, BatchDefaults, FailureReporter, RefusalPolicy, RequestConfig, RequestDefaults,
+    Verdict, Wait,
+};
+use weir_pipeline::shutdown::ShutdownToken;
 
 /// gRPC or HTTP.
 #[derive(
@@ -168,6 +179,8 @@ pub struct OtlpSinkConfig {
     /// `retry_initial_backoff_secs` (default 0.1), `retry_max_duration_secs` (default 30),
     /// `retry_attempts` (default: unset, retry until delivered; the events of a request
     /// given up are finalized as errored).
+    /// `retry_statuses` and `reject_statuses` (default: none) change which HTTP statuses
+    /// are retried (401, 403, 404, 407, 408, 429, 5xx), split (413) or rejected (other 4xx).
     #[serde(default)]
     pub request: RequestConfig<OtlpRequest>,
 }
@@ -239,6 +252,9 @@ impl SinkConfig for OtlpSinkConfig {
                 gzip: self.compression == Compression::Gzip,
                 request: self.request.clone(),
                 resource_fields,
+                policy: self.request.policy(),
+                reporter: FailureReporter::new(cx.metrics.clone()),
+                stop: cx.stop.clone(),
                 metrics: cx.metrics,
             }),
         }))
@@ -278,6 +294,9 @@ struct Inner {
     request: RequestConfig<OtlpRequest>,
     resource_fields: Vec<(String, FieldPath)>,
     metrics: Arc<ComponentMetrics>,
+    policy: RefusalPolicy,
+    reporter: FailureReporter,
+    stop: ShutdownToken,
 }
 
 /// A batch of events waiting to be exported, with their estimated size.
@@ -313,7 +332,19 @@ enum Outcome {
     /// Accepted; the count and message of a partial success.
     Ok(i64, String),
     Retry(String, Option<Duration>),
+    /// Too large: split the export.
+    TooLarge(String),
     Refused(String),
+}
+
+/// How [`Inner::deliver_one`] ended.
+enum Delivery {
+    /// The events are settled.
+    Done,
+    /// Refused as too large; the events are not settled.
+    TooLarge(String),
+    /// The sink was told to stop; the events are not settled.
+    Stopped,
 }
 
 // ---- native -> OTLP ----
@@ -828,6 +859,7 @@ fn grpc_outcome<T>(
     r: Result<tonic::Response<T>, tonic::Status>,
     partial: impl FnOnce(T) -> (i64, String),
     cap: Duration,
+    policy: &RefusalPolicy,
 ) -> Outcome {
     match r {
         Ok(resp) => {
@@ -836,13 +868,13 @@ fn grpc_outcome<T>(
         }
         Err(s) => {
             let msg = format!("gRPC {:?}: {}", s.code(), s.message());
-            if grpc_code_retriable(s.code()) {
-                Outcome::Retry(
+            match policy.grpc(s.code(), s.message()) {
+                Verdict::Retry => Outcome::Retry(
                     msg,
                     weir_connect::grpc_status::decode_retry_delay(s.details()).map(|d| d.min(cap)),
-                )
-            } else {
-                Outcome::Refused(msg)
+                ),
+                Verdict::Split => Outcome::TooLarge(msg),
+                Verdict::Reject => Outcome::Refused(msg),
             }
         }
     }
@@ -954,6 +986,7 @@ impl Inner {
                     client.unary(r, method, Encoded).await,
                     |body| partial_success(req.signal, &body, false),
                     cap,
+                    &self.policy,
                 )
             }
             Transport::Http {
@@ -992,22 +1025,29 @@ impl Inner {
                     return Outcome::Ok(n, m);
                 }
                 let msg = format!("POST {url}: HTTP {status}: {}", snippet(&bytes, 300));
-                if http_status_retriable(status, HttpRules::Otlp) {
-                    Outcome::Retry(msg, after)
-                } else {
-                    Outcome::Refused(msg)
+                match self.policy.http(status) {
+                    Verdict::Retry => Outcome::Retry(msg, after),
+                    Verdict::Split => Outcome::TooLarge(msg),
+                    Verdict::Reject => Outcome::Refused(msg),
                 }
             }
         }
     }
 
     /// Sends one request until it is accepted, refused, or retries run out; finalizes
-    /// `events` accordingly.
-    async fn deliver(&self, req: Request, mut events: Vec<Event>) {
+    /// `events` accordingly (not when it is too large or the sink is stopped).
+    async fn deliver_one(&self, req: &Request, events: &mut [Event]) -> Delivery {
         let mut retries = self.request.retries();
         loop {
-            match self.send(&req).await {
+            if self.stop.is_cancelled() {
+                return Delivery::Stopped;
+            }
+            let Some(outcome) = unless_stopped(self.send(req), &self.stop).await else {
+                return Delivery::Stopped;
+            };
+            match outcome {
                 Outcome::Ok(rejected, msg) => {
+                    self.reporter.success();
                     if rejected > 0 || !msg.is_empty() {
                         self.metrics.error(
                             "partial_success",
@@ -1018,35 +1058,124 @@ impl Inner {
                         );
                     }
                     self.metrics.add_sent(events.len() as u64);
-                    finalize_events(&mut events, EventStatus::Delivered);
-                    return;
+                    finalize_events(events, EventStatus::Delivered);
+                    return Delivery::Done;
+                }
+                Outcome::TooLarge(msg) => {
+                    self.reporter.success();
+                    return Delivery::TooLarge(msg);
                 }
                 Outcome::Refused(msg) => {
+                    self.reporter.success();
                     self.metrics.error(
                         "rejected",
                         events.len() as u64,
                         &format_args!("{} event(s) refused, not retried: {msg}", events.len()),
                     );
-                    finalize_events(&mut events, EventStatus::Rejected);
-                    return;
+                    finalize_events(events, EventStatus::Rejected);
+                    return Delivery::Done;
                 }
                 Outcome::Retry(msg, after) => {
-                    let Some(wait) = retries.next_delay(after) else {
-                        let attempts = retries.failed();
-                        self.metrics.error(
-                            "gave_up",
-                            events.len() as u64,
-                            &format_args!("giving up after {attempts} attempts: {msg}"),
-                        );
-                        finalize_events(&mut events, EventStatus::Errored);
-                        return;
-                    };
-                    self.metrics
-                        .error("request", 1, &format_args!("{msg}; retrying"));
-                    tokio::time::sleep(wait).await;
+                    self.reporter.failure(&msg);
+                    match retries.wait(after, &self.stop).await {
+                        Wait::Again => {}
+                        Wait::GaveUp => {
+                            let attempts = retries.failed();
+                            self.metrics.error(
+                                "gave_up",
+                                events.len() as u64,
+                                &format_args!("giving up after {attempts} attempts: {msg}"),
+                            );
+                            finalize_events(events, EventStatus::Errored);
+                            return Delivery::Done;
+                        }
+                        Wait::Stopped => return Delivery::Stopped,
+                    }
                 }
             }
         }
+    }
+
+    /// The export request of `events` (all of `signal`).
+    fn request_of(&self, signal: Signal, events: &[Event]) -> Request {
+        let json = matches!(self.transport, Transport::Http { json: true, .. });
+        match signal {
+            Signal::Traces => {
+                let req = traces_request(events.iter().filter_map(|e| match e {
+                    Event::Trace(s) => Some(&**s),
+                    _ => None,
+                }));
+                Request::new(signal, &req, json)
+            }
+            Signal::Metrics => {
+                // The metrics without an OTLP form were taken out before.
+                let (req, _) =
+                    metrics_request(events.iter().enumerate().filter_map(|(i, e)| match e {
+                        Event::Metric(m) => Some((i, &**m)),
+                        _ => None,
+                    }));
+                Request::new(signal, &req, json)
+            }
+            Signal::Logs => {
+                let req = logs_request(
+                    events.iter().filter_map(Event::as_log),
+                    &self.resource_fields,
+                );
+                Request::new(signal, &req, json)
+            }
+        }
+    }
+
+    /// Exports the events of one signal: one request (`first`, when already made), or its
+    /// halves (recursively) when the receiver says it is too large. Returns false when the
+    /// sink was stopped.
+    async fn deliver(
+        &self,
+        signal: Signal,
+        events: Vec<Event>,
+        mut first: Option<Request>,
+    ) -> bool {
+        let mut parts = Parts::new(events);
+        while let Some(mut events) = parts.next() {
+            let req = match first.take() {
+                Some(r) => r,
+                None => self.request_of(signal, &events),
+            };
+            match self.deliver_one(&req, &mut events).await {
+                Delivery::Done => {}
+                Delivery::TooLarge(msg) => {
+                    if let Err(mut one) = parts.split(events, halves_of_vec) {
+                        let size = req.body.len();
+                        self.metrics.error(
+                            "rejected",
+                            one.len() as u64,
+                            &format_args!(
+                                "an export of one {} item of {size} bytes is too large for the receiver, even alone; rejected ({msg})",
+                                signal.path()
+                            ),
+                        );
+                        finalize_events(&mut one, EventStatus::Rejected);
+                    }
+                }
+                Delivery::Stopped => {
+                    let mut left = events;
+                    for more in parts.drain() {
+                        left.extend(more);
+                    }
+                    finalize_events(&mut left, EventStatus::Errored);
+                    let n = left.len() as u64;
+                    self.metrics.error(
+                        "stopped",
+                        n,
+                        &format_args!(
+                            "stopped while retrying: {n} event(s) not delivered, left unacknowledged (errored)"
+                        ),
+                    );
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Exports a batch (one request per signal) and hands back its emptied buffer.
@@ -1061,14 +1190,7 @@ impl Inner {
             }
         }
         let json = matches!(self.transport, Transport::Http { json: true, .. });
-        if !traces.is_empty() {
-            let req = traces_request(traces.iter().filter_map(|e| match e {
-                Event::Trace(s) => Some(&**s),
-                _ => None,
-            }));
-            let req = Request::new(Signal::Traces, &req, json);
-            self.deliver(req, traces).await;
-        }
+        let mut metrics_req = None;
         if !metrics.is_empty() {
             let (req, bad) =
                 metrics_request(metrics.iter().enumerate().filter_map(|(i, e)| match e {
@@ -1080,15 +1202,32 @@ impl Inner {
                 self.metrics.error("unsupported", 1, why);
                 e.finalize(EventStatus::Rejected);
             }
-            if !metrics.is_empty() {
-                self.deliver(Request::new(Signal::Metrics, &req, json), metrics)
-                    .await;
-            }
+            // Made without the metrics just taken out: the request of those left.
+            metrics_req = Some(Request::new(Signal::Metrics, &req, json));
         }
-        if !logs.is_empty() {
-            let req = logs_request(logs.iter().filter_map(Event::as_log), &self.resource_fields);
-            self.deliver(Request::new(Signal::Logs, &req, json), logs)
-                .await;
+        let mut stopped = false;
+        for (signal, mut events, first) in [
+            (Signal::Traces, traces, None),
+            (Signal::Metrics, metrics, metrics_req),
+            (Signal::Logs, logs, None),
+        ] {
+            if events.is_empty() {
+                continue;
+            }
+            if stopped {
+                // Given up with the signal before it.
+                finalize_events(&mut events, EventStatus::Errored);
+                self.metrics.error(
+                    "stopped",
+                    events.len() as u64,
+                    &format_args!(
+                        "stopped: {} event(s) not delivered, left unacknowledged (errored)",
+                        events.len()
+                    ),
+                );
+                continue;
+            }
+            stopped = !self.deliver(signal, events, first).await;
         }
         pending
     }

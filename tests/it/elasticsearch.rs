@@ -5,8 +5,9 @@
 //! action/document pairs (gzip bodies included), answers `{"took","errors","items":[{"index"|
 //! "create":{"_index","_id","status","result"|"error":{"type","reason"}}}]}` in request order
 //! (honouring `filter_path`), and can be told to fail chosen documents with 429 (once) or 400
-//! `mapper_parsing_exception` (always), whole requests with 503, or to answer a request with
-//! something that is not JSON. It plays one [`Flavor`]: `GET /` returns that version's root
+//! `mapper_parsing_exception` (always), whole requests with 503, 401 (bad credentials, for a
+//! while) or 413 (a body over a size, as `http.max_content_length` does), or to answer a
+//! request with something that is not JSON. It plays one [`Flavor`]: `GET /` returns that version's root
 //! document, and the `_type` rules of that version are enforced with the server's own errors
 //! (required by Elasticsearch 6, optional in 7 and OpenSearch 1, refused by 8, 9 and OpenSearch
 //! 2), and items carry `_type` where that version writes it.
@@ -49,7 +50,7 @@ struct BulkRequest {
 
 /// Which server the double plays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum Flavor {
+pub(crate) enum Flavor {
     Es6,
     Es7,
     #[default]
@@ -128,7 +129,7 @@ enum TypeRule {
 }
 
 #[derive(Default)]
-struct DoubleState {
+pub(crate) struct DoubleState {
     requests: Vec<BulkRequest>,
     /// `seq` values answered 429 the first time they arrive.
     fail_429_once: BTreeSet<i64>,
@@ -142,16 +143,27 @@ struct DoubleState {
     garbage: usize,
     /// TLS handshakes that failed.
     tls_handshake_errors: usize,
+    /// Answer every request 401 (`security_exception`, as Elasticsearch does for bad
+    /// credentials) until then.
+    pub unauthorized_until: Option<std::time::Instant>,
+    /// Requests answered 401.
+    pub unauthorized: usize,
+    /// Answer 413 to a bulk body (as it comes on the wire) over this many bytes.
+    pub max_body: Option<usize>,
+    /// Requests answered 413.
+    pub too_large: usize,
+    /// The largest body accepted.
+    pub largest_accepted: usize,
     /// Documents stored, per index.
-    stored: Vec<(String, Json)>,
+    pub stored: Vec<(String, Json)>,
     flavor: Flavor,
 }
 
 #[derive(Clone, Default)]
-struct Double(Arc<Mutex<DoubleState>>);
+pub(crate) struct Double(Arc<Mutex<DoubleState>>);
 
 impl Double {
-    fn of(flavor: Flavor) -> Double {
+    pub(crate) fn of(flavor: Flavor) -> Double {
         let d = Double::default();
         d.lock().flavor = flavor;
         d
@@ -162,7 +174,7 @@ impl Double {
             .route("/_bulk", post(bulk))
             .with_state(self)
     }
-    async fn start(self) -> SocketAddr {
+    pub(crate) async fn start(self) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = self.app();
@@ -196,7 +208,7 @@ impl Double {
         tokio::spawn(async move { axum::serve(tls, app).await.unwrap() });
         addr
     }
-    fn lock(&self) -> std::sync::MutexGuard<'_, DoubleState> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, DoubleState> {
         self.0.lock().unwrap()
     }
 }
@@ -335,6 +347,23 @@ async fn bulk(
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), percent_decode(v)))
         .collect();
+    {
+        let mut st = d.lock();
+        if st
+            .unauthorized_until
+            .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            st.unauthorized += 1;
+            let reason = "unable to authenticate user [weir] for REST request [/_bulk]";
+            return request_error(StatusCode::UNAUTHORIZED, "security_exception", reason);
+        }
+        if st.max_body.is_some_and(|max| body.len() > max) {
+            st.too_large += 1;
+            // What Elasticsearch answers past `http.max_content_length`: no body.
+            return (StatusCode::PAYLOAD_TOO_LARGE, String::new());
+        }
+        st.largest_accepted = st.largest_accepted.max(body.len());
+    }
     let gzip_on_the_wire = body.starts_with(&[0x1f, 0x8b]);
     let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
         let mut out = Vec::new();
@@ -766,7 +795,11 @@ async fn only_failed_retriable_items_are_resent_and_400s_dead_lettered() {
     assert_eq!(metrics.sent_events(), 5);
     let errors = metrics.errors();
     assert_eq!(errors.get("rejected"), Some(&1), "{errors:?}");
-    assert_eq!(errors.get("request"), Some(&1), "the 503: {errors:?}");
+    assert_eq!(
+        errors.get("request_failed"),
+        Some(&1),
+        "the 503: {errors:?}"
+    );
     let lines: Vec<Json> = std::fs::read_to_string(&dlq)
         .unwrap()
         .lines()
@@ -899,7 +932,10 @@ async fn a_dead_endpoint_fails_over_to_the_next() {
     );
     assert_eq!(double.lock().stored.len(), 2);
     assert_eq!(metrics.sent_events(), 2);
-    assert!(metrics.errors().get("request").is_some_and(|n| *n >= 1));
+    assert!(metrics
+        .errors()
+        .get("request_failed")
+        .is_some_and(|n| *n >= 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1138,7 +1174,10 @@ async fn a_node_answering_503_fails_over_to_the_next() {
     assert!(!sick.lock().requests.is_empty(), "the first node was tried");
     assert!(sick.lock().stored.is_empty());
     assert_eq!(well.lock().stored.len(), 2);
-    assert!(metrics.errors().get("request").is_some_and(|n| *n >= 1));
+    assert!(metrics
+        .errors()
+        .get("request_failed")
+        .is_some_and(|n| *n >= 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ mod otlp_grpc;
 mod parquet;
 mod perf;
 mod prometheus;
+mod refusals;
 mod shutdown;
 mod sink_options;
 mod testkit;

@@ -476,7 +476,7 @@ batch.timeout_secs = 0.05
         vec![weir_pipeline::finalization::EventStatus::Delivered]
     );
     let errors = metrics.errors();
-    assert_eq!(errors.get("request"), Some(&1), "{errors:?}");
+    assert_eq!(errors.get("request_failed"), Some(&1), "{errors:?}");
     assert_eq!(errors.get("partial_success"), Some(&1), "{errors:?}");
     assert_eq!(metrics.sent_events(), 3);
 }

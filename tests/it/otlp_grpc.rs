@@ -296,7 +296,11 @@ async fn sink_waits_the_retry_delay_the_collector_asks_for() {
         );
         assert_eq!(calls.accepted, want, "{code:?}: every span exactly once");
         let errors = sink.errors();
-        assert_eq!(errors.get("request"), Some(&1), "{code:?}: {errors:?}");
+        assert_eq!(
+            errors.get("request_failed"),
+            Some(&1),
+            "{code:?}: {errors:?}"
+        );
         assert_eq!(sink.sent_events(), 5, "{code:?}");
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Deserialize;
 use weir_pipeline::event::Value;
 
-use crate::toolkit::retry::{http_status_retriable, HttpRules};
+use crate::toolkit::retry::{RefusalPolicy, Verdict};
 
 /// The bulk action of each document.
 #[derive(
@@ -376,7 +376,7 @@ impl<'de> Deserialize<'de> for BulkItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
     Ok,
-    /// 429 or 5xx: send again.
+    /// Send again (429, 5xx, 401/403/404... as the sink's refusal policy says).
     Retry(String),
     /// Refused for good (mapping error, 400...).
     Rejected(Refusal),
@@ -437,11 +437,14 @@ pub enum ResponseError {
 }
 
 /// Parses a 2xx bulk response into one outcome per document sent. `create_conflict_ok`: a
-/// 409 on `create` means an earlier attempt already stored the document (ids are set).
+/// 409 on `create` means an earlier attempt already stored the document (ids are set). An
+/// item's status is classified by the sink's refusal `policy` (a 413 for one document is a
+/// rejection: it cannot be split).
 pub fn parse_response(
     body: &[u8],
     sent: usize,
     create_conflict_ok: bool,
+    policy: &RefusalPolicy,
 ) -> Result<Vec<ItemOutcome>, ResponseError> {
     if all_succeeded(body) == Some(sent) {
         return Ok(vec![ItemOutcome::Ok; sent]);
@@ -470,7 +473,7 @@ pub fn parse_response(
             match item.status {
                 200..=299 => ItemOutcome::Ok,
                 409 if create_conflict_ok && item.create => ItemOutcome::Ok,
-                s if http_status_retriable(s, HttpRules::Standard) => ItemOutcome::Retry(reason()),
+                s if policy.http(s) == Verdict::Retry => ItemOutcome::Retry(reason()),
                 s => ItemOutcome::Rejected(match item.error {
                     Some(e) => Refusal {
                         status: s,
@@ -546,7 +549,7 @@ mod tests {
             {"index":{"_index":"a","_id":"2","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},
             {"index":{"_index":"a","_id":"3","status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [n]"}}},
             {"create":{"_index":"a","_id":"4","status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}}]}"#;
-        let o = parse_response(body, 4, true).unwrap();
+        let o = parse_response(body, 4, true, &RefusalPolicy::default()).unwrap();
         assert_eq!(o[0], ItemOutcome::Ok);
         assert!(matches!(&o[1], ItemOutcome::Retry(r) if r.contains("queue full")));
         let ItemOutcome::Rejected(r) = &o[2] else {
@@ -562,23 +565,34 @@ mod tests {
         );
         assert_eq!(o[3], ItemOutcome::Ok);
         assert!(matches!(
-            parse_response(b"<html>", 1, false),
+            parse_response(b"<html>", 1, false, &RefusalPolicy::default()),
             Err(ResponseError::NotJson { .. })
         ));
         assert!(matches!(
-            parse_response(br#"{"errors":true,"items":[]}"#, 1, false),
+            parse_response(
+                br#"{"errors":true,"items":[]}"#,
+                1,
+                false,
+                &RefusalPolicy::default()
+            ),
             Err(ResponseError::ItemCount { got: 0, sent: 1 })
         ));
         // What the server answers to `filter_path`.
         let filtered = br#"{"errors":true,"items":[{"index":{"status":201}},{"create":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}},{"index":{"status":503,"error":{"type":"unavailable_shards_exception","reason":"primary shard is not active"}}}]}"#;
-        let o = parse_response(filtered, 3, true).unwrap();
+        let o = parse_response(filtered, 3, true, &RefusalPolicy::default()).unwrap();
         assert_eq!(o[0], ItemOutcome::Ok);
         assert_eq!(o[1], ItemOutcome::Ok);
         assert_eq!(
             o[2],
             ItemOutcome::Retry("unavailable_shards_exception: primary shard is not active".into())
         );
-        assert!(parse_response(br#"{"errors":true,"items":[{}]}"#, 1, false).is_err());
+        assert!(parse_response(
+            br#"{"errors":true,"items":[{}]}"#,
+            1,
+            false,
+            &RefusalPolicy::default()
+        )
+        .is_err());
     }
 
     #[test]
@@ -586,12 +600,12 @@ mod tests {
         let ok = br#"{"errors":false,"items":[{"index":{"status":201}},{"create":{"status":200}},{"index":{"status":201}}]}"#;
         assert_eq!(all_succeeded(ok), Some(3));
         assert_eq!(
-            parse_response(ok, 3, false).unwrap(),
+            parse_response(ok, 3, false, &RefusalPolicy::default()).unwrap(),
             vec![ItemOutcome::Ok; 3]
         );
         // The item count is still checked.
         assert!(matches!(
-            parse_response(ok, 4, false),
+            parse_response(ok, 4, false, &RefusalPolicy::default()),
             Err(ResponseError::ItemCount { got: 3, sent: 4 })
         ));
         // Anything else goes through the parser: another status, other fields, spaces.
@@ -611,7 +625,7 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        let o = parse_response(other[0], 2, false).unwrap();
+        let o = parse_response(other[0], 2, false, &RefusalPolicy::default()).unwrap();
         assert!(matches!(&o[1], ItemOutcome::Rejected(r) if r.status == 409));
     }
 

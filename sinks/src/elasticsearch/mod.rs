@@ -218,6 +218,8 @@ pub struct ElasticsearchConfig {
     /// `retry_max_duration_secs` (default 30), `retry_attempts` (default: unset, retry
     /// until delivered; a document given up is finalized as errored, counted and
     /// dead-lettered).
+    /// `retry_statuses` and `reject_statuses` (default: none) change which HTTP statuses
+    /// are retried (401, 403, 404, 407, 408, 429, 5xx), split (413) or rejected (other 4xx).
     #[serde(default)]
     pub request: RequestConfig<EsRequest>,
     /// `GET /` at start: logs the cluster's version and uses it (see below). A failed check is
@@ -383,6 +385,9 @@ impl SinkConfig for ElasticsearchConfig {
             },
             request: self.request.clone(),
             dead_letter: std::sync::Mutex::new(dead_letter),
+            policy: self.request.policy(),
+            reporter: crate::toolkit::FailureReporter::new(metrics.clone()),
+            stop: cx.stop.clone(),
             metrics: metrics.clone(),
         };
         let mut encoder = Encoder {

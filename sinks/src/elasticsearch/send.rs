@@ -20,8 +20,10 @@ use super::bulk::{parse_response, BulkAction, ItemOutcome, Refusal};
 use super::EsRequest;
 use super::{parse_root, ClusterVersion, DEAD_LETTER_OUTPUT};
 use crate::http::{gzip, retry_after, snippet};
-use crate::toolkit::retry::{http_status_retriable, HttpRules};
-use crate::toolkit::RequestConfig;
+use crate::toolkit::request::unless_stopped;
+use crate::toolkit::split::Parts;
+use crate::toolkit::{FailureReporter, RefusalPolicy, RequestConfig, Retries, Verdict, Wait};
+use weir_pipeline::shutdown::ShutdownToken;
 
 pub(super) enum Auth {
     None,
@@ -54,7 +56,7 @@ impl Item {
 
     /// Records the document's outcome and releases its hold on its batch's notifier, if
     /// any. (An item dropped without an outcome counts as errored.)
-    fn finalize(&mut self, status: EventStatus) {
+    fn update_status(&mut self, status: EventStatus) {
         if let Some(n) = self.notifier.take() {
             n.finalize(status);
         }
@@ -72,18 +74,51 @@ pub(super) struct Batch {
 enum Sent {
     /// A bulk response, one outcome per document.
     Items(Vec<ItemOutcome>),
-    /// Try the whole request again (connection error, 429, 5xx, unusable response).
+    /// Try the whole request again (connection error, 401, 403, 404, 429, 5xx, unusable
+    /// response: the refusal policy's retries).
     Retry(String, Option<Duration>),
-    /// The whole request was refused (400, 401, 413...): the server's error, and a message
-    /// naming the request.
+    /// The request is too large (413): send its halves.
+    TooLarge(String),
+    /// The whole request was refused (400...): the server's error, and a message naming the
+    /// request.
     Refused(Refusal, String),
 }
 
-/// What [`Sender::flush`] does after an attempt.
-enum Next {
-    Done,
-    /// Send what is left again, after at least this delay (the server's, if it gave one).
-    Again(Option<Duration>),
+/// How [`Sender::flush_part`] ended.
+enum PartEnd {
+    /// Every document of the part is settled; its emptied items, for reuse.
+    Done(Vec<Item>),
+    /// Refused as too large: split it.
+    TooLarge(Part, String),
+    /// The sink was told to stop: these documents are not settled.
+    Stopped(Vec<Item>),
+}
+
+/// Documents to send in one request: their lines, and the documents (whose ranges are in
+/// these lines).
+type Part = (Bytes, Vec<Item>);
+
+/// The halves of a part of two documents or more (the lines of each half are a slice of
+/// the part's, not a copy).
+fn halve(part: Part) -> Result<(Part, Part), Part> {
+    let (body, mut items) = part;
+    if items.len() < 2 {
+        return Err((body, items));
+    }
+    let mut second = items.split_off(items.len() / 2);
+    let start = items.first().map_or(0, |i| i.range.start);
+    let cut = second.first().map_or(body.len(), |i| i.range.start);
+    let end = second.last().map_or(body.len(), |i| i.range.end);
+    for it in &mut items {
+        it.range = it.range.start - start..it.range.end - start;
+    }
+    for it in &mut second {
+        it.range = it.range.start - cut..it.range.end - cut;
+    }
+    Ok((
+        (body.slice(start..cut), items),
+        (body.slice(cut..end), second),
+    ))
 }
 
 /// The HTTP side of the sink: endpoints, authentication, retries, dead letters.
@@ -108,6 +143,12 @@ pub(super) struct Sender {
     /// The sink's id, named in the dead letters.
     pub id: Arc<str>,
     pub metrics: Arc<ComponentMetrics>,
+    /// What answers mean (`request.retry_statuses`, `request.reject_statuses`).
+    pub policy: RefusalPolicy,
+    /// Says that requests fail, at most once a period, shared by the requests in flight.
+    pub reporter: FailureReporter,
+    /// Fires when the sink must give up at once.
+    pub stop: ShutdownToken,
 }
 
 impl Sender {
@@ -194,7 +235,12 @@ impl Sender {
             "bulk request answered"
         );
         if (200..300).contains(&status) {
-            return match parse_response(&body, count, self.action == BulkAction::Create) {
+            return match parse_response(
+                &body,
+                count,
+                self.action == BulkAction::Create,
+                &self.policy,
+            ) {
                 Ok(o) => Sent::Items(o),
                 Err(e) => {
                     self.metrics.error(
@@ -207,11 +253,13 @@ impl Sender {
             };
         }
         let msg = format!("POST {url}: HTTP {status}: {}", snippet(&body, 300));
-        if http_status_retriable(status, HttpRules::Standard) {
-            self.rotate();
-            Sent::Retry(msg, after)
-        } else {
-            Sent::Refused(Refusal::of_request(status, &body, &msg), msg)
+        match self.policy.http(status) {
+            Verdict::Retry => {
+                self.rotate();
+                Sent::Retry(msg, after)
+            }
+            Verdict::Split => Sent::TooLarge(msg),
+            Verdict::Reject => Sent::Refused(Refusal::of_request(status, &body, &msg), msg),
         }
     }
 
@@ -307,29 +355,106 @@ impl Sender {
     }
 
     /// Sends `batch` until each document is delivered, refused or given up, and finalizes
-    /// each event accordingly. Returns the emptied batch (its buffers are reused for a later
-    /// batch).
+    /// each event accordingly; a request refused as too large (413) is sent again in halves.
+    /// Returns the emptied batch (its buffers are reused for a later batch).
     pub async fn flush(self: Arc<Self>, batch: Batch) -> Batch {
-        let Batch { body, mut items } = batch;
-        // The body is handed to the HTTP client as `Bytes` (no copy); once the request is
+        let Batch { body, items } = batch;
+        // The body is handed to the HTTP client as `Bytes` (no copy); once the requests are
         // done nothing else holds it, and its allocation comes back below.
-        let mut body = Bytes::from(body);
-        let mut retries = self.request.retries();
+        let whole = Bytes::from(body);
+        let mut parts = Parts::new((whole.clone(), items));
+        let mut spare = Vec::new();
         let mut dead = Vec::new();
+        while let Some((body, items)) = parts.next() {
+            match self.flush_part(body, items, &mut dead).await {
+                PartEnd::Done(items) => {
+                    if items.capacity() > spare.capacity() {
+                        spare = items;
+                    }
+                }
+                PartEnd::TooLarge(part, msg) => {
+                    if let Err((body, mut items)) = parts.split(part, halve) {
+                        self.too_large(&body, &mut items, &msg, &mut dead);
+                    }
+                }
+                PartEnd::Stopped(mut left) => {
+                    for (_, more) in parts.drain() {
+                        left.extend(more);
+                    }
+                    for it in &mut left {
+                        it.update_status(EventStatus::Errored);
+                    }
+                    let n = left.len() as u64;
+                    self.metrics.error(
+                        "stopped",
+                        n,
+                        &format_args!(
+                            "stopped while retrying: {n} document(s) not delivered, left unacknowledged (errored)"
+                        ),
+                    );
+                    break;
+                }
+            }
+            // Dead letters leave after each part, not when the last one is over.
+            self.send_dead_letters(&mut dead).await;
+        }
+        self.send_dead_letters(&mut dead).await;
+        drop(parts);
+        // Takes the allocation back when nothing else holds it (else copies, rarely).
+        let mut body = Vec::from(whole);
+        body.clear();
+        spare.clear();
+        Batch { body, items: spare }
+    }
+
+    /// Rejects one document that is too large to be sent even alone.
+    fn too_large(&self, body: &[u8], items: &mut [Item], msg: &str, dead: &mut Vec<Event>) {
+        for it in items {
+            let size = it.range.len();
+            let refusal = Refusal {
+                status: 413,
+                error_type: "request_too_large".into(),
+                reason: format!(
+                    "a document of {size} bytes (with its action line) is too large for the endpoint, even alone"
+                ),
+            };
+            self.metrics
+                .error("rejected", 1, &format_args!("{refusal}; rejected ({msg})"));
+            self.dead_letter(&refusal, &refusal.reason, it, body, dead);
+            it.update_status(EventStatus::Rejected);
+        }
+    }
+
+    /// Sends one part of a batch until each of its documents is delivered, refused or given
+    /// up, or the part is refused as too large, or the sink is stopped.
+    async fn flush_part(
+        &self,
+        mut body: Bytes,
+        mut items: Vec<Item>,
+        dead: &mut Vec<Event>,
+    ) -> PartEnd {
+        let mut retries: Retries = self.request.retries();
         while !items.is_empty() {
+            if self.stop.is_cancelled() {
+                return PartEnd::Stopped(items);
+            }
             let attempts = retries.failed() + 1;
-            let outcome = self.send(&body, items.len()).await;
+            let Some(outcome) = unless_stopped(self.send(&body, items.len()), &self.stop).await
+            else {
+                return PartEnd::Stopped(items);
+            };
             // Whether a failure of this attempt is the last one (`request.retry_attempts`).
             let give_up = retries.is_last();
             let next = match outcome {
                 Sent::Items(outcomes) => {
+                    self.reporter.success();
                     let mut keep = Vec::new();
                     let mut delivered = 0u64;
                     let mut retry_reason = None;
                     for (mut item, o) in items.drain(..).zip(outcomes) {
                         match o {
                             ItemOutcome::Ok => {
-                                item.finalize(EventStatus::Delivered);
+                                item.update_status(EventStatus::Delivered);
                                 delivered += 1;
                             }
                             ItemOutcome::Retry(r) if !give_up => {
@@ -337,7 +462,7 @@ impl Sender {
                                 keep.push(item);
                             }
                             ItemOutcome::Retry(r) => {
-                                self.give_up(&mut item, &body, &r, attempts, &mut dead);
+                                self.give_up(&mut item, &body, &r, attempts, dead);
                             }
                             ItemOutcome::Rejected(refusal) => {
                                 let reason = refusal.to_string();
@@ -349,14 +474,14 @@ impl Sender {
                                         refusal.status
                                     ),
                                 );
-                                self.dead_letter(&refusal, &reason, &item, &body, &mut dead);
-                                item.finalize(EventStatus::Rejected);
+                                self.dead_letter(&refusal, &reason, &item, &body, dead);
+                                item.update_status(EventStatus::Rejected);
                             }
                         }
                     }
                     self.metrics.add_sent(delivered);
                     if keep.is_empty() {
-                        Next::Done
+                        None
                     } else {
                         self.metrics.add_counter(
                             "elasticsearch_retried_documents_total",
@@ -380,49 +505,50 @@ impl Sender {
                         }
                         body = Bytes::from(again);
                         items = keep;
-                        Next::Again(None)
+                        Some(None)
                     }
                 }
                 Sent::Retry(msg, after) => {
-                    self.metrics
-                        .error("request", 1, &format_args!("{msg}; retrying"));
+                    self.reporter.failure(&msg);
                     if give_up {
                         for mut it in items.drain(..) {
-                            self.give_up(&mut it, &body, &msg, attempts, &mut dead);
+                            self.give_up(&mut it, &body, &msg, attempts, dead);
                         }
-                        Next::Done
+                        None
                     } else {
-                        Next::Again(after)
+                        Some(after)
                     }
                 }
+                Sent::TooLarge(msg) => return PartEnd::TooLarge((body, items), msg),
                 Sent::Refused(refusal, msg) => {
+                    self.reporter.success();
                     self.metrics.error(
                         "rejected",
                         items.len() as u64,
                         &format_args!("{} document(s) refused: {msg}", items.len()),
                     );
                     for mut it in items.drain(..) {
-                        self.dead_letter(&refusal, &msg, &it, &body, &mut dead);
-                        it.finalize(EventStatus::Rejected);
+                        self.dead_letter(&refusal, &msg, &it, &body, dead);
+                        it.update_status(EventStatus::Rejected);
                     }
-                    Next::Done
+                    None
                 }
             };
             // Dead letters leave after each attempt, not when the last retry is over.
-            self.send_dead_letters(&mut dead).await;
-            match next {
-                Next::Done => break,
-                Next::Again(after) => match retries.next_delay(after) {
-                    Some(d) => tokio::time::sleep(d).await,
-                    // `give_up` above already settled every item of a last attempt.
-                    None => break,
-                },
+            self.send_dead_letters(dead).await;
+            let Some(after) = next else { break };
+            match retries.wait(after, &self.stop).await {
+                Wait::Again => {}
+                // `give_up` above already settled every item of a last attempt.
+                Wait::GaveUp => {
+                    for mut it in items.drain(..) {
+                        self.give_up(&mut it, &body, "retries used up", attempts, dead);
+                    }
+                }
+                Wait::Stopped => return PartEnd::Stopped(items),
             }
         }
-        // Takes the allocation back when nothing else holds it (else copies, rarely).
-        let mut body = Vec::from(body);
-        body.clear();
-        Batch { body, items }
+        PartEnd::Done(items)
     }
 
     fn give_up(
@@ -444,7 +570,7 @@ impl Sender {
             reason: format!("gave up after {attempts} attempts: {reason}"),
         };
         self.dead_letter(&refusal, reason, item, body, dead);
-        item.finalize(EventStatus::Errored);
+        item.update_status(EventStatus::Errored);
     }
 }
 

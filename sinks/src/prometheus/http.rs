@@ -82,6 +82,11 @@ impl Client {
         Self { endpoint }
     }
 
+    /// The endpoint's URL, for messages.
+    pub fn url(&self) -> &str {
+        self.endpoint.url.as_str()
+    }
+
     /// POSTs `body` with `headers`.
     pub async fn post(
         &mut self,

@@ -21,12 +21,17 @@
 //! whose timestamp is not after the last one sent for its series is moved 1 ms after it). A
 //! request is retried with exponential backoff and jitter, holding its shard (and so,
 //! through the buffer, the sources: backpressure, not loss, unless `request.retry_attempts`
-//! is set), on connection errors, timeouts, 5xx and 429 (honouring `Retry-After` up to
-//! `request.retry_max_duration_secs`). Any other 4xx is not retried: it is counted and
-//! logged with the server's message; a 400 for a request of several series is split in
-//! halves and resent, so that one bad series does not take the others with it. Events are
-//! acknowledged when the requests holding their samples got a 2xx (`Rejected` when the
-//! receiver refused them).
+//! is set), on connection errors, timeouts, 5xx, 429, and also 401, 403, 404, 407 and 408
+//! (honouring `Retry-After` up to `request.retry_max_duration_secs`): the toolkit's refusal
+//! policy, the same for every sink ([`crate::toolkit::retry`]). The remote write
+//! specification says a 4xx other than 429 must not be retried; Weir deliberately retries
+//! those that are about credentials or routes, not the data (`request.reject_statuses =
+//! [401, 403, 404]` restores the specification's behaviour). A 413 splits the request in
+//! halves (recursively; one series still too large is rejected). Any other 4xx is not
+//! retried: it is counted and logged with the server's message; a 400 for a request of
+//! several series is split in halves and resent, so that one bad series does not take the
+//! others with it. Events are acknowledged when the requests holding their samples got a
+//! 2xx (`Rejected` when the receiver refused them).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -51,9 +56,15 @@ use super::common::{
 };
 use super::http::{Client, Endpoint};
 use super::request::{labels_for, Batch, Compressor, SeriesLabels};
+use crate::http::snippet;
 use crate::toolkit::batch::{estimated_bytes, BatchLimits};
-use crate::toolkit::retry::{http_status_retriable, HttpRules};
-use crate::toolkit::{BatchConfig, BatchDefaults, RequestConfig, RequestDefaults, Retries};
+use crate::toolkit::request::unless_stopped;
+use crate::toolkit::split::halves;
+use crate::toolkit::{
+    BatchConfig, BatchDefaults, FailureReporter, RefusalPolicy, RequestConfig, RequestDefaults,
+    Retries, Verdict, Wait,
+};
+use weir_pipeline::shutdown::ShutdownToken;
 
 /// The prometheus_remote_write sink's `batch` defaults (per shard): 1000 events, 10000000
 /// bytes (estimated from the metrics' names and tags), 1 second.
@@ -125,6 +136,8 @@ pub struct RemoteWriteConfig {
     /// `retry_initial_backoff_secs` (default 0.1), `retry_max_duration_secs` (default 30; a
     /// `Retry-After` is capped to it), `retry_attempts` (default: unset, retry until
     /// delivered; the events of a request given up are finalized as errored).
+    /// `retry_statuses` and `reject_statuses` (default: none) change which HTTP statuses
+    /// are retried (401, 403, 404, 407, 408, 429, 5xx), split (413) or rejected (other 4xx).
     #[serde(default)]
     pub request: RequestConfig<RemoteWriteRequest>,
     /// Forget a series (its running total starts again from zero) when it has not been
@@ -146,6 +159,9 @@ struct Settings {
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
     request: RequestConfig<RemoteWriteRequest>,
     metrics: Arc<ComponentMetrics>,
+    policy: RefusalPolicy,
+    reporter: FailureReporter,
+    stop: ShutdownToken,
 }
 
 fn header(
@@ -195,6 +211,9 @@ impl SinkConfig for RemoteWriteConfig {
             settings: Arc::new(Settings {
                 headers,
                 request: self.request.clone(),
+                policy: self.request.policy(),
+                reporter: FailureReporter::new(cx.metrics.clone()),
+                stop: cx.stop.clone(),
                 metrics: cx.metrics,
             }),
         }))
@@ -411,10 +430,18 @@ async fn sender(mut client: Client, mut rx: mpsc::Receiver<Request>, s: Arc<Sett
         match status {
             Outcome::Delivered | Outcome::Partial => s.metrics.add_sent(req.events),
             Outcome::Rejected | Outcome::GaveUp => s.metrics.add_discarded(req.events),
+            Outcome::Stopped => s.metrics.error(
+                "stopped",
+                req.events,
+                &format_args!(
+                    "stopped while retrying: {} event(s) not delivered, left unacknowledged (errored)",
+                    req.events
+                ),
+            ),
         }
         let st = match status {
             Outcome::Delivered => EventStatus::Delivered,
-            Outcome::GaveUp => EventStatus::Errored,
+            Outcome::GaveUp | Outcome::Stopped => EventStatus::Errored,
             _ => EventStatus::Rejected,
         };
         for n in req.notifiers {
@@ -431,6 +458,8 @@ enum Outcome {
     Rejected,
     /// Some requests were given up (`request.retry_attempts`).
     GaveUp,
+    /// The sink was told to stop while retrying.
+    Stopped,
 }
 
 /// The metric names of the first series of a request part, for an error message.
@@ -479,77 +508,80 @@ async fn deliver(
         };
         let mut retries = s.request.retries();
         loop {
-            let wait = match client
-                .post(&s.headers, body.clone(), s.request.timeout())
-                .await
-            {
-                Ok(r) if (200..300).contains(&r.status) => {
+            if s.stop.is_cancelled() {
+                return Outcome::Stopped;
+            }
+            let sent = unless_stopped(
+                client.post(&s.headers, body.clone(), s.request.timeout()),
+                &s.stop,
+            )
+            .await;
+            let (msg, after) = match sent {
+                None => return Outcome::Stopped,
+                Some(Ok(r)) if (200..300).contains(&r.status) => {
+                    s.reporter.success();
                     s.metrics.add_sent_bytes(body.len() as u64);
                     ok += 1;
                     break;
                 }
-                Ok(r) if http_status_retriable(r.status, HttpRules::RemoteWrite) => {
-                    let Some(wait) = retries.next_delay(r.retry_after) else {
-                        give_up(
-                            s,
-                            &format_args!("HTTP {}: {}", r.status, r.body.trim()),
-                            &retries,
-                            range.len(),
-                        );
-                        gave_up += 1;
-                        break;
-                    };
-                    s.metrics.error(
-                        "http_retry",
-                        1,
-                        &format_args!(
-                            "remote write got HTTP {}: {}; retrying in {wait:?} (the batch is held, upstream waits)",
+                Some(Ok(r)) => match s.policy.http(r.status) {
+                    Verdict::Retry => (
+                        format!(
+                            "POST {}: HTTP {}: {}",
+                            client.url(),
                             r.status,
-                            r.body.trim()
+                            snippet(r.body.as_bytes(), 300)
                         ),
-                    );
-                    wait
-                }
-                Ok(r) if r.status == 400 && range.len() > 1 => {
+                        r.retry_after,
+                    ),
                     // Often one bad series (an out-of-order or too old sample): find it by
-                    // halving, so that the others still get in.
-                    let mid = range.start + range.len() / 2;
-                    todo.push(mid..range.end);
-                    todo.push(range.start..mid);
-                    break;
-                }
-                Ok(r) => {
-                    s.metrics.error(
-                        "rejected",
-                        range.len() as u64,
-                        &format_args!(
-                            "remote write refused {} series ({}) with HTTP {}: {}",
-                            range.len(),
-                            names_of(req.part(&range)),
-                            r.status,
-                            r.body.trim()
-                        ),
-                    );
-                    refused += 1;
-                    break;
-                }
-                Err(e) => {
-                    let Some(wait) = retries.next_delay(None) else {
-                        give_up(s, &e, &retries, range.len());
-                        gave_up += 1;
+                    // halving, so that the others still get in. A 413: send the halves.
+                    verdict
+                        if (verdict == Verdict::Split || r.status == 400) && range.len() > 1 =>
+                    {
+                        s.reporter.success();
+                        if let Ok((a, b)) = halves(range.clone()) {
+                            todo.push(b);
+                            todo.push(a);
+                        }
                         break;
-                    };
-                    s.metrics.error(
-                        "connection",
-                        1,
-                        &format_args!(
-                            "{e}; retrying in {wait:?} (the batch is held, upstream waits)"
-                        ),
-                    );
-                    wait
-                }
+                    }
+                    verdict => {
+                        s.reporter.success();
+                        let what = if verdict == Verdict::Split {
+                            format!(
+                                "one series of {} bytes is too large for the receiver, even alone",
+                                req.part(&range).len()
+                            )
+                        } else {
+                            format!("remote write refused {} series", range.len())
+                        };
+                        s.metrics.error(
+                            "rejected",
+                            range.len() as u64,
+                            &format_args!(
+                                "{what} ({}) with HTTP {}: {}",
+                                names_of(req.part(&range)),
+                                r.status,
+                                r.body.trim()
+                            ),
+                        );
+                        refused += 1;
+                        break;
+                    }
+                },
+                Some(Err(e)) => (e.to_string(), None),
             };
-            tokio::time::sleep(wait).await;
+            s.reporter.failure(&msg);
+            match retries.wait(after, &s.stop).await {
+                Wait::Again => {}
+                Wait::GaveUp => {
+                    give_up(s, &msg, &retries, range.len());
+                    gave_up += 1;
+                    break;
+                }
+                Wait::Stopped => return Outcome::Stopped,
+            }
         }
     }
     match (ok, refused, gave_up) {
@@ -561,7 +593,7 @@ async fn deliver(
 }
 
 /// Counts and logs a request given up after `request.retry_attempts`.
-fn give_up(s: &Settings, why: &dyn std::fmt::Display, retries: &Retries, series: usize) {
+fn give_up(s: &Settings, why: &str, retries: &Retries, series: usize) {
     s.metrics.error(
         "gave_up",
         1,

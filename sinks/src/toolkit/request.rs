@@ -7,7 +7,15 @@
 //! retry_initial_backoff_secs = 0.1  # the first wait before a retry; it doubles...
 //! retry_max_duration_secs = 30      # ...up to this (and a server's Retry-After is capped here)
 //! retry_attempts = 5                # give up after this many retries; unset: retry forever
+//! retry_statuses = [409]            # also retry these HTTP statuses (default: see below)
+//! reject_statuses = [401]           # treat these as a verdict on the data: not retried
 //! ```
+//!
+//! What an answer means is the toolkit's refusal policy ([`crate::toolkit::retry`]), the same
+//! for every sink: 401, 403, 404, 407, 408, 429 and 5xx (and connection errors, timeouts) are
+//! retried, 413 splits the request in halves, any other 4xx rejects its events.
+//! `retry_statuses` and `reject_statuses` move single statuses from one side to the other
+//! (a status may be in only one of them; `413` in either stops the splitting).
 //!
 //! Each sink chooses its defaults ([`RequestDefaults`]) and may say that an option does not
 //! apply to it ([`RequestDefaults::NOT_HERE`]); both are applied when the configuration is
@@ -20,6 +28,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 use weir_pipeline::config::{Concurrency, Secs};
 use weir_pipeline::retry::Backoff;
+use weir_pipeline::shutdown::ShutdownToken;
+
+use super::retry::RefusalPolicy;
 
 /// A sink's defaults for its `request` table.
 pub trait RequestDefaults: 'static {
@@ -50,6 +61,17 @@ pub struct RequestConfig<D> {
     /// and logged). Default: unset (retry until delivered; backpressure meanwhile).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_attempts: Option<u32>,
+    /// HTTP statuses retried (with backoff, until delivered) whatever the default policy
+    /// says, e.g. `[409]`. Default: none (401, 403, 404, 407, 408, 429 and 5xx are retried
+    /// anyway). gRPC codes follow their usual HTTP status.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retry_statuses: Vec<u16>,
+    /// HTTP statuses that reject the events of the request (a verdict on the data, not
+    /// retried) whatever the default policy says, e.g. `[401, 403]` to drop rather than wait
+    /// for credentials, or `[413]` to reject rather than split. Default: none (any 4xx but
+    /// 401, 403, 404, 407, 408, 413 and 429 rejects anyway).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reject_statuses: Vec<u16>,
     #[serde(skip)]
     defaults: PhantomData<fn() -> D>,
 }
@@ -111,6 +133,23 @@ impl<D: RequestDefaults> schemars::JsonSchema for RequestConfig<D> {
                 "type": "integer", "minimum": 0
             }),
         );
+        let statuses = |description: &str| {
+            serde_json::json!({
+                "description": description,
+                "type": "array",
+                "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                "uniqueItems": true,
+                "default": []
+            })
+        };
+        properties.insert(
+            "retry_statuses".into(),
+            statuses("HTTP statuses retried (with backoff, until delivered) whatever the default policy says, e.g. `[409]`. By default 401, 403, 404, 407, 408, 429 and 5xx are retried, 413 splits the request in halves, any other 4xx rejects. gRPC codes follow their usual HTTP status."),
+        );
+        properties.insert(
+            "reject_statuses".into(),
+            statuses("HTTP statuses that reject the events of the request (a verdict on the data, not retried) whatever the default policy says, e.g. `[401, 403]`, or `[413]` to reject rather than split."),
+        );
         for (name, _) in D::NOT_HERE {
             properties.remove(*name);
         }
@@ -131,6 +170,8 @@ impl<D> Clone for RequestConfig<D> {
             retry_initial_backoff_secs: self.retry_initial_backoff_secs,
             retry_max_duration_secs: self.retry_max_duration_secs,
             retry_attempts: self.retry_attempts,
+            retry_statuses: self.retry_statuses.clone(),
+            reject_statuses: self.reject_statuses.clone(),
             defaults: PhantomData,
         }
     }
@@ -147,6 +188,8 @@ impl<D> fmt::Debug for RequestConfig<D> {
             )
             .field("retry_max_duration_secs", &self.retry_max_duration_secs)
             .field("retry_attempts", &self.retry_attempts)
+            .field("retry_statuses", &self.retry_statuses)
+            .field("reject_statuses", &self.reject_statuses)
             .finish()
     }
 }
@@ -159,6 +202,8 @@ impl<D: RequestDefaults> Default for RequestConfig<D> {
             retry_initial_backoff_secs: D::RETRY_INITIAL_BACKOFF,
             retry_max_duration_secs: D::RETRY_MAX_DURATION,
             retry_attempts: None,
+            retry_statuses: Vec::new(),
+            reject_statuses: Vec::new(),
             defaults: PhantomData,
         }
     }
@@ -173,6 +218,21 @@ struct Raw {
     retry_initial_backoff_secs: Option<Secs>,
     retry_max_duration_secs: Option<Secs>,
     retry_attempts: Option<u32>,
+    retry_statuses: Option<Vec<u16>>,
+    reject_statuses: Option<Vec<u16>>,
+}
+
+/// Checks a list of statuses: real HTTP statuses, not successes.
+fn check_statuses(name: &str, list: &[u16]) -> Result<(), String> {
+    for s in list {
+        if !(100..=599).contains(s) {
+            return Err(format!("`request.{name}`: {s} is not an HTTP status"));
+        }
+        if (200..300).contains(s) {
+            return Err(format!("`request.{name}`: {s} is a success"));
+        }
+    }
+    Ok(())
 }
 
 impl<'de, D: RequestDefaults> Deserialize<'de> for RequestConfig<D> {
@@ -190,6 +250,8 @@ impl<'de, D: RequestDefaults> Deserialize<'de> for RequestConfig<D> {
                 raw.retry_max_duration_secs.is_some(),
             ),
             ("retry_attempts", raw.retry_attempts.is_some()),
+            ("retry_statuses", raw.retry_statuses.is_some()),
+            ("reject_statuses", raw.reject_statuses.is_some()),
         ];
         for (name, instead) in D::NOT_HERE {
             if set.iter().any(|(n, s)| n == name && *s) {
@@ -197,6 +259,15 @@ impl<'de, D: RequestDefaults> Deserialize<'de> for RequestConfig<D> {
                     "`request.{name}` does not apply to this sink: {instead}"
                 )));
             }
+        }
+        let retry_statuses = raw.retry_statuses.unwrap_or_default();
+        let reject_statuses = raw.reject_statuses.unwrap_or_default();
+        check_statuses("retry_statuses", &retry_statuses).map_err(serde::de::Error::custom)?;
+        check_statuses("reject_statuses", &reject_statuses).map_err(serde::de::Error::custom)?;
+        if let Some(s) = retry_statuses.iter().find(|s| reject_statuses.contains(s)) {
+            return Err(serde::de::Error::custom(format!(
+                "`request.retry_statuses` and `request.reject_statuses` both name {s}"
+            )));
         }
         let def = Self::default();
         Ok(Self {
@@ -209,6 +280,8 @@ impl<'de, D: RequestDefaults> Deserialize<'de> for RequestConfig<D> {
                 .retry_max_duration_secs
                 .unwrap_or(def.retry_max_duration_secs),
             retry_attempts: raw.retry_attempts,
+            retry_statuses,
+            reject_statuses,
             defaults: PhantomData,
         })
     }
@@ -226,6 +299,14 @@ impl<D> RequestConfig<D> {
     /// The longest wait between attempts.
     pub fn max_backoff(&self) -> Duration {
         self.retry_max_duration_secs.duration()
+    }
+
+    /// What answers mean for this sink ([`crate::toolkit::retry`]).
+    pub fn policy(&self) -> RefusalPolicy {
+        RefusalPolicy {
+            retry: self.retry_statuses.clone(),
+            reject: self.reject_statuses.clone(),
+        }
     }
 
     /// A fresh retry loop for one request.
@@ -274,10 +355,59 @@ impl Retries {
         self.limit.is_some_and(|m| self.failed >= m)
     }
 
+    /// After a failed attempt worth retrying: waits before the next attempt (see
+    /// [`Retries::next_delay`]), unless `stop` fires first. [`Wait::Again`]: send again;
+    /// [`Wait::GaveUp`]: `retry_attempts` are used up; [`Wait::Stopped`]: the sink must give
+    /// up at once (the grace period of a shutdown expired), leaving its events unacknowledged.
+    pub async fn wait(&mut self, server_delay: Option<Duration>, stop: &ShutdownToken) -> Wait {
+        if stop.is_cancelled() {
+            return Wait::Stopped;
+        }
+        let Some(d) = self.next_delay(server_delay) else {
+            return Wait::GaveUp;
+        };
+        if sleep_or_stop(d, stop).await {
+            Wait::Again
+        } else {
+            Wait::Stopped
+        }
+    }
+
     /// Call after a success (loops that send several requests keep one `Retries`).
     pub fn reset(&mut self) {
         self.failed = 0;
         self.backoff.reset();
+    }
+}
+
+/// What [`Retries::wait`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Waited: send again.
+    Again,
+    /// `request.retry_attempts` are used up.
+    GaveUp,
+    /// The sink was told to stop: give up now, leaving the events unacknowledged (errored).
+    Stopped,
+}
+
+/// Sleeps for `d` unless `stop` fires first; returns whether it slept the whole time.
+pub async fn sleep_or_stop(d: Duration, stop: &ShutdownToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+/// Runs `fut` unless `stop` fires first (`None` then): for a request in flight when the sink
+/// must give up.
+pub async fn unless_stopped<F: std::future::Future>(
+    fut: F,
+    stop: &ShutdownToken,
+) -> Option<F::Output> {
+    tokio::select! {
+        out = fut => Some(out),
+        _ = stop.cancelled() => None,
     }
 }
 
@@ -307,6 +437,53 @@ mod tests {
             "`request.timeout_secs` does not apply to this sink: use `other_option`"
         );
         assert!(toml::from_str::<RequestConfig<D>>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn status_lists() {
+        use crate::toolkit::retry::Verdict;
+        let r: RequestConfig<D> =
+            toml::from_str("retry_statuses = [409]\nreject_statuses = [401, 413]").unwrap();
+        let p = r.policy();
+        assert_eq!(
+            (p.http(409), p.http(401), p.http(413), p.http(403)),
+            (
+                Verdict::Retry,
+                Verdict::Reject,
+                Verdict::Reject,
+                Verdict::Retry
+            )
+        );
+        for bad in [
+            "retry_statuses = [200]",
+            "reject_statuses = [600]",
+            "retry_statuses = [401]\nreject_statuses = [401]",
+            "retry_statuses = 401",
+        ] {
+            assert!(toml::from_str::<RequestConfig<D>>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_when_the_sink_is_stopped() {
+        let r: RequestConfig<D> = toml::from_str("retry_initial_backoff_secs = 3600").unwrap();
+        let mut x = r.retries();
+        let stop = ShutdownToken::new();
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s2.cancel();
+        });
+        let started = std::time::Instant::now();
+        assert_eq!(x.wait(None, &stop).await, Wait::Stopped);
+        assert!(started.elapsed() < Duration::from_secs(600));
+        assert_eq!(x.wait(None, &stop).await, Wait::Stopped);
+        let r: RequestConfig<D> =
+            toml::from_str("retry_initial_backoff_secs = 0.001\nretry_attempts = 1").unwrap();
+        let mut x = r.retries();
+        let stop = ShutdownToken::new();
+        assert_eq!(x.wait(None, &stop).await, Wait::Again);
+        assert_eq!(x.wait(None, &stop).await, Wait::GaveUp);
     }
 
     #[test]
