@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::task::JoinHandle;
-use weir_pipeline::metrics::MetricsRegistry;
+use weir_pipeline::metrics::{Health, MetricsRegistry};
 use weir_pipeline::topology::ComponentInfo;
 
 #[derive(Clone)]
@@ -77,8 +77,36 @@ async fn sample_rates(state: ApiState) {
     }
 }
 
+/// 200 when every component runs; 503 naming the components that failed (restarting, or
+/// down for good), for a liveness or readiness probe.
 async fn health(State(s): State<ApiState>) -> impl IntoResponse {
-    Json(json!({ "ok": true, "uptime_secs": s.registry.uptime().as_secs() }))
+    let mut down = Vec::new();
+    for c in s.registry.components() {
+        let (state, error) = match c.health() {
+            Health::Running => continue,
+            Health::Restarting { error } => ("restarting", error),
+            Health::Failed { error } => ("failed", error),
+        };
+        down.push(json!({
+            "component": &*c.id,
+            "kind": c.kind.as_str(),
+            "state": state,
+            "error": error,
+            "restarts": c.restarts(),
+        }));
+    }
+    let uptime = s.registry.uptime().as_secs();
+    if down.is_empty() {
+        (
+            StatusCode::OK,
+            Json(json!({ "ok": true, "uptime_secs": uptime })),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ok": false, "uptime_secs": uptime, "components": down })),
+        )
+    }
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod fault;
 mod registry;
 
 use std::path::PathBuf;

@@ -10,5 +10,6 @@ pub fn registry() -> Registry {
     weir_sources_ebpf::register(&mut r);
     weir_transforms::register(&mut r);
     weir_sinks::register(&mut r);
+    crate::fault::register(&mut r);
     r
 }

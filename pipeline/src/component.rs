@@ -255,19 +255,43 @@ pub trait TransformConfig: Debug + Send + Sync {
 
 /// What a sink pulls its batches from.
 pub struct SinkInput {
-    rx: BufferReceiver,
+    rx: InputReceiver,
     metrics: Arc<ComponentMetrics>,
+}
+
+/// The buffer a sink reads: its own, or its supervisor's, lent for one run (when the sink
+/// fails, the lock is released and the buffer, with what it holds, goes to the next instance).
+enum InputReceiver {
+    Owned(BufferReceiver),
+    Lent(tokio::sync::OwnedMutexGuard<BufferReceiver>),
 }
 
 impl SinkInput {
     /// An input reading `rx`, counting what it receives in `metrics`.
     pub fn new(rx: BufferReceiver, metrics: Arc<ComponentMetrics>) -> Self {
-        Self { rx, metrics }
+        Self {
+            rx: InputReceiver::Owned(rx),
+            metrics,
+        }
+    }
+
+    /// An input reading a buffer its supervisor keeps, for one run of the sink.
+    pub fn lent(
+        rx: tokio::sync::OwnedMutexGuard<BufferReceiver>,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Self {
+        Self {
+            rx: InputReceiver::Lent(rx),
+            metrics,
+        }
     }
 
     /// The next batch, or `None` when every upstream has finished (shutdown drains to here).
     pub async fn next(&mut self) -> Option<EventBatch> {
-        let b = self.rx.recv().await?;
+        let b = match &mut self.rx {
+            InputReceiver::Owned(rx) => rx.recv().await?,
+            InputReceiver::Lent(rx) => rx.recv().await?,
+        };
         self.metrics.add_received(b.len() as u64, 0);
         Some(b)
     }

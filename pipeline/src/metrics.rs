@@ -53,6 +53,28 @@ pub struct ComponentMetrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_ns: AtomicU64,
     counters: Mutex<BTreeMap<CounterKey, u64>>,
+    restarts: AtomicU64,
+    lost_in_failures: AtomicU64,
+    health: Mutex<Health>,
+}
+
+/// Whether a component is running, as its supervisor knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Health {
+    /// Running (or finished its work cleanly).
+    #[default]
+    Running,
+    /// Failed, and waiting to be started again (`on_failure = "restart"`).
+    Restarting {
+        /// Why it failed.
+        error: String,
+    },
+    /// Failed, and not started again (`on_failure = "exit"`, or the pipeline is stopping).
+    Failed {
+        /// Why it failed.
+        error: String,
+    },
 }
 
 /// A component-specific counter's name, label and value.
@@ -78,7 +100,46 @@ impl ComponentMetrics {
             latency_buckets: Default::default(),
             latency_sum_ns: AtomicU64::new(0),
             counters: Mutex::new(BTreeMap::new()),
+            restarts: AtomicU64::new(0),
+            lost_in_failures: AtomicU64::new(0),
+            health: Mutex::new(Health::Running),
         }
+    }
+
+    /// Records the component's state (its supervisor does).
+    pub fn set_health(&self, health: Health) {
+        match self.health.lock() {
+            Ok(mut g) => *g = health,
+            Err(p) => *p.into_inner() = health,
+        }
+    }
+
+    /// The component's state.
+    pub fn health(&self) -> Health {
+        match self.health.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Counts one restart after a failure.
+    pub fn add_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts events the component had in hand when it failed: not delivered (errored).
+    pub fn add_lost_in_failure(&self, events: u64) {
+        self.lost_in_failures.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Events the component had in hand when it failed, so far.
+    pub fn lost_in_failures(&self) -> u64 {
+        self.lost_in_failures.load(Ordering::Relaxed)
+    }
+
+    /// Restarts after a failure so far.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     /// A standalone handle (tests, tools).
@@ -316,6 +377,21 @@ impl MetricsRegistry {
             out.push(base(
                 "component_discarded_events_total",
                 counter(c.discarded_events()),
+            ));
+            out.push(base("component_restarts_total", counter(c.restarts())));
+            out.push(base(
+                "component_failure_lost_events_total",
+                counter(c.lost_in_failures()),
+            ));
+            out.push(base(
+                "component_failed",
+                MetricValue::Gauge {
+                    value: if c.health() == Health::Running {
+                        0.0
+                    } else {
+                        1.0
+                    },
+                },
             ));
             for (kind, n) in c.errors() {
                 out.push(base("component_errors_total", counter(n)).with_tag("error_type", kind));

@@ -80,6 +80,33 @@ pub enum WhenFull {
     DropNewest,
 }
 
+/// What the runtime does when a component fails while the pipeline runs (it panics, or it
+/// returns an error).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Build the component again from its configuration and start it, after a backoff that
+    /// doubles from 1 s up to 60 s (reset once it has run for a minute). Its input buffer and
+    /// its consumers stay; what it held is reported errored.
+    #[default]
+    Restart,
+    /// Stop the whole pipeline (drain what can be drained, within the grace period) and exit
+    /// non-zero, so a supervisor (Kubernetes, systemd) restarts the process.
+    Exit,
+}
+
+impl OnFailure {
+    /// `restart` or `exit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Restart => "restart",
+            OnFailure::Exit => "exit",
+        }
+    }
+}
+
 /// Whether a component is a source, a transform or a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

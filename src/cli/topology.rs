@@ -25,7 +25,7 @@ use weir_pipeline::config::{
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::topology;
-use weir_pipeline::vocabulary::DataType;
+use weir_pipeline::vocabulary::{DataType, OnFailure};
 use weir_pipeline::BoxError;
 use weir_sources::parquet::ParquetSourceConfig;
 use weir_sources::stdin::{read_loop, StdinConfig};
@@ -169,6 +169,7 @@ fn pipeline(
             type_name: type_name.into(),
             config: source,
             acknowledgements: false,
+            on_failure: OnFailure::Exit,
             location: here.clone(),
         },
     );
@@ -178,6 +179,7 @@ fn pipeline(
             type_name: "flow_to_topology".into(),
             config: Box::new(map),
             inputs: vec![input_ref("flows")],
+            on_failure: OnFailure::Exit,
             location: here.clone(),
         },
     );
@@ -188,6 +190,7 @@ fn pipeline(
             config: Box::new(CollectSink { events }),
             inputs: vec![input_ref("map")],
             buffer: BufferConfig::default(),
+            on_failure: OnFailure::Exit,
             location: here,
         },
     );

@@ -29,5 +29,6 @@ mod prometheus;
 mod refusals;
 mod shutdown;
 mod sink_options;
+mod supervision;
 mod testkit;
 mod tls_options;

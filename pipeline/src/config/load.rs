@@ -14,7 +14,7 @@ use super::{
     TransformEntry,
 };
 use crate::component::Registry;
-use crate::vocabulary::ComponentKind;
+use crate::vocabulary::{ComponentKind, OnFailure};
 
 /// A configuration text and the name it is reported under.
 #[derive(Debug, Clone)]
@@ -26,9 +26,9 @@ pub struct ConfigSource {
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "api", "sources", "transforms", "sinks"];
-const SOURCE_COMMON: &[&str] = &["type", "acknowledgements"];
-const TRANSFORM_COMMON: &[&str] = &["type", "inputs"];
-const SINK_COMMON: &[&str] = &["type", "inputs", "buffer"];
+const SOURCE_COMMON: &[&str] = &["type", "acknowledgements", "on_failure"];
+const TRANSFORM_COMMON: &[&str] = &["type", "inputs", "on_failure"];
+const SINK_COMMON: &[&str] = &["type", "inputs", "buffer", "on_failure"];
 
 /// Reads and merges files. Errors of every file are reported together.
 pub fn load_files(
@@ -397,13 +397,38 @@ impl Loader<'_> {
             }
         }
 
-        // `acknowledgements` (sources)
-        let mut acknowledgements = false;
+        // `on_failure` (every component)
+        let mut on_failure = OnFailure::default();
+        if let Some(v) = table.remove("on_failure") {
+            let sp = v.span();
+            match v.into_inner() {
+                DeValue::String(s) if s == "restart" => on_failure = OnFailure::Restart,
+                DeValue::String(s) if s == "exit" => on_failure = OnFailure::Exit,
+                other => {
+                    let got = match &other {
+                        DeValue::String(s) => format!("`{s}`"),
+                        other => kind_name(other).to_string(),
+                    };
+                    self.errors.push(
+                        ConfigError::new(format!(
+                            "invalid value: {got}, expected `restart` or `exit`"
+                        ))
+                        .at(fcx.loc(&sp))
+                        .component(&qualified)
+                        .field("on_failure"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+
+        // `acknowledgements` (sources; unset: on when the source can)
+        let mut acknowledgements = None;
         if kind == ComponentKind::Source {
             if let Some(v) = table.remove("acknowledgements") {
                 let sp = v.span();
                 match v.into_inner() {
-                    DeValue::Boolean(b) => acknowledgements = b,
+                    DeValue::Boolean(b) => acknowledgements = Some(b),
                     other => {
                         self.errors.push(
                             ConfigError::new(format!(
@@ -477,8 +502,10 @@ impl Loader<'_> {
                             id,
                             SourceEntry {
                                 type_name,
+                                acknowledgements: acknowledgements
+                                    .unwrap_or_else(|| config.can_acknowledge()),
                                 config,
-                                acknowledgements,
+                                on_failure,
                                 location: loc,
                             },
                         );
@@ -494,6 +521,7 @@ impl Loader<'_> {
                                 type_name,
                                 config,
                                 inputs,
+                                on_failure,
                                 location: loc,
                             },
                         );
@@ -510,6 +538,7 @@ impl Loader<'_> {
                                 config,
                                 inputs,
                                 buffer,
+                                on_failure,
                                 location: loc,
                             },
                         );

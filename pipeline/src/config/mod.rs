@@ -38,7 +38,7 @@ pub use load::{load_files, load_str, ConfigSource};
 pub use units::{Concurrency, Count, Secs, SecsOrZero, MAX_CONCURRENCY, MAX_SECS};
 
 use crate::component::{SinkConfig, SourceConfig, TransformConfig};
-use crate::vocabulary::{ComponentKind, WhenFull};
+use crate::vocabulary::{ComponentKind, OnFailure, WhenFull};
 
 /// `[api]`: Weir's own HTTP API (`/health`, `/metrics`, `/api/graph`).
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -133,8 +133,11 @@ pub struct SourceEntry {
     pub type_name: String,
     /// Its options.
     pub config: Box<dyn SourceConfig>,
-    /// Whether it asked for end-to-end acknowledgements.
+    /// Whether it holds back its progress until its events are delivered: the
+    /// `acknowledgements` key, by default on for every source that can.
     pub acknowledgements: bool,
+    /// What the runtime does when it fails.
+    pub on_failure: OnFailure,
     /// Where its table starts.
     pub location: Location,
 }
@@ -148,6 +151,8 @@ pub struct TransformEntry {
     pub config: Box<dyn TransformConfig>,
     /// Its `inputs`.
     pub inputs: Vec<InputRef>,
+    /// What the runtime does when it fails.
+    pub on_failure: OnFailure,
     /// Where its table starts.
     pub location: Location,
 }
@@ -163,6 +168,8 @@ pub struct SinkEntry {
     pub inputs: Vec<InputRef>,
     /// Its input buffer.
     pub buffer: BufferConfig,
+    /// What the runtime does when it fails.
+    pub on_failure: OnFailure,
     /// Where its table starts.
     pub location: Location,
 }

@@ -31,10 +31,10 @@ fn common_keys(kind: ComponentKind, type_name: &str, buffer: &Value) -> Vec<(&'s
             "acknowledgements",
             json!({
                 "description": "Hold back the source's progress (offsets, checkpoints) until every \
-                    sink that received its events has delivered them. Only for sources that can \
-                    (`weir validate` says which cannot).",
+                    sink that received its events has delivered them. Default: on for every \
+                    source that can (`weir list` and the component's page say which); \
+                    `false` opts out; `true` on a source that cannot is an error.",
                 "type": "boolean",
-                "default": false,
             }),
         )),
         ComponentKind::Transform | ComponentKind::Sink => {
@@ -53,6 +53,17 @@ fn common_keys(kind: ComponentKind, type_name: &str, buffer: &Value) -> Vec<(&'s
             }
         }
     }
+    keys.push((
+        "on_failure",
+        json!({
+            "description": "What happens when the component fails while the pipeline runs (it \
+                panics or returns an error): `restart` builds it again and starts it after a \
+                backoff (1 s doubling to 60 s), its input buffer and consumers kept; `exit` \
+                stops the pipeline and exits non-zero, for a supervisor to restart the process.",
+            "enum": ["restart", "exit"],
+            "default": "restart",
+        }),
+    ));
     keys
 }
 

@@ -15,13 +15,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+mod supervise;
+
+pub use supervise::Fatal;
+use supervise::{Common, Down, SinkParts, SourceParts, Supervised, TransformParts};
+
 use crate::buffer::{buffer, BufferReceiver, BufferSender, Fanout};
-use crate::component::{
-    SinkContext, SinkInput, SinkOutputs, SourceContext, SourceSender, TransformContext,
-    TransformOutput,
-};
+use crate::component::{SinkContext, SinkOutputs, TransformContext, TransformOutput};
 use crate::config::{Config, Graph, OutputId, TRANSFORM_QUEUE_EVENTS};
 use crate::event::{finalize_events, EventBatch};
 use crate::finalization::EventStatus;
@@ -86,6 +89,7 @@ pub struct RunningTopology {
     shutdown: ShutdownToken,
     stop: ShutdownToken,
     tasks: Vec<ComponentTask>,
+    fatal: Option<mpsc::UnboundedReceiver<Fatal>>,
 }
 
 /// How a component task ended.
@@ -109,6 +113,12 @@ impl RunningTopology {
     /// what they hold unacknowledged): for when the grace period of a shutdown expires.
     pub fn stop_token(&self) -> ShutdownToken {
         self.stop.clone()
+    }
+
+    /// The failures that must stop the pipeline (components with `on_failure = "exit"`):
+    /// the runtime stops it and exits non-zero when one arrives. Taken once.
+    pub fn take_fatal(&mut self) -> Option<mpsc::UnboundedReceiver<Fatal>> {
+        self.fatal.take()
     }
 
     /// Waits for every component to finish.
@@ -233,15 +243,30 @@ async fn start_inner(
 
     // Sinks first, so that nothing is sent before a consumer runs. (A sink's own outputs
     // feed buffers that exist already; what it sends there waits for their consumers.)
-    for (id, s) in &config.sinks {
-        let m = metrics[id].clone();
-        let (_, named) = take_outputs(id);
+    let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
+    let common = |id: &str, kind, on_failure| Common {
+        id: Arc::from(id),
+        kind,
+        on_failure,
+        metrics: metrics[id].clone(),
+        fatal: fatal_tx.clone(),
+        stop: stop.clone(),
+    };
+    let Config {
+        sources: source_entries,
+        transforms: transform_entries,
+        sinks: sink_entries,
+        ..
+    } = config;
+    for (id, s) in sink_entries {
+        let c = common(&id, ComponentKind::Sink, s.on_failure);
+        let (_, named) = take_outputs(&id);
         let cx = SinkContext {
-            id: Arc::from(id.as_str()),
+            id: c.id.clone(),
             data_dir: data_dir.clone(),
-            metrics: m.clone(),
+            metrics: c.metrics.clone(),
             registry: registry.clone(),
-            outputs: SinkOutputs::new(named),
+            outputs: SinkOutputs::new(named.clone()),
             stop: stop.clone(),
         };
         let sink = s
@@ -250,57 +275,76 @@ async fn start_inner(
             .await
             .map_err(|e| format!("sink `{id}` ({}): {e}", s.type_name))?;
         let rx = receivers
-            .remove(id)
+            .remove(&id)
             .ok_or_else(|| format!("internal: no buffer for sink `{id}`"))?;
-        let input = SinkInput::new(rx, m);
+        let parts = SinkParts {
+            config: s.config,
+            data_dir: data_dir.clone(),
+            registry: registry.clone(),
+            outputs: named,
+            input: Arc::new(tokio::sync::Mutex::new(rx)),
+        };
         tasks.push((
-            id.clone(),
+            id,
             ComponentKind::Sink,
-            tokio::spawn(sink.run(input)),
+            tokio::spawn(supervise::sink(c, parts, sink)),
         ));
     }
 
-    for (id, t) in &config.transforms {
-        let m = metrics[id].clone();
+    for (id, t) in transform_entries {
+        let c = common(&id, ComponentKind::Transform, t.on_failure);
         let cx = TransformContext {
-            id: Arc::from(id.as_str()),
+            id: c.id.clone(),
             data_dir: data_dir.clone(),
-            metrics: m.clone(),
+            metrics: c.metrics.clone(),
         };
         let transform = t
             .config
             .build(&cx)
             .map_err(|e| format!("transform `{id}` ({}): {e}", t.type_name))?;
         let rx = receivers
-            .remove(id)
+            .remove(&id)
             .ok_or_else(|| format!("internal: no buffer for transform `{id}`"))?;
-        let (default, named) = take_outputs(id);
+        let (default, named) = take_outputs(&id);
+        let supervised = Supervised::new(
+            c,
+            TransformParts {
+                config: t.config,
+                context: cx,
+            },
+            transform,
+        );
         tasks.push((
-            id.clone(),
+            id,
             ComponentKind::Transform,
-            tokio::spawn(run_transform(transform, rx, default, named, m)),
+            tokio::spawn(run_transform(supervised, rx, default, named)),
         ));
     }
 
-    for (id, s) in &config.sources {
-        let m = metrics[id].clone();
-        let (default, named) = take_outputs(id);
-        let cx = SourceContext {
-            id: Arc::from(id.as_str()),
-            out: SourceSender::new(default, named, m.clone()),
-            shutdown: shutdown.child_token(),
-            acknowledgements: s.acknowledgements,
+    for (id, s) in source_entries {
+        let c = common(&id, ComponentKind::Source, s.on_failure);
+        let (default, named) = take_outputs(&id);
+        let parts = SourceParts {
+            config: s.config,
             data_dir: data_dir.clone(),
-            metrics: m,
             registry: registry.clone(),
+            acknowledgements: s.acknowledgements,
+            default,
+            named,
+            shutdown: shutdown.clone(),
         };
-        let source = s
+        let source = parts
             .config
-            .build(cx)
+            .build(parts.context(&c))
             .await
             .map_err(|e| format!("source `{id}` ({}): {e}", s.type_name))?;
-        tasks.push((id.clone(), ComponentKind::Source, tokio::spawn(source)));
+        tasks.push((
+            id,
+            ComponentKind::Source,
+            tokio::spawn(supervise::source(c, parts, source)),
+        ));
     }
+    drop(fatal_tx);
 
     Ok(RunningTopology {
         registry,
@@ -308,6 +352,7 @@ async fn start_inner(
         shutdown,
         stop,
         tasks: std::mem::take(tasks),
+        fatal: Some(fatal_rx),
     })
 }
 
@@ -346,14 +391,14 @@ async fn emit(
 }
 
 async fn run_transform(
-    mut transform: Box<dyn crate::component::Transform>,
+    mut supervised: Supervised,
     mut rx: BufferReceiver,
     mut default: Option<Fanout>,
     mut named: BTreeMap<String, Fanout>,
-    metrics: Arc<ComponentMetrics>,
 ) -> Result<(), BoxError> {
+    let metrics = supervised.c.metrics.clone();
     let mut out = TransformOutput::new(named.keys().cloned());
-    let mut tick = transform.tick_interval().map(|d| {
+    let mut tick = supervised.transform().tick_interval().map(|d| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
@@ -364,21 +409,27 @@ async fn run_transform(
                 let Some(batch) = batch else { break };
                 let started = Instant::now();
                 metrics.add_received(batch.len() as u64, 0);
-                transform.transform(batch, &mut out);
+                if let Err(Down(e)) = supervised.call(&mut out, batch.len(), |t, out| t.transform(batch, out)).await {
+                    return Err(e.into());
+                }
                 metrics.observe_latency(started.elapsed());
                 if emit(&mut out, &mut default, &mut named, &metrics).await.is_err() {
                     return Err("every downstream component has stopped".into());
                 }
             }
             _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
-                transform.on_tick(&mut out);
+                if let Err(Down(e)) = supervised.call(&mut out, 0, |t, out| t.on_tick(out)).await {
+                    return Err(e.into());
+                }
                 if emit(&mut out, &mut default, &mut named, &metrics).await.is_err() {
                     return Err("every downstream component has stopped".into());
                 }
             }
         }
     }
-    transform.flush(&mut out);
+    if let Err(Down(e)) = supervised.call(&mut out, 0, |t, out| t.flush(out)).await {
+        return Err(e.into());
+    }
     let _ = emit(&mut out, &mut default, &mut named, &metrics).await;
     Ok(())
 }

@@ -1,0 +1,283 @@
+//! Supervision end to end: components that die (panics injected by the `test_panic` types,
+//! registered with `WEIR_TEST_COMPONENTS=1`) are restarted or stop the process, `/health`
+//! says so, nothing they held is reported delivered, and the next start delivers the rest.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::harness::{free_addr, http_get, metric, sigterm, wait_until, wait_with_timeout, weir};
+
+const LINES: usize = 3000;
+
+fn write_input(dir: &Path) {
+    write_lines(dir, LINES);
+}
+
+fn write_lines(dir: &Path, n: usize) {
+    let text: String = (0..n).map(|i| format!("line-{i}\n")).collect();
+    std::fs::write(dir.join("in.log"), text).unwrap();
+}
+
+/// Starts `weir run` with the fault-injecting types, logging to `<dir>/<name>.log`.
+fn start(dir: &Path, name: &str, config: &str) -> Child {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, config).unwrap();
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .unwrap();
+    weir()
+        .env("WEIR_TEST_COMPONENTS", "1")
+        .args(["run", "--grace-period-secs", "10", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn log_of(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+/// The `line-N` messages in a file written by the `file` sink (text) or `test_panic` (JSON).
+fn messages(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            if l.starts_with('{') {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["message"].as_str().unwrap().to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect()
+}
+
+fn all_lines() -> BTreeSet<String> {
+    (0..LINES).map(|i| format!("line-{i}")).collect()
+}
+
+fn missing(path: &Path) -> usize {
+    let got: BTreeSet<String> = messages(path).into_iter().collect();
+    all_lines().difference(&got).count()
+}
+
+/// A file source (acknowledgements by default) feeding a good `file` sink and a sink that
+/// panics once after 1,000 events.
+fn fan_out_config(
+    dir: &Path,
+    api: std::net::SocketAddr,
+    panic_after: u64,
+    on_failure: &str,
+) -> String {
+    format!(
+        r#"
+data_dir = "{data}"
+[api]
+address = "{api}"
+[sources.in]
+type = "file"
+include = ["{input}"]
+[sinks.good]
+type = "file"
+inputs = ["in"]
+path = "{good}"
+encoding.codec = "text"
+[sinks.bad]
+type = "test_panic"
+inputs = ["in"]
+path = "{bad}"
+panic_after_events = {panic_after}
+on_failure = "{on_failure}"
+"#,
+        data = dir.join("data").display(),
+        input = dir.join("in.log").display(),
+        good = dir.join("good.log").display(),
+        bad = dir.join("bad.log").display(),
+    )
+}
+
+#[test]
+fn a_sink_that_panics_is_restarted_the_other_keeps_delivering_and_the_next_start_delivers_the_rest()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_input(d);
+    let api = free_addr();
+    let child = start(d, "run1", &fan_out_config(d, api, 1000, "restart"));
+    assert!(
+        wait_until(Duration::from_secs(30), || messages(&d.join("good.log"))
+            .len()
+            >= LINES),
+        "the good sink delivers every line while the other fails:\n{}",
+        log_of(d, "run1")
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || metric(
+            api,
+            "weir_component_restarts_total",
+            "bad"
+        ) == Some(1.0)),
+        "the failed sink is started again once:\n{}",
+        log_of(d, "run1")
+    );
+    assert_eq!(metric(api, "weir_component_failed", "bad"), Some(0.0));
+    let (status, _) = http_get(api, "/health").unwrap();
+    assert_eq!(status, 200, "healthy again after the restart");
+    let lost = missing(&d.join("bad.log"));
+    assert!(
+        lost > 0,
+        "the batch the sink held when it panicked is not written by it"
+    );
+    sigterm(&child);
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    let log = log_of(d, "run1");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a run where a component failed is not a clean one:\n{log}"
+    );
+    assert!(log.contains("injected panic after"), "{log}");
+    assert!(log.contains("component started again"), "{log}");
+    assert!(!log.contains("weir stopped cleanly"), "{log}");
+
+    // The next start reads again from before the batch that was not delivered.
+    let api = free_addr();
+    let child = start(d, "run2", &fan_out_config(d, api, u64::MAX, "restart"));
+    assert!(
+        wait_until(Duration::from_secs(30), || missing(&d.join("bad.log")) == 0),
+        "after the restart both sinks have every line ({} still missing):\n{}",
+        missing(&d.join("bad.log")),
+        log_of(d, "run2")
+    );
+    assert_eq!(missing(&d.join("good.log")), 0);
+    sigterm(&child);
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", log_of(d, "run2"));
+}
+
+#[test]
+fn with_on_failure_exit_a_panicking_transform_stops_the_process_and_the_next_start_delivers_everything(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_input(d);
+    let config = |api: std::net::SocketAddr, panic_after: u64| {
+        format!(
+            r#"
+data_dir = "{data}"
+[api]
+address = "{api}"
+[sources.in]
+type = "file"
+include = ["{input}"]
+[transforms.pass]
+type = "test_panic"
+inputs = ["in"]
+panic_after_events = {panic_after}
+on_failure = "exit"
+[sinks.out]
+type = "file"
+inputs = ["pass"]
+path = "{out}"
+encoding.codec = "text"
+"#,
+            data = d.join("data").display(),
+            input = d.join("in.log").display(),
+            out = d.join("out.log").display(),
+        )
+    };
+    let child = start(d, "run1", &config(free_addr(), 1000));
+    // No signal: the failure itself stops the process.
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    let log = log_of(d, "run1");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("on_failure = \"exit\" failed") && log.contains("injected panic"),
+        "{log}"
+    );
+    assert!(!log.contains("weir stopped cleanly"), "{log}");
+    assert!(missing(&d.join("out.log")) > 0, "the panic lost a batch");
+
+    let child = start(d, "run2", &config(free_addr(), u64::MAX));
+    assert!(
+        wait_until(Duration::from_secs(30), || missing(&d.join("out.log")) == 0),
+        "the next start delivers every line ({} missing):\n{}",
+        missing(&d.join("out.log")),
+        log_of(d, "run2")
+    );
+    sigterm(&child);
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", log_of(d, "run2"));
+}
+
+#[test]
+fn health_is_503_naming_a_component_that_keeps_failing_and_sigterm_reports_what_was_not_delivered()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Fewer lines than the sink's buffer holds: the source sends them all, and every one is
+    // then in the buffer or was in the hands of an instance that panicked.
+    let lines = 500;
+    write_lines(d, lines);
+    let api = free_addr();
+    let config = format!(
+        r#"
+data_dir = "{data}"
+[api]
+address = "{api}"
+[sources.in]
+type = "file"
+include = ["{input}"]
+[sinks.bad]
+type = "test_panic"
+inputs = ["in"]
+path = "{bad}"
+panic_after_events = 1
+panics = 1000
+"#,
+        data = d.join("data").display(),
+        input = d.join("in.log").display(),
+        bad = d.join("bad.log").display(),
+    );
+    let child = start(d, "run", &config);
+    let mut body = String::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || match http_get(api, "/health") {
+            Ok((503, b)) => {
+                body = b;
+                true
+            }
+            _ => false,
+        }),
+        "/health turns 503 while the sink is down:\n{}",
+        log_of(d, "run")
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ok"], false, "{body}");
+    let down = &v["components"][0];
+    assert_eq!(down["component"], "bad", "{body}");
+    assert_eq!(down["state"], "restarting", "{body}");
+    assert!(
+        down["error"].as_str().unwrap().contains("injected panic"),
+        "{body}"
+    );
+    assert_eq!(metric(api, "weir_component_failed", "bad"), Some(1.0));
+    assert!(messages(&d.join("bad.log")).is_empty(), "nothing written");
+    sigterm(&child);
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    let log = log_of(d, "run");
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    // Every line is in the sink's buffer or was in its hands: all not delivered.
+    assert!(
+        log.contains(&format!("{lines} event(s) not delivered")),
+        "the exit names the count:\n{log}"
+    );
+}
