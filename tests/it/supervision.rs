@@ -281,3 +281,80 @@ panics = 1000
         "the exit names the count:\n{log}"
     );
 }
+
+#[test]
+fn kill_9_loops_with_default_settings_lose_nothing() {
+    // No `acknowledgements` in the config: the default must be lossless.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.log");
+    let out = d.join("out.log");
+    let config = format!(
+        r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[sources.in]
+type = "file"
+include = ["{input}"]
+[sinks.out]
+type = "file"
+inputs = ["in"]
+path = "{out}"
+encoding.codec = "text"
+"#,
+        data = d.join("data").display(),
+        input = input.display(),
+        out = out.display(),
+    );
+    let total = 200_000;
+    let writer = {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&input).unwrap();
+            for chunk in 0..200 {
+                let text: String = (chunk * 1000..(chunk + 1) * 1000)
+                    .map(|i| format!("line-{i}\n"))
+                    .collect();
+                f.write_all(text.as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+    for round in 0..5 {
+        let name = format!("kill{round}");
+        let mut child = start(d, &name, &config);
+        let before = messages(&out).len();
+        // Killed while it is moving: once it has written more than before.
+        assert!(
+            wait_until(Duration::from_secs(30), || messages(&out).len() > before),
+            "round {round} makes progress:\n{}",
+            log_of(d, &name)
+        );
+        std::thread::sleep(Duration::from_millis(100 + 70 * round as u64));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    writer.join().unwrap();
+    let child = start(d, "last", &config);
+    let expected: BTreeSet<String> = (0..total).map(|i| format!("line-{i}")).collect();
+    let missing_now = || {
+        let got: BTreeSet<String> = messages(&out).into_iter().collect();
+        expected.difference(&got).count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || missing_now() == 0),
+        "{} of {total} lines missing after five kill -9 and a restart:\n{}",
+        missing_now(),
+        log_of(d, "last")
+    );
+    sigterm(&child);
+    let status = wait_with_timeout(child, Duration::from_secs(30));
+    assert_eq!(status.status.code(), Some(0), "{}", log_of(d, "last"));
+    let written = messages(&out).len();
+    eprintln!(
+        "kill -9 x5: {total} lines, {written} written ({} read again after a kill)",
+        written - total
+    );
+}
