@@ -78,7 +78,10 @@ const VALUE_LINE: usize = 32;
 fn value_line(i: usize) -> (String, u64) {
     let v = 10 + (i as u64 * 7919) % 90;
     let l = format!("{{\"i\":\"{i:09}\",\"v\":{v},\"p\":\"");
-    (format!("{l}{}\"}}", "x".repeat(VALUE_LINE - 3 - l.len())), v)
+    (
+        format!("{l}{}\"}}", "x".repeat(VALUE_LINE - 3 - l.len())),
+        v,
+    )
 }
 
 /// The offset of the source's checkpoint of its one file, as a line number.
@@ -210,7 +213,9 @@ encoding.codec = "json"
     let mut duplicated = Vec::new();
     for run in 0..5 {
         let mut child = start_weir(d, "agg", &config, false);
-        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(1200..2500)));
+        std::thread::sleep(std::time::Duration::from_millis(
+            rng.random_range(1200..2500),
+        ));
         child.kill().unwrap(); // SIGKILL, in mid-window
         child.wait().unwrap();
         // Weir is dead: the output and the checkpoint file are what the next run finds.
@@ -257,7 +262,11 @@ encoding.codec = "json"
     stop_clean(d, "agg", child);
     let sums = window_sums(&out);
     let ends = window_ends(&prefix, from, &sums[written..]);
-    assert_eq!(ends.last().copied(), Some(N), "the last run delivers the rest");
+    assert_eq!(
+        ends.last().copied(),
+        Some(N),
+        "the last run delivers the rest"
+    );
 
     let total: u64 = sums.iter().sum();
     let dup: u64 = duplicated.iter().sum();

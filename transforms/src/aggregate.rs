@@ -432,7 +432,11 @@ mod tests {
         t.flush(&mut out);
         assert!(all_held(&out));
         deliver(&mut out);
-        assert_eq!(status(&mut rx), Some(EventStatus::Rejected), "the worst wins");
+        assert_eq!(
+            status(&mut rx),
+            Some(EventStatus::Rejected),
+            "the worst wins"
+        );
     }
 
     #[test]

@@ -45,11 +45,7 @@ pub(crate) fn attach_since(window: FinalizerSet, out: &mut TransformOutput, mark
     for e in slices.into_iter().flatten() {
         left -= 1;
         // The last event takes the hold itself: a clone left over would count as errored.
-        e.metadata_mut().notifier = if left == 0 {
-            hold.take()
-        } else {
-            hold.clone()
-        };
+        e.metadata_mut().notifier = if left == 0 { hold.take() } else { hold.clone() };
     }
 }
 
@@ -116,7 +112,11 @@ mod tests {
         assert!(out.named["top"][0].metadata().notifier.is_some());
         assert_eq!(status(&mut rx), None);
         weir_pipeline::event::finalize_events(&mut out.default, EventStatus::Delivered);
-        assert_eq!(status(&mut rx), None, "the `top` output is not delivered yet");
+        assert_eq!(
+            status(&mut rx),
+            None,
+            "the `top` output is not delivered yet"
+        );
         deliver(&mut out);
         assert_eq!(status(&mut rx), Some(EventStatus::Delivered));
     }

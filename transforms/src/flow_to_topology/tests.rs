@@ -551,7 +551,8 @@ fn the_window_holds_acknowledgements_until_what_it_emits_is_delivered() {
     });
     let mut out = TransformOutput::default();
     let (flows, mut rx) = acked_batch(generated().events());
-    let (garbage, mut rx_garbage) = acked_batch(vec![LogEvent::from_map(Default::default()).into()]);
+    let (garbage, mut rx_garbage) =
+        acked_batch(vec![LogEvent::from_map(Default::default()).into()]);
     t.transform(flows, &mut out);
     t.transform(garbage, &mut out);
     assert!(out.is_empty());
