@@ -22,9 +22,14 @@
 //! order, with the latest timestamp of what was folded into it. Other event types pass through
 //! unchanged.
 //!
-//! Acknowledgements: as with any transform that drops events, a metric folded into another
-//! counts as delivered when it is folded; the metric that is emitted carries the metadata of
-//! one of them (the first of its interval, or the last absolute one).
+//! Acknowledgements: the interval holds the acknowledgements of every metric that went into it
+//! until the metrics it emits have been delivered (then the worst outcome of theirs is every
+//! input's). So a source with acknowledgements does not move past a metric before its interval
+//! has been emitted and delivered, and a crash (kill -9) replays at most the open interval. A
+//! held metric emitted early because the next one could not be folded into it carries a hold
+//! standing for the interval's inputs so far. The emitted metrics carry the other metadata of
+//! one of their inputs (the first of its interval, or the last absolute one). Events that are
+//! not metrics pass through with their own acknowledgement.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,8 +40,11 @@ use weir_pipeline::component::{
 };
 use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Event, EventBatch, Metric, MetricKind, MetricValue};
+use weir_pipeline::finalization::FinalizerSet;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
+
+use crate::holds::{attach_since, OutputMark};
 
 fn default_interval() -> Secs {
     Secs::from_secs(10)
@@ -57,6 +65,7 @@ impl TransformConfig for AggregateConfig {
         Ok(Box::new(Aggregate {
             interval: self.interval_secs.duration(),
             held: BTreeMap::new(),
+            holds: FinalizerSet::default(),
         }))
     }
 
@@ -92,6 +101,9 @@ fn value_type(v: &MetricValue) -> u8 {
 struct Aggregate {
     interval: Duration,
     held: BTreeMap<Key, Metric>,
+    /// The acknowledgements of the metrics folded in this interval, released when what it
+    /// emits is delivered. Dropped with the interval open (a crash), they count as errored.
+    holds: FinalizerSet,
 }
 
 /// Folds `new` into `held` when they can be combined; gives `new` back otherwise.
@@ -150,22 +162,26 @@ fn fold(held: &mut Metric, new: Metric) -> Option<Metric> {
 
 impl Aggregate {
     fn emit(&mut self, out: &mut TransformOutput) {
+        let mark = OutputMark::of(out);
         for (_, m) in std::mem::take(&mut self.held) {
             out.push(m.into());
         }
+        attach_since(std::mem::take(&mut self.holds), out, &mark);
     }
 }
 
 impl Transform for Aggregate {
     fn transform(&mut self, batch: EventBatch, out: &mut TransformOutput) {
         for e in batch.events {
-            let m = match e {
+            let mut m = match e {
                 Event::Metric(m) => m,
                 other => {
                     out.push(other);
                     continue;
                 }
             };
+            // The interval holds the acknowledgement; held metrics carry none.
+            self.holds.absorb(m.metadata.notifier.take());
             let key = Key {
                 name: m.name.clone(),
                 namespace: m.namespace.clone(),
@@ -179,7 +195,14 @@ impl Transform for Aggregate {
                 }
                 Some(h) => {
                     if let Some(m) = fold(h, *m) {
-                        let old = std::mem::replace(h, m);
+                        let mut old = std::mem::replace(h, m);
+                        // Emitted before the interval ends: it holds the interval's inputs
+                        // so far, and so does the interval (the worst outcome of the two
+                        // reaches them).
+                        if let Some(hold) = std::mem::take(&mut self.holds).into_finalizer() {
+                            old.metadata.notifier = Some(hold.clone());
+                            self.holds.absorb(Some(hold));
+                        }
                         out.push(old.into());
                     }
                 }
@@ -347,6 +370,73 @@ mod tests {
         assert_eq!(ms.len(), 4);
         assert_eq!(ms[2].value, hist(&[0.25], &[1], 0.1));
         assert_eq!(ms[3].value, summary(2.0));
+    }
+
+    #[test]
+    fn acknowledgements_wait_for_the_interval_to_be_emitted_and_delivered() {
+        use crate::holds::testing::{acked_batch, all_held, deliver, status};
+        use weir_pipeline::finalization::EventStatus;
+        let c = |v| MetricValue::Counter { value: v };
+        let mut t = build("");
+        let (batch, mut rx) = acked_batch(vec![
+            inc("req", c(1.0)),
+            LogEvent::from_message("passes through".into(), None).into(),
+            inc("req", c(2.0)),
+        ]);
+        let (second, mut rx2) = acked_batch(vec![inc("other", c(5.0))]);
+        let mut out = TransformOutput::default();
+        t.transform(batch, &mut out);
+        t.transform(second, &mut out);
+        // The log passed through with its hold; delivering it is not enough.
+        assert_eq!(out.default.len(), 1);
+        deliver(&mut out);
+        out.default.clear();
+        assert_eq!(status(&mut rx), None, "the interval is open");
+        t.on_tick(&mut out);
+        assert_eq!(metrics(&out).len(), 2);
+        assert!(all_held(&out));
+        assert_eq!(status(&mut rx), None, "emitted, not delivered yet");
+        assert_eq!(status(&mut rx2), None);
+        deliver(&mut out);
+        assert_eq!(status(&mut rx), Some(EventStatus::Delivered));
+        assert_eq!(status(&mut rx2), Some(EventStatus::Delivered));
+
+        // Lost with the interval open: errored, so the source reads it again.
+        let (batch, mut rx) = acked_batch(vec![inc("req", c(1.0))]);
+        let mut out = TransformOutput::default();
+        t.transform(batch, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(status(&mut rx), None);
+        drop(t);
+        assert_eq!(status(&mut rx), Some(EventStatus::Errored));
+    }
+
+    #[test]
+    fn a_metric_emitted_early_and_its_interval_both_decide_the_outcome() {
+        use crate::holds::testing::{acked_batch, all_held, deliver, status};
+        use weir_pipeline::event::finalize_events;
+        use weir_pipeline::finalization::EventStatus;
+        let mut t = build("");
+        let (batch, mut rx) = acked_batch(vec![
+            inc("lat", hist(&[0.5], &[1], 0.2)),
+            inc("lat", hist(&[0.25], &[1], 0.1)),
+        ]);
+        let mut out = TransformOutput::default();
+        t.transform(batch, &mut out);
+        assert_eq!(metrics(&out).len(), 1, "the first histogram, emitted early");
+        assert!(all_held(&out));
+        // A sink refuses it for good; the interval is still open.
+        finalize_events(&mut out.default, EventStatus::Rejected);
+        out.default.clear();
+        assert_eq!(status(&mut rx), None);
+        t.flush(&mut out);
+        assert!(all_held(&out));
+        deliver(&mut out);
+        assert_eq!(
+            status(&mut rx),
+            Some(EventStatus::Rejected),
+            "the worst wins"
+        );
     }
 
     #[test]

@@ -30,6 +30,12 @@ mod condition;
 pub mod filter;
 #[cfg(feature = "flow_to_topology")]
 pub mod flow_to_topology;
+#[cfg(any(
+    feature = "aggregate",
+    feature = "flow_to_topology",
+    feature = "stack_fold"
+))]
+mod holds;
 #[cfg(feature = "log_to_metric")]
 pub mod log_to_metric;
 #[cfg(feature = "remap")]

@@ -34,6 +34,11 @@
 //!
 //! A metric's timestamp is the log's `timestamp` field when it is a timestamp, else the time the
 //! source created the log.
+//!
+//! Acknowledgements: the metrics made from a log carry its acknowledgement, so its source hears
+//! back once all of them are delivered (the worst outcome wins). A log that makes no metric is
+//! done here: rejected when an entry failed on its content (`not_a_number`, `template`), else
+//! (only missing fields) delivered, as a filter would have dropped it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -45,6 +50,7 @@ use weir_pipeline::event::{
     parse_path, Bucket, Event, EventBatch, FieldPath, LogEvent, Metric, MetricKind, MetricValue,
     Sample, StatisticKind, Value,
 };
+use weir_pipeline::finalization::{EventStatus, Finalizer};
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::template::Template;
 use weir_pipeline::vocabulary::DataType;
@@ -286,19 +292,44 @@ impl LogToMetric {
             Some(Value::Timestamp(t)) => Some(*t),
             _ => log.metadata.ingest_time,
         };
+        // The log's hold was taken out first: this copies no acknowledgement.
         metric.metadata = log.metadata.clone();
         Ok(metric)
     }
+}
+
+/// Gives the metrics made from one log its hold: a clone to each, the hold itself to the
+/// last. With no metric, the log is done: rejected if an entry failed on its content.
+fn hand_over(hold: Finalizer, made: &mut [Event], invalid: bool) {
+    let Some((last, rest)) = made.split_last_mut() else {
+        hold.finalize(if invalid {
+            EventStatus::Rejected
+        } else {
+            EventStatus::Delivered
+        });
+        return;
+    };
+    for m in rest {
+        m.metadata_mut().notifier = Some(hold.clone());
+    }
+    last.metadata_mut().notifier = Some(hold);
 }
 
 impl Transform for LogToMetric {
     fn transform(&mut self, batch: EventBatch, out: &mut TransformOutput) {
         // Per kind: how many, and the first message of the batch.
         let mut errors: [(u64, Option<String>); 3] = Default::default();
-        for event in batch {
+        for mut event in batch {
+            let hold = event.metadata_mut().notifier.take();
             let Event::Log(log) = &event else {
+                // Only logs come in (the input type); anything else is consumed.
+                if let Some(h) = hold {
+                    h.finalize(EventStatus::Delivered);
+                }
                 continue;
             };
+            let first = out.default.len();
+            let mut invalid = false;
             for i in 0..self.specs.len() {
                 let (slot, msg) = match self.make(i, log, &event) {
                     Ok(m) => {
@@ -309,6 +340,7 @@ impl Transform for LogToMetric {
                     Err(Skip::NotANumber) => (1, None),
                     Err(Skip::Template(e)) => (2, Some(e)),
                 };
+                invalid |= slot > 0;
                 let e = &mut errors[slot];
                 e.0 += 1;
                 if e.1.is_none() {
@@ -319,6 +351,9 @@ impl Transform for LogToMetric {
                         _ => format!("{}: no metric made", msg.unwrap_or_default()),
                     });
                 }
+            }
+            if let Some(hold) = hold {
+                hand_over(hold, &mut out.default[first..], invalid);
             }
         }
         for ((count, msg), kind) in
@@ -535,6 +570,50 @@ mod tests {
                 values: BTreeSet::from(["ann".to_string()])
             }
         );
+    }
+
+    #[test]
+    fn metrics_carry_their_log_acknowledgement_and_logs_without_one_are_done() {
+        use weir_pipeline::finalization::BatchNotifier;
+        let (mut t, _) = build(
+            r#"
+            [[metrics]]
+            type = "counter"
+            field = "status"
+            [[metrics]]
+            type = "gauge"
+            field = "mem"
+            "#,
+        );
+        let acked = |v: serde_json::Value| {
+            let (n, rx) = BatchNotifier::new_with_receiver();
+            let mut b = EventBatch::new(vec![log(v)]);
+            b.attach_notifier(&n);
+            (b, rx)
+        };
+        let mut out = TransformOutput::default();
+        let (both, mut rx_both) = acked(serde_json::json!({"status": 200, "mem": 3}));
+        let (missing, mut rx_missing) = acked(serde_json::json!({"other": 1}));
+        let (bad, mut rx_bad) = acked(serde_json::json!({"mem": "lots"}));
+        t.transform(both, &mut out);
+        assert_eq!(out.default.len(), 2);
+        assert!(out.default.iter().all(|e| e.metadata().notifier.is_some()));
+        t.transform(missing, &mut out);
+        t.transform(bad, &mut out);
+        assert_eq!(out.default.len(), 2);
+        assert_eq!(rx_missing.try_recv(), Some(EventStatus::Delivered));
+        assert_eq!(rx_bad.try_recv(), Some(EventStatus::Rejected));
+        out.default[0].finalize(EventStatus::Delivered);
+        assert_eq!(rx_both.try_recv(), None, "one of its metrics is in flight");
+        out.default[1].finalize(EventStatus::Delivered);
+        assert_eq!(rx_both.try_recv(), Some(EventStatus::Delivered));
+
+        // Metrics lost downstream without an outcome: errored.
+        let (both, mut rx_both) = acked(serde_json::json!({"status": 200, "mem": 3}));
+        let mut out = TransformOutput::default();
+        t.transform(both, &mut out);
+        drop(out);
+        assert_eq!(rx_both.try_recv(), Some(EventStatus::Errored));
     }
 
     #[test]

@@ -35,8 +35,14 @@
 //!
 //! The event filter works as the reference's: unset, only samples of the first event seen are
 //! kept (mixing cycles and instructions would mislead); `"*"` keeps every event. Filtered and
-//! folded samples are consumed (acknowledged as done); samples without `frames` are counted as
-//! `not_a_sample` errors and dropped.
+//! folded samples are consumed; samples without `frames` are counted as `not_a_sample` errors
+//! and dropped.
+//!
+//! Acknowledgements: the window holds the acknowledgements of the samples folded into it
+//! (including those counted under `[truncated]`) until everything it emits, on every output, has
+//! been delivered; a crash (kill -9) replays at most the open window. Without `window_secs`, that
+//! is the whole input, acknowledged at its end. Samples left out by the event filter are done
+//! (delivered) at once, events that are not samples are rejected.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -52,10 +58,13 @@ use weir_pipeline::event::{
     parse_path, Event, EventBatch, EventMetadata, FieldPath, LogEvent, Metric, MetricKind,
     MetricValue, ObjectMap, Value,
 };
+use weir_pipeline::finalization::{EventStatus, FinalizerSet};
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 use weir_records::stack::{FrameKind, StackSample};
+
+use crate::holds::{attach_since, OutputMark};
 
 /// What a sample adds to its stack's count.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -169,6 +178,7 @@ impl TransformConfig for StackFoldConfig {
             top_n: self.top_n,
             process_metrics: self.process_metrics,
             group_names: self.group_by.clone(),
+            holds: FinalizerSet::default(),
         }))
     }
 
@@ -675,6 +685,8 @@ struct StackFold {
     process_metrics: bool,
     /// `group_by` as configured (metric tag names).
     group_names: Vec<String>,
+    /// The acknowledgements of the samples folded in this window.
+    holds: FinalizerSet,
 }
 
 /// The output of the top-N summaries.
@@ -683,7 +695,14 @@ pub const TOP_OUTPUT: &str = "top";
 pub const PROCESSES_OUTPUT: &str = "processes";
 
 impl StackFold {
+    /// Emits the window and hands its acknowledgements to what it emitted.
     fn emit(&mut self, out: &mut TransformOutput) {
+        let mark = OutputMark::of(out);
+        self.emit_window(out);
+        attach_since(std::mem::take(&mut self.holds), out, &mark);
+    }
+
+    fn emit_window(&mut self, out: &mut TransformOutput) {
         let end = Utc::now();
         let start = std::mem::replace(&mut self.window_start, end);
         if self.folder.is_empty() {
@@ -829,19 +848,33 @@ fn clamp(n: u64) -> i64 {
 }
 
 impl Transform for StackFold {
-    fn transform(&mut self, batch: EventBatch, _out: &mut TransformOutput) {
+    fn transform(&mut self, mut batch: EventBatch, _out: &mut TransformOutput) {
         let mut filtered = 0;
         let mut not_samples = 0;
         // By reference: moving each event out of the batch costs a copy of it.
-        for event in batch.iter() {
-            let Event::Log(log) = event else {
-                not_samples += 1;
-                continue;
+        for event in batch.events.iter_mut() {
+            let hold = event.metadata_mut().notifier.take();
+            let added = match event {
+                Event::Log(log) => self.folder.add(log),
+                _ => Added::NotASample,
             };
-            match self.folder.add(log) {
-                Added::Folded | Added::Truncated => {}
-                Added::Filtered => filtered += 1,
-                Added::NotASample => not_samples += 1,
+            match added {
+                // The window holds it until what it emits is delivered.
+                Added::Folded | Added::Truncated => self.holds.absorb(hold),
+                Added::Filtered => {
+                    // Left out on purpose: done.
+                    filtered += 1;
+                    if let Some(h) = hold {
+                        h.finalize(EventStatus::Delivered);
+                    }
+                }
+                Added::NotASample => {
+                    // A verdict on the event: it is not a stack sample.
+                    not_samples += 1;
+                    if let Some(h) = hold {
+                        h.finalize(EventStatus::Rejected);
+                    }
+                }
             }
         }
         if filtered > 0 {
@@ -916,6 +949,52 @@ mod tests {
             .into_iter()
             .map(|s| format!("{} {}", String::from_utf8_lossy(&s.stack), s.count))
             .collect()
+    }
+
+    #[test]
+    fn the_window_holds_acknowledgements_until_all_it_emits_is_delivered() {
+        use crate::holds::testing::{acked_batch, all_held, deliver, status};
+        let f = |sym: &str| frame(Some(sym), Some("/bin/app"), "1", "user");
+        let s = |event: &str| Event::Log(sample("api", Some(1), event, 1, vec![f("main")]));
+        let cfg = StackFoldConfig {
+            window_secs: Some(Secs::from_secs(60)),
+            top_n: Some(1),
+            process_metrics: true,
+            ..Default::default()
+        };
+        let outputs: Vec<String> = cfg.outputs().into_iter().filter_map(|o| o.name).collect();
+        let cx = TransformContext {
+            id: Arc::from("fold"),
+            data_dir: std::env::temp_dir(),
+            metrics: ComponentMetrics::detached("fold"),
+        };
+        let mut t = cfg.build(&cx).unwrap();
+        let mut out = TransformOutput::new(outputs.clone());
+        let (folded, mut rx) = acked_batch(vec![s("cycles"), s("cycles")]);
+        let (filtered, mut rx_filtered) = acked_batch(vec![s("instructions")]);
+        let (garbage, mut rx_garbage) = acked_batch(vec![LogEvent::default().into()]);
+        t.transform(folded, &mut out);
+        t.transform(filtered, &mut out);
+        t.transform(garbage, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(status(&mut rx_filtered), Some(EventStatus::Delivered));
+        assert_eq!(status(&mut rx_garbage), Some(EventStatus::Rejected));
+        assert_eq!(status(&mut rx), None, "the window is open");
+        t.on_tick(&mut out);
+        assert_eq!(out.default.len(), 1);
+        assert_eq!(out.named[TOP_OUTPUT].len(), 1);
+        assert_eq!(out.named[PROCESSES_OUTPUT].len(), 1);
+        assert!(all_held(&out));
+        assert_eq!(status(&mut rx), None, "emitted, not delivered yet");
+        deliver(&mut out);
+        assert_eq!(status(&mut rx), Some(EventStatus::Delivered));
+
+        // Lost with the window open: errored, so the source reads it again.
+        let (folded, mut rx) = acked_batch(vec![s("cycles")]);
+        let mut out = TransformOutput::new(outputs);
+        t.transform(folded, &mut out);
+        drop(t);
+        assert_eq!(status(&mut rx), Some(EventStatus::Errored));
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //!
 //! This module holds the options and the async side: it forwards the tailer's batches
 //! downstream and, when the batches are done (delivered, with acknowledgements on), advances
-//! the checkpoints and writes them to `<data_dir>/<source id>/checkpoints.json` once a second
-//! and at shutdown.
+//! the checkpoints and writes them to `<data_dir>/<source id>/checkpoints.json` once a second,
+//! at shutdown, and right after acknowledgements that were held downstream (a window of an
+//! `aggregate`) arrive.
 
 pub mod checkpoint;
 pub mod discovery;
@@ -52,6 +53,13 @@ use tail::{Position, ReadBatch, TailConfig, Tailer};
 
 /// How often checkpoints are written (when they changed).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// An acknowledgement that took this long was held downstream (a transform's window, a sink's
+/// batch): those arrive together, and the checkpoints are written right after them rather
+/// than at the next [`CHECKPOINT_INTERVAL`], so a crash in between does not read again what
+/// was just delivered (a whole window, counted twice).
+const HELD_ACK: Duration = Duration::from_millis(250);
+/// The least time between two such prompt writes.
+const PROMPT_SAVE_GAP: Duration = Duration::from_millis(100);
 /// Batches sent and not yet acknowledged before the source stops reading.
 const MAX_OUTSTANDING_BATCHES: usize = 64;
 /// Checkpoints of files not seen for this long are forgotten.
@@ -271,6 +279,8 @@ struct Outstanding {
     /// `None` for a batch without events (positions only): done as soon as those before it.
     rx: Option<BatchStatusReceiver>,
     positions: Vec<Position>,
+    /// When it was sent (with acknowledgements).
+    sent: std::time::Instant,
 }
 
 /// Applies the positions of done batches and writes the checkpoints.
@@ -321,11 +331,12 @@ impl Progress {
         }
     }
 
-    async fn save(&self) {
+    /// Writes the checkpoints if they changed; returns whether it wrote (or tried to).
+    async fn save(&self) -> bool {
         let bytes = {
             let mut t = lock(&self.table);
             if !t.is_dirty() {
-                return;
+                return false;
             }
             // Entries are not pruned right after start: the tailer first looks for files
             // rotated while weir was stopped, using them.
@@ -349,6 +360,15 @@ impl Progress {
                 &format_args!("writing checkpoints failed: {e}"),
             ),
         }
+        true
+    }
+}
+
+/// The status of the oldest outstanding batch if it is known already.
+fn ready_status(pending: &mut VecDeque<Outstanding>) -> Option<EventStatus> {
+    match pending.front_mut()? {
+        Outstanding { rx: Some(rx), .. } => rx.try_recv(),
+        Outstanding { rx: None, .. } => Some(EventStatus::Delivered),
     }
 }
 
@@ -401,6 +421,8 @@ pub(crate) async fn run<H: tail::LineHandler + 'static>(
         CHECKPOINT_INTERVAL,
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the checkpoints were last written.
+    let mut last_save = tokio::time::Instant::now();
     let mut stopping = false;
     let mut input_done = false;
     loop {
@@ -410,8 +432,25 @@ pub(crate) async fn run<H: tail::LineHandler + 'static>(
         tokio::select! {
             biased;
             status = next_status(&mut pending) => {
-                if let Some(o) = pending.pop_front() {
-                    progress.apply(status, o.positions);
+                let mut status = Some(status);
+                let mut held = false;
+                // Statuses come in runs (a window's inputs are acknowledged together):
+                // apply every one known already, then write once if they were held.
+                while let Some(s) = status {
+                    let Some(o) = pending.pop_front() else { break };
+                    held |= o.rx.is_some() && o.sent.elapsed() >= HELD_ACK;
+                    progress.apply(s, o.positions);
+                    status = ready_status(&mut pending);
+                }
+                if held {
+                    if last_save.elapsed() >= PROMPT_SAVE_GAP {
+                        if progress.save().await {
+                            last_save = tokio::time::Instant::now();
+                        }
+                    } else {
+                        // Written a moment ago: the next periodic write comes early instead.
+                        tick.reset_at(last_save + PROMPT_SAVE_GAP);
+                    }
                 }
             }
             b = rx.recv(), if !input_done && pending.len() < MAX_OUTSTANDING_BATCHES => {
@@ -428,7 +467,7 @@ pub(crate) async fn run<H: tail::LineHandler + 'static>(
                     if pending.is_empty() {
                         progress.apply(EventStatus::Delivered, positions);
                     } else {
-                        pending.push_back(Outstanding { rx: None, positions });
+                        pending.push_back(Outstanding { rx: None, positions, sent: std::time::Instant::now() });
                     }
                     continue;
                 }
@@ -449,17 +488,22 @@ pub(crate) async fn run<H: tail::LineHandler + 'static>(
                     pending.clear();
                     continue;
                 }
+                let sent = std::time::Instant::now();
                 match rx_status {
-                    Some(r) => pending.push_back(Outstanding { rx: Some(r), positions }),
+                    Some(r) => pending.push_back(Outstanding { rx: Some(r), positions, sent }),
                     None if pending.is_empty() => progress.apply(EventStatus::Delivered, positions),
-                    None => pending.push_back(Outstanding { rx: None, positions }),
+                    None => pending.push_back(Outstanding { rx: None, positions, sent }),
                 }
             }
             _ = shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 stop.store(true, Ordering::Release);
             }
-            _ = tick.tick() => progress.save().await,
+            _ = tick.tick() => {
+                if progress.save().await {
+                    last_save = tokio::time::Instant::now();
+                }
+            }
         }
     }
     drop(rx);

@@ -22,6 +22,10 @@
 //! `window_secs = 0`) gives one map of the whole file. Memory is bounded: at most `max_edges`
 //! edges and `max_tracked_connections` connections per window; what does not fit is counted
 //! (`overflow_flows`, `untracked_connections` in the event, and the `edge_overflow` error).
+//!
+//! Acknowledgements: the window holds the acknowledgements of the flows counted in it (and of
+//! those past `max_edges`, counted in `overflow_flows`) until what it emits has been delivered;
+//! a crash (kill -9) replays at most the open window. Events that are not flows are rejected.
 
 mod flow;
 mod hash;
@@ -38,6 +42,7 @@ use weir_pipeline::component::{
     Output, Transform, TransformConfig, TransformContext, TransformOutput,
 };
 use weir_pipeline::event::{Event, EventBatch};
+use weir_pipeline::finalization::{EventStatus, FinalizerSet};
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -48,6 +53,8 @@ pub use output::edge_id;
 
 use output::WindowInfo;
 use window::Window;
+
+use crate::holds::{attach_since, OutputMark};
 
 /// What the transform emits.
 #[derive(
@@ -151,6 +158,8 @@ pub struct FlowToTopology {
     window: Window,
     started: DateTime<Utc>,
     metrics: Arc<ComponentMetrics>,
+    /// The acknowledgements of the flows counted in the open window.
+    holds: FinalizerSet,
 }
 
 impl FlowToTopology {
@@ -160,11 +169,19 @@ impl FlowToTopology {
             cfg,
             started: Utc::now(),
             metrics,
+            holds: FinalizerSet::default(),
         }
     }
 
-    /// Emits the open window (if it saw anything) and starts the next.
+    /// Emits the open window (if it saw anything), hands its acknowledgements to what it
+    /// emitted, and starts the next.
     fn close_window(&mut self, out: &mut TransformOutput) {
+        let mark = OutputMark::of(out);
+        self.emit_window(out);
+        attach_since(std::mem::take(&mut self.holds), out, &mark);
+    }
+
+    fn emit_window(&mut self, out: &mut TransformOutput) {
         let now = Utc::now();
         if self.window.is_empty() {
             self.started = now;
@@ -205,15 +222,28 @@ impl FlowToTopology {
 impl Transform for FlowToTopology {
     fn transform(&mut self, batch: EventBatch, _out: &mut TransformOutput) {
         let mut not_flows = 0u64;
-        for event in batch {
-            match &event {
+        for mut event in batch {
+            let hold = event.metadata_mut().notifier.take();
+            let counted = match &event {
                 Event::Log(log) => match FlowView::of(log) {
                     Some(f) => {
+                        // Counted, or past `max_edges` in `overflow_flows`: in the window
+                        // either way.
                         self.window.add(&f);
+                        true
                     }
-                    None => not_flows += 1,
+                    None => false,
                 },
-                _ => not_flows += 1,
+                _ => false,
+            };
+            if counted {
+                self.holds.absorb(hold);
+            } else {
+                not_flows += 1;
+                // A verdict on the event: it is not a flow.
+                if let Some(h) = hold {
+                    h.finalize(EventStatus::Rejected);
+                }
             }
         }
         // The flows are consumed into the map: they do not go on.

@@ -541,3 +541,33 @@ fn typed_flows_give_the_same_map_and_metrics_as_trees() {
         assert_eq!(results[0], results[1], "{g:?}");
     }
 }
+
+#[test]
+fn the_window_holds_acknowledgements_until_what_it_emits_is_delivered() {
+    use crate::holds::testing::{acked_batch, all_held, deliver, status};
+    let (mut t, _) = build(FlowToTopologyConfig {
+        output: OutputKind::Both,
+        ..Default::default()
+    });
+    let mut out = TransformOutput::default();
+    let (flows, mut rx) = acked_batch(generated().events());
+    let (garbage, mut rx_garbage) =
+        acked_batch(vec![LogEvent::from_map(Default::default()).into()]);
+    t.transform(flows, &mut out);
+    t.transform(garbage, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(status(&mut rx_garbage), Some(EventStatus::Rejected));
+    assert_eq!(status(&mut rx), None, "the window is open");
+    t.on_tick(&mut out);
+    assert!(out.default.len() > 1, "a topology event and metrics");
+    assert!(all_held(&out));
+    assert_eq!(status(&mut rx), None, "emitted, not delivered yet");
+    deliver(&mut out);
+    assert_eq!(status(&mut rx), Some(EventStatus::Delivered));
+
+    // Lost with the window open: errored, so the source reads it again.
+    let (flows, mut rx) = acked_batch(generated().events());
+    t.transform(flows, &mut TransformOutput::default());
+    drop(t);
+    assert_eq!(status(&mut rx), Some(EventStatus::Errored));
+}
