@@ -42,7 +42,8 @@ OPTIONS:
     --runs N           Runs of each case and baseline; the median is reported (default 3)
     --demo-count N     Events of the demo case (default 2000000)
     --cases LIST       Comma-separated subset of: bytes,json,remap,demo,parquet,jsonfile,idle,
-                       file-bytes,file-json,files-100,perf (default: all but perf)
+                       file-bytes,file-json,file-json-noack,files-100,perf (default: all but
+                       perf)
     --perf-size-mib N  Size of the perf case's capture, in MiB (default 256)
     --files-secs N     How long files-100 writes (default 60)
     --files-rate-mib N Total MiB/s files-100 writes into its 100 files (default 10)
@@ -56,6 +57,8 @@ const DEFAULT_DEMO_COUNT: u64 = 2_000_000;
 /// Goals from the issue.
 const GOAL_BYTES_VS_A: f64 = 0.15;
 const GOAL_JSON_VS_B: f64 = 1.5;
+/// Acknowledgements on by default may cost at most 5% of the file json case's speed.
+const GOAL_ACK_VS_NOACK: f64 = 0.95;
 /// Parquet sink vs the file sink writing JSON lines: at least as fast (events per CPU-second)
 /// and files at least this many times smaller.
 const GOAL_PARQUET_SMALLER: f64 = 8.0;
@@ -75,12 +78,13 @@ enum Case {
     Idle,
     FileBytes,
     FileJson,
+    FileJsonNoAck,
     Files100,
     Perf,
 }
 
 impl Case {
-    const ALL: [Case; 11] = [
+    const ALL: [Case; 12] = [
         Case::Bytes,
         Case::Json,
         Case::Remap,
@@ -90,11 +94,12 @@ impl Case {
         Case::Idle,
         Case::FileBytes,
         Case::FileJson,
+        Case::FileJsonNoAck,
         Case::Files100,
         Case::Perf,
     ];
     /// What runs without `--cases` (the perf case needs the shared captures).
-    const DEFAULT: [Case; 10] = [
+    const DEFAULT: [Case; 11] = [
         Case::Bytes,
         Case::Json,
         Case::Remap,
@@ -104,6 +109,7 @@ impl Case {
         Case::Idle,
         Case::FileBytes,
         Case::FileJson,
+        Case::FileJsonNoAck,
         Case::Files100,
     ];
 
@@ -118,6 +124,7 @@ impl Case {
             Case::Idle => "idle",
             Case::FileBytes => "file-bytes",
             Case::FileJson => "file-json",
+            Case::FileJsonNoAck => "file-json-noack",
             Case::Files100 => "files-100",
             Case::Perf => "perf",
         }
@@ -134,6 +141,7 @@ impl Case {
             Case::Idle => "idle",
             Case::FileBytes => "8. file bytes -> blackhole",
             Case::FileJson => "9. file json -> blackhole",
+            Case::FileJsonNoAck => "9b. file json -> blackhole, acknowledgements = false",
             Case::Files100 => "10. 100 files tailed while written -> blackhole",
             Case::Perf => "7. perf script -> stack_fold -> folded file",
         }
@@ -217,7 +225,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .find(|c| c.name() == name)
                         .with_context(|| {
                             format!(
-                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, files-100, perf)"
+                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, files-100, perf)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -426,6 +434,10 @@ del(.user_agent)
         }
         Case::FileBytes => files::pipeline(&input.to_string_lossy(), "bytes"),
         Case::FileJson => files::pipeline(&input.to_string_lossy(), "json"),
+        Case::FileJsonNoAck => files::pipeline(&input.to_string_lossy(), "json").replace(
+            "read_from = \"beginning\"\n",
+            "read_from = \"beginning\"\nacknowledgements = false\n",
+        ),
         Case::Files100 => files::pipeline(&format!("{}/*.log", input.display()), "bytes"),
         Case::Idle | Case::Perf => return None,
     })
@@ -473,7 +485,7 @@ fn run_case(
         let input = data.map_or_else(PathBuf::new, |d| d.path.clone());
         let body = case_config(case, args.demo_count, &out_dir, &input)
             .context("case without a pipeline")?;
-        let file_case = matches!(case, Case::FileBytes | Case::FileJson);
+        let file_case = matches!(case, Case::FileBytes | Case::FileJson | Case::FileJsonNoAck);
         let config = runner::write_config(&runner.work, case.name(), &body)?;
         let (stdin, expected, bytes) = match (case, data) {
             (Case::Demo, _) => (None, args.demo_count, None),
@@ -579,7 +591,7 @@ fn run_case(
             row.rss_mib = o.peak_rss_kib.map(|k| k as f64 / 1024.0);
             row.cpu_pct = o.cpu_secs.map(|c| 100.0 * c / o.secs);
             row.note = format!("median of {}: {:.2} s", args.runs, o.secs);
-            if matches!(case, Case::FileBytes | Case::FileJson) {
+            if matches!(case, Case::FileBytes | Case::FileJson | Case::FileJsonNoAck) {
                 row.note += " (spawn to every line counted; RSS VmHWM, CPU from /proc)";
             }
             if let (Some(n), Some(events)) = (
@@ -655,6 +667,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
                 | Case::JsonFile
                 | Case::FileBytes
                 | Case::FileJson
+                | Case::FileJsonNoAck
         )
     });
     let mut rows = Vec::new();
@@ -736,6 +749,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     let mut bytes_ratio = None;
     let mut json_ratio = None;
     let (mut file_bytes_ratio, mut file_json_ratio) = (None, None);
+    let mut file_json_noack_ratio: Option<Ratio> = None;
     let (mut parquet, mut jsonfile) = (None, None);
     for case in [
         Case::Bytes,
@@ -746,6 +760,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         Case::JsonFile,
         Case::FileBytes,
         Case::FileJson,
+        Case::FileJsonNoAck,
     ] {
         if !args.cases.contains(&case) {
             continue;
@@ -768,6 +783,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             Case::Json => json_ratio = r,
             Case::FileBytes => file_bytes_ratio = r,
             Case::FileJson => file_json_ratio = r,
+            Case::FileJsonNoAck => file_json_noack_ratio = r,
             Case::Parquet => parquet = w,
             Case::JsonFile => jsonfile = w,
             _ => {}
@@ -874,6 +890,20 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             met: file_json_ratio.map(|r| r.wall >= GOAL_JSON_VS_B),
         });
     }
+    if args.cases.contains(&Case::FileJson) && args.cases.contains(&Case::FileJsonNoAck) {
+        // Both against the same baseline (b): their quotient is acknowledgements on / off.
+        let on_vs_off = file_json_ratio
+            .zip(file_json_noack_ratio)
+            .map(|(on, off)| on.wall / off.wall);
+        goals.push(Goal {
+            name: format!(
+                "file json with acknowledgements (the default) >= {:.0}% of acknowledgements = false",
+                GOAL_ACK_VS_NOACK * 100.0
+            ),
+            measured: on_vs_off.map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
+            met: on_vs_off.map(|r| r >= GOAL_ACK_VS_NOACK),
+        });
+    }
     goals.append(&mut files_goals);
     if args.cases.contains(&Case::Parquet) && args.cases.contains(&Case::JsonFile) {
         let speed = parquet
@@ -967,11 +997,12 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             }
         ),
     ]);
-    if args
-        .cases
-        .iter()
-        .any(|c| matches!(c, Case::FileBytes | Case::FileJson | Case::Files100))
-    {
+    if args.cases.iter().any(|c| {
+        matches!(
+            c,
+            Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::Files100
+        )
+    }) {
         preamble.push(
             "file cases: the file source does not end at end of file, so they are timed from spawn (files-100: from the first write) until the blackhole's count on the API's /metrics (polled every 10 ms; during the files-100 writes, not at all) reaches every line, then weir is stopped with SIGTERM and must exit 0 with the same count in its summary; their CPU time is from /proc/PID/stat and their peak RSS is VmHWM, both read at that moment".into(),
         );

@@ -94,11 +94,16 @@ pub struct SourceContext {
     pub registry: Arc<MetricsRegistry>,
 }
 
-/// Where a source sends its batches: the default output and any named ones.
+/// Where a source sends its batches: the default output and any named ones. Dropping it ends
+/// the source's outputs (the downstream drains and flushes), also when the source goes on
+/// waiting for its last acknowledgements.
 pub struct SourceSender {
     default: Option<Fanout>,
     named: BTreeMap<String, Fanout>,
     metrics: Arc<ComponentMetrics>,
+    /// Told when the source drops its sender on purpose (not in a panic), so its supervisor
+    /// lets go of the copies of the outputs it keeps for a restart.
+    ended: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl SourceSender {
@@ -112,7 +117,14 @@ impl SourceSender {
             default,
             named,
             metrics,
+            ended: None,
         }
+    }
+
+    /// Tells `ended` when this sender is dropped other than by a panic.
+    pub fn on_end(mut self, ended: tokio::sync::oneshot::Sender<()>) -> Self {
+        self.ended = Some(ended);
+        self
     }
 
     /// Sends a batch to the default output, waiting while downstream is full (backpressure).
@@ -146,6 +158,16 @@ impl SourceSender {
             None => {
                 batch.finalize(EventStatus::Delivered);
                 Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for SourceSender {
+    fn drop(&mut self) {
+        if let Some(tx) = self.ended.take() {
+            if !std::thread::panicking() {
+                let _ = tx.send(());
             }
         }
     }

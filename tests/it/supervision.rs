@@ -358,3 +358,93 @@ encoding.codec = "text"
         written - total
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_sink_outage_exits_within_the_grace_period_with_the_count_and_the_next_start_delivers(
+) {
+    use crate::elasticsearch::{Double, Flavor};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let n = 1000;
+    write_lines(&d, n);
+    let config = |endpoint: std::net::SocketAddr, api: std::net::SocketAddr| {
+        format!(
+            r#"
+data_dir = "{data}"
+[api]
+address = "{api}"
+[sources.in]
+type = "file"
+include = ["{input}"]
+[sinks.es]
+type = "elasticsearch"
+inputs = ["in"]
+endpoints = ["http://{endpoint}"]
+index = "logs"
+request.retry_max_duration_secs = 1
+"#,
+            data = d.join("data").display(),
+            input = d.join("in.log").display(),
+        )
+    };
+    // Nothing listens there: every request fails, the sink retries.
+    let down = free_addr();
+    let api = free_addr();
+    let cfg = config(down, api);
+    let dd = d.clone();
+    let (code, log) = tokio::task::spawn_blocking(move || {
+        let child = start(&dd, "outage", &cfg);
+        assert!(
+            wait_until(Duration::from_secs(30), || metric(
+                api,
+                "weir_component_received_events_total",
+                "es"
+            ) == Some(n as f64)),
+            "the sink takes the lines in:\n{}",
+            log_of(&dd, "outage")
+        );
+        sigterm(&child);
+        // The grace period is 10 s: the exit comes soon after, not after the retries.
+        let out = wait_with_timeout(child, Duration::from_secs(25));
+        (out.status.code(), log_of(&dd, "outage"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("grace period of 10s expired"), "{log}");
+    assert!(
+        log.contains(&format!("{n} event(s) not delivered")),
+        "the exit says how many:\n{log}"
+    );
+
+    // The next start, with the endpoint up, delivers every line once.
+    let double = Double::of(Flavor::Es8);
+    let up = double.clone().start().await;
+    let api = free_addr();
+    let cfg = config(up, api);
+    let dd = d.clone();
+    let db = double.clone();
+    let (code, log) = tokio::task::spawn_blocking(move || {
+        let child = start(&dd, "after", &cfg);
+        let stored = wait_until(Duration::from_secs(30), || db.lock().stored.len() >= n);
+        sigterm(&child);
+        let out = wait_with_timeout(child, Duration::from_secs(30));
+        assert!(
+            stored,
+            "delivered after the restart:\n{}",
+            log_of(&dd, "after")
+        );
+        (out.status.code(), log_of(&dd, "after"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    let st = double.lock();
+    let got: BTreeSet<String> = st
+        .stored
+        .iter()
+        .map(|(_, doc)| doc["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(st.stored.len(), n, "each line once");
+    assert_eq!(got.len(), n);
+}

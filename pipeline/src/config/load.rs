@@ -888,7 +888,7 @@ mod tests {
         // Only where the component has the new name's table.
         assert_eq!(
             errors("max_inflight = 5\n"),
-            ["f.toml:4:1: sinks.out.max_inflight: unknown field `max_inflight`, expected one of `timeout_secs`, `batch`, `type`, `inputs`, `buffer`"]
+            ["f.toml:4:1: sinks.out.max_inflight: unknown field `max_inflight`, expected one of `timeout_secs`, `batch`, `type`, `inputs`, `buffer`, `on_failure`"]
         );
     }
 }

@@ -74,6 +74,17 @@ impl EventMetadata {
         }
     }
 
+    /// For a copy of an event that a component keeps past the event's journey (a store of
+    /// the latest values): drops the copy's hold without a status, as `original`, which holds
+    /// the same batch, says the outcome.
+    pub fn release_copy_of(&mut self, original: &EventMetadata) {
+        if let (Some(copy), Some(orig)) = (self.notifier.take(), original.notifier.as_ref()) {
+            // Same batch (a clone): merged silently. Otherwise `Err` returns the hold, and
+            // dropping it records errored, which is then the truth.
+            let _ = copy.merge_into(orig);
+        }
+    }
+
     /// Records this event's outcome and releases its hold: the event's journey ends here.
     pub fn finalize(&mut self, status: EventStatus) {
         if let Some(n) = self.notifier.take() {

@@ -333,15 +333,16 @@ async fn start_inner(
             named,
             shutdown: shutdown.clone(),
         };
+        let (cx, ended) = parts.context(&c);
         let source = parts
             .config
-            .build(parts.context(&c))
+            .build(cx)
             .await
             .map_err(|e| format!("source `{id}` ({}): {e}", s.type_name))?;
         tasks.push((
             id,
             ComponentKind::Source,
-            tokio::spawn(supervise::source(c, parts, source)),
+            tokio::spawn(supervise::source(c, parts, (source, ended))),
         ));
     }
     drop(fatal_tx);

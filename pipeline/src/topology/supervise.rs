@@ -233,47 +233,89 @@ pub(super) struct SourceParts {
 }
 
 impl SourceParts {
-    /// The context of one run of the source.
-    pub fn context(&self, c: &Common) -> SourceContext {
-        SourceContext {
+    /// The context of one run of the source, and what tells when it drops its sender.
+    pub fn context(&self, c: &Common) -> (SourceContext, tokio::sync::oneshot::Receiver<()>) {
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+        let cx = SourceContext {
             id: c.id.clone(),
-            out: SourceSender::new(self.default.clone(), self.named.clone(), c.metrics.clone()),
+            out: SourceSender::new(self.default.clone(), self.named.clone(), c.metrics.clone())
+                .on_end(ended_tx),
             shutdown: self.shutdown.child_token(),
             acknowledgements: self.acknowledgements,
             data_dir: self.data_dir.clone(),
             metrics: c.metrics.clone(),
             registry: self.registry.clone(),
-        }
+        };
+        (cx, ended_rx)
+    }
+
+    /// Lets go of the outputs: the source ended them, the consumers may now see their input
+    /// end (a source waiting for acknowledgements held by a window needs that window flushed).
+    fn release_outputs(&mut self) {
+        self.default = None;
+        self.named.clear();
     }
 }
 
 /// Runs a source (`first`, already built) until it is done, restarting it as configured. A
 /// source that fails after the shutdown began is not started again.
-pub(super) async fn source(c: Common, parts: SourceParts, first: Source) -> Result<(), BoxError> {
+pub(super) async fn source(
+    c: Common,
+    mut parts: SourceParts,
+    first: (Source, tokio::sync::oneshot::Receiver<()>),
+) -> Result<(), BoxError> {
     let mut backoff = Backoff::new();
     let mut next = Some(first);
+    let mut released = false;
     loop {
-        let source = match next.take() {
+        let (source, mut ended) = match next.take() {
             Some(s) => s,
-            None => match parts.config.build(parts.context(&c)).await {
-                Ok(s) => {
-                    c.restarted();
-                    s
-                }
-                Err(e) => {
-                    let e = format!("cannot build it again: {e}");
-                    match c.failed(&e, Duration::ZERO, &mut backoff) {
-                        Some(d) if !parts.shutdown.is_cancelled() && c.wait(d).await => continue,
-                        _ => return Err(e.into()),
+            None => {
+                let (cx, ended) = parts.context(&c);
+                match parts.config.build(cx).await {
+                    Ok(s) => {
+                        c.restarted();
+                        (s, ended)
+                    }
+                    Err(e) => {
+                        let e = format!("cannot build it again: {e}");
+                        match c.failed(&e, Duration::ZERO, &mut backoff) {
+                            Some(d) if !parts.shutdown.is_cancelled() && c.wait(d).await => {
+                                continue
+                            }
+                            _ => return Err(e.into()),
+                        }
                     }
                 }
-            },
+            }
         };
         let started = Instant::now();
-        let error = match run_task(source).await {
+        let mut task = std::pin::pin!(run_task(source));
+        let mut watching = true;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                r = &mut task => break r,
+                e = &mut ended, if watching => {
+                    watching = false;
+                    if e.is_ok() {
+                        parts.release_outputs();
+                        released = true;
+                    }
+                }
+            }
+        };
+        let error = match outcome {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        if released {
+            // It had ended its outputs: a new instance would have nowhere to send.
+            c.metrics.set_health(Health::Failed {
+                error: error.clone(),
+            });
+            return Err(error.into());
+        }
         if parts.shutdown.is_cancelled() {
             c.metrics.set_health(Health::Failed {
                 error: error.clone(),

@@ -392,7 +392,12 @@ impl Sink for Exporter {
                         let mut s = lock(&store);
                         for e in batch.events.iter() {
                             let ok = match e {
-                                Event::Metric(m) => s.absorb((**m).clone(), now),
+                                Event::Metric(m) => {
+                                    // The store keeps the value, not the event: no hold.
+                                    let mut copy = (**m).clone();
+                                    copy.metadata.release_copy_of(&m.metadata);
+                                    s.absorb(copy, now)
+                                }
                                 _ => false,
                             };
                             if ok {

@@ -60,8 +60,11 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const HELD_ACK: Duration = Duration::from_millis(250);
 /// The least time between two such prompt writes.
 const PROMPT_SAVE_GAP: Duration = Duration::from_millis(100);
-/// Batches sent and not yet acknowledged before the source stops reading.
-const MAX_OUTSTANDING_BATCHES: usize = 64;
+/// Batches sent and not yet acknowledged before the source stops reading. Windowed transforms
+/// hold the acknowledgements of a window's inputs until it is emitted, so this bounds how much
+/// one window can take in (4,096 batches of up to 1,000 lines); an outstanding batch costs its
+/// positions and a receiver (about 100 bytes), the events themselves are bounded by buffers.
+const MAX_OUTSTANDING_BATCHES: usize = 4096;
 /// Checkpoints of files not seen for this long are forgotten.
 const CHECKPOINT_MAX_AGE_SECS: i64 = 24 * 3600;
 
