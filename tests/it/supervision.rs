@@ -69,6 +69,20 @@ fn missing(path: &Path) -> usize {
     all_lines().difference(&got).count()
 }
 
+/// `dir/in.log` read by a file source `in` (acknowledgements by default), with `rest` (the
+/// other components) after it; the API on `api`, or off.
+fn file_pipeline(dir: &Path, api: Option<std::net::SocketAddr>, rest: &str) -> String {
+    let api = match api {
+        Some(a) => format!("address = \"{a}\""),
+        None => "enabled = false".to_string(),
+    };
+    format!(
+        "data_dir = \"{data}\"\n[api]\n{api}\n[sources.in]\ntype = \"file\"\ninclude = [\"{input}\"]\n{rest}",
+        data = dir.join("data").display(),
+        input = dir.join("in.log").display(),
+    )
+}
+
 /// A file source (acknowledgements by default) feeding a good `file` sink and a sink that
 /// panics once after 1,000 events.
 fn fan_out_config(
@@ -77,14 +91,11 @@ fn fan_out_config(
     panic_after: u64,
     on_failure: &str,
 ) -> String {
-    format!(
-        r#"
-data_dir = "{data}"
-[api]
-address = "{api}"
-[sources.in]
-type = "file"
-include = ["{input}"]
+    file_pipeline(
+        dir,
+        Some(api),
+        &format!(
+            r#"
 [sinks.good]
 type = "file"
 inputs = ["in"]
@@ -97,10 +108,9 @@ path = "{bad}"
 panic_after_events = {panic_after}
 on_failure = "{on_failure}"
 "#,
-        data = dir.join("data").display(),
-        input = dir.join("in.log").display(),
-        good = dir.join("good.log").display(),
-        bad = dir.join("bad.log").display(),
+            good = dir.join("good.log").display(),
+            bad = dir.join("bad.log").display(),
+        ),
     )
 }
 
@@ -170,14 +180,11 @@ fn with_on_failure_exit_a_panicking_transform_stops_the_process_and_the_next_sta
     let d = dir.path();
     write_input(d);
     let config = |api: std::net::SocketAddr, panic_after: u64| {
-        format!(
-            r#"
-data_dir = "{data}"
-[api]
-address = "{api}"
-[sources.in]
-type = "file"
-include = ["{input}"]
+        file_pipeline(
+            d,
+            Some(api),
+            &format!(
+                r#"
 [transforms.pass]
 type = "test_panic"
 inputs = ["in"]
@@ -189,9 +196,8 @@ inputs = ["pass"]
 path = "{out}"
 encoding.codec = "text"
 "#,
-            data = d.join("data").display(),
-            input = d.join("in.log").display(),
-            out = d.join("out.log").display(),
+                out = d.join("out.log").display(),
+            ),
         )
     };
     let child = start(d, "run1", &config(free_addr(), 1000));
@@ -228,14 +234,11 @@ fn health_is_503_naming_a_component_that_keeps_failing_and_sigterm_reports_what_
     let lines = 500;
     write_lines(d, lines);
     let api = free_addr();
-    let config = format!(
-        r#"
-data_dir = "{data}"
-[api]
-address = "{api}"
-[sources.in]
-type = "file"
-include = ["{input}"]
+    let config = file_pipeline(
+        d,
+        Some(api),
+        &format!(
+            r#"
 [sinks.bad]
 type = "test_panic"
 inputs = ["in"]
@@ -243,9 +246,8 @@ path = "{bad}"
 panic_after_events = 1
 panics = 1000
 "#,
-        data = d.join("data").display(),
-        input = d.join("in.log").display(),
-        bad = d.join("bad.log").display(),
+            bad = d.join("bad.log").display(),
+        ),
     );
     let child = start(d, "run", &config);
     let mut body = String::new();
@@ -289,23 +291,19 @@ fn kill_9_loops_with_default_settings_lose_nothing() {
     let d = dir.path();
     let input = d.join("in.log");
     let out = d.join("out.log");
-    let config = format!(
-        r#"
-data_dir = "{data}"
-[api]
-enabled = false
-[sources.in]
-type = "file"
-include = ["{input}"]
+    let config = file_pipeline(
+        d,
+        None,
+        &format!(
+            r#"
 [sinks.out]
 type = "file"
 inputs = ["in"]
 path = "{out}"
 encoding.codec = "text"
 "#,
-        data = d.join("data").display(),
-        input = input.display(),
-        out = out.display(),
+            out = out.display(),
+        ),
     );
     let total = 200_000;
     let writer = {
@@ -368,14 +366,11 @@ async fn sigterm_during_a_sink_outage_exits_within_the_grace_period_with_the_cou
     let n = 1000;
     write_lines(&d, n);
     let config = |endpoint: std::net::SocketAddr, api: std::net::SocketAddr| {
-        format!(
-            r#"
-data_dir = "{data}"
-[api]
-address = "{api}"
-[sources.in]
-type = "file"
-include = ["{input}"]
+        file_pipeline(
+            &d,
+            Some(api),
+            &format!(
+                r#"
 [sinks.es]
 type = "elasticsearch"
 inputs = ["in"]
@@ -383,8 +378,7 @@ endpoints = ["http://{endpoint}"]
 index = "logs"
 request.retry_max_duration_secs = 1
 "#,
-            data = d.join("data").display(),
-            input = d.join("in.log").display(),
+            ),
         )
     };
     // Nothing listens there: every request fails, the sink retries.

@@ -45,7 +45,7 @@ use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::{Concurrency, Count, Secs};
 use weir_pipeline::event::Event;
-use weir_pipeline::finalization::{EventStatus, Finalizer};
+use weir_pipeline::finalization::{EventStatus, FinalizerSet};
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -241,24 +241,10 @@ struct RemoteWrite {
 /// What a shard collects until it sends.
 struct Pending {
     batch: Batch,
-    notifiers: Vec<Finalizer>,
+    notifiers: FinalizerSet,
     events: u64,
     /// Estimated, for `batch.max_bytes`.
     bytes: usize,
-}
-
-impl Pending {
-    fn add_notifier(&mut self, n: Option<Finalizer>) {
-        let Some(n) = n else { return };
-        let n = match self.notifiers.last() {
-            Some(last) => match n.merge_into(last) {
-                Ok(()) => return,
-                Err(n) => n,
-            },
-            None => n,
-        };
-        self.notifiers.push(n);
-    }
 }
 
 /// One request for a shard's sender: an encoded (not yet compressed) `WriteRequest`.
@@ -266,7 +252,7 @@ struct Request {
     raw: Vec<u8>,
     /// Where each `TimeSeries` starts in `raw` (a run of them is a request too).
     starts: Vec<usize>,
-    notifiers: Vec<Finalizer>,
+    notifiers: FinalizerSet,
     events: u64,
 }
 
@@ -318,7 +304,7 @@ impl Sink for RemoteWrite {
             shards.push(Shard {
                 pending: Pending {
                     batch: Batch::new(),
-                    notifiers: Vec::new(),
+                    notifiers: FinalizerSet::default(),
                     events: 0,
                     bytes: 0,
                 },
@@ -365,7 +351,7 @@ impl Sink for RemoteWrite {
                             }
                         };
                         let p = &mut shards[s].pending;
-                        p.add_notifier(notifier);
+                        p.notifiers.absorb(notifier);
                         p.events += 1;
                         p.bytes += size;
                         if self.limits.is_full(p.events as usize, p.bytes) && !full.contains(&s) {
@@ -416,9 +402,7 @@ async fn flush(shard: &mut Shard, quantiles: &[f64]) {
     p.bytes = 0;
     if let Err(mpsc::error::SendError(req)) = shard.tx.send(req).await {
         // The sender stopped (it cannot, short of a panic): the events are not delivered.
-        for n in req.notifiers {
-            n.finalize(EventStatus::Errored);
-        }
+        req.notifiers.finalize(EventStatus::Errored);
     }
 }
 
@@ -444,9 +428,7 @@ async fn sender(mut client: Client, mut rx: mpsc::Receiver<Request>, s: Arc<Sett
             Outcome::GaveUp | Outcome::Stopped => EventStatus::Errored,
             _ => EventStatus::Rejected,
         };
-        for n in req.notifiers {
-            n.finalize(st);
-        }
+        req.notifiers.finalize(st);
     }
 }
 
