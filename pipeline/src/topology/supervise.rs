@@ -145,8 +145,9 @@ impl Common {
     }
 
     fn restarted(&self) {
-        self.metrics.add_restart();
+        // Healthy first: whoever sees the restart counted sees it running.
         self.metrics.set_health(Health::Running);
+        self.metrics.add_restart();
         tracing::info!(component = %self.id, kind = self.kind.as_str(), restarts = self.metrics.restarts(), "component started again");
     }
 }
