@@ -31,7 +31,11 @@ pub struct FileSinkConfig {
     /// The path template: `{{ field.path }}` parts, and strftime parts (`%Y-%m-%d`) filled from the
     /// event's `timestamp` (or its ingest time). For example, `/var/log/weir/{{ service
     /// }}-%Y-%m-%d.log`. A relative path is relative to the working directory, not to `data_dir`.
-    /// Events missing a field of the template are rejected and counted. Required.
+    /// Events missing a field of the template are rejected and counted. The fields cannot
+    /// take the path out of the directory before the template's first field or strftime part
+    /// (`/var/log/weir/` above): a rendered path that leaves it (`..` in a field's value), that is absolute when
+    /// that directory is relative, or that holds a NUL byte is rejected and counted
+    /// (`path_outside`). Required.
     pub path: String,
     /// How each event is written: `encoding.codec` is `json`, `text`, `logfmt` or `folded`. See
     /// [codecs](codecs.md#encoding). Default: `{ codec = "json" }` (JSON lines).
@@ -61,6 +65,7 @@ impl SinkConfig for FileSinkConfig {
         let template = Template::parse(&self.path).map_err(|e| format!("`path`: {e}"))?;
         Ok(Box::new(FileSink {
             cfg: self.clone(),
+            root: field_root(&self.path),
             template,
             files: HashMap::new(),
             metrics: cx.metrics,
@@ -81,6 +86,8 @@ struct OpenFile {
 struct FileSink {
     cfg: FileSinkConfig,
     template: Template,
+    /// The directory the template's fields cannot leave (`None`: the template has no field).
+    root: Option<PathBuf>,
     files: HashMap<PathBuf, OpenFile>,
     metrics: std::sync::Arc<ComponentMetrics>,
 }
@@ -180,6 +187,20 @@ impl Sink for FileSink {
                     {
                         Some(i) => i,
                         None => {
+                            // Checked once per path and batch, not per event.
+                            if let Some(root) = &self.root {
+                                if let Err(why) = inside(root, &path_buf) {
+                                    e.metadata().update_status(EventStatus::Rejected);
+                                    self.metrics.error(
+                                        "path_outside",
+                                        1,
+                                        &format_args!(
+                                            "the path {path_buf:?} made from the event's fields {why}; event rejected"
+                                        ),
+                                    );
+                                    continue;
+                                }
+                            }
                             pending.push((PathBuf::from(&path_buf), Vec::new()));
                             pending.len() - 1
                         }
@@ -247,6 +268,54 @@ impl Sink for FileSink {
             }
         }
         Ok(())
+    }
+}
+
+/// The directory before a path template's first field or strftime part (`/var/log/weir/` for
+/// `/var/log/weir/%Y/{{ service }}.log`; empty for a relative template that starts with one),
+/// or `None` when the template has no field (strftime parts alone make only digits).
+fn field_root(template: &str) -> Option<PathBuf> {
+    let field = template.find("{{")?;
+    let first = template.find('%').map_or(field, |t| t.min(field));
+    let before = &template[..first];
+    Some(PathBuf::from(match before.rfind('/') {
+        Some(i) => &before[..=i],
+        None => "",
+    }))
+}
+
+/// `path` with `.` and `..` resolved lexically, or `None` when a `..` climbs above its start.
+fn normalize(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    return None;
+                }
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    Some(out)
+}
+
+/// Whether the rendered `path` stays in `root` (see [`FileSinkConfig::path`]); the error says
+/// how it does not.
+fn inside(root: &Path, path: &str) -> Result<(), &'static str> {
+    if path.contains('\0') {
+        return Err("holds a NUL byte");
+    }
+    let p = Path::new(path);
+    if root.is_relative() && p.is_absolute() {
+        return Err("is absolute where the template's directory is relative");
+    }
+    match (normalize(root), normalize(p)) {
+        (Some(r), Some(p)) if p.starts_with(&r) && p != r => Ok(()),
+        _ => Err("leaves the template's directory"),
     }
 }
 
@@ -343,5 +412,87 @@ mod tests {
             "{\"n\":2,\"svc\":\"b\"}\n"
         );
         assert_eq!(metrics.errors().get("template"), Some(&1));
+    }
+
+    #[test]
+    fn fields_cannot_take_the_path_out_of_the_templates_directory() {
+        let root = field_root("/var/log/weir/{{ name }}-%Y.log").unwrap();
+        assert_eq!(root, PathBuf::from("/var/log/weir/"));
+        assert_eq!(field_root("/var/log/weir/%Y.log"), None);
+        assert_eq!(field_root("{{ a }}.log"), Some(PathBuf::from("")));
+        assert_eq!(
+            field_root("/d/errors/%Y-%m-%d/{{ service }}.log"),
+            Some(PathBuf::from("/d/errors/"))
+        );
+        assert!(inside(&root, "/var/log/weir/api-2026.log").is_ok());
+        assert!(inside(&root, "/var/log/weir/ns/api-2026.log").is_ok());
+        assert!(inside(&root, "/var/log/weir/a/../b-2026.log").is_ok());
+        assert_eq!(
+            inside(&root, "/var/log/weir/../../escaped-2026.log"),
+            Err("leaves the template's directory")
+        );
+        assert!(
+            inside(&root, "/var/log/weir/..-2026.log").is_ok(),
+            "a name, not `..`"
+        );
+        assert!(inside(&root, "/var/log/weir/..").is_err());
+        assert!(inside(&root, "/var/log/weir/x\0.log").is_err());
+        let rel = field_root("out/{{ a }}.log").unwrap();
+        assert!(inside(&rel, "out/b.log").is_ok());
+        assert!(inside(&rel, "out/../../b.log").is_err());
+        assert!(inside(&rel, "/etc/passwd").is_err());
+        let bare = field_root("{{ a }}.log").unwrap();
+        assert!(inside(&bare, "b.log").is_ok());
+        assert!(inside(&bare, "../b.log").is_err());
+        assert!(inside(&bare, "/etc/b.log").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_fields_climb_out_of_the_directory_is_rejected_and_nothing_is_written_there(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a/b/out");
+        let cfg = FileSinkConfig {
+            path: format!("{}/{{{{ svc }}}}.log", out.display()),
+            encoding: Default::default(),
+            max_bytes: None,
+            idle_timeout_secs: Secs::from_secs(30),
+            fsync: false,
+        };
+        let metrics = Arc::new(weir_pipeline::metrics::ComponentMetrics::new(
+            "f",
+            weir_pipeline::vocabulary::ComponentKind::Sink,
+            "file",
+        ));
+        let sink = cfg
+            .build(SinkContext {
+                id: Arc::from("f"),
+                data_dir: dir.path().to_path_buf(),
+                metrics: metrics.clone(),
+                registry: Arc::new(MetricsRegistry::default()),
+                outputs: Default::default(),
+                stop: Default::default(),
+            })
+            .await
+            .unwrap();
+        let (tx, rx) = buffer(100, WhenFull::Block, metrics.clone());
+        let task = tokio::spawn(sink.run(SinkInput::new(rx, metrics.clone())));
+        let (n, status) = BatchNotifier::new_with_receiver();
+        let mut b = EventBatch::new(vec![event(Some("../../escaped"), 1), event(Some("ok"), 2)]);
+        b.attach_notifier(&n);
+        drop(n);
+        tx.send(b).await.unwrap();
+        drop(tx);
+        task.await.unwrap().unwrap();
+        assert!(
+            !dir.path().join("a/escaped.log").exists(),
+            "nothing escaped"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("ok.log")).unwrap(),
+            "{\"n\":2,\"svc\":\"ok\"}\n"
+        );
+        assert_eq!(metrics.errors().get("path_outside"), Some(&1));
+        assert_eq!(status.wait().await, EventStatus::Rejected);
     }
 }
