@@ -137,6 +137,13 @@ impl ComponentMetrics {
         self.lost_in_failures.load(Ordering::Relaxed)
     }
 
+    /// What a sink has received and neither sent nor discarded, nor lost in a failure: the
+    /// events in its hands.
+    pub fn in_hand(&self) -> u64 {
+        self.received_events()
+            .saturating_sub(self.sent_events() + self.discarded_events() + self.lost_in_failures())
+    }
+
     /// Restarts after a failure so far.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)

@@ -207,10 +207,6 @@ fn not_delivered(c: &weir_pipeline::metrics::ComponentMetrics) -> u64 {
     match c.kind {
         ComponentKind::Source => 0,
         ComponentKind::Transform => buffered,
-        ComponentKind::Sink => {
-            buffered
-                + c.received_events()
-                    .saturating_sub(c.sent_events() + c.discarded_events() + c.lost_in_failures())
-        }
+        ComponentKind::Sink => buffered + c.in_hand(),
     }
 }

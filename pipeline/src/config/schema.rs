@@ -32,7 +32,7 @@ fn common_keys(kind: ComponentKind, type_name: &str, buffer: &Value) -> Vec<(&'s
             json!({
                 "description": "Hold back the source's progress (offsets, checkpoints) until every \
                     sink that received its events has delivered them. Default: on for every \
-                    source that can (`weir list` and the component's page say which); \
+                    source that can (the configuration guide lists them); \
                     `false` opts out; `true` on a source that cannot is an error.",
                 "type": "boolean",
             }),

@@ -201,24 +201,18 @@ pub(super) async fn sink(
         };
         let input = SinkInput::lent(parts.input.clone().lock_owned().await, c.metrics.clone());
         let started = Instant::now();
-        let held_before = in_hand(&c.metrics);
+        let held_before = c.metrics.in_hand();
         let error = match run_task(sink.run(input)).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         c.metrics
-            .add_lost_in_failure(in_hand(&c.metrics).saturating_sub(held_before));
+            .add_lost_in_failure(c.metrics.in_hand().saturating_sub(held_before));
         match c.failed(&error, started.elapsed(), &mut backoff) {
             Some(d) if c.wait(d).await => {}
             _ => return Err(error.into()),
         }
     }
-}
-
-/// What a sink has received and neither sent nor discarded (nor lost in an earlier failure).
-pub(crate) fn in_hand(m: &ComponentMetrics) -> u64 {
-    m.received_events()
-        .saturating_sub(m.sent_events() + m.discarded_events() + m.lost_in_failures())
 }
 
 /// What a source is built from, again at each restart.

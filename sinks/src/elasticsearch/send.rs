@@ -56,7 +56,7 @@ impl Item {
 
     /// Records the document's outcome and releases its hold on its batch's notifier, if
     /// any. (An item dropped without an outcome counts as errored.)
-    fn update_status(&mut self, status: EventStatus) {
+    fn finalize(&mut self, status: EventStatus) {
         if let Some(n) = self.notifier.take() {
             n.finalize(status);
         }
@@ -382,7 +382,7 @@ impl Sender {
                         left.extend(more);
                     }
                     for it in &mut left {
-                        it.update_status(EventStatus::Errored);
+                        it.finalize(EventStatus::Errored);
                     }
                     let n = left.len() as u64;
                     self.metrics.error(
@@ -421,7 +421,7 @@ impl Sender {
             self.metrics
                 .error("rejected", 1, &format_args!("{refusal}; rejected ({msg})"));
             self.dead_letter(&refusal, &refusal.reason, it, body, dead);
-            it.update_status(EventStatus::Rejected);
+            it.finalize(EventStatus::Rejected);
         }
     }
 
@@ -454,7 +454,7 @@ impl Sender {
                     for (mut item, o) in items.drain(..).zip(outcomes) {
                         match o {
                             ItemOutcome::Ok => {
-                                item.update_status(EventStatus::Delivered);
+                                item.finalize(EventStatus::Delivered);
                                 delivered += 1;
                             }
                             ItemOutcome::Retry(r) if !give_up => {
@@ -475,7 +475,7 @@ impl Sender {
                                     ),
                                 );
                                 self.dead_letter(&refusal, &reason, &item, &body, dead);
-                                item.update_status(EventStatus::Rejected);
+                                item.finalize(EventStatus::Rejected);
                             }
                         }
                     }
@@ -529,7 +529,7 @@ impl Sender {
                     );
                     for mut it in items.drain(..) {
                         self.dead_letter(&refusal, &msg, &it, &body, dead);
-                        it.update_status(EventStatus::Rejected);
+                        it.finalize(EventStatus::Rejected);
                     }
                     None
                 }
@@ -570,7 +570,7 @@ impl Sender {
             reason: format!("gave up after {attempts} attempts: {reason}"),
         };
         self.dead_letter(&refusal, reason, item, body, dead);
-        item.update_status(EventStatus::Errored);
+        item.finalize(EventStatus::Errored);
     }
 }
 
