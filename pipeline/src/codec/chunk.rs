@@ -82,7 +82,7 @@ impl LineChunker {
         } else {
             let complete = memchr::memrchr(b'\n', buf).map_or(0, |p| p + 1);
             let partial = buf.len() - complete;
-            if partial > self.max_line_bytes {
+            if super::framing::over_limit(&buf[complete..], self.max_line_bytes) {
                 // The unfinished last line is already too long: drop it as it comes.
                 self.discarding = Some(partial);
                 buf.truncate(complete);
@@ -117,9 +117,8 @@ pub fn lines(chunk: &[u8], max: usize) -> impl Iterator<Item = Piece> + '_ {
             stop -= 1;
         }
         Some(if stop - start > max {
-            Piece::Oversized {
-                bytes: stop - start,
-            }
+            // Counted with its `\r`, as when it is dropped piece by piece.
+            Piece::Oversized { bytes: end - start }
         } else {
             Piece::Line(start..stop)
         })

@@ -322,6 +322,7 @@ impl KindStr for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Encoder;
 
     fn one(d: Decoder, line: &'static [u8]) -> Result<LogEvent, DecodeError> {
         let mut out = Vec::new();
@@ -410,34 +411,113 @@ mod tests {
             b"{\"deep\":[[[[{\"x\":[]}]]]]}",
         ];
         for line in cases {
-            let show = String::from_utf8_lossy(line);
-            let mut eager = Vec::new();
-            let e = Decoder::Json.decode(Bytes::copy_from_slice(line), &None, &mut eager);
-            let mut lazy = Vec::new();
-            let l = Decoder::Json.decode_lazy(
-                &JsonLaziness::new(),
-                Bytes::copy_from_slice(line),
-                &None,
-                Utc::now(),
-                Tag,
-                &mut lazy,
-            );
-            match (e, l) {
-                (Err(e), Err(l)) => assert_eq!(l.to_string(), e.to_string(), "{show}"),
-                (Ok(()), Ok(())) => {
-                    assert_eq!(lazy.len(), eager.len(), "{show}");
-                    for (l, e) in lazy.iter().zip(&eager) {
-                        let (l, e) = (l.as_log().unwrap(), e.as_log().unwrap());
-                        let mut want = e.value().clone();
-                        if let Value::Object(m) = &mut want {
-                            Tag.fill(m);
+            lazy_matches_eager(line);
+        }
+    }
+
+    /// Decodes `line` eagerly and lazily: the same error, or the same events (the lazy ones
+    /// with `Tag`'s defaults).
+    fn lazy_matches_eager(line: &[u8]) {
+        let show = String::from_utf8_lossy(line);
+        let mut eager = Vec::new();
+        let e = Decoder::Json.decode(Bytes::copy_from_slice(line), &None, &mut eager);
+        let mut lazy = Vec::new();
+        let l = Decoder::Json.decode_lazy(
+            &JsonLaziness::new(),
+            Bytes::copy_from_slice(line),
+            &None,
+            Utc::now(),
+            Tag,
+            &mut lazy,
+        );
+        match (e, l) {
+            (Err(e), Err(l)) => assert_eq!(l.to_string(), e.to_string(), "{show}"),
+            (Ok(()), Ok(())) => {
+                assert_eq!(lazy.len(), eager.len(), "{show}");
+                for (l, e) in lazy.iter().zip(&eager) {
+                    let (l, e) = (l.as_log().unwrap(), e.as_log().unwrap());
+                    let mut want = e.value().clone();
+                    if let Value::Object(m) = &mut want {
+                        Tag.fill(m);
+                    }
+                    assert_eq!(l.value(), &want, "{show}");
+                }
+            }
+            (e, l) => panic!("{show}: eager gave {e:?}, lazy {l:?}"),
+        }
+    }
+
+    /// Every decoder on mutated real lines: no panic, and what decodes encodes with every
+    /// encoder without a panic (an error is fine: a `folded` encoding of a log that is not a
+    /// stack). JSON lines also decode lazily to what they decode eagerly.
+    #[test]
+    fn fuzz_decoders() {
+        let mut seeds: Vec<Vec<u8>> = vec![
+            br#"{"a":1,"b":"x","c":[1,2,{"d":null}],"e":{"f":true}}"#.to_vec(),
+            br#"{"esc":"a\"b\\c\u00e9\ud83d\ude00","n":-1.5e3}"#.to_vec(),
+            br#"[{"a":1},{"b":2}]"#.to_vec(),
+            b"ts=2024-10-11T22:14:15Z level=info msg=\"user \\\"x\\\" logged in\" dur=1.5ms ok"
+                .to_vec(),
+            b"<34>1 2024-10-11T22:14:15.003Z mymachine su 77 ID47 [ex@1 k=\"v\"] 'su root' failed"
+                .to_vec(),
+            b"<13>Oct 11 22:14:15 host app[42]: a BSD line".to_vec(),
+            b"<165>1 2003-10-11T22:14:15.003Z - - - - -".to_vec(),
+            "plain text é\u{1F600}".as_bytes().to_vec(),
+        ];
+        if let Some(dir) = weir_testing::require(
+            "the shared Hubble samples (JSON lines)",
+            weir_testing::shared_testdata("hubble"),
+        ) {
+            let text = std::fs::read(dir.join("upstream-samples.jsonl")).unwrap();
+            seeds.extend(text.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+        }
+        weir_testing::fuzz::Fuzz::new("decoders")
+            .seeds(seeds)
+            .dict([
+                "{",
+                "}",
+                "[",
+                "]",
+                "\"",
+                ":",
+                ",",
+                "\\u",
+                "\\ud800",
+                "true",
+                "null",
+                "=",
+                "<13>",
+                "1 ",
+                " - ",
+                "[x@1 a=\"b\"]",
+                "T",
+                "Z",
+            ])
+            .run(|line| {
+                for d in [
+                    Decoder::Bytes,
+                    Decoder::Json,
+                    Decoder::Logfmt,
+                    Decoder::Syslog,
+                ] {
+                    let mut out = Vec::new();
+                    if d.decode(Bytes::copy_from_slice(line), &None, &mut out)
+                        .is_ok()
+                    {
+                        for ev in &out {
+                            for enc in [
+                                Encoder::Json,
+                                Encoder::Text,
+                                Encoder::Logfmt,
+                                Encoder::Folded,
+                            ] {
+                                let _ = enc.encode(ev, &mut Vec::new());
+                            }
                         }
-                        assert_eq!(l.value(), &want, "{show}");
                     }
                 }
-                (e, l) => panic!("{show}: eager gave {e:?}, lazy {l:?}"),
-            }
-        }
+                lazy_matches_eager(line);
+            });
     }
 
     #[test]

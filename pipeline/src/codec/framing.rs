@@ -56,7 +56,8 @@ impl LineFramer {
                         line.truncate(end - 1);
                     }
                     if line.len() > self.max_line_bytes {
-                        return Some(Frame::Oversized { bytes: line.len() });
+                        // Counted with its `\r`, as when it is dropped piece by piece.
+                        return Some(Frame::Oversized { bytes: end });
                     }
                     return Some(Frame::Line(line.freeze()));
                 }
@@ -67,7 +68,7 @@ impl LineFramer {
                         self.scanned = 0;
                         return None;
                     }
-                    if buf.len() > self.max_line_bytes {
+                    if over_limit(buf, self.max_line_bytes) {
                         self.discarding = Some(buf.len());
                         buf.clear();
                         self.scanned = 0;
@@ -99,11 +100,18 @@ impl LineFramer {
     }
 }
 
+/// Whether `partial`, a line without its delimiter yet, is already longer than `max`: the
+/// limit does not count a `\r` before the delimiter, which may be the next byte.
+pub(crate) fn over_limit(partial: &[u8], max: usize) -> bool {
+    partial.len() > max.saturating_add(1)
+        || (partial.len() == max.saturating_add(1) && partial.last() != Some(&b'\r'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn frames(chunks: &[&[u8]], max: usize) -> Vec<Frame> {
+    pub(super) fn frames(chunks: &[&[u8]], max: usize) -> Vec<Frame> {
         let mut f = LineFramer::new(b'\n', max);
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
@@ -142,5 +150,66 @@ mod tests {
                 Frame::Line(Bytes::from_static(b"ok2")),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::codec::chunk::{lines, LineChunker, Piece};
+
+    /// What the line chunker makes of `reads`, in the framer's terms.
+    fn chunked(reads: &[&[u8]], max: usize) -> Vec<Frame> {
+        let mut c = LineChunker::new(max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut take = |chunk: super::super::chunk::Chunk| {
+            if let Some(n) = chunk.oversized_before {
+                out.push(Frame::Oversized { bytes: n });
+            }
+            for p in lines(&chunk.bytes, max) {
+                out.push(match p {
+                    Piece::Line(r) => Frame::Line(chunk.bytes.slice(r)),
+                    Piece::Oversized { bytes } => Frame::Oversized { bytes },
+                });
+            }
+        };
+        for r in reads {
+            buf.extend_from_slice(r);
+            if let Some(chunk) = c.next_chunk(&mut buf, false) {
+                take(chunk);
+            }
+        }
+        if let Some(chunk) = c.next_chunk(&mut buf, true) {
+            take(chunk);
+        }
+        out
+    }
+
+    /// A stream's lines do not depend on how its reads cut it, for the line framer and for
+    /// the line chunker. The input's first byte is the longest line, its second the read size.
+    #[test]
+    fn fuzz_line_framing() {
+        let text = "GET /a HTTP/1.1\r\nline two\n\nlonger line over the limit here\nlast";
+        weir_testing::fuzz::Fuzz::new("line_framing")
+            .seed([&[16u8, 3][..], text.as_bytes()].concat())
+            .seed([&[1u8, 1][..], b"a\nbb\r\n\r\n"].concat())
+            .seed([&[200u8, 7][..], "é\n\u{1F600}\r".as_bytes()].concat())
+            .dict(["\n", "\r\n", "\r", "\n\n"])
+            .run(|input| {
+                let (max, step, data) = match input {
+                    [m, s, rest @ ..] => (usize::from(*m).max(1), usize::from(*s).max(1), rest),
+                    _ => return,
+                };
+                let reads: Vec<&[u8]> = data.chunks(step).collect();
+                let whole = super::tests::frames(&[data], max);
+                assert_eq!(
+                    super::tests::frames(&reads, max),
+                    whole,
+                    "framer, reads of {step}"
+                );
+                let whole = chunked(&[data], max);
+                assert_eq!(chunked(&reads, max), whole, "chunker, reads of {step}");
+            });
     }
 }

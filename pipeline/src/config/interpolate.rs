@@ -171,3 +171,38 @@ mod tests {
         assert!(errs[3].message.contains("unterminated"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Interpolation never panics, and keeps the text's line count (later errors' line
+    /// numbers depend on it) whatever the references and the values.
+    #[test]
+    fn fuzz_interpolation() {
+        let lookup = |name: &str| match name {
+            "HOST" => Some("node-1".to_string()),
+            "EMPTY" => Some(String::new()),
+            "BRACE" => Some("}${HOST}".to_string()),
+            "NL" => Some("a\nb".to_string()),
+            _ => None,
+        };
+        weir_testing::fuzz::Fuzz::new("interpolation")
+            .seed("a = \"${HOST}\"\nb = \"$HOST/${EMPTY:-x}\"\n# ${NOT_SET}\nc = \"$$HOST\"\n")
+            .seed("d = \"${NL}\"\ne = \"${MISSING:?set it}\" f = \"${BRACE}\" ${A:-${B}}\n")
+            .dict([
+                "$", "${", "}", "$$", ":-", ":?", "-", "HOST", "NL", "#", "\n", "é",
+            ])
+            .run(|input| {
+                let text = String::from_utf8_lossy(input);
+                let (out, errors) = interpolate(&text, &lookup);
+                if errors.is_empty() {
+                    assert_eq!(
+                        out.lines().count(),
+                        text.lines().count(),
+                        "{text:?} -> {out:?}"
+                    );
+                }
+            });
+    }
+}
