@@ -141,6 +141,18 @@ impl Utf16Framer {
         None
     }
 
+    /// Whether `partial`, a line without its delimiter yet, is already longer than the limit.
+    /// The limit does not count a `\r` before the delimiter: a last whole unit that is `\r`
+    /// is not counted, unless an odd byte after it starts another unit.
+    fn over_limit(&self, partial: &[u8]) -> bool {
+        let whole = partial.len() & !1;
+        let cr_last = whole >= 2
+            && whole == partial.len()
+            && self.unit(&partial[whole - 2..whole]) == u16::from(b'\r');
+        let content = if cr_last { whole - 2 } else { whole };
+        content > self.max_line_bytes
+    }
+
     fn decode(&self, raw: &[u8]) -> Bytes {
         let enc = if self.big_endian {
             encoding_rs::UTF_16BE
@@ -165,7 +177,8 @@ impl Utf16Framer {
                         raw.truncate(raw.len() - 2);
                     }
                     if raw.len() > self.max_line_bytes {
-                        return Some(Frame::Oversized { bytes: raw.len() });
+                        // Counted with its `\r`, as when it is dropped piece by piece.
+                        return Some(Frame::Oversized { bytes: end });
                     }
                     return Some(Frame::Line(self.decode(&raw)));
                 }
@@ -178,7 +191,7 @@ impl Utf16Framer {
                         self.scanned = 0;
                         return None;
                     }
-                    if buf.len() > self.max_line_bytes {
+                    if self.over_limit(buf) {
                         self.discarding = Some(whole);
                         let _ = buf.split_to(whole);
                         self.scanned = 0;
@@ -213,7 +226,7 @@ impl Utf16Framer {
 mod tests {
     use super::*;
 
-    fn utf16(text: &str, be: bool) -> Vec<u8> {
+    pub(super) fn utf16(text: &str, be: bool) -> Vec<u8> {
         let mut out = Vec::new();
         for u in text.encode_utf16() {
             out.extend_from_slice(&if be { u.to_be_bytes() } else { u.to_le_bytes() });
@@ -305,5 +318,61 @@ mod tests {
                 Frame::Line(Bytes::from_static(b"ok2")),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::tests::utf16;
+    use super::*;
+
+    /// The frames of `reads`, and the bytes left in the buffer at the end.
+    fn frames(charset: Charset, reads: &[&[u8]], max: usize) -> (Vec<Frame>, usize) {
+        let mut s = LineSplitter::new(charset, b'\n', max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for r in reads {
+            buf.extend_from_slice(r);
+            while let Some(f) = s.next_frame(&mut buf) {
+                out.push(f);
+            }
+        }
+        out.extend(s.finish(&mut buf));
+        (out, buf.len())
+    }
+
+    /// UTF-8 and UTF-16 (both byte orders) split the same whatever the reads' sizes, and
+    /// every byte is taken (offsets stay exact). The input's first byte is the longest line,
+    /// its second the read size.
+    #[test]
+    fn fuzz_charsets() {
+        let text = "first line\r\nsecond é \u{1F600}\n\nlast";
+        weir_testing::fuzz::Fuzz::new("charsets")
+            .seed([&[40u8, 3][..], &utf16(text, false)].concat())
+            .seed([&[6u8, 5][..], &utf16(text, true)].concat())
+            .seed([&[255u8, 1][..], text.as_bytes()].concat())
+            .seed([&[8u8, 2][..], b"\n\0\0\n\xd8\x3d\n\0"].concat())
+            .dict([
+                &b"\n\0"[..],
+                b"\0\n",
+                b"\r\0\n\0",
+                b"\x3d\xd8",
+                b"\xd8\x3d",
+                b"\xff\xfe",
+            ])
+            .run(|input| {
+                let (max, step, data) = match input {
+                    [m, s, rest @ ..] => (usize::from(*m).max(1), usize::from(*s).max(1), rest),
+                    _ => return,
+                };
+                let reads: Vec<&[u8]> = data.chunks(step).collect();
+                for charset in [Charset::Utf8, Charset::Utf16Le, Charset::Utf16Be] {
+                    let (whole, left) = frames(charset, &[data], max);
+                    assert_eq!(left, 0, "{charset:?}: bytes left over");
+                    let (pieces, left) = frames(charset, &reads, max);
+                    assert_eq!(left, 0, "{charset:?}: bytes left over, reads of {step}");
+                    assert_eq!(pieces, whole, "{charset:?}, reads of {step}");
+                }
+            });
     }
 }

@@ -378,3 +378,68 @@ mod tests {
         assert!(e.contains("start_pattern"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Lines grouped in every mode, within a small size limit: nothing lost or added (the
+    /// events hold every line once, joined by newlines), groups over the limit only when one
+    /// line alone is, and offsets in order.
+    #[test]
+    fn fuzz_multiline() {
+        const MAX: usize = 64;
+        let modes = [
+            Mode::ContinueThrough,
+            Mode::ContinuePast,
+            Mode::HaltBefore,
+            Mode::HaltWith,
+        ];
+        let groupers: Vec<Multiline> = modes
+            .iter()
+            .map(|&mode| {
+                Multiline::new(
+                    &MultilineConfig {
+                        start_pattern: r"^\S".into(),
+                        condition_pattern: r"^\s+at |\\$|^Caused by".into(),
+                        mode,
+                        timeout_ms: 1000,
+                    },
+                    MAX,
+                )
+                .unwrap()
+            })
+            .collect();
+        weir_testing::fuzz::Fuzz::new("multiline")
+            .seed("java.lang.Error: x\n    at a.b(C.java:1)\n    at d.e(F.java:2)\nCaused by: y\n    at g\nnext line\n")
+            .seed("a \\\nb \\\nc\nsingle\n\n")
+            .dict(["\n", "    at ", "\\", "Caused by", " "])
+            .run(|input| {
+                let lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+                let line_bytes: usize = lines.iter().map(|l| l.len()).sum();
+                for m in &groupers {
+                    let mut p = Pending::default();
+                    let mut out: Vec<(Bytes, u64)> = Vec::new();
+                    let mut emit = |b: Bytes, s: u64| out.push((b, s));
+                    let now = Instant::now();
+                    let mut off = 0;
+                    for l in &lines {
+                        m.push(&mut p, Bytes::copy_from_slice(l), off, now, &mut emit);
+                        off += l.len() as u64 + 1;
+                    }
+                    m.flush(&mut p, &mut emit);
+                    let event_bytes: usize = out.iter().map(|(b, _)| b.len()).sum();
+                    let joins = lines.len() - out.len();
+                    assert_eq!(event_bytes, line_bytes + joins, "{:?}", m.mode);
+                    for (b, _) in &out {
+                        assert!(
+                            b.len() <= MAX || !b.contains(&b'\n'),
+                            "a group of {} bytes",
+                            b.len()
+                        );
+                    }
+                    assert!(out.windows(2).all(|w| w[0].1 < w[1].1), "offsets out of order");
+                }
+            });
+    }
+}

@@ -655,4 +655,57 @@ mod tests {
             "spec.nodeName%3Dnode-1"
         );
     }
+
+    /// Watch events (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR) with real pod and namespace
+    /// objects, mutated: a bad line is an error for that watch, never a panic.
+    #[test]
+    fn fuzz_watch_events() {
+        let pod = r#"{"type":"ADDED","object":{"metadata":{"name":"p","namespace":"n","uid":"u1","resourceVersion":"42","labels":{"app":"web","weir.io/exclude":"false"},"annotations":{"a":"b"},"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"p-1","uid":"x","controller":true}]},"spec":{"nodeName":"node-1","containers":[{"name":"c","image":"nginx:1"}]},"status":{"podIP":"10.0.0.1","containerStatuses":[{"name":"c","containerID":"containerd://abc"}]}}}"#;
+        let ns = r#"{"type":"MODIFIED","object":{"metadata":{"name":"n","uid":"n1","resourceVersion":"43","labels":{"team":"a"}}}}"#;
+        let (pods, namespaces) = {
+            let client =
+                Arc::new(Client::new(Endpoint::parse("http://127.0.0.1:1").unwrap()).unwrap());
+            let metrics = Arc::new(ComponentMetrics::new(
+                "k8s",
+                weir_pipeline::vocabulary::ComponentKind::Source,
+                "kubernetes_logs",
+            ));
+            let reporter = Reporter::Api {
+                down: Arc::new(AtomicBool::new(false)),
+            };
+            (
+                Watcher::<PodMeta> {
+                    client: client.clone(),
+                    selector: String::new(),
+                    cache: Arc::default(),
+                    delay_deletion: Duration::from_secs(1),
+                    metrics: metrics.clone(),
+                    reporter: reporter.clone(),
+                },
+                Watcher::<NamespaceMeta> {
+                    client,
+                    selector: String::new(),
+                    cache: Arc::default(),
+                    delay_deletion: Duration::from_secs(1),
+                    metrics,
+                    reporter,
+                },
+            )
+        };
+        weir_testing::fuzz::Fuzz::new("kubernetes_watch")
+            .seed(pod)
+            .seed(pod.replace("ADDED", "DELETED"))
+            .seed(ns)
+            .seed(r#"{"type":"BOOKMARK","object":{"kind":"Pod","metadata":{"resourceVersion":"99"}}}"#)
+            .seed(r#"{"type":"ERROR","object":{"kind":"Status","code":410,"message":"too old resource version"}}"#)
+            .dict([
+                "\"type\"", "\"object\"", "ADDED", "DELETED", "ERROR", "BOOKMARK", "null", "{}",
+                "[]", "\"metadata\"", "\"uid\"", "\"name\"",
+            ])
+            .run(|line| {
+                let mut rv = String::new();
+                let _ = pods.event(line, "/api/v1/pods", &mut rv);
+                let _ = namespaces.event(line, "/api/v1/namespaces", &mut rv);
+            });
+    }
 }

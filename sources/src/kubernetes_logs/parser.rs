@@ -232,3 +232,28 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Container runtime lines (CRI and Docker's json-file), mutated: a bad line is an error,
+    /// never a panic, and a CRI message is a slice of its line.
+    #[test]
+    fn fuzz_container_lines() {
+        weir_testing::fuzz::Fuzz::new("container_lines")
+            .seed("2024-05-01T10:00:00.123456789Z stdout F hello world")
+            .seed("2024-05-01T12:00:00.5+02:00 stderr P part")
+            .seed("2024-05-01T10:00:00Z stdout F")
+            .seed(r#"{"log":"hello \u00e9\n","stream":"stderr","time":"2024-05-01T10:00:00.123456789Z"}"#)
+            .seed(r#"{"log":"partial","stream":"stdout","time":"2024-05-01T10:00:00Z"}"#)
+            .dict([" ", "stdout", "stderr", " F ", " P ", "Z", "+02:00", "T", "\\n", "\"log\""])
+            .run(|line| {
+                let bytes = Bytes::copy_from_slice(line);
+                if let Ok(p) = parse(Format::Cri, &bytes) {
+                    assert!(p.message.len() <= line.len());
+                }
+                let _ = parse(Format::Docker, &bytes);
+            });
+    }
+}

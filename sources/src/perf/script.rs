@@ -1156,3 +1156,59 @@ mod tests {
         assert_eq!(names, expected);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// The shared `perf script` captures, or none (skipped outside CI).
+    pub(crate) fn captures() -> Vec<Vec<u8>> {
+        let Some(dir) = weir_testing::require(
+            "the shared perf captures",
+            weir_testing::shared_testdata("perf"),
+        ) else {
+            return Vec::new();
+        };
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        files.sort();
+        files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    /// `perf script` text cut into samples of real captures, mutated: the parser never
+    /// panics, and every event it makes has frames within the limit.
+    #[test]
+    fn fuzz_perf_script() {
+        let mut fuzz = weir_testing::fuzz::Fuzz::new("perf_script")
+            .seed("busy 10/11 [001] 5.5: 1001 cpu-clock:\n\t1169 spin+0x30 (/tmp/busy)\n\t1178 main+0x9 (/tmp/busy)\n\n")
+            .seed("java 4242 [003] 123.456789: 250000 cycles:u: \n\t7f00 Interpreter (/tmp/perf-4242.map)\n\tffffffff81000000 [unknown] ([kernel.kallsyms])\n\n")
+            .dict([
+                "\t", " (", ")", "+0x", "[unknown]", "[kernel.kallsyms]", "(inlined)", ":", "/",
+                "[001]", " cycles:", "\n\n", "0x", "ffffffffffffffff",
+            ]);
+        for c in captures() {
+            fuzz = fuzz.seed_lines(&c, 24);
+        }
+        fuzz.run(|input| {
+            let chunk = Bytes::copy_from_slice(input);
+            let mut p = ScriptParser::new(None, 16);
+            let mut out = Vec::new();
+            let mut at = 0;
+            for line in input.split(|&b| b == b'\n') {
+                let _ = p.push_line(&chunk, at..at + line.len(), &mut out);
+                at += line.len() + 1;
+            }
+            let _ = p.finish();
+            for ev in &out {
+                if let Some(weir_pipeline::event::Value::Array(frames)) =
+                    ev.as_log().and_then(|l| l.get_field("frames"))
+                {
+                    assert!(frames.len() <= 16, "{} frames", frames.len());
+                }
+            }
+        });
+    }
+}

@@ -222,3 +222,36 @@ mod tests {
         assert!(p.parse_line(b"just text").is_err());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// `perf stat -x,` lines (interval and plain mode, unsupported and uncounted events),
+    /// mutated: the parser never panics.
+    #[test]
+    fn fuzz_perf_stat() {
+        weir_testing::fuzz::Fuzz::new("perf_stat")
+            .seed("     0.100173082,215.98,msec,cpu-clock,215989754,100.00,2.160,CPUs utilized")
+            .seed("0.2,76,,context-switches,215988421,100.00,351.877,/sec")
+            .seed("1234,,instructions:u,100,100.00,,")
+            .seed("0.1,<not supported>,,cycles,0,100.00,,")
+            .seed("0.2,<not counted>,,cycles,0,0.00,,")
+            .seed("# started on Mon Dec  7 06:00:00 2026")
+            .dict([
+                ",",
+                "<not counted>",
+                "<not supported>",
+                "msec",
+                "%",
+                "e+",
+                ".",
+            ])
+            .run(|input| {
+                let mut p = StatParser::new(Utc::now());
+                for line in input.split(|&b| b == b'\n') {
+                    let _ = p.parse_line(line);
+                }
+            });
+    }
+}
