@@ -75,3 +75,25 @@ pub fn repo_root() -> &'static Path {
     // This crate is `testing/` in the repository.
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
+
+/// The non-empty lines of `shared/testdata/<sub>/<file>` (gunzipped when it ends in `.gz`),
+/// or none when the shared data is absent on a developer's machine ([`require`]).
+pub fn shared_lines(sub: &str, file: &str) -> Vec<Vec<u8>> {
+    let Some(dir) = require(&format!("shared/testdata/{sub}"), shared_testdata(sub)) else {
+        return Vec::new();
+    };
+    let path = dir.join(file);
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = if file.ends_with(".gz") {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text
+    } else {
+        raw
+    };
+    text.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}

@@ -150,3 +150,47 @@ fn rfc3339_parses_like_chrono() {
     assert_eq!(parse_rfc3339_nanos(b"2026-11-20T10:00:00.Z"), None);
     assert_eq!(parse_rfc3339_nanos(b"2026-11-20T10:00:00Q"), None);
 }
+
+/// Hubble's jsonpb lines (the boutique capture, upstream's samples), mutated: a line is a
+/// flow or an error, never a panic; every span of the summary lies within its text, and the
+/// flow's tree can be read whole.
+#[test]
+fn fuzz_hubble_jsonpb() {
+    let mut lines = weir_testing::shared_lines("hubble", "boutique-flows.jsonl.gz");
+    lines.extend(weir_testing::shared_lines("hubble", "upstream-samples.jsonl"));
+    // Every 50th line: the capture has thousands of nearly identical flows.
+    let mut seeds: Vec<Vec<u8>> = lines.iter().step_by(50).cloned().collect();
+    seeds.push(LINE.as_bytes().to_vec());
+    weir_testing::fuzz::Fuzz::new("hubble_jsonpb")
+        .seeds(seeds)
+        .dict([
+            "\"flow\"", "\"time\"", "\"verdict\"", "\"IP\"", "\"l4\"", "\"TCP\"", "\"UDP\"",
+            "\"source\"", "\"destination\"", "\"labels\"", "\"l7\"", "\"latency_ns\"",
+            "\"is_reply\"", "\"workloads\"", "\"reserved:", "k8s:app=", "null", "\"\\u0000\"",
+            "1e400", "-1", "\"2026-11-20T10:00:00.999999999999Z\"",
+        ])
+        .run(|line| {
+            if let Some(f) = FlowLog::from_jsonpb_line(Bytes::copy_from_slice(line)) {
+                let s = f.summary().clone();
+                let mut spans = vec![s.src_ip, s.dst_ip, s.source_name, s.destination_name];
+                spans.extend(s.drop_reason);
+                for e in [s.source, s.destination].into_iter().flatten() {
+                    spans.extend([e.namespace, e.pod_name, e.workload]);
+                    spans.extend([e.app, e.k8s_app, e.reserved].into_iter().flatten());
+                }
+                for span in spans {
+                    let _ = f.text(span);
+                }
+            }
+            let mut out = Vec::new();
+            if crate::flow::codec::HubbleJsonpb::decoder()
+                .decode(Bytes::copy_from_slice(line), &None, &mut out)
+                .is_ok()
+            {
+                for ev in &out {
+                    let mut json = Vec::new();
+                    let _ = ev.as_log().map(|l| l.write_json(&mut json));
+                }
+            }
+        });
+}

@@ -522,3 +522,65 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use prost::Message;
+
+    use super::*;
+    use crate::hubble::jsonpb::response_from_json;
+
+    /// Real flows (the shared captures, every 50th line), as jsonpb text.
+    fn captured() -> Vec<Vec<u8>> {
+        let mut lines = weir_testing::shared_lines("hubble", "boutique-flows.jsonl.gz");
+        lines.extend(weir_testing::shared_lines("hubble", "upstream-samples.jsonl"));
+        lines.into_iter().step_by(50).collect()
+    }
+
+    /// Converts a response every way the source does.
+    fn convert(resp: GetFlowsResponse) {
+        if let Some(ResponseType::Flow(f)) = &resp.response_types {
+            let _ = summarize(f);
+        }
+        let _ = flow_response_to_typed(resp.clone());
+        let _ = flow_response_to_value(resp);
+    }
+
+    /// `GetFlowsResponse` messages as Hubble Relay sends them (the captures encoded), mutated:
+    /// a message decodes or is an error, and converts without a panic.
+    #[test]
+    fn fuzz_hubble_protobuf() {
+        let seeds: Vec<Vec<u8>> = captured()
+            .iter()
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .filter_map(|v| response_from_json(&v).ok())
+            .map(|r| r.encode_to_vec())
+            .collect();
+        weir_testing::fuzz::Fuzz::new("hubble_protobuf")
+            .seeds(seeds)
+            .run(|input| {
+                if let Ok(resp) = GetFlowsResponse::decode(input) {
+                    convert(resp);
+                }
+            });
+    }
+
+    /// Hubble's jsonpb text read into the protobuf types (the source's `jsonpb` input),
+    /// mutated: an error or a response, never a panic.
+    #[test]
+    fn fuzz_hubble_jsonpb_to_protobuf() {
+        weir_testing::fuzz::Fuzz::new("hubble_jsonpb_to_protobuf")
+            .seeds(captured())
+            .dict([
+                "\"flow\"", "\"lost_events\"", "\"node_status\"", "\"verdict\"", "\"l4\"",
+                "\"ICMPv6\"", "\"labels\"", "\"time\"", "null", "1e400", "-1", "\"\"",
+            ])
+            .run(|input| {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(input) {
+                    if let Ok(resp) = response_from_json(&v) {
+                        convert(resp);
+                    }
+                }
+            });
+    }
+}
