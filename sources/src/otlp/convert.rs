@@ -446,3 +446,73 @@ pub fn logs(req: ExportLogsServiceRequest, source: &Option<Arc<str>>) -> Vec<Eve
     }
     out
 }
+
+#[cfg(test)]
+mod fuzz {
+    use prost::Message;
+
+    use super::*;
+
+    /// Requests of every signal in OTLP/JSON, as the specification's examples write them.
+    const LOGS: &str = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}},{"key":"host.cpus","value":{"intValue":"8"}}]},"scopeLogs":[{"scope":{"name":"lib","version":"1.0"},"logRecords":[{"timeUnixNano":"1544712660300000000","observedTimeUnixNano":"1544712660300000000","severityNumber":10,"severityText":"Information","traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","body":{"stringValue":"Example log record"},"attributes":[{"key":"bytes","value":{"bytesValue":"aGVsbG8="}},{"key":"list","value":{"arrayValue":{"values":[{"boolValue":true},{"doubleValue":1.5}]}}},{"key":"map","value":{"kvlistValue":{"values":[{"key":"k","value":{"stringValue":"v"}}]}}}]}]}]}]}"#;
+    const TRACES: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},"scopeSpans":[{"scope":{"name":"lib"},"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"eee19b7ec3c1b173","name":"GET /cart","kind":2,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000","attributes":[{"key":"http.status","value":{"intValue":"200"}}],"events":[{"timeUnixNano":"1544712660500000000","name":"retry","attributes":[]}],"links":[{"traceId":"5b8efff798038103d269b633813fc60d","spanId":"eee19b7ec3c1b175"}],"status":{"code":2,"message":"boom"}}]}]}]}"#;
+    const METRICS: &str = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},"scopeMetrics":[{"scope":{"name":"lib"},"metrics":[{"name":"requests","unit":"1","sum":{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[{"asInt":"42","startTimeUnixNano":"1544712660000000000","timeUnixNano":"1544712661000000000","attributes":[{"key":"code","value":{"stringValue":"200"}}]}]}},{"name":"temp","gauge":{"dataPoints":[{"asDouble":21.5,"timeUnixNano":"1544712661000000000"}]}},{"name":"latency","histogram":{"aggregationTemporality":1,"dataPoints":[{"count":"3","sum":0.6,"bucketCounts":["1","1","1"],"explicitBounds":[0.1,0.5],"timeUnixNano":"1544712661000000000"}]}},{"name":"size","exponentialHistogram":{"aggregationTemporality":2,"dataPoints":[{"count":"4","sum":10,"scale":2,"zeroCount":"1","positive":{"offset":-2,"bucketCounts":["1","2"]},"negative":{"offset":0,"bucketCounts":["0"]},"timeUnixNano":"1544712661000000000"}]}},{"name":"rpc","summary":{"dataPoints":[{"count":"2","sum":1.0,"quantileValues":[{"quantile":0.5,"value":0.4},{"quantile":0.99,"value":0.6}],"timeUnixNano":"1544712661000000000"}]}}]}]}]}"#;
+
+    /// Decodes `input` as a request of each signal, in protobuf (`json` false) or JSON, and
+    /// converts what decodes.
+    fn convert_all(input: &[u8], json: bool) {
+        fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+            input: &[u8],
+            json: bool,
+        ) -> Option<T> {
+            if json {
+                serde_json::from_slice(input).ok()
+            } else {
+                T::decode(input).ok()
+            }
+        }
+        let source = None;
+        if let Some(r) = decode::<ExportLogsServiceRequest>(input, json) {
+            let _ = logs(r, &source);
+        }
+        if let Some(r) = decode::<ExportTraceServiceRequest>(input, json) {
+            let _ = traces(r, &source);
+        }
+        if let Some(r) = decode::<ExportMetricsServiceRequest>(input, json) {
+            let _ = metrics(r, &source);
+        }
+    }
+
+    fn dict() -> [&'static str; 14] {
+        [
+            "\"stringValue\"", "\"intValue\"", "\"doubleValue\"", "\"arrayValue\"",
+            "\"kvlistValue\"", "\"bytesValue\"", "\"timeUnixNano\"", "\"traceId\"", "\"spanId\"",
+            "\"18446744073709551615\"", "\"-1\"", "NaN", "1e400", "null",
+        ]
+    }
+
+    /// OTLP/JSON requests of every signal, mutated: converted or refused, never a panic.
+    #[test]
+    fn fuzz_otlp_json() {
+        weir_testing::fuzz::Fuzz::new("otlp_json")
+            .seeds([LOGS, TRACES, METRICS])
+            .dict(dict())
+            .run(|input| convert_all(input, true));
+    }
+
+    /// The same requests in protobuf (what OTLP/gRPC and OTLP/HTTP carry), mutated.
+    #[test]
+    fn fuzz_otlp_protobuf() {
+        let logs: ExportLogsServiceRequest = serde_json::from_str(LOGS).unwrap();
+        let traces: ExportTraceServiceRequest = serde_json::from_str(TRACES).unwrap();
+        let metrics: ExportMetricsServiceRequest = serde_json::from_str(METRICS).unwrap();
+        assert_eq!(self::logs(logs.clone(), &None).len(), 1);
+        weir_testing::fuzz::Fuzz::new("otlp_protobuf")
+            .seeds([
+                logs.encode_to_vec(),
+                traces.encode_to_vec(),
+                metrics.encode_to_vec(),
+            ])
+            .run(|input| convert_all(input, false));
+    }
+}
