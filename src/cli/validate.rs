@@ -36,3 +36,73 @@ pub fn validate(files: &[PathBuf], merge: bool, check_environment: bool) -> u8 {
         crate::exit::CONFIG
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use weir_pipeline::config::{load_str, resolve_graph};
+
+    /// Every configuration shipped in the repository (the quickstart, the examples, the
+    /// Kubernetes agent), mutated, loaded and resolved as `weir validate` does: errors, never
+    /// a panic; and every error says where (a file position) or which component.
+    #[test]
+    fn fuzz_config() {
+        let root = weir_testing::repo_root();
+        let mut seeds = vec![crate::QUICKSTART.as_bytes().to_vec()];
+        for dir in ["config/examples", "config/kubernetes"] {
+            let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            seeds.extend(files.iter().map(|p| std::fs::read(p).unwrap()));
+        }
+        assert!(seeds.len() > 5, "the example configurations were not found");
+        let registry = crate::registry::registry();
+        let env = |name: &str| match name {
+            "HOSTNAME" | "NODE_NAME" | "K8S_NODE_NAME" => Some("node-1".to_string()),
+            _ => None,
+        };
+        weir_testing::fuzz::Fuzz::new("config")
+            .seeds(seeds)
+            .dict([
+                "[sources.",
+                "[transforms.",
+                "[sinks.",
+                "type = ",
+                "inputs = [",
+                "\"",
+                "]",
+                "=",
+                "${",
+                "}",
+                "\n",
+                "[[",
+                "{",
+                "1s",
+                "-1",
+                "1e999",
+                "\"*\"",
+                "true",
+                "[api]",
+                "data_dir = ",
+                "on_failure = ",
+                "[sinks.x.buffer]",
+                "max_events = 0",
+            ])
+            .run(|input| {
+                let text = String::from_utf8_lossy(input);
+                let errors = match load_str("fuzz.toml", &text, &registry, &env) {
+                    Ok(config) => match resolve_graph(&config, false) {
+                        Ok(_) => return,
+                        Err(e) => e,
+                    },
+                    Err(e) => e,
+                };
+                assert!(!errors.0.is_empty(), "a failure without an error");
+                for e in &errors.0 {
+                    let _ = e.to_string();
+                }
+            });
+    }
+}

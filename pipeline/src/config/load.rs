@@ -139,23 +139,41 @@ impl FileCx<'_> {
     }
 }
 
+/// Syntax errors reported per file and kind: after the first ones, most follow from them, and
+/// thousands (a garbled file) would take long to place and longer to read.
+const MAX_SYNTAX_ERRORS: usize = 20;
+
 impl Loader<'_> {
+    /// Says how many errors of `what` were not shown, if `found` is over the limit.
+    fn more_errors(&mut self, found: usize, what: &str, file: &Arc<str>) {
+        if found > MAX_SYNTAX_ERRORS {
+            self.errors.push(ConfigError::new(format!(
+                "{} more {what} errors in {file} not shown (the first {MAX_SYNTAX_ERRORS} are)",
+                found - MAX_SYNTAX_ERRORS
+            )));
+        }
+    }
+
     fn load_one(&mut self, src: &ConfigSource, env: &dyn Fn(&str) -> Option<String>) {
         let file: Arc<str> = Arc::from(src.name.as_str());
         self.config.files.push(Arc::clone(&file));
         let (text, interp_errors) = interpolate(&src.text, env);
-        for e in interp_errors {
+        let n = interp_errors.len();
+        for e in interp_errors.into_iter().take(MAX_SYNTAX_ERRORS) {
             self.errors
                 .push(ConfigError::new(e.message).at(Location::at(&file, &src.text, e.offset)));
         }
+        self.more_errors(n, "environment reference", &file);
         let fcx = FileCx { file, text: &text };
         let (root, parse_errors) = DeTable::parse_recoverable(&text);
-        for e in parse_errors {
+        let n = parse_errors.len();
+        for e in parse_errors.into_iter().take(MAX_SYNTAX_ERRORS) {
             let loc = e.span().map(|s| fcx.loc(&s));
             let mut err = ConfigError::new(format!("invalid TOML: {}", e.message().trim()));
             err.location = loc;
             self.errors.push(err);
         }
+        self.more_errors(n, "TOML", &fcx.file);
         let root = root.into_inner();
         for (key, value) in root {
             let key_span = key.span();
@@ -852,6 +870,22 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    /// Found by fuzzing: a garbled file of 20,000 broken table headers gave 20,000 errors,
+    /// each placed by scanning the text from its start (seconds of work).
+    #[test]
+    fn a_garbled_file_reports_its_first_syntax_errors_and_a_count() {
+        let e = errors(&"[sou\n".repeat(20_000));
+        let toml = e.iter().filter(|e| e.contains("invalid TOML")).count();
+        assert_eq!(toml, MAX_SYNTAX_ERRORS, "{e:?}");
+        assert!(e[0].starts_with("f.toml:4:5: invalid TOML"), "{}", e[0]);
+        let more = format!(
+            "{} more TOML errors in f.toml not shown (the first 20 are)",
+            20_000 - MAX_SYNTAX_ERRORS
+        );
+        assert!(e.contains(&more), "{e:?}");
+        assert!(e.len() < MAX_SYNTAX_ERRORS + 5, "{e:?}");
     }
 
     #[test]

@@ -157,17 +157,37 @@ fn rfc3339_parses_like_chrono() {
 #[test]
 fn fuzz_hubble_jsonpb() {
     let mut lines = weir_testing::shared_lines("hubble", "boutique-flows.jsonl.gz");
-    lines.extend(weir_testing::shared_lines("hubble", "upstream-samples.jsonl"));
+    lines.extend(weir_testing::shared_lines(
+        "hubble",
+        "upstream-samples.jsonl",
+    ));
     // Every 50th line: the capture has thousands of nearly identical flows.
     let mut seeds: Vec<Vec<u8>> = lines.iter().step_by(50).cloned().collect();
     seeds.push(LINE.as_bytes().to_vec());
     weir_testing::fuzz::Fuzz::new("hubble_jsonpb")
         .seeds(seeds)
         .dict([
-            "\"flow\"", "\"time\"", "\"verdict\"", "\"IP\"", "\"l4\"", "\"TCP\"", "\"UDP\"",
-            "\"source\"", "\"destination\"", "\"labels\"", "\"l7\"", "\"latency_ns\"",
-            "\"is_reply\"", "\"workloads\"", "\"reserved:", "k8s:app=", "null", "\"\\u0000\"",
-            "1e400", "-1", "\"2026-11-20T10:00:00.999999999999Z\"",
+            "\"flow\"",
+            "\"time\"",
+            "\"verdict\"",
+            "\"IP\"",
+            "\"l4\"",
+            "\"TCP\"",
+            "\"UDP\"",
+            "\"source\"",
+            "\"destination\"",
+            "\"labels\"",
+            "\"l7\"",
+            "\"latency_ns\"",
+            "\"is_reply\"",
+            "\"workloads\"",
+            "\"reserved:",
+            "k8s:app=",
+            "null",
+            "\"\\u0000\"",
+            "1e400",
+            "-1",
+            "\"2026-11-20T10:00:00.999999999999Z\"",
         ])
         .run(|line| {
             if let Some(f) = FlowLog::from_jsonpb_line(Bytes::copy_from_slice(line)) {

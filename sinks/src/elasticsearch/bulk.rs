@@ -732,3 +732,43 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Bulk responses (all successful in the compact form, with item errors, filtered, an
+    /// error document), `GET /` documents and refusal bodies, mutated: an outcome or an error,
+    /// never a panic; and the compact form's byte comparison never says "all went in" of an
+    /// answer the parser reads otherwise.
+    #[test]
+    fn fuzz_elasticsearch_responses() {
+        weir_testing::fuzz::Fuzz::new("elasticsearch_responses")
+            .seed(br#"{"errors":false,"items":[{"index":{"status":201}},{"create":{"status":200}},{"index":{"status":201}}]}"#)
+            .seed(br#"{"took":2,"errors":true,"items":[{"index":{"_index":"a","_id":"1","status":201,"result":"created"}},{"index":{"_index":"a","_id":"2","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},{"create":{"_index":"a","_id":"4","status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}}]}"#)
+            .seed(br#"{"error":{"root_cause":[{"type":"action_request_validation_exception","reason":"Validation Failed: 1: type is missing;"}],"type":"action_request_validation_exception","reason":"Validation Failed: 1: type is missing;"},"status":400}"#)
+            .seed(br#"{"name":"es-1","cluster_name":"c","version":{"number":"8.15.0","build_flavor":"default","lucene_version":"9.11.1"},"tagline":"You Know, for Search"}"#)
+            .seed(br#"{"version":{"distribution":"opensearch","number":"2.17.1"}}"#)
+            .dict([
+                "\"status\":", "\"error\":", "\"errors\":false", "\"items\":[", "{\"index\":",
+                "{\"create\":", "\"reason\":", "\"type\":", "200", "409", "413", "é",
+            ])
+            .run(|body| {
+                let policy = RefusalPolicy::default();
+                for sent in 0..4 {
+                    for conflict_ok in [false, true] {
+                        let _ = parse_response(body, sent, conflict_ok, &policy);
+                    }
+                }
+                if let Some(n) = all_succeeded(body) {
+                    let r: BulkResponse = serde_json::from_slice(body)
+                        .unwrap_or_else(|e| panic!("all {n} went in, but the parser says {e}"));
+                    assert!(!r.errors && r.items.len() == n);
+                }
+                for status in [400, 413, 500] {
+                    let _ = Refusal::of_request(status, body, "POST /_bulk").to_string();
+                }
+                let _ = crate::elasticsearch::parse_root(body);
+            });
+    }
+}

@@ -533,7 +533,10 @@ mod fuzz {
     /// Real flows (the shared captures, every 50th line), as jsonpb text.
     fn captured() -> Vec<Vec<u8>> {
         let mut lines = weir_testing::shared_lines("hubble", "boutique-flows.jsonl.gz");
-        lines.extend(weir_testing::shared_lines("hubble", "upstream-samples.jsonl"));
+        lines.extend(weir_testing::shared_lines(
+            "hubble",
+            "upstream-samples.jsonl",
+        ));
         lines.into_iter().step_by(50).collect()
     }
 
@@ -572,8 +575,18 @@ mod fuzz {
         weir_testing::fuzz::Fuzz::new("hubble_jsonpb_to_protobuf")
             .seeds(captured())
             .dict([
-                "\"flow\"", "\"lost_events\"", "\"node_status\"", "\"verdict\"", "\"l4\"",
-                "\"ICMPv6\"", "\"labels\"", "\"time\"", "null", "1e400", "-1", "\"\"",
+                "\"flow\"",
+                "\"lost_events\"",
+                "\"node_status\"",
+                "\"verdict\"",
+                "\"l4\"",
+                "\"ICMPv6\"",
+                "\"labels\"",
+                "\"time\"",
+                "null",
+                "1e400",
+                "-1",
+                "\"\"",
             ])
             .run(|input| {
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(input) {

@@ -485,9 +485,20 @@ mod fuzz {
 
     fn dict() -> [&'static str; 14] {
         [
-            "\"stringValue\"", "\"intValue\"", "\"doubleValue\"", "\"arrayValue\"",
-            "\"kvlistValue\"", "\"bytesValue\"", "\"timeUnixNano\"", "\"traceId\"", "\"spanId\"",
-            "\"18446744073709551615\"", "\"-1\"", "NaN", "1e400", "null",
+            "\"stringValue\"",
+            "\"intValue\"",
+            "\"doubleValue\"",
+            "\"arrayValue\"",
+            "\"kvlistValue\"",
+            "\"bytesValue\"",
+            "\"timeUnixNano\"",
+            "\"traceId\"",
+            "\"spanId\"",
+            "\"18446744073709551615\"",
+            "\"-1\"",
+            "NaN",
+            "1e400",
+            "null",
         ]
     }
 
