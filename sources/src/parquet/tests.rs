@@ -164,9 +164,9 @@ async fn time_range_prunes_partitions_row_groups_and_rows() {
     assert_eq!(fp.row_groups(), [2, 3, 4]);
 }
 
-#[tokio::test]
-async fn converts_arrow_types_written_by_other_tools() {
-    let dir = tempfile::tempdir().unwrap();
+/// A file of the Arrow types other tools write (dictionaries, maps, structs, lists, large
+/// strings, dates, nulls).
+fn rich_file(path: &Path) {
     let mut dict = StringDictionaryBuilder::<Int32Type>::new();
     dict.append_value("GET");
     dict.append_null();
@@ -197,7 +197,13 @@ async fn converts_arrow_types_written_by_other_tools() {
         ("txt", Arc::new(StringArray::from(vec![Some("ünï"), None]))),
     ];
     let b = RecordBatch::try_from_iter(columns).unwrap();
-    write(&dir.path().join("x.parquet"), &[b], 100);
+    write(path, &[b], 100);
+}
+
+#[tokio::test]
+async fn converts_arrow_types_written_by_other_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    rich_file(&dir.path().join("x.parquet"));
     let path = dir.path().join("x.parquet").display().to_string();
     let (events, metrics) = run_source(&format!("paths = [\"{path}\"]"), dir.path()).await;
     assert!(metrics.errors().is_empty(), "{:?}", metrics.errors());
@@ -295,4 +301,44 @@ async fn config_errors_are_reported() {
         };
         assert!(err.contains(want), "{text}: {err}");
     }
+}
+
+/// Parquet files (Arrow types of every kind, several row groups), mutated and read as the
+/// source reads them: a file that cannot be read is an error counted for it, never a panic.
+#[test]
+fn fuzz_parquet_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rich, seq) = (
+        dir.path().join("rich.parquet"),
+        dir.path().join("seq.parquet"),
+    );
+    rich_file(&rich);
+    seq_file(&seq, 50, 7);
+    let target = dir.path().join("fuzz.parquet");
+    let plan = |path: &Path| read::Plan {
+        patterns: vec![path.display().to_string()],
+        range: None,
+        timestamp_field: "timestamp".into(),
+        keep_nulls: true,
+        hive_fields: false,
+        batch_size: 16,
+        progress: false,
+        source_id: Arc::from("parquet"),
+        done: BTreeMap::new(),
+    };
+    weir_testing::fuzz::Fuzz::new("parquet_files")
+        .seeds([std::fs::read(&rich).unwrap(), std::fs::read(&seq).unwrap()])
+        .dict(["PAR1"])
+        .run(|input| {
+            std::fs::write(&target, input).unwrap();
+            let metrics = Arc::new(ComponentMetrics::new(
+                "parquet",
+                weir_pipeline::vocabulary::ComponentKind::Source,
+                "parquet",
+            ));
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let drain = std::thread::spawn(move || while rx.blocking_recv().is_some() {});
+            read::run(plan(&target), metrics, tx);
+            drain.join().unwrap();
+        });
 }
