@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
+use weir_pipeline::config::Secret;
 
 use crate::tls::{TlsClientConfig, TlsError};
 
@@ -56,18 +57,30 @@ pub fn build_client(
 }
 
 /// The `headers` option as a header map, with an error naming the header that is invalid.
+/// Header values are secrets (an `Authorization` or an API key is often set here): marked
+/// sensitive, so that the client never logs them either.
 pub fn header_map(
-    headers: &BTreeMap<String, String>,
+    headers: &BTreeMap<String, Secret>,
 ) -> Result<reqwest::header::HeaderMap, String> {
     let mut map = reqwest::header::HeaderMap::new();
     for (k, v) in headers {
         let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
             .map_err(|e| format!("`headers`: `{k}`: {e}"))?;
-        let value =
-            reqwest::header::HeaderValue::from_str(v).map_err(|e| format!("`headers.{k}`: {e}"))?;
+        let mut value = reqwest::header::HeaderValue::from_str(v.expose())
+            .map_err(|e| format!("`headers.{k}`: {e}"))?;
+        value.set_sensitive(true);
         map.insert(name, value);
     }
     Ok(map)
+}
+
+/// Whether `headers` carry a credential: an `authorization` header, or one whose name has
+/// `key` or `token` in it (`x-api-key`, `x-auth-token`).
+pub fn carries_credentials(headers: &BTreeMap<String, Secret>) -> bool {
+    headers.keys().any(|k| {
+        let k = k.to_ascii_lowercase();
+        k == "authorization" || k.contains("key") || k.contains("token")
+    })
 }
 
 /// The value of an `Authorization: Basic` header (marked sensitive, so it is never logged).

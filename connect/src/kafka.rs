@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use rdkafka;
 
+use weir_pipeline::config::Secret;
 use weir_pipeline::metrics::ComponentMetrics;
 
 use crate::tls::{TlsClientConfig, TlsError};
@@ -50,7 +51,7 @@ pub struct KafkaSaslConfig {
     /// User name. Required.
     pub username: String,
     /// Password. Required.
-    pub password: String,
+    pub password: Secret,
 }
 
 /// A configuration mistake in the client options.
@@ -58,6 +59,8 @@ pub struct KafkaSaslConfig {
 pub enum KafkaConfigError {
     #[error("`bootstrap_servers` is empty: give one or more brokers, e.g. \"127.0.0.1:9092\"")]
     NoServer,
+    #[error("{0}")]
+    Plaintext(String),
     #[error("{0}")]
     Tls(#[from] TlsError),
     #[error("`librdkafka_options`: {0:?} is set by Weir ({1}); remove it")]
@@ -75,6 +78,8 @@ pub struct KafkaConnect<'a> {
     /// or when another `tls` option is set.
     pub tls: Option<&'a TlsClientConfig>,
     pub sasl: Option<&'a KafkaSaslConfig>,
+    /// `allow_plaintext_credentials`: SASL `PLAIN` (which sends the password) without TLS.
+    pub allow_plaintext_credentials: bool,
     /// Raw librdkafka properties, applied last.
     pub librdkafka_options: &'a BTreeMap<String, String>,
     /// Properties the component sets itself and that `librdkafka_options` may not change,
@@ -106,13 +111,25 @@ pub fn client_config(c: KafkaConnect<'_>) -> Result<ClientConfig, KafkaConfigErr
         (true, true) => "sasl_ssl",
     };
     cfg.set("security.protocol", protocol);
+    // SCRAM proves the password without sending it; PLAIN sends it as it is.
+    if c.sasl
+        .is_some_and(|s| matches!(s.mechanism, SaslMechanism::Plain))
+    {
+        crate::plaintext_credentials(
+            "`sasl.password` (mechanism PLAIN)",
+            c.bootstrap_servers,
+            tls.is_some(),
+            c.allow_plaintext_credentials,
+        )
+        .map_err(KafkaConfigError::Plaintext)?;
+    }
     if let Some(t) = tls {
         set_tls(&mut cfg, t)?;
     }
     if let Some(s) = c.sasl {
         cfg.set("sasl.mechanism", s.mechanism.as_str());
         cfg.set("sasl.username", &s.username);
-        cfg.set("sasl.password", &s.password);
+        cfg.set("sasl.password", s.password.expose());
     }
     for (k, v) in c.librdkafka_options {
         if let Some((_, why)) = c.reserved.iter().find(|(r, _)| r == k) {
@@ -154,7 +171,7 @@ fn set_tls(cfg: &mut ClientConfig, t: &TlsClientConfig) -> Result<(), TlsError> 
         cfg.set("ssl.key.location", key.display().to_string());
     }
     if let Some(p) = &t.key_pass {
-        cfg.set("ssl.key.password", p);
+        cfg.set("ssl.key.password", p.expose());
     }
     if !t.verify_certificate {
         cfg.set("enable.ssl.certificate.verification", "false");
@@ -222,12 +239,13 @@ mod tests {
         let sasl = KafkaSaslConfig {
             mechanism: SaslMechanism::ScramSha512,
             username: "u".into(),
-            password: "p".into(),
+            password: Secret::new("p"),
         };
         let c = client_config(KafkaConnect {
             bootstrap_servers: " a:9092, b:9092 ,",
             tls: Some(&tls),
             sasl: Some(&sasl),
+            allow_plaintext_credentials: false,
             librdkafka_options: &opts,
             reserved: &[],
         })
@@ -243,6 +261,7 @@ mod tests {
             bootstrap_servers: "a:9092",
             tls: Some(&TlsClientConfig::default()),
             sasl: None,
+            allow_plaintext_credentials: false,
             librdkafka_options: &BTreeMap::new(),
             reserved: &[],
         })
@@ -257,6 +276,7 @@ mod tests {
             bootstrap_servers: "a:9092",
             tls: Some(&missing),
             sasl: None,
+            allow_plaintext_credentials: false,
             librdkafka_options: &BTreeMap::new(),
             reserved: &[],
         })
@@ -271,6 +291,7 @@ mod tests {
             bootstrap_servers: "a:9092",
             tls: None,
             sasl: None,
+            allow_plaintext_credentials: false,
             librdkafka_options: &bad,
             reserved: &[],
         })
@@ -283,6 +304,7 @@ mod tests {
             bootstrap_servers: "a:9092",
             tls: None,
             sasl: None,
+            allow_plaintext_credentials: false,
             librdkafka_options: &reserved,
             reserved: &[(
                 "enable.auto.offset.store",
@@ -296,6 +318,7 @@ mod tests {
                 bootstrap_servers: " , ",
                 tls: None,
                 sasl: None,
+                allow_plaintext_credentials: false,
                 librdkafka_options: &BTreeMap::new(),
                 reserved: &[],
             }),

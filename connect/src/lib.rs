@@ -25,3 +25,29 @@ pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod tls;
+
+/// The check every component that sends credentials makes when it is built: credentials
+/// (`what`, e.g. "`auth.password`") go to `endpoint` only over TLS (`encrypted`), unless the
+/// component's `allow_plaintext_credentials` is set (a trusted network, a local test server),
+/// which is then logged once as a warning.
+pub fn plaintext_credentials(
+    what: &str,
+    endpoint: &str,
+    encrypted: bool,
+    allowed: bool,
+) -> Result<(), String> {
+    if encrypted {
+        return Ok(());
+    }
+    if allowed {
+        tracing::warn!(
+            endpoint,
+            "{what} is sent unencrypted (allow_plaintext_credentials = true)"
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "{what} would be sent unencrypted to {endpoint}: use TLS (https://, tls://), or set \
+         `allow_plaintext_credentials = true` if the network between them is trusted"
+    ))
+}

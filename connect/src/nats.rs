@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use async_nats;
 
+use weir_pipeline::config::Secret;
 use weir_pipeline::metrics::ComponentMetrics;
 
 use crate::tls::{TlsClientConfig, TlsError};
@@ -25,13 +26,13 @@ pub struct NatsAuthConfig {
     pub user: Option<String>,
     /// Password (with `user`). Default: unset.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Token. Default: unset.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// NKey seed (`SU...`), used to sign the server's nonce. Default: unset.
     #[serde(default)]
-    pub nkey_seed: Option<String>,
+    pub nkey_seed: Option<Secret>,
     /// Path of a credentials file (JWT and NKey seed, `.creds`). Default: unset.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
@@ -52,6 +53,8 @@ pub enum NatsConfigError {
     Tls(#[from] TlsError),
     #[error("`auth.credentials_file` {0}: {1}")]
     Credentials(String, std::io::Error),
+    #[error("{0}")]
+    Plaintext(String),
 }
 
 /// What [`connect`] needs: the component's connection options.
@@ -65,6 +68,8 @@ pub struct NatsConnect<'a> {
     pub tls: Option<&'a TlsClientConfig>,
     /// The connection name shown by the server (`weir-<component id>` when unset).
     pub name: Option<&'a str>,
+    /// `allow_plaintext_credentials`: send a password or token without TLS.
+    pub allow_plaintext_credentials: bool,
 }
 
 /// The delay before reconnect attempt `attempts` (1-based): 0 for the first, then doubling from
@@ -107,17 +112,28 @@ pub async fn connect(
     if methods.iter().filter(|m| **m).count() > 1 {
         return Err(NatsConfigError::SeveralAuth);
     }
+    let tls_url = servers.iter().any(|s| s.as_url_str().starts_with("tls://"));
+    let encrypted = tls_url || TlsClientConfig::wanted(c.tls);
+    if a.password.is_some() || a.token.is_some() {
+        crate::plaintext_credentials(
+            "`auth.password` or `auth.token`",
+            c.url,
+            encrypted,
+            c.allow_plaintext_credentials,
+        )
+        .map_err(NatsConfigError::Plaintext)?;
+    }
     let mut opts = async_nats::ConnectOptions::new();
     match (&a.user, &a.password) {
-        (Some(u), Some(p)) => opts = opts.user_and_password(u.clone(), p.clone()),
+        (Some(u), Some(p)) => opts = opts.user_and_password(u.clone(), p.expose().to_string()),
         (None, None) => {}
         _ => return Err(NatsConfigError::UserWithoutPassword),
     }
     if let Some(t) = &a.token {
-        opts = opts.token(t.clone());
+        opts = opts.token(t.expose().to_string());
     }
     if let Some(seed) = &a.nkey_seed {
-        opts = opts.nkey(seed.clone());
+        opts = opts.nkey(seed.expose().to_string());
     }
     if let Some(path) = &a.credentials_file {
         opts = opts

@@ -26,6 +26,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::{Deserialize, Serialize};
+use weir_pipeline::config::Secret;
 
 pub use rustls;
 pub use tokio_rustls;
@@ -57,7 +58,7 @@ pub struct TlsClientConfig {
     /// The passphrase of an encrypted `key_file`: the `kafka` components only (librdkafka
     /// decrypts it); the others need an unencrypted key. Default: none.
     #[serde(default)]
-    pub key_pass: Option<String>,
+    pub key_pass: Option<Secret>,
     /// Check that the server's certificate is signed by a trusted CA and valid. `false` is
     /// for tests only: anyone in the middle can read and change the traffic. Default: true.
     #[serde(default = "default_true")]
@@ -110,7 +111,7 @@ pub struct TlsServerConfig {
     /// The passphrase of an encrypted `key_file`: not supported by the servers; give them
     /// an unencrypted key. Default: none.
     #[serde(default)]
-    pub key_pass: Option<String>,
+    pub key_pass: Option<Secret>,
     /// With `ca_file`: `true` refuses clients without a certificate, `false` accepts them
     /// (a certificate that is presented is still checked). Default: true when `ca_file` is
     /// set.

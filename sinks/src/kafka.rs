@@ -103,6 +103,10 @@ pub struct KafkaSinkConfig {
     /// SASL authentication. Default: none.
     #[serde(default)]
     pub sasl: Option<KafkaSaslConfig>,
+    /// Send the credentials (`sasl.password` with mechanism `PLAIN`) over a connection without TLS. Default: false: a
+    /// component with credentials and a non-TLS address does not start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
 }
 
 /// `compression`: librdkafka's `compression.type`.
@@ -195,6 +199,7 @@ impl SinkConfig for KafkaSinkConfig {
             bootstrap_servers: &self.bootstrap_servers,
             tls: self.tls.as_ref(),
             sasl: self.sasl.as_ref(),
+            allow_plaintext_credentials: self.allow_plaintext_credentials,
             librdkafka_options: &self.librdkafka_options,
             reserved: RESERVED,
         })?;

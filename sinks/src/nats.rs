@@ -47,6 +47,10 @@ pub struct NatsSinkConfig {
     /// Server URL(s), comma separated: `nats://127.0.0.1:4222`, `tls://nats.example:4222`.
     /// Required.
     pub url: String,
+    /// Send the credentials (`auth.password`, `auth.token`) over a connection without TLS. Default: false: a
+    /// component with credentials and a `nats://` address does not start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
     /// The subject template: `{{ field.path }}` parts are filled from each event and strftime parts
     /// (`%Y`) from the event's time, as in [file](file.md#path-templates). A fixed subject must be
     /// valid at `weir run`; a rendered one is checked per event: events missing a field, or whose
@@ -124,6 +128,7 @@ impl SinkConfig for NatsSinkConfig {
                 auth: &self.auth,
                 tls: self.tls.as_ref(),
                 name: self.connection_name.as_deref(),
+                allow_plaintext_credentials: self.allow_plaintext_credentials,
             },
             cx.metrics.clone(),
         )
@@ -655,7 +660,13 @@ auth.token = "s3cret"
         .unwrap();
         assert!(c.jetstream);
         assert_eq!(c.request.timeout(), Duration::from_secs(5));
-        assert_eq!(c.auth.token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            c.auth
+                .token
+                .as_ref()
+                .map(weir_pipeline::config::Secret::expose),
+            Some("s3cret")
+        );
         assert!(
             toml::from_str::<NatsSinkConfig>("url = \"x\"\nsubject = \"a\"\nbogus = 1").is_err()
         );

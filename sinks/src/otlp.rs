@@ -67,7 +67,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::codec::CompressionEncoding;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::{Concurrency, Count, Secs};
+use weir_pipeline::config::{Concurrency, Count, Secret, Secs};
 use weir_pipeline::event::{
     finalize_events, parse_path, Event, FieldPath, LogEvent, Metric, MetricKind, MetricValue, Span,
     SpanKind, Value,
@@ -160,7 +160,11 @@ pub struct OtlpSinkConfig {
     pub compression: Compression,
     /// Headers (gRPC metadata) on every request, such as `authorization`. Default: none.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
+    /// Send the credentials (`headers` that carry them: `authorization`, `*key*`, `*token*`) over a connection without TLS. Default: false: a
+    /// component with credentials and a plain `http://` endpoint does not start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
     /// TLS for `https://` (`ca_file`, `crt_file`, `key_file`, `verify_certificate`,
     /// `verify_hostname`, `server_name`: the `tls` table shared by every component, see
     /// docs/configuration.md). Default: the built-in (webpki) roots.
@@ -205,14 +209,23 @@ impl SinkConfig for OtlpSinkConfig {
                     .map_err(|e| format!("`resource_fields`: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if weir_connect::http::carries_credentials(&self.headers) {
+            weir_connect::plaintext_credentials(
+                "a credential in `headers`",
+                &self.endpoint,
+                self.endpoint.starts_with("https://") || TlsClientConfig::wanted(self.tls.as_ref()),
+                self.allow_plaintext_credentials,
+            )?;
+        }
         let transport = match self.protocol {
             Protocol::Grpc => {
                 let mut metadata = tonic::metadata::MetadataMap::new();
                 for (k, v) in &self.headers {
                     let key = tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes())
                         .map_err(|e| format!("`headers`: `{k}`: {e}"))?;
-                    let val = tonic::metadata::MetadataValue::try_from(v.as_str())
+                    let mut val = tonic::metadata::MetadataValue::try_from(v.expose())
                         .map_err(|e| format!("`headers.{k}`: {e}"))?;
+                    val.set_sensitive(true);
                     metadata.insert(key, val);
                 }
                 let (ep, tls) =

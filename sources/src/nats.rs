@@ -50,6 +50,10 @@ pub struct NatsSourceConfig {
     /// Server URL(s), comma separated: `nats://127.0.0.1:4222`, `tls://nats.example:4222`.
     /// Required.
     pub url: String,
+    /// Send the credentials (`auth.password`, `auth.token`) over a connection without TLS. Default: false: a
+    /// component with credentials and a `nats://` address does not start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
     /// Core: the subject to subscribe to (wildcards allowed, `logs.>`); required without
     /// `jetstream`. JetStream: the filter subject of the consumer when Weir creates it. Default:
     /// none (with JetStream: the whole stream).
@@ -159,6 +163,7 @@ impl SourceConfig for NatsSourceConfig {
                 auth: &self.auth,
                 tls: self.tls.as_ref(),
                 name: self.connection_name.as_deref(),
+                allow_plaintext_credentials: self.allow_plaintext_credentials,
             },
             cx.metrics.clone(),
         )
@@ -551,5 +556,49 @@ decoding.codec = "json"
         assert_eq!(c.batch_size, 500);
         assert_eq!(c.headers_key, "headers");
         assert!(toml::from_str::<NatsSourceConfig>("url = \"x\"\nbogus = 1").is_err());
+    }
+
+    /// NATS messages (payload, subject, headers) decoded with every codec, mutated: a message
+    /// gives events or one counted decode error, never a panic. The input is the payload;
+    /// its first line, if it has several, also becomes a header's values and the subject.
+    #[test]
+    fn fuzz_nats_messages() {
+        let decoders: Vec<Decode> = ["bytes", "json", "logfmt", "syslog"]
+            .iter()
+            .map(|codec| Decode {
+                cfg: toml::from_str(&format!(
+                    "url = \"nats://127.0.0.1:4222\"\nsubject = \"logs.>\"\ndecoding.codec = \"{codec}\"\nsubject_key = \"subject.name\"\nheaders_key = \"h\""
+                ))
+                .unwrap(),
+                source_id: Some(Arc::from("nats")),
+                metrics: Arc::new(ComponentMetrics::new(
+                    "nats",
+                    weir_pipeline::vocabulary::ComponentKind::Source,
+                    "nats",
+                )),
+            })
+            .collect();
+        weir_testing::fuzz::Fuzz::new("nats_messages")
+            .seed("logs.app\n{\"level\":\"info\",\"msg\":\"started\"}")
+            .seed("logs.app\nlevel=info msg=\"started é\"")
+            .seed("<13>Oct 11 22:14:15 host app[42]: a BSD line")
+            .run(|input| {
+                let text = String::from_utf8_lossy(input);
+                let (first, _) = text.split_once('\n').unwrap_or(("", ""));
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", first);
+                headers.append("Nats-Msg-Id", "second");
+                for d in &decoders {
+                    let mut out = Vec::new();
+                    let ok = d.message(
+                        first,
+                        Bytes::copy_from_slice(input),
+                        Some(&headers),
+                        &"fuzz",
+                        &mut out,
+                    );
+                    assert!(ok || out.is_empty());
+                }
+            });
     }
 }

@@ -656,6 +656,7 @@ id_key = "uid"
 pipeline = "geo ip"
 compression = "gzip"
 auth.api_key = "aWQ6c2VjcmV0"
+allow_plaintext_credentials = true
 headers.x-tenant = "blue""#,
         addr,
     ))

@@ -212,34 +212,7 @@ pub fn stop_clean(dir: &Path, name: &str, child: Child) {
 // ---------------------------------------------------------------------------------------
 // What a test needs from the machine: skipped on a developer machine, a failure under CI.
 
-/// Whether every test must run, none may skip: under CI (`CI` set, and not to `0` or `false`:
-/// CI sets `CI=true`) or with `WEIR_REQUIRE_ALL` set (`.ci/run` sets it).
-pub fn all_required() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
-    ci || std::env::var_os("WEIR_REQUIRE_ALL").is_some()
-}
-
-/// The one way a test says it needs something this machine may lack (shared test data, a
-/// server, a tool, a privilege): `found` is what was looked up, `Err` saying why it is missing.
-/// Missing, the test is skipped (`SKIPPED <test>: ...` on stderr, `None`: the test returns) on
-/// a developer machine, and fails under CI ([`all_required`]).
-pub fn require<T>(what: &str, found: Result<T, String>) -> Option<T> {
-    match found {
-        Ok(x) => Some(x),
-        Err(why) => {
-            let current = std::thread::current();
-            let test = current.name().unwrap_or("this test");
-            assert!(
-                !all_required(),
-                "{test} needs {what}, and every test must run under CI (CI or WEIR_REQUIRE_ALL set), but {why}"
-            );
-            // Straight to stderr, not eprintln!: the test harness would hide it (it shows a passing
-            // test's output only with --nocapture), and a skip must be seen.
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {what}, but {why}");
-            None
-        }
-    }
-}
+pub use weir_testing::require;
 
 /// `name` on PATH or in one of `also` (directories not always on a user's PATH), or why not.
 pub fn find_program(name: &str, also: &[&str]) -> Result<PathBuf, String> {
@@ -270,31 +243,4 @@ pub fn python_modules(modules: &[&str]) -> Result<(), String> {
     ))
 }
 
-/// `shared/testdata/<sub>`, the project's shared test data: under `$WEIR_SHARED` (or the older
-/// `$WEIR_SHARED_DIR`) when set, else in a `shared/` next to the repository or one of its
-/// parents (where CI puts it); or why not.
-pub fn shared_testdata(sub: &str) -> Result<PathBuf, String> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let set = ["WEIR_SHARED", "WEIR_SHARED_DIR"]
-        .iter()
-        .find_map(|v| std::env::var_os(v).map(|d| (*v, PathBuf::from(d))));
-    if let Some((var, d)) = set {
-        // `$WEIR_SHARED` is the shared directory, or its `testdata/` itself.
-        return [d.join("testdata").join(sub), d.join(sub)]
-            .into_iter()
-            .find(|p| p.is_dir())
-            .ok_or_else(|| {
-                format!("neither ${var}/testdata/{sub} nor ${var}/{sub} is a directory")
-            });
-    }
-    manifest
-        .ancestors()
-        .map(|d| d.join("shared/testdata").join(sub))
-        .find(|p| p.is_dir())
-        .ok_or_else(|| {
-            format!(
-                "no shared/testdata/{sub} next to {} or its parents (set WEIR_SHARED to the shared directory)",
-                manifest.display()
-            )
-        })
-}
+pub use weir_testing::shared_testdata;

@@ -645,6 +645,7 @@ glob_minimum_cooldown_ms = 200
 [sources.pods.api]
 endpoint = "http://{server}"
 token_file = "{token}"
+allow_plaintext_credentials = true
 node_name = "node-1"
 delay_deletion_ms = 60000
 [sinks.out]
@@ -921,7 +922,7 @@ fn namespace_labels_come_from_the_api_list_and_watch() {
     let cfg = api_config(
         &s,
         &format!(
-            "endpoint = \"http://{}\"\ntoken_file = \"{}\"",
+            "endpoint = \"http://{}\"\ntoken_file = \"{}\"\nallow_plaintext_credentials = true",
             server.addr,
             token.display()
         ),
@@ -1207,7 +1208,7 @@ fn namespaces_refused_by_rbac_leave_pod_metadata_and_are_said_once() {
     let cfg = api_config(
         &s,
         &format!(
-            "endpoint = \"http://{}\"\ntoken_file = \"{}\"",
+            "endpoint = \"http://{}\"\ntoken_file = \"{}\"\nallow_plaintext_credentials = true",
             server.addr,
             token.display()
         ),

@@ -27,6 +27,7 @@ mod parquet;
 mod perf;
 mod prometheus;
 mod refusals;
+mod secrets;
 mod shutdown;
 mod sink_options;
 mod supervision;

@@ -149,6 +149,7 @@ inputs = ["otel.traces", "otel.metrics", "otel.logs"]
 endpoint = "http://{direct}"
 compression = "gzip"
 headers.authorization = "Bearer t0ken"
+allow_plaintext_credentials = true
 batch.timeout_secs = 0.1
 [sinks.tls]
 type = "otlp"

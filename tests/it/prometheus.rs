@@ -473,6 +473,7 @@ async fn remote_write_bad_input_and_acknowledgements() {
             "request": { "concurrency": 1 },
             "tenant_id": "team-a",
             "auth": { "strategy": "bearer", "token": "t0k" },
+            "allow_plaintext_credentials": true,
         }))
         .unwrap();
     let metrics = ComponentMetrics::detached("rw");

@@ -114,6 +114,7 @@ endpoints = ["http://{addr}"]
 index = "logs"
 auth.user = "weir"
 auth.password = "expired"
+allow_plaintext_credentials = true
 batch.max_events = 500
 # Waits of at most 2 s: the sink notices the recovery soon after it.
 request.retry_max_duration_secs = 2

@@ -22,6 +22,7 @@ mod graph;
 mod interpolate;
 mod load;
 pub mod schema;
+mod secret;
 mod units;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use graph::{resolve_graph, Graph, OutputId};
 pub use interpolate::interpolate;
 pub use load::{load_files, load_str, ConfigSource};
+pub use secret::{Secret, REDACTED};
 pub use units::{Concurrency, Count, Secs, SecsOrZero, MAX_CONCURRENCY, MAX_SECS};
 
 use crate::component::{SinkConfig, SourceConfig, TransformConfig};

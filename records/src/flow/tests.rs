@@ -191,7 +191,7 @@ fn fuzz_hubble_jsonpb() {
         ])
         .run(|line| {
             if let Some(f) = FlowLog::from_jsonpb_line(Bytes::copy_from_slice(line)) {
-                let s = f.summary().clone();
+                let s = *f.summary();
                 let mut spans = vec![s.src_ip, s.dst_ip, s.source_name, s.destination_name];
                 spans.extend(s.drop_reason);
                 for e in [s.source, s.destination].into_iter().flatten() {

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::{Concurrency, Count, Secs};
+use weir_pipeline::config::{Concurrency, Count, Secret, Secs};
 use weir_pipeline::event::{parse_path, Event, FieldPath, Value};
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
@@ -116,11 +116,11 @@ pub struct AuthConfig {
     pub user: Option<String>,
     /// Basic authentication password. Default: none.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// An API key (the base64 `encoded` value Elasticsearch returns for `id:api_key`), sent as
     /// `Authorization: ApiKey …`. Not together with `user`. Default: none.
     #[serde(default)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 }
 
 /// The elasticsearch sink's `batch` defaults: 10000 documents, 10000000 bytes of NDJSON
@@ -207,7 +207,11 @@ pub struct ElasticsearchConfig {
     pub tls: Option<TlsClientConfig>,
     /// Extra HTTP headers on every request. Default: none.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
+    /// Send the credentials (`auth`, and `headers` that carry them: `authorization`, `*key*`, `*token*`) over a connection without TLS. Default: false: a
+    /// component with credentials and a plain `http://` endpoint does not start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
     /// When a bulk request is sent: `max_events` documents (default 10000), `max_bytes` of
     /// NDJSON body before compression (default 10000000), `timeout_secs` after the first
     /// waiting document (default 1).
@@ -340,6 +344,14 @@ impl SinkConfig for ElasticsearchConfig {
             }) => Auth::ApiKey(k.clone()),
             Some(_) => return Err("`auth`: set either `user` (and `password`) or `api_key`".into()),
         };
+        if !matches!(auth, Auth::None) || weir_connect::http::carries_credentials(&self.headers) {
+            weir_connect::plaintext_credentials(
+                "`auth` (or a credential in `headers`)",
+                &self.endpoints.join(", "),
+                self.endpoints.iter().all(|e| e.starts_with("https://")),
+                self.allow_plaintext_credentials,
+            )?;
+        }
         let client = build_client(self.tls.as_ref(), timeout)?;
         let dead_letter = match &self.dead_letter_file {
             Some(p) => {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use weir_pipeline::component::SinkOutputs;
+use weir_pipeline::config::Secret;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, ObjectMap, Value};
 use weir_pipeline::finalization::{EventStatus, Finalizer};
 use weir_pipeline::metrics::ComponentMetrics;
@@ -27,8 +28,8 @@ use weir_pipeline::shutdown::ShutdownToken;
 
 pub(super) enum Auth {
     None,
-    Basic(String, Option<String>),
-    ApiKey(String),
+    Basic(String, Option<Secret>),
+    ApiKey(Secret),
 }
 
 /// One document of a batch: its two lines in the body, which is all a retry sends, and what
@@ -159,8 +160,11 @@ impl Sender {
             .headers(self.headers.clone());
         match &self.auth {
             Auth::None => r,
-            Auth::Basic(u, p) => r.basic_auth(u, p.as_ref()),
-            Auth::ApiKey(k) => r.header(reqwest::header::AUTHORIZATION, format!("ApiKey {k}")),
+            Auth::Basic(u, p) => r.basic_auth(u, p.as_ref().map(Secret::expose)),
+            Auth::ApiKey(k) => r.header(
+                reqwest::header::AUTHORIZATION,
+                format!("ApiKey {}", k.expose()),
+            ),
         }
     }
 

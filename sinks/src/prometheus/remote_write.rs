@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use weir_connect::tls::TlsClientConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::{Concurrency, Count, Secs};
+use weir_pipeline::config::{Concurrency, Count, Secret, Secs};
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::{EventStatus, FinalizerSet};
 use weir_pipeline::metrics::ComponentMetrics;
@@ -96,12 +96,12 @@ pub enum Auth {
         /// The user name.
         user: String,
         /// The password.
-        password: String,
+        password: Secret,
     },
     /// `Authorization: Bearer <token>`.
     Bearer {
         /// The token.
-        token: String,
+        token: Secret,
     },
 }
 
@@ -121,6 +121,10 @@ pub struct RemoteWriteConfig {
     /// `{ strategy = "bearer", token = "..." }`. Default: none.
     #[serde(default)]
     pub auth: Option<Auth>,
+    /// Send the credentials (`auth`) over a connection without TLS. Default: false: a
+    /// component with credentials and a plain `http://` endpoint does not start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
     /// TLS for an `https://` endpoint (`ca_file`, `crt_file`, `key_file`,
     /// `verify_certificate`, `verify_hostname`, `server_name`: the `tls` table shared by
     /// every component, see docs/configuration.md). Default: the built-in (webpki) roots.
@@ -178,6 +182,14 @@ fn header(
 impl SinkConfig for RemoteWriteConfig {
     async fn build(&self, cx: SinkContext) -> Result<Box<dyn Sink>, BoxError> {
         let endpoint = Endpoint::parse(&self.endpoint, self.tls.as_ref())?;
+        if self.auth.is_some() {
+            weir_connect::plaintext_credentials(
+                "`auth`",
+                &self.endpoint,
+                self.endpoint.starts_with("https://"),
+                self.allow_plaintext_credentials,
+            )?;
+        }
         let buckets = check_buckets_quantiles(&self.buckets, &self.quantiles)?;
         let mut headers = vec![
             header("content-encoding", "snappy", "")?,
@@ -195,11 +207,13 @@ impl SinkConfig for RemoteWriteConfig {
         match &self.auth {
             Some(Auth::Basic { user, password }) => headers.push((
                 http::header::AUTHORIZATION,
-                weir_connect::http::basic_auth(user, password)?,
+                weir_connect::http::basic_auth(user, password.expose())?,
             )),
-            Some(Auth::Bearer { token }) => {
-                headers.push(header("authorization", &format!("Bearer {token}"), "auth")?)
-            }
+            Some(Auth::Bearer { token }) => headers.push(header(
+                "authorization",
+                &format!("Bearer {}", token.expose()),
+                "auth",
+            )?),
             None => {}
         }
         Ok(Box::new(RemoteWrite {

@@ -123,7 +123,7 @@ impl Endpoint {
         })
     }
 
-    fn display(&self) -> String {
+    pub fn display(&self) -> String {
         let scheme = if self.scheme_https { "https" } else { "http" };
         if self.host.contains(':') {
             format!("{scheme}://[{}]:{}", self.host, self.port)

@@ -111,6 +111,10 @@ pub struct ApiConfig {
     /// Default: the service account's `token`, if that file exists.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Send the token to an `http://` endpoint (no TLS). Default: false: with a token and an
+    /// `http://` endpoint the source does not start.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
     /// The CA certificates (PEM) that sign the API server's certificate, for `https`. Default: the
     /// service account's `ca.crt`, if it exists.
     #[serde(default)]
@@ -136,6 +140,7 @@ impl Default for ApiConfig {
             enabled: true,
             endpoint: None,
             token_file: None,
+            allow_plaintext_credentials: false,
             ca_file: None,
             node_name: None,
             delay_deletion_ms: default_delay_deletion(),
@@ -260,6 +265,15 @@ impl KubernetesLogsConfig {
             .ca_file
             .clone()
             .or_else(|| Some(sa.join("ca.crt")).filter(|p| p.exists()));
+        if e.token_file.is_some() {
+            weir_connect::plaintext_credentials(
+                "the service account token (`api.token_file`)",
+                &e.display(),
+                e.scheme_https,
+                self.api.allow_plaintext_credentials,
+            )
+            .map_err(|m| format!("`api`: {m}"))?;
+        }
         Ok(Some(e))
     }
 }
