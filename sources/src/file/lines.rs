@@ -143,12 +143,10 @@ impl Utf16Framer {
 
     /// Whether `partial`, a line without its delimiter yet, is already longer than the limit.
     /// The limit does not count a `\r` before the delimiter: a last whole unit that is `\r`
-    /// is not counted, unless an odd byte after it starts another unit.
+    /// is not counted (the delimiter may follow it, an odd last byte being its first half).
     fn over_limit(&self, partial: &[u8]) -> bool {
         let whole = partial.len() & !1;
-        let cr_last = whole >= 2
-            && whole == partial.len()
-            && self.unit(&partial[whole - 2..whole]) == u16::from(b'\r');
+        let cr_last = whole >= 2 && self.unit(&partial[whole - 2..whole]) == u16::from(b'\r');
         let content = if cr_last { whole - 2 } else { whole };
         content > self.max_line_bytes
     }
@@ -339,6 +337,17 @@ mod fuzz {
         }
         out.extend(s.finish(&mut buf));
         (out, buf.len())
+    }
+
+    /// Found by fuzzing: a UTF-16 line of exactly the limit before `\r\n`, read so that a
+    /// read ends inside the delimiter, was dropped as oversized.
+    #[test]
+    fn a_line_at_the_limit_is_kept_when_a_read_ends_inside_its_delimiter() {
+        let data = b"\x00f\x00i\x00r\x00s\x00e\x00\n\r\x00\n\x00s\x00ee\x00\n\r\x00\n\x00";
+        let reads: Vec<&[u8]> = data.chunks(5).collect();
+        let (pieces, _) = frames(Charset::Utf16Le, &reads, 6);
+        assert_eq!(pieces, frames(Charset::Utf16Le, &[data], 6).0);
+        assert!(matches!(pieces[1], Frame::Line(_)), "{pieces:?}");
     }
 
     /// UTF-8 and UTF-16 (both byte orders) split the same whatever the reads' sizes, and
