@@ -49,6 +49,12 @@ pub struct FileSinkConfig {
     /// Close files not written for this many seconds. Default: 30.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: Secs,
+    /// Keep at most this many files open: opening one more closes the one written least
+    /// recently. When the process runs out of file descriptors anyway (`EMFILE`, `ENFILE`),
+    /// the sink closes its least recently written file and opens again, instead of waiting for
+    /// idle files to time out. Default: 256.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: Count,
     /// fsync each file written before acknowledging a batch. The data then survives a machine
     /// crash, not only a process crash, but writing is slower. Default: false.
     #[serde(default)]
@@ -57,6 +63,10 @@ pub struct FileSinkConfig {
 
 fn default_idle() -> Secs {
     Secs::from_secs(30)
+}
+
+fn default_max_open_files() -> Count {
+    Count::of(256)
 }
 
 #[async_trait]
@@ -75,6 +85,12 @@ impl SinkConfig for FileSinkConfig {
     fn input(&self) -> DataType {
         DataType::ALL
     }
+}
+
+/// Whether `e` says the process (`EMFILE`) or the system (`ENFILE`) has no file descriptor
+/// left.
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
 }
 
 struct OpenFile {
@@ -111,7 +127,28 @@ impl FileSink {
                     std::fs::create_dir_all(dir)?;
                 }
             }
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            while self.files.len() >= self.cfg.max_open_files.get() {
+                self.close_least_recent();
+            }
+            let file = loop {
+                match OpenOptions::new().create(true).append(true).open(path) {
+                    Ok(f) => break f,
+                    // Out of descriptors: give one of ours back and try again.
+                    Err(e) if is_out_of_descriptors(&e) && !self.files.is_empty() => {
+                        self.close_least_recent();
+                        self.metrics.error(
+                            "too_many_open_files",
+                            1,
+                            &format_args!(
+                                "cannot open {}: {e}; closed the least recently written file ({} left open)",
+                                path.display(),
+                                self.files.len()
+                            ),
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let size = file.metadata()?.len();
             self.files.insert(
                 path.to_path_buf(),
@@ -151,6 +188,20 @@ impl FileSink {
         }
         f.last_write = Instant::now();
         Ok(())
+    }
+
+    /// Closes the file written least recently.
+    fn close_least_recent(&mut self) {
+        let oldest = self
+            .files
+            .iter()
+            .min_by_key(|(_, f)| f.last_write)
+            .map(|(p, _)| p.clone());
+        if let Some(p) = oldest {
+            if let Some(mut f) = self.files.remove(&p) {
+                let _ = f.file.flush();
+            }
+        }
     }
 
     fn close_idle(&mut self) {
@@ -346,6 +397,7 @@ mod tests {
             encoding: EncodingConfig::default(),
             max_bytes: Some(Count::of(40)),
             idle_timeout_secs: Secs::from_secs(30),
+            max_open_files: Count::of(256),
             fsync: true,
         };
         let metrics = ComponentMetrics::detached("f");
@@ -457,6 +509,7 @@ mod tests {
             encoding: Default::default(),
             max_bytes: None,
             idle_timeout_secs: Secs::from_secs(30),
+            max_open_files: Count::of(256),
             fsync: false,
         };
         let metrics = Arc::new(weir_pipeline::metrics::ComponentMetrics::new(

@@ -12,6 +12,7 @@ mod config_examples;
 mod docs;
 mod ebpf;
 mod elasticsearch;
+mod file_sink;
 mod file_source;
 mod garbage;
 mod harness;
