@@ -132,6 +132,22 @@ fn the_daemonset_mounts_logs_read_only_keeps_data_on_the_node_and_probes_health(
     }
     assert!(c["resources"]["requests"]["memory"].is_string());
     assert!(c["resources"]["limits"]["memory"].is_string());
+    // The safe posture (docs/security.md): the runtime's seccomp profile, no capability, no
+    // privilege escalation, a read-only root, and an image pinned to a release.
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(sc["capabilities"]["add"].is_null(), "{sc}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert!(pod["privileged"].is_null() && sc["privileged"].is_null());
+    let image = c["image"].as_str().unwrap();
+    let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+    assert!(
+        !tag.is_empty() && tag != "latest" && tag.chars().next().unwrap().is_ascii_digit(),
+        "the image is not pinned to a release: {image}"
+    );
     // The config comes from the ConfigMap, mounted where the args point.
     let cfg = mount("/etc/weir");
     assert_eq!(
