@@ -72,3 +72,67 @@ path = "{out}"
     );
     assert!(stderr.contains("over max_line_bytes"), "{stderr}");
 }
+
+/// The logfmt line that once panicked the decoder (a backslash before a multi-byte
+/// character) and lines the fuzzers built, in a tailed file: each bad line is a counted
+/// decode error, and the lines around them, in this file and in another one read by the same
+/// source, are delivered.
+#[test]
+fn hostile_logfmt_lines_in_a_file_are_counted_and_neighbours_delivered() {
+    use crate::harness::{metric, sigterm, start_weir, wait_until};
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut hostile = Vec::new();
+    hostile.extend_from_slice(b"n=1\n");
+    hostile.extend_from_slice("k=\"\\é\" n=2\n".as_bytes());
+    hostile.extend_from_slice(b"k=\"\\\n"); // an escape at the end of the line
+    hostile.extend_from_slice(b"k=\"unterminated\n");
+    hostile.extend_from_slice(b"k=\"\xc3\" n=3\n"); // invalid UTF-8: an error for logfmt
+    hostile.extend_from_slice(b"n=4\n");
+    std::fs::write(logs.join("hostile.log"), &hostile).unwrap();
+    std::fs::write(logs.join("neighbour.log"), b"n=10\nn=11\n").unwrap();
+    let out = dir.path().join("out.log");
+    let api = crate::harness::free_addr();
+    let child = start_weir(
+        dir.path(),
+        "logfmt",
+        &format!(
+            r#"
+data_dir = "{data}"
+[api]
+address = "{api}"
+[sources.files]
+type = "file"
+include = ["{logs}/*.log"]
+decoding.codec = "logfmt"
+[sinks.out]
+type = "file"
+inputs = ["files"]
+path = "{out}"
+"#,
+            data = dir.path().join("data").display(),
+            logs = logs.display(),
+            out = out.display(),
+        ),
+        false,
+    );
+    let numbers = || -> Vec<String> {
+        crate::harness::lines(&out)
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["n"].as_str().map(str::to_string))
+            .collect()
+    };
+    let all = wait_until(Duration::from_secs(30), || numbers().len() >= 5);
+    let errors = metric(api, "weir_component_errors_total", "files");
+    sigterm(&child);
+    let _ = wait_with_timeout(child, Duration::from_secs(30));
+    let log = crate::harness::weir_log(dir.path(), "logfmt");
+    assert!(all, "not everything arrived: {:?}\n{log}", numbers());
+    let mut got = numbers();
+    got.sort();
+    assert_eq!(got, ["1", "10", "11", "2", "4"], "{log}");
+    assert_eq!(errors, Some(3.0), "three lines cannot be decoded\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

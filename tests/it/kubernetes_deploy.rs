@@ -134,7 +134,10 @@ fn the_daemonset_mounts_logs_read_only_keeps_data_on_the_node_and_probes_health(
     assert!(c["resources"]["limits"]["memory"].is_string());
     // The safe posture (docs/security.md): the runtime's seccomp profile, no capability, no
     // privilege escalation, a read-only root, and an image pinned to a release.
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     let sc = &c["securityContext"];
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
