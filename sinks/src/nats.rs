@@ -1,7 +1,7 @@
 //! `nats`: events published to NATS subjects templated from their fields.
 //!
-//! Core NATS (the default) is fire-and-forget: a batch is acknowledged once every message has
-//! been handed to the client, which writes it to the server (buffering while reconnecting).
+//! Core NATS (the default) is fire-and-forget: a batch is acknowledged once the client has
+//! written every message to the server (a flush); while it reconnects, the batch waits.
 //! With `jetstream = true` each message carries a `Nats-Msg-Id` header and the sink waits for
 //! the stream's PubAck; a message whose PubAck does not come (timeout, server restarting) is
 //! published again with the same id, so JetStream's deduplication window drops the copy that
@@ -154,6 +154,7 @@ impl SinkConfig for NatsSinkConfig {
             client,
             js,
             metrics: cx.metrics,
+            stop: cx.stop,
             static_subject: async_nats::Subject::from(subject.as_str()),
             subject,
             id_prefix: message_id_prefix(&cx.id),
@@ -187,6 +188,8 @@ struct NatsSink {
     client: async_nats::Client,
     js: Option<jetstream::Context>,
     metrics: Arc<ComponentMetrics>,
+    /// Fires when the sink must give up waiting (the grace period expired).
+    stop: weir_pipeline::shutdown::ShutdownToken,
     id_prefix: String,
     next_id: u64,
     /// The subject when it is not templated.
@@ -475,6 +478,38 @@ impl NatsSink {
         n
     }
 
+    /// Waits until the client has written what was published to the server, the only
+    /// confirmation core NATS gives. While the server is down this holds the batch, so that
+    /// backpressure reaches the sources, instead of the client's buffer growing with batches
+    /// counted as delivered that a restart would lose. `false`: the sink was told to stop
+    /// while waiting (the batch is then errored).
+    async fn flushed(&self) -> bool {
+        let mut backoff =
+            weir_pipeline::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let why =
+                match tokio::time::timeout(self.cfg.request.timeout(), self.client.flush()).await {
+                    Ok(Ok(())) => return true,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!(
+                        "not written to the server within {:?}",
+                        self.cfg.request.timeout()
+                    ),
+                };
+            self.metrics.error(
+                "flush",
+                1,
+                &format_args!(
+                    "cannot flush to NATS: {why}; waiting (the batch is held, upstream waits)"
+                ),
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = self.stop.cancelled() => return false,
+            }
+        }
+    }
+
     /// Publishes to core NATS: handed to the client, which writes them out (and holds them
     /// while reconnecting). Returns the messages the client refused.
     async fn publish_core(&self, items: &[Outgoing]) -> u64 {
@@ -557,9 +592,12 @@ impl Sink for NatsSink {
                         }
                         None => {
                             let failed = self.publish_core(&items).await;
-                            self.metrics.add_sent(items.len() as u64 - failed);
-                            self.metrics.add_sent_bytes(bytes);
-                            batch.finalize(if failed > 0 {
+                            let flushed = self.flushed().await;
+                            if flushed {
+                                self.metrics.add_sent(items.len() as u64 - failed);
+                                self.metrics.add_sent_bytes(bytes);
+                            }
+                            batch.finalize(if failed > 0 || !flushed {
                                 EventStatus::Errored
                             } else {
                                 EventStatus::Delivered
