@@ -227,7 +227,7 @@ fn parse_out(path: &Path) -> (BTreeMap<u64, serde_json::Value>, BTreeMap<u64, us
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let complete = text.rfind('\n').map_or("", |end| &text[..end]);
     for l in complete.lines() {
-        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
         let n = v["n"].as_u64().unwrap();
         *counts.entry(n).or_insert(0) += 1;
         by_n.insert(n, v);
