@@ -72,9 +72,24 @@ pub struct Limits {
 /// it added to the memory budget.
 type Queued = (EventBatch, u32, u32, u64);
 
+/// Creates a buffer of `max_events` (and no byte limit, outside any memory budget) for the
+/// component whose `metrics` are given: for tests and tools. The runtime uses [`bounded`].
+pub fn buffer(
+    max_events: usize,
+    when_full: WhenFull,
+    metrics: Arc<ComponentMetrics>,
+) -> (BufferSender, BufferReceiver) {
+    let limits = Limits {
+        max_events,
+        max_bytes: MAX_BUFFER_BYTES,
+        when_full,
+    };
+    bounded(limits, MemoryBudget::unlimited(), metrics)
+}
+
 /// Creates a buffer for the component whose `metrics` are given, counting what it holds in
 /// `memory`.
-pub fn buffer(
+pub fn bounded(
     limits: Limits,
     memory: Arc<MemoryBudget>,
     metrics: Arc<ComponentMetrics>,
@@ -261,17 +276,9 @@ mod tests {
         }
     }
 
-    fn events(n: usize, when_full: WhenFull) -> Limits {
-        limits(n, MAX_BUFFER_BYTES, when_full)
-    }
-
     #[tokio::test]
     async fn blocks_when_full_and_resumes() {
-        let (tx, mut rx) = buffer(
-            events(10, WhenFull::Block),
-            MemoryBudget::unlimited(),
-            ComponentMetrics::detached("t"),
-        );
+        let (tx, mut rx) = buffer(10, WhenFull::Block, ComponentMetrics::detached("t"));
         tx.send(batch(6)).await.unwrap();
         let tx2 = tx.clone();
         let pending = tokio::spawn(async move { tx2.send(batch(6)).await });
@@ -287,11 +294,7 @@ mod tests {
     #[tokio::test]
     async fn drop_newest_counts_drops() {
         let m = ComponentMetrics::detached("t");
-        let (tx, mut rx) = buffer(
-            events(10, WhenFull::DropNewest),
-            MemoryBudget::unlimited(),
-            m.clone(),
-        );
+        let (tx, mut rx) = buffer(10, WhenFull::DropNewest, m.clone());
         tx.send(batch(8)).await.unwrap();
         tx.send(batch(5)).await.unwrap();
         assert_eq!(m.discarded_events(), 5);
@@ -312,7 +315,7 @@ mod tests {
     #[tokio::test]
     async fn blocks_on_bytes_before_events() {
         let memory = MemoryBudget::unlimited();
-        let (tx, mut rx) = buffer(
+        let (tx, mut rx) = bounded(
             limits(1000, 3 << 20, WhenFull::Block),
             memory.clone(),
             ComponentMetrics::detached("t"),
@@ -343,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_batch_passes_an_empty_buffer() {
-        let (tx, mut rx) = buffer(
+        let (tx, mut rx) = bounded(
             limits(1000, 1 << 20, WhenFull::Block),
             MemoryBudget::unlimited(),
             ComponentMetrics::detached("t"),
@@ -371,7 +374,7 @@ mod tests {
     async fn drop_newest_drops_on_bytes() {
         let m = ComponentMetrics::detached("t");
         let memory = MemoryBudget::unlimited();
-        let (tx, mut rx) = buffer(
+        let (tx, mut rx) = bounded(
             limits(1000, 2 << 20, WhenFull::DropNewest),
             memory.clone(),
             m.clone(),
@@ -393,7 +396,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_receiver_gives_back_the_budget() {
         let memory = MemoryBudget::unlimited();
-        let (tx, rx) = buffer(
+        let (tx, rx) = bounded(
             limits(1000, 8 << 20, WhenFull::Block),
             memory.clone(),
             ComponentMetrics::detached("t"),

@@ -23,7 +23,7 @@ mod supervise;
 pub use supervise::Fatal;
 use supervise::{Common, Down, SinkParts, SourceParts, Supervised, TransformParts};
 
-use crate::buffer::{buffer, BufferReceiver, BufferSender, Fanout, Limits};
+use crate::buffer::{bounded, BufferReceiver, BufferSender, Fanout, Limits};
 use crate::component::{SinkContext, SinkOutputs, TransformContext, TransformOutput};
 use crate::config::{Config, Graph, OutputId, TRANSFORM_QUEUE_BYTES, TRANSFORM_QUEUE_EVENTS};
 use crate::event::{finalize_events, EventBatch};
@@ -211,7 +211,7 @@ async fn start_inner(
             max_bytes: TRANSFORM_QUEUE_BYTES,
             when_full: WhenFull::Block,
         };
-        let (tx, rx) = buffer(limits, memory.clone(), metrics[id].clone());
+        let (tx, rx) = bounded(limits, memory.clone(), metrics[id].clone());
         senders.insert(id.clone(), tx);
         receivers.insert(id.clone(), rx);
     }
@@ -221,7 +221,7 @@ async fn start_inner(
             max_bytes: s.buffer.max_size,
             when_full: s.buffer.when_full,
         };
-        let (tx, rx) = buffer(limits, memory.clone(), metrics[id].clone());
+        let (tx, rx) = bounded(limits, memory.clone(), metrics[id].clone());
         senders.insert(id.clone(), tx);
         receivers.insert(id.clone(), rx);
     }
