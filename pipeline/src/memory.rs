@@ -32,8 +32,11 @@ pub const BUFFER_SHARE: u64 = 2;
 /// Resident memory over the limit pauses the sources only while buffers hold more than the
 /// limit divided by this.
 pub const RSS_FLOOR_SHARE: u64 = 16;
-/// How often the resident memory is read, when there is a limit.
+/// How often the resident memory is read, when there is a limit and the buffers hold enough
+/// for it to matter (more than the limit divided by [`RSS_FLOOR_SHARE`]).
 pub const RSS_POLL: Duration = Duration::from_millis(25);
+/// How often it is read otherwise (an idle agent wakes up 4 times a second for it).
+pub const RSS_POLL_IDLE: Duration = Duration::from_millis(250);
 /// The share of the cgroup's limit taken as the default `memory_limit`, in percent.
 pub const CGROUP_DEFAULT_PERCENT: u64 = 80;
 /// How often a pause is logged at most.
@@ -208,22 +211,28 @@ impl MemoryBudget {
         }
     }
 
-    /// Polls the resident memory every [`RSS_POLL`] while `self` has a limit and other owners
-    /// (the task ends when the pipeline drops its budget).
+    /// Polls the resident memory while `self` has a limit and other owners (the task ends
+    /// when the pipeline drops its budget): every [`RSS_POLL`] while the buffers hold enough
+    /// for it to matter, every [`RSS_POLL_IDLE`] otherwise.
     pub fn spawn_rss_poller(self: &Arc<Self>) {
         if self.limit == 0 {
             return;
         }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RSS_POLL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                let Some(budget) = weak.upgrade() else { return };
-                if let Some(rss) = resident_bytes() {
-                    budget.set_rss(rss);
-                }
+                let next = {
+                    let Some(budget) = weak.upgrade() else { return };
+                    if let Some(rss) = resident_bytes() {
+                        budget.set_rss(rss);
+                    }
+                    if budget.buffered() >= budget.limit / RSS_FLOOR_SHARE {
+                        RSS_POLL
+                    } else {
+                        RSS_POLL_IDLE
+                    }
+                };
+                tokio::time::sleep(next).await;
             }
         });
     }
