@@ -296,9 +296,8 @@ impl Window {
             match (l7.record, l7.kind) {
                 (L7Record::Http { .. }, L7Type::Request) => e.http_requests += 1,
                 (L7Record::Http { code }, L7Type::Response) => {
-                    if !bump(&mut e.http_status, code) {
-                        self.overflow_labels += 1;
-                    }
+                    let counted = bump(&mut e.http_status, code);
+                    self.overflow_labels += u64::from(!counted);
                     if let Some(ns) = l7.latency_ns {
                         e.latency_sum_ns += ns;
                         e.latency_count += 1;
@@ -311,9 +310,8 @@ impl Window {
                 }
                 (L7Record::Dns { .. }, L7Type::Request) => e.dns_queries += 1,
                 (L7Record::Dns { rcode }, L7Type::Response) => {
-                    if !bump(&mut e.dns_rcodes, rcode) {
-                        self.overflow_labels += 1;
-                    }
+                    let counted = bump(&mut e.dns_rcodes, rcode);
+                    self.overflow_labels += u64::from(!counted);
                 }
                 _ => {}
             }
