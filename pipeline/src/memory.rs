@@ -16,6 +16,9 @@
 //!   draining the buffers can free something, so memory held elsewhere (a sink's series, a
 //!   window) never pauses the sources for good.
 //!
+//! Never while the buffers are empty: then nothing would drain, and however small the limit,
+//! a source always gets one batch through.
+//!
 //! Without `memory_limit` in the configuration, the limit is 80% of the cgroup's memory limit
 //! when the process runs in one (cgroup v2 `memory.max`, or v1 `memory.limit_in_bytes`, the
 //! smallest along the path to the root), and there is none otherwise.
@@ -154,8 +157,11 @@ impl MemoryBudget {
             return false;
         }
         let buffered = self.buffered.load(Ordering::Relaxed);
-        buffered >= self.limit / BUFFER_SHARE
-            || (self.rss_over.load(Ordering::Relaxed) && buffered >= self.limit / RSS_FLOOR_SHARE)
+        // Empty buffers: nothing would drain, so pausing could only deadlock (a tiny limit).
+        let over_rss = self.rss_over.load(Ordering::Relaxed);
+        buffered > 0
+            && (buffered >= self.limit / BUFFER_SHARE
+                || (over_rss && buffered >= self.limit / RSS_FLOOR_SHARE))
     }
 
     /// Returns at once while the budget holds; otherwise waits until it does (a source calls
@@ -365,5 +371,11 @@ mod tests {
         b.sub(400);
         assert!(!b.exceeded());
         assert!(!MemoryBudget::unlimited().exceeded());
+        // Never while the buffers are empty, however small the limit.
+        let tiny = MemoryBudget::new(1, LimitOrigin::Configured);
+        tiny.set_rss(1 << 30);
+        assert!(!tiny.exceeded());
+        tiny.add(1);
+        assert!(tiny.exceeded());
     }
 }
