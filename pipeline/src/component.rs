@@ -30,6 +30,7 @@ use crate::buffer::{BufferReceiver, Fanout};
 use crate::codec::{register_decoder, FrameDecoder};
 use crate::event::{Event, EventBatch};
 use crate::finalization::EventStatus;
+use crate::memory::MemoryBudget;
 use crate::metrics::{ComponentMetrics, MetricsRegistry};
 use crate::shutdown::ShutdownToken;
 use crate::vocabulary::DataType;
@@ -104,6 +105,8 @@ pub struct SourceSender {
     /// Told when the source drops its sender on purpose (not in a panic), so its supervisor
     /// lets go of the copies of the outputs it keeps for a restart.
     ended: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The process-wide memory budget: a send waits while it is exceeded.
+    memory: Option<Arc<MemoryBudget>>,
 }
 
 impl SourceSender {
@@ -118,7 +121,14 @@ impl SourceSender {
             named,
             metrics,
             ended: None,
+            memory: None,
         }
+    }
+
+    /// Makes every send wait while `memory` is exceeded (the source pauses at its read loop).
+    pub fn with_memory(mut self, memory: Option<Arc<MemoryBudget>>) -> Self {
+        self.memory = memory;
+        self
     }
 
     /// Tells `ended` when this sender is dropped other than by a panic.
@@ -127,10 +137,14 @@ impl SourceSender {
         self
     }
 
-    /// Sends a batch to the default output, waiting while downstream is full (backpressure).
+    /// Sends a batch to the default output, waiting while downstream is full (backpressure)
+    /// and while the process-wide memory limit is exceeded.
     pub async fn send(&mut self, mut batch: EventBatch) -> Result<(), ClosedError> {
         if batch.is_empty() {
             return Ok(());
+        }
+        if let Some(m) = &self.memory {
+            m.wait_for_room(&self.metrics.id).await;
         }
         self.metrics.add_sent(batch.len() as u64);
         match &mut self.default {
@@ -151,6 +165,9 @@ impl SourceSender {
     ) -> Result<(), ClosedError> {
         if batch.is_empty() {
             return Ok(());
+        }
+        if let Some(m) = &self.memory {
+            m.wait_for_room(&self.metrics.id).await;
         }
         self.metrics.add_sent(batch.len() as u64);
         match self.named.get_mut(output) {

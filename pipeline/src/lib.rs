@@ -43,6 +43,7 @@ pub mod component;
 pub mod config;
 pub mod event;
 pub mod finalization;
+pub mod memory;
 pub mod metrics;
 pub mod retry;
 pub mod shutdown;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::event::{Bucket, Metric, MetricKind, MetricValue};
+use crate::memory::MemoryBudget;
 use crate::vocabulary::ComponentKind;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -32,6 +33,10 @@ pub trait BufferGauge: Send + Sync + std::fmt::Debug {
     fn events(&self) -> usize;
     /// The buffer's capacity, in events.
     fn capacity(&self) -> usize;
+    /// The estimated bytes of the events in the buffer now.
+    fn bytes(&self) -> usize;
+    /// The buffer's capacity, in (estimated) bytes.
+    fn max_bytes(&self) -> usize;
 }
 
 /// The counters of one component.
@@ -289,6 +294,10 @@ impl ComponentMetrics {
     pub fn buffer_fill(&self) -> Option<(usize, usize)> {
         self.buffer.get().map(|b| (b.events(), b.capacity()))
     }
+    /// (estimated bytes in the buffer, capacity in bytes), for sinks and transforms.
+    pub fn buffer_bytes(&self) -> Option<(usize, usize)> {
+        self.buffer.get().map(|b| (b.bytes(), b.max_bytes()))
+    }
     fn latency(&self) -> (Vec<u64>, f64) {
         (
             self.latency_buckets
@@ -305,6 +314,7 @@ impl ComponentMetrics {
 pub struct MetricsRegistry {
     components: RwLock<Vec<Arc<ComponentMetrics>>>,
     started: Instant,
+    memory: OnceLock<Arc<MemoryBudget>>,
 }
 
 impl Default for MetricsRegistry {
@@ -312,6 +322,7 @@ impl Default for MetricsRegistry {
         Self {
             components: RwLock::new(Vec::new()),
             started: Instant::now(),
+            memory: OnceLock::new(),
         }
     }
 }
@@ -338,6 +349,17 @@ impl MetricsRegistry {
         self.components().into_iter().find(|c| &*c.id == id)
     }
 
+    /// The pipeline's memory budget, reported as `weir_memory_limit_bytes`,
+    /// `weir_buffered_bytes` and `weir_memory_pauses_total` (set once).
+    pub fn set_memory(&self, memory: Arc<MemoryBudget>) {
+        let _ = self.memory.set(memory);
+    }
+
+    /// The pipeline's memory budget, once started.
+    pub fn memory(&self) -> Option<&Arc<MemoryBudget>> {
+        self.memory.get()
+    }
+
     /// How long since the registry was made (the process started).
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -358,6 +380,23 @@ impl MetricsRegistry {
             .with_namespace("weir")
             .with_timestamp(now),
         );
+        if let Some(m) = self.memory.get() {
+            let global = |name: &str, value: MetricValue| {
+                Metric::new(name, MetricKind::Absolute, value)
+                    .with_namespace("weir")
+                    .with_timestamp(now)
+            };
+            let gauge = |v: u64| MetricValue::Gauge { value: v as f64 };
+            // 0: no limit.
+            out.push(global("memory_limit_bytes", gauge(m.limit().unwrap_or(0))));
+            out.push(global("buffered_bytes", gauge(m.buffered())));
+            out.push(global(
+                "memory_pauses_total",
+                MetricValue::Counter {
+                    value: m.pauses() as f64,
+                },
+            ));
+        }
         for c in self.components() {
             let base = |name: &str, value: MetricValue| {
                 Metric::new(name, MetricKind::Absolute, value)
@@ -420,6 +459,18 @@ impl MetricsRegistry {
                 out.push(base(
                     "buffer_max_events",
                     MetricValue::Gauge { value: cap as f64 },
+                ));
+            }
+            if let Some((bytes, max)) = c.buffer_bytes() {
+                out.push(base(
+                    "buffer_byte_size",
+                    MetricValue::Gauge {
+                        value: bytes as f64,
+                    },
+                ));
+                out.push(base(
+                    "buffer_max_byte_size",
+                    MetricValue::Gauge { value: max as f64 },
                 ));
             }
             let (counts, sum) = c.latency();

@@ -173,6 +173,12 @@ fn key(k: &str) -> KeyString {
 }
 
 impl TypedLog for StackSample {
+    fn estimated_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.frames.len() * std::mem::size_of::<StackFrame>()
+            + self.text.len()
+    }
+
     /// The fields of `docs/schemas/stack-sample.md`.
     fn to_value(&self) -> Value {
         let opt_int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);

@@ -22,6 +22,11 @@
 //! order, with the latest timestamp of what was folded into it. Other event types pass through
 //! unchanged.
 //!
+//! Memory is bounded: at most `max_series` series are held per interval. A metric of a new
+//! series past that is not held: it is dropped, counted as discarded and as a `series_limit`
+//! error (logged at a limited rate), and its acknowledgement is `Rejected`. The series already
+//! held go on folding.
+//!
 //! Acknowledgements: the interval holds the acknowledgements of every metric that went into it
 //! until the metrics it emits have been delivered (then the worst outcome of theirs is every
 //! input's). So a source with acknowledgements does not move past a metric before its interval
@@ -32,15 +37,17 @@
 //! not metrics pass through with their own acknowledgement.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use weir_pipeline::component::{
     Output, Transform, TransformConfig, TransformContext, TransformOutput,
 };
-use weir_pipeline::config::Secs;
+use weir_pipeline::config::{Count, Secs};
 use weir_pipeline::event::{Event, EventBatch, Metric, MetricKind, MetricValue};
-use weir_pipeline::finalization::FinalizerSet;
+use weir_pipeline::finalization::{EventStatus, FinalizerSet};
+use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
@@ -58,14 +65,28 @@ pub struct AggregateConfig {
     /// positive. Default: 10.
     #[serde(default = "default_interval")]
     pub interval_secs: Secs,
+    /// At most this many series (distinct name, namespace, tags, kind and value type) held per
+    /// interval, at least 1. Past it, metrics of new series are dropped, counted as discarded
+    /// and as `series_limit` errors, and rejected. Default: 100000.
+    #[serde(default = "default_max_series")]
+    pub max_series: Count,
+}
+
+/// The default of `max_series`.
+pub const DEFAULT_MAX_SERIES: usize = 100_000;
+
+fn default_max_series() -> Count {
+    Count::of(DEFAULT_MAX_SERIES)
 }
 
 impl TransformConfig for AggregateConfig {
-    fn build(&self, _cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError> {
+    fn build(&self, cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError> {
         Ok(Box::new(Aggregate {
             interval: self.interval_secs.duration(),
             held: BTreeMap::new(),
             holds: FinalizerSet::default(),
+            max_series: self.max_series.get(),
+            metrics: cx.metrics.clone(),
         }))
     }
 
@@ -104,6 +125,8 @@ struct Aggregate {
     /// The acknowledgements of the metrics folded in this interval, released when what it
     /// emits is delivered. Dropped with the interval open (a crash), they count as errored.
     holds: FinalizerSet,
+    max_series: usize,
+    metrics: Arc<ComponentMetrics>,
 }
 
 /// Folds `new` into `held` when they can be combined; gives `new` back otherwise.
@@ -172,6 +195,7 @@ impl Aggregate {
 
 impl Transform for Aggregate {
     fn transform(&mut self, batch: EventBatch, out: &mut TransformOutput) {
+        let mut over = 0u64;
         for e in batch.events {
             let mut m = match e {
                 Event::Metric(m) => m,
@@ -180,8 +204,6 @@ impl Transform for Aggregate {
                     continue;
                 }
             };
-            // The interval holds the acknowledgement; held metrics carry none.
-            self.holds.absorb(m.metadata.notifier.take());
             let key = Key {
                 name: m.name.clone(),
                 namespace: m.namespace.clone(),
@@ -189,11 +211,20 @@ impl Transform for Aggregate {
                 incremental: m.kind == MetricKind::Incremental,
                 value_type: value_type(&m.value),
             };
+            let full = self.held.len() >= self.max_series;
             match self.held.get_mut(&key) {
+                None if full => {
+                    // A new series past the cap: refused, the held ones go on.
+                    over += 1;
+                    m.metadata.finalize(EventStatus::Rejected);
+                }
                 None => {
+                    // The interval holds the acknowledgement; held metrics carry none.
+                    self.holds.absorb(m.metadata.notifier.take());
                     self.held.insert(key, *m);
                 }
                 Some(h) => {
+                    self.holds.absorb(m.metadata.notifier.take());
                     if let Some(m) = fold(h, *m) {
                         let mut old = std::mem::replace(h, m);
                         // Emitted before the interval ends: it holds the interval's inputs
@@ -207,6 +238,17 @@ impl Transform for Aggregate {
                     }
                 }
             }
+        }
+        if over > 0 {
+            self.metrics.add_discarded(over);
+            self.metrics.error(
+                "series_limit",
+                over,
+                &format_args!(
+                    "{over} metrics of new series dropped: the interval holds max_series ({}) series already",
+                    self.max_series
+                ),
+            );
         }
     }
 
@@ -451,5 +493,55 @@ mod tests {
             );
         }
         assert!(toml::from_str::<AggregateConfig>("interval = 3").is_err());
+    }
+
+    #[test]
+    fn new_series_past_max_series_are_rejected_and_counted() {
+        use crate::holds::testing::{acked_batch, deliver, status};
+        use weir_pipeline::finalization::EventStatus;
+        let cfg: AggregateConfig = toml::from_str("max_series = 2").unwrap();
+        let m = ComponentMetrics::detached("agg");
+        let cx = TransformContext {
+            id: Arc::from("agg"),
+            data_dir: std::env::temp_dir(),
+            metrics: m.clone(),
+        };
+        let mut t = cfg.build(&cx).unwrap();
+        let c = |v| MetricValue::Counter { value: v };
+        let tagged = |v: &str| -> Event {
+            Metric::new("req", MetricKind::Incremental, c(1.0))
+                .with_tag("user", v)
+                .into()
+        };
+        let (held, mut rx_held) = acked_batch(vec![tagged("a"), tagged("b"), tagged("a")]);
+        let (over, mut rx_over) = acked_batch(vec![tagged("c"), tagged("d")]);
+        let mut out = TransformOutput::default();
+        t.transform(held, &mut out);
+        t.transform(over, &mut out);
+        // A known series still folds past the cap.
+        let (more, mut rx_more) = acked_batch(vec![tagged("b")]);
+        t.transform(more, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(m.discarded_events(), 2);
+        assert_eq!(m.errors().get("series_limit"), Some(&2));
+        assert_eq!(status(&mut rx_over), Some(EventStatus::Rejected));
+        t.on_tick(&mut out);
+        let ms = metrics(&out);
+        assert_eq!(ms.len(), 2);
+        let value = |u: &str| {
+            ms.iter()
+                .find(|m| m.tags.get("user").map(String::as_str) == Some(u))
+                .map(|m| m.value.clone())
+        };
+        assert_eq!(value("a"), Some(c(2.0)));
+        assert_eq!(value("b"), Some(c(2.0)));
+        deliver(&mut out);
+        assert_eq!(status(&mut rx_held), Some(EventStatus::Delivered));
+        assert_eq!(status(&mut rx_more), Some(EventStatus::Delivered));
+        // The next interval starts empty: new series are held again.
+        let mut out = TransformOutput::default();
+        t.transform(EventBatch::new(vec![tagged("c")]), &mut out);
+        t.on_tick(&mut out);
+        assert_eq!(metrics(&out).len(), 1);
     }
 }

@@ -52,6 +52,9 @@ impl Fanout {
             return Ok(());
         }
         let n = self.consumers.len();
+        // Estimated once for every consumer (a clone shares the strings of the original, so
+        // this counts them once per copy: on the safe side).
+        let bytes = batch.estimated_bytes();
         let mut batch = Some(batch);
         let mut dead = Vec::new();
         for (i, (id, tx)) in self.consumers.iter().enumerate() {
@@ -60,7 +63,7 @@ impl Fanout {
             } else {
                 batch.as_ref().cloned().unwrap_or_default()
             };
-            if tx.send(b).await.is_err() {
+            if tx.send_sized(b, bytes).await.is_err() {
                 tracing::error!(component = %self.producer.id, consumer = %id, "downstream component has stopped; no longer sending to it");
                 dead.push(i);
             }

@@ -219,6 +219,10 @@ impl<D: JsonDefaults> TypedLog for JsonLog<D> {
     fn raw_json(&self) -> Option<&Bytes> {
         self.defaults.adds_nothing().then_some(&self.frame)
     }
+
+    fn estimated_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.frame.len()
+    }
 }
 
 /// One line in this many is held lazily whatever the mode, and counts whether its tree gets

@@ -25,7 +25,14 @@ pub struct ConfigSource {
     pub text: String,
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["data_dir", "api", "sources", "transforms", "sinks"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "data_dir",
+    "memory_limit",
+    "api",
+    "sources",
+    "transforms",
+    "sinks",
+];
 const SOURCE_COMMON: &[&str] = &["type", "acknowledgements", "on_failure"];
 const TRANSFORM_COMMON: &[&str] = &["type", "inputs", "on_failure"];
 const SINK_COMMON: &[&str] = &["type", "inputs", "buffer", "on_failure"];
@@ -94,6 +101,7 @@ pub fn load_sources(
         },
         errors: Vec::new(),
         data_dir_set: None,
+        memory_limit_set: None,
         api_set: None,
     };
     for s in sources {
@@ -124,6 +132,7 @@ struct Loader<'r> {
     config: Config,
     errors: Vec<ConfigError>,
     data_dir_set: Option<Location>,
+    memory_limit_set: Option<Location>,
     api_set: Option<Location>,
 }
 
@@ -180,6 +189,7 @@ impl Loader<'_> {
             let name = key.into_inner();
             match name.as_ref() {
                 "data_dir" => self.data_dir(&fcx, value),
+                "memory_limit" => self.memory_limit(&fcx, value),
                 "api" => self.api(&fcx, value),
                 "sources" => self.section(&fcx, ComponentKind::Source, value),
                 "transforms" => self.section(&fcx, ComponentKind::Transform, value),
@@ -227,6 +237,39 @@ impl Loader<'_> {
                 .field("data_dir"),
             ),
         }
+    }
+
+    fn memory_limit(&mut self, fcx: &FileCx<'_>, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let loc = fcx.loc(&span);
+        let n = match value.into_inner() {
+            DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix()).ok(),
+            _ => None,
+        };
+        let Some(n) = n else {
+            self.errors.push(
+                ConfigError::new(
+                    "invalid value, expected a number of bytes (an integer, 0 for no limit)",
+                )
+                .at(loc)
+                .field("memory_limit"),
+            );
+            return;
+        };
+        if let Some(prev) = &self.memory_limit_set {
+            if self.config.memory_limit != Some(n) {
+                self.errors.push(
+                    ConfigError::new(format!(
+                        "`memory_limit` is set again with a different value (first set at {prev})"
+                    ))
+                    .at(loc)
+                    .field("memory_limit"),
+                );
+                return;
+            }
+        }
+        self.config.memory_limit = Some(n);
+        self.memory_limit_set = Some(loc);
     }
 
     fn api(&mut self, fcx: &FileCx<'_>, value: Spanned<DeValue<'_>>) {
@@ -398,6 +441,18 @@ impl Loader<'_> {
                                 .at(fcx.loc(&sp))
                                 .component(&qualified)
                                 .field("buffer.max_events"),
+                        );
+                        ok = false;
+                    }
+                    Ok(b) if b.max_size == 0 || b.max_size > crate::buffer::MAX_BUFFER_BYTES => {
+                        self.errors.push(
+                            ConfigError::new(format!(
+                                "`max_size` must be from 1 to {} bytes",
+                                crate::buffer::MAX_BUFFER_BYTES
+                            ))
+                            .at(fcx.loc(&sp))
+                            .component(&qualified)
+                            .field("buffer.max_size"),
                         );
                         ok = false;
                     }
@@ -923,6 +978,32 @@ mod tests {
         assert_eq!(
             errors("max_inflight = 5\n"),
             ["f.toml:4:1: sinks.out.max_inflight: unknown field `max_inflight`, expected one of `timeout_secs`, `batch`, `type`, `inputs`, `buffer`, `on_failure`"]
+        );
+    }
+
+    #[test]
+    fn memory_limit_and_buffer_size_are_checked() {
+        let mut reg = Registry::default();
+        reg.add_sink::<TimedSink>("timed", "a sink with a duration");
+        let load = |text: &str| load_str("f.toml", text, &reg, &|_| None);
+        let sink = "[sinks.out]\ntype = \"timed\"\ninputs = [\"in\"]\n";
+        let c = load(&format!("memory_limit = 134_217_728\n{sink}")).unwrap();
+        assert_eq!(c.memory_limit, Some(128 << 20));
+        assert_eq!(c.sinks["out"].buffer.max_size, 16 << 20);
+        let c = load(&format!("{sink}buffer.max_size = 1024\n")).unwrap();
+        assert_eq!(c.sinks["out"].buffer.max_size, 1024);
+        assert_eq!(load(sink).unwrap().memory_limit, None);
+        let e = |text: &str| match load(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(
+            e(&format!("memory_limit = \"1GiB\"\n{sink}")),
+            ["f.toml:1:16: memory_limit: invalid value, expected a number of bytes (an integer, 0 for no limit)"]
+        );
+        assert_eq!(
+            e(&format!("{sink}buffer.max_size = 0\n")),
+            ["f.toml:4:1: sinks.out.buffer.max_size: `max_size` must be from 1 to 4294967295 bytes"]
         );
     }
 }

@@ -83,6 +83,12 @@ pub struct BufferConfig {
     /// takes the whole buffer. Default: 2000.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
+    /// Capacity in bytes, as estimated from the events (their strings plus a small overhead per
+    /// field, see docs/configuration.md#memory): the buffer is full when it holds `max_events`
+    /// events or `max_size` bytes, whichever comes first. From 1 to 4294967295 (4 GiB). A batch
+    /// larger than the capacity takes the whole buffer. Default: 16777216 (16 MiB).
+    #[serde(default = "default_max_size")]
+    pub max_size: usize,
     /// What a full buffer does. Default: `block`.
     #[serde(default)]
     pub when_full: WhenFull,
@@ -104,9 +110,17 @@ fn default_buffer_type() -> BufferType {
 pub const DEFAULT_BUFFER_EVENTS: usize = 2000;
 /// The capacity of a transform's input queue, in events.
 pub const TRANSFORM_QUEUE_EVENTS: usize = 2000;
+/// The default capacity of a sink buffer, in estimated bytes: 16 MiB.
+pub const DEFAULT_BUFFER_BYTES: usize = 16 << 20;
+/// The capacity of a transform's input queue, in estimated bytes: 16 MiB.
+pub const TRANSFORM_QUEUE_BYTES: usize = 16 << 20;
 
 fn default_max_events() -> usize {
     DEFAULT_BUFFER_EVENTS
+}
+
+fn default_max_size() -> usize {
+    DEFAULT_BUFFER_BYTES
 }
 
 impl Default for BufferConfig {
@@ -114,6 +128,7 @@ impl Default for BufferConfig {
         Self {
             kind: BufferType::Memory,
             max_events: DEFAULT_BUFFER_EVENTS,
+            max_size: DEFAULT_BUFFER_BYTES,
             when_full: WhenFull::Block,
         }
     }
@@ -183,6 +198,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The HTTP API (`[api]`).
     pub api: ApiConfig,
+    /// `memory_limit`, in bytes: above it, sources pause (see [`crate::memory`]). `None`: not
+    /// set, the cgroup's limit gives the default; `Some(0)`: no limit.
+    pub memory_limit: Option<u64>,
     /// The sources, by id.
     pub sources: BTreeMap<String, SourceEntry>,
     /// The transforms, by id.

@@ -174,6 +174,14 @@ pub fn config_schema(registry: &Registry) -> Value {
                 "type": "string",
                 "default": "./weir-data",
             },
+            "memory_limit": {
+                "description": "The memory Weir may use, in bytes: sources pause while the \
+                    buffered events take more than half of it, or while the resident memory is \
+                    over it. Default: 80% of the cgroup's memory limit when there is one, else \
+                    none. 0: no limit.",
+                "type": "integer",
+                "minimum": 0,
+            },
             "api": api,
             "sources": sources,
             "transforms": transforms,

@@ -36,6 +36,12 @@ impl EventBatch {
         self.events.is_empty()
     }
 
+    /// The estimated memory the batch's events hold, in bytes ([`Event::estimated_bytes`]):
+    /// what buffers and the process-wide memory limit count.
+    pub fn estimated_bytes(&self) -> usize {
+        self.events.iter().map(Event::estimated_bytes).sum()
+    }
+
     /// Appends an event.
     pub fn push(&mut self, e: impl Into<Event>) {
         self.events.push(e.into());

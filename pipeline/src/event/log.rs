@@ -32,6 +32,13 @@ pub trait TypedLog: Any + Send + Sync + std::fmt::Debug {
     fn raw_json(&self) -> Option<&Bytes> {
         None
     }
+
+    /// The memory this form holds, in bytes, estimated cheaply (buffers and the memory limit
+    /// count it, see [`crate::event::size`]): at least the bytes of its strings. The default
+    /// counts the value itself only; a form that holds text (a line, a protobuf) adds it.
+    fn estimated_bytes(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
 }
 
 /// The typed form of a log and, once somebody has asked for it, its tree of fields. One
@@ -99,6 +106,12 @@ impl LogEvent {
     /// The fields' JSON text as read, when the typed form is one ([`TypedLog::raw_json`]).
     pub fn raw_json(&self) -> Option<&Bytes> {
         self.typed.as_ref()?.data.raw_json()
+    }
+
+    /// The typed form's estimate plus its tree if one was built; `None` for a plain tree.
+    pub(super) fn typed_estimate(&self) -> Option<usize> {
+        let t = self.typed.as_ref()?;
+        Some(t.data.estimated_bytes() + t.tree.get().map_or(0, super::size::value_bytes))
     }
 
     /// Replaces a typed form by its tree of fields, so that they can be changed.

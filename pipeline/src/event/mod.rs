@@ -7,6 +7,7 @@
 mod batch;
 mod log;
 mod metric;
+pub mod size;
 mod trace;
 
 pub use batch::{finalize_events, EventBatch, MAX_BATCH_EVENTS};

@@ -23,11 +23,12 @@ mod supervise;
 pub use supervise::Fatal;
 use supervise::{Common, Down, SinkParts, SourceParts, Supervised, TransformParts};
 
-use crate::buffer::{buffer, BufferReceiver, BufferSender, Fanout};
+use crate::buffer::{bounded, BufferReceiver, BufferSender, Fanout, Limits};
 use crate::component::{SinkContext, SinkOutputs, TransformContext, TransformOutput};
-use crate::config::{Config, Graph, OutputId, TRANSFORM_QUEUE_EVENTS};
+use crate::config::{Config, Graph, OutputId, TRANSFORM_QUEUE_BYTES, TRANSFORM_QUEUE_EVENTS};
 use crate::event::{finalize_events, EventBatch};
 use crate::finalization::EventStatus;
+use crate::memory::{LimitOrigin, MemoryBudget};
 use crate::metrics::{ComponentMetrics, MetricsRegistry};
 use crate::shutdown::ShutdownToken;
 use crate::vocabulary::{ComponentKind, WhenFull};
@@ -166,6 +167,19 @@ async fn start_inner(
     tasks: &mut Vec<ComponentTask>,
 ) -> Result<RunningTopology, BoxError> {
     let registry = Arc::new(MetricsRegistry::default());
+    let memory = MemoryBudget::from_config(config.memory_limit);
+    match (memory.limit(), memory.origin()) {
+        (Some(limit), LimitOrigin::Cgroup(file)) => tracing::info!(
+            memory_limit = limit,
+            "memory_limit is {}% of the cgroup's limit ({}): sources pause above it",
+            crate::memory::CGROUP_DEFAULT_PERCENT,
+            file.display()
+        ),
+        (Some(limit), _) => tracing::debug!(memory_limit = limit, "memory limit"),
+        (None, _) => tracing::debug!("no memory limit"),
+    }
+    memory.spawn_rss_poller();
+    registry.set_memory(memory.clone());
     let components = describe(&config, graph);
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -192,12 +206,22 @@ async fn start_inner(
     let mut senders: BTreeMap<String, BufferSender> = BTreeMap::new();
     let mut receivers: BTreeMap<String, BufferReceiver> = BTreeMap::new();
     for id in config.transforms.keys() {
-        let (tx, rx) = buffer(TRANSFORM_QUEUE_EVENTS, WhenFull::Block, metrics[id].clone());
+        let limits = Limits {
+            max_events: TRANSFORM_QUEUE_EVENTS,
+            max_bytes: TRANSFORM_QUEUE_BYTES,
+            when_full: WhenFull::Block,
+        };
+        let (tx, rx) = bounded(limits, memory.clone(), metrics[id].clone());
         senders.insert(id.clone(), tx);
         receivers.insert(id.clone(), rx);
     }
     for (id, s) in &config.sinks {
-        let (tx, rx) = buffer(s.buffer.max_events, s.buffer.when_full, metrics[id].clone());
+        let limits = Limits {
+            max_events: s.buffer.max_events,
+            max_bytes: s.buffer.max_size,
+            when_full: s.buffer.when_full,
+        };
+        let (tx, rx) = bounded(limits, memory.clone(), metrics[id].clone());
         senders.insert(id.clone(), tx);
         receivers.insert(id.clone(), rx);
     }

@@ -234,7 +234,8 @@ impl SourceParts {
         let cx = SourceContext {
             id: c.id.clone(),
             out: SourceSender::new(self.default.clone(), self.named.clone(), c.metrics.clone())
-                .on_end(ended_tx),
+                .on_end(ended_tx)
+                .with_memory(self.registry.memory().cloned()),
             shutdown: self.shutdown.child_token(),
             acknowledgements: self.acknowledgements,
             data_dir: self.data_dir.clone(),

@@ -266,6 +266,11 @@ impl FlowLog {
 }
 
 impl TypedLog for FlowLog {
+    fn estimated_bytes(&self) -> usize {
+        // The text, plus its summary (a few dozen spans and numbers) and a built tree's share.
+        std::mem::size_of::<Self>() + 2 * self.text.len()
+    }
+
     fn to_value(&self) -> Value {
         match &self.full {
             // Valid JSON (`from_jsonpb_line` parsed it), so this cannot fail; should it

@@ -191,6 +191,19 @@ pub struct Entry<X = ()> {
 pub enum AbsorbError {
     #[error("metric `{0}`: an incremental value that is NaN or infinite cannot be added to a running total")]
     NotFinite(String),
+    /// A new series when `max_series` are held already.
+    #[error("metric `{0}`: a new series, and max_series ({1}) are held already")]
+    SeriesLimit(String, usize),
+}
+
+impl AbsorbError {
+    /// The error kind it is counted under: `invalid_value` or `series_limit`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AbsorbError::NotFinite(_) => "invalid_value",
+            AbsorbError::SeriesLimit(..) => "series_limit",
+        }
+    }
 }
 
 /// Every series seen, with its running value (and `X`, the sink's own data per series).
@@ -203,6 +216,9 @@ pub struct Aggregator<X = ()> {
     pub buckets: Vec<f64>,
     /// The quantiles computed for `Distribution` summary samples.
     pub quantiles: Vec<f64>,
+    /// At most this many series are held: a metric of a new series past it is refused
+    /// ([`AbsorbError::SeriesLimit`]) until some expire.
+    pub max_series: usize,
 }
 
 impl<X: Default> Aggregator<X> {
@@ -211,7 +227,14 @@ impl<X: Default> Aggregator<X> {
             series: HashMap::default(),
             buckets,
             quantiles,
+            max_series: usize::MAX,
         }
+    }
+
+    /// At most `n` series held (see [`Aggregator::max_series`]).
+    pub fn with_max_series(mut self, n: usize) -> Self {
+        self.max_series = n;
+        self
     }
 
     /// Adds a metric to its series (`key`, from [`SeriesKey::of`]): incremental values are
@@ -245,6 +268,9 @@ impl<X: Default> Aggregator<X> {
             e.value = combine(m.value, Some(old), incremental, &self.buckets);
             e.updated = now;
             return Ok(then(&key, e));
+        }
+        if self.series.len() >= self.max_series {
+            return Err(AbsorbError::SeriesLimit(key.name, self.max_series));
         }
         let value = combine(m.value, None, incremental, &self.buckets);
         let e = self.series.entry(key.clone()).or_insert(Entry {

@@ -41,7 +41,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use weir_connect::tls::{tokio_rustls, TlsServerConfig};
 use weir_pipeline::component::{Resource, Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::Secs;
+use weir_pipeline::config::{Count, Secs};
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
@@ -51,7 +51,7 @@ use weir_pipeline::BoxError;
 pub use super::common::MAX_SUMMARY_SAMPLES;
 use super::common::{
     check_buckets_quantiles, default_buckets, default_expire, default_quantiles, expand, fmt_f64,
-    Aggregator, Extra, SeriesKey, Stored, Suffix,
+    AbsorbError, Aggregator, Extra, SeriesKey, Stored, Suffix,
 };
 
 fn default_address() -> SocketAddr {
@@ -88,6 +88,19 @@ pub struct PrometheusExporterConfig {
     /// docs/configuration.md. Default: plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsServerConfig>,
+    /// At most this many series held (and served), at least 1. Past it, a metric of a new
+    /// series is dropped, counted as discarded and as a `series_limit` error, and rejected,
+    /// until series expire (`expire_metrics_secs`); the series held go on updating.
+    /// Default: 100000.
+    #[serde(default = "default_max_series")]
+    pub max_series: Count,
+}
+
+/// The default of `max_series`.
+pub const DEFAULT_MAX_SERIES: usize = 100_000;
+
+fn default_max_series() -> Count {
+    Count::of(DEFAULT_MAX_SERIES)
 }
 
 impl Default for PrometheusExporterConfig {
@@ -99,6 +112,7 @@ impl Default for PrometheusExporterConfig {
             buckets: default_buckets(),
             quantiles: default_quantiles(),
             tls: None,
+            max_series: default_max_series(),
         }
     }
 }
@@ -119,8 +133,10 @@ impl SinkConfig for PrometheusExporterConfig {
             expire,
             flush,
             store: Arc::new(Mutex::new(Store {
-                agg: Aggregator::new(buckets, self.quantiles.clone()),
+                agg: Aggregator::new(buckets, self.quantiles.clone())
+                    .with_max_series(self.max_series.get()),
                 metrics: Arc::clone(&cx.metrics),
+                over: 0,
             })),
         }))
     }
@@ -142,6 +158,8 @@ impl SinkConfig for PrometheusExporterConfig {
 struct Store {
     agg: Aggregator,
     metrics: Arc<ComponentMetrics>,
+    /// Metrics of new series refused since the last [`Store::report_over`].
+    over: u64,
 }
 
 fn escape_label(v: &str, out: &mut String) {
@@ -160,10 +178,31 @@ impl Store {
         let key = SeriesKey::of(&mut m);
         match self.agg.absorb(key, m, now, |_, _| ()) {
             Ok(_) => true,
-            Err(e) => {
-                self.metrics.error("invalid_value", 1, &e);
+            Err(AbsorbError::SeriesLimit(..)) => {
+                // Counted once per batch ([`Store::report_over`]), not per metric.
+                self.over += 1;
                 false
             }
+            Err(e) => {
+                self.metrics.error(e.kind(), 1, &e);
+                false
+            }
+        }
+    }
+
+    /// Counts (and logs, at a limited rate) the metrics of new series refused since the last
+    /// call.
+    fn report_over(&mut self) {
+        if self.over > 0 {
+            let n = std::mem::take(&mut self.over);
+            self.metrics.error(
+                "series_limit",
+                n,
+                &format_args!(
+                    "{n} metrics of new series dropped: max_series ({}) series are held already",
+                    self.agg.max_series
+                ),
+            );
         }
     }
 
@@ -407,6 +446,7 @@ impl Sink for Exporter {
                                 e.metadata().update_status(EventStatus::Rejected);
                             }
                         }
+                        s.report_over();
                     }
                     if bad > 0 {
                         metrics.add_discarded(bad as u64);
@@ -434,6 +474,7 @@ mod tests {
         Store {
             agg: Aggregator::new(vec![1.0, 2.0, f64::INFINITY], vec![0.5, 1.0]),
             metrics: ComponentMetrics::detached("p"),
+            over: 0,
         }
     }
 
@@ -709,6 +750,39 @@ mod tests {
         parse_strict(&text);
         assert_eq!(text, "# TYPE x gauge\nx 1\n");
         assert_eq!(s.metrics.errors().get("type_conflict"), Some(&1));
+    }
+
+    #[test]
+    fn new_series_past_max_series_are_refused_and_counted() {
+        let mut s = store();
+        s.agg.max_series = 2;
+        let now = Instant::now();
+        let user = |u: &str| {
+            m(
+                "hits",
+                MetricKind::Incremental,
+                MetricValue::Counter { value: 1.0 },
+            )
+            .with_tag("user", u)
+        };
+        assert!(s.absorb(user("a"), now));
+        assert!(s.absorb(user("b"), now));
+        assert!(!s.absorb(user("c"), now));
+        assert!(!s.absorb(user("d"), now));
+        // A series held goes on updating.
+        assert!(s.absorb(user("a"), now));
+        s.report_over();
+        assert_eq!(s.metrics.errors().get("series_limit"), Some(&2));
+        let text = s.render(false);
+        parse_strict(&text);
+        assert_eq!(
+            text,
+            "# TYPE hits counter\nhits{user=\"a\"} 2\nhits{user=\"b\"} 1\n"
+        );
+        // Once series expire, new ones are taken again.
+        s.agg
+            .expire(Duration::from_secs(1), now + Duration::from_secs(2));
+        assert!(s.absorb(user("c"), now));
     }
 
     #[test]

@@ -102,6 +102,13 @@ impl TypedLog for FileLine {
         };
         Some(write())
     }
+
+    fn estimated_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.file.len()
+            + self.host.as_ref().map_or(0, Bytes::len)
+            + self.message.len()
+    }
 }
 
 impl Emitter {

@@ -21,7 +21,9 @@
 //! the open window is emitted when the input ends, so replaying a file with a long window (or
 //! `window_secs = 0`) gives one map of the whole file. Memory is bounded: at most `max_edges`
 //! edges and `max_tracked_connections` connections per window; what does not fit is counted
-//! (`overflow_flows`, `untracked_connections` in the event, and the `edge_overflow` error).
+//! (`overflow_flows`, `untracked_connections` in the event, and the `edge_overflow` error), and
+//! each edge counts at most 1000 distinct drop reasons, HTTP status codes and DNS rcodes (a
+//! further value is counted as a `label_overflow` error, its flow still counts on the edge).
 //!
 //! Acknowledgements: the window holds the acknowledgements of the flows counted in it (and of
 //! those past `max_edges`, counted in `overflow_flows`) until what it emits has been delivered;
@@ -205,6 +207,17 @@ impl FlowToTopology {
                 &format_args!(
                     "flow_to_topology: {} flows of this window were not mapped: the window reached max_edges ({})",
                     info.overflow_flows, self.cfg.max_edges
+                ),
+            );
+        }
+        if self.window.overflow_labels > 0 {
+            self.metrics.error(
+                "label_overflow",
+                self.window.overflow_labels,
+                &format_args!(
+                    "flow_to_topology: {} drop reasons, HTTP status codes or DNS rcodes of this window were not counted by value: their edge had {} distinct values already",
+                    self.window.overflow_labels,
+                    window::MAX_LABELS_PER_EDGE
                 ),
             );
         }

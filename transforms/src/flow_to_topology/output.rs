@@ -38,9 +38,9 @@ fn int(n: u64) -> Value {
     Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-fn counts<K: ToString>(list: &[(K, u64)]) -> Value {
+fn counts<'a, K: ToString + 'a>(list: impl IntoIterator<Item = (K, &'a u64)>) -> Value {
     let m: ObjectMap = list
-        .iter()
+        .into_iter()
         .map(|(k, n)| (KeyString::from(k.to_string()), int(*n)))
         .collect();
     Value::Object(m)
@@ -133,17 +133,20 @@ fn edge_value(e: &EdgeStats) -> Value {
         ("destination_port", int(u64::from(e.key.port))),
         ("protocol", Value::from(e.key.proto.as_str())),
         ("flows", int(e.flows)),
-        ("verdicts", counts(&verdicts)),
+        ("verdicts", counts(verdicts.iter().map(|(k, n)| (k, n)))),
         ("connections", int(e.connections)),
-        ("drops", counts(&drops)),
+        ("drops", counts(drops.iter().map(|(k, n)| (k, n)))),
         ("http_requests", int(e.http_requests)),
-        ("http_responses", counts(&classes)),
+        (
+            "http_responses",
+            counts(classes.iter().map(|(k, n)| (k, n))),
+        ),
         ("http_status", counts(&e.http_status)),
         ("latency_ns_sum", int(e.latency_sum_ns)),
         ("latency_ns_count", int(e.latency_count)),
         ("latency_histogram", Value::Array(histogram)),
         ("dns_queries", int(e.dns_queries)),
-        ("dns_rcodes", counts(&rcodes)),
+        ("dns_rcodes", counts(rcodes.iter().map(|(k, n)| (k, n)))),
         ("bytes", int(e.bytes)),
     ])
 }

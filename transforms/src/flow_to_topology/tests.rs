@@ -419,6 +419,40 @@ fn edges_over_the_cap_are_counted_not_mapped() {
 }
 
 #[test]
+fn an_edge_counts_a_bounded_number_of_drop_reasons() {
+    let mut g = generated();
+    let dropped = g
+        .flows
+        .iter()
+        .find(|f| f["flow"]["verdict"] == "DROPPED")
+        .cloned()
+        .unwrap();
+    g.flows.clear();
+    let n = super::window::MAX_LABELS_PER_EDGE + 50;
+    for i in 0..n {
+        let mut f = dropped.clone();
+        f["flow"]["drop_reason_desc"] = json!(format!("REASON_{i}"));
+        g.flows.push(f);
+    }
+    // A known reason still counts past the cap.
+    let mut again = dropped;
+    again["flow"]["drop_reason_desc"] = json!("REASON_0");
+    g.flows.push(again);
+    let (mut t, metrics) = build(FlowToTopologyConfig::default());
+    let mut out = TransformOutput::default();
+    run(&mut t, g.events(), &mut out);
+    t.flush(&mut out);
+    let topo = &topology(&out)[0];
+    let edges = topo["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 1);
+    assert_eq!(edges[0]["flows"], n + 1);
+    let drops = edges[0]["drops"].as_object().unwrap();
+    assert_eq!(drops.len(), super::window::MAX_LABELS_PER_EDGE);
+    assert_eq!(drops["REASON_0"], 2);
+    assert_eq!(metrics.errors().get("label_overflow"), Some(&50));
+}
+
+#[test]
 fn events_that_are_not_flows_are_counted_and_skipped() {
     let (mut t, metrics) = build(FlowToTopologyConfig::default());
     let mut out = TransformOutput::default();

@@ -9,7 +9,7 @@
 //! is counted once, and a SYN dropped at either end (a policy denial) takes the connection
 //! back out: it was never opened.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
@@ -56,20 +56,20 @@ pub struct EdgeStats {
     pub flows: u64,
     /// Flows by verdict (index: the verdict's protobuf number).
     pub verdicts: [u64; 8],
-    /// Drops by reason (`drop_reason_desc`).
-    pub drops: Vec<(Bytes, u64)>,
+    /// Drops by reason (`drop_reason_desc`), at most [`MAX_LABELS_PER_EDGE`].
+    pub drops: BTreeMap<Bytes, u64>,
     /// Connections opened (counted once whatever the number of observation points).
     pub connections: u64,
     pub http_requests: u64,
-    /// HTTP responses by status code.
-    pub http_status: Vec<(u32, u64)>,
+    /// HTTP responses by status code, at most [`MAX_LABELS_PER_EDGE`].
+    pub http_status: BTreeMap<u32, u64>,
     pub latency_sum_ns: u64,
     pub latency_count: u64,
     /// Responses per latency bucket (not cumulative); the last is `+Inf`.
     pub latency_buckets: [u64; LATENCY_BUCKETS_NS.len() + 1],
     pub dns_queries: u64,
-    /// DNS responses by rcode.
-    pub dns_rcodes: Vec<(u32, u64)>,
+    /// DNS responses by rcode, at most [`MAX_LABELS_PER_EDGE`].
+    pub dns_rcodes: BTreeMap<u32, u64>,
     pub bytes: u64,
 }
 
@@ -81,25 +81,37 @@ impl EdgeStats {
             next: u32::MAX,
             flows: 0,
             verdicts: [0; 8],
-            drops: Vec::new(),
+            drops: BTreeMap::new(),
             connections: 0,
             http_requests: 0,
-            http_status: Vec::new(),
+            http_status: BTreeMap::new(),
             latency_sum_ns: 0,
             latency_count: 0,
             latency_buckets: [0; LATENCY_BUCKETS_NS.len() + 1],
             dns_queries: 0,
-            dns_rcodes: Vec::new(),
+            dns_rcodes: BTreeMap::new(),
             bytes: 0,
         }
     }
 }
 
-fn bump<K: PartialEq>(list: &mut Vec<(K, u64)>, key: K) {
-    match list.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, n)) => *n += 1,
-        None => list.push((key, 1)),
+/// The most distinct values an edge counts per kind (drop reasons, HTTP status codes, DNS
+/// rcodes): they come from the flows, and a hostile or broken producer could send any number.
+/// Past it, a new value is not counted by value (the flow still counts on the edge), and
+/// the window's `overflow_labels` says how often.
+pub const MAX_LABELS_PER_EDGE: usize = 1000;
+
+/// Counts one more `key`; `false` when it is new and the map is full.
+fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) -> bool {
+    if let Some(n) = map.get_mut(&key) {
+        *n += 1;
+        return true;
     }
+    if map.len() >= MAX_LABELS_PER_EDGE {
+        return false;
+    }
+    map.insert(key, 1);
+    true
 }
 
 /// What the connection table knows about a 4-tuple.
@@ -149,6 +161,9 @@ pub struct Window {
     pub overflow_flows: u64,
     /// SYNs counted without deduplication because the connection table was full.
     pub untracked_connections: u64,
+    /// Drop reasons, HTTP status codes or DNS rcodes not counted by value because their edge
+    /// already had [`MAX_LABELS_PER_EDGE`] of them.
+    pub overflow_labels: u64,
     pub first_flow_nanos: Option<i64>,
     pub last_flow_nanos: Option<i64>,
 }
@@ -166,6 +181,7 @@ impl Window {
             flows: 0,
             overflow_flows: 0,
             untracked_connections: 0,
+            overflow_labels: 0,
             first_flow_nanos: None,
             last_flow_nanos: None,
         }
@@ -182,6 +198,7 @@ impl Window {
         self.flows = 0;
         self.overflow_flows = 0;
         self.untracked_connections = 0;
+        self.overflow_labels = 0;
         self.first_flow_nanos = None;
         self.last_flow_nanos = None;
         self.serial += 1;
@@ -260,9 +277,16 @@ impl Window {
         e.verdicts[f.verdict] += 1;
         if f.verdict == 2 {
             let reason = f.drop_reason.unwrap_or(b"DROP_REASON_UNKNOWN");
-            match e.drops.iter_mut().find(|(r, _)| &r[..] == reason) {
-                Some((_, n)) => *n += 1,
-                None => e.drops.push((Bytes::copy_from_slice(reason), 1)),
+            // Looked up by the borrowed bytes: a known reason copies nothing.
+            let counted = match e.drops.get_mut(reason) {
+                Some(n) => {
+                    *n += 1;
+                    true
+                }
+                None => bump(&mut e.drops, Bytes::copy_from_slice(reason)),
+            };
+            if !counted {
+                self.overflow_labels += 1;
             }
         }
         if let Some(b) = f.bytes {
@@ -272,7 +296,8 @@ impl Window {
             match (l7.record, l7.kind) {
                 (L7Record::Http { .. }, L7Type::Request) => e.http_requests += 1,
                 (L7Record::Http { code }, L7Type::Response) => {
-                    bump(&mut e.http_status, code);
+                    let counted = bump(&mut e.http_status, code);
+                    self.overflow_labels += u64::from(!counted);
                     if let Some(ns) = l7.latency_ns {
                         e.latency_sum_ns += ns;
                         e.latency_count += 1;
@@ -284,7 +309,10 @@ impl Window {
                     }
                 }
                 (L7Record::Dns { .. }, L7Type::Request) => e.dns_queries += 1,
-                (L7Record::Dns { rcode }, L7Type::Response) => bump(&mut e.dns_rcodes, rcode),
+                (L7Record::Dns { rcode }, L7Type::Response) => {
+                    let counted = bump(&mut e.dns_rcodes, rcode);
+                    self.overflow_labels += u64::from(!counted);
+                }
                 _ => {}
             }
         }
