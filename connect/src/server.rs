@@ -556,12 +556,15 @@ fn percent_encode(s: &str) -> String {
 /// The compressed-flag byte and the length of a gRPC message.
 const GRPC_HEADER: usize = 5;
 
-/// Inflates the gzip'd messages of a gRPC request body: each compressed message within
-/// `max` bytes; uncompressed ones (flag 0) pass as they are.
+/// Inflates the gzip'd messages of a gRPC request body, all of them together within `max`
+/// bytes (so many small bombs in one body cannot add up); uncompressed ones (flag 0) pass
+/// as they are, within the same budget.
 fn inflate_grpc(data: &[u8], max: usize) -> Result<Bytes, Refusal> {
     let mut out = BytesMut::new();
     let mut rest = data;
+    let mut total = 0usize;
     while !rest.is_empty() {
+        let budget = max - total;
         let Some((head, tail)) = rest.split_at_checked(GRPC_HEADER) else {
             return Err(Refusal::invalid("a truncated gRPC message header".into()));
         };
@@ -577,7 +580,7 @@ fn inflate_grpc(data: &[u8], max: usize) -> Result<Bytes, Refusal> {
         let msg = match head[0] {
             0 => msg,
             1 => {
-                plain = gunzip_bounded(msg, max).map_err(|e| match e {
+                plain = gunzip_bounded(msg, budget).map_err(|e| match e {
                     InflateError::TooLarge(_) => Refusal::too_large(format!(
                         "the gzip'd message decompresses to more than {max} bytes (`max_request_bytes`)"
                     )),
@@ -593,12 +596,12 @@ fn inflate_grpc(data: &[u8], max: usize) -> Result<Bytes, Refusal> {
                 )))
             }
         };
-        if msg.len() > max {
+        if msg.len() > budget {
             return Err(Refusal::too_large(format!(
-                "a message of {} bytes is over the limit of {max} bytes (`max_request_bytes`)",
-                msg.len()
+                "the messages are over the limit of {max} bytes (`max_request_bytes`)"
             )));
         }
+        total += msg.len();
         out.reserve(GRPC_HEADER + msg.len());
         out.put_u8(0);
         out.put_u32(msg.len() as u32);

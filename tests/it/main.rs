@@ -20,6 +20,7 @@ mod hubble;
 mod kafka;
 mod kubernetes_deploy;
 mod kubernetes_logs;
+mod listeners;
 mod nats;
 mod otlp;
 mod otlp_grpc;

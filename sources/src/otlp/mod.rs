@@ -306,6 +306,7 @@ impl SourceConfig for OtlpSourceConfig {
     }
 
     fn check_environment(&self) -> Result<(), BoxError> {
+        BearerToken::from_config(self.auth.as_ref())?;
         if self.grpc.enabled {
             TlsServerConfig::check(self.grpc.tls.as_ref()).map_err(|e| format!("`grpc`: {e}"))?;
         }
