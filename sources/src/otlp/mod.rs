@@ -80,8 +80,9 @@ pub struct ListenConfig {
     /// Serve this protocol. Default: true.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Address to listen on. Default: `127.0.0.1:4317` (gRPC), `127.0.0.1:4318` (HTTP):
-    /// loopback only; set `0.0.0.0:4317` to accept other hosts (with `tls` and `auth`).
+    /// Address to listen on. Loopback only by default: set `0.0.0.0:4317` to accept other
+    /// hosts (with `tls` and `auth`). Default: `127.0.0.1:4317` (gRPC), `127.0.0.1:4318`
+    /// (HTTP).
     #[serde(default)]
     pub address: Option<SocketAddr>,
     /// Serve TLS: `crt_file` and `key_file` (required), `ca_file` to require client
