@@ -1,10 +1,15 @@
 //! Weir's HTTP API: `GET /health`, `GET /metrics` (Prometheus text), `GET /api/graph`
 //! (components, edges and live rates as JSON).
+//!
+//! Served by the server stack every listener shares (`weir_connect::server`): HTTPS with
+//! `api.tls` (mutual TLS with `tls.ca_file`), a bearer token with `api.auth` (`/health` stays
+//! open for probes unless `health_requires_auth`), at most `max_connections` connections,
+//! idle and read timeouts, request bodies of at most 64 KiB.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -13,6 +18,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::task::JoinHandle;
+use weir_connect::server::{BearerToken, Limits, Protocol, Server, SMALL_REQUEST_BYTES};
+use weir_connect::tls::{ServerTls, TlsServerConfig};
+use weir_pipeline::config::ApiConfig;
 use weir_pipeline::metrics::{Health, MetricsRegistry};
 use weir_pipeline::topology::ComponentInfo;
 
@@ -24,15 +32,67 @@ struct ApiState {
     rates: Arc<Mutex<HashMap<String, (f64, f64)>>>,
 }
 
-/// Binds `addr` and serves the API in the background.
+/// Checks what `[api]` reads (its TLS files) and its token, as serving it does: for `weir
+/// validate`.
+pub fn check(api: &ApiConfig) -> Result<(), String> {
+    if !api.enabled {
+        return Ok(());
+    }
+    BearerToken::from_config(api.auth.as_ref()).map_err(|e| format!("`api`: {e}"))?;
+    TlsServerConfig::check(api.tls.as_ref()).map_err(|e| format!("`api`: {e}"))
+}
+
+/// Logs what the API refuses (a failed handshake, a missing token, a request over the
+/// limits): at most one line per 10 seconds, with the number refused since the last line.
+fn refusals() -> weir_connect::server::Report {
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let count = AtomicU64::new(0);
+    Arc::new(move |kind: &'static str, e: &str| {
+        let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = start.elapsed().as_secs() + 10;
+        let prev = last.load(Ordering::Relaxed);
+        if now >= prev + 10
+            && last
+                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            count.store(0, Ordering::Relaxed);
+            tracing::warn!(kind, refused = n, "API: {e}");
+        }
+    })
+}
+
+/// Binds `[api]`'s address and serves the API in the background.
 pub async fn serve(
-    addr: SocketAddr,
+    api: &ApiConfig,
     registry: Arc<MetricsRegistry>,
     components: Vec<ComponentInfo>,
 ) -> Result<JoinHandle<()>, String> {
+    let addr = api.address;
+    let tls = TlsServerConfig::acceptor(api.tls.as_ref(), &[b"http/1.1"])
+        .map_err(|e| format!("`api`: {e}"))?;
+    let auth = BearerToken::from_config(api.auth.as_ref()).map_err(|e| format!("`api`: {e}"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let server = Server {
+        protocol: Protocol::Http1,
+        tls,
+        auth,
+        open_paths: if api.health_requires_auth {
+            Vec::new()
+        } else {
+            vec!["/health".to_string()]
+        },
+        limits: Limits {
+            max_connections: api.max_connections.get(),
+            idle_timeout: api.idle_timeout_secs.duration(),
+            request_read_timeout: api.request_read_timeout_secs.duration(),
+            max_request_bytes: SMALL_REQUEST_BYTES,
+        },
+        report: refusals(),
+    };
     let state = ApiState {
         registry,
         components: Arc::new(components),
@@ -46,9 +106,9 @@ pub async fn serve(
         .with_state(state);
     Ok(tokio::spawn(async move {
         let sample = tokio::spawn(sample_rates(sampler));
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("API server stopped: {e}");
-        }
+        // Stopped by aborting this task (which closes its connections).
+        let never = weir_pipeline::shutdown::ShutdownToken::new();
+        server.serve(listener, app, never).await;
         sample.abort();
     }))
 }

@@ -108,6 +108,23 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Reads a response body of at most `max` bytes: a longer one is an error, so a server
+/// cannot make a sink hold an answer of any size. (The client decompresses nothing: reqwest
+/// is built without its gzip, brotli, deflate and zstd features.)
+pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("the response body is over {max} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("the response body is over {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

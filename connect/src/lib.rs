@@ -12,6 +12,9 @@
 //!   into rustls client and server configurations, with the same error text everywhere.
 //! - `http` (feature `http`): the HTTP client stack of the HTTP sinks (reqwest over [`tls`]).
 //! - `grpc` (feature `grpc`): gRPC clients (tonic) over [`tls`].
+//! - `server` (feature `server`): the one server stack of every listener (the `otlp` source,
+//!   `prometheus_exporter`, the API): TLS, bearer tokens, connection and request-size limits,
+//!   timeouts, bounded gzip for gRPC.
 //! - [`grpc_status`]: the `grpc-status-details-bin` detail of a gRPC error (retry delays), as
 //!   OTLP servers send it.
 
@@ -24,6 +27,8 @@ pub mod http;
 pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod tls;
 
 /// The check every component that sends credentials makes when it is built: credentials

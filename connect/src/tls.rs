@@ -89,35 +89,9 @@ impl Default for TlsClientConfig {
     }
 }
 
-/// `tls` of a component that listens: the certificate it serves and, for mutual TLS, the CAs
-/// client certificates must be signed by.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsServerConfig {
-    /// Serve TLS. Default: true when any other `tls` option is set.
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    /// A PEM file of the CAs that must have signed the clients' certificates: with it,
-    /// clients must present a certificate (mutual TLS). Default: none (no client
-    /// certificate asked for).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// The PEM certificate (chain) served. Required when TLS is on.
-    #[serde(default)]
-    pub crt_file: Option<PathBuf>,
-    /// The PEM private key of `crt_file`. Required when TLS is on.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// The passphrase of an encrypted `key_file`: not supported by the servers; give them
-    /// an unencrypted key. Default: none.
-    #[serde(default)]
-    pub key_pass: Option<Secret>,
-    /// With `ca_file`: `true` refuses clients without a certificate, `false` accepts them
-    /// (a certificate that is presented is still checked). Default: true when `ca_file` is
-    /// set.
-    #[serde(default)]
-    pub verify_certificate: Option<bool>,
-}
+/// `tls` of a component that listens (the data lives in the core, so that `[api]` has it
+/// too; [`ServerTls`] builds it into rustls).
+pub use weir_pipeline::config::TlsServerConfig;
 
 /// A `tls` option that cannot be used: the message names the option and the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -403,23 +377,35 @@ impl TlsClientConfig {
     }
 }
 
-impl TlsServerConfig {
-    /// Whether TLS is on: `enabled`, or else any other option set.
-    pub fn wanted(tls: Option<&Self>) -> bool {
-        tls.is_some_and(|t| {
-            t.enabled.unwrap_or(
-                t.ca_file.is_some()
-                    || t.crt_file.is_some()
-                    || t.key_file.is_some()
-                    || t.key_pass.is_some()
-                    || t.verify_certificate.is_some(),
-            )
-        })
-    }
-
+/// Builds a server's `tls` table into rustls (a trait: the table is the core's type).
+pub trait ServerTls: Sized {
     /// The `rustls` configuration of a server (`None` when TLS is off), with `alpn` (e.g.
     /// `[b"h2"]` for gRPC, `[b"http/1.1"]`). Reads and checks every file.
-    pub fn rustls_server_config(
+    fn rustls_server_config(
+        tls: Option<&Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Option<rustls::ServerConfig>, TlsError>;
+
+    /// Reads and checks the files of `tls` as building the component does: for `weir
+    /// validate`.
+    fn check(tls: Option<&Self>) -> Result<(), TlsError> {
+        Self::rustls_server_config(tls, &[]).map(|_| ())
+    }
+
+    /// [`Self::rustls_server_config`] as a `tokio-rustls` acceptor.
+    fn acceptor(
+        tls: Option<&Self>,
+        alpn: &[&[u8]],
+    ) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
+        Ok(Self::rustls_server_config(tls, alpn)?
+            .map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c))))
+    }
+}
+
+impl ServerTls for TlsServerConfig {
+    /// The `rustls` configuration of a server (`None` when TLS is off), with `alpn` (e.g.
+    /// `[b"h2"]` for gRPC, `[b"http/1.1"]`). Reads and checks every file.
+    fn rustls_server_config(
         tls: Option<&Self>,
         alpn: &[&[u8]],
     ) -> Result<Option<rustls::ServerConfig>, TlsError> {
@@ -462,69 +448,10 @@ impl TlsServerConfig {
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Some(cfg))
     }
-
-    /// Reads and checks the files of `tls` as building the component does: for `weir
-    /// validate`.
-    pub fn check(tls: Option<&Self>) -> Result<(), TlsError> {
-        Self::rustls_server_config(tls, &[]).map(|_| ())
-    }
-
-    /// [`Self::rustls_server_config`] as a `tokio-rustls` acceptor.
-    pub fn acceptor(
-        tls: Option<&Self>,
-        alpn: &[&[u8]],
-    ) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
-        Ok(Self::rustls_server_config(tls, alpn)?
-            .map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c))))
-    }
 }
 
 /// How long a client may take to finish its TLS handshake with a server.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Accepts connections on `listener` and does their TLS handshakes concurrently (a slow
-/// client does not hold up the others), handing over each connection whose handshake
-/// succeeded. `on_error` is told about each handshake that failed or timed out. Stops when
-/// the receiver is dropped.
-pub fn accept_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    on_error: Arc<dyn Fn(String) + Send + Sync>,
-) -> tokio::sync::mpsc::Receiver<(
-    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    std::net::SocketAddr,
-)> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait instead of ending the server.
-                    on_error(format!("accepting a connection: {e}"));
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, tx, on_error) = (acceptor.clone(), tx.clone(), on_error.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => {
-                        let _ = tx.send((s, peer)).await;
-                    }
-                    Ok(Err(e)) => on_error(format!("TLS handshake with {peer}: {e}")),
-                    Err(_) => on_error(format!("TLS handshake with {peer}: timed out")),
-                }
-            });
-        }
-    });
-    rx
-}
 
 /// Checks the server's certificate as `verify_certificate`, `verify_hostname` and
 /// `server_name` ask.

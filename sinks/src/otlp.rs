@@ -87,6 +87,9 @@ use crate::toolkit::{
 };
 use weir_pipeline::shutdown::ShutdownToken;
 
+/// The longest OTLP/HTTP response read (a `partial_success` message, an error text).
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
+
 /// gRPC or HTTP.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
@@ -1032,7 +1035,10 @@ impl Inner {
                 };
                 let status = resp.status().as_u16();
                 let after = retry_after(resp.headers(), cap);
-                let bytes = resp.bytes().await.unwrap_or_default();
+                // A response over the cap reads as empty, like an unreadable one.
+                let bytes = weir_connect::http::read_capped(resp, MAX_RESPONSE_BYTES)
+                    .await
+                    .unwrap_or_default();
                 if (200..300).contains(&status) {
                     let (n, m) = partial_success(req.signal, &bytes, *json);
                     return Outcome::Ok(n, m);

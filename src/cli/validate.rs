@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use weir_pipeline::config::{resolve_graph, ConfigErrors};
+use weir_pipeline::config::{resolve_graph, ConfigError, ConfigErrors};
 
 use super::{load, print_errors};
 
@@ -15,17 +15,24 @@ pub fn validate(files: &[PathBuf], merge: bool, check_environment: bool) -> u8 {
     for g in &groups {
         let names: Vec<String> = g.iter().map(|p| p.display().to_string()).collect();
         match load(g) {
-            Ok(config) => match resolve_graph(&config, check_environment) {
-                Ok(_) => println!("ok: {}", names.join(" + ")),
-                Err(mut e) => {
-                    for err in e.0.iter_mut() {
-                        if err.location.is_none() {
-                            err.message = format!("{} ({})", err.message, names.join(" + "));
+            Ok(config) => {
+                match resolve_graph(&config, check_environment).and_then(
+                    |g| match check_environment.then(|| crate::api::check(&config.api)) {
+                        Some(Err(e)) => Err(ConfigErrors(vec![ConfigError::new(e)])),
+                        _ => Ok(g),
+                    },
+                ) {
+                    Ok(_) => println!("ok: {}", names.join(" + ")),
+                    Err(mut e) => {
+                        for err in e.0.iter_mut() {
+                            if err.location.is_none() {
+                                err.message = format!("{} ({})", err.message, names.join(" + "));
+                            }
                         }
+                        all.0.append(&mut e.0)
                     }
-                    all.0.append(&mut e.0)
                 }
-            },
+            }
             Err(mut e) => all.0.append(&mut e.0),
         }
     }

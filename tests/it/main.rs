@@ -21,6 +21,7 @@ mod hubble;
 mod kafka;
 mod kubernetes_deploy;
 mod kubernetes_logs;
+mod listeners;
 mod memory;
 mod nats;
 mod otlp;

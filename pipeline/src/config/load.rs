@@ -286,6 +286,10 @@ impl Loader<'_> {
                     );
                 }
                 self.api_set = Some(fcx.loc(&span));
+                if let Some(Err(e)) = api.auth.as_ref().map(|a| a.check()) {
+                    self.errors
+                        .push(ConfigError::new(e).at(fcx.loc(&span)).field("api"));
+                }
                 self.config.api = api;
             }
             Err(e) => self

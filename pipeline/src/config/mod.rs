@@ -20,6 +20,7 @@
 mod error;
 mod graph;
 mod interpolate;
+pub mod listener;
 mod load;
 pub mod schema;
 mod secret;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use graph::{resolve_graph, Graph, OutputId};
 pub use interpolate::interpolate;
+pub use listener::{ServerAuthConfig, ServerAuthStrategy, TlsServerConfig};
 pub use load::{load_files, load_str, ConfigSource};
 pub use secret::{Secret, REDACTED};
 pub use units::{Concurrency, Count, Secs, SecsOrZero, MAX_CONCURRENCY, MAX_SECS};
@@ -53,6 +55,33 @@ pub struct ApiConfig {
     /// health probe from outside the pod's network namespace).
     #[serde(default = "default_api_address")]
     pub address: SocketAddr,
+    /// Serve HTTPS: `crt_file` and `key_file` (required), `ca_file` to require client
+    /// certificates signed by it (mutual TLS); the `tls` table shared by every server, see
+    /// docs/configuration.md. Default: none (plain HTTP).
+    #[serde(default)]
+    pub tls: Option<TlsServerConfig>,
+    /// Require a token: `auth.strategy = "bearer"` and `auth.token`. Requests without it
+    /// are answered 401 (`/health` too when `health_requires_auth`). Default: none (no
+    /// authentication).
+    #[serde(default)]
+    pub auth: Option<ServerAuthConfig>,
+    /// With `auth`: `/health` needs the token too. Default: `false` (a kubelet probe sends
+    /// no token; `/health` tells only whether the components run).
+    #[serde(default)]
+    pub health_requires_auth: bool,
+    /// The most connections served at once; more wait (in the kernel's accept queue)
+    /// until one closes. Default: 64.
+    #[serde(default = "default_small_connections")]
+    pub max_connections: Count,
+    /// A connection with no request in progress is closed after this many seconds without
+    /// a new request (for HTTP/1.1 this also bounds the time to send a request's headers).
+    /// Default: 60.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: Secs,
+    /// A request's body must arrive whole within this many seconds of its headers.
+    /// Default: 30.
+    #[serde(default = "default_request_read_timeout")]
+    pub request_read_timeout_secs: Secs,
 }
 
 fn default_true() -> bool {
@@ -63,11 +92,32 @@ fn default_api_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8686))
 }
 
+/// The default `max_connections` of the API and `prometheus_exporter`.
+pub fn default_small_connections() -> Count {
+    Count::of(listener::DEFAULT_SMALL_SERVER_CONNECTIONS)
+}
+
+/// The default `idle_timeout_secs` of every server.
+pub fn default_idle_timeout() -> Secs {
+    Secs::from_secs(listener::DEFAULT_IDLE_TIMEOUT_SECS)
+}
+
+/// The default `request_read_timeout_secs` of every server.
+pub fn default_request_read_timeout() -> Secs {
+    Secs::from_secs(listener::DEFAULT_REQUEST_READ_TIMEOUT_SECS)
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             enabled: true,
             address: default_api_address(),
+            tls: None,
+            auth: None,
+            health_requires_auth: false,
+            max_connections: default_small_connections(),
+            idle_timeout_secs: default_idle_timeout(),
+            request_read_timeout_secs: default_request_read_timeout(),
         }
     }
 }

@@ -26,6 +26,12 @@ use crate::toolkit::split::Parts;
 use crate::toolkit::{FailureReporter, RefusalPolicy, RequestConfig, Retries, Verdict, Wait};
 use weir_pipeline::shutdown::ShutdownToken;
 
+/// The longest bulk response read (the per-item results of a batch); longer is an error on
+/// that request.
+const MAX_BULK_RESPONSE_BYTES: usize = 64 << 20;
+/// The longest answer to `GET /` read.
+const MAX_ROOT_RESPONSE_BYTES: usize = 1 << 20;
+
 pub(super) enum Auth {
     None,
     Basic(String, Option<Secret>),
@@ -182,7 +188,9 @@ impl Sender {
                 .await;
             match res {
                 Ok(r) if r.status().is_success() => {
-                    let body = r.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+                    let body = weir_connect::http::read_capped(r, MAX_ROOT_RESPONSE_BYTES)
+                        .await
+                        .map_err(|e| format!("{url}: {e}"))?;
                     self.current.store(idx, Ordering::Relaxed);
                     return parse_root(&body).map_err(|e| format!("{url}: {e}"));
                 }
@@ -219,14 +227,11 @@ impl Sender {
         };
         let status = resp.status().as_u16();
         let after = retry_after(resp.headers(), self.request.max_backoff());
-        let body = match resp.bytes().await {
+        let body = match weir_connect::http::read_capped(resp, MAX_BULK_RESPONSE_BYTES).await {
             Ok(b) => b,
             Err(e) => {
                 self.rotate();
-                return Sent::Retry(
-                    format!("POST {url}: reading the response: {}", error_chain(&e)),
-                    None,
-                );
+                return Sent::Retry(format!("POST {url}: reading the response: {e}"), None);
             }
         };
         self.metrics.add_sent_bytes(len);

@@ -25,8 +25,12 @@
 //! `/metrics` answers in the text exposition format 0.0.4, or in OpenMetrics 1.0 when the
 //! scraper's `Accept` header asks for `application/openmetrics-text`. In OpenMetrics a counter
 //! sample must end in `_total`: a counter named so is typed `counter`, any other counter is
-//! typed `unknown`, so that its series keeps the same name in both formats. With `tls` set,
-//! the endpoint is served over HTTPS (rustls).
+//! typed `unknown`, so that its series keeps the same name in both formats.
+//!
+//! The endpoint is served by the server stack every listener shares (`weir_connect::server`):
+//! HTTPS with `tls` (mutual TLS with `tls.ca_file`), a bearer token with `auth`, at most
+//! `max_connections` scrapers at once, idle and read timeouts, and request bodies of at most
+//! 64 KiB.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,11 +41,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use weir_connect::tls::{tokio_rustls, TlsServerConfig};
+use weir_connect::server::{
+    service_fn, BearerToken, Limits, Protocol, Server, ServerBody, SMALL_REQUEST_BYTES,
+};
+use weir_connect::tls::{tokio_rustls, ServerTls, TlsServerConfig};
 use weir_pipeline::component::{Resource, Sink, SinkConfig, SinkContext, SinkInput};
-use weir_pipeline::config::{Count, Secs};
+use weir_pipeline::config::{
+    default_idle_timeout, default_request_read_timeout, default_small_connections, Count, Secs,
+    ServerAuthConfig,
+};
 use weir_pipeline::event::Event;
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
@@ -88,6 +97,23 @@ pub struct PrometheusExporterConfig {
     /// docs/configuration.md. Default: plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsServerConfig>,
+    /// Require a token: `auth.strategy = "bearer"` and `auth.token` (Prometheus:
+    /// `authorization.credentials` of the scrape job). Scrapes without it are answered 401.
+    /// Default: none (no authentication).
+    #[serde(default)]
+    pub auth: Option<ServerAuthConfig>,
+    /// The most connections served at once; more wait (in the kernel's accept queue)
+    /// until one closes. Default: 64.
+    #[serde(default = "default_small_connections")]
+    pub max_connections: Count,
+    /// A connection with no request in progress is closed after this many seconds without
+    /// a new request (this also bounds the time to send a request's headers). Default: 60.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: Secs,
+    /// A request's body must arrive whole within this many seconds of its headers.
+    /// Default: 30.
+    #[serde(default = "default_request_read_timeout")]
+    pub request_read_timeout_secs: Secs,
     /// At most this many series held (and served), at least 1. Past it, a metric of a new
     /// series is dropped, counted as discarded and as a `series_limit` error, and rejected,
     /// until series expire (`expire_metrics_secs`); the series held go on updating.
@@ -113,6 +139,10 @@ impl Default for PrometheusExporterConfig {
             quantiles: default_quantiles(),
             tls: None,
             max_series: default_max_series(),
+            auth: None,
+            max_connections: default_small_connections(),
+            idle_timeout_secs: default_idle_timeout(),
+            request_read_timeout_secs: default_request_read_timeout(),
         }
     }
 }
@@ -124,12 +154,21 @@ impl SinkConfig for PrometheusExporterConfig {
         let flush = self.flush_period_secs.duration();
         let buckets = check_buckets_quantiles(&self.buckets, &self.quantiles)?;
         let tls = TlsServerConfig::acceptor(self.tls.as_ref(), &[b"http/1.1"])?;
+        let auth = BearerToken::from_config(self.auth.as_ref())?;
+        let limits = Limits {
+            max_connections: self.max_connections.get(),
+            idle_timeout: self.idle_timeout_secs.duration(),
+            request_read_timeout: self.request_read_timeout_secs.duration(),
+            max_request_bytes: SMALL_REQUEST_BYTES,
+        };
         let listener = tokio::net::TcpListener::bind(self.address)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", self.address))?;
         Ok(Box::new(Exporter {
             listener,
             tls,
+            auth,
+            limits,
             expire,
             flush,
             store: Arc::new(Mutex::new(Store {
@@ -150,6 +189,7 @@ impl SinkConfig for PrometheusExporterConfig {
     }
 
     fn check_environment(&self) -> Result<(), BoxError> {
+        BearerToken::from_config(self.auth.as_ref())?;
         Ok(TlsServerConfig::check(self.tls.as_ref())?)
     }
 }
@@ -298,6 +338,8 @@ fn fmt_label_number(v: f64, openmetrics: bool) -> String {
 struct Exporter {
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    auth: Option<BearerToken>,
+    limits: Limits,
     expire: Duration,
     flush: Duration,
     store: Arc<Mutex<Store>>,
@@ -313,10 +355,7 @@ fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-fn respond(
-    store: &Mutex<Store>,
-    req: &hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Full<Bytes>> {
+fn respond(store: &Mutex<Store>, req: &hyper::Request<ServerBody>) -> hyper::Response<Full<Bytes>> {
     let mut resp = hyper::Response::new(Full::new(Bytes::new()));
     if req.uri().path() != "/metrics" {
         *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
@@ -342,64 +381,11 @@ fn respond(
     resp
 }
 
-/// Accepts connections until the task is aborted; each connection is served in its own task.
-async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    store: Arc<Mutex<Store>>,
-    metrics: Arc<ComponentMetrics>,
-) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                metrics.error(
-                    "accept",
-                    1,
-                    &format_args!("accepting a scrape connection: {e}"),
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let store = Arc::clone(&store);
-        let tls = tls.clone();
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let r = respond(&store, &req);
-                async move { Ok::<_, std::convert::Infallible>(r) }
-            });
-            let http = hyper::server::conn::http1::Builder::new();
-            let res = match tls {
-                None => http.serve_connection(TokioIo::new(stream), svc).await,
-                Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        weir_connect::tls::HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    );
-                    match handshake.await {
-                        Ok(Ok(s)) => http.serve_connection(TokioIo::new(s), svc).await,
-                        Ok(Err(e)) => {
-                            metrics.error(
-                                "tls",
-                                1,
-                                &format_args!("TLS handshake with a scraper: {e}"),
-                            );
-                            return;
-                        }
-                        Err(_) => {
-                            metrics.error("tls", 1, &"TLS handshake with a scraper: timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = res {
-                tracing::debug!("scrape connection: {e}");
-            }
-        });
-    }
+/// Counts and logs what the listener refuses (a failed TLS handshake, a missing token, a
+/// request over the limits), by kind.
+fn refusals(metrics: &Arc<ComponentMetrics>) -> weir_connect::server::Report {
+    let m = Arc::clone(metrics);
+    Arc::new(move |kind: &'static str, e: &str| m.error(kind, 1, &e))
 }
 
 #[async_trait]
@@ -409,15 +395,26 @@ impl Sink for Exporter {
         let Exporter {
             listener,
             tls,
+            auth,
+            limits,
             expire,
             flush,
             store,
         } = *self;
-        let server = tokio::spawn(serve(
-            listener,
+        let server = Server {
+            protocol: Protocol::Http1,
             tls,
-            Arc::clone(&store),
-            Arc::clone(&metrics),
+            auth,
+            open_paths: Vec::new(),
+            limits,
+            report: refusals(&metrics),
+        };
+        let scrapes = Arc::clone(&store);
+        let stop = weir_pipeline::shutdown::ShutdownToken::new();
+        let server = tokio::spawn(server.serve(
+            listener,
+            service_fn(move |req| respond(&scrapes, &req)),
+            stop.clone(),
         ));
         let mut tick = tokio::time::interval(flush);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -459,6 +456,7 @@ impl Sink for Exporter {
                 }
             }
         }
+        stop.cancel();
         server.abort();
         Ok(())
     }

@@ -3,18 +3,22 @@
 //! ```toml
 //! [sources.otel]
 //! type = "otlp"
-//! grpc.address = "0.0.0.0:4317"
-//! http.address = "0.0.0.0:4318"
+//! grpc.address = "127.0.0.1:4317"   # the default: loopback only
+//! http.address = "127.0.0.1:4318"
 //! ```
 //!
 //! gRPC serves `opentelemetry.proto.collector.{trace,metrics,logs}.v1.*Service/Export`
-//! (tonic, with the generated types of the `opentelemetry-proto` crate; gzip accepted). HTTP
-//! serves `POST /v1/traces`, `/v1/metrics` and `/v1/logs` with `application/x-protobuf` or
-//! `application/json` bodies (gzip accepted), answering in the request's encoding.
+//! (tonic's generated services of the `opentelemetry-proto` crate, served by the shared
+//! server stack, `weir_connect::server`, which inflates gzip'd requests within
+//! `max_request_bytes`). HTTP serves `POST /v1/traces`, `/v1/metrics` and `/v1/logs` with
+//! `application/x-protobuf` or `application/json` bodies (gzip accepted, inflated within
+//! `max_request_bytes`), answering in the request's encoding.
 //!
-//! Either listener can serve TLS (`grpc.tls`, `http.tls`: the server `tls` table every server
-//! shares, with mutual TLS when `ca_file` is set); handshakes run concurrently, off the
-//! accept loop, and a failed one is counted (`tls`).
+//! Both listeners have what every Weir server has (`weir_connect::server`): TLS (`grpc.tls`,
+//! `http.tls`, with mutual TLS when `ca_file` is set), bearer-token authentication (`auth`),
+//! a connection limit (`max_connections`, per listener), idle and read timeouts, and request
+//! size limits. What they refuse is counted in the component's errors (`tls`,
+//! `unauthenticated`, `too_large`, `invalid_request`, `timeout`).
 //!
 //! Each request becomes one batch ([`convert`]), sent to the named output of its signal
 //! (`traces`, `metrics`, `logs`). The export call answers only after the batch is in the
@@ -26,7 +30,6 @@
 
 pub mod convert;
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,12 +59,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tonic::codec::CompressionEncoding;
-use weir_connect::tls::{accept_tls, tokio_rustls, TlsServerConfig};
+use weir_connect::server::{gunzip_bounded, BearerToken, InflateError, Limits, Protocol, Server};
+use weir_connect::tls::{ServerTls, TlsServerConfig};
 use weir_pipeline::component::{
     Output, Resource, Source, SourceConfig, SourceContext, SourceSender,
 };
-use weir_pipeline::config::Secs;
+use weir_pipeline::config::{
+    default_idle_timeout, default_request_read_timeout, Count, Secs, ServerAuthConfig,
+};
 use weir_pipeline::event::{Event, EventBatch};
 use weir_pipeline::finalization::{BatchNotifier, EventStatus};
 use weir_pipeline::metrics::ComponentMetrics;
@@ -75,7 +80,9 @@ pub struct ListenConfig {
     /// Serve this protocol. Default: true.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Address to listen on. Default: `0.0.0.0:4317` (gRPC), `0.0.0.0:4318` (HTTP).
+    /// Address to listen on. Loopback only by default: set `0.0.0.0:4317` to accept other
+    /// hosts (with `tls` and `auth`). Default: `127.0.0.1:4317` (gRPC), `127.0.0.1:4318`
+    /// (HTTP).
     #[serde(default)]
     pub address: Option<SocketAddr>,
     /// Serve TLS: `crt_file` and `key_file` (required), `ca_file` to require client
@@ -94,25 +101,48 @@ fn default_accept_timeout() -> Secs {
 fn default_max_request() -> usize {
     16 * 1024 * 1024
 }
+fn default_max_connections() -> Count {
+    Count::of(1024)
+}
 
 /// `type = "otlp"`: see the module docs.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpSourceConfig {
-    /// OTLP/gRPC. Default: enabled on `0.0.0.0:4317`.
+    /// OTLP/gRPC. Default: enabled on `127.0.0.1:4317`.
     #[serde(default = "enabled")]
     pub grpc: ListenConfig,
-    /// OTLP/HTTP. Default: enabled on `0.0.0.0:4318`.
+    /// OTLP/HTTP. Default: enabled on `127.0.0.1:4318`.
     #[serde(default = "enabled")]
     pub http: ListenConfig,
     /// How long a request may wait for room in the pipeline before it is refused with
     /// `RESOURCE_EXHAUSTED` / HTTP 429, in seconds. Default: 5.
     #[serde(default = "default_accept_timeout")]
     pub accept_timeout_secs: Secs,
-    /// Largest request accepted, in bytes (decompressed for HTTP gzip; the gRPC message size
-    /// limit). Default: 16777216.
+    /// Largest request accepted, in bytes: an HTTP body, decompressed too, and a gRPC
+    /// message, decompressed too. A gzip'd request that inflates beyond it is refused
+    /// (HTTP 413, gRPC `RESOURCE_EXHAUSTED`) without being inflated further. Default:
+    /// 16777216.
     #[serde(default = "default_max_request")]
     pub max_request_bytes: usize,
+    /// Require a token on both listeners: `auth.strategy = "bearer"` and `auth.token`.
+    /// Requests without it are refused (HTTP 401, gRPC `UNAUTHENTICATED`). Default: none (no
+    /// authentication).
+    #[serde(default)]
+    pub auth: Option<ServerAuthConfig>,
+    /// The most connections each listener serves at once; more wait (in the kernel's accept
+    /// queue) until one closes. Default: 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Count,
+    /// A connection with no request in progress is closed after this many seconds without
+    /// a new request (HTTP/1.1: also the time allowed to send a request's headers; gRPC: a
+    /// graceful GOAWAY). Default: 60.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: Secs,
+    /// A request's body must arrive whole within this many seconds of its headers.
+    /// Default: 30.
+    #[serde(default = "default_request_read_timeout")]
+    pub request_read_timeout_secs: Secs,
 }
 
 fn enabled() -> ListenConfig {
@@ -127,12 +157,12 @@ impl OtlpSourceConfig {
     fn grpc_addr(&self) -> Option<SocketAddr> {
         self.grpc
             .enabled
-            .then(|| self.grpc.address.unwrap_or(([0, 0, 0, 0], 4317).into()))
+            .then(|| self.grpc.address.unwrap_or(([127, 0, 0, 1], 4317).into()))
     }
     fn http_addr(&self) -> Option<SocketAddr> {
         self.http
             .enabled
-            .then(|| self.http.address.unwrap_or(([0, 0, 0, 0], 4318).into()))
+            .then(|| self.http.address.unwrap_or(([127, 0, 0, 1], 4318).into()))
     }
 }
 
@@ -162,6 +192,7 @@ impl SourceConfig for OtlpSourceConfig {
         if grpc_addr.is_none() && http_addr.is_none() {
             return Err("both `grpc` and `http` are disabled; enable at least one".into());
         }
+        let auth = BearerToken::from_config(self.auth.as_ref())?;
         let grpc_tls = match grpc_addr {
             Some(_) => TlsServerConfig::acceptor(self.grpc.tls.as_ref(), &[b"h2"])
                 .map_err(|e| format!("`grpc`: {e}"))?,
@@ -196,6 +227,22 @@ impl SourceConfig for OtlpSourceConfig {
             source_id: Some(cx.id.clone()),
             max_request: self.max_request_bytes,
         });
+        let limits = Limits {
+            max_connections: self.max_connections.get(),
+            idle_timeout: self.idle_timeout_secs.duration(),
+            request_read_timeout: self.request_read_timeout_secs.duration(),
+            max_request_bytes: self.max_request_bytes,
+        };
+        let server = |protocol, tls| Server {
+            protocol,
+            tls,
+            auth: auth.clone(),
+            open_paths: Vec::new(),
+            limits,
+            report: refusals(&ingest.metrics),
+        };
+        let grpc_server = server(Protocol::Grpc, grpc_tls);
+        let http_server = server(Protocol::Http1, http_tls);
         let shutdown = cx.shutdown.clone();
         let id = cx.id.clone();
         Ok(Box::pin(async move {
@@ -204,54 +251,16 @@ impl SourceConfig for OtlpSourceConfig {
                 let addr = l.local_addr()?;
                 tracing::info!(component = %id, %addr, "OTLP/gRPC listening");
                 let max = ingest.max_request;
-                let sd = shutdown.clone();
                 let g = Grpc(ingest.clone());
-                let router = tonic::transport::Server::builder()
-                    .add_service(
-                        TraceServiceServer::new(g.clone())
-                            .accept_compressed(CompressionEncoding::Gzip)
-                            .max_decoding_message_size(max),
-                    )
-                    .add_service(
-                        MetricsServiceServer::new(g.clone())
-                            .accept_compressed(CompressionEncoding::Gzip)
-                            .max_decoding_message_size(max),
-                    )
-                    .add_service(
-                        LogsServiceServer::new(g)
-                            .accept_compressed(CompressionEncoding::Gzip)
-                            .max_decoding_message_size(max),
-                    );
-                let (plain, tls_incoming) = match grpc_tls {
-                    Some(acceptor) => {
-                        let rx = accept_tls(l, acceptor, tls_errors(&ingest.metrics));
-                        let incoming = futures::stream::unfold(rx, |mut rx| async move {
-                            let (s, _) = rx.recv().await?;
-                            Some((Ok::<_, std::io::Error>(s), rx))
-                        });
-                        (None, Some(incoming))
-                    }
-                    None => (Some(l), None),
-                };
-                tasks.spawn(async move {
-                    let served = match (plain, tls_incoming) {
-                        (_, Some(incoming)) => {
-                            router
-                                .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
-                                .await
-                        }
-                        (Some(l), None) => {
-                            router
-                                .serve_with_incoming_shutdown(
-                                    tokio_stream_listener(l),
-                                    sd.cancelled_owned(),
-                                )
-                                .await
-                        }
-                        (None, None) => Ok(()),
-                    };
-                    served.map_err(|e| format!("OTLP/gRPC server: {e}"))
-                });
+                // No `accept_compressed`: the server stack inflates gzip'd messages within
+                // `max_request_bytes` (tonic would inflate them without a limit).
+                let routes = tonic::service::Routes::new(
+                    TraceServiceServer::new(g.clone()).max_decoding_message_size(max),
+                )
+                .add_service(MetricsServiceServer::new(g.clone()).max_decoding_message_size(max))
+                .add_service(LogsServiceServer::new(g).max_decoding_message_size(max))
+                .prepare();
+                tasks.spawn(grpc_server.serve(l, routes, shutdown.clone()));
             }
             if let Some(l) = http_listener {
                 let addr = l.local_addr()?;
@@ -262,43 +271,13 @@ impl SourceConfig for OtlpSourceConfig {
                     .route("/v1/logs", axum::routing::post(http_logs))
                     .layer(axum::extract::DefaultBodyLimit::max(ingest.max_request))
                     .with_state(ingest.clone());
-                let sd = shutdown.clone();
-                let (plain, tls_listener) = match http_tls {
-                    Some(acceptor) => {
-                        let rx = accept_tls(l, acceptor, tls_errors(&ingest.metrics));
-                        (None, Some(TlsListener { addr, rx }))
-                    }
-                    None => (Some(l), None),
-                };
-                tasks.spawn(async move {
-                    let served = match (plain, tls_listener) {
-                        (_, Some(tl)) => {
-                            axum::serve(tl, app)
-                                .with_graceful_shutdown(sd.cancelled_owned())
-                                .await
-                        }
-                        (Some(l), None) => {
-                            axum::serve(l, app)
-                                .with_graceful_shutdown(sd.cancelled_owned())
-                                .await
-                        }
-                        (None, None) => Ok(()),
-                    };
-                    served.map_err(|e| format!("OTLP/HTTP server: {e}"))
-                });
+                tasks.spawn(http_server.serve(l, app, shutdown.clone()));
             }
             let mut result: Result<(), BoxError> = Ok(());
             while let Some(r) = tasks.join_next().await {
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        shutdown.cancel();
-                        result = Err(e.into());
-                    }
-                    Err(e) => {
-                        shutdown.cancel();
-                        result = Err(format!("OTLP server task: {e}").into());
-                    }
+                if let Err(e) = r {
+                    shutdown.cancel();
+                    result = Err(format!("OTLP server task: {e}").into());
                 }
             }
             // Release the outputs so downstream drains.
@@ -328,6 +307,7 @@ impl SourceConfig for OtlpSourceConfig {
     }
 
     fn check_environment(&self) -> Result<(), BoxError> {
+        BearerToken::from_config(self.auth.as_ref())?;
         if self.grpc.enabled {
             TlsServerConfig::check(self.grpc.tls.as_ref()).map_err(|e| format!("`grpc`: {e}"))?;
         }
@@ -338,56 +318,11 @@ impl SourceConfig for OtlpSourceConfig {
     }
 }
 
-/// Counts and logs a failed TLS handshake of a client.
-fn tls_errors(metrics: &Arc<ComponentMetrics>) -> Arc<dyn Fn(String) + Send + Sync> {
+/// Counts and logs what the listeners refuse (a failed TLS handshake, a missing token, a
+/// request over the limits), by kind.
+fn refusals(metrics: &Arc<ComponentMetrics>) -> weir_connect::server::Report {
     let m = Arc::clone(metrics);
-    Arc::new(move |e: String| m.error("tls", 1, &e))
-}
-
-/// OTLP/HTTP over TLS: the connections whose handshake [`accept_tls`] completed.
-struct TlsListener {
-    addr: SocketAddr,
-    rx: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        SocketAddr,
-    )>,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accepting task only stops when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.addr)
-    }
-}
-
-fn tokio_stream_listener(
-    l: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(l, |l| async move {
-        loop {
-            match l.accept().await {
-                Ok((s, _)) => {
-                    let _ = s.set_nodelay(true);
-                    return Some((Ok(s), l));
-                }
-                // Out of file descriptors and the like: wait instead of ending the server.
-                Err(e) => {
-                    tracing::warn!("OTLP/gRPC accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    })
+    Arc::new(move |kind: &'static str, e: &str| m.error(kind, 1, &e))
 }
 
 /// Shared by the gRPC and HTTP handlers: turns requests into batches and hands them over.
@@ -619,19 +554,15 @@ fn http_body(
         .unwrap_or("identity");
     let data = match ce {
         "identity" | "" => body.to_vec(),
-        "gzip" => {
-            let mut out = Vec::new();
-            let mut d = flate2::read::GzDecoder::new(&body[..]).take(ingest.max_request as u64 + 1);
-            d.read_to_end(&mut out)
-                .map_err(|e| (StatusCode::BAD_REQUEST, format!("gzip body: {e}")))?;
-            if out.len() > ingest.max_request {
-                return Err((
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("decompressed body over {} bytes", ingest.max_request),
-                ));
-            }
-            out
-        }
+        "gzip" => gunzip_bounded(&body, ingest.max_request).map_err(|e| match e {
+            InflateError::TooLarge(max) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the gzip'd body decompresses to more than {max} bytes (`max_request_bytes`)"
+                ),
+            ),
+            InflateError::Invalid(e) => (StatusCode::BAD_REQUEST, format!("gzip body: {e}")),
+        })?,
         other => {
             return Err((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -692,6 +623,11 @@ where
 {
     let (enc, data) = match http_body(&ingest, &headers, body) {
         Ok(x) => x,
+        Err((code, msg)) if code == StatusCode::PAYLOAD_TOO_LARGE => {
+            let m = format!("OTLP {} request (HTTP) refused: {msg}", signal.output());
+            ingest.metrics.error("too_large", 1, &m);
+            return refuse((code, m));
+        }
         Err((code, msg)) => {
             let r = ingest.invalid(signal, "HTTP", msg);
             let (_, m) = r.http();
