@@ -134,7 +134,7 @@ impl BearerToken {
     pub fn new(auth: &ServerAuthConfig) -> Result<Self, String> {
         auth.check()?;
         match auth.strategy {
-            ServerAuthStrategy::Bearer => Ok(Self(auth.token.as_bytes().into())),
+            ServerAuthStrategy::Bearer => Ok(Self(auth.token.expose().as_bytes().into())),
         }
     }
 
@@ -957,7 +957,7 @@ mod tests {
     fn bearer_tokens() {
         let t = BearerToken::new(&ServerAuthConfig {
             strategy: ServerAuthStrategy::Bearer,
-            token: "0123456789abcdef".into(),
+            token: weir_pipeline::config::Secret::new("0123456789abcdef"),
         })
         .unwrap();
         let h = |v: &str| {

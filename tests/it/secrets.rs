@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::harness::{free_addr, http_get, sigterm, wait_until, wait_with_timeout, weir};
 
 /// Every credential of the config below: none may appear in any output.
-const SECRETS: [&str; 8] = [
+const SECRETS: [&str; 10] = [
     "SECRET-es-password",
     "SECRET-es-header",
     "SECRET-rw-token",
@@ -19,6 +19,8 @@ const SECRETS: [&str; 8] = [
     "SECRET-nats-password",
     "SECRET-kafka-password",
     "SECRET-k8s-token",
+    "SECRET-otlp-source-token",
+    "SECRET-exporter-token-0",
 ];
 
 /// A pipeline with every credential option, each component pointed at a closed port.
@@ -46,6 +48,20 @@ root = "{root}"
 endpoint = "http://{closed}"
 token_file = "{token}"
 allow_plaintext_credentials = true
+
+[sources.otel_in]
+type = "otlp"
+grpc.address = "{grpc}"
+http.address = "{http}"
+auth.strategy = "bearer"
+auth.token = "SECRET-otlp-source-token"
+
+[sinks.exporter]
+type = "prometheus_exporter"
+inputs = ["demo_metrics"]
+address = "{exporter}"
+auth.strategy = "bearer"
+auth.token = "SECRET-exporter-token-0"
 
 [sources.bus]
 type = "nats"
@@ -108,6 +124,9 @@ sasl.password = "SECRET-kafka-password"
 allow_plaintext_credentials = true
 "#,
         data = dir.join("data").display(),
+        grpc = free_addr(),
+        http = free_addr(),
+        exporter = free_addr(),
         root = root.display(),
         token = token.display(),
     )

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::Secret;
+
 /// `tls` of a component that listens: the certificate it serves and, for mutual TLS, the CAs
 /// client certificates must be signed by.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -29,7 +31,7 @@ pub struct TlsServerConfig {
     /// The passphrase of an encrypted `key_file`: not supported by the servers; give them
     /// an unencrypted key. Default: none.
     #[serde(default)]
-    pub key_pass: Option<String>,
+    pub key_pass: Option<Secret>,
     /// With `ca_file`: `true` refuses clients without a certificate, `false` accepts them
     /// (a certificate that is presented is still checked). Default: true when `ca_file` is
     /// set.
@@ -62,7 +64,7 @@ pub enum ServerAuthStrategy {
 }
 
 /// `auth` of a component that listens: the token every request must carry.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerAuthConfig {
     /// How clients authenticate: `bearer` (the only strategy).
@@ -70,16 +72,7 @@ pub struct ServerAuthConfig {
     /// The token clients must send (`Authorization: Bearer <token>`). Keep it out of the
     /// file with environment interpolation (`token = "${WEIR_TOKEN}"`). Printable ASCII
     /// without spaces, at least 16 characters.
-    pub token: String,
-}
-
-impl std::fmt::Debug for ServerAuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerAuthConfig")
-            .field("strategy", &self.strategy)
-            .field("token", &"<redacted>")
-            .finish()
-    }
+    pub token: Secret,
 }
 
 /// The shortest token accepted: a guessable token is no protection.
@@ -89,13 +82,14 @@ impl ServerAuthConfig {
     /// Checks the token: printable ASCII without spaces (what a header can carry), at least
     /// [`MIN_TOKEN_CHARS`] characters. The message never contains the token.
     pub fn check(&self) -> Result<(), String> {
-        if self.token.len() < MIN_TOKEN_CHARS {
+        let token = self.token.expose();
+        if token.len() < MIN_TOKEN_CHARS {
             return Err(format!(
                 "`auth.token` is {} characters long: at least {MIN_TOKEN_CHARS} are required",
-                self.token.len()
+                token.len()
             ));
         }
-        if !self.token.bytes().all(|b| b.is_ascii_graphic()) {
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(
                 "`auth.token` must be printable ASCII without spaces (it is sent in an HTTP header)"
                     .into(),
