@@ -408,10 +408,16 @@ mod tests {
         a.publish(&batch(10)); // running numbers 10..20: 12 (limit reached after one more)
         let got = t.recv().await.unwrap();
         assert_eq!(got.events.len(), 4);
-        assert_eq!(got.events[1].as_log().unwrap().get_field("i").unwrap(), &3.into());
+        assert_eq!(
+            got.events[1].as_log().unwrap().get_field("i").unwrap(),
+            &3.into()
+        );
         let got = t.recv().await.unwrap();
         assert_eq!(got.events.len(), 1);
-        assert_eq!(got.events[0].as_log().unwrap().get_field("i").unwrap(), &2.into());
+        assert_eq!(
+            got.events[0].as_log().unwrap().get_field("i").unwrap(),
+            &2.into()
+        );
         a.publish(&batch(10));
         assert!(t.rx.try_recv().is_err(), "the limit is reached");
 
