@@ -304,7 +304,7 @@ pub struct Tap {
 }
 
 impl Tap {
-    /// The next copies (it waits while none flow). `None` only if every slot went away.
+    /// The next copies; waits while none flow.
     pub async fn recv(&mut self) -> Option<TapBatch> {
         let b = self.rx.recv().await?;
         self.sub.queued.fetch_sub(b.events.len(), Ordering::Relaxed);

@@ -173,7 +173,7 @@ fn human(v: f64) -> String {
 fn human_bytes(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
-        Some(v) if v == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(v) if v >= 1024.0 * 1024.0 => format!("{:.1} MiB", v / (1024.0 * 1024.0)),
         Some(v) if v >= 1024.0 => format!("{:.1} KiB", v / 1024.0),
         Some(v) => format!("{v:.0} B"),
