@@ -289,8 +289,16 @@ impl App {
             }
         }))
         .style(Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED));
+        // The id column as wide as the longest id (the rest of the row stays left).
+        let id_width = self
+            .rows
+            .iter()
+            .map(|r| r.c.id.chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp(4, 48) as u16;
         let widths = [
-            Constraint::Min(14),
+            Constraint::Length(id_width),
             Constraint::Length(9),
             Constraint::Length(16),
             Constraint::Length(11),
