@@ -1,5 +1,5 @@
 //! Weir's HTTP API: `GET /health`, `GET /metrics` (Prometheus text), `GET /api/graph`
-//! (components, edges and live rates as JSON).
+//! (components, edges and live rates as JSON), and `GET /api/tap` (`src/api_tap.rs`).
 //!
 //! Served by the server stack every listener shares (`weir_connect::server`): HTTPS with
 //! `api.tls` (mutual TLS with `tls.ca_file`), a bearer token with `api.auth` (`/health` stays
@@ -22,6 +22,7 @@ use weir_connect::server::{BearerToken, Limits, Protocol, Server, SMALL_REQUEST_
 use weir_connect::tls::{ServerTls, TlsServerConfig};
 use weir_pipeline::config::ApiConfig;
 use weir_pipeline::metrics::{Health, MetricsRegistry};
+use weir_pipeline::tap::Taps;
 use weir_pipeline::topology::ComponentInfo;
 
 #[derive(Clone)]
@@ -68,6 +69,7 @@ pub async fn serve(
     api: &ApiConfig,
     registry: Arc<MetricsRegistry>,
     components: Vec<ComponentInfo>,
+    taps: Arc<Taps>,
 ) -> Result<JoinHandle<()>, String> {
     let addr = api.address;
     let tls = TlsServerConfig::acceptor(api.tls.as_ref(), &[b"http/1.1"])
@@ -103,7 +105,8 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/graph", get(graph))
-        .with_state(state);
+        .with_state(state)
+        .merge(crate::api_tap::routes(taps));
     Ok(tokio::spawn(async move {
         let sample = tokio::spawn(sample_rates(sampler));
         // Stopped by aborting this task (which closes its connections).
@@ -191,6 +194,10 @@ async fn graph(State(s): State<ApiState>) -> impl IntoResponse {
             "sent_events": m.as_ref().map(|m| m.sent_events()),
             "discarded_events": m.as_ref().map(|m| m.discarded_events()),
             "errors": m.as_ref().map(|m| m.errors()),
+            "errors_total": m.as_ref().map(|m| m.errors_total()),
+            "received_bytes": m.as_ref().map(|m| m.received_bytes()),
+            "sent_bytes": m.as_ref().map(|m| m.sent_bytes()),
+            "latency": m.as_ref().map(|m| m.latency_totals()).map(|(n, s)| json!({"batches": n, "sum_secs": s})),
             "buffer": m.as_ref().and_then(|m| m.buffer_fill()).map(|(e, c)| json!({"events": e, "max_events": c})),
             "received_events_per_sec": rin,
             "sent_events_per_sec": rout,

@@ -1,7 +1,9 @@
 //! `weir`: the command line. `run` a pipeline, `validate` configs, draw the `graph`, compute the
-//! service map of a flows file (`topology`), `list` the component types this build has.
+//! service map of a flows file (`topology`), `list` the component types this build has, and
+//! watch a running one: `tap` its events, `top` its rates.
 
 mod api;
+mod api_tap;
 mod cli;
 mod fault;
 mod registry;
@@ -123,6 +125,42 @@ enum Command {
         #[arg(long, value_enum, default_value_t = WeightArg::Period)]
         weight: WeightArg,
     },
+    /// Print the events leaving (or entering) components of a running Weir, as JSON lines
+    /// (`{"component", "output", "event"}`) or logfmt, until stopped or --limit. Copies only:
+    /// the pipeline never waits for a tap; what a slow tap could not take is dropped and
+    /// reported as a `{"dropped": N}` line.
+    Tap {
+        /// The events leaving these components (globs over ids, or `id.output` for one
+        /// output; repeatable). Default, when no --inputs-of either: every component.
+        #[arg(long = "outputs-of", value_name = "GLOB")]
+        outputs_of: Vec<String>,
+        /// The events entering these components (globs over ids; repeatable).
+        #[arg(long = "inputs-of", value_name = "GLOB")]
+        inputs_of: Vec<String>,
+        /// Print one event in N.
+        #[arg(long, value_name = "N")]
+        sample_rate: Option<u64>,
+        /// Exit (0) after N events.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// How each event is printed.
+        #[arg(long, value_enum, default_value_t = TapFormat::Json)]
+        format: TapFormat,
+        /// The running Weir's API address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8686")]
+        api: String,
+    },
+    /// A live dashboard of a running Weir's components in the terminal: events/s and bytes/s
+    /// in and out, errors, discarded events, buffer fill, latency. `q` quits.
+    #[cfg(feature = "cli-top")]
+    Top {
+        /// The running Weir's API address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8686")]
+        api: String,
+        /// Seconds between refreshes.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
+    },
     /// List the source, transform and sink types of this build.
     List,
     /// Regenerate the documentation made from the code: docs/schemas/config.schema.json and
@@ -179,6 +217,12 @@ pub enum WeightArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+pub enum TapFormat {
+    Json,
+    Logfmt,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub enum GraphFormat {
     Dot,
     Mermaid,
@@ -223,6 +267,27 @@ fn main() -> ExitCode {
                 WeightArg::Samples => weir_transforms::stack_fold::Weight::Samples,
             },
         }),
+        Command::Tap {
+            outputs_of,
+            inputs_of,
+            sample_rate,
+            limit,
+            format,
+            api,
+        } => cli::tap::tap(&cli::tap::Args {
+            api,
+            outputs_of,
+            inputs_of,
+            sample_rate,
+            limit,
+            logfmt: matches!(format, TapFormat::Logfmt),
+        }),
+        #[cfg(feature = "cli-top")]
+        Command::Top { api, interval } => cli::top::top(
+            &api,
+            std::time::Duration::try_from_secs_f64(interval)
+                .unwrap_or(std::time::Duration::from_secs(1)),
+        ),
         Command::List => cli::list(),
         Command::GenerateDocs { check, docs_dir } => cli::docs::generate_docs(&docs_dir, check),
     };

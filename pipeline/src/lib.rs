@@ -19,6 +19,8 @@
 //!   feeds several of them; below the component contracts, which wrap them.
 //! - [`metrics`]: Weir's own per-component counters, read by the API and by any component
 //!   that reports them as events.
+//! - [`tap`]: copies of the events leaving an output for someone watching (`weir tap`),
+//!   costing one atomic load per batch while nobody does.
 //! - [`codec`]: framing (newline), the core's decoders (`bytes`, `json`, `logfmt`,
 //!   `syslog`) and encoders (`json`, `text`, `logfmt`, `folded`), and the
 //!   [`codec::FrameDecoder`] contract through which component crates register more decoders.
@@ -47,6 +49,7 @@ pub mod memory;
 pub mod metrics;
 pub mod retry;
 pub mod shutdown;
+pub mod tap;
 pub mod template;
 pub mod topology;
 pub mod vocabulary;

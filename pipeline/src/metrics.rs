@@ -298,6 +298,13 @@ impl ComponentMetrics {
     pub fn buffer_bytes(&self) -> Option<(usize, usize)> {
         self.buffer.get().map(|b| (b.bytes(), b.max_bytes()))
     }
+
+    /// Batches timed by the latency histogram and the seconds they took in total: the mean
+    /// latency over a period is the difference of two readings' sums over that of their counts.
+    pub fn latency_totals(&self) -> (u64, f64) {
+        let (buckets, sum) = self.latency();
+        (buckets.iter().sum(), sum)
+    }
     fn latency(&self) -> (Vec<u64>, f64) {
         (
             self.latency_buckets

@@ -2,7 +2,11 @@ pub mod docs;
 #[cfg(feature = "cli-flamegraph")]
 pub mod flamegraph;
 pub mod graph;
+pub mod http;
 pub mod run;
+pub mod tap;
+#[cfg(feature = "cli-top")]
+pub mod top;
 #[cfg(feature = "cli-topology")]
 pub mod topology;
 pub mod validate;

@@ -77,7 +77,14 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
     let stop = running.stop_token();
     let mut fatal = running.take_fatal();
     let api_task = if api.enabled {
-        match crate::api::serve(&api, registry.clone(), running.components.clone()).await {
+        match crate::api::serve(
+            &api,
+            registry.clone(),
+            running.components.clone(),
+            running.taps.clone(),
+        )
+        .await
+        {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("error: API: {e}");

@@ -34,5 +34,6 @@ mod secrets;
 mod shutdown;
 mod sink_options;
 mod supervision;
+mod tap_top;
 mod testkit;
 mod tls_options;

@@ -4,6 +4,7 @@ use super::{BufferSender, ClosedError};
 use crate::event::EventBatch;
 use crate::finalization::EventStatus;
 use crate::metrics::ComponentMetrics;
+use crate::tap::TapSlot;
 
 /// Delivers one output's batches to every consumer. The batch is cloned only when there is
 /// more than one consumer (the last one gets the original). A full consumer makes the whole
@@ -15,16 +16,26 @@ pub struct Fanout {
     producer: Arc<ComponentMetrics>,
     /// Every consumer this output had has stopped.
     orphaned: bool,
+    /// Where taps (`weir tap`) attach: checked once per batch.
+    tap: Arc<TapSlot>,
 }
 
 impl Fanout {
     /// A fan-out from `producer` to each of `consumers` (id and buffer).
     pub fn new(consumers: Vec<(Arc<str>, BufferSender)>, producer: Arc<ComponentMetrics>) -> Self {
+        let tap = TapSlot::new(&producer.id, None);
         Self {
             consumers,
             producer,
             orphaned: false,
+            tap,
         }
+    }
+
+    /// Sets the slot taps attach to (one per output, shared by the fan-out's clones).
+    pub fn with_tap(mut self, tap: Arc<TapSlot>) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// The number of consumers.
@@ -43,6 +54,10 @@ impl Fanout {
         if self.orphaned {
             batch.finalize(EventStatus::Errored);
             return Err(ClosedError);
+        }
+        // The one cost of taps while nobody taps: a relaxed load per batch.
+        if self.tap.is_active() {
+            self.tap.publish(&batch);
         }
         if self.consumers.is_empty() {
             // An output nobody reads (e.g. an unused route): counted, not silent, and done

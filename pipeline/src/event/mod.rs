@@ -131,6 +131,15 @@ impl Event {
         self.metadata_mut().finalize(status);
     }
 
+    /// A copy for display only (a tap): the same data and source, without the event's hold
+    /// on its batch's notifier, so watching an event never delays or changes its
+    /// acknowledgement.
+    pub fn display_copy(&self) -> Event {
+        let mut copy = self.clone();
+        copy.metadata_mut().release_copy_of(self.metadata());
+        copy
+    }
+
     /// The log, if the event is one.
     pub fn as_log(&self) -> Option<&LogEvent> {
         match self {

@@ -31,6 +31,7 @@ use crate::finalization::EventStatus;
 use crate::memory::{LimitOrigin, MemoryBudget};
 use crate::metrics::{ComponentMetrics, MetricsRegistry};
 use crate::shutdown::ShutdownToken;
+use crate::tap::{TapSlot, Taps};
 use crate::vocabulary::{ComponentKind, WhenFull};
 use crate::BoxError;
 
@@ -87,6 +88,8 @@ pub struct RunningTopology {
     pub registry: Arc<MetricsRegistry>,
     /// The graph that was started.
     pub components: Vec<ComponentInfo>,
+    /// Every output's tap slot (`/api/tap`).
+    pub taps: Arc<Taps>,
     shutdown: ShutdownToken,
     stop: ShutdownToken,
     tasks: Vec<ComponentTask>,
@@ -229,6 +232,7 @@ async fn start_inner(
     // One fan-out per output.
     let consumers = graph.consumers();
     let mut fanouts: BTreeMap<OutputId, Fanout> = BTreeMap::new();
+    let mut tap_points = Vec::new();
     for oid in graph.outputs.keys() {
         let list = consumers
             .get(oid)
@@ -238,11 +242,18 @@ async fn start_inner(
                     .collect()
             })
             .unwrap_or_default();
+        let slot = TapSlot::new(&oid.component, oid.output.as_deref());
+        tap_points.push((
+            oid.clone(),
+            consumers.get(oid).cloned().unwrap_or_default(),
+            slot.clone(),
+        ));
         fanouts.insert(
             oid.clone(),
-            Fanout::new(list, metrics[&oid.component].clone()),
+            Fanout::new(list, metrics[&oid.component].clone()).with_tap(slot),
         );
     }
+    let taps = Arc::new(Taps::new(tap_points));
     drop(senders);
     let mut take_outputs = |id: &str| -> (Option<Fanout>, BTreeMap<String, Fanout>) {
         let keys: Vec<OutputId> = fanouts
@@ -374,6 +385,7 @@ async fn start_inner(
     Ok(RunningTopology {
         registry,
         components,
+        taps,
         shutdown,
         stop,
         tasks: std::mem::take(tasks),
