@@ -35,23 +35,54 @@ pub(crate) fn compile_program(
 }
 
 fn compile_raw(source: &str, what: &str, read_only: bool) -> Result<Program, DiagnosticList> {
-    let state = TypeState {
-        local: Default::default(),
-        external: ExternalEnv::default(),
+    // VRL's parser and compiler recurse once per nesting level and per operator of a chain:
+    // a 400-term `||` chain overflows a 2 MiB stack (found by fuzzing the config loader).
+    // Compiling on a thread with a large stack (reserved, touched only as deep as needed)
+    // turns such a program into a result instead of a crash.
+    let compiled = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("vrl-compile".into())
+            .stack_size(COMPILE_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                let state = TypeState {
+                    local: Default::default(),
+                    external: ExternalEnv::default(),
+                };
+                let mut config = CompileConfig::default();
+                if read_only {
+                    config.set_read_only();
+                }
+                vrl::compiler::compile_with_state(source, functions(), &state, config)
+                    .map(|r| (r.program, r.warnings))
+            })
+            .map(|t| t.join())
+    });
+    let (program, warnings) = match compiled {
+        Ok(Ok(r)) => r?,
+        // A panic in the compiler, or no thread for it: an error of this program.
+        Ok(Err(_)) | Err(_) => {
+            return Err(DiagnosticList::from(vec![
+                vrl::diagnostic::Diagnostic::new(
+                    vrl::diagnostic::Severity::Error,
+                    0,
+                    format!("the VRL {what} could not be compiled"),
+                    vec![],
+                    vec![],
+                ),
+            ]))
+        }
     };
-    let mut config = CompileConfig::default();
-    if read_only {
-        config.set_read_only();
-    }
-    let result = vrl::compiler::compile_with_state(source, functions(), &state, config)?;
-    if !result.warnings.is_empty() {
+    if !warnings.is_empty() {
         tracing::warn!(
             "VRL {what} compiled with warnings:{}",
-            Formatter::new(source, result.warnings)
+            Formatter::new(source, warnings)
         );
     }
-    Ok(result.program)
+    Ok(program)
 }
+
+/// The stack of the thread VRL programs are compiled on.
+const COMPILE_STACK_BYTES: usize = 512 << 20;
 
 /// The VRL error code of an unhandled fallible expression (`E100`).
 const UNHANDLED_ERROR: usize = 100;
@@ -264,5 +295,19 @@ mod tests {
             c.check(&mut s),
             Err(ConditionError::NotBoolean(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod deep {
+    use super::*;
+
+    /// Found by fuzzing the config loader: a long chain of comparisons overflowed the stack
+    /// of the thread compiling it (the process aborted).
+    #[test]
+    fn a_very_long_chain_compiles_without_overflowing_the_stack() {
+        let source = vec![".a == 1"; 500].join(" || ");
+        let r = compile_program(&source, "condition", true);
+        assert!(r.is_ok(), "{:?}", r.err());
     }
 }
