@@ -3,6 +3,7 @@ pub mod docs;
 pub mod flamegraph;
 pub mod graph;
 pub mod run;
+pub mod test;
 #[cfg(feature = "cli-topology")]
 pub mod topology;
 pub mod validate;
