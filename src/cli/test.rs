@@ -342,7 +342,7 @@ fn output_named(config: &Config, graph: &Graph, name: &str) -> Result<Vec<Output
 
 /// Runs one test; `Err` says what differed.
 fn run(config: &Config, graph: &Graph, plan: &mut Plan<'_>) -> Result<(), String> {
-    let mut emitted = match feed(config, graph, &plan.inputs) {
+    let (mut emitted, errors) = match feed(config, graph, &plan.inputs) {
         Ok(e) => e,
         Err(e) => return Err(format!("{e}\n")),
     };
@@ -425,6 +425,16 @@ fn run(config: &Config, graph: &Graph, plan: &mut Plan<'_>) -> Result<(), String
     for events in emitted.values_mut() {
         EventBatch::new(std::mem::take(events)).finalize(EventStatus::Delivered);
     }
+    if !report.is_empty() && !errors.is_empty() {
+        let _ = writeln!(
+            report,
+            "errors counted by the transforms during the test (logged above):"
+        );
+        for (id, kinds) in errors {
+            let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            let _ = writeln!(report, "  {id}: {}", kinds.join(", "));
+        }
+    }
     if report.is_empty() {
         Ok(())
     } else {
@@ -450,13 +460,15 @@ fn one_line(s: &str) -> String {
     lines.join(" / ")
 }
 
+/// What left every output, and the errors each transform counted (by kind).
+type Fed = (
+    BTreeMap<OutputId, Vec<Event>>,
+    Vec<(String, BTreeMap<&'static str, u64>)>,
+);
+
 /// Feeds the inputs to fresh instances of the transforms downstream of them, in the graph's
-/// order, flushing each after its input; returns what left every output.
-fn feed(
-    config: &Config,
-    graph: &Graph,
-    inputs: &[(String, Value)],
-) -> Result<BTreeMap<OutputId, Vec<Event>>, String> {
+/// order, flushing each after its input.
+fn feed(config: &Config, graph: &Graph, inputs: &[(String, Value)]) -> Result<Fed, String> {
     let consumers = graph.consumers();
     // The transforms the inputs reach.
     let mut reached: BTreeSet<&str> = BTreeSet::new();
@@ -482,6 +494,7 @@ fn feed(
             )));
     }
     let mut emitted: BTreeMap<OutputId, Vec<Event>> = BTreeMap::new();
+    let mut errors = Vec::new();
     for id in &graph.transform_order {
         if !reached.contains(id.as_str()) {
             continue;
@@ -489,10 +502,11 @@ fn feed(
         let Some(entry) = config.transforms.get(id) else {
             continue;
         };
+        let metrics = ComponentMetrics::detached(id);
         let cx = TransformContext {
             id: Arc::from(id.as_str()),
             data_dir: config.data_dir.clone(),
-            metrics: ComponentMetrics::detached(id),
+            metrics: Arc::clone(&metrics),
         };
         let mut transform: Box<dyn Transform> = entry
             .config
@@ -509,6 +523,10 @@ fn feed(
         }));
         if ran.is_err() {
             return Err(format!("transform `{id}` panicked"));
+        }
+        let counted = metrics.errors();
+        if counted.values().any(|n| *n > 0) {
+            errors.push((id.clone(), counted));
         }
         let TransformOutput { default, named } = out;
         let outputs =
@@ -532,5 +550,5 @@ fn feed(
             emitted.entry(oid).or_default().extend(events);
         }
     }
-    Ok(emitted)
+    Ok((emitted, errors))
 }

@@ -48,7 +48,7 @@ impl TestCondition {
             match self.condition.check(value) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err("the condition returned false".into()),
-                Err(ConditionError::Runtime(t)) => Err(t.to_string()),
+                Err(ConditionError::Runtime(t)) => Err(assertion_message(t.to_string())),
                 Err(e @ ConditionError::NotBoolean(_)) => Err(e.to_string()),
             }
         }
@@ -58,6 +58,18 @@ impl TestCondition {
             Err(NO_VRL.into())
         }
     }
+}
+
+/// A failure as the user wrote it: an assertion's message without VRL's
+/// `function call error for "assert_eq" at (0:24): ` in front.
+#[cfg(feature = "vrl")]
+fn assertion_message(msg: String) -> String {
+    if msg.starts_with("function call error for \"assert") {
+        if let Some((_, rest)) = msg.split_once("): ") {
+            return rest.to_string();
+        }
+    }
+    msg
 }
 
 /// Runs the VRL program `source` on an empty event and returns the event's fields: a test
@@ -90,6 +102,11 @@ mod tests {
         let mut bad = Value::from(serde_json::json!({"status": 500}));
         assert_eq!(c.check(&mut ok), Ok(()));
         assert_eq!(c.check(&mut bad).unwrap_err(), "not ok");
+        let mut c = TestCondition::compile("assert_eq!(.status, 200)").unwrap();
+        assert_eq!(
+            c.check(&mut bad).unwrap_err(),
+            "assertion failed: 500 == 200"
+        );
         let mut c = TestCondition::compile(".status == 200").unwrap();
         assert_eq!(
             c.check(&mut bad).unwrap_err(),
