@@ -552,3 +552,91 @@ fn feed(config: &Config, graph: &Graph, inputs: &[(String, Value)]) -> Result<Fe
     }
     Ok((emitted, errors))
 }
+
+#[cfg(test)]
+mod fuzz {
+    use weir_pipeline::config::{load_str, resolve_graph};
+
+    use super::{plan, run};
+
+    /// Configurations with `[[tests]]` (the examples that have them, and one with a route,
+    /// a remap chain and a window), mutated, loaded, planned and run as `weir test` does:
+    /// errors or failures, never a panic.
+    #[test]
+    fn fuzz_unit_tests() {
+        let root = weir_testing::repo_root();
+        // The end-to-end tests' configurations: the shared pipeline, with each case's tests.
+        let snippets: Vec<&str> = include_str!("../../tests/it/config_tests.rs")
+            .split("r#\"")
+            .skip(1)
+            .filter_map(|s| s.split("\"#").next())
+            .collect();
+        let pipeline = snippets.first().copied().unwrap_or_default();
+        let mut seeds: Vec<Vec<u8>> = snippets
+            .iter()
+            .filter(|s| s.contains("[[tests]]"))
+            .map(|s| {
+                if s.contains("[sources.") {
+                    s.as_bytes().to_vec()
+                } else {
+                    format!("{pipeline}{s}").into_bytes()
+                }
+            })
+            .collect();
+        let mut files: Vec<_> = std::fs::read_dir(root.join("config/examples"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read(&f).unwrap();
+            if String::from_utf8_lossy(&text).contains("[[tests]]") {
+                seeds.push(text);
+            }
+        }
+        assert!(
+            seeds.len() > 4,
+            "too few seeds with [[tests]]: {}",
+            seeds.len()
+        );
+        let registry = crate::registry::registry();
+        weir_testing::fuzz::Fuzz::new("unit_tests")
+            .seeds(seeds)
+            .dict([
+                "[[tests]]",
+                "[[tests.inputs]]",
+                "[[tests.outputs]]",
+                "[[tests.outputs.conditions]]",
+                "insert_at = ",
+                "extract_from = ",
+                "no_outputs_from = [",
+                "type = \"log\"",
+                "type = \"vrl\"",
+                "log_fields = {",
+                "source = '",
+                "value = '",
+                "\"",
+                "'",
+                "]",
+                "\n",
+                ".errors",
+                "._unmatched",
+                "assert_eq!(",
+            ])
+            .run(|input| {
+                let text = String::from_utf8_lossy(input);
+                let Ok(config) = load_str("fuzz.toml", &text, &registry, &|_| None) else {
+                    return;
+                };
+                let Ok(graph) = resolve_graph(&config, false) else {
+                    return;
+                };
+                if let Ok(plans) = plan(&config, &graph) {
+                    for mut p in plans {
+                        let _ = run(&config, &graph, &mut p);
+                    }
+                }
+            });
+    }
+}
