@@ -104,11 +104,18 @@ struct Plan<'c> {
     test: &'c UnitTest,
     /// The input events, with the transform each is fed to.
     inputs: Vec<(String, Value)>,
-    /// Per `[[tests.outputs]]`: the outputs read, and the compiled conditions (with their
-    /// source, for messages).
-    outputs: Vec<(Vec<OutputId>, Vec<(String, TestCondition)>)>,
+    /// Per `[[tests.outputs]]`: the outputs read, and the compiled conditions.
+    outputs: Vec<PlannedOutput>,
     /// The `no_outputs_from` entries, each with the outputs it stands for.
     silent: Vec<(String, Vec<OutputId>)>,
+}
+
+/// One `[[tests.outputs]]` entry, resolved and compiled.
+struct PlannedOutput {
+    /// The outputs read.
+    ids: Vec<OutputId>,
+    /// The conditions, each with its source (for messages).
+    conditions: Vec<(String, TestCondition)>,
 }
 
 /// Where a test's error is reported: the value's place, else the test's.
@@ -254,7 +261,7 @@ fn plan<'c>(config: &'c Config, graph: &Graph) -> Result<Vec<Plan<'c>>, ConfigEr
                     )),
                 }
             }
-            p.outputs.push((ids, conditions));
+            p.outputs.push(PlannedOutput { ids, conditions });
         }
         for (i, n) in test.no_outputs_from.iter().enumerate() {
             match output_named(config, graph, &n.value) {
@@ -347,7 +354,7 @@ fn run(config: &Config, graph: &Graph, plan: &mut Plan<'_>) -> Result<(), String
         Err(e) => return Err(format!("{e}\n")),
     };
     let mut report = String::new();
-    for (i, (ids, conditions)) in plan.outputs.iter_mut().enumerate() {
+    for (i, PlannedOutput { ids, conditions }) in plan.outputs.iter_mut().enumerate() {
         let from = ids
             .iter()
             .map(ToString::to_string)
