@@ -179,7 +179,7 @@ source = 'assert_eq!(.status, 200)'
 }
 
 /// A named output that stays empty, and one that must stay silent but does not: both are
-/// failures that say which output.
+/// failures that say which output; the errors the transforms counted are listed.
 #[test]
 fn silent_and_empty_outputs_are_reported() {
     let r = weir_test(
@@ -190,6 +190,9 @@ no_outputs_from = ["split"]
 [[tests.inputs]]
 insert_at = "parse"
 value = '{"service": "x", "status": 200}'
+[[tests.inputs]]
+insert_at = "parse"
+value = 'not json'
 [[tests.outputs]]
 extract_from = "split.errors"
 "#,
@@ -202,7 +205,13 @@ extract_from = "split.errors"
         r.stdout
     );
     assert!(
-        r.stdout.contains("1 event came out of `split`"),
+        r.stdout.contains("2 events came out of `split`"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("  parse: 1 remap\n  split: 1 condition\n"),
         "{}",
         r.stdout
     );
