@@ -239,7 +239,7 @@ fn plan<'c>(config: &'c Config, graph: &Graph) -> Result<Vec<Plan<'c>>, ConfigEr
         for (i, output) in test.outputs.iter().enumerate() {
             let mut ids = Vec::new();
             for name in output.extract_from.value.names() {
-                match output_named(config, graph, name) {
+                match output_named(config, graph, name, false) {
                     Ok(mut o) => ids.append(&mut o),
                     Err(msg) => errors.push(error_at(
                         test,
@@ -264,7 +264,7 @@ fn plan<'c>(config: &'c Config, graph: &Graph) -> Result<Vec<Plan<'c>>, ConfigEr
             p.outputs.push(PlannedOutput { ids, conditions });
         }
         for (i, n) in test.no_outputs_from.iter().enumerate() {
-            match output_named(config, graph, &n.value) {
+            match output_named(config, graph, &n.value, true) {
                 Ok(ids) => p.silent.push((n.value.clone(), ids)),
                 Err(msg) => errors.push(error_at(test, n, format!("no_outputs_from[{i}]"), msg)),
             }
@@ -310,9 +310,14 @@ fn transform_named(config: &Config, id: &str) -> Result<(), String> {
     Err(msg)
 }
 
-/// The outputs `name` stands for: `id` (a transform's default output, or all of its outputs
-/// when it has only named ones) or `id.output`.
-fn output_named(config: &Config, graph: &Graph, name: &str) -> Result<Vec<OutputId>, String> {
+/// The outputs `name` stands for: `id.output`, or `id`: a transform's default output, or
+/// with `every` all of its outputs (`no_outputs_from`).
+fn output_named(
+    config: &Config,
+    graph: &Graph,
+    name: &str,
+    every: bool,
+) -> Result<Vec<OutputId>, String> {
     let of = |id: &str| -> Vec<OutputId> {
         graph
             .outputs
@@ -323,10 +328,17 @@ fn output_named(config: &Config, graph: &Graph, name: &str) -> Result<Vec<Output
     };
     if config.transforms.contains_key(name) {
         let all = of(name);
-        if all.is_empty() {
-            return Err(format!("`{name}` has no outputs"));
+        if every && !all.is_empty() {
+            return Ok(all);
         }
-        return Ok(all);
+        if let Some(default) = all.iter().find(|o| o.output.is_none()) {
+            return Ok(vec![default.clone()]);
+        }
+        let names: Vec<String> = all.iter().map(|o| format!("`{o}`")).collect();
+        return Err(format!(
+            "`{name}` has only named outputs: read one of {}",
+            names.join(", ")
+        ));
     }
     if let Some((id, output)) = name.split_once('.') {
         if config.transforms.contains_key(id) {

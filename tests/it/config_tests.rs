@@ -295,6 +295,8 @@ insert_at = "in"
 value = "x"
 [[tests.outputs]]
 extract_from = "split.erors"
+[[tests.outputs]]
+extract_from = "split"
 [[tests.outputs.conditions]]
 source = '.a =='
 "#,
@@ -325,8 +327,18 @@ source = '.a =='
         );
     }
     assert!(
+        r.stderr.contains(&format!(
+            "{}16: tests[\"typos\"].outputs[1].extract_from: `split` has only named outputs: read one of `split._unmatched`, `split.errors`",
+            line(13)
+        )),
+        "{}",
         r.stderr
-            .contains("outputs[0].conditions[0].source: invalid VRL condition"),
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "{}10: tests[\"typos\"].outputs[1].conditions[0].source: invalid VRL condition",
+            line(15)
+        )),
         "{}",
         r.stderr
     );
