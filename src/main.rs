@@ -1,6 +1,7 @@
-//! `weir`: the command line. `run` a pipeline, `validate` configs, draw the `graph`, compute the
-//! service map of a flows file (`topology`), `list` the component types this build has, and
-//! watch a running one: `tap` its events, `top` its rates.
+//! `weir`: the command line. `run` a pipeline, `validate` configs, `test` their transforms
+//! (`[[tests]]`), draw the `graph`, compute the service map of a flows file (`topology`), `list`
+//! the component types this build has, and watch a running one: `tap` its events, `top` its
+//! rates.
 
 mod api;
 mod api_tap;
@@ -79,6 +80,13 @@ enum Command {
         /// Skip the checks that touch this machine (data_dir writable, ports free).
         #[arg(long)]
         no_environment: bool,
+    },
+    /// Run the unit tests of config files (`[[tests]]`): feed their inputs to the transforms
+    /// and check what comes out. No source or sink is started. Exits non-zero when a test fails.
+    Test {
+        /// Config files (TOML), merged into one pipeline (as `weir run -c a -c b` would).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
     /// Print the pipeline graph as DOT (Graphviz) or Mermaid.
     Graph {
@@ -244,6 +252,7 @@ fn main() -> ExitCode {
             merge,
             no_environment,
         } => cli::validate::validate(&files, merge, !no_environment),
+        Command::Test { files } => cli::test::test(&files),
         Command::Graph { configs, format } => cli::graph::graph(&configs, format),
         #[cfg(feature = "cli-topology")]
         Command::Topology {

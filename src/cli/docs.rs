@@ -7,8 +7,8 @@
 //!   option of the component type (`kind` is `source`, `transform` or `sink`), nested options
 //!   flattened (`batch.max_events`), from the type's config struct: its doc comments, serde
 //!   names and defaults. `kind=config` renders a part of the file's top level (`type=api`,
-//!   `type=buffer`), `kind=codec` a codec option (`type=decoding`, `type=encoding`). Everything
-//!   outside the markers is left as it is.
+//!   `type=buffer`, `type=tests`), `kind=codec` a codec option (`type=decoding`,
+//!   `type=encoding`). Everything outside the markers is left as it is.
 //!
 //! With `--check`, nothing is written: the files that would change are listed and the exit
 //! code is 1. The end-to-end test `docs::generated_docs_are_up_to_date` runs that.
@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use weir_pipeline::codec::{DecodingConfig, EncodingConfig};
 use weir_pipeline::component::{Registry, SchemaFn};
 use weir_pipeline::config::schema::{component_schema, config_schema};
-use weir_pipeline::config::{ApiConfig, BufferConfig};
+use weir_pipeline::config::{ApiConfig, BufferConfig, UnitTest};
 
 use crate::registry::registry;
 
@@ -167,6 +167,7 @@ fn schema_fn(reg: &Registry, kind: &str, name: &str) -> Option<SchemaFn> {
         "config" => match name {
             "api" => Some(<ApiConfig as schemars::JsonSchema>::json_schema),
             "buffer" => Some(<BufferConfig as schemars::JsonSchema>::json_schema),
+            "tests" => Some(<UnitTest as schemars::JsonSchema>::json_schema),
             _ => None,
         },
         "codec" => match name {

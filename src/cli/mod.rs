@@ -7,6 +7,7 @@ pub mod run;
 pub mod tap;
 #[cfg(feature = "cli-top")]
 pub mod top;
+pub mod test;
 #[cfg(feature = "cli-topology")]
 pub mod topology;
 pub mod validate;

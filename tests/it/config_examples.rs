@@ -1,5 +1,5 @@
-//! Every example under `config/` validates and runs; the quickstart serves its API and
-//! writes its files.
+//! Every example under `config/` validates and runs (and passes its `[[tests]]`, if it has
+//! any); the quickstart serves its API and writes its files.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -47,6 +47,34 @@ fn every_example_validates() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The examples with `[[tests]]` pass them (`weir run` and `weir validate` ignore them).
+#[test]
+fn every_example_with_tests_passes_them() {
+    let data = tempfile::tempdir().unwrap();
+    let mut tested = 0;
+    for f in examples() {
+        if !std::fs::read_to_string(&f).unwrap().contains("[[tests]]") {
+            continue;
+        }
+        tested += 1;
+        let out = weir()
+            .env("WEIR_DATA_DIR", data.path())
+            .env("WEIR_API_ADDRESS", free_addr().to_string())
+            .arg("test")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("test result: ok."),
+            "{}: {stdout}\n{}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(tested > 0, "no example has `[[tests]]`");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod backpressure;
 mod broken_configs;
 mod cli;
 mod config_examples;
+mod config_tests;
 mod docs;
 mod ebpf;
 mod elasticsearch;

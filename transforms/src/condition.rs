@@ -24,7 +24,6 @@ fn functions() -> &'static [Box<dyn Function>] {
 /// Compiles a VRL program. `what` names it in messages (`condition`, `program in x.vrl`).
 /// `read_only` forbids assignments to the event and its metadata (conditions must not edit
 /// what they test).
-#[cfg_attr(not(feature = "remap"), allow(dead_code))] // conditions compile their own way
 pub(crate) fn compile_program(
     source: &str,
     what: &str,

@@ -46,6 +46,7 @@ pub mod route;
 pub mod sample;
 #[cfg(feature = "stack_fold")]
 pub mod stack_fold;
+pub mod unit_test;
 
 #[cfg(feature = "aggregate")]
 pub use aggregate::AggregateConfig;

@@ -32,6 +32,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "sources",
     "transforms",
     "sinks",
+    "tests",
 ];
 const SOURCE_COMMON: &[&str] = &["type", "acknowledgements", "on_failure"];
 const TRANSFORM_COMMON: &[&str] = &["type", "inputs", "on_failure"];
@@ -194,6 +195,7 @@ impl Loader<'_> {
                 "sources" => self.section(&fcx, ComponentKind::Source, value),
                 "transforms" => self.section(&fcx, ComponentKind::Transform, value),
                 "sinks" => self.section(&fcx, ComponentKind::Sink, value),
+                "tests" => self.tests(&fcx, value),
                 other => {
                     let mut msg = format!("unknown top-level key `{other}`");
                     if let Some(s) = suggest(other, TOP_LEVEL_KEYS.iter().copied()) {
@@ -295,6 +297,50 @@ impl Loader<'_> {
             Err(e) => self
                 .errors
                 .push(serde_error(fcx, &e, &span, &fields, "api".into(), &[])),
+        }
+    }
+
+    /// `[[tests]]`: parsed and placed here, so that a malformed test is an error for every
+    /// command; what the tests name is checked by `weir test`.
+    fn tests(&mut self, fcx: &FileCx<'_>, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            self.errors.push(
+                ConfigError::new(
+                    "`tests` must be an array of tables: write each test as `[[tests]]`",
+                )
+                .at(fcx.loc(&span))
+                .field("tests"),
+            );
+            return;
+        };
+        let first = self.config.tests.len();
+        for (i, item) in items.into_iter().enumerate() {
+            let sp = item.span();
+            let fields = field_spans(&item);
+            let name = match item.get_ref() {
+                DeValue::Table(t) => t.get("name").and_then(|n| match n.get_ref() {
+                    DeValue::String(s) => Some(s.to_string()),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            let who = match &name {
+                Some(n) => format!("tests[{n:?}]"),
+                None => format!("tests[{}]", first + i),
+            };
+            match <super::UnitTest as serde::Deserialize>::deserialize(
+                toml::de::ValueDeserializer::from(item),
+            ) {
+                Ok(mut test) => {
+                    test.location = Some(fcx.loc(&sp));
+                    test.place(&|s| fcx.loc(s));
+                    self.config.tests.push(test);
+                }
+                Err(e) => self
+                    .errors
+                    .push(serde_error(fcx, &e, &sp, &fields, who, &[])),
+            }
         }
     }
 

@@ -24,6 +24,7 @@ pub mod listener;
 mod load;
 pub mod schema;
 mod secret;
+mod unit_test;
 mod units;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,10 @@ pub use interpolate::interpolate;
 pub use listener::{ServerAuthConfig, ServerAuthStrategy, TlsServerConfig};
 pub use load::{load_files, load_str, ConfigSource};
 pub use secret::{Secret, REDACTED};
+pub use unit_test::{
+    ExtractFrom, Located, TestCondition, TestConditionType, TestInput, TestInputType, TestOutput,
+    UnitTest,
+};
 pub use units::{Concurrency, Count, Secs, SecsOrZero, MAX_CONCURRENCY, MAX_SECS};
 
 use crate::component::{SinkConfig, SourceConfig, TransformConfig};
@@ -257,6 +262,9 @@ pub struct Config {
     pub transforms: BTreeMap<String, TransformEntry>,
     /// The sinks, by id.
     pub sinks: BTreeMap<String, SinkEntry>,
+    /// The unit tests (`[[tests]]`), in the order written: run by `weir test`, ignored by
+    /// everything else.
+    pub tests: Vec<UnitTest>,
     /// The files it came from, for messages.
     pub files: Vec<Arc<str>>,
 }

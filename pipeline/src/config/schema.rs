@@ -13,7 +13,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use super::{ApiConfig, BufferConfig, ComponentKind};
+use super::{ApiConfig, BufferConfig, ComponentKind, UnitTest};
 use crate::component::{Registry, SchemaFn};
 
 /// What may be written for `type`, `inputs`, `buffer` and `acknowledgements`: the keys the loader
@@ -113,6 +113,7 @@ pub fn config_schema(registry: &Registry) -> Value {
     let mut gen = SchemaSettings::draft07().into_generator();
     let api = gen.subschema_for::<ApiConfig>().to_value();
     let buffer = gen.subschema_for::<BufferConfig>().to_value();
+    let test = gen.subschema_for::<UnitTest>().to_value();
 
     let mut components = Map::new();
     let mut section = |gen: &mut SchemaGenerator,
@@ -186,6 +187,12 @@ pub fn config_schema(registry: &Registry) -> Value {
             "sources": sources,
             "transforms": transforms,
             "sinks": sinks,
+            "tests": {
+                "description": "Unit tests of the transforms (`[[tests]]`), run by `weir test` \
+                    and ignored by every other command.",
+                "type": "array",
+                "items": test,
+            },
         },
     }) else {
         return Value::Object(root);
@@ -220,6 +227,11 @@ pub fn component_schema(schema: SchemaFn) -> Value {
 /// The schema of a sink's `buffer` table, inlined.
 pub fn buffer_schema() -> Value {
     component_schema(<BufferConfig as schemars::JsonSchema>::json_schema)
+}
+
+/// The schema of one `[[tests]]` entry, inlined.
+pub fn unit_test_schema() -> Value {
+    component_schema(<UnitTest as schemars::JsonSchema>::json_schema)
 }
 
 /// The schema of `[api]`, inlined.
