@@ -5,9 +5,9 @@ pub mod graph;
 pub mod http;
 pub mod run;
 pub mod tap;
+pub mod test;
 #[cfg(feature = "cli-top")]
 pub mod top;
-pub mod test;
 #[cfg(feature = "cli-topology")]
 pub mod topology;
 pub mod validate;
