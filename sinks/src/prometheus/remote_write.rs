@@ -105,6 +105,10 @@ pub enum Auth {
     },
 }
 
+fn default_max_series() -> Count {
+    Count::of(100_000)
+}
+
 /// `type = "prometheus_remote_write"`.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +125,12 @@ pub struct RemoteWriteConfig {
     /// `{ strategy = "bearer", token = "..." }`. Default: none.
     #[serde(default)]
     pub auth: Option<Auth>,
+    /// At most this many series held (the state of counters, histograms and summaries kept
+    /// to send them), at least 1. Past it, a metric of a new series is dropped, counted as
+    /// discarded and as a `series_limit` error, and rejected, until series expire
+    /// (`expire_metrics_secs`); the series held go on updating. Default: 100000.
+    #[serde(default = "default_max_series")]
+    pub max_series: Count,
     /// Send the credentials (`auth`) over a connection without TLS. Default: false: a
     /// component with credentials and a plain `http://` endpoint does not start.
     #[serde(default)]
@@ -218,7 +228,8 @@ impl SinkConfig for RemoteWriteConfig {
         }
         Ok(Box::new(RemoteWrite {
             endpoint,
-            aggregator: Aggregator::new(buckets, self.quantiles.clone()),
+            aggregator: Aggregator::new(buckets, self.quantiles.clone())
+                .with_max_series(self.max_series.get()),
             limits: self.batch.limits(),
             concurrency: self.request.concurrency(),
             expire: self.expire_metrics_secs.duration(),
@@ -360,7 +371,7 @@ impl Sink for RemoteWrite {
                                     n.finalize(EventStatus::Rejected);
                                 }
                                 metrics.add_discarded(1);
-                                metrics.error("invalid_value", 1, &err);
+                                metrics.error(err.kind(), 1, &err);
                                 continue;
                             }
                         };
