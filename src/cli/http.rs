@@ -40,7 +40,11 @@ enum BodyKind {
     ToEnd { done: bool },
 }
 
-/// Sends `GET path` to `authority` (`host:port`). `timeout` bounds the connection and each
+/// The environment variable holding the API's bearer token, sent when set.
+pub const TOKEN_VAR: &str = "WEIR_API_TOKEN";
+
+/// Sends `GET path` to `authority` (`host:port`), with `$WEIR_API_TOKEN` as a bearer token
+/// when it is set. `timeout` bounds the connection and each
 /// read (`None`: reads may wait for ever, as a tap's stream does between events).
 pub fn get(authority: &str, path: &str, timeout: Option<Duration>) -> Result<Response, String> {
     let addrs: Vec<_> = authority
@@ -70,9 +74,16 @@ pub fn get(authority: &str, path: &str, timeout: Option<Duration>) -> Result<Res
         .set_read_timeout(timeout)
         .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
+    // The API's bearer token (`api.auth`), from the environment rather than an argument
+    // that every user of the machine could read in the process list.
+    let auth = std::env::var(TOKEN_VAR)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: weir/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: weir/{}\r\nAccept: */*\r\n{auth}Connection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     )
     .map_err(|e| format!("cannot send the request to {authority}: {e}"))?;

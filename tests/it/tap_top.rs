@@ -446,3 +446,71 @@ fn top_in_a_pseudo_terminal_shows_every_component_moving_and_quits_on_q() {
 
     stop_clean(dir.path(), "quickstart", child);
 }
+
+/// An API with `api.auth`: `weir tap` without `$WEIR_API_TOKEN` is refused (exit 1, the 401
+/// said), with it, it prints the events.
+#[test]
+fn tap_sends_the_api_token_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_addr();
+    let child = crate::harness::start_weir(
+        dir.path(),
+        "auth",
+        &format!(
+            r#"
+data_dir = "{data}"
+[api]
+address = "{api}"
+auth.strategy = "bearer"
+auth.token = "tap-token-0123456789"
+[sources.demo]
+type = "demo"
+format = "json"
+rate = 200
+[sinks.none]
+type = "blackhole"
+inputs = ["demo"]
+"#,
+            data = dir.path().join("data").display(),
+        ),
+        false,
+    );
+    assert!(wait_until(Duration::from_secs(60), || http_get(
+        api, "/health"
+    )
+    .is_ok_and(|(s, _)| s == 200)));
+    let tap = |token: Option<&str>| {
+        let mut cmd = weir();
+        cmd.args([
+            "tap",
+            "--api",
+            &api.to_string(),
+            "--outputs-of",
+            "demo",
+            "--limit",
+            "2",
+        ])
+        .env_remove("WEIR_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("WEIR_API_TOKEN", t);
+        }
+        wait_with_timeout(cmd.spawn().unwrap(), Duration::from_secs(60))
+    };
+    let refused = tap(None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let out = tap(Some("tap-token-0123456789"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    crate::harness::sigterm(&child);
+    let _ = wait_with_timeout(child, Duration::from_secs(30));
+}
