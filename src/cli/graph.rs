@@ -1,27 +1,16 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use weir_pipeline::config::resolve_graph;
 use weir_pipeline::topology::describe;
 use weir_pipeline::vocabulary::ComponentKind;
 
-use super::{load, print_errors};
+use super::load_graph;
 use crate::GraphFormat;
 
 pub fn graph(configs: &[PathBuf], format: GraphFormat) -> u8 {
-    let config = match load(configs) {
-        Ok(c) => c,
-        Err(e) => {
-            print_errors(&e);
-            return crate::exit::CONFIG;
-        }
-    };
-    let graph = match resolve_graph(&config, false) {
-        Ok(g) => g,
-        Err(e) => {
-            print_errors(&e);
-            return crate::exit::CONFIG;
-        }
+    let (config, graph) = match load_graph(configs) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let comps = describe(&config, &graph);
     let mut out = String::new();

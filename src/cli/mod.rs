@@ -14,7 +14,7 @@ pub mod validate;
 
 use std::path::PathBuf;
 
-use weir_pipeline::config::{load_files, load_str, Config, ConfigErrors};
+use weir_pipeline::config::{load_files, load_str, resolve_graph, Config, ConfigErrors, Graph};
 
 use crate::registry::registry;
 
@@ -47,6 +47,16 @@ pub fn load(configs: &[PathBuf]) -> Result<Config, ConfigErrors> {
     } else {
         load_files(configs, &reg, &env_lookup)
     }
+}
+
+/// Loads the files as one pipeline and resolves its graph (without the checks that touch
+/// this machine); on errors, prints them and gives the exit code.
+pub fn load_graph(configs: &[PathBuf]) -> Result<(Config, Graph), u8> {
+    let loaded = load(configs).and_then(|c| resolve_graph(&c, false).map(|g| (c, g)));
+    loaded.map_err(|e| {
+        print_errors(&e);
+        crate::exit::CONFIG
+    })
 }
 
 pub fn print_errors(errors: &ConfigErrors) {

@@ -20,31 +20,20 @@ use std::sync::Arc;
 
 use weir_pipeline::component::{Transform, TransformContext, TransformOutput};
 use weir_pipeline::config::{
-    resolve_graph, suggest, Config, ConfigError, ConfigErrors, Graph, Located, OutputId,
-    TestInputType, UnitTest,
+    suggest, Config, ConfigError, ConfigErrors, Graph, Located, OutputId, TestInputType, UnitTest,
 };
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, Value};
 use weir_pipeline::finalization::EventStatus;
 use weir_pipeline::metrics::ComponentMetrics;
 use weir_transforms::unit_test::{event_from_vrl, TestCondition};
 
-use super::{load, print_errors};
+use super::{load_graph, print_errors};
 
 /// Loads `files` as one pipeline, runs its tests, prints the results.
 pub fn test(files: &[PathBuf]) -> u8 {
-    let config = match load(files) {
-        Ok(c) => c,
-        Err(e) => {
-            print_errors(&e);
-            return crate::exit::CONFIG;
-        }
-    };
-    let graph = match resolve_graph(&config, false) {
-        Ok(g) => g,
-        Err(e) => {
-            print_errors(&e);
-            return crate::exit::CONFIG;
-        }
+    let (config, graph) = match load_graph(files) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     if config.tests.is_empty() {
