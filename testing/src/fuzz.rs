@@ -20,7 +20,13 @@
 //!
 //! - `WEIR_FUZZ_SECONDS`: the budget of each target (default 2 seconds: what CI runs).
 //!   Longer runs: `WEIR_FUZZ_SECONDS=600 cargo test --workspace fuzz_` (README).
-//! - `WEIR_FUZZ_SEED`: replay a run exactly (each run prints its seed).
+//! - `WEIR_FUZZ_SEED`: replay a run exactly (each run prints its seed). While replaying, the
+//!   input under test is kept in `weir-fuzz/<name>-current.bin`: what a stack overflow or an
+//!   abort (which end the process before any report) was running on.
+//! - Under CI (`CI` or `WEIR_REQUIRE_ALL` set) the seed is fixed per target (a hash of its
+//!   name), so what lands does not depend on luck: a random seed there once failed a change
+//!   that had nothing to do with the parser it found a bug in. Everywhere else (a developer's
+//!   `cargo test`, the long run) each run draws a new seed and explores new inputs.
 //!
 //! Why hand-written: coverage-guided fuzzers (`cargo fuzz`, AFL) need nightly Rust or a
 //! separate instrumented build of the workspace, and the stable property-testing crates
@@ -70,6 +76,20 @@ const NUMBERS: &[&[u8]] = &[
     b".",
     b"99999999999999999999999999999999999999",
 ];
+
+/// The seed when `WEIR_FUZZ_SEED` is not set: fixed per target under CI, random elsewhere.
+fn default_seed(name: &str) -> u64 {
+    let ci = ["CI", "WEIR_REQUIRE_ALL"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"));
+    if !ci {
+        return rand::rng().random::<u64>();
+    }
+    // FNV-1a: stable across Rust releases, unlike `DefaultHasher`.
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 /// A fuzz target under construction: its seeds, the tokens its format gives meaning to, and
 /// the largest input to try.
@@ -151,8 +171,30 @@ impl Fuzz {
         let seed = std::env::var("WEIR_FUZZ_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| rand::rng().random::<u64>());
+            .unwrap_or_else(|| default_seed(&self.name));
         let mut rng = SmallRng::seed_from_u64(seed);
+        // A stack overflow or an abort ends the process before a panic can be reported: say
+        // the seed first (written past the test harness's capture, so it survives), and when
+        // replaying, keep the input under test in a file.
+        let _ = writeln!(
+            std::io::stderr(),
+            "fuzz {}: starting (WEIR_FUZZ_SEED={seed})",
+            self.name
+        );
+        let current = std::env::var_os("WEIR_FUZZ_SEED").map(|_| {
+            std::env::temp_dir()
+                .join("weir-fuzz")
+                .join(format!("{}-current.bin", self.name))
+        });
+        if let Some(p) = &current {
+            let _ = std::fs::create_dir_all(p.parent().unwrap_or(p));
+        }
+        let check = |target: &dyn Fn(&[u8]), input: &[u8]| {
+            if let Some(p) = &current {
+                let _ = std::fs::write(p, input);
+            }
+            check(target, input)
+        };
         let started = Instant::now();
         for s in &self.seeds {
             if let Err(why) = check(&target, s) {
@@ -387,7 +429,7 @@ thread_local! {
 }
 
 /// Runs `target` on `input`: `Err` with the panic's message and place if it panicked.
-fn check(target: &impl Fn(&[u8]), input: &[u8]) -> Result<(), String> {
+fn check(target: &dyn Fn(&[u8]), input: &[u8]) -> Result<(), String> {
     CAUGHT.with(|c| *c.borrow_mut() = Some(None));
     let result = catch_unwind(AssertUnwindSafe(|| target(input)));
     let message = CAUGHT.with(|c| c.borrow_mut().take().flatten());

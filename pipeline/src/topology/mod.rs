@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 mod supervise;
 
-pub use supervise::Fatal;
+pub use supervise::{panic_message, Fatal};
 use supervise::{Common, Down, SinkParts, SourceParts, Supervised, TransformParts};
 
 use crate::buffer::{bounded, BufferReceiver, BufferSender, Fanout, Limits};

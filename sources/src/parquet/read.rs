@@ -87,7 +87,7 @@ pub fn run(plan: Plan, metrics: Arc<ComponentMetrics>, tx: tokio::sync::mpsc::Se
                 continue;
             }
         }
-        match plan_file(&plan, path.clone(), key, start_row) {
+        match guarded(|| plan_file(&plan, path.clone(), key, start_row)) {
             Ok(fp) => planned.push(fp),
             Err(e) => metrics.error("read", 1, &format_args!("{}: {e}", path.display())),
         }
@@ -108,7 +108,7 @@ pub fn run(plan: Plan, metrics: Arc<ComponentMetrics>, tx: tokio::sync::mpsc::Se
         if let Ok(m) = std::fs::metadata(&path) {
             metrics.add_received_bytes(m.len());
         }
-        match read_file(&plan, fp, &metrics, &tx, bar.as_ref()) {
+        match guarded(|| read_file(&plan, fp, &metrics, &tx, bar.as_ref())) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => metrics.error("read", 1, &format_args!("{}: {e}", path.display())),
@@ -120,6 +120,18 @@ pub fn run(plan: Plan, metrics: Arc<ComponentMetrics>, tx: tokio::sync::mpsc::Se
     if let Some(b) = bar {
         super::progress::finish(b);
     }
+}
+
+/// Runs `f`, turning a panic into the file's error. The Parquet library panics on some corrupt
+/// files instead of returning an error (found by `fuzz_parquet_files`: "Decoder for dict should
+/// have been set" in parquet 60); one bad file must cost that file only, never the source.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(format!(
+            "the Parquet reader failed on this file: {}",
+            weir_pipeline::topology::panic_message(&*p)
+        ))
+    })
 }
 
 pub(crate) fn plan_file(
