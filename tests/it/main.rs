@@ -17,6 +17,7 @@ mod elasticsearch;
 mod file_sink;
 mod file_source;
 mod garbage;
+mod grafana;
 mod harness;
 mod host_metrics;
 mod hubble;
