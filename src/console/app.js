@@ -137,7 +137,7 @@ function drawPipeline() {
     const rate = c.kind === 'sink' ? c.received_events_per_sec : c.sent_events_per_sec;
     const fill = c.buffer && c.buffer.max_events ? c.buffer.events / c.buffer.max_events : null;
     const g = el('svg:g', {
-      class: `node ${c.kind}` + (c.id === selected ? ' selected' : '') + (c.errors ? ' failing' : ''),
+      class: `node ${c.kind}` + (c.id === selected ? ' selected' : '') + ((c.errors_total ?? 0) > 0 ? ' failing' : ''),
       'data-id': c.id, transform: `translate(${p.x},${p.y})`,
       on: { click: () => selectComponent(c.id) },
     });

@@ -589,7 +589,6 @@ fn every_view_in_chromium() {
         "the page reported errors: {:#?}",
         b.errors
     );
-    eprintln!("console screenshots: {}", shots.display());
     println!("console screenshots: {}", shots.display());
     drop(b);
     stop.store(true, Ordering::Relaxed);
