@@ -291,11 +291,16 @@ fn dashboards_query_only_emitted_metrics() {
     // scraped, the TCP records counted).
     wait_until(Duration::from_secs(60), || missing().is_empty());
     let left = missing();
-    assert!(
-        left.is_empty(),
-        "dashboards query metrics Weir does not emit: {left:#?}\nemitted: {:#?}\n{}",
-        emitted(api, exporter),
-        weir_log(dir.path(), "weir")
-    );
+    if !left.is_empty() {
+        // Not left running after the test fails.
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "dashboards query metrics Weir does not emit: {left:#?}\nemitted: {:#?}\n{}",
+            emitted(api, exporter),
+            weir_log(dir.path(), "weir")
+        );
+    }
     stop_clean(dir.path(), "weir", child);
 }
