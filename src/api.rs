@@ -1,5 +1,6 @@
 //! Weir's HTTP API: `GET /health`, `GET /metrics` (Prometheus text), `GET /api/graph`
-//! (components, edges and live rates as JSON), and `GET /api/tap` (`src/api_tap.rs`).
+//! (components, edges and live rates as JSON), `GET /api/tap` (`src/api_tap.rs`), and the
+//! web console at `/` (`src/console.rs`).
 //!
 //! Served by the server stack every listener shares (`weir_connect::server`): HTTPS with
 //! `api.tls` (mutual TLS with `tls.ca_file`), a bearer token with `api.auth` (`/health` stays
@@ -70,6 +71,7 @@ pub async fn serve(
     registry: Arc<MetricsRegistry>,
     components: Vec<ComponentInfo>,
     taps: Arc<Taps>,
+    console: crate::console::ConsoleConfig,
 ) -> Result<JoinHandle<()>, String> {
     let addr = api.address;
     let tls = TlsServerConfig::acceptor(api.tls.as_ref(), &[b"http/1.1"])
@@ -95,6 +97,7 @@ pub async fn serve(
         },
         report: refusals(),
     };
+    let console = crate::console::routes(console, components.clone(), taps.clone());
     let state = ApiState {
         registry,
         components: Arc::new(components),
@@ -106,7 +109,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/api/graph", get(graph))
         .with_state(state)
-        .merge(crate::api_tap::routes(taps));
+        .merge(crate::api_tap::routes(taps))
+        .merge(console);
     Ok(tokio::spawn(async move {
         let sample = tokio::spawn(sample_rates(sampler));
         // Stopped by aborting this task (which closes its connections).

@@ -6,6 +6,7 @@
 mod api;
 mod api_tap;
 mod cli;
+mod console;
 mod fault;
 mod registry;
 
