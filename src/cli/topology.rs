@@ -166,6 +166,7 @@ fn pipeline(
     config.sources.insert(
         "flows".into(),
         SourceEntry {
+            fingerprint: 0,
             type_name: type_name.into(),
             config: source,
             acknowledgements: false,
@@ -176,6 +177,7 @@ fn pipeline(
     config.transforms.insert(
         "map".into(),
         TransformEntry {
+            fingerprint: 0,
             type_name: "flow_to_topology".into(),
             config: Box::new(map),
             inputs: vec![input_ref("flows")],
@@ -186,6 +188,7 @@ fn pipeline(
     config.sinks.insert(
         "collect".into(),
         SinkEntry {
+            fingerprint: 0,
             type_name: "collect".into(),
             config: Box::new(CollectSink { events }),
             inputs: vec![input_ref("map")],

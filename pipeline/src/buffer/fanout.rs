@@ -1,4 +1,5 @@
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use super::{BufferSender, ClosedError};
 use crate::event::EventBatch;
@@ -10,9 +11,15 @@ use crate::tap::TapSlot;
 /// more than one consumer (the last one gets the original). A full consumer makes the whole
 /// fan-out wait: backpressure reaches the producer. A clone sends to the same consumers (a
 /// supervisor keeps one, so a restarting producer does not close its consumers' input).
+///
+/// The consumers live in a [`Routes`] table shared by the clones, which a reload edits (a
+/// sink added or removed); each clone keeps a copy of the list and takes the table's again
+/// when its version changed: one relaxed load per batch while nothing changes.
 #[derive(Debug, Clone)]
 pub struct Fanout {
     consumers: Vec<(Arc<str>, BufferSender)>,
+    routes: Arc<Routes>,
+    version: u64,
     producer: Arc<ComponentMetrics>,
     /// Every consumer this output had has stopped.
     orphaned: bool,
@@ -25,6 +32,11 @@ impl Fanout {
     pub fn new(consumers: Vec<(Arc<str>, BufferSender)>, producer: Arc<ComponentMetrics>) -> Self {
         let tap = TapSlot::new(&producer.id, None);
         Self {
+            routes: Arc::new(Routes {
+                version: AtomicU64::new(0),
+                list: Mutex::new(consumers.clone()),
+            }),
+            version: 0,
             consumers,
             producer,
             orphaned: false,
@@ -36,6 +48,23 @@ impl Fanout {
     pub fn with_tap(mut self, tap: Arc<TapSlot>) -> Self {
         self.tap = tap;
         self
+    }
+
+    /// The table of this output's consumers, for a reload to edit. Weak: the table (and the
+    /// buffer senders in it) lives as long as the fan-out's clones, so that a producer that
+    /// ends still closes its consumers' input.
+    pub fn routes(&self) -> Weak<Routes> {
+        Arc::downgrade(&self.routes)
+    }
+
+    /// Takes the table's list when it changed since this clone last looked.
+    fn refresh(&mut self) {
+        let v = self.routes.version.load(Ordering::Acquire);
+        if v != self.version {
+            self.consumers = self.routes.lock().clone();
+            self.version = v;
+            self.orphaned = false;
+        }
     }
 
     /// The number of consumers.
@@ -51,6 +80,7 @@ impl Fanout {
     /// Sends to every live consumer. A consumer that has stopped is removed (its copy is
     /// finalized as errored); when none is left the error says so.
     pub async fn send(&mut self, mut batch: EventBatch) -> Result<(), ClosedError> {
+        self.refresh();
         if self.orphaned {
             batch.finalize(EventStatus::Errored);
             return Err(ClosedError);
@@ -83,8 +113,12 @@ impl Fanout {
                 dead.push(i);
             }
         }
-        for i in dead.into_iter().rev() {
-            self.consumers.remove(i);
+        if !dead.is_empty() {
+            let mut list = self.routes.lock();
+            for i in dead.into_iter().rev() {
+                let (id, _) = self.consumers.remove(i);
+                list.retain(|(c, _)| *c != id);
+            }
         }
         if let Some(mut b) = batch {
             b.finalize(EventStatus::Errored);
@@ -94,5 +128,41 @@ impl Fanout {
             return Err(ClosedError);
         }
         Ok(())
+    }
+}
+
+/// The consumers of one output, shared by its fan-out's clones and edited by a reload.
+#[derive(Debug)]
+pub struct Routes {
+    version: AtomicU64,
+    list: Mutex<Vec<(Arc<str>, BufferSender)>>,
+}
+
+impl Routes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<str>, BufferSender)>> {
+        self.list.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends to `id` too from the next batch on (replacing its buffer if it had one).
+    pub fn add(&self, id: Arc<str>, tx: BufferSender) {
+        let mut list = self.lock();
+        list.retain(|(c, _)| *c != id);
+        list.push((id, tx));
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Stops sending to `id` from the next batch on.
+    pub fn remove(&self, id: &str) {
+        let mut list = self.lock();
+        list.retain(|(c, _)| &**c != id);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The buffer this output sends `id`, if it does.
+    pub fn sender(&self, id: &str) -> Option<BufferSender> {
+        self.lock()
+            .iter()
+            .find(|(c, _)| &**c == id)
+            .map(|(_, tx)| tx.clone())
     }
 }

@@ -398,6 +398,7 @@ impl Loader<'_> {
             return;
         }
         let body_span = body.span();
+        let fingerprint = fingerprint(&body);
         let DeValue::Table(mut table) = body.into_inner() else {
             self.errors.push(
                 ConfigError::new("a component must be a table with at least a `type`")
@@ -625,6 +626,7 @@ impl Loader<'_> {
                             id,
                             SourceEntry {
                                 type_name,
+                                fingerprint,
                                 acknowledgements: acknowledgements
                                     .unwrap_or_else(|| config.can_acknowledge()),
                                 config,
@@ -642,6 +644,7 @@ impl Loader<'_> {
                             id,
                             TransformEntry {
                                 type_name,
+                                fingerprint,
                                 config,
                                 inputs,
                                 on_failure,
@@ -658,6 +661,7 @@ impl Loader<'_> {
                             id,
                             SinkEntry {
                                 type_name,
+                                fingerprint,
                                 config,
                                 inputs,
                                 buffer,
@@ -1056,4 +1060,18 @@ mod tests {
             ["f.toml:4:1: sinks.out.buffer.max_size: `max_size` must be from 1 to 4294967295 bytes"]
         );
     }
+}
+
+/// A digest of a component's table as parsed (after interpolation; the same whatever its
+/// formatting, key order or place in the file): a reload rebuilds a component whose digest
+/// changed. A digest rather than the text, so that no credential is kept twice.
+fn fingerprint(body: &Spanned<DeValue<'_>>) -> u64 {
+    use serde::Deserialize;
+    use std::hash::{Hash, Hasher};
+    let text = toml::Value::deserialize(toml::de::ValueDeserializer::from(body.clone()))
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }

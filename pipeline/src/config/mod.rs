@@ -201,6 +201,8 @@ pub struct InputRef {
 /// A source of the configuration, parsed.
 #[derive(Debug)]
 pub struct SourceEntry {
+    /// A digest of its table as parsed: a reload rebuilds the component when it changes.
+    pub fingerprint: u64,
     /// Its `type`.
     pub type_name: String,
     /// Its options.
@@ -217,6 +219,8 @@ pub struct SourceEntry {
 /// A transform of the configuration, parsed.
 #[derive(Debug)]
 pub struct TransformEntry {
+    /// A digest of its table as parsed: a reload rebuilds the component when it changes.
+    pub fingerprint: u64,
     /// Its `type`.
     pub type_name: String,
     /// Its options.
@@ -232,6 +236,8 @@ pub struct TransformEntry {
 /// A sink of the configuration, parsed.
 #[derive(Debug)]
 pub struct SinkEntry {
+    /// A digest of its table as parsed: a reload rebuilds the component when it changes.
+    pub fingerprint: u64,
     /// Its `type`.
     pub type_name: String,
     /// Its options.
