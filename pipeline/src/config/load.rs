@@ -494,7 +494,26 @@ impl Loader<'_> {
                         );
                         ok = false;
                     }
-                    Ok(b) if b.max_size == 0 || b.max_size > crate::buffer::MAX_BUFFER_BYTES => {
+                    Ok(b)
+                        if b.kind == super::BufferType::Disk
+                            && (b.max_size as u64) < crate::buffer::disk::MIN_DISK_BYTES =>
+                    {
+                        self.errors.push(
+                            ConfigError::new(format!(
+                                "`max_size` of a disk buffer must be at least {} bytes",
+                                crate::buffer::disk::MIN_DISK_BYTES
+                            ))
+                            .at(fcx.loc(&sp))
+                            .component(&qualified)
+                            .field("buffer.max_size"),
+                        );
+                        ok = false;
+                    }
+                    Ok(b)
+                        if b.kind == super::BufferType::Memory
+                            && (b.max_size == 0
+                                || b.max_size > crate::buffer::MAX_BUFFER_BYTES) =>
+                    {
                         self.errors.push(
                             ConfigError::new(format!(
                                 "`max_size` must be from 1 to {} bytes",
