@@ -10,6 +10,7 @@ mod broken_configs;
 mod cli;
 mod config_examples;
 mod config_tests;
+mod disk_buffer;
 mod docs;
 mod ebpf;
 mod elasticsearch;

@@ -295,14 +295,31 @@ pub fn write_ack(dir: &Path, ack: AckPosition, sync: bool) -> io::Result<()> {
     let crc = c.finalize();
     b[12..16].copy_from_slice(&crc.to_le_bytes());
     let tmp = dir.join("ack.tmp");
-    {
+    let renamed = (|| {
         let f = File::create(&tmp)?;
         f.write_all_at(&b, 0)?;
         if sync {
             f.sync_data()?;
         }
+        std::fs::rename(&tmp, dir.join("ack"))
+    })();
+    match renamed {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // A full disk has no room for a new file: write over the old one in place (44
+            // bytes within one page; a torn one fails its checksum and reads from the start).
+            let _ = std::fs::remove_file(&tmp);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("ack"))
+                .map_err(|_| e)?;
+            f.write_all_at(&b, 0)?;
+            if sync {
+                f.sync_data()?;
+            }
+            Ok(())
+        }
     }
-    std::fs::rename(&tmp, dir.join("ack"))
 }
 
 /// Syncs a directory (a created or deleted file's entry).

@@ -132,6 +132,8 @@ struct Shared {
     mark: Mutex<(u64, u64)>,
     /// The oldest segment still on disk.
     oldest: AtomicU64,
+    /// The acknowledged position (segment, offset).
+    acked: Mutex<(u64, u64)>,
     /// Bytes of the segments on disk.
     disk_bytes: AtomicU64,
     /// Events written this run and not yet delivered (for the buffer gauge).
@@ -165,13 +167,12 @@ impl Shared {
             .add_counter("buffer_corrupted_records_total", None, records);
         self.metrics
             .add_counter("buffer_corrupted_bytes_total", None, bytes);
-        self.metrics.error(
-            "buffer_corrupted",
-            records,
-            &format_args!(
-                "disk buffer {}: {what}: skipped {records} record(s), {bytes} bytes",
-                self.dir.display()
-            ),
+        // One line per damage found (each is found once, and each costs at least a record,
+        // so there are never more lines than records): not rate-limited.
+        tracing::warn!(
+            component = %self.metrics.id,
+            "disk buffer {}: {what}: skipped {records} record(s), {bytes} bytes (counted in weir_buffer_corrupted_records_total)",
+            self.dir.display()
         );
     }
 }
@@ -301,6 +302,7 @@ pub fn open(
         metrics: metrics.clone(),
         mark: Mutex::new((active, SEGMENT_HEADER)),
         oldest: AtomicU64::new(oldest),
+        acked: Mutex::new((start.segment, start.offset)),
         disk_bytes: AtomicU64::new(disk_bytes),
         events: AtomicI64::new(0),
         closed: AtomicBool::new(false),
@@ -457,10 +459,12 @@ impl Writer {
                 });
             if let Err(e) = res {
                 self.next_seq -= (j - i) as u64;
-                // Cut off what was half written, so that the segment ends on a whole record.
-                if self.file.set_len(self.len).is_err() {
-                    self.broken = true;
-                }
+                // Cut off what was half written, so that the segment ends on a whole record
+                // (if that fails, the reader skips the torn tail as corruption).
+                let _ = self.file.set_len(self.len);
+                // The next attempt starts a new segment: this one can then be deleted once
+                // delivered, which gives the space back when the disk is full.
+                self.broken = true;
                 return (i - from, Err(e));
             }
             self.len += (end - start) as u64;
@@ -478,7 +482,23 @@ impl Writer {
             self.dirty = false;
         }
         let id = self.segment + 1;
-        let file = create_segment(&sh.dir, id, sh.fsync)?;
+        let file = match create_segment(&sh.dir, id, sh.fsync) {
+            Ok(f) => f,
+            Err(e) => {
+                // A full disk, and this segment wholly delivered: it is all that can go, and
+                // nothing needs it any more (the reader keeps its open handle).
+                if *sh.acked.lock().unwrap_or_else(|p| p.into_inner()) != (self.segment, self.len) {
+                    return Err(e);
+                }
+                let path = format::segment_path(&sh.dir, self.segment);
+                std::fs::remove_file(&path)?;
+                sh.disk_bytes.fetch_sub(
+                    self.len.min(sh.disk_bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                create_segment(&sh.dir, id, sh.fsync)?
+            }
+        };
         self.file = file;
         self.segment = id;
         self.len = SEGMENT_HEADER;
@@ -1104,13 +1124,14 @@ async fn ack_task(sh: Arc<Shared>, mut ack: AckPosition, mut rx: mpsc::Unbounded
         sh.events.fetch_sub(i64::from(events), Ordering::Relaxed);
         let before = ack.segment;
         ack = end;
+        *sh.acked.lock().unwrap_or_else(|p| p.into_inner()) = (ack.segment, ack.offset);
         dirty = true;
         if ack.segment > before {
             // Sync the position before deleting, so that it is never older than what remains.
-            if format::write_ack(&sh.dir, ack, true).is_ok() {
-                dirty = false;
-                delete_before(&sh, ack.segment);
-            }
+            // (When even that fails, the segments go all the same: a full disk needs the
+            // room, and an old ack file only makes a restart count them as missing.)
+            dirty = format::write_ack(&sh.dir, ack, true).is_err();
+            delete_before(&sh, ack.segment);
         }
     }
     persist(ack, &mut dirty);
