@@ -101,7 +101,27 @@ fn kill_9_at_random_points_loses_nothing_and_repeats_only_what_was_in_flight() {
     let d = dir.path();
     let input = d.join("in.log");
     let out = d.join("out.log");
-    numbered_input(&input, N);
+    // The input grows while Weir runs and dies: 2,000 lines every 50 ms.
+    std::fs::write(&input, b"").unwrap();
+    let writer = {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&input)
+                .unwrap();
+            for chunk in 0..N / 2000 {
+                let mut buf = String::new();
+                for i in chunk * 2000..(chunk + 1) * 2000 {
+                    buf.push_str(&format!(
+                        "{i:08} some padding to make the line a little longer\n"
+                    ));
+                }
+                f.write_all(buf.as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -127,13 +147,16 @@ fn kill_9_at_random_points_loses_nothing_and_repeats_only_what_was_in_flight() {
             "{}",
             weir_log(d, "weir")
         );
-        std::thread::sleep(Duration::from_millis(50 + rng.below(600)));
+        // Past the file source's first checkpoint (it writes one every second), so that each
+        // round moves on.
+        std::thread::sleep(Duration::from_millis(1100 + rng.below(1500)));
         weir.kill().unwrap();
         weir.wait().unwrap();
         let now = lines(&out).len();
         eprintln!("round {round} (seed {seed}): {} lines out", now);
         before = now.max(before);
     }
+    writer.join().unwrap();
     // A last run to the end.
     let weir = start_weir(d, "weir", &cfg, false);
     assert!(
@@ -146,12 +169,14 @@ fn kill_9_at_random_points_loses_nothing_and_repeats_only_what_was_in_flight() {
     let c = counts(&out);
     assert_eq!(c.len(), N, "every line at least once");
     let duplicates: usize = c.values().map(|n| n - 1).sum();
-    // A kill can repeat what the sink had written but not yet acknowledged (the records read
-    // and not yet settled), and what the file source had read but not yet had acknowledged:
-    // a few batches per kill, never the stream.
+    // A kill repeats what was in flight and not yet acknowledged: the lines the file source
+    // read since its last checkpoint (written every second, so up to a second of reading),
+    // and the records the sink wrote but had not yet settled in the disk buffer's `ack` file.
+    // Never what was acknowledged before that: the rounds make progress and the total is far
+    // from a replay of everything.
     eprintln!("{rounds} kills: {duplicates} lines delivered twice (of {N})");
     assert!(
-        duplicates <= rounds * 20_000,
+        duplicates <= rounds * 150_000,
         "{duplicates} duplicates in {rounds} kills"
     );
     let log = weir_log(d, "weir");
