@@ -1040,6 +1040,11 @@ impl DiskReceiver {
     pub fn len(&self) -> usize {
         self.shared.events()
     }
+
+    /// Whether no event written this run waits for the sink.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Drop for DiskReceiver {

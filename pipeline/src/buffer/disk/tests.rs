@@ -242,10 +242,7 @@ async fn reopen_and_drain(dir: &Dir) -> (Vec<usize>, Arc<ComponentMetrics>) {
     let (tx, mut rx) = open(options(dir, 1 << 20, WhenFull::Block), m.clone()).unwrap();
     drop(tx);
     let mut got = Vec::new();
-    while let Some(Some(mut b)) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .ok()
-    {
+    while let Ok(Some(mut b)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
         got.extend(b.iter().map(number));
         b.finalize(EventStatus::Delivered);
     }
