@@ -1074,5 +1074,19 @@ mod tests {
             e(&format!("{sink}buffer.max_size = 0\n")),
             ["f.toml:4:1: sinks.out.buffer.max_size: `max_size` must be from 1 to 4294967295 bytes"]
         );
+        // A disk buffer: at least 256 KiB, and no 4 GiB ceiling (it is not a semaphore).
+        assert_eq!(
+            e(&format!("{sink}buffer.type = \"disk\"\nbuffer.max_size = 1024\n")),
+            ["f.toml:4:1: sinks.out.buffer.max_size: `max_size` of a disk buffer must be at least 262144 bytes"]
+        );
+        let c = load(&format!(
+            "{sink}buffer.type = \"disk\"\nbuffer.max_size = 17179869184\nbuffer.fsync = \"interval\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sinks["out"].buffer.kind, crate::config::BufferType::Disk);
+        assert_eq!(
+            c.sinks["out"].buffer.fsync,
+            crate::config::FsyncPolicy::Interval
+        );
     }
 }
