@@ -11,6 +11,7 @@ mod cli;
 mod config_examples;
 mod config_tests;
 mod console;
+mod disk_buffer;
 mod docs;
 mod ebpf;
 mod elasticsearch;

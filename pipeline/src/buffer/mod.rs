@@ -20,8 +20,10 @@ use crate::memory::MemoryBudget;
 use crate::metrics::{BufferGauge, ComponentMetrics};
 use crate::vocabulary::WhenFull;
 
+pub mod disk;
 mod fanout;
 
+pub use disk::{DiskError, DiskOptions, Fsync};
 pub use fanout::Fanout;
 
 /// The most bytes a buffer can be sized to (a semaphore takes at most `u32::MAX` permits at once).
@@ -107,22 +109,46 @@ pub fn bounded(
     let (tx, rx) = mpsc::unbounded_channel();
     (
         BufferSender {
-            shared: shared.clone(),
-            tx,
-            when_full: limits.when_full,
-            metrics,
+            inner: SenderKind::Memory(MemorySender {
+                shared: shared.clone(),
+                tx,
+                when_full: limits.when_full,
+                metrics,
+            }),
         },
-        BufferReceiver { shared, rx },
+        BufferReceiver {
+            inner: ReceiverKind::Memory(MemoryReceiver { shared, rx }),
+        },
     )
+}
+
+/// Opens a sink's disk buffer (see [`disk`]): batches are acknowledged to their sources once
+/// on disk, and kept across restarts until the sink delivers them.
+pub fn on_disk(
+    options: DiskOptions,
+    metrics: Arc<ComponentMetrics>,
+) -> Result<(BufferSender, BufferReceiver), DiskError> {
+    let (tx, rx) = disk::open(options, metrics)?;
+    Ok((
+        BufferSender {
+            inner: SenderKind::Disk(tx),
+        },
+        BufferReceiver {
+            inner: ReceiverKind::Disk(Box::new(rx)),
+        },
+    ))
 }
 
 /// The sending side; cloned into every upstream fan-out.
 #[derive(Debug, Clone)]
 pub struct BufferSender {
-    shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<Queued>,
-    when_full: WhenFull,
-    metrics: Arc<ComponentMetrics>,
+    inner: SenderKind,
+}
+
+#[derive(Debug, Clone)]
+enum SenderKind {
+    Memory(MemorySender),
+    Disk(disk::DiskSender),
 }
 
 impl BufferSender {
@@ -134,7 +160,25 @@ impl BufferSender {
 
     /// [`send`](Self::send) for a batch whose estimated bytes are known (a fan-out computes
     /// them once for all its consumers).
-    pub async fn send_sized(&self, mut batch: EventBatch, bytes: usize) -> Result<(), ClosedError> {
+    pub async fn send_sized(&self, batch: EventBatch, bytes: usize) -> Result<(), ClosedError> {
+        match &self.inner {
+            SenderKind::Memory(m) => m.send_sized(batch, bytes).await,
+            SenderKind::Disk(d) => d.send(batch).await.map_err(|_| ClosedError),
+        }
+    }
+}
+
+/// A buffer in memory.
+#[derive(Debug, Clone)]
+struct MemorySender {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Queued>,
+    when_full: WhenFull,
+    metrics: Arc<ComponentMetrics>,
+}
+
+impl MemorySender {
+    async fn send_sized(&self, mut batch: EventBatch, bytes: usize) -> Result<(), ClosedError> {
         let s = &self.shared;
         let n = batch.len().clamp(1, s.capacity) as u32;
         let b = bytes.clamp(1, s.max_bytes) as u32;
@@ -215,29 +259,54 @@ impl BufferSender {
 /// The receiving side, owned by the component that reads the buffer.
 #[derive(Debug)]
 pub struct BufferReceiver {
-    shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Queued>,
+    inner: ReceiverKind,
+}
+
+#[derive(Debug)]
+enum ReceiverKind {
+    Memory(MemoryReceiver),
+    Disk(Box<disk::DiskReceiver>),
 }
 
 impl BufferReceiver {
     /// The next batch, or `None` once every sender is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<EventBatch> {
-        let (batch, n, b, bytes) = self.rx.recv().await?;
-        let s = &self.shared;
-        s.sem.add_permits(n as usize);
-        s.bytes.add_permits(b as usize);
-        s.memory.sub(bytes);
-        Some(batch)
+        match &mut self.inner {
+            ReceiverKind::Memory(m) => {
+                let (batch, n, b, bytes) = m.rx.recv().await?;
+                let s = &m.shared;
+                s.sem.add_permits(n as usize);
+                s.bytes.add_permits(b as usize);
+                s.memory.sub(bytes);
+                Some(batch)
+            }
+            ReceiverKind::Disk(d) => d.recv().await,
+        }
     }
 
-    /// Events queued right now.
+    /// For a clean stop, once the reader is done: waits (briefly) until what the sink
+    /// settled is recorded, so that a disk buffer does not deliver it again at the next
+    /// start. Nothing to do for a memory buffer.
+    pub async fn settle(&self) {
+        if let ReceiverKind::Disk(d) = &self.inner {
+            d.settle().await;
+        }
+    }
+
+    /// Events queued right now (a disk buffer: written this run and not yet delivered).
     pub fn len(&self) -> usize {
-        self.shared.events()
+        match &self.inner {
+            ReceiverKind::Memory(m) => m.shared.events(),
+            ReceiverKind::Disk(d) => d.len(),
+        }
     }
 
-    /// Estimated bytes queued right now.
+    /// Bytes queued right now: estimated in memory, or of the segments on disk.
     pub fn bytes(&self) -> usize {
-        self.shared.bytes()
+        match &self.inner {
+            ReceiverKind::Memory(m) => m.shared.bytes(),
+            ReceiverKind::Disk(d) => d.bytes(),
+        }
     }
 
     /// Whether no event is queued.
@@ -246,7 +315,14 @@ impl BufferReceiver {
     }
 }
 
-impl Drop for BufferReceiver {
+/// A buffer in memory, read.
+#[derive(Debug)]
+struct MemoryReceiver {
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+}
+
+impl Drop for MemoryReceiver {
     fn drop(&mut self) {
         // Wake senders waiting for room: nobody will make any.
         self.shared.sem.close();

@@ -495,7 +495,26 @@ impl Loader<'_> {
                         );
                         ok = false;
                     }
-                    Ok(b) if b.max_size == 0 || b.max_size > crate::buffer::MAX_BUFFER_BYTES => {
+                    Ok(b)
+                        if b.kind == super::BufferType::Disk
+                            && (b.max_size as u64) < crate::buffer::disk::MIN_DISK_BYTES =>
+                    {
+                        self.errors.push(
+                            ConfigError::new(format!(
+                                "`max_size` of a disk buffer must be at least {} bytes",
+                                crate::buffer::disk::MIN_DISK_BYTES
+                            ))
+                            .at(fcx.loc(&sp))
+                            .component(&qualified)
+                            .field("buffer.max_size"),
+                        );
+                        ok = false;
+                    }
+                    Ok(b)
+                        if b.kind == super::BufferType::Memory
+                            && (b.max_size == 0
+                                || b.max_size > crate::buffer::MAX_BUFFER_BYTES) =>
+                    {
                         self.errors.push(
                             ConfigError::new(format!(
                                 "`max_size` must be from 1 to {} bytes",
@@ -1058,6 +1077,20 @@ mod tests {
         assert_eq!(
             e(&format!("{sink}buffer.max_size = 0\n")),
             ["f.toml:4:1: sinks.out.buffer.max_size: `max_size` must be from 1 to 4294967295 bytes"]
+        );
+        // A disk buffer: at least 256 KiB, and no 4 GiB ceiling (it is not a semaphore).
+        assert_eq!(
+            e(&format!("{sink}buffer.type = \"disk\"\nbuffer.max_size = 1024\n")),
+            ["f.toml:4:1: sinks.out.buffer.max_size: `max_size` of a disk buffer must be at least 262144 bytes"]
+        );
+        let c = load(&format!(
+            "{sink}buffer.type = \"disk\"\nbuffer.max_size = 17179869184\nbuffer.fsync = \"interval\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sinks["out"].buffer.kind, crate::config::BufferType::Disk);
+        assert_eq!(
+            c.sinks["out"].buffer.fsync,
+            crate::config::FsyncPolicy::Interval
         );
     }
 }

@@ -131,22 +131,35 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
-    /// The buffer kind. `memory` is the only one. Default: `memory`.
+    /// The buffer kind: `memory`, or `disk` (under `data_dir/buffers/<sink id>/`, kept across
+    /// restarts; see docs/configuration.md#disk-buffers). Default: `memory`.
     #[serde(default = "default_buffer_type", rename = "type")]
     pub kind: BufferType,
     /// Capacity in events (not batches). It must be at least 1. A batch larger than the capacity
-    /// takes the whole buffer. Default: 2000.
+    /// takes the whole buffer. A disk buffer is bounded by `max_size` only. Default: 2000.
     #[serde(default = "default_max_events")]
     pub max_events: usize,
-    /// Capacity in bytes, as estimated from the events (their strings plus a small overhead per
-    /// field, see docs/configuration.md#memory): the buffer is full when it holds `max_events`
-    /// events or `max_size` bytes, whichever comes first. From 1 to 4294967295 (4 GiB). A batch
-    /// larger than the capacity takes the whole buffer. Default: 16777216 (16 MiB).
+    /// Capacity in bytes. In memory, as estimated from the events (their strings plus a small
+    /// overhead per field, see docs/configuration.md#memory): the buffer is full when it holds
+    /// `max_events` events or `max_size` bytes, whichever comes first; from 1 to 4294967295
+    /// (4 GiB). On disk, the bytes of its segment files; at least 262144 (256 KiB), and an
+    /// event larger than an eighth of it (at most 128 MiB) is refused. A batch larger than the
+    /// capacity takes the whole buffer when it is empty. Default: 16777216 (16 MiB).
     #[serde(default = "default_max_size")]
     pub max_size: usize,
     /// What a full buffer does. Default: `block`.
     #[serde(default)]
     pub when_full: WhenFull,
+    /// Disk buffers: when writes are synced to disk. `batch`: every batch, before it is
+    /// acknowledged to its source (a power loss loses nothing acknowledged); `interval`: every
+    /// `fsync_interval_secs` (a power loss can lose what was written in the last interval, though
+    /// its sources were told it was kept). A crash of Weir alone loses nothing either way.
+    /// Default: `batch`.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Disk buffers with `fsync = "interval"`: seconds between syncs. Default: 1.
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval_secs: Secs,
 }
 
 /// The kind of a sink buffer.
@@ -155,6 +168,25 @@ pub struct BufferConfig {
 pub enum BufferType {
     /// Batches held in memory.
     Memory,
+    /// Batches written to segment files under `data_dir/buffers/<sink id>/`.
+    Disk,
+}
+
+/// When a disk buffer syncs its writes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every batch, before the batch is acknowledged.
+    #[default]
+    Batch,
+    /// Every `fsync_interval_secs`.
+    Interval,
+}
+
+fn default_fsync_interval() -> Secs {
+    Secs::from_secs(1)
 }
 
 fn default_buffer_type() -> BufferType {
@@ -185,6 +217,8 @@ impl Default for BufferConfig {
             max_events: DEFAULT_BUFFER_EVENTS,
             max_size: DEFAULT_BUFFER_BYTES,
             when_full: WhenFull::Block,
+            fsync: FsyncPolicy::Batch,
+            fsync_interval_secs: default_fsync_interval(),
         }
     }
 }

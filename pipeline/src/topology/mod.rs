@@ -23,9 +23,14 @@ mod supervise;
 pub use supervise::{panic_message, Fatal};
 use supervise::{Common, Down, SinkParts, SourceParts, Supervised, TransformParts};
 
-use crate::buffer::{bounded, BufferReceiver, BufferSender, Fanout, Limits};
+use crate::buffer::{
+    bounded, on_disk, BufferReceiver, BufferSender, DiskOptions, Fanout, Fsync, Limits,
+};
 use crate::component::{SinkContext, SinkOutputs, TransformContext, TransformOutput};
-use crate::config::{Config, Graph, OutputId, TRANSFORM_QUEUE_BYTES, TRANSFORM_QUEUE_EVENTS};
+use crate::config::{
+    BufferConfig, BufferType, Config, FsyncPolicy, Graph, OutputId, TRANSFORM_QUEUE_BYTES,
+    TRANSFORM_QUEUE_EVENTS,
+};
 use crate::event::{finalize_events, EventBatch};
 use crate::finalization::EventStatus;
 use crate::memory::{LimitOrigin, MemoryBudget};
@@ -143,6 +148,39 @@ impl RunningTopology {
     }
 }
 
+/// A sink's input buffer, in memory or on disk (`data_dir/buffers/<sink id>/`).
+fn sink_buffer(
+    id: &str,
+    buffer: &BufferConfig,
+    data_dir: &std::path::Path,
+    memory: &Arc<MemoryBudget>,
+    metrics: &Arc<ComponentMetrics>,
+) -> Result<(BufferSender, BufferReceiver), BoxError> {
+    match buffer.kind {
+        BufferType::Memory => {
+            let limits = Limits {
+                max_events: buffer.max_events,
+                max_bytes: buffer.max_size,
+                when_full: buffer.when_full,
+            };
+            Ok(bounded(limits, memory.clone(), metrics.clone()))
+        }
+        BufferType::Disk => {
+            let options = DiskOptions {
+                dir: data_dir.join("buffers").join(id),
+                max_bytes: buffer.max_size as u64,
+                when_full: buffer.when_full,
+                fsync: match buffer.fsync {
+                    FsyncPolicy::Batch => Fsync::Batch,
+                    FsyncPolicy::Interval => Fsync::Interval(buffer.fsync_interval_secs.duration()),
+                },
+                max_events: buffer.max_events,
+            };
+            on_disk(options, metrics.clone()).map_err(|e| format!("sink `{id}`: {e}").into())
+        }
+    }
+}
+
 /// Builds and starts every component. An error building any component stops the start:
 /// what was already spawned is stopped, nothing is left running.
 pub async fn start(config: Config, graph: &Graph) -> Result<RunningTopology, BoxError> {
@@ -219,12 +257,7 @@ async fn start_inner(
         receivers.insert(id.clone(), rx);
     }
     for (id, s) in &config.sinks {
-        let limits = Limits {
-            max_events: s.buffer.max_events,
-            max_bytes: s.buffer.max_size,
-            when_full: s.buffer.when_full,
-        };
-        let (tx, rx) = bounded(limits, memory.clone(), metrics[id].clone());
+        let (tx, rx) = sink_buffer(id, &s.buffer, &data_dir, &memory, &metrics[id])?;
         senders.insert(id.clone(), tx);
         receivers.insert(id.clone(), rx);
     }

@@ -203,7 +203,12 @@ pub(super) async fn sink(
         let started = Instant::now();
         let held_before = c.metrics.in_hand();
         let error = match run_task(sink.run(input)).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                // A disk buffer records what the sink settled last, so a restart does not
+                // deliver it again.
+                parts.input.lock().await.settle().await;
+                return Ok(());
+            }
             Err(e) => e,
         };
         c.metrics

@@ -1,0 +1,739 @@
+//! Events as bytes in a disk buffer's records: a compact binary form written by hand (the
+//! event types have no serde `Deserialize`, and a self-describing format would store every
+//! field name's type again), versioned with the segment format.
+//!
+//! Integers are LEB128 varints (signed ones zigzag-encoded), strings and byte strings a varint
+//! length then the bytes, floats 8 bytes little-endian. An event is a tag (`0` log, `1`
+//! metric, `2` span), its metadata (source id, ingest time), then its data. A log is its tree
+//! of fields; a typed log is written as its tree (the reader gets a plain tree back, which
+//! every consumer reads the same way). A VRL regex value comes back as the bytes of its
+//! pattern. The acknowledgement hold is not written: the buffer acknowledged the event when
+//! it was durable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use ordered_float::NotNan;
+
+use crate::event::{
+    Bucket, Event, EventMetadata, LogEvent, Metric, MetricKind, MetricValue, ObjectMap, Quantile,
+    Sample, Span, SpanEvent, SpanKind, SpanLink, SpanStatus, StatisticKind, Value,
+};
+
+/// Nesting deeper than this is refused when reading (a record that passed its checksum was
+/// written by us, but a crafted file must not overflow the stack).
+const MAX_DEPTH: usize = 128;
+
+/// A record's payload did not decode (it passed its checksum, so it was written by a Weir
+/// whose event format differs, or the file was crafted).
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable event at byte {at} of a record: {what}")]
+pub struct DecodeError {
+    at: usize,
+    what: &'static str,
+}
+
+/// Appends `event` to `out`.
+pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
+    match event {
+        Event::Log(log) => {
+            out.push(0);
+            metadata(
+                log.metadata.source_id.as_deref(),
+                log.metadata.ingest_time,
+                out,
+            );
+            value(log.value(), out);
+        }
+        Event::Metric(m) => {
+            out.push(1);
+            metadata(m.metadata.source_id.as_deref(), m.metadata.ingest_time, out);
+            metric(m, out);
+        }
+        Event::Trace(s) => {
+            out.push(2);
+            metadata(s.metadata.source_id.as_deref(), s.metadata.ingest_time, out);
+            span(s, out);
+        }
+    }
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64, out: &mut Vec<u8>) {
+    varint(((v << 1) ^ (v >> 63)) as u64, out);
+}
+
+fn bytes(b: &[u8], out: &mut Vec<u8>) {
+    varint(b.len() as u64, out);
+    out.extend_from_slice(b);
+}
+
+fn float(f: f64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&f.to_le_bytes());
+}
+
+fn time(t: &DateTime<Utc>, out: &mut Vec<u8>) {
+    zigzag(t.timestamp(), out);
+    varint(u64::from(t.timestamp_subsec_nanos()), out);
+}
+
+fn opt_time(t: Option<DateTime<Utc>>, out: &mut Vec<u8>) {
+    match t {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            time(&t, out);
+        }
+    }
+}
+
+fn metadata(source_id: Option<&str>, ingest_time: Option<DateTime<Utc>>, out: &mut Vec<u8>) {
+    match source_id {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            bytes(s.as_bytes(), out);
+        }
+    }
+    opt_time(ingest_time, out);
+}
+
+fn value(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.push(0),
+        Value::Boolean(false) => out.push(1),
+        Value::Boolean(true) => out.push(2),
+        Value::Integer(i) => {
+            out.push(3);
+            zigzag(*i, out);
+        }
+        Value::Float(f) => {
+            out.push(4);
+            float(f.into_inner(), out);
+        }
+        Value::Bytes(b) => {
+            out.push(5);
+            bytes(b, out);
+        }
+        Value::Timestamp(t) => {
+            out.push(6);
+            time(t, out);
+        }
+        Value::Array(a) => {
+            out.push(7);
+            varint(a.len() as u64, out);
+            for v in a {
+                value(v, out);
+            }
+        }
+        Value::Object(m) => {
+            out.push(8);
+            map(m, out);
+        }
+        Value::Regex(r) => {
+            out.push(5);
+            bytes(r.as_bytes_slice(), out);
+        }
+        Value::String(s) => {
+            out.push(9);
+            bytes(s.as_bytes(), out);
+        }
+    }
+}
+
+fn map(m: &ObjectMap, out: &mut Vec<u8>) {
+    varint(m.len() as u64, out);
+    for (k, v) in m {
+        bytes(k.as_str().as_bytes(), out);
+        value(v, out);
+    }
+}
+
+fn attrs(m: &BTreeMap<String, Value>, out: &mut Vec<u8>) {
+    varint(m.len() as u64, out);
+    for (k, v) in m {
+        bytes(k.as_bytes(), out);
+        value(v, out);
+    }
+}
+
+fn metric(m: &Metric, out: &mut Vec<u8>) {
+    bytes(m.name.as_bytes(), out);
+    match &m.namespace {
+        None => out.push(0),
+        Some(ns) => {
+            out.push(1);
+            bytes(ns.as_bytes(), out);
+        }
+    }
+    varint(m.tags.len() as u64, out);
+    for (k, v) in &m.tags {
+        bytes(k.as_bytes(), out);
+        bytes(v.as_bytes(), out);
+    }
+    out.push(match m.kind {
+        MetricKind::Incremental => 0,
+        MetricKind::Absolute => 1,
+    });
+    match &m.value {
+        MetricValue::Counter { value } => {
+            out.push(0);
+            float(*value, out);
+        }
+        MetricValue::Gauge { value } => {
+            out.push(1);
+            float(*value, out);
+        }
+        MetricValue::Set { values } => {
+            out.push(2);
+            varint(values.len() as u64, out);
+            for v in values {
+                bytes(v.as_bytes(), out);
+            }
+        }
+        MetricValue::Distribution { samples, statistic } => {
+            out.push(3);
+            varint(samples.len() as u64, out);
+            for s in samples {
+                float(s.value, out);
+                varint(u64::from(s.rate), out);
+            }
+            out.push(match statistic {
+                StatisticKind::Histogram => 0,
+                StatisticKind::Summary => 1,
+            });
+        }
+        MetricValue::AggregatedHistogram {
+            buckets,
+            count,
+            sum,
+        } => {
+            out.push(4);
+            varint(buckets.len() as u64, out);
+            for b in buckets {
+                float(b.upper_limit, out);
+                varint(b.count, out);
+            }
+            varint(*count, out);
+            float(*sum, out);
+        }
+        MetricValue::AggregatedSummary {
+            quantiles,
+            count,
+            sum,
+        } => {
+            out.push(5);
+            varint(quantiles.len() as u64, out);
+            for q in quantiles {
+                float(q.quantile, out);
+                float(q.value, out);
+            }
+            varint(*count, out);
+            float(*sum, out);
+        }
+    }
+    opt_time(m.timestamp, out);
+}
+
+fn span(s: &Span, out: &mut Vec<u8>) {
+    out.extend_from_slice(&s.trace_id);
+    out.extend_from_slice(&s.span_id);
+    match &s.parent_span_id {
+        None => out.push(0),
+        Some(p) => {
+            out.push(1);
+            out.extend_from_slice(p);
+        }
+    }
+    bytes(s.trace_state.as_bytes(), out);
+    bytes(s.name.as_bytes(), out);
+    out.push(match s.kind {
+        SpanKind::Unspecified => 0,
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    });
+    varint(s.start_time_unix_nano, out);
+    varint(s.end_time_unix_nano, out);
+    attrs(&s.attributes, out);
+    varint(s.events.len() as u64, out);
+    for e in &s.events {
+        varint(e.time_unix_nano, out);
+        bytes(e.name.as_bytes(), out);
+        attrs(&e.attributes, out);
+    }
+    varint(s.links.len() as u64, out);
+    for l in &s.links {
+        out.extend_from_slice(&l.trace_id);
+        out.extend_from_slice(&l.span_id);
+        bytes(l.trace_state.as_bytes(), out);
+        attrs(&l.attributes, out);
+    }
+    zigzag(i64::from(s.status.code), out);
+    bytes(s.status.message.as_bytes(), out);
+    attrs(&s.resource, out);
+    bytes(s.scope_name.as_bytes(), out);
+    bytes(s.scope_version.as_bytes(), out);
+}
+
+/// Reads the events of one record's payload. Strings point into `payload` (no copy).
+pub struct Reader {
+    buf: Bytes,
+    pos: usize,
+}
+
+type R<T> = Result<T, DecodeError>;
+
+impl Reader {
+    /// A reader of `payload`.
+    pub fn new(payload: Bytes) -> Self {
+        Self {
+            buf: payload,
+            pos: 0,
+        }
+    }
+
+    /// Whether every byte was read.
+    pub fn is_done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn err<T>(&self, what: &'static str) -> R<T> {
+        Err(DecodeError { at: self.pos, what })
+    }
+
+    fn u8(&mut self) -> R<u8> {
+        match self.buf.get(self.pos) {
+            Some(b) => {
+                self.pos += 1;
+                Ok(*b)
+            }
+            None => self.err("unexpected end"),
+        }
+    }
+
+    fn varint(&mut self) -> R<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        self.err("varint too long")
+    }
+
+    fn zigzag(&mut self) -> R<i64> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    fn len(&mut self) -> R<usize> {
+        let n = self.varint()?;
+        // Every element takes at least one byte: a count past the bytes left is corrupt (and
+        // must not size an allocation).
+        if n > (self.buf.len() - self.pos) as u64 {
+            return self.err("length past the end");
+        }
+        Ok(n as usize)
+    }
+
+    fn take(&mut self, n: usize) -> R<Bytes> {
+        if n > self.buf.len() - self.pos {
+            return self.err("bytes past the end");
+        }
+        let b = self.buf.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Ok(b)
+    }
+
+    fn bytes(&mut self) -> R<Bytes> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> R<String> {
+        let b = self.bytes()?;
+        match std::str::from_utf8(&b) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => self.err("invalid UTF-8"),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> R<[u8; N]> {
+        let b = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(&b);
+        Ok(a)
+    }
+
+    fn float(&mut self) -> R<f64> {
+        Ok(f64::from_le_bytes(self.array::<8>()?))
+    }
+
+    fn time(&mut self) -> R<DateTime<Utc>> {
+        let secs = self.zigzag()?;
+        let nanos = self.varint()?;
+        match u32::try_from(nanos)
+            .ok()
+            .and_then(|n| DateTime::from_timestamp(secs, n))
+        {
+            Some(t) => Ok(t),
+            None => self.err("timestamp out of range"),
+        }
+    }
+
+    fn opt_time(&mut self) -> R<Option<DateTime<Utc>>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.time()?)),
+            _ => self.err("bad option tag"),
+        }
+    }
+
+    fn metadata(&mut self) -> R<EventMetadata> {
+        let source_id: Option<Arc<str>> = match self.u8()? {
+            0 => None,
+            1 => Some(Arc::from(self.string()?)),
+            _ => return self.err("bad option tag"),
+        };
+        let ingest_time = self.opt_time()?;
+        Ok(EventMetadata {
+            source_id,
+            ingest_time,
+            notifier: None,
+        })
+    }
+
+    /// The next event.
+    pub fn event(&mut self) -> R<Event> {
+        match self.u8()? {
+            0 => {
+                let md = self.metadata()?;
+                let v = self.value(0)?;
+                Ok(Event::Log(LogEvent::from_value(v, md)))
+            }
+            1 => {
+                let md = self.metadata()?;
+                let mut m = self.metric()?;
+                m.metadata = md;
+                Ok(Event::Metric(Box::new(m)))
+            }
+            2 => {
+                let md = self.metadata()?;
+                let mut s = self.span()?;
+                s.metadata = md;
+                Ok(Event::Trace(Box::new(s)))
+            }
+            _ => self.err("unknown event tag"),
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> R<Value> {
+        if depth > MAX_DEPTH {
+            return self.err("nested too deep");
+        }
+        Ok(match self.u8()? {
+            0 => Value::Null,
+            1 => Value::Boolean(false),
+            2 => Value::Boolean(true),
+            3 => Value::Integer(self.zigzag()?),
+            4 => match NotNan::new(self.float()?) {
+                Ok(f) => Value::Float(f),
+                Err(_) => return self.err("NaN float"),
+            },
+            5 => Value::Bytes(self.bytes()?),
+            6 => Value::Timestamp(self.time()?),
+            7 => {
+                let n = self.len()?;
+                let mut a = Vec::with_capacity(n);
+                for _ in 0..n {
+                    a.push(self.value(depth + 1)?);
+                }
+                Value::Array(a)
+            }
+            8 => Value::Object(self.map(depth + 1)?),
+            9 => Value::String(self.string()?.into()),
+            _ => return self.err("unknown value tag"),
+        })
+    }
+
+    fn map(&mut self, depth: usize) -> R<ObjectMap> {
+        let n = self.len()?;
+        let mut m = ObjectMap::new();
+        for _ in 0..n {
+            let k = self.string()?;
+            let v = self.value(depth)?;
+            m.insert(k.into(), v);
+        }
+        Ok(m)
+    }
+
+    fn attrs(&mut self) -> R<BTreeMap<String, Value>> {
+        let n = self.len()?;
+        let mut m = BTreeMap::new();
+        for _ in 0..n {
+            let k = self.string()?;
+            let v = self.value(1)?;
+            m.insert(k, v);
+        }
+        Ok(m)
+    }
+
+    fn metric(&mut self) -> R<Metric> {
+        let name = self.string()?;
+        let namespace = match self.u8()? {
+            0 => None,
+            1 => Some(self.string()?),
+            _ => return self.err("bad option tag"),
+        };
+        let n = self.len()?;
+        let mut tags = BTreeMap::new();
+        for _ in 0..n {
+            let k = self.string()?;
+            let v = self.string()?;
+            tags.insert(k, v);
+        }
+        let kind = match self.u8()? {
+            0 => MetricKind::Incremental,
+            1 => MetricKind::Absolute,
+            _ => return self.err("unknown metric kind"),
+        };
+        let value = match self.u8()? {
+            0 => MetricValue::Counter {
+                value: self.float()?,
+            },
+            1 => MetricValue::Gauge {
+                value: self.float()?,
+            },
+            2 => {
+                let n = self.len()?;
+                let mut values = BTreeSet::new();
+                for _ in 0..n {
+                    values.insert(self.string()?);
+                }
+                MetricValue::Set { values }
+            }
+            3 => {
+                let n = self.len()?;
+                let mut samples = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let value = self.float()?;
+                    let rate = u32::try_from(self.varint()?).unwrap_or(u32::MAX);
+                    samples.push(Sample { value, rate });
+                }
+                let statistic = match self.u8()? {
+                    0 => StatisticKind::Histogram,
+                    1 => StatisticKind::Summary,
+                    _ => return self.err("unknown statistic"),
+                };
+                MetricValue::Distribution { samples, statistic }
+            }
+            4 => {
+                let n = self.len()?;
+                let mut buckets = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let upper_limit = self.float()?;
+                    let count = self.varint()?;
+                    buckets.push(Bucket { upper_limit, count });
+                }
+                MetricValue::AggregatedHistogram {
+                    buckets,
+                    count: self.varint()?,
+                    sum: self.float()?,
+                }
+            }
+            5 => {
+                let n = self.len()?;
+                let mut quantiles = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let quantile = self.float()?;
+                    let value = self.float()?;
+                    quantiles.push(Quantile { quantile, value });
+                }
+                MetricValue::AggregatedSummary {
+                    quantiles,
+                    count: self.varint()?,
+                    sum: self.float()?,
+                }
+            }
+            _ => return self.err("unknown metric value"),
+        };
+        let timestamp = self.opt_time()?;
+        let mut m = Metric::new(name, kind, value);
+        m.namespace = namespace;
+        m.tags = tags;
+        m.timestamp = timestamp;
+        Ok(m)
+    }
+
+    fn span(&mut self) -> R<Span> {
+        let trace_id = self.array::<16>()?;
+        let span_id = self.array::<8>()?;
+        let parent_span_id = match self.u8()? {
+            0 => None,
+            1 => Some(self.array::<8>()?),
+            _ => return self.err("bad option tag"),
+        };
+        let trace_state = self.string()?;
+        let name = self.string()?;
+        let kind = match self.u8()? {
+            0 => SpanKind::Unspecified,
+            1 => SpanKind::Internal,
+            2 => SpanKind::Server,
+            3 => SpanKind::Client,
+            4 => SpanKind::Producer,
+            5 => SpanKind::Consumer,
+            _ => return self.err("unknown span kind"),
+        };
+        let mut s = Span::new(trace_id, span_id, name);
+        s.parent_span_id = parent_span_id;
+        s.trace_state = trace_state;
+        s.kind = kind;
+        s.start_time_unix_nano = self.varint()?;
+        s.end_time_unix_nano = self.varint()?;
+        s.attributes = self.attrs()?;
+        let n = self.len()?;
+        for _ in 0..n {
+            let time_unix_nano = self.varint()?;
+            let name = self.string()?;
+            let attributes = self.attrs()?;
+            s.events.push(SpanEvent {
+                time_unix_nano,
+                name,
+                attributes,
+            });
+        }
+        let n = self.len()?;
+        for _ in 0..n {
+            let trace_id = self.array::<16>()?;
+            let span_id = self.array::<8>()?;
+            let trace_state = self.string()?;
+            let attributes = self.attrs()?;
+            s.links.push(SpanLink {
+                trace_id,
+                span_id,
+                trace_state,
+                attributes,
+            });
+        }
+        let code = self.zigzag()?;
+        s.status = SpanStatus {
+            code: i32::try_from(code).unwrap_or_default(),
+            message: self.string()?,
+        };
+        s.resource = self.attrs()?;
+        s.scope_name = self.string()?;
+        s.scope_version = self.string()?;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(e: Event) -> Event {
+        let mut out = Vec::new();
+        encode_event(&e, &mut out);
+        let mut r = Reader::new(Bytes::from(out));
+        let back = r.event().unwrap();
+        assert!(r.is_done());
+        back
+    }
+
+    #[test]
+    fn a_log_comes_back_with_every_kind_of_value() {
+        let mut map = ObjectMap::new();
+        map.insert("s".into(), Value::Bytes(Bytes::from_static(b"hello")));
+        map.insert("i".into(), Value::Integer(-42));
+        map.insert("f".into(), Value::Float(NotNan::new(1.5).unwrap()));
+        map.insert("b".into(), Value::Boolean(true));
+        map.insert("n".into(), Value::Null);
+        map.insert(
+            "t".into(),
+            Value::Timestamp(DateTime::from_timestamp(1_700_000_000, 123).unwrap()),
+        );
+        map.insert(
+            "a".into(),
+            Value::Array(vec![Value::Integer(1), Value::Object(ObjectMap::new())]),
+        );
+        let md = EventMetadata::at(Some(Arc::from("src")), Utc::now());
+        let e = Event::Log(LogEvent::from_value(Value::Object(map.clone()), md.clone()));
+        let Event::Log(back) = round_trip(e) else {
+            panic!("not a log")
+        };
+        assert_eq!(back.value(), &Value::Object(map));
+        assert_eq!(back.metadata.source_id.as_deref(), Some("src"));
+        assert_eq!(back.metadata.ingest_time, md.ingest_time);
+    }
+
+    #[test]
+    fn metrics_and_spans_come_back() {
+        let m = Metric::new(
+            "requests",
+            MetricKind::Incremental,
+            MetricValue::AggregatedHistogram {
+                buckets: vec![Bucket {
+                    upper_limit: 0.5,
+                    count: 3,
+                }],
+                count: 3,
+                sum: 1.0,
+            },
+        )
+        .with_namespace("app")
+        .with_tag("host", "a");
+        let Event::Metric(back) = round_trip(Event::Metric(Box::new(m.clone()))) else {
+            panic!("not a metric")
+        };
+        assert_eq!(back.name, m.name);
+        assert_eq!(back.namespace, m.namespace);
+        assert_eq!(back.tags, m.tags);
+        assert_eq!(back.value, m.value);
+
+        let mut s = Span::new([1; 16], [2; 8], "op");
+        s.parent_span_id = Some([3; 8]);
+        s.attributes.insert("k".into(), Value::Integer(7));
+        s.events.push(SpanEvent {
+            time_unix_nano: 5,
+            name: "e".into(),
+            attributes: BTreeMap::new(),
+        });
+        s.status.code = 2;
+        let Event::Trace(back) = round_trip(Event::Trace(Box::new(s.clone()))) else {
+            panic!("not a span")
+        };
+        assert_eq!(back.name, "op");
+        assert_eq!(back.parent_span_id, Some([3; 8]));
+        assert_eq!(back.attributes, s.attributes);
+        assert_eq!(back.events, s.events);
+        assert_eq!(back.status, s.status);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for seed in 0u8..=255 {
+            let junk: Vec<u8> = (0..64u8)
+                .map(|i| i.wrapping_mul(seed).wrapping_add(seed))
+                .collect();
+            let mut r = Reader::new(Bytes::from(junk));
+            let _ = r.event();
+        }
+        // A huge length must not allocate.
+        let mut r = Reader::new(Bytes::from(vec![0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff, 0x0f]));
+        assert!(r.event().is_err());
+    }
+}
