@@ -88,36 +88,35 @@ pub fn subject_of(node: &str, path: &str) -> String {
     format!("{}.{name}", api_subject(node))
 }
 
-/// Whether `s` can be one subject token: not empty, no `.`, `*`, `>` or whitespace.
-pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && !s
-            .bytes()
-            .any(|b| b == b'.' || b == b'*' || b == b'>' || b.is_ascii_whitespace())
+/// `name` as one subject token: `.`, `*`, `>` and whitespace become `_` (a Kubernetes node
+/// name is often a DNS name, `ip-10-0-0-1.ec2.internal`).
+pub fn token(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| {
+            if c == '.' || c == '*' || c == '>' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
-/// The node name: `node`, or the host name with what cannot be in a subject token replaced.
+/// The node name: `node`, or the host name, as one subject token ([`token`]).
 pub fn node_name(cfg: &ApiNatsConfig) -> Result<String, String> {
-    match &cfg.node {
-        Some(n) if is_token(n) => Ok(n.clone()),
-        Some(n) => Err(format!(
-            "`api.nats.node` {n:?} must be one NATS subject token (no `.`, `*`, `>` or whitespace)"
-        )),
-        None => {
-            let host = hostname()
-                .ok_or("`api.nats.node` is not set and the host name cannot be read: set `node`")?;
-            Ok(host
-                .chars()
-                .map(|c| {
-                    if c == '.' || c == '*' || c == '>' || c.is_whitespace() {
-                        '_'
-                    } else {
-                        c
-                    }
-                })
-                .collect())
-        }
+    let name = match &cfg.node {
+        Some(n) => n.clone(),
+        None => hostname()
+            .ok_or("`api.nats.node` is not set and the host name cannot be read: set `node`")?,
+    };
+    let t = token(&name);
+    if t.is_empty() {
+        return Err(
+            "`api.nats.node` is empty: set the agent's name (e.g. \"${NODE_NAME}\")".into(),
+        );
     }
+    Ok(t)
 }
 
 fn hostname() -> Option<String> {
@@ -408,8 +407,8 @@ mod tests {
             assert!(s.starts_with("weir.n1.api."), "{s}");
             assert_eq!(path_of(&s["weir.n1.api.".len()..]), p);
         }
-        assert!(is_token("node-1_a"));
-        assert!(!is_token("a.b") && !is_token("*") && !is_token("") && !is_token("a b"));
+        assert_eq!(token("node-1_a"), "node-1_a");
+        assert_eq!(token("a.b *>c"), "a_b___c");
     }
 
     #[test]
@@ -417,7 +416,7 @@ mod tests {
         let mut cfg: ApiNatsConfig =
             serde_json::from_value(serde_json::json!({"url": "nats://127.0.0.1:4222"})).unwrap();
         let host = node_name(&cfg).unwrap();
-        assert!(is_token(&host), "{host}");
+        assert_eq!(token(&host), host);
         cfg.node = Some("edge.1".into());
         assert!(node_name(&cfg)
             .unwrap_err()

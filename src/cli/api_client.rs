@@ -127,11 +127,10 @@ fn env_secret(name: &str) -> Option<Secret> {
 
 impl NatsApi {
     fn connect(args: &NatsArgs) -> Result<NatsApi, String> {
-        if !crate::api_nats::is_token(&args.node) {
-            return Err(format!(
-                "--node {:?}: give the agent's `[api.nats] node` (one subject token)",
-                args.node
-            ));
+        // As the agent makes its own: `ip-10-0-0-1.ec2.internal` is `ip-10-0-0-1_ec2_internal`.
+        let node = crate::api_nats::token(&args.node);
+        if node.is_empty() {
+            return Err("--node: give the agent's `[api.nats] node`".into());
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -169,7 +168,7 @@ impl NatsApi {
             rt,
             client,
             url: args.url.clone(),
-            node: args.node.clone(),
+            node,
         })
     }
 

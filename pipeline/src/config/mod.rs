@@ -111,9 +111,9 @@ impl ApiConfig {
 pub struct ApiNatsConfig {
     /// Server URL(s), comma separated: `nats://127.0.0.1:4222`, `tls://nats.example:4222`.
     pub url: String,
-    /// This agent's name in the subjects (`weir.<node>.api.>`): one subject token, no `.`,
-    /// `*`, `>` or whitespace. Default: the host name, with those characters replaced by `_`
-    /// (in Kubernetes, set it from the node name: `node = "${NODE_NAME}"`).
+    /// This agent's name in the subjects (`weir.<node>.api.>`), as one subject token: `.`,
+    /// `*`, `>` and whitespace are replaced by `_` (`weir tap --node` does the same). Default:
+    /// the host name (in Kubernetes, set it from the node name: `node = "${NODE_NAME}"`).
     #[serde(default)]
     pub node: Option<String>,
     /// How to authenticate to the NATS server (`user`/`password`, `token`, `nkey_seed` or
