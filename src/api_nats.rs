@@ -15,8 +15,8 @@
 //! - A reply carries `Weir-Status` (the HTTP status) and `Content-Type`. A body that fits one
 //!   message is one message without `Weir-Stream`. Otherwise (a larger body, or a stream such
 //!   as a tap) the reply is several messages: the first has no payload and carries
-//!   `Weir-Keepalive` (a subject), then `Weir-Stream: more` messages carry the body in order,
-//!   and a last one carries `Weir-Stream: end`. The requester publishes anything to the
+//!   `Weir-Keepalive` (a subject under `weir.<node>.keepalive.`), then `Weir-Stream: more`
+//!   messages carry the body in order, and a last one carries `Weir-Stream: end`. The requester publishes anything to the
 //!   keep-alive subject at least every [`KEEPALIVE_EVERY_SECS`]; after
 //!   [`KEEPALIVE_TIMEOUT_SECS`] without one, or on the payload `stop`, the agent ends the
 //!   stream (a tap detaches). Core NATS does not tell a publisher its subscriber left, hence
@@ -64,6 +64,12 @@ const HEADER_ROOM: usize = 1024;
 /// The subject of an agent's API: `weir.<node>.api`.
 pub fn api_subject(node: &str) -> String {
     format!("weir.{node}.api")
+}
+
+/// The subjects of an agent's keep-alives: `weir.<node>.keepalive` (one more token per
+/// stream).
+pub fn keepalive_subject(node: &str) -> String {
+    format!("weir.{node}.keepalive")
 }
 
 /// The router path of the name after `weir.<node>.api.`.
@@ -189,6 +195,7 @@ pub async fn serve(cfg: &ApiNatsConfig, app: Router) -> Result<JoinHandle<()>, S
         .await
         .map_err(|e| format!("`api.nats`: cannot subscribe to {prefix}.>: {e}"))?;
     tracing::info!(url = %cfg.url, subjects = %format!("{prefix}.>"), "API served over NATS");
+    let keepalive_prefix = keepalive_subject(&node);
     let limit = Arc::new(Semaphore::new(cfg.max_requests.get()));
     Ok(tokio::spawn(async move {
         // Dropped (the task aborted): every request under way is aborted with it.
@@ -227,9 +234,10 @@ pub async fn serve(cfg: &ApiNatsConfig, app: Router) -> Result<JoinHandle<()>, S
                     .await;
                 continue;
             };
-            let (client, app, name) = (
+            let (client, app, keepalive, name) = (
                 client.clone(),
                 app.clone(),
+                keepalive_prefix.clone(),
                 msg.subject
                     .as_str()
                     .strip_prefix(&prefix)
@@ -238,7 +246,7 @@ pub async fn serve(cfg: &ApiNatsConfig, app: Router) -> Result<JoinHandle<()>, S
             );
             running.spawn(async move {
                 let _permit = permit;
-                if let Err(e) = answer(&client, app, &name, msg, reply).await {
+                if let Err(e) = answer(&client, app, &keepalive, &name, msg, reply).await {
                     tracing::warn!("API over NATS: answering {name}: {e}");
                 }
             });
@@ -280,6 +288,7 @@ fn request(name: &str, msg: &Message) -> Result<Request<Body>, String> {
 async fn answer(
     client: &Client,
     mut app: Router,
+    keepalive_prefix: &str,
     name: &str,
     msg: Message,
     reply: async_nats::Subject,
@@ -344,7 +353,11 @@ async fn answer(
         return client.flush().await.map_err(|e| e.to_string());
     }
     // Several messages, while the requester keeps them alive.
-    let keepalive = client.new_inbox();
+    // In the agent's own subjects (not an inbox), so that its NATS permissions can be narrow.
+    let keepalive = format!(
+        "{keepalive_prefix}.{}",
+        client.new_inbox().trim_start_matches("_INBOX.")
+    );
     let mut alive = client
         .subscribe(keepalive.clone())
         .await

@@ -162,7 +162,11 @@ fn an_agent_reached_only_by_nats_answers_health_graph_metrics_tap_and_reload() {
         let first = &messages[0];
         assert_eq!(status(first), 200);
         assert!(first.payload.is_empty());
-        assert!(header(first, "Weir-Keepalive").is_some());
+        let keepalive = header(first, "Weir-Keepalive").unwrap();
+        assert!(
+            keepalive.starts_with(&format!("weir.{NODE}.keepalive.")),
+            "{keepalive}"
+        );
         let last = messages.last().unwrap();
         assert_eq!(header(last, "Weir-Stream").as_deref(), Some("end"));
         for m in &messages[..messages.len() - 1] {
