@@ -331,3 +331,160 @@ fn top_over_nats_shows_every_component_moving_and_quits_on_q() {
     stop_clean(dir.path(), "agent", child);
     drop(server);
 }
+
+/// The authorization example of docs/api.md, as it is written there, on a real nats-server:
+/// the agent serves under its own user; a viewer reads health and graph but may not tap; an
+/// operator taps (with `weir tap`, and by the raw protocol, keep-alive included).
+#[test]
+fn the_documented_authorization_lets_viewers_read_and_operators_tap() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(bin) = crate::harness::require(
+        "nats-server",
+        crate::harness::find_program("nats-server", &["/usr/sbin"]),
+    ) else {
+        return;
+    };
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md")).unwrap();
+    let conf = doc
+        .split("```conf\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/api.md has a ```conf block");
+    let conf_path = dir.path().join("nats-server.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let addr = crate::harness::free_addr();
+    let log = std::fs::File::create(dir.path().join("nats-server.log")).unwrap();
+    let mut server = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-a", "127.0.0.1", "-p", &addr.port().to_string()])
+        .env("AGENT_PASSWORD", "agent-secret")
+        .env("VIEWER_PASSWORD", "viewer-secret")
+        .env("OPERATOR_PASSWORD", "operator-secret")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    assert!(
+        crate::harness::wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        }),
+        "nats-server: {}",
+        std::fs::read_to_string(dir.path().join("nats-server.log")).unwrap_or_default()
+    );
+    let url = format!("nats://{addr}");
+    let node = "edge-17";
+    let config = format!(
+        r#"
+data_dir = "{data}"
+
+[api]
+enabled = false
+
+[api.nats]
+url = "{url}"
+node = "{node}"
+auth.user = "edge-17"
+auth.password = "agent-secret"
+allow_plaintext_credentials = true
+
+[sources.demo]
+type = "demo"
+format = "json"
+rate = 500
+
+[sinks.out]
+type = "blackhole"
+inputs = ["demo"]
+"#,
+        data = dir.path().join("data").display()
+    );
+    let child = start_weir(dir.path(), "agent", &config, false);
+    let as_user = |user: &'static str, password: &'static str| {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            .connect(url.clone())
+    };
+
+    let rt = runtime();
+    rt.block_on(async {
+        let viewer = as_user("grafana", "viewer-secret").await.unwrap();
+        let subject = |name: &str| format!("weir.{node}.api.{name}");
+        // The viewer reads health and graph (retried while the agent connects).
+        let mut health = None;
+        for _ in 0..120 {
+            if let Ok(m) = viewer.request(subject("health"), "".into()).await {
+                health = Some(m);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let health = health.unwrap_or_else(|| panic!("{}", weir_log(dir.path(), "agent")));
+        assert_eq!(status(&health), 200);
+        let graph = viewer.request(subject("graph"), "".into()).await.unwrap();
+        assert_eq!(status(&graph), 200);
+        // ... but may not publish to the tap: the server refuses it, the agent never sees it.
+        let tap = tokio::time::timeout(
+            Duration::from_secs(3),
+            viewer.request(subject("tap"), "".into()),
+        )
+        .await;
+        assert!(
+            !matches!(tap, Ok(Ok(_))),
+            "the viewer tapped: {:?}",
+            tap.map(|r| r.map(|m| m.payload))
+        );
+
+        // The operator taps by the raw protocol and stops it on the keep-alive subject.
+        let operator = as_user("oncall", "operator-secret").await.unwrap();
+        let inbox = operator.new_inbox();
+        let mut sub = operator.subscribe(inbox.clone()).await.unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("Weir-Query", "outputs_of=demo");
+        operator
+            .publish_with_reply_and_headers(subject("tap"), inbox, h, "".into())
+            .await
+            .unwrap();
+        let first = sub.next().await.unwrap();
+        assert_eq!(status(&first), 200);
+        let keepalive = header(&first, "Weir-Keepalive").unwrap();
+        let events = sub.next().await.unwrap();
+        assert!(!events.payload.is_empty());
+        operator.publish(keepalive, "stop".into()).await.unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("the tap ends on stop")
+                .unwrap();
+            if header(&m, "Weir-Stream").as_deref() == Some("end") {
+                break;
+            }
+        }
+    });
+
+    // `weir tap` as the operator, the password from the environment.
+    let out = wait_with_timeout(
+        weir()
+            .args(["tap", "--nats", &url, "--node", node])
+            .args(["--nats-allow-plaintext-credentials", "--limit", "3"])
+            .env("WEIR_NATS_USER", "oncall")
+            .env("WEIR_NATS_PASSWORD", "operator-secret")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+
+    stop_clean(dir.path(), "agent", child);
+    let _ = server.kill();
+    let _ = server.wait();
+}
