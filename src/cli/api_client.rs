@@ -46,15 +46,15 @@ pub struct NatsArgs {
 pub enum Api {
     /// `host:port` of its HTTP API.
     Http(String),
-    /// Its API over NATS.
-    Nats(NatsApi),
+    /// Its API over NATS (boxed: a runtime and a client).
+    Nats(Box<NatsApi>),
 }
 
 impl Api {
     /// `--nats` when given, else `--api`.
     pub fn new(api: &str, nats: Option<&NatsArgs>) -> Result<Api, String> {
         match nats {
-            Some(n) => NatsApi::connect(n).map(Api::Nats),
+            Some(n) => NatsApi::connect(n).map(|a| Api::Nats(Box::new(a))),
             None => http::authority(api).map(Api::Http),
         }
     }
