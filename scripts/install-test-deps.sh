@@ -78,6 +78,9 @@ want_cmd who coreutils
 want_cmd last util-linux
 # The ebpf_tcp test's peers are perl scripts (perl-base is essential; listed for minimal images).
 want_cmd perl perl-base
+# The web console's browser test (tests/it/console.rs) drives headless Chromium over the
+# DevTools protocol.
+want_cmd chromium chromium
 # pip itself, when python3 has none.
 if command -v python3 >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
   need_apt+=(python3-pip)

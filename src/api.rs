@@ -1,6 +1,7 @@
 //! Weir's HTTP API: `GET /health`, `GET /metrics` (Prometheus text), `GET /api/graph`
-//! (components, edges and live rates as JSON), and `GET /api/tap` (`src/api_tap.rs`). The
-//! same router is served over NATS with `[api.nats]` (`src/api_nats.rs`).
+//! (components, edges and live rates as JSON), `GET /api/tap` (`src/api_tap.rs`), and the
+//! web console at `/` (`src/console.rs`). The same router is served over NATS with
+//! `[api.nats]` (`src/api_nats.rs`).
 //!
 //! Served by the server stack every listener shares (`weir_connect::server`): HTTPS with
 //! `api.tls` (mutual TLS with `tls.ca_file`), a bearer token with `api.auth` (`/health` stays
@@ -86,7 +87,9 @@ pub async fn serve(
     registry: Arc<MetricsRegistry>,
     components: Vec<ComponentInfo>,
     taps: Arc<Taps>,
+    console: crate::console::ConsoleConfig,
 ) -> Result<JoinHandle<()>, String> {
+    let console = crate::console::routes(console, components.clone(), taps.clone());
     let state = ApiState {
         registry,
         components: Arc::new(components),
@@ -98,7 +101,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/api/graph", get(graph))
         .with_state(state)
-        .merge(crate::api_tap::routes(taps));
+        .merge(crate::api_tap::routes(taps))
+        .merge(console);
     let mut tasks = AbortOnDrop(Vec::new());
     if let Some(n) = &api.nats {
         tasks.0.push(crate::api_nats::serve(n, app.clone()).await?);

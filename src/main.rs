@@ -7,6 +7,7 @@ mod api;
 mod api_nats;
 mod api_tap;
 mod cli;
+mod console;
 mod fault;
 mod registry;
 

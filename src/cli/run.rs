@@ -65,6 +65,7 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
         Err(e) => tracing::warn!("cannot install the SIGHUP handler: {e}"),
     }
     let names = config.files.join(", ");
+    let console = crate::console::ConsoleConfig::from_config(&config);
     let mut running = match topology::start(config, &graph).await {
         Ok(r) => r,
         Err(e) => {
@@ -82,6 +83,7 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
             registry.clone(),
             running.components.clone(),
             running.taps.clone(),
+            console,
         )
         .await
         {

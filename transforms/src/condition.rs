@@ -34,6 +34,9 @@ pub(crate) fn compile_program(
 }
 
 fn compile_raw(source: &str, what: &str, read_only: bool) -> Result<Program, DiagnosticList> {
+    if let Err(why) = nesting(source).check() {
+        return Err(error_diagnostic(format!("the VRL {what} {why}")));
+    }
     // VRL's parser and compiler recurse once per nesting level and per operator of a chain:
     // a 400-term `||` chain overflows a 2 MiB stack (found by fuzzing the config loader).
     // Compiling on a thread with a large stack (reserved, touched only as deep as needed)
@@ -60,15 +63,9 @@ fn compile_raw(source: &str, what: &str, read_only: bool) -> Result<Program, Dia
         Ok(Ok(r)) => r?,
         // A panic in the compiler, or no thread for it: an error of this program.
         Ok(Err(_)) | Err(_) => {
-            return Err(DiagnosticList::from(vec![
-                vrl::diagnostic::Diagnostic::new(
-                    vrl::diagnostic::Severity::Error,
-                    0,
-                    format!("the VRL {what} could not be compiled"),
-                    vec![],
-                    vec![],
-                ),
-            ]))
+            return Err(error_diagnostic(format!(
+                "the VRL {what} could not be compiled"
+            )))
         }
     };
     if !warnings.is_empty() {
@@ -79,6 +76,166 @@ fn compile_raw(source: &str, what: &str, read_only: bool) -> Result<Program, Dia
     }
     Ok(program)
 }
+
+fn error_diagnostic(message: String) -> DiagnosticList {
+    DiagnosticList::from(vec![vrl::diagnostic::Diagnostic::new(
+        vrl::diagnostic::Severity::Error,
+        0,
+        message,
+        vec![],
+        vec![],
+    )])
+}
+
+/// How deep a program may nest: brackets, operators chained in one expression and `else if`
+/// chains, counted together. VRL's compiler, its runtime and the drop of a program recurse once
+/// per level: a few thousand levels overflow a thread's stack and abort the process (found by
+/// fuzzing `weir test`). Real programs nest a few dozen levels at most.
+const MAX_NESTING: usize = 256;
+
+/// How deep function calls may nest. VRL 0.38 type-checks a fallible call's argument twice, so
+/// compiling nested fallible calls takes time doubling with each level (`string!(` nested 20
+/// deep: 30 s). Real programs nest a handful.
+const MAX_CALL_NESTING: usize = 12;
+
+/// The nesting of a VRL program, measured from its text before it is compiled.
+#[derive(Debug, Default, PartialEq)]
+struct Nesting {
+    /// Brackets, chained operators and `else`s open at the deepest point.
+    depth: usize,
+    /// Function calls open at the deepest point.
+    calls: usize,
+}
+
+impl Nesting {
+    fn check(&self) -> Result<(), String> {
+        if self.depth > MAX_NESTING {
+            return Err(format!(
+                "nests {} levels deep (brackets, operators chained in one expression, `else if`); \
+                 at most {MAX_NESTING}",
+                self.depth
+            ));
+        }
+        if self.calls > MAX_CALL_NESTING {
+            return Err(format!(
+                "nests function calls {} deep; at most {MAX_CALL_NESTING}",
+                self.calls
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Scans `source` as VRL's lexer would, far enough to see its structure: strings, raw strings
+/// and comments are skipped; each open bracket is a level; in each bracket, every operator of
+/// an expression is a level (`a || b || c` is a tree as deep as it is long, and so is
+/// `a = b = c`), until a `,`, `;` or a line break ends the expression (a line ending with an
+/// operator continues it). An over-estimate, never an under-estimate, of the depth of the
+/// syntax tree.
+fn nesting(source: &str) -> Nesting {
+    struct Level {
+        chain: usize,
+        call: bool,
+    }
+    let b = source.as_bytes();
+    let mut levels = vec![Level {
+        chain: 0,
+        call: false,
+    }];
+    let (mut depth, mut calls) = (0usize, 0usize);
+    let mut max = Nesting::default();
+    // The last significant byte: an identifier's last byte, an operator, a bracket...
+    let mut last = b'\n';
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                i += 1;
+                while i < b.len() && b[i] != c {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                last = c;
+            }
+            b'(' | b'[' | b'{' => {
+                let call =
+                    c == b'(' && (last == b'!' || last == b'_' || last.is_ascii_alphanumeric());
+                levels.push(Level { chain: 0, call });
+                depth += 1;
+                calls += usize::from(call);
+                last = c;
+            }
+            b')' | b']' | b'}' => {
+                if levels.len() > 1 {
+                    if let Some(l) = levels.pop() {
+                        depth -= 1 + l.chain;
+                        calls -= usize::from(l.call);
+                    }
+                }
+                last = c;
+            }
+            b',' | b';' => {
+                if let Some(l) = levels.last_mut() {
+                    depth -= l.chain;
+                    l.chain = 0;
+                }
+                last = c;
+            }
+            b'\n' => {
+                if !OPERATOR.contains(&last) {
+                    if let Some(l) = levels.last_mut() {
+                        depth -= l.chain;
+                        l.chain = 0;
+                    }
+                }
+            }
+            // A fallible call's `!` (`f!(`) is part of the call.
+            b'!' if (last == b'_' || last.is_ascii_alphanumeric())
+                && b.get(i + 1) == Some(&b'(') =>
+            {
+                last = c;
+            }
+            _ if OPERATOR.contains(&c) => {
+                while i + 1 < b.len() && OPERATOR.contains(&b[i + 1]) {
+                    i += 1;
+                }
+                if let Some(l) = levels.last_mut() {
+                    l.chain += 1;
+                    depth += 1;
+                }
+                last = b[i];
+            }
+            _ if c == b'_' || c.is_ascii_alphanumeric() => {
+                let start = i;
+                while i + 1 < b.len() && (b[i + 1] == b'_' || b[i + 1].is_ascii_alphanumeric()) {
+                    i += 1;
+                }
+                if &b[start..=i] == b"else" {
+                    if let Some(l) = levels.last_mut() {
+                        l.chain += 1;
+                        depth += 1;
+                    }
+                }
+                last = b[i];
+            }
+            _ if c.is_ascii_whitespace() => {}
+            _ => last = c,
+        }
+        max.depth = max.depth.max(depth);
+        max.calls = max.calls.max(calls);
+        i += 1;
+    }
+    max
+}
+
+/// The bytes VRL's operators are made of.
+const OPERATOR: &[u8] = b"=!<>|&?+-*/%";
 
 /// The stack of the thread VRL programs are compiled on.
 const COMPILE_STACK_BYTES: usize = 512 << 20;
@@ -305,8 +462,79 @@ mod deep {
     /// of the thread compiling it (the process aborted).
     #[test]
     fn a_very_long_chain_compiles_without_overflowing_the_stack() {
-        let source = vec![".a == 1"; 500].join(" || ");
+        let source = vec![".a == 1"; 120].join(" || ");
         let r = compile_program(&source, "condition", true);
         assert!(r.is_ok(), "{:?}", r.err());
+    }
+
+    /// Found by fuzzing `weir test`: an assignment chain thousands of terms long overflowed a
+    /// 2 MiB stack outside the compiler (the process aborted). Programs deeper than the limit
+    /// are refused with the reason; programs at the limit compile, run and drop on such a stack.
+    #[test]
+    fn programs_nesting_deeper_than_the_limit_are_refused_and_those_at_it_run() {
+        let at_limit = [
+            format!(".x = {}1", "a = ".repeat(MAX_NESTING - 1)),
+            vec![".a == 1"; MAX_NESTING / 2].join(" ||\n "),
+            format!(
+                ".x = {}1{}",
+                "(".repeat(MAX_NESTING - 1),
+                ")".repeat(MAX_NESTING - 1)
+            ),
+            format!(
+                "if .a == 0 {{ 0 }}{} else {{ 1 }}",
+                " else if .a == 1 { 1 }".repeat(MAX_NESTING / 3)
+            ),
+            format!(
+                ".x = {}.a{}",
+                "string!(".repeat(MAX_CALL_NESTING),
+                ")".repeat(MAX_CALL_NESTING)
+            ),
+        ];
+        for source in at_limit {
+            assert!(
+                nesting(&source).check().is_ok(),
+                "{:?} {}",
+                nesting(&source),
+                &source[..40]
+            );
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || {
+                    let program = compile_program(&source, "program", false).unwrap();
+                    let mut value = Value::from(std::collections::BTreeMap::new());
+                    let _ = VrlState::new().run(&program, &mut value);
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+        }
+        let too_deep = [
+            (
+                format!(".x = {}1", "a = ".repeat(3000)),
+                "nests 3001 levels deep",
+            ),
+            (vec![".a == 1"; 400].join(" || "), "levels deep"),
+            (
+                format!(".x = {}.a{}", "string!(".repeat(20), ")".repeat(20)),
+                "nests function calls 20 deep; at most 12",
+            ),
+        ];
+        for (source, want) in too_deep {
+            let err = compile_program(&source, "program", false).unwrap_err();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn strings_and_comments_do_not_count_and_lines_end_expressions() {
+        let n = |s: &str| {
+            let m = nesting(s);
+            (m.depth, m.calls)
+        };
+        assert_eq!(n(".a = \"((((\" # ((((\n.b = s'))[['"), (1, 0));
+        assert_eq!(n(".a = 1\n.b = 2\n.c = 3"), (1, 0));
+        assert_eq!(n(".a = 1 +\n 2 +\n 3"), (3, 0));
+        assert_eq!(n(".a = f(g!(1, 2), [3])"), (3, 2));
+        assert_eq!(n(".a = \"\\\"(\""), (1, 0));
     }
 }
