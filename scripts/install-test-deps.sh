@@ -53,6 +53,9 @@ want_cmd prometheus prometheus
 want_cmd victoria-metrics victoria-metrics
 # The NATS source and sink end-to-end tests run a real nats-server with JetStream.
 want_cmd nats-server nats-server
+# The Kubernetes packaging is rendered by `kubectl kustomize` (Debian's kubectl; any kubectl
+# already installed does, the manifests are written for kustomize v2 to v5).
+want_cmd kubectl kubernetes-client
 # The kafka source and sink: rdkafka builds librdkafka from source (make, a C compiler; TLS and
 # SCRAM against the system OpenSSL).
 want_cmd make make

@@ -1,6 +1,7 @@
 //! Weir's HTTP API: `GET /health`, `GET /metrics` (Prometheus text), `GET /api/graph`
 //! (components, edges and live rates as JSON), `GET /api/tap` (`src/api_tap.rs`), and the
-//! web console at `/` (`src/console.rs`).
+//! web console at `/` (`src/console.rs`). The same router is served over NATS with
+//! `[api.nats]` (`src/api_nats.rs`).
 //!
 //! Served by the server stack every listener shares (`weir_connect::server`): HTTPS with
 //! `api.tls` (mutual TLS with `tls.ca_file`), a bearer token with `api.auth` (`/health` stays
@@ -37,6 +38,9 @@ struct ApiState {
 /// Checks what `[api]` reads (its TLS files) and its token, as serving it does: for `weir
 /// validate`.
 pub fn check(api: &ApiConfig) -> Result<(), String> {
+    if let Some(n) = &api.nats {
+        crate::api_nats::check(n)?;
+    }
     if !api.enabled {
         return Ok(());
     }
@@ -65,7 +69,19 @@ fn refusals() -> weir_connect::server::Report {
     })
 }
 
-/// Binds `[api]`'s address and serves the API in the background.
+/// Aborts the tasks it holds when dropped (with the task that holds it).
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Binds `[api]`'s address (when `enabled`) and connects to `[api.nats]` (when set), and
+/// serves the API in the background on both.
 pub async fn serve(
     api: &ApiConfig,
     registry: Arc<MetricsRegistry>,
@@ -73,6 +89,37 @@ pub async fn serve(
     taps: Arc<Taps>,
     console: crate::console::ConsoleConfig,
 ) -> Result<JoinHandle<()>, String> {
+    let console = crate::console::routes(console, components.clone(), taps.clone());
+    let state = ApiState {
+        registry,
+        components: Arc::new(components),
+        rates: Arc::new(Mutex::new(HashMap::new())),
+    };
+    let sampler = state.clone();
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/graph", get(graph))
+        .with_state(state)
+        .merge(crate::api_tap::routes(taps))
+        .merge(console);
+    let mut tasks = AbortOnDrop(Vec::new());
+    if let Some(n) = &api.nats {
+        tasks.0.push(crate::api_nats::serve(n, app.clone()).await?);
+    }
+    if api.enabled {
+        tasks.0.push(serve_http(api, app).await?);
+    }
+    Ok(tokio::spawn(async move {
+        tasks.0.push(tokio::spawn(sample_rates(sampler)));
+        // Stopped by aborting this task (which aborts the servers and closes their
+        // connections).
+        std::future::pending::<()>().await;
+        drop(tasks);
+    }))
+}
+
+async fn serve_http(api: &ApiConfig, app: Router) -> Result<JoinHandle<()>, String> {
     let addr = api.address;
     let tls = TlsServerConfig::acceptor(api.tls.as_ref(), &[b"http/1.1"])
         .map_err(|e| format!("`api`: {e}"))?;
@@ -97,26 +144,10 @@ pub async fn serve(
         },
         report: refusals(),
     };
-    let console = crate::console::routes(console, components.clone(), taps.clone());
-    let state = ApiState {
-        registry,
-        components: Arc::new(components),
-        rates: Arc::new(Mutex::new(HashMap::new())),
-    };
-    let sampler = state.clone();
-    let app = Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/api/graph", get(graph))
-        .with_state(state)
-        .merge(crate::api_tap::routes(taps))
-        .merge(console);
     Ok(tokio::spawn(async move {
-        let sample = tokio::spawn(sample_rates(sampler));
         // Stopped by aborting this task (which closes its connections).
         let never = weir_pipeline::shutdown::ShutdownToken::new();
         server.serve(listener, app, never).await;
-        sample.abort();
     }))
 }
 

@@ -4,6 +4,7 @@
 //! rates.
 
 mod api;
+mod api_nats;
 mod api_tap;
 mod cli;
 mod console;
@@ -13,7 +14,7 @@ mod registry;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// mimalloc: events are allocated by a reader thread and freed by the worker that finishes
 /// them; glibc malloc spent a fifth of the JSON pipeline's time consolidating those cross-thread
@@ -158,6 +159,8 @@ enum Command {
         /// The running Weir's API address.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8686")]
         api: String,
+        #[command(flatten)]
+        nats: NatsOpts,
     },
     /// A live dashboard of a running Weir's components in the terminal: events/s and bytes/s
     /// in and out, errors, discarded events, buffer fill, latency. `q` quits.
@@ -166,6 +169,8 @@ enum Command {
         /// The running Weir's API address.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8686")]
         api: String,
+        #[command(flatten)]
+        nats: NatsOpts,
         /// Seconds between refreshes.
         #[arg(long, value_name = "SECS", default_value_t = 1.0)]
         interval: f64,
@@ -225,6 +230,47 @@ pub enum WeightArg {
     Samples,
 }
 
+/// Reaching the API over NATS (`[api.nats]`) instead of `--api`. A token or a user and
+/// password come from `$WEIR_NATS_TOKEN`, `$WEIR_NATS_USER` and `$WEIR_NATS_PASSWORD`.
+#[derive(Args)]
+struct NatsOpts {
+    /// Reach the agent through this NATS server (URLs, comma separated) instead of --api.
+    #[arg(long, value_name = "URL", requires = "node")]
+    nats: Option<String>,
+    /// With --nats: the agent's node name (its `[api.nats] node`).
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    node: Option<String>,
+    /// With --nats: a NATS credentials file (JWT and NKey seed).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    nats_credentials: Option<PathBuf>,
+    /// With --nats: a PEM file of CA certificates to trust (turns TLS on).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    nats_ca_file: Option<PathBuf>,
+    /// With --nats: a client certificate for mutual TLS (with --nats-key-file).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    nats_crt_file: Option<PathBuf>,
+    /// With --nats: the private key of --nats-crt-file.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    nats_key_file: Option<PathBuf>,
+    /// With --nats: send a token or password over a connection without TLS.
+    #[arg(long, requires = "nats")]
+    nats_allow_plaintext_credentials: bool,
+}
+
+impl NatsOpts {
+    fn args(self) -> Option<cli::api_client::NatsArgs> {
+        Some(cli::api_client::NatsArgs {
+            url: self.nats?,
+            node: self.node.unwrap_or_default(),
+            credentials: self.nats_credentials,
+            ca_file: self.nats_ca_file,
+            crt_file: self.nats_crt_file,
+            key_file: self.nats_key_file,
+            allow_plaintext_credentials: self.nats_allow_plaintext_credentials,
+        })
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum TapFormat {
     Json,
@@ -240,7 +286,19 @@ pub enum GraphFormat {
 fn main() -> ExitCode {
     no_transparent_huge_pages();
     let cli = Cli::parse();
-    cli::init_logging();
+    #[cfg(feature = "cli-top")]
+    let draws = matches!(cli.command, Command::Top { .. });
+    #[cfg(not(feature = "cli-top"))]
+    let draws = false;
+    // `tap` prints events on stdout: its stderr says only what went wrong.
+    let quiet = matches!(cli.command, Command::Tap { .. });
+    cli::init_logging(if draws {
+        "error"
+    } else if quiet {
+        "warn"
+    } else {
+        "info"
+    });
     let code = match cli.command {
         Command::Run {
             configs,
@@ -284,8 +342,10 @@ fn main() -> ExitCode {
             limit,
             format,
             api,
+            nats,
         } => cli::tap::tap(&cli::tap::Args {
             api,
+            nats: nats.args(),
             outputs_of,
             inputs_of,
             sample_rate,
@@ -293,8 +353,13 @@ fn main() -> ExitCode {
             logfmt: matches!(format, TapFormat::Logfmt),
         }),
         #[cfg(feature = "cli-top")]
-        Command::Top { api, interval } => cli::top::top(
+        Command::Top {
+            api,
+            nats,
+            interval,
+        } => cli::top::top(
             &api,
+            nats.args().as_ref(),
             std::time::Duration::try_from_secs_f64(interval)
                 .unwrap_or(std::time::Duration::from_secs(1)),
         ),

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::Endpoint;
 
-use crate::tls::{TlsClientConfig, TlsError};
+use crate::tls::{ClientTls, TlsClientConfig, TlsError};
 
 pub use tonic;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use weir_pipeline::config::Secret;
 
-use crate::tls::{TlsClientConfig, TlsError};
+use crate::tls::{ClientTls, TlsClientConfig, TlsError};
 
 pub use reqwest;
 

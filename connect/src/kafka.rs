@@ -19,7 +19,7 @@ pub use rdkafka;
 use weir_pipeline::config::Secret;
 use weir_pipeline::metrics::ComponentMetrics;
 
-use crate::tls::{TlsClientConfig, TlsError};
+use crate::tls::{ClientTls, TlsClientConfig, TlsError};
 
 /// The SASL mechanisms librdkafka is built with here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]

@@ -3,40 +3,19 @@
 //! logged and counted in the component's metrics (`weir_nats_disconnects_total`,
 //! `weir_nats_reconnects_total`).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 pub use async_nats;
 
-use weir_pipeline::config::Secret;
 use weir_pipeline::metrics::ComponentMetrics;
 
-use crate::tls::{TlsClientConfig, TlsError};
+use crate::tls::{ClientTls, TlsClientConfig, TlsError};
 
-/// `auth`: how to authenticate to the NATS server. Set at most one method.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NatsAuthConfig {
-    /// User name (with `password`). Default: unset.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// Password (with `user`). Default: unset.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// Token. Default: unset.
-    #[serde(default)]
-    pub token: Option<Secret>,
-    /// NKey seed (`SU...`), used to sign the server's nonce. Default: unset.
-    #[serde(default)]
-    pub nkey_seed: Option<Secret>,
-    /// Path of a credentials file (JWT and NKey seed, `.creds`). Default: unset.
-    #[serde(default)]
-    pub credentials_file: Option<PathBuf>,
-}
+/// `auth`: how to authenticate to the NATS server (the data lives in the core, so that
+/// `[api.nats]` has it too).
+pub use weir_pipeline::config::NatsAuthConfig;
 
 /// A configuration mistake in the connection options.
 #[derive(Debug, thiserror::Error)]

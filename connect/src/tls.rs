@@ -25,69 +25,13 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use serde::{Deserialize, Serialize};
-use weir_pipeline::config::Secret;
 
 pub use rustls;
 pub use tokio_rustls;
 
-fn default_true() -> bool {
-    true
-}
-
-/// `tls` of a component that connects: how to check the server and, for mutual TLS, who we
-/// are.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TlsClientConfig {
-    /// Use TLS. Default: what the address says where it has a scheme (`https://`,
-    /// `tls://`); otherwise true when any other `tls` option is set.
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    /// A PEM file of CA certificates to trust, in addition to the built-in (webpki) roots.
-    /// Default: none (the built-in roots only).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// A PEM certificate (chain) to present to the server, for mutual TLS (with `key_file`).
-    /// Default: none.
-    #[serde(default)]
-    pub crt_file: Option<PathBuf>,
-    /// The PEM private key of `crt_file`. Default: none.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// The passphrase of an encrypted `key_file`: the `kafka` components only (librdkafka
-    /// decrypts it); the others need an unencrypted key. Default: none.
-    #[serde(default)]
-    pub key_pass: Option<Secret>,
-    /// Check that the server's certificate is signed by a trusted CA and valid. `false` is
-    /// for tests only: anyone in the middle can read and change the traffic. Default: true.
-    #[serde(default = "default_true")]
-    pub verify_certificate: bool,
-    /// Check that the server's certificate is issued for the name connected to (or
-    /// `server_name`). Default: true.
-    #[serde(default = "default_true")]
-    pub verify_hostname: bool,
-    /// The name to check the server's certificate against (and to send as SNI where the
-    /// client lets us), when it is not the host of the address. Default: the host of the
-    /// address.
-    #[serde(default)]
-    pub server_name: Option<String>,
-}
-
-impl Default for TlsClientConfig {
-    fn default() -> Self {
-        Self {
-            enabled: None,
-            ca_file: None,
-            crt_file: None,
-            key_file: None,
-            key_pass: None,
-            verify_certificate: true,
-            verify_hostname: true,
-            server_name: None,
-        }
-    }
-}
+/// `tls` of a component that connects (the data lives in the core, so that `[api.nats]` has it
+/// too; [`ClientTls`] builds it into rustls).
+pub use weir_pipeline::config::TlsClientConfig;
 
 /// `tls` of a component that listens (the data lives in the core, so that `[api]` has it
 /// too; [`ServerTls`] builds it into rustls).
@@ -233,31 +177,42 @@ fn roots(ca_file: Option<&PathBuf>, with_builtin: bool) -> Result<RootCertStore,
     Ok(roots)
 }
 
-impl TlsClientConfig {
-    /// Whether an option other than `enabled` is set (they imply TLS).
-    fn any_option(&self) -> bool {
-        self.ca_file.is_some()
-            || self.crt_file.is_some()
-            || self.key_file.is_some()
-            || self.key_pass.is_some()
-            || self.server_name.is_some()
-            || !self.verify_certificate
-            || !self.verify_hostname
+/// `crt_file` and `key_file`, when given (both or neither).
+fn pair(t: &TlsClientConfig) -> Result<Option<(&PathBuf, &PathBuf)>, TlsError> {
+    match (&t.crt_file, &t.key_file) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        _ => Err(TlsError::CertWithoutKey),
     }
+}
 
-    /// Whether TLS is on for a component whose address has no scheme that decides: `enabled`,
-    /// or else any other option set.
-    pub fn wanted(tls: Option<&Self>) -> bool {
-        tls.is_some_and(|t| t.enabled.unwrap_or_else(|| t.any_option()))
-    }
-
+/// Builds a client's `tls` table into rustls (a trait: the table is the core's type).
+pub trait ClientTls {
     /// For a component whose URL decides (`https://`): an `enabled` that says otherwise is a
     /// mistake. `option` names the URL's option (`endpoint`).
-    pub fn check_scheme(
-        tls: Option<&Self>,
-        option: &'static str,
-        url: &str,
-    ) -> Result<(), TlsError> {
+    fn check_scheme(tls: Option<&Self>, option: &'static str, url: &str) -> Result<(), TlsError>;
+
+    /// Reads and checks the files of `tls` (unless `enabled = false`) as building the
+    /// component does: for `weir validate`.
+    fn check(tls: Option<&Self>) -> Result<(), TlsError>;
+
+    /// The `rustls` configuration of a client: the webpki roots and `ca_file`, the client
+    /// certificate, the checks asked for, and `alpn` (e.g. `[b"h2"]` for gRPC). Reads and
+    /// checks every file.
+    fn rustls_client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError>;
+
+    /// Reads and parses every file without building a client configuration, for clients that
+    /// do their own TLS (librdkafka): an encrypted key is accepted when `key_pass` is set.
+    fn check_files(&self) -> Result<(), TlsError>;
+
+    /// The name to check (and send as SNI): `server_name`, else `host`.
+    fn server_name_for(&self, host: &str) -> Result<ServerName<'static>, TlsError>;
+}
+
+impl ClientTls for TlsClientConfig {
+    /// For a component whose URL decides (`https://`): an `enabled` that says otherwise is a
+    /// mistake. `option` names the URL's option (`endpoint`).
+    fn check_scheme(tls: Option<&Self>, option: &'static str, url: &str) -> Result<(), TlsError> {
         let https = url
             .get(..8)
             .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
@@ -278,37 +233,23 @@ impl TlsClientConfig {
         }
     }
 
-    /// `tls` unless it says `enabled = false` (its other options are then ignored).
-    pub fn unless_disabled(tls: Option<&Self>) -> Option<&Self> {
-        tls.filter(|t| t.enabled != Some(false))
-    }
-
     /// Reads and checks the files of `tls` (unless `enabled = false`) as building the
     /// component does: for `weir validate`.
-    pub fn check(tls: Option<&Self>) -> Result<(), TlsError> {
-        match Self::unless_disabled(tls) {
+    fn check(tls: Option<&Self>) -> Result<(), TlsError> {
+        match TlsClientConfig::unless_disabled(tls) {
             Some(t) => t.rustls_client_config(&[]).map(|_| ()),
             None => Ok(()),
-        }
-    }
-
-    /// `crt_file` and `key_file`, when given (both or neither).
-    fn pair(&self) -> Result<Option<(&PathBuf, &PathBuf)>, TlsError> {
-        match (&self.crt_file, &self.key_file) {
-            (Some(c), Some(k)) => Ok(Some((c, k))),
-            (None, None) => Ok(None),
-            _ => Err(TlsError::CertWithoutKey),
         }
     }
 
     /// The `rustls` configuration of a client: the webpki roots and `ca_file`, the client
     /// certificate, the checks asked for, and `alpn` (e.g. `[b"h2"]` for gRPC). Reads and
     /// checks every file.
-    pub fn rustls_client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
+    fn rustls_client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TlsError> {
         if self.key_pass.is_some() {
             return Err(TlsError::KeyPassUnsupported("this component"));
         }
-        let pair = self.pair()?;
+        let pair = pair(self)?;
         let provider = provider();
         let roots = roots(self.ca_file.as_ref(), true)?;
         let identity = match pair {
@@ -353,8 +294,8 @@ impl TlsClientConfig {
 
     /// Reads and parses every file without building a client configuration, for clients that
     /// do their own TLS (librdkafka): an encrypted key is accepted when `key_pass` is set.
-    pub fn check_files(&self) -> Result<(), TlsError> {
-        let pair = self.pair()?;
+    fn check_files(&self) -> Result<(), TlsError> {
+        let pair = pair(self)?;
         if let Some(ca) = &self.ca_file {
             load_certs("ca_file", ca)?;
         }
@@ -370,7 +311,7 @@ impl TlsClientConfig {
     }
 
     /// The name to check (and send as SNI): `server_name`, else `host`.
-    pub fn server_name_for(&self, host: &str) -> Result<ServerName<'static>, TlsError> {
+    fn server_name_for(&self, host: &str) -> Result<ServerName<'static>, TlsError> {
         let n = self.server_name.as_deref().unwrap_or(host);
         let n = n.trim_start_matches('[').trim_end_matches(']');
         ServerName::try_from(n.to_string()).map_err(|_| TlsError::ServerName(n.to_string()))

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 pub use weir_connect::http::{build_client, header_map};
-pub use weir_connect::tls::TlsClientConfig;
+pub use weir_connect::tls::{ClientTls, TlsClientConfig};
 
 /// Gzips `data` (level 6, the usual trade-off).
 pub fn gzip(data: &[u8]) -> Vec<u8> {

@@ -27,7 +27,7 @@ use weir_connect::nats::async_nats::jetstream;
 use weir_connect::nats::{
     async_nats, connect, is_valid_publish_subject, NatsAuthConfig, NatsConnect,
 };
-use weir_connect::tls::TlsClientConfig;
+use weir_connect::tls::{ClientTls, TlsClientConfig};
 use weir_pipeline::codec::EncodingConfig;
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::{Concurrency, Secs};

@@ -77,7 +77,9 @@ use weir_pipeline::metrics::ComponentMetrics;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-use crate::http::{build_client, gzip, header_map, retry_after, snippet, TlsClientConfig};
+use crate::http::{
+    build_client, gzip, header_map, retry_after, snippet, ClientTls, TlsClientConfig,
+};
 use crate::toolkit::batch::{self, BatchLimits};
 use crate::toolkit::request::unless_stopped;
 use crate::toolkit::split::{halves_of_vec, Parts};

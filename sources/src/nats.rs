@@ -29,7 +29,7 @@ use weir_connect::nats::async_nats::jetstream;
 use weir_connect::nats::async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use weir_connect::nats::async_nats::jetstream::AckKind;
 use weir_connect::nats::{async_nats, connect, NatsAuthConfig, NatsConnect};
-use weir_connect::tls::TlsClientConfig;
+use weir_connect::tls::{ClientTls, TlsClientConfig};
 use weir_pipeline::codec::DecodingConfig;
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
 use weir_pipeline::config::Secs;

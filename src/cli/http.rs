@@ -185,20 +185,21 @@ impl Response {
             }
         }
     }
-
-    /// The whole body.
-    pub fn bytes(mut self) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        while let Some(c) = self.next_chunk()? {
-            out.extend_from_slice(&c);
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Response {
+        fn bytes(mut self) -> Result<Vec<u8>, String> {
+            let mut out = Vec::new();
+            while let Some(c) = self.next_chunk()? {
+                out.extend_from_slice(&c);
+            }
+            Ok(out)
+        }
+    }
 
     #[test]
     fn authorities() {

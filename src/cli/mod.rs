@@ -1,3 +1,4 @@
+pub mod api_client;
 pub mod docs;
 #[cfg(feature = "cli-flamegraph")]
 pub mod flamegraph;
@@ -18,11 +19,12 @@ use weir_pipeline::config::{load_files, load_str, resolve_graph, Config, ConfigE
 
 use crate::registry::registry;
 
-/// Logs go to stderr; `WEIR_LOG` (or `RUST_LOG`) sets the filter, default `info`.
-pub fn init_logging() {
+/// Logs go to stderr; `WEIR_LOG` (or `RUST_LOG`) sets the filter, default `default` (`info`
+/// for most commands; `error` for `weir top`, whose screen a log line would tear).
+pub fn init_logging(default: &str) {
     let filter = std::env::var("WEIR_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -77,7 +77,7 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
     let shutdown = running.shutdown_token();
     let stop = running.stop_token();
     let mut fatal = running.take_fatal();
-    let api_task = if api.enabled {
+    let api_task = if api.serves() {
         match crate::api::serve(
             &api,
             registry.clone(),

@@ -1,16 +1,18 @@
 //! `weir tap`: prints the events leaving (or entering) components of a running Weir, from its
-//! API's `/api/tap` stream, as JSON lines or logfmt.
+//! API's `/api/tap` stream (over HTTP, or over NATS with `--nats`), as JSON lines or logfmt.
 
 use std::io::Write;
 
 use serde_json::Value;
 
-use super::http;
+use super::api_client::{Api, NatsArgs};
 
 /// What `weir tap` was asked.
 pub struct Args {
     /// `--api`: the running Weir's API address.
     pub api: String,
+    /// `--nats`: reach it over NATS instead.
+    pub nats: Option<NatsArgs>,
     /// Globs: the outputs of these components (or `id.output`).
     pub outputs_of: Vec<String>,
     /// Globs: the inputs of these components.
@@ -72,10 +74,10 @@ fn run(args: &Args) -> Result<(), String> {
     if args.sample_rate == Some(0) || args.limit == Some(0) {
         return Err("--sample-rate and --limit must be above 0".into());
     }
-    let authority = http::authority(&args.api)?;
-    let mut resp = http::get(&authority, &path(args), None)?;
-    if resp.status != 200 {
-        let status = resp.status;
+    let api = Api::new(&args.api, args.nats.as_ref())?;
+    let mut resp = api.get(&path(args), None)?;
+    if resp.status() != 200 {
+        let status = resp.status();
         let body = resp.bytes().unwrap_or_default();
         let text = String::from_utf8_lossy(&body);
         let message = serde_json::from_str::<Value>(&text)
@@ -219,6 +221,7 @@ mod tests {
     fn request_path() {
         let a = Args {
             api: String::new(),
+            nats: None,
             outputs_of: vec!["router*".into()],
             inputs_of: vec!["a b".into()],
             sample_rate: Some(2),

@@ -1,5 +1,5 @@
 //! `weir top`: a live terminal dashboard of a running Weir's components, from its API's
-//! `/api/graph` (polled every `--interval`, on a thread of its own so keys stay responsive).
+//! `/api/graph` (over HTTP, or over NATS with `--nats`; polled every `--interval`, on a thread of its own so keys stay responsive).
 //! Rates are computed here from the counters' differences between two polls.
 //!
 //! Keys: `q`, Esc or Ctrl-C quit; `s`/`S` (or →/←) change the sort column; `r` reverses it;
@@ -18,7 +18,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 use serde_json::Value;
 
-use super::http;
+use super::api_client::{Api, NatsArgs};
 
 /// One poll of `/api/graph`.
 struct Snapshot {
@@ -338,13 +338,13 @@ enum Poll {
     Failed(String),
 }
 
-fn poller(authority: String, interval: Duration, tx: mpsc::Sender<Poll>) {
+fn poller(api: Api, interval: Duration, tx: mpsc::Sender<Poll>) {
     let timeout = Some(Duration::from_secs(2).max(interval));
     loop {
         let started = Instant::now();
-        let got = http::get(&authority, "/api/graph", timeout).and_then(|r| {
-            if r.status != 200 {
-                return Err(format!("/api/graph answered {}", r.status));
+        let got = api.get("/api/graph", timeout).and_then(|r| {
+            if r.status() != 200 {
+                return Err(format!("/api/graph answered {}", r.status()));
             }
             let body = r.bytes()?;
             serde_json::from_slice::<Value>(&body).map_err(|e| format!("/api/graph: {e}"))
@@ -360,7 +360,8 @@ fn poller(authority: String, interval: Duration, tx: mpsc::Sender<Poll>) {
             return;
         }
         // `/health` for the uptime (both 200 and 503 carry it).
-        let uptime = http::get(&authority, "/health", timeout)
+        let uptime = api
+            .get("/health", timeout)
             .and_then(|r| r.bytes())
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -372,8 +373,8 @@ fn poller(authority: String, interval: Duration, tx: mpsc::Sender<Poll>) {
     }
 }
 
-pub fn top(api: &str, interval: Duration) -> u8 {
-    let authority = match http::authority(api) {
+pub fn top(api: &str, nats: Option<&NatsArgs>, interval: Duration) -> u8 {
+    let api = match Api::new(api, nats) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -386,10 +387,8 @@ pub fn top(api: &str, interval: Duration) -> u8 {
     }
     let interval = interval.max(Duration::from_millis(100));
     let (tx, rx) = mpsc::channel();
-    {
-        let authority = authority.clone();
-        std::thread::spawn(move || poller(authority, interval, tx));
-    }
+    let described = api.describe();
+    std::thread::spawn(move || poller(api, interval, tx));
     // Raw mode and the alternate screen; a panic hook that restores the terminal first.
     let mut terminal = match ratatui::try_init() {
         Ok(t) => t,
@@ -400,7 +399,7 @@ pub fn top(api: &str, interval: Duration) -> u8 {
         }
     };
     let mut app = App {
-        api: authority,
+        api: described,
         rows: Vec::new(),
         column: 0,
         reverse: false,

@@ -85,6 +85,9 @@ fn every_example_runs_and_stops_cleanly_on_sigterm() {
         let child = weir()
             .env("WEIR_DATA_DIR", data.path())
             .env("WEIR_API_ADDRESS", api.to_string())
+            // The Kubernetes examples' NATS server: a loopback port nothing listens on (they
+            // retry in the background), never their in-cluster default name.
+            .env("NATS_URL", format!("nats://{}", free_addr()))
             .args(["run", "--config"])
             .arg(&f)
             .stdin(Stdio::null())

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acknowledgements;
+mod api_nats;
 mod backpressure;
 mod broken_configs;
 mod cli;

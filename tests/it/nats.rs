@@ -27,8 +27,9 @@ fn nats_server_bin() -> PathBuf {
     PathBuf::from("nats-server")
 }
 
-/// A `nats-server -js` on a loopback port with its store in a temporary directory.
-struct Server {
+/// A `nats-server -js` on a loopback port with its store in a temporary directory (also used
+/// by `api_nats.rs`).
+pub(crate) struct Server {
     child: Option<Child>,
     addr: SocketAddr,
     store: PathBuf,
@@ -37,7 +38,7 @@ struct Server {
 
 impl Server {
     /// `None` without a nats-server: the test is skipped, or fails under CI.
-    fn start(dir: &Path) -> Option<Self> {
+    pub(crate) fn start(dir: &Path) -> Option<Self> {
         require("nats-server", find_program("nats-server", &["/usr/sbin"]))?;
         let mut s = Server {
             child: None,
@@ -82,7 +83,7 @@ impl Server {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://{}", self.addr)
     }
 }

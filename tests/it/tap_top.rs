@@ -238,7 +238,7 @@ fn a_tap_that_never_reads_does_not_hold_the_pipeline() {
 
 /// Runs `argv` in a pseudo-terminal of 50x200 for `secs`, then types `q`; returns the exit
 /// status and what it wrote, as the chunks it was read in.
-const PTY_DRIVER: &str = r#"
+pub(crate) const PTY_DRIVER: &str = r#"
 import os, pty, sys, time, select, struct, fcntl, termios
 out, secs, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 pid, fd = pty.fork()
@@ -270,14 +270,14 @@ sys.exit(os.waitstatus_to_exitcode(status))
 "#;
 
 /// Just enough of a VT100 to read what ratatui draws: cursor moves, erases, text.
-struct Screen {
+pub(crate) struct Screen {
     rows: Vec<Vec<char>>,
     row: usize,
     col: usize,
 }
 
 impl Screen {
-    fn new(rows: usize, cols: usize) -> Self {
+    pub(crate) fn new(rows: usize, cols: usize) -> Self {
         Self {
             rows: vec![vec![' '; cols]; rows],
             row: 0,
@@ -285,7 +285,7 @@ impl Screen {
         }
     }
 
-    fn feed(&mut self, text: &str) {
+    pub(crate) fn feed(&mut self, text: &str) {
         let mut it = text.chars().peekable();
         while let Some(c) = it.next() {
             match c {
@@ -346,7 +346,7 @@ impl Screen {
         }
     }
 
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.rows.iter().map(|r| r.iter().collect()).collect()
     }
 }

@@ -17,6 +17,7 @@
 //! Every error names the file, line and column, the component and the field, and suggests the
 //! nearest valid name. [`load`] collects all errors it can find instead of stopping at the first.
 
+mod client;
 mod error;
 mod graph;
 mod interpolate;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use client::{NatsAuthConfig, TlsClientConfig};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use graph::{resolve_graph, Graph, OutputId};
 pub use interpolate::interpolate;
@@ -87,6 +89,52 @@ pub struct ApiConfig {
     /// Default: 30.
     #[serde(default = "default_request_read_timeout")]
     pub request_read_timeout_secs: Secs,
+    /// Serve the same API over NATS request/reply as well (`[api.nats]`, see docs/api.md):
+    /// for agents that cannot be reached but can reach a NATS server. Served whether or not
+    /// `enabled` (which is about the HTTP listener). Default: none.
+    #[serde(default)]
+    pub nats: Option<ApiNatsConfig>,
+}
+
+impl ApiConfig {
+    /// Whether the API is served at all: over HTTP (`enabled`) or over NATS (`[api.nats]`).
+    pub fn serves(&self) -> bool {
+        self.enabled || self.nats.is_some()
+    }
+}
+
+/// `[api.nats]`: the API over NATS request/reply. A request to `weir.<node>.api.<name>` is
+/// answered as the HTTP API answers `/api/<name>` (`health` and `metrics`: `/health`,
+/// `/metrics`); authorization is the NATS server's, by subject (docs/api.md).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiNatsConfig {
+    /// Server URL(s), comma separated: `nats://127.0.0.1:4222`, `tls://nats.example:4222`.
+    pub url: String,
+    /// This agent's name in the subjects (`weir.<node>.api.>`), as one subject token: `.`,
+    /// `*`, `>` and whitespace are replaced by `_` (`weir tap --node` does the same). Default:
+    /// the host name (in Kubernetes, set it from the node name: `node = "${NODE_NAME}"`).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// How to authenticate to the NATS server (`user`/`password`, `token`, `nkey_seed` or
+    /// `credentials_file`), as the `nats` source and sink do. Default: none.
+    #[serde(default)]
+    pub auth: NatsAuthConfig,
+    /// TLS to the NATS server: the `tls` table shared by every client (docs/configuration.md).
+    /// Default: off (on for `tls://` URLs, or when a `tls` option is set).
+    #[serde(default)]
+    pub tls: Option<TlsClientConfig>,
+    /// Send the credentials (`auth.password`, `auth.token`) over a connection without TLS.
+    /// Default: false.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
+    /// The connection name the NATS server shows. Default: `weir-api-<node>`.
+    #[serde(default)]
+    pub connection_name: Option<String>,
+    /// The most requests served at once (a tap counts until it ends); more are answered
+    /// 503. Default: 64.
+    #[serde(default = "default_small_connections")]
+    pub max_requests: Count,
 }
 
 fn default_true() -> bool {
@@ -123,6 +171,7 @@ impl Default for ApiConfig {
             max_connections: default_small_connections(),
             idle_timeout_secs: default_idle_timeout(),
             request_read_timeout_secs: default_request_read_timeout(),
+            nats: None,
         }
     }
 }

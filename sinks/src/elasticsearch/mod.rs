@@ -52,7 +52,7 @@ use weir_pipeline::template::{event_time, Template};
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-use crate::http::{build_client, header_map, snippet, TlsClientConfig};
+use crate::http::{build_client, header_map, snippet, ClientTls, TlsClientConfig};
 use crate::toolkit::batch::{self, BatchLimits};
 use crate::toolkit::{BatchConfig, BatchDefaults, RequestConfig, RequestDefaults};
 pub use bulk::BulkAction;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use weir_connect::http::{client_builder, error_chain, HttpVersions};
-use weir_connect::tls::TlsClientConfig;
+use weir_connect::tls::{ClientTls, TlsClientConfig};
 
 /// The longest response body kept (for error messages).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;

@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use weir_connect::tls::TlsClientConfig;
+use weir_connect::tls::{ClientTls, TlsClientConfig};
 use weir_pipeline::component::{Sink, SinkConfig, SinkContext, SinkInput};
 use weir_pipeline::config::{Concurrency, Count, Secret, Secs};
 use weir_pipeline::event::Event;

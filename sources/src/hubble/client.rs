@@ -12,7 +12,7 @@ use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
-use weir_connect::tls::{TlsClientConfig, TlsError};
+use weir_connect::tls::{ClientTls, TlsClientConfig, TlsError};
 
 use super::proto::{GetFlowsRequest, GET_FLOWS_PATH};
 

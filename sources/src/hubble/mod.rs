@@ -57,7 +57,7 @@ pub use filter::FilterConfig;
 use client::ConnectConfig;
 use proto::{GetFlowsRequest, GetFlowsResponse, ResponseType, Timestamp};
 use resume::Resume;
-use weir_connect::tls::TlsClientConfig;
+use weir_connect::tls::{ClientTls, TlsClientConfig};
 
 /// `type = "hubble"`: flows from Hubble Relay or a node's Hubble server.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
