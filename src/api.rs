@@ -1,6 +1,7 @@
 //! Weir's HTTP API: `GET /health`, `GET /metrics` (Prometheus text), `GET /api/graph`
 //! (components, edges and live rates as JSON), `GET /api/tap` (`src/api_tap.rs`), and the
-//! web console at `/` (`src/console.rs`). The same router is served over NATS with
+//! web console at `/` (`src/console.rs`), and `POST /api/reload` (reload the configuration
+//! files, answered with what changed). The same router is served over NATS with
 //! `[api.nats]` (`src/api_nats.rs`).
 //!
 //! Served by the server stack every listener shares (`weir_connect::server`): HTTPS with
@@ -10,13 +11,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -27,10 +28,19 @@ use weir_pipeline::metrics::{Health, MetricsRegistry};
 use weir_pipeline::tap::Taps;
 use weir_pipeline::topology::ComponentInfo;
 
+/// The running graph, replaced by a reload.
+pub type SharedComponents = Arc<RwLock<Vec<ComponentInfo>>>;
+
+/// Where `POST /api/reload` asks `weir run` to reload; the answer comes back on the oneshot
+/// as the HTTP status and a JSON body.
+pub type ReloadRequests =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<(StatusCode, serde_json::Value)>>;
+
 #[derive(Clone)]
 struct ApiState {
     registry: Arc<MetricsRegistry>,
-    components: Arc<Vec<ComponentInfo>>,
+    components: SharedComponents,
+    reload: Option<ReloadRequests>,
     /// Events per second in and out over the last sampling period, per component.
     rates: Arc<Mutex<HashMap<String, (f64, f64)>>>,
 }
@@ -85,14 +95,17 @@ impl Drop for AbortOnDrop {
 pub async fn serve(
     api: &ApiConfig,
     registry: Arc<MetricsRegistry>,
-    components: Vec<ComponentInfo>,
+    components: SharedComponents,
+    reload: Option<ReloadRequests>,
     taps: Arc<Taps>,
     console: crate::console::ConsoleConfig,
 ) -> Result<JoinHandle<()>, String> {
-    let console = crate::console::routes(console, components.clone(), taps.clone());
+    let now = components.read().map(|c| c.clone()).unwrap_or_default();
+    let console = crate::console::routes(console, now, taps.clone());
     let state = ApiState {
         registry,
-        components: Arc::new(components),
+        components,
+        reload,
         rates: Arc::new(Mutex::new(HashMap::new())),
     };
     let sampler = state.clone();
@@ -100,6 +113,7 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/graph", get(graph))
+        .route("/api/reload", post(reload_config))
         .with_state(state)
         .merge(crate::api_tap::routes(taps))
         .merge(console);
@@ -194,16 +208,46 @@ async fn health(State(s): State<ApiState>) -> impl IntoResponse {
         }));
     }
     let uptime = s.registry.uptime().as_secs();
+    // The last reload: a failed one leaves the pipeline running (200) but says why here.
+    let reload = s.registry.reloads().last.map(|(outcome, error, at)| {
+        json!({ "outcome": outcome, "error": error, "at_unix_secs": at })
+    });
     if down.is_empty() {
         (
             StatusCode::OK,
-            Json(json!({ "ok": true, "uptime_secs": uptime })),
+            Json(json!({ "ok": true, "uptime_secs": uptime, "last_reload": reload })),
         )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ok": false, "uptime_secs": uptime, "components": down })),
+            Json(
+                json!({ "ok": false, "uptime_secs": uptime, "components": down, "last_reload": reload }),
+            ),
         )
+    }
+}
+
+/// `POST /api/reload`: reloads the configuration files `weir run` was started with.
+async fn reload_config(State(s): State<ApiState>) -> impl IntoResponse {
+    let Some(tx) = s.reload else {
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            Json(json!({ "error": "this weir cannot reload (it runs the embedded quickstart)" })),
+        );
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "the pipeline is stopping" })),
+        );
+    }
+    match answer.await {
+        Ok((status, body)) => (status, Json(body)),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "the pipeline is stopping" })),
+        ),
     }
 }
 
@@ -218,7 +262,8 @@ async fn graph(State(s): State<ApiState>) -> impl IntoResponse {
     let rates = s.rates.lock().map(|r| r.clone()).unwrap_or_default();
     let mut components = Vec::new();
     let mut edges = Vec::new();
-    for c in s.components.iter() {
+    let list = s.components.read().map(|c| c.clone()).unwrap_or_default();
+    for c in list.iter() {
         let m = s.registry.get(&c.id);
         let (rin, rout) = rates.get(&c.id).copied().unwrap_or((0.0, 0.0));
         components.push(json!({

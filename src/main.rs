@@ -70,6 +70,10 @@ enum Command {
         /// Do not print the per-component summary when the pipeline ends.
         #[arg(long)]
         quiet: bool,
+        /// Reload when the config files change (checked every second; follows symlinks, so
+        /// a Kubernetes ConfigMap update is seen). SIGHUP and `POST /api/reload` reload too.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Check config files: every error, with file:line:col. Exits non-zero on any error.
     Validate {
@@ -305,7 +309,8 @@ fn main() -> ExitCode {
             threads,
             grace_period_secs,
             quiet,
-        } => cli::run::run(configs, threads, grace_period_secs, quiet),
+            watch_config,
+        } => cli::run::run(configs, threads, grace_period_secs, quiet, watch_config),
         Command::Validate {
             files,
             merge,

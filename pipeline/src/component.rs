@@ -296,6 +296,35 @@ pub trait TransformConfig: Debug + Send + Sync {
 pub struct SinkInput {
     rx: InputReceiver,
     metrics: Arc<ComponentMetrics>,
+    /// Set by a reload that replaces or removes the sink.
+    detach: Option<Arc<Detach>>,
+    ended: bool,
+}
+
+/// How a reload takes a sink off its input: the sink sees its input end (flushes, delivers
+/// and acknowledges what it took, and returns), either at once, leaving the buffer to the
+/// instance that replaces it (`handoff`), or once the buffer has been quiet for
+/// [`Detach::QUIET`] after its producers stopped sending to it (`drain`: a removed sink).
+#[derive(Debug, Default)]
+pub struct Detach {
+    token: crate::shutdown::ShutdownToken,
+    drain: std::sync::atomic::AtomicBool,
+}
+
+impl Detach {
+    /// How long a removed sink's buffer must stay empty before its input ends.
+    pub const QUIET: std::time::Duration = std::time::Duration::from_millis(250);
+
+    /// Ends the input now; what the buffer holds stays for the next instance.
+    pub fn handoff(&self) {
+        self.token.cancel();
+    }
+
+    /// Ends the input once the buffer is drained and quiet.
+    pub fn drain(&self) {
+        self.drain.store(true, std::sync::atomic::Ordering::Release);
+        self.token.cancel();
+    }
 }
 
 /// The buffer a sink reads: its own, or its supervisor's, lent for one run (when the sink
@@ -311,6 +340,8 @@ impl SinkInput {
         Self {
             rx: InputReceiver::Owned(rx),
             metrics,
+            detach: None,
+            ended: false,
         }
     }
 
@@ -322,17 +353,60 @@ impl SinkInput {
         Self {
             rx: InputReceiver::Lent(rx),
             metrics,
+            detach: None,
+            ended: false,
         }
+    }
+
+    /// An input a reload can end ([`Detach`]).
+    pub fn with_detach(mut self, detach: Arc<Detach>) -> Self {
+        self.detach = Some(detach);
+        self
     }
 
     /// The next batch, or `None` when every upstream has finished (shutdown drains to here).
     pub async fn next(&mut self) -> Option<EventBatch> {
-        let b = match &mut self.rx {
-            InputReceiver::Owned(rx) => rx.recv().await?,
-            InputReceiver::Lent(rx) => rx.recv().await?,
+        if self.ended {
+            return None;
+        }
+        let rx: &mut BufferReceiver = match &mut self.rx {
+            InputReceiver::Owned(rx) => rx,
+            InputReceiver::Lent(rx) => rx,
         };
-        self.metrics.add_received(b.len() as u64, 0);
-        Some(b)
+        let b = match &self.detach {
+            None => rx.recv().await,
+            Some(d) => {
+                let detached = tokio::select! {
+                    biased;
+                    _ = d.token.cancelled() => true,
+                    b = rx.recv() => match b {
+                        Some(b) => {
+                            self.metrics.add_received(b.len() as u64, 0);
+                            return Some(b);
+                        }
+                        None => false,
+                    },
+                };
+                if detached && d.drain.load(std::sync::atomic::Ordering::Acquire) {
+                    tokio::time::timeout(Detach::QUIET, rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                } else {
+                    None
+                }
+            }
+        };
+        match b {
+            Some(b) => {
+                self.metrics.add_received(b.len() as u64, 0);
+                Some(b)
+            }
+            None => {
+                self.ended = true;
+                None
+            }
+        }
     }
 
     /// The sink's counters.

@@ -322,7 +322,23 @@ pub struct MetricsRegistry {
     components: RwLock<Vec<Arc<ComponentMetrics>>>,
     started: Instant,
     memory: OnceLock<Arc<MemoryBudget>>,
+    reloads: Mutex<Reloads>,
 }
+
+/// Configuration reloads: how many by outcome, and the last one.
+#[derive(Debug, Default, Clone)]
+pub struct Reloads {
+    /// Reloads by outcome ([`RELOAD_OUTCOMES`]).
+    pub counts: BTreeMap<&'static str, u64>,
+    /// The last reload: its outcome, what went wrong, and when (seconds since the epoch).
+    pub last: Option<(&'static str, Option<String>, i64)>,
+}
+
+/// The outcomes of a reload, the `outcome` label of `weir_config_reloads_total`: `applied`,
+/// `invalid` (the new configuration did not load or check; the running one stays),
+/// `needs_restart` (it changes what a reload cannot; nothing was touched), `failed` (a
+/// component could not be built; see the error for what was left as it was).
+pub const RELOAD_OUTCOMES: [&str; 4] = ["applied", "invalid", "needs_restart", "failed"];
 
 impl Default for MetricsRegistry {
     fn default() -> Self {
@@ -330,6 +346,7 @@ impl Default for MetricsRegistry {
             components: RwLock::new(Vec::new()),
             started: Instant::now(),
             memory: OnceLock::new(),
+            reloads: Mutex::new(Reloads::default()),
         }
     }
 }
@@ -341,6 +358,26 @@ impl MetricsRegistry {
             Ok(mut g) => g.push(m),
             Err(p) => p.into_inner().push(m),
         }
+    }
+
+    /// Removes a component's counters (a sink a reload removed, once it drained).
+    pub fn unregister(&self, m: &Arc<ComponentMetrics>) {
+        match self.components.write() {
+            Ok(mut g) => g.retain(|c| !Arc::ptr_eq(c, m)),
+            Err(p) => p.into_inner().retain(|c| !Arc::ptr_eq(c, m)),
+        }
+    }
+
+    /// Counts a reload (`outcome` is one of [`RELOAD_OUTCOMES`]) and keeps it as the last.
+    pub fn record_reload(&self, outcome: &'static str, error: Option<String>) {
+        let mut r = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        *r.counts.entry(outcome).or_default() += 1;
+        r.last = Some((outcome, error, chrono::Utc::now().timestamp()));
+    }
+
+    /// The reloads so far.
+    pub fn reloads(&self) -> Reloads {
+        self.reloads.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Every component's counters, in the order they were added.
@@ -404,6 +441,35 @@ impl MetricsRegistry {
                 },
             ));
         }
+        let reloads = self.reloads();
+        for outcome in RELOAD_OUTCOMES {
+            out.push(
+                Metric::new(
+                    "config_reloads_total",
+                    MetricKind::Absolute,
+                    MetricValue::Counter {
+                        value: reloads.counts.get(outcome).copied().unwrap_or(0) as f64,
+                    },
+                )
+                .with_namespace("weir")
+                .with_tag("outcome", outcome)
+                .with_timestamp(now),
+            );
+        }
+        out.push(
+            Metric::new(
+                "config_last_reload_successful",
+                MetricKind::Absolute,
+                MetricValue::Gauge {
+                    value: match &reloads.last {
+                        Some((o, ..)) if *o != "applied" => 0.0,
+                        _ => 1.0,
+                    },
+                },
+            )
+            .with_namespace("weir")
+            .with_timestamp(now),
+        );
         for c in self.components() {
             let base = |name: &str, value: MetricValue| {
                 Metric::new(name, MetricKind::Absolute, value)

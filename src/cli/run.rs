@@ -1,5 +1,9 @@
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::json;
 
 use tokio::signal::unix::{signal, SignalKind};
 use weir_pipeline::config::resolve_graph;
@@ -7,7 +11,13 @@ use weir_pipeline::topology;
 
 use super::{load, print_errors};
 
-pub fn run(configs: Vec<PathBuf>, threads: Option<usize>, grace_secs: u64, quiet: bool) -> u8 {
+pub fn run(
+    configs: Vec<PathBuf>,
+    threads: Option<usize>,
+    grace_secs: u64,
+    quiet: bool,
+    watch: bool,
+) -> u8 {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("weir-worker");
     if let Some(t) = threads {
@@ -20,10 +30,13 @@ pub fn run(configs: Vec<PathBuf>, threads: Option<usize>, grace_secs: u64, quiet
             return crate::exit::FAILED;
         }
     };
-    rt.block_on(run_async(configs, grace_secs, quiet))
+    rt.block_on(run_async(configs, grace_secs, quiet, watch))
 }
 
-async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
+/// A reload request: where to answer (status and JSON body), if anyone waits.
+type ReloadReply = tokio::sync::oneshot::Sender<(StatusCode, serde_json::Value)>;
+
+async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool, watch: bool) -> u8 {
     let config = match load(&configs) {
         Ok(c) => c,
         Err(e) => {
@@ -53,16 +66,34 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
             return crate::exit::FAILED;
         }
     };
-    // Hot reload is not built yet: SIGHUP must not kill the agent (its default action).
+    // Reloads: SIGHUP, `POST /api/reload` and `--watch-config` all ask the loop below, one
+    // at a time. (SIGHUP must not kill the agent, its default action, even with nothing to
+    // reload.)
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
+    let reloadable = !configs.is_empty();
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
+            let tx = reload_tx.clone();
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    tracing::warn!("SIGHUP received: configuration reload is not supported yet; restart weir to apply changes");
+                    if !reloadable {
+                        tracing::warn!("SIGHUP received: the embedded quickstart has no configuration file to reload");
+                        continue;
+                    }
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    let (reply, _) = tokio::sync::oneshot::channel();
+                    if tx.send(reply).await.is_err() {
+                        break;
+                    }
                 }
             });
         }
         Err(e) => tracing::warn!("cannot install the SIGHUP handler: {e}"),
+    }
+    if watch && reloadable {
+        tokio::spawn(watch_config(configs.clone(), reload_tx.clone()));
+    } else if watch {
+        tracing::warn!("--watch-config: the embedded quickstart has no configuration file to watch");
     }
     let names = config.files.join(", ");
     let console = crate::console::ConsoleConfig::from_config(&config);
@@ -77,11 +108,14 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
     let shutdown = running.shutdown_token();
     let stop = running.stop_token();
     let mut fatal = running.take_fatal();
+    let components: crate::api::SharedComponents =
+        Arc::new(RwLock::new(running.components.clone()));
     let api_task = if api.serves() {
         match crate::api::serve(
             &api,
             registry.clone(),
-            running.components.clone(),
+            components.clone(),
+            reloadable.then(|| reload_tx.clone()),
             running.taps.clone(),
             console,
         )
@@ -117,18 +151,31 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
             None => std::future::pending().await,
         }
     };
-    let outcomes = tokio::select! {
-        o = &mut wait => Some(o),
-        why = stop_signal => {
-            tracing::info!(grace_period_secs = grace_secs, "{why}: draining in-flight events and flushing sinks (send it again to force exit)");
-            None
-        }
-        f = fatal_failure => {
-            tracing::error!(component = %f.id, kind = f.kind.as_str(), grace_period_secs = grace_secs, "a component with on_failure = \"exit\" failed ({}); stopping the pipeline", f.error);
-            failed = Some(f);
-            None
+    drop(reload_tx);
+    let outcomes = {
+        tokio::pin!(stop_signal);
+        tokio::pin!(fatal_failure);
+        loop {
+            tokio::select! {
+                o = &mut wait => break Some(o),
+                why = &mut stop_signal => {
+                    tracing::info!(grace_period_secs = grace_secs, "{why}: draining in-flight events and flushing sinks (send it again to force exit)");
+                    break None;
+                }
+                f = &mut fatal_failure => {
+                    tracing::error!(component = %f.id, kind = f.kind.as_str(), grace_period_secs = grace_secs, "a component with on_failure = \"exit\" failed ({}); stopping the pipeline", f.error);
+                    failed = Some(f);
+                    break None;
+                }
+                Some(reply) = reload_rx.recv() => {
+                    let answer = reload(&mut running, &configs, &registry, &components).await;
+                    let _ = reply.send(answer);
+                }
+            }
         }
     };
+    // Reloads asked for from here on are answered "stopping" (their senders see it closed).
+    drop(reload_rx);
     let outcomes = match outcomes {
         Some(o) => Some(o),
         None => {
@@ -207,6 +254,109 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
         crate::exit::OK
     }
 }
+
+/// Loads the configuration files again and applies them to the running pipeline: the answer
+/// for `POST /api/reload` (also logged, counted in `weir_config_reloads_total{outcome}` and
+/// shown by `/health`).
+async fn reload(
+    running: &mut topology::RunningTopology,
+    configs: &[PathBuf],
+    registry: &weir_pipeline::metrics::MetricsRegistry,
+    components: &crate::api::SharedComponents,
+) -> (StatusCode, serde_json::Value) {
+    let loaded = load(configs).and_then(|c| resolve_graph(&c, true).map(|g| (c, g)));
+    let (config, graph) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            let errors: Vec<String> = e.0.iter().map(|e| e.to_string()).collect();
+            tracing::error!(
+                "configuration reload refused, the running pipeline stays: {} error(s):\n{}",
+                errors.len(),
+                errors.join("\n")
+            );
+            registry.record_reload("invalid", Some(errors.join("; ")));
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "outcome": "invalid", "errors": errors }),
+            );
+        }
+    };
+    match running.reload(config, &graph).await {
+        Ok(summary) => {
+            tracing::info!(
+                added = ?summary.added,
+                removed = ?summary.removed,
+                changed = ?summary.changed,
+                unchanged = summary.unchanged,
+                "configuration reloaded"
+            );
+            if !summary.left_for_restart.is_empty() {
+                tracing::warn!(settings = ?summary.left_for_restart, "configuration reloaded; these settings take effect at the next start");
+            }
+            registry.record_reload("applied", None);
+            if let Ok(mut c) = components.write() {
+                *c = running.components.clone();
+            }
+            (
+                StatusCode::OK,
+                json!({ "outcome": "applied", "summary": summary }),
+            )
+        }
+        Err(e) => {
+            tracing::error!(outcome = e.outcome(), "configuration reload: {e}");
+            registry.record_reload(e.outcome(), Some(e.to_string()));
+            if let Ok(mut c) = components.write() {
+                *c = running.components.clone();
+            }
+            let status = match e {
+                topology::ReloadError::NeedsRestart(_) => StatusCode::CONFLICT,
+                topology::ReloadError::Build(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (
+                status,
+                json!({ "outcome": e.outcome(), "error": e.to_string() }),
+            )
+        }
+    }
+}
+
+/// `--watch-config`: reads the configuration files every second and asks for a reload when
+/// what they hold changed and then stayed the same for one more read (a file being written,
+/// or a Kubernetes ConfigMap's symlink swap half done, is not reloaded). Reading follows
+/// symlinks, so a swapped ConfigMap directory is seen.
+async fn watch_config(configs: Vec<PathBuf>, tx: tokio::sync::mpsc::Sender<ReloadReply>) {
+    let digest = || {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for c in &configs {
+            match std::fs::read(c) {
+                Ok(bytes) => bytes.hash(&mut h),
+                Err(e) => e.kind().to_string().hash(&mut h),
+            }
+        }
+        h.finish()
+    };
+    let mut applied = digest();
+    let mut seen = applied;
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = digest();
+        if now != applied && now == seen {
+            applied = now;
+            tracing::info!("--watch-config: the configuration files changed; reloading");
+            let (reply, _) = tokio::sync::oneshot::channel();
+            if tx.send(reply).await.is_err() {
+                return;
+            }
+        }
+        seen = now;
+    }
+}
+
+/// How often `--watch-config` reads the configuration files.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The events left in a component when the pipeline did not drain: in its input buffer, and
 /// for a sink also in hand (received, neither sent nor discarded).

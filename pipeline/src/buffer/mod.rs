@@ -24,7 +24,7 @@ pub mod disk;
 mod fanout;
 
 pub use disk::{DiskError, DiskOptions, Fsync};
-pub use fanout::Fanout;
+pub use fanout::{Fanout, Routes};
 
 /// The most bytes a buffer can be sized to (a semaphore takes at most `u32::MAX` permits at once).
 pub const MAX_BUFFER_BYTES: usize = u32::MAX as usize;

@@ -18,8 +18,10 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+mod reload;
 mod supervise;
 
+pub use reload::{ReloadError, ReloadSummary};
 pub use supervise::{panic_message, Fatal};
 use supervise::{Common, Down, SinkParts, SourceParts, Supervised, TransformParts};
 
@@ -87,6 +89,9 @@ pub fn describe(config: &Config, graph: &Graph) -> Vec<ComponentInfo> {
 /// A component's task, with its id and kind.
 type ComponentTask = (String, ComponentKind, JoinHandle<Result<(), BoxError>>);
 
+/// The tasks of the running components: a reload adds to them while `wait` awaits them.
+type SharedTasks = Arc<std::sync::Mutex<Vec<ComponentTask>>>;
+
 /// A started pipeline.
 pub struct RunningTopology {
     /// Every component's counters.
@@ -97,8 +102,9 @@ pub struct RunningTopology {
     pub taps: Arc<Taps>,
     shutdown: ShutdownToken,
     stop: ShutdownToken,
-    tasks: Vec<ComponentTask>,
+    tasks: SharedTasks,
     fatal: Option<mpsc::UnboundedReceiver<Fatal>>,
+    state: reload::State,
 }
 
 /// How a component task ended.
@@ -130,10 +136,44 @@ impl RunningTopology {
         self.fatal.take()
     }
 
-    /// Waits for every component to finish.
-    pub async fn wait(self) -> Vec<TaskOutcome> {
-        let mut out = Vec::new();
-        for (id, kind, handle) in self.tasks {
+    /// Applies a new configuration (loaded and checked, its graph resolved) to the running
+    /// pipeline: only what changed is rebuilt; what cannot be changed without a restart is
+    /// refused before anything is touched. See `reload.rs`.
+    pub async fn reload(
+        &mut self,
+        config: Config,
+        graph: &Graph,
+    ) -> Result<ReloadSummary, ReloadError> {
+        let components = describe(&config, graph);
+        let summary = self.state.apply_and_remember(config, graph).await;
+        if !matches!(summary, Err(ReloadError::NeedsRestart(_))) {
+            self.components = components;
+        }
+        summary
+    }
+
+    /// Waits for every component to finish (those a reload starts meanwhile too).
+    pub fn wait(&self) -> impl std::future::Future<Output = Vec<TaskOutcome>> + Send + 'static {
+        let tasks = self.tasks.clone();
+        async move { wait_all(tasks).await }
+    }
+}
+
+async fn wait_all(tasks: SharedTasks) -> Vec<TaskOutcome> {
+    let mut out = Vec::new();
+    loop {
+        let next = {
+            let mut t = tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if t.is_empty() {
+                None
+            } else {
+                Some(t.remove(0))
+            }
+        };
+        let Some((id, kind, handle)) = next else {
+            break;
+        };
+        {
             let error = match handle.await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.to_string()),
@@ -144,8 +184,8 @@ impl RunningTopology {
             }
             out.push(TaskOutcome { id, kind, error });
         }
-        out
     }
+    out
 }
 
 /// A sink's input buffer, in memory or on disk (`data_dir/buffers/<sink id>/`).
@@ -288,6 +328,11 @@ async fn start_inner(
     }
     let taps = Arc::new(Taps::new(tap_points));
     drop(senders);
+    let routes = fanouts.iter().map(|(o, f)| (o.clone(), f.routes())).collect();
+    let fingerprints = reload::fingerprints_of(&config);
+    let (memory_limit, api) = (config.memory_limit, format!("{:?}", config.api));
+    let mut sink_slots = BTreeMap::new();
+    let mut transform_slots = BTreeMap::new();
     let mut take_outputs = |id: &str| -> (Option<Fanout>, BTreeMap<String, Fanout>) {
         let keys: Vec<OutputId> = fanouts
             .keys()
@@ -345,18 +390,25 @@ async fn start_inner(
         let rx = receivers
             .remove(&id)
             .ok_or_else(|| format!("internal: no buffer for sink `{id}`"))?;
+        let config: Arc<dyn crate::component::SinkConfig> = Arc::from(s.config);
+        let slot = reload::SinkSlot {
+            config: config.clone(),
+            detach: Arc::new(crate::component::Detach::default()),
+            done: ShutdownToken::new(),
+            input: Arc::new(tokio::sync::Mutex::new(rx)),
+            buffer: serde_json::to_string(&s.buffer).unwrap_or_default(),
+        };
         let parts = SinkParts {
-            config: s.config,
+            config,
             data_dir: data_dir.clone(),
             registry: registry.clone(),
             outputs: named,
-            input: Arc::new(tokio::sync::Mutex::new(rx)),
+            input: slot.input.clone(),
+            detach: slot.detach.clone(),
         };
-        tasks.push((
-            id,
-            ComponentKind::Sink,
-            tokio::spawn(supervise::sink(c, parts, sink)),
-        ));
+        let task = reload::spawn_sink_task(c, parts, sink, slot.done.clone());
+        sink_slots.insert(id.clone(), slot);
+        tasks.push((id, ComponentKind::Sink, task));
     }
 
     for (id, t) in transform_entries {
@@ -374,6 +426,14 @@ async fn start_inner(
             .remove(&id)
             .ok_or_else(|| format!("internal: no buffer for transform `{id}`"))?;
         let (default, named) = take_outputs(&id);
+        let (replace, replacements) = mpsc::unbounded_channel();
+        transform_slots.insert(
+            id.clone(),
+            reload::TransformSlot {
+                replace,
+                type_name: t.type_name.clone(),
+            },
+        );
         let supervised = Supervised::new(
             c,
             TransformParts {
@@ -385,7 +445,7 @@ async fn start_inner(
         tasks.push((
             id,
             ComponentKind::Transform,
-            tokio::spawn(run_transform(supervised, rx, default, named)),
+            tokio::spawn(run_transform(supervised, rx, replacements, default, named)),
         ));
     }
 
@@ -413,7 +473,24 @@ async fn start_inner(
             tokio::spawn(supervise::source(c, parts, (source, ended))),
         ));
     }
-    drop(fatal_tx);
+    let tasks: SharedTasks = Arc::new(std::sync::Mutex::new(std::mem::take(tasks)));
+    let mut state = reload::State {
+        routes,
+        sinks: sink_slots,
+        transforms: transform_slots,
+        fingerprints: BTreeMap::new(),
+        inputs: BTreeMap::new(),
+        outputs: BTreeMap::new(),
+        data_dir,
+        memory_limit: None,
+        api: String::new(),
+        registry: registry.clone(),
+        memory,
+        stop: stop.clone(),
+        fatal: fatal_tx,
+        tasks: tasks.clone(),
+    };
+    state.remember(fingerprints, graph, memory_limit, api);
 
     Ok(RunningTopology {
         registry,
@@ -421,8 +498,9 @@ async fn start_inner(
         taps,
         shutdown,
         stop,
-        tasks: std::mem::take(tasks),
+        tasks,
         fatal: Some(fatal_rx),
+        state,
     })
 }
 
@@ -463,18 +541,39 @@ async fn emit(
 async fn run_transform(
     mut supervised: Supervised,
     mut rx: BufferReceiver,
+    mut replacements: mpsc::UnboundedReceiver<reload::Replacement>,
     mut default: Option<Fanout>,
     mut named: BTreeMap<String, Fanout>,
 ) -> Result<(), BoxError> {
     let metrics = supervised.c.metrics.clone();
     let mut out = TransformOutput::new(named.keys().cloned());
-    let mut tick = supervised.transform().tick_interval().map(|d| {
-        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    });
+    let ticker = |t: &dyn crate::component::Transform| {
+        t.tick_interval().map(|d| {
+            let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        })
+    };
+    let mut tick = ticker(supervised.transform());
+    let mut reloadable = true;
     loop {
         tokio::select! {
+            r = replacements.recv(), if reloadable => {
+                let Some((config, transform)) = r else {
+                    reloadable = false;
+                    continue;
+                };
+                // The old instance hands on what it holds (windows, partial groups) first.
+                if let Err(Down(e)) = supervised.call(&mut out, 0, |t, out| t.flush(out)).await {
+                    return Err(e.into());
+                }
+                if emit(&mut out, &mut default, &mut named, &metrics).await.is_err() {
+                    return Err("every downstream component has stopped".into());
+                }
+                supervised.replace(config, transform);
+                tick = ticker(supervised.transform());
+                tracing::info!(component = %supervised.c.id, "transform rebuilt with its new options");
+            }
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 let started = Instant::now();

@@ -154,11 +154,13 @@ impl Common {
 
 /// What a sink is built from, again at each restart.
 pub(super) struct SinkParts {
-    pub config: Box<dyn SinkConfig>,
+    pub config: Arc<dyn SinkConfig>,
     pub data_dir: std::path::PathBuf,
     pub registry: Arc<MetricsRegistry>,
     pub outputs: BTreeMap<String, Fanout>,
     pub input: Arc<tokio::sync::Mutex<BufferReceiver>>,
+    /// Fired by a reload that replaces or removes the sink.
+    pub detach: Arc<crate::component::Detach>,
 }
 
 impl SinkParts {
@@ -199,7 +201,8 @@ pub(super) async fn sink(
                 }
             },
         };
-        let input = SinkInput::lent(parts.input.clone().lock_owned().await, c.metrics.clone());
+        let input = SinkInput::lent(parts.input.clone().lock_owned().await, c.metrics.clone())
+            .with_detach(parts.detach.clone());
         let started = Instant::now();
         let held_before = c.metrics.in_hand();
         let error = match run_task(sink.run(input)).await {
@@ -362,6 +365,15 @@ impl Supervised {
 
     pub fn transform(&self) -> &dyn Transform {
         &*self.transform
+    }
+
+    /// A reload changed the transform's options: `transform`, built from `config`, takes
+    /// over (the caller flushed the old one first).
+    pub fn replace(&mut self, config: Box<dyn TransformConfig>, transform: Box<dyn Transform>) {
+        self.parts.config = config;
+        self.transform = transform;
+        self.backoff = Backoff::new();
+        self.started = Instant::now();
     }
 
     /// Runs `f` on the transform. When it panics, what `out` holds is dropped (its events
