@@ -209,9 +209,9 @@ async fn health(State(s): State<ApiState>) -> impl IntoResponse {
     }
     let uptime = s.registry.uptime().as_secs();
     // The last reload: a failed one leaves the pipeline running (200) but says why here.
-    let reload = s.registry.reloads().last.map(|(outcome, error, at)| {
-        json!({ "outcome": outcome, "error": error, "at_unix_secs": at })
-    });
+    let reload = s.registry.reloads().last.map(
+        |(outcome, error, at)| json!({ "outcome": outcome, "error": error, "at_unix_secs": at }),
+    );
     if down.is_empty() {
         (
             StatusCode::OK,

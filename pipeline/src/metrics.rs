@@ -377,7 +377,10 @@ impl MetricsRegistry {
 
     /// The reloads so far.
     pub fn reloads(&self) -> Reloads {
-        self.reloads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every component's counters, in the order they were added.

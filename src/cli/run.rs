@@ -93,9 +93,13 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool, watch: b
     if watch && reloadable {
         tokio::spawn(watch_config(configs.clone(), reload_tx.clone()));
     } else if watch {
-        tracing::warn!("--watch-config: the embedded quickstart has no configuration file to watch");
+        tracing::warn!(
+            "--watch-config: the embedded quickstart has no configuration file to watch"
+        );
     }
     let names = config.files.join(", ");
+    // The ports the running pipeline holds: a reload does not find them "in use".
+    let mut held = weir_pipeline::config::tcp_ports(&config);
     let console = crate::console::ConsoleConfig::from_config(&config);
     let mut running = match topology::start(config, &graph).await {
         Ok(r) => r,
@@ -168,7 +172,7 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool, watch: b
                     break None;
                 }
                 Some(reply) = reload_rx.recv() => {
-                    let answer = reload(&mut running, &configs, &registry, &components).await;
+                    let answer = reload(&mut running, &configs, &registry, &components, &mut held).await;
                     let _ = reply.send(answer);
                 }
             }
@@ -263,8 +267,10 @@ async fn reload(
     configs: &[PathBuf],
     registry: &weir_pipeline::metrics::MetricsRegistry,
     components: &crate::api::SharedComponents,
+    held: &mut std::collections::BTreeSet<std::net::SocketAddr>,
 ) -> (StatusCode, serde_json::Value) {
-    let loaded = load(configs).and_then(|c| resolve_graph(&c, true).map(|g| (c, g)));
+    let loaded = load(configs)
+        .and_then(|c| weir_pipeline::config::resolve_graph_holding(&c, true, held).map(|g| (c, g)));
     let (config, graph) = match loaded {
         Ok(x) => x,
         Err(e) => {
@@ -281,6 +287,7 @@ async fn reload(
             );
         }
     };
+    held.extend(weir_pipeline::config::tcp_ports(&config));
     match running.reload(config, &graph).await {
         Ok(summary) => {
             tracing::info!(

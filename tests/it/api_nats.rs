@@ -1,7 +1,7 @@
 //! The API over NATS (`[api.nats]`) against a real `nats-server` on an ephemeral loopback port,
 //! with an agent whose HTTP API is off: `health`, `graph`, `metrics`, a tap (the protocol
 //! itself and `weir tap --nats`), `weir top --nats` in a pseudo-terminal, and a `POST` that
-//! reaches the router (`reload`).
+//! reaches the router (`reload`, which reloads the agent's configuration).
 
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -145,12 +145,24 @@ fn an_agent_reached_only_by_nats_answers_health_graph_metrics_tap_and_reload() {
             "{text}"
         );
 
-        // A POST reaches the router: `graph` is GET only (405). `reload` (issue 22, item 1)
-        // is not in this router yet: 404 from the router itself, through NATS.
+        // A POST reaches the router: `graph` is GET only (405). `reload` reloads the agent's
+        // configuration file, here with a sink added.
         let m = ask(&client, "graph", &[("Weir-Method", "POST")]).await;
         assert_eq!(status(&m), 405);
+        let cfg = dir.path().join("agent.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(
+            &cfg,
+            format!("{text}\n[sinks.more]\ntype = \"blackhole\"\ninputs = [\"demo\"]\n"),
+        )
+        .unwrap();
         let m = ask(&client, "reload", &[("Weir-Method", "POST")]).await;
-        assert_eq!(status(&m), 404, "{:?}", m.payload);
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(status(&m), 200, "{v}");
+        assert_eq!(v["summary"]["added"], serde_json::json!(["more"]), "{v}");
+        let m = ask(&client, "graph", &[]).await;
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["components"].as_array().map(Vec::len), Some(3), "{v}");
         // A bad query is the router's 400, as over HTTP.
         let m = ask(&client, "tap", &[("Weir-Query", "limit=0")]).await;
         assert_eq!(status(&m), 400);

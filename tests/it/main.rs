@@ -35,6 +35,7 @@ mod parquet;
 mod perf;
 mod prometheus;
 mod refusals;
+mod reload;
 mod secrets;
 mod shutdown;
 mod sink_options;

@@ -114,6 +114,34 @@ fn relays(config: &Config) -> BTreeMap<String, ComponentKind> {
 /// (data_dir writable, ports free, the files components read: `check_environment` of each
 /// source and sink).
 pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, ConfigErrors> {
+    resolve_graph_holding(config, check_environment, &BTreeSet::new())
+}
+
+/// The TCP ports a configuration listens on (the API's and its components').
+pub fn tcp_ports(config: &Config) -> BTreeSet<std::net::SocketAddr> {
+    let mut ports: BTreeSet<_> = config
+        .sources
+        .values()
+        .flat_map(|s| s.config.resources())
+        .chain(config.sinks.values().flat_map(|s| s.config.resources()))
+        .filter_map(|r| match r {
+            Resource::Tcp(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    if config.api.enabled {
+        ports.insert(config.api.address);
+    }
+    ports
+}
+
+/// [`resolve_graph`] for a reload: the ports in `held` are the running pipeline's, not
+/// checked for being free.
+pub fn resolve_graph_holding(
+    config: &Config,
+    check_environment: bool,
+    held: &BTreeSet<std::net::SocketAddr>,
+) -> Result<Graph, ConfigErrors> {
     let mut errors = Vec::new();
     let declared = declared_outputs(config);
     let mut graph = Graph::default();
@@ -393,6 +421,9 @@ pub fn resolve_graph(config: &Config, check_environment: bool) -> Result<Graph, 
     if check_environment {
         for (r, who) in &claimed {
             if let Resource::Tcp(addr) = r {
+                if held.contains(addr) {
+                    continue;
+                }
                 if let Err(e) = std::net::TcpListener::bind(addr) {
                     errors.push(ConfigError::new(format!(
                         "{who} cannot listen on {addr}: {e} (another process has the port?)"

@@ -950,6 +950,20 @@ fn kind_name(v: &DeValue<'_>) -> &'static str {
     }
 }
 
+/// A digest of a component's table as parsed (after interpolation; the same whatever its
+/// formatting, key order or place in the file): a reload rebuilds a component whose digest
+/// changed. A digest rather than the text, so that no credential is kept twice.
+fn fingerprint(body: &Spanned<DeValue<'_>>) -> u64 {
+    use serde::Deserialize;
+    use std::hash::{Hash, Hasher};
+    let text = toml::Value::deserialize(toml::de::ValueDeserializer::from(body.clone()))
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use async_trait::async_trait;
@@ -1095,16 +1109,3 @@ mod tests {
     }
 }
 
-/// A digest of a component's table as parsed (after interpolation; the same whatever its
-/// formatting, key order or place in the file): a reload rebuilds a component whose digest
-/// changed. A digest rather than the text, so that no credential is kept twice.
-fn fingerprint(body: &Spanned<DeValue<'_>>) -> u64 {
-    use serde::Deserialize;
-    use std::hash::{Hash, Hasher};
-    let text = toml::Value::deserialize(toml::de::ValueDeserializer::from(body.clone()))
-        .map(|v| format!("{v:?}"))
-        .unwrap_or_default();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
-}

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{NatsAuthConfig, TlsClientConfig};
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use graph::{resolve_graph, Graph, OutputId};
+pub use graph::{resolve_graph, resolve_graph_holding, tcp_ports, Graph, OutputId};
 pub use interpolate::interpolate;
 pub use listener::{ServerAuthConfig, ServerAuthStrategy, TlsServerConfig};
 pub use load::{load_files, load_str, ConfigSource};

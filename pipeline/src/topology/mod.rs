@@ -163,7 +163,9 @@ async fn wait_all(tasks: SharedTasks) -> Vec<TaskOutcome> {
     let mut out = Vec::new();
     loop {
         let next = {
-            let mut t = tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut t = tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if t.is_empty() {
                 None
             } else {
@@ -328,7 +330,10 @@ async fn start_inner(
     }
     let taps = Arc::new(Taps::new(tap_points));
     drop(senders);
-    let routes = fanouts.iter().map(|(o, f)| (o.clone(), f.routes())).collect();
+    let routes = fanouts
+        .iter()
+        .map(|(o, f)| (o.clone(), f.routes()))
+        .collect();
     let fingerprints = reload::fingerprints_of(&config);
     let (memory_limit, api) = (config.memory_limit, format!("{:?}", config.api));
     let mut sink_slots = BTreeMap::new();

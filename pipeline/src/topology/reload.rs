@@ -290,10 +290,9 @@ impl State {
                 data_dir: self.data_dir.clone(),
                 metrics,
             };
-            let transform = t
-                .config
-                .build(&cx)
-                .map_err(|e| ReloadError::Build(format!("transform `{id}` ({}): {e}", t.type_name)))?;
+            let transform = t.config.build(&cx).map_err(|e| {
+                ReloadError::Build(format!("transform `{id}` ({}): {e}", t.type_name))
+            })?;
             replacements.push((id, t.config, transform));
         }
         for (id, config, transform) in replacements {
