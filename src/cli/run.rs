@@ -65,7 +65,12 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
         Err(e) => tracing::warn!("cannot install the SIGHUP handler: {e}"),
     }
     let names = config.files.join(", ");
-    let console = crate::console::ConsoleConfig::from_config(&config);
+    let console = crate::console::ConsoleConfig::from_config(
+        &config,
+        &weir_pipeline::config::Redactor::new(&crate::registry::registry()),
+        &super::config_text,
+        &super::env_lookup,
+    );
     let mut running = match topology::start(config, &graph).await {
         Ok(r) => r,
         Err(e) => {

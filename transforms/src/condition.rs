@@ -491,7 +491,12 @@ mod deep {
             ),
         ];
         for source in at_limit {
-            assert!(nesting(&source).check().is_ok(), "{:?} {}", nesting(&source), &source[..40]);
+            assert!(
+                nesting(&source).check().is_ok(),
+                "{:?} {}",
+                nesting(&source),
+                &source[..40]
+            );
             std::thread::Builder::new()
                 .stack_size(2 << 20)
                 .spawn(move || {
