@@ -8,6 +8,7 @@
 //! idle and read timeouts, request bodies of at most 64 KiB.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,14 +66,14 @@ fn refusals() -> weir_connect::server::Report {
     })
 }
 
-/// Binds `[api]`'s address and serves the API in the background.
+/// Binds `[api]`'s address and serves the API in the background; the address it listens on.
 pub async fn serve(
     api: &ApiConfig,
     registry: Arc<MetricsRegistry>,
     components: Vec<ComponentInfo>,
     taps: Arc<Taps>,
     console: crate::console::ConsoleConfig,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<(JoinHandle<()>, SocketAddr), String> {
     let addr = api.address;
     let tls = TlsServerConfig::acceptor(api.tls.as_ref(), &[b"http/1.1"])
         .map_err(|e| format!("`api`: {e}"))?;
@@ -80,6 +81,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
     let server = Server {
         protocol: Protocol::Http1,
         tls,
@@ -111,13 +113,14 @@ pub async fn serve(
         .with_state(state)
         .merge(crate::api_tap::routes(taps))
         .merge(console);
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let sample = tokio::spawn(sample_rates(sampler));
         // Stopped by aborting this task (which closes its connections).
         let never = weir_pipeline::shutdown::ShutdownToken::new();
         server.serve(listener, app, never).await;
         sample.abort();
-    }))
+    });
+    Ok((task, bound))
 }
 
 async fn sample_rates(state: ApiState) {

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
-use weir_pipeline::config::resolve_graph;
+use weir_pipeline::config::{resolve_graph, TlsServerConfig};
 use weir_pipeline::topology;
 
 use super::{load, print_errors};
@@ -92,7 +92,13 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool) -> u8 {
         )
         .await
         {
-            Ok(t) => Some(t),
+            Ok((t, bound)) => {
+                eprintln!(
+                    "{}",
+                    console_line(bound, TlsServerConfig::wanted(api.tls.as_ref()))
+                );
+                Some(t)
+            }
             Err(e) => {
                 eprintln!("error: API: {e}");
                 shutdown.cancel();
@@ -223,4 +229,18 @@ fn not_delivered(c: &weir_pipeline::metrics::ComponentMetrics) -> u64 {
         ComponentKind::Transform => buffered,
         ComponentKind::Sink => buffered + c.in_hand(),
     }
+}
+
+/// The line `weir run` prints once the API listens: where to open the console.
+fn console_line(bound: std::net::SocketAddr, tls: bool) -> String {
+    let mut at = bound;
+    // A wildcard address is not one a browser can open: this machine's loopback is.
+    if at.ip().is_unspecified() {
+        at.set_ip(match at {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if tls { "https" } else { "http" };
+    format!("Weir's console: {scheme}://{at}/")
 }
