@@ -231,7 +231,8 @@ fn quickstart_prints_the_console_url_and_feeds_every_console_view() {
             .as_str()
             .is_some_and(|s| s.contains("handle_request"))
     };
-    let checks: [(&str, &str, &dyn Fn(&serde_json::Value) -> bool); 2] = [
+    type Shows<'a> = &'a dyn Fn(&serde_json::Value) -> bool;
+    let checks: [(&str, &str, Shows); 2] = [
         ("topology", "service_map", &topology),
         ("stacks", "profile", &stacks),
     ];
