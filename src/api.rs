@@ -10,6 +10,7 @@
 //! idle and read timeouts, request bodies of at most 64 KiB.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -91,7 +92,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Binds `[api]`'s address (when `enabled`) and connects to `[api.nats]` (when set), and
-/// serves the API in the background on both.
+/// serves the API in the background on both; the HTTP address it listens on, if any.
 pub async fn serve(
     api: &ApiConfig,
     registry: Arc<MetricsRegistry>,
@@ -99,7 +100,7 @@ pub async fn serve(
     reload: Option<ReloadRequests>,
     taps: Arc<Taps>,
     console: crate::console::ConsoleConfig,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<(JoinHandle<()>, Option<SocketAddr>), String> {
     let now = components.read().map(|c| c.clone()).unwrap_or_default();
     let console = crate::console::routes(console, now, taps.clone());
     let state = ApiState {
@@ -121,19 +122,23 @@ pub async fn serve(
     if let Some(n) = &api.nats {
         tasks.0.push(crate::api_nats::serve(n, app.clone()).await?);
     }
+    let mut bound = None;
     if api.enabled {
-        tasks.0.push(serve_http(api, app).await?);
+        let (task, addr) = serve_http(api, app).await?;
+        tasks.0.push(task);
+        bound = Some(addr);
     }
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         tasks.0.push(tokio::spawn(sample_rates(sampler)));
         // Stopped by aborting this task (which aborts the servers and closes their
         // connections).
         std::future::pending::<()>().await;
         drop(tasks);
-    }))
+    });
+    Ok((task, bound))
 }
 
-async fn serve_http(api: &ApiConfig, app: Router) -> Result<JoinHandle<()>, String> {
+async fn serve_http(api: &ApiConfig, app: Router) -> Result<(JoinHandle<()>, SocketAddr), String> {
     let addr = api.address;
     let tls = TlsServerConfig::acceptor(api.tls.as_ref(), &[b"http/1.1"])
         .map_err(|e| format!("`api`: {e}"))?;
@@ -141,6 +146,7 @@ async fn serve_http(api: &ApiConfig, app: Router) -> Result<JoinHandle<()>, Stri
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
     let server = Server {
         protocol: Protocol::Http1,
         tls,
@@ -158,11 +164,12 @@ async fn serve_http(api: &ApiConfig, app: Router) -> Result<JoinHandle<()>, Stri
         },
         report: refusals(),
     };
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         // Stopped by aborting this task (which closes its connections).
         let never = weir_pipeline::shutdown::ShutdownToken::new();
         server.serve(listener, app, never).await;
-    }))
+    });
+    Ok((task, bound))
 }
 
 async fn sample_rates(state: ApiState) {

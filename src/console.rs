@@ -2,8 +2,9 @@
 //! embedded in the binary from `src/console/`), and the JSON it reads besides `/api/graph`
 //! and `/api/tap`:
 //!
-//! - `GET /api/console/components`: every component with its type, inputs and the text of its
-//!   table in the configuration file (as written: `${VAR}` references are not expanded);
+//! - `GET /api/console/components`: every component with its type, inputs and its table from
+//!   the configuration file, re-rendered as TOML with every secret (a value whose schema is
+//!   `Secret`) replaced by `**REDACTED**` (see [`ConsoleConfig::from_config`]);
 //! - `GET /api/console/feed/{name}?after=SEQ`: the latest events of one feed, newer than
 //!   `SEQ`. The feeds are `topology` (the `flow_to_topology` transforms' windows), `stacks`
 //!   (the `stack_fold` transforms' folded stacks), `tcp` (`ebpf_tcp`) and `process`
@@ -27,10 +28,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use weir_pipeline::config::Config;
+use weir_pipeline::config::{Config, Redactor};
 use weir_pipeline::event::Event;
 use weir_pipeline::tap::{TapRequest, Taps};
 use weir_pipeline::topology::ComponentInfo;
+use weir_pipeline::vocabulary::ComponentKind;
 
 const INDEX_HTML: &str = include_str!("console/index.html");
 const APP_JS: &str = include_str!("console/app.js");
@@ -43,69 +45,125 @@ pub const TAP_CAPACITY: usize = 2_048;
 /// The longest configuration text shown per component.
 const MAX_CONFIG_LINES: usize = 200;
 
-/// What the console knows of the configuration: each component's table as written.
+/// What the console knows of the configuration: each component's table, its secrets
+/// redacted.
 #[derive(Debug, Default, Clone)]
 pub struct ConsoleConfig {
-    /// Component id -> (file, first line, text).
-    tables: BTreeMap<String, (String, usize, String)>,
+    tables: BTreeMap<String, ShownTable>,
+}
+
+/// A component's table as the console shows it.
+#[derive(Debug, Default, Clone)]
+struct ShownTable {
+    file: String,
+    /// Where the table starts (from 1).
+    line: usize,
+    /// The table re-rendered as TOML, every value whose schema is a `Secret` replaced by
+    /// `**REDACTED**`; `None` when it cannot be shown safely.
+    text: Option<String>,
+    /// Why it is not shown.
+    hidden: Option<String>,
 }
 
 impl ConsoleConfig {
-    /// Reads each component's table from its file (before the pipeline starts; a file that
-    /// cannot be read leaves the text empty).
-    pub fn from_config(config: &Config) -> Self {
-        let mut files: BTreeMap<String, Option<String>> = BTreeMap::new();
+    /// Each component's table, read again from its file (`read` gives a file's text) before
+    /// the pipeline starts, and redacted by its type's schema (see [`Redactor`]). The text is
+    /// parsed as written, so `${VAR}` references inside strings are not expanded; a file that
+    /// is TOML only once interpolated (`rate = ${RATE}`) is interpolated with `env` first.
+    /// A table that cannot be read, parsed or matched to its schema is not shown at all.
+    pub fn from_config(
+        config: &Config,
+        redactor: &Redactor,
+        read: &dyn Fn(&str) -> Option<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        let mut files: BTreeMap<String, Result<toml::Table, String>> = BTreeMap::new();
         let mut tables = BTreeMap::new();
         let entries = config
             .sources
             .iter()
-            .map(|(id, e)| ("sources", id, &e.location))
+            .map(|(id, e)| (ComponentKind::Source, id, &e.type_name, &e.location))
             .chain(
                 config
                     .transforms
                     .iter()
-                    .map(|(id, e)| ("transforms", id, &e.location)),
+                    .map(|(id, e)| (ComponentKind::Transform, id, &e.type_name, &e.location)),
             )
             .chain(
                 config
                     .sinks
                     .iter()
-                    .map(|(id, e)| ("sinks", id, &e.location)),
+                    .map(|(id, e)| (ComponentKind::Sink, id, &e.type_name, &e.location)),
             );
-        for (kind, id, loc) in entries {
-            let text = files
+        for (kind, id, type_name, loc) in entries {
+            let doc = files
                 .entry(loc.file.to_string())
-                .or_insert_with(|| std::fs::read_to_string(&*loc.file).ok());
-            let table = text
-                .as_deref()
-                .map(|t| table_text(t, loc.line, kind, id))
-                .unwrap_or_default();
-            tables.insert(id.clone(), (loc.file.to_string(), loc.line, table));
+                .or_insert_with(|| parse_file(&loc.file, read, env));
+            let shown = match doc {
+                Ok(doc) => match shown_text(doc, redactor, kind, id, type_name) {
+                    Ok(text) => (Some(text), None),
+                    Err(why) => (None, Some(why)),
+                },
+                Err(why) => (None, Some(why.clone())),
+            };
+            tables.insert(
+                id.clone(),
+                ShownTable {
+                    file: loc.file.to_string(),
+                    line: loc.line,
+                    text: shown.0,
+                    hidden: shown.1,
+                },
+            );
         }
         Self { tables }
     }
 }
 
-/// The lines of the table starting at `line` (from 1), up to the next table that is not one
-/// of its sub-tables (`[kind.id.x]`, `[[kind.id.x]]`).
-fn table_text(text: &str, line: usize, kind: &str, id: &str) -> String {
-    let sub = [format!("[{kind}.{id}."), format!("[[{kind}.{id}.")];
-    let mut out = Vec::new();
-    for (i, l) in text.lines().enumerate().skip(line.saturating_sub(1)) {
-        let t = l.trim_start();
-        if i + 1 > line && t.starts_with('[') && !sub.iter().any(|s| t.starts_with(s.as_str())) {
-            break;
-        }
-        if out.len() == MAX_CONFIG_LINES {
-            out.push("...");
-            break;
-        }
-        out.push(l);
+/// A configuration file parsed as TOML: as written, or else interpolated.
+fn parse_file(
+    name: &str,
+    read: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<toml::Table, String> {
+    let text = read(name).ok_or_else(|| format!("{name} cannot be read again"))?;
+    if let Ok(doc) = toml::from_str::<toml::Table>(&text) {
+        return Ok(doc);
     }
-    while out.last().is_some_and(|l| l.trim().is_empty()) {
-        out.pop();
+    let (text, _) = weir_pipeline::config::interpolate(&text, env);
+    toml::from_str::<toml::Table>(&text).map_err(|_| format!("{name} is no longer valid TOML"))
+}
+
+/// The table of a component, its secrets redacted, as TOML (`[kind.id]` and its sub-tables).
+fn shown_text(
+    doc: &toml::Table,
+    redactor: &Redactor,
+    kind: ComponentKind,
+    id: &str,
+    type_name: &str,
+) -> Result<String, String> {
+    let mut table = doc
+        .get(kind.section())
+        .and_then(|s| s.get(id))
+        .cloned()
+        .ok_or_else(|| format!("`{}.{id}` is not in the file", kind.section()))?;
+    redactor
+        .redact(kind, type_name, &mut table)
+        .map_err(|e| format!("not shown, its secrets could not be located: {e}"))?;
+    let mut component = toml::Table::new();
+    component.insert(id.to_string(), table);
+    let mut section = toml::Table::new();
+    section.insert(kind.section().to_string(), toml::Value::Table(component));
+    let text = toml::to_string(&section).map_err(|e| format!("cannot be rendered: {e}"))?;
+    let mut lines: Vec<&str> = text.lines().collect();
+    if lines.len() > MAX_CONFIG_LINES {
+        lines.truncate(MAX_CONFIG_LINES);
+        lines.push("...");
     }
-    out.join("\n")
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    Ok(lines.join("\n"))
 }
 
 /// One feed: the events leaving the components of some types, while someone reads them.
@@ -223,13 +281,21 @@ async fn components_json(State(s): State<ConsoleState>) -> impl IntoResponse {
         .components
         .iter()
         .map(|c| {
-            let (file, line, text) = s.config.tables.get(&c.id).cloned().unwrap_or_default();
+            let t = s
+                .config
+                .tables
+                .get(&c.id)
+                .cloned()
+                .unwrap_or_else(|| ShownTable {
+                    hidden: Some("not in the configuration".into()),
+                    ..ShownTable::default()
+                });
             json!({
                 "id": c.id,
                 "kind": c.kind,
                 "type": c.type_name,
                 "inputs": c.inputs,
-                "config": { "file": file, "line": line, "text": text },
+                "config": { "file": t.file, "line": t.line, "text": t.text, "hidden": t.hidden },
             })
         })
         .collect();
@@ -410,17 +476,143 @@ async fn collect(feed: Arc<Feed>, mut tap: weir_pipeline::tap::Tap) {
 mod tests {
     use super::*;
 
+    fn shown(text: &str) -> ConsoleConfig {
+        let reg = crate::registry::registry();
+        let env = |name: &str| (name == "HOST").then(|| "h".to_string());
+        let config = weir_pipeline::config::load_str("test.toml", text, &reg, &env).unwrap();
+        let read = |name: &str| (name == "test.toml").then(|| text.to_string());
+        ConsoleConfig::from_config(&config, &Redactor::new(&reg), &read, &env)
+    }
+
     #[test]
-    fn tables() {
-        let text = "data_dir = \"x\"\n\n[sources.a]\ntype = \"demo\"\n\n[sources.a.tls]\nca_file = \"c\"\n[[sources.a.blacklist]]\nx = 1\n\n[sinks.b]\ntype = \"console\"\n";
-        assert_eq!(
-            table_text(text, 3, "sources", "a"),
-            "[sources.a]\ntype = \"demo\"\n\n[sources.a.tls]\nca_file = \"c\"\n[[sources.a.blacklist]]\nx = 1"
+    fn the_console_shows_tables_with_every_secret_redacted() {
+        let text = r#"
+[sources.bus]
+type = "nats"
+url = "tls://nats:4222"
+subject = "logs"
+auth.nkey_seed = "SECRET-1"
+tls.ca_file = "ca.pem"
+tls.key_pass = "SECRET-2"
+
+[sinks.es]
+type = "elasticsearch"
+inputs = ["bus"]
+endpoints = ["https://es:9200"]
+auth.user = "weir"
+auth.password = "SECRET-3"
+headers.x-api-key = "SECRET-4"
+headers.x-from = "${HOST}"
+[sinks.es.tls]
+key_pass = "SECRET-5"
+
+[sinks.rw]
+type = "prometheus_remote_write"
+inputs = ["m"]
+endpoint = "https://p/api/v1/write"
+auth = { strategy = "basic", user = "u", password = "SECRET-6" }
+
+[sinks.k]
+type = "kafka"
+inputs = ["bus"]
+bootstrap_servers = "k:9093"
+topic = "t"
+sasl.mechanism = "PLAIN"
+sasl.username = "weir"
+sasl.password = "SECRET-7"
+
+[sinks.otel]
+type = "otlp"
+inputs = ["bus"]
+endpoint = "https://collector:4318"
+protocol = "http"
+headers.authorization = "Bearer SECRET-8"
+
+[transforms.m]
+type = "log_to_metric"
+inputs = ["bus"]
+[[transforms.m.metrics]]
+type = "counter"
+field = "status"
+name = "n"
+"#;
+        let c = shown(text);
+        for (id, t) in &c.tables {
+            assert_eq!(t.hidden, None, "{id}");
+            let shown = t.text.as_deref().unwrap();
+            assert!(!shown.contains("SECRET"), "{id} shows a secret:\n{shown}");
+        }
+        let es = c.tables["es"].text.as_deref().unwrap();
+        for line in [
+            "[sinks.es]",
+            "endpoints = [\"https://es:9200\"]",
+            "user = \"weir\"",
+            "password = \"**REDACTED**\"",
+            "x-api-key = \"**REDACTED**\"",
+            "x-from = \"**REDACTED**\"",
+            "key_pass = \"**REDACTED**\"",
+        ] {
+            assert!(es.lines().any(|l| l == line), "no `{line}` in:\n{es}");
+        }
+        let bus = c.tables["bus"].text.as_deref().unwrap();
+        assert!(bus.contains("nkey_seed = \"**REDACTED**\""), "{bus}");
+        assert!(bus.contains("ca_file = \"ca.pem\""), "{bus}");
+        let m = c.tables["m"].text.as_deref().unwrap();
+        assert!(m.contains("[[transforms.m.metrics]]"), "{m}");
+    }
+
+    #[test]
+    fn a_table_that_cannot_be_matched_is_not_shown() {
+        let text = "[sources.d]\ntype = \"demo\"\nformat = \"json\"\n";
+        let reg = crate::registry::registry();
+        let config = weir_pipeline::config::load_str("test.toml", text, &reg, &|_| None).unwrap();
+        // The file changed since it was loaded: a key the schema does not know.
+        let changed = format!("{text}password = \"SECRET\"\n");
+        let read = |_: &str| Some(changed.clone());
+        let c = ConsoleConfig::from_config(&config, &Redactor::new(&reg), &read, &|_| None);
+        assert_eq!(c.tables["d"].text, None);
+        assert!(
+            c.tables["d"]
+                .hidden
+                .as_deref()
+                .unwrap()
+                .contains("password"),
+            "{:?}",
+            c.tables["d"].hidden
         );
-        assert_eq!(
-            table_text(text, 11, "sinks", "b"),
-            "[sinks.b]\ntype = \"console\""
+        // A file that cannot be read again shows nothing either.
+        let c = ConsoleConfig::from_config(&config, &Redactor::new(&reg), &|_| None, &|_| None);
+        assert_eq!(c.tables["d"].text, None);
+    }
+
+    #[test]
+    fn the_quickstart_is_shown_whole() {
+        let reg = crate::registry::registry();
+        let config = weir_pipeline::config::load_str(
+            crate::cli::QUICKSTART_NAME,
+            crate::QUICKSTART,
+            &reg,
+            &|_| None,
+        )
+        .unwrap();
+        let c = ConsoleConfig::from_config(
+            &config,
+            &Redactor::new(&reg),
+            &crate::cli::config_text,
+            &|_| None,
         );
+        assert!(!c.tables.is_empty());
+        for (id, t) in &c.tables {
+            assert_eq!(t.hidden, None, "{id}");
+            assert!(
+                t.text.as_deref().unwrap().contains(&format!(".{id}]")),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn globs() {
         assert_eq!(exact_glob("a*b[1]"), "a[*]b[[]1[]]");
     }
 }

@@ -32,20 +32,26 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
-fn env_lookup(name: &str) -> Option<String> {
+pub fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+/// The name the embedded quickstart is loaded under.
+pub const QUICKSTART_NAME: &str = "<embedded quickstart>";
+
+/// The text of a configuration loaded under `name` (a file, or the embedded quickstart).
+pub fn config_text(name: &str) -> Option<String> {
+    if name == QUICKSTART_NAME {
+        return Some(crate::QUICKSTART.to_string());
+    }
+    std::fs::read_to_string(name).ok()
 }
 
 /// Loads the given files, or the embedded quickstart when there are none.
 pub fn load(configs: &[PathBuf]) -> Result<Config, ConfigErrors> {
     let reg = registry();
     if configs.is_empty() {
-        load_str(
-            "<embedded quickstart>",
-            crate::QUICKSTART,
-            &reg,
-            &env_lookup,
-        )
+        load_str(QUICKSTART_NAME, crate::QUICKSTART, &reg, &env_lookup)
     } else {
         load_files(configs, &reg, &env_lookup)
     }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use tokio::signal::unix::{signal, SignalKind};
-use weir_pipeline::config::resolve_graph;
+use weir_pipeline::config::{resolve_graph, TlsServerConfig};
 use weir_pipeline::topology;
 
 use super::{load, print_errors};
@@ -100,7 +100,12 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool, watch: b
     let names = config.files.join(", ");
     // The ports the running pipeline holds: a reload does not find them "in use".
     let mut held = weir_pipeline::config::tcp_ports(&config);
-    let console = crate::console::ConsoleConfig::from_config(&config);
+    let console = crate::console::ConsoleConfig::from_config(
+        &config,
+        &weir_pipeline::config::Redactor::new(&crate::registry::registry()),
+        &super::config_text,
+        &super::env_lookup,
+    );
     let mut running = match topology::start(config, &graph).await {
         Ok(r) => r,
         Err(e) => {
@@ -125,7 +130,15 @@ async fn run_async(configs: Vec<PathBuf>, grace_secs: u64, quiet: bool, watch: b
         )
         .await
         {
-            Ok(t) => Some(t),
+            Ok((t, bound)) => {
+                if let Some(bound) = bound {
+                    eprintln!(
+                        "{}",
+                        console_line(bound, TlsServerConfig::wanted(api.tls.as_ref()))
+                    );
+                }
+                Some(t)
+            }
             Err(e) => {
                 eprintln!("error: API: {e}");
                 shutdown.cancel();
@@ -375,4 +388,18 @@ fn not_delivered(c: &weir_pipeline::metrics::ComponentMetrics) -> u64 {
         ComponentKind::Transform => buffered,
         ComponentKind::Sink => buffered + c.in_hand(),
     }
+}
+
+/// The line `weir run` prints once the API listens: where to open the console.
+fn console_line(bound: std::net::SocketAddr, tls: bool) -> String {
+    let mut at = bound;
+    // A wildcard address is not one a browser can open: this machine's loopback is.
+    if at.ip().is_unspecified() {
+        at.set_ip(match at {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if tls { "https" } else { "http" };
+    format!("Weir's console: {scheme}://{at}/")
 }

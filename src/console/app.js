@@ -184,7 +184,8 @@ async function selectComponent(id) {
     el('dl', {}, el('dt', {}, 'kind'), el('dd', {}, info.kind ?? ''), el('dt', {}, 'type'), el('dd', {}, info.type ?? ''),
       el('dt', {}, 'inputs'), el('dd', {}, (info.inputs || []).join(', ') || '–')),
     el('h3', {}, 'Configuration'),
-    el('pre', { id: 'pipeline-config' }, info.config && info.config.text ? info.config.text : '(not available)'),
+    el('pre', { id: 'pipeline-config' }, info.config && info.config.text ? info.config.text
+      : '(not shown' + (info.config && info.config.hidden ? ': ' + info.config.hidden : '') + ')'),
     el('h3', {}, 'Metrics (this page, last 10 minutes)'), el('div', { id: 'pipeline-metrics' }),
     el('h3', {}, 'Live sample ', el('button', { on: { click: () => liveSample(id, info.kind) } }, 'again')),
     el('pre', { id: 'pipeline-sample' }, 'waiting for events…'));

@@ -1,11 +1,15 @@
 //! Every example under `config/` validates and runs (and passes its `[[tests]]`, if it has
-//! any); the quickstart serves its API and writes its files.
+//! any); the quickstart serves its API and writes its files, prints the console's URL and
+//! feeds its service map and flame graph.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::{free_addr, http_get, sigterm, wait_until, wait_with_timeout, weir};
+
+/// How long a newcomer waits for each console view to have live data (issue 23).
+const LIVE_WITHIN: Duration = Duration::from_secs(10);
 
 fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
@@ -80,6 +84,14 @@ fn every_example_with_tests_passes_them() {
 #[test]
 fn every_example_runs_and_stops_cleanly_on_sigterm() {
     for f in examples() {
+        // `config/node.toml` loads eBPF programs: it runs where eBPF can be tested.
+        if std::fs::read_to_string(&f)
+            .unwrap()
+            .contains("type = \"ebpf_")
+            && !crate::ebpf::ebpf_available(&format!("running {}", f.display()))
+        {
+            continue;
+        }
         let data = tempfile::tempdir().unwrap();
         let api = free_addr();
         let child = weir()
@@ -189,4 +201,87 @@ fn quickstart_serves_its_api_and_writes_under_data_dir() {
         !stdout.contains("status_class=5xx"),
         "errors were routed away from the console"
     );
+}
+
+#[test]
+fn quickstart_prints_the_console_url_and_feeds_every_console_view() {
+    let data = tempfile::tempdir().unwrap();
+    let api = free_addr();
+    let log = data.path().join("weir.log");
+    let child = weir()
+        .env("WEIR_DATA_DIR", data.path())
+        .env("WEIR_API_ADDRESS", api.to_string())
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let url = format!("Weir's console: http://{api}/");
+    let printed = wait_until(Duration::from_secs(30), || said().contains(&url));
+    let page = http_get(api, "/");
+    // Each feed from its first read: the tap attaches then, and a window must close.
+    let mut live = Vec::new();
+    // A service map window with the shop's edges; folded stacks of the demo's web server.
+    let topology = |e: &serde_json::Value| {
+        e["event"]["edges"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    };
+    let stacks = |e: &serde_json::Value| {
+        e["event"]["stack"]
+            .as_str()
+            .is_some_and(|s| s.contains("handle_request"))
+    };
+    type Shows<'a> = &'a dyn Fn(&serde_json::Value) -> bool;
+    let checks: [(&str, &str, Shows); 2] = [
+        ("topology", "service_map", &topology),
+        ("stacks", "profile", &stacks),
+    ];
+    for (feed, component, shows) in checks {
+        let has_data = wait_until(LIVE_WITHIN, || {
+            let Ok((200, body)) = http_get(api, &format!("/api/console/feed/{feed}")) else {
+                return false;
+            };
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["component"] == component && shows(e))
+        });
+        live.push((feed, has_data));
+    }
+    let (_, graph) = http_get(api, "/api/graph").unwrap();
+    sigterm(&child);
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    let text = said();
+    assert!(printed, "no `{url}` line:\n{text}");
+    assert!(
+        page.is_ok_and(|(s, b)| s == 200 && b.contains("<html")),
+        "the console page is not served"
+    );
+    assert_eq!(
+        live,
+        [("topology", true), ("stacks", true)],
+        "a console view had no data within {LIVE_WITHIN:?}:\n{text}"
+    );
+    // Internal metrics flow, and the Parquet archive holds the parsed logs once stopped.
+    assert!(graph.contains("\"weir_metrics\""), "{graph}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let day = std::fs::read_dir(data.path().join("archive"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let parquet: Vec<_> = std::fs::read_dir(&day)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    assert!(!parquet.is_empty(), "no Parquet file in {}", day.display());
+    let size = std::fs::metadata(&parquet[0]).unwrap().len();
+    assert!(size > 0, "{} is empty", parquet[0].display());
 }

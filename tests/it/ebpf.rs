@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::harness::{sigterm, wait_until, wait_with_timeout, weir, write_config};
 
 /// Whether eBPF can be tested here; prints why not, and panics when CI requires it.
-fn ebpf_available(test: &str) -> bool {
+pub fn ebpf_available(test: &str) -> bool {
     let why = if !weir_sources_ebpf::env::has_privileges() {
         Some("missing CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN (run as root)")
     } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {

@@ -1,6 +1,7 @@
 //! No secret leaks: a pipeline with every credential option set runs (at debug level, its
 //! sinks failing against closed ports, so that errors are logged), is validated, is asked for
-//! everything the API serves, and is stopped; no output contains a credential. And
+//! everything the API serves (the console's pages and its components' configuration
+//! included), and is stopped; no output contains a credential. And
 //! credentials for a plain `http://` or `nats://` address are refused unless allowed.
 
 use std::path::Path;
@@ -198,7 +199,15 @@ fn no_credential_appears_in_logs_errors_validate_or_the_api() {
             })
     });
     let mut served = String::new();
-    for path in ["/health", "/metrics", "/api/graph"] {
+    for path in [
+        "/health",
+        "/metrics",
+        "/api/graph",
+        "/api/console/components",
+        "/",
+        "/console/app.js",
+        "/console/style.css",
+    ] {
         if let Ok((_, body)) = http_get(api, path) {
             served.push_str(&body);
         }
@@ -207,6 +216,30 @@ fn no_credential_appears_in_logs_errors_validate_or_the_api() {
         served.contains("kafka_out"),
         "the API did not answer:\n{served}"
     );
+    // The console shows every component's configuration (so the search above saw it), each
+    // credential redacted in place.
+    let (_, components) = http_get(api, "/api/console/components").unwrap();
+    let components: serde_json::Value = serde_json::from_str(&components).unwrap();
+    let texts: Vec<(&str, &str)> = components["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let id = c["id"].as_str().unwrap();
+            let text = c["config"]["text"].as_str();
+            assert!(text.is_some(), "{id}'s configuration is not shown: {c}");
+            (id, text.unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(texts.len(), 11, "{components}");
+    let es = texts.iter().find(|(id, _)| *id == "es").unwrap().1;
+    for line in [
+        "password = \"**REDACTED**\"",
+        "x-api-key = \"**REDACTED**\"",
+        "user = \"weir\"",
+    ] {
+        assert!(es.lines().any(|l| l == line), "no `{line}` in:\n{es}");
+    }
     assert_no_secret("the API", &served);
     sigterm(&child);
     let _ = wait_with_timeout(child, Duration::from_secs(30));

@@ -13,15 +13,22 @@ use serde_json::Value;
 use crate::harness::{free_addr, http_get, stop_clean, wait_until, wait_with_timeout, weir};
 
 /// The quickstart's components.
-const COMPONENTS: [&str; 8] = [
+const COMPONENTS: [&str; 15] = [
     "demo",
+    "demo_flows",
+    "demo_stacks",
     "weir_metrics",
     "parse",
     "router",
     "sampled",
+    "service_map",
+    "profile",
     "console",
     "errors_file",
     "metrics_file",
+    "archive",
+    "service_map_windows",
+    "profile_windows",
 ];
 
 /// `weir run` with the embedded quickstart, its demo at `rate` events/s, logging to
@@ -274,6 +281,8 @@ pub(crate) struct Screen {
     rows: Vec<Vec<char>>,
     row: usize,
     col: usize,
+    /// An escape sequence the last chunk ended in the middle of.
+    pending: String,
 }
 
 impl Screen {
@@ -282,27 +291,41 @@ impl Screen {
             rows: vec![vec![' '; cols]; rows],
             row: 0,
             col: 0,
+            pending: String::new(),
         }
     }
 
     pub(crate) fn feed(&mut self, text: &str) {
-        let mut it = text.chars().peekable();
-        while let Some(c) = it.next() {
+        let text = std::mem::take(&mut self.pending) + text;
+        let mut it = text.char_indices().peekable();
+        while let Some((at, c)) = it.next() {
             match c {
                 '\x1b' => {
-                    if it.peek() != Some(&'[') {
-                        it.next();
-                        continue;
+                    match it.peek() {
+                        // Cut between chunks: finished by the next one.
+                        None => {
+                            self.pending = text[at..].to_string();
+                            return;
+                        }
+                        Some((_, '[')) => {}
+                        Some(_) => {
+                            it.next();
+                            continue;
+                        }
                     }
                     it.next();
                     let mut params = String::new();
                     let mut fin = ' ';
-                    for c in it.by_ref() {
+                    for (_, c) in it.by_ref() {
                         if ('@'..='~').contains(&c) {
                             fin = c;
                             break;
                         }
                         params.push(c);
+                    }
+                    if fin == ' ' {
+                        self.pending = text[at..].to_string();
+                        return;
                     }
                     let n: Vec<usize> = params
                         .trim_start_matches('?')

@@ -23,6 +23,7 @@ mod graph;
 mod interpolate;
 pub mod listener;
 mod load;
+mod redact;
 pub mod schema;
 mod secret;
 mod unit_test;
@@ -41,6 +42,7 @@ pub use graph::{resolve_graph, resolve_graph_holding, tcp_ports, Graph, OutputId
 pub use interpolate::interpolate;
 pub use listener::{ServerAuthConfig, ServerAuthStrategy, TlsServerConfig};
 pub use load::{load_files, load_str, ConfigSource};
+pub use redact::{RedactError, Redactor};
 pub use secret::{Secret, REDACTED};
 pub use unit_test::{
     ExtractFrom, Located, TestCondition, TestConditionType, TestInput, TestInputType, TestOutput,

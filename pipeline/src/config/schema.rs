@@ -13,7 +13,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use super::{ApiConfig, BufferConfig, ComponentKind, UnitTest};
+use super::{ApiConfig, BufferConfig, ComponentKind, Secret, UnitTest};
 use crate::component::{Registry, SchemaFn};
 
 /// What may be written for `type`, `inputs`, `buffer` and `acknowledgements`: the keys the loader
@@ -103,6 +103,12 @@ fn add_common(schema: &mut Value, common: &[(&'static str, Value)]) {
     }
 }
 
+/// Where the schema of a whole configuration refers to [`Secret`]'s schema: every credential
+/// option is this reference (or a choice or list of it), which is how [`super::Redactor`]
+/// finds them. [`config_schema`] defines `Secret` before any other type, so no other type
+/// of the same name can take it.
+pub const SECRET_REF: &str = "#/definitions/Secret";
+
 /// The definition name of a component type's schema: `source.file`, `sink.file`.
 pub fn definition_name(kind: ComponentKind, type_name: &str) -> String {
     format!("{}.{type_name}", kind.as_str())
@@ -111,6 +117,9 @@ pub fn definition_name(kind: ComponentKind, type_name: &str) -> String {
 /// The JSON Schema (draft-07) of a configuration file of a build with these component types.
 pub fn config_schema(registry: &Registry) -> Value {
     let mut gen = SchemaSettings::draft07().into_generator();
+    // First, so that `Secret` is the name of [`Secret`] (another type named so gets `Secret2`).
+    let secret = gen.subschema_for::<Secret>().to_value();
+    debug_assert_eq!(secret, json!({ "$ref": SECRET_REF }));
     let api = gen.subschema_for::<ApiConfig>().to_value();
     let buffer = gen.subschema_for::<BufferConfig>().to_value();
     let test = gen.subschema_for::<UnitTest>().to_value();

@@ -1,4 +1,8 @@
-//! `demo`: realistic synthetic logs, for the quickstart, examples and benchmarks.
+//! `demo`: realistic synthetic data, for the quickstart, examples and benchmarks: log lines
+//! (here), Hubble flows (`flows.rs`) and stack samples (`stacks.rs`).
+
+mod flows;
+mod stacks;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -14,7 +18,8 @@ use weir_pipeline::event::{EventBatch, EventMetadata, LogEvent, Value, MAX_BATCH
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
 
-/// The line format the demo source writes into `message`.
+/// What the demo source generates: a log line format (written into `message`), or records of
+/// another kind.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
 )]
@@ -29,14 +34,23 @@ pub enum DemoFormat {
     Syslog,
     /// logfmt.
     Logfmt,
+    /// Network flows of a small shop's microservices, as Hubble reports them: each event is
+    /// one flow as the `hubble_jsonpb` codec reads a line of `hubble observe -o jsonpb`
+    /// (HTTP responses with latencies and a few 503s, new connections, DNS lookups, drops by
+    /// policy), for `flow_to_topology`.
+    HubbleFlows,
+    /// CPU profile samples of two processes in the `stack-sample` schema, for `stack_fold`.
+    StackSamples,
 }
 
 /// `type = "demo"`: generates log lines into the `message` field (plus `timestamp`), like a
-/// real service would write them, so the pipeline has something real-shaped to parse.
+/// real service would write them, so the pipeline has something real-shaped to parse; or,
+/// with `format = "hubble_flows"` or `"stack_samples"`, network flows or profile samples.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {
-    /// The line format: `json`, `apache_common`, `syslog` or `logfmt`.
+    /// What to generate: log lines in `json`, `apache_common`, `syslog` or `logfmt`, or
+    /// `hubble_flows` (network flows) or `stack_samples` (profile samples).
     #[serde(default)]
     pub format: DemoFormat,
     /// Events per second. It must be a positive, finite number; this is checked when the source is
@@ -189,7 +203,8 @@ pub fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, stamp: &Stamp,
             rng.random_range(100..40000),
             rng.random_range(1..100)
         ),
-        DemoFormat::Logfmt => write!(
+        // Lines only: `run` generates the other kinds itself.
+        DemoFormat::Logfmt | DemoFormat::HubbleFlows | DemoFormat::StackSamples => write!(
             buf,
             r#"ts={} level={level} service={service} method={method} path={path} status={status} duration_ms={duration_ms:.2} msg="{msg}""#,
             stamp.iso
@@ -233,14 +248,36 @@ async fn run(cfg: DemoConfig, mut cx: SourceContext) -> Result<(), BoxError> {
         let stamp = Stamp::at(at);
         let now = Value::Timestamp(at);
         for _ in 0..n {
-            generate(cfg.format, &mut rng, seq, &stamp, &mut line);
+            let meta = EventMetadata::at(source_id.clone(), at);
+            let log = match cfg.format {
+                DemoFormat::HubbleFlows => {
+                    flows::generate(&mut rng, at, &mut line);
+                    bytes += line.len() as u64;
+                    match flows::flow(&line) {
+                        Some(flow) => LogEvent::from_typed(flow, meta),
+                        None => {
+                            return Err(format!(
+                                "the demo flow generator wrote an unreadable flow: {line}"
+                            )
+                            .into())
+                        }
+                    }
+                }
+                DemoFormat::StackSamples => {
+                    let log = LogEvent::from_value(stacks::generate(&mut rng, at), meta);
+                    bytes += log.estimated_bytes() as u64;
+                    log
+                }
+                _ => {
+                    generate(cfg.format, &mut rng, seq, &stamp, &mut line);
+                    bytes += line.len() as u64;
+                    let mut log =
+                        LogEvent::from_message_with(Bytes::copy_from_slice(line.as_bytes()), meta);
+                    log.insert_field("timestamp", now.clone());
+                    log
+                }
+            };
             seq += 1;
-            bytes += line.len() as u64;
-            let mut log = LogEvent::from_message_with(
-                Bytes::copy_from_slice(line.as_bytes()),
-                EventMetadata::at(source_id.clone(), at),
-            );
-            log.insert_field("timestamp", now.clone());
             batch.push(log);
         }
         cx.metrics.add_received(n as u64, bytes);
