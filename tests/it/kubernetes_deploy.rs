@@ -269,6 +269,15 @@ fn the_daemonset_mounts_logs_read_only_keeps_data_on_the_node_and_probes_health(
     // A whole-directory mount: a subPath mount is never updated, `--watch-config` would see
     // nothing.
     assert!(cfg["subPath"].is_null());
+    // The binary takes those arguments.
+    let help = crate::harness::weir()
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--watch-config", "--config"] {
+        assert!(help.contains(flag), "`weir run` has no {flag}:\n{help}");
+    }
     // The metrics: a headless Service over the agents' API port, scraped by a ServiceMonitor.
     scraped(&docs, ds, "weir-agent");
     // RBAC: read-only access to pods and namespaces, bound to the DaemonSet's account.
