@@ -44,6 +44,10 @@ use crate::shutdown::ShutdownToken;
 use crate::vocabulary::{ComponentKind, OnFailure};
 use crate::BoxError;
 
+/// How long a reload waits for a replaced sink to let go of what it holds when the new
+/// instance could not be built while the old one ran.
+const HANDOFF_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A new transform instance and the options it was built from, for its task to take over.
 pub(super) type Replacement = (Box<dyn TransformConfig>, Box<dyn Transform>);
 
@@ -437,26 +441,36 @@ impl State {
         let config: Arc<dyn SinkConfig> = Arc::from(s.config);
         let early = config.build(self.context(&c)).await;
         old.detach.handoff();
-        old.done.cancelled().await;
-        let (config, sink, failure) = match early {
+        // Built first, the new instance waits for the buffer (its supervisor's lock) until
+        // the old one has delivered what it took: the reload does not wait for that (a sink
+        // retrying against a destination that is down would hold it). Built again once the
+        // old one let go of what it holds (a port, say), waiting at most `HANDOFF_WAIT`.
+        let built = match early {
+            Ok(sink) => Ok(sink),
+            Err(_) => match tokio::time::timeout(HANDOFF_WAIT, old.done.cancelled()).await {
+                Ok(()) => config.build(self.context(&c)).await.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "its previous instance did not stop within {}s",
+                    HANDOFF_WAIT.as_secs()
+                )),
+            },
+        };
+        let (config, sink, failure) = match built {
             Ok(sink) => (config, sink, None),
-            Err(_) => match config.build(self.context(&c)).await {
-                Ok(sink) => (config, sink, None),
-                Err(e) => {
-                    let failure = format!(
-                        "sink `{id}` ({}): {e}; it runs with its previous options",
-                        s.type_name
-                    );
-                    match old.config.build(self.context(&c)).await {
-                        Ok(sink) => (old.config.clone(), sink, Some(failure)),
-                        Err(e2) => {
-                            return Err(ReloadError::Build(format!(
-                                "{failure}; those failed too ({e2}): it is stopped until the next reload or restart"
-                            )))
-                        }
+            Err(e) => {
+                let failure = format!(
+                    "sink `{id}` ({}): {e}; it runs with its previous options",
+                    s.type_name
+                );
+                match old.config.build(self.context(&c)).await {
+                    Ok(sink) => (old.config.clone(), sink, Some(failure)),
+                    Err(e2) => {
+                        return Err(ReloadError::Build(format!(
+                            "{failure}; those failed too ({e2}): it is stopped until the next reload or restart"
+                        )))
                     }
                 }
-            },
+            }
         };
         let slot = SinkSlot {
             config: config.clone(),
