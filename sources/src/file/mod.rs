@@ -25,6 +25,7 @@ mod handler;
 pub mod lines;
 pub mod multiline;
 pub mod tail;
+pub mod watch;
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -66,7 +67,7 @@ const PROMPT_SAVE_GAP: Duration = Duration::from_millis(100);
 /// positions and a receiver (about 100 bytes), the events themselves are bounded by buffers.
 const MAX_OUTSTANDING_BATCHES: usize = 4096;
 /// Checkpoints of files not seen for this long are forgotten.
-const CHECKPOINT_MAX_AGE_SECS: i64 = 24 * 3600;
+const CHECKPOINT_MAX_AGE_SECS: i64 = checkpoint::MAX_AGE_SECS;
 
 /// `read_from`: where a file first seen starts.
 #[derive(
