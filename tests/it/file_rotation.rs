@@ -229,5 +229,9 @@ encoding.codec = "text"
         &missing[..missing.len().min(10)]
     );
     assert_eq!(seen.distinct, total, "no unexpected lines");
-    assert_eq!(status.code(), Some(0), "weir did not stop cleanly:\n{last_log}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "weir did not stop cleanly:\n{last_log}"
+    );
 }

@@ -72,7 +72,10 @@ impl Discovery {
     /// Whether `path` is one [`Discovery::scan`] would return (if it is a file).
     pub fn matches(&self, path: &std::path::Path) -> bool {
         let opts = match_options();
-        self.compiled.iter().any(|p| p.matches_path_with(path, opts)) && !self.exclude.is_match(path)
+        self.compiled
+            .iter()
+            .any(|p| p.matches_path_with(path, opts))
+            && !self.exclude.is_match(path)
     }
 
     /// The paths matching an include pattern and no exclude pattern, sorted, without

@@ -1034,7 +1034,11 @@ impl<H: LineHandler> Tailer<H> {
             return Some(key);
         }
         if matches!(w.state, FileState::Discovered(Wait::TooShort(_))) && meta.len() > 0 {
-            self.cx.unread(p, meta.len(), "it was rotated away before its first line was complete");
+            self.cx.unread(
+                p,
+                meta.len(),
+                "it was rotated away before its first line was complete",
+            );
         }
         None
     }
@@ -1554,7 +1558,9 @@ impl<H: LineHandler> Tailer<H> {
                 let known = lock(&self.cx.checkpoints).get(&fp).cloned();
                 let why = match known {
                     Some(e) if e.done || (!gzip && meta.len() <= e.offset) => continue,
-                    Some(_) => "found a file rotated while weir was stopped: reading its unread tail",
+                    Some(_) => {
+                        "found a file rotated while weir was stopped: reading its unread tail"
+                    }
                     None => {
                         let mtime = meta
                             .modified()

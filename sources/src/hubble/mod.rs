@@ -51,9 +51,9 @@ use futures::{FutureExt, StreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext, SourceSender};
-use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use weir_pipeline::config::{Secs, SecsOrZero};
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, MAX_BATCH_EVENTS};
+use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -262,12 +262,15 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// At shutdown, how long the last acknowledgements are waited for.
 const LAST_ACKS: Duration = Duration::from_secs(60);
 
+/// A flow's time and identity, as the resume state keeps them.
+type FlowKey = (Option<Timestamp>, u64);
+
 /// The delivered side of the resume state, and its file.
 struct Delivered {
     dir: PathBuf,
     state: Resume,
     /// Batches sent, with the flow keys they hold, oldest first (with acknowledgements).
-    pending: VecDeque<(BatchStatusReceiver, Vec<(Option<Timestamp>, u64)>)>,
+    pending: VecDeque<(BatchStatusReceiver, Vec<FlowKey>)>,
     /// A batch was not delivered: the state stays before it, so the next start asks again.
     frozen: bool,
     dirty: bool,
@@ -365,7 +368,7 @@ struct Hubble {
     resume: Resume,
     delivered: Delivered,
     /// Keys of the flows in the batch being collected.
-    batch_keys: Vec<(Option<Timestamp>, u64)>,
+    batch_keys: Vec<FlowKey>,
     logs: LogLimiter,
     /// Responses received on this connection, for messages.
     received: u64,
@@ -388,10 +391,7 @@ async fn run(settings: Settings, mut cx: SourceContext) -> Result<(), BoxError> 
             let copy = Resume::decode(&bytes, settings.overlap)?;
             (r, copy)
         }
-        None => (
-            Resume::new(settings.overlap),
-            Resume::new(settings.overlap),
-        ),
+        None => (Resume::new(settings.overlap), Resume::new(settings.overlap)),
     };
     let dummy = SourceSender::new(None, Default::default(), cx.metrics.clone());
     let out = std::mem::replace(&mut cx.out, dummy);
@@ -428,7 +428,7 @@ impl Hubble {
         }
     }
 
-    fn apply(&mut self, status: EventStatus, keys: Vec<(Option<Timestamp>, u64)>) {
+    fn apply(&mut self, status: EventStatus, keys: Vec<FlowKey>) {
         let d = &mut self.delivered;
         match status {
             EventStatus::Delivered | EventStatus::Rejected if !d.frozen => {

@@ -1120,7 +1120,10 @@ inputs = ["flows"]
 name = "{name}-raw"
 "#,
         dd = data.path().display(),
-        source = hubble_source(srv.addr, "acknowledgements = true\nresume_overlap_secs = 0\n"),
+        source = hubble_source(
+            srv.addr,
+            "acknowledgements = true\nresume_overlap_secs = 0\n"
+        ),
     );
     let raw = bucket(&format!("{name}-raw"));
 
@@ -1137,7 +1140,10 @@ name = "{name}-raw"
         assert!(o.error.is_none(), "{}: {:?}", o.id, o.error);
     }
     let first_run = raw.lock().unwrap().len();
-    assert!(first_run < total, "stopped mid-stream ({first_run} of {total})");
+    assert!(
+        first_run < total,
+        "stopped mid-stream ({first_run} of {total})"
+    );
     assert!(data.path().join("flows/resume.bin").exists());
     // Down for a moment: the ring moves on meanwhile.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1159,7 +1165,9 @@ name = "{name}-raw"
     let got = take(&format!("{name}-raw"));
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for e in &got {
-        *counts.entry(e["flow"]["uuid"].as_str().unwrap()).or_default() += 1;
+        *counts
+            .entry(e["flow"]["uuid"].as_str().unwrap())
+            .or_default() += 1;
     }
     let dups = counts.values().filter(|c| **c > 1).count();
     println!(
