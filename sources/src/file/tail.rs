@@ -1785,4 +1785,54 @@ mod tests {
         assert!(!t.cx.more, "read to its end");
         assert_eq!(t.cx.handler.lines, big);
     }
+
+    /// The kubelet's scheme: `0.log` rotated to `0.log.<time>`, then compressed to
+    /// `0.log.<time>.gz` (through a `.tmp` file), all while weir was down. At the next start
+    /// the compressed rotation weir never saw is found by content and read whole; the
+    /// half-written `.tmp` and a rotation older than the source's first start are not.
+    #[test]
+    fn a_compressed_rotation_never_seen_is_read_at_the_next_start() {
+        use flate2::write::GzEncoder;
+        let dir = tempfile::tempdir().unwrap();
+        let old = lines("before-weir", 0..5);
+        std::fs::write(dir.path().join("0.log.20200101-000000"), text(&old)).unwrap();
+        // The file's time must be before the source's first start (seconds resolution).
+        let past = std::time::SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(dir.path().join("0.log.20200101-000000"))
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        // A previous run: its checkpoint file exists (nothing in it).
+        let cp_dir = dir.path().join("checkpoints");
+        let (mut cp, _) = Checkpoints::load(&cp_dir);
+        cp.set_dirty();
+        crate::file::checkpoint::write_atomically(&cp_dir, &cp.snapshot()).unwrap();
+        // While it was down: a whole file lived at 0.log, was rotated and compressed.
+        let rotated = lines("rotated", 0..1000);
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text(&rotated).as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        std::fs::write(dir.path().join("0.log.20260301-120000.gz"), &gz).unwrap();
+        std::fs::write(
+            dir.path().join("0.log.20260301-130000.tmp"),
+            &gz[..gz.len() / 2],
+        )
+        .unwrap();
+        let current = lines("current", 0..10);
+        std::fs::write(dir.path().join("0.log"), text(&current)).unwrap();
+
+        let mut t = tailer(dir.path());
+        t.discover(Instant::now(), false);
+        t.recover_rotated(Instant::now());
+        for _ in 0..10 {
+            pass(&mut t);
+        }
+        let mut got = t.cx.handler.lines.clone();
+        got.sort();
+        let mut want: Vec<String> = rotated.iter().chain(&current).cloned().collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
 }
