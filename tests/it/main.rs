@@ -16,6 +16,7 @@ mod disk_buffer;
 mod docs;
 mod ebpf;
 mod elasticsearch;
+mod file_rotation;
 mod file_sink;
 mod file_source;
 mod garbage;

@@ -16,6 +16,8 @@ use super::fingerprint::Fingerprint;
 /// The checkpoint file's name inside the source's data directory.
 pub const FILE_NAME: &str = "checkpoints.json";
 const VERSION: u32 = 1;
+/// Checkpoints of files not seen for this long are forgotten.
+pub const MAX_AGE_SECS: i64 = 24 * 3600;
 
 /// What is remembered about one file content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +39,10 @@ pub struct Entry {
 #[derive(Debug, Serialize, Deserialize)]
 struct OnDisk {
     version: u32,
+    /// When the source first started (Unix seconds): a file born since then that no
+    /// checkpoint knows was never seen, and is read at the next start if it was rotated away.
+    #[serde(default)]
+    watching_since: Option<i64>,
     checkpoints: Vec<Entry>,
 }
 
@@ -73,6 +79,8 @@ pub struct Checkpoints {
     entries: HashMap<Fingerprint, Entry>,
     /// A checkpoint file existed when the source started (so this is not its first start).
     existed: bool,
+    /// When the source first started (Unix seconds), kept across restarts.
+    watching_since: i64,
     dirty: bool,
 }
 
@@ -83,6 +91,7 @@ impl Checkpoints {
             dir: dir.to_path_buf(),
             entries: HashMap::new(),
             existed: false,
+            watching_since: chrono::Utc::now().timestamp(),
             dirty: false,
         }
     }
@@ -113,6 +122,15 @@ impl Checkpoints {
         me.existed = true;
         match serde_json::from_slice::<OnDisk>(&text) {
             Ok(d) if d.version == VERSION => {
+                // A file written before this was kept: its last write is a safe lower bound.
+                let written = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64);
+                if let Some(t) = d.watching_since.or(written) {
+                    me.watching_since = t;
+                }
                 me.entries = d
                     .checkpoints
                     .into_iter()
@@ -140,6 +158,11 @@ impl Checkpoints {
                 )
             }
         }
+    }
+
+    /// When the source first started (Unix seconds).
+    pub fn watching_since(&self) -> i64 {
+        self.watching_since
     }
 
     /// Whether a checkpoint file existed at start.
@@ -230,6 +253,7 @@ impl Checkpoints {
         checkpoints.sort_by(|a, b| a.path.cmp(&b.path).then(a.fingerprint.cmp(&b.fingerprint)));
         serde_json::to_vec_pretty(&OnDisk {
             version: VERSION,
+            watching_since: Some(self.watching_since),
             checkpoints,
         })
         .unwrap_or_default()
@@ -286,6 +310,7 @@ mod tests {
         assert_eq!(back.get(&a), t.get(&a));
         assert_eq!(back.get(&a).unwrap().path, Path::new("/var/log/a.log"));
         assert!(back.get(&b).unwrap().done);
+        assert_eq!(back.watching_since(), t.watching_since());
         assert!(!dir.path().join("checkpoints.json.tmp").exists());
     }
 

@@ -1,7 +1,7 @@
 //! Finding the files to read: `include` globs walked on the file system, `exclude` globs
-//! matched against what they found. Discovery is polling: it runs at most once every
-//! `glob_minimum_cooldown_ms` (inotify is not used; a directory walk per second costs little
-//! and works on every file system, including network and overlay ones).
+//! matched against what they found. A walk runs at most once every `glob_minimum_cooldown_ms`,
+//! and at once when [`super::watch`] reports a new file at a matching path (the walk works on
+//! every file system, including network and overlay ones, where inotify may say nothing).
 
 use std::path::PathBuf;
 
@@ -11,6 +11,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 #[derive(Debug, Clone)]
 pub struct Discovery {
     include: Vec<String>,
+    compiled: Vec<glob::Pattern>,
     exclude: GlobSet,
 }
 
@@ -37,11 +38,12 @@ impl Discovery {
         if include.is_empty() {
             return Err(PatternError::NoInclude);
         }
+        let mut compiled = Vec::with_capacity(include.len());
         for p in include {
-            glob::Pattern::new(p).map_err(|e| PatternError::Include {
+            compiled.push(glob::Pattern::new(p).map_err(|e| PatternError::Include {
                 pattern: p.clone(),
                 reason: e.to_string(),
-            })?;
+            })?);
         }
         let mut b = GlobSetBuilder::new();
         for p in exclude {
@@ -57,18 +59,29 @@ impl Discovery {
         })?;
         Ok(Self {
             include: include.to_vec(),
+            compiled,
             exclude,
         })
+    }
+
+    /// The `include` patterns.
+    pub fn include(&self) -> &[String] {
+        &self.include
+    }
+
+    /// Whether `path` is one [`Discovery::scan`] would return (if it is a file).
+    pub fn matches(&self, path: &std::path::Path) -> bool {
+        let opts = match_options();
+        self.compiled
+            .iter()
+            .any(|p| p.matches_path_with(path, opts))
+            && !self.exclude.is_match(path)
     }
 
     /// The paths matching an include pattern and no exclude pattern, sorted, without
     /// duplicates. A pattern that matches nothing is not an error.
     pub fn scan(&self, errors: &mut Vec<WalkError>) -> Vec<PathBuf> {
-        let opts = glob::MatchOptions {
-            case_sensitive: true,
-            require_literal_separator: true,
-            require_literal_leading_dot: false,
-        };
+        let opts = match_options();
         let mut out = Vec::new();
         for pattern in &self.include {
             let paths = match glob::glob_with(pattern, opts) {
@@ -101,6 +114,14 @@ impl Discovery {
     }
 }
 
+fn match_options() -> glob::MatchOptions {
+    glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +147,9 @@ mod tests {
             .map(|p| p.strip_prefix(d).unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(got, vec!["a.log", "b.log", "sub/d.log"]);
+        assert!(disc.matches(&d.join("new.log")));
+        assert!(!disc.matches(&d.join("skip.log")));
+        assert!(!disc.matches(&d.join("a.log.1")));
         assert!(errs.is_empty());
         let none = Discovery::new(&[format!("{}/nothing/*.log", d.display())], &[]).unwrap();
         assert!(none.scan(&mut errs).is_empty());

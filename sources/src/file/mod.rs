@@ -25,6 +25,7 @@ mod handler;
 pub mod lines;
 pub mod multiline;
 pub mod tail;
+pub mod watch;
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -66,7 +67,7 @@ const PROMPT_SAVE_GAP: Duration = Duration::from_millis(100);
 /// positions and a receiver (about 100 bytes), the events themselves are bounded by buffers.
 const MAX_OUTSTANDING_BATCHES: usize = 4096;
 /// Checkpoints of files not seen for this long are forgotten.
-const CHECKPOINT_MAX_AGE_SECS: i64 = 24 * 3600;
+const CHECKPOINT_MAX_AGE_SECS: i64 = checkpoint::MAX_AGE_SECS;
 
 /// `read_from`: where a file first seen starts.
 #[derive(
@@ -434,6 +435,14 @@ pub(crate) async fn run<H: tail::LineHandler + 'static>(
         }
         tokio::select! {
             biased;
+            // First: with acknowledgements arriving continuously and the reader always
+            // having a batch ready, the branches below are always ready, and a periodic write
+            // polled after them never ran (every kill -9 read everything again).
+            _ = tick.tick() => {
+                if progress.save().await {
+                    last_save = tokio::time::Instant::now();
+                }
+            }
             status = next_status(&mut pending) => {
                 let mut status = Some(status);
                 let mut held = false;
@@ -502,11 +511,6 @@ pub(crate) async fn run<H: tail::LineHandler + 'static>(
                 stopping = true;
                 stop.store(true, Ordering::Release);
             }
-            _ = tick.tick() => {
-                if progress.save().await {
-                    last_save = tokio::time::Instant::now();
-                }
-            }
         }
     }
     drop(rx);
@@ -519,4 +523,78 @@ pub(crate) async fn run<H: tail::LineHandler + 'static>(
         tracing::debug!(component = %id, "file source stopped: the downstream is gone");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    use weir_pipeline::buffer::{buffer, Fanout};
+    use weir_pipeline::component::SourceSender;
+    use weir_pipeline::metrics::MetricsRegistry;
+    use weir_pipeline::shutdown::ShutdownToken;
+    use weir_pipeline::vocabulary::WhenFull;
+
+    /// Acknowledgements arrive continuously (each batch is acknowledged when the next one
+    /// arrives) and the reader always has a batch ready: the checkpoints must still be
+    /// written while the stream goes on, not only at its end. Before the periodic write was
+    /// polled first, it never ran here until the input was exhausted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_are_written_while_acknowledgements_arrive_continuously() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.log");
+        {
+            // 40 MiB: about 400 batches, each held by the consumer for 10 ms (4 s), more
+            // than the 1 s checkpoint interval whatever the machine's speed.
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+            for i in 0..400_000 {
+                writeln!(f, "{i:09} {}", "x".repeat(93)).unwrap();
+            }
+        }
+        let cfg: FileSourceConfig =
+            toml::from_str(&format!("include = [\"{}\"]", input.display())).unwrap();
+        let metrics = ComponentMetrics::detached("src");
+        let (tx, mut rx) = buffer(1000, WhenFull::Block, metrics.clone());
+        let out = SourceSender::new(
+            Some(Fanout::new(vec![(Arc::from("sink"), tx)], metrics.clone())),
+            BTreeMap::new(),
+            metrics.clone(),
+        );
+        let shutdown = ShutdownToken::new();
+        let cx = SourceContext {
+            id: Arc::from("src"),
+            out,
+            shutdown: shutdown.clone(),
+            acknowledgements: true,
+            data_dir: dir.path().join("data"),
+            metrics: metrics.clone(),
+            registry: Arc::new(MetricsRegistry::default()),
+        };
+        let source = tokio::spawn(cfg.build(cx).await.unwrap());
+        let checkpoints = dir.path().join("data/src").join(checkpoint::FILE_NAME);
+        let mut held: Option<EventBatch> = None;
+        let mut lines = 0usize;
+        let mut written_at = None;
+        while lines < 400_000 {
+            let Some(b) = rx.recv().await else { break };
+            lines += b.len();
+            if let Some(mut prev) = held.take() {
+                prev.finalize(EventStatus::Delivered);
+            }
+            if written_at.is_none() && checkpoints.exists() {
+                written_at = Some(lines);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            held = Some(b);
+        }
+        if let Some(mut prev) = held.take() {
+            prev.finalize(EventStatus::Delivered);
+        }
+        shutdown.cancel();
+        source.await.unwrap().unwrap();
+        assert_eq!(lines, 400_000);
+        let at = written_at.expect("no checkpoint was written during the stream");
+        assert!(at < 400_000, "the first checkpoint came at the end ({at})");
+    }
 }

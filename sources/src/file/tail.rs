@@ -47,10 +47,11 @@ use weir_pipeline::codec::Frame;
 use weir_pipeline::event::{Event, MAX_BATCH_EVENTS};
 use weir_pipeline::metrics::ComponentMetrics;
 
-use super::checkpoint::Checkpoints;
+use super::checkpoint::{self, Checkpoints};
 use super::discovery::{Discovery, WalkError};
 use super::fingerprint::{self, Fingerprint, Fingerprinter, Strategy};
 use super::lines::{CharsetConfig, LineSplitter};
+use super::watch::{self, Change, Watcher};
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -68,8 +69,11 @@ const BUSY_PAUSE: Duration = Duration::from_millis(10);
 const BUSY_PAUSE_PER_FILE: Duration = Duration::from_micros(150);
 /// While files wait for a slot, a file open this long is closed to let them in.
 const PREEMPT_AFTER: Duration = Duration::from_secs(2);
-/// Files in another file's directory examined at start to find it after a rotation.
+/// Rotations of one file (names that extend its name) examined to find files rotated away
+/// unread, newest first.
 const MAX_RECOVERY_CANDIDATES: usize = 256;
+/// The counter of bytes given up on (a file gone before it was read to its end).
+pub const UNREAD_BYTES: &str = "file_unread_bytes_total";
 /// How long a file that could not be removed (`remove_after_secs`) waits before the next try.
 const REMOVE_RETRY: Duration = Duration::from_secs(30);
 
@@ -241,6 +245,26 @@ struct Watched<S> {
     warned_copy: bool,
     /// `remove_after_secs`: removing it failed; not tried again before this.
     remove_retry_at: Option<Instant>,
+    /// Its size when last looked at (what is lost if it goes away unopened).
+    size: u64,
+}
+
+impl<S: Default> Watched<S> {
+    fn new(key: Key, path: &Path, seen: u64, size: u64) -> Self {
+        Self {
+            key,
+            info: FileInfo::new(path),
+            fp: None,
+            state: FileState::Discovered(Wait::Check),
+            handler: S::default(),
+            seen,
+            last_opened: None,
+            truncated_from: None,
+            warned_copy: false,
+            remove_retry_at: None,
+            size,
+        }
+    }
 }
 
 impl<S> Watched<S> {
@@ -294,6 +318,9 @@ pub struct Tailer<H: LineHandler> {
     /// Wall-clock time of the last discovery, to recognise files born since.
     last_discovery_wall: Option<SystemTime>,
     first_start: bool,
+    /// Directory events, when inotify is available (else the passes alone find files).
+    watcher: Option<Watcher>,
+    changes: Vec<Change>,
 }
 
 fn unix_now() -> i64 {
@@ -356,6 +383,16 @@ impl<H: LineHandler> Ctx<H> {
         if let (Some(fp), Some(off)) = (w.fp, Self::safe_offset(w)) {
             self.record(fp, off, false);
         }
+    }
+
+    /// Counts and logs `bytes` of `path` that will never be read.
+    fn unread(&self, path: &Path, bytes: u64, why: &str) {
+        self.metrics.add_counter(UNREAD_BYTES, None, bytes);
+        self.metrics.error(
+            "unread",
+            1,
+            &format_args!("{}: {bytes} bytes were not read: {why}", path.display()),
+        );
     }
 
     fn cut(&mut self, send: SendFn<'_>) -> Result<(), Closed> {
@@ -896,6 +933,130 @@ impl<H: LineHandler> Tailer<H> {
             last_discovery: None,
             last_discovery_wall: None,
             first_start,
+            watcher: None,
+            changes: Vec::new(),
+        }
+        .with_watcher()
+    }
+
+    fn with_watcher(mut self) -> Self {
+        match Watcher::new() {
+            Ok(w) => self.watcher = Some(w),
+            Err(e) => {
+                tracing::info!(component = %self.cx.metrics.id, "inotify is not available ({e}): new files are found by the discovery passes only");
+            }
+        }
+        let dirs: Vec<PathBuf> = self
+            .cx
+            .cfg
+            .discovery
+            .include()
+            .iter()
+            .filter_map(|p| watch::fixed_dir(p))
+            .collect();
+        for d in dirs {
+            self.watch_dir(&d);
+        }
+        self
+    }
+
+    /// Watches `dir` for new files; a failure (the watch limit) is reported once.
+    fn watch_dir(&mut self, dir: &Path) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        match w.watch(dir) {
+            Ok(()) => {}
+            // Not there yet: watched once discovery finds a file in it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                if w.first_failure() {
+                    tracing::warn!(component = %self.cx.metrics.id, dir = %dir.display(), watched = w.watched(), "cannot watch the directory for new files ({e}; raise fs.inotify.max_user_watches if it is the limit): it and later ones are found by the discovery passes only");
+                }
+            }
+        }
+    }
+
+    /// Reads the directory events: a file renamed from a matched path to one no glob matches
+    /// is followed there (it may never have been seen by a discovery pass). Returns whether
+    /// a discovery pass is due now (a new file at a matched path).
+    fn poll_changes(&mut self, now: Instant) -> bool {
+        let Some(w) = self.watcher.as_mut() else {
+            return false;
+        };
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.clear();
+        w.read(&mut changes);
+        let mut due = false;
+        let mut follow: Vec<PathBuf> = Vec::new();
+        let disc = &self.cx.cfg.discovery;
+        for c in &changes {
+            match c {
+                Change::Overflow => due = true,
+                Change::Created(p) => due |= disc.matches(p),
+                Change::Moved { from, to } => {
+                    let to_matched = disc.matches(to);
+                    due |= to_matched;
+                    let Some(from) = from else { continue };
+                    if let Some(f) = follow.iter_mut().find(|f| *f == from) {
+                        // Renamed again (`app.log.1` -> `app.log.2`) before being looked at.
+                        *f = to.clone();
+                    } else if !to_matched && disc.matches(from) {
+                        follow.push(to.clone());
+                    }
+                }
+            }
+        }
+        self.changes = changes;
+        for p in follow {
+            if let Some(key) = self.adopt(&p, now) {
+                if let Some(w) = self.files.get(&key) {
+                    tracing::debug!(component = %self.cx.metrics.id, path = %w.info.path.display(), "file renamed away from a matched path: reading it to its end");
+                }
+            }
+        }
+        due
+    }
+
+    /// Starts reading the file at `p` (no glob matches it: it was rotated away) from its
+    /// checkpoint or its start, until it has had no new data for `rotate_wait`. Returns its
+    /// key if it is now read; a file too short to be recognised is given up on and counted.
+    fn adopt(&mut self, p: &Path, now: Instant) -> Option<Key> {
+        let meta = std::fs::metadata(p).ok()?;
+        let key = (meta.dev(), meta.ino());
+        if !meta.is_file() || self.files.contains_key(&key) {
+            return None;
+        }
+        let mut w = Watched::new(key, p, self.generation, meta.len());
+        if self.cx.open(&mut w, now, false) {
+            to_draining(&mut w, now);
+            self.files.insert(key, w);
+            return Some(key);
+        }
+        if matches!(w.state, FileState::Discovered(Wait::TooShort(_))) && meta.len() > 0 {
+            self.cx.unread(
+                p,
+                meta.len(),
+                "it was rotated away before its first line was complete",
+            );
+        }
+        None
+    }
+
+    /// Sleeps up to `d`, waking early when `stop` is set or a directory event arrives.
+    fn sleep(&self, stop: &AtomicBool, d: Duration) {
+        let Some(w) = &self.watcher else {
+            sleep_unless(stop, d);
+            return;
+        };
+        let step = Duration::from_millis(10);
+        let mut left = d;
+        while !left.is_zero() && !stop.load(Ordering::Acquire) {
+            let s = left.min(step);
+            if w.wait(s) {
+                return;
+            }
+            left = left.saturating_sub(s);
         }
     }
 
@@ -910,9 +1071,11 @@ impl<H: LineHandler> Tailer<H> {
                 return;
             }
             let now = Instant::now();
-            let due = self
-                .last_discovery
-                .is_none_or(|t| now.duration_since(t) >= self.cx.cfg.glob_cooldown);
+            let changed = self.poll_changes(now);
+            let due = changed
+                || self
+                    .last_discovery
+                    .is_none_or(|t| now.duration_since(t) >= self.cx.cfg.glob_cooldown);
             if due {
                 let initial = self.last_discovery.is_none();
                 let wall = SystemTime::now();
@@ -932,7 +1095,7 @@ impl<H: LineHandler> Tailer<H> {
                 return;
             }
             if read == 0 {
-                sleep_unless(stop, idle);
+                self.sleep(stop, idle);
                 idle = (idle * 2).min(MAX_IDLE);
             } else {
                 idle = MIN_IDLE;
@@ -944,7 +1107,7 @@ impl<H: LineHandler> Tailer<H> {
                     let pause = BUSY_PAUSE
                         .saturating_add(BUSY_PAUSE_PER_FILE.saturating_mul(per_file))
                         .min(MAX_IDLE);
-                    sleep_unless(stop, pause);
+                    self.sleep(stop, pause);
                 }
             }
         }
@@ -1112,6 +1275,7 @@ impl<H: LineHandler> Tailer<H> {
             let key = (meta.dev(), meta.ino());
             if let Some(w) = self.files.get_mut(&key) {
                 w.seen = gen;
+                w.size = meta.len();
                 if w.info.path != path {
                     w.info = FileInfo::new(&path);
                 }
@@ -1164,21 +1328,11 @@ impl<H: LineHandler> Tailer<H> {
             if self.last_discovery_wall.is_some() {
                 turned_over.push(path.clone());
             }
-            self.files.insert(
-                key,
-                Watched {
-                    key,
-                    info: FileInfo::new(&path),
-                    fp: None,
-                    state: FileState::Discovered(Wait::Check),
-                    handler: H::State::default(),
-                    seen: gen,
-                    last_opened: None,
-                    truncated_from: None,
-                    warned_copy: false,
-                    remove_retry_at: None,
-                },
-            );
+            if let Some(dir) = path.parent() {
+                self.watch_dir(dir);
+            }
+            self.files
+                .insert(key, Watched::new(key, &path, gen, meta.len()));
         }
         let gone: Vec<Key> = self
             .files
@@ -1206,6 +1360,7 @@ impl<H: LineHandler> Tailer<H> {
                             self.cx.owners.remove(&fp);
                         }
                     }
+                    self.lost_track(w, now);
                 }
             }
         }
@@ -1221,50 +1376,58 @@ impl<H: LineHandler> Tailer<H> {
 
     /// Files born after the last discovery next to `path`, under a name that extends its
     /// name (`app.log.1`), that no glob matches and that are not known: files that lived at
-    /// `path` and were rotated away before a discovery could see them. They are read whole
-    /// (or from their checkpoint, if they are copies of known content), then released.
+    /// `path` and were rotated away before a discovery could see them (inotify, when it
+    /// works, usually followed them already). They are read whole (or from their checkpoint,
+    /// if they are copies of known content), then released.
     fn find_missed(&mut self, path: &Path, since: SystemTime, now: Instant) {
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return;
-        };
-        let name = name.to_string_lossy().into_owned();
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in rd.flatten().take(MAX_RECOVERY_CANDIDATES) {
-            let file_name = entry.file_name().to_string_lossy().into_owned();
-            if file_name == name || !file_name.starts_with(&name) {
-                continue;
-            }
-            let p = entry.path();
-            let Ok(meta) = std::fs::metadata(&p) else {
-                continue;
-            };
+        for (p, meta) in rotations_of(path, &self.cx.cfg.discovery) {
             let key = (meta.dev(), meta.ino());
-            if !meta.is_file() || self.files.contains_key(&key) {
+            if self.files.contains_key(&key) {
                 continue;
             }
             let born = meta.created().or_else(|_| meta.modified());
             if born.map_or(true, |b| b < since) {
                 continue;
             }
-            let mut w = Watched {
-                key,
-                info: FileInfo::new(&p),
-                fp: None,
-                state: FileState::Discovered(Wait::Check),
-                handler: H::State::default(),
-                seen: self.generation,
-                last_opened: None,
-                truncated_from: None,
-                warned_copy: false,
-                remove_retry_at: None,
-            };
-            if self.cx.open(&mut w, now, false) {
+            if self.adopt(&p, now).is_some() {
                 tracing::info!(component = %self.cx.metrics.id, path = %p.display(), was = %path.display(), "found a file rotated away before discovery saw it: reading it");
-                to_draining(&mut w, now);
-                self.files.insert(key, w);
             }
+        }
+    }
+
+    /// A file not opened (or parked, its handle closed) left the globs. If it was renamed
+    /// next to where it was, it is read there; if it is gone, what was not read of it is
+    /// counted and logged.
+    fn lost_track(&mut self, w: Watched<H::State>, now: Instant) {
+        let unread = match &w.state {
+            FileState::Discovered(Wait::Copy) | FileState::Closed { .. } => return,
+            FileState::Discovered(_) => w.size,
+            // Only a plain file with data past its position is parked with `reopen` (a gzip
+            // file's offset counts uncompressed bytes: not comparable to its size).
+            FileState::Parked {
+                size, reopen: true, ..
+            } => {
+                let off = w.fp.and_then(|fp| self.cx.positions.get(&fp).copied());
+                off.map_or(0, |off| size.saturating_sub(off))
+            }
+            FileState::Parked { .. } => 0,
+            _ => return,
+        };
+        for (p, meta) in rotations_of(&w.info.path, &self.cx.cfg.discovery) {
+            if (meta.dev(), meta.ino()) == w.key {
+                if self.adopt(&p, now).is_some() {
+                    tracing::debug!(component = %self.cx.metrics.id, path = %p.display(), was = %w.info.path.display(), "file renamed away before it was read to its end: reading it there");
+                    return;
+                }
+                break;
+            }
+        }
+        if unread > 0 {
+            self.cx.unread(
+                &w.info.path,
+                unread,
+                "it was deleted (or moved where no glob matches) before it was read to its end",
+            );
         }
     }
 
@@ -1348,70 +1511,105 @@ impl<H: LineHandler> Tailer<H> {
         true
     }
 
-    /// At start: a checkpointed file that no glob matches any more may have been rotated
-    /// while weir was stopped (`app.log` -> `app.log.1`, or compressed). Look for it next to
-    /// where it was, by inode or by a name that extends the old one, and read its unread tail.
+    /// At start: files rotated while weir was stopped. Next to every file the checkpoints
+    /// know and every file the globs match, rotations (names that extend its name:
+    /// `app.log.1`, `0.log.20240101-120000.gz`) no glob matches are looked at, by content:
+    /// - a known content with an unread tail (or a gzip one not read to its end) is read
+    ///   from its checkpoint;
+    /// - an unknown content born since the source first started (and within the time the
+    ///   checkpoints remember files) was never seen: created and rotated away while weir was
+    ///   stopped, or between two passes before a crash. It is read whole.
+    ///
+    /// Both are then released once they have had no new data for `rotate_wait`.
     fn recover_rotated(&mut self, now: Instant) {
-        let entries: Vec<_> = lock(&self.cx.checkpoints)
-            .entries()
-            .filter(|e| !e.done && !self.cx.owners.contains_key(&e.fingerprint))
-            .filter(|e| !e.path.as_os_str().is_empty())
-            .cloned()
-            .collect();
-        for e in entries {
-            let (Some(dir), Some(name)) = (e.path.parent(), e.path.file_name()) else {
-                continue;
-            };
-            let name = name.to_string_lossy().into_owned();
-            let Ok(rd) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            for entry in rd.flatten().take(MAX_RECOVERY_CANDIDATES) {
-                let p = entry.path();
-                let Ok(meta) = std::fs::metadata(&p) else {
-                    continue;
-                };
+        let (existed, since, mut bases) = {
+            let c = lock(&self.cx.checkpoints);
+            let bases: Vec<PathBuf> = c
+                .entries()
+                .filter(|e| !e.path.as_os_str().is_empty())
+                .map(|e| e.path.clone())
+                .collect();
+            (c.existed(), c.watching_since(), bases)
+        };
+        if !existed {
+            // The very first start: older rotations predate this source.
+            return;
+        }
+        bases.extend(self.files.values().map(|w| w.info.path.clone()));
+        bases.sort();
+        bases.dedup();
+        // Remembered files: one modified since the oldest a checkpoint is kept has its entry.
+        let remembered = unix_now() - checkpoint::MAX_AGE_SECS + 3600;
+        let mut looked: HashSet<Key> = HashSet::new();
+        for base in bases {
+            for (p, meta) in rotations_of(&base, &self.cx.cfg.discovery) {
                 let key = (meta.dev(), meta.ino());
-                if !meta.is_file() || self.files.contains_key(&key) {
-                    continue;
-                }
-                let same_inode = key == (e.dev, e.ino);
-                let similar = entry.file_name().to_string_lossy().starts_with(&name);
-                if !(same_inode || similar) {
+                if self.files.contains_key(&key) || !looked.insert(key) {
                     continue;
                 }
                 let Ok(f) = File::open(&p) else {
                     continue;
                 };
                 let gzip = fingerprint::is_gzip(&f).unwrap_or(false);
-                if self.cx.cfg.fingerprinter.compute(&f, gzip).ok().flatten() != Some(e.fingerprint)
-                {
+                let Some(fp) = self.cx.cfg.fingerprinter.compute(&f, gzip).ok().flatten() else {
                     continue;
-                }
-                if !gzip && meta.len() <= e.offset {
-                    break;
-                }
-                let mut w = Watched {
-                    key,
-                    info: FileInfo::new(&p),
-                    fp: None,
-                    state: FileState::Discovered(Wait::Check),
-                    handler: H::State::default(),
-                    seen: self.generation,
-                    last_opened: None,
-                    truncated_from: None,
-                    warned_copy: false,
-                    remove_retry_at: None,
                 };
-                if self.cx.open(&mut w, now, false) {
-                    tracing::info!(component = %self.cx.metrics.id, path = %p.display(), was = %e.path.display(), offset = e.offset, "found a file rotated while weir was stopped: reading its unread tail");
-                    to_draining(&mut w, now);
-                    self.files.insert(key, w);
+                drop(f);
+                let known = lock(&self.cx.checkpoints).get(&fp).cloned();
+                let why = match known {
+                    Some(e) if e.done || (!gzip && meta.len() <= e.offset) => continue,
+                    Some(_) => {
+                        "found a file rotated while weir was stopped: reading its unread tail"
+                    }
+                    None => {
+                        let mtime = meta
+                            .modified()
+                            .ok()
+                            .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_secs() as i64);
+                        if mtime < since || mtime < remembered {
+                            continue;
+                        }
+                        "found a file weir never saw, rotated away while it was stopped or before it was killed: reading it whole"
+                    }
+                };
+                if self.adopt(&p, now).is_some() {
+                    let offset = self.cx.positions.get(&fp).copied().unwrap_or(0);
+                    tracing::info!(component = %self.cx.metrics.id, path = %p.display(), was = %base.display(), offset, "{why}");
                 }
-                break;
             }
         }
     }
+}
+
+/// Rotations of `path` no glob matches: files next to it whose name extends its name
+/// (`app.log.1`, `app.log.2.gz`, `0.log.20240101-120000`), without temporary files
+/// (`.tmp`, a gzip being written), newest first, at most [`MAX_RECOVERY_CANDIDATES`].
+fn rotations_of(path: &Path, discovery: &Discovery) -> Vec<(PathBuf, std::fs::Metadata)> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let name = name.as_encoded_bytes();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(PathBuf, std::fs::Metadata)> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.as_encoded_bytes();
+            n.len() > name.len() && n.starts_with(name) && !n.ends_with(b".tmp")
+        })
+        .map(|e| e.path())
+        .filter(|p| !discovery.matches(p))
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?;
+            m.is_file().then_some((p, m))
+        })
+        .collect();
+    out.sort_by_key(|(_, m)| std::cmp::Reverse(m.modified().ok()));
+    out.truncate(MAX_RECOVERY_CANDIDATES);
+    out
 }
 
 /// Opens `path` for reading without updating its access time when the kernel allows it (the
@@ -1586,5 +1784,55 @@ mod tests {
         }
         assert!(!t.cx.more, "read to its end");
         assert_eq!(t.cx.handler.lines, big);
+    }
+
+    /// The kubelet's scheme: `0.log` rotated to `0.log.<time>`, then compressed to
+    /// `0.log.<time>.gz` (through a `.tmp` file), all while weir was down. At the next start
+    /// the compressed rotation weir never saw is found by content and read whole; the
+    /// half-written `.tmp` and a rotation older than the source's first start are not.
+    #[test]
+    fn a_compressed_rotation_never_seen_is_read_at_the_next_start() {
+        use flate2::write::GzEncoder;
+        let dir = tempfile::tempdir().unwrap();
+        let old = lines("before-weir", 0..5);
+        std::fs::write(dir.path().join("0.log.20200101-000000"), text(&old)).unwrap();
+        // The file's time must be before the source's first start (seconds resolution).
+        let past = std::time::SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(dir.path().join("0.log.20200101-000000"))
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+        // A previous run: its checkpoint file exists (nothing in it).
+        let cp_dir = dir.path().join("checkpoints");
+        let (mut cp, _) = Checkpoints::load(&cp_dir);
+        cp.set_dirty();
+        crate::file::checkpoint::write_atomically(&cp_dir, &cp.snapshot()).unwrap();
+        // While it was down: a whole file lived at 0.log, was rotated and compressed.
+        let rotated = lines("rotated", 0..1000);
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text(&rotated).as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        std::fs::write(dir.path().join("0.log.20260301-120000.gz"), &gz).unwrap();
+        std::fs::write(
+            dir.path().join("0.log.20260301-130000.tmp"),
+            &gz[..gz.len() / 2],
+        )
+        .unwrap();
+        let current = lines("current", 0..10);
+        std::fs::write(dir.path().join("0.log"), text(&current)).unwrap();
+
+        let mut t = tailer(dir.path());
+        t.discover(Instant::now(), false);
+        t.recover_rotated(Instant::now());
+        for _ in 0..10 {
+            pass(&mut t);
+        }
+        let mut got = t.cx.handler.lines.clone();
+        got.sort();
+        let mut want: Vec<String> = rotated.iter().chain(&current).cloned().collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 }

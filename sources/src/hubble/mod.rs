@@ -28,6 +28,10 @@
 //! overlap, and drops the flows of the overlap it already emitted ([`resume`]), so a Relay
 //! restart neither loses nor duplicates flows. `lost_events` and `node_status` responses are
 //! counted (`weir_hubble_lost_events_total`, `weir_hubble_node_status_total`) and logged.
+//!
+//! The resume position survives a restart of weir: it is kept in
+//! `<data_dir>/<source id>/resume.bin`, advanced only by delivered flows (see [`resume`]),
+//! and written once a second when it changed, and at shutdown.
 
 pub mod client;
 pub mod convert;
@@ -36,7 +40,8 @@ pub mod jsonpb;
 pub mod proto;
 pub mod resume;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,9 +50,10 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext, SourceSender};
 use weir_pipeline::config::{Secs, SecsOrZero};
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, LogEvent, MAX_BATCH_EVENTS};
+use weir_pipeline::finalization::{BatchNotifier, BatchStatusReceiver, EventStatus};
 use weir_pipeline::retry::Backoff;
 use weir_pipeline::vocabulary::DataType;
 use weir_pipeline::BoxError;
@@ -243,6 +249,74 @@ impl SourceConfig for HubbleConfig {
     fn check_environment(&self) -> Result<(), BoxError> {
         Ok(TlsClientConfig::check(self.tls.as_ref())?)
     }
+
+    fn can_acknowledge(&self) -> bool {
+        true
+    }
+}
+
+/// The resume state's file inside the source's data directory.
+pub const RESUME_FILE: &str = "resume.bin";
+/// How often the resume state is written (when it changed).
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// At shutdown, how long the last acknowledgements are waited for.
+const LAST_ACKS: Duration = Duration::from_secs(60);
+
+/// A flow's time and identity, as the resume state keeps them.
+type FlowKey = (Option<Timestamp>, u64);
+
+/// The delivered side of the resume state, and its file.
+struct Delivered {
+    dir: PathBuf,
+    state: Resume,
+    /// Batches sent, with the flow keys they hold, oldest first (with acknowledgements).
+    pending: VecDeque<(BatchStatusReceiver, Vec<FlowKey>)>,
+    /// A batch was not delivered: the state stays before it, so the next start asks again.
+    frozen: bool,
+    dirty: bool,
+    last_save: Instant,
+}
+
+/// Loads `<dir>/resume.bin`: the state to resume from, if there is a usable one.
+fn load_resume(dir: &Path, overlap: Duration) -> Result<Option<Resume>, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
+    let path = dir.join(RESUME_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    match Resume::decode(&bytes, overlap) {
+        Ok(r) => Ok(Some(r)),
+        Err(reason) => {
+            let moved = dir.join(format!(
+                "{RESUME_FILE}.corrupt-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S")
+            ));
+            let _ = std::fs::rename(&path, &moved);
+            Err(format!(
+                "{} cannot be used ({reason}); moved to {}; flows are asked from `since` (or new ones only)",
+                path.display(),
+                moved.display()
+            ))
+        }
+    }
+}
+
+/// Writes `bytes` as `<dir>/resume.bin`: temporary file, fsync, rename, fsync of the directory.
+fn write_resume(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{RESUME_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(RESUME_FILE))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// How one stream ended.
@@ -288,26 +362,139 @@ impl LogLimiter {
 struct Hubble {
     settings: Settings,
     cx: SourceContext,
+    /// Where batches go; `None` once the source stopped (so the downstream drains).
+    out: Option<SourceSender>,
+    /// Flows emitted (within this run and before it, as far as delivered then).
     resume: Resume,
+    delivered: Delivered,
+    /// Keys of the flows in the batch being collected.
+    batch_keys: Vec<FlowKey>,
     logs: LogLimiter,
     /// Responses received on this connection, for messages.
     received: u64,
 }
 
-async fn run(settings: Settings, cx: SourceContext) -> Result<(), BoxError> {
-    let resume = Resume::new(settings.overlap);
+async fn run(settings: Settings, mut cx: SourceContext) -> Result<(), BoxError> {
+    let dir = cx.data_dir.join(&*cx.id);
+    let restored = match load_resume(&dir, settings.overlap) {
+        Ok(r) => r,
+        Err(e) => {
+            cx.metrics.error("resume", 1, &e);
+            None
+        }
+    };
+    let (resume, state) = match restored {
+        Some(r) => {
+            let bytes = r.encode();
+            tracing::info!(component = %cx.id, newest = ?r.newest().map(|t| (t.seconds, t.nanos)), remembered = r.remembered(), "resuming the flows after the last ones delivered before the restart");
+            // Two copies of one state: decoding what was just encoded cannot fail.
+            let copy = Resume::decode(&bytes, settings.overlap)?;
+            (r, copy)
+        }
+        None => (Resume::new(settings.overlap), Resume::new(settings.overlap)),
+    };
+    let dummy = SourceSender::new(None, Default::default(), cx.metrics.clone());
+    let out = std::mem::replace(&mut cx.out, dummy);
     let mut h = Hubble {
         settings,
         cx,
+        out: Some(out),
         resume,
+        delivered: Delivered {
+            dir,
+            state,
+            pending: VecDeque::new(),
+            frozen: false,
+            dirty: false,
+            last_save: Instant::now(),
+        },
+        batch_keys: Vec::new(),
         logs: LogLimiter::default(),
         received: 0,
     };
     h.run().await;
+    h.finish().await;
     Ok(())
 }
 
 impl Hubble {
+    /// Applies the outcome of every batch known to be done.
+    fn settle(&mut self) {
+        while let Some((rx, _)) = self.delivered.pending.front_mut() {
+            let Some(status) = rx.try_recv() else { break };
+            if let Some((_, keys)) = self.delivered.pending.pop_front() {
+                self.apply(status, keys);
+            }
+        }
+    }
+
+    fn apply(&mut self, status: EventStatus, keys: Vec<FlowKey>) {
+        let d = &mut self.delivered;
+        match status {
+            EventStatus::Delivered | EventStatus::Rejected if !d.frozen => {
+                for (t, k) in keys {
+                    d.state.admit(t, k);
+                }
+                d.dirty = true;
+            }
+            EventStatus::Delivered | EventStatus::Rejected => {}
+            EventStatus::Errored => {
+                if !d.frozen {
+                    d.frozen = true;
+                    self.cx.metrics.error(
+                        "not_delivered",
+                        1,
+                        &format_args!("a batch of {} flows was not delivered (a sink gave up or a buffer dropped it); the saved resume position stays before it, so the next start asks for them again", keys.len()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Writes the resume state if it changed (at most once a second unless `now`).
+    async fn save(&mut self, now: bool) {
+        let d = &mut self.delivered;
+        if !d.dirty || (!now && d.last_save.elapsed() < SAVE_INTERVAL) {
+            return;
+        }
+        d.dirty = false;
+        d.last_save = Instant::now();
+        let bytes = d.state.encode();
+        let dir = d.dir.clone();
+        let res = tokio::task::spawn_blocking(move || write_resume(&dir, &bytes)).await;
+        let err = match res {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.delivered.dirty = true;
+        self.cx.metrics.error(
+            "resume",
+            1,
+            &format_args!(
+                "cannot write {}: {err}",
+                self.delivered.dir.join(RESUME_FILE).display()
+            ),
+        );
+    }
+
+    /// At the end: lets the downstream drain, waits for the last acknowledgements, and
+    /// writes the resume state.
+    async fn finish(&mut self) {
+        self.out = None;
+        let deadline = tokio::time::Instant::now() + LAST_ACKS;
+        while let Some((rx, keys)) = self.delivered.pending.pop_front() {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(status) => self.apply(status, keys),
+                Err(_) => {
+                    tracing::warn!(component = %self.cx.id, "hubble: the last batches were not acknowledged within {} s; the next start asks for them again", LAST_ACKS.as_secs());
+                    break;
+                }
+            }
+        }
+        self.save(true).await;
+    }
+
     async fn run(&mut self) {
         let mut backoff = Backoff::new(Duration::from_millis(500), self.settings.max_backoff);
         // Where a reconnect resumes when no flow has been emitted yet.
@@ -412,10 +599,18 @@ impl Hubble {
     /// Reads one stream until it ends, sending batches downstream.
     async fn pump(&mut self, mut stream: tonic::codec::Streaming<Bytes>) -> StreamEnd {
         let mut events: Vec<Event> = Vec::with_capacity(MAX_BATCH_EVENTS);
+        let mut tick = tokio::time::interval(SAVE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let item = tokio::select! {
                 biased;
                 _ = self.cx.shutdown.cancelled() => None,
+                _ = tick.tick() => {
+                    // Acknowledgements of the last batches while the stream is quiet.
+                    self.settle();
+                    self.save(false).await;
+                    continue;
+                }
                 item = stream.next() => Some(item),
             };
             let Some(mut item) = item else {
@@ -453,7 +648,28 @@ impl Hubble {
         }
         let batch = std::mem::replace(events, Vec::with_capacity(MAX_BATCH_EVENTS));
         self.cx.metrics.add_received(batch.len() as u64, 0);
-        self.cx.out.send(EventBatch::new(batch)).await.is_ok()
+        let keys = std::mem::take(&mut self.batch_keys);
+        let mut batch = EventBatch::new(batch);
+        let rx = if self.cx.acknowledgements {
+            let (n, r) = BatchNotifier::new_with_receiver();
+            batch.attach_notifier(&n);
+            Some(r)
+        } else {
+            None
+        };
+        let Some(out) = self.out.as_mut() else {
+            return false;
+        };
+        if out.send(batch).await.is_err() {
+            return false;
+        }
+        match rx {
+            Some(r) => self.delivered.pending.push_back((r, keys)),
+            None => self.apply(EventStatus::Delivered, keys),
+        }
+        self.settle();
+        self.save(false).await;
+        true
     }
 
     /// One response: a flow becomes an event; the rest are counted and logged.
@@ -493,6 +709,7 @@ impl Hubble {
                 if let Some(flow) = convert::flow_response_to_typed(resp) {
                     let meta = EventMetadata::new(Some(Arc::clone(&self.cx.id)));
                     events.push(Event::Log(LogEvent::from_typed(flow, meta)));
+                    self.batch_keys.push((time, key));
                 }
             }
             Some(ResponseType::LostEvents(lost)) => {

@@ -846,8 +846,12 @@ async fn tls_with_server_name_and_mutual_tls() {
         key_file.display()
     );
     let name = unique("mtls");
+    // A data directory of its own: in the first one, the source resumes after the flows the
+    // first run delivered (all of them).
+    let mtls_data = dir.path().join("mtls");
+    std::fs::create_dir_all(&mtls_data).unwrap();
     run_to_end(&pipeline(
-        dir.path(),
+        &mtls_data,
         &name,
         &hubble_source(srv.addr, &opts),
     ))
@@ -1076,4 +1080,110 @@ path = "{out}/"
     );
     let topo: Json = serde_json::from_slice(&run.stdout).unwrap();
     assert_matches_truth(&topo, &g.truth_json());
+}
+
+/// Issue 26: weir restarted mid-stream, the server keeping a ring of flows (Hubble's buffer:
+/// the oldest dropped as new ones come) and flows still arriving while weir is down. Every
+/// flow of this test has the same time, the hardest case for a resume position made of a
+/// time: the second run asks `since` that time and must tell, by flow identity, the ones
+/// the first run delivered from the ones it did not. Every flow is delivered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weir_restarted_mid_stream_delivers_every_flow_exactly_once() {
+    let g = Gen::shop(0, 400);
+    let total = g.lines.len();
+    assert!(total > 3000, "{total} flows");
+    let ring = Replay::ring(total / 2);
+    let srv = TestServer::start(Arc::clone(&ring), "127.0.0.1:0".parse().unwrap(), None);
+    // Live flows: 30 every 10 ms.
+    let feeder = {
+        let (ring, lines) = (Arc::clone(&ring), g.lines.clone());
+        tokio::spawn(async move {
+            for chunk in lines.chunks(30) {
+                for l in chunk {
+                    ring.push_json(l);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let data = tempfile::tempdir().unwrap();
+    let name = unique("weir-restart");
+    let toml = format!(
+        r#"data_dir = "{dd}"
+[api]
+enabled = false
+
+{source}
+[sinks.raw_out]
+type = "collect"
+inputs = ["flows"]
+name = "{name}-raw"
+"#,
+        dd = data.path().display(),
+        source = hubble_source(
+            srv.addr,
+            "acknowledgements = true\nresume_overlap_secs = 0\n"
+        ),
+    );
+    let raw = bucket(&format!("{name}-raw"));
+
+    let first = start(&toml).await;
+    wait_for("a third of the flows", Duration::from_secs(60), || {
+        raw.lock().unwrap().len() >= total / 3
+    })
+    .await;
+    first.shutdown_token().cancel();
+    for o in tokio::time::timeout(Duration::from_secs(60), first.wait())
+        .await
+        .expect("the first run stops")
+    {
+        assert!(o.error.is_none(), "{}: {:?}", o.id, o.error);
+    }
+    let first_run = raw.lock().unwrap().len();
+    assert!(
+        first_run < total,
+        "stopped mid-stream ({first_run} of {total})"
+    );
+    assert!(data.path().join("flows/resume.bin").exists());
+    // Down for a moment: the ring moves on meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests_before = ring.requests.lock().unwrap().len();
+
+    let second = start(&toml).await;
+    feeder.await.unwrap();
+    wait_for("every flow", Duration::from_secs(60), || {
+        raw.lock().unwrap().len() >= total
+    })
+    .await;
+    // Nothing more should come: give duplicates a moment to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.shutdown_token().cancel();
+    tokio::time::timeout(Duration::from_secs(60), second.wait())
+        .await
+        .expect("the second run stops");
+
+    let got = take(&format!("{name}-raw"));
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &got {
+        *counts
+            .entry(e["flow"]["uuid"].as_str().unwrap())
+            .or_default() += 1;
+    }
+    let dups = counts.values().filter(|c| **c > 1).count();
+    println!(
+        "hubble restart: {total} flows, {first_run} in the first run, {} in all, {dups} repeated",
+        got.len()
+    );
+    assert_eq!(dups, 0, "no flow twice");
+    assert_eq!(counts.len(), total, "no flow lost");
+    assert_eq!(got.len(), total);
+    // The second run resumed at the flows' time, not the configured `since` (2000).
+    let req = ring.requests.lock().unwrap()[requests_before].clone();
+    let since = server::nanos(req.since.expect("since on restart"));
+    assert!(
+        since > 1_700_000_000 * 1_000_000_000,
+        "the second run asked since {since}"
+    );
+    // And the ring had dropped flows by then: the oldest flows were not there to be asked.
+    assert!(ring.oldest().is_some());
 }

@@ -3,7 +3,8 @@
 //!
 //! It behaves like Hubble's observer for the parts Weir uses: `number` (the last N), `since`
 //! and `until` (by flow time), `follow` (keep the call open and send what is added later), and
-//! it records every request so tests can check what the source asked for. A server runs on its
+//! it records every request so tests can check what the source asked for. Like Hubble, it can
+//! keep a ring ([`Replay::ring`]): only the newest flows, the oldest dropped as new ones come. A server runs on its
 //! own thread and runtime; [`TestServer::kill`] drops that runtime, which closes every
 //! connection abruptly, like a Relay that is killed.
 
@@ -34,7 +35,10 @@ pub fn nanos(t: Timestamp) -> i128 {
 
 /// What the server holds: encoded responses with their time, in the order they are sent.
 pub struct Replay {
-    items: Mutex<Vec<(i128, Bytes)>>,
+    /// The responses held, and how many were dropped before the first (ring).
+    items: Mutex<(std::collections::VecDeque<(i128, Bytes)>, usize)>,
+    /// Hold at most this many responses (Hubble's ring); `None`: all.
+    capacity: Mutex<Option<usize>>,
     grew: tokio::sync::watch::Sender<usize>,
     /// Every request received, in order.
     pub requests: Mutex<Vec<GetFlowsRequest>>,
@@ -45,7 +49,8 @@ pub struct Replay {
 impl Default for Replay {
     fn default() -> Self {
         Self {
-            items: Mutex::new(Vec::new()),
+            items: Mutex::new(Default::default()),
+            capacity: Mutex::new(None),
             grew: tokio::sync::watch::channel(0).0,
             requests: Mutex::new(Vec::new()),
             pace: Mutex::new(None),
@@ -56,6 +61,18 @@ impl Default for Replay {
 impl Replay {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// A server keeping only the newest `capacity` responses, like Hubble's ring.
+    pub fn ring(capacity: usize) -> Arc<Self> {
+        let r = Self::default();
+        *r.capacity.lock().unwrap() = Some(capacity.max(1));
+        Arc::new(r)
+    }
+
+    /// The time of the oldest response still held.
+    pub fn oldest(&self) -> Option<i128> {
+        self.items.lock().unwrap().0.front().map(|(t, _)| *t)
     }
 
     /// Adds a response (its time: the flow's, else the response's).
@@ -76,9 +93,15 @@ impl Replay {
 
     /// Adds the bytes of one gRPC message as they are (a malformed one, for instance).
     pub fn push_raw(&self, nanos: i128, bytes: Bytes) {
+        let cap = *self.capacity.lock().unwrap();
         let mut items = self.items.lock().unwrap();
-        items.push((nanos, bytes));
-        self.grew.send_replace(items.len());
+        items.0.push_back((nanos, bytes));
+        if cap.is_some_and(|c| items.0.len() > c) {
+            items.0.pop_front();
+            items.1 += 1;
+        }
+        let end = items.0.len() + items.1;
+        self.grew.send_replace(end);
     }
 
     /// The responses of one call, sent into `tx` until the call ends or the client goes.
@@ -91,22 +114,26 @@ impl Replay {
         let since = req.since.map(nanos);
         let until = req.until.map(nanos);
         let mut grew = self.grew.subscribe();
+        // `next` counts every response ever added (dropped ones too).
         let mut next = {
             let items = self.items.lock().unwrap();
+            let end = items.0.len() + items.1;
             if req.number > 0 {
-                items.len().saturating_sub(req.number as usize)
+                end.saturating_sub(req.number as usize)
             } else if since.is_some() || !req.follow {
-                0
+                items.1
             } else {
-                items.len()
+                end
             }
         };
         let mut sent = 0usize;
         loop {
             let batch: Vec<(i128, Bytes)> = {
                 let items = self.items.lock().unwrap();
-                let b = items[next.min(items.len())..].to_vec();
-                next = items.len();
+                // What was dropped from the ring before it could be sent is gone.
+                let from = next.saturating_sub(items.1).min(items.0.len());
+                let b = items.0.range(from..).cloned().collect();
+                next = items.0.len() + items.1;
                 b
             };
             for (t, bytes) in batch {
