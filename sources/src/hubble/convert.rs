@@ -160,6 +160,7 @@ pub fn summarize(f: &Flow) -> (Bytes, FlowSummary) {
         Some(proto::Protocol::Tcp(t)) => {
             (s.proto, s.src_port, s.dst_port) = (Proto::Tcp, t.source_port, t.destination_port);
             s.syn_only = t.flags.is_some_and(|fl| fl.syn && !fl.ack);
+            s.fin_or_rst = t.flags.is_some_and(|fl| fl.fin || fl.rst);
         }
         Some(proto::Protocol::Udp(u)) => {
             (s.proto, s.src_port, s.dst_port) = (Proto::Udp, u.source_port, u.destination_port);
