@@ -484,6 +484,43 @@ mod tests {
     }
 
     #[test]
+    fn tcp_flags_give_syn_only_and_fin_or_rst() {
+        let summary = |fl: proto::TcpFlags| {
+            let f = Flow {
+                l4: Some(proto::Layer4 {
+                    protocol: Some(proto::Protocol::Tcp(proto::Tcp {
+                        source_port: 40000,
+                        destination_port: 8080,
+                        flags: Some(fl),
+                    })),
+                }),
+                ..Default::default()
+            };
+            let s = summarize(&f).1;
+            (s.syn_only, s.fin_or_rst)
+        };
+        let flags = proto::TcpFlags::default;
+        let syn = proto::TcpFlags {
+            syn: true,
+            ..flags()
+        };
+        let syn_ack = proto::TcpFlags { ack: true, ..syn };
+        let fin_ack = proto::TcpFlags {
+            fin: true,
+            ack: true,
+            ..flags()
+        };
+        let rst = proto::TcpFlags {
+            rst: true,
+            ..flags()
+        };
+        assert_eq!(summary(syn), (true, false));
+        assert_eq!(summary(syn_ack), (false, false));
+        assert_eq!(summary(fin_ack), (false, true));
+        assert_eq!(summary(rst), (false, true));
+    }
+
+    #[test]
     fn defaults_are_left_out_and_wrappers_kept() {
         let resp = GetFlowsResponse {
             response_types: Some(ResponseType::Flow(Flow {
