@@ -347,7 +347,33 @@ fn ebpf_tcp_reports_connections_with_pids_and_bytes() {
         assert_eq!(outbound["bytes_received"], to_client + normal, "{ctx}");
         assert_eq!(inbound["bytes_acked"], to_client + normal, "{ctx}");
         assert_eq!(inbound["bytes_received"], to_server + normal, "{ctx}");
+        // The states in the order the connection went through them: connect() enters
+        // SYN_SENT before ESTABLISHED; an accepted socket starts in SYN_RECV (never LISTEN,
+        // its listener's state); both end in CLOSE.
+        let states = |e: &Value| -> Vec<String> {
+            e["states"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        let (out_states, in_states) = (states(&outbound), states(&inbound));
+        assert_eq!(out_states[..2], ["SYN_SENT", "ESTABLISHED"], "{ctx}");
+        assert_eq!(in_states[..2], ["SYN_RECV", "ESTABLISHED"], "{ctx}");
+        for s in [&out_states, &in_states] {
+            assert_eq!(s.last().map(String::as_str), Some("CLOSE"), "{ctx}");
+            assert!(!s.iter().any(|x| x == "LISTEN"), "{ctx}");
+        }
         if mode == "normal" {
+            // The client shuts down first (FIN_WAIT1, then FIN_WAIT2 unless the server's FIN
+            // came with its ACK); the server closes after it (CLOSE_WAIT, LAST_ACK).
+            let o = &out_states[2..];
+            assert!(
+                o == ["FIN_WAIT1", "FIN_WAIT2", "CLOSE"] || o == ["FIN_WAIT1", "CLOSE"],
+                "{ctx}"
+            );
+            assert_eq!(in_states[2..], ["CLOSE_WAIT", "LAST_ACK", "CLOSE"], "{ctx}");
             assert_eq!(outbound["close_reason"], "normal", "{ctx}");
             assert_eq!(inbound["close_reason"], "normal", "{ctx}");
         } else {

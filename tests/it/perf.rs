@@ -79,8 +79,9 @@ fn plain_from_kernel(results: &Path, name: &str) -> Vec<u8> {
 }
 
 /// One pipeline per (capture, option) in a single config, all run by one `weir run`: the
-/// `perf` source reads the capture, `stack_fold` folds the whole input (period-weighted, as the
-/// reference sums periods) and a `file` sink writes it `folded`.
+/// `perf` source reads the capture, `stack_fold` folds the whole input with its defaults (a
+/// sample weighs its period, as the reference sums periods; `perf-dd-stacks-01` prints them)
+/// and a `file` sink writes it `folded`.
 #[test]
 fn folds_every_shared_capture_like_the_reference() {
     let Some(dir) = shared_perf() else { return };
@@ -99,7 +100,7 @@ fn folds_every_shared_capture_like_the_reference() {
         for (opt, fold) in OPTIONS.iter().copied().chain([("plain", "")]) {
             let out = tmp.path().join(format!("{name}-collapsed-{opt}.txt"));
             cfg.push_str(&format!(
-                "[transforms.f{i}_{opt}]\ntype = \"stack_fold\"\ninputs = [\"s{i}\"]\nweight = \"period\"\n{fold}\n\
+                "[transforms.f{i}_{opt}]\ntype = \"stack_fold\"\ninputs = [\"s{i}\"]\n{fold}\n\
                  [sinks.o{i}_{opt}]\ntype = \"file\"\ninputs = [\"f{i}_{opt}\"]\npath = \"{}\"\nencoding.codec = \"folded\"\n",
                 out.display()
             ));
@@ -142,6 +143,64 @@ fn folds_every_shared_capture_like_the_reference() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     eprintln!("{checked} folded outputs identical to the reference");
+}
+
+/// Frames with an address and no symbol in mappings that are not plain files (a memfd, with
+/// and without perf's ` (deleted)` suffix, `//anon`, `[anon:v8]`, a JIT map, `[vdso]`, an
+/// anonymous inode, a `[JIT] tid` region, `[unknown]`), in samples whose periods differ.
+const UNNAMED_FRAMES: &str = "node 100/100 [000] 1.000000:     250 cycles:
+\t    7f3c8e2d0123 [unknown] (/memfd:doublemapper (deleted))
+\t    7f3c8e2d0456 [unknown] (/memfd:doublemapper)
+\t    7f3c8e2d0789 [unknown] (//anon)
+\t    7f3c8e2d0abc [unknown] ([anon:v8])
+\t    7f3c8e2d0def [unknown] (/tmp/perf-100.map)
+\t    55aa00001111 [unknown] ([unknown])
+\t    55aa00002222 [unknown] (/usr/bin/node (deleted))
+\t    55aa00004444 [unknown] ([vdso])
+\t    55aa00005555 [unknown] (anon_inode:[perf_event])
+\t    55aa00006666 [unknown] ([JIT] tid 100)
+\t    55aa00007777 __libc_start_main+0x80 (/usr/lib/libc.so.6)
+
+node 100/101 [000] 1.000001:     100 cycles:
+\t    7f3c8e2d0123 [unknown] (/memfd:doublemapper (deleted))
+\t    55aa00007777 __libc_start_main+0x80 (/usr/lib/libc.so.6)
+
+";
+
+/// [`UNNAMED_FRAMES`] folded by `stackcollapse-perf.pl` (FlameGraph as of October 2024) with
+/// no option, `--pid`, `--addrs` and `--all`; the `stack_fold` options of each.
+const UNNAMED_FRAMES_REFERENCE: &[(&str, &str)] = &[
+    ("", "node;__libc_start_main;[[JIT] tid 100];[anon_inode:[perf_event]];[[vdso]];[unknown] ;[unknown];[perf-100.map];[[anon:v8]];[anon];[memfd:doublemapper];[unknown]  250\nnode;__libc_start_main;[unknown]  100\n"),
+    ("include_pid = true", "node-100;__libc_start_main;[[JIT] tid 100];[anon_inode:[perf_event]];[[vdso]];[unknown] ;[unknown];[perf-100.map];[[anon:v8]];[anon];[memfd:doublemapper];[unknown]  250\nnode-100;__libc_start_main;[unknown]  100\n"),
+    ("include_addrs = true", "node;__libc_start_main;[[JIT] tid 100 <55aa00006666>];[anon_inode:[perf_event] <55aa00005555>];[[vdso] <55aa00004444>];[unknown] ;[unknown <55aa00001111>];[perf-100.map <7f3c8e2d0def>];[[anon:v8] <7f3c8e2d0abc>];[anon <7f3c8e2d0789>];[memfd:doublemapper <7f3c8e2d0456>];[unknown]  250\nnode;__libc_start_main;[unknown]  100\n"),
+    ("annotate_kernel = true\nannotate_jit = true", "node;__libc_start_main;[[JIT] tid 100]_[k];[anon_inode:[perf_event]];[[vdso]]_[k];[unknown] ;[unknown];[perf-100.map]_[j];[[anon:v8]]_[k];[anon];[memfd:doublemapper];[unknown]  250\nnode;__libc_start_main;[unknown]  100\n"),
+];
+
+/// Unnamed frames in memfd, anonymous and JIT mappings are named as the reference names them,
+/// with every option, and stacks weigh their periods without `weight` being set.
+#[test]
+fn unnamed_frames_in_mappings_that_are_not_files_fold_like_the_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = tmp.path().join("unnamed.txt");
+    std::fs::write(&capture, UNNAMED_FRAMES).unwrap();
+    let mut cfg = format!(
+        "data_dir = \"{}\"\n[api]\nenabled = false\n[sources.perf]\ntype = \"perf\"\npath = \"{}\"\n",
+        tmp.path().display(),
+        capture.display()
+    );
+    for (i, (options, _)) in UNNAMED_FRAMES_REFERENCE.iter().enumerate() {
+        cfg.push_str(&format!(
+            "[transforms.f{i}]\ntype = \"stack_fold\"\ninputs = [\"perf\"]\n{options}\n\
+             [sinks.o{i}]\ntype = \"file\"\ninputs = [\"f{i}\"]\npath = \"{}\"\nencoding.codec = \"folded\"\n",
+            tmp.path().join(format!("out{i}.folded")).display()
+        ));
+    }
+    let config = write_config(tmp.path(), "unnamed.toml", &cfg);
+    run_to_end(&config);
+    for (i, (options, want)) in UNNAMED_FRAMES_REFERENCE.iter().enumerate() {
+        let got = std::fs::read_to_string(tmp.path().join(format!("out{i}.folded"))).unwrap();
+        assert_eq!(got, *want, "options: {options:?}");
+    }
 }
 
 /// A sample of `comm` 1/1 with the frames (leaf first) in `/bin/ok`.
@@ -640,6 +699,7 @@ interval_secs = 1
 type = "stack_fold"
 inputs = ["record"]
 window_secs = 1
+weight = "samples"
 [sinks.folded]
 type = "file"
 inputs = ["fold"]

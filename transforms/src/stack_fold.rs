@@ -5,7 +5,7 @@
 //! type = "stack_fold"
 //! inputs = ["perf"]
 //! window_secs = 60          # unset: fold the whole input, emit at the end
-//! weight = "period"         # or "samples" (default)
+//! weight = "samples"        # or "period" (default: a sample weighs its period, 1 without)
 //! annotate_kernel = true    # kernel frames get `_[k]`
 //! group_by = ["pod"]        # one set of stacks per pod
 //! ```
@@ -17,8 +17,11 @@
 //!
 //! - the root is the process name (spaces made `_`), with `-pid` (`include_pid`) or `-pid/tid`
 //!   (`include_tid`), `?` for a pid perf did not print;
-//! - a frame without a symbol is named after its module (`[libc.so.6]`, or `[unknown]`), with
-//!   its address when `include_addrs` (`[unknown <7f2eb2b31c2c>]`);
+//! - a frame without a symbol is named after its module (`[libc.so.6]`, `[anon]` for `//anon`,
+//!   `[memfd:doublemapper]`, or `[unknown]`), with its address when `include_addrs`
+//!   (`[unknown <7f2eb2b31c2c>]`); in a mapping whose name perf prints with a suffix
+//!   (`/memfd:doublemapper (deleted)`, a deleted binary) it is `[unknown] `, trailing space
+//!   included and never annotated, as the reference reads that line;
 //! - names are tidied: `;` becomes `:`, everything from the first `(` is cut (except Go method
 //!   names like `net/http.(*Client).Do` and C++ `(anonymous namespace)`), quotes are removed,
 //!   and for a process named `java` the `L` of `Lcom/foo/Bar;::baz` is dropped;
@@ -67,13 +70,17 @@ use weir_records::stack::{FrameKind, StackSample};
 use crate::holds::{attach_since, OutputMark};
 
 /// What a sample adds to its stack's count.
+///
+/// The default is the period, as `stackcollapse-perf.pl` and `perf report` weigh samples: a
+/// capture whose periods vary (cycles, page faults, perf's frequency mode) has the right widths
+/// without options, and samples that carry no period still count one each.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Weight {
     /// One per sample.
-    #[default]
     Samples,
     /// The sample's `period` (1 when it has none): what `stackcollapse-perf.pl` sums.
+    #[default]
     Period,
 }
 
@@ -85,7 +92,8 @@ pub struct StackFoldConfig {
     /// (fold everything and emit once, when the inputs end: offline captures).
     #[serde(default)]
     pub window_secs: Option<Secs>,
-    /// What a sample counts. Default: `samples`.
+    /// What a sample counts: `period` sums the samples' periods (a sample without one counts 1),
+    /// as `stackcollapse-perf.pl` does; `samples` counts samples. Default: `period`.
     #[serde(default)]
     pub weight: Weight,
     /// Root frame `comm-pid` (`comm-?` when perf printed no pid); `stackcollapse-perf.pl --pid`.
@@ -143,7 +151,7 @@ impl Default for StackFoldConfig {
     fn default() -> Self {
         Self {
             window_secs: None,
-            weight: Weight::Samples,
+            weight: Weight::Period,
             include_pid: false,
             include_tid: false,
             annotate_kernel: false,
@@ -532,8 +540,20 @@ impl StackFolder {
         let stack = &mut self.stack;
         stack.push(b';');
         let start = stack.len();
+        // Whether the reference would annotate the frame by its module (`_[k]`, `_[j]`).
+        let mut by_module = true;
         match f.symbol {
             Some(s) => tidy_into(s, stack),
+            None if f.module.is_some_and(module_has_suffix) => {
+                // perf prints a mapping whose name carries a parenthesised suffix as
+                // `7f3c8e2d0123 [unknown] (/memfd:doublemapper (deleted))`. The reference
+                // splits the line at its last ` (`, so it reads the symbol `[unknown]
+                // (/memfd:doublemapper` and the module `deleted)`: not `[unknown]`, so no
+                // module name and no address; tidied (cut at the first `(`) to `[unknown] `;
+                // and a module that is neither kernel nor JIT.
+                stack.extend_from_slice(UNNAMED_IN_SUFFIXED_MAPPING);
+                by_module = false;
+            }
             None => {
                 let name = &mut self.name;
                 name.clear();
@@ -565,12 +585,24 @@ impl StackFolder {
         }
         if f.inlined {
             stack.extend_from_slice(b"_[i]");
-        } else if self.annotate_kernel && f.kind == Some(FrameKind::Kernel) {
+        } else if by_module && self.annotate_kernel && f.kind == Some(FrameKind::Kernel) {
             stack.extend_from_slice(b"_[k]");
-        } else if self.annotate_jit && f.kind == Some(FrameKind::Jit) {
+        } else if by_module && self.annotate_jit && f.kind == Some(FrameKind::Jit) {
             stack.extend_from_slice(b"_[j]");
         }
     }
+}
+
+/// The name the reference gives a frame without a symbol in a mapping whose name perf prints
+/// with a parenthesised suffix (see [`module_has_suffix`]).
+const UNNAMED_IN_SUFFIXED_MAPPING: &[u8] = b"[unknown] ";
+
+/// Whether a module name, as perf prints it, holds a ` (`: a mapping that is not (or no
+/// longer) a file, such as `/memfd:doublemapper (deleted)` (JIT code double-mapped through a
+/// memfd by .NET, V8 or a JVM) or a deleted binary. The reference splits a frame line at its
+/// last ` (`, which is then inside the module.
+fn module_has_suffix(module: &[u8]) -> bool {
+    memchr::memmem::find(module, b" (").is_some()
 }
 
 /// The naming parts of a frame object of the tree form.
@@ -1169,7 +1201,8 @@ mod tests {
             },
             &[a.clone(), b.clone(), a.clone(), c.clone()],
         );
-        assert_eq!(got, vec!["a_b-?;x 2", "a_b-?;y 1"]);
+        // Weighed by period (3 each) by default.
+        assert_eq!(got, vec!["a_b-?;x 6", "a_b-?;y 3"]);
         let got = folded(
             StackFoldConfig {
                 event_filter: Some("*".into()),
@@ -1177,10 +1210,11 @@ mod tests {
             },
             &[a.clone(), b.clone()],
         );
-        assert_eq!(got, vec!["a_b;x 2"]);
+        assert_eq!(got, vec!["a_b;x 6"]);
         let cfg = StackFoldConfig {
             group_by: vec!["pod".into()],
             max_stacks: 1,
+            weight: Weight::Samples,
             ..Default::default()
         };
         let mut folder = StackFolder::new(&cfg, vec![parse_path("pod").unwrap()]);
@@ -1345,6 +1379,8 @@ mod tests {
             ),
             (Some("(java)"), Some("/bin/app"), "3", User, false),
             (None, Some("/bin/dd"), "31ef", User, false),
+            (None, Some("/tmp/perf-9.map (deleted)"), "7e1", Jit, false),
+            (None, Some("//anon"), "7e2", User, false),
             (None, None, "0", User, false),
         ];
         let other: Vec<TestFrame> = vec![
@@ -1395,13 +1431,26 @@ mod tests {
             assert!(!typed.is_empty());
             assert_eq!(typed, folded(cfg, &as_trees));
         }
-        // The names follow the reference (the `java` root drops the `L`; `(java)` is skipped).
+        // The names follow the reference (the `java` root drops the `L`; `(java)` is skipped;
+        // an unnamed frame in a mapping printed with a suffix is `[unknown] `, never
+        // annotated); by default a sample weighs its period (10, and 1 for the one of -3).
         assert_eq!(
             folded(StackFoldConfig::default(), &as_typed),
             vec![
-                "a_b;main;leaf:x 2",
-                "java;[unknown];[dd];RegExp:[&<>\\\\];ns::(anonymous namespace)::f;net/http.(*Client).Do;arrayOopDesc::base;LB:::inner_[i];java/io/PrintStream:::print;native_write_msr_safe 2",
+                "a_b;main;leaf:x 6",
+                "java;[unknown];[anon];[unknown] ;[dd];RegExp:[&<>\\\\];ns::(anonymous namespace)::f;net/http.(*Client).Do;arrayOopDesc::base;LB:::inner_[i];java/io/PrintStream:::print;native_write_msr_safe 11",
             ]
+        );
+        let annotated = StackFoldConfig {
+            annotate_kernel: true,
+            annotate_jit: true,
+            include_addrs: true,
+            weight: Weight::Samples,
+            ..Default::default()
+        };
+        assert_eq!(
+            folded(annotated, &as_typed)[1],
+            "java;[unknown <0>];[anon <7e2>];[unknown] ;[dd <31ef>];RegExp:[&<>\\\\]_[j];ns::(anonymous namespace)::f;net/http.(*Client).Do;arrayOopDesc::base;LB:::inner_[i];java/io/PrintStream:::print_[j];native_write_msr_safe_[k] 2",
         );
     }
 }

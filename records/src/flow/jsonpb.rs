@@ -355,6 +355,10 @@ struct Ip<'a> {
 struct Flags {
     #[serde(default, rename = "SYN")]
     syn: Bool,
+    #[serde(default, rename = "FIN")]
+    fin: Bool,
+    #[serde(default, rename = "RST")]
+    rst: Bool,
     #[serde(default, rename = "ACK")]
     ack: Bool,
 }
@@ -523,6 +527,7 @@ impl<'a> Flow<'a> {
                 (s.src_port, s.dst_port) = ports(t);
                 if let Some(fl) = &t.flags.0 {
                     s.syn_only = fl.syn.0 == Some(true) && fl.ack.0 != Some(true);
+                    s.fin_or_rst = fl.fin.0 == Some(true) || fl.rst.0 == Some(true);
                 }
             } else if let Some(u) = &l4.udp.0 {
                 s.proto = Proto::Udp;

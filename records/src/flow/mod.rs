@@ -192,6 +192,8 @@ pub struct FlowSummary {
     pub dst_port: u32,
     /// A TCP SYN without ACK.
     pub syn_only: bool,
+    /// A TCP FIN or RST: the connection is closing (its 4-tuple may then be reused).
+    pub fin_or_rst: bool,
     pub source: Option<EndpointSummary>,
     pub destination: Option<EndpointSummary>,
     /// The first non-empty name of `source_names` (empty: none).

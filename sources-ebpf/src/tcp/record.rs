@@ -59,6 +59,45 @@ const STATES: [&str; 13] = [
     "NEW_SYN_RECV",
 ];
 
+/// The states a connection can go through, by number, in the order it goes through them.
+///
+/// The kernel program records the states as a set (one bit each, `states`), which keeps no
+/// order; but a connection socket never enters a state twice and never goes back: it opens
+/// by `SYN_SENT` (connect) or `SYN_RECV` (accepted; both on a simultaneous open, in that
+/// order) to `ESTABLISHED`, closes actively by `FIN_WAIT1` then `FIN_WAIT2` or `CLOSING`, then
+/// `TIME_WAIT`, or passively by `CLOSE_WAIT` then `LAST_ACK`, and ends in `CLOSE` (a reset or
+/// a failed connect jumps there from anywhere). The set listed in this order is therefore the
+/// sequence it went through. Left out: `LISTEN` (an accepted socket is cloned from its
+/// listener, and the kernel reports that clone as a change from the listener's `LISTEN`: it
+/// was never the connection's state) and `NEW_SYN_RECV` (request sockets, not followed).
+const LIFECYCLE: [u8; 10] = [
+    2,  // SYN_SENT
+    3,  // SYN_RECV
+    1,  // ESTABLISHED
+    4,  // FIN_WAIT1
+    5,  // FIN_WAIT2
+    11, // CLOSING
+    6,  // TIME_WAIT
+    8,  // CLOSE_WAIT
+    9,  // LAST_ACK
+    7,  // CLOSE
+];
+
+/// `CLOSE`'s number.
+const TCP_CLOSE: u8 = 7;
+
+/// The names of the states in `bits` in the order the connection went through them
+/// ([`LIFECYCLE`]). `closed`: the record is of a closed connection; otherwise `CLOSE` is the
+/// state an outbound socket left for `SYN_SENT` (the program records a connection's first
+/// change from and to), not part of its life, and is left out.
+fn states_in_order(bits: u32, closed: bool) -> Vec<Value> {
+    LIFECYCLE
+        .iter()
+        .filter(|&&s| bits & (1 << s) != 0 && (closed || s != TCP_CLOSE))
+        .map(|&s| Value::from(STATES[usize::from(s)]))
+        .collect()
+}
+
 const AF_INET: u16 = 2;
 
 fn addr(family: u16, raw: &[u8; 16]) -> IpAddr {
@@ -209,13 +248,10 @@ pub(super) fn fields(r: &RawTcpEvent, clock: &Clock) -> ObjectMap {
         m.insert("start_time".into(), Value::Null);
         m.insert("duration_secs".into(), Value::Null);
     }
-    let states: Vec<Value> = STATES
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i > 0 && r.states & (1 << i) != 0)
-        .map(|(_, s)| Value::from(*s))
-        .collect();
-    m.insert("states".into(), Value::Array(states));
+    m.insert(
+        "states".into(),
+        Value::Array(states_in_order(r.states, !stats)),
+    );
     if stats {
         let state = STATES.get(usize::from(r.last_state)).copied().unwrap_or("");
         m.insert("state".into(), Value::from(state));
@@ -255,6 +291,48 @@ mod tests {
         let mut v6 = [0u8; 16];
         v6[15] = 1;
         assert_eq!(addr(10, &v6).to_string(), "::1");
+    }
+
+    #[test]
+    fn states_are_listed_in_the_order_the_connection_went_through_them() {
+        let names = |v: Vec<Value>| -> Vec<String> {
+            v.iter()
+                .map(|s| String::from_utf8_lossy(s.as_bytes().unwrap()).into_owned())
+                .collect()
+        };
+        let bits = |states: &[u8]| states.iter().fold(0u32, |b, s| b | (1 << s));
+        // Outbound, closed first by this end: CLOSE -> SYN_SENT -> ESTABLISHED -> FIN_WAIT1
+        // -> FIN_WAIT2 -> CLOSE (the first CLOSE is the state connect() left).
+        assert_eq!(
+            names(states_in_order(bits(&[7, 2, 1, 4, 5]), true)),
+            ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE"]
+        );
+        // Accepted (cloned from a LISTEN socket), closed by the peer.
+        assert_eq!(
+            names(states_in_order(bits(&[10, 3, 1, 8, 9, 7]), true)),
+            ["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"]
+        );
+        // Simultaneous close; a connect that failed.
+        assert_eq!(
+            names(states_in_order(bits(&[7, 2, 1, 4, 11, 6]), true)),
+            [
+                "SYN_SENT",
+                "ESTABLISHED",
+                "FIN_WAIT1",
+                "CLOSING",
+                "TIME_WAIT",
+                "CLOSE"
+            ]
+        );
+        assert_eq!(
+            names(states_in_order(bits(&[7, 2]), true)),
+            ["SYN_SENT", "CLOSE"]
+        );
+        // A stats record of an open outbound connection: it has not closed.
+        assert_eq!(
+            names(states_in_order(bits(&[7, 2, 1]), false)),
+            ["SYN_SENT", "ESTABLISHED"]
+        );
     }
 
     #[test]

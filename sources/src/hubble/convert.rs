@@ -160,6 +160,7 @@ pub fn summarize(f: &Flow) -> (Bytes, FlowSummary) {
         Some(proto::Protocol::Tcp(t)) => {
             (s.proto, s.src_port, s.dst_port) = (Proto::Tcp, t.source_port, t.destination_port);
             s.syn_only = t.flags.is_some_and(|fl| fl.syn && !fl.ack);
+            s.fin_or_rst = t.flags.is_some_and(|fl| fl.fin || fl.rst);
         }
         Some(proto::Protocol::Udp(u)) => {
             (s.proto, s.src_port, s.dst_port) = (Proto::Udp, u.source_port, u.destination_port);
@@ -480,6 +481,43 @@ mod tests {
         let back = parse_timestamp("2023-08-21T12:12:18.510175415Z").unwrap();
         assert_eq!((back.seconds, back.nanos), (1_692_619_938, 510_175_415));
         assert!(parse_timestamp("yesterday").is_none());
+    }
+
+    #[test]
+    fn tcp_flags_give_syn_only_and_fin_or_rst() {
+        let summary = |fl: proto::TcpFlags| {
+            let f = Flow {
+                l4: Some(proto::Layer4 {
+                    protocol: Some(proto::Protocol::Tcp(proto::Tcp {
+                        source_port: 40000,
+                        destination_port: 8080,
+                        flags: Some(fl),
+                    })),
+                }),
+                ..Default::default()
+            };
+            let s = summarize(&f).1;
+            (s.syn_only, s.fin_or_rst)
+        };
+        let flags = proto::TcpFlags::default;
+        let syn = proto::TcpFlags {
+            syn: true,
+            ..flags()
+        };
+        let syn_ack = proto::TcpFlags { ack: true, ..syn };
+        let fin_ack = proto::TcpFlags {
+            fin: true,
+            ack: true,
+            ..flags()
+        };
+        let rst = proto::TcpFlags {
+            rst: true,
+            ..flags()
+        };
+        assert_eq!(summary(syn), (true, false));
+        assert_eq!(summary(syn_ack), (false, false));
+        assert_eq!(summary(fin_ack), (false, true));
+        assert_eq!(summary(rst), (false, true));
     }
 
     #[test]

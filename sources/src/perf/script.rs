@@ -21,7 +21,7 @@
 //! - the header is `comm pid/tid` or `comm tid` (comm may contain spaces), then optional
 //!   `[cpu]`, `time:`, `period` and `event:`;
 //! - a frame is `addr symbol+0xoff (module)`; the offset is split off, `[unknown]` symbols and
-//!   modules become null, a trailing ` (deleted)` on the module is dropped, JIT symbols
+//!   modules become null, a module is kept as printed (`/memfd:doublemapper (deleted)`), JIT symbols
 //!   (`/tmp/perf-<pid>.map`) written as `outer->inlined->...` become one frame each, and perf's
 //!   own `sym (inlined)` lines are frames with `inlined = true`;
 //! - a sample that ends without its blank line (the input stopped mid-sample) is dropped and
@@ -751,9 +751,6 @@ fn parse_frame(s: &[u8], at: usize, frames: &mut Vec<StackFrame>, kinds: &mut Ki
         module = b"";
         inlined = true;
     }
-    if let Some(m) = module.strip_suffix(b" (deleted)") {
-        module = m;
-    }
     let sym_end = rest[..open]
         .iter()
         .rposition(|b| !is_space(*b))
@@ -990,8 +987,10 @@ mod tests {
         assert_eq!(f[0].kind, FrameKind::Jit);
         assert_eq!(f[0].symbol, Some(b("RegExp:[&<>\\\"\\']")));
 
+        // A mapping's name is kept as printed, suffix included (`stack_fold` names unnamed
+        // frames in it as the reference does, which depends on it).
         let f = frame("  7f1e2215 foo+0x10 (/usr/lib/libfoo.so (deleted))");
-        assert_eq!(f[0].module, Some(b("/usr/lib/libfoo.so")));
+        assert_eq!(f[0].module, Some(b("/usr/lib/libfoo.so (deleted)")));
         assert_eq!(f[0].symbol, Some(b("foo")));
 
         // perf-map-agent inline chains: outer first in the text, innermost nearest the leaf.

@@ -40,6 +40,8 @@ pub struct FlowView<'a> {
     pub dst_port: u32,
     /// A TCP SYN without ACK: the first packet of a connection.
     pub syn_only: bool,
+    /// A TCP FIN or RST: the connection is closing, its 4-tuple free for a new one.
+    pub fin_or_rst: bool,
     pub source: Option<EndpointView<'a>>,
     pub destination: Option<EndpointView<'a>>,
     /// The first non-empty DNS name Hubble knows for the source IP (empty: none).
@@ -180,6 +182,7 @@ impl<'a> FlowView<'a> {
             src_port: s.src_port,
             dst_port: s.dst_port,
             syn_only: s.syn_only,
+            fin_or_rst: s.fin_or_rst,
             source: s.source.as_ref().map(ep),
             destination: s.destination.as_ref().map(ep),
             source_name: f.text(s.source_name),
@@ -223,7 +226,7 @@ impl<'a> FlowView<'a> {
             None => (&[][..], &[][..]),
         };
         let mut proto = Proto::Unknown;
-        let (mut src_port, mut dst_port, mut syn_only) = (0, 0, false);
+        let (mut src_port, mut dst_port, mut syn_only, mut fin_or_rst) = (0, 0, false, false);
         if let Some(l4) = obj(f, "l4") {
             let ports = |p: &ObjectMap| {
                 (
@@ -236,6 +239,7 @@ impl<'a> FlowView<'a> {
                 (src_port, dst_port) = ports(t);
                 if let Some(fl) = obj(t, "flags") {
                     syn_only = flag(fl, "SYN") && !flag(fl, "ACK");
+                    fin_or_rst = flag(fl, "FIN") || flag(fl, "RST");
                 }
             } else if let Some(u) = obj(l4, "UDP") {
                 proto = Proto::Udp;
@@ -281,6 +285,7 @@ impl<'a> FlowView<'a> {
             src_port,
             dst_port,
             syn_only,
+            fin_or_rst,
             source: obj(f, "source").map(endpoint),
             destination: obj(f, "destination").map(endpoint),
             source_name: first_name(array(f, "source_names")),

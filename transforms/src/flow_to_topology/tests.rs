@@ -43,18 +43,26 @@ impl Gen {
         endpoint(e.0, e.1, e.2, e.3)
     }
 
-    /// One TCP packet of `c` (`reply`: server to client).
+    /// One TCP packet of `c` (`reply`: server to client), observed as the recorded Hubble
+    /// flows are: at the sender's node leaving it (`EGRESS`, `TO_STACK`) or at the receiver's
+    /// node entering it (`INGRESS`, `TO_ENDPOINT`).
     fn tcp(&mut self, c: &Conn<'_>, reply: bool, flags: Json, verdict: &str, dir: &str) {
         let (src, dst, sp, dp) = if reply {
             (c.server, c.client, c.dport, c.sport)
         } else {
             (c.client, c.server, c.sport, c.dport)
         };
+        let (node, point) = if dir == "EGRESS" {
+            (format!("node-{}", src.2), "TO_STACK")
+        } else {
+            (format!("node-{}", dst.2), "TO_ENDPOINT")
+        };
         let mut f = json!({"time": self.time(), "verdict": verdict,
             "IP": {"source": src.4, "destination": dst.4, "ipVersion": "IPv4"},
             "l4": {"TCP": {"source_port": sp, "destination_port": dp, "flags": flags}},
             "source": Self::ep(src), "destination": Self::ep(dst), "Type": "L3_L4",
-            "traffic_direction": dir, "is_reply": reply});
+            "node_name": node, "event_type": {"type": 4, "sub_type": 0},
+            "traffic_direction": dir, "trace_observation_point": point, "is_reply": reply});
         if verdict == "DROPPED" {
             f["drop_reason_desc"] = json!("POLICY_DENIED");
         }
@@ -95,6 +103,24 @@ impl Gen {
                 "http": {"method": "GET", "url": "/", "code": code}});
             self.flows.push(json!({"flow": resp}));
         }
+    }
+
+    /// `c` closed by FIN-ACK from each side, then the client's last ACK, each seen at both
+    /// ends.
+    fn fin(&mut self, c: &Conn<'_>) {
+        for reply in [false, true] {
+            let flags = json!({"FIN": true, "ACK": true});
+            self.tcp(c, reply, flags.clone(), "FORWARDED", "EGRESS");
+            self.tcp(c, reply, flags, "FORWARDED", "INGRESS");
+        }
+        self.tcp(c, false, json!({"ACK": true}), "FORWARDED", "EGRESS");
+        self.tcp(c, false, json!({"ACK": true}), "FORWARDED", "INGRESS");
+    }
+
+    /// `c` reset by the server, seen at both ends.
+    fn rst(&mut self, c: &Conn<'_>) {
+        self.tcp(c, true, json!({"RST": true}), "FORWARDED", "EGRESS");
+        self.tcp(c, true, json!({"RST": true}), "FORWARDED", "INGRESS");
     }
 
     /// A connection denied by policy at the server: forwarded at the client's egress, dropped
@@ -399,6 +425,70 @@ fn windows_split_the_counts_and_a_straddling_connection_counts_once() {
         topo[0]["flows"].as_u64().unwrap() + topo[1]["flows"].as_u64().unwrap(),
         g.flows.len() as u64
     );
+}
+
+/// One client reusing its 4-tuple three times: the first connection closed by FIN, the second
+/// by RST, the third still open; every SYN seen at both ends, the first retransmitted.
+fn reused_tuple() -> Gen {
+    let mut g = Gen::new();
+    let c = Conn {
+        client: WEB,
+        server: API,
+        sport: 40_000,
+        dport: 8080,
+    };
+    g.connection(&c, Some((200, 1_000_000)));
+    g.tcp(&c, false, json!({"SYN": true}), "FORWARDED", "EGRESS");
+    g.fin(&c);
+    g.connection(&c, None);
+    g.rst(&c);
+    g.connection(&c, Some((200, 1_000_000)));
+    g
+}
+
+/// The connections counted on web -> api when `events` are mapped in one window.
+fn connections(events: Vec<Event>) -> Json {
+    let (mut t, metrics) = build(FlowToTopologyConfig::default());
+    let mut out = TransformOutput::default();
+    run(&mut t, events, &mut out);
+    t.flush(&mut out);
+    assert_eq!(metrics.errors_total(), 0);
+    edge(&topology(&out)[0], "shop/web -> shop/api:8080/TCP")["connections"].clone()
+}
+
+#[test]
+fn a_tuple_reused_after_fin_or_rst_is_a_new_connection_and_a_syn_at_both_ends_counts_once() {
+    let g = reused_tuple();
+    // As the flows happened, as trees and as `hubble_jsonpb` lines (typed).
+    assert_eq!(connections(g.events()), 3);
+    assert_eq!(connections(g.typed_events()), 3);
+    // The two nodes' flows do not arrive interleaved as they happened: all of one node's,
+    // then all of the other's, either way round (the flows' times order them).
+    for server_first in [false, true] {
+        let mut flows = g.flows.clone();
+        flows.sort_by_key(|f| {
+            let on_server = f["flow"]["node_name"] == "node-api-7c4-b";
+            on_server != server_first
+        });
+        let events = flows
+            .into_iter()
+            .map(|f| Event::Log(LogEvent::from_value(Value::from(f), Default::default())))
+            .collect();
+        assert_eq!(connections(events), 3, "server first: {server_first}");
+    }
+    // Ten SYNs of one connection (both ends, retransmitted) with no FIN or RST: one.
+    let mut once = Gen::new();
+    let c = Conn {
+        client: WEB,
+        server: API,
+        sport: 40_001,
+        dport: 8080,
+    };
+    for _ in 0..5 {
+        once.tcp(&c, false, json!({"SYN": true}), "FORWARDED", "EGRESS");
+        once.tcp(&c, false, json!({"SYN": true}), "FORWARDED", "INGRESS");
+    }
+    assert_eq!(connections(once.events()), 1);
 }
 
 #[test]

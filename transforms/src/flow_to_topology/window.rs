@@ -5,9 +5,17 @@
 //! destination node, destination port, protocol), so looking up an existing edge copies and
 //! allocates nothing. A connection is a TCP SYN without ACK that is not a reply; its 4-tuple
 //! is remembered for this window and the previous one, so the same SYN seen at the client's
-//! egress and again at the server's ingress (the two halves may straddle a window boundary)
-//! is counted once, and a SYN dropped at either end (a policy denial) takes the connection
-//! back out: it was never opened.
+//! egress and again at the server's ingress (the two halves may straddle a window boundary),
+//! or retransmitted, is counted once, and a SYN dropped at either end (a policy denial) takes
+//! the connection back out: it was never opened.
+//!
+//! A remembered connection is [`ConnState::Open`] until a FIN or RST of its 4-tuple (in
+//! either direction, at either end) closes it. A SYN on a closed tuple is a new connection:
+//! a busy client reusing the tuple after the previous connection ended (`tcp_tw_reuse`, or
+//! after TIME_WAIT). Flows of the two observation points arrive interleaved in any order, so
+//! the flows' times decide, when they have them: a FIN older than the SYN that opened the
+//! tuple belongs to the previous connection and closes nothing, and a SYN older than the
+//! close is the other end's copy of the closed connection's SYN, not a new one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -114,6 +122,25 @@ fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) -> bool {
     true
 }
 
+/// Where a remembered connection is in its life (as far as its flows tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnState {
+    /// Its SYN was seen (at the time given, when the flow had one); further SYNs of the tuple
+    /// are copies (the other end, retransmissions).
+    Open { since: Option<i64> },
+    /// A FIN or RST was seen (at the time given): the next SYN of the tuple (newer than that)
+    /// opens a new connection.
+    Closed { at: Option<i64> },
+}
+
+/// Whether `later` is not before `earlier` (unknown times do not order: yes).
+fn not_before(later: Option<i64>, earlier: Option<i64>) -> bool {
+    match (later, earlier) {
+        (Some(l), Some(e)) => l >= e,
+        _ => true,
+    }
+}
+
 /// What the connection table knows about a 4-tuple.
 #[derive(Debug, Clone, Copy)]
 struct Conn {
@@ -122,6 +149,7 @@ struct Conn {
     window: u64,
     /// Counted as opened (and not taken back).
     counted: bool,
+    state: ConnState,
 }
 
 /// Connections of the current and the previous window, keyed by a hash of the 4-tuple.
@@ -136,6 +164,13 @@ impl ConnTable {
         match self.current.get_mut(&k) {
             Some(c) => Some(c),
             None => self.previous.get_mut(&k),
+        }
+    }
+
+    /// Forgets `k` (a closed connection whose tuple opens a new one).
+    fn remove(&mut self, k: u64) {
+        if self.current.remove(&k).is_none() {
+            self.previous.remove(&k);
         }
     }
 
@@ -269,8 +304,12 @@ impl Window {
         };
         self.flows += 1;
         let dropped = f.verdict == 2 || f.verdict == 3;
-        if f.proto == Proto::Tcp && f.syn_only && !f.is_reply {
-            self.count_syn(f, i, dropped);
+        if f.proto == Proto::Tcp {
+            if f.syn_only && !f.is_reply {
+                self.count_syn(f, i, dropped);
+            } else if f.fin_or_rst {
+                self.close(f);
+            }
         }
         let e = &mut self.edges[i as usize];
         e.flows += 1;
@@ -319,25 +358,30 @@ impl Window {
         true
     }
 
-    /// A SYN: a new connection unless seen before (other end, retransmission); a dropped SYN
-    /// means the connection was not opened.
+    /// A SYN: a new connection unless seen before while open (other end, retransmission); a
+    /// dropped SYN means the connection was not opened.
     fn count_syn(&mut self, f: &FlowView<'_>, edge: u32, dropped: bool) {
-        let mut h = FxHasher::default();
-        h.write_bytes(f.src_ip);
-        h.write_u64(0xff);
-        h.write_bytes(f.dst_ip);
-        h.write_u64(u64::from(f.src_port) | (u64::from(f.dst_port) << 32));
-        let tuple = h.finish();
+        let tuple = tuple_hash(f);
         let serial = self.serial;
         if let Some(c) = self.conns.get_mut(tuple) {
-            if dropped && c.counted {
-                c.counted = false;
-                if c.window == serial {
-                    let e = &mut self.edges[c.edge as usize];
-                    e.connections = e.connections.saturating_sub(1);
+            match c.state {
+                ConnState::Closed { at } if not_before(f.time_nanos, at) => {
+                    // The tuple reused after its connection ended: counted below as new.
+                    self.conns.remove(tuple);
+                }
+                // The other end's copy of the closed connection's SYN, arriving late.
+                ConnState::Closed { .. } => return,
+                ConnState::Open { .. } => {
+                    if dropped && c.counted {
+                        c.counted = false;
+                        if c.window == serial {
+                            let e = &mut self.edges[c.edge as usize];
+                            e.connections = e.connections.saturating_sub(1);
+                        }
+                    }
+                    return;
                 }
             }
-            return;
         }
         if !dropped {
             self.edges[edge as usize].connections += 1;
@@ -352,7 +396,35 @@ impl Window {
                 edge,
                 window: serial,
                 counted: !dropped,
+                state: ConnState::Open {
+                    since: f.time_nanos,
+                },
             },
         );
     }
+
+    /// A FIN or RST: the connection of its tuple ends, unless the flow is older than the SYN
+    /// that opened it (the previous connection's, seen late at the other end).
+    fn close(&mut self, f: &FlowView<'_>) {
+        if let Some(c) = self.conns.get_mut(tuple_hash(f)) {
+            if let ConnState::Open { since } = c.state {
+                if not_before(f.time_nanos, since) {
+                    c.state = ConnState::Closed { at: f.time_nanos };
+                }
+            }
+        }
+    }
+}
+
+/// The hash of a flow's 4-tuple, the same in both directions (a FIN may come from either end).
+fn tuple_hash(f: &FlowView<'_>) -> u64 {
+    let a = (f.src_ip, f.src_port);
+    let b = (f.dst_ip, f.dst_port);
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut h = FxHasher::default();
+    h.write_bytes(lo.0);
+    h.write_u64(0xff);
+    h.write_bytes(hi.0);
+    h.write_u64(u64::from(lo.1) | (u64::from(hi.1) << 32));
+    h.finish()
 }
