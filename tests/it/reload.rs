@@ -398,3 +398,62 @@ fn watch_config_reloads_when_a_configmap_swaps_its_symlink() {
     assert_eq!(lines(&d.join("b1.out")).len(), 10);
     stop_clean(d, "weir", child);
 }
+
+#[test]
+fn a_changed_source_resumes_from_its_checkpoints_and_its_consumers_never_see_an_end() {
+    const N: usize = 40_000;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let api = free_addr();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    write_lines(d, 0, N / 2);
+    let cfg_path = d.join("weir.toml");
+    let child = start_weir(d, "weir", &config(d, api, "b.out", ""), false);
+    assert!(
+        wait_until(Duration::from_secs(20), || lines(&d.join("a.out")).len()
+            >= N / 8),
+        "{}",
+        weir_log(d, "weir")
+    );
+    // Mid-stream, the source also reads a second file.
+    std::fs::write(d.join("more.log"), "line 999999\n").unwrap();
+    let text = config(d, api, "b.out", "").replace(
+        &format!("include = [\"{}\"]", d.join("in.log").display()),
+        &format!(
+            "include = [\"{}\", \"{}\"]",
+            d.join("in.log").display(),
+            d.join("more.log").display()
+        ),
+    );
+    assert!(text.contains("more.log"));
+    std::fs::write(&cfg_path, text).unwrap();
+    let (status, body) = reload(api);
+    assert_eq!(status, 200, "{body}\n{}", weir_log(d, "weir"));
+    assert_eq!(
+        body["summary"]["changed"],
+        serde_json::json!(["in"]),
+        "{body}"
+    );
+    write_lines(d, N / 2, N);
+    assert!(
+        wait_until(Duration::from_secs(30), || lines(&d.join("a.out")).len()
+            > N),
+        "{} lines\n{}",
+        lines(&d.join("a.out")).len(),
+        weir_log(d, "weir")
+    );
+    stop_clean(d, "weir", child);
+    for sink in ["a.out", "b.out"] {
+        let got = counts(d, &[sink]);
+        assert_eq!(got.len(), N + 1, "{sink}: lines missing");
+        assert!(
+            got.contains_key(&999_999),
+            "{sink}: the new file was not read"
+        );
+        let twice = got.values().filter(|n| **n > 1).count();
+        assert_eq!(
+            twice, 0,
+            "{sink}: {twice} lines read twice across the restart of the source"
+        );
+    }
+}

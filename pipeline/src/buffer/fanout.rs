@@ -44,10 +44,34 @@ impl Fanout {
         }
     }
 
+    /// A fan-out sending to the consumers of an existing table (a source a reload rebuilt
+    /// takes over its predecessor's outputs).
+    pub fn from_routes(
+        routes: Arc<Routes>,
+        producer: Arc<ComponentMetrics>,
+        tap: Arc<TapSlot>,
+    ) -> Self {
+        let version = routes.version.load(Ordering::Acquire);
+        let consumers = routes.lock().clone();
+        Self {
+            consumers,
+            routes,
+            version,
+            producer,
+            orphaned: false,
+            tap,
+        }
+    }
+
     /// Sets the slot taps attach to (one per output, shared by the fan-out's clones).
     pub fn with_tap(mut self, tap: Arc<TapSlot>) -> Self {
         self.tap = tap;
         self
+    }
+
+    /// The slot taps attach to.
+    pub fn tap(&self) -> Arc<TapSlot> {
+        self.tap.clone()
     }
 
     /// The table of this output's consumers, for a reload to edit. Weak: the table (and the

@@ -334,6 +334,8 @@ async fn start_inner(
         .iter()
         .map(|(o, f)| (o.clone(), f.routes()))
         .collect();
+    let tap_slots = fanouts.iter().map(|(o, f)| (o.clone(), f.tap())).collect();
+    let mut source_slots = BTreeMap::new();
     let fingerprints = reload::fingerprints_of(&config);
     let (memory_limit, api) = (config.memory_limit, format!("{:?}", config.api));
     let mut sink_slots = BTreeMap::new();
@@ -457,14 +459,21 @@ async fn start_inner(
     for (id, s) in source_entries {
         let c = common(&id, ComponentKind::Source, s.on_failure);
         let (default, named) = take_outputs(&id);
+        let slot = reload::SourceSlot {
+            config: Arc::from(s.config),
+            acknowledgements: s.acknowledgements,
+            // Its own token, so that a reload can stop it alone.
+            token: shutdown.child_token(),
+            done: ShutdownToken::new(),
+        };
         let parts = SourceParts {
-            config: s.config,
+            config: slot.config.clone(),
             data_dir: data_dir.clone(),
             registry: registry.clone(),
             acknowledgements: s.acknowledgements,
             default,
             named,
-            shutdown: shutdown.clone(),
+            shutdown: slot.token.clone(),
         };
         let (cx, ended) = parts.context(&c);
         let source = parts
@@ -472,15 +481,16 @@ async fn start_inner(
             .build(cx)
             .await
             .map_err(|e| format!("source `{id}` ({}): {e}", s.type_name))?;
-        tasks.push((
-            id,
-            ComponentKind::Source,
-            tokio::spawn(supervise::source(c, parts, (source, ended))),
-        ));
+        let task = reload::spawn_source_task(c, parts, (source, ended), slot.done.clone());
+        source_slots.insert(id.clone(), slot);
+        tasks.push((id, ComponentKind::Source, task));
     }
     let tasks: SharedTasks = Arc::new(std::sync::Mutex::new(std::mem::take(tasks)));
     let mut state = reload::State {
         routes,
+        taps: tap_slots,
+        sources: source_slots,
+        shutdown: shutdown.clone(),
         sinks: sink_slots,
         transforms: transform_slots,
         fingerprints: BTreeMap::new(),

@@ -19,8 +19,12 @@
 //! - a **changed transform** (same `inputs`, same outputs) is built anew and takes over between
 //!   two batches, after the old instance flushed what it held.
 //!
+//! - a **changed source** (same outputs) is stopped (it delivers what it read and saves its
+//!   checkpoints, as at shutdown) and started again with its new options on the same outputs;
+//!   the tables of its outputs are held meanwhile, so its consumers never see their input end.
+//!
 //! What this pass cannot apply without a restart is refused before anything is touched, and
-//! the reload reports it: a source added, removed or changed; a transform added, removed, or
+//! the reload reports it: a source added or removed, or its outputs changed; a transform added, removed, or
 //! changed in its inputs or outputs; a sink's buffer settings; a sink with outputs of its own
 //! (`dead_letter`); `data_dir`, `memory_limit`.
 //! (`[api]` changes are applied at the next start; a reload warns that it left them.)
@@ -30,12 +34,12 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
 
-use super::supervise::{self, Common, SinkParts};
+use super::supervise::{self, Common, SinkParts, SourceParts};
 use super::{ComponentTask, SharedTasks};
 use crate::buffer::{BufferReceiver, Routes};
 use crate::component::{
-    Detach, Sink, SinkConfig, SinkContext, SinkOutputs, Transform, TransformConfig,
-    TransformContext,
+    Detach, Sink, SinkConfig, SinkContext, SinkOutputs, Source, SourceConfig, Transform,
+    TransformConfig, TransformContext,
 };
 use crate::config::{Config, Graph, OutputId};
 use crate::memory::MemoryBudget;
@@ -63,6 +67,17 @@ pub(super) struct SinkSlot {
     pub buffer: String,
 }
 
+/// A running source, as a reload sees it.
+pub(super) struct SourceSlot {
+    /// The options it runs with.
+    pub config: Arc<dyn SourceConfig>,
+    pub acknowledgements: bool,
+    /// Its own shutdown token (a child of the pipeline's): a reload that replaces it stops it.
+    pub token: ShutdownToken,
+    /// Fires when its task has ended.
+    pub done: ShutdownToken,
+}
+
 /// A running transform, as a reload sees it.
 pub(super) struct TransformSlot {
     pub replace: mpsc::UnboundedSender<Replacement>,
@@ -72,6 +87,11 @@ pub(super) struct TransformSlot {
 /// What the runtime keeps to apply a reload.
 pub(super) struct State {
     pub routes: BTreeMap<OutputId, Weak<Routes>>,
+    /// Every output's tap slot.
+    pub taps: BTreeMap<OutputId, Arc<crate::tap::TapSlot>>,
+    pub sources: BTreeMap<String, SourceSlot>,
+    /// The pipeline's shutdown (sources' tokens are its children).
+    pub shutdown: ShutdownToken,
     pub sinks: BTreeMap<String, SinkSlot>,
     pub transforms: BTreeMap<String, TransformSlot>,
     /// Every component's kind and fingerprint.
@@ -208,7 +228,18 @@ impl State {
         for (id, s) in &config.sources {
             match old(id, ComponentKind::Source) {
                 None => why.push(format!("source `{id}` added")),
-                Some(f) if f != s.fingerprint => why.push(format!("source `{id}` changed")),
+                Some(f) if f != s.fingerprint => {
+                    let before: Vec<&OutputId> =
+                        self.routes.keys().filter(|o| o.component == *id).collect();
+                    let after: Vec<&OutputId> = graph
+                        .outputs
+                        .keys()
+                        .filter(|o| o.component == *id)
+                        .collect();
+                    if before != after {
+                        why.push(format!("source `{id}`: its outputs changed"));
+                    }
+                }
                 Some(_) => {}
             }
         }
@@ -362,7 +393,21 @@ impl State {
                 }
             }
         }
-        summary.unchanged += config.sources.len();
+        // Changed sources: stopped (they deliver what they read and save their checkpoints),
+        // then started again with their new options on the same outputs.
+        for (id, s) in std::mem::take(&mut config.sources) {
+            if self.fingerprints.get(&id).map(|x| x.1) == Some(s.fingerprint) {
+                summary.unchanged += 1;
+                continue;
+            }
+            match self.replace_source(&id, s).await {
+                Ok(()) => summary.changed.push(id),
+                Err(e) => {
+                    failures.push(e.to_string());
+                    failed.push(id);
+                }
+            }
+        }
         let outcome = if failures.is_empty() {
             Ok(summary)
         } else {
@@ -448,7 +493,10 @@ impl State {
         let built = match early {
             Ok(sink) => Ok(sink),
             Err(_) => match tokio::time::timeout(HANDOFF_WAIT, old.done.cancelled()).await {
-                Ok(()) => config.build(self.context(&c)).await.map_err(|e| e.to_string()),
+                Ok(()) => config
+                    .build(self.context(&c))
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(_) => Err(format!(
                     "its previous instance did not stop within {}s",
                     HANDOFF_WAIT.as_secs()
@@ -480,6 +528,103 @@ impl State {
             buffer: old.buffer,
         };
         self.spawn_sink(id, c, config, sink, slot);
+        match failure {
+            Some(f) => Err(ReloadError::Build(f)),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops source `id` and starts it again from `s`, on the same outputs. Its outputs'
+    /// tables are held meanwhile, so that its consumers do not see their input end.
+    async fn replace_source(
+        &mut self,
+        id: &str,
+        s: crate::config::SourceEntry,
+    ) -> Result<(), ReloadError> {
+        let Some(old) = self.sources.remove(id) else {
+            return Ok(());
+        };
+        let outputs: Vec<(OutputId, Arc<Routes>, Arc<crate::tap::TapSlot>)> = self
+            .routes
+            .iter()
+            .filter(|(o, _)| o.component == id)
+            .filter_map(|(o, r)| {
+                let tap = self.taps.get(o)?.clone();
+                Some((o.clone(), r.upgrade()?, tap))
+            })
+            .collect();
+        let metrics = self.metrics(id)?;
+        let c = Common {
+            id: Arc::from(id),
+            kind: ComponentKind::Source,
+            on_failure: s.on_failure,
+            metrics: metrics.clone(),
+            fatal: self.fatal.clone(),
+            stop: self.stop.clone(),
+        };
+        old.token.cancel();
+        if tokio::time::timeout(HANDOFF_WAIT, old.done.cancelled())
+            .await
+            .is_err()
+        {
+            tracing::warn!(component = %id, "reload: the previous instance of the source is still stopping; the new one starts when it has");
+        }
+        old.done.cancelled().await;
+        let mut default = None;
+        let mut named = BTreeMap::new();
+        for (o, routes, tap) in outputs {
+            let f = crate::buffer::Fanout::from_routes(routes, metrics.clone(), tap);
+            match o.output {
+                None => default = Some(f),
+                Some(n) => {
+                    named.insert(n, f);
+                }
+            }
+        }
+        let slot = SourceSlot {
+            config: Arc::from(s.config),
+            acknowledgements: s.acknowledgements,
+            token: self.shutdown.child_token(),
+            done: ShutdownToken::new(),
+        };
+        let mut parts = SourceParts {
+            config: slot.config.clone(),
+            data_dir: self.data_dir.clone(),
+            registry: self.registry.clone(),
+            acknowledgements: slot.acknowledgements,
+            default,
+            named,
+            shutdown: slot.token.clone(),
+        };
+        let (cx, ended) = parts.context(&c);
+        let (source, ended, failure) = match parts.config.build(cx).await {
+            Ok(source) => (source, ended, None),
+            Err(e) => {
+                let failure = format!(
+                    "source `{id}` ({}): {e}; it runs with its previous options",
+                    s.type_name
+                );
+                parts.config = old.config.clone();
+                parts.acknowledgements = old.acknowledgements;
+                let (cx, ended) = parts.context(&c);
+                match old.config.build(cx).await {
+                    Ok(source) => (source, ended, Some(failure)),
+                    Err(e2) => {
+                        return Err(ReloadError::Build(format!(
+                            "{failure}; those failed too ({e2}): it is stopped until the next reload or restart"
+                        )))
+                    }
+                }
+            }
+        };
+        let slot = SourceSlot {
+            config: parts.config.clone(),
+            acknowledgements: parts.acknowledgements,
+            ..slot
+        };
+        let task = spawn_source_task(c, parts, (source, ended), slot.done.clone());
+        push_task(&self.tasks, (id.to_string(), ComponentKind::Source, task));
+        self.sources.insert(id.to_string(), slot);
         match failure {
             Some(f) => Err(ReloadError::Build(f)),
             None => Ok(()),
@@ -546,6 +691,20 @@ impl State {
         push_task(&self.tasks, (id.to_string(), ComponentKind::Sink, task));
         self.sinks.insert(id.to_string(), slot);
     }
+}
+
+/// Runs a source's supervisor as a task that fires `done` when it ends.
+pub(super) fn spawn_source_task(
+    c: Common,
+    parts: SourceParts,
+    first: (Source, tokio::sync::oneshot::Receiver<()>),
+    done: ShutdownToken,
+) -> tokio::task::JoinHandle<Result<(), BoxError>> {
+    tokio::spawn(async move {
+        let r = supervise::source(c, parts, first).await;
+        done.cancel();
+        r
+    })
 }
 
 /// Runs a sink's supervisor as a task that fires `done` when it ends.

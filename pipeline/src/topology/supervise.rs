@@ -225,7 +225,7 @@ pub(super) async fn sink(
 
 /// What a source is built from, again at each restart.
 pub(super) struct SourceParts {
-    pub config: Box<dyn SourceConfig>,
+    pub config: Arc<dyn SourceConfig>,
     pub data_dir: std::path::PathBuf,
     pub registry: Arc<MetricsRegistry>,
     pub acknowledgements: bool,
