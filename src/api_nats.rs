@@ -430,10 +430,11 @@ mod tests {
             serde_json::from_value(serde_json::json!({"url": "nats://127.0.0.1:4222"})).unwrap();
         let host = node_name(&cfg).unwrap();
         assert_eq!(token(&host), host);
-        cfg.node = Some("edge.1".into());
-        assert!(node_name(&cfg)
-            .unwrap_err()
-            .contains("one NATS subject token"));
+        // A Kubernetes node name with dots becomes one subject token.
+        cfg.node = Some("ip-10-0-0-1.ec2.internal".into());
+        assert_eq!(node_name(&cfg).unwrap(), "ip-10-0-0-1_ec2_internal");
+        cfg.node = Some(String::new());
+        assert!(node_name(&cfg).unwrap_err().contains("is empty"));
         cfg.node = Some("edge-1".into());
         assert_eq!(node_name(&cfg).unwrap(), "edge-1");
     }
