@@ -181,11 +181,12 @@ fn a_reload_during_a_stream_changes_one_sink_adds_another_and_loses_nothing() {
         metrics.contains("weir_config_reloads_total{outcome=\"applied\"} 1"),
         "{metrics}"
     );
-    // A change a reload cannot make: refused, nothing touched.
+    // A change a reload cannot make (a sink's buffer): refused, nothing touched, not even
+    // the remap program changed with it.
     std::fs::write(
         &cfg_path,
         config(d, api, "b2.out", &extra).replace("'.seen = true'", "'.seen = 1'")
-            + "[sources.more]\ntype = \"demo\"\n",
+            + "[sinks.b.buffer]\nmax_events = 100\n",
     )
     .unwrap();
     let (status, body) = reload(api);
@@ -194,7 +195,7 @@ fn a_reload_during_a_stream_changes_one_sink_adds_another_and_loses_nothing() {
         body["error"]
             .as_str()
             .unwrap_or_default()
-            .contains("source `more` added"),
+            .contains("sink `b`: its buffer settings changed"),
         "{body}"
     );
     // Back to the running configuration.
@@ -456,4 +457,114 @@ fn a_changed_source_resumes_from_its_checkpoints_and_its_consumers_never_see_an_
             "{sink}: {twice} lines read twice across the restart of the source"
         );
     }
+}
+
+#[test]
+fn sources_and_transforms_are_added_and_removed_while_the_rest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let api = free_addr();
+    std::fs::create_dir_all(d.join("data")).unwrap();
+    write_lines(d, 0, 100);
+    let cfg_path = d.join("weir.toml");
+    let child = start_weir(d, "weir", &config(d, api, "b.out", ""), false);
+    assert!(
+        wait_until(Duration::from_secs(20), || lines(&d.join("a.out")).len()
+            == 100),
+        "{}",
+        weir_log(d, "weir")
+    );
+    // A second source and a transform of its own, read by a new sink `d` and by `a`.
+    std::fs::write(d.join("in2.log"), "line 1000000\nline 1000001\n").unwrap();
+    let second = format!(
+        r#"
+[sources.in2]
+type = "file"
+include = ["{in2}"]
+glob_minimum_cooldown_ms = 100
+[transforms.tag2]
+type = "remap"
+inputs = ["in2"]
+source = '.second = true'
+[sinks.d]
+type = "file"
+inputs = ["tag2"]
+path = "{d_out}"
+encoding.codec = "text"
+"#,
+        in2 = d.join("in2.log").display(),
+        d_out = d.join("d.out").display(),
+    );
+    let v2 = config(d, api, "b.out", &second).replace(
+        "[sinks.a]\ntype = \"file\"\ninputs = [\"tag\"]",
+        "[sinks.a]\ntype = \"file\"\ninputs = [\"tag\", \"tag2\"]",
+    );
+    assert!(v2.contains("[\"tag\", \"tag2\"]"));
+    std::fs::write(&cfg_path, &v2).unwrap();
+    let (status, body) = reload(api);
+    assert_eq!(status, 200, "{body}\n{}", weir_log(d, "weir"));
+    let mut added: Vec<String> = serde_json::from_value(body["summary"]["added"].clone()).unwrap();
+    added.sort();
+    assert_eq!(added, ["d", "in2", "tag2"], "{body}");
+    assert_eq!(
+        body["summary"]["changed"],
+        serde_json::json!(["a"]),
+        "{body}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || lines(&d.join("d.out")).len()
+            == 2
+            && lines(&d.join("a.out")).len() == 102),
+        "d: {:?}, a: {} lines\n{}",
+        lines(&d.join("d.out")),
+        lines(&d.join("a.out")).len(),
+        weir_log(d, "weir")
+    );
+    write_lines(d, 100, 200);
+    assert!(wait_until(Duration::from_secs(20), || lines(
+        &d.join("b.out")
+    )
+    .len()
+        == 200));
+    // And back: `in2`, `tag2` and `d` removed, `a` reads `tag` alone.
+    std::fs::write(&cfg_path, config(d, api, "b.out", "")).unwrap();
+    let (status, body) = reload(api);
+    assert_eq!(status, 200, "{body}\n{}", weir_log(d, "weir"));
+    let mut removed: Vec<String> =
+        serde_json::from_value(body["summary"]["removed"].clone()).unwrap();
+    removed.sort();
+    assert_eq!(removed, ["d", "in2", "tag2"], "{body}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("in2.log"))
+        .unwrap()
+        .write_all(b"line 1000002\n")
+        .unwrap();
+    write_lines(d, 200, 300);
+    assert!(
+        wait_until(Duration::from_secs(20), || lines(&d.join("a.out")).len()
+            == 302),
+        "{}",
+        weir_log(d, "weir")
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            http_get(api, "/metrics")
+                .map(|(_, m)| {
+                    !m.contains("component_id=\"tag2\"") && !m.contains("component_id=\"in2\"")
+                })
+                .unwrap_or(false)
+        }),
+        "the removed components' counters stay"
+    );
+    stop_clean(d, "weir", child);
+    assert_eq!(
+        lines(&d.join("d.out")).len(),
+        2,
+        "the removed sink took more"
+    );
+    let a = counts(d, &["a.out"]);
+    assert_eq!(a.len(), 302);
+    assert!(a.values().all(|n| *n == 1), "a line twice in `a`");
+    assert!(!a.contains_key(&1_000_002), "the removed source read on");
 }

@@ -434,11 +434,12 @@ async fn start_inner(
             .ok_or_else(|| format!("internal: no buffer for transform `{id}`"))?;
         let (default, named) = take_outputs(&id);
         let (replace, replacements) = mpsc::unbounded_channel();
+        let done = ShutdownToken::new();
         transform_slots.insert(
             id.clone(),
             reload::TransformSlot {
                 replace,
-                type_name: t.type_name.clone(),
+                done: done.clone(),
             },
         );
         let supervised = Supervised::new(
@@ -452,7 +453,7 @@ async fn start_inner(
         tasks.push((
             id,
             ComponentKind::Transform,
-            tokio::spawn(run_transform(supervised, rx, replacements, default, named)),
+            reload::spawn_transform_task(supervised, rx, replacements, (default, named), done),
         ));
     }
 
@@ -556,7 +557,7 @@ async fn emit(
 async fn run_transform(
     mut supervised: Supervised,
     mut rx: BufferReceiver,
-    mut replacements: mpsc::UnboundedReceiver<reload::Replacement>,
+    mut replacements: mpsc::UnboundedReceiver<reload::Control>,
     mut default: Option<Fanout>,
     mut named: BTreeMap<String, Fanout>,
 ) -> Result<(), BoxError> {
@@ -571,12 +572,21 @@ async fn run_transform(
     };
     let mut tick = ticker(supervised.transform());
     let mut reloadable = true;
+    // A reload removed it: it ends once its input has been quiet for `Detach::QUIET`.
+    let mut draining = false;
     loop {
         tokio::select! {
             r = replacements.recv(), if reloadable => {
-                let Some((config, transform)) = r else {
-                    reloadable = false;
-                    continue;
+                let (config, transform) = match r {
+                    Some(reload::Control::Replace(config, transform)) => (config, transform),
+                    Some(reload::Control::Drain) => {
+                        draining = true;
+                        continue;
+                    }
+                    None => {
+                        reloadable = false;
+                        continue;
+                    }
                 };
                 // The old instance hands on what it holds (windows, partial groups) first.
                 if let Err(Down(e)) = supervised.call(&mut out, 0, |t, out| t.flush(out)).await {
@@ -589,7 +599,13 @@ async fn run_transform(
                 tick = ticker(supervised.transform());
                 tracing::info!(component = %supervised.c.id, "transform rebuilt with its new options");
             }
-            batch = rx.recv() => {
+            batch = async {
+                if draining {
+                    tokio::time::timeout(crate::component::Detach::QUIET, rx.recv()).await.ok().flatten()
+                } else {
+                    rx.recv().await
+                }
+            } => {
                 let Some(batch) = batch else { break };
                 let started = Instant::now();
                 metrics.add_received(batch.len() as u64, 0);

@@ -23,10 +23,17 @@
 //!   checkpoints, as at shutdown) and started again with its new options on the same outputs;
 //!   the tables of its outputs are held meanwhile, so its consumers never see their input end.
 //!
+//! - an **added source or transform** gets a table for each of its outputs and, for a
+//!   transform, a buffer it adds to its inputs' tables; sources start last, once everything
+//!   they feed is wired. A **removed transform** leaves its inputs' tables and ends once its
+//!   input is quiet; a **removed source** stops as at shutdown. A transform whose `inputs`
+//!   changed is rewired like a sink.
+//!
 //! What this pass cannot apply without a restart is refused before anything is touched, and
-//! the reload reports it: a source added or removed, or its outputs changed; a transform added, removed, or
-//! changed in its inputs or outputs; a sink's buffer settings; a sink with outputs of its own
-//! (`dead_letter`); `data_dir`, `memory_limit`.
+//! the reload reports it: a source or transform whose outputs changed (a `route`'s routes),
+//! a component that changed kind, a sink's buffer settings, a sink with outputs of its own
+//! (`dead_letter`), `data_dir`, `memory_limit`. Taps (`weir tap`, the console) see the
+//! outputs the pipeline started with.
 //! (`[api]` changes are applied at the next start; a reload warns that it left them.)
 
 use std::collections::BTreeMap;
@@ -36,7 +43,7 @@ use tokio::sync::mpsc;
 
 use super::supervise::{self, Common, SinkParts, SourceParts};
 use super::{ComponentTask, SharedTasks};
-use crate::buffer::{BufferReceiver, Routes};
+use crate::buffer::{BufferReceiver, BufferSender, Fanout, Routes};
 use crate::component::{
     Detach, Sink, SinkConfig, SinkContext, SinkOutputs, Source, SourceConfig, Transform,
     TransformConfig, TransformContext,
@@ -52,8 +59,13 @@ use crate::BoxError;
 /// instance could not be built while the old one ran.
 const HANDOFF_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A new transform instance and the options it was built from, for its task to take over.
-pub(super) type Replacement = (Box<dyn TransformConfig>, Box<dyn Transform>);
+/// What a reload tells a running transform.
+pub(super) enum Control {
+    /// Take over from this instance, built from these options (after flushing).
+    Replace(Box<dyn TransformConfig>, Box<dyn Transform>),
+    /// It was removed: end once the input is quiet (its producers no longer send to it).
+    Drain,
+}
 
 /// A running sink, as a reload sees it.
 pub(super) struct SinkSlot {
@@ -80,8 +92,9 @@ pub(super) struct SourceSlot {
 
 /// A running transform, as a reload sees it.
 pub(super) struct TransformSlot {
-    pub replace: mpsc::UnboundedSender<Replacement>,
-    pub type_name: String,
+    pub replace: mpsc::UnboundedSender<Control>,
+    /// Fires when its task has ended.
+    pub done: ShutdownToken,
 }
 
 /// What the runtime keeps to apply a reload.
@@ -206,6 +219,10 @@ impl State {
             .collect();
         self.fingerprints = fingerprints;
         self.inputs = graph.inputs.clone();
+        // Tables of components that have ended (removed ones once drained).
+        self.routes.retain(|_, r| r.strong_count() > 0);
+        let routes = &self.routes;
+        self.taps.retain(|o, _| routes.contains_key(o));
         self.memory_limit = memory_limit;
         self.api = api;
     }
@@ -219,80 +236,81 @@ impl State {
         if config.memory_limit != self.memory_limit {
             why.push("`memory_limit` changed".to_string());
         }
-        let old = |id: &str, kind| {
-            self.fingerprints
-                .get(id)
-                .filter(|(k, _)| *k == kind)
-                .map(|(_, f)| *f)
+        let old = |id: &str| self.fingerprints.get(id).copied();
+        let outputs_before = |id: &str| -> Vec<&OutputId> {
+            self.routes.keys().filter(|o| o.component == id).collect()
         };
-        for (id, s) in &config.sources {
-            match old(id, ComponentKind::Source) {
-                None => why.push(format!("source `{id}` added")),
-                Some(f) if f != s.fingerprint => {
-                    let before: Vec<&OutputId> =
-                        self.routes.keys().filter(|o| o.component == *id).collect();
-                    let after: Vec<&OutputId> = graph
-                        .outputs
-                        .keys()
-                        .filter(|o| o.component == *id)
-                        .collect();
-                    if before != after {
-                        why.push(format!("source `{id}`: its outputs changed"));
-                    }
+        let outputs_after = |id: &str| -> Vec<&OutputId> {
+            graph.outputs.keys().filter(|o| o.component == id).collect()
+        };
+        let entries = config
+            .sources
+            .iter()
+            .map(|(id, s)| (id, ComponentKind::Source, s.fingerprint))
+            .chain(
+                config
+                    .transforms
+                    .iter()
+                    .map(|(id, t)| (id, ComponentKind::Transform, t.fingerprint)),
+            )
+            .chain(
+                config
+                    .sinks
+                    .iter()
+                    .map(|(id, s)| (id, ComponentKind::Sink, s.fingerprint)),
+            );
+        for (id, kind, fingerprint) in entries {
+            match old(id) {
+                Some((k, _)) if k != kind => why.push(format!(
+                    "`{id}` changed from a {} to a {}",
+                    k.as_str(),
+                    kind.as_str()
+                )),
+                // A source's or a transform's outputs are the fan-outs its task holds.
+                Some((_, f))
+                    if f != fingerprint
+                        && kind != ComponentKind::Sink
+                        && outputs_before(id) != outputs_after(id) =>
+                {
+                    why.push(format!("{} `{id}`: its outputs changed", kind.as_str()))
                 }
-                Some(_) => {}
-            }
-        }
-        for (id, t) in &config.transforms {
-            match old(id, ComponentKind::Transform) {
-                None => why.push(format!("transform `{id}` added")),
-                Some(f) if f != t.fingerprint => {
-                    if self.inputs.get(id) != graph.inputs.get(id) {
-                        why.push(format!("transform `{id}`: its inputs changed"));
-                    }
-                    if self.outputs.get(id) != Some(&outputs_of(graph, id)) {
-                        why.push(format!("transform `{id}`: its outputs changed"));
-                    }
-                    if self.transforms.get(id).map(|t| t.type_name.as_str())
-                        != Some(t.type_name.as_str())
-                    {
-                        why.push(format!("transform `{id}`: its type changed"));
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        for (id, (kind, _)) in &self.fingerprints {
-            let gone = match kind {
-                ComponentKind::Source => !config.sources.contains_key(id),
-                ComponentKind::Transform => !config.transforms.contains_key(id),
-                ComponentKind::Sink => false,
-            };
-            if gone {
-                why.push(format!("{} `{id}` removed", kind.as_str()));
+                _ => {}
             }
         }
         for (id, s) in &config.sinks {
-            if let Some(slot) = self.sinks.get(id) {
-                if old(id, ComponentKind::Sink) != Some(s.fingerprint)
-                    && serde_json::to_string(&s.buffer).unwrap_or_default() != slot.buffer
-                {
-                    why.push(format!("sink `{id}`: its buffer settings changed"));
+            let has_outputs = graph.outputs.keys().any(|o| o.component == *id);
+            match self.sinks.get(id) {
+                Some(slot) if old(id).map(|x| x.1) != Some(s.fingerprint) => {
+                    if serde_json::to_string(&s.buffer).unwrap_or_default() != slot.buffer {
+                        why.push(format!("sink `{id}`: its buffer settings changed"));
+                    }
+                    if has_outputs {
+                        why.push(format!("sink `{id}` has outputs of its own"));
+                    }
                 }
-                if old(id, ComponentKind::Sink) != Some(s.fingerprint)
-                    && graph.outputs.keys().any(|o| o.component == *id)
-                {
-                    why.push(format!("sink `{id}` has outputs of its own"));
+                None if has_outputs => {
+                    why.push(format!("sink `{id}` added with outputs of its own"))
                 }
-            } else if self.fingerprints.contains_key(id) {
-                why.push(format!("`{id}` changed kind"));
+                _ => {}
             }
         }
         why
     }
 
+    /// The buffer `id` reads, from any table that sends to it.
+    fn sender_of(&self, id: &str) -> Option<BufferSender> {
+        self.routes
+            .values()
+            .filter_map(Weak::upgrade)
+            .find_map(|r| r.sender(id))
+    }
+
     /// Applies `config` (loaded and checked, its graph resolved). `Err`: nothing was
     /// touched. `Ok`: the outcome, and the components that could not take their new options.
+    ///
+    /// The order keeps every consumer fed: what is new is built and wired first, what
+    /// changed is rewired and rebuilt, what was removed stops last; every output's table is
+    /// held meanwhile, so no consumer sees its input end because its producer was replaced.
     async fn apply(
         &mut self,
         mut config: Config,
@@ -306,20 +324,31 @@ impl State {
         if format!("{:?}", config.api) != self.api {
             summary.left_for_restart.push("[api]".into());
         }
+        let _held: Vec<Arc<Routes>> = self.routes.values().filter_map(Weak::upgrade).collect();
+        let known: std::collections::BTreeSet<String> = self.fingerprints.keys().cloned().collect();
+        let is_new = |id: &str| !known.contains(id);
 
         // Transforms first, built before anything is touched: a transform that cannot be
         // built leaves the whole reload undone.
         let mut replacements = Vec::new();
+        let mut added_transforms = Vec::new();
         for (id, t) in std::mem::take(&mut config.transforms) {
             let changed = self
                 .fingerprints
                 .get(&id)
                 .is_some_and(|(_, f)| *f != t.fingerprint);
-            if !changed {
+            if !changed && !is_new(&id) {
                 summary.unchanged += 1;
                 continue;
             }
-            let metrics = self.metrics(&id)?;
+            let metrics = match self.metrics(&id) {
+                Ok(m) => m,
+                Err(_) => Arc::new(ComponentMetrics::new(
+                    id.as_str(),
+                    ComponentKind::Transform,
+                    t.type_name.as_str(),
+                )),
+            };
             let cx = TransformContext {
                 id: Arc::from(id.as_str()),
                 data_dir: self.data_dir.clone(),
@@ -328,13 +357,101 @@ impl State {
             let transform = t.config.build(&cx).map_err(|e| {
                 ReloadError::Build(format!("transform `{id}` ({}): {e}", t.type_name))
             })?;
-            replacements.push((id, t.config, transform));
+            if is_new(&id) {
+                added_transforms.push((id, t, cx, transform));
+            } else {
+                replacements.push((id, t.config, transform));
+            }
         }
+
+        // New sources: their outputs' tables now (the new components that read them add
+        // themselves below); the sources start last, once everything is wired.
+        let mut new_tables: Vec<Arc<Routes>> = Vec::new();
+        let mut new_sources = Vec::new();
+        for (id, s) in std::mem::take(&mut config.sources) {
+            if !is_new(&id) {
+                config.sources.insert(id, s);
+                continue;
+            }
+            let metrics = Arc::new(ComponentMetrics::new(
+                id.as_str(),
+                ComponentKind::Source,
+                s.type_name.as_str(),
+            ));
+            self.registry.register(metrics.clone());
+            let outputs = self.new_outputs(&id, graph, &metrics, &mut new_tables);
+            new_sources.push((id, s, metrics, outputs));
+        }
+
+        // New transforms, each after its inputs: a buffer, a table for each output (its
+        // consumers are existing components, or new ones that add themselves below), and it
+        // joins its inputs' tables.
+        let mut added_transforms: BTreeMap<String, _> = added_transforms
+            .into_iter()
+            .map(|(id, t, cx, transform)| (id.clone(), (id, t, cx, transform)))
+            .collect();
+        let added_transforms: Vec<_> = graph
+            .transform_order
+            .iter()
+            .filter_map(|id| added_transforms.remove(id))
+            .collect();
+        let mut new_transforms = Vec::new();
+        for (id, t, cx, transform) in added_transforms {
+            self.registry.register(cx.metrics.clone());
+            let limits = crate::buffer::Limits {
+                max_events: crate::config::TRANSFORM_QUEUE_EVENTS,
+                max_bytes: crate::config::TRANSFORM_QUEUE_BYTES,
+                when_full: crate::vocabulary::WhenFull::Block,
+            };
+            let (tx, rx) = crate::buffer::bounded(limits, self.memory.clone(), cx.metrics.clone());
+            let outputs = self.new_outputs(&id, graph, &cx.metrics, &mut new_tables);
+            for o in graph.inputs.get(&id).into_iter().flatten() {
+                if let Some(r) = self.routes.get(o).and_then(Weak::upgrade) {
+                    r.add(Arc::from(id.as_str()), tx.clone());
+                }
+            }
+            drop(tx);
+            new_transforms.push((id, t, cx, transform, rx, outputs));
+        }
+        // New consumers of new transforms that already exist (rewired below) find the new
+        // tables through `self.routes`; so do new sinks.
+        for (id, t, cx, transform, rx, outputs) in new_transforms {
+            let c = Common {
+                id: cx.id.clone(),
+                kind: ComponentKind::Transform,
+                on_failure: t.on_failure,
+                metrics: cx.metrics.clone(),
+                fatal: self.fatal.clone(),
+                stop: self.stop.clone(),
+            };
+            let supervised = super::supervise::Supervised::new(
+                c,
+                super::supervise::TransformParts {
+                    config: t.config,
+                    context: cx,
+                },
+                transform,
+            );
+            let (replace, control) = mpsc::unbounded_channel();
+            let done = ShutdownToken::new();
+            let task = spawn_transform_task(supervised, rx, control, outputs, done.clone());
+            push_task(&self.tasks, (id.clone(), ComponentKind::Transform, task));
+            self.transforms
+                .insert(id.clone(), TransformSlot { replace, done });
+            self.inputs.insert(
+                id.clone(),
+                graph.inputs.get(&id).cloned().unwrap_or_default(),
+            );
+            summary.added.push(id);
+        }
+        // Changed transforms: rewired if their inputs changed, then rebuilt between batches.
         for (id, config, transform) in replacements {
+            let new_inputs = graph.inputs.get(&id).cloned().unwrap_or_default();
+            self.rewire(&id, &new_inputs);
             if let Some(slot) = self.transforms.get(&id) {
                 // The task takes it between two batches; if the task has ended, so has the
                 // pipeline's use of it.
-                let _ = slot.replace.send((config, transform));
+                let _ = slot.replace.send(Control::Replace(config, transform));
             }
             summary.changed.push(id);
         }
@@ -355,13 +472,7 @@ impl State {
             if let Some(slot) = self.sinks.remove(&id) {
                 slot.detach.drain();
                 // Its counters go once it has delivered what it held.
-                if let Ok(m) = self.metrics(&id) {
-                    let registry = self.registry.clone();
-                    tokio::spawn(async move {
-                        slot.done.cancelled().await;
-                        registry.unregister(&m);
-                    });
-                }
+                self.forget_when_done(&id, slot.done);
             }
             self.inputs.remove(&id);
             summary.removed.push(id);
@@ -408,12 +519,134 @@ impl State {
                 }
             }
         }
+        // New sources start, on the tables made above.
+        for (id, s, metrics, (default, named)) in new_sources {
+            let c = Common {
+                id: Arc::from(id.as_str()),
+                kind: ComponentKind::Source,
+                on_failure: s.on_failure,
+                metrics,
+                fatal: self.fatal.clone(),
+                stop: self.stop.clone(),
+            };
+            let slot = SourceSlot {
+                config: Arc::from(s.config),
+                acknowledgements: s.acknowledgements,
+                token: self.shutdown.child_token(),
+                done: ShutdownToken::new(),
+            };
+            let parts = SourceParts {
+                config: slot.config.clone(),
+                data_dir: self.data_dir.clone(),
+                registry: self.registry.clone(),
+                acknowledgements: slot.acknowledgements,
+                default,
+                named,
+                shutdown: slot.token.clone(),
+            };
+            let (cx, ended) = parts.context(&c);
+            match parts.config.build(cx).await {
+                Ok(source) => {
+                    let task = spawn_source_task(c, parts, (source, ended), slot.done.clone());
+                    push_task(&self.tasks, (id.clone(), ComponentKind::Source, task));
+                    self.sources.insert(id.clone(), slot);
+                    summary.added.push(id);
+                }
+                Err(e) => {
+                    failures.push(format!("source `{id}` ({}): {e}", s.type_name));
+                    failed.push(id);
+                }
+            }
+        }
+
+        // Removed transforms leave their inputs' tables and end once their input is quiet;
+        // removed sources stop as at shutdown. Their counters go when they have ended.
+        let removed: Vec<String> = self
+            .transforms
+            .keys()
+            .filter(|id| !graph.inputs.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in removed {
+            for o in self.inputs.get(&id).into_iter().flatten() {
+                if let Some(r) = self.routes.get(o).and_then(Weak::upgrade) {
+                    r.remove(&id);
+                }
+            }
+            if let Some(slot) = self.transforms.remove(&id) {
+                let _ = slot.replace.send(Control::Drain);
+                self.forget_when_done(&id, slot.done);
+            }
+            self.inputs.remove(&id);
+            summary.removed.push(id);
+        }
+        let removed: Vec<String> = self
+            .sources
+            .keys()
+            .filter(|id| !graph.outputs.keys().any(|o| o.component == **id))
+            .cloned()
+            .collect();
+        for id in removed {
+            if let Some(slot) = self.sources.remove(&id) {
+                slot.token.cancel();
+                self.forget_when_done(&id, slot.done);
+            }
+            summary.removed.push(id);
+        }
+        drop(new_tables);
         let outcome = if failures.is_empty() {
             Ok(summary)
         } else {
             Err(ReloadError::Build(failures.join("; ")))
         };
         Ok((outcome, failed))
+    }
+
+    /// Unregisters `id`'s counters once `done` fires (a removed component that ended).
+    fn forget_when_done(&self, id: &str, done: ShutdownToken) {
+        if let Ok(m) = self.metrics(id) {
+            let registry = self.registry.clone();
+            tokio::spawn(async move {
+                done.cancelled().await;
+                registry.unregister(&m);
+            });
+        }
+    }
+
+    /// Tables for the outputs of a new component `id`, each sending to the consumers that
+    /// exist already (new ones add themselves), and the fan-outs over them.
+    fn new_outputs(
+        &mut self,
+        id: &str,
+        graph: &Graph,
+        metrics: &Arc<ComponentMetrics>,
+        held: &mut Vec<Arc<Routes>>,
+    ) -> (Option<Fanout>, BTreeMap<String, Fanout>) {
+        let consumers = graph.consumers();
+        let mut default = None;
+        let mut named = BTreeMap::new();
+        for o in graph.outputs.keys().filter(|o| o.component == id) {
+            let list: Vec<(Arc<str>, BufferSender)> = consumers
+                .get(o)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| Some((Arc::from(c.as_str()), self.sender_of(c)?)))
+                .collect();
+            let tap = crate::tap::TapSlot::new(&o.component, o.output.as_deref());
+            let f = Fanout::new(list, metrics.clone()).with_tap(tap.clone());
+            self.routes.insert(o.clone(), f.routes());
+            self.taps.insert(o.clone(), tap);
+            if let Some(r) = f.routes().upgrade() {
+                held.push(r);
+            }
+            match &o.output {
+                None => default = Some(f),
+                Some(n) => {
+                    named.insert(n.clone(), f);
+                }
+            }
+        }
+        (default, named)
     }
 
     fn metrics(&self, id: &str) -> Result<Arc<ComponentMetrics>, ReloadError> {
@@ -691,6 +924,21 @@ impl State {
         push_task(&self.tasks, (id.to_string(), ComponentKind::Sink, task));
         self.sinks.insert(id.to_string(), slot);
     }
+}
+
+/// Runs a transform as a task that fires `done` when it ends.
+pub(super) fn spawn_transform_task(
+    supervised: super::supervise::Supervised,
+    rx: BufferReceiver,
+    control: mpsc::UnboundedReceiver<Control>,
+    (default, named): (Option<Fanout>, BTreeMap<String, Fanout>),
+    done: ShutdownToken,
+) -> tokio::task::JoinHandle<Result<(), BoxError>> {
+    tokio::spawn(async move {
+        let r = super::run_transform(supervised, rx, control, default, named).await;
+        done.cancel();
+        r
+    })
 }
 
 /// Runs a source's supervisor as a task that fires `done` when it ends.
