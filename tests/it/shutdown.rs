@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::harness::{sigterm, spawn_with_stdin, wait_with_timeout, weir, write_config};
+use std::process::Stdio;
+
+use crate::harness::{sigterm, wait_until, wait_with_timeout, weir, write_config};
 
 #[test]
 fn sigterm_during_a_stream_delivers_all_events_to_the_file_sink() {
@@ -34,20 +36,34 @@ path = "{out}"
             out = out_path.display()
         ),
     );
-    let mut child = spawn_with_stdin(weir().args(["run", "--config"]).arg(&cfg));
+    let log_path = dir.path().join("weir.log");
+    let mut child = weir()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut input = String::with_capacity(N * 24);
     for i in 0..N {
         input.push_str(&format!("{{\"seq\":{i}}}\n"));
     }
     stdin.write_all(input.as_bytes()).unwrap();
-    // Everything is handed over; the pipeline is still busy with it. Stop now.
+    // Everything is handed over; the pipeline is still busy with it. Stop now, and end the
+    // input only once Weir has taken the signal (else, on a busy machine, the end of input
+    // could be seen first and the run would end without a signal).
     sigterm(&child);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || log().contains("stop signal received")),
+        "{}",
+        log()
+    );
     drop(stdin);
     let out = wait_with_timeout(child, Duration::from_secs(60));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("stop signal received"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{}", log());
     let text = std::fs::read_to_string(&out_path).unwrap();
     let mut seen = vec![false; N];
     for l in text.lines() {
