@@ -2,36 +2,13 @@
 //! changed is rebuilt, nothing is lost or repeated, an invalid configuration changes nothing.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
 use crate::harness::*;
-
-/// `POST path` with an empty body: (status, body).
-fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 /// The pipeline: a file source -> remap -> sink `a` (never changed) and sink `b`, whose path
 /// `b_path` a reload changes; `extra` adds to it.
@@ -113,7 +90,7 @@ fn rss_kib(child: &Child) -> u64 {
 }
 
 fn reload(api: SocketAddr) -> (u16, serde_json::Value) {
-    let (status, body) = http_post(api, "/api/reload");
+    let (status, body) = http_post(api, "/api/reload").unwrap();
     let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     (status, v)
 }

@@ -57,7 +57,8 @@ path = "{out}"
     sigterm(&child);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(
-        wait_until(Duration::from_secs(30), || log().contains("stop signal received")),
+        wait_until(Duration::from_secs(30), || log()
+            .contains("stop signal received")),
         "{}",
         log()
     );

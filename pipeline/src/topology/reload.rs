@@ -416,14 +416,12 @@ impl State {
         // New consumers of new transforms that already exist (rewired below) find the new
         // tables through `self.routes`; so do new sinks.
         for (id, t, cx, transform, rx, outputs) in new_transforms {
-            let c = Common {
-                id: cx.id.clone(),
-                kind: ComponentKind::Transform,
-                on_failure: t.on_failure,
-                metrics: cx.metrics.clone(),
-                fatal: self.fatal.clone(),
-                stop: self.stop.clone(),
-            };
+            let c = self.common(
+                &id,
+                ComponentKind::Transform,
+                cx.metrics.clone(),
+                t.on_failure,
+            );
             let supervised = super::supervise::Supervised::new(
                 c,
                 super::supervise::TransformParts {
@@ -464,17 +462,12 @@ impl State {
             .cloned()
             .collect();
         for id in removed {
-            for o in self.inputs.get(&id).into_iter().flatten() {
-                if let Some(r) = self.routes.get(o).and_then(Weak::upgrade) {
-                    r.remove(&id);
-                }
-            }
+            self.leave_inputs(&id);
             if let Some(slot) = self.sinks.remove(&id) {
                 slot.detach.drain();
                 // Its counters go once it has delivered what it held.
                 self.forget_when_done(&id, slot.done);
             }
-            self.inputs.remove(&id);
             summary.removed.push(id);
         }
 
@@ -521,14 +514,7 @@ impl State {
         }
         // New sources start, on the tables made above.
         for (id, s, metrics, (default, named)) in new_sources {
-            let c = Common {
-                id: Arc::from(id.as_str()),
-                kind: ComponentKind::Source,
-                on_failure: s.on_failure,
-                metrics,
-                fatal: self.fatal.clone(),
-                stop: self.stop.clone(),
-            };
+            let c = self.common(&id, ComponentKind::Source, metrics, s.on_failure);
             let slot = SourceSlot {
                 config: Arc::from(s.config),
                 acknowledgements: s.acknowledgements,
@@ -568,16 +554,11 @@ impl State {
             .cloned()
             .collect();
         for id in removed {
-            for o in self.inputs.get(&id).into_iter().flatten() {
-                if let Some(r) = self.routes.get(o).and_then(Weak::upgrade) {
-                    r.remove(&id);
-                }
-            }
+            self.leave_inputs(&id);
             if let Some(slot) = self.transforms.remove(&id) {
                 let _ = slot.replace.send(Control::Drain);
                 self.forget_when_done(&id, slot.done);
             }
-            self.inputs.remove(&id);
             summary.removed.push(id);
         }
         let removed: Vec<String> = self
@@ -600,6 +581,16 @@ impl State {
             Err(ReloadError::Build(failures.join("; ")))
         };
         Ok((outcome, failed))
+    }
+
+    /// Takes `id` out of the tables of the outputs it reads: its producers stop sending to it
+    /// from their next batch.
+    fn leave_inputs(&mut self, id: &str) {
+        for o in self.inputs.remove(id).into_iter().flatten() {
+            if let Some(r) = self.routes.get(&o).and_then(Weak::upgrade) {
+                r.remove(id);
+            }
+        }
     }
 
     /// Unregisters `id`'s counters once `done` fires (a removed component that ended).
@@ -683,10 +674,16 @@ impl State {
         self.inputs.insert(id.to_string(), new_inputs.to_vec());
     }
 
-    fn common(&self, id: &str, metrics: Arc<ComponentMetrics>, on_failure: OnFailure) -> Common {
+    fn common(
+        &self,
+        id: &str,
+        kind: ComponentKind,
+        metrics: Arc<ComponentMetrics>,
+        on_failure: OnFailure,
+    ) -> Common {
         Common {
             id: Arc::from(id),
-            kind: ComponentKind::Sink,
+            kind,
             on_failure,
             metrics,
             fatal: self.fatal.clone(),
@@ -715,7 +712,7 @@ impl State {
             return Ok(());
         };
         let metrics = self.metrics(id)?;
-        let c = self.common(id, metrics, s.on_failure);
+        let c = self.common(id, ComponentKind::Sink, metrics, s.on_failure);
         let config: Arc<dyn SinkConfig> = Arc::from(s.config);
         let early = config.build(self.context(&c)).await;
         old.detach.handoff();
@@ -787,14 +784,7 @@ impl State {
             })
             .collect();
         let metrics = self.metrics(id)?;
-        let c = Common {
-            id: Arc::from(id),
-            kind: ComponentKind::Source,
-            on_failure: s.on_failure,
-            metrics: metrics.clone(),
-            fatal: self.fatal.clone(),
-            stop: self.stop.clone(),
-        };
+        let c = self.common(id, ComponentKind::Source, metrics.clone(), s.on_failure);
         old.token.cancel();
         if tokio::time::timeout(HANDOFF_WAIT, old.done.cancelled())
             .await
@@ -881,7 +871,7 @@ impl State {
         };
         let (tx, rx) = super::sink_buffer(id, &s.buffer, &self.data_dir, &self.memory, &metrics)
             .map_err(|e| ReloadError::Build(e.to_string()))?;
-        let c = self.common(id, metrics, s.on_failure);
+        let c = self.common(id, ComponentKind::Sink, metrics, s.on_failure);
         let config: Arc<dyn SinkConfig> = Arc::from(s.config);
         let sink = config
             .build(self.context(&c))
