@@ -74,7 +74,9 @@ static __always_inline struct inflight *own(__u64 rq, __u64 now)
 	f.start_ns = now;
 	f.pid = bpf_get_current_pid_tgid() >> 32;
 	f.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(f.comm, sizeof(f.comm));
+	// The process's command (its main thread's), not the thread's: the key is the process.
+	struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
+	bpf_probe_read_kernel_str(f.comm, sizeof(f.comm), leader->comm);
 	// A request address is reused once the request is freed: replace what is there.
 	if (bpf_map_update_elem(&inflight, &rq, &f, BPF_ANY) != 0) {
 		drop(IO_DROP_INFLIGHT_FULL);
@@ -196,7 +198,6 @@ int BPF_PROG(io_complete, struct request *rq, blk_status_t error, unsigned int n
 		__sync_fetch_and_add(&v->latency_ns, ns);
 		if (slot < IO_SLOTS)
 			__sync_fetch_and_add(&v->slots[slot], 1);
-		// Last: a reader that sees `ops` sees the bytes and the latency of those requests.
 		__sync_fetch_and_add(&v->ops, 1);
 	}
 	bpf_map_delete_elem(&inflight, &rq_key);

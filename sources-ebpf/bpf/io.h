@@ -37,7 +37,7 @@ struct weir_io_value {
 	__u64 errors;     // requests completed with an error
 	__u64 latency_ns; // sum of their latencies (issue to completion)
 	__u64 slots[IO_SLOTS];
-	char comm[16]; // the command of the process when the key was created
+	char comm[16]; // the process's command when the key was created
 };
 
 _Static_assert(sizeof(struct weir_io_value) == 32 + 8 * IO_SLOTS + 16,

@@ -90,7 +90,9 @@ impl Default for EbpfIoConfig {
 
 fn check_size(option: &str, n: u32) -> Result<(), BoxError> {
     if !(64..=1 << 20).contains(&n) {
-        return Err(format!("{COMPONENT}: `{option}` must be between 64 and 1048576, not {n}").into());
+        return Err(
+            format!("{COMPONENT}: `{option}` must be between 64 and 1048576, not {n}").into(),
+        );
     }
     Ok(())
 }

@@ -41,7 +41,10 @@ impl Disks {
         let number: Arc<str> = format!("{major}:{minor}").into();
         let name = std::fs::read_link(format!("/sys/dev/block/{number}"))
             .ok()
-            .and_then(|p| p.file_name().map(|n| Arc::from(n.to_string_lossy().as_ref())))
+            .and_then(|p| {
+                p.file_name()
+                    .map(|n| Arc::from(n.to_string_lossy().as_ref()))
+            })
             .unwrap_or_else(|| number.clone());
         let d = Disk { name, number };
         self.by_dev.insert(dev, d.clone());
