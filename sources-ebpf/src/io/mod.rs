@@ -38,7 +38,7 @@ const COMPONENT: &str = "ebpf_io";
 /// `type = "ebpf_io"`: block I/O of every process on the host, per process, cgroup, disk and
 /// operation (read, write, flush, discard, other): requests, bytes, errors and a latency
 /// histogram, as metrics every `interval_secs`. Needs root (CAP_BPF + CAP_PERFMON, or
-/// CAP_SYS_ADMIN) and a kernel with BTF (Linux 5.5 or later; 6.5 or later to attribute requests
+/// CAP_SYS_ADMIN) and a kernel with BTF (Linux 5.11 or later; 6.5 or later to attribute requests
 /// to the process that submitted them rather than the one running when they are issued).
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -133,7 +133,7 @@ impl SourceConfig for EbpfIoConfig {
                 Err(e) => {
                     return Err(format!(
                         "{COMPONENT}: the kernel rejected `{prog}` (it needs BTF-typed \
-                         tracepoints, Linux 5.5 or later): {e:#}"
+                         tracepoints and `bpf_get_current_task_btf`, Linux 5.11 or later): {e:#}"
                     )
                     .into())
                 }

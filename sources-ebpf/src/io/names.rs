@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,7 @@ impl Cgroups {
 }
 
 /// The cgroup v2 path of `pid` when it is still the cgroup `id`.
-fn from_proc(mount: &PathBuf, pid: u32, id: u64) -> Option<String> {
+fn from_proc(mount: &Path, pid: u32, id: u64) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
     let dir = mount.join(path.trim_start_matches('/'));
