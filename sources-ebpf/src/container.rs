@@ -189,7 +189,7 @@ impl ContainerCache {
 
 /// Records the inode number and path (relative to `root`, with a leading `/`) of every
 /// directory under `dir`.
-fn walk(root: &Path, dir: &Path, depth: usize, out: &mut HashMap<u64, String>) {
+pub(crate) fn walk(root: &Path, dir: &Path, depth: usize, out: &mut HashMap<u64, String>) {
     if depth > WALK_MAX_DEPTH || out.len() >= WALK_MAX_DIRS {
         return;
     }

@@ -10,12 +10,15 @@
 //!   (and periodic stats), filtered in the kernel by port, process and cgroup;
 //! - [`profile`]: `ebpf_profile`, on-CPU or off-CPU stacks counted in the kernel, symbolised
 //!   by blazesym with a cache keyed by build id;
+//! - [`io`]: `ebpf_io`, block I/O per process, cgroup and disk (requests, bytes, latency
+//!   histogram) as metrics;
 //! - [`container`]: the container id and pod uid in a process's cgroup path.
 //!
 //! Every source checks its environment first ([`env`]): privileges, kernel BTF, tracefs.
 
 pub mod container;
 pub mod env;
+pub mod io;
 pub mod process;
 pub mod profile;
 mod ring;
@@ -60,6 +63,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<profile::EbpfProfileConfig>(
         "ebpf_profile",
         "On-CPU or off-CPU stack profiles of every process (in-kernel counts) via eBPF",
+    );
+    registry.add_source::<io::EbpfIoConfig>(
+        "ebpf_io",
+        "Block I/O per process, cgroup and disk (requests, bytes, latency histogram) via eBPF",
     );
 }
 

@@ -29,13 +29,13 @@ pub fn ebpf_available(test: &str) -> bool {
 }
 
 /// A running `weir` with one eBPF source writing JSON lines to `out.log`.
-struct Agent {
+pub(crate) struct Agent {
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Agent {
-    fn start(source: &str, ready_log: &str) -> Self {
+    pub(crate) fn start(source: &str, ready_log: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             r#"
@@ -81,7 +81,7 @@ encoding.codec = "json"
     }
 
     /// The events written so far.
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         std::fs::read_to_string(self.out())
             .unwrap_or_default()
             .lines()
@@ -103,7 +103,7 @@ encoding.codec = "json"
     }
 
     /// Stops weir (it drains first) and returns its log and every event it wrote.
-    fn finish(mut self) -> (String, Vec<Value>) {
+    pub(crate) fn finish(mut self) -> (String, Vec<Value>) {
         if let Some(child) = self.child.take() {
             sigterm(&child);
             let out = wait_with_timeout(child, Duration::from_secs(20));

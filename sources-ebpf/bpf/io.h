@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: GPL-2.0
+// The maps ebpf_io shares with user space; mirrored in src/io/stats.rs.
+#ifndef WEIR_IO_H
+#define WEIR_IO_H
+
+// Latency slots: 0 holds < 1 us, slot k (1..IO_SLOTS-2) holds [2^(k-1), 2^k) us, the last one
+// everything from 2^(IO_SLOTS-2) us (about 67 s) up.
+#define IO_SLOTS 28
+
+// What a request did (`op` of the key): the kernel's REQ_OP_* folded into these.
+#define IO_OP_READ 0
+#define IO_OP_WRITE 1
+#define IO_OP_FLUSH 2
+#define IO_OP_DISCARD 3
+#define IO_OP_OTHER 4
+
+// Slots of `dropped`.
+#define IO_DROP_STATS_FULL 0    // completions not counted: `stats` was full
+#define IO_DROP_INFLIGHT_FULL 1 // requests not followed: `inflight` was full
+
+// The key of `stats` (`RawKey` in src/io/stats.rs): one process, in one cgroup, on one disk,
+// doing one kind of operation.
+struct weir_io_key {
+	__u64 cgroup_id; // cgroup v2 id of the process that started the request
+	__u32 pid;       // its thread group id (0: unknown, the request started before the source)
+	__u32 dev;       // the disk, as the kernel's dev_t (major << 20 | minor)
+	__u32 op;        // IO_OP_*
+	__u32 _pad;
+};
+
+_Static_assert(sizeof(struct weir_io_key) == 24, "layout shared with src/io/stats.rs");
+
+// What is counted per key since it was created (`RawValue`). Updated with atomic adds.
+struct weir_io_value {
+	__u64 ops;        // requests completed
+	__u64 bytes;      // bytes completed
+	__u64 errors;     // requests completed with an error
+	__u64 latency_ns; // sum of their latencies (issue to completion)
+	__u64 slots[IO_SLOTS];
+	char comm[16]; // the process's command when the key was created
+};
+
+_Static_assert(sizeof(struct weir_io_value) == 32 + 8 * IO_SLOTS + 16,
+	       "layout shared with src/io/stats.rs");
+
+#endif

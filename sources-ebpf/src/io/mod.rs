@@ -1,0 +1,353 @@
+//! `ebpf_io`: block I/O per process, cgroup, disk and operation (`bpf/io.bpf.c`): requests,
+//! bytes, errors and a latency histogram (driver issue to completion), counted in the kernel
+//! and sent as metrics every `interval_secs`.
+//!
+//! - [`stats`]: the kernel's keys and counts, and the metrics made of one key;
+//! - [`names`]: disk names and cgroup paths for the numbers the kernel counts by.
+//!
+//! The kernel's counts are totals since a key was created, read without clearing (nothing is
+//! lost between a read and a delete), so the metrics are absolute counters. A key whose
+//! process has exited is reported one last time, then deleted.
+
+mod names;
+mod stats;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, EbpfLoader};
+use serde::{Deserialize, Serialize};
+use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
+use weir_pipeline::config::Secs;
+use weir_pipeline::event::{Event, EventBatch, EventMetadata, Metric, Value, MAX_BATCH_EVENTS};
+use weir_pipeline::vocabulary::DataType;
+use weir_pipeline::BoxError;
+
+use crate::container::ContainerCache;
+use crate::env::{self, c_str};
+use crate::ring::per_cpu_slot;
+use names::{Cgroups, Disks};
+use stats::{RawKey, RawValue};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/io.bpf.o");
+
+const COMPONENT: &str = "ebpf_io";
+
+/// `type = "ebpf_io"`: block I/O of every process on the host, per process, cgroup, disk and
+/// operation (read, write, flush, discard, other): requests, bytes, errors and a latency
+/// histogram, as metrics every `interval_secs`. Needs root (CAP_BPF + CAP_PERFMON, or
+/// CAP_SYS_ADMIN) and a kernel with BTF (Linux 5.11 or later; 6.5 or later to attribute requests
+/// to the process that submitted them rather than the one running when they are issued).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EbpfIoConfig {
+    /// Seconds between two reports. Default: 10.
+    #[serde(default = "default_interval")]
+    pub interval_secs: Secs,
+    /// Add `container_id` and `pod_uid` tags, read from the process's `/proc/<pid>/cgroup`
+    /// (containerd, CRI-O, Docker, Podman; Kubernetes pods), as `ebpf_tcp` does. Default:
+    /// false.
+    #[serde(default)]
+    pub container_metadata: bool,
+    /// How many (process, cgroup, disk, operation) series the kernel counts at once, 64 to
+    /// 1048576 (about 350 bytes of kernel memory each). A series is freed after its process
+    /// exits; completions that find the table full are not counted, and counted
+    /// (`series_full`). Default: 16384.
+    #[serde(default = "default_max_series")]
+    pub max_series: u32,
+    /// How many requests in flight the kernel follows at once, 64 to 1048576 (about 100 bytes
+    /// each). Requests beyond it are not counted, and counted (`inflight_full`). Default: 16384.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: u32,
+    /// Namespace of every metric (Prometheus sinks prefix it with `_`). Default: none.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+fn default_interval() -> Secs {
+    Secs::from_secs(10)
+}
+fn default_max_series() -> u32 {
+    16384
+}
+fn default_max_inflight() -> u32 {
+    16384
+}
+
+impl Default for EbpfIoConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: default_interval(),
+            container_metadata: false,
+            max_series: default_max_series(),
+            max_inflight: default_max_inflight(),
+            namespace: None,
+        }
+    }
+}
+
+fn check_size(option: &str, n: u32) -> Result<(), BoxError> {
+    if !(64..=1 << 20).contains(&n) {
+        return Err(
+            format!("{COMPONENT}: `{option}` must be between 64 and 1048576, not {n}").into(),
+        );
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl SourceConfig for EbpfIoConfig {
+    async fn build(&self, cx: SourceContext) -> Result<Source, BoxError> {
+        check_size("max_series", self.max_series)?;
+        check_size("max_inflight", self.max_inflight)?;
+        env::check(COMPONENT, false)?;
+        let mut bpf = EbpfLoader::new()
+            .map_max_entries("stats", self.max_series)
+            .map_max_entries("inflight", self.max_inflight)
+            .load(OBJECT)
+            .map_err(|e| format!("{COMPONENT}: loading the eBPF object failed: {e}"))?;
+        let btf = Btf::from_sys_fs()
+            .map_err(|e| format!("{COMPONENT}: reading the kernel's BTF: {e}"))?;
+        for (prog, tp) in [
+            ("io_start", "block_io_start"),
+            ("io_issue", "block_rq_issue"),
+            ("io_complete", "block_rq_complete"),
+        ] {
+            let p: &mut BtfTracePoint = bpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("{COMPONENT}: program `{prog}` missing from the object"))?
+                .try_into()?;
+            match p.load(tp, &btf) {
+                Ok(()) => {}
+                // Before Linux 6.5: no block_io_start, requests belong to whoever issues them.
+                Err(e) if prog == "io_start" => {
+                    tracing::warn!(
+                        component = %cx.id,
+                        "tracepoint block:block_io_start unavailable ({e}): requests are \
+                         attributed to the process running when they are issued"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{COMPONENT}: the kernel rejected `{prog}` (it needs BTF-typed \
+                         tracepoints and `bpf_get_current_task_btf`, Linux 5.11 or later): {e:#}"
+                    )
+                    .into())
+                }
+            }
+            p.attach()
+                .map_err(|e| format!("{COMPONENT}: attaching to tracepoint block:{tp}: {e}"))?;
+        }
+        let take = |bpf: &mut aya::Ebpf, name: &str| {
+            bpf.take_map(name)
+                .ok_or_else(|| format!("{COMPONENT}: map `{name}` missing"))
+        };
+        let stats = BpfHashMap::try_from(take(&mut bpf, "stats")?)?;
+        let dropped: PerCpuArray<_, u64> = PerCpuArray::try_from(take(&mut bpf, "dropped")?)?;
+        let mut reader = Reader {
+            stats,
+            disks: Disks::default(),
+            cgroups: Cgroups::default(),
+            containers: self.container_metadata.then(ContainerCache::default),
+        };
+        let interval = self.interval_secs.duration();
+        let namespace = self.namespace.clone();
+        tracing::info!(component = %cx.id, "eBPF block I/O tracepoints attached");
+
+        Ok(Box::pin(async move {
+            // Owns the programs: dropping it detaches them.
+            let _bpf = bpf;
+            let mut cx = cx;
+            let mut reported = [0u64; 2];
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                let stopping = tokio::select! {
+                    _ = cx.shutdown.cancelled() => true,
+                    _ = tick.tick() => false,
+                };
+                // Map reads are a system call per key and names come from /proc and /sys:
+                // off the runtime's threads.
+                let (r, report) = tokio::task::spawn_blocking(move || {
+                    let report = reader.report();
+                    (reader, report)
+                })
+                .await
+                .map_err(|e| format!("{COMPONENT}: reading the counts: {e}"))?;
+                reader = r;
+                report_drops(&dropped, &mut reported, &cx);
+                if report.errors > 0 {
+                    cx.metrics.error(
+                        "map_read",
+                        report.errors,
+                        &"reading the in-kernel block I/O counts failed",
+                    );
+                }
+                let now = chrono::Utc::now();
+                let mut events: Vec<Event> = report
+                    .metrics
+                    .into_iter()
+                    .map(|mut m| {
+                        m.namespace.clone_from(&namespace);
+                        m.timestamp = Some(now);
+                        m.metadata = EventMetadata::new(Some(cx.id.clone()));
+                        Event::from(m)
+                    })
+                    .collect();
+                cx.metrics.add_received(events.len() as u64, 0);
+                while !events.is_empty() {
+                    let rest = events.split_off(events.len().min(MAX_BATCH_EVENTS));
+                    if cx.out.send(EventBatch::new(events)).await.is_err() {
+                        return Ok(());
+                    }
+                    events = rest;
+                }
+                if stopping {
+                    return Ok(());
+                }
+            }
+        }))
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::default_output(DataType::METRIC)]
+    }
+}
+
+/// The kernel side's drop counters (slots of `dropped`, `IO_DROP_*` in bpf/io.h).
+const DROPS: [(&str, &str); 2] = [
+    (
+        "series_full",
+        "block I/O completions not counted: the kernel's series table was full (raise `max_series`)",
+    ),
+    (
+        "inflight_full",
+        "block I/O requests not followed: the kernel's table of requests in flight was full (raise `max_inflight`)",
+    ),
+];
+
+/// Counts and logs what the kernel side dropped since the last report.
+fn report_drops(dropped: &PerCpuArray<MapData, u64>, reported: &mut [u64; 2], cx: &SourceContext) {
+    for (slot, (seen, (kind, why))) in reported.iter_mut().zip(DROPS).enumerate() {
+        let total = per_cpu_slot(dropped, slot as u32);
+        if total > *seen {
+            let n = total - *seen;
+            *seen = total;
+            cx.metrics.add_discarded(n);
+            cx.metrics.error(kind, n, &format_args!("{n} {why}"));
+        }
+    }
+}
+
+/// What one read of the counts gave.
+struct Report {
+    metrics: Vec<Metric>,
+    /// Keys or values that could not be read.
+    errors: u64,
+}
+
+/// Reads the kernel's counts into metrics; owns the map and the name caches.
+struct Reader {
+    stats: BpfHashMap<MapData, RawKey, RawValue>,
+    disks: Disks,
+    cgroups: Cgroups,
+    containers: Option<ContainerCache>,
+}
+
+impl Reader {
+    fn report(&mut self) -> Report {
+        let mut errors = 0u64;
+        let keys: Vec<RawKey> = self
+            .stats
+            .keys()
+            .filter_map(|k| k.map_err(|_| errors += 1).ok())
+            .collect();
+        // Which processes are gone is decided before their counts are read: a process gone
+        // then has completed its last request, so what is read now is its final count.
+        let gone: Vec<bool> = keys.iter().map(|k| !alive(k.pid)).collect();
+        let mut metrics = Vec::with_capacity(keys.len() * 4);
+        let mut tags: Vec<(&'static str, Arc<str>)> = Vec::with_capacity(9);
+        for (k, gone) in keys.iter().zip(gone) {
+            match self.stats.get(k, 0) {
+                Ok(v) => {
+                    self.tags(k, &v, &mut tags);
+                    stats::metrics(&v, &tags, &mut metrics);
+                }
+                // Deleted since the keys were listed (never by the kernel): nothing to say.
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(_) => errors += 1,
+            }
+            if gone {
+                let _ = self.stats.remove(k);
+            }
+        }
+        Report { metrics, errors }
+    }
+
+    fn tags(&mut self, k: &RawKey, v: &RawValue, tags: &mut Vec<(&'static str, Arc<str>)>) {
+        tags.clear();
+        let disk = self.disks.lookup(k.dev);
+        tags.push(("pid", k.pid.to_string().into()));
+        tags.push(("comm", c_str(&v.comm).into()));
+        tags.push(("cgroup", self.cgroups.lookup(k.pid, k.cgroup_id)));
+        tags.push(("device", disk.name));
+        tags.push(("device_number", disk.number));
+        tags.push(("op", stats::op_name(k.op).into()));
+        if let Some(cache) = &mut self.containers {
+            let (container, pod) = cache.lookup(k.pid, k.cgroup_id);
+            for (name, value) in [("container_id", container), ("pod_uid", pod)] {
+                if let Value::Bytes(b) = value {
+                    tags.push((name, String::from_utf8_lossy(&b).into()));
+                }
+            }
+        }
+    }
+}
+
+/// Whether process `pid` exists (a zombie does, until it is reaped). Pid 0 (requests whose
+/// owner is unknown) always does.
+fn alive(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if p == 0 {
+        return true;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let rc = unsafe { libc::kill(p, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let c: EbpfIoConfig = toml::from_str("").unwrap();
+        assert_eq!(c.interval_secs, Secs::from_secs(10));
+        assert_eq!(c.max_series, 16384);
+        assert_eq!(c.max_inflight, 16384);
+        assert!(!c.container_metadata);
+        assert!(toml::from_str::<EbpfIoConfig>("interval = 1").is_err());
+        for bad in [0, 63, (1 << 20) + 1] {
+            let e = check_size("max_series", bad).unwrap_err().to_string();
+            assert!(e.contains("max_series"), "{e}");
+        }
+        check_size("max_series", 64).unwrap();
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_reaped_child_is_not() {
+        assert!(alive(std::process::id()));
+        assert!(alive(0));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!alive(pid));
+    }
+}
