@@ -10,6 +10,8 @@
 //!   (and periodic stats), filtered in the kernel by port, process and cgroup;
 //! - [`profile`]: `ebpf_profile`, on-CPU or off-CPU stacks counted in the kernel, symbolised
 //!   by blazesym with a cache keyed by build id;
+//! - [`sched`]: `ebpf_sched`, per process and cgroup: context switches, CPU time, run-queue
+//!   latency, time blocked by reason and futex wait time, as metrics;
 //! - [`container`]: the container id and pod uid in a process's cgroup path.
 //!
 //! Every source checks its environment first ([`env`]): privileges, kernel BTF, tracefs.
@@ -19,6 +21,7 @@ pub mod env;
 pub mod process;
 pub mod profile;
 mod ring;
+pub mod sched;
 pub mod tcp;
 
 /// What a unit test needs from the machine (clang, a cgroup v2 mount, root): the same rule as
@@ -60,6 +63,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<profile::EbpfProfileConfig>(
         "ebpf_profile",
         "On-CPU or off-CPU stack profiles of every process (in-kernel counts) via eBPF",
+    );
+    registry.add_source::<sched::EbpfSchedConfig>(
+        "ebpf_sched",
+        "Per-process context switches, CPU time, run-queue latency, blocked and futex wait time via eBPF",
     );
 }
 
