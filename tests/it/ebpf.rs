@@ -29,13 +29,13 @@ pub fn ebpf_available(test: &str) -> bool {
 }
 
 /// A running `weir` with one eBPF source writing JSON lines to `out.log`.
-struct Agent {
+pub(crate) struct Agent {
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Agent {
-    fn start(source: &str, ready_log: &str) -> Self {
+    pub(crate) fn start(source: &str, ready_log: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             r#"
@@ -72,16 +72,16 @@ encoding.codec = "json"
         agent
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("weir.log")).unwrap_or_default()
     }
 
-    fn out(&self) -> PathBuf {
+    pub(crate) fn out(&self) -> PathBuf {
         self.dir.path().join("out.log")
     }
 
     /// The events written so far.
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         std::fs::read_to_string(self.out())
             .unwrap_or_default()
             .lines()
@@ -90,7 +90,7 @@ encoding.codec = "json"
     }
 
     /// Polls until `f` finds what it wants in the events.
-    fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&[Value]) -> Option<T>) -> T {
+    pub(crate) fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&[Value]) -> Option<T>) -> T {
         let mut found = None;
         wait_until(Duration::from_secs(15), || {
             found = f(&self.events());
@@ -103,7 +103,7 @@ encoding.codec = "json"
     }
 
     /// Stops weir (it drains first) and returns its log and every event it wrote.
-    fn finish(mut self) -> (String, Vec<Value>) {
+    pub(crate) fn finish(mut self) -> (String, Vec<Value>) {
         if let Some(child) = self.child.take() {
             sigterm(&child);
             let out = wait_with_timeout(child, Duration::from_secs(20));
@@ -112,7 +112,7 @@ encoding.codec = "json"
         (self.log(), self.events())
     }
 
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         if let Some(child) = self.child.take() {
             sigterm(&child);
             let out = wait_with_timeout(child, Duration::from_secs(20));

@@ -15,6 +15,7 @@ mod console;
 mod disk_buffer;
 mod docs;
 mod ebpf;
+mod ebpf_sched;
 mod elasticsearch;
 mod file_rotation;
 mod file_sink;
