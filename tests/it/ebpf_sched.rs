@@ -200,7 +200,9 @@ fn ebpf_sched_counts_context_switches_as_proc_does() {
     child.wait().unwrap();
     let (log, events) = agent.finish();
     assert!(!log.contains("ERROR"), "{log}");
-    eprintln!("voluntary: weir {vol}, /proc {voluntary}; involuntary: weir {invol}, /proc {involuntary}");
+    eprintln!(
+        "voluntary: weir {vol}, /proc {voluntary}; involuntary: weir {invol}, /proc {involuntary}"
+    );
     // The child did switch both ways, so the comparison means something.
     assert!(voluntary >= 200.0, "/proc: {voluntary} voluntary");
     assert!(involuntary >= 20.0, "/proc: {involuntary} involuntary");
@@ -218,13 +220,22 @@ fn ebpf_sched_counts_context_switches_as_proc_does() {
         .find(|e| e["tags"]["pid"] == pid.to_string())
         .unwrap();
     assert_eq!(m["tags"]["comm"], "weir-sched", "{m}");
-    assert!(m["tags"]["cgroup_id"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+    assert!(
+        m["tags"]["cgroup_id"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
     // It spun for about a second, sharing the CPU: CPU time and run-queue waits were counted.
     let cpu = counter_after(&events, pid, "sched_cpu_seconds_total", None, read_at).unwrap();
     assert!(cpu >= 0.2, "{cpu} s of CPU");
     let runq = events
         .iter()
-        .rfind(|e| e["name"] == "sched_runqueue_latency_seconds" && e["tags"]["pid"] == pid.to_string())
+        .rfind(|e| {
+            e["name"] == "sched_runqueue_latency_seconds" && e["tags"]["pid"] == pid.to_string()
+        })
         .unwrap();
     let h = &runq["aggregated_histogram"];
     let bucket_total: u64 = h["buckets"]

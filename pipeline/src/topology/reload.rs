@@ -448,7 +448,10 @@ impl State {
         let built = match early {
             Ok(sink) => Ok(sink),
             Err(_) => match tokio::time::timeout(HANDOFF_WAIT, old.done.cancelled()).await {
-                Ok(()) => config.build(self.context(&c)).await.map_err(|e| e.to_string()),
+                Ok(()) => config
+                    .build(self.context(&c))
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(_) => Err(format!(
                     "its previous instance did not stop within {}s",
                     HANDOFF_WAIT.as_secs()

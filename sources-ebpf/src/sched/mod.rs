@@ -119,8 +119,8 @@ impl SourceConfig for EbpfSchedConfig {
             .map_max_entries("stats", self.max_processes)
             .load(OBJECT)
             .map_err(|e| format!("{COMPONENT}: loading the eBPF object failed: {e}"))?;
-        let btf =
-            Btf::from_sys_fs().map_err(|e| format!("{COMPONENT}: reading the kernel's BTF: {e}"))?;
+        let btf = Btf::from_sys_fs()
+            .map_err(|e| format!("{COMPONENT}: reading the kernel's BTF: {e}"))?;
         for (prog, tp) in [
             ("lock_begin", "contention_begin"),
             ("lock_end", "contention_end"),
@@ -143,16 +143,18 @@ impl SourceConfig for EbpfSchedConfig {
         }
         // futex_waitv (5.16) and futex_wait (6.7) are attached where the kernel has them.
         let tracefs = env::tracefs_path();
-        let has = |tp: &str| {
-            tracefs.is_some_and(|t| t.join("events/syscalls").join(tp).is_dir())
-        };
+        let has = |tp: &str| tracefs.is_some_and(|t| t.join("events/syscalls").join(tp).is_dir());
         for (prog, tps, required) in [
             ("futex_enter_op", &["sys_enter_futex"][..], true),
             ("futex_enter_waitv", &["sys_enter_futex_waitv"][..], false),
             ("futex_enter_wait", &["sys_enter_futex_wait"][..], false),
             (
                 "futex_exit",
-                &["sys_exit_futex", "sys_exit_futex_waitv", "sys_exit_futex_wait"][..],
+                &[
+                    "sys_exit_futex",
+                    "sys_exit_futex_waitv",
+                    "sys_exit_futex_wait",
+                ][..],
                 true,
             ),
         ] {

@@ -112,7 +112,11 @@ pub(super) fn metrics(
         secs(s.futex_wait_ns),
         None,
     ));
-    out.push(counter("sched_futex_waits_total", s.futex_waits as f64, None));
+    out.push(counter(
+        "sched_futex_waits_total",
+        s.futex_waits as f64,
+        None,
+    ));
     let buckets: Vec<Bucket> = s
         .runq_hist
         .iter()
