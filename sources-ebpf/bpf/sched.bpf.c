@@ -3,7 +3,8 @@
 // cgroup and read by user space every interval.
 //
 // - sched_switch (BTF-typed raw tracepoint, for its `preempt` and `prev_state` arguments): the
-//   thread leaving the CPU is charged the on-CPU interval that ends and one context switch,
+//   thread leaving the CPU is charged the on-CPU interval that ends (as the scheduler
+//   accounts it: the growth of its se.sum_exec_runtime since it entered) and one context switch,
 //   voluntary when it blocks (not preempted, state not TASK_RUNNING: what the kernel counts in
 //   nvcsw) and involuntary otherwise (nivcsw). A thread that blocks notes when and why (a
 //   kernel lock, a futex wait, D state, sleep); one still runnable notes when it started
@@ -37,7 +38,8 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 filter_tgid = 0;
 
 struct thread_state {
-	__u64 oncpu_ts;    // when it entered the CPU (0: not seen yet)
+	__u64 oncpu_ts;      // when it entered the CPU (0: not seen yet)
+	__u64 oncpu_runtime; // its se.sum_exec_runtime then
 	__u64 runnable_ts; // when it became runnable (woken, or preempted); 0: not waiting
 	__u64 blocked_ts;  // when it blocked; 0: not blocked
 	__u64 futex_ts;    // when its futex wait call started; 0: not in one
@@ -177,8 +179,11 @@ static __always_inline void switch_out(struct task_struct *prev, unsigned int st
 			__sync_fetch_and_add(&s->voluntary, 1);
 		else
 			__sync_fetch_and_add(&s->involuntary, 1);
-		if (ts && ts->oncpu_ts && now > ts->oncpu_ts)
-			__sync_fetch_and_add(&s->cpu_ns, now - ts->oncpu_ts);
+		// The kernel's own account of the run that ends (se.sum_exec_runtime is brought up
+		// to date before the tracepoint), so the total is what /proc/<pid>/schedstat shows.
+		__u64 runtime = prev->se.sum_exec_runtime;
+		if (ts && ts->oncpu_ts && runtime > ts->oncpu_runtime)
+			__sync_fetch_and_add(&s->cpu_ns, runtime - ts->oncpu_runtime);
 		if (state & TASK_DEAD) {
 			// The last thread of the process is gone: nothing more will be counted.
 			if (BPF_CORE_READ(prev, signal, live.counter) == 0)
@@ -211,6 +216,7 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 	__u64 blocked = ts->blocked_ts;
 	__u32 reason = ts->reason;
 	ts->oncpu_ts = now;
+	ts->oncpu_runtime = next->se.sum_exec_runtime;
 	ts->runnable_ts = 0;
 	ts->blocked_ts = 0;
 	if (!runnable || now < runnable)

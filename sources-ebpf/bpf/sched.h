@@ -33,7 +33,7 @@ _Static_assert(sizeof(struct weir_sched_key) == 16, "layout shared with src/sche
 struct weir_sched_stats {
 	__u64 voluntary;   // switches out blocked (the thread gave up the CPU)
 	__u64 involuntary; // switches out while runnable (preempted, or yielded)
-	__u64 cpu_ns;      // on-CPU time, added when a thread leaves the CPU
+	__u64 cpu_ns;      // on-CPU time (se.sum_exec_runtime growth), added when a thread leaves the CPU
 	__u64 runq_ns;     // total run-queue latency (runnable to running)
 	__u64 runq_count;  // run-queue latency observations
 	__u64 blocked_ns[SCHED_REASONS];

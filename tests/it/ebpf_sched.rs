@@ -12,6 +12,7 @@ use crate::ebpf::{ebpf_available, Agent};
 
 const SCHED_C: &str = r#"
 #define _GNU_SOURCE
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -49,9 +50,26 @@ static void *waiter(void *arg)
     return arg;
 }
 
+/* Spins while the last line read was `spin`, blocks reading otherwise; ends at EOF. */
+static int toggle(void)
+{
+    char line[64];
+    int spinning = 0;
+    struct pollfd p = {0, POLLIN, 0};
+    for (;;) {
+        if (spinning && poll(&p, 1, 0) <= 0)
+            continue;
+        if (!fgets(line, sizeof line, stdin))
+            return 0;
+        spinning = strncmp(line, "spin", 4) == 0;
+    }
+}
+
 int main(int argc, char **argv)
 {
     char line[64];
+    if (argc == 2 && strcmp(argv[1], "toggle") == 0)
+        return toggle();
     if (argc < 2 || !fgets(line, sizeof line, stdin))
         return 1;
     if (strcmp(argv[1], "switches") == 0) {
@@ -128,7 +146,7 @@ fn proc_status(pid: u32, field: &str) -> f64 {
         .unwrap()
 }
 
-/// The value of the counter `name` (with tag `tag` when given) for `pid` in the last report
+/// The value of the counter `name` (with tag `tag` when given) for `pid` in the first report
 /// made after `after`.
 fn counter_after(
     events: &[Value],
@@ -148,8 +166,7 @@ fn counter_after(
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                     .is_some_and(|t| t > after)
         })
-        .last()
-        .and_then(|e| e["counter"]["value"].as_f64())
+        .find_map(|e| e["counter"]["value"].as_f64())
 }
 
 fn within(got: f64, want: f64, fraction: f64) -> bool {
@@ -179,6 +196,14 @@ fn ebpf_sched_counts_context_switches_as_proc_does() {
     let read_at = chrono::Utc::now();
     let voluntary = proc_status(pid, "voluntary_ctxt_switches");
     let involuntary = proc_status(pid, "nonvoluntary_ctxt_switches");
+    // The kernel's own sum of the (single) thread's on-CPU intervals, in ns.
+    let cpu_ns: f64 = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let (vol, invol) = agent.wait_for("a report after /proc was read", |ev| {
         let v = counter_after(
             ev,
@@ -200,6 +225,8 @@ fn ebpf_sched_counts_context_switches_as_proc_does() {
     child.wait().unwrap();
     let (log, events) = agent.finish();
     assert!(!log.contains("ERROR"), "{log}");
+    // Nothing was dropped in the kernel (counted errors are logged with their kind).
+    assert!(!log.contains("error_kind"), "{log}");
     eprintln!(
         "voluntary: weir {vol}, /proc {voluntary}; involuntary: weir {invol}, /proc {involuntary}"
     );
@@ -228,9 +255,18 @@ fn ebpf_sched_counts_context_switches_as_proc_does() {
             .unwrap()
             > 0
     );
-    // It spun for about a second, sharing the CPU: CPU time and run-queue waits were counted.
+    // It spun for a second, sharing the CPU: its CPU time is the scheduler's own account (the
+    // same nanoseconds, read at each switch), and its run-queue waits were counted.
     let cpu = counter_after(&events, pid, "sched_cpu_seconds_total", None, read_at).unwrap();
-    assert!(cpu >= 0.2, "{cpu} s of CPU");
+    eprintln!(
+        "CPU: weir {cpu} s, /proc/{pid}/schedstat {} s",
+        cpu_ns / 1e9
+    );
+    assert!(cpu_ns > 0.0);
+    assert!(
+        within(cpu, cpu_ns / 1e9, 0.02),
+        "CPU: weir {cpu} s, /proc/{pid}/schedstat {cpu_ns} ns"
+    );
     let runq = events
         .iter()
         .rfind(|e| {
@@ -289,6 +325,8 @@ fn ebpf_sched_measures_a_futex_wait() {
     child.wait().unwrap();
     let (log, events) = agent.finish();
     assert!(!log.contains("ERROR"), "{log}");
+    // Nothing was dropped in the kernel (counted errors are logged with their kind).
+    assert!(!log.contains("error_kind"), "{log}");
     assert!(
         events.iter().all(|e| e["tags"]["pid"] == pid.to_string()),
         "the pid filter let other processes through"
@@ -314,4 +352,90 @@ fn ebpf_sched_measures_a_futex_wait() {
     )
     .unwrap();
     assert!(sleep >= 1.9, "{sleep} s asleep");
+}
+
+/// The `at` (monotonic seconds) of the last "profiling trigger released" line of the log, if
+/// that is the last line about the trigger.
+fn released_at(log: &str) -> Option<f64> {
+    let last = log.lines().rfind(|l| {
+        l.contains("profiling trigger holds") || l.contains("profiling trigger released")
+    })?;
+    if !last.contains("released") {
+        return None;
+    }
+    last.split_whitespace()
+        .find_map(|w| w.strip_prefix("at="))?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn ebpf_profile_records_only_while_its_trigger_holds() {
+    if !ebpf_available("ebpf_profile_records_only_while_its_trigger_holds") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = sched_program(dir.path());
+    // The profiled process spins all along; the load process spins only when told to.
+    let (mut profiled, mut profiled_in, _out1) = spawn(&bin, "toggle");
+    writeln!(profiled_in, "spin").unwrap();
+    let (mut load, mut load_in, _out2) = spawn(&bin, "toggle");
+    let (pid, load_pid) = (profiled.id(), load.id());
+    let agent = Agent::start(
+        &format!(
+            "type = \"ebpf_profile\"\nfrequency_hz = 99\ninterval_secs = 1\npid = {pid}\n\
+             trigger = {{ metric = \"process_cpu\", pid = {load_pid}, above = 0.05, check_interval_secs = 0.5 }}"
+        ),
+        "eBPF profiler attached",
+    );
+    let mine =
+        |ev: &[Value]| -> Vec<Value> { ev.iter().filter(|e| e["pid"] == pid).cloned().collect() };
+    // Below the threshold: two drains and four checks, and nothing recorded.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(
+        mine(&agent.events()).is_empty(),
+        "samples below the threshold"
+    );
+    assert!(
+        !agent.log().contains("profiling trigger holds"),
+        "{}",
+        agent.log()
+    );
+
+    // Above it: samples.
+    writeln!(load_in, "spin").unwrap();
+    let first = agent.wait_for("samples while the load process spins", |ev| {
+        let m = mine(ev);
+        (!m.is_empty()).then_some(m)
+    });
+    writeln!(load_in, "idle").unwrap();
+    // A few checks, then the last word about the trigger must be that it was released.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut at = None;
+    crate::harness::wait_until(std::time::Duration::from_secs(10), || {
+        at = released_at(&agent.log());
+        at.is_some()
+    });
+    let at = at.unwrap_or_else(|| panic!("the trigger was never released: {}", agent.log()));
+    // Below it again: two more drains, and nothing recorded after the release.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    drop(load_in);
+    drop(profiled_in);
+    load.wait().unwrap();
+    profiled.wait().unwrap();
+    let (log, events) = agent.finish();
+    assert!(!log.contains("ERROR"), "{log}");
+    // Nothing was dropped in the kernel (counted errors are logged with their kind).
+    assert!(!log.contains("error_kind"), "{log}");
+    let events = mine(&events);
+    assert!(events.len() >= first.len());
+    let condition = format!("process_cpu(pid {load_pid}) > 0.05");
+    for e in &events {
+        assert_eq!(e["trigger"]["condition"], condition.as_str(), "{e}");
+        assert!(e["trigger"]["value"].as_f64().unwrap() > 0.05, "{e}");
+        assert!(
+            e["timestamp"].as_f64().unwrap() <= at,
+            "recorded after the trigger was released at {at}: {e}"
+        );
+    }
 }

@@ -39,8 +39,8 @@ use crate::env;
 use crate::ring::{per_cpu_slot, RingReader};
 use drain::{drain, Maps};
 pub use symbols::Symbols;
-pub use trigger::{ProfileTrigger, TriggerMetric};
 use trigger::{Change, Trigger};
+pub use trigger::{ProfileTrigger, TriggerMetric};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profile.bpf.o");
 
@@ -115,7 +115,10 @@ enum Command {
     Snapshot(u32),
     /// Drain the counts and answer with the events and the number of map errors; the value
     /// is the `trigger` field of every event, if any.
-    Drain(oneshot::Sender<(Vec<Event>, u64)>, Option<weir_pipeline::event::Value>),
+    Drain(
+        oneshot::Sender<(Vec<Event>, u64)>,
+        Option<weir_pipeline::event::Value>,
+    ),
 }
 
 /// `struct weir_profile_proc` in bpf/profile.h.

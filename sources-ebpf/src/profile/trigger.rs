@@ -84,12 +84,10 @@ impl Trigger {
             return Err("`trigger.above` must be a finite number".into());
         }
         let pid = match (cfg.metric, cfg.pid.or(source_pid)) {
-            (TriggerMetric::ProcessCpu, None | Some(0)) => {
-                return Err(
-                    "`trigger.metric = \"process_cpu\"` needs `trigger.pid` (or the source's `pid`)"
-                        .into(),
-                )
-            }
+            (TriggerMetric::ProcessCpu, None | Some(0)) => return Err(
+                "`trigger.metric = \"process_cpu\"` needs `trigger.pid` (or the source's `pid`)"
+                    .into(),
+            ),
             (_, p) => p.unwrap_or(0),
         };
         // SAFETY: sysconf has no preconditions.
@@ -250,8 +248,7 @@ mod tests {
 
     #[test]
     fn process_cpu_needs_a_pid() {
-        let cfg: ProfileTrigger =
-            toml::from_str("metric = \"process_cpu\"\nabove = 0.5").unwrap();
+        let cfg: ProfileTrigger = toml::from_str("metric = \"process_cpu\"\nabove = 0.5").unwrap();
         assert!(Trigger::new(&cfg, None).is_err());
         assert!(Trigger::new(&cfg, Some(7)).is_ok());
         assert!(toml::from_str::<ProfileTrigger>("metric = \"load5\"\nabove = 1").is_err());
