@@ -159,7 +159,7 @@ fn counter_after(
         .iter()
         .filter(|e| {
             e["name"] == name
-                && e["tags"]["pid"] == pid.to_string()
+                && of_pid(e, pid)
                 && tag.is_none_or(|(k, v)| e["tags"][k] == v)
                 && e["timestamp"]
                     .as_str()
@@ -167,6 +167,11 @@ fn counter_after(
                     .is_some_and(|t| t > after)
         })
         .find_map(|e| e["counter"]["value"].as_f64())
+}
+
+/// Whether metric event `e` is tagged with process `pid`.
+fn of_pid(e: &Value, pid: u32) -> bool {
+    e["tags"]["pid"].as_str().and_then(|p| p.parse().ok()) == Some(pid)
 }
 
 fn within(got: f64, want: f64, fraction: f64) -> bool {
@@ -242,10 +247,7 @@ fn ebpf_sched_counts_context_switches_as_proc_does() {
         "involuntary: weir {invol}, /proc {involuntary}"
     );
     // The tags of the other eBPF sources, and the name after exec.
-    let m = events
-        .iter()
-        .find(|e| e["tags"]["pid"] == pid.to_string())
-        .unwrap();
+    let m = events.iter().find(|e| of_pid(e, pid)).unwrap();
     assert_eq!(m["tags"]["comm"], "weir-sched", "{m}");
     assert!(
         m["tags"]["cgroup_id"]
@@ -269,9 +271,7 @@ fn ebpf_sched_counts_context_switches_as_proc_does() {
     );
     let runq = events
         .iter()
-        .rfind(|e| {
-            e["name"] == "sched_runqueue_latency_seconds" && e["tags"]["pid"] == pid.to_string()
-        })
+        .rfind(|e| e["name"] == "sched_runqueue_latency_seconds" && of_pid(e, pid))
         .unwrap();
     let h = &runq["aggregated_histogram"];
     let bucket_total: u64 = h["buckets"]
@@ -328,7 +328,7 @@ fn ebpf_sched_measures_a_futex_wait() {
     // Nothing was dropped in the kernel (counted errors are logged with their kind).
     assert!(!log.contains("error_kind"), "{log}");
     assert!(
-        events.iter().all(|e| e["tags"]["pid"] == pid.to_string()),
+        events.iter().all(|e| of_pid(e, pid)),
         "the pid filter let other processes through"
     );
     eprintln!("futex wait: weir {futex} s, blocked {blocked} s, the child {waited} s");
