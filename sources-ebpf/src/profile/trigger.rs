@@ -69,6 +69,8 @@ pub(super) struct Trigger {
     pub recording: bool,
     /// The highest value measured while recording since the last drain.
     max: f64,
+    /// The last value measured.
+    last: f64,
 }
 
 /// A change of the recording state.
@@ -105,6 +107,7 @@ impl Trigger {
             condition: Value::from(name),
             recording: false,
             max: 0.0,
+            last: 0.0,
         })
     }
 
@@ -151,6 +154,7 @@ impl Trigger {
                 (f64::NEG_INFINITY, Some(e))
             }
         };
+        self.last = value;
         let holds = value > self.above;
         let change = match (self.recording, holds) {
             (false, true) => {
@@ -177,9 +181,7 @@ impl Trigger {
         let mut m = ObjectMap::new();
         m.insert("condition".into(), self.condition.clone());
         m.insert("value".into(), Value::from_f64_or_zero(self.max));
-        if !self.recording {
-            self.max = 0.0;
-        }
+        self.max = if self.recording { self.last } else { 0.0 };
         Value::Object(m)
     }
 }
@@ -232,11 +234,18 @@ mod tests {
         assert_eq!(t.check(dir.path()), (Some(Change::Start(2.5)), None));
         set("3.5 1 1 1/100 1");
         assert_eq!(t.check(dir.path()), (None, None));
+        set("3 1 1 1/100 1");
+        assert_eq!(t.check(dir.path()), (None, None));
         let Value::Object(f) = t.field() else {
             panic!()
         };
         assert_eq!(f["condition"], Value::from("load1 > 2"));
         assert_eq!(f["value"], Value::from_f64_or_zero(3.5));
+        // The next drain starts from the last value.
+        let Value::Object(f) = t.field() else {
+            panic!()
+        };
+        assert_eq!(f["value"], Value::from_f64_or_zero(3.0));
         set("2 1 1 1/100 1");
         assert_eq!(t.check(dir.path()), (Some(Change::Stop(2.0)), None));
         // Unreadable: not holding, and said.
