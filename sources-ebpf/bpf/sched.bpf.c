@@ -114,7 +114,8 @@ static __always_inline struct weir_sched_stats *process(struct task_struct *t, _
 // gives for the current one).
 static __always_inline __u64 task_cgroup_id(struct task_struct *t)
 {
-	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	// Plain loads (t comes from a BTF-typed tracepoint, under RCU): cheaper than probe reads.
+	return t->cgroups->dfl_cgrp->kn->id;
 }
 
 static __always_inline __u32 log2_u64(__u64 v)
