@@ -35,8 +35,9 @@ const COMPONENT: &str = "ebpf_sched";
 /// `type = "ebpf_sched"`: per process and cgroup, context switches (voluntary, involuntary),
 /// CPU time, run-queue latency, time blocked by reason and futex wait time, counted in the
 /// kernel and sent as metrics every `interval_secs`. Needs root (CAP_BPF + CAP_PERFMON, or
-/// CAP_SYS_ADMIN), a kernel with BTF (Linux 5.18 or later: BTF-typed tracepoints, task
-/// storage, `sched_switch`'s `prev_state`) and tracefs (mounted when missing and permitted).
+/// CAP_SYS_ADMIN), a kernel with BTF (Linux 5.19 or later: BTF-typed tracepoints, task
+/// storage, `sched_switch`'s `prev_state`, the `lock:contention_*` tracepoints) and tracefs
+/// (mounted when missing and permitted).
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EbpfSchedConfig {
@@ -134,8 +135,8 @@ impl SourceConfig for EbpfSchedConfig {
                 .try_into()?;
             p.load(tp, &btf).map_err(|e| {
                 format!(
-                    "{COMPONENT}: the kernel rejected `{prog}` (it needs Linux 5.18 or later: \
-                     BTF-typed tracepoints, task storage): {e:#}"
+                    "{COMPONENT}: the kernel rejected `{prog}` (it needs Linux 5.19 or later: \
+                     BTF-typed tracepoints, task storage, lock contention tracepoints): {e:#}"
                 )
             })?;
             p.attach()
