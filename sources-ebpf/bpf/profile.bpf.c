@@ -10,6 +10,8 @@
 //   `offcpu_start`; when it is switched back in, the time it was away is added to its key in
 //   `counts`.
 //
+// While user space pauses recording (`paused`, triggered profiling), neither records anything new.
+//
 // Both tell user space through `procs` the first time they see a process (or a new image
 // after exec), so its memory mappings can be read while it is alive: its samples are
 // symbolised even if it exits before the drain.
@@ -23,6 +25,22 @@ char LICENSE[] SEC("license") = "GPL";
 
 // Only this process (thread group id; 0: all), set by the loader.
 const volatile __u32 filter_tgid = 0;
+
+// [0]: non-zero while recording is paused: set by user space while a trigger's condition
+// does not hold (triggered profiling); 0, recording, otherwise.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} paused SEC(".maps");
+
+static __always_inline int recording(void)
+{
+	__u32 zero = 0;
+	__u32 *p = bpf_map_lookup_elem(&paused, &zero);
+	return !p || !*p;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
@@ -135,6 +153,8 @@ int profile_cpu(struct bpf_perf_event_data *ctx)
 	__u32 tgid = id >> 32;
 	if (filter_tgid && tgid != filter_tgid)
 		return 0;
+	if (!recording())
+		return 0;
 	struct weir_profile_key key = {};
 	key.pid = tgid;
 	key.tid = (__u32)id;
@@ -152,8 +172,10 @@ int BPF_PROG(profile_offcpu, bool preempt, struct task_struct *prev, struct task
 	__u64 now = bpf_ktime_get_ns();
 	__u32 prev_tid = BPF_CORE_READ(prev, pid);
 	__u32 prev_tgid = BPF_CORE_READ(prev, tgid);
-	// A thread that blocks (its state is no longer TASK_RUNNING), not one preempted.
-	if (prev_tid != 0 && task_state(prev) != 0 && (!filter_tgid || prev_tgid == filter_tgid)) {
+	// A thread that blocks (its state is no longer TASK_RUNNING), not one preempted; while
+	// paused, no new block is recorded (those under way are still counted when they end).
+	if (prev_tid != 0 && task_state(prev) != 0 && (!filter_tgid || prev_tgid == filter_tgid) &&
+	    recording()) {
 		struct offcpu_start st = {};
 		st.ts = now;
 		st.key.pid = prev_tgid;

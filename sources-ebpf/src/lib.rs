@@ -12,6 +12,8 @@
 //!   by blazesym with a cache keyed by build id;
 //! - [`io`]: `ebpf_io`, block I/O per process, cgroup and disk (requests, bytes, latency
 //!   histogram) as metrics;
+//! - [`sched`]: `ebpf_sched`, per process and cgroup: context switches, CPU time, run-queue
+//!   latency, time blocked by reason and futex wait time, as metrics;
 //! - [`container`]: the container id and pod uid in a process's cgroup path.
 //!
 //! Every source checks its environment first ([`env`]): privileges, kernel BTF, tracefs.
@@ -22,6 +24,7 @@ pub mod io;
 pub mod process;
 pub mod profile;
 mod ring;
+pub mod sched;
 pub mod tcp;
 
 /// What a unit test needs from the machine (clang, a cgroup v2 mount, root): the same rule as
@@ -67,6 +70,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<io::EbpfIoConfig>(
         "ebpf_io",
         "Block I/O per process, cgroup and disk (requests, bytes, latency histogram) via eBPF",
+    );
+    registry.add_source::<sched::EbpfSchedConfig>(
+        "ebpf_sched",
+        "Per-process context switches, CPU time, run-queue latency, blocked and futex wait time via eBPF",
     );
 }
 

@@ -72,11 +72,11 @@ encoding.codec = "json"
         agent
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("weir.log")).unwrap_or_default()
     }
 
-    fn out(&self) -> PathBuf {
+    pub(crate) fn out(&self) -> PathBuf {
         self.dir.path().join("out.log")
     }
 
@@ -90,7 +90,7 @@ encoding.codec = "json"
     }
 
     /// Polls until `f` finds what it wants in the events.
-    fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&[Value]) -> Option<T>) -> T {
+    pub(crate) fn wait_for<T>(&self, what: &str, mut f: impl FnMut(&[Value]) -> Option<T>) -> T {
         let mut found = None;
         wait_until(Duration::from_secs(15), || {
             found = f(&self.events());
@@ -112,7 +112,7 @@ encoding.codec = "json"
         (self.log(), self.events())
     }
 
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         if let Some(child) = self.child.take() {
             sigterm(&child);
             let out = wait_with_timeout(child, Duration::from_secs(20));

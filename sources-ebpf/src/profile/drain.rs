@@ -67,6 +67,7 @@ pub(super) fn drain(
     mode: ProfileMode,
     period_ns: u64,
     id: &Arc<str>,
+    trigger: Option<Value>,
 ) -> (Vec<Event>, u64) {
     let mut errors = 0u64;
     let keys: Vec<RawKey> = m
@@ -120,6 +121,9 @@ pub(super) fn drain(
         map.insert("period".into(), Value::Integer(period as i64));
         map.insert("count".into(), Value::Integer(v.count as i64));
         map.insert("frames".into(), Value::Array(frames));
+        if let Some(t) = &trigger {
+            map.insert("trigger".into(), t.clone());
+        }
         events.push(Event::Log(LogEvent::from_value(
             Value::Object(map),
             EventMetadata::new(Some(id.clone())),

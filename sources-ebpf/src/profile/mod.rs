@@ -15,11 +15,12 @@
 
 mod drain;
 mod symbols;
+mod trigger;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aya::maps::{HashMap as BpfHashMap, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::perf_event::{
     PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
 };
@@ -38,6 +39,8 @@ use crate::env;
 use crate::ring::{per_cpu_slot, RingReader};
 use drain::{drain, Maps};
 pub use symbols::Symbols;
+use trigger::{Change, Trigger};
+pub use trigger::{ProfileTrigger, TriggerMetric};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profile.bpf.o");
 
@@ -79,6 +82,12 @@ pub struct EbpfProfileConfig {
     /// process).
     #[serde(default)]
     pub pid: Option<u32>,
+    /// Record only while a condition holds: the machine's load, or a process's CPU use, above a
+    /// threshold (checked in user space every `trigger.check_interval_secs`; the kernel
+    /// programs are paused meanwhile). Each event then has a `trigger` field with the condition
+    /// and the highest value measured while recording. Default: none (always recording).
+    #[serde(default)]
+    pub trigger: Option<ProfileTrigger>,
 }
 
 fn default_hz() -> u64 {
@@ -95,6 +104,7 @@ impl Default for EbpfProfileConfig {
             frequency_hz: default_hz(),
             interval_secs: default_interval(),
             pid: None,
+            trigger: None,
         }
     }
 }
@@ -103,8 +113,12 @@ impl Default for EbpfProfileConfig {
 enum Command {
     /// The kernel saw this process for the first time: read its mappings while it lives.
     Snapshot(u32),
-    /// Drain the counts and answer with the events and the number of map errors.
-    Drain(oneshot::Sender<(Vec<Event>, u64)>),
+    /// Drain the counts and answer with the events and the number of map errors; the value
+    /// is the `trigger` field of every event, if any.
+    Drain(
+        oneshot::Sender<(Vec<Event>, u64)>,
+        Option<weir_pipeline::event::Value>,
+    ),
 }
 
 /// `struct weir_profile_proc` in bpf/profile.h.
@@ -125,12 +139,27 @@ impl SourceConfig for EbpfProfileConfig {
         if self.pid == Some(0) {
             return Err(format!("{COMPONENT}: `pid` 0 is the idle task, not a process").into());
         }
+        let mut trigger = self
+            .trigger
+            .as_ref()
+            .map(|t| Trigger::new(t, self.pid))
+            .transpose()
+            .map_err(|e| format!("{COMPONENT}: {e}"))?;
         env::check(COMPONENT, false)?;
         let filter_tgid = self.pid.unwrap_or(0);
         let mut bpf = EbpfLoader::new()
             .override_global("filter_tgid", &filter_tgid, true)
             .load(OBJECT)
             .map_err(|e| format!("{COMPONENT}: loading the eBPF object failed: {e}"))?;
+        let mut paused: Array<MapData, u32> = Array::try_from(
+            bpf.take_map("paused")
+                .ok_or_else(|| format!("{COMPONENT}: map `paused` missing"))?,
+        )?;
+        // With a trigger, paused from the start (before any program is attached) until its
+        // condition holds.
+        if trigger.is_some() {
+            paused.set(0, 1, 0)?;
+        }
         let mode = self.mode;
         let cpus = match mode {
             ProfileMode::Cpu => {
@@ -210,6 +239,10 @@ impl SourceConfig for EbpfProfileConfig {
             }
         }
         let interval = self.interval_secs.duration();
+        let check_interval = self
+            .trigger
+            .as_ref()
+            .map_or(interval, |t| t.check_interval_secs.duration());
 
         Ok(Box::pin(async move {
             // Owns the programs: dropping it detaches them.
@@ -219,11 +252,37 @@ impl SourceConfig for EbpfProfileConfig {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            let mut check = tokio::time::interval(check_interval);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let proc_root = std::path::Path::new("/proc");
             let mut stopping = false;
             while !stopping {
+                // The value at which recording stopped: said once the drain that follows is
+                // sent.
+                let mut stopped = None;
                 tokio::select! {
                     _ = cx.shutdown.cancelled() => stopping = true,
                     _ = tick.tick() => {}
+                    _ = check.tick(), if trigger.is_some() => {
+                        let Some(t) = trigger.as_mut() else { continue };
+                        let (change, error) = t.check(proc_root);
+                        if let Some(e) = error {
+                            cx.metrics.error("trigger", 1, &format_args!("profiling trigger: {e} (taken as not holding)"));
+                        }
+                        match change {
+                            Some(Change::Start(value)) => {
+                                paused.set(0, 0, 0)?;
+                                tracing::info!(component = %cx.id, value, "profiling trigger holds: recording");
+                                continue;
+                            }
+                            Some(Change::Stop(value)) => {
+                                // Paused first, then what was recorded is drained at once.
+                                paused.set(0, 1, 0)?;
+                                stopped = Some(value);
+                            }
+                            None => continue,
+                        }
+                    }
                     r = procs.read(256, |data| {
                         if let Some(pid) = parse_proc(data) {
                             // When the worker is behind, the drain reads the mappings instead.
@@ -235,7 +294,8 @@ impl SourceConfig for EbpfProfileConfig {
                     }
                 }
                 let (tx, rx) = oneshot::channel();
-                if commands.send(Command::Drain(tx)).await.is_err() {
+                let field = trigger.as_mut().map(|t| t.field());
+                if commands.send(Command::Drain(tx, field)).await.is_err() {
                     return Err(format!("{COMPONENT}: the worker thread stopped").into());
                 }
                 let (events, errors) = rx
@@ -268,6 +328,10 @@ impl SourceConfig for EbpfProfileConfig {
                     }
                     events = rest;
                 }
+                if let Some(value) = stopped {
+                    let at = crate::env::monotonic_ns() as f64 / 1e9;
+                    tracing::info!(component = %cx.id, value, at, "profiling trigger released: paused");
+                }
             }
             Ok(())
         }))
@@ -296,8 +360,8 @@ fn worker(
             Command::Snapshot(pid) => {
                 symbols.snapshot(pid);
             }
-            Command::Drain(reply) => {
-                let out = drain(&mut maps, &mut symbols, mode, period_ns, &id);
+            Command::Drain(reply, field) => {
+                let out = drain(&mut maps, &mut symbols, mode, period_ns, &id, field);
                 tracing::debug!(
                     component = %id,
                     processes = symbols.processes(),
