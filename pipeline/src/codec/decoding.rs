@@ -4,7 +4,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::json::{check_json, parse_json_value, JsonDefaults, JsonLaziness, JsonLog, JsonShape};
+use super::json::{
+    check_json, parse_json_value, parse_json_with, JsonDefaults, JsonLaziness, JsonLog, JsonShape,
+};
 use super::logfmt;
 use crate::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
 
@@ -207,6 +209,25 @@ impl Decoder {
                     // One event per element: decoded at once below.
                     JsonShape::Array => {}
                 }
+            } else {
+                // Parsed at once, with the source's fields in the same build of the map.
+                let meta = || EventMetadata::at(source_id.clone(), ingest_time);
+                match parse_json_with(&frame, &defaults)? {
+                    v @ Value::Object(_) => out.push(LogEvent::from_value(v, meta()).into()),
+                    Value::Array(items) => {
+                        if let Some(bad) = items.iter().find(|i| !matches!(i, Value::Object(_))) {
+                            return Err(DecodeError::NotAnObject(bad.kind_str_static()));
+                        }
+                        for mut i in items {
+                            if let Value::Object(m) = &mut i {
+                                defaults.fill(m);
+                            }
+                            out.push(LogEvent::from_value(i, meta()).into());
+                        }
+                    }
+                    other => return Err(DecodeError::NotAnObject(other.kind_str_static())),
+                }
+                return Ok(());
             }
         }
         let first = out.len();
@@ -375,10 +396,8 @@ mod tests {
     struct Tag;
 
     impl JsonDefaults for Tag {
-        fn fill(&self, m: &mut ObjectMap) {
-            if !m.contains_key("host") {
-                m.insert("host".into(), Value::from("node-1"));
-            }
+        fn push(&self, fields: &mut Vec<(KeyString, Value)>) {
+            fields.push(("host".into(), Value::from("node-1")));
         }
     }
 
