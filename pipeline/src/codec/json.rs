@@ -313,6 +313,15 @@ impl JsonLaziness {
         Self::default()
     }
 
+    /// A measure that parses the next lines at once (up to the next probe), for tests.
+    #[cfg(test)]
+    pub(crate) fn eager_for_tests() -> Self {
+        let l = Self::default();
+        l.lines.set(1);
+        l.eager.set(true);
+        l
+    }
+
     /// Whether lines are parsed at once now (for tests and diagnostics).
     pub fn is_eager(&self) -> bool {
         self.eager.get()
