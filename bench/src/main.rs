@@ -506,7 +506,10 @@ fn run_case(
         let input = data.map_or_else(PathBuf::new, |d| d.path.clone());
         let body = case_config(case, args.demo_count, &out_dir, &input)
             .context("case without a pipeline")?;
-        let file_case = matches!(case, Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap);
+        let file_case = matches!(
+            case,
+            Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap
+        );
         let config = runner::write_config(&runner.work, case.name(), &body)?;
         let (stdin, expected, bytes) = match (case, data) {
             (Case::Demo, _) => (None, args.demo_count, None),
@@ -612,7 +615,10 @@ fn run_case(
             row.rss_mib = o.peak_rss_kib.map(|k| k as f64 / 1024.0);
             row.cpu_pct = o.cpu_secs.map(|c| 100.0 * c / o.secs);
             row.note = format!("median of {}: {:.2} s", args.runs, o.secs);
-            if matches!(case, Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap) {
+            if matches!(
+                case,
+                Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap
+            ) {
                 row.note += " (spawn to every line counted; RSS VmHWM, CPU from /proc)";
             }
             if let (Some(n), Some(events)) = (
@@ -1044,7 +1050,11 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     if args.cases.iter().any(|c| {
         matches!(
             c,
-            Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap | Case::Files100
+            Case::FileBytes
+                | Case::FileJson
+                | Case::FileJsonNoAck
+                | Case::FileRemap
+                | Case::Files100
         )
     }) {
         preamble.push(

@@ -106,10 +106,12 @@ impl Expression for ParseJsonFn {
                 }
             },
             // Not a string: the standard library's conversion error.
-            other => return Err(other.try_bytes().err().map_or_else(
-                || "unable to parse json: expected a string".into(),
-                Into::into,
-            )),
+            other => {
+                return Err(other.try_bytes().err().map_or_else(
+                    || "unable to parse json: expected a string".into(),
+                    Into::into,
+                ))
+            }
         };
         // Lossy, the standard library strips every leading BOM; otherwise one.
         let start = if lossy {
@@ -180,7 +182,11 @@ mod tests {
         let ours = compile(source, crate::condition::functions());
         // (The local bindings are a hash map: printed in no fixed order.)
         let (want, got) = (stdlib.final_type_info(), ours.final_type_info());
-        assert_eq!(format!("{:?}", want.result), format!("{:?}", got.result), "{source}");
+        assert_eq!(
+            format!("{:?}", want.result),
+            format!("{:?}", got.result),
+            "{source}"
+        );
         assert_eq!(
             format!("{:?}", want.state.external),
             format!("{:?}", got.state.external),
@@ -278,8 +284,7 @@ mod tests {
             Runtime::default()
                 .resolve(&mut target, &program, &TimeZone::default())
                 .unwrap();
-            let Some(Value::String(a)) = value.as_object().and_then(|m| m.get("a")).cloned()
-            else {
+            let Some(Value::String(a)) = value.as_object().and_then(|m| m.get("a")).cloned() else {
                 panic!("{value:?}")
             };
             let (p, base) = (a.as_ptr() as usize, line.as_ptr() as usize);

@@ -597,7 +597,8 @@ mod tests {
 
     #[test]
     fn text_strings_are_vrl_strings_sliced_from_the_text() {
-        let text = ByteString::from_static(r#"{"p":"plain","e":"e\"s","u":"\u00e9t\u00e9","n":[1,"x"]}"#);
+        let text =
+            ByteString::from_static(r#"{"p":"plain","e":"e\"s","u":"\u00e9t\u00e9","n":[1,"x"]}"#);
         let Value::Object(m) = parse_json_text(&text).unwrap() else {
             panic!("not an object")
         };
