@@ -32,10 +32,14 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// A `file` source reading `include` (already a glob or a path) into the blackhole `out`.
 pub fn pipeline(include: &str, codec: &str) -> String {
+    source(include, codec) + "[sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n"
+}
+
+/// The `file` source `in` of [`pipeline`], for a pipeline with transforms between.
+pub fn source(include: &str, codec: &str) -> String {
     format!(
         "[sources.in]\ntype = \"file\"\ninclude = [{}]\nread_from = \"beginning\"\n\
-         decoding.codec = \"{codec}\"\n\n\
-         [sinks.out]\ntype = \"blackhole\"\ninputs = [\"in\"]\n",
+         decoding.codec = \"{codec}\"\n\n",
         runner::toml_string(include)
     )
 }

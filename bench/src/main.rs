@@ -42,8 +42,8 @@ OPTIONS:
     --runs N           Runs of each case and baseline; the median is reported (default 3)
     --demo-count N     Events of the demo case (default 2000000)
     --cases LIST       Comma-separated subset of: bytes,json,remap,demo,parquet,jsonfile,idle,
-                       file-bytes,file-json,file-json-noack,files-100,perf (default: all but
-                       perf)
+                       file-bytes,file-json,file-json-noack,file-remap,files-100,perf
+                       (default: all but perf)
     --perf-size-mib N  Size of the perf case's capture, in MiB (default 256)
     --files-secs N     How long files-100 writes (default 60)
     --files-rate-mib N Total MiB/s files-100 writes into its 100 files (default 10)
@@ -63,6 +63,9 @@ const GOAL_ACK_VS_NOACK: f64 = 0.95;
 /// and files at least this many times smaller.
 const GOAL_PARQUET_SMALLER: f64 = 8.0;
 const GOAL_IDLE_RSS_MIB: f64 = 20.0;
+/// Parse and edit (`remap`, `file-remap`): at least the naive parse, in little memory.
+const GOAL_REMAP_VS_B: f64 = 1.0;
+const GOAL_REMAP_RSS_MIB: f64 = 30.0;
 /// `files-100`: weir tailing 100 files written at 10 MiB/s in total.
 const GOAL_FILES_CPU_PCT: f64 = 5.0;
 const GOAL_FILES_RSS_MIB: f64 = 30.0;
@@ -79,12 +82,13 @@ enum Case {
     FileBytes,
     FileJson,
     FileJsonNoAck,
+    FileRemap,
     Files100,
     Perf,
 }
 
 impl Case {
-    const ALL: [Case; 12] = [
+    const ALL: [Case; 13] = [
         Case::Bytes,
         Case::Json,
         Case::Remap,
@@ -95,11 +99,12 @@ impl Case {
         Case::FileBytes,
         Case::FileJson,
         Case::FileJsonNoAck,
+        Case::FileRemap,
         Case::Files100,
         Case::Perf,
     ];
     /// What runs without `--cases` (the perf case needs the shared captures).
-    const DEFAULT: [Case; 11] = [
+    const DEFAULT: [Case; 12] = [
         Case::Bytes,
         Case::Json,
         Case::Remap,
@@ -110,6 +115,7 @@ impl Case {
         Case::FileBytes,
         Case::FileJson,
         Case::FileJsonNoAck,
+        Case::FileRemap,
         Case::Files100,
     ];
 
@@ -125,6 +131,7 @@ impl Case {
             Case::FileBytes => "file-bytes",
             Case::FileJson => "file-json",
             Case::FileJsonNoAck => "file-json-noack",
+            Case::FileRemap => "file-remap",
             Case::Files100 => "files-100",
             Case::Perf => "perf",
         }
@@ -142,6 +149,7 @@ impl Case {
             Case::FileBytes => "8. file bytes -> blackhole",
             Case::FileJson => "9. file json -> blackhole",
             Case::FileJsonNoAck => "9b. file json -> blackhole, acknowledgements = false",
+            Case::FileRemap => "11. file json -> remap (add, rename, delete) -> blackhole",
             Case::Files100 => "10. 100 files tailed while written -> blackhole",
             Case::Perf => "7. perf script -> stack_fold -> folded file",
         }
@@ -225,7 +233,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .find(|c| c.name() == name)
                         .with_context(|| {
                             format!(
-                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, files-100, perf)"
+                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-remap, files-100, perf)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -438,6 +446,19 @@ del(.user_agent)
             "read_from = \"beginning\"\n",
             "read_from = \"beginning\"\nacknowledgements = false\n",
         ),
+        Case::FileRemap => {
+            files::source(&input.to_string_lossy(), "json")
+                + r#"[transforms.r]
+type = "remap"
+inputs = ["in"]
+source = '''
+.env = "prod"
+.service_name = del(.service)
+del(.user_agent)
+'''
+
+"# + &sink("r")
+        }
         Case::Files100 => files::pipeline(&format!("{}/*.log", input.display()), "bytes"),
         Case::Idle | Case::Perf => return None,
     })
@@ -485,7 +506,10 @@ fn run_case(
         let input = data.map_or_else(PathBuf::new, |d| d.path.clone());
         let body = case_config(case, args.demo_count, &out_dir, &input)
             .context("case without a pipeline")?;
-        let file_case = matches!(case, Case::FileBytes | Case::FileJson | Case::FileJsonNoAck);
+        let file_case = matches!(
+            case,
+            Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap
+        );
         let config = runner::write_config(&runner.work, case.name(), &body)?;
         let (stdin, expected, bytes) = match (case, data) {
             (Case::Demo, _) => (None, args.demo_count, None),
@@ -591,7 +615,10 @@ fn run_case(
             row.rss_mib = o.peak_rss_kib.map(|k| k as f64 / 1024.0);
             row.cpu_pct = o.cpu_secs.map(|c| 100.0 * c / o.secs);
             row.note = format!("median of {}: {:.2} s", args.runs, o.secs);
-            if matches!(case, Case::FileBytes | Case::FileJson | Case::FileJsonNoAck) {
+            if matches!(
+                case,
+                Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap
+            ) {
                 row.note += " (spawn to every line counted; RSS VmHWM, CPU from /proc)";
             }
             if let (Some(n), Some(events)) = (
@@ -668,6 +695,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
                 | Case::FileBytes
                 | Case::FileJson
                 | Case::FileJsonNoAck
+                | Case::FileRemap
         )
     });
     let mut rows = Vec::new();
@@ -748,6 +776,8 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     let mut failures = Vec::new();
     let mut bytes_ratio = None;
     let mut json_ratio = None;
+    // Parse and edit: the remap cases' ratios and peak RSS.
+    let mut remap_rows: Vec<(Case, Option<Ratio>, Option<f64>)> = Vec::new();
     let (mut file_bytes_ratio, mut file_json_ratio) = (None, None);
     let mut file_json_noack_ratio: Option<Ratio> = None;
     let (mut parquet, mut jsonfile) = (None, None);
@@ -761,6 +791,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         Case::FileBytes,
         Case::FileJson,
         Case::FileJsonNoAck,
+        Case::FileRemap,
     ] {
         if !args.cases.contains(&case) {
             continue;
@@ -774,6 +805,9 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             a.as_ref(),
             b.as_ref(),
         );
+        if matches!(case, Case::Remap | Case::FileRemap) {
+            remap_rows.push((case, r, row.rss_mib));
+        }
         rows.push(row);
         if let Some(e) = err {
             failures.push(format!("{}: {e}", case.label()));
@@ -904,6 +938,22 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             met: on_vs_off.map(|r| r >= GOAL_ACK_VS_NOACK),
         });
     }
+    for (case, ratio, rss) in &remap_rows {
+        goals.push(Goal {
+            name: format!(
+                "{}: >= {GOAL_REMAP_VS_B}x baseline (b), peak RSS < {GOAL_REMAP_RSS_MIB:.0} MiB",
+                case.label()
+            ),
+            measured: format!(
+                "{}, {}",
+                describe(*ratio, |r| format!("{r:.2}x")),
+                rss.map_or("-".into(), |r| format!("{r:.1} MiB"))
+            ),
+            met: ratio
+                .zip(*rss)
+                .map(|(r, m)| r.wall >= GOAL_REMAP_VS_B && m < GOAL_REMAP_RSS_MIB),
+        });
+    }
     goals.append(&mut files_goals);
     if args.cases.contains(&Case::Parquet) && args.cases.contains(&Case::JsonFile) {
         let speed = parquet
@@ -1000,7 +1050,11 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     if args.cases.iter().any(|c| {
         matches!(
             c,
-            Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::Files100
+            Case::FileBytes
+                | Case::FileJson
+                | Case::FileJsonNoAck
+                | Case::FileRemap
+                | Case::Files100
         )
     }) {
         preamble.push(

@@ -15,10 +15,19 @@ use vrl::diagnostic::{DiagnosticList, Formatter};
 use vrl::value::{ObjectMap, Secrets, Value};
 use weir_pipeline::metrics::ComponentMetrics;
 
-/// The VRL standard library (the `stdlib-base` set), built once per process.
-fn functions() -> &'static [Box<dyn Function>] {
+/// The VRL standard library (the `stdlib-base` set), built once per process, with
+/// `parse_json` replaced by Weir's drop-in of it ([`crate::vrl_json`]).
+pub(crate) fn functions() -> &'static [Box<dyn Function>] {
     static FUNCTIONS: OnceLock<Vec<Box<dyn Function>>> = OnceLock::new();
-    FUNCTIONS.get_or_init(vrl::stdlib::all)
+    FUNCTIONS.get_or_init(|| {
+        let mut all = vrl::stdlib::all();
+        for f in &mut all {
+            if f.identifier() == "parse_json" {
+                *f = Box::new(crate::vrl_json::ParseJson);
+            }
+        }
+        all
+    })
 }
 
 /// Compiles a VRL program. `what` names it in messages (`condition`, `program in x.vrl`).

@@ -47,6 +47,8 @@ pub mod sample;
 #[cfg(feature = "stack_fold")]
 pub mod stack_fold;
 pub mod unit_test;
+#[cfg(feature = "vrl")]
+mod vrl_json;
 
 #[cfg(feature = "aggregate")]
 pub use aggregate::AggregateConfig;

@@ -4,7 +4,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::json::{check_json, parse_json_value, JsonDefaults, JsonLaziness, JsonLog, JsonShape};
+use super::json::{
+    check_json, parse_json_value, parse_json_with, JsonDefaults, JsonLaziness, JsonLog, JsonShape,
+};
 use super::logfmt;
 use crate::event::{Event, EventMetadata, KeyString, LogEvent, ObjectMap, Value};
 
@@ -207,6 +209,25 @@ impl Decoder {
                     // One event per element: decoded at once below.
                     JsonShape::Array => {}
                 }
+            } else {
+                // Parsed at once, with the source's fields in the same build of the map.
+                let meta = || EventMetadata::at(source_id.clone(), ingest_time);
+                match parse_json_with(&frame, &defaults)? {
+                    v @ Value::Object(_) => out.push(LogEvent::from_value(v, meta()).into()),
+                    Value::Array(items) => {
+                        if let Some(bad) = items.iter().find(|i| !matches!(i, Value::Object(_))) {
+                            return Err(DecodeError::NotAnObject(bad.kind_str_static()));
+                        }
+                        for mut i in items {
+                            if let Value::Object(m) = &mut i {
+                                defaults.fill(m);
+                            }
+                            out.push(LogEvent::from_value(i, meta()).into());
+                        }
+                    }
+                    other => return Err(DecodeError::NotAnObject(other.kind_str_static())),
+                }
+                return Ok(());
             }
         }
         let first = out.len();
@@ -375,20 +396,19 @@ mod tests {
     struct Tag;
 
     impl JsonDefaults for Tag {
-        fn fill(&self, m: &mut ObjectMap) {
-            if !m.contains_key("host") {
-                m.insert("host".into(), Value::from("node-1"));
-            }
+        fn push(&self, fields: &mut Vec<(KeyString, Value)>) {
+            fields.push(("host".into(), Value::from("node-1")));
         }
     }
 
     #[test]
     fn lazy_json_gives_the_eager_fields_and_errors() {
-        let cases: [&[u8]; 24] = [
+        let cases: [&[u8]; 25] = [
             br#"{"a":1,"b":"x","c":[1,2,{"d":null}],"e":{"f":true}}"#,
             b"  {\"ws\" : 1 }  ",
             br#"{"z":1,"a":2,"z":3}"#,
             br#"{"host":"own"}"#,
+            br#"{"host":"first","a":1,"host":"last"}"#,
             br#"{"esc":"a\"b\\c\u00e9\ud83d\ude00","\u006b":1}"#,
             br#"{"lone":"\ud800"}"#,
             br#"{"big":1e400}"#,
@@ -416,14 +436,26 @@ mod tests {
     }
 
     /// Decodes `line` eagerly and lazily: the same error, or the same events (the lazy ones
-    /// with `Tag`'s defaults).
+    /// with `Tag`'s defaults, added as an insert after the parse would: only where absent).
+    /// `decode_lazy` is checked in both of its modes (held lazily, and parsed at once with
+    /// the defaults built into the map).
     fn lazy_matches_eager(line: &[u8]) {
-        let show = String::from_utf8_lossy(line);
+        for laziness in [JsonLaziness::new(), JsonLaziness::eager_for_tests()] {
+            decode_lazy_matches_eager(line, &laziness);
+        }
+    }
+
+    fn decode_lazy_matches_eager(line: &[u8], laziness: &JsonLaziness) {
+        let show = format!(
+            "{} (eager: {})",
+            String::from_utf8_lossy(line),
+            laziness.is_eager()
+        );
         let mut eager = Vec::new();
         let e = Decoder::Json.decode(Bytes::copy_from_slice(line), &None, &mut eager);
         let mut lazy = Vec::new();
         let l = Decoder::Json.decode_lazy(
-            &JsonLaziness::new(),
+            laziness,
             Bytes::copy_from_slice(line),
             &None,
             Utc::now(),
@@ -438,7 +470,9 @@ mod tests {
                     let (l, e) = (l.as_log().unwrap(), e.as_log().unwrap());
                     let mut want = e.value().clone();
                     if let Value::Object(m) = &mut want {
-                        Tag.fill(m);
+                        if !m.contains_key("host") {
+                            m.insert("host".into(), Value::from("node-1"));
+                        }
                     }
                     assert_eq!(l.value(), &want, "{show}");
                 }

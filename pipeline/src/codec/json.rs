@@ -1,7 +1,9 @@
 //! JSON into [`Value`] without a detour through `serde_json::Value`.
 //!
-//! Strings without escapes are not copied: they become `Bytes` slices of the input frame
-//! (`Bytes::slice_ref`), so a decoded event points into the read buffer.
+//! Strings without escapes are not copied: they become slices of the input frame
+//! (`Bytes::slice_ref`), so a decoded event points into the read buffer. The codec makes
+//! them `Value::Bytes` ([`parse_json_value`]); VRL's `parse_json` makes `Value::String`
+//! ([`parse_json_text`]), as VRL's own parser does.
 
 use std::cell::Cell;
 use std::fmt;
@@ -9,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use ordered_float::NotNan;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
@@ -19,18 +22,63 @@ use crate::event::{KeyString, ObjectMap, TypedLog, Value};
 /// The whole frame is checked for UTF-8 once with SIMD (`simdutf8`), then parsed as a `str`,
 /// so serde_json does not validate every string again (that was 8 % of the JSON pipeline).
 pub fn parse_json_value(frame: &Bytes) -> Result<Value, serde_json::Error> {
+    let seed = ValueSeed {
+        strings: AsBytes(frame),
+    };
     let text = match simdutf8::basic::from_utf8(frame) {
         Ok(t) => t,
         Err(_) => {
             // Let serde_json find and describe the bad byte (line and column).
             let mut de = serde_json::Deserializer::from_slice(frame);
-            let v = ValueSeed { frame }.deserialize(&mut de)?;
+            let v = seed.deserialize(&mut de)?;
             de.end()?;
             return Ok(v);
         }
     };
     let mut de = serde_json::Deserializer::from_str(text);
-    let v = ValueSeed { frame }.deserialize(&mut de)?;
+    let v = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// [`parse_json_value`], and when the document is an object, `defaults`' fields are added to
+/// it where it does not have them, in the same build of the map (no insert after).
+pub fn parse_json_with<D: JsonDefaults>(
+    frame: &Bytes,
+    defaults: &D,
+) -> Result<Value, serde_json::Error> {
+    let seed = TopSeed {
+        inner: ValueSeed {
+            strings: AsBytes(frame),
+        },
+        defaults,
+    };
+    let text = match simdutf8::basic::from_utf8(frame) {
+        Ok(t) => t,
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(frame);
+            let v = seed.deserialize(&mut de)?;
+            de.end()?;
+            return Ok(v);
+        }
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Parses one JSON document from `text` into exactly the value VRL's `parse_json` builds
+/// (its `Deserialize` for `Value`: strings are `Value::String`, an integer beyond `i64` a
+/// float, of duplicate keys the last wins), failing on the same inputs with the same errors
+/// (the same deserializer, `serde_json::from_str`). Strings without escapes are slices of
+/// `text`, not copies.
+pub fn parse_json_text(text: &ByteString) -> Result<Value, serde_json::Error> {
+    let seed = ValueSeed {
+        strings: AsStrings(text),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = seed.deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }
@@ -149,8 +197,18 @@ impl<'de> Visitor<'de> for CheckKey {
 /// Fields a source adds to every event of a `json` line unless the line has them already
 /// (the `file` source's `file`, `host`, `offset`, `timestamp`).
 pub trait JsonDefaults: Send + Sync + std::fmt::Debug + 'static {
+    /// Pushes every field, whatever the line has: the parser puts them before the line's
+    /// own, and of duplicate keys the last wins, so the line's win.
+    fn push(&self, fields: &mut Vec<(KeyString, Value)>);
+
     /// Inserts each field `m` does not have.
-    fn fill(&self, m: &mut ObjectMap);
+    fn fill(&self, m: &mut ObjectMap) {
+        let mut fields = Vec::new();
+        self.push(&mut fields);
+        for (k, v) in fields {
+            m.entry(k).or_insert(v);
+        }
+    }
 
     /// True when [`fill`](Self::fill) adds nothing whatever the line (the line's text is then
     /// the whole event).
@@ -161,6 +219,8 @@ pub trait JsonDefaults: Send + Sync + std::fmt::Debug + 'static {
 
 /// No fields added.
 impl JsonDefaults for () {
+    fn push(&self, _: &mut Vec<(KeyString, Value)>) {}
+
     fn fill(&self, _: &mut ObjectMap) {}
 
     fn adds_nothing(&self) -> bool {
@@ -202,18 +262,17 @@ impl<D: JsonDefaults> TypedLog for JsonLog<D> {
         if let Some(p) = &self.probe {
             p.fetch_add(1, Ordering::Relaxed);
         }
-        let mut m = match parse_json_value(&self.frame) {
-            Ok(Value::Object(m)) => m,
+        match parse_json_with(&self.frame, &self.defaults) {
+            Ok(v @ Value::Object(_)) => v,
             // Not reachable: the line was checked by the same parser. Should it ever
             // happen, the line is kept whole rather than lost.
             _ => {
                 let mut m = ObjectMap::new();
                 m.insert("message".into(), Value::Bytes(self.frame.clone()));
-                m
+                self.defaults.fill(&mut m);
+                Value::Object(m)
             }
-        };
-        self.defaults.fill(&mut m);
-        Value::Object(m)
+        }
     }
 
     fn raw_json(&self) -> Option<&Bytes> {
@@ -254,6 +313,15 @@ impl JsonLaziness {
         Self::default()
     }
 
+    /// A measure that parses the next lines at once (up to the next probe), for tests.
+    #[cfg(test)]
+    pub(crate) fn eager_for_tests() -> Self {
+        let l = Self::default();
+        l.lines.set(1);
+        l.eager.set(true);
+        l
+    }
+
     /// Whether lines are parsed at once now (for tests and diagnostics).
     pub fn is_eager(&self) -> bool {
         self.eager.get()
@@ -280,19 +348,68 @@ impl JsonLaziness {
     }
 }
 
-#[derive(Clone, Copy)]
-struct ValueSeed<'a> {
-    frame: &'a Bytes,
+/// How the parser makes a string value: a slice of the input when the string is one (no
+/// escapes), a copy otherwise.
+trait Strings: Copy {
+    fn borrowed(self, s: &str) -> Value;
+    fn owned(self, s: String) -> Value;
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+/// Whether `part` lies within `whole` (a string the parser borrowed from its input, rather
+/// than one it unescaped into a buffer of its own).
+fn within(whole: &[u8], part: &[u8]) -> bool {
+    let base = whole.as_ptr() as usize;
+    let p = part.as_ptr() as usize;
+    p >= base && p + part.len() <= base + whole.len()
+}
+
+/// Strings as `Value::Bytes` (the codec's events).
+#[derive(Clone, Copy)]
+struct AsBytes<'a>(&'a Bytes);
+
+impl Strings for AsBytes<'_> {
+    fn borrowed(self, s: &str) -> Value {
+        if within(self.0, s.as_bytes()) {
+            Value::Bytes(self.0.slice_ref(s.as_bytes()))
+        } else {
+            Value::Bytes(Bytes::copy_from_slice(s.as_bytes()))
+        }
+    }
+    fn owned(self, s: String) -> Value {
+        Value::Bytes(Bytes::from(s))
+    }
+}
+
+/// Strings as `Value::String` (VRL's `parse_json`).
+#[derive(Clone, Copy)]
+struct AsStrings<'a>(&'a ByteString);
+
+impl Strings for AsStrings<'_> {
+    fn borrowed(self, s: &str) -> Value {
+        if within(self.0.as_bytes(), s.as_bytes()) {
+            Value::String(self.0.slice_ref(s))
+        } else {
+            Value::String(ByteString::from(s))
+        }
+    }
+    fn owned(self, s: String) -> Value {
+        Value::String(ByteString::from(s))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ValueSeed<S> {
+    strings: S,
+}
+
+impl<'de, S: Strings> DeserializeSeed<'de> for ValueSeed<S> {
     type Value = Value;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_> {
+impl<'de, S: Strings> Visitor<'de> for ValueSeed<S> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -314,20 +431,13 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         Ok(Value::Float(NotNan::new(v).unwrap_or_default()))
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value, E> {
-        let bytes = v.as_bytes();
-        let base = self.frame.as_ptr() as usize;
-        let p = bytes.as_ptr() as usize;
-        if p >= base && p + bytes.len() <= base + self.frame.len() {
-            Ok(Value::Bytes(self.frame.slice_ref(bytes)))
-        } else {
-            Ok(Value::Bytes(Bytes::copy_from_slice(bytes)))
-        }
+        Ok(self.strings.borrowed(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Bytes(Bytes::copy_from_slice(v.as_bytes())))
+        Ok(self.strings.borrowed(v))
     }
     fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Bytes(Bytes::from(v)))
+        Ok(self.strings.owned(v))
     }
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
@@ -342,16 +452,84 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         }
         Ok(Value::Array(v))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        // Collected, then sorted and built leaf by leaf (`BTreeMap::from_iter`), instead of a
-        // search and an insert per key: a quarter less time per log line. Of duplicate keys
-        // the last one wins, as with inserts.
-        let mut fields: Vec<(KeyString, Value)> = Vec::with_capacity(map.size_hint().unwrap_or(16));
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        let fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        self.collect_map(map, fields)
+    }
+}
+
+impl<S: Strings> ValueSeed<S> {
+    /// The object of `map`'s fields after those already in `fields`. Collected, then sorted
+    /// and built leaf by leaf (`BTreeMap::from_iter`), instead of a search and an insert per
+    /// key: a quarter less time per log line. Of duplicate keys the last one wins, as with
+    /// inserts.
+    fn collect_map<'de, A: MapAccess<'de>>(
+        self,
+        mut map: A,
+        mut fields: Vec<(KeyString, Value)>,
+    ) -> Result<Value, A::Error> {
         while let Some(k) = map.next_key_seed(KeySeed)? {
             let v = map.next_value_seed(self)?;
             fields.push((k, v));
         }
         Ok(Value::Object(ObjectMap::from_iter(fields)))
+    }
+}
+
+/// The top of a document: as [`ValueSeed`], except that an object starts with the
+/// defaults' fields.
+struct TopSeed<'d, S, D> {
+    inner: ValueSeed<S>,
+    defaults: &'d D,
+}
+
+impl<'de, S: Strings, D: JsonDefaults> DeserializeSeed<'de> for TopSeed<'_, S, D> {
+    type Value = Value;
+    fn deserialize<De: serde::Deserializer<'de>>(self, d: De) -> Result<Value, De::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, S: Strings, D: JsonDefaults> Visitor<'de> for TopSeed<'_, S, D> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        self.inner.visit_bool(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        self.inner.visit_i64(v)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        self.inner.visit_u64(v)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        self.inner.visit_f64(v)
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Value, E> {
+        self.inner.visit_borrowed_str(v)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.inner.visit_str(v)
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.inner.visit_string(v)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.inner.visit_unit()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.inner.visit_none()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        self.inner.visit_seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16) + 4);
+        self.defaults.push(&mut fields);
+        self.inner.collect_map(map, fields)
     }
 }
 
@@ -415,6 +593,30 @@ mod tests {
             inner.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["b", "y"]
         );
+    }
+
+    #[test]
+    fn text_strings_are_vrl_strings_sliced_from_the_text() {
+        let text =
+            ByteString::from_static(r#"{"p":"plain","e":"e\"s","u":"\u00e9t\u00e9","n":[1,"x"]}"#);
+        let Value::Object(m) = parse_json_text(&text).unwrap() else {
+            panic!("not an object")
+        };
+        let inside = |v: &Value| match v {
+            Value::String(s) => within(text.as_bytes(), s.as_bytes()),
+            other => panic!("not a string: {other:?}"),
+        };
+        assert_eq!(m["p"], Value::from("plain"));
+        assert!(inside(&m["p"]), "a plain string is a slice");
+        assert_eq!(m["e"], Value::from("e\"s"));
+        assert!(!inside(&m["e"]), "an unescaped string is a copy");
+        assert_eq!(m["u"], Value::from("\u{e9}t\u{e9}"));
+        let Value::Array(a) = &m["n"] else {
+            panic!("not an array")
+        };
+        assert_eq!(a[0], Value::Integer(1));
+        assert!(inside(&a[1]));
+        assert!(parse_json_text(&ByteString::from_static("{} x")).is_err());
     }
 
     #[test]

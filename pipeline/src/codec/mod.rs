@@ -13,5 +13,6 @@ pub use decoding::{register_decoder, DecodeError, Decoder, DecodingConfig, Frame
 pub use encoding::{EncodeError, Encoder, EncodingConfig};
 pub use framing::{Frame, LineFramer, DEFAULT_MAX_LINE_BYTES};
 pub use json::{
-    check_json, parse_json_value, JsonDefaults, JsonLaziness, JsonLog, JsonShape, PROBE_EVERY,
+    check_json, parse_json_text, parse_json_value, parse_json_with, JsonDefaults, JsonLaziness,
+    JsonLog, JsonShape, PROBE_EVERY,
 };

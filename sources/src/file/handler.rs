@@ -165,18 +165,13 @@ struct FileDefaults {
 }
 
 impl JsonDefaults for FileDefaults {
-    fn fill(&self, m: &mut ObjectMap) {
-        let mut put = |k: &str, v: Value| {
-            if !m.contains_key(k) {
-                m.insert(KeyString::from(k), v);
-            }
-        };
-        put("file", Value::Bytes(self.file.clone()));
+    fn push(&self, fields: &mut Vec<(KeyString, Value)>) {
+        fields.push(("file".into(), Value::Bytes(self.file.clone())));
         if let Some(h) = &self.host {
-            put("host", Value::Bytes(h.clone()));
+            fields.push(("host".into(), Value::Bytes(h.clone())));
         }
-        put("offset", Value::Integer(self.offset as i64));
-        put("timestamp", Value::Timestamp(self.timestamp));
+        fields.push(("offset".into(), Value::Integer(self.offset as i64)));
+        fields.push(("timestamp".into(), Value::Timestamp(self.timestamp)));
     }
 }
 
