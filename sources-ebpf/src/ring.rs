@@ -70,3 +70,23 @@ pub fn per_cpu_slot(map: &PerCpuArray<MapData, u64>, slot: u32) -> u64 {
         Err(_) => 0,
     }
 }
+
+/// Counts and logs what the kernel side dropped since the last report: slot `i` of
+/// `dropped` counts drops of kind `drops[i].0`, meaning `drops[i].1`; `reported` holds the
+/// totals already counted.
+pub fn report_drops<const N: usize>(
+    dropped: &PerCpuArray<MapData, u64>,
+    drops: &[(&'static str, &str); N],
+    reported: &mut [u64; N],
+    metrics: &weir_pipeline::metrics::ComponentMetrics,
+) {
+    for (slot, (seen, (kind, why))) in reported.iter_mut().zip(drops).enumerate() {
+        let total = per_cpu_slot(dropped, slot as u32);
+        if total > *seen {
+            let n = total - *seen;
+            *seen = total;
+            metrics.add_discarded(n);
+            metrics.error(kind, n, &format_args!("{n} {why}"));
+        }
+    }
+}

@@ -27,7 +27,7 @@ use weir_pipeline::BoxError;
 
 use crate::container::ContainerCache;
 use crate::env::{self, c_str};
-use crate::ring::per_cpu_slot;
+use crate::ring::report_drops;
 use names::{Cgroups, Disks};
 use stats::{RawKey, RawValue};
 
@@ -179,7 +179,7 @@ impl SourceConfig for EbpfIoConfig {
                 .await
                 .map_err(|e| format!("{COMPONENT}: reading the counts: {e}"))?;
                 reader = r;
-                report_drops(&dropped, &mut reported, &cx);
+                report_drops(&dropped, &DROPS, &mut reported, &cx.metrics);
                 if report.errors > 0 {
                     cx.metrics.error(
                         "map_read",
@@ -229,19 +229,6 @@ const DROPS: [(&str, &str); 2] = [
         "block I/O requests not followed: the kernel's table of requests in flight was full (raise `max_inflight`)",
     ),
 ];
-
-/// Counts and logs what the kernel side dropped since the last report.
-fn report_drops(dropped: &PerCpuArray<MapData, u64>, reported: &mut [u64; 2], cx: &SourceContext) {
-    for (slot, (seen, (kind, why))) in reported.iter_mut().zip(DROPS).enumerate() {
-        let total = per_cpu_slot(dropped, slot as u32);
-        if total > *seen {
-            let n = total - *seen;
-            *seen = total;
-            cx.metrics.add_discarded(n);
-            cx.metrics.error(kind, n, &format_args!("{n} {why}"));
-        }
-    }
-}
 
 /// What one read of the counts gave.
 struct Report {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::Btf;
 use aya::EbpfLoader;
@@ -25,7 +25,7 @@ use weir_pipeline::BoxError;
 use crate::container::ContainerCache;
 use crate::env::{self, Clock};
 use crate::process::check_ring_size;
-use crate::ring::{per_cpu_slot, RingReader};
+use crate::ring::{report_drops, RingReader};
 use filter::Filters;
 use record::{RawTcpEvent, TcpLog};
 
@@ -210,11 +210,11 @@ impl SourceConfig for EbpfTcpConfig {
                                 break;
                             }
                         }
-                        report_drops(&dropped, &mut reported, &cx);
+                        report_drops(&dropped, &DROPS, &mut reported, &cx.metrics);
                         break;
                     }
                     _ = tick.tick() => {
-                        report_drops(&dropped, &mut reported, &cx);
+                        report_drops(&dropped, &DROPS, &mut reported, &cx.metrics);
                         continue;
                     }
                     _ = flush.tick() => {
@@ -248,19 +248,6 @@ const DROPS: [(&str, &str); 2] = [
         "connections not followed: the kernel-side connection table had no free slot for them (raise `max_connections`)",
     ),
 ];
-
-/// Counts and logs what the kernel side dropped since the last report.
-fn report_drops(dropped: &PerCpuArray<MapData, u64>, reported: &mut [u64; 2], cx: &SourceContext) {
-    for (slot, (seen, (kind, why))) in reported.iter_mut().zip(DROPS).enumerate() {
-        let total = per_cpu_slot(dropped, slot as u32);
-        if total > *seen {
-            let n = total - *seen;
-            *seen = total;
-            cx.metrics.add_discarded(n);
-            cx.metrics.error(kind, n, &format_args!("{n} {why}"));
-        }
-    }
-}
 
 /// How long records may wait in the ring buffer when fewer than `wakeup_bytes` are there.
 const FLUSH: Duration = Duration::from_millis(100);
