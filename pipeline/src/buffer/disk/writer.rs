@@ -1,0 +1,338 @@
+//! The sending side: encodes batches into records and appends them to the segment being
+//! written (see the module docs for the whole picture).
+
+use super::*;
+
+/// The segment being written.
+#[derive(Debug)]
+pub(super) struct Writer {
+    pub(super) file: File,
+    pub(super) segment: u64,
+    pub(super) len: u64,
+    pub(super) next_seq: u64,
+    /// A failed write could not be cut off: the next write starts a new segment.
+    pub(super) broken: bool,
+    /// Written since the last sync (interval policy).
+    pub(super) dirty: bool,
+}
+
+/// Records encoded from one batch: `bytes` holds each record (header space, then payload);
+/// `records` their ends and event counts.
+#[derive(Debug, Default)]
+pub(super) struct Encoded {
+    pub(super) bytes: Vec<u8>,
+    pub(super) records: Vec<(usize, u32)>,
+}
+
+impl Writer {
+    /// Writes `enc.records[from..]`, starting new segments as needed; returns how many
+    /// records were written, and the error that stopped it.
+    fn write(&mut self, sh: &Shared, enc: &mut Encoded, from: usize) -> (usize, io::Result<()>) {
+        let mut i = from;
+        while i < enc.records.len() {
+            let start = if i == 0 { 0 } else { enc.records[i - 1].0 };
+            // The records of this batch that fit in the current segment.
+            let mut j = i;
+            while j < enc.records.len()
+                && (j == i || self.len + (enc.records[j].0 - start) as u64 <= sh.segment_bytes)
+            {
+                j += 1;
+            }
+            let end = enc.records[j - 1].0;
+            let fits = self.len + (end - start) as u64 <= sh.segment_bytes;
+            if self.broken || (!fits && self.len > SEGMENT_HEADER) {
+                if let Err(e) = self.roll(sh) {
+                    return (i - from, Err(e));
+                }
+                continue;
+            }
+            // Sequence numbers are given now, in the order records reach the disk.
+            let mut s = start;
+            for &(e, events) in &enc.records[i..j] {
+                fill_header(&mut enc.bytes[s..e], e - s - RECORD_HEADER, events);
+                set_seq(&mut enc.bytes[s..e], self.next_seq);
+                self.next_seq += 1;
+                s = e;
+            }
+            let res = self
+                .file
+                .write_all_at(&enc.bytes[start..end], self.len)
+                .and_then(|()| match sh.fsync {
+                    Fsync::Batch => self.file.sync_data(),
+                    Fsync::Interval(_) => {
+                        self.dirty = true;
+                        Ok(())
+                    }
+                });
+            if let Err(e) = res {
+                self.next_seq -= (j - i) as u64;
+                // Cut off what was half written, so that the segment ends on a whole record
+                // (if that fails, the reader skips the torn tail as corruption).
+                let _ = self.file.set_len(self.len);
+                // The next attempt starts a new segment: this one can then be deleted once
+                // delivered, which gives the space back when the disk is full.
+                self.broken = true;
+                return (i - from, Err(e));
+            }
+            self.len += (end - start) as u64;
+            sh.disk_bytes
+                .fetch_add((end - start) as u64, Ordering::Relaxed);
+            sh.set_mark(self.segment, self.len);
+            i = j;
+        }
+        (i - from, Ok(()))
+    }
+
+    fn roll(&mut self, sh: &Shared) -> io::Result<()> {
+        if self.dirty {
+            self.file.sync_data()?;
+            self.dirty = false;
+        }
+        let id = self.segment + 1;
+        let file = match create_segment(&sh.dir, id, sh.fsync) {
+            Ok(f) => f,
+            Err(e) => {
+                // A full disk, and this segment wholly delivered: it is all that can go, and
+                // nothing needs it any more (the reader keeps its open handle).
+                if *sh.acked.lock().unwrap_or_else(|p| p.into_inner()) != (self.segment, self.len) {
+                    return Err(e);
+                }
+                let path = format::segment_path(&sh.dir, self.segment);
+                std::fs::remove_file(&path)?;
+                sh.disk_bytes.fetch_sub(
+                    self.len.min(sh.disk_bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                create_segment(&sh.dir, id, sh.fsync)?
+            }
+        };
+        self.file = file;
+        self.segment = id;
+        self.len = SEGMENT_HEADER;
+        self.broken = false;
+        sh.disk_bytes.fetch_add(SEGMENT_HEADER, Ordering::Relaxed);
+        sh.set_mark(id, SEGMENT_HEADER);
+        Ok(())
+    }
+}
+
+pub(super) fn fill_header(rec: &mut [u8], payload_len: usize, events: u32) {
+    rec[0..4].copy_from_slice(b"WREC");
+    rec[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    rec[20..24].copy_from_slice(&events.to_le_bytes());
+}
+
+/// Sets a record's sequence number and checksum (over length, sequence, events, payload).
+pub(super) fn set_seq(rec: &mut [u8], seq: u64) {
+    rec[12..20].copy_from_slice(&seq.to_le_bytes());
+    let mut c = crc32fast::Hasher::new();
+    c.update(&rec[4..8]);
+    c.update(&rec[12..24]);
+    c.update(&rec[RECORD_HEADER..]);
+    let crc = c.finalize();
+    rec[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Syncs the segment being written every `every`, while anything holds the writer.
+pub(super) async fn sync_every(
+    writer: std::sync::Weak<tokio::sync::Mutex<Writer>>,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(w) = writer.upgrade() else { return };
+        let Ok(mut g) = w.try_lock_owned() else {
+            continue;
+        };
+        if g.dirty {
+            let _ = tokio::task::spawn_blocking(move || {
+                if g.file.sync_data().is_ok() {
+                    g.dirty = false;
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// Dropped with the last sender: the reader ends once it has read everything.
+#[derive(Debug)]
+pub(super) struct SendersGuard {
+    pub(super) shared: Arc<Shared>,
+    pub(super) writer: Arc<tokio::sync::Mutex<Writer>>,
+}
+
+impl Drop for SendersGuard {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.writer.try_lock() {
+            if w.dirty && w.file.sync_data().is_ok() {
+                w.dirty = false;
+            }
+        }
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.data.notify_one();
+    }
+}
+
+/// The sending side of a disk buffer.
+#[derive(Debug, Clone)]
+pub struct DiskSender {
+    pub(super) shared: Arc<Shared>,
+    pub(super) writer: Arc<tokio::sync::Mutex<Writer>>,
+    pub(super) _guard: Arc<SendersGuard>,
+}
+
+/// The reader is gone: nothing will read what is written.
+#[derive(Debug)]
+pub struct ReaderGone;
+
+impl DiskSender {
+    /// Writes a batch: its events are acknowledged to their sources once on disk. Waits for
+    /// room (`block`) or drops the batch when the buffer is full (`drop_newest`); waits and
+    /// retries while the disk refuses the write.
+    pub async fn send(&self, mut batch: EventBatch) -> Result<(), ReaderGone> {
+        let sh = &self.shared;
+        if sh.reader_gone.load(Ordering::Relaxed) {
+            batch.finalize(EventStatus::Errored);
+            return Err(ReaderGone);
+        }
+        let mut enc = self.encode(&mut batch);
+        if enc.records.is_empty() {
+            return Ok(());
+        }
+        let need = enc.bytes.len() as u64;
+        let mut w = self.writer.clone().lock_owned().await;
+        // Room: the segments on disk plus this batch within `max_size`, or nothing on disk
+        // but the segment being written (so an oversized batch passes an empty buffer).
+        loop {
+            let space = sh.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            let used = sh.disk_bytes.load(Ordering::Relaxed);
+            if used + need <= sh.max_bytes || sh.oldest.load(Ordering::Relaxed) >= w.segment {
+                break;
+            }
+            if sh.when_full == WhenFull::DropNewest {
+                sh.metrics.add_discarded(batch.len() as u64);
+                sh.metrics.error(
+                    "buffer_full",
+                    0,
+                    &format_args!(
+                        "disk buffer full ({} of {} bytes): dropped {} events (when_full = \"drop_newest\")",
+                        used,
+                        sh.max_bytes,
+                        batch.len()
+                    ),
+                );
+                batch.finalize(EventStatus::Errored);
+                return Ok(());
+            }
+            if sh.reader_gone.load(Ordering::Relaxed) {
+                batch.finalize(EventStatus::Errored);
+                return Err(ReaderGone);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), space).await;
+        }
+        let mut done = 0;
+        loop {
+            let shared = self.shared.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let (n, res) = w.write(&shared, &mut enc, done);
+                (w, enc, n, res)
+            })
+            .await;
+            let (back, e, n, res) = match joined {
+                Ok(r) => r,
+                Err(_) => {
+                    batch.finalize(EventStatus::Errored);
+                    return Err(ReaderGone);
+                }
+            };
+            w = back;
+            enc = e;
+            done += n;
+            match res {
+                Ok(()) => break,
+                Err(e) => {
+                    let kind = if e.kind() == io::ErrorKind::StorageFull {
+                        "disk_full"
+                    } else {
+                        "io"
+                    };
+                    sh.metrics.error(
+                        kind,
+                        1,
+                        &format_args!(
+                            "disk buffer {}: cannot write: {e}; holding the senders back and retrying every second",
+                            sh.dir.display()
+                        ),
+                    );
+                    if sh.reader_gone.load(Ordering::Relaxed) {
+                        batch.finalize(EventStatus::Errored);
+                        return Err(ReaderGone);
+                    }
+                    tokio::time::sleep(RETRY_WRITE).await;
+                }
+            }
+        }
+        drop(w);
+        let events: u32 = enc.records.iter().map(|r| r.1).sum();
+        sh.events.fetch_add(i64::from(events), Ordering::Relaxed);
+        batch.finalize(EventStatus::Delivered);
+        Ok(())
+    }
+
+    /// The batch as records, each at most `max_payload` bytes; an event larger than that is
+    /// refused (counted, finalized `Rejected`) and left out.
+    fn encode(&self, batch: &mut EventBatch) -> Encoded {
+        let sh = &self.shared;
+        let mut enc = Encoded::default();
+        enc.bytes.reserve(batch.estimated_bytes() + RECORD_HEADER);
+        let mut rec_start = 0;
+        let mut events = 0u32;
+        enc.bytes.resize(RECORD_HEADER, 0);
+        let mut refused = Vec::new();
+        for (i, e) in batch.iter().enumerate() {
+            let ev_start = enc.bytes.len();
+            codec::encode_event(e, &mut enc.bytes);
+            let ev_len = enc.bytes.len() - ev_start;
+            if ev_len > sh.max_payload {
+                enc.bytes.truncate(ev_start);
+                refused.push((i, ev_len));
+                continue;
+            }
+            if enc.bytes.len() - rec_start - RECORD_HEADER > sh.max_payload {
+                // Close the record before this event; the event opens the next one.
+                let ev = enc.bytes.split_off(ev_start);
+                enc.records.push((ev_start, events));
+                rec_start = ev_start;
+                enc.bytes.resize(rec_start + RECORD_HEADER, 0);
+                enc.bytes.extend_from_slice(&ev);
+                events = 0;
+            }
+            events += 1;
+        }
+        if events > 0 {
+            enc.records.push((enc.bytes.len(), events));
+        } else {
+            enc.bytes.truncate(rec_start);
+        }
+        if !refused.is_empty() {
+            let evs: &mut [Event] = &mut batch.events;
+            for &(i, len) in &refused {
+                evs[i].finalize(EventStatus::Rejected);
+                sh.metrics.error(
+                    "oversized",
+                    1,
+                    &format_args!(
+                        "disk buffer {}: an event of {len} bytes is larger than a record can be ({} bytes, an eighth of buffer.max_size): refused",
+                        sh.dir.display(),
+                        sh.max_payload
+                    ),
+                );
+            }
+            sh.metrics.add_discarded(refused.len() as u64);
+        }
+        enc
+    }
+}
