@@ -143,7 +143,8 @@ struct Shared {
     acked: Mutex<(u64, u64)>,
     /// Bytes of the segments on disk.
     disk_bytes: AtomicU64,
-    /// Events written this run and not yet delivered (for the buffer gauge).
+    /// Events written and not yet delivered, those of earlier runs included (the buffer
+    /// gauge).
     events: AtomicI64,
     /// Every sender is gone.
     closed: AtomicBool,
@@ -256,7 +257,7 @@ pub fn open(
     // The writer numbers on from the last record written (or the acknowledged position).
     let mut next_seq = ack.map_or(0, |a| a.next_seq);
     if let Some(&last) = segments.last() {
-        if let Some(seq) = last_seq(&dir, last, max_payload).map_err(&err)? {
+        if let (Some(seq), _) = scan(&dir, last, SEGMENT_HEADER, max_payload).map_err(&err)? {
             next_seq = next_seq.max(seq + 1);
         }
     }
@@ -287,8 +288,20 @@ pub fn open(
             next_seq: 0,
         },
     };
+    // The events written before and not yet delivered: the buffer's gauge starts there. (A
+    // record damaged after this count keeps its events in the gauge; it is counted corrupt.)
+    let mut pending = 0u64;
+    for &id in segments.iter().filter(|&&id| id >= start.segment) {
+        let from = if id == start.segment {
+            start.offset
+        } else {
+            SEGMENT_HEADER
+        };
+        pending += scan(&dir, id, from, max_payload).map_err(&err)?.1;
+    }
     if !segments.is_empty() {
         tracing::info!(
+            events = pending,
             buffer = %dir.display(),
             segments = segments.len(),
             bytes = disk_bytes,
@@ -311,7 +324,7 @@ pub fn open(
         oldest: AtomicU64::new(oldest),
         acked: Mutex::new((start.segment, start.offset)),
         disk_bytes: AtomicU64::new(disk_bytes),
-        events: AtomicI64::new(0),
+        events: AtomicI64::new(i64::try_from(pending).unwrap_or(i64::MAX)),
         closed: AtomicBool::new(false),
         reader_gone: AtomicBool::new(false),
         data: Notify::new(),
@@ -359,20 +372,22 @@ pub fn open(
     ))
 }
 
-/// The sequence number of the last record of segment `id` that checks.
-fn last_seq(dir: &Path, id: u64, max_payload: usize) -> io::Result<Option<u64>> {
+/// Walks segment `id` from `from`: the sequence number of its last record that checks, and
+/// how many events the records that check hold.
+fn scan(dir: &Path, id: u64, from: u64, max_payload: usize) -> io::Result<(Option<u64>, u64)> {
     let f = File::open(format::segment_path(dir, id))?;
     let len = f.metadata()?.len();
-    let mut pos = SEGMENT_HEADER;
-    let mut last = None;
+    let mut pos = from;
+    let (mut last, mut events) = (None, 0);
     loop {
         match format::read_at(&f, pos, len, max_payload)? {
             Read::Record(r) => {
                 last = Some(r.seq);
+                events += u64::from(r.events);
                 pos = r.end;
             }
             Read::Corrupt { next } => pos = next,
-            Read::Incomplete => return Ok(last),
+            Read::Incomplete => return Ok((last, events)),
         }
     }
 }

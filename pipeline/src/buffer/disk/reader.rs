@@ -312,12 +312,12 @@ impl DiskReceiver {
         self.shared.bytes()
     }
 
-    /// Events written this run and not yet delivered.
+    /// Events written and not yet delivered (those of earlier runs included).
     pub fn len(&self) -> usize {
         self.shared.events()
     }
 
-    /// Whether no event written this run waits for the sink.
+    /// Whether no event waits for the sink.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

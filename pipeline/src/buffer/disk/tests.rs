@@ -123,9 +123,17 @@ async fn reading_resumes_at_the_first_record_not_delivered() {
     }
     let m = ComponentMetrics::detached("t");
     let (tx, mut rx) = open(options(&dir, 1 << 20, WhenFull::Block), m.clone()).unwrap();
+    assert_eq!(
+        rx.len(),
+        30,
+        "the events of the last run not delivered are in the gauge"
+    );
     tx.send(numbered(50, 10, 20)).await.unwrap();
+    assert_eq!(rx.len(), 40);
     let got = take(&mut rx, 40, EventStatus::Delivered).await;
     assert_eq!(got, (20..60).collect::<Vec<_>>());
+    rx.settle().await;
+    assert_eq!(rx.len(), 0);
     assert_eq!(counter(&m, "buffer_corrupted_records_total"), 0);
 }
 
