@@ -1767,6 +1767,38 @@ mod tests {
         assert_eq!(t.cx.handler.lines, expected);
     }
 
+    /// A file that never had a fingerprint (one incomplete line) and is then deleted: its
+    /// bytes can never be read, and are counted.
+    #[test]
+    fn a_file_deleted_before_it_could_be_read_is_counted_as_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("short.log");
+        std::fs::write(&log, "no newline yet").unwrap();
+        let kept = lines("kept", 0..3);
+        std::fs::write(dir.path().join("kept.log"), text(&kept)).unwrap();
+        let mut t = tailer(dir.path());
+        t.discover(Instant::now(), true);
+        pass(&mut t);
+        assert_eq!(
+            t.cx.handler.lines, kept,
+            "the short file waits for its first line"
+        );
+        let unread = |t: &Tailer<Collect>| -> u64 {
+            t.cx.metrics
+                .counters()
+                .iter()
+                .filter(|(n, _, _)| *n == UNREAD_BYTES)
+                .map(|c| c.2)
+                .sum()
+        };
+        assert_eq!(unread(&t), 0);
+        std::fs::remove_file(&log).unwrap();
+        t.discover(Instant::now(), false);
+        pass(&mut t);
+        assert_eq!(unread(&t), "no newline yet".len() as u64);
+        assert_eq!(t.cx.handler.lines, kept, "its neighbour is not disturbed");
+    }
+
     #[test]
     fn a_pass_stopped_by_the_budget_asks_for_the_next_at_once() {
         let dir = tempfile::tempdir().unwrap();
