@@ -393,7 +393,7 @@ mod tests {
             } else {
                 assert_eq!(m["event"], Value::from("tcp_connection"));
                 check_shape(m, FIELDS, &[]);
-                let reason = m["close_reason"].to_str_lossy().into_owned();
+                let reason = m["close_reason"].to_str_lossy().unwrap().into_owned();
                 *reasons.entry(reason).or_insert(0) += 1;
                 retransmitted += usize::from(m["retransmits"] != Value::Integer(0));
             }

@@ -341,7 +341,7 @@ mod tests {
             let Value::Object(m) = &v else {
                 panic!("not an object: {v}")
             };
-            let event = m["event"].to_str_lossy().into_owned();
+            let event = m["event"].to_str_lossy().unwrap().into_owned();
             let pid = m["pid"].as_integer().unwrap();
             match event.as_str() {
                 "fork" => {
@@ -359,7 +359,7 @@ mod tests {
                 }
                 _ => panic!("unknown event {v}"),
             }
-            comms.insert(m["comm"].to_str_lossy().into_owned());
+            comms.insert(m["comm"].to_str_lossy().unwrap().into_owned());
             *counts.entry(event).or_insert(0) += 1;
         }
         assert_eq!(counts.len(), 3, "{counts:?}");
