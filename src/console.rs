@@ -630,6 +630,27 @@ name = "n"
     }
 
     #[test]
+    fn the_quickstarts_demo_connections_and_processes_feed_the_tables() {
+        let reg = crate::registry::registry();
+        let config = weir_pipeline::config::load_str(
+            crate::cli::QUICKSTART_NAME,
+            crate::QUICKSTART,
+            &reg,
+            &|_| None,
+        )
+        .unwrap();
+        let c = ConsoleConfig::from_config(&config, &Redactor::new(&reg), &|_| None, &|_| None);
+        let shapes: Vec<_> = c.shapes.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+        assert_eq!(
+            shapes,
+            [
+                ("demo_connections", "ebpf_tcp"),
+                ("demo_processes", "ebpf_process")
+            ]
+        );
+    }
+
+    #[test]
     fn globs() {
         assert_eq!(exact_glob("a*b[1]"), "a[*]b[[]1[]]");
     }
