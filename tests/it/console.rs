@@ -695,7 +695,10 @@ fn every_view_in_chromium() {
     let (header, up) = sorted_by(&mut b, "tcp-table", "bytes_acked");
     assert_eq!(header, "bytes_acked ▲");
     let up = numbers(&up);
-    assert!(up.len() > 1 && up.windows(2).all(|w| w[0] <= w[1]), "{up:?}");
+    assert!(
+        up.len() > 1 && up.windows(2).all(|w| w[0] <= w[1]),
+        "{up:?}"
+    );
     let (header, down) = sorted_by(&mut b, "tcp-table", "bytes_acked");
     assert_eq!(header, "bytes_acked ▼");
     let down = numbers(&down);
@@ -706,7 +709,10 @@ fn every_view_in_chromium() {
     assert!(comms.windows(2).all(|w| w[0] <= w[1]), "{comms:?}");
     assert_ne!(comms.first(), comms.last(), "{comms:?}");
     // Filtering: only the rows that mention the word, fewer than all.
-    let filter = |b: &mut Browser, table: &str, word: &str| -> Vec<serde_json::Map<String, Value>> {
+    let filter = |b: &mut Browser,
+                  table: &str,
+                  word: &str|
+     -> Vec<serde_json::Map<String, Value>> {
         let name = table.trim_end_matches("-table");
         b.eval(&format!("{{ const f = document.getElementById('{name}-filter'); f.value = '{word}'; f.dispatchEvent(new Event('input')); }}"));
         rows(&b.eval(&format!("tableRows('{table}')")))

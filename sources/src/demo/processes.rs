@@ -54,7 +54,11 @@ const PROGRAMS: &[Program] = &[
         exec: Some((
             "grpc_health_pro",
             "/bin/grpc_health_probe",
-            &["/bin/grpc_health_probe", "-addr=:8080", "-connect-timeout=1s"],
+            &[
+                "/bin/grpc_health_probe",
+                "-addr=:8080",
+                "-connect-timeout=1s",
+            ],
         )),
         weight: 40,
         busy: 0.3,
@@ -118,7 +122,12 @@ const PROGRAMS: &[Program] = &[
         exec: Some((
             "wkhtmltopdf",
             "/usr/local/bin/wkhtmltopdf",
-            &["wkhtmltopdf", "--quiet", "/tmp/invoice.html", "/tmp/invoice.pdf"],
+            &[
+                "wkhtmltopdf",
+                "--quiet",
+                "/tmp/invoice.html",
+                "/tmp/invoice.pdf",
+            ],
         )),
         weight: 6,
         busy: 0.7,
@@ -272,7 +281,10 @@ fn exit(run: &Running, rng: &mut SmallRng, at: DateTime<Utc>) -> Value {
     let killed = signal != Value::Null;
     m.insert("exit_code".into(), code);
     m.insert("signal".into(), signal);
-    m.insert("core_dumped".into(), Value::Boolean(killed && f.core_dumped));
+    m.insert(
+        "core_dumped".into(),
+        Value::Boolean(killed && f.core_dumped),
+    );
     let lifetime = (at - run.start).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
     m.insert("lifetime_secs".into(), secs(lifetime));
     // Scheduler time in nanoseconds; user and system time in ticks (250 Hz).
@@ -322,13 +334,13 @@ mod tests {
     #[test]
     fn process_events_have_the_fields_and_types_of_ebpf_process_events() {
         let documented = documented_fields("ebpf_process.md", "## Events");
-        let mut expected: Vec<String> = COMMON
-            .iter()
-            .chain(EXIT)
-            .map(|f| f.0.to_string())
-            .collect();
+        let mut expected: Vec<String> =
+            COMMON.iter().chain(EXIT).map(|f| f.0.to_string()).collect();
         expected.sort();
-        assert_eq!(documented, expected, "docs/components/ebpf_process.md changed");
+        assert_eq!(
+            documented, expected,
+            "docs/components/ebpf_process.md changed"
+        );
 
         let mut rng = SmallRng::seed_from_u64(5);
         let mut gen = Processes::default();

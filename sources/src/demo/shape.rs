@@ -26,7 +26,9 @@ impl Kind {
             | (Self::Bool, Value::Boolean(_))
             | (Self::Time, Value::Timestamp(_))
             | (Self::StrOrNull | Self::IntOrNull, Value::Null) => true,
-            (Self::Strs, Value::Array(a)) => a.iter().all(|s| matches!(s, Value::Bytes(_) | Value::String(_))),
+            (Self::Strs, Value::Array(a)) => a
+                .iter()
+                .all(|s| matches!(s, Value::Bytes(_) | Value::String(_))),
             _ => false,
         }
     }
