@@ -407,6 +407,24 @@ fn truth_nodes(hubble: &Path) -> BTreeSet<String> {
     nodes
 }
 
+/// Lays out a crowded service map with the page's `layoutServices` and measures it: nodes per
+/// layer, the edges drawn right to left, the least distance between two nodes, and whether
+/// every node is inside the drawing.
+const CROWDED_LAYOUT_JS: &str = "(() => { \
+    const ids = ['shop/frontend'], edges = []; \
+    for (let i = 0; i < 40; i++) ids.push('shop/svc-' + String(i).padStart(2, '0')); \
+    for (let i = 1; i <= 40; i++) edges.push({ source: 'shop/frontend', destination: ids[i] }); \
+    for (let i = 1; i < 40; i += 3) edges.push({ source: ids[i], destination: ids[i + 1] }); \
+    edges.push({ source: 'shop/svc-01', destination: 'shop/frontend' }); \
+    const { pos, width, height } = layoutServices(ids, edges); \
+    const layers = []; for (const p of pos.values()) layers[p.layer] = (layers[p.layer] || 0) + 1; \
+    const backward = edges.filter((e) => pos.get(e.source).x >= pos.get(e.destination).x) \
+        .map((e) => e.source + ' -> ' + e.destination); \
+    const ps = [...pos.values()]; let min = Infinity; \
+    for (let i = 0; i < ps.length; i++) for (let j = i + 1; j < ps.length; j++) \
+        min = Math.min(min, Math.hypot(ps[i].x - ps[j].x, ps[i].y - ps[j].y)); \
+    return { layers, backward, min, inside: ps.every((p) => p.x > 0 && p.y > 0 && p.x < width && p.y < height) }; })()";
+
 /// Installs `tableRows(id)` in the page: a table's shown rows, as objects from column name to
 /// cell text.
 const TABLE_ROWS_JS: &str = "window.tableRows = (id) => { \
@@ -555,6 +573,28 @@ fn every_view_in_chromium() {
                 .is_some_and(|s| s.contains("connections") && s.contains("p95"))
         },
     );
+    // The layout: no two workloads on top of each other, all inside the drawing.
+    let drawn = b.eval(
+        "(() => { const svg = document.getElementById('services-graph'); \
+         const ps = [...svg.querySelectorAll('.svc-node')].map((n) => n.getAttribute('transform').match(/[-0-9.]+/g).map(Number)); \
+         let min = Infinity; for (let i = 0; i < ps.length; i++) for (let j = i + 1; j < ps.length; j++) \
+           min = Math.min(min, Math.hypot(ps[i][0] - ps[j][0], ps[i][1] - ps[j][1])); \
+         return { min, inside: ps.every(([x, y]) => x > 0 && y > 0 && x < svg.width.baseVal.value && y < svg.height.baseVal.value) }; })()",
+    );
+    assert!(drawn["min"].as_f64().unwrap() >= 40.0, "{drawn}");
+    assert_eq!(drawn["inside"], true, "{drawn}");
+    // A crowded map (41 workloads: `frontend` calls 40 services, every third of which calls
+    // the next, and one calls `frontend` back): laid out in layers of the longest call path,
+    // callers left of callees but for the one edge that closes the cycle, nodes apart.
+    let crowded = b.eval(CROWDED_LAYOUT_JS);
+    assert_eq!(crowded["layers"], json!([1, 27, 13]), "{crowded}");
+    assert_eq!(
+        crowded["backward"],
+        json!(["shop/svc-01 -> shop/frontend"]),
+        "{crowded}"
+    );
+    assert!(crowded["min"].as_f64().unwrap() >= 40.0, "{crowded}");
+    assert_eq!(crowded["inside"], true, "{crowded}");
     b.screenshot(&shots.join("service-map.png"));
 
     // Profiles: the frames of the samples; search, zoom, filter, difference.
