@@ -616,7 +616,8 @@ function table(name, columns) {
     t.append(body);
     const summary = $(name + '-summary');
     if (r) summary.textContent = r.components.length ? `${rows.length} held (of at most ${MAX_ROWS}) from ${r.components.join(', ')}` +
-      (r.dropped ? ` · ${r.dropped} dropped` : '') : `no ${name === 'tcp' ? 'ebpf_tcp' : 'ebpf_process'} source in this pipeline`;
+      (r.dropped ? ` · ${r.dropped} dropped` : '') : name === 'tcp' ? 'no ebpf_tcp source (or demo with format = "tcp_connections") in this pipeline'
+      : 'no ebpf_process source (or demo with format = "process_events") in this pipeline';
   };
   const f = feed(name, (r, events) => {
     for (const { event } of events) rows.push(event);
