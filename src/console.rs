@@ -7,8 +7,9 @@
 //!   `Secret`) replaced by `**REDACTED**` (see [`ConsoleConfig::from_config`]);
 //! - `GET /api/console/feed/{name}?after=SEQ`: the latest events of one feed, newer than
 //!   `SEQ`. The feeds are `topology` (the `flow_to_topology` transforms' windows), `stacks`
-//!   (the `stack_fold` transforms' folded stacks), `tcp` (`ebpf_tcp`) and `process`
-//!   (`ebpf_process`).
+//!   (the `stack_fold` transforms' folded stacks), `tcp` (`ebpf_tcp`, and any source whose
+//!   events have its shape: `demo`'s `tcp_connections`) and `process` (`ebpf_process`,
+//!   and `demo`'s `process_events`).
 //!
 //! A feed costs nothing while nobody reads it: the first request attaches a tap (the same
 //! mechanism as `weir tap`) to the outputs of the feed's components, and a feed nobody asked
@@ -50,6 +51,11 @@ const MAX_CONFIG_LINES: usize = 200;
 #[derive(Debug, Default, Clone)]
 pub struct ConsoleConfig {
     tables: BTreeMap<String, ShownTable>,
+    /// The sources whose events have a named shape ([`SourceConfig::event_shape`]), by id:
+    /// a feed taps them as it taps the type of that name.
+    ///
+    /// [`SourceConfig::event_shape`]: weir_pipeline::component::SourceConfig::event_shape
+    shapes: BTreeMap<String, &'static str>,
 }
 
 /// A component's table as the console shows it.
@@ -116,7 +122,12 @@ impl ConsoleConfig {
                 },
             );
         }
-        Self { tables }
+        let shapes = config
+            .sources
+            .iter()
+            .filter_map(|(id, e)| Some((id.clone(), e.config.event_shape()?)))
+            .collect();
+        Self { tables, shapes }
     }
 }
 
@@ -169,7 +180,8 @@ fn shown_text(
 /// One feed: the events leaving the components of some types, while someone reads them.
 struct Feed {
     name: &'static str,
-    /// The component types whose outputs it taps.
+    /// The component types whose outputs it taps, and the sources whose events have the
+    /// shape of one of them.
     types: &'static [&'static str],
     /// Which events it keeps (e.g. only `topology` logs, not the metrics of `output = "both"`).
     keep: fn(Option<&str>, &Event) -> bool,
@@ -345,7 +357,13 @@ async fn feed_json(
     let ids: Vec<String> = s
         .components
         .iter()
-        .filter(|c| feed.types.contains(&c.type_name.as_str()))
+        .filter(|c| {
+            feed.types.contains(&c.type_name.as_str())
+                || s.config
+                    .shapes
+                    .get(&c.id)
+                    .is_some_and(|shape| feed.types.contains(shape))
+        })
         .map(|c| c.id.clone())
         .collect();
     let mut st = match feed.state.lock() {
@@ -609,6 +627,27 @@ name = "n"
                 "{id}"
             );
         }
+    }
+
+    #[test]
+    fn the_quickstarts_demo_connections_and_processes_feed_the_tables() {
+        let reg = crate::registry::registry();
+        let config = weir_pipeline::config::load_str(
+            crate::cli::QUICKSTART_NAME,
+            crate::QUICKSTART,
+            &reg,
+            &|_| None,
+        )
+        .unwrap();
+        let c = ConsoleConfig::from_config(&config, &Redactor::new(&reg), &|_| None, &|_| None);
+        let shapes: Vec<_> = c.shapes.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+        assert_eq!(
+            shapes,
+            [
+                ("demo_connections", "ebpf_tcp"),
+                ("demo_processes", "ebpf_process")
+            ]
+        );
     }
 
     #[test]

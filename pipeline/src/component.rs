@@ -211,6 +211,14 @@ pub trait SourceConfig: Debug + Send + Sync {
     fn can_acknowledge(&self) -> bool {
         false
     }
+    /// The documented shape of its default output's events, when they have one that readers
+    /// look for by name, whatever the source's type: the name of the component type that
+    /// defines it (`ebpf_tcp`: connections; `ebpf_process`: process events). A source whose
+    /// events stand in for another type's (`demo`'s synthetic connections) names that type.
+    /// The web console finds the producers of its tables by it. Default: none.
+    fn event_shape(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Events leaving a transform, per output.

@@ -205,6 +205,10 @@ impl SourceConfig for EbpfProcessConfig {
     fn outputs(&self) -> Vec<Output> {
         vec![Output::default_output(DataType::LOG)]
     }
+
+    fn event_shape(&self) -> Option<&'static str> {
+        Some("ebpf_process")
+    }
 }
 
 /// The events decoded from the ring buffer since the last send.

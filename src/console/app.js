@@ -279,6 +279,81 @@ function windowSecs(w) {
   return s > 0 ? s : 1;
 }
 
+// Layered layout of a service map: callers left of the services they call. A node's layer
+// is the longest call path to it from a node nobody calls (a cycle is broken where a
+// depth-first walk meets it again); a layer of more than SVC_ROWS nodes wraps into several
+// columns; within a layer, nodes are ordered by the mean position of their neighbours in the
+// layers before, then after (a few sweeps), which removes most crossings. Deterministic: the
+// same graph is drawn the same way in every window.
+const SVC_ROWS = 10, SVC_ROW = 64, SVC_COL = 180, SVC_LAYER = 270, SVC_MARGIN = 60;
+const SVC_LABELLED_EDGES = 40; // past this many edges, only the selected and troubled are labelled
+function layoutServices(nodeIds, edges) {
+  const ids = [...new Set(nodeIds)].sort();
+  const out = new Map(ids.map((id) => [id, new Set()])), inc = new Map(ids.map((id) => [id, new Set()]));
+  for (const e of edges) {
+    if (!out.has(e.source) || !out.has(e.destination) || e.source === e.destination) continue;
+    out.get(e.source).add(e.destination);
+    inc.get(e.destination).add(e.source);
+  }
+  // Depth-first from the nodes nobody calls, then from any left (cycles): edges back to a
+  // node on the walk's path are left out of the layering.
+  const state = new Map(), forward = new Map(ids.map((id) => [id, []])), post = [];
+  const visit = (v) => {
+    state.set(v, 1);
+    for (const w of out.get(v)) {
+      if (state.get(w) === 1) continue;
+      forward.get(v).push(w);
+      if (!state.has(w)) visit(w);
+    }
+    state.set(v, 2);
+    post.push(v);
+  };
+  for (const v of [...ids.filter((id) => inc.get(id).size === 0), ...ids]) if (!state.has(v)) visit(v);
+  const layerOf = new Map(ids.map((id) => [id, 0]));
+  for (const v of post.reverse()) for (const w of forward.get(v)) layerOf.set(w, Math.max(layerOf.get(w), layerOf.get(v) + 1));
+  const layers = [];
+  for (const id of ids) (layers[layerOf.get(id)] ||= []).push(id);
+  // Order within layers: barycentres of the neighbours' positions (0..1 in their layer).
+  const place = new Map();
+  const index = () => layers.forEach((l) => l.forEach((id, i) => place.set(id, (i + 0.5) / l.length)));
+  index();
+  const reorder = (l, neighbours) => {
+    const key = new Map(l.map((id) => {
+      const ns = [...neighbours(id)].filter((n) => layerOf.get(n) !== layerOf.get(id));
+      return [id, ns.length ? ns.reduce((a, n) => a + place.get(n), 0) / ns.length : place.get(id)];
+    }));
+    l.sort((a, b) => key.get(a) - key.get(b) || (a < b ? -1 : 1));
+    l.forEach((id, i) => place.set(id, (i + 0.5) / l.length));
+  };
+  for (let sweep = 0; sweep < 4; sweep++) {
+    for (const l of layers) reorder(l, (id) => inc.get(id));
+    for (const l of [...layers].reverse()) reorder(l, (id) => out.get(id));
+  }
+  index();
+  // Coordinates: a layer's columns side by side, rows centred vertically.
+  const rows = Math.min(SVC_ROWS, Math.max(1, ...layers.map((l) => l.length)));
+  const height = Math.max(480, 2 * SVC_MARGIN + rows * SVC_ROW);
+  const pos = new Map();
+  let x = SVC_MARGIN + 40;
+  for (const l of layers) {
+    const cols = Math.ceil(l.length / SVC_ROWS);
+    l.forEach((id, i) => {
+      const col = Math.floor(i / SVC_ROWS), inCol = Math.min(SVC_ROWS, l.length - col * SVC_ROWS), row = i % SVC_ROWS;
+      pos.set(id, { x: x + col * SVC_COL, y: height / 2 + (row - (inCol - 1) / 2) * SVC_ROW, layer: layerOf.get(id) });
+    });
+    x += (cols - 1) * SVC_COL + SVC_LAYER;
+  }
+  return { pos, width: Math.max(900, x - SVC_LAYER + SVC_MARGIN + 120), height };
+}
+
+// A node's label: a long id shows its workload (after the namespace), the whole id is in
+// its title.
+function shortLabel(id) {
+  if (id.length <= 24) return id;
+  const workload = id.slice(id.lastIndexOf('/') + 1);
+  return workload.length <= 24 ? '…/' + workload : '…' + workload.slice(-23);
+}
+
 function drawServices() {
   const comp = $('services-component').value;
   const windows = topo.get(comp) || [];
@@ -293,16 +368,13 @@ function drawServices() {
   }
   const secs = windowSecs(w);
   $('services-summary').textContent = `${w.nodes.length} nodes · ${w.edges.length} edges · ${fmt(w.flows)} flows in ${fmt(secs)}s`;
-  const width = 900, height = 620, cx = width / 2, cy = height / 2, r = Math.min(cx, cy) - 90;
+  const { pos, width, height } = layoutServices(w.nodes.map((n) => n.id), w.edges);
+  // Drawn at its size, scaled down to the view's width when wider (see style.css).
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
   svg.setAttribute('width', width);
   svg.setAttribute('height', height);
-  svg.append(el('svg:defs', {}, el('svg:marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: 'auto-start-reverse' },
+  svg.append(el('svg:defs', {}, el('svg:marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5, markerUnits: 'userSpaceOnUse', markerWidth: 9, markerHeight: 9, orient: 'auto-start-reverse' },
     el('svg:path', { d: 'M 0 0 L 10 5 L 0 10 z', fill: '#8c96a0' }))));
-  const pos = new Map();
-  w.nodes.forEach((n, i) => {
-    const a = (2 * Math.PI * i) / Math.max(1, w.nodes.length) - Math.PI / 2;
-    pos.set(n.id, { x: cx + r * Math.cos(a), y: cy + r * Math.sin(a) });
-  });
   const maxConn = Math.max(1e-9, ...w.edges.map((e) => e.connections + e.http_requests));
   for (const e of w.edges) {
     const a = pos.get(e.source), b = pos.get(e.destination);
@@ -311,20 +383,31 @@ function drawServices() {
     const dx = b.x - a.x, dy = b.y - a.y, len = Math.hypot(dx, dy) || 1;
     const x1 = a.x + (dx / len) * 18, y1 = a.y + (dy / len) * 18, x2 = b.x - (dx / len) * 20, y2 = b.y - (dy / len) * 20;
     const mx = (x1 + x2) / 2 - (dy / len) * 20, my = (y1 + y2) / 2 + (dx / len) * 20;
+    // The label sits two thirds along the curve, where edges fanning out of one node have
+    // spread apart.
+    const t = 2 / 3, lx = (1 - t) ** 2 * x1 + 2 * t * (1 - t) * mx + t * t * x2, ly = (1 - t) ** 2 * y1 + 2 * t * (1 - t) * my + t * t * y2;
     const g = el('svg:g', { class: 'svc-edge' + (s.errorRatio > 0 || s.drops > 0 ? ' errors' : '') + (svcEdge === e.id ? ' selected' : ''),
       'data-id': e.id, on: { click: () => { svcEdge = e.id; drawServices(); } } });
     g.append(el('svg:path', { d: `M${x1},${y1} Q${mx},${my} ${x2},${y2}`, 'marker-end': 'url(#arrow)',
       'stroke-width': 1 + 4 * ((e.connections + e.http_requests) / maxConn) }));
-    const label = [`${fmt(s.conns, 2)} conn/s`];
-    if (e.http_requests) label.push(`${fmt(s.reqs, 2)} req/s`, `${(s.errorRatio * 100).toFixed(1)}% err`, `p95 ${fmtSecs(s.p95)}`);
-    if (s.drops) label.push(`${fmt(s.drops)} drops`);
-    g.append(el('svg:text', { x: mx, y: my, 'text-anchor': 'middle' }, label.join(' · ')), el('svg:title', {}, e.id));
+    // Two short lines; on a crowded map, only the selected edge and those in trouble are
+    // labelled (the others say it in their title, on hover).
+    const traffic = [`${fmt(s.conns, 2)} conn/s`], health = [];
+    if (e.http_requests) traffic.push(`${fmt(s.reqs, 2)} req/s`), health.push(`${(s.errorRatio * 100).toFixed(1)}% err`, `p95 ${fmtSecs(s.p95)}`);
+    if (s.drops) health.push(`${fmt(s.drops)} drops`);
+    const troubled = s.errorRatio > 0 || s.drops > 0;
+    if (w.edges.length <= SVC_LABELLED_EDGES || troubled || svcEdge === e.id) {
+      g.append(el('svg:text', { x: lx, y: ly - (health.length ? 6 : 0), 'text-anchor': 'middle' },
+        el('svg:tspan', { x: lx }, traffic.join(' · ')),
+        health.length ? el('svg:tspan', { x: lx, dy: 12 }, health.join(' · ')) : null));
+    }
+    g.append(el('svg:title', {}, `${e.id}: ${[...traffic, ...health].join(' · ')}`));
     svg.append(g);
   }
   for (const n of w.nodes) {
     const p = pos.get(n.id);
     const g = el('svg:g', { class: 'svc-node', 'data-id': n.id, transform: `translate(${p.x},${p.y})` });
-    g.append(el('svg:circle', { r: 16 }), el('svg:text', { y: 30, 'text-anchor': 'middle' }, n.id));
+    g.append(el('svg:circle', { r: 16 }), el('svg:text', { y: 30, 'text-anchor': 'middle' }, shortLabel(n.id)), el('svg:title', {}, n.id));
     svg.append(g);
   }
   const box = $('services-detail');
@@ -533,7 +616,8 @@ function table(name, columns) {
     t.append(body);
     const summary = $(name + '-summary');
     if (r) summary.textContent = r.components.length ? `${rows.length} held (of at most ${MAX_ROWS}) from ${r.components.join(', ')}` +
-      (r.dropped ? ` · ${r.dropped} dropped` : '') : `no ${name === 'tcp' ? 'ebpf_tcp' : 'ebpf_process'} source in this pipeline`;
+      (r.dropped ? ` · ${r.dropped} dropped` : '') : name === 'tcp' ? 'no ebpf_tcp source (or demo with format = "tcp_connections") in this pipeline'
+      : 'no ebpf_process source (or demo with format = "process_events") in this pipeline';
   };
   const f = feed(name, (r, events) => {
     for (const { event } of events) rows.push(event);

@@ -1,6 +1,6 @@
 //! Every example under `config/` validates and runs (and passes its `[[tests]]`, if it has
 //! any); the quickstart serves its API and writes its files, prints the console's URL and
-//! feeds its service map and flame graph.
+//! feeds every console view (service map, flame graph, connections and processes).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -234,10 +234,21 @@ fn quickstart_prints_the_console_url_and_feeds_every_console_view() {
             .as_str()
             .is_some_and(|s| s.contains("handle_request"))
     };
+    // Connections between the shop's services; its node's health probes starting.
+    let tcp = |e: &serde_json::Value| {
+        e["event"]["event"] == "tcp_connection"
+            && e["event"]["bytes_acked"].as_i64().is_some()
+            && e["event"]["remote_port"] == 8080
+    };
+    let process = |e: &serde_json::Value| {
+        e["event"]["event"] == "exec" && e["event"]["comm"] == "grpc_health_pro"
+    };
     type Shows<'a> = &'a dyn Fn(&serde_json::Value) -> bool;
-    let checks: [(&str, &str, Shows); 2] = [
+    let checks: [(&str, &str, Shows); 4] = [
         ("topology", "service_map", &topology),
         ("stacks", "profile", &stacks),
+        ("tcp", "demo_connections", &tcp),
+        ("process", "demo_processes", &process),
     ];
     for (feed, component, shows) in checks {
         let has_data = wait_until(LIVE_WITHIN, || {
@@ -264,7 +275,12 @@ fn quickstart_prints_the_console_url_and_feeds_every_console_view() {
     );
     assert_eq!(
         live,
-        [("topology", true), ("stacks", true)],
+        [
+            ("topology", true),
+            ("stacks", true),
+            ("tcp", true),
+            ("process", true)
+        ],
         "a console view had no data within {LIVE_WITHIN:?}:\n{text}"
     );
     // Internal metrics flow, and the Parquet archive holds the parsed logs once stopped.

@@ -2,11 +2,13 @@
 //! over `--remote-debugging-pipe` (NUL-separated JSON on file descriptors 3 and 4: no
 //! websocket client needed), against a running Weir fed with recorded Hubble flows (the shared
 //! test data, replayed into a `file` source with the `hubble_jsonpb` codec) and stack samples
-//! (JSON lines in the `stack-sample` schema), besides a demo log pipeline.
+//! (JSON lines in the `stack-sample` schema), besides a demo log pipeline and `demo` sources
+//! of connections and process events (shaped as `ebpf_tcp`'s and `ebpf_process`'s).
 //!
 //! Each view loads without a console error (exceptions, `console.error`, failed loads: the
 //! browser reports them as protocol events), the pipeline graph and the service map show the
-//! expected nodes, the flame graph the expected frames, values change while events flow, and
+//! expected nodes, the flame graph the expected frames, the tables the expected processes and
+//! ports, sorted and filtered as asked, values change while events flow, and
 //! every view is saved as a PNG under `$CARGO_TARGET_TMPDIR/console-screenshots/` (the path
 //! is printed).
 
@@ -372,6 +374,20 @@ window_secs = 1
 [sinks.folded]
 type = "blackhole"
 inputs = ["fold"]
+
+[sources.conns]
+type = "demo"
+format = "tcp_connections"
+rate = 40
+
+[sources.procs]
+type = "demo"
+format = "process_events"
+rate = 20
+
+[sinks.node]
+type = "blackhole"
+inputs = ["conns", "procs"]
 "#
     )
 }
@@ -389,6 +405,45 @@ fn truth_nodes(hubble: &Path) -> BTreeSet<String> {
         nodes.insert(dst.to_string());
     }
     nodes
+}
+
+/// Lays out a crowded service map with the page's `layoutServices` and measures it: nodes per
+/// layer, the edges drawn right to left, the least distance between two nodes, and whether
+/// every node is inside the drawing.
+const CROWDED_LAYOUT_JS: &str = "(() => { \
+    const ids = ['shop/frontend'], edges = []; \
+    for (let i = 0; i < 40; i++) ids.push('shop/svc-' + String(i).padStart(2, '0')); \
+    for (let i = 1; i <= 40; i++) edges.push({ source: 'shop/frontend', destination: ids[i] }); \
+    for (let i = 1; i < 40; i += 3) edges.push({ source: ids[i], destination: ids[i + 1] }); \
+    edges.push({ source: 'shop/svc-01', destination: 'shop/frontend' }); \
+    const { pos, width, height } = layoutServices(ids, edges); \
+    const layers = []; for (const p of pos.values()) layers[p.layer] = (layers[p.layer] || 0) + 1; \
+    const backward = edges.filter((e) => pos.get(e.source).x >= pos.get(e.destination).x) \
+        .map((e) => e.source + ' -> ' + e.destination); \
+    const ps = [...pos.values()]; let min = Infinity; \
+    for (let i = 0; i < ps.length; i++) for (let j = i + 1; j < ps.length; j++) \
+        min = Math.min(min, Math.hypot(ps[i].x - ps[j].x, ps[i].y - ps[j].y)); \
+    return { layers, backward, min, inside: ps.every((p) => p.x > 0 && p.y > 0 && p.x < width && p.y < height) }; })()";
+
+/// Installs `tableRows(id)` in the page: a table's shown rows, as objects from column name to
+/// cell text.
+const TABLE_ROWS_JS: &str = "window.tableRows = (id) => { \
+    const t = document.getElementById(id); \
+    const heads = [...t.querySelectorAll('thead th')].map((h) => h.textContent.replace(/ [▲▼]$/, '')); \
+    return [...t.querySelectorAll('tbody tr')].map((tr) => \
+        Object.fromEntries([...tr.children].map((td, i) => [heads[i], td.textContent]))); }; 1";
+
+fn rows(v: &Value) -> Vec<serde_json::Map<String, Value>> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|r| r.as_object().cloned()).collect())
+        .unwrap_or_default()
+}
+
+/// The cells of column `name` of `rows`, top to bottom.
+fn column(rows: &[serde_json::Map<String, Value>], name: &str) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| r.get(name).and_then(|v| v.as_str()).map(String::from))
+        .collect()
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -447,11 +502,14 @@ fn every_view_in_chromium() {
     let ids = b.wait_for(
         "pipeline nodes",
         "[...document.querySelectorAll('#pipeline-graph .node')].map(n => n.dataset.id).sort()",
-        |v| strings(v).len() == 9,
+        |v| strings(v).len() == 12,
     );
     assert_eq!(
         strings(&ids),
-        ["demo", "flows", "fold", "folded", "logs", "map", "maps", "parse", "samples"]
+        [
+            "conns", "demo", "flows", "fold", "folded", "logs", "map", "maps", "node", "parse",
+            "procs", "samples"
+        ]
     );
     let count =
         "document.querySelector('#pipeline-graph .node[data-id=\"parse\"] .rate').textContent";
@@ -515,6 +573,28 @@ fn every_view_in_chromium() {
                 .is_some_and(|s| s.contains("connections") && s.contains("p95"))
         },
     );
+    // The layout: no two workloads on top of each other, all inside the drawing.
+    let drawn = b.eval(
+        "(() => { const svg = document.getElementById('services-graph'); \
+         const ps = [...svg.querySelectorAll('.svc-node')].map((n) => n.getAttribute('transform').match(/[-0-9.]+/g).map(Number)); \
+         let min = Infinity; for (let i = 0; i < ps.length; i++) for (let j = i + 1; j < ps.length; j++) \
+           min = Math.min(min, Math.hypot(ps[i][0] - ps[j][0], ps[i][1] - ps[j][1])); \
+         return { min, inside: ps.every(([x, y]) => x > 0 && y > 0 && x < svg.width.baseVal.value && y < svg.height.baseVal.value) }; })()",
+    );
+    assert!(drawn["min"].as_f64().unwrap() >= 40.0, "{drawn}");
+    assert_eq!(drawn["inside"], true, "{drawn}");
+    // A crowded map (41 workloads: `frontend` calls 40 services, every third of which calls
+    // the next, and one calls `frontend` back): laid out in layers of the longest call path,
+    // callers left of callees but for the one edge that closes the cycle, nodes apart.
+    let crowded = b.eval(CROWDED_LAYOUT_JS);
+    assert_eq!(crowded["layers"], json!([1, 27, 13]), "{crowded}");
+    assert_eq!(
+        crowded["backward"],
+        json!(["shop/svc-01 -> shop/frontend"]),
+        "{crowded}"
+    );
+    assert!(crowded["min"].as_f64().unwrap() >= 40.0, "{crowded}");
+    assert_eq!(crowded["inside"], true, "{crowded}");
     b.screenshot(&shots.join("service-map.png"));
 
     // Profiles: the frames of the samples; search, zoom, filter, difference.
@@ -569,17 +649,140 @@ fn every_view_in_chromium() {
     );
     b.screenshot(&shots.join("profiles.png"));
 
-    // Connections and processes: this pipeline has neither eBPF source, and says so.
+    // Connections and processes: the demo's connections and process events as tables, with
+    // the shop's processes and ports; sorting and filtering; rows arriving.
     b.eval("location.hash = '#tables'");
-    b.wait_for(
-        "tables",
-        "document.getElementById('tcp-summary').textContent + '|' + document.getElementById('process-summary').textContent",
-        |v| {
-            v.as_str().is_some_and(|s| {
-                s.contains("no ebpf_tcp source") && s.contains("no ebpf_process source")
-            })
-        },
+    b.eval(TABLE_ROWS_JS);
+    let summaries = "document.getElementById('tcp-summary').textContent + '|' + document.getElementById('process-summary').textContent";
+    let summary = b.wait_for("table summaries", summaries, |v| {
+        v.as_str()
+            .is_some_and(|s| s.contains("from conns") && s.contains("from procs"))
+    });
+    let tcp = b.wait_for("connection rows", "tableRows('tcp-table')", |v| {
+        let rows = rows(v);
+        column(&rows, "comm").contains(&"frontend".to_string())
+            && column(&rows, "remote_port").contains(&"8080".to_string())
+            && column(&rows, "remote_port").contains(&"5432".to_string())
+    });
+    let tcp = rows(&tcp);
+    for c in [
+        "comm",
+        "direction",
+        "local_addr",
+        "remote_port",
+        "bytes_acked",
+        "srtt_us",
+        "retransmits",
+        "close_reason",
+        "duration_secs",
+    ] {
+        assert!(
+            column(&tcp, c).iter().any(|v| !v.is_empty()),
+            "no `{c}` column: {:?}",
+            tcp[0]
+        );
+    }
+    for comm in column(&tcp, "comm") {
+        assert!(
+            [
+                "frontend",
+                "cart",
+                "catalog",
+                "checkout",
+                "payment",
+                "shipping",
+                "recommendation",
+                "postgres",
+                "redis-server"
+            ]
+            .contains(&comm.as_str()),
+            "{comm} is not one of the shop's processes"
+        );
+    }
+    assert!(column(&tcp, "close_reason").contains(&"normal".to_string()));
+    let procs = b.wait_for("process rows", "tableRows('process-table')", |v| {
+        let rows = rows(v);
+        let comms = column(&rows, "comm");
+        comms.contains(&"grpc_health_pro".to_string()) && comms.contains(&"postgres".to_string())
+    });
+    let procs = rows(&procs);
+    let events: BTreeSet<String> = column(&procs, "event").into_iter().collect();
+    assert!(
+        events.is_subset(&["exec", "exit", "fork"].map(String::from).into()),
+        "{events:?}"
     );
+    assert!(events.contains("fork"), "{events:?}");
+    // New rows arrive: more held, and the newest (first) row changes.
+    let held = |s: &Value| -> u64 {
+        let s = s.as_str().unwrap_or("");
+        s.split(" held").next().unwrap_or("").parse().unwrap_or(0)
+    };
+    let before = held(&summary);
+    b.wait_for("more connections held", summaries, |v| held(v) > before);
+    let newest = tcp[0].clone();
+    b.wait_for("a newer connection", "tableRows('tcp-table')[0]", |v| {
+        *v != Value::Object(newest.clone())
+    });
+    // Sorting: by a number column, ascending then descending; by a text column.
+    let sorted_by = |b: &mut Browser, table: &str, col: &str| -> (String, Vec<String>) {
+        let header = b.eval(&format!(
+            "(() => {{ const th = [...document.querySelectorAll('#{table} thead th')].find(h => h.textContent.replace(/ [▲▼]$/, '') === '{col}'); th.click(); return [...document.querySelectorAll('#{table} thead th')].find(h => h.textContent.startsWith('{col}')).textContent; }})()"
+        ));
+        let now = rows(&b.eval(&format!("tableRows('{table}')")));
+        (header.as_str().unwrap().to_string(), column(&now, col))
+    };
+    let numbers = |v: &[String]| -> Vec<i64> { v.iter().map(|s| s.parse().unwrap()).collect() };
+    let (header, up) = sorted_by(&mut b, "tcp-table", "bytes_acked");
+    assert_eq!(header, "bytes_acked ▲");
+    let up = numbers(&up);
+    assert!(
+        up.len() > 1 && up.windows(2).all(|w| w[0] <= w[1]),
+        "{up:?}"
+    );
+    let (header, down) = sorted_by(&mut b, "tcp-table", "bytes_acked");
+    assert_eq!(header, "bytes_acked ▼");
+    let down = numbers(&down);
+    assert!(down.windows(2).all(|w| w[0] >= w[1]), "{down:?}");
+    assert!(down[0] > up[0], "{} then {}", up[0], down[0]);
+    let (header, comms) = sorted_by(&mut b, "process-table", "comm");
+    assert_eq!(header, "comm ▲");
+    assert!(comms.windows(2).all(|w| w[0] <= w[1]), "{comms:?}");
+    assert_ne!(comms.first(), comms.last(), "{comms:?}");
+    // Filtering: only the rows that mention the word, fewer than all.
+    let filter = |b: &mut Browser,
+                  table: &str,
+                  word: &str|
+     -> Vec<serde_json::Map<String, Value>> {
+        let name = table.trim_end_matches("-table");
+        b.eval(&format!("{{ const f = document.getElementById('{name}-filter'); f.value = '{word}'; f.dispatchEvent(new Event('input')); }}"));
+        rows(&b.eval(&format!("tableRows('{table}')")))
+    };
+    let all = rows(&b.eval("tableRows('tcp-table')")).len();
+    let checkout = filter(&mut b, "tcp-table", "checkout");
+    assert!(
+        !checkout.is_empty() && checkout.len() < all,
+        "{} of {all} rows",
+        checkout.len()
+    );
+    for row in &checkout {
+        assert_eq!(row["comm"], "checkout", "{row:?}");
+    }
+    let all = rows(&b.eval("tableRows('process-table')")).len();
+    let probes = filter(&mut b, "process-table", "grpc_health");
+    assert!(
+        !probes.is_empty() && probes.len() < all,
+        "{} of {all} rows",
+        probes.len()
+    );
+    for row in &probes {
+        assert!(
+            row["comm"] == "grpc_health_pro"
+                || row["filename"].as_str().unwrap().contains("grpc_health"),
+            "{row:?}"
+        );
+    }
+    filter(&mut b, "tcp-table", "");
+    filter(&mut b, "process-table", "");
     b.screenshot(&shots.join("tables.png"));
 
     // Drain the browser's pending reports, then: no error anywhere.

@@ -13,10 +13,12 @@ use serde_json::Value;
 use crate::harness::{free_addr, http_get, stop_clean, wait_until, wait_with_timeout, weir};
 
 /// The quickstart's components.
-const COMPONENTS: [&str; 15] = [
+const COMPONENTS: [&str; 18] = [
     "demo",
     "demo_flows",
     "demo_stacks",
+    "demo_connections",
+    "demo_processes",
     "weir_metrics",
     "parse",
     "router",
@@ -29,6 +31,7 @@ const COMPONENTS: [&str; 15] = [
     "archive",
     "service_map_windows",
     "profile_windows",
+    "node_events",
 ];
 
 /// `weir run` with the embedded quickstart, its demo at `rate` events/s, logging to

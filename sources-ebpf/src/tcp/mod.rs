@@ -235,6 +235,10 @@ impl SourceConfig for EbpfTcpConfig {
     fn outputs(&self) -> Vec<Output> {
         vec![Output::default_output(DataType::LOG)]
     }
+
+    fn event_shape(&self) -> Option<&'static str> {
+        Some("ebpf_tcp")
+    }
 }
 
 /// The kernel side's drop counters (slots of the `dropped` map): error kind, and what it means.

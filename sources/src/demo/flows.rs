@@ -35,7 +35,7 @@ const CALLS: &[(&str, &str, &str, u32, f64)] = &[
 ];
 
 /// The pod address of a workload (stable, so connections look real).
-fn ip(workload: &str) -> String {
+pub(super) fn ip(workload: &str) -> String {
     let n = workload
         .bytes()
         .fold(7u32, |h, b| h.wrapping_mul(31) ^ u32::from(b))

@@ -1,7 +1,12 @@
 //! `demo`: realistic synthetic data, for the quickstart, examples and benchmarks: log lines
-//! (here), Hubble flows (`flows.rs`) and stack samples (`stacks.rs`).
+//! (here), Hubble flows (`flows.rs`), stack samples (`stacks.rs`), TCP connections
+//! (`connections.rs`) and process events (`processes.rs`).
 
+mod connections;
 mod flows;
+mod processes;
+#[cfg(test)]
+mod shape;
 mod stacks;
 
 use std::fmt::Write as _;
@@ -41,16 +46,39 @@ pub enum DemoFormat {
     HubbleFlows,
     /// CPU profile samples of two processes in the `stack-sample` schema, for `stack_fold`.
     StackSamples,
+    /// TCP connections between the shop's processes, as the `ebpf_tcp` source reports them
+    /// (the same fields and types): closed connections with bytes, round-trip time,
+    /// retransmissions and close reasons (a few resets and refused connects), and periodic
+    /// `tcp_stats` reports of long-lived database connections whose counters grow.
+    TcpConnections,
+    /// Process events of the shop's node, as the `ebpf_process` source reports them (the same
+    /// fields and types): forks, execs and exits of health probes, database backends and
+    /// batch jobs, with exit codes, a few killed by signals, lifetimes and CPU time.
+    ProcessEvents,
+}
+
+impl DemoFormat {
+    /// The source type whose events this format's have the shape of.
+    fn event_shape(self) -> Option<&'static str> {
+        match self {
+            Self::TcpConnections => Some("ebpf_tcp"),
+            Self::ProcessEvents => Some("ebpf_process"),
+            _ => None,
+        }
+    }
 }
 
 /// `type = "demo"`: generates log lines into the `message` field (plus `timestamp`), like a
 /// real service would write them, so the pipeline has something real-shaped to parse; or,
-/// with `format = "hubble_flows"` or `"stack_samples"`, network flows or profile samples.
+/// with `format = "hubble_flows"`, `"stack_samples"`, `"tcp_connections"` or
+/// `"process_events"`, network flows, profile samples, or connection and process events
+/// shaped as the `ebpf_tcp` and `ebpf_process` sources' are.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DemoConfig {
     /// What to generate: log lines in `json`, `apache_common`, `syslog` or `logfmt`, or
-    /// `hubble_flows` (network flows) or `stack_samples` (profile samples).
+    /// `hubble_flows` (network flows), `stack_samples` (profile samples), `tcp_connections`
+    /// (`ebpf_tcp`'s connection events) or `process_events` (`ebpf_process`'s events).
     #[serde(default)]
     pub format: DemoFormat,
     /// Events per second. It must be a positive, finite number; this is checked when the source is
@@ -86,6 +114,10 @@ impl SourceConfig for DemoConfig {
 
     fn outputs(&self) -> Vec<Output> {
         vec![Output::default_output(DataType::LOG)]
+    }
+
+    fn event_shape(&self) -> Option<&'static str> {
+        self.format.event_shape()
     }
 }
 
@@ -204,7 +236,11 @@ pub fn generate(format: DemoFormat, rng: &mut SmallRng, seq: u64, stamp: &Stamp,
             rng.random_range(1..100)
         ),
         // Lines only: `run` generates the other kinds itself.
-        DemoFormat::Logfmt | DemoFormat::HubbleFlows | DemoFormat::StackSamples => write!(
+        DemoFormat::Logfmt
+        | DemoFormat::HubbleFlows
+        | DemoFormat::StackSamples
+        | DemoFormat::TcpConnections
+        | DemoFormat::ProcessEvents => write!(
             buf,
             r#"ts={} level={level} service={service} method={method} path={path} status={status} duration_ms={duration_ms:.2} msg="{msg}""#,
             stamp.iso
@@ -226,6 +262,8 @@ async fn run(cfg: DemoConfig, mut cx: SourceContext) -> Result<(), BoxError> {
     });
     let source_id = Some(cx.id.clone());
     let mut seq: u64 = 0;
+    let mut connections = connections::Connections::default();
+    let mut processes = processes::Processes::default();
     loop {
         if cfg.count.is_some_and(|c| seq >= c) {
             break;
@@ -265,6 +303,16 @@ async fn run(cfg: DemoConfig, mut cx: SourceContext) -> Result<(), BoxError> {
                 }
                 DemoFormat::StackSamples => {
                     let log = LogEvent::from_value(stacks::generate(&mut rng, at), meta);
+                    bytes += log.estimated_bytes() as u64;
+                    log
+                }
+                DemoFormat::TcpConnections => {
+                    let log = LogEvent::from_value(connections.generate(&mut rng, at), meta);
+                    bytes += log.estimated_bytes() as u64;
+                    log
+                }
+                DemoFormat::ProcessEvents => {
+                    let log = LogEvent::from_value(processes.generate(&mut rng, at), meta);
                     bytes += log.estimated_bytes() as u64;
                     log
                 }
