@@ -42,7 +42,8 @@ OPTIONS:
     --runs N           Runs of each case and baseline; the median is reported (default 3)
     --demo-count N     Events of the demo case (default 2000000)
     --cases LIST       Comma-separated subset of: bytes,json,remap,demo,parquet,jsonfile,idle,
-                       file-bytes,file-json,file-json-noack,file-remap,files-100,perf
+                       file-bytes,file-json,file-json-noack,file-json-disk,file-remap,
+                       files-100,perf
                        (default: all but perf)
     --perf-size-mib N  Size of the perf case's capture, in MiB (default 256)
     --files-secs N     How long files-100 writes (default 60)
@@ -59,6 +60,8 @@ const GOAL_BYTES_VS_A: f64 = 0.15;
 const GOAL_JSON_VS_B: f64 = 1.5;
 /// Acknowledgements on by default may cost at most 5% of the file json case's speed.
 const GOAL_ACK_VS_NOACK: f64 = 0.95;
+/// Issue 26: the file json case with a disk buffer at least this fraction of the memory buffer.
+const GOAL_DISK_VS_MEMORY: f64 = 0.6;
 /// Parquet sink vs the file sink writing JSON lines: at least as fast (events per CPU-second)
 /// and files at least this many times smaller.
 const GOAL_PARQUET_SMALLER: f64 = 8.0;
@@ -82,13 +85,14 @@ enum Case {
     FileBytes,
     FileJson,
     FileJsonNoAck,
+    FileJsonDisk,
     FileRemap,
     Files100,
     Perf,
 }
 
 impl Case {
-    const ALL: [Case; 13] = [
+    const ALL: [Case; 14] = [
         Case::Bytes,
         Case::Json,
         Case::Remap,
@@ -99,12 +103,13 @@ impl Case {
         Case::FileBytes,
         Case::FileJson,
         Case::FileJsonNoAck,
+        Case::FileJsonDisk,
         Case::FileRemap,
         Case::Files100,
         Case::Perf,
     ];
     /// What runs without `--cases` (the perf case needs the shared captures).
-    const DEFAULT: [Case; 12] = [
+    const DEFAULT: [Case; 13] = [
         Case::Bytes,
         Case::Json,
         Case::Remap,
@@ -115,6 +120,7 @@ impl Case {
         Case::FileBytes,
         Case::FileJson,
         Case::FileJsonNoAck,
+        Case::FileJsonDisk,
         Case::FileRemap,
         Case::Files100,
     ];
@@ -131,6 +137,7 @@ impl Case {
             Case::FileBytes => "file-bytes",
             Case::FileJson => "file-json",
             Case::FileJsonNoAck => "file-json-noack",
+            Case::FileJsonDisk => "file-json-disk",
             Case::FileRemap => "file-remap",
             Case::Files100 => "files-100",
             Case::Perf => "perf",
@@ -149,6 +156,7 @@ impl Case {
             Case::FileBytes => "8. file bytes -> blackhole",
             Case::FileJson => "9. file json -> blackhole",
             Case::FileJsonNoAck => "9b. file json -> blackhole, acknowledgements = false",
+            Case::FileJsonDisk => "9c. file json -> disk buffer -> blackhole",
             Case::FileRemap => "11. file json -> remap (add, rename, delete) -> blackhole",
             Case::Files100 => "10. 100 files tailed while written -> blackhole",
             Case::Perf => "7. perf script -> stack_fold -> folded file",
@@ -233,7 +241,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .find(|c| c.name() == name)
                         .with_context(|| {
                             format!(
-                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-remap, files-100, perf)"
+                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-json-disk, file-remap, files-100, perf)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -446,6 +454,11 @@ del(.user_agent)
             "read_from = \"beginning\"\n",
             "read_from = \"beginning\"\nacknowledgements = false\n",
         ),
+        // Case 9 with the blackhole's buffer on disk (under the run's fresh data_dir), every
+        // other buffer option at its default (fsync = "batch", max_size 16 MiB).
+        Case::FileJsonDisk => {
+            files::pipeline(&input.to_string_lossy(), "json") + "buffer.type = \"disk\"\n"
+        }
         Case::FileRemap => {
             files::source(&input.to_string_lossy(), "json")
                 + r#"[transforms.r]
@@ -495,7 +508,13 @@ fn run_case(
     data: Option<&data::Dataset>,
     a: Option<&Rate>,
     b: Option<&Rate>,
-) -> (Row, Option<Ratio>, Option<Written>, Option<String>) {
+) -> (
+    Row,
+    Option<Ratio>,
+    Option<Written>,
+    Option<runner::ProcIo>,
+    Option<String>,
+) {
     let out_dir = runner.work.join(format!("{}-out", case.name()));
     let mut written_bytes = Vec::new();
     let mut row = Row {
@@ -508,7 +527,11 @@ fn run_case(
             .context("case without a pipeline")?;
         let file_case = matches!(
             case,
-            Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap
+            Case::FileBytes
+                | Case::FileJson
+                | Case::FileJsonNoAck
+                | Case::FileJsonDisk
+                | Case::FileRemap
         );
         let config = runner::write_config(&runner.work, case.name(), &body)?;
         let (stdin, expected, bytes) = match (case, data) {
@@ -572,6 +595,13 @@ fn run_case(
             if let Some(c) = o.cpu_secs {
                 line += &format!(", CPU {:.2} s", c);
             }
+            if let Some(io) = o.io {
+                line += &format!(
+                    ", write_bytes {:.1} MiB (wchar {:.1} MiB)",
+                    mib(io.write_bytes),
+                    mib(io.wchar)
+                );
+            }
             eprintln!("{line}");
             peak = match (peak, o.peak_rss_kib) {
                 (Some(p), Some(r)) => Some(p.max(r)),
@@ -617,7 +647,11 @@ fn run_case(
             row.note = format!("median of {}: {:.2} s", args.runs, o.secs);
             if matches!(
                 case,
-                Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap
+                Case::FileBytes
+                    | Case::FileJson
+                    | Case::FileJsonNoAck
+                    | Case::FileJsonDisk
+                    | Case::FileRemap
             ) {
                 row.note += " (spawn to every line counted; RSS VmHWM, CPU from /proc)";
             }
@@ -635,13 +669,20 @@ fn run_case(
                 }
                 written = Some(w);
             }
-            (row, ratio, written, None)
+            if let (Case::FileJsonDisk, Some(io), Some(d)) = (case, o.io, data) {
+                row.note += &format!(
+                    "; {:.2} bytes written to disk per input byte (write_bytes; wchar {:.2})",
+                    io.write_bytes as f64 / d.bytes as f64,
+                    io.wchar as f64 / d.bytes as f64
+                );
+            }
+            (row, ratio, written, o.io, None)
         }
         Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("  {} FAILED: {msg}", case.name());
             row.note = format!("FAILED: {}", msg.lines().next().unwrap_or(""));
-            (row, None, None, Some(msg))
+            (row, None, None, None, Some(msg))
         }
     }
 }
@@ -695,6 +736,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
                 | Case::FileBytes
                 | Case::FileJson
                 | Case::FileJsonNoAck
+                | Case::FileJsonDisk
                 | Case::FileRemap
         )
     });
@@ -780,6 +822,8 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     let mut remap_rows: Vec<(Case, Option<Ratio>, Option<f64>)> = Vec::new();
     let (mut file_bytes_ratio, mut file_json_ratio) = (None, None);
     let mut file_json_noack_ratio: Option<Ratio> = None;
+    // The disk buffer case: its ratio to (b) and weir's write counters (median run).
+    let mut file_json_disk: (Option<Ratio>, Option<runner::ProcIo>) = (None, None);
     let (mut parquet, mut jsonfile) = (None, None);
     for case in [
         Case::Bytes,
@@ -791,13 +835,14 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         Case::FileBytes,
         Case::FileJson,
         Case::FileJsonNoAck,
+        Case::FileJsonDisk,
         Case::FileRemap,
     ] {
         if !args.cases.contains(&case) {
             continue;
         }
         eprintln!("case {}:", case.label());
-        let (row, r, w, err) = run_case(
+        let (row, r, w, io, err) = run_case(
             &runner,
             case,
             args,
@@ -818,6 +863,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             Case::FileBytes => file_bytes_ratio = r,
             Case::FileJson => file_json_ratio = r,
             Case::FileJsonNoAck => file_json_noack_ratio = r,
+            Case::FileJsonDisk => file_json_disk = (r, io),
             Case::Parquet => parquet = w,
             Case::JsonFile => jsonfile = w,
             _ => {}
@@ -938,6 +984,16 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             met: on_vs_off.map(|r| r >= GOAL_ACK_VS_NOACK),
         });
     }
+    if args.cases.contains(&Case::FileJsonDisk) {
+        goals.push(disk_buffer_goal(
+            args.cases
+                .contains(&Case::FileJson)
+                .then_some(file_json_ratio)
+                .flatten(),
+            file_json_disk,
+            dataset.as_ref().map(|d| d.bytes),
+        ));
+    }
     for (case, ratio, rss) in &remap_rows {
         goals.push(Goal {
             name: format!(
@@ -1053,6 +1109,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             Case::FileBytes
                 | Case::FileJson
                 | Case::FileJsonNoAck
+                | Case::FileJsonDisk
                 | Case::FileRemap
                 | Case::Files100
         )
@@ -1086,6 +1143,39 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     println!();
     print!("{}", report::markdown(&rows, &goals, &preamble));
     Ok(failures.is_empty())
+}
+
+/// Issue 26's goal for `file-json-disk`: its speed against case 9 (the memory buffer) of the
+/// same run (both against baseline (b), so the quotient of their ratios), and what it wrote
+/// to disk per input byte (every input byte is delivered: the case checks every line).
+fn disk_buffer_goal(
+    memory: Option<Ratio>,
+    (disk, io): (Option<Ratio>, Option<runner::ProcIo>),
+    input_bytes: Option<u64>,
+) -> Goal {
+    let vs = memory.zip(disk).map(|(m, d)| Ratio {
+        wall: d.wall / m.wall,
+        cpu: m.cpu.zip(d.cpu).map(|(m, d)| d / m),
+    });
+    let per_byte = io
+        .zip(input_bytes)
+        .filter(|(_, n)| *n > 0)
+        .map(|(io, n)| (io.write_bytes as f64 / n as f64, io.wchar as f64 / n as f64));
+    let bytes = per_byte.map_or("-".into(), |(w, c)| {
+        format!("{w:.2} bytes written to disk per byte delivered (/proc/PID/io write_bytes; {c:.2} by wchar)")
+    });
+    Goal {
+        name: format!(
+            "file json, disk buffer (fsync = \"batch\") >= {:.0}% of the memory buffer (case 9, same run)",
+            GOAL_DISK_VS_MEMORY * 100.0
+        ),
+        measured: if memory.is_none() {
+            format!("- (needs case file-json in the same run); {bytes}")
+        } else {
+            format!("{}; {bytes}", describe(vs, |r| format!("{:.1}%", r * 100.0)))
+        },
+        met: vs.map(|r| r.wall >= GOAL_DISK_VS_MEMORY),
+    }
 }
 
 /// `files-100` (one run: it lasts `--files-secs`): its row, and its two goals.
@@ -1356,6 +1446,12 @@ mod tests {
             );
             assert!(cfg.contains("type = \"blackhole\""), "{cfg}");
         }
+        // The disk buffer case is case 9 with the blackhole's buffer on disk.
+        let (mem, disk) = [Case::FileJson, Case::FileJsonDisk].map(|c| {
+            case_config(c, 10, Path::new("/tmp/x"), Path::new("/data/in.jsonl")).unwrap_or_default()
+        });
+        assert_eq!(disk, mem + "buffer.type = \"disk\"\n");
+        assert!(disk.trim_end().ends_with("buffer.type = \"disk\""));
     }
 
     #[test]

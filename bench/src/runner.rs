@@ -30,6 +30,34 @@ pub struct RunOutcome {
     pub sent: Option<u64>,
     /// Components that reported errors in the summary, as written there.
     pub errors: Vec<String>,
+    /// weir's write counters from `/proc/PID/io` (the file cases only, read before SIGTERM).
+    pub io: Option<ProcIo>,
+}
+
+/// Write counters of a process, from `/proc/PID/io`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcIo {
+    /// Bytes the process caused to be sent to the storage layer (`write_bytes`).
+    pub write_bytes: u64,
+    /// Bytes passed to write-like system calls, files, pipes and sockets alike (`wchar`).
+    pub wchar: u64,
+}
+
+/// The write counters of `pid`, or `None` when `/proc/PID/io` cannot be read.
+pub fn proc_io(pid: u32) -> Option<ProcIo> {
+    parse_proc_io(&fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
+}
+
+fn parse_proc_io(text: &str) -> Option<ProcIo> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(ProcIo {
+        write_bytes: field("write_bytes")?,
+        wchar: field("wchar")?,
+    })
 }
 
 pub struct IdleOutcome {
@@ -167,6 +195,7 @@ impl Runner {
             cpu_secs,
             sent,
             errors,
+            io: None,
         })
     }
 
@@ -393,6 +422,21 @@ mod tests {
         assert_eq!(sent, Some(8));
         assert_eq!(errors, vec!["in: decode:2".to_string()]);
         assert_eq!(parse_summary("nothing here", "out"), (None, vec![]));
+    }
+
+    #[test]
+    fn proc_io_is_parsed() {
+        let text = "rchar: 10\nwchar: 2048\nsyscr: 1\nsyscw: 2\nread_bytes: 0\n\
+                    write_bytes: 4096\ncancelled_write_bytes: 0\n";
+        assert_eq!(
+            parse_proc_io(text),
+            Some(ProcIo {
+                write_bytes: 4096,
+                wchar: 2048
+            })
+        );
+        assert_eq!(parse_proc_io("rchar: 1\n"), None);
+        assert!(proc_io(std::process::id()).is_some());
     }
 
     #[test]
