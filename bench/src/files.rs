@@ -80,7 +80,7 @@ fn sent_in(metrics: &str, component: &str) -> Option<u64> {
 }
 
 /// User + system CPU seconds of a process (all its threads), from /proc (USER_HZ = 100).
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod baseline;
+mod console;
 mod data;
 mod ebpf;
 mod elasticsearch;
@@ -32,6 +33,7 @@ USAGE:
     weir-bench [OPTIONS]
     weir-bench flows [OPTIONS]   (flow_to_topology; see `weir-bench flows --help`)
     weir-bench ebpf [OPTIONS]    (overhead of ebpf_tcp and ebpf_profile; needs root)
+    weir-bench console [OPTIONS] (the web console's memory, polled vs left alone)
     weir-bench elasticsearch [OPTIONS]   (the elasticsearch sink; see its --help)
     weir-bench otlp [OPTIONS]    (otlp source -> otlp sink; see its --help)
     weir-bench transport [OPTIONS]   (nats and kafka; see `weir-bench transport --help`)
@@ -41,7 +43,7 @@ OPTIONS:
     --weir PATH        The weir binary (default: <workspace>/target/release/weir)
     --runs N           Runs of each case and baseline; the median is reported (default 3)
     --demo-count N     Events of the demo case (default 2000000)
-    --cases LIST       Comma-separated subset of: bytes,json,remap,demo,parquet,jsonfile,idle,
+    --cases LIST       Comma-separated subset of: bytes,json,json-api,remap,demo,parquet,jsonfile,idle,
                        file-bytes,file-json,file-json-noack,file-json-disk,file-remap,
                        files-100,perf
                        (default: all but perf)
@@ -60,6 +62,8 @@ const GOAL_BYTES_VS_A: f64 = 0.15;
 const GOAL_JSON_VS_B: f64 = 1.5;
 /// Acknowledgements on by default may cost at most 5% of the file json case's speed.
 const GOAL_ACK_VS_NOACK: f64 = 0.95;
+/// Issue 23: a console nobody looks at costs nothing: the API on, within noise of it off.
+const GOAL_API_VS_NONE: f64 = 0.98;
 /// Issue 26: the file json case with a disk buffer at least this fraction of the memory buffer.
 const GOAL_DISK_VS_MEMORY: f64 = 0.6;
 /// Parquet sink vs the file sink writing JSON lines: at least as fast (events per CPU-second)
@@ -77,6 +81,7 @@ const GOAL_FILES_RSS_MIB: f64 = 30.0;
 enum Case {
     Bytes,
     Json,
+    JsonApi,
     Remap,
     Demo,
     Parquet,
@@ -92,9 +97,10 @@ enum Case {
 }
 
 impl Case {
-    const ALL: [Case; 14] = [
+    const ALL: [Case; 15] = [
         Case::Bytes,
         Case::Json,
+        Case::JsonApi,
         Case::Remap,
         Case::Demo,
         Case::Parquet,
@@ -109,9 +115,10 @@ impl Case {
         Case::Perf,
     ];
     /// What runs without `--cases` (the perf case needs the shared captures).
-    const DEFAULT: [Case; 13] = [
+    const DEFAULT: [Case; 14] = [
         Case::Bytes,
         Case::Json,
+        Case::JsonApi,
         Case::Remap,
         Case::Demo,
         Case::Parquet,
@@ -129,6 +136,7 @@ impl Case {
         match self {
             Case::Bytes => "bytes",
             Case::Json => "json",
+            Case::JsonApi => "json-api",
             Case::Remap => "remap",
             Case::Demo => "demo",
             Case::Parquet => "parquet",
@@ -148,6 +156,7 @@ impl Case {
         match self {
             Case::Bytes => "1. stdin bytes -> blackhole",
             Case::Json => "2. stdin json -> blackhole",
+            Case::JsonApi => "2b. stdin json -> blackhole, API and console on, nobody looking",
             Case::Remap => "3. stdin bytes -> remap -> blackhole",
             Case::Demo => "4. demo json -> blackhole",
             Case::Parquet => "5. stdin json -> parquet (zstd)",
@@ -241,7 +250,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .find(|c| c.name() == name)
                         .with_context(|| {
                             format!(
-                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-json-disk, file-remap, files-100, perf)"
+                                "--cases: unknown case {name:?} (bytes, json, json-api, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-json-disk, file-remap, files-100, perf)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -269,6 +278,7 @@ fn main() -> ExitCode {
         Some("elasticsearch") => Some(elasticsearch::main),
         Some("otlp") => Some(otlp::main),
         Some("ebpf") => Some(ebpf::main),
+        Some("console") => Some(console::main),
         Some("transport") => Some(transport::main),
         _ => None,
     };
@@ -410,7 +420,7 @@ fn case_config(case: Case, demo_count: u64, out: &Path, input: &Path) -> Option<
     let sink = |input: &str| format!("[sinks.out]\ntype = \"blackhole\"\ninputs = [\"{input}\"]\n");
     Some(match case {
         Case::Bytes => stdin("bytes") + &sink("in"),
-        Case::Json => stdin("json") + &sink("in"),
+        Case::Json | Case::JsonApi => stdin("json") + &sink("in"),
         Case::Remap => {
             stdin("bytes")
                 + r#"[transforms.r]
@@ -534,6 +544,9 @@ fn run_case(
                 | Case::FileRemap
         );
         let config = runner::write_config(&runner.work, case.name(), &body)?;
+        if case == Case::JsonApi {
+            runner::enable_api(&config)?;
+        }
         let (stdin, expected, bytes) = match (case, data) {
             (Case::Demo, _) => (None, args.demo_count, None),
             (_, Some(d)) => (Some(d.path.as_path()), d.lines, Some(d.bytes)),
@@ -730,6 +743,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             c,
             Case::Bytes
                 | Case::Json
+                | Case::JsonApi
                 | Case::Remap
                 | Case::Parquet
                 | Case::JsonFile
@@ -818,6 +832,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     let mut failures = Vec::new();
     let mut bytes_ratio = None;
     let mut json_ratio = None;
+    let mut json_api_ratio: Option<Ratio> = None;
     // Parse and edit: the remap cases' ratios and peak RSS.
     let mut remap_rows: Vec<(Case, Option<Ratio>, Option<f64>)> = Vec::new();
     let (mut file_bytes_ratio, mut file_json_ratio) = (None, None);
@@ -828,6 +843,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     for case in [
         Case::Bytes,
         Case::Json,
+        Case::JsonApi,
         Case::Remap,
         Case::Demo,
         Case::Parquet,
@@ -860,6 +876,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         match case {
             Case::Bytes => bytes_ratio = r,
             Case::Json => json_ratio = r,
+            Case::JsonApi => json_api_ratio = r,
             Case::FileBytes => file_bytes_ratio = r,
             Case::FileJson => file_json_ratio = r,
             Case::FileJsonNoAck => file_json_noack_ratio = r,
@@ -951,6 +968,25 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             name: format!("json codec >= {GOAL_JSON_VS_B}x baseline (b)"),
             measured: describe(json_ratio, |r| format!("{r:.2}x")),
             met: json_ratio.map(|r| r.wall >= GOAL_JSON_VS_B),
+        });
+    }
+    if args.cases.contains(&Case::JsonApi) {
+        // Both against the same baseline (b): their quotient is API on / off.
+        let on_vs_off = json_api_ratio.zip(json_ratio).map(|(on, off)| Ratio {
+            wall: on.wall / off.wall,
+            cpu: on.cpu.zip(off.cpu).map(|(on, off)| on / off),
+        });
+        goals.push(Goal {
+            name: format!(
+                "stdin json with the API and console on, nobody looking, >= {:.0}% of the API off (case 2, same run)",
+                GOAL_API_VS_NONE * 100.0
+            ),
+            measured: if args.cases.contains(&Case::Json) {
+                describe(on_vs_off, |r| format!("{:.1}%", r * 100.0))
+            } else {
+                "- (needs case json in the same run)".into()
+            },
+            met: on_vs_off.map(|r| r.wall >= GOAL_API_VS_NONE),
         });
     }
     if args.cases.contains(&Case::FileBytes) {

@@ -79,6 +79,22 @@ pub fn write_config(work: &Path, name: &str, body: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Turns the API (and so the web console) on in a config written by [`write_config`], on a
+/// free loopback port that nothing polls.
+pub fn enable_api(config: &Path) -> Result<()> {
+    let text =
+        fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let off = "[api]\nenabled = false\n";
+    anyhow::ensure!(text.contains(off), "{}: no [api] section", config.display());
+    let text = text.replacen(
+        off,
+        &format!("[api]\nenabled = true\naddress = \"{addr}\"\n"),
+        1,
+    );
+    fs::write(config, text).with_context(|| format!("cannot write {}", config.display()))
+}
+
 pub fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
