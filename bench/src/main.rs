@@ -15,6 +15,7 @@ mod otlp;
 mod perf;
 mod report;
 mod runner;
+mod traces;
 mod transport;
 
 use std::path::{Path, PathBuf};
@@ -45,7 +46,7 @@ OPTIONS:
     --demo-count N     Events of the demo case (default 2000000)
     --cases LIST       Comma-separated subset of: bytes,json,json-api,remap,demo,parquet,jsonfile,idle,
                        file-bytes,file-json,file-json-noack,file-json-disk,file-remap,
-                       files-100,perf
+                       file-multiline,files-100,perf
                        (default: all but perf)
     --perf-size-mib N  Size of the perf case's capture, in MiB (default 256)
     --files-secs N     How long files-100 writes (default 60)
@@ -64,6 +65,8 @@ const GOAL_JSON_VS_B: f64 = 1.5;
 const GOAL_ACK_VS_NOACK: f64 = 0.95;
 /// Issue 23: a console nobody looks at costs nothing: the API on, within noise of it off.
 const GOAL_API_VS_NONE: f64 = 0.98;
+/// Issue 25 goal 4: Java traces joined by `multiline`, in MB (10^6 bytes) per CPU-second.
+const GOAL_MULTILINE_MB_PER_CPU_S: f64 = 238.0;
 /// Issue 26: the file json case with a disk buffer at least this fraction of the memory buffer.
 const GOAL_DISK_VS_MEMORY: f64 = 0.6;
 /// Parquet sink vs the file sink writing JSON lines: at least as fast (events per CPU-second)
@@ -92,12 +95,13 @@ enum Case {
     FileJsonNoAck,
     FileJsonDisk,
     FileRemap,
+    FileMultiline,
     Files100,
     Perf,
 }
 
 impl Case {
-    const ALL: [Case; 15] = [
+    const ALL: [Case; 16] = [
         Case::Bytes,
         Case::Json,
         Case::JsonApi,
@@ -111,11 +115,12 @@ impl Case {
         Case::FileJsonNoAck,
         Case::FileJsonDisk,
         Case::FileRemap,
+        Case::FileMultiline,
         Case::Files100,
         Case::Perf,
     ];
     /// What runs without `--cases` (the perf case needs the shared captures).
-    const DEFAULT: [Case; 14] = [
+    const DEFAULT: [Case; 15] = [
         Case::Bytes,
         Case::Json,
         Case::JsonApi,
@@ -129,6 +134,7 @@ impl Case {
         Case::FileJsonNoAck,
         Case::FileJsonDisk,
         Case::FileRemap,
+        Case::FileMultiline,
         Case::Files100,
     ];
 
@@ -147,6 +153,7 @@ impl Case {
             Case::FileJsonNoAck => "file-json-noack",
             Case::FileJsonDisk => "file-json-disk",
             Case::FileRemap => "file-remap",
+            Case::FileMultiline => "file-multiline",
             Case::Files100 => "files-100",
             Case::Perf => "perf",
         }
@@ -167,6 +174,9 @@ impl Case {
             Case::FileJsonNoAck => "9b. file json -> blackhole, acknowledgements = false",
             Case::FileJsonDisk => "9c. file json -> disk buffer -> blackhole",
             Case::FileRemap => "11. file json -> remap (add, rename, delete) -> blackhole",
+            Case::FileMultiline => {
+                "12. file Java traces -> multiline (continue_through) -> blackhole"
+            }
             Case::Files100 => "10. 100 files tailed while written -> blackhole",
             Case::Perf => "7. perf script -> stack_fold -> folded file",
         }
@@ -250,7 +260,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .find(|c| c.name() == name)
                         .with_context(|| {
                             format!(
-                                "--cases: unknown case {name:?} (bytes, json, json-api, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-json-disk, file-remap, files-100, perf)"
+                                "--cases: unknown case {name:?} (bytes, json, json-api, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-json-disk, file-remap, file-multiline, files-100, perf)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -482,6 +492,12 @@ del(.user_agent)
 
 "# + &sink("r")
         }
+        Case::FileMultiline => {
+            files::source(&input.to_string_lossy(), "bytes")
+                + traces::MULTILINE
+                + "\n"
+                + &sink("in")
+        }
         Case::Files100 => files::pipeline(&format!("{}/*.log", input.display()), "bytes"),
         Case::Idle | Case::Perf => return None,
     })
@@ -542,6 +558,7 @@ fn run_case(
                 | Case::FileJsonNoAck
                 | Case::FileJsonDisk
                 | Case::FileRemap
+                | Case::FileMultiline
         );
         let config = runner::write_config(&runner.work, case.name(), &body)?;
         if case == Case::JsonApi {
@@ -665,6 +682,7 @@ fn run_case(
                     | Case::FileJsonNoAck
                     | Case::FileJsonDisk
                     | Case::FileRemap
+                    | Case::FileMultiline
             ) {
                 row.note += " (spawn to every line counted; RSS VmHWM, CPU from /proc)";
             }
@@ -887,6 +905,37 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         }
     }
 
+    // Java traces joined by multiline: its own input, no baseline (the goal is absolute).
+    let mut multiline_mb_cpu_s: Option<f64> = None;
+    if args.cases.contains(&Case::FileMultiline) {
+        let case = Case::FileMultiline;
+        eprintln!("case {}:", case.label());
+        let started = Instant::now();
+        match traces::ensure_traces(&args.data_dir, args.size_mib) {
+            Ok(t) => {
+                eprintln!(
+                    "  input: {} ({:.1} MB, {} traces of 1 to {} lines, {} in {:.1} s)",
+                    t.path.display(),
+                    t.bytes as f64 / 1e6,
+                    report::thousands(t.lines),
+                    traces::MAX_CONTINUATIONS + 1,
+                    if t.reused { "reused" } else { "generated" },
+                    started.elapsed().as_secs_f64()
+                );
+                if let Err(e) = baseline::memchr_count(&t.path) {
+                    eprintln!("  warning: warming the page cache failed: {e:#}");
+                }
+                let (row, _, _, _, err) = run_case(&runner, case, args, Some(&t), None, None);
+                multiline_mb_cpu_s = row.cpu_mib_s.map(|m| m * 1024.0 * 1024.0 / 1e6);
+                rows.push(row);
+                if let Some(e) = err {
+                    failures.push(format!("{}: {e}", case.label()));
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e:#}", case.label())),
+        }
+    }
+
     let mut idle = Vec::new();
     if args.cases.contains(&Case::Idle) {
         eprintln!("idle RSS (stdin source, stdin an open pipe never written, read after 1 s):");
@@ -1020,6 +1069,15 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             met: on_vs_off.map(|r| r >= GOAL_ACK_VS_NOACK),
         });
     }
+    if args.cases.contains(&Case::FileMultiline) {
+        goals.push(Goal {
+            name: format!(
+                "Java traces joined by multiline (continue_through), one core: >= {GOAL_MULTILINE_MB_PER_CPU_S:.0} MB per CPU-second"
+            ),
+            measured: multiline_mb_cpu_s.map_or("-".into(), |m| format!("{m:.0} MB/CPU-s")),
+            met: multiline_mb_cpu_s.map(|m| m >= GOAL_MULTILINE_MB_PER_CPU_S),
+        });
+    }
     if args.cases.contains(&Case::FileJsonDisk) {
         goals.push(disk_buffer_goal(
             args.cases
@@ -1147,6 +1205,7 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
                 | Case::FileJsonNoAck
                 | Case::FileJsonDisk
                 | Case::FileRemap
+                | Case::FileMultiline
                 | Case::Files100
         )
     }) {
