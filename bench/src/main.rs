@@ -1542,7 +1542,7 @@ mod tests {
             assert!(cfg.contains("type = \"blackhole\""), "{cfg}");
         }
         // The disk buffer case is case 9 with the blackhole's buffer on disk.
-        let (mem, disk) = [Case::FileJson, Case::FileJsonDisk].map(|c| {
+        let [mem, disk] = [Case::FileJson, Case::FileJsonDisk].map(|c| {
             case_config(c, 10, Path::new("/tmp/x"), Path::new("/data/in.jsonl")).unwrap_or_default()
         });
         assert_eq!(disk, mem + "buffer.type = \"disk\"\n");
