@@ -21,8 +21,9 @@
 //!    running the source (`interval_secs = 1`) -> blackhole, `--runs` pairs in ABBA order,
 //!    as `tcp`: `io` is `--io-ops` O_DIRECT 4 KiB reads and writes (alternating, seeded random
 //!    offsets in a 64 MiB file, one thread, so every one is a block request) under `ebpf_io`;
-//!    `sched` is `--switches` round trips of one byte between two threads over two pipes (each
-//!    a sleep, a wakeup and a context switch on both sides) under `ebpf_sched`; `syscalls` is
+//!    `sched` is `--switches` round trips of one byte between two threads over two pipes, both
+//!    pinned to the last CPU (each a sleep, a wakeup and a context switch on both sides)
+//!    under `ebpf_sched`; `syscalls` is
 //!    `--syscalls` `getppid` calls (what attaching to syscall tracepoints, as `ebpf_sched`
 //!    does for futex, costs every other syscall) under `ebpf_sched`.
 //!
@@ -305,12 +306,13 @@ pub fn main(argv: &[String]) -> Result<bool> {
             r.bpf
                 .as_ref()
                 .map(|b| format!(
-                    " Kernel programs (a separate run, statistics on): {:.3} s in {} runs, {:.0} ns per program run, {:.0} ns per {}.",
+                    " Kernel programs (a separate run, statistics on): {:.3} s in {} runs, {:.0} ns per program run, {:.0} ns per {}, {:.2}% of the median run without weir (the programs' own share, without the noise of the timed runs).",
                     b.secs,
                     runner_thousands(b.runs),
                     b.secs * 1e9 / b.runs.max(1) as f64,
                     b.secs * 1e9 / which.ops(&args) as f64,
                     which.op(),
+                    b.secs / r.without_secs * 100.0,
                 ))
                 .unwrap_or_default()
         ));
@@ -908,11 +910,44 @@ fn direct_io(path: &Path, ops: u64) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// `n` round trips of one byte between two threads over two pipes; the wall time.
+/// The calling thread's CPU affinity, and a function to set it (`sched_setaffinity` on
+/// thread 0, i.e. the caller).
+fn thread_affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+            .then_some(set)
+    }
+}
+
+fn set_thread_affinity(set: &libc::cpu_set_t) -> bool {
+    // SAFETY: a valid cpu_set_t of the size given.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) == 0 }
+}
+
+/// Pins the calling thread to `cpu` (best effort).
+fn pin_thread(cpu: usize) -> bool {
+    // SAFETY: cpu_set_t is plain data, CPU_SET writes within it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    set_thread_affinity(&set)
+}
+
+/// `n` round trips of one byte between two threads over two pipes, both pinned to the last
+/// CPU (so every round trip is two context switches on that CPU: no cross-CPU wakeup, whose
+/// cost depends on where the scheduler happened to put the threads); the wall time.
 fn pipe_ping_pong(n: u64) -> Result<f64> {
+    let cpu = cpus().saturating_sub(1);
+    let restore = thread_affinity();
+    pin_thread(cpu);
     let (mut to_echo_r, mut to_echo_w) = std::io::pipe()?;
     let (mut from_echo_r, mut from_echo_w) = std::io::pipe()?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        pin_thread(cpu);
         let mut byte = [0u8; 1];
         for _ in 0..n {
             to_echo_r.read_exact(&mut byte)?;
@@ -927,6 +962,9 @@ fn pipe_ping_pong(n: u64) -> Result<f64> {
         from_echo_r.read_exact(&mut byte)?;
     }
     let secs = start.elapsed().as_secs_f64();
+    if let Some(r) = &restore {
+        set_thread_affinity(r);
+    }
     echo.join()
         .map_err(|_| anyhow::anyhow!("the echo thread panicked"))?
         .context("echo thread")?;
