@@ -15,6 +15,7 @@ mod otlp;
 mod perf;
 mod report;
 mod runner;
+mod scale;
 mod traces;
 mod transport;
 
@@ -46,8 +47,8 @@ OPTIONS:
     --demo-count N     Events of the demo case (default 2000000)
     --cases LIST       Comma-separated subset of: bytes,json,json-api,remap,demo,parquet,jsonfile,idle,
                        file-bytes,file-json,file-json-noack,file-json-disk,file-remap,
-                       file-multiline,files-100,perf
-                       (default: all but perf)
+                       file-multiline,files-100,scale,perf
+                       (default: all but scale and perf)
     --perf-size-mib N  Size of the perf case's capture, in MiB (default 256)
     --files-secs N     How long files-100 writes (default 60)
     --files-rate-mib N Total MiB/s files-100 writes into its 100 files (default 10)
@@ -97,11 +98,12 @@ enum Case {
     FileRemap,
     FileMultiline,
     Files100,
+    Scale,
     Perf,
 }
 
 impl Case {
-    const ALL: [Case; 16] = [
+    const ALL: [Case; 17] = [
         Case::Bytes,
         Case::Json,
         Case::JsonApi,
@@ -117,9 +119,11 @@ impl Case {
         Case::FileRemap,
         Case::FileMultiline,
         Case::Files100,
+        Case::Scale,
         Case::Perf,
     ];
-    /// What runs without `--cases` (the perf case needs the shared captures).
+    /// What runs without `--cases` (the perf case needs the shared captures; scale is six
+    /// inputs of `--size-mib` each).
     const DEFAULT: [Case; 15] = [
         Case::Bytes,
         Case::Json,
@@ -155,6 +159,7 @@ impl Case {
             Case::FileRemap => "file-remap",
             Case::FileMultiline => "file-multiline",
             Case::Files100 => "files-100",
+            Case::Scale => "scale",
             Case::Perf => "perf",
         }
     }
@@ -178,6 +183,7 @@ impl Case {
                 "12. file Java traces -> multiline (continue_through) -> blackhole"
             }
             Case::Files100 => "10. 100 files tailed while written -> blackhole",
+            Case::Scale => "13. file json -> remap -> blackhole, by files and line length",
             Case::Perf => "7. perf script -> stack_fold -> folded file",
         }
     }
@@ -260,7 +266,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .find(|c| c.name() == name)
                         .with_context(|| {
                             format!(
-                                "--cases: unknown case {name:?} (bytes, json, json-api, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-json-disk, file-remap, file-multiline, files-100, perf)"
+                                "--cases: unknown case {name:?} (bytes, json, json-api, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-json-disk, file-remap, file-multiline, files-100, scale, perf)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -479,18 +485,9 @@ del(.user_agent)
         Case::FileJsonDisk => {
             files::pipeline(&input.to_string_lossy(), "json") + "buffer.type = \"disk\"\n"
         }
-        Case::FileRemap => {
-            files::source(&input.to_string_lossy(), "json")
-                + r#"[transforms.r]
-type = "remap"
-inputs = ["in"]
-source = '''
-.env = "prod"
-.service_name = del(.service)
-del(.user_agent)
-'''
-
-"# + &sink("r")
+        Case::FileRemap => files::source(&input.to_string_lossy(), "json") + EDIT + &sink("r"),
+        Case::Scale => {
+            files::source(&format!("{}/*.jsonl", input.display()), "json") + EDIT + &sink("r")
         }
         Case::FileMultiline => {
             files::source(&input.to_string_lossy(), "bytes")
@@ -502,6 +499,18 @@ del(.user_agent)
         Case::Idle | Case::Perf => return None,
     })
 }
+
+/// Case 11's remap (and the scale case's): add, rename, delete.
+const EDIT: &str = r#"[transforms.r]
+type = "remap"
+inputs = ["in"]
+source = '''
+.env = "prod"
+.service_name = del(.service)
+del(.user_agent)
+'''
+
+"#;
 
 /// What a writing case wrote, from its median run.
 #[derive(Clone, Copy)]
@@ -936,6 +945,13 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         }
     }
 
+    if args.cases.contains(&Case::Scale) {
+        eprintln!("case {}:", Case::Scale.label());
+        if let Err(e) = scale_case(&runner, args, &mut rows) {
+            failures.push(format!("{}: {e:#}", Case::Scale.label()));
+        }
+    }
+
     let mut idle = Vec::new();
     if args.cases.contains(&Case::Idle) {
         eprintln!("idle RSS (stdin source, stdin an open pipe never written, read after 1 s):");
@@ -1350,6 +1366,55 @@ fn files_100_case(
             met: rss_mib.map(|r| r < GOAL_FILES_RSS_MIB),
         },
     ]
+}
+
+/// The scale case (scale.rs): one row per shape, each the median of `--runs`; the ratio
+/// column is the MiB/s of the shape over the first shape's (one file of 256-byte lines).
+fn scale_case(runner: &Runner, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let mut first: Option<(f64, Option<f64>)> = None;
+    for (files, len) in scale::SHAPES {
+        let label = format!(
+            "13. file json -> remap -> blackhole: {files} file{} of {} lines",
+            if files == 1 { "" } else { "s" },
+            if len % 1024 == 0 {
+                format!("{} KiB", len / 1024)
+            } else {
+                format!("{len}-byte")
+            }
+        );
+        let d = scale::ensure_input(&args.data_dir, args.size_mib, files, len)?;
+        eprintln!(
+            "  {label}: {} ({} lines, {})",
+            d.path.display(),
+            report::thousands(d.lines),
+            if d.reused { "reused" } else { "generated" }
+        );
+        scale::warm(&d.path)?;
+        let body = case_config(Case::Scale, 0, Path::new(""), &d.path).context("no config")?;
+        let o = median_run("scale", args.runs, d.bytes, || {
+            files::run_one_file(runner, "scale", &body, d.lines)
+        })?;
+        let mib_s = mib(d.bytes) / o.secs;
+        let cpu_mib_s = o.cpu_secs.filter(|c| *c > 0.0).map(|c| mib(d.bytes) / c);
+        let base = *first.get_or_insert((mib_s, cpu_mib_s));
+        rows.push(Row {
+            case: label,
+            events_s: Some(d.lines as f64 / o.secs),
+            mib_s: Some(mib_s),
+            vs: Some(format!("{:.2}x 1 file", mib_s / base.0)),
+            cpu_mib_s,
+            cpu_vs: cpu_mib_s
+                .zip(base.1)
+                .map(|(c, b)| format!("{:.2}x 1 file", c / b)),
+            rss_mib: o.peak_rss_kib.map(|k| k as f64 / 1024.0),
+            cpu_pct: o.cpu_secs.map(|c| 100.0 * c / o.secs),
+            note: format!(
+                "median of {}: {:.2} s (spawn to every line counted; RSS VmHWM, CPU from /proc)",
+                args.runs, o.secs
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The median of `runs` runs of `f`, each printed.
