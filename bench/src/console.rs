@@ -285,7 +285,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
             let p = runner::proc_status_kib(polled.pid, "VmRSS").unwrap_or(0);
             let a = runner::proc_status_kib(alone.pid, "VmRSS").unwrap_or(0);
             let t = started.elapsed().as_secs_f64();
-            if samples.len() % 30 == 0 {
+            if samples.len().is_multiple_of(30) {
                 eprintln!(
                     "  {t:5.0} s: VmRSS polled {:.1} MiB, alone {:.1} MiB",
                     kib_mib(p),
