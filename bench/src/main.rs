@@ -34,7 +34,7 @@ weir-bench: end-to-end throughput of the release weir binary, with in-run baseli
 USAGE:
     weir-bench [OPTIONS]
     weir-bench flows [OPTIONS]   (flow_to_topology; see `weir-bench flows --help`)
-    weir-bench ebpf [OPTIONS]    (overhead of ebpf_tcp and ebpf_profile; needs root)
+    weir-bench ebpf [OPTIONS]    (overhead of the eBPF sources; needs root)
     weir-bench console [OPTIONS] (the web console's memory, polled vs left alone)
     weir-bench elasticsearch [OPTIONS]   (the elasticsearch sink; see its --help)
     weir-bench otlp [OPTIONS]    (otlp source -> otlp sink; see its --help)
