@@ -441,6 +441,30 @@ mod tests {
     }
 
     #[test]
+    fn the_api_is_turned_on_on_a_loopback_port() {
+        let dir = std::env::temp_dir().join(format!("weir-bench-api-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let cfg = write_config(&dir, "x", "[sources.in]\ntype = \"stdin\"\n").unwrap();
+        enable_api(&cfg).unwrap();
+        let text = fs::read_to_string(&cfg).unwrap();
+        assert!(
+            text.contains("[api]\nenabled = true\naddress = \"127.0.0.1:"),
+            "{text}"
+        );
+        assert!(!text.contains("enabled = false"), "{text}");
+        let addr: std::net::SocketAddr = text
+            .split("address = \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() != 0);
+        assert!(enable_api(&cfg).is_err(), "only a config with the API off");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn proc_io_is_parsed() {
         let text = "rchar: 10\nwchar: 2048\nsyscr: 1\nsyscw: 2\nread_bytes: 0\n\
                     write_bytes: 4096\ncancelled_write_bytes: 0\n";
