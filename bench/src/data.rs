@@ -157,6 +157,12 @@ impl LineGenerator {
 
     /// Appends one line of exactly [`LINE_LEN`] bytes to `out`.
     pub fn write_line(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.write_line_of(out, LINE_LEN)
+    }
+
+    /// Appends one line of exactly `len` bytes (newline included) to `out`: the same fields,
+    /// `user_agent` cut or extended to fit.
+    pub fn write_line_of(&mut self, out: &mut Vec<u8>, len: usize) -> Result<()> {
         let start = out.len();
         let r = &mut self.rng;
         self.ts_ms += r.below(4);
@@ -220,8 +226,8 @@ impl LineGenerator {
         )?;
         // Room left for the user agent: the line ends with `"}` and `\n`.
         let used = out.len() - start;
-        let room = (LINE_LEN - 3)
-            .checked_sub(used)
+        let room = len
+            .checked_sub(3 + used)
             .context("generated line too long before user_agent")?;
         let ua = r.pick(USER_AGENTS).as_bytes();
         let ua_start = out.len();
@@ -233,7 +239,7 @@ impl LineGenerator {
         }
         out.extend_from_slice(b"\"}\n");
         ensure!(
-            out.len() - start == LINE_LEN,
+            out.len() - start == len,
             "generated a line of {} bytes",
             out.len() - start
         );

@@ -80,7 +80,7 @@ fn sent_in(metrics: &str, component: &str) -> Option<u64> {
 }
 
 /// User + system CPU seconds of a process (all its threads), from /proc (USER_HZ = 100).
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -231,6 +231,7 @@ pub fn run_one_file(runner: &Runner, name: &str, body: &str, lines: u64) -> Resu
     let secs = done.duration_since(w.started).as_secs_f64();
     let cpu_secs = proc_cpu_secs(w.pid);
     let peak_rss_kib = runner::proc_status_kib(w.pid, "VmHWM");
+    let io = runner::proc_io(w.pid);
     let (sent, errors) = w.stop()?;
     ensure!(
         sent == Some(lines),
@@ -242,6 +243,7 @@ pub fn run_one_file(runner: &Runner, name: &str, body: &str, lines: u64) -> Resu
         cpu_secs,
         sent,
         errors,
+        io,
     })
 }
 

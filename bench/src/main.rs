@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod baseline;
+mod console;
 mod data;
 mod ebpf;
 mod elasticsearch;
@@ -14,6 +15,8 @@ mod otlp;
 mod perf;
 mod report;
 mod runner;
+mod scale;
+mod traces;
 mod transport;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +34,8 @@ weir-bench: end-to-end throughput of the release weir binary, with in-run baseli
 USAGE:
     weir-bench [OPTIONS]
     weir-bench flows [OPTIONS]   (flow_to_topology; see `weir-bench flows --help`)
-    weir-bench ebpf [OPTIONS]    (overhead of ebpf_tcp and ebpf_profile; needs root)
+    weir-bench ebpf [OPTIONS]    (overhead of the eBPF sources; needs root)
+    weir-bench console [OPTIONS] (the web console's memory, polled vs left alone)
     weir-bench elasticsearch [OPTIONS]   (the elasticsearch sink; see its --help)
     weir-bench otlp [OPTIONS]    (otlp source -> otlp sink; see its --help)
     weir-bench transport [OPTIONS]   (nats and kafka; see `weir-bench transport --help`)
@@ -41,9 +45,10 @@ OPTIONS:
     --weir PATH        The weir binary (default: <workspace>/target/release/weir)
     --runs N           Runs of each case and baseline; the median is reported (default 3)
     --demo-count N     Events of the demo case (default 2000000)
-    --cases LIST       Comma-separated subset of: bytes,json,remap,demo,parquet,jsonfile,idle,
-                       file-bytes,file-json,file-json-noack,file-remap,files-100,perf
-                       (default: all but perf)
+    --cases LIST       Comma-separated subset of: bytes,json,json-api,remap,demo,parquet,jsonfile,idle,
+                       file-bytes,file-json,file-json-noack,file-json-disk,file-remap,
+                       file-multiline,files-100,scale,perf
+                       (default: all but scale and perf)
     --perf-size-mib N  Size of the perf case's capture, in MiB (default 256)
     --files-secs N     How long files-100 writes (default 60)
     --files-rate-mib N Total MiB/s files-100 writes into its 100 files (default 10)
@@ -59,6 +64,12 @@ const GOAL_BYTES_VS_A: f64 = 0.15;
 const GOAL_JSON_VS_B: f64 = 1.5;
 /// Acknowledgements on by default may cost at most 5% of the file json case's speed.
 const GOAL_ACK_VS_NOACK: f64 = 0.95;
+/// Issue 23: a console nobody looks at costs nothing: the API on, within noise of it off.
+const GOAL_API_VS_NONE: f64 = 0.98;
+/// Issue 25 goal 4: Java traces joined by `multiline`, in MB (10^6 bytes) per CPU-second.
+const GOAL_MULTILINE_MB_PER_CPU_S: f64 = 238.0;
+/// Issue 26: the file json case with a disk buffer at least this fraction of the memory buffer.
+const GOAL_DISK_VS_MEMORY: f64 = 0.6;
 /// Parquet sink vs the file sink writing JSON lines: at least as fast (events per CPU-second)
 /// and files at least this many times smaller.
 const GOAL_PARQUET_SMALLER: f64 = 8.0;
@@ -74,6 +85,7 @@ const GOAL_FILES_RSS_MIB: f64 = 30.0;
 enum Case {
     Bytes,
     Json,
+    JsonApi,
     Remap,
     Demo,
     Parquet,
@@ -82,15 +94,19 @@ enum Case {
     FileBytes,
     FileJson,
     FileJsonNoAck,
+    FileJsonDisk,
     FileRemap,
+    FileMultiline,
     Files100,
+    Scale,
     Perf,
 }
 
 impl Case {
-    const ALL: [Case; 13] = [
+    const ALL: [Case; 17] = [
         Case::Bytes,
         Case::Json,
+        Case::JsonApi,
         Case::Remap,
         Case::Demo,
         Case::Parquet,
@@ -99,14 +115,19 @@ impl Case {
         Case::FileBytes,
         Case::FileJson,
         Case::FileJsonNoAck,
+        Case::FileJsonDisk,
         Case::FileRemap,
+        Case::FileMultiline,
         Case::Files100,
+        Case::Scale,
         Case::Perf,
     ];
-    /// What runs without `--cases` (the perf case needs the shared captures).
-    const DEFAULT: [Case; 12] = [
+    /// What runs without `--cases` (the perf case needs the shared captures; scale is six
+    /// inputs of `--size-mib` each).
+    const DEFAULT: [Case; 15] = [
         Case::Bytes,
         Case::Json,
+        Case::JsonApi,
         Case::Remap,
         Case::Demo,
         Case::Parquet,
@@ -115,7 +136,9 @@ impl Case {
         Case::FileBytes,
         Case::FileJson,
         Case::FileJsonNoAck,
+        Case::FileJsonDisk,
         Case::FileRemap,
+        Case::FileMultiline,
         Case::Files100,
     ];
 
@@ -123,6 +146,7 @@ impl Case {
         match self {
             Case::Bytes => "bytes",
             Case::Json => "json",
+            Case::JsonApi => "json-api",
             Case::Remap => "remap",
             Case::Demo => "demo",
             Case::Parquet => "parquet",
@@ -131,8 +155,11 @@ impl Case {
             Case::FileBytes => "file-bytes",
             Case::FileJson => "file-json",
             Case::FileJsonNoAck => "file-json-noack",
+            Case::FileJsonDisk => "file-json-disk",
             Case::FileRemap => "file-remap",
+            Case::FileMultiline => "file-multiline",
             Case::Files100 => "files-100",
+            Case::Scale => "scale",
             Case::Perf => "perf",
         }
     }
@@ -141,6 +168,7 @@ impl Case {
         match self {
             Case::Bytes => "1. stdin bytes -> blackhole",
             Case::Json => "2. stdin json -> blackhole",
+            Case::JsonApi => "2b. stdin json -> blackhole, API and console on, nobody looking",
             Case::Remap => "3. stdin bytes -> remap -> blackhole",
             Case::Demo => "4. demo json -> blackhole",
             Case::Parquet => "5. stdin json -> parquet (zstd)",
@@ -149,8 +177,13 @@ impl Case {
             Case::FileBytes => "8. file bytes -> blackhole",
             Case::FileJson => "9. file json -> blackhole",
             Case::FileJsonNoAck => "9b. file json -> blackhole, acknowledgements = false",
+            Case::FileJsonDisk => "9c. file json -> disk buffer -> blackhole",
             Case::FileRemap => "11. file json -> remap (add, rename, delete) -> blackhole",
+            Case::FileMultiline => {
+                "12. file Java traces -> multiline (continue_through) -> blackhole"
+            }
             Case::Files100 => "10. 100 files tailed while written -> blackhole",
+            Case::Scale => "13. file json -> remap -> blackhole, by files and line length",
             Case::Perf => "7. perf script -> stack_fold -> folded file",
         }
     }
@@ -233,7 +266,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         .find(|c| c.name() == name)
                         .with_context(|| {
                             format!(
-                                "--cases: unknown case {name:?} (bytes, json, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-remap, files-100, perf)"
+                                "--cases: unknown case {name:?} (bytes, json, json-api, remap, demo, parquet, jsonfile, idle, file-bytes, file-json, file-json-noack, file-json-disk, file-remap, file-multiline, files-100, scale, perf)"
                             )
                         })?;
                     if !cases.contains(&c) {
@@ -261,6 +294,7 @@ fn main() -> ExitCode {
         Some("elasticsearch") => Some(elasticsearch::main),
         Some("otlp") => Some(otlp::main),
         Some("ebpf") => Some(ebpf::main),
+        Some("console") => Some(console::main),
         Some("transport") => Some(transport::main),
         _ => None,
     };
@@ -402,7 +436,7 @@ fn case_config(case: Case, demo_count: u64, out: &Path, input: &Path) -> Option<
     let sink = |input: &str| format!("[sinks.out]\ntype = \"blackhole\"\ninputs = [\"{input}\"]\n");
     Some(match case {
         Case::Bytes => stdin("bytes") + &sink("in"),
-        Case::Json => stdin("json") + &sink("in"),
+        Case::Json | Case::JsonApi => stdin("json") + &sink("in"),
         Case::Remap => {
             stdin("bytes")
                 + r#"[transforms.r]
@@ -446,9 +480,28 @@ del(.user_agent)
             "read_from = \"beginning\"\n",
             "read_from = \"beginning\"\nacknowledgements = false\n",
         ),
-        Case::FileRemap => {
-            files::source(&input.to_string_lossy(), "json")
-                + r#"[transforms.r]
+        // Case 9 with the blackhole's buffer on disk (under the run's fresh data_dir), every
+        // other buffer option at its default (fsync = "batch", max_size 16 MiB).
+        Case::FileJsonDisk => {
+            files::pipeline(&input.to_string_lossy(), "json") + "buffer.type = \"disk\"\n"
+        }
+        Case::FileRemap => files::source(&input.to_string_lossy(), "json") + EDIT + &sink("r"),
+        Case::Scale => {
+            files::source(&format!("{}/*.jsonl", input.display()), "json") + EDIT + &sink("r")
+        }
+        Case::FileMultiline => {
+            files::source(&input.to_string_lossy(), "bytes")
+                + traces::MULTILINE
+                + "\n"
+                + &sink("in")
+        }
+        Case::Files100 => files::pipeline(&format!("{}/*.log", input.display()), "bytes"),
+        Case::Idle | Case::Perf => return None,
+    })
+}
+
+/// Case 11's remap (and the scale case's): add, rename, delete.
+const EDIT: &str = r#"[transforms.r]
 type = "remap"
 inputs = ["in"]
 source = '''
@@ -457,12 +510,7 @@ source = '''
 del(.user_agent)
 '''
 
-"# + &sink("r")
-        }
-        Case::Files100 => files::pipeline(&format!("{}/*.log", input.display()), "bytes"),
-        Case::Idle | Case::Perf => return None,
-    })
-}
+"#;
 
 /// What a writing case wrote, from its median run.
 #[derive(Clone, Copy)]
@@ -495,7 +543,13 @@ fn run_case(
     data: Option<&data::Dataset>,
     a: Option<&Rate>,
     b: Option<&Rate>,
-) -> (Row, Option<Ratio>, Option<Written>, Option<String>) {
+) -> (
+    Row,
+    Option<Ratio>,
+    Option<Written>,
+    Option<runner::ProcIo>,
+    Option<String>,
+) {
     let out_dir = runner.work.join(format!("{}-out", case.name()));
     let mut written_bytes = Vec::new();
     let mut row = Row {
@@ -508,9 +562,17 @@ fn run_case(
             .context("case without a pipeline")?;
         let file_case = matches!(
             case,
-            Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap
+            Case::FileBytes
+                | Case::FileJson
+                | Case::FileJsonNoAck
+                | Case::FileJsonDisk
+                | Case::FileRemap
+                | Case::FileMultiline
         );
         let config = runner::write_config(&runner.work, case.name(), &body)?;
+        if case == Case::JsonApi {
+            runner::enable_api(&config)?;
+        }
         let (stdin, expected, bytes) = match (case, data) {
             (Case::Demo, _) => (None, args.demo_count, None),
             (_, Some(d)) => (Some(d.path.as_path()), d.lines, Some(d.bytes)),
@@ -572,6 +634,13 @@ fn run_case(
             if let Some(c) = o.cpu_secs {
                 line += &format!(", CPU {:.2} s", c);
             }
+            if let Some(io) = o.io {
+                line += &format!(
+                    ", write_bytes {:.1} MiB (wchar {:.1} MiB)",
+                    mib(io.write_bytes),
+                    mib(io.wchar)
+                );
+            }
             eprintln!("{line}");
             peak = match (peak, o.peak_rss_kib) {
                 (Some(p), Some(r)) => Some(p.max(r)),
@@ -617,7 +686,12 @@ fn run_case(
             row.note = format!("median of {}: {:.2} s", args.runs, o.secs);
             if matches!(
                 case,
-                Case::FileBytes | Case::FileJson | Case::FileJsonNoAck | Case::FileRemap
+                Case::FileBytes
+                    | Case::FileJson
+                    | Case::FileJsonNoAck
+                    | Case::FileJsonDisk
+                    | Case::FileRemap
+                    | Case::FileMultiline
             ) {
                 row.note += " (spawn to every line counted; RSS VmHWM, CPU from /proc)";
             }
@@ -635,13 +709,20 @@ fn run_case(
                 }
                 written = Some(w);
             }
-            (row, ratio, written, None)
+            if let (Case::FileJsonDisk, Some(io), Some(d)) = (case, o.io, data) {
+                row.note += &format!(
+                    "; {:.2} bytes written to disk per input byte (write_bytes; wchar {:.2})",
+                    io.write_bytes as f64 / d.bytes as f64,
+                    io.wchar as f64 / d.bytes as f64
+                );
+            }
+            (row, ratio, written, o.io, None)
         }
         Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("  {} FAILED: {msg}", case.name());
             row.note = format!("FAILED: {}", msg.lines().next().unwrap_or(""));
-            (row, None, None, Some(msg))
+            (row, None, None, None, Some(msg))
         }
     }
 }
@@ -689,12 +770,14 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             c,
             Case::Bytes
                 | Case::Json
+                | Case::JsonApi
                 | Case::Remap
                 | Case::Parquet
                 | Case::JsonFile
                 | Case::FileBytes
                 | Case::FileJson
                 | Case::FileJsonNoAck
+                | Case::FileJsonDisk
                 | Case::FileRemap
         )
     });
@@ -776,14 +859,18 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     let mut failures = Vec::new();
     let mut bytes_ratio = None;
     let mut json_ratio = None;
+    let mut json_api_ratio: Option<Ratio> = None;
     // Parse and edit: the remap cases' ratios and peak RSS.
     let mut remap_rows: Vec<(Case, Option<Ratio>, Option<f64>)> = Vec::new();
     let (mut file_bytes_ratio, mut file_json_ratio) = (None, None);
     let mut file_json_noack_ratio: Option<Ratio> = None;
+    // The disk buffer case: its ratio to (b) and weir's write counters (median run).
+    let mut file_json_disk: (Option<Ratio>, Option<runner::ProcIo>) = (None, None);
     let (mut parquet, mut jsonfile) = (None, None);
     for case in [
         Case::Bytes,
         Case::Json,
+        Case::JsonApi,
         Case::Remap,
         Case::Demo,
         Case::Parquet,
@@ -791,13 +878,14 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         Case::FileBytes,
         Case::FileJson,
         Case::FileJsonNoAck,
+        Case::FileJsonDisk,
         Case::FileRemap,
     ] {
         if !args.cases.contains(&case) {
             continue;
         }
         eprintln!("case {}:", case.label());
-        let (row, r, w, err) = run_case(
+        let (row, r, w, io, err) = run_case(
             &runner,
             case,
             args,
@@ -815,12 +903,52 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
         match case {
             Case::Bytes => bytes_ratio = r,
             Case::Json => json_ratio = r,
+            Case::JsonApi => json_api_ratio = r,
             Case::FileBytes => file_bytes_ratio = r,
             Case::FileJson => file_json_ratio = r,
             Case::FileJsonNoAck => file_json_noack_ratio = r,
+            Case::FileJsonDisk => file_json_disk = (r, io),
             Case::Parquet => parquet = w,
             Case::JsonFile => jsonfile = w,
             _ => {}
+        }
+    }
+
+    // Java traces joined by multiline: its own input, no baseline (the goal is absolute).
+    let mut multiline_mb_cpu_s: Option<f64> = None;
+    if args.cases.contains(&Case::FileMultiline) {
+        let case = Case::FileMultiline;
+        eprintln!("case {}:", case.label());
+        let started = Instant::now();
+        match traces::ensure_traces(&args.data_dir, args.size_mib) {
+            Ok(t) => {
+                eprintln!(
+                    "  input: {} ({:.1} MB, {} traces of 1 to {} lines, {} in {:.1} s)",
+                    t.path.display(),
+                    t.bytes as f64 / 1e6,
+                    report::thousands(t.lines),
+                    traces::MAX_CONTINUATIONS + 1,
+                    if t.reused { "reused" } else { "generated" },
+                    started.elapsed().as_secs_f64()
+                );
+                if let Err(e) = baseline::memchr_count(&t.path) {
+                    eprintln!("  warning: warming the page cache failed: {e:#}");
+                }
+                let (row, _, _, _, err) = run_case(&runner, case, args, Some(&t), None, None);
+                multiline_mb_cpu_s = row.cpu_mib_s.map(|m| m * 1024.0 * 1024.0 / 1e6);
+                rows.push(row);
+                if let Some(e) = err {
+                    failures.push(format!("{}: {e}", case.label()));
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e:#}", case.label())),
+        }
+    }
+
+    if args.cases.contains(&Case::Scale) {
+        eprintln!("case {}:", Case::Scale.label());
+        if let Err(e) = scale_case(&runner, args, &mut rows) {
+            failures.push(format!("{}: {e:#}", Case::Scale.label()));
         }
     }
 
@@ -907,6 +1035,25 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             met: json_ratio.map(|r| r.wall >= GOAL_JSON_VS_B),
         });
     }
+    if args.cases.contains(&Case::JsonApi) {
+        // Both against the same baseline (b): their quotient is API on / off.
+        let on_vs_off = json_api_ratio.zip(json_ratio).map(|(on, off)| Ratio {
+            wall: on.wall / off.wall,
+            cpu: on.cpu.zip(off.cpu).map(|(on, off)| on / off),
+        });
+        goals.push(Goal {
+            name: format!(
+                "stdin json with the API and console on, nobody looking, >= {:.0}% of the API off (case 2, same run)",
+                GOAL_API_VS_NONE * 100.0
+            ),
+            measured: if args.cases.contains(&Case::Json) {
+                describe(on_vs_off, |r| format!("{:.1}%", r * 100.0))
+            } else {
+                "- (needs case json in the same run)".into()
+            },
+            met: on_vs_off.map(|r| r.wall >= GOAL_API_VS_NONE),
+        });
+    }
     if args.cases.contains(&Case::FileBytes) {
         goals.push(Goal {
             name: format!(
@@ -937,6 +1084,25 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             measured: on_vs_off.map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
             met: on_vs_off.map(|r| r >= GOAL_ACK_VS_NOACK),
         });
+    }
+    if args.cases.contains(&Case::FileMultiline) {
+        goals.push(Goal {
+            name: format!(
+                "Java traces joined by multiline (continue_through), one core: >= {GOAL_MULTILINE_MB_PER_CPU_S:.0} MB per CPU-second"
+            ),
+            measured: multiline_mb_cpu_s.map_or("-".into(), |m| format!("{m:.0} MB/CPU-s")),
+            met: multiline_mb_cpu_s.map(|m| m >= GOAL_MULTILINE_MB_PER_CPU_S),
+        });
+    }
+    if args.cases.contains(&Case::FileJsonDisk) {
+        goals.push(disk_buffer_goal(
+            args.cases
+                .contains(&Case::FileJson)
+                .then_some(file_json_ratio)
+                .flatten(),
+            file_json_disk,
+            dataset.as_ref().map(|d| d.bytes),
+        ));
     }
     for (case, ratio, rss) in &remap_rows {
         goals.push(Goal {
@@ -1053,7 +1219,9 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
             Case::FileBytes
                 | Case::FileJson
                 | Case::FileJsonNoAck
+                | Case::FileJsonDisk
                 | Case::FileRemap
+                | Case::FileMultiline
                 | Case::Files100
         )
     }) {
@@ -1086,6 +1254,39 @@ fn bench(args: &Args, argv: &[String]) -> Result<bool> {
     println!();
     print!("{}", report::markdown(&rows, &goals, &preamble));
     Ok(failures.is_empty())
+}
+
+/// Issue 26's goal for `file-json-disk`: its speed against case 9 (the memory buffer) of the
+/// same run (both against baseline (b), so the quotient of their ratios), and what it wrote
+/// to disk per input byte (every input byte is delivered: the case checks every line).
+fn disk_buffer_goal(
+    memory: Option<Ratio>,
+    (disk, io): (Option<Ratio>, Option<runner::ProcIo>),
+    input_bytes: Option<u64>,
+) -> Goal {
+    let vs = memory.zip(disk).map(|(m, d)| Ratio {
+        wall: d.wall / m.wall,
+        cpu: m.cpu.zip(d.cpu).map(|(m, d)| d / m),
+    });
+    let per_byte = io
+        .zip(input_bytes)
+        .filter(|(_, n)| *n > 0)
+        .map(|(io, n)| (io.write_bytes as f64 / n as f64, io.wchar as f64 / n as f64));
+    let bytes = per_byte.map_or("-".into(), |(w, c)| {
+        format!("{w:.2} bytes written to disk per byte delivered (/proc/PID/io write_bytes; {c:.2} by wchar)")
+    });
+    Goal {
+        name: format!(
+            "file json, disk buffer (fsync = \"batch\") >= {:.0}% of the memory buffer (case 9, same run)",
+            GOAL_DISK_VS_MEMORY * 100.0
+        ),
+        measured: if memory.is_none() {
+            format!("- (needs case file-json in the same run); {bytes}")
+        } else {
+            format!("{}; {bytes}", describe(vs, |r| format!("{:.1}%", r * 100.0)))
+        },
+        met: vs.map(|r| r.wall >= GOAL_DISK_VS_MEMORY),
+    }
 }
 
 /// `files-100` (one run: it lasts `--files-secs`): its row, and its two goals.
@@ -1165,6 +1366,55 @@ fn files_100_case(
             met: rss_mib.map(|r| r < GOAL_FILES_RSS_MIB),
         },
     ]
+}
+
+/// The scale case (scale.rs): one row per shape, each the median of `--runs`; the ratio
+/// column is the MiB/s of the shape over the first shape's (one file of 256-byte lines).
+fn scale_case(runner: &Runner, args: &Args, rows: &mut Vec<Row>) -> Result<()> {
+    let mut first: Option<(f64, Option<f64>)> = None;
+    for (files, len) in scale::SHAPES {
+        let label = format!(
+            "13. file json -> remap -> blackhole: {files} file{} of {} lines",
+            if files == 1 { "" } else { "s" },
+            if len % 1024 == 0 {
+                format!("{} KiB", len / 1024)
+            } else {
+                format!("{len}-byte")
+            }
+        );
+        let d = scale::ensure_input(&args.data_dir, args.size_mib, files, len)?;
+        eprintln!(
+            "  {label}: {} ({} lines, {})",
+            d.path.display(),
+            report::thousands(d.lines),
+            if d.reused { "reused" } else { "generated" }
+        );
+        scale::warm(&d.path)?;
+        let body = case_config(Case::Scale, 0, Path::new(""), &d.path).context("no config")?;
+        let o = median_run("scale", args.runs, d.bytes, || {
+            files::run_one_file(runner, "scale", &body, d.lines)
+        })?;
+        let mib_s = mib(d.bytes) / o.secs;
+        let cpu_mib_s = o.cpu_secs.filter(|c| *c > 0.0).map(|c| mib(d.bytes) / c);
+        let base = *first.get_or_insert((mib_s, cpu_mib_s));
+        rows.push(Row {
+            case: label,
+            events_s: Some(d.lines as f64 / o.secs),
+            mib_s: Some(mib_s),
+            vs: Some(format!("{:.2}x 1 file", mib_s / base.0)),
+            cpu_mib_s,
+            cpu_vs: cpu_mib_s
+                .zip(base.1)
+                .map(|(c, b)| format!("{:.2}x 1 file", c / b)),
+            rss_mib: o.peak_rss_kib.map(|k| k as f64 / 1024.0),
+            cpu_pct: o.cpu_secs.map(|c| 100.0 * c / o.secs),
+            note: format!(
+                "median of {}: {:.2} s (spawn to every line counted; RSS VmHWM, CPU from /proc)",
+                args.runs, o.secs
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The median of `runs` runs of `f`, each printed.
@@ -1356,6 +1606,12 @@ mod tests {
             );
             assert!(cfg.contains("type = \"blackhole\""), "{cfg}");
         }
+        // The disk buffer case is case 9 with the blackhole's buffer on disk.
+        let [mem, disk] = [Case::FileJson, Case::FileJsonDisk].map(|c| {
+            case_config(c, 10, Path::new("/tmp/x"), Path::new("/data/in.jsonl")).unwrap_or_default()
+        });
+        assert_eq!(disk, mem + "buffer.type = \"disk\"\n");
+        assert!(disk.trim_end().ends_with("buffer.type = \"disk\""));
     }
 
     #[test]

@@ -147,6 +147,7 @@ pub fn run_inferno(
         cpu_secs,
         sent: None,
         errors: Vec::new(),
+        io: None,
     })
 }
 

@@ -30,6 +30,34 @@ pub struct RunOutcome {
     pub sent: Option<u64>,
     /// Components that reported errors in the summary, as written there.
     pub errors: Vec<String>,
+    /// weir's write counters from `/proc/PID/io` (the file cases only, read before SIGTERM).
+    pub io: Option<ProcIo>,
+}
+
+/// Write counters of a process, from `/proc/PID/io`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcIo {
+    /// Bytes the process caused to be sent to the storage layer (`write_bytes`).
+    pub write_bytes: u64,
+    /// Bytes passed to write-like system calls, files, pipes and sockets alike (`wchar`).
+    pub wchar: u64,
+}
+
+/// The write counters of `pid`, or `None` when `/proc/PID/io` cannot be read.
+pub fn proc_io(pid: u32) -> Option<ProcIo> {
+    parse_proc_io(&fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
+}
+
+fn parse_proc_io(text: &str) -> Option<ProcIo> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(ProcIo {
+        write_bytes: field("write_bytes")?,
+        wchar: field("wchar")?,
+    })
 }
 
 pub struct IdleOutcome {
@@ -49,6 +77,22 @@ pub fn write_config(work: &Path, name: &str, body: &str) -> Result<PathBuf> {
     );
     fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// Turns the API (and so the web console) on in a config written by [`write_config`], on a
+/// free loopback port that nothing polls.
+pub fn enable_api(config: &Path) -> Result<()> {
+    let text =
+        fs::read_to_string(config).with_context(|| format!("cannot read {}", config.display()))?;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let off = "[api]\nenabled = false\n";
+    anyhow::ensure!(text.contains(off), "{}: no [api] section", config.display());
+    let text = text.replacen(
+        off,
+        &format!("[api]\nenabled = true\naddress = \"{addr}\"\n"),
+        1,
+    );
+    fs::write(config, text).with_context(|| format!("cannot write {}", config.display()))
 }
 
 pub fn toml_string(s: &str) -> String {
@@ -167,6 +211,7 @@ impl Runner {
             cpu_secs,
             sent,
             errors,
+            io: None,
         })
     }
 
@@ -393,6 +438,45 @@ mod tests {
         assert_eq!(sent, Some(8));
         assert_eq!(errors, vec!["in: decode:2".to_string()]);
         assert_eq!(parse_summary("nothing here", "out"), (None, vec![]));
+    }
+
+    #[test]
+    fn the_api_is_turned_on_on_a_loopback_port() {
+        let dir = std::env::temp_dir().join(format!("weir-bench-api-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let cfg = write_config(&dir, "x", "[sources.in]\ntype = \"stdin\"\n").unwrap();
+        enable_api(&cfg).unwrap();
+        let text = fs::read_to_string(&cfg).unwrap();
+        assert!(
+            text.contains("[api]\nenabled = true\naddress = \"127.0.0.1:"),
+            "{text}"
+        );
+        assert!(!text.contains("enabled = false"), "{text}");
+        let addr: std::net::SocketAddr = text
+            .split("address = \"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() != 0);
+        assert!(enable_api(&cfg).is_err(), "only a config with the API off");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn proc_io_is_parsed() {
+        let text = "rchar: 10\nwchar: 2048\nsyscr: 1\nsyscw: 2\nread_bytes: 0\n\
+                    write_bytes: 4096\ncancelled_write_bytes: 0\n";
+        assert_eq!(
+            parse_proc_io(text),
+            Some(ProcIo {
+                write_bytes: 4096,
+                wchar: 2048
+            })
+        );
+        assert_eq!(parse_proc_io("rchar: 1\n"), None);
+        assert!(proc_io(std::process::id()).is_some());
     }
 
     #[test]
