@@ -73,6 +73,7 @@ struct Args {
     io: bool,
     sched: bool,
     syscalls: bool,
+    syscalls_futex: bool,
     io_ops: u64,
     switches: u64,
     syscall_count: u64,
@@ -95,6 +96,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
         io: true,
         sched: true,
         syscalls: true,
+        syscalls_futex: true,
         io_ops: 20_000,
         switches: 200_000,
         syscall_count: 5_000_000,
@@ -136,6 +138,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                 a.io = false;
                 a.sched = false;
                 a.syscalls = false;
+                a.syscalls_futex = false;
                 for c in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     match c {
                         "tcp" => a.tcp = true,
@@ -143,8 +146,9 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         "io" => a.io = true,
                         "sched" => a.sched = true,
                         "syscalls" => a.syscalls = true,
+                        "syscalls-futex" => a.syscalls_futex = true,
                         other => bail!(
-                            "--cases: unknown case {other:?} (tcp, profile, io, sched, syscalls)"
+                            "--cases: unknown case {other:?} (tcp, profile, io, sched, syscalls, syscalls-futex)"
                         ),
                     }
                 }
@@ -271,6 +275,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
         (args.io, Counting::Io),
         (args.sched, Counting::Sched),
         (args.syscalls, Counting::Syscalls),
+        (args.syscalls_futex, Counting::SyscallsFutex),
     ] {
         if !on {
             continue;
@@ -790,6 +795,8 @@ enum Counting {
     Io,
     Sched,
     Syscalls,
+    /// `Syscalls` with `ebpf_sched`'s `futex = true` (syscall tracepoints attached).
+    SyscallsFutex,
 }
 
 impl Counting {
@@ -798,20 +805,23 @@ impl Counting {
             Counting::Io => "io",
             Counting::Sched => "sched",
             Counting::Syscalls => "syscalls",
+            Counting::SyscallsFutex => "syscalls-futex",
         }
     }
 
     fn source(self) -> &'static str {
         match self {
             Counting::Io => "ebpf_io",
-            Counting::Sched | Counting::Syscalls => "ebpf_sched",
+            Counting::Sched | Counting::Syscalls | Counting::SyscallsFutex => "ebpf_sched",
         }
     }
 
     fn ready(self) -> &'static str {
         match self {
             Counting::Io => "eBPF block I/O tracepoints attached",
-            Counting::Sched | Counting::Syscalls => "eBPF scheduler tracepoints attached",
+            Counting::Sched | Counting::Syscalls | Counting::SyscallsFutex => {
+                "eBPF scheduler tracepoints attached"
+            }
         }
     }
 
@@ -819,7 +829,7 @@ impl Counting {
         match self {
             Counting::Io => args.io_ops,
             Counting::Sched => args.switches,
-            Counting::Syscalls => args.syscall_count,
+            Counting::Syscalls | Counting::SyscallsFutex => args.syscall_count,
         }
     }
 
@@ -827,7 +837,7 @@ impl Counting {
         match self {
             Counting::Io => "I/O",
             Counting::Sched => "round trip",
-            Counting::Syscalls => "syscall",
+            Counting::Syscalls | Counting::SyscallsFutex => "syscall",
         }
     }
 
@@ -837,6 +847,9 @@ impl Counting {
             Counting::Io => format!("{n} O_DIRECT 4 KiB reads and writes, one thread"),
             Counting::Sched => format!("{n} pipe round trips between two threads"),
             Counting::Syscalls => format!("{n} getppid calls, one thread"),
+            Counting::SyscallsFutex => {
+                format!("{n} getppid calls, one thread, with `futex = true`")
+            }
         }
     }
 
@@ -845,7 +858,7 @@ impl Counting {
         match self {
             Counting::Io => direct_io(file, args.io_ops),
             Counting::Sched => pipe_ping_pong(args.switches),
-            Counting::Syscalls => Ok(getppid_loop(args.syscall_count)),
+            Counting::Syscalls | Counting::SyscallsFutex => Ok(getppid_loop(args.syscall_count)),
         }
     }
 }
@@ -1053,7 +1066,15 @@ fn run_with_weir(
         &args.weir,
         work,
         name,
-        &format!("type = \"{}\"\ninterval_secs = 1", which.source()),
+        &format!(
+            "type = \"{}\"\ninterval_secs = 1{}",
+            which.source(),
+            if which == Counting::SyscallsFutex {
+                "\nfutex = true"
+            } else {
+                ""
+            }
+        ),
         which.ready(),
     )?;
     std::thread::sleep(Duration::from_secs(1));

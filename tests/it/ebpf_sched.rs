@@ -295,7 +295,7 @@ fn ebpf_sched_measures_a_futex_wait() {
     let (mut child, mut stdin, mut stdout) = spawn(&bin, "futex");
     let pid = child.id();
     let agent = Agent::start(
-        &format!("type = \"ebpf_sched\"\ninterval_secs = 1\npid = {pid}"),
+        &format!("type = \"ebpf_sched\"\ninterval_secs = 1\npid = {pid}\nfutex = true"),
         "eBPF scheduler tracepoints attached",
     );
     writeln!(stdin, "go").unwrap();

@@ -68,10 +68,12 @@ fn bucket_limit(i: usize) -> f64 {
 }
 
 /// The metrics of one process: every counter since the source started (absolute), tagged
-/// with `tags` (pid, comm, cgroup id, container).
+/// with `tags` (pid, comm, cgroup id, container). Without `futex` (futex waits not followed)
+/// there is no `futex` reason and no futex wait metric.
 pub(super) fn metrics(
     s: &RawStats,
     tags: BTreeMap<String, String>,
+    futex: bool,
     ts: DateTime<Utc>,
     out: &mut Vec<Metric>,
 ) {
@@ -96,6 +98,9 @@ pub(super) fn metrics(
     ));
     out.push(counter("sched_cpu_seconds_total", secs(s.cpu_ns), None));
     for (i, reason) in REASONS.iter().enumerate() {
+        if *reason == "futex" && !futex {
+            continue;
+        }
         out.push(counter(
             "sched_blocked_seconds_total",
             secs(s.blocked_ns[i]),
@@ -107,16 +112,18 @@ pub(super) fn metrics(
             Some(("reason", reason)),
         ));
     }
-    out.push(counter(
-        "sched_futex_wait_seconds_total",
-        secs(s.futex_wait_ns),
-        None,
-    ));
-    out.push(counter(
-        "sched_futex_waits_total",
-        s.futex_waits as f64,
-        None,
-    ));
+    if futex {
+        out.push(counter(
+            "sched_futex_wait_seconds_total",
+            secs(s.futex_wait_ns),
+            None,
+        ));
+        out.push(counter(
+            "sched_futex_waits_total",
+            s.futex_waits as f64,
+            None,
+        ));
+    }
     let buckets: Vec<Bucket> = s
         .runq_hist
         .iter()
@@ -192,7 +199,12 @@ mod tests {
             cgroup_id: 9,
         };
         let mut out = Vec::new();
-        metrics(&s, tags(&k, &s, None), Utc::now(), &mut out);
+        metrics(&s, tags(&k, &s, None), false, Utc::now(), &mut out);
+        assert_eq!(out.len(), 2 + 1 + 8 + 1, "futex waits not followed");
+        assert!(out.iter().all(|m| !m.name.contains("futex")
+            && m.tags.get("reason").map(String::as_str) != Some("futex")));
+        let mut out = Vec::new();
+        metrics(&s, tags(&k, &s, None), true, Utc::now(), &mut out);
         assert_eq!(out.len(), 2 + 1 + 10 + 2 + 1);
         let find = |name: &str, tag: Option<(&str, &str)>| {
             out.iter()
