@@ -203,6 +203,30 @@ struct FeedState {
     error: Option<String>,
 }
 
+impl FeedState {
+    /// Keeps `t`, evicting the oldest texts while more than `max_bytes` are held; a text
+    /// larger than `max_bytes` on its own is dropped (counted).
+    fn push(&mut self, t: String, max_bytes: usize) {
+        if t.len() > max_bytes {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += t.len();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.events.push_back((seq, t));
+        while self.bytes > max_bytes {
+            match self.events.pop_front() {
+                Some((_, old)) => {
+                    self.bytes -= old.len();
+                    self.evicted += 1;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
 fn default_output_logs(output: Option<&str>, e: &Event) -> bool {
     output.is_none() && matches!(e, Event::Log(_))
 }
@@ -462,23 +486,7 @@ async fn collect(feed: Arc<Feed>, mut tap: weir_pipeline::tap::Tap) {
         };
         st.dropped += dropped;
         for t in texts {
-            if t.len() > feed.max_bytes {
-                st.dropped += 1;
-                continue;
-            }
-            st.bytes += t.len();
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.events.push_back((seq, t));
-            while st.bytes > feed.max_bytes {
-                match st.events.pop_front() {
-                    Some((_, old)) => {
-                        st.bytes -= old.len();
-                        st.evicted += 1;
-                    }
-                    None => break,
-                }
-            }
+            st.push(t, feed.max_bytes);
         }
         let idle = st.last_read.is_none_or(|t| t.elapsed() >= IDLE);
         if idle || ended {
@@ -648,6 +656,32 @@ name = "n"
                 ("demo_processes", "ebpf_process")
             ]
         );
+    }
+
+    #[test]
+    fn a_feed_holds_at_most_its_bytes_evicting_the_oldest() {
+        let mut st = FeedState::default();
+        for i in 0..100 {
+            st.push(format!("{i:0>10}"), 35);
+        }
+        // Three texts of 10 bytes fit in 35: the newest three are kept, in order.
+        let kept: Vec<_> = st
+            .events
+            .iter()
+            .map(|(seq, t)| (*seq, t.as_str()))
+            .collect();
+        assert_eq!(
+            kept,
+            [(97, "0000000097"), (98, "0000000098"), (99, "0000000099")]
+        );
+        assert_eq!(st.bytes, 30);
+        assert_eq!(st.evicted, 97);
+        assert_eq!(st.dropped, 0);
+        // A text larger than the whole feed is dropped and counted; what is held stays.
+        st.push("x".repeat(36), 35);
+        assert_eq!(st.dropped, 1);
+        assert_eq!(st.events.len(), 3);
+        assert_eq!(st.next_seq, 100);
     }
 
     #[test]
