@@ -68,6 +68,7 @@ struct {
 // An allocation under way, by thread id: entered, not yet returned.
 struct pending_alloc {
 	__u64 size;
+	__u64 caller;
 	__u64 old;    // realloc: the block it may move or free
 	__u64 memptr; // posix_memalign: where it writes the address
 	__s32 user_stack;
@@ -81,15 +82,32 @@ struct {
 	__type(value, struct pending_alloc);
 } pending SEC(".maps");
 
-static __always_inline int enter(void *ctx, __u64 size, __u64 old, __u64 memptr)
+// The return address at the entry of a function: on the stack (x86), in the link register
+// (arm64).
+static __always_inline __u64 return_address(struct pt_regs *regs)
+{
+#if defined(__TARGET_ARCH_x86)
+	__u64 ret = 0;
+	bpf_probe_read_user(&ret, sizeof(ret), (void *)PT_REGS_SP(regs));
+	return ret;
+#elif defined(__TARGET_ARCH_arm64)
+	return PT_REGS_RET(regs);
+#else
+	return 0;
+#endif
+}
+
+static __always_inline int enter(struct pt_regs *ctx, __u64 size, __u64 old, __u64 memptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, tid = (__u32)id;
 	if (!bpf_map_lookup_elem(&traced, &tgid))
 		return 0;
 	struct pending_alloc p = {.size = size, .old = old, .memptr = memptr};
-	// At the entry of the allocator: the kernel adds the caller's return address (on the
-	// stack, the allocator has not pushed a frame yet), then follows frame pointers.
+	// At the entry of the allocator, frame pointers lead from the allocator to its caller's
+	// caller: the caller is its return address (Linux 6.11+ adds it itself, but only when
+	// the function starts by pushing a frame pointer; user space avoids the duplicate).
+	p.caller = return_address(ctx);
 	p.user_stack = bpf_get_stackid(ctx, &alloc_stacks, BPF_F_USER_STACK);
 	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY) != 0)
 		drop(MEM_DROP_PENDING_FULL);
@@ -124,7 +142,7 @@ static __always_inline int leave(__u64 addr, int ok)
 	if (!addr)
 		return 0;
 	struct weir_alloc_key k = {.pid = tgid, .addr = addr};
-	struct weir_alloc_info v = {.size = a.size, .user_stack = a.user_stack};
+	struct weir_alloc_info v = {.size = a.size, .caller = a.caller, .user_stack = a.user_stack};
 	if (bpf_map_update_elem(&allocs, &k, &v, BPF_ANY) != 0)
 		drop(MEM_DROP_ALLOCS_FULL);
 	return 0;

@@ -17,12 +17,16 @@ struct weir_alloc_key {
 // Its size and the user stack that made it (`AllocInfo`).
 struct weir_alloc_info {
 	__u64 size;
+	// The allocator's return address (in its caller). At the entry of a function that does
+	// not start by pushing a frame pointer (the C library's allocator, typically), the
+	// frame-pointer walk goes from the allocator straight to its caller's caller.
+	__u64 caller;
 	__s32 user_stack; // stack id in `alloc_stacks`, or a negative errno
 	__u32 _pad;
 };
 
 _Static_assert(sizeof(struct weir_alloc_key) == 16, "layout shared with src/memory/");
-_Static_assert(sizeof(struct weir_alloc_info) == 16, "layout shared with src/memory/");
+_Static_assert(sizeof(struct weir_alloc_info) == 24, "layout shared with src/memory/");
 
 // Slots of `dropped`, what the kernel side could not record (`Drop` in src/memory/mod.rs).
 #define MEM_DROP_ALLOCS_FULL 0  // an allocation not tracked: `allocs` full

@@ -12,7 +12,7 @@ use aya::programs::UProbe;
 use serde::{Deserialize, Serialize};
 use weir_pipeline::event::{Event, Value};
 
-use crate::profile::drain::{sample_event, user_stack_frames};
+use crate::profile::drain::sample_event;
 use crate::profile::Symbols;
 
 use super::COMPONENT;
@@ -60,15 +60,16 @@ unsafe impl aya::Pod for AllocKey {}
 #[derive(Clone, Copy, Debug)]
 pub(super) struct AllocInfo {
     size: u64,
+    caller: u64,
     user_stack: i32,
     _pad: u32,
 }
 
-// SAFETY: repr(C), u64 + i32 + u32 with no padding, every bit pattern valid.
+// SAFETY: repr(C), u64 + u64 + i32 + u32 with no padding, every bit pattern valid.
 unsafe impl aya::Pod for AllocInfo {}
 
 const _: () = assert!(std::mem::size_of::<AllocKey>() == 16);
-const _: () = assert!(std::mem::size_of::<AllocInfo>() == 16);
+const _: () = assert!(std::mem::size_of::<AllocInfo>() == 24);
 
 /// Entry probes: (program, functions); `alloc_exit` is attached to the returns of all but
 /// `posix_memalign` and `free`. `malloc` and `free` must exist; the others are attached where
@@ -218,13 +219,13 @@ impl Allocations {
                 Err(_) => errors += 1,
             }
         }
-        let mut sums: HashMap<(u32, i32), Outstanding> = HashMap::new();
+        let mut sums: HashMap<(u32, i32, u64), Outstanding> = HashMap::new();
         for (k, v) in &blocks {
             if gone.contains(&k.pid) {
                 let _ = self.allocs.remove(k);
                 continue;
             }
-            let o = sums.entry((k.pid, v.user_stack)).or_default();
+            let o = sums.entry((k.pid, v.user_stack, v.caller)).or_default();
             o.bytes = o.bytes.saturating_add(v.size);
             o.count += 1;
         }
@@ -236,18 +237,23 @@ impl Allocations {
         let ts = Value::from_f64_or_zero(crate::env::monotonic_ns() as f64 / 1e9);
         let event = Value::from("allocations");
         let mut comms: HashMap<u32, Value> = HashMap::new();
-        let mut keys: Vec<(u32, i32)> = sums.keys().copied().collect();
+        let mut keys: Vec<(u32, i32, u64)> = sums.keys().copied().collect();
         keys.sort_unstable();
         let mut events = Vec::with_capacity(keys.len());
         let mut live = HashSet::with_capacity(keys.len());
         for key in keys {
-            let (pid, stack) = key;
+            let (pid, stack, caller) = key;
             let Some(o) = sums.get(&key) else { continue };
+            let mut addrs = Vec::new();
             if stack >= 0 {
                 live.insert(stack as u32);
+                if let Ok(st) = self.stacks.get(&(stack as u32), 0) {
+                    addrs.extend(st.frames().iter().map(|f| f.ip));
+                }
             }
+            with_caller(&mut addrs, caller);
             let mut frames = Vec::new();
-            user_stack_frames(&self.stacks, symbols, pid, stack, &mut frames);
+            symbols.user_frames(pid, &addrs, &mut frames);
             let comm = comms
                 .entry(pid)
                 .or_insert_with(|| {
@@ -277,5 +283,37 @@ impl Allocations {
         }
         self.unused_stacks = unused;
         (events, errors)
+    }
+}
+
+/// Puts the allocator's caller (its return address) after the allocator in a stack taken at
+/// its entry (leaf first), unless the kernel put it there already (it does when the
+/// allocator starts by pushing a frame pointer).
+fn with_caller(addrs: &mut Vec<u64>, caller: u64) {
+    if caller == 0 || addrs.get(1) == Some(&caller) {
+        return;
+    }
+    let at = addrs.len().min(1);
+    addrs.insert(at, caller);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_goes_after_the_allocator_once() {
+        let mut a = vec![0x10, 0x30, 0x40];
+        with_caller(&mut a, 0x20);
+        assert_eq!(a, [0x10, 0x20, 0x30, 0x40]);
+        // Already there (the kernel added it).
+        with_caller(&mut a, 0x20);
+        assert_eq!(a, [0x10, 0x20, 0x30, 0x40]);
+        let mut none = vec![];
+        with_caller(&mut none, 0x20);
+        assert_eq!(none, [0x20]);
+        let mut unknown = vec![0x10];
+        with_caller(&mut unknown, 0);
+        assert_eq!(unknown, [0x10]);
     }
 }
