@@ -191,7 +191,11 @@ fn ebpf_memory_reports_outstanding_bytes_per_stack_exactly() {
             .iter()
             .filter(|e| functions(e).iter().any(|f| f == function))
             .collect();
-        assert_eq!(samples.len(), 1, "one stack through {function}: {report:#?}");
+        assert_eq!(
+            samples.len(),
+            1,
+            "one stack through {function}: {report:#?}"
+        );
         let e = samples[0];
         assert_eq!(int(e, "count"), count / 2, "{e}");
         assert_eq!(int(e, "period"), count / 2 * size, "{e}");
@@ -258,7 +262,10 @@ fn ebpf_memory_counts_page_faults_on_the_stack_that_touched_the_pages() {
         "{touching} faults in weir_touch_pages for {PAGES} pages"
     );
     // Every process: Weir itself faults while it symbolises, at least.
-    assert!(others, "only the test program's faults with page_faults = true");
+    assert!(
+        others,
+        "only the test program's faults with page_faults = true"
+    );
 }
 
 #[test]
@@ -274,7 +281,11 @@ fn ebpf_memory_filters_page_faults_by_pid_in_the_kernel() {
     );
     let touching: i64 = events
         .iter()
-        .filter(|e| functions(e).first().is_some_and(|f| f == "weir_touch_pages"))
+        .filter(|e| {
+            functions(e)
+                .first()
+                .is_some_and(|f| f == "weir_touch_pages")
+        })
         .map(|e| int(e, "count"))
         .sum();
     assert!(touching >= PAGES, "{touching} faults for {PAGES} pages");

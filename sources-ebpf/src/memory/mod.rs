@@ -133,7 +133,10 @@ impl SourceConfig for EbpfMemoryConfig {
                 return Err(format!("{COMPONENT}: `allocations.pids` is empty").into());
             }
             if a.max_outstanding == 0 {
-                return Err(format!("{COMPONENT}: `allocations.max_outstanding` must be at least 1").into());
+                return Err(format!(
+                    "{COMPONENT}: `allocations.max_outstanding` must be at least 1"
+                )
+                .into());
             }
         } else if fault_tgid.is_none() {
             return Err(format!(
@@ -142,10 +145,7 @@ impl SourceConfig for EbpfMemoryConfig {
             .into());
         }
         env::check(COMPONENT, false)?;
-        let max_outstanding = self
-            .allocations
-            .as_ref()
-            .map_or(1, |a| a.max_outstanding);
+        let max_outstanding = self.allocations.as_ref().map_or(1, |a| a.max_outstanding);
         let filter = fault_tgid.unwrap_or(0);
         let mut bpf = EbpfLoader::new()
             .override_global("fault_tgid", &filter, true)
@@ -335,7 +335,10 @@ mod tests {
         assert!(c.allocations.is_none());
         assert_eq!(c.interval_secs, Secs::from_secs(10));
         let c: EbpfMemoryConfig = toml::from_str("page_faults = { pid = 7 }").unwrap();
-        assert!(matches!(c.page_faults, PageFaults::One(PageFaultsOf { pid: 7 })));
+        assert!(matches!(
+            c.page_faults,
+            PageFaults::One(PageFaultsOf { pid: 7 })
+        ));
         let c: EbpfMemoryConfig =
             toml::from_str("allocations = { pids = [1, 2], libc = \"/lib/libc.so.6\" }").unwrap();
         let a = c.allocations.unwrap();
@@ -356,7 +359,10 @@ mod tests {
     fn finds_this_process_libc() {
         let libc = allocations::find_libc(std::process::id()).unwrap();
         let s = libc.to_string_lossy();
-        assert!(s.starts_with(&format!("/proc/{}/root/", std::process::id())), "{s}");
+        assert!(
+            s.starts_with(&format!("/proc/{}/root/", std::process::id())),
+            "{s}"
+        );
         assert!(libc.exists(), "{s}");
         assert!(allocations::find_libc(u32::MAX).is_err());
     }

@@ -209,8 +209,14 @@ pub(crate) fn sample_event(
     map.insert("cpu".into(), Value::Null);
     map.insert("timestamp".into(), ts.clone());
     map.insert("event".into(), event.clone());
-    map.insert("period".into(), Value::Integer(period.min(i64::MAX as u64) as i64));
-    map.insert("count".into(), Value::Integer(count.min(i64::MAX as u64) as i64));
+    map.insert(
+        "period".into(),
+        Value::Integer(period.min(i64::MAX as u64) as i64),
+    );
+    map.insert(
+        "count".into(),
+        Value::Integer(count.min(i64::MAX as u64) as i64),
+    );
     map.insert("frames".into(), Value::Array(frames));
     if let Some(t) = trigger {
         map.insert("trigger".into(), t.clone());
