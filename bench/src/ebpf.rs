@@ -16,7 +16,12 @@
 //!    over that wall time is its share of one core, and the perf-event program's run time is
 //!    reported next to it.
 //!
+//! 3. `memory`: `ebpf_memory`'s page faults and allocations, each on the storm and on its
+//!    worst case ([`memory`]).
+//!
 //! Needs root and a kernel with BTF, like the sources.
+
+mod memory;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -37,7 +42,7 @@ USAGE:
     weir-bench ebpf [OPTIONS]
 
 OPTIONS:
-    --cases LIST       Comma-separated subset of: tcp,profile (default: both)
+    --cases LIST       Comma-separated subset of: tcp,profile,memory (default: tcp,profile)
     --connections N    Connections per storm (default 20000)
     --clients N        Client threads of the storm (default 4)
     --runs N           Storms with and without weir each; medians compared (default 20)
@@ -48,10 +53,12 @@ OPTIONS:
 /// Goals from the issue.
 const GOAL_TCP_SLOWDOWN: f64 = 0.05;
 const GOAL_PROFILE_CORE: f64 = 0.01;
+const GOAL_MEMORY_SLOWDOWN: f64 = 0.02;
 
 struct Args {
     tcp: bool,
     profile: bool,
+    memory: bool,
     connections: usize,
     clients: usize,
     runs: usize,
@@ -67,6 +74,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
     let mut a = Args {
         tcp: true,
         profile: true,
+        memory: false,
         connections: 20_000,
         clients: 4,
         runs: 20,
@@ -97,11 +105,13 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                 let v = value()?;
                 a.tcp = false;
                 a.profile = false;
+                a.memory = false;
                 for c in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     match c {
                         "tcp" => a.tcp = true,
                         "profile" => a.profile = true,
-                        other => bail!("--cases: unknown case {other:?} (tcp, profile)"),
+                        "memory" => a.memory = true,
+                        other => bail!("--cases: unknown case {other:?} (tcp, profile, memory)"),
                     }
                 }
             }
@@ -222,6 +232,24 @@ pub fn main(argv: &[String]) -> Result<bool> {
                 ))
                 .unwrap_or_default()
         ));
+    }
+    if args.memory {
+        for r in memory::memory_case(&args, &scratch.0)? {
+            let (goal, verdict) = if r.goal {
+                (
+                    format!("< {:.0}% slowdown", GOAL_MEMORY_SLOWDOWN * 100.0),
+                    crate::report::verdict(Some(r.slowdown() < GOAL_MEMORY_SLOWDOWN)),
+                )
+            } else {
+                ("reported".to_string(), "-")
+            };
+            table.push(format!(
+                "| ebpf_memory, {} | {} | {goal} | {verdict} |",
+                r.what,
+                r.measured()
+            ));
+            notes.push(r.note());
+        }
     }
     out.push(format!("- load average after: {}", load_average()));
     out.push(String::new());
@@ -721,6 +749,11 @@ mod tests {
         .unwrap();
         assert!(a.tcp && !a.profile);
         assert_eq!(a.connections, 10);
+        assert!(!a.memory);
+        let m = parse_args(&["--cases".into(), "memory".into()])
+            .unwrap()
+            .unwrap();
+        assert!(m.memory && !m.tcp && !m.profile);
         assert!(parse_args(&["--cases".into(), "udp".into()]).is_err());
     }
 }

@@ -31,7 +31,7 @@ weir-bench: end-to-end throughput of the release weir binary, with in-run baseli
 USAGE:
     weir-bench [OPTIONS]
     weir-bench flows [OPTIONS]   (flow_to_topology; see `weir-bench flows --help`)
-    weir-bench ebpf [OPTIONS]    (overhead of ebpf_tcp and ebpf_profile; needs root)
+    weir-bench ebpf [OPTIONS]    (overhead of ebpf_tcp, ebpf_profile, ebpf_memory; needs root)
     weir-bench elasticsearch [OPTIONS]   (the elasticsearch sink; see its --help)
     weir-bench otlp [OPTIONS]    (otlp source -> otlp sink; see its --help)
     weir-bench transport [OPTIONS]   (nats and kafka; see `weir-bench transport --help`)
