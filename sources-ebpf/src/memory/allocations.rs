@@ -196,6 +196,8 @@ impl Allocations {
     /// (`period`: the bytes, `count`: the allocations); forgets processes that exited and
     /// stacks no allocation refers to any more. Returns the events and the map errors.
     pub fn drain(&mut self, symbols: &mut Symbols, id: &Arc<str>) -> (Vec<Event>, u64) {
+        // The time the drain starts: everything before it is in this drain or an earlier one.
+        let ts = Value::from_f64_or_zero(crate::env::monotonic_ns() as f64 / 1e9);
         let mut errors = 0u64;
         let gone: HashSet<u32> = self
             .pids
@@ -234,7 +236,6 @@ impl Allocations {
             tracing::info!(component = %id, pid, "traced process exited: its allocations are forgotten");
         }
         self.pids.retain(|p| !gone.contains(p));
-        let ts = Value::from_f64_or_zero(crate::env::monotonic_ns() as f64 / 1e9);
         let event = Value::from("allocations");
         let mut comms: HashMap<u32, Value> = HashMap::new();
         let mut keys: Vec<(u32, i32, u64)> = sums.keys().copied().collect();

@@ -88,6 +88,8 @@ pub(crate) fn drain(
     id: &Arc<str>,
     trigger: Option<Value>,
 ) -> (Vec<Event>, u64) {
+    // The time the drain starts: everything before it is in this drain or an earlier one.
+    let ts = Value::from_f64_or_zero(crate::env::monotonic_ns() as f64 / 1e9);
     let mut errors = 0u64;
     let keys: Vec<RawKey> = m
         .counts
@@ -105,7 +107,6 @@ pub(crate) fn drain(
     }
     let mut used_stacks: HashSet<u32> = HashSet::new();
     let mut events = Vec::with_capacity(samples.len());
-    let ts = Value::from_f64_or_zero(crate::env::monotonic_ns() as f64 / 1e9);
     let event_name = Value::from(kind.event);
     for (k, v) in samples {
         let mut frames = Vec::new();
