@@ -22,7 +22,7 @@ use super::COMPONENT;
 #[serde(deny_unknown_fields)]
 pub struct AllocationsConfig {
     /// The processes whose allocations are tracked (all their threads), running when the
-    /// source starts. At least one. A process that exits is dropped, with its allocations.
+    /// source starts. 1 to 1024 of them. A process that exits is dropped, with its allocations.
     pub pids: Vec<u32>,
     /// The file that holds their allocator (`malloc`, `free`, ...): an absolute path on the
     /// host. Default: the C library each process maps, found in `/proc/<pid>/maps`

@@ -41,6 +41,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/memory.bpf.o");
 
 const COMPONENT: &str = "ebpf_memory";
 
+/// The size of the kernel's `traced` map (bpf/memory.bpf.c).
+const MAX_TRACED: usize = 1024;
+
 /// What the kernel side could not record, by slot of `dropped` (MEM_DROP_* in bpf/memory.h).
 const DROPS: [(&str, &str); 3] = [
     (
@@ -129,8 +132,12 @@ impl SourceConfig for EbpfMemoryConfig {
             PageFaults::One(PageFaultsOf { pid }) => Some(*pid),
         };
         if let Some(a) = &self.allocations {
-            if a.pids.is_empty() {
-                return Err(format!("{COMPONENT}: `allocations.pids` is empty").into());
+            if a.pids.is_empty() || a.pids.len() > MAX_TRACED {
+                return Err(format!(
+                    "{COMPONENT}: `allocations.pids` must list 1 to {MAX_TRACED} processes, got {}",
+                    a.pids.len()
+                )
+                .into());
             }
             if a.max_outstanding == 0 {
                 return Err(format!(
