@@ -34,6 +34,8 @@ pub(super) struct Row {
     pub goal: bool,
     /// The kernel programs' run time in one extra run with the statistics on.
     pub bpf: Option<ProgTime>,
+    /// The errors weir counted in the runs with it (drops in the kernel), if any.
+    pub errors: Vec<String>,
 }
 
 impl Row {
@@ -71,10 +73,15 @@ impl Row {
             )
         };
         format!(
-            "- ebpf_memory, {}: quartiles without weir {}, with weir {}.{}",
+            "- ebpf_memory, {}: quartiles without weir {}, with weir {}.{}{}",
             self.what,
             q(&self.without),
             q(&self.with),
+            if self.errors.is_empty() {
+                String::new()
+            } else {
+                format!(" Errors weir counted: {}.", self.errors.join("; "))
+            },
             self.bpf
                 .as_ref()
                 .map(|b| format!(
@@ -131,17 +138,18 @@ fn abba(
     name: &str,
     source: &str,
     mut workload: impl FnMut() -> Result<f64>,
-) -> Result<(Vec<f64>, Vec<f64>, Option<ProgTime>)> {
+) -> Result<(Vec<f64>, Vec<f64>, Option<ProgTime>, Vec<String>)> {
     let ready = "eBPF memory probes attached";
     workload()?;
     let (mut without, mut with) = (Vec::new(), Vec::new());
+    let mut errors = Vec::new();
     for i in 1..=args.runs {
         for with_weir in [i % 2 == 0, i % 2 == 1] {
             if with_weir {
                 let weir = Weir::start(&args.weir, work, &format!("{name}-{i}"), source, ready)?;
                 std::thread::sleep(Duration::from_secs(1));
                 let secs = workload()?;
-                weir.stop()?;
+                errors.extend(weir.stop_reporting_errors()?.1);
                 eprintln!("  {name} run {i}/{}: with weir {secs:.3} s", args.runs);
                 with.push(secs);
             } else {
@@ -160,7 +168,7 @@ fn abba(
             let before = super::prog_time(weir.pid());
             workload()?;
             let after = super::prog_time(weir.pid());
-            weir.stop()?;
+            errors.extend(weir.stop_reporting_errors()?.1);
             match (before, after) {
                 (Some(a), Some(b)) if b.runs > a.runs => Some(ProgTime {
                     secs: b.secs - a.secs,
@@ -172,7 +180,7 @@ fn abba(
             None
         }
     };
-    Ok((without, with, bpf))
+    Ok((without, with, bpf, errors))
 }
 
 pub(super) fn memory_case(args: &Args, work: &Path) -> Result<Vec<Row>> {
@@ -197,7 +205,7 @@ pub(super) fn memory_case(args: &Args, work: &Path) -> Result<Vec<Row>> {
         ),
     ] {
         eprintln!("ebpf_memory: {what}");
-        let (without, with, bpf) = abba(args, work, "memory-storm", source, storm_run)?;
+        let (without, with, bpf, errors) = abba(args, work, "memory-storm", source, storm_run)?;
         rows.push(Row {
             what,
             without,
@@ -205,10 +213,12 @@ pub(super) fn memory_case(args: &Args, work: &Path) -> Result<Vec<Row>> {
             ops: None,
             goal,
             bpf,
+            errors,
         });
     }
     eprintln!("ebpf_memory: page-fault loop");
-    let (without, with, bpf) = abba(args, work, "memory-faults", faults, || Ok(fault_loop()))?;
+    let (without, with, bpf, errors) =
+        abba(args, work, "memory-faults", faults, || Ok(fault_loop()))?;
     rows.push(Row {
         what: format!(
             "page_faults = true: {} fresh pages written (cost per fault)",
@@ -219,9 +229,11 @@ pub(super) fn memory_case(args: &Args, work: &Path) -> Result<Vec<Row>> {
         ops: Some(FAULT_PAGES),
         goal: false,
         bpf,
+        errors,
     });
     eprintln!("ebpf_memory: malloc/free loop");
-    let (without, with, bpf) = abba(args, work, "memory-allocs", &allocs, || Ok(alloc_loop()))?;
+    let (without, with, bpf, errors) =
+        abba(args, work, "memory-allocs", &allocs, || Ok(alloc_loop()))?;
     rows.push(Row {
         what: format!(
             "allocations: {} malloc(64)/free pairs (cost per pair)",
@@ -232,6 +244,7 @@ pub(super) fn memory_case(args: &Args, work: &Path) -> Result<Vec<Row>> {
         ops: Some(ALLOC_PAIRS),
         goal: false,
         bpf,
+        errors,
     });
     Ok(rows)
 }
