@@ -131,6 +131,9 @@ fn alloc_loop() -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// Run times without and with weir, the programs' run time, the errors weir counted.
+type Measured = (Vec<f64>, Vec<f64>, Option<ProgTime>, Vec<String>);
+
 /// `--runs` ABBA pairs of `workload` without and with weir running `source`.
 fn abba(
     args: &Args,
@@ -138,7 +141,7 @@ fn abba(
     name: &str,
     source: &str,
     mut workload: impl FnMut() -> Result<f64>,
-) -> Result<(Vec<f64>, Vec<f64>, Option<ProgTime>, Vec<String>)> {
+) -> Result<Measured> {
     let ready = "eBPF memory probes attached";
     workload()?;
     let (mut without, mut with) = (Vec::new(), Vec::new());
