@@ -26,8 +26,12 @@
 //!    under `ebpf_sched`; `syscalls` is
 //!    `--syscalls` `getppid` calls (what attaching to syscall tracepoints, as `ebpf_sched`
 //!    does for futex, costs every other syscall) under `ebpf_sched`.
+//! 4. `memory`: `ebpf_memory`'s page faults and allocations, each on the storm and on its
+//!    worst case ([`memory`]).
 //!
 //! Needs root and a kernel with BTF, like the sources.
+
+mod memory;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -48,7 +52,8 @@ USAGE:
     weir-bench ebpf [OPTIONS]
 
 OPTIONS:
-    --cases LIST       Comma-separated subset of: tcp,profile,io,sched,syscalls (default: all)
+    --cases LIST       Comma-separated subset of: tcp,profile,io,sched,syscalls,syscalls-futex,memory
+                       (default: all but memory)
     --connections N    Connections per storm (default 20000)
     --clients N        Client threads of the storm (default 4)
     --runs N           Storms with and without weir each; medians compared (default 20)
@@ -66,6 +71,7 @@ const GOAL_TCP_SLOWDOWN: f64 = 0.05;
 /// Issue 24: each new source's cost on a syscall- or I/O-heavy workload.
 const GOAL_COUNTING_SLOWDOWN: f64 = 0.02;
 const GOAL_PROFILE_CORE: f64 = 0.01;
+const GOAL_MEMORY_SLOWDOWN: f64 = 0.02;
 
 struct Args {
     tcp: bool,
@@ -78,6 +84,7 @@ struct Args {
     switches: u64,
     syscall_count: u64,
     work_dir: PathBuf,
+    memory: bool,
     connections: usize,
     clients: usize,
     runs: usize,
@@ -101,6 +108,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
         switches: 200_000,
         syscall_count: 5_000_000,
         work_dir: std::env::temp_dir(),
+        memory: false,
         connections: 20_000,
         clients: 4,
         runs: 20,
@@ -139,6 +147,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                 a.sched = false;
                 a.syscalls = false;
                 a.syscalls_futex = false;
+                a.memory = false;
                 for c in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     match c {
                         "tcp" => a.tcp = true,
@@ -147,8 +156,9 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
                         "sched" => a.sched = true,
                         "syscalls" => a.syscalls = true,
                         "syscalls-futex" => a.syscalls_futex = true,
+                        "memory" => a.memory = true,
                         other => bail!(
-                            "--cases: unknown case {other:?} (tcp, profile, io, sched, syscalls, syscalls-futex)"
+                            "--cases: unknown case {other:?} (tcp, profile, io, sched, syscalls, syscalls-futex, memory)"
                         ),
                     }
                 }
@@ -331,6 +341,24 @@ pub fn main(argv: &[String]) -> Result<bool> {
                 .unwrap_or_default()
         ));
     }
+    if args.memory {
+        for r in memory::memory_case(&args, &scratch.0)? {
+            let (goal, verdict) = if r.goal {
+                (
+                    format!("< {:.0}% slowdown", GOAL_MEMORY_SLOWDOWN * 100.0),
+                    crate::report::verdict(Some(r.slowdown() < GOAL_MEMORY_SLOWDOWN)),
+                )
+            } else {
+                ("reported".to_string(), "-")
+            };
+            table.push(format!(
+                "| ebpf_memory, {} | {} | {goal} | {verdict} |",
+                r.what,
+                r.measured()
+            ));
+            notes.push(r.note());
+        }
+    }
     out.push(format!("- load average after: {}", load_average()));
     out.push(String::new());
     out.extend(table);
@@ -480,7 +508,17 @@ impl Weir {
     }
 
     /// SIGTERM, wait; returns the events the sink received (from the exit summary).
-    fn stop(mut self) -> Result<u64> {
+    fn stop(self) -> Result<u64> {
+        let (sent, errors) = self.stop_reporting_errors()?;
+        if !errors.is_empty() {
+            bail!("weir reported errors: {errors:?}");
+        }
+        Ok(sent)
+    }
+
+    /// As [`Weir::stop`], but the errors weir counted (drops in the kernel, say) are returned,
+    /// not a failure.
+    fn stop_reporting_errors(mut self) -> Result<(u64, Vec<String>)> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -491,10 +529,8 @@ impl Weir {
             bail!("weir exited with {status}:\n{log}");
         }
         let (sent, errors) = runner::parse_summary(&log, "out");
-        if !errors.is_empty() {
-            bail!("weir reported errors: {errors:?}\n{log}");
-        }
-        sent.context("no summary for the sink in weir's log")
+        let sent = sent.context("no summary for the sink in weir's log")?;
+        Ok((sent, errors))
     }
 }
 
@@ -1244,6 +1280,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!a.tcp && !a.profile && a.io && a.sched && a.syscalls);
+        assert!(!a.memory);
+        let m = parse_args(&["--cases".into(), "memory".into()])
+            .unwrap()
+            .unwrap();
+        assert!(m.memory && !m.tcp && !m.profile);
         assert!(parse_args(&["--cases".into(), "udp".into()]).is_err());
     }
 }

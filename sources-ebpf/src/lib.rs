@@ -14,6 +14,8 @@
 //!   histogram) as metrics;
 //! - [`sched`]: `ebpf_sched`, per process and cgroup: context switches, CPU time, run-queue
 //!   latency, time blocked by reason and futex wait time, as metrics;
+//! - [`memory`]: `ebpf_memory`, outstanding allocations of chosen processes by stack
+//!   (uprobes on their allocator) and page faults by stack, as stack samples;
 //! - [`container`]: the container id and pod uid in a process's cgroup path.
 //!
 //! Every source checks its environment first ([`env`]): privileges, kernel BTF, tracefs.
@@ -21,6 +23,7 @@
 pub mod container;
 pub mod env;
 pub mod io;
+pub mod memory;
 pub mod process;
 pub mod profile;
 mod ring;
@@ -70,6 +73,10 @@ pub fn register(registry: &mut Registry) {
     registry.add_source::<io::EbpfIoConfig>(
         "ebpf_io",
         "Block I/O per process, cgroup and disk (requests, bytes, latency histogram) via eBPF",
+    );
+    registry.add_source::<memory::EbpfMemoryConfig>(
+        "ebpf_memory",
+        "Outstanding allocations (uprobes on malloc/free) and page faults by stack, as stack samples, via eBPF",
     );
     registry.add_source::<sched::EbpfSchedConfig>(
         "ebpf_sched",

@@ -16,6 +16,7 @@ mod disk_buffer;
 mod docs;
 mod ebpf;
 mod ebpf_io;
+mod ebpf_memory;
 mod ebpf_sched;
 mod elasticsearch;
 mod file_rotation;

@@ -13,7 +13,7 @@
 //! stack, with `count` and their total `period` in nanoseconds (on-CPU: samples x the
 //! sampling period; off-CPU: the time blocked).
 
-mod drain;
+pub(crate) mod drain;
 mod symbols;
 mod trigger;
 
@@ -37,7 +37,7 @@ use weir_pipeline::BoxError;
 
 use crate::env;
 use crate::ring::{per_cpu_slot, RingReader};
-use drain::{drain, Maps};
+use drain::{drain, Maps, Period, SampleKind};
 pub use symbols::Symbols;
 use trigger::{Change, Trigger};
 pub use trigger::{ProfileTrigger, TriggerMetric};
@@ -122,7 +122,7 @@ enum Command {
 }
 
 /// `struct weir_profile_proc` in bpf/profile.h.
-fn parse_proc(data: &[u8]) -> Option<u32> {
+pub(crate) fn parse_proc(data: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?))
 }
 
@@ -361,7 +361,17 @@ fn worker(
                 symbols.snapshot(pid);
             }
             Command::Drain(reply, field) => {
-                let out = drain(&mut maps, &mut symbols, mode, period_ns, &id, field);
+                let kind = match mode {
+                    ProfileMode::Cpu => SampleKind {
+                        event: "cpu-clock",
+                        period: Period::PerSample(period_ns),
+                    },
+                    ProfileMode::Offcpu => SampleKind {
+                        event: "offcpu",
+                        period: Period::TotalNs,
+                    },
+                };
+                let out = drain(&mut maps, &mut symbols, kind, &id, field);
                 tracing::debug!(
                     component = %id,
                     processes = symbols.processes(),
