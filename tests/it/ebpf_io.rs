@@ -297,3 +297,221 @@ fn ebpf_io_counts_a_process_direct_reads_and_writes_exactly() {
     assert!(others.is_empty(), "{others:#?}");
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// A C program that opens the file given as its argument with `O_DIRECT`, waits for a line
+/// on its stdin, makes [`WRITES`] from `weir_direct_write` then [`READS`] from
+/// `weir_direct_read` (each through `weir_io_call`, so that the frame-pointer walk, which
+/// skips the caller of a C library function that pushes no frame pointer, skips that one),
+/// prints `done` and waits for its stdin to close. Compiled without optimisation and with
+/// frame pointers. `@WRITES@` and `@READS@` are replaced by the sizes.
+const DIRECT_IO_C: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const long writes[] = {@WRITES@};
+static const long reads[] = {@READS@};
+
+__attribute__((noinline)) long weir_io_call(int write, int fd, char *buf, long n, long off)
+{
+    return write ? pwrite(fd, buf, n, off) : pread(fd, buf, n, off);
+}
+
+__attribute__((noinline)) int weir_direct_write(int fd, char *buf)
+{
+    long off = 0;
+    for (unsigned i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        if (weir_io_call(1, fd, buf, writes[i], off) != writes[i])
+            return -1;
+        off += writes[i];
+    }
+    return 0;
+}
+
+__attribute__((noinline)) int weir_direct_read(int fd, char *buf)
+{
+    long off = 0;
+    for (unsigned i = 0; i < sizeof reads / sizeof reads[0]; i++) {
+        if (weir_io_call(0, fd, buf, reads[i], off) != reads[i])
+            return -1;
+        off += reads[i];
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    char line[64];
+    void *buf;
+    if (argc < 2 || posix_memalign(&buf, 4096, 16384) != 0)
+        return 1;
+    memset(buf, 7, 16384);
+    int fd = open(argv[1], O_RDWR | O_DIRECT);
+    if (fd < 0 || !fgets(line, sizeof line, stdin))
+        return 2;
+    if (weir_direct_write(fd, buf) != 0 || weir_direct_read(fd, buf) != 0)
+        return 3;
+    printf("done\n");
+    fflush(stdout);
+    while (fgets(line, sizeof line, stdin)) {
+    }
+    return 0;
+}
+"#;
+
+/// Compiles [`DIRECT_IO_C`] into `dir`.
+fn direct_io_program(dir: &Path) -> PathBuf {
+    let list = |sizes: &[usize]| {
+        sizes
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = DIRECT_IO_C
+        .replace("@WRITES@", &list(&WRITES))
+        .replace("@READS@", &list(&READS));
+    let src = dir.join("direct_io.c");
+    std::fs::write(&src, text).unwrap();
+    let bin = dir.join("weir-io");
+    let cc = std::process::Command::new("cc")
+        .args(["-O0", "-fno-omit-frame-pointer", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc (installed by scripts/install-test-deps.sh)");
+    assert!(cc.success());
+    bin
+}
+
+/// The symbols of a sample's frames of `kind` (`user` or `kernel`), leaf first.
+fn symbols(sample: &Value, kind: &str) -> Vec<String> {
+    sample["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == kind)
+        .map(|f| f["symbol"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+#[test]
+fn ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    if !ebpf_available("ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them") {
+        return;
+    }
+    let Some(dir) = crate::harness::require(
+        "a temporary directory on a block device (for O_DIRECT)",
+        block_backed_dir(),
+    ) else {
+        return;
+    };
+    // Allocated and on disk before the program runs, so its writes only overwrite blocks.
+    let file = dir.path().join("data");
+    std::fs::write(&file, vec![7u8; FILE_BYTES]).unwrap();
+    std::fs::File::open(&file).unwrap().sync_all().unwrap();
+    // Just written, the program is in the page cache: starting it reads nothing from disk.
+    let bin = direct_io_program(dir.path());
+    let mut program = Command::new(&bin)
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = program.id();
+    let mut stdin = program.stdin.take().unwrap();
+
+    let agent = Agent::start_with(
+        "type = \"ebpf_io\"\ninterval_secs = 1\nstacks = true",
+        "[sinks.stacks]\ntype = \"file\"\ninputs = [\"ebpf.stacks\"]\npath = \"{dir}/stacks.log\"\nencoding.codec = \"json\"",
+        "eBPF block I/O tracepoints attached",
+    );
+    writeln!(stdin, "go").unwrap();
+    let mut line = String::new();
+    BufReader::new(program.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "done");
+    // Stopping drains the counts one last time: every request of the program is in a report.
+    let (log, metrics, samples) = agent.finish_with("stacks.log");
+    drop(stdin);
+    assert!(program.wait().unwrap().success());
+    assert!(!log.contains("ERROR"), "{log}");
+
+    let mine: Vec<&Value> = samples.iter().filter(|e| e["pid"] == pid).collect();
+    for e in &mine {
+        assert_eq!(e["event"], "block-io-bytes", "{e}");
+        assert_eq!(e["comm"], "weir-io", "{e}");
+        assert_eq!(e["tid"], pid, "single-threaded: {e}");
+    }
+    let written: usize = WRITES.iter().sum();
+    let read: usize = READS.iter().sum();
+    let mut counted = 0;
+    for (function, requests, bytes) in [
+        ("weir_direct_write", WRITES.len(), written),
+        ("weir_direct_read", READS.len(), read),
+    ] {
+        let through: Vec<&&Value> = mine
+            .iter()
+            .filter(|e| symbols(e, "user").iter().any(|f| f == function))
+            .collect();
+        for e in &through {
+            let user = symbols(e, "user");
+            assert!(user.iter().any(|f| f == "main"), "{user:?}");
+            let kernel = symbols(e, "kernel");
+            assert!(
+                kernel.iter().any(|f| f.contains("submit_bio")),
+                "the block layer's submission in the kernel stack: {kernel:?}"
+            );
+        }
+        let period: i64 = through.iter().map(|e| e["period"].as_i64().unwrap()).sum();
+        let count: i64 = through.iter().map(|e| e["count"].as_i64().unwrap()).sum();
+        assert_eq!(period, bytes as i64, "{function}: {through:#?}");
+        assert_eq!(count, requests as i64, "{function}: {through:#?}");
+        counted += through.len();
+    }
+    // Nothing else in its name: every sample of it comes from one of the two functions.
+    assert_eq!(counted, mine.len(), "{mine:#?}");
+    // The metrics stay on the default output, the samples only on `stacks`.
+    assert!(
+        metrics
+            .iter()
+            .any(|e| e["name"] == "block_io_bytes_total" && e["tags"]["pid"] == pid.to_string()),
+        "no metrics of the program"
+    );
+    assert!(metrics.iter().all(|e| e.get("frames").is_none()));
+    assert!(samples.iter().all(|e| e.get("frames").is_some()));
+}
+
+#[test]
+fn ebpf_io_has_a_stacks_output_only_with_stacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |stacks: bool| {
+        format!(
+            "[sources.io]\ntype = \"ebpf_io\"\nstacks = {stacks}\n[sinks.out]\ntype = \"console\"\ninputs = [\"io.stacks\"]\nencoding.codec = \"json\"\n"
+        )
+    };
+    let validate = |name: &str, stacks: bool| {
+        let path = crate::harness::write_config(dir.path(), name, &config(stacks));
+        crate::harness::weir()
+            .args(["validate", "--no-environment"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = validate("with.toml", true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = validate("without.toml", false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("`io` has no output named `stacks`"),
+        "{stderr}"
+    );
+}
