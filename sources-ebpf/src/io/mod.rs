@@ -119,10 +119,15 @@ impl Default for EbpfIoConfig {
     }
 }
 
-fn check_size(option: &str, n: u32) -> Result<(), BoxError> {
-    if !(64..=1 << 20).contains(&n) {
+/// The most `max_series` and `max_inflight` may be.
+const MAX_TABLE: u32 = 1 << 20;
+/// The most `max_stacks` may be (each stack takes about 1 KiB of kernel memory).
+const MAX_STACKS: u32 = 1 << 16;
+
+fn check_size(option: &str, n: u32, max: u32) -> Result<(), BoxError> {
+    if !(64..=max).contains(&n) {
         return Err(
-            format!("{COMPONENT}: `{option}` must be between 64 and 1048576, not {n}").into(),
+            format!("{COMPONENT}: `{option}` must be between 64 and {max}, not {n}").into(),
         );
     }
     Ok(())
@@ -131,15 +136,9 @@ fn check_size(option: &str, n: u32) -> Result<(), BoxError> {
 #[async_trait]
 impl SourceConfig for EbpfIoConfig {
     async fn build(&self, cx: SourceContext) -> Result<Source, BoxError> {
-        check_size("max_series", self.max_series)?;
-        check_size("max_inflight", self.max_inflight)?;
-        if !(64..=65536).contains(&self.max_stacks) {
-            return Err(format!(
-                "{COMPONENT}: `max_stacks` must be between 64 and 65536, not {}",
-                self.max_stacks
-            )
-            .into());
-        }
+        check_size("max_series", self.max_series, MAX_TABLE)?;
+        check_size("max_inflight", self.max_inflight, MAX_TABLE)?;
+        check_size("max_stacks", self.max_stacks, MAX_STACKS)?;
         env::check(COMPONENT, false)?;
         let with_stacks = u32::from(self.stacks);
         // Without stacks, the stack maps take no room.
@@ -472,12 +471,26 @@ mod tests {
         assert_eq!(c.max_series, 16384);
         assert_eq!(c.max_inflight, 16384);
         assert!(!c.container_metadata);
+        assert!(!c.stacks);
+        assert_eq!(c.max_stacks, 4096);
+        assert_eq!(c.outputs().len(), 1);
+        let c: EbpfIoConfig = toml::from_str("stacks = true\nmax_stacks = 128").unwrap();
+        assert!(c.stacks);
+        assert_eq!(c.max_stacks, 128);
+        let names: Vec<Option<String>> = c.outputs().into_iter().map(|o| o.name).collect();
+        assert_eq!(names, [None, Some(STACKS_OUTPUT.to_string())]);
         assert!(toml::from_str::<EbpfIoConfig>("interval = 1").is_err());
         for bad in [0, 63, (1 << 20) + 1] {
-            let e = check_size("max_series", bad).unwrap_err().to_string();
+            let e = check_size("max_series", bad, MAX_TABLE)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("max_series"), "{e}");
         }
-        check_size("max_series", 64).unwrap();
+        check_size("max_series", 64, MAX_TABLE).unwrap();
+        let e = check_size("max_stacks", 65537, MAX_STACKS)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("between 64 and 65536"), "{e}");
     }
 
     #[test]

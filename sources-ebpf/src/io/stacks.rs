@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use tokio::sync::{mpsc, oneshot};
-use weir_pipeline::event::Event;
+use weir_pipeline::event::{Event, Value};
 
 use crate::profile::drain::{drain_keeping, Maps, Period, SampleKind};
 use crate::profile::Symbols;
@@ -84,15 +84,20 @@ pub(crate) fn worker(
             }
             Command::Drain(reply) => {
                 let inflight = &maps.inflight;
-                let out = drain_keeping(
-                    &mut maps.counts,
-                    &mut symbols,
-                    kind,
-                    &id,
-                    None,
-                    |unused| keep_in_flight(inflight, unused),
-                );
-                let _ = reply.send(out);
+                let (mut events, errors) =
+                    drain_keeping(&mut maps.counts, &mut symbols, kind, &id, None, |unused| {
+                        keep_in_flight(inflight, unused)
+                    });
+                for e in &mut events {
+                    if let Event::Log(log) = e {
+                        if let Value::Object(map) = log.value_mut() {
+                            if let Some(Value::Array(frames)) = map.get_mut("frames") {
+                                trim_tracing_frames(frames);
+                            }
+                        }
+                    }
+                }
+                let _ = reply.send((events, errors));
             }
         }
     }
@@ -119,4 +124,63 @@ fn keep_in_flight(
         }
     }
     errors
+}
+
+/// Removes the leading kernel frames of the tracing machinery (the eBPF program, the
+/// tracepoint's trampoline): a stack taken in a tracepoint starts in them, and the first
+/// frame worth showing is the tracepoint's caller (`blk_account_io_start`, say).
+fn trim_tracing_frames(frames: &mut Vec<Value>) {
+    let tracing = |f: &Value| {
+        let Value::Object(f) = f else { return false };
+        let Some(symbol) = f.get("symbol").and_then(Value::as_str) else {
+            return false;
+        };
+        ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_"]
+            .iter()
+            .any(|p| symbol.starts_with(p))
+    };
+    let n = frames.iter().take_while(|f| tracing(f)).count();
+    frames.drain(..n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_pipeline::event::ObjectMap;
+
+    fn frame(symbol: &str) -> Value {
+        let mut f = ObjectMap::new();
+        f.insert("symbol".into(), Value::from(symbol));
+        f.insert("kind".into(), Value::from("kernel"));
+        Value::Object(f)
+    }
+
+    #[test]
+    fn tracing_frames_are_trimmed_from_the_leaf_only() {
+        let mut frames: Vec<Value> = [
+            "bpf_prog_f3fcd1d9e2fab70e_io_start",
+            "bpf_trace_run1",
+            "blk_account_io_start",
+            "blk_mq_submit_bio",
+            "bpf_trace_run1",
+        ]
+        .into_iter()
+        .map(frame)
+        .collect();
+        trim_tracing_frames(&mut frames);
+        assert_eq!(
+            frames,
+            [
+                "blk_account_io_start",
+                "blk_mq_submit_bio",
+                "bpf_trace_run1"
+            ]
+            .into_iter()
+            .map(frame)
+            .collect::<Vec<_>>()
+        );
+        let mut none: Vec<Value> = Vec::new();
+        trim_tracing_frames(&mut none);
+        assert!(none.is_empty());
+    }
 }
