@@ -485,10 +485,11 @@ fn ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them() {
     // Nothing else in its name: every sample of it comes from one of the two functions.
     assert_eq!(counted, mine.len(), "{mine:#?}");
     // The metrics stay on the default output, the samples only on `stacks`.
+    let pid_tag = pid.to_string();
     assert!(
         metrics
             .iter()
-            .any(|e| e["name"] == "block_io_bytes_total" && e["tags"]["pid"] == pid.to_string()),
+            .any(|e| e["name"] == "block_io_bytes_total" && e["tags"]["pid"] == pid_tag.as_str()),
         "no metrics of the program"
     );
     assert!(metrics.iter().all(|e| e.get("frames").is_none()));

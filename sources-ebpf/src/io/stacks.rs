@@ -132,7 +132,7 @@ fn keep_in_flight(
 fn trim_tracing_frames(frames: &mut Vec<Value>) {
     let tracing = |f: &Value| {
         let Value::Object(f) = f else { return false };
-        let Some(symbol) = f.get("symbol").and_then(Value::as_str) else {
+        let Some(symbol) = f.get("symbol").and_then(Value::to_str_lossy) else {
             return false;
         };
         ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_"]
