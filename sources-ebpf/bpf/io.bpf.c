@@ -80,7 +80,8 @@ struct {
 	__type(value, struct weir_profile_value);
 } stack_counts SEC(".maps");
 
-// As in profile.bpf.c: processes announced through `procs`, by thread group id -> mm.
+// As in profile.bpf.c: processes announced through `procs`, by thread group id -> mm
+// (max_entries set by the loader: 1 without stacks).
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);

@@ -123,6 +123,9 @@ impl Default for EbpfIoConfig {
 const MAX_TABLE: u32 = 1 << 20;
 /// The most `max_stacks` may be (each stack takes about 1 KiB of kernel memory).
 const MAX_STACKS: u32 = 1 << 16;
+/// With stacks: how many processes the kernel remembers having announced (`seen`, an LRU:
+/// one forgotten is announced again, and its mappings read again).
+const SEEN_PROCESSES: u32 = 16384;
 
 fn check_size(option: &str, n: u32, max: u32) -> Result<(), BoxError> {
     if !(64..=max).contains(&n) {
@@ -142,13 +145,18 @@ impl SourceConfig for EbpfIoConfig {
         env::check(COMPONENT, false)?;
         let with_stacks = u32::from(self.stacks);
         // Without stacks, the stack maps take no room.
-        let max_stacks = if self.stacks { self.max_stacks } else { 1 };
+        let (max_stacks, max_seen) = if self.stacks {
+            (self.max_stacks, SEEN_PROCESSES)
+        } else {
+            (1, 1)
+        };
         let mut bpf = EbpfLoader::new()
             .override_global("with_stacks", &with_stacks, true)
             .map_max_entries("stats", self.max_series)
             .map_max_entries("inflight", self.max_inflight)
             .map_max_entries("io_stacks", max_stacks)
             .map_max_entries("stack_counts", max_stacks)
+            .map_max_entries("seen", max_seen)
             .load(OBJECT)
             .map_err(|e| format!("{COMPONENT}: loading the eBPF object failed: {e}"))?;
         let btf = Btf::from_sys_fs()
