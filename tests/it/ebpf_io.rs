@@ -1,6 +1,8 @@
 //! `ebpf_io` against the real kernel: a child process makes known `O_DIRECT` reads and writes
 //! on a file on a block device, and the source's counts for that process must be exactly
-//! those. Skips like the other eBPF tests ([`crate::ebpf::ebpf_available`]).
+//! those; with `stacks = true`, a compiled C program's must be on the output `stacks` under the
+//! functions that made them. Skips like the other eBPF tests
+//! ([`crate::ebpf::ebpf_available`]).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -302,8 +304,8 @@ fn ebpf_io_counts_a_process_direct_reads_and_writes_exactly() {
 /// on its stdin, makes [`WRITES`] from `weir_direct_write` then [`READS`] from
 /// `weir_direct_read` (each through `weir_io_call`, so that the frame-pointer walk, which
 /// skips the caller of a C library function that pushes no frame pointer, skips that one),
-/// prints `done` and waits for its stdin to close. Compiled without optimisation and with
-/// frame pointers. `@WRITES@` and `@READS@` are replaced by the sizes.
+/// prints `done` and waits for its stdin to close (or, given `exit` as a second argument,
+/// exits 0.5 s later). Compiled without optimisation and with frame pointers. `@WRITES@` and `@READS@` are replaced by the sizes.
 const DIRECT_IO_C: &str = r#"
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -356,6 +358,10 @@ int main(int argc, char **argv)
         return 3;
     printf("done\n");
     fflush(stdout);
+    if (argc > 2 && strcmp(argv[2], "exit") == 0) {
+        usleep(500000);
+        return 0;
+    }
     while (fgets(line, sizeof line, stdin)) {
     }
     return 0;
@@ -398,20 +404,30 @@ fn symbols(sample: &Value, kind: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them() {
+/// What a run of [`DIRECT_IO_C`] under `ebpf_io` with `stacks = true` left.
+struct StacksRun {
+    pid: u32,
+    log: String,
+    /// The default output's events.
+    metrics: Vec<Value>,
+    /// The output `stacks`' events.
+    samples: Vec<Value>,
+    /// With `exit`: when the program had exited (monotonic seconds).
+    exited_at: Option<f64>,
+}
+
+/// Runs the program under `ebpf_io` (`stacks = true`, a report every `interval_secs`) until
+/// it is done, then stops Weir, which drains the counts one last time. With `exit`, the
+/// program exits on its own and its executable is deleted before Weir stops; without, it
+/// lives until Weir has stopped. None when there is no block-backed directory here.
+fn stacks_run(interval_secs: u32, exit: bool) -> Option<StacksRun> {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
 
-    if !ebpf_available("ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them") {
-        return;
-    }
-    let Some(dir) = crate::harness::require(
+    let dir = crate::harness::require(
         "a temporary directory on a block device (for O_DIRECT)",
         block_backed_dir(),
-    ) else {
-        return;
-    };
+    )?;
     // Allocated and on disk before the program runs, so its writes only overwrite blocks.
     let file = dir.path().join("data");
     std::fs::write(&file, vec![7u8; FILE_BYTES]).unwrap();
@@ -420,6 +436,7 @@ fn ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them() {
     let bin = direct_io_program(dir.path());
     let mut program = Command::new(&bin)
         .arg(&file)
+        .args(exit.then_some("exit"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -428,7 +445,7 @@ fn ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them() {
     let mut stdin = program.stdin.take().unwrap();
 
     let agent = Agent::start_with(
-        "type = \"ebpf_io\"\ninterval_secs = 1\nstacks = true",
+        &format!("type = \"ebpf_io\"\ninterval_secs = {interval_secs}\nstacks = true"),
         "[sinks.stacks]\ntype = \"file\"\ninputs = [\"ebpf.stacks\"]\npath = \"{dir}/stacks.log\"\nencoding.codec = \"json\"",
         "eBPF block I/O tracepoints attached",
     );
@@ -438,13 +455,31 @@ fn ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "done");
-    // Stopping drains the counts one last time: every request of the program is in a report.
+    let mut exited_at = None;
+    if exit {
+        assert!(program.wait().unwrap().success());
+        exited_at = Some(weir_sources_ebpf::env::monotonic_ns() as f64 / 1e9);
+        // Only the file Weir keeps open can name its functions now.
+        std::fs::remove_file(&bin).unwrap();
+    }
     let (log, metrics, samples) = agent.finish_with("stacks.log");
     drop(stdin);
+    // (Once more with `exit`: the status it exited with.)
     assert!(program.wait().unwrap().success());
-    assert!(!log.contains("ERROR"), "{log}");
+    Some(StacksRun {
+        pid,
+        log,
+        metrics,
+        samples,
+        exited_at,
+    })
+}
 
-    let mine: Vec<&Value> = samples.iter().filter(|e| e["pid"] == pid).collect();
+/// The program's samples: from `weir_direct_write` and `weir_direct_read` only, through the
+/// block layer, their bytes and requests exactly those made.
+fn assert_exact_stacks(run: &StacksRun) -> Vec<&Value> {
+    let pid = run.pid;
+    let mine: Vec<&Value> = run.samples.iter().filter(|e| e["pid"] == pid).collect();
     for e in &mine {
         assert_eq!(e["event"], "block-io-bytes", "{e}");
         assert_eq!(e["comm"], "weir-io", "{e}");
@@ -484,16 +519,58 @@ fn ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them() {
     }
     // Nothing else in its name: every sample of it comes from one of the two functions.
     assert_eq!(counted, mine.len(), "{mine:#?}");
+    assert!(!run.log.contains("ERROR"), "{}", run.log);
+    mine
+}
+
+#[test]
+fn ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them() {
+    if !ebpf_available("ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them") {
+        return;
+    }
+    let Some(run) = stacks_run(1, false) else {
+        return;
+    };
+    assert_exact_stacks(&run);
     // The metrics stay on the default output, the samples only on `stacks`.
-    let pid_tag = pid.to_string();
+    let pid_tag = run.pid.to_string();
     assert!(
-        metrics
+        run.metrics
             .iter()
             .any(|e| e["name"] == "block_io_bytes_total" && e["tags"]["pid"] == pid_tag.as_str()),
         "no metrics of the program"
     );
-    assert!(metrics.iter().all(|e| e.get("frames").is_none()));
-    assert!(samples.iter().all(|e| e.get("frames").is_some()));
+    assert!(run.metrics.iter().all(|e| e.get("frames").is_none()));
+    assert!(run.samples.iter().all(|e| e.get("frames").is_some()));
+}
+
+#[test]
+fn ebpf_io_stacks_of_a_process_that_exited_before_the_drain_are_named() {
+    if !ebpf_available("ebpf_io_stacks_of_a_process_that_exited_before_the_drain_are_named") {
+        return;
+    }
+    // No report until Weir stops (the interval is far off): the one made then drains the
+    // program's counts after it exited.
+    let Some(run) = stacks_run(600, true) else {
+        return;
+    };
+    let mine = assert_exact_stacks(&run);
+    let exited_at = run.exited_at.unwrap();
+    for e in &mine {
+        assert!(
+            e["timestamp"].as_f64().unwrap() > exited_at,
+            "drained before the program exited: {e}"
+        );
+    }
+    let module = mine
+        .iter()
+        .flat_map(|e| e["frames"].as_array().unwrap())
+        .find(|f| f["symbol"] == "weir_direct_write")
+        .map(|f| f["module"].clone());
+    assert!(
+        module.is_some_and(|m| m.as_str().is_some_and(|m| m.ends_with("weir-io"))),
+        "{mine:#?}"
+    );
 }
 
 #[test]
