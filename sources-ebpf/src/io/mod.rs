@@ -260,8 +260,8 @@ impl SourceConfig for EbpfIoConfig {
                 .await
                 .map_err(|e| format!("{COMPONENT}: reading the counts: {e}"))?;
                 reader = r;
-                // Drained after the metrics were read: a completion counted by stack is
-                // in the metrics of this report or an earlier one.
+                // Drained after the metrics were read: a completion in these samples is in
+                // the metrics of this report or of the next.
                 let mut samples = Vec::new();
                 if let Some((commands, _)) = &stack_worker {
                     let (tx, rx) = oneshot::channel();
@@ -290,8 +290,8 @@ impl SourceConfig for EbpfIoConfig {
                         n,
                         &format_args!(
                             "{n} block I/O requests counted by stack without their stack: the \
-                             kernel's stack map had no room for it, or a different stack in \
-                             its slot (raise `max_stacks`)"
+                             kernel's stack map had no room for it, or held a different stack \
+                             in its slot (raise `max_stacks`)"
                         ),
                     );
                 }
