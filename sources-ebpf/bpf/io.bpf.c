@@ -13,6 +13,12 @@
 //   in `stats`, and at the last part the request is counted (operation, error, latency in a
 //   log2 histogram of microseconds) and forgotten.
 //
+// With `stacks` (`with_stacks`), block_io_start (or issue, when that did not fire) also takes
+// the kernel and user stacks of the submitting thread, and each completion is counted by
+// (process, thread, stacks) in `stack_counts`, which user space drains every interval like
+// ebpf_profile's counts. Processes are announced through `procs` the first time one submits,
+// so user space reads their mappings while they live.
+//
 // `stats` is cumulative: user space reads it without clearing and deletes only the keys of
 // processes that have exited, after reporting them one last time.
 #include "vmlinux.h"
@@ -23,20 +29,16 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+// Set by the loader: 1 to count completions by issuing stack.
+const volatile __u32 with_stacks = 0;
+
 // REQ_OP_MASK of include/linux/blk_types.h: the operation is the low 8 bits of cmd_flags.
 #define REQ_OP_BITS_MASK 0xff
 // MINORBITS of include/linux/kdev_t.h (the kernel's dev_t, not user space's).
 #define KERNEL_MINOR_BITS 20
-
-// A request between block_io_start (or issue) and its last completion.
-struct inflight {
-	__u64 start_ns; // block_io_start (or issue, when that did not fire)
-	__u64 issue_ns; // block_rq_issue (0 until then)
-	__u64 cgroup_id;
-	__u32 pid;
-	__u32 error; // a part completed with an error
-	char comm[16];
-};
+// Errnos of include/uapi/asm-generic/errno-base.h (vmlinux.h has no macros).
+#define ERRNO_ENOMEM 12
+#define ERRNO_EEXIST 17
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -55,10 +57,42 @@ struct {
 // IO_DROP_* counters.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, IO_DROP_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } dropped SEC(".maps");
+
+// Stacks of requests, by id (max_entries set by the loader: `max_stacks`, or 1 without
+// stacks). User space deletes an id once it has read the counts under it and no request in
+// flight holds it.
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 4096);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, PROFILE_MAX_DEPTH * sizeof(__u64));
+} io_stacks SEC(".maps");
+
+// Completions by issuing stack, drained by user space (max_entries set by the loader).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct weir_profile_key);
+	__type(value, struct weir_profile_value);
+} stack_counts SEC(".maps");
+
+// As in profile.bpf.c: processes announced through `procs`, by thread group id -> mm
+// (max_entries set by the loader: 1 without stacks).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 16);
+} procs SEC(".maps");
 
 static __always_inline void drop(__u32 slot)
 {
@@ -67,16 +101,50 @@ static __always_inline void drop(__u32 slot)
 		*d += 1;
 }
 
-// Notes the current process as the owner of `rq`.
-static __always_inline struct inflight *own(__u64 rq, __u64 now)
+// Announces the current process to user space the first time it is seen with this mm.
+static __always_inline void announce(__u32 tgid)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 mm = (__u64)task->mm;
+	if (!mm)
+		return;
+	__u64 *known = bpf_map_lookup_elem(&seen, &tgid);
+	if (known && *known == mm)
+		return;
+	bpf_map_update_elem(&seen, &tgid, &mm, BPF_ANY);
+	struct weir_profile_proc p = {.pid = tgid};
+	// When it is full, user space reads the mappings at the drain instead.
+	bpf_ringbuf_output(&procs, &p, sizeof(p), 0);
+}
+
+// A stack id that failed for want of room or by collision (not for a thread without a user
+// stack, -EFAULT).
+static __always_inline bool stack_lost(__s32 id)
+{
+	return id == -ERRNO_ENOMEM || id == -ERRNO_EEXIST;
+}
+
+// Notes the current process as the owner of `rq` (and, with stacks, the current thread's
+// stacks).
+static __always_inline struct inflight *own(void *ctx, __u64 rq, __u64 now)
 {
 	struct inflight f = {};
 	f.start_ns = now;
-	f.pid = bpf_get_current_pid_tgid() >> 32;
+	__u64 id = bpf_get_current_pid_tgid();
+	f.pid = id >> 32;
 	f.cgroup_id = bpf_get_current_cgroup_id();
 	// The process's command (its main thread's), not the thread's: the key is the process.
 	struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
 	bpf_probe_read_kernel_str(f.comm, sizeof(f.comm), leader->comm);
+	if (with_stacks) {
+		f.tid = (__u32)id;
+		bpf_get_current_comm(f.thread_comm, sizeof(f.thread_comm));
+		f.kernel_stack = bpf_get_stackid(ctx, &io_stacks, 0);
+		f.user_stack = bpf_get_stackid(ctx, &io_stacks, BPF_F_USER_STACK);
+		if (stack_lost(f.kernel_stack) || stack_lost(f.user_stack))
+			drop(IO_DROP_STACK_LOST);
+		announce(f.pid);
+	}
 	// A request address is reused once the request is freed: replace what is there.
 	if (bpf_map_update_elem(&inflight, &rq, &f, BPF_ANY) != 0) {
 		drop(IO_DROP_INFLIGHT_FULL);
@@ -88,7 +156,7 @@ static __always_inline struct inflight *own(__u64 rq, __u64 now)
 SEC("tp_btf/block_io_start")
 int BPF_PROG(io_start, struct request *rq)
 {
-	own((__u64)rq, bpf_ktime_get_ns());
+	own(ctx, (__u64)rq, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -99,7 +167,7 @@ int BPF_PROG(io_issue, struct request *rq)
 	__u64 key = (__u64)rq;
 	struct inflight *f = bpf_map_lookup_elem(&inflight, &key);
 	if (!f)
-		f = own(key, now);
+		f = own(ctx, key, now);
 	if (f)
 		f->issue_ns = now; // again when a requeued request is issued again
 	return 0;
@@ -165,6 +233,32 @@ static __always_inline struct weir_io_value *counts(struct weir_io_key *key, str
 	return v;
 }
 
+// With stacks: adds `nr_bytes` (and, at the last part, the request) to the owner's stack.
+static __always_inline void count_stack(struct inflight *f, __u64 nr_bytes, bool last)
+{
+	struct weir_profile_key key = {};
+	key.pid = f->pid;
+	key.tid = f->tid;
+	key.user_stack = f->user_stack;
+	key.kernel_stack = f->kernel_stack;
+	__builtin_memcpy(key.comm, f->thread_comm, sizeof(key.comm));
+	struct weir_profile_value *v = bpf_map_lookup_elem(&stack_counts, &key);
+	if (!v) {
+		struct weir_profile_value zero = {};
+		// Another CPU may create it meanwhile: then NOEXIST fails and the lookup finds it.
+		bpf_map_update_elem(&stack_counts, &key, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&stack_counts, &key);
+		if (!v) {
+			if (last)
+				drop(IO_DROP_STACK_COUNTS_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&v->total_ns, nr_bytes);
+	if (last)
+		__sync_fetch_and_add(&v->count, 1);
+}
+
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(io_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
 {
@@ -186,6 +280,8 @@ int BPF_PROG(io_complete, struct request *rq, blk_status_t error, unsigned int n
 	struct weir_io_value *v = counts(&key, f);
 	if (v)
 		__sync_fetch_and_add(&v->bytes, nr_bytes);
+	if (with_stacks)
+		count_stack(f, nr_bytes, last);
 	if (!last)
 		return 0;
 	if (v) {

@@ -17,6 +17,15 @@
 // Slots of `dropped`.
 #define IO_DROP_STATS_FULL 0    // completions not counted: `stats` was full
 #define IO_DROP_INFLIGHT_FULL 1 // requests not followed: `inflight` was full
+#define IO_DROP_STACK_COUNTS_FULL 2 // completions not counted by stack: `stack_counts` full
+#define IO_DROP_STACK_LOST 3 // requests whose stack could not be taken (`io_stacks` full or a
+			     // different stack in its slot): counted by stack without frames
+#define IO_DROP_SLOTS 4
+
+// With `stacks`, completions are also counted by issuing stack in `stack_counts`, keyed and
+// valued like ebpf_profile's counts (profile.h): `count` the requests completed, `total_ns`
+// the bytes completed (not nanoseconds).
+#include "profile.h"
 
 // The key of `stats` (`RawKey` in src/io/stats.rs): one process, in one cgroup, on one disk,
 // doing one kind of operation.
@@ -42,5 +51,26 @@ struct weir_io_value {
 
 _Static_assert(sizeof(struct weir_io_value) == 32 + 8 * IO_SLOTS + 16,
 	       "layout shared with src/io/stats.rs");
+
+// A request between block_io_start (or issue) and its last completion, in `inflight` by the
+// request's address. User space reads it (`RawInflight` in src/io/stacks.rs) for the stack
+// ids requests in flight hold.
+struct inflight {
+	__u64 start_ns; // block_io_start (or issue, when that did not fire)
+	__u64 issue_ns; // block_rq_issue (0 until then)
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 error; // a part completed with an error
+	char comm[16];
+	// With stacks only: the submitting thread, its name and its stacks (ids in `io_stacks`,
+	// or negative errnos).
+	__u32 tid;
+	__s32 user_stack;
+	__s32 kernel_stack;
+	__u32 _pad;
+	char thread_comm[16];
+};
+
+_Static_assert(sizeof(struct inflight) == 80, "layout shared with src/io/stacks.rs");
 
 #endif

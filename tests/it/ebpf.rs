@@ -36,6 +36,12 @@ pub(crate) struct Agent {
 
 impl Agent {
     pub(crate) fn start(source: &str, ready_log: &str) -> Self {
+        Self::start_with(source, "", ready_log)
+    }
+
+    /// As [`Agent::start`], with more configuration after the sink (`{dir}` in it is the
+    /// agent's directory, where [`Agent::finish_with`] reads other files).
+    pub(crate) fn start_with(source: &str, more: &str, ready_log: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             r#"
@@ -49,9 +55,11 @@ type = "file"
 inputs = ["ebpf"]
 path = "{out}"
 encoding.codec = "json"
+{more}
 "#,
             data = dir.path().display(),
             out = dir.path().join("out.log").display(),
+            more = more.replace("{dir}", &dir.path().display().to_string()),
         );
         let cfg = write_config(dir.path(), "weir.toml", &text);
         let log = File::create(dir.path().join("weir.log")).unwrap();
@@ -103,13 +111,24 @@ encoding.codec = "json"
     }
 
     /// Stops weir (it drains first) and returns its log and every event it wrote.
-    pub(crate) fn finish(mut self) -> (String, Vec<Value>) {
+    pub(crate) fn finish(self) -> (String, Vec<Value>) {
+        let (log, events, _) = self.finish_with("out.log");
+        (log, events)
+    }
+
+    /// As [`Agent::finish`], and the JSON lines of `file` in the agent's directory too.
+    pub(crate) fn finish_with(mut self, file: &str) -> (String, Vec<Value>, Vec<Value>) {
         if let Some(child) = self.child.take() {
             sigterm(&child);
             let out = wait_with_timeout(child, Duration::from_secs(20));
             assert!(out.status.success(), "weir failed: {}", self.log());
         }
-        (self.log(), self.events())
+        let other = std::fs::read_to_string(self.dir.path().join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (self.log(), self.events(), other)
     }
 
     pub(crate) fn stop(mut self) -> String {

@@ -1,6 +1,8 @@
 //! `ebpf_io` against the real kernel: a child process makes known `O_DIRECT` reads and writes
 //! on a file on a block device, and the source's counts for that process must be exactly
-//! those. Skips like the other eBPF tests ([`crate::ebpf::ebpf_available`]).
+//! those; with `stacks = true`, a compiled C program's must be on the output `stacks` under the
+//! functions that made them. Skips like the other eBPF tests
+//! ([`crate::ebpf::ebpf_available`]).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -296,4 +298,308 @@ fn ebpf_io_counts_a_process_direct_reads_and_writes_exactly() {
         .collect();
     assert!(others.is_empty(), "{others:#?}");
     assert!(!log.contains("ERROR"), "{log}");
+}
+
+/// A C program that opens the file given as its argument with `O_DIRECT`, waits for a line
+/// on its stdin, makes [`WRITES`] from `weir_direct_write` then [`READS`] from
+/// `weir_direct_read` (each through `weir_io_call`, so that the frame-pointer walk, which
+/// skips the caller of a C library function that pushes no frame pointer, skips that one),
+/// prints `done` and waits for its stdin to close (or, given `exit` as a second argument,
+/// exits 0.5 s later). Compiled without optimisation and with frame pointers. `@WRITES@` and `@READS@` are replaced by the sizes.
+const DIRECT_IO_C: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const long writes[] = {@WRITES@};
+static const long reads[] = {@READS@};
+
+__attribute__((noinline)) long weir_io_call(int write, int fd, char *buf, long n, long off)
+{
+    return write ? pwrite(fd, buf, n, off) : pread(fd, buf, n, off);
+}
+
+__attribute__((noinline)) int weir_direct_write(int fd, char *buf)
+{
+    long off = 0;
+    for (unsigned i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        if (weir_io_call(1, fd, buf, writes[i], off) != writes[i])
+            return -1;
+        off += writes[i];
+    }
+    return 0;
+}
+
+__attribute__((noinline)) int weir_direct_read(int fd, char *buf)
+{
+    long off = 0;
+    for (unsigned i = 0; i < sizeof reads / sizeof reads[0]; i++) {
+        if (weir_io_call(0, fd, buf, reads[i], off) != reads[i])
+            return -1;
+        off += reads[i];
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    char line[64];
+    void *buf;
+    if (argc < 2 || posix_memalign(&buf, 4096, 16384) != 0)
+        return 1;
+    memset(buf, 7, 16384);
+    int fd = open(argv[1], O_RDWR | O_DIRECT);
+    if (fd < 0 || !fgets(line, sizeof line, stdin))
+        return 2;
+    if (weir_direct_write(fd, buf) != 0 || weir_direct_read(fd, buf) != 0)
+        return 3;
+    printf("done\n");
+    fflush(stdout);
+    if (argc > 2 && strcmp(argv[2], "exit") == 0) {
+        usleep(500000);
+        return 0;
+    }
+    while (fgets(line, sizeof line, stdin)) {
+    }
+    return 0;
+}
+"#;
+
+/// Compiles [`DIRECT_IO_C`] into `dir`.
+fn direct_io_program(dir: &Path) -> PathBuf {
+    let list = |sizes: &[usize]| {
+        sizes
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = DIRECT_IO_C
+        .replace("@WRITES@", &list(&WRITES))
+        .replace("@READS@", &list(&READS));
+    let src = dir.join("direct_io.c");
+    std::fs::write(&src, text).unwrap();
+    let bin = dir.join("weir-io");
+    let cc = std::process::Command::new("cc")
+        .args(["-O0", "-fno-omit-frame-pointer", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("cc (installed by scripts/install-test-deps.sh)");
+    assert!(cc.success());
+    bin
+}
+
+/// The symbols of a sample's frames of `kind` (`user` or `kernel`), leaf first.
+fn symbols(sample: &Value, kind: &str) -> Vec<String> {
+    sample["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == kind)
+        .map(|f| f["symbol"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// What a run of [`DIRECT_IO_C`] under `ebpf_io` with `stacks = true` left.
+struct StacksRun {
+    pid: u32,
+    log: String,
+    /// The default output's events.
+    metrics: Vec<Value>,
+    /// The output `stacks`' events.
+    samples: Vec<Value>,
+    /// With `exit`: when the program had exited (monotonic seconds).
+    exited_at: Option<f64>,
+}
+
+/// Runs the program under `ebpf_io` (`stacks = true`, a report every `interval_secs`) until
+/// it is done, then stops Weir, which drains the counts one last time. With `exit`, the
+/// program exits on its own and its executable is deleted before Weir stops; without, it
+/// lives until Weir has stopped. None when there is no block-backed directory here.
+fn stacks_run(interval_secs: u32, exit: bool) -> Option<StacksRun> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let dir = crate::harness::require(
+        "a temporary directory on a block device (for O_DIRECT)",
+        block_backed_dir(),
+    )?;
+    // Allocated and on disk before the program runs, so its writes only overwrite blocks.
+    let file = dir.path().join("data");
+    std::fs::write(&file, vec![7u8; FILE_BYTES]).unwrap();
+    std::fs::File::open(&file).unwrap().sync_all().unwrap();
+    // Just written, the program is in the page cache: starting it reads nothing from disk.
+    let bin = direct_io_program(dir.path());
+    let mut program = Command::new(&bin)
+        .arg(&file)
+        .args(exit.then_some("exit"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = program.id();
+    let mut stdin = program.stdin.take().unwrap();
+
+    let agent = Agent::start_with(
+        &format!("type = \"ebpf_io\"\ninterval_secs = {interval_secs}\nstacks = true"),
+        "[sinks.stacks]\ntype = \"file\"\ninputs = [\"ebpf.stacks\"]\npath = \"{dir}/stacks.log\"\nencoding.codec = \"json\"",
+        "eBPF block I/O tracepoints attached",
+    );
+    writeln!(stdin, "go").unwrap();
+    let mut line = String::new();
+    BufReader::new(program.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "done");
+    let mut exited_at = None;
+    if exit {
+        assert!(program.wait().unwrap().success());
+        exited_at = Some(weir_sources_ebpf::env::monotonic_ns() as f64 / 1e9);
+        // Only the file Weir keeps open can name its functions now.
+        std::fs::remove_file(&bin).unwrap();
+    }
+    let (log, metrics, samples) = agent.finish_with("stacks.log");
+    drop(stdin);
+    // (Once more with `exit`: the status it exited with.)
+    assert!(program.wait().unwrap().success());
+    Some(StacksRun {
+        pid,
+        log,
+        metrics,
+        samples,
+        exited_at,
+    })
+}
+
+/// The program's samples: from `weir_direct_write` and `weir_direct_read` only, through the
+/// block layer, their bytes and requests exactly those made.
+fn assert_exact_stacks(run: &StacksRun) -> Vec<&Value> {
+    let pid = run.pid;
+    let mine: Vec<&Value> = run.samples.iter().filter(|e| e["pid"] == pid).collect();
+    for e in &mine {
+        assert_eq!(e["event"], "block-io-bytes", "{e}");
+        assert_eq!(e["comm"], "weir-io", "{e}");
+        assert_eq!(e["tid"], pid, "single-threaded: {e}");
+    }
+    let written: usize = WRITES.iter().sum();
+    let read: usize = READS.iter().sum();
+    let mut counted = 0;
+    for (function, requests, bytes) in [
+        ("weir_direct_write", WRITES.len(), written),
+        ("weir_direct_read", READS.len(), read),
+    ] {
+        let through: Vec<&&Value> = mine
+            .iter()
+            .filter(|e| symbols(e, "user").iter().any(|f| f == function))
+            .collect();
+        for e in &through {
+            let user = symbols(e, "user");
+            assert!(user.iter().any(|f| f == "main"), "{user:?}");
+            // From the tracepoint's caller (the tracing machinery's frames are trimmed) to
+            // the block layer's submission.
+            let kernel = symbols(e, "kernel");
+            assert!(
+                kernel.first().is_some_and(|f| !f.starts_with("bpf_")),
+                "{kernel:?}"
+            );
+            assert!(
+                kernel.iter().any(|f| f == "blk_mq_submit_bio"),
+                "the block layer's submission in the kernel stack: {kernel:?}"
+            );
+        }
+        let period: i64 = through.iter().map(|e| e["period"].as_i64().unwrap()).sum();
+        let count: i64 = through.iter().map(|e| e["count"].as_i64().unwrap()).sum();
+        assert_eq!(period, bytes as i64, "{function}: {through:#?}");
+        assert_eq!(count, requests as i64, "{function}: {through:#?}");
+        counted += through.len();
+    }
+    // Nothing else in its name: every sample of it comes from one of the two functions.
+    assert_eq!(counted, mine.len(), "{mine:#?}");
+    assert!(!run.log.contains("ERROR"), "{}", run.log);
+    mine
+}
+
+#[test]
+fn ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them() {
+    if !ebpf_available("ebpf_io_stacks_count_bytes_and_requests_by_the_stack_that_issued_them") {
+        return;
+    }
+    let Some(run) = stacks_run(1, false) else {
+        return;
+    };
+    assert_exact_stacks(&run);
+    // The metrics stay on the default output, the samples only on `stacks`.
+    let pid_tag = run.pid.to_string();
+    assert!(
+        run.metrics
+            .iter()
+            .any(|e| e["name"] == "block_io_bytes_total" && e["tags"]["pid"] == pid_tag.as_str()),
+        "no metrics of the program"
+    );
+    assert!(run.metrics.iter().all(|e| e.get("frames").is_none()));
+    assert!(run.samples.iter().all(|e| e.get("frames").is_some()));
+}
+
+#[test]
+fn ebpf_io_stacks_of_a_process_that_exited_before_the_drain_are_named() {
+    if !ebpf_available("ebpf_io_stacks_of_a_process_that_exited_before_the_drain_are_named") {
+        return;
+    }
+    // No report until Weir stops (the interval is far off): the one made then drains the
+    // program's counts after it exited.
+    let Some(run) = stacks_run(600, true) else {
+        return;
+    };
+    let mine = assert_exact_stacks(&run);
+    let exited_at = run.exited_at.unwrap();
+    for e in &mine {
+        assert!(
+            e["timestamp"].as_f64().unwrap() > exited_at,
+            "drained before the program exited: {e}"
+        );
+    }
+    let module = mine
+        .iter()
+        .flat_map(|e| e["frames"].as_array().unwrap())
+        .find(|f| f["symbol"] == "weir_direct_write")
+        .map(|f| f["module"].clone());
+    assert!(
+        module.is_some_and(|m| m.as_str().is_some_and(|m| m.ends_with("weir-io"))),
+        "{mine:#?}"
+    );
+}
+
+#[test]
+fn ebpf_io_has_a_stacks_output_only_with_stacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |stacks: bool| {
+        format!(
+            "[sources.io]\ntype = \"ebpf_io\"\nstacks = {stacks}\n[sinks.out]\ntype = \"console\"\ninputs = [\"io.stacks\"]\nencoding.codec = \"json\"\n"
+        )
+    };
+    let validate = |name: &str, stacks: bool| {
+        let path = crate::harness::write_config(dir.path(), name, &config(stacks));
+        crate::harness::weir()
+            .args(["validate", "--no-environment"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = validate("with.toml", true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = validate("without.toml", false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("`io` has no output named `stacks`"),
+        "{stderr}"
+    );
 }

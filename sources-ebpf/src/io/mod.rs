@@ -3,22 +3,26 @@
 //! and sent as metrics every `interval_secs`.
 //!
 //! - [`stats`]: the kernel's keys and counts, and the metrics made of one key;
-//! - [`names`]: disk names and cgroup paths for the numbers the kernel counts by.
+//! - [`names`]: disk names and cgroup paths for the numbers the kernel counts by;
+//! - [`stacks`]: with `stacks = true`, the requests and bytes completed by issuing stack, as
+//!   stack-sample events on the output `stacks`.
 //!
 //! The kernel's counts are totals since a key was created, read without clearing (nothing is
 //! lost between a read and a delete), so the metrics are absolute counters. A key whose
 //! process has exited is reported one last time, then deleted.
 
 mod names;
+mod stacks;
 mod stats;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, EbpfLoader};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 use weir_pipeline::component::{Output, Source, SourceConfig, SourceContext};
 use weir_pipeline::config::Secs;
 use weir_pipeline::event::{Event, EventBatch, EventMetadata, Metric, Value, MAX_BATCH_EVENTS};
@@ -27,13 +31,19 @@ use weir_pipeline::BoxError;
 
 use crate::container::ContainerCache;
 use crate::env::{self, c_str};
-use crate::ring::report_drops;
+use crate::profile::drain::Maps;
+use crate::profile::parse_proc;
+use crate::ring::{per_cpu_slot, report_drops, RingReader};
 use names::{Cgroups, Disks};
+use stacks::{Command, StackMaps};
 use stats::{RawKey, RawValue};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/io.bpf.o");
 
 const COMPONENT: &str = "ebpf_io";
+
+/// The named output of the stack samples (`stacks = true`).
+pub const STACKS_OUTPUT: &str = "stacks";
 
 /// `type = "ebpf_io"`: block I/O of every process on the host, per process, cgroup, disk and
 /// operation (read, write, flush, discard, other): requests, bytes, errors and a latency
@@ -64,6 +74,22 @@ pub struct EbpfIoConfig {
     /// Namespace of every metric (Prometheus sinks prefix it with `_`). Default: none.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Also count the requests and bytes completed by issuing stack: the kernel and user
+    /// stacks of the thread that submitted each request (taken at `block_io_start`, or at
+    /// issue when that did not fire), with its process and thread. Every `interval_secs` they
+    /// are sent as stack-sample events (`event = "block-io-bytes"`, `period` the bytes,
+    /// `count` the requests; fold them with `stack_fold`) on the output `stacks`
+    /// (`inputs = ["<id>.stacks"]`), which exists only then; the metrics stay on the default
+    /// output. Default: false.
+    #[serde(default)]
+    pub stacks: bool,
+    /// With `stacks`: how many distinct stacks, and distinct (process, thread, stacks) counts
+    /// in one interval, the kernel holds, 64 to 65536 (about 1 KiB of kernel memory each).
+    /// Completions that find the counts full are not counted by stack, and counted
+    /// (`stack_counts_full`); a request whose stack finds no room is counted without frames
+    /// (`stack_lost`). Default: 4096.
+    #[serde(default = "default_max_stacks")]
+    pub max_stacks: u32,
 }
 
 fn default_interval() -> Secs {
@@ -75,6 +101,9 @@ fn default_max_series() -> u32 {
 fn default_max_inflight() -> u32 {
     16384
 }
+fn default_max_stacks() -> u32 {
+    4096
+}
 
 impl Default for EbpfIoConfig {
     fn default() -> Self {
@@ -84,14 +113,24 @@ impl Default for EbpfIoConfig {
             max_series: default_max_series(),
             max_inflight: default_max_inflight(),
             namespace: None,
+            stacks: false,
+            max_stacks: default_max_stacks(),
         }
     }
 }
 
-fn check_size(option: &str, n: u32) -> Result<(), BoxError> {
-    if !(64..=1 << 20).contains(&n) {
+/// The most `max_series` and `max_inflight` may be.
+const MAX_TABLE: u32 = 1 << 20;
+/// The most `max_stacks` may be (each stack takes about 1 KiB of kernel memory).
+const MAX_STACKS: u32 = 1 << 16;
+/// With stacks: how many processes the kernel remembers having announced (`seen`, an LRU:
+/// one forgotten is announced again, and its mappings read again).
+const SEEN_PROCESSES: u32 = 16384;
+
+fn check_size(option: &str, n: u32, max: u32) -> Result<(), BoxError> {
+    if !(64..=max).contains(&n) {
         return Err(
-            format!("{COMPONENT}: `{option}` must be between 64 and 1048576, not {n}").into(),
+            format!("{COMPONENT}: `{option}` must be between 64 and {max}, not {n}").into(),
         );
     }
     Ok(())
@@ -100,12 +139,24 @@ fn check_size(option: &str, n: u32) -> Result<(), BoxError> {
 #[async_trait]
 impl SourceConfig for EbpfIoConfig {
     async fn build(&self, cx: SourceContext) -> Result<Source, BoxError> {
-        check_size("max_series", self.max_series)?;
-        check_size("max_inflight", self.max_inflight)?;
+        check_size("max_series", self.max_series, MAX_TABLE)?;
+        check_size("max_inflight", self.max_inflight, MAX_TABLE)?;
+        check_size("max_stacks", self.max_stacks, MAX_STACKS)?;
         env::check(COMPONENT, false)?;
+        let with_stacks = u32::from(self.stacks);
+        // Without stacks, the stack maps take no room.
+        let (max_stacks, max_seen) = if self.stacks {
+            (self.max_stacks, SEEN_PROCESSES)
+        } else {
+            (1, 1)
+        };
         let mut bpf = EbpfLoader::new()
+            .override_global("with_stacks", &with_stacks, true)
             .map_max_entries("stats", self.max_series)
             .map_max_entries("inflight", self.max_inflight)
+            .map_max_entries("io_stacks", max_stacks)
+            .map_max_entries("stack_counts", max_stacks)
+            .map_max_entries("seen", max_seen)
             .load(OBJECT)
             .map_err(|e| format!("{COMPONENT}: loading the eBPF object failed: {e}"))?;
         let btf = Btf::from_sys_fs()
@@ -147,6 +198,30 @@ impl SourceConfig for EbpfIoConfig {
         };
         let stats = BpfHashMap::try_from(take(&mut bpf, "stats")?)?;
         let dropped: PerCpuArray<_, u64> = PerCpuArray::try_from(take(&mut bpf, "dropped")?)?;
+        let mut stack_worker = None;
+        if self.stacks {
+            let maps = StackMaps {
+                counts: Maps {
+                    counts: BpfHashMap::try_from(take(&mut bpf, "stack_counts")?)?,
+                    stacks: StackTraceMap::try_from(take(&mut bpf, "io_stacks")?)?,
+                    offcpu_start: None,
+                },
+                inflight: BpfHashMap::try_from(take(&mut bpf, "inflight")?)?,
+            };
+            let procs = RingReader::new(RingBuf::try_from(take(&mut bpf, "procs")?)?)?;
+            let (commands, rx) = mpsc::channel(4096);
+            let (ready_tx, ready) = oneshot::channel();
+            let source_id: Arc<str> = cx.id.clone();
+            std::thread::Builder::new()
+                .name(format!("{COMPONENT}-{}", cx.id))
+                .spawn(move || stacks::worker(maps, rx, ready_tx, source_id))
+                .map_err(|e| format!("{COMPONENT}: starting the worker thread: {e}"))?;
+            // The kernel's symbols are loaded before the source counts as started.
+            ready
+                .await
+                .map_err(|_| format!("{COMPONENT}: the worker thread stopped"))?;
+            stack_worker = Some((commands, procs));
+        }
         let mut reader = Reader {
             stats,
             disks: Disks::default(),
@@ -155,13 +230,15 @@ impl SourceConfig for EbpfIoConfig {
         };
         let interval = self.interval_secs.duration();
         let namespace = self.namespace.clone();
-        tracing::info!(component = %cx.id, "eBPF block I/O tracepoints attached");
+        tracing::info!(component = %cx.id, stacks = self.stacks, "eBPF block I/O tracepoints attached");
 
         Ok(Box::pin(async move {
             // Owns the programs: dropping it detaches them.
             let _bpf = bpf;
             let mut cx = cx;
-            let mut reported = [0u64; 2];
+            let mut stack_worker = stack_worker;
+            let mut reported = [0u64; DROPS.len()];
+            let mut reported_lost = 0;
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -169,6 +246,10 @@ impl SourceConfig for EbpfIoConfig {
                 let stopping = tokio::select! {
                     _ = cx.shutdown.cancelled() => true,
                     _ = tick.tick() => false,
+                    r = announced(&mut stack_worker) => {
+                        r?;
+                        continue;
+                    }
                 };
                 // Map reads are a system call per key and names come from /proc and /sys:
                 // off the runtime's threads.
@@ -179,7 +260,41 @@ impl SourceConfig for EbpfIoConfig {
                 .await
                 .map_err(|e| format!("{COMPONENT}: reading the counts: {e}"))?;
                 reader = r;
+                // Drained after the metrics were read: a completion in these samples is in
+                // the metrics of this report or of the next.
+                let mut samples = Vec::new();
+                if let Some((commands, _)) = &stack_worker {
+                    let (tx, rx) = oneshot::channel();
+                    if commands.send(Command::Drain(tx)).await.is_err() {
+                        return Err(format!("{COMPONENT}: the worker thread stopped").into());
+                    }
+                    let (events, errors) = rx
+                        .await
+                        .map_err(|_| format!("{COMPONENT}: the worker thread stopped"))?;
+                    if errors > 0 {
+                        cx.metrics.error(
+                            "map_read",
+                            errors,
+                            &"reading the in-kernel block I/O counts by stack failed",
+                        );
+                    }
+                    samples = events;
+                }
                 report_drops(&dropped, &DROPS, &mut reported, &cx.metrics);
+                let lost = per_cpu_slot(&dropped, STACK_LOST);
+                if lost > reported_lost {
+                    let n = lost - reported_lost;
+                    reported_lost = lost;
+                    cx.metrics.error(
+                        "stack_lost",
+                        n,
+                        &format_args!(
+                            "{n} block I/O requests counted by stack without their stack: the \
+                             kernel's stack map had no room for it, or held a different stack \
+                             in its slot (raise `max_stacks`)"
+                        ),
+                    );
+                }
                 if report.errors > 0 {
                     cx.metrics.error(
                         "map_read",
@@ -198,13 +313,26 @@ impl SourceConfig for EbpfIoConfig {
                         Event::from(m)
                     })
                     .collect();
-                cx.metrics.add_received(events.len() as u64, 0);
+                cx.metrics
+                    .add_received((events.len() + samples.len()) as u64, 0);
                 while !events.is_empty() {
                     let rest = events.split_off(events.len().min(MAX_BATCH_EVENTS));
                     if cx.out.send(EventBatch::new(events)).await.is_err() {
                         return Ok(());
                     }
                     events = rest;
+                }
+                while !samples.is_empty() {
+                    let rest = samples.split_off(samples.len().min(MAX_BATCH_EVENTS));
+                    if cx
+                        .out
+                        .send_to(STACKS_OUTPUT, EventBatch::new(samples))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    samples = rest;
                 }
                 if stopping {
                     return Ok(());
@@ -214,12 +342,35 @@ impl SourceConfig for EbpfIoConfig {
     }
 
     fn outputs(&self) -> Vec<Output> {
-        vec![Output::default_output(DataType::METRIC)]
+        let mut outputs = vec![Output::default_output(DataType::METRIC)];
+        if self.stacks {
+            outputs.push(Output::named(STACKS_OUTPUT, DataType::LOG));
+        }
+        outputs
     }
 }
 
+/// Waits for processes the kernel announces (with stacks; forever without) and has the
+/// worker read their mappings.
+async fn announced(
+    worker: &mut Option<(mpsc::Sender<Command>, RingReader)>,
+) -> Result<(), BoxError> {
+    let Some((commands, procs)) = worker else {
+        return std::future::pending().await;
+    };
+    procs
+        .read(256, |data| {
+            if let Some(pid) = parse_proc(data) {
+                // When the worker is behind, the drain reads the mappings instead.
+                let _ = commands.try_send(Command::Snapshot(pid));
+            }
+        })
+        .await?;
+    Ok(())
+}
+
 /// The kernel side's drop counters (slots of `dropped`, `IO_DROP_*` in bpf/io.h).
-const DROPS: [(&str, &str); 2] = [
+const DROPS: [(&str, &str); 3] = [
     (
         "series_full",
         "block I/O completions not counted: the kernel's series table was full (raise `max_series`)",
@@ -228,7 +379,15 @@ const DROPS: [(&str, &str); 2] = [
         "inflight_full",
         "block I/O requests not followed: the kernel's table of requests in flight was full (raise `max_inflight`)",
     ),
+    (
+        "stack_counts_full",
+        "block I/O completions not counted by stack: the kernel's counts by stack were full (raise `max_stacks` or shorten `interval_secs`)",
+    ),
 ];
+
+/// Slot of `dropped` counting requests whose stack the kernel could not keep
+/// (`IO_DROP_STACK_LOST`): still counted, by stack without frames, so not discarded.
+const STACK_LOST: u32 = 3;
 
 /// What one read of the counts gave.
 struct Report {
@@ -320,12 +479,26 @@ mod tests {
         assert_eq!(c.max_series, 16384);
         assert_eq!(c.max_inflight, 16384);
         assert!(!c.container_metadata);
+        assert!(!c.stacks);
+        assert_eq!(c.max_stacks, 4096);
+        assert_eq!(c.outputs().len(), 1);
+        let c: EbpfIoConfig = toml::from_str("stacks = true\nmax_stacks = 128").unwrap();
+        assert!(c.stacks);
+        assert_eq!(c.max_stacks, 128);
+        let names: Vec<Option<String>> = c.outputs().into_iter().map(|o| o.name).collect();
+        assert_eq!(names, [None, Some(STACKS_OUTPUT.to_string())]);
         assert!(toml::from_str::<EbpfIoConfig>("interval = 1").is_err());
         for bad in [0, 63, (1 << 20) + 1] {
-            let e = check_size("max_series", bad).unwrap_err().to_string();
+            let e = check_size("max_series", bad, MAX_TABLE)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("max_series"), "{e}");
         }
-        check_size("max_series", 64).unwrap();
+        check_size("max_series", 64, MAX_TABLE).unwrap();
+        let e = check_size("max_stacks", 65537, MAX_STACKS)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("between 64 and 65536"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Draining in-kernel stack counts into stack-sample events (on the source's worker thread,
-//! which owns the maps and the symbol cache): `ebpf_profile`'s counts, and `ebpf_memory`'s
-//! page faults, which use the same key and value. [`user_stack_frames`] and [`sample_event`] are
+//! which owns the maps and the symbol cache): `ebpf_profile`'s counts, `ebpf_memory`'s
+//! page faults and `ebpf_io`'s completions by stack, which use the same key and value. [`user_stack_frames`] and [`sample_event`] are
 //! shared with `ebpf_memory`'s allocations.
 
 use std::collections::HashSet;
@@ -77,6 +77,9 @@ pub(crate) enum Period {
     TotalNs,
     /// The count itself (page faults: one fault weighs one).
     Count,
+    /// The value's second field (`total_ns`) holds bytes, not nanoseconds: `ebpf_io`'s bytes
+    /// completed.
+    Bytes,
 }
 
 /// Takes every count out of the kernel, symbolises the stacks and builds the events; returns
@@ -87,6 +90,20 @@ pub(crate) fn drain(
     kind: SampleKind,
     id: &Arc<str>,
     trigger: Option<Value>,
+) -> (Vec<Event>, u64) {
+    drain_keeping(m, symbols, kind, id, trigger, |_| 0)
+}
+
+/// As [`drain`], and `live` takes out of the stacks about to be deleted (the set it is given)
+/// those the kernel still holds outside the counts (`ebpf_io`'s requests in flight); it is
+/// called once the counts are read, and returns its number of map errors.
+pub(crate) fn drain_keeping(
+    m: &mut Maps,
+    symbols: &mut Symbols,
+    kind: SampleKind,
+    id: &Arc<str>,
+    trigger: Option<Value>,
+    live: impl FnOnce(&mut HashSet<u32>) -> u64,
 ) -> (Vec<Event>, u64) {
     // The time the drain starts: everything before it is in this drain or an earlier one.
     let ts = Value::from_f64_or_zero(crate::env::monotonic_ns() as f64 / 1e9);
@@ -119,7 +136,7 @@ pub(crate) fn drain(
         user_stack_frames(&m.stacks, symbols, k.pid, k.user_stack, &mut frames);
         let period = match kind.period {
             Period::PerSample(ns) => v.count.saturating_mul(ns),
-            Period::TotalNs => v.total_ns,
+            Period::TotalNs | Period::Bytes => v.total_ns,
             Period::Count => v.count,
         };
         events.push(sample_event(
@@ -142,6 +159,7 @@ pub(crate) fn drain(
             used_stacks.remove(&(s.key.kernel_stack as u32));
         }
     }
+    errors += live(&mut used_stacks);
     for s in used_stacks {
         let _ = m.stacks.remove(&s);
     }
