@@ -15,8 +15,16 @@
 //! without the field fall back to the counter). Dropped events are counted as discarded. No
 //! field is added. Logs and traces are sampled (`key_field` and `exclude` apply to logs);
 //! anything else passes through.
+//!
+//! The transform is stateless for the runtime: its instances (one per worker thread) share
+//! one counter, from which each batch takes the positions of its sampled events at once. So
+//! exactly one event in `rate` is kept over the whole stream (within one event of it at any
+//! moment); with one thread the kept events are the ones above, with several, which events of
+//! two batches transformed at the same time get the kept positions depends on which took its
+//! positions first.
 
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -48,6 +56,11 @@ pub struct SampleConfig {
     /// and the failure counted as a `condition` error. Default: none (sample every event).
     #[serde(default)]
     pub exclude: Option<String>,
+
+    /// The counter the instances built from these options share (not an option).
+    #[serde(skip)]
+    #[schemars(skip)]
+    counter: Arc<AtomicU64>,
 }
 
 impl TransformConfig for SampleConfig {
@@ -67,10 +80,15 @@ impl TransformConfig for SampleConfig {
             rate: self.rate,
             key_field,
             exclude,
-            count: 0,
+            counter: Arc::clone(&self.counter),
+            held: Vec::new(),
             metrics: Arc::clone(&cx.metrics),
             errors: ErrorTally::default(),
         }))
+    }
+
+    fn stateless(&self) -> bool {
+        true
     }
 
     fn input(&self) -> DataType {
@@ -83,47 +101,78 @@ struct Sample {
     rate: u64,
     key_field: Option<FieldPath>,
     exclude: Option<Condition>,
-    /// Position in the current cycle of `rate` events (0 is kept).
-    count: u64,
+    /// Positions in the stream of sampled events taken so far, by every instance.
+    counter: Arc<AtomicU64>,
+    /// The batch's events and their fates, between the two passes (kept for its allocation).
+    held: Vec<(Event, Fate)>,
     metrics: Arc<ComponentMetrics>,
     errors: ErrorTally,
 }
 
-/// Whether an event that the sampler considers is kept, advancing the counter.
-fn keep(count: &mut u64, rate: u64, key: Option<&Value>) -> bool {
-    let n = match key {
-        Some(v) => hash_value(v),
-        None => *count,
-    };
-    *count = (*count + 1) % rate;
-    n % rate == 0
+/// What decides whether an event is kept.
+enum Fate {
+    /// Not sampled (excluded, or a metric): kept, takes no position.
+    Pass,
+    /// Sampled by its key's hash; takes a position all the same (as the counter counts every
+    /// sampled event).
+    Hashed(u64),
+    /// Sampled by its position.
+    Counted,
+}
+
+impl Sample {
+    fn fate(&mut self, event: &mut Event) -> Fate {
+        match event {
+            Event::Log(log) => {
+                let excluded = match &mut self.exclude {
+                    Some(c) => match c.check(log.value_mut()) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.errors.add(&e);
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                if excluded {
+                    return Fate::Pass;
+                }
+                match self.key_field.as_ref().and_then(|p| log.get(p)) {
+                    Some(key) => Fate::Hashed(hash_value(key)),
+                    None => Fate::Counted,
+                }
+            }
+            Event::Trace(_) => Fate::Counted,
+            Event::Metric(_) => Fate::Pass,
+        }
+    }
 }
 
 impl Transform for Sample {
     fn transform(&mut self, batch: EventBatch, out: &mut TransformOutput) {
-        let mut discarded = 0;
+        let mut sampled = 0u64;
         for mut event in batch {
-            let keep = match &mut event {
-                Event::Log(log) => {
-                    let excluded = match &mut self.exclude {
-                        Some(c) => match c.check(log.value_mut()) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                self.errors.add(&e);
-                                false
-                            }
-                        },
-                        None => false,
-                    };
-                    if excluded {
-                        true
-                    } else {
-                        let key = self.key_field.as_ref().and_then(|p| log.get(p));
-                        keep(&mut self.count, self.rate, key)
-                    }
+            let fate = self.fate(&mut event);
+            if !matches!(fate, Fate::Pass) {
+                sampled += 1;
+            }
+            self.held.push((event, fate));
+        }
+        // The batch's positions, taken at once: an instance on another thread takes the next.
+        let mut position = self.counter.fetch_add(sampled, Ordering::Relaxed);
+        let mut discarded = 0;
+        for (mut event, fate) in self.held.drain(..) {
+            let keep = match fate {
+                Fate::Pass => true,
+                Fate::Hashed(hash) => {
+                    position = position.wrapping_add(1);
+                    hash % self.rate == 0
                 }
-                Event::Trace(_) => keep(&mut self.count, self.rate, None),
-                Event::Metric(_) => true,
+                Fate::Counted => {
+                    let n = position;
+                    position = position.wrapping_add(1);
+                    n % self.rate == 0
+                }
             };
             if keep {
                 out.push(event);
