@@ -89,7 +89,7 @@ fn proc_cpu_secs(pid: u32) -> Option<f64> {
 }
 
 impl Weir {
-    fn start(runner: &Runner, name: &str, body: &str) -> Result<Weir> {
+    fn start(runner: &Runner, name: &str, body: &str, threads: usize) -> Result<Weir> {
         let api = free_addr()?;
         let data = runner.work.join(format!("data-{name}"));
         let _ = fs::remove_dir_all(&data);
@@ -112,7 +112,7 @@ impl Weir {
             Command::new(&runner.weir)
         };
         // No --quiet: the exit summary is checked. WEIR_LOG=info for that summary.
-        cmd.args(["run", "--threads", "1", "--config"])
+        cmd.args(["run", "--threads", &threads.to_string(), "--config"])
             .arg(&cfg)
             .env("WEIR_LOG", "info")
             .env_remove("RUST_LOG")
@@ -226,7 +226,18 @@ impl Drop for Weir {
 
 /// One run of `file-bytes` or `file-json`: spawn to every line counted.
 pub fn run_one_file(runner: &Runner, name: &str, body: &str, lines: u64) -> Result<RunOutcome> {
-    let mut w = Weir::start(runner, name, body)?;
+    run_one_file_threads(runner, name, body, lines, 1)
+}
+
+/// [`run_one_file`] with `weir run --threads threads`.
+pub fn run_one_file_threads(
+    runner: &Runner,
+    name: &str,
+    body: &str,
+    lines: u64,
+    threads: usize,
+) -> Result<RunOutcome> {
+    let mut w = Weir::start(runner, name, body, threads)?;
     let done = w.wait_counted(lines, w.started + runner.timeout)?;
     let secs = done.duration_since(w.started).as_secs_f64();
     let cpu_secs = proc_cpu_secs(w.pid);
@@ -341,7 +352,7 @@ pub fn tail_many(runner: &Runner, bytes_per_sec: f64, duration: Duration) -> Res
         File::create(f).with_context(|| format!("cannot create {}", f.display()))?;
     }
     let include = format!("{}/*.log", dir.display());
-    let mut w = Weir::start(runner, "files-100", &pipeline(&include, "bytes"))?;
+    let mut w = Weir::start(runner, "files-100", &pipeline(&include, "bytes"), 1)?;
     w.wait_ready(Duration::from_secs(30))?;
     // Let the first glob walk find the files (glob_minimum_cooldown_ms is 1 s by default).
     std::thread::sleep(Duration::from_millis(1500));

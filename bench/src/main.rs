@@ -14,6 +14,7 @@ mod otlp;
 mod perf;
 mod report;
 mod runner;
+mod threads;
 mod transport;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ USAGE:
     weir-bench elasticsearch [OPTIONS]   (the elasticsearch sink; see its --help)
     weir-bench otlp [OPTIONS]    (otlp source -> otlp sink; see its --help)
     weir-bench transport [OPTIONS]   (nats and kafka; see `weir-bench transport --help`)
+    weir-bench threads [OPTIONS] (case 11 at --threads 1 and 2, unpinned; see its --help)
 
 OPTIONS:
     --size-mib N       Size of the generated input, in MiB (default 1024)
@@ -262,6 +264,7 @@ fn main() -> ExitCode {
         Some("otlp") => Some(otlp::main),
         Some("ebpf") => Some(ebpf::main),
         Some("transport") => Some(transport::main),
+        Some("threads") => Some(threads::main),
         _ => None,
     };
     if let Some(sub) = sub {
