@@ -162,7 +162,7 @@ pub(super) async fn run(
     // A reload removed it: it ends once its input has been quiet for `Detach::QUIET`.
     let mut draining = false;
     let mut input_open = true;
-    tracing::debug!(component = %supervised.c.id, lanes = idle.len(), "stateless transform runs on several threads");
+    tracing::info!(component = %supervised.c.id, lanes = idle.len(), "stateless transform: runs on several threads, one batch per thread at once");
     loop {
         if !input_open && in_flight.is_empty() {
             break;
