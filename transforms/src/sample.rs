@@ -290,6 +290,26 @@ mod tests {
     }
 
     #[test]
+    fn instances_of_one_config_share_the_counter_so_exactly_one_in_rate_is_kept() {
+        // As the runtime runs it on several threads: instances built from the same options,
+        // taking batches of 7 in turn (not multiples of the rate).
+        let config: SampleConfig = toml::from_str("rate = 10").unwrap();
+        let cx = cx();
+        let mut lanes: Vec<Box<dyn Transform>> =
+            (0..3).map(|_| config.build(&cx).unwrap()).collect();
+        let mut out = TransformOutput::default();
+        for (k, chunk) in (0..700).collect::<Vec<i64>>().chunks(7).enumerate() {
+            let batch = chunk.iter().map(|i| log(serde_json::json!({"i": i})));
+            lanes[k % 3].transform(EventBatch::new(batch.collect()), &mut out);
+        }
+        assert_eq!(out.default.len(), 70);
+        assert_eq!(cx.metrics.discarded_events(), 630);
+        // A fresh config (a reload) starts its own count.
+        let (mut t, _) = build("rate = 10");
+        assert_eq!(run(&mut t, vec![log(serde_json::json!({"i": 0}))]).len(), 1);
+    }
+
+    #[test]
     fn rate_1_keeps_everything() {
         let (mut t, metrics) = build("rate = 1");
         let events = (0..50).map(|i| log(serde_json::json!({"i": i}))).collect();
