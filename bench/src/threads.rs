@@ -51,7 +51,11 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
-        let mut value = || it.next().cloned().with_context(|| format!("{flag} needs a value"));
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))
+        };
         let number = |v: String| -> Result<u64> {
             v.parse::<u64>()
                 .ok()
@@ -170,10 +174,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
     for (i, &threads) in args.threads.iter().enumerate() {
         let secs = median(runs[i].iter().map(|r| r.secs).collect(), |s| *s).unwrap_or(0.0);
         let mib_s = mib(data.bytes) / secs;
-        let cpu = median(
-            runs[i].iter().filter_map(|r| r.cpu_secs).collect(),
-            |c| *c,
-        );
+        let cpu = median(runs[i].iter().filter_map(|r| r.cpu_secs).collect(), |c| *c);
         let mut per_round = round_ratios[i].clone();
         per_round.sort_by(f64::total_cmp);
         println!(

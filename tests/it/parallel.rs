@@ -36,7 +36,14 @@ fn start(dir: &Path, name: &str, config: &str) -> Child {
         .unwrap();
     weir()
         .env("WEIR_TEST_COMPONENTS", "1")
-        .args(["run", "--threads", "4", "--grace-period-secs", "10", "--config"])
+        .args([
+            "run",
+            "--threads",
+            "4",
+            "--grace-period-secs",
+            "10",
+            "--config",
+        ])
         .arg(&cfg)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -118,7 +125,10 @@ source = '.edited = true'
     );
     // Both transforms ran on four threads.
     for id in ["jitter", "tag"] {
-        assert_eq!(metric(api, "weir_component_sent_events_total", id), Some(N as f64));
+        assert_eq!(
+            metric(api, "weir_component_sent_events_total", id),
+            Some(N as f64)
+        );
     }
     sigterm(&child);
     let status = wait_with_timeout(child, Duration::from_secs(30)).status;
@@ -175,11 +185,12 @@ jitter_ms = 2
             "weir_component_restarts_total",
             "pass"
         ) == Some(1.0)
-            && metric(api, "weir_component_received_events_total", "out") == Some(
-                (N as f64)
-                    - metric(api, "weir_component_failure_lost_events_total", "pass")
-                        .unwrap_or(0.0)
-            )),
+            && metric(api, "weir_component_received_events_total", "out")
+                == Some(
+                    (N as f64)
+                        - metric(api, "weir_component_failure_lost_events_total", "pass")
+                            .unwrap_or(0.0)
+                )),
         "the lane that panicked is built again once, and the rest reaches the sink:\n{}",
         weir_log(d, "run1")
     );
@@ -195,7 +206,11 @@ jitter_ms = 2
         "{log}"
     );
     let first = numbers(&written(&out));
-    assert_eq!(first.len() as f64, N as f64 - lost, "only the lost batch is missing");
+    assert_eq!(
+        first.len() as f64,
+        N as f64 - lost,
+        "only the lost batch is missing"
+    );
     assert!(
         first.windows(2).all(|w| w[0] < w[1]),
         "what was handed on around the panic kept the input's order"
@@ -246,7 +261,11 @@ fn a_reload_of_a_remap_on_four_threads_takes_over_between_batches_in_order() {
     let (status, body) = http_post(api, "/api/reload").unwrap();
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["summary"]["changed"], serde_json::json!(["tag"]), "{body}");
+    assert_eq!(
+        v["summary"]["changed"],
+        serde_json::json!(["tag"]),
+        "{body}"
+    );
     // Read after the reload was applied: the new program's.
     write_lines(d, N / 2, N);
     assert!(
@@ -275,5 +294,8 @@ fn a_reload_of_a_remap_on_four_threads_takes_over_between_batches_in_order() {
         1,
         "started on several threads once:\n{log}"
     );
-    assert!(log.contains("transform rebuilt with its new options"), "{log}");
+    assert!(
+        log.contains("transform rebuilt with its new options"),
+        "{log}"
+    );
 }

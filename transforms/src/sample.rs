@@ -166,12 +166,12 @@ impl Transform for Sample {
                 Fate::Pass => true,
                 Fate::Hashed(hash) => {
                     position = position.wrapping_add(1);
-                    hash % self.rate == 0
+                    hash.is_multiple_of(self.rate)
                 }
                 Fate::Counted => {
                     let n = position;
                     position = position.wrapping_add(1);
-                    n % self.rate == 0
+                    n.is_multiple_of(self.rate)
                 }
             };
             if keep {

@@ -124,18 +124,16 @@ fn start(mut lane: Lane, batch: EventBatch) -> impl std::future::Future<Output =
 
 /// Takes a lane's result: the lane with its outputs to hand on, or, when it panicked, a new
 /// lane built after the backoff (its batch and outputs were lost with its task).
-async fn finish(
-    supervised: &mut Supervised,
-    done: Done,
-    names: &[String],
-) -> Result<Lane, Down> {
+async fn finish(supervised: &mut Supervised, done: Done, names: &[String]) -> Result<Lane, Down> {
     match done.outcome {
         Ok((lane, took)) => {
             supervised.c.metrics.observe_latency(took);
             Ok(lane)
         }
         Err(e) if e.is_panic() => {
-            let transform = supervised.recover(panic_message(&*e.into_panic()), done.events).await?;
+            let transform = supervised
+                .recover(panic_message(&*e.into_panic()), done.events)
+                .await?;
             Ok(Lane {
                 transform,
                 out: TransformOutput::new(names.iter().cloned()),
