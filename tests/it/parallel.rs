@@ -299,3 +299,60 @@ fn a_reload_of_a_remap_on_four_threads_takes_over_between_batches_in_order() {
         "{log}"
     );
 }
+
+#[test]
+fn with_on_failure_exit_a_panic_in_one_lane_stops_the_process_and_the_next_start_delivers_everything(
+) {
+    const N: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_lines(d, 0, N);
+    let out = d.join("out.json");
+    let config = |api: SocketAddr, panic_after: u64| {
+        pipeline(
+            d,
+            api,
+            &format!(
+                r#"
+[transforms.pass]
+type = "test_panic"
+inputs = ["in"]
+panic_after_events = {panic_after}
+stateless = true
+jitter_ms = 2
+on_failure = "exit"
+{sink}"#,
+                sink = file_sink("pass", &out)
+            ),
+        )
+    };
+    let child = start(d, "run1", &config(free_addr(), 3000));
+    // No signal: the failure itself stops the process.
+    let status = wait_with_timeout(child, Duration::from_secs(60)).status;
+    let log = weir_log(d, "run1");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("on_failure = \"exit\" failed") && log.contains("injected panic"),
+        "{log}"
+    );
+    let first = numbers(&written(&out));
+    assert!(first.len() < N, "the panic lost a batch");
+    assert!(
+        first.windows(2).all(|w| w[0] < w[1]),
+        "what was handed on before the panic kept the input's order"
+    );
+
+    let child = start(d, "run2", &config(free_addr(), u64::MAX));
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let got: std::collections::BTreeSet<usize> =
+                numbers(&written(&out)).into_iter().collect();
+            got.len() == N
+        }),
+        "the next start delivers every line:\n{}",
+        weir_log(d, "run2")
+    );
+    sigterm(&child);
+    let status = wait_with_timeout(child, Duration::from_secs(30)).status;
+    assert_eq!(status.code(), Some(0), "{}", weir_log(d, "run2"));
+}

@@ -123,23 +123,40 @@ fn start(mut lane: Lane, batch: EventBatch) -> impl std::future::Future<Output =
 }
 
 /// Takes a lane's result: the lane with its outputs to hand on, or, when it panicked, a new
-/// lane built after the backoff (its batch and outputs were lost with its task).
-async fn finish(supervised: &mut Supervised, done: Done, names: &[String]) -> Result<Lane, Down> {
-    match done.outcome {
+/// lane built after the backoff (its batch and outputs were lost with its task). `held` is the
+/// events of the batches in flight, this one included; when the transform stays down, the
+/// batches behind this one are lost with it, and counted so.
+async fn finish(
+    supervised: &mut Supervised,
+    done: Done,
+    held: &mut usize,
+    names: &[String],
+) -> Result<Lane, Down> {
+    *held -= done.events;
+    let outcome = match done.outcome {
         Ok((lane, took)) => {
             supervised.c.metrics.observe_latency(took);
-            Ok(lane)
+            return Ok(lane);
         }
         Err(e) if e.is_panic() => {
-            let transform = supervised
+            supervised
                 .recover(panic_message(&*e.into_panic()), done.events)
-                .await?;
-            Ok(Lane {
-                transform,
-                out: TransformOutput::new(names.iter().cloned()),
-            })
+                .await
         }
-        Err(e) => Err(Down(format!("task failed: {e}"))),
+        Err(e) => {
+            supervised.c.metrics.add_lost_in_failure(done.events as u64);
+            Err(Down(format!("task failed: {e}")))
+        }
+    };
+    match outcome {
+        Ok(transform) => Ok(Lane {
+            transform,
+            out: TransformOutput::new(names.iter().cloned()),
+        }),
+        Err(down) => {
+            supervised.c.metrics.add_lost_in_failure(*held as u64);
+            Err(down)
+        }
     }
 }
 
@@ -156,6 +173,8 @@ pub(super) async fn run(
     let names: Vec<String> = named.keys().cloned().collect();
     let mut idle = lanes(&mut supervised, width, &names);
     let mut in_flight = FuturesOrdered::new();
+    // The events of the batches in `in_flight`.
+    let mut held = 0usize;
     let mut reloadable = true;
     // A reload removed it: it ends once its input has been quiet for `Detach::QUIET`.
     let mut draining = false;
@@ -169,7 +188,7 @@ pub(super) async fn run(
             // Results first: each frees a lane for the next batch.
             biased;
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                let mut lane = finish(&mut supervised, done, &names).await.map_err(|Down(e)| e)?;
+                let mut lane = finish(&mut supervised, done, &mut held, &names).await.map_err(|Down(e)| e)?;
                 if emit(&mut lane.out, &mut default, &mut named, &metrics).await.is_err() {
                     return Err("every downstream component has stopped".into());
                 }
@@ -189,7 +208,7 @@ pub(super) async fn run(
                 };
                 // The batches taken under the old options are handed on first.
                 while let Some(done) = in_flight.next().await {
-                    let mut lane = finish(&mut supervised, done, &names).await.map_err(|Down(e)| e)?;
+                    let mut lane = finish(&mut supervised, done, &mut held, &names).await.map_err(|Down(e)| e)?;
                     if emit(&mut lane.out, &mut default, &mut named, &metrics).await.is_err() {
                         return Err("every downstream component has stopped".into());
                     }
@@ -218,6 +237,7 @@ pub(super) async fn run(
                 let Some(lane) = idle.pop() else {
                     unreachable!("a batch is taken only while a lane is free");
                 };
+                held += batch.len();
                 in_flight.push_back(start(lane, batch));
             }
         }
