@@ -1,28 +1,32 @@
 //! `weir-bench threads`: how the parse-and-edit pipeline (case 11, `file-remap`: `file json ->
 //! remap (add, rename, delete) -> blackhole`) scales with `weir run --threads N`.
 //!
-//! Weir runs unpinned (every core of the machine is available to it), once per thread count
-//! in turn, `--runs` rounds: the counts of one round run back to back, so a change of the
-//! machine's load hits them alike. Reported per thread count: the median MiB/s and weir's
-//! CPU time; and the ratio of each count to the first, by medians and per round (a round's
-//! runs are the closest in time, so the spread of those ratios is the noise).
+//! Each variant is a thread count, unpinned (every core of the machine is available to weir)
+//! or pinned to core 0 (`1@0`: all of weir's threads on one core, as case 11 runs). The file
+//! source reads and decodes on a thread of its own, outside the runtime's workers, so
+//! `--threads 1` unpinned already uses more than one core; `1@0` is weir on one core. The
+//! variants run in turn, `--runs` rounds, each round's back to back, so a change of the
+//! machine's load hits them alike. Reported per variant: the median MiB/s, weir's CPU time,
+//! and the ratio to the one-thread variants, by medians and per round (a round's runs are the
+//! closest in time, so the spread of those ratios is the noise).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::runner::{Runner, ScratchDir};
+use crate::runner::{self, Runner, ScratchDir};
 use crate::{case_config, data, files, load_average, median, mib, Case};
 
 const USAGE: &str = "\
-weir-bench threads: case 11 (file json -> remap -> blackhole) at several --threads, unpinned
+weir-bench threads: case 11 (file json -> remap -> blackhole) at several --threads
 
 USAGE:
     weir-bench threads [OPTIONS]
 
 OPTIONS:
-    --threads LIST     Thread counts, compared with the first (default 1,2)
+    --threads LIST     Variants: N is `--threads N` unpinned, N@0 pinned to core 0
+                       (default 1@0,1,2)
     --size-mib N       Size of the generated input, in MiB (default 256)
     --runs N           Rounds; the median is reported (default 5)
     --weir PATH        The weir binary (default <workspace>/target/release/weir)
@@ -30,8 +34,38 @@ OPTIONS:
     --timeout-secs N   A run taking longer fails (default 1800)
 ";
 
+/// One way of running weir: `--threads`, and whether pinned to core 0.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Variant {
+    threads: usize,
+    pinned: bool,
+}
+
+impl Variant {
+    fn parse(v: &str) -> Result<Variant> {
+        let (n, pinned) = match v.strip_suffix("@0") {
+            Some(n) => (n, true),
+            None => (v, false),
+        };
+        let threads = n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("--threads: expected N or N@0, got {v:?}"))?;
+        Ok(Variant { threads, pinned })
+    }
+
+    fn label(self) -> String {
+        if self.pinned {
+            format!("{}, pinned to core 0", self.threads)
+        } else {
+            format!("{}, unpinned", self.threads)
+        }
+    }
+}
+
 struct Args {
-    threads: Vec<usize>,
+    threads: Vec<Variant>,
     size_mib: u64,
     runs: usize,
     weir: PathBuf,
@@ -42,7 +76,10 @@ struct Args {
 fn parse_args(argv: &[String]) -> Result<Option<Args>> {
     let root = crate::workspace_root();
     let mut a = Args {
-        threads: vec![1, 2],
+        threads: ["1@0", "1", "2"]
+            .into_iter()
+            .map(Variant::parse)
+            .collect::<Result<_>>()?,
         size_mib: 256,
         runs: 5,
         weir: root.join("target/release/weir"),
@@ -67,7 +104,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
             "--threads" => {
                 a.threads = value()?
                     .split(',')
-                    .map(|t| number(t.trim().to_string()).map(|n| n as usize))
+                    .map(|t| Variant::parse(t.trim()))
                     .collect::<Result<_>>()?;
             }
             "--size-mib" => a.size_mib = number(value()?)?,
@@ -103,13 +140,16 @@ pub fn main(argv: &[String]) -> Result<bool> {
     let load_before = load_average();
     let data = data::ensure_dataset(&args.data_dir, args.size_mib)?;
     let scratch = ScratchDir::create(&args.data_dir)?;
-    let runner = Runner {
+    let runner = |pinned: bool| Runner {
         weir: weir.clone(),
-        taskset: false,
+        taskset: pinned,
         gnu_time: None,
         work: scratch.0.clone(),
         timeout: args.timeout,
     };
+    if args.threads.iter().any(|v| v.pinned) && runner::which("taskset").is_none() {
+        bail!("taskset not found: cannot pin a variant to core 0");
+    }
     let body = case_config(Case::FileRemap, 0, &scratch.0, &data.path)
         .context("file-remap has a pipeline")?;
     eprintln!(
@@ -123,12 +163,23 @@ pub fn main(argv: &[String]) -> Result<bool> {
 
     let mut runs: Vec<Vec<Run>> = args.threads.iter().map(|_| Vec::new()).collect();
     for round in 1..=args.runs {
-        for (i, &threads) in args.threads.iter().enumerate() {
-            let name = format!("file-remap-t{threads}");
-            let o = files::run_one_file_threads(&runner, &name, &body, data.lines, threads)?;
+        for (i, v) in args.threads.iter().enumerate() {
+            let name = format!(
+                "file-remap-t{}{}",
+                v.threads,
+                if v.pinned { "p" } else { "" }
+            );
+            let o = files::run_one_file_threads(
+                &runner(v.pinned),
+                &name,
+                &body,
+                data.lines,
+                v.threads,
+            )?;
             eprintln!(
-                "  round {round}/{}: --threads {threads}: {:.3} s, {:.1} MiB/s{}",
+                "  round {round}/{}: --threads {}: {:.3} s, {:.1} MiB/s{}",
                 args.runs,
+                v.label(),
                 o.secs,
                 mib(data.bytes) / o.secs,
                 o.cpu_secs.map_or(String::new(), |c| format!(
@@ -144,50 +195,62 @@ pub fn main(argv: &[String]) -> Result<bool> {
     }
     let load_after = load_average();
 
-    // Per round, each count's speed over the first count's.
-    let round_ratios: Vec<Vec<f64>> = runs
+    let median_secs =
+        |i: usize| median(runs[i].iter().map(|r| r.secs).collect(), |s| *s).unwrap_or(0.0);
+    // The one-thread variants the others are compared with.
+    let bases: Vec<(usize, Variant)> = args
+        .threads
         .iter()
-        .map(|r| {
-            r.iter()
-                .zip(&runs[0])
-                .map(|(x, first)| first.secs / x.secs)
-                .collect()
-        })
+        .copied()
+        .enumerate()
+        .filter(|(_, v)| v.threads == 1)
         .collect();
-    let first_mib_s = median(runs[0].iter().map(|r| r.secs).collect(), |s| *s)
-        .map(|s| mib(data.bytes) / s)
-        .unwrap_or(0.0);
     println!();
     println!(
-        "weir {}: case 11 `file json -> remap -> blackhole`, {} MiB, unpinned, {cores} cores; \
+        "weir {}: case 11 `file json -> remap -> blackhole`, {} MiB, {cores} cores; \
          load average {load_before} before, {load_after} after; median of {} rounds",
         weir.display(),
         args.size_mib,
         args.runs
     );
     println!();
-    println!(
-        "| `--threads` | MiB/s | vs `--threads {}` | per round | weir CPU s | cores busy |",
-        args.threads[0]
-    );
-    println!("|---:|---:|---:|---|---:|---:|");
-    for (i, &threads) in args.threads.iter().enumerate() {
-        let secs = median(runs[i].iter().map(|r| r.secs).collect(), |s| *s).unwrap_or(0.0);
-        let mib_s = mib(data.bytes) / secs;
-        let cpu = median(runs[i].iter().filter_map(|r| r.cpu_secs).collect(), |c| *c);
-        let mut per_round = round_ratios[i].clone();
-        per_round.sort_by(f64::total_cmp);
-        println!(
-            "| {threads} | {mib_s:.1} | {:.2}x | {} | {} | {} |",
-            mib_s / first_mib_s,
-            per_round
+    let mut header = "| `--threads` | MiB/s |".to_string();
+    let mut rule = "|---|---:|".to_string();
+    for (_, b) in &bases {
+        header += &format!(" vs {} (per round) |", b.label());
+        rule += "---|";
+    }
+    header += " weir CPU s | cores busy |";
+    rule += "---:|---:|";
+    println!("{header}");
+    println!("{rule}");
+    for (i, v) in args.threads.iter().enumerate() {
+        let secs = median_secs(i);
+        let mut line = format!("| {} | {:.1} |", v.label(), mib(data.bytes) / secs);
+        for (b, _) in &bases {
+            let mut per_round: Vec<f64> = runs[i]
                 .iter()
-                .map(|r| format!("{r:.2}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+                .zip(&runs[*b])
+                .map(|(x, base)| base.secs / x.secs)
+                .collect();
+            per_round.sort_by(f64::total_cmp);
+            line += &format!(
+                " {:.2}x ({}) |",
+                median_secs(*b) / secs,
+                per_round
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let cpu = median(runs[i].iter().filter_map(|r| r.cpu_secs).collect(), |c| *c);
+        line += &format!(
+            " {} | {} |",
             cpu.map_or("-".into(), |c| format!("{c:.2}")),
             cpu.map_or("-".into(), |c| format!("{:.2}", c / secs)),
         );
+        println!("{line}");
     }
     Ok(true)
 }
