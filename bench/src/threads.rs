@@ -125,6 +125,8 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>> {
 struct Run {
     secs: f64,
     cpu_secs: Option<f64>,
+    /// CPU seconds of the file source's reading thread (read, split, decode).
+    file_reader: f64,
 }
 
 pub fn main(argv: &[String]) -> Result<bool> {
@@ -169,7 +171,7 @@ pub fn main(argv: &[String]) -> Result<bool> {
                 v.threads,
                 if v.pinned { "p" } else { "" }
             );
-            let o = files::run_one_file_threads(
+            let (o, by_thread) = files::run_one_file_threads(
                 &runner(v.pinned),
                 &name,
                 &body,
@@ -187,9 +189,24 @@ pub fn main(argv: &[String]) -> Result<bool> {
                     100.0 * c / o.secs
                 ))
             );
+            let file_reader = by_thread
+                .iter()
+                .filter(|(n, _)| n.starts_with("weir-file"))
+                .map(|(_, s)| s)
+                .sum::<f64>();
+            eprintln!(
+                "    CPU by thread: {}",
+                by_thread
+                    .iter()
+                    .filter(|(_, s)| *s > 0.0)
+                    .map(|(n, s)| format!("{n} {s:.2} s"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             runs[i].push(Run {
                 secs: o.secs,
                 cpu_secs: o.cpu_secs,
+                file_reader,
             });
         }
     }
@@ -220,8 +237,8 @@ pub fn main(argv: &[String]) -> Result<bool> {
         header += &format!(" vs {} (per round) |", b.label());
         rule += "---|";
     }
-    header += " weir CPU s | cores busy |";
-    rule += "---:|---:|";
+    header += " weir CPU s | cores busy | reading thread CPU s | bound on free cores |";
+    rule += "---:|---:|---:|---:|";
     println!("{header}");
     println!("{rule}");
     for (i, v) in args.threads.iter().enumerate() {
@@ -245,10 +262,21 @@ pub fn main(argv: &[String]) -> Result<bool> {
             );
         }
         let cpu = median(runs[i].iter().filter_map(|r| r.cpu_secs).collect(), |c| *c);
+        let reader = median(runs[i].iter().map(|r| r.file_reader).collect(), |c| *c);
+        // With `threads` workers on free cores: the run can take no less than the reading
+        // thread's CPU time, nor the workers' share spread over the workers, nor all of it
+        // spread over the machine's cores; against all of weir on one core (its CPU time).
+        let bound = cpu.zip(reader).map(|(c, r)| {
+            let workers = (c - r).max(0.0) / v.threads as f64;
+            let machine = if v.pinned { c } else { c / cores.max(1) as f64 };
+            c / r.max(workers).max(machine)
+        });
         line += &format!(
-            " {} | {} |",
+            " {} | {} | {} | {} |",
             cpu.map_or("-".into(), |c| format!("{c:.2}")),
             cpu.map_or("-".into(), |c| format!("{:.2}", c / secs)),
+            reader.map_or("-".into(), |r| format!("{r:.2}")),
+            bound.map_or("-".into(), |b| format!("{b:.2}x")),
         );
         println!("{line}");
     }
