@@ -92,23 +92,49 @@ impl Counter {
 pub struct FailTransformConfig {
     #[serde(flatten)]
     trigger: Trigger,
+    /// Declare the transform stateless, so that it runs on every worker thread (each
+    /// instance counts its own events). Default: false.
+    #[serde(default)]
+    stateless: bool,
+    /// Sleep 0 to this many milliseconds on each batch, varying from batch to batch, so
+    /// that batches transformed at once finish out of order. Default: 0.
+    #[serde(default)]
+    jitter_ms: u64,
 }
 
 impl TransformConfig for FailTransformConfig {
     fn build(&self, cx: &TransformContext) -> Result<Box<dyn Transform>, BoxError> {
-        Ok(Box::new(FailTransform(Counter {
-            id: cx.id.clone(),
-            trigger: self.trigger.clone(),
-            seen: 0,
-        })))
+        Ok(Box::new(FailTransform {
+            counter: Counter {
+                id: cx.id.clone(),
+                trigger: self.trigger.clone(),
+                seen: 0,
+            },
+            jitter_ms: self.jitter_ms,
+            batches: 0,
+        }))
+    }
+
+    fn stateless(&self) -> bool {
+        self.stateless
     }
 }
 
-struct FailTransform(Counter);
+struct FailTransform {
+    counter: Counter,
+    jitter_ms: u64,
+    batches: u64,
+}
 
 impl Transform for FailTransform {
     fn transform(&mut self, batch: EventBatch, out: &mut TransformOutput) {
-        self.0.see(batch.len());
+        self.counter.see(batch.len());
+        if self.jitter_ms > 0 {
+            // 0, jitter, jitter/2, 0, ...: a slow batch, then quicker ones behind it.
+            let ms = [0, self.jitter_ms, self.jitter_ms / 2][(self.batches % 3) as usize];
+            self.batches += 1;
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         for e in batch {
             out.push(e);
         }

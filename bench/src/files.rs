@@ -89,7 +89,7 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
 }
 
 impl Weir {
-    fn start(runner: &Runner, name: &str, body: &str) -> Result<Weir> {
+    fn start(runner: &Runner, name: &str, body: &str, threads: usize) -> Result<Weir> {
         let api = free_addr()?;
         let data = runner.work.join(format!("data-{name}"));
         let _ = fs::remove_dir_all(&data);
@@ -112,7 +112,7 @@ impl Weir {
             Command::new(&runner.weir)
         };
         // No --quiet: the exit summary is checked. WEIR_LOG=info for that summary.
-        cmd.args(["run", "--threads", "1", "--config"])
+        cmd.args(["run", "--threads", &threads.to_string(), "--config"])
             .arg(&cfg)
             .env("WEIR_LOG", "info")
             .env_remove("RUST_LOG")
@@ -226,10 +226,48 @@ impl Drop for Weir {
 
 /// One run of `file-bytes` or `file-json`: spawn to every line counted.
 pub fn run_one_file(runner: &Runner, name: &str, body: &str, lines: u64) -> Result<RunOutcome> {
-    let mut w = Weir::start(runner, name, body)?;
+    Ok(run_one_file_threads(runner, name, body, lines, 1)?.0)
+}
+
+/// CPU seconds (user + system) of a process's threads, summed by thread name (from /proc).
+fn proc_thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let secs = (ticks(11) + ticks(12)) as f64 / 100.0;
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, s)) => *s += secs,
+            None => by_name.push((name, secs)),
+        }
+    }
+    by_name
+}
+
+/// [`run_one_file`] with `weir run --threads threads`; also the CPU seconds of weir's threads
+/// by name when every line was counted.
+pub fn run_one_file_threads(
+    runner: &Runner,
+    name: &str,
+    body: &str,
+    lines: u64,
+    threads: usize,
+) -> Result<(RunOutcome, Vec<(String, f64)>)> {
+    let mut w = Weir::start(runner, name, body, threads)?;
     let done = w.wait_counted(lines, w.started + runner.timeout)?;
     let secs = done.duration_since(w.started).as_secs_f64();
     let cpu_secs = proc_cpu_secs(w.pid);
+    let by_thread = proc_thread_cpu(w.pid);
     let peak_rss_kib = runner::proc_status_kib(w.pid, "VmHWM");
     let io = runner::proc_io(w.pid);
     let (sent, errors) = w.stop()?;
@@ -237,14 +275,17 @@ pub fn run_one_file(runner: &Runner, name: &str, body: &str, lines: u64) -> Resu
         sent == Some(lines),
         "weir's exit summary says the sink sent {sent:?} events, expected {lines}"
     );
-    Ok(RunOutcome {
-        secs,
-        peak_rss_kib,
-        cpu_secs,
-        sent,
-        errors,
-        io,
-    })
+    Ok((
+        RunOutcome {
+            secs,
+            peak_rss_kib,
+            cpu_secs,
+            sent,
+            errors,
+            io,
+        },
+        by_thread,
+    ))
 }
 
 /// How many whole lines a writer at `bytes_per_sec` owes after `elapsed`.
@@ -343,7 +384,7 @@ pub fn tail_many(runner: &Runner, bytes_per_sec: f64, duration: Duration) -> Res
         File::create(f).with_context(|| format!("cannot create {}", f.display()))?;
     }
     let include = format!("{}/*.log", dir.display());
-    let mut w = Weir::start(runner, "files-100", &pipeline(&include, "bytes"))?;
+    let mut w = Weir::start(runner, "files-100", &pipeline(&include, "bytes"), 1)?;
     w.wait_ready(Duration::from_secs(30))?;
     // Let the first glob walk find the files (glob_minimum_cooldown_ms is 1 s by default).
     std::thread::sleep(Duration::from_millis(1500));

@@ -17,6 +17,7 @@ mod report;
 mod runner;
 mod scale;
 mod traces;
+mod threads;
 mod transport;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ USAGE:
     weir-bench elasticsearch [OPTIONS]   (the elasticsearch sink; see its --help)
     weir-bench otlp [OPTIONS]    (otlp source -> otlp sink; see its --help)
     weir-bench transport [OPTIONS]   (nats and kafka; see `weir-bench transport --help`)
+    weir-bench threads [OPTIONS] (case 11 at --threads 1 and 2, unpinned; see its --help)
 
 OPTIONS:
     --size-mib N       Size of the generated input, in MiB (default 1024)
@@ -296,6 +298,7 @@ fn main() -> ExitCode {
         Some("ebpf") => Some(ebpf::main),
         Some("console") => Some(console::main),
         Some("transport") => Some(transport::main),
+        Some("threads") => Some(threads::main),
         _ => None,
     };
     if let Some(sub) = sub {

@@ -298,6 +298,16 @@ pub trait TransformConfig: Debug + Send + Sync {
     fn outputs(&self) -> Vec<Output> {
         vec![Output::default_output(DataType::ALL)]
     }
+    /// Whether the transform keeps nothing from one batch to the next: what it makes of a
+    /// batch depends on that batch alone (no window, no group, no state carried over), it
+    /// has no ticks, and its `flush` emits nothing. The runtime may then run several
+    /// instances built from these options on several batches at once, one per worker
+    /// thread, and hands on their outputs in the order the batches came in (so the order
+    /// of each source's events is kept). Default: `false` (one instance, one batch at a
+    /// time).
+    fn stateless(&self) -> bool {
+        false
+    }
 }
 
 /// What a sink pulls its batches from.

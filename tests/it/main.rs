@@ -35,6 +35,7 @@ mod memory;
 mod nats;
 mod otlp;
 mod otlp_grpc;
+mod parallel;
 mod parquet;
 mod perf;
 mod prometheus;

@@ -43,6 +43,11 @@ impl TransformConfig for FilterConfig {
         }))
     }
 
+    /// Each batch is transformed on its own (VRL's state is reset for every event).
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn input(&self) -> DataType {
         DataType::ALL
     }

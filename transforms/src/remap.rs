@@ -101,6 +101,11 @@ impl TransformConfig for RemapConfig {
         Ok(Box::new(Remap::new(self, cx)?))
     }
 
+    /// Each batch is transformed on its own (VRL's state is reset for every event).
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn input(&self) -> DataType {
         DataType::ALL
     }

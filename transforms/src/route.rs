@@ -86,6 +86,11 @@ impl TransformConfig for RouteConfig {
         }))
     }
 
+    /// Each batch is transformed on its own (VRL's state is reset for every event).
+    fn stateless(&self) -> bool {
+        true
+    }
+
     fn input(&self) -> DataType {
         DataType::ALL
     }

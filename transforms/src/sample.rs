@@ -15,8 +15,16 @@
 //! without the field fall back to the counter). Dropped events are counted as discarded. No
 //! field is added. Logs and traces are sampled (`key_field` and `exclude` apply to logs);
 //! anything else passes through.
+//!
+//! The transform is stateless for the runtime: its instances (one per worker thread) share
+//! one counter, from which each batch takes the positions of its sampled events at once. So
+//! exactly one event in `rate` is kept over the whole stream (within one event of it at any
+//! moment); with one thread the kept events are the ones above, with several, which events of
+//! two batches transformed at the same time get the kept positions depends on which took its
+//! positions first.
 
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -48,6 +56,11 @@ pub struct SampleConfig {
     /// and the failure counted as a `condition` error. Default: none (sample every event).
     #[serde(default)]
     pub exclude: Option<String>,
+
+    /// The counter the instances built from these options share (not an option).
+    #[serde(skip)]
+    #[schemars(skip)]
+    counter: Arc<AtomicU64>,
 }
 
 impl TransformConfig for SampleConfig {
@@ -67,10 +80,15 @@ impl TransformConfig for SampleConfig {
             rate: self.rate,
             key_field,
             exclude,
-            count: 0,
+            counter: Arc::clone(&self.counter),
+            held: Vec::new(),
             metrics: Arc::clone(&cx.metrics),
             errors: ErrorTally::default(),
         }))
+    }
+
+    fn stateless(&self) -> bool {
+        true
     }
 
     fn input(&self) -> DataType {
@@ -83,47 +101,78 @@ struct Sample {
     rate: u64,
     key_field: Option<FieldPath>,
     exclude: Option<Condition>,
-    /// Position in the current cycle of `rate` events (0 is kept).
-    count: u64,
+    /// Positions in the stream of sampled events taken so far, by every instance.
+    counter: Arc<AtomicU64>,
+    /// The batch's events and their fates, between the two passes (kept for its allocation).
+    held: Vec<(Event, Fate)>,
     metrics: Arc<ComponentMetrics>,
     errors: ErrorTally,
 }
 
-/// Whether an event that the sampler considers is kept, advancing the counter.
-fn keep(count: &mut u64, rate: u64, key: Option<&Value>) -> bool {
-    let n = match key {
-        Some(v) => hash_value(v),
-        None => *count,
-    };
-    *count = (*count + 1) % rate;
-    n % rate == 0
+/// What decides whether an event is kept.
+enum Fate {
+    /// Not sampled (excluded, or a metric): kept, takes no position.
+    Pass,
+    /// Sampled by its key's hash; takes a position all the same (as the counter counts every
+    /// sampled event).
+    Hashed(u64),
+    /// Sampled by its position.
+    Counted,
+}
+
+impl Sample {
+    fn fate(&mut self, event: &mut Event) -> Fate {
+        match event {
+            Event::Log(log) => {
+                let excluded = match &mut self.exclude {
+                    Some(c) => match c.check(log.value_mut()) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.errors.add(&e);
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                if excluded {
+                    return Fate::Pass;
+                }
+                match self.key_field.as_ref().and_then(|p| log.get(p)) {
+                    Some(key) => Fate::Hashed(hash_value(key)),
+                    None => Fate::Counted,
+                }
+            }
+            Event::Trace(_) => Fate::Counted,
+            Event::Metric(_) => Fate::Pass,
+        }
+    }
 }
 
 impl Transform for Sample {
     fn transform(&mut self, batch: EventBatch, out: &mut TransformOutput) {
-        let mut discarded = 0;
+        let mut sampled = 0u64;
         for mut event in batch {
-            let keep = match &mut event {
-                Event::Log(log) => {
-                    let excluded = match &mut self.exclude {
-                        Some(c) => match c.check(log.value_mut()) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                self.errors.add(&e);
-                                false
-                            }
-                        },
-                        None => false,
-                    };
-                    if excluded {
-                        true
-                    } else {
-                        let key = self.key_field.as_ref().and_then(|p| log.get(p));
-                        keep(&mut self.count, self.rate, key)
-                    }
+            let fate = self.fate(&mut event);
+            if !matches!(fate, Fate::Pass) {
+                sampled += 1;
+            }
+            self.held.push((event, fate));
+        }
+        // The batch's positions, taken at once: an instance on another thread takes the next.
+        let mut position = self.counter.fetch_add(sampled, Ordering::Relaxed);
+        let mut discarded = 0;
+        for (mut event, fate) in self.held.drain(..) {
+            let keep = match fate {
+                Fate::Pass => true,
+                Fate::Hashed(hash) => {
+                    position = position.wrapping_add(1);
+                    hash.is_multiple_of(self.rate)
                 }
-                Event::Trace(_) => keep(&mut self.count, self.rate, None),
-                Event::Metric(_) => true,
+                Fate::Counted => {
+                    let n = position;
+                    position = position.wrapping_add(1);
+                    n.is_multiple_of(self.rate)
+                }
             };
             if keep {
                 out.push(event);
@@ -238,6 +287,26 @@ mod tests {
         // No field added.
         assert_eq!(kept[1], serde_json::json!({"i": 10}));
         assert_eq!(metrics.discarded_events(), 900);
+    }
+
+    #[test]
+    fn instances_of_one_config_share_the_counter_so_exactly_one_in_rate_is_kept() {
+        // As the runtime runs it on several threads: instances built from the same options,
+        // taking batches of 7 in turn (not multiples of the rate).
+        let config: SampleConfig = toml::from_str("rate = 10").unwrap();
+        let cx = cx();
+        let mut lanes: Vec<Box<dyn Transform>> =
+            (0..3).map(|_| config.build(&cx).unwrap()).collect();
+        let mut out = TransformOutput::default();
+        for (k, chunk) in (0..700).collect::<Vec<i64>>().chunks(7).enumerate() {
+            let batch = chunk.iter().map(|i| log(serde_json::json!({"i": i})));
+            lanes[k % 3].transform(EventBatch::new(batch.collect()), &mut out);
+        }
+        assert_eq!(out.default.len(), 70);
+        assert_eq!(cx.metrics.discarded_events(), 630);
+        // A fresh config (a reload) starts its own count.
+        let (mut t, _) = build("rate = 10");
+        assert_eq!(run(&mut t, vec![log(serde_json::json!({"i": 0}))]).len(), 1);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+mod parallel;
 mod reload;
 mod supervise;
 
@@ -554,7 +555,23 @@ async fn emit(
     Ok(())
 }
 
+/// Runs a transform until its input ends: a stateless one on as many lanes as the runtime has
+/// worker threads ([`parallel`]), any other as one instance taking one batch at a time.
 async fn run_transform(
+    supervised: Supervised,
+    rx: BufferReceiver,
+    replacements: mpsc::UnboundedReceiver<reload::Control>,
+    default: Option<Fanout>,
+    named: BTreeMap<String, Fanout>,
+) -> Result<(), BoxError> {
+    match parallel::parallelism(&supervised) {
+        0 | 1 => run_sequential(supervised, rx, replacements, default, named).await,
+        width => parallel::run(supervised, rx, replacements, default, named, width).await,
+    }
+}
+
+/// Runs one instance of a transform, one batch at a time, with its ticks and its flush.
+async fn run_sequential(
     mut supervised: Supervised,
     mut rx: BufferReceiver,
     mut replacements: mpsc::UnboundedReceiver<reload::Control>,

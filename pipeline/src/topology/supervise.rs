@@ -396,8 +396,39 @@ impl Supervised {
         for v in out.named.values_mut() {
             v.clear();
         }
+        let error = panic_message(&*payload);
+        drop(payload);
+        self.transform = self.recover(error, events).await?;
+        Ok(())
+    }
+
+    /// Whether the transform may run as several instances at once (see
+    /// [`TransformConfig::stateless`]).
+    pub fn stateless(&self) -> bool {
+        self.parts.config.stateless()
+    }
+
+    /// Hands the instance over, leaving `stand_in` in its place: a parallel transform's lanes
+    /// hold it.
+    pub fn lend(&mut self, stand_in: Box<dyn Transform>) -> Box<dyn Transform> {
+        std::mem::replace(&mut self.transform, stand_in)
+    }
+
+    /// Builds one more instance from the current options: a lane of a parallel transform.
+    pub fn build_instance(&self) -> Result<Box<dyn Transform>, BoxError> {
+        self.parts.config.build(&self.parts.context)
+    }
+
+    /// An instance panicked (`error`: [`panic_message`]) on `events` events, which are lost: counts them,
+    /// reports the failure, and after the backoff builds a new instance and returns it (the
+    /// caller puts it where the failed one was), or the transform stays down. What the failed
+    /// instance had made of its input must already be dropped (its holds count as errored).
+    pub async fn recover(
+        &mut self,
+        mut error: String,
+        events: usize,
+    ) -> Result<Box<dyn Transform>, Down> {
         self.c.metrics.add_lost_in_failure(events as u64);
-        let mut error = panic_message(&*payload);
         let mut ran = self.started.elapsed();
         loop {
             let Some(d) = self.c.failed(&error, ran, &mut self.backoff) else {
@@ -411,10 +442,9 @@ impl Supervised {
             }));
             match built {
                 Ok(Ok(t)) => {
-                    self.transform = t;
                     self.started = Instant::now();
                     self.c.restarted();
-                    return Ok(());
+                    return Ok(t);
                 }
                 Ok(Err(e)) => error = format!("cannot build it again: {e}"),
                 Err(p) => error = format!("cannot build it again: {}", panic_message(&*p)),
