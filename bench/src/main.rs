@@ -16,8 +16,8 @@ mod perf;
 mod report;
 mod runner;
 mod scale;
-mod traces;
 mod threads;
+mod traces;
 mod transport;
 
 use std::path::{Path, PathBuf};
