@@ -62,10 +62,15 @@ fn pipeline(dir: &Path, api: SocketAddr, rest: &str) -> String {
     )
 }
 
-/// The JSON lines the file sink wrote to `path`.
+/// The JSON lines the file sink has written whole to `path` (while it runs, the last line
+/// may be half written: it is left for the next look).
 fn written(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    whole
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
