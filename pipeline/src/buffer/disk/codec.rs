@@ -6,7 +6,10 @@
 //! length then the bytes, floats 8 bytes little-endian. An event is a tag (`0` log, `1`
 //! metric, `2` span), its metadata (source id, ingest time), then its data. A log is its tree
 //! of fields; a typed log is written as its tree (the reader gets a plain tree back, which
-//! every consumer reads the same way). A VRL regex value comes back as the bytes of its
+//! every consumer reads the same way), except a `json` line held lazily ([`JsonLog`]): tag `3`,
+//! its metadata, the line's text, then the fields its source adds (a count, then each key
+//! and value), read back into the same lazy form whose tree is built only if something reads
+//! it, and is then exactly the tree the line would have given (format version 2). A VRL regex value comes back as the bytes of its
 //! pattern. The acknowledgement hold is not written: the buffer acknowledged the event when
 //! it was durable.
 
@@ -17,8 +20,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ordered_float::NotNan;
 
+use crate::codec::{JsonDefaults, JsonLog};
 use crate::event::{
-    Bucket, Event, EventMetadata, LogEvent, Metric, MetricKind, MetricValue, ObjectMap, Quantile,
+    Bucket, KeyString, Event, EventMetadata, LogEvent, Metric, MetricKind, MetricValue, ObjectMap, Quantile,
     Sample, Span, SpanEvent, SpanKind, SpanLink, SpanStatus, StatisticKind, Value,
 };
 
@@ -35,10 +39,23 @@ pub struct DecodeError {
     what: &'static str,
 }
 
+/// Fields of a lazily held JSON line, taken from its source's [`JsonDefaults`] to be written.
+pub type Scratch = Vec<(KeyString, Value)>;
+
 /// Appends `event` to `out`.
+#[cfg(test)]
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
+    encode_event_with(event, out, &mut Scratch::new());
+}
+
+/// Appends `event` to `out`; `scratch` is room reused from event to event.
+pub fn encode_event_with(event: &Event, out: &mut Vec<u8>, scratch: &mut Scratch) {
     match event {
         Event::Log(log) => {
+            if let Some((frame, defaults)) = log.lazy_json() {
+                lazy_json(log, frame, defaults, out, scratch);
+                return;
+            }
             out.push(0);
             metadata(
                 log.metadata.source_id.as_deref(),
@@ -57,6 +74,30 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
             metadata(s.metadata.source_id.as_deref(), s.metadata.ingest_time, out);
             span(s, out);
         }
+    }
+}
+
+/// A JSON line held lazily: its text and its source's fields, not a tree.
+fn lazy_json(
+    log: &LogEvent,
+    frame: &Bytes,
+    defaults: &dyn JsonDefaults,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) {
+    out.push(3);
+    metadata(
+        log.metadata.source_id.as_deref(),
+        log.metadata.ingest_time,
+        out,
+    );
+    bytes(frame, out);
+    scratch.clear();
+    defaults.push(scratch);
+    varint(scratch.len() as u64, out);
+    for (k, v) in scratch.drain(..) {
+        bytes(k.as_str().as_bytes(), out);
+        value(&v, out);
     }
 }
 
@@ -287,6 +328,20 @@ fn span(s: &Span, out: &mut Vec<u8>) {
     bytes(s.scope_version.as_bytes(), out);
 }
 
+/// The fields a lazily held JSON line's source added, as read back from a record.
+#[derive(Debug)]
+pub struct StoredDefaults(Vec<(KeyString, Value)>);
+
+impl JsonDefaults for StoredDefaults {
+    fn push(&self, fields: &mut Vec<(KeyString, Value)>) {
+        fields.extend(self.0.iter().cloned());
+    }
+
+    fn adds_nothing(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Reads the events of one record's payload. Strings point into `payload` (no copy).
 pub struct Reader {
     buf: Bytes,
@@ -436,6 +491,22 @@ impl Reader {
                 let mut s = self.span()?;
                 s.metadata = md;
                 Ok(Event::Trace(Box::new(s)))
+            }
+            3 => {
+                let md = self.metadata()?;
+                let frame = self.bytes()?;
+                let n = self.len()?;
+                let mut fields = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let k = self.string()?;
+                    let v = self.value(1)?;
+                    fields.push((KeyString::from(k), v));
+                }
+                // The line passed `check_json` before it was written, and the record its
+                // checksum; should it not parse all the same, `JsonLog` keeps it whole as
+                // `message`.
+                let log = JsonLog::checked(frame, StoredDefaults(fields), None);
+                Ok(Event::Log(LogEvent::from_typed(log, md)))
             }
             _ => self.err("unknown event tag"),
         }
@@ -678,6 +749,111 @@ mod tests {
         assert_eq!(back.value(), &Value::Object(map));
         assert_eq!(back.metadata.source_id.as_deref(), Some("src"));
         assert_eq!(back.metadata.ingest_time, md.ingest_time);
+    }
+
+    #[derive(Debug)]
+    struct FileLike;
+
+    impl JsonDefaults for FileLike {
+        fn push(&self, fields: &mut Vec<(KeyString, Value)>) {
+            fields.push(("file".into(), Value::Bytes(Bytes::from_static(b"/var/log/a"))));
+            fields.push(("host".into(), Value::Bytes(Bytes::from_static(b"box"))));
+            fields.push(("offset".into(), Value::Integer(1234)));
+            fields.push((
+                "timestamp".into(),
+                Value::Timestamp(DateTime::from_timestamp(1_700_000_000, 5).unwrap()),
+            ));
+        }
+    }
+
+    fn lazy<D: JsonDefaults>(line: &'static [u8], defaults: D) -> Event {
+        let md = EventMetadata::at(Some(Arc::from("src")), Utc::now());
+        let log = JsonLog::checked(Bytes::from_static(line), defaults, None);
+        Event::Log(LogEvent::from_typed(log, md))
+    }
+
+    #[test]
+    fn a_lazy_json_line_comes_back_lazy_with_the_same_tree() {
+        // The line's own `host` (and a key twice in the line) win over the source's fields.
+        let line = br#"{"host":"mine","msg":"a \"quoted\" word","n":[1,2.5,null],"msg":"last"}"#;
+        let e = lazy(line, FileLike);
+        let mut out = Vec::new();
+        encode_event(&e, &mut out);
+        // The text is written, not a tree (the line plus 4 small fields and the metadata).
+        assert_eq!(out[0], 3);
+        assert!(out.len() < line.len() + 80, "{} bytes", out.len());
+        let mut r = Reader::new(Bytes::from(out));
+        let Event::Log(back) = r.event().unwrap() else {
+            panic!("not a log")
+        };
+        assert!(r.is_done());
+        // Still lazy: nothing built the tree yet.
+        let (frame, _) = back.lazy_json().expect("lazy after the round trip");
+        assert_eq!(&frame[..], &line[..]);
+        assert_eq!(back.raw_json(), None, "the source adds fields");
+        let Event::Log(orig) = &e else { unreachable!() };
+        assert_eq!(back.value(), orig.value());
+        let m = back.as_map().unwrap();
+        assert_eq!(m["host"], Value::Bytes(Bytes::from_static(b"mine")));
+        assert_eq!(m["msg"], Value::Bytes(Bytes::from_static(b"last")));
+        assert_eq!(m["offset"], Value::Integer(1234));
+        assert_eq!(back.metadata.source_id.as_deref(), Some("src"));
+        assert_eq!(back.metadata.ingest_time, orig.metadata.ingest_time);
+    }
+
+    #[test]
+    fn a_lazy_json_line_without_added_fields_keeps_its_raw_json() {
+        let line = br#"{"a":1,"b":{"c":"d"}}"#;
+        let e = lazy(line, ());
+        let Event::Log(back) = round_trip(e) else {
+            panic!("not a log")
+        };
+        assert_eq!(back.raw_json().map(|b| &b[..]), Some(&line[..]));
+        let mut m = ObjectMap::new();
+        m.insert("a".into(), Value::Integer(1));
+        let mut inner = ObjectMap::new();
+        inner.insert("c".into(), Value::Bytes(Bytes::from_static(b"d")));
+        m.insert("b".into(), Value::Object(inner));
+        assert_eq!(back.value(), &Value::Object(m));
+    }
+
+    #[test]
+    fn a_changed_or_built_lazy_line_is_written_as_a_tree() {
+        let Event::Log(mut log) = lazy(br#"{"a":1}"#, FileLike) else {
+            unreachable!()
+        };
+        log.insert_field("b", 2);
+        let mut out = Vec::new();
+        encode_event(&Event::Log(log.clone()), &mut out);
+        assert_eq!(out[0], 0, "a changed line is a tree");
+        let Event::Log(back) = round_trip(Event::Log(log.clone())) else {
+            panic!("not a log")
+        };
+        assert!(back.lazy_json().is_none());
+        assert_eq!(back.value(), log.value());
+    }
+
+    #[test]
+    fn a_damaged_lazy_line_is_an_error_or_kept_whole_never_a_panic() {
+        let e = lazy(br#"{"a":"b"}"#, FileLike);
+        let mut out = Vec::new();
+        encode_event(&e, &mut out);
+        for cut in 0..out.len() {
+            let _ = Reader::new(Bytes::copy_from_slice(&out[..cut])).event();
+        }
+        // A text that is not JSON any more (a crafted record) reads as its message.
+        let mut bad = Vec::new();
+        bad.push(3);
+        metadata(None, None, &mut bad);
+        bytes(b"{not json", &mut bad);
+        varint(0, &mut bad);
+        let Ok(Event::Log(back)) = Reader::new(Bytes::from(bad)).event() else {
+            panic!("should decode")
+        };
+        assert_eq!(
+            back.get_field("message"),
+            Some(&Value::Bytes(Bytes::from_static(b"{not json")))
+        );
     }
 
     #[test]

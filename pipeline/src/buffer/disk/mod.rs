@@ -109,8 +109,9 @@ pub enum DiskError {
     },
     /// A segment of another format version.
     #[error(
-        "disk buffer {dir}: segment {segment} was written in format version {version}, this Weir reads version {}: \
+        "disk buffer {dir}: segment {segment} was written in format version {version}, this Weir reads versions {} to {}: \
          drain it with the Weir that wrote it, or move the folder away to start empty",
+        format::OLDEST_READABLE,
         format::VERSION
     )]
     Version {

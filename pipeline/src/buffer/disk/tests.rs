@@ -320,7 +320,7 @@ async fn a_segment_of_another_version_is_refused_with_a_message() {
     let dir = Dir::new();
     std::fs::create_dir_all(&dir.0).unwrap();
     let mut h = format::segment_header(1);
-    h[8] = 2;
+    h[8] = 3;
     let crc = crc32fast::hash(&h[0..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(format::segment_path(&dir.0, 1), h).unwrap();
@@ -329,5 +329,5 @@ async fn a_segment_of_another_version_is_refused_with_a_message() {
         ComponentMetrics::detached("t"),
     )
     .unwrap_err();
-    assert!(e.to_string().contains("format version 2"), "{e}");
+    assert!(e.to_string().contains("format version 3"), "{e}");
 }

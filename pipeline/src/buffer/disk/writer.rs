@@ -292,9 +292,10 @@ impl DiskSender {
         let mut events = 0u32;
         enc.bytes.resize(RECORD_HEADER, 0);
         let mut refused = Vec::new();
+        let mut scratch = codec::Scratch::new();
         for (i, e) in batch.iter().enumerate() {
             let ev_start = enc.bytes.len();
-            codec::encode_event(e, &mut enc.bytes);
+            codec::encode_event_with(e, &mut enc.bytes, &mut scratch);
             let ev_len = enc.bytes.len() - ev_start;
             if ev_len > sh.max_payload {
                 enc.bytes.truncate(ev_start);
