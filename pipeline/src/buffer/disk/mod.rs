@@ -335,7 +335,7 @@ pub fn open(
     });
     metrics.set_buffer(shared.clone());
     let writer = Arc::new(tokio::sync::Mutex::new(Writer {
-        file,
+        file: Arc::new(file),
         segment: active,
         len: SEGMENT_HEADER,
         next_seq,
@@ -345,16 +345,22 @@ pub fn open(
     if let Fsync::Interval(every) = opts.fsync {
         tokio::spawn(sync_every(Arc::downgrade(&writer), every));
     }
+    let commit = (opts.fsync == Fsync::Batch).then(|| Arc::new(GroupCommit::default()));
+    if let Some(c) = &commit {
+        tokio::spawn(group_commit(c.clone(), shared.clone()));
+    }
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     tokio::spawn(ack_task(shared.clone(), start, acks_rx));
     let guard = Arc::new(SendersGuard {
         shared: shared.clone(),
         writer: writer.clone(),
+        commit: commit.clone(),
     });
     Ok((
         DiskSender {
             shared: shared.clone(),
             writer,
+            commit,
             _guard: guard,
         },
         DiskReceiver {

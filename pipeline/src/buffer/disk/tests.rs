@@ -331,3 +331,74 @@ async fn a_segment_of_another_version_is_refused_with_a_message() {
     .unwrap_err();
     assert!(e.to_string().contains("format version 3"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The gate holds the group commit's syncs back on purpose while the senders write.
+#[allow(clippy::await_holding_lock)]
+async fn concurrent_senders_share_syncs_and_are_acknowledged_only_after_one_covers_them() {
+    let dir = Dir::new();
+    let m = ComponentMetrics::detached("t");
+    let (tx, mut rx) = open(options(&dir, 16 << 20, WhenFull::Block), m.clone()).unwrap();
+    let commit = tx.commit.clone().expect("fsync = \"batch\" commits in groups");
+    let gate = commit.gate.lock().unwrap();
+    let mut senders = Vec::new();
+    for s in 0..8 {
+        let tx = tx.clone();
+        senders.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for b in 0..5 {
+                let (n, status) = BatchNotifier::new_with_receiver();
+                let mut batch = numbered((s * 5 + b) * 10, 10, 20);
+                batch.attach_notifier(&n);
+                drop(n);
+                tx.send(batch).await.unwrap();
+                statuses.push(status);
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for s in senders {
+        statuses.extend(s.await.unwrap());
+    }
+    // Every batch is written (each send returned), no sync has finished: none is
+    // acknowledged.
+    assert_eq!(commit.lock().written, 40);
+    for st in &mut statuses {
+        assert_eq!(st.try_recv(), None, "acknowledged before a sync covered it");
+    }
+    assert_eq!(commit.syncs.load(Ordering::SeqCst), 0);
+    drop(gate);
+    for st in statuses {
+        assert_eq!(st.await, EventStatus::Delivered);
+    }
+    // At most one sync started before the last write (it waited at the gate); the next one
+    // covers every batch written meanwhile.
+    let syncs = commit.syncs.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&syncs), "{syncs} syncs for 40 batches");
+    assert_eq!(commit.lock().durable, 40);
+    drop(tx);
+    let mut got = take(&mut rx, 400, EventStatus::Delivered).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..400).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn with_fsync_interval_a_batch_is_acknowledged_once_written() {
+    let dir = Dir::new();
+    let mut opts = options(&dir, 1 << 20, WhenFull::Block);
+    opts.fsync = Fsync::Interval(Duration::from_secs(3600));
+    let (tx, mut rx) = open(opts, ComponentMetrics::detached("t")).unwrap();
+    assert!(tx.commit.is_none());
+    let (notifier, mut status) = BatchNotifier::new_with_receiver();
+    let mut b = numbered(0, 10, 20);
+    b.attach_notifier(&notifier);
+    drop(notifier);
+    tx.send(b).await.unwrap();
+    assert_eq!(status.try_recv(), Some(EventStatus::Delivered));
+    drop(tx);
+    assert_eq!(
+        take(&mut rx, 10, EventStatus::Delivered).await,
+        (0..10).collect::<Vec<_>>()
+    );
+}

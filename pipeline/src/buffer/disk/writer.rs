@@ -1,18 +1,19 @@
 //! The sending side: encodes batches into records and appends them to the segment being
-//! written (see the module docs for the whole picture).
+//! written (see the module docs for the whole picture), and the group commit that syncs them.
 
 use super::*;
+use crate::finalization::Finalizer;
 
 /// The segment being written.
 #[derive(Debug)]
 pub(super) struct Writer {
-    pub(super) file: File,
+    pub(super) file: Arc<File>,
     pub(super) segment: u64,
     pub(super) len: u64,
     pub(super) next_seq: u64,
     /// A failed write could not be cut off: the next write starts a new segment.
     pub(super) broken: bool,
-    /// Written since the last sync (interval policy).
+    /// Written since the last sync: the segment is synced before the next one is started.
     pub(super) dirty: bool,
 }
 
@@ -54,16 +55,10 @@ impl Writer {
                 self.next_seq += 1;
                 s = e;
             }
-            let res = self
-                .file
-                .write_all_at(&enc.bytes[start..end], self.len)
-                .and_then(|()| match sh.fsync {
-                    Fsync::Batch => self.file.sync_data(),
-                    Fsync::Interval(_) => {
-                        self.dirty = true;
-                        Ok(())
-                    }
-                });
+            // Into the page cache only: the group commit task (`fsync = "batch"`) or the
+            // interval task syncs it.
+            let res = self.file.write_all_at(&enc.bytes[start..end], self.len);
+            self.dirty = true;
             if let Err(e) = res {
                 self.next_seq -= (j - i) as u64;
                 // Cut off what was half written, so that the segment ends on a whole record
@@ -84,6 +79,8 @@ impl Writer {
     }
 
     fn roll(&mut self, sh: &Shared) -> io::Result<()> {
+        // Everything written before is durable before anything is written to the next
+        // segment: a sync of a later segment then covers every earlier record too.
         if self.dirty {
             self.file.sync_data()?;
             self.dirty = false;
@@ -106,7 +103,7 @@ impl Writer {
                 create_segment(&sh.dir, id, sh.fsync)?
             }
         };
-        self.file = file;
+        self.file = Arc::new(file);
         self.segment = id;
         self.len = SEGMENT_HEADER;
         self.broken = false;
@@ -160,6 +157,7 @@ pub(super) async fn sync_every(
 pub(super) struct SendersGuard {
     pub(super) shared: Arc<Shared>,
     pub(super) writer: Arc<tokio::sync::Mutex<Writer>>,
+    pub(super) commit: Option<Arc<GroupCommit>>,
 }
 
 impl Drop for SendersGuard {
@@ -168,6 +166,10 @@ impl Drop for SendersGuard {
             if w.dirty && w.file.sync_data().is_ok() {
                 w.dirty = false;
             }
+        }
+        if let Some(c) = &self.commit {
+            c.lock().closed = true;
+            c.wake.notify_one();
         }
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.data.notify_one();
@@ -179,6 +181,8 @@ impl Drop for SendersGuard {
 pub struct DiskSender {
     pub(super) shared: Arc<Shared>,
     pub(super) writer: Arc<tokio::sync::Mutex<Writer>>,
+    /// `fsync = "batch"`: where written batches wait for the sync that covers them.
+    pub(super) commit: Option<Arc<GroupCommit>>,
     pub(super) _guard: Arc<SendersGuard>,
 }
 
@@ -275,11 +279,32 @@ impl DiskSender {
                 }
             }
         }
-        drop(w);
         let events: u32 = enc.records.iter().map(|r| r.1).sum();
         sh.events.fetch_add(i64::from(events), Ordering::Relaxed);
-        batch.finalize(EventStatus::Delivered);
-        Ok(())
+        let Some(commit) = &self.commit else {
+            drop(w);
+            batch.finalize(EventStatus::Delivered);
+            return Ok(());
+        };
+        // Written to the page cache: the batch is acknowledged once a sync covers it. Its
+        // events go; only their holds (one per source batch, mostly) wait.
+        {
+            let mut st = commit.lock();
+            st.register(&w, &mut batch.events);
+        }
+        drop(w);
+        commit.wake.notify_one();
+        drop(batch);
+        // Bounded: past `MAX_WAITING` holds, the sender waits for a sync to take some.
+        loop {
+            let synced = commit.synced.notified();
+            tokio::pin!(synced);
+            synced.as_mut().enable();
+            if commit.lock().waiting.len() <= MAX_WAITING {
+                return Ok(());
+            }
+            synced.await;
+        }
     }
 
     /// The batch as records, each at most `max_payload` bytes; an event larger than that is
@@ -335,5 +360,135 @@ impl DiskSender {
             sh.metrics.add_discarded(refused.len() as u64);
         }
         enc
+    }
+}
+
+/// At most this many holds (one per source batch, mostly) wait for a sync before a sender
+/// waits too.
+pub(super) const MAX_WAITING: usize = 4096;
+
+/// Group commit (`fsync = "batch"`): senders write their batches to the page cache and leave
+/// their holds here; [`group_commit`] syncs whenever something written is not synced yet, and
+/// then acknowledges every batch written before that sync started. One sync covers all the
+/// batches written while the previous one ran.
+#[derive(Debug, Default)]
+pub(super) struct GroupCommit {
+    state: Mutex<CommitState>,
+    /// Something was written, or the senders are gone.
+    pub(super) wake: Notify,
+    /// A sync finished.
+    pub(super) synced: Notify,
+    /// Syncs done by [`group_commit`].
+    pub(super) syncs: AtomicU64,
+    /// Held by a test to hold syncs back.
+    #[cfg(test)]
+    pub(super) gate: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct CommitState {
+    /// The segment being written.
+    file: Option<Arc<File>>,
+    /// Records written (the next sequence number), and records durable.
+    pub(super) written: u64,
+    pub(super) durable: u64,
+    /// Holds of written batches, by the sequence number after their last record.
+    pub(super) waiting: std::collections::VecDeque<(u64, Finalizer)>,
+    closed: bool,
+}
+
+impl GroupCommit {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl CommitState {
+    /// Registers what `w` just wrote (under the writer's lock, so that sequence numbers and
+    /// the file go together) and takes the holds of `events`.
+    fn register(&mut self, w: &Writer, events: &mut [Event]) {
+        if !self.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &w.file)) {
+            self.file = Some(w.file.clone());
+        }
+        self.written = w.next_seq;
+        let mut last: Option<&Finalizer> = None;
+        for e in events {
+            let Some(hold) = e.metadata_mut().notifier.take() else {
+                continue;
+            };
+            // Consecutive events of one source batch share a hold.
+            let hold = match last {
+                Some(l) => match hold.merge_into(l) {
+                    Ok(()) => continue,
+                    Err(h) => h,
+                },
+                None => hold,
+            };
+            self.waiting.push_back((w.next_seq, hold));
+            last = self.waiting.back().map(|(_, h)| h);
+        }
+    }
+}
+
+/// Syncs what the senders wrote and acknowledges their batches (see [`GroupCommit`]); ends
+/// once the senders are gone and everything is synced.
+pub(super) async fn group_commit(commit: Arc<GroupCommit>, sh: Arc<Shared>) {
+    loop {
+        let wake = commit.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let job = {
+            let st = commit.lock();
+            match &st.file {
+                Some(f) if st.written > st.durable => Some((f.clone(), st.written)),
+                _ if st.closed => return,
+                _ => None,
+            }
+        };
+        let Some((file, target)) = job else {
+            wake.await;
+            continue;
+        };
+        let c = commit.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            let _gate = c.gate.lock().unwrap_or_else(|p| p.into_inner());
+            let r = file.sync_data();
+            c.syncs.fetch_add(1, Ordering::Relaxed);
+            r
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let status = match &res {
+            Ok(()) => EventStatus::Delivered,
+            Err(e) => {
+                // What the page cache held may or may not be on disk: the batches are not
+                // acknowledged (their sources may send them again; the records stay and are
+                // delivered too, so nothing is lost, some may come twice).
+                sh.metrics.error(
+                    "io",
+                    1,
+                    &format_args!(
+                        "disk buffer {}: cannot sync: {e}; the batches written since the last sync are not acknowledged to their sources",
+                        sh.dir.display()
+                    ),
+                );
+                EventStatus::Errored
+            }
+        };
+        let mut done = Vec::new();
+        {
+            let mut st = commit.lock();
+            st.durable = st.durable.max(target);
+            while st.waiting.front().is_some_and(|(seq, _)| *seq <= target) {
+                if let Some((_, h)) = st.waiting.pop_front() {
+                    done.push(h);
+                }
+            }
+        }
+        commit.synced.notify_waiters();
+        for h in done {
+            h.finalize(status);
+        }
     }
 }
