@@ -1,5 +1,6 @@
 use super::*;
-use crate::event::LogEvent;
+use crate::event::{LogEvent, Value};
+use bytes::Bytes;
 
 /// A folder removed on drop.
 struct Dir(PathBuf);
@@ -401,4 +402,60 @@ async fn with_fsync_interval_a_batch_is_acknowledged_once_written() {
         take(&mut rx, 10, EventStatus::Delivered).await,
         (0..10).collect::<Vec<_>>()
     );
+}
+
+/// Lazily held JSON lines, each with a source field of its own (`n`) and shared ones.
+#[derive(Debug)]
+struct Defaults(i64);
+
+impl crate::codec::JsonDefaults for Defaults {
+    fn push(&self, fields: &mut Vec<(crate::event::KeyString, Value)>) {
+        fields.push(("file".into(), Value::from("/var/log/app.log")));
+        fields.push(("n".into(), Value::Integer(self.0)));
+    }
+}
+
+#[tokio::test]
+async fn lazy_json_lines_split_over_records_read_back_the_same() {
+    let dir = Dir::new();
+    let (tx, mut rx) = open(
+        options(&dir, MIN_DISK_BYTES, WhenFull::Block),
+        ComponentMetrics::detached("t"),
+    )
+    .unwrap();
+    let line = |i: i64| {
+        let text = format!(r#"{{"i":{i},"pad":"{}"}}"#, "p".repeat(i as usize % 700));
+        let log = crate::codec::JsonLog::checked(Bytes::from(text), Defaults(i / 3), None);
+        Event::Log(LogEvent::from_typed(log, crate::event::EventMetadata::default()))
+    };
+    // Records of at most 32 KiB: a batch of 300 such lines spans several.
+    let mut batch = EventBatch::new((0..300).map(line).collect());
+    let expected: Vec<Value> = batch
+        .iter()
+        .map(|e| match e {
+            Event::Log(l) => l.value().clone(),
+            _ => unreachable!(),
+        })
+        .collect();
+    // Lines whose tree was never built: the ones to write as text.
+    batch.events.extend((300..600).map(line));
+    tx.send(batch).await.unwrap();
+    drop(tx);
+    let mut got = Vec::new();
+    while let Some(mut b) = rx.recv().await {
+        for e in b.iter() {
+            let Event::Log(l) = e else { panic!("not a log") };
+            assert!(l.lazy_json().is_some(), "still lazy");
+            got.push(l.value().clone());
+        }
+        b.finalize(EventStatus::Delivered);
+    }
+    assert_eq!(got.len(), 600);
+    assert_eq!(&got[..300], &expected[..]);
+    for (i, v) in got.iter().enumerate().skip(300) {
+        let Event::Log(l) = line(i as i64) else {
+            unreachable!()
+        };
+        assert_eq!(v, l.value());
+    }
 }

@@ -317,24 +317,37 @@ impl DiskSender {
         let mut events = 0u32;
         enc.bytes.resize(RECORD_HEADER, 0);
         let mut refused = Vec::new();
-        let mut scratch = codec::Scratch::new();
+        let mut ctx = codec::Context::default();
         for (i, e) in batch.iter().enumerate() {
             let ev_start = enc.bytes.len();
-            codec::encode_event_with(e, &mut enc.bytes, &mut scratch);
+            codec::encode_event_with(e, &mut enc.bytes, &mut ctx);
             let ev_len = enc.bytes.len() - ev_start;
             if ev_len > sh.max_payload {
                 enc.bytes.truncate(ev_start);
+                // What it remembered of this event is not in the record.
+                ctx.new_record();
                 refused.push((i, ev_len));
                 continue;
             }
             if enc.bytes.len() - rec_start - RECORD_HEADER > sh.max_payload {
-                // Close the record before this event; the event opens the next one.
-                let ev = enc.bytes.split_off(ev_start);
+                // Close the record before this event; the event opens the next one, encoded
+                // again without reference to the record before.
+                enc.bytes.truncate(ev_start);
                 enc.records.push((ev_start, events));
                 rec_start = ev_start;
                 enc.bytes.resize(rec_start + RECORD_HEADER, 0);
-                enc.bytes.extend_from_slice(&ev);
+                ctx.new_record();
+                let ev_start = enc.bytes.len();
+                codec::encode_event_with(e, &mut enc.bytes, &mut ctx);
                 events = 0;
+                // Whole, it may be larger than it was as a difference.
+                let ev_len = enc.bytes.len() - ev_start;
+                if ev_len > sh.max_payload {
+                    enc.bytes.truncate(ev_start);
+                    ctx.new_record();
+                    refused.push((i, ev_len));
+                    continue;
+                }
             }
             events += 1;
         }
