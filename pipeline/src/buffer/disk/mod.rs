@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! senders ──encode──▶ writer ──append──▶ 00000000000000000007.seg ─┐   (segments: framed,
-//!   (the batch is acknowledged to its source once written, and      │    checksummed records,
-//!    synced when `fsync = "batch"`)                                   ▼    see `format`)
+//!   (the batch's holds wait for the group commit task's next sync   │    checksummed records,
+//!    with `fsync = "batch"`; acknowledged once written otherwise)    ▼    see `format`)
 //!                                                     reader ──decode──▶ sink
 //!                                                        │
 //!                         ack task ◀── the sink's outcome of each record, in order
@@ -12,7 +12,8 @@
 //! ```
 //!
 //! - **Durable, then acknowledged.** A batch's events are finalized `Delivered` to their
-//!   source once their records are written (and synced, per the fsync policy): from then on
+//!   source once their records are written (and synced, per the fsync policy: with `batch`, by
+//!   group commit, see [`writer::GroupCommit`]; a failed sync finalizes them `Errored`): from then on
 //!   the buffer owns them. The events the reader hands the sink carry a notifier of the
 //!   buffer's own; the ack task advances the acknowledged position past a record only when
 //!   the sink has finalized it, persists that position (`ack`, written atomically) and
