@@ -13,7 +13,7 @@
 //!
 //! - **Durable, then acknowledged.** A batch's events are finalized `Delivered` to their
 //!   source once their records are written (and synced, per the fsync policy: with `batch`, by
-//!   group commit, see [`writer::GroupCommit`]; a failed sync finalizes them `Errored`): from then on
+//!   group commit, see `writer::GroupCommit`; a failed sync finalizes them `Errored`): from then on
 //!   the buffer owns them. The events the reader hands the sink carry a notifier of the
 //!   buffer's own; the ack task advances the acknowledged position past a record only when
 //!   the sink has finalized it, persists that position (`ack`, written atomically) and

@@ -400,7 +400,7 @@ pub(super) struct GroupCommit {
 
 #[derive(Debug, Default)]
 pub(super) struct CommitState {
-    /// The segment being written.
+    /// The segment written since the last sync began (none when that sync covers all).
     file: Option<Arc<File>>,
     /// Records written (the next sequence number), and records durable.
     pub(super) written: u64,
@@ -451,11 +451,15 @@ pub(super) async fn group_commit(commit: Arc<GroupCommit>, sh: Arc<Shared>) {
         tokio::pin!(wake);
         wake.as_mut().enable();
         let job = {
-            let st = commit.lock();
-            match &st.file {
-                Some(f) if st.written > st.durable => Some((f.clone(), st.written)),
-                _ if st.closed => return,
-                _ => None,
+            let mut st = commit.lock();
+            if st.written > st.durable {
+                // Taken, not cloned: a segment deleted to free a full disk must not be kept
+                // open here (the writer registers the file again with its next write).
+                st.file.take().map(|f| (f, st.written))
+            } else if st.closed {
+                return;
+            } else {
+                None
             }
         };
         let Some((file, target)) = job else {
