@@ -274,7 +274,7 @@ pub fn open(
             .map_err(&err)?
             .len();
     }
-    let file = create_segment(&dir, active, opts.fsync).map_err(&err)?;
+    let file = create_segment(&dir, active, opts.fsync == Fsync::Batch).map_err(&err)?;
     disk_bytes += SEGMENT_HEADER;
     let oldest = segments.first().copied().unwrap_or(active);
     let start = match ack {
@@ -342,6 +342,7 @@ pub fn open(
         next_seq,
         broken: false,
         dirty: false,
+        created: false,
     }));
     if let Fsync::Interval(every) = opts.fsync {
         tokio::spawn(sync_every(Arc::downgrade(&writer), every));
@@ -400,7 +401,8 @@ fn scan(dir: &Path, id: u64, from: u64, max_payload: usize) -> io::Result<(Optio
     }
 }
 
-fn create_segment(dir: &Path, id: u64, fsync: Fsync) -> io::Result<File> {
+/// Creates segment `id` with its header, synced with its folder entry when `sync`.
+fn create_segment(dir: &Path, id: u64, sync: bool) -> io::Result<File> {
     let path = format::segment_path(dir, id);
     let f = OpenOptions::new()
         .read(true)
@@ -411,7 +413,7 @@ fn create_segment(dir: &Path, id: u64, fsync: Fsync) -> io::Result<File> {
     let written = f
         .write_all_at(&format::segment_header(id), 0)
         .and_then(|()| {
-            if fsync == Fsync::Batch {
+            if sync {
                 f.sync_data()?;
                 format::sync_dir(dir)?;
             }

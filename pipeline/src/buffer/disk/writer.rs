@@ -13,8 +13,12 @@ pub(super) struct Writer {
     pub(super) next_seq: u64,
     /// A failed write could not be cut off: the next write starts a new segment.
     pub(super) broken: bool,
-    /// Written since the last sync: the segment is synced before the next one is started.
+    /// Written since the last sync (interval policy: the segment is synced before the next
+    /// one is started).
     pub(super) dirty: bool,
+    /// A segment was created since the group commit last heard (its folder entry is not
+    /// synced yet).
+    pub(super) created: bool,
 }
 
 /// Records encoded from one batch: `bytes` holds each record (header space, then payload);
@@ -79,14 +83,16 @@ impl Writer {
     }
 
     fn roll(&mut self, sh: &Shared) -> io::Result<()> {
-        // Everything written before is durable before anything is written to the next
-        // segment: a sync of a later segment then covers every earlier record too.
-        if self.dirty {
+        // Interval policy: what was written is synced when its segment is closed. Batch
+        // policy: the group commit syncs every segment written since its last sync, and the
+        // folder, before it acknowledges anything (no sync here, under the writer's lock).
+        let batch = sh.fsync == Fsync::Batch;
+        if self.dirty && !batch {
             self.file.sync_data()?;
             self.dirty = false;
         }
         let id = self.segment + 1;
-        let file = match create_segment(&sh.dir, id, sh.fsync) {
+        let file = match create_segment(&sh.dir, id, false) {
             Ok(f) => f,
             Err(e) => {
                 // A full disk, and this segment wholly delivered: it is all that can go, and
@@ -100,9 +106,10 @@ impl Writer {
                     self.len.min(sh.disk_bytes.load(Ordering::Relaxed)),
                     Ordering::Relaxed,
                 );
-                create_segment(&sh.dir, id, sh.fsync)?
+                create_segment(&sh.dir, id, false)?
             }
         };
+        self.created = true;
         self.file = Arc::new(file);
         self.segment = id;
         self.len = SEGMENT_HEADER;
@@ -290,7 +297,7 @@ impl DiskSender {
         // events go; only their holds (one per source batch, mostly) wait.
         {
             let mut st = commit.lock();
-            st.register(&w, &mut batch.events);
+            st.register(&mut w, &mut batch.events);
         }
         drop(w);
         commit.wake.notify_one();
@@ -400,8 +407,10 @@ pub(super) struct GroupCommit {
 
 #[derive(Debug, Default)]
 pub(super) struct CommitState {
-    /// The segment written since the last sync began (none when that sync covers all).
-    file: Option<Arc<File>>,
+    /// The segments written since the last sync began (none when that sync covers all).
+    files: Vec<Arc<File>>,
+    /// A segment was created since the last sync began: the folder is synced too.
+    dir_dirty: bool,
     /// Records written (the next sequence number), and records durable.
     pub(super) written: u64,
     pub(super) durable: u64,
@@ -419,10 +428,11 @@ impl GroupCommit {
 impl CommitState {
     /// Registers what `w` just wrote (under the writer's lock, so that sequence numbers and
     /// the file go together) and takes the holds of `events`.
-    fn register(&mut self, w: &Writer, events: &mut [Event]) {
-        if !self.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &w.file)) {
-            self.file = Some(w.file.clone());
+    fn register(&mut self, w: &mut Writer, events: &mut [Event]) {
+        if !self.files.last().is_some_and(|f| Arc::ptr_eq(f, &w.file)) {
+            self.files.push(w.file.clone());
         }
+        self.dir_dirty |= std::mem::take(&mut w.created);
         self.written = w.next_seq;
         let mut last: Option<&Finalizer> = None;
         for e in events {
@@ -455,22 +465,32 @@ pub(super) async fn group_commit(commit: Arc<GroupCommit>, sh: Arc<Shared>) {
             if st.written > st.durable {
                 // Taken, not cloned: a segment deleted to free a full disk must not be kept
                 // open here (the writer registers the file again with its next write).
-                st.file.take().map(|f| (f, st.written))
+                let files = std::mem::take(&mut st.files);
+                let dir = std::mem::take(&mut st.dir_dirty);
+                Some((files, dir, st.written))
             } else if st.closed {
                 return;
             } else {
                 None
             }
         };
-        let Some((file, target)) = job else {
+        let Some((files, dir, target)) = job else {
             wake.await;
             continue;
         };
         let c = commit.clone();
+        let folder = sh.dir.clone();
         let res = tokio::task::spawn_blocking(move || {
             #[cfg(test)]
             let _gate = c.gate.lock().unwrap_or_else(|p| p.into_inner());
-            let r = file.sync_data();
+            // Oldest first: a segment is durable before the next one's records.
+            let r = files.iter().try_for_each(|f| f.sync_data()).and_then(|()| {
+                if dir {
+                    format::sync_dir(&folder)
+                } else {
+                    Ok(())
+                }
+            });
             c.syncs.fetch_add(1, Ordering::Relaxed);
             r
         })
