@@ -22,8 +22,8 @@ use ordered_float::NotNan;
 
 use crate::codec::{JsonDefaults, JsonLog};
 use crate::event::{
-    Bucket, KeyString, Event, EventMetadata, LogEvent, Metric, MetricKind, MetricValue, ObjectMap, Quantile,
-    Sample, Span, SpanEvent, SpanKind, SpanLink, SpanStatus, StatisticKind, Value,
+    Bucket, Event, EventMetadata, KeyString, LogEvent, Metric, MetricKind, MetricValue, ObjectMap,
+    Quantile, Sample, Span, SpanEvent, SpanKind, SpanLink, SpanStatus, StatisticKind, Value,
 };
 
 /// Nesting deeper than this is refused when reading (a record that passed its checksum was
@@ -839,7 +839,10 @@ mod tests {
 
     impl JsonDefaults for At {
         fn push(&self, fields: &mut Vec<(KeyString, Value)>) {
-            fields.push(("file".into(), Value::Bytes(Bytes::from_static(b"/var/log/a"))));
+            fields.push((
+                "file".into(),
+                Value::Bytes(Bytes::from_static(b"/var/log/a")),
+            ));
             fields.push(("host".into(), Value::Bytes(Bytes::from_static(b"box"))));
             fields.push(("offset".into(), Value::Integer(self.0)));
             fields.push((

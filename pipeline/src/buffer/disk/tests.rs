@@ -340,7 +340,10 @@ async fn concurrent_senders_share_syncs_and_are_acknowledged_only_after_one_cove
     let dir = Dir::new();
     let m = ComponentMetrics::detached("t");
     let (tx, mut rx) = open(options(&dir, 16 << 20, WhenFull::Block), m.clone()).unwrap();
-    let commit = tx.commit.clone().expect("fsync = \"batch\" commits in groups");
+    let commit = tx
+        .commit
+        .clone()
+        .expect("fsync = \"batch\" commits in groups");
     let gate = commit.gate.lock().unwrap();
     let mut senders = Vec::new();
     for s in 0..8 {
@@ -426,7 +429,10 @@ async fn lazy_json_lines_split_over_records_read_back_the_same() {
     let line = |i: i64| {
         let text = format!(r#"{{"i":{i},"pad":"{}"}}"#, "p".repeat(i as usize % 700));
         let log = crate::codec::JsonLog::checked(Bytes::from(text), Defaults(i / 3), None);
-        Event::Log(LogEvent::from_typed(log, crate::event::EventMetadata::default()))
+        Event::Log(LogEvent::from_typed(
+            log,
+            crate::event::EventMetadata::default(),
+        ))
     };
     // Records of at most 32 KiB: a batch of 300 such lines spans several.
     let mut batch = EventBatch::new((0..300).map(line).collect());
@@ -444,7 +450,9 @@ async fn lazy_json_lines_split_over_records_read_back_the_same() {
     let mut got = Vec::new();
     while let Some(mut b) = rx.recv().await {
         for e in b.iter() {
-            let Event::Log(l) = e else { panic!("not a log") };
+            let Event::Log(l) = e else {
+                panic!("not a log")
+            };
             assert!(l.lazy_json().is_some(), "still lazy");
             got.push(l.value().clone());
         }
@@ -458,4 +466,43 @@ async fn lazy_json_lines_split_over_records_read_back_the_same() {
         };
         assert_eq!(v, l.value());
     }
+}
+
+#[tokio::test]
+// The gate holds the group commit's syncs back on purpose while the sender writes.
+#[allow(clippy::await_holding_lock)]
+async fn batches_over_several_segments_are_acknowledged_after_one_sync_of_them_all() {
+    let dir = Dir::new();
+    let m = ComponentMetrics::detached("t");
+    // Segments of 32 KiB: 20 batches of about 10 KiB take several.
+    let (tx, mut rx) = open(options(&dir, MIN_DISK_BYTES, WhenFull::Block), m.clone()).unwrap();
+    let commit = tx
+        .commit
+        .clone()
+        .expect("fsync = \"batch\" commits in groups");
+    let gate = commit.gate.lock().unwrap();
+    let mut statuses = Vec::new();
+    for b in 0..20 {
+        let (n, status) = BatchNotifier::new_with_receiver();
+        let mut batch = numbered(b * 10, 10, 1000);
+        batch.attach_notifier(&n);
+        drop(n);
+        tx.send(batch).await.unwrap();
+        statuses.push(status);
+    }
+    assert!(format::list_segments(&dir.0).unwrap().len() >= 5);
+    for st in &mut statuses {
+        assert_eq!(st.try_recv(), None, "acknowledged before a sync covered it");
+    }
+    drop(gate);
+    for st in statuses {
+        assert_eq!(st.await, EventStatus::Delivered);
+    }
+    let syncs = commit.syncs.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&syncs), "{syncs} syncs");
+    drop(tx);
+    assert_eq!(
+        take(&mut rx, 200, EventStatus::Delivered).await,
+        (0..200).collect::<Vec<_>>()
+    );
 }
