@@ -46,8 +46,11 @@ pub struct DecodeError {
 pub struct Context {
     scratch: Vec<(KeyString, Value)>,
     prev: Vec<(KeyString, Value)>,
-    prev_md: Option<(Option<Arc<str>>, Option<DateTime<Utc>>)>,
+    prev_md: Option<SourceAndTime>,
 }
+
+/// An event's metadata as written: its source and ingest time.
+type SourceAndTime = (Option<Arc<str>>, Option<DateTime<Utc>>);
 
 impl Context {
     /// A new record starts (or the last event was left out of it): nothing to refer to.
