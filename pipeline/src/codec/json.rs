@@ -279,6 +279,10 @@ impl<D: JsonDefaults> TypedLog for JsonLog<D> {
         self.defaults.adds_nothing().then_some(&self.frame)
     }
 
+    fn lazy_json(&self) -> Option<(&Bytes, &dyn JsonDefaults)> {
+        Some((&self.frame, &self.defaults))
+    }
+
     fn estimated_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.frame.len()
     }

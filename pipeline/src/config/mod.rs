@@ -201,8 +201,9 @@ pub struct BufferConfig {
     /// What a full buffer does. Default: `block`.
     #[serde(default)]
     pub when_full: WhenFull,
-    /// Disk buffers: when writes are synced to disk. `batch`: every batch, before it is
-    /// acknowledged to its source (a power loss loses nothing acknowledged); `interval`: every
+    /// Disk buffers: when writes are synced to disk. `batch`: every batch is synced before it
+    /// is acknowledged to its source (a power loss loses nothing acknowledged); one sync
+    /// covers every batch written while the previous sync ran (group commit); `interval`: every
     /// `fsync_interval_secs` (a power loss can lose what was written in the last interval, though
     /// its sources were told it was kept). A crash of Weir alone loses nothing either way.
     /// Default: `batch`.

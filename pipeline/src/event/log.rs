@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use super::{EventMetadata, FieldPath, ObjectMap, Value};
+use crate::codec::JsonDefaults;
 
 /// A log's fields held as a typed Rust value instead of a tree of [`Value`]s.
 ///
@@ -30,6 +31,13 @@ pub trait TypedLog: Any + Send + Sync + std::fmt::Debug {
     /// A consumer that parses JSON itself (a columnar writer) reads it instead of the tree,
     /// without knowing which type holds it.
     fn raw_json(&self) -> Option<&Bytes> {
+        None
+    }
+
+    /// The fields as the text of one JSON object plus the fields its source adds where the
+    /// text lacks them ([`JsonLog`](crate::codec::JsonLog)): what a disk buffer writes
+    /// instead of the tree, and reads back into the same lazy form.
+    fn lazy_json(&self) -> Option<(&Bytes, &dyn JsonDefaults)> {
         None
     }
 
@@ -106,6 +114,12 @@ impl LogEvent {
     /// The fields' JSON text as read, when the typed form is one ([`TypedLog::raw_json`]).
     pub fn raw_json(&self) -> Option<&Bytes> {
         self.typed.as_ref()?.data.raw_json()
+    }
+
+    /// The fields' JSON text and its source's added fields, when the typed form is a lazily
+    /// held JSON line that nothing changed since ([`TypedLog::lazy_json`]).
+    pub fn lazy_json(&self) -> Option<(&Bytes, &dyn JsonDefaults)> {
+        self.typed.as_ref()?.data.lazy_json()
     }
 
     /// The typed form's estimate plus its tree if one was built; `None` for a plain tree.

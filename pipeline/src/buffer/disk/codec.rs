@@ -6,7 +6,10 @@
 //! length then the bytes, floats 8 bytes little-endian. An event is a tag (`0` log, `1`
 //! metric, `2` span), its metadata (source id, ingest time), then its data. A log is its tree
 //! of fields; a typed log is written as its tree (the reader gets a plain tree back, which
-//! every consumer reads the same way). A VRL regex value comes back as the bytes of its
+//! every consumer reads the same way), except a `json` line held lazily ([`JsonLog`]): tag `3`,
+//! its metadata, the line's text, then the fields its source adds (a count, then each key
+//! and value), read back into the same lazy form whose tree is built only if something reads
+//! it, and is then exactly the tree the line would have given (format version 2). A VRL regex value comes back as the bytes of its
 //! pattern. The acknowledgement hold is not written: the buffer acknowledged the event when
 //! it was durable.
 
@@ -17,9 +20,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ordered_float::NotNan;
 
+use crate::codec::{JsonDefaults, JsonLog};
 use crate::event::{
-    Bucket, Event, EventMetadata, LogEvent, Metric, MetricKind, MetricValue, ObjectMap, Quantile,
-    Sample, Span, SpanEvent, SpanKind, SpanLink, SpanStatus, StatisticKind, Value,
+    Bucket, Event, EventMetadata, KeyString, LogEvent, Metric, MetricKind, MetricValue, ObjectMap,
+    Quantile, Sample, Span, SpanEvent, SpanKind, SpanLink, SpanStatus, StatisticKind, Value,
 };
 
 /// Nesting deeper than this is refused when reading (a record that passed its checksum was
@@ -35,10 +39,41 @@ pub struct DecodeError {
     what: &'static str,
 }
 
-/// Appends `event` to `out`.
+/// What the encoder remembers within one record: the previous lazily held JSON line's
+/// metadata and source fields, so that a line whose are the same (the same file, host, read
+/// time) writes a byte for each instead of them again.
+#[derive(Debug, Default)]
+pub struct Context {
+    scratch: Vec<(KeyString, Value)>,
+    prev: Vec<(KeyString, Value)>,
+    prev_md: Option<SourceAndTime>,
+}
+
+/// An event's metadata as written: its source and ingest time.
+type SourceAndTime = (Option<Arc<str>>, Option<DateTime<Utc>>);
+
+impl Context {
+    /// A new record starts (or the last event was left out of it): nothing to refer to.
+    pub fn new_record(&mut self) {
+        self.prev.clear();
+        self.prev_md = None;
+    }
+}
+
+/// Appends `event` to `out`, as the first of a record.
+#[cfg(test)]
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
+    encode_event_with(event, out, &mut Context::default());
+}
+
+/// Appends `event` to `out`; `ctx` is the record's (see [`Context`]).
+pub fn encode_event_with(event: &Event, out: &mut Vec<u8>, ctx: &mut Context) {
     match event {
         Event::Log(log) => {
+            if let Some((frame, defaults)) = log.lazy_json() {
+                lazy_json(log, frame, defaults, out, ctx);
+                return;
+            }
             out.push(0);
             metadata(
                 log.metadata.source_id.as_deref(),
@@ -58,6 +93,49 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
             span(s, out);
         }
     }
+}
+
+/// A JSON line held lazily: its text and its source's fields, not a tree. Its metadata is
+/// `2` when the previous such line's in the record was the same, else as any event's; each
+/// source field is `1` (the previous line's field at this place, key and value), `2` then a
+/// value (the same key), or `0` then key and value.
+fn lazy_json(
+    log: &LogEvent,
+    frame: &Bytes,
+    defaults: &dyn JsonDefaults,
+    out: &mut Vec<u8>,
+    ctx: &mut Context,
+) {
+    out.push(3);
+    let md = &log.metadata;
+    let same_md = ctx.prev_md.as_ref().is_some_and(|(sid, at)| {
+        sid.as_deref() == md.source_id.as_deref() && *at == md.ingest_time
+    });
+    if same_md {
+        out.push(2);
+    } else {
+        metadata(md.source_id.as_deref(), md.ingest_time, out);
+        ctx.prev_md = Some((md.source_id.clone(), md.ingest_time));
+    }
+    bytes(frame, out);
+    ctx.scratch.clear();
+    defaults.push(&mut ctx.scratch);
+    varint(ctx.scratch.len() as u64, out);
+    for (i, (k, v)) in ctx.scratch.iter().enumerate() {
+        match ctx.prev.get(i) {
+            Some((pk, pv)) if pk == k && pv == v => out.push(1),
+            Some((pk, _)) if pk == k => {
+                out.push(2);
+                value(v, out);
+            }
+            _ => {
+                out.push(0);
+                bytes(k.as_str().as_bytes(), out);
+                value(v, out);
+            }
+        }
+    }
+    std::mem::swap(&mut ctx.prev, &mut ctx.scratch);
 }
 
 fn varint(mut v: u64, out: &mut Vec<u8>) {
@@ -287,10 +365,27 @@ fn span(s: &Span, out: &mut Vec<u8>) {
     bytes(s.scope_version.as_bytes(), out);
 }
 
+/// The fields a lazily held JSON line's source added, as read back from a record.
+#[derive(Debug)]
+pub struct StoredDefaults(Arc<Vec<(KeyString, Value)>>);
+
+impl JsonDefaults for StoredDefaults {
+    fn push(&self, fields: &mut Vec<(KeyString, Value)>) {
+        fields.extend(self.0.iter().cloned());
+    }
+
+    fn adds_nothing(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Reads the events of one record's payload. Strings point into `payload` (no copy).
 pub struct Reader {
     buf: Bytes,
     pos: usize,
+    /// The previous lazily held JSON line's source fields and metadata (see [`Context`]).
+    prev: Arc<Vec<(KeyString, Value)>>,
+    prev_md: Option<EventMetadata>,
 }
 
 type R<T> = Result<T, DecodeError>;
@@ -301,6 +396,8 @@ impl Reader {
         Self {
             buf: payload,
             pos: 0,
+            prev: Arc::default(),
+            prev_md: None,
         }
     }
 
@@ -437,8 +534,58 @@ impl Reader {
                 s.metadata = md;
                 Ok(Event::Trace(Box::new(s)))
             }
+            3 => self.lazy_json(),
             _ => self.err("unknown event tag"),
         }
+    }
+
+    /// A JSON line held lazily (see [`lazy_json`]).
+    fn lazy_json(&mut self) -> R<Event> {
+        let md = if self.buf.get(self.pos) == Some(&2) {
+            self.pos += 1;
+            match &self.prev_md {
+                Some(md) => md.clone(),
+                None => return self.err("no metadata to repeat"),
+            }
+        } else {
+            let md = self.metadata()?;
+            self.prev_md = Some(md.clone());
+            md
+        };
+        let frame = self.bytes()?;
+        let n = self.len()?;
+        let mut same = n == self.prev.len();
+        let mut fields = Vec::with_capacity(n);
+        let before = self.prev.clone();
+        for i in 0..n {
+            let prev = before.get(i);
+            let field = match (self.u8()?, prev) {
+                (1, Some(p)) => p.clone(),
+                (2, Some((k, _))) => {
+                    same = false;
+                    (k.clone(), self.value(1)?)
+                }
+                (0, _) => {
+                    same = false;
+                    let k = self.string()?;
+                    (KeyString::from(k), self.value(1)?)
+                }
+                _ => return self.err("bad field tag"),
+            };
+            fields.push(field);
+        }
+        // The same fields as the line before: shared, not copied.
+        let fields = if same {
+            self.prev.clone()
+        } else {
+            let f = Arc::new(fields);
+            self.prev = f.clone();
+            f
+        };
+        // The line passed `check_json` before it was written, and the record its checksum;
+        // should it not parse all the same, `JsonLog` keeps it whole as `message`.
+        let log = JsonLog::checked(frame, StoredDefaults(fields), None);
+        Ok(Event::Log(LogEvent::from_typed(log, md)))
     }
 
     fn value(&mut self, depth: usize) -> R<Value> {
@@ -678,6 +825,182 @@ mod tests {
         assert_eq!(back.value(), &Value::Object(map));
         assert_eq!(back.metadata.source_id.as_deref(), Some("src"));
         assert_eq!(back.metadata.ingest_time, md.ingest_time);
+    }
+
+    #[derive(Debug)]
+    struct FileLike;
+
+    impl JsonDefaults for FileLike {
+        fn push(&self, fields: &mut Vec<(KeyString, Value)>) {
+            At(1234).push(fields)
+        }
+    }
+
+    /// [`FileLike`] at another offset.
+    #[derive(Debug)]
+    struct At(i64);
+
+    impl JsonDefaults for At {
+        fn push(&self, fields: &mut Vec<(KeyString, Value)>) {
+            fields.push((
+                "file".into(),
+                Value::Bytes(Bytes::from_static(b"/var/log/a")),
+            ));
+            fields.push(("host".into(), Value::Bytes(Bytes::from_static(b"box"))));
+            fields.push(("offset".into(), Value::Integer(self.0)));
+            fields.push((
+                "timestamp".into(),
+                Value::Timestamp(DateTime::from_timestamp(1_700_000_000, 5).unwrap()),
+            ));
+        }
+    }
+
+    fn lazy<D: JsonDefaults>(line: &'static [u8], defaults: D) -> Event {
+        let md = EventMetadata::at(Some(Arc::from("src")), Utc::now());
+        let log = JsonLog::checked(Bytes::from_static(line), defaults, None);
+        Event::Log(LogEvent::from_typed(log, md))
+    }
+
+    #[test]
+    fn a_lazy_json_line_comes_back_lazy_with_the_same_tree() {
+        // The line's own `host` (and a key twice in the line) win over the source's fields.
+        let line = br#"{"host":"mine","msg":"a \"quoted\" word","n":[1,2.5,null],"msg":"last"}"#;
+        let e = lazy(line, FileLike);
+        let mut out = Vec::new();
+        encode_event(&e, &mut out);
+        // The text is written, not a tree (the line plus 4 small fields and the metadata).
+        assert_eq!(out[0], 3);
+        assert!(out.len() < line.len() + 80, "{} bytes", out.len());
+        let mut r = Reader::new(Bytes::from(out));
+        let Event::Log(back) = r.event().unwrap() else {
+            panic!("not a log")
+        };
+        assert!(r.is_done());
+        // Still lazy: nothing built the tree yet.
+        let (frame, _) = back.lazy_json().expect("lazy after the round trip");
+        assert_eq!(&frame[..], &line[..]);
+        assert_eq!(back.raw_json(), None, "the source adds fields");
+        let Event::Log(orig) = &e else { unreachable!() };
+        assert_eq!(back.value(), orig.value());
+        let m = back.as_map().unwrap();
+        assert_eq!(m["host"], Value::Bytes(Bytes::from_static(b"mine")));
+        assert_eq!(m["msg"], Value::Bytes(Bytes::from_static(b"last")));
+        assert_eq!(m["offset"], Value::Integer(1234));
+        assert_eq!(back.metadata.source_id.as_deref(), Some("src"));
+        assert_eq!(back.metadata.ingest_time, orig.metadata.ingest_time);
+    }
+
+    #[test]
+    fn lines_of_one_record_refer_to_the_fields_before_and_read_back_the_same() {
+        let other_md = EventMetadata::at(Some(Arc::from("other")), Utc::now());
+        let tree = {
+            let mut m = ObjectMap::new();
+            m.insert("x".into(), Value::Integer(1));
+            Event::Log(LogEvent::from_value(Value::Object(m), other_md.clone()))
+        };
+        let events = vec![
+            lazy(br#"{"a":1}"#, At(0)),
+            lazy(br#"{"a":2}"#, At(8)),
+            lazy(br#"{"a":3}"#, At(8)),
+            tree,
+            lazy(br#"{"a":4,"offset":"own"}"#, At(16)),
+            lazy(br#"{"a":5}"#, ()),
+            lazy(br#"{"a":6}"#, FileLike),
+            Event::Log(LogEvent::from_typed(
+                JsonLog::checked(Bytes::from_static(br#"{"a":7}"#), At(9), None),
+                other_md,
+            )),
+        ];
+        let mut out = Vec::new();
+        let mut ctx = Context::default();
+        let mut alone = 0;
+        for e in &events {
+            encode_event_with(e, &mut out, &mut ctx);
+            let mut one = Vec::new();
+            encode_event(e, &mut one);
+            alone += one.len();
+        }
+        assert!(out.len() < alone, "{} bytes, {alone} one by one", out.len());
+        let mut r = Reader::new(Bytes::from(out));
+        for e in &events {
+            let Event::Log(orig) = e else { unreachable!() };
+            let Event::Log(back) = r.event().unwrap() else {
+                panic!("not a log")
+            };
+            assert_eq!(back.value(), orig.value());
+            assert_eq!(back.lazy_json().is_some(), orig.lazy_json().is_some());
+            assert_eq!(back.metadata.source_id, orig.metadata.source_id);
+            assert_eq!(back.metadata.ingest_time, orig.metadata.ingest_time);
+        }
+        assert!(r.is_done());
+    }
+
+    #[test]
+    fn a_line_referring_to_nothing_is_an_error() {
+        let mut out = vec![3, 2];
+        bytes(b"{}", &mut out);
+        assert!(Reader::new(Bytes::from(out)).event().is_err());
+        let mut out = vec![3];
+        metadata(None, None, &mut out);
+        bytes(b"{}", &mut out);
+        varint(1, &mut out);
+        out.push(1);
+        assert!(Reader::new(Bytes::from(out)).event().is_err());
+    }
+
+    #[test]
+    fn a_lazy_json_line_without_added_fields_keeps_its_raw_json() {
+        let line = br#"{"a":1,"b":{"c":"d"}}"#;
+        let e = lazy(line, ());
+        let Event::Log(back) = round_trip(e) else {
+            panic!("not a log")
+        };
+        assert_eq!(back.raw_json().map(|b| &b[..]), Some(&line[..]));
+        let mut m = ObjectMap::new();
+        m.insert("a".into(), Value::Integer(1));
+        let mut inner = ObjectMap::new();
+        inner.insert("c".into(), Value::Bytes(Bytes::from_static(b"d")));
+        m.insert("b".into(), Value::Object(inner));
+        assert_eq!(back.value(), &Value::Object(m));
+    }
+
+    #[test]
+    fn a_changed_or_built_lazy_line_is_written_as_a_tree() {
+        let Event::Log(mut log) = lazy(br#"{"a":1}"#, FileLike) else {
+            unreachable!()
+        };
+        log.insert_field("b", 2);
+        let mut out = Vec::new();
+        encode_event(&Event::Log(log.clone()), &mut out);
+        assert_eq!(out[0], 0, "a changed line is a tree");
+        let Event::Log(back) = round_trip(Event::Log(log.clone())) else {
+            panic!("not a log")
+        };
+        assert!(back.lazy_json().is_none());
+        assert_eq!(back.value(), log.value());
+    }
+
+    #[test]
+    fn a_damaged_lazy_line_is_an_error_or_kept_whole_never_a_panic() {
+        let e = lazy(br#"{"a":"b"}"#, FileLike);
+        let mut out = Vec::new();
+        encode_event(&e, &mut out);
+        for cut in 0..out.len() {
+            let _ = Reader::new(Bytes::copy_from_slice(&out[..cut])).event();
+        }
+        // A text that is not JSON any more (a crafted record) reads as its message.
+        let mut bad = Vec::new();
+        bad.push(3);
+        metadata(None, None, &mut bad);
+        bytes(b"{not json", &mut bad);
+        varint(0, &mut bad);
+        let Ok(Event::Log(back)) = Reader::new(Bytes::from(bad)).event() else {
+            panic!("should decode")
+        };
+        assert_eq!(
+            back.get_field("message"),
+            Some(&Value::Bytes(Bytes::from_static(b"{not json")))
+        );
     }
 
     #[test]

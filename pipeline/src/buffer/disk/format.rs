@@ -23,8 +23,11 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-/// The format this Weir writes and reads.
-pub const VERSION: u32 = 1;
+/// The format this Weir writes. Version 2 added an event kind (a JSON line held as its text,
+/// see `codec`); the records of version 1 are a subset of it.
+pub const VERSION: u32 = 2;
+/// The oldest format this Weir reads (its records decode the same).
+pub const OLDEST_READABLE: u32 = 1;
 /// A segment's header length.
 pub const SEGMENT_HEADER: u64 = 32;
 /// A record's header length.
@@ -93,7 +96,7 @@ pub fn check_header(file: &File, id: u64) -> io::Result<Header> {
         return Ok(Header::Corrupt);
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != VERSION {
+    if !(OLDEST_READABLE..=VERSION).contains(&version) {
         return Ok(Header::Version(version));
     }
     if h[16..24] != id.to_le_bytes() {
@@ -267,7 +270,8 @@ pub fn read_ack(dir: &Path) -> Result<Option<AckPosition>, String> {
     if c.finalize() != crc {
         return Err("the ack file fails its checksum".into());
     }
-    if version != VERSION {
+    // The ack file did not change from version 1 to 2.
+    if !(OLDEST_READABLE..=VERSION).contains(&version) {
         return Err(format!("the ack file is of format version {version}"));
     }
     Ok(Some(AckPosition {

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! senders ──encode──▶ writer ──append──▶ 00000000000000000007.seg ─┐   (segments: framed,
-//!   (the batch is acknowledged to its source once written, and      │    checksummed records,
-//!    synced when `fsync = "batch"`)                                   ▼    see `format`)
+//!   (the batch's holds wait for the group commit task's next sync   │    checksummed records,
+//!    with `fsync = "batch"`; acknowledged once written otherwise)    ▼    see `format`)
 //!                                                     reader ──decode──▶ sink
 //!                                                        │
 //!                         ack task ◀── the sink's outcome of each record, in order
@@ -12,7 +12,8 @@
 //! ```
 //!
 //! - **Durable, then acknowledged.** A batch's events are finalized `Delivered` to their
-//!   source once their records are written (and synced, per the fsync policy): from then on
+//!   source once their records are written (and synced, per the fsync policy: with `batch`, by
+//!   group commit, see `writer::GroupCommit`; a failed sync finalizes them `Errored`): from then on
 //!   the buffer owns them. The events the reader hands the sink carry a notifier of the
 //!   buffer's own; the ack task advances the acknowledged position past a record only when
 //!   the sink has finalized it, persists that position (`ack`, written atomically) and
@@ -109,8 +110,9 @@ pub enum DiskError {
     },
     /// A segment of another format version.
     #[error(
-        "disk buffer {dir}: segment {segment} was written in format version {version}, this Weir reads version {}: \
+        "disk buffer {dir}: segment {segment} was written in format version {version}, this Weir reads versions {} to {}: \
          drain it with the Weir that wrote it, or move the folder away to start empty",
+        format::OLDEST_READABLE,
         format::VERSION
     )]
     Version {
@@ -272,7 +274,7 @@ pub fn open(
             .map_err(&err)?
             .len();
     }
-    let file = create_segment(&dir, active, opts.fsync).map_err(&err)?;
+    let file = create_segment(&dir, active, opts.fsync == Fsync::Batch).map_err(&err)?;
     disk_bytes += SEGMENT_HEADER;
     let oldest = segments.first().copied().unwrap_or(active);
     let start = match ack {
@@ -334,26 +336,33 @@ pub fn open(
     });
     metrics.set_buffer(shared.clone());
     let writer = Arc::new(tokio::sync::Mutex::new(Writer {
-        file,
+        file: Arc::new(file),
         segment: active,
         len: SEGMENT_HEADER,
         next_seq,
         broken: false,
         dirty: false,
+        created: false,
     }));
     if let Fsync::Interval(every) = opts.fsync {
         tokio::spawn(sync_every(Arc::downgrade(&writer), every));
+    }
+    let commit = (opts.fsync == Fsync::Batch).then(|| Arc::new(GroupCommit::default()));
+    if let Some(c) = &commit {
+        tokio::spawn(group_commit(c.clone(), shared.clone()));
     }
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     tokio::spawn(ack_task(shared.clone(), start, acks_rx));
     let guard = Arc::new(SendersGuard {
         shared: shared.clone(),
         writer: writer.clone(),
+        commit: commit.clone(),
     });
     Ok((
         DiskSender {
             shared: shared.clone(),
             writer,
+            commit,
             _guard: guard,
         },
         DiskReceiver {
@@ -392,7 +401,8 @@ fn scan(dir: &Path, id: u64, from: u64, max_payload: usize) -> io::Result<(Optio
     }
 }
 
-fn create_segment(dir: &Path, id: u64, fsync: Fsync) -> io::Result<File> {
+/// Creates segment `id` with its header, synced with its folder entry when `sync`.
+fn create_segment(dir: &Path, id: u64, sync: bool) -> io::Result<File> {
     let path = format::segment_path(dir, id);
     let f = OpenOptions::new()
         .read(true)
@@ -403,7 +413,7 @@ fn create_segment(dir: &Path, id: u64, fsync: Fsync) -> io::Result<File> {
     let written = f
         .write_all_at(&format::segment_header(id), 0)
         .and_then(|()| {
-            if fsync == Fsync::Batch {
+            if sync {
                 f.sync_data()?;
                 format::sync_dir(dir)?;
             }

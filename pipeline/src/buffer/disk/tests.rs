@@ -1,5 +1,6 @@
 use super::*;
-use crate::event::LogEvent;
+use crate::event::{LogEvent, Value};
+use bytes::Bytes;
 
 /// A folder removed on drop.
 struct Dir(PathBuf);
@@ -320,7 +321,7 @@ async fn a_segment_of_another_version_is_refused_with_a_message() {
     let dir = Dir::new();
     std::fs::create_dir_all(&dir.0).unwrap();
     let mut h = format::segment_header(1);
-    h[8] = 2;
+    h[8] = 3;
     let crc = crc32fast::hash(&h[0..24]);
     h[24..28].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(format::segment_path(&dir.0, 1), h).unwrap();
@@ -329,5 +330,179 @@ async fn a_segment_of_another_version_is_refused_with_a_message() {
         ComponentMetrics::detached("t"),
     )
     .unwrap_err();
-    assert!(e.to_string().contains("format version 2"), "{e}");
+    assert!(e.to_string().contains("format version 3"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The gate holds the group commit's syncs back on purpose while the senders write.
+#[allow(clippy::await_holding_lock)]
+async fn concurrent_senders_share_syncs_and_are_acknowledged_only_after_one_covers_them() {
+    let dir = Dir::new();
+    let m = ComponentMetrics::detached("t");
+    let (tx, mut rx) = open(options(&dir, 16 << 20, WhenFull::Block), m.clone()).unwrap();
+    let commit = tx
+        .commit
+        .clone()
+        .expect("fsync = \"batch\" commits in groups");
+    let gate = commit.gate.lock().unwrap();
+    let mut senders = Vec::new();
+    for s in 0..8 {
+        let tx = tx.clone();
+        senders.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for b in 0..5 {
+                let (n, status) = BatchNotifier::new_with_receiver();
+                let mut batch = numbered((s * 5 + b) * 10, 10, 20);
+                batch.attach_notifier(&n);
+                drop(n);
+                tx.send(batch).await.unwrap();
+                statuses.push(status);
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for s in senders {
+        statuses.extend(s.await.unwrap());
+    }
+    // Every batch is written (each send returned), no sync has finished: none is
+    // acknowledged.
+    assert_eq!(commit.lock().written, 40);
+    for st in &mut statuses {
+        assert_eq!(st.try_recv(), None, "acknowledged before a sync covered it");
+    }
+    assert_eq!(commit.syncs.load(Ordering::SeqCst), 0);
+    drop(gate);
+    for st in statuses {
+        assert_eq!(st.await, EventStatus::Delivered);
+    }
+    // At most one sync started before the last write (it waited at the gate); the next one
+    // covers every batch written meanwhile.
+    let syncs = commit.syncs.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&syncs), "{syncs} syncs for 40 batches");
+    assert_eq!(commit.lock().durable, 40);
+    drop(tx);
+    let mut got = take(&mut rx, 400, EventStatus::Delivered).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..400).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn with_fsync_interval_a_batch_is_acknowledged_once_written() {
+    let dir = Dir::new();
+    let mut opts = options(&dir, 1 << 20, WhenFull::Block);
+    opts.fsync = Fsync::Interval(Duration::from_secs(3600));
+    let (tx, mut rx) = open(opts, ComponentMetrics::detached("t")).unwrap();
+    assert!(tx.commit.is_none());
+    let (notifier, mut status) = BatchNotifier::new_with_receiver();
+    let mut b = numbered(0, 10, 20);
+    b.attach_notifier(&notifier);
+    drop(notifier);
+    tx.send(b).await.unwrap();
+    assert_eq!(status.try_recv(), Some(EventStatus::Delivered));
+    drop(tx);
+    assert_eq!(
+        take(&mut rx, 10, EventStatus::Delivered).await,
+        (0..10).collect::<Vec<_>>()
+    );
+}
+
+/// Lazily held JSON lines, each with a source field of its own (`n`) and shared ones.
+#[derive(Debug)]
+struct Defaults(i64);
+
+impl crate::codec::JsonDefaults for Defaults {
+    fn push(&self, fields: &mut Vec<(crate::event::KeyString, Value)>) {
+        fields.push(("file".into(), Value::from("/var/log/app.log")));
+        fields.push(("n".into(), Value::Integer(self.0)));
+    }
+}
+
+#[tokio::test]
+async fn lazy_json_lines_split_over_records_read_back_the_same() {
+    let dir = Dir::new();
+    let (tx, mut rx) = open(
+        options(&dir, MIN_DISK_BYTES, WhenFull::Block),
+        ComponentMetrics::detached("t"),
+    )
+    .unwrap();
+    let line = |i: i64| {
+        let text = format!(r#"{{"i":{i},"pad":"{}"}}"#, "p".repeat(i as usize % 700));
+        let log = crate::codec::JsonLog::checked(Bytes::from(text), Defaults(i / 3), None);
+        Event::Log(LogEvent::from_typed(
+            log,
+            crate::event::EventMetadata::default(),
+        ))
+    };
+    // Records of at most 32 KiB: a batch of 300 such lines spans several.
+    let mut batch = EventBatch::new((0..300).map(line).collect());
+    let expected: Vec<Value> = batch
+        .iter()
+        .map(|e| match e {
+            Event::Log(l) => l.value().clone(),
+            _ => unreachable!(),
+        })
+        .collect();
+    // Lines whose tree was never built: the ones to write as text.
+    batch.events.extend((300..600).map(line));
+    tx.send(batch).await.unwrap();
+    drop(tx);
+    let mut got = Vec::new();
+    while let Some(mut b) = rx.recv().await {
+        for e in b.iter() {
+            let Event::Log(l) = e else {
+                panic!("not a log")
+            };
+            assert!(l.lazy_json().is_some(), "still lazy");
+            got.push(l.value().clone());
+        }
+        b.finalize(EventStatus::Delivered);
+    }
+    assert_eq!(got.len(), 600);
+    assert_eq!(&got[..300], &expected[..]);
+    for (i, v) in got.iter().enumerate().skip(300) {
+        let Event::Log(l) = line(i as i64) else {
+            unreachable!()
+        };
+        assert_eq!(v, l.value());
+    }
+}
+
+#[tokio::test]
+// The gate holds the group commit's syncs back on purpose while the sender writes.
+#[allow(clippy::await_holding_lock)]
+async fn batches_over_several_segments_are_acknowledged_after_one_sync_of_them_all() {
+    let dir = Dir::new();
+    let m = ComponentMetrics::detached("t");
+    // Segments of 32 KiB: 20 batches of about 10 KiB take several.
+    let (tx, mut rx) = open(options(&dir, MIN_DISK_BYTES, WhenFull::Block), m.clone()).unwrap();
+    let commit = tx
+        .commit
+        .clone()
+        .expect("fsync = \"batch\" commits in groups");
+    let gate = commit.gate.lock().unwrap();
+    let mut statuses = Vec::new();
+    for b in 0..20 {
+        let (n, status) = BatchNotifier::new_with_receiver();
+        let mut batch = numbered(b * 10, 10, 1000);
+        batch.attach_notifier(&n);
+        drop(n);
+        tx.send(batch).await.unwrap();
+        statuses.push(status);
+    }
+    assert!(format::list_segments(&dir.0).unwrap().len() >= 5);
+    for st in &mut statuses {
+        assert_eq!(st.try_recv(), None, "acknowledged before a sync covered it");
+    }
+    drop(gate);
+    for st in statuses {
+        assert_eq!(st.await, EventStatus::Delivered);
+    }
+    let syncs = commit.syncs.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&syncs), "{syncs} syncs");
+    drop(tx);
+    assert_eq!(
+        take(&mut rx, 200, EventStatus::Delivered).await,
+        (0..200).collect::<Vec<_>>()
+    );
 }

@@ -1,19 +1,24 @@
 //! The sending side: encodes batches into records and appends them to the segment being
-//! written (see the module docs for the whole picture).
+//! written (see the module docs for the whole picture), and the group commit that syncs them.
 
 use super::*;
+use crate::finalization::Finalizer;
 
 /// The segment being written.
 #[derive(Debug)]
 pub(super) struct Writer {
-    pub(super) file: File,
+    pub(super) file: Arc<File>,
     pub(super) segment: u64,
     pub(super) len: u64,
     pub(super) next_seq: u64,
     /// A failed write could not be cut off: the next write starts a new segment.
     pub(super) broken: bool,
-    /// Written since the last sync (interval policy).
+    /// Written since the last sync (interval policy: the segment is synced before the next
+    /// one is started).
     pub(super) dirty: bool,
+    /// A segment was created since the group commit last heard (its folder entry is not
+    /// synced yet).
+    pub(super) created: bool,
 }
 
 /// Records encoded from one batch: `bytes` holds each record (header space, then payload);
@@ -54,16 +59,10 @@ impl Writer {
                 self.next_seq += 1;
                 s = e;
             }
-            let res = self
-                .file
-                .write_all_at(&enc.bytes[start..end], self.len)
-                .and_then(|()| match sh.fsync {
-                    Fsync::Batch => self.file.sync_data(),
-                    Fsync::Interval(_) => {
-                        self.dirty = true;
-                        Ok(())
-                    }
-                });
+            // Into the page cache only: the group commit task (`fsync = "batch"`) or the
+            // interval task syncs it.
+            let res = self.file.write_all_at(&enc.bytes[start..end], self.len);
+            self.dirty = true;
             if let Err(e) = res {
                 self.next_seq -= (j - i) as u64;
                 // Cut off what was half written, so that the segment ends on a whole record
@@ -84,12 +83,16 @@ impl Writer {
     }
 
     fn roll(&mut self, sh: &Shared) -> io::Result<()> {
-        if self.dirty {
+        // Interval policy: what was written is synced when its segment is closed. Batch
+        // policy: the group commit syncs every segment written since its last sync, and the
+        // folder, before it acknowledges anything (no sync here, under the writer's lock).
+        let batch = sh.fsync == Fsync::Batch;
+        if self.dirty && !batch {
             self.file.sync_data()?;
             self.dirty = false;
         }
         let id = self.segment + 1;
-        let file = match create_segment(&sh.dir, id, sh.fsync) {
+        let file = match create_segment(&sh.dir, id, false) {
             Ok(f) => f,
             Err(e) => {
                 // A full disk, and this segment wholly delivered: it is all that can go, and
@@ -103,10 +106,11 @@ impl Writer {
                     self.len.min(sh.disk_bytes.load(Ordering::Relaxed)),
                     Ordering::Relaxed,
                 );
-                create_segment(&sh.dir, id, sh.fsync)?
+                create_segment(&sh.dir, id, false)?
             }
         };
-        self.file = file;
+        self.created = true;
+        self.file = Arc::new(file);
         self.segment = id;
         self.len = SEGMENT_HEADER;
         self.broken = false;
@@ -160,6 +164,7 @@ pub(super) async fn sync_every(
 pub(super) struct SendersGuard {
     pub(super) shared: Arc<Shared>,
     pub(super) writer: Arc<tokio::sync::Mutex<Writer>>,
+    pub(super) commit: Option<Arc<GroupCommit>>,
 }
 
 impl Drop for SendersGuard {
@@ -168,6 +173,10 @@ impl Drop for SendersGuard {
             if w.dirty && w.file.sync_data().is_ok() {
                 w.dirty = false;
             }
+        }
+        if let Some(c) = &self.commit {
+            c.lock().closed = true;
+            c.wake.notify_one();
         }
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.data.notify_one();
@@ -179,6 +188,8 @@ impl Drop for SendersGuard {
 pub struct DiskSender {
     pub(super) shared: Arc<Shared>,
     pub(super) writer: Arc<tokio::sync::Mutex<Writer>>,
+    /// `fsync = "batch"`: where written batches wait for the sync that covers them.
+    pub(super) commit: Option<Arc<GroupCommit>>,
     pub(super) _guard: Arc<SendersGuard>,
 }
 
@@ -275,11 +286,32 @@ impl DiskSender {
                 }
             }
         }
-        drop(w);
         let events: u32 = enc.records.iter().map(|r| r.1).sum();
         sh.events.fetch_add(i64::from(events), Ordering::Relaxed);
-        batch.finalize(EventStatus::Delivered);
-        Ok(())
+        let Some(commit) = &self.commit else {
+            drop(w);
+            batch.finalize(EventStatus::Delivered);
+            return Ok(());
+        };
+        // Written to the page cache: the batch is acknowledged once a sync covers it. Its
+        // events go; only their holds (one per source batch, mostly) wait.
+        {
+            let mut st = commit.lock();
+            st.register(&mut w, &mut batch.events);
+        }
+        drop(w);
+        commit.wake.notify_one();
+        drop(batch);
+        // Bounded: past `MAX_WAITING` holds, the sender waits for a sync to take some.
+        loop {
+            let synced = commit.synced.notified();
+            tokio::pin!(synced);
+            synced.as_mut().enable();
+            if commit.lock().waiting.len() <= MAX_WAITING {
+                return Ok(());
+            }
+            synced.await;
+        }
     }
 
     /// The batch as records, each at most `max_payload` bytes; an event larger than that is
@@ -292,23 +324,37 @@ impl DiskSender {
         let mut events = 0u32;
         enc.bytes.resize(RECORD_HEADER, 0);
         let mut refused = Vec::new();
+        let mut ctx = codec::Context::default();
         for (i, e) in batch.iter().enumerate() {
             let ev_start = enc.bytes.len();
-            codec::encode_event(e, &mut enc.bytes);
+            codec::encode_event_with(e, &mut enc.bytes, &mut ctx);
             let ev_len = enc.bytes.len() - ev_start;
             if ev_len > sh.max_payload {
                 enc.bytes.truncate(ev_start);
+                // What it remembered of this event is not in the record.
+                ctx.new_record();
                 refused.push((i, ev_len));
                 continue;
             }
             if enc.bytes.len() - rec_start - RECORD_HEADER > sh.max_payload {
-                // Close the record before this event; the event opens the next one.
-                let ev = enc.bytes.split_off(ev_start);
+                // Close the record before this event; the event opens the next one, encoded
+                // again without reference to the record before.
+                enc.bytes.truncate(ev_start);
                 enc.records.push((ev_start, events));
                 rec_start = ev_start;
                 enc.bytes.resize(rec_start + RECORD_HEADER, 0);
-                enc.bytes.extend_from_slice(&ev);
+                ctx.new_record();
+                let ev_start = enc.bytes.len();
+                codec::encode_event_with(e, &mut enc.bytes, &mut ctx);
                 events = 0;
+                // Whole, it may be larger than it was as a difference.
+                let ev_len = enc.bytes.len() - ev_start;
+                if ev_len > sh.max_payload {
+                    enc.bytes.truncate(ev_start);
+                    ctx.new_record();
+                    refused.push((i, ev_len));
+                    continue;
+                }
             }
             events += 1;
         }
@@ -334,5 +380,152 @@ impl DiskSender {
             sh.metrics.add_discarded(refused.len() as u64);
         }
         enc
+    }
+}
+
+/// At most this many holds (one per source batch, mostly) wait for a sync before a sender
+/// waits too.
+pub(super) const MAX_WAITING: usize = 4096;
+
+/// Group commit (`fsync = "batch"`): senders write their batches to the page cache and leave
+/// their holds here; [`group_commit`] syncs whenever something written is not synced yet, and
+/// then acknowledges every batch written before that sync started. One sync covers all the
+/// batches written while the previous one ran.
+#[derive(Debug, Default)]
+pub(super) struct GroupCommit {
+    state: Mutex<CommitState>,
+    /// Something was written, or the senders are gone.
+    pub(super) wake: Notify,
+    /// A sync finished.
+    pub(super) synced: Notify,
+    /// Syncs done by [`group_commit`].
+    pub(super) syncs: AtomicU64,
+    /// Held by a test to hold syncs back.
+    #[cfg(test)]
+    pub(super) gate: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct CommitState {
+    /// The segments written since the last sync began (none when that sync covers all).
+    files: Vec<Arc<File>>,
+    /// A segment was created since the last sync began: the folder is synced too.
+    dir_dirty: bool,
+    /// Records written (the next sequence number), and records durable.
+    pub(super) written: u64,
+    pub(super) durable: u64,
+    /// Holds of written batches, by the sequence number after their last record.
+    pub(super) waiting: std::collections::VecDeque<(u64, Finalizer)>,
+    closed: bool,
+}
+
+impl GroupCommit {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl CommitState {
+    /// Registers what `w` just wrote (under the writer's lock, so that sequence numbers and
+    /// the file go together) and takes the holds of `events`.
+    fn register(&mut self, w: &mut Writer, events: &mut [Event]) {
+        if !self.files.last().is_some_and(|f| Arc::ptr_eq(f, &w.file)) {
+            self.files.push(w.file.clone());
+        }
+        self.dir_dirty |= std::mem::take(&mut w.created);
+        self.written = w.next_seq;
+        let mut last: Option<&Finalizer> = None;
+        for e in events {
+            let Some(hold) = e.metadata_mut().notifier.take() else {
+                continue;
+            };
+            // Consecutive events of one source batch share a hold.
+            let hold = match last {
+                Some(l) => match hold.merge_into(l) {
+                    Ok(()) => continue,
+                    Err(h) => h,
+                },
+                None => hold,
+            };
+            self.waiting.push_back((w.next_seq, hold));
+            last = self.waiting.back().map(|(_, h)| h);
+        }
+    }
+}
+
+/// Syncs what the senders wrote and acknowledges their batches (see [`GroupCommit`]); ends
+/// once the senders are gone and everything is synced.
+pub(super) async fn group_commit(commit: Arc<GroupCommit>, sh: Arc<Shared>) {
+    loop {
+        let wake = commit.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let job = {
+            let mut st = commit.lock();
+            if st.written > st.durable {
+                // Taken, not cloned: a segment deleted to free a full disk must not be kept
+                // open here (the writer registers the file again with its next write).
+                let files = std::mem::take(&mut st.files);
+                let dir = std::mem::take(&mut st.dir_dirty);
+                Some((files, dir, st.written))
+            } else if st.closed {
+                return;
+            } else {
+                None
+            }
+        };
+        let Some((files, dir, target)) = job else {
+            wake.await;
+            continue;
+        };
+        let c = commit.clone();
+        let folder = sh.dir.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            let _gate = c.gate.lock().unwrap_or_else(|p| p.into_inner());
+            // Oldest first: a segment is durable before the next one's records.
+            let r = files.iter().try_for_each(|f| f.sync_data()).and_then(|()| {
+                if dir {
+                    format::sync_dir(&folder)
+                } else {
+                    Ok(())
+                }
+            });
+            c.syncs.fetch_add(1, Ordering::Relaxed);
+            r
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let status = match &res {
+            Ok(()) => EventStatus::Delivered,
+            Err(e) => {
+                // What the page cache held may or may not be on disk: the batches are not
+                // acknowledged (their sources may send them again; the records stay and are
+                // delivered too, so nothing is lost, some may come twice).
+                sh.metrics.error(
+                    "io",
+                    1,
+                    &format_args!(
+                        "disk buffer {}: cannot sync: {e}; the batches written since the last sync are not acknowledged to their sources",
+                        sh.dir.display()
+                    ),
+                );
+                EventStatus::Errored
+            }
+        };
+        let mut done = Vec::new();
+        {
+            let mut st = commit.lock();
+            st.durable = st.durable.max(target);
+            while st.waiting.front().is_some_and(|(seq, _)| *seq <= target) {
+                if let Some((_, h)) = st.waiting.pop_front() {
+                    done.push(h);
+                }
+            }
+        }
+        commit.synced.notify_waiters();
+        for h in done {
+            h.finalize(status);
+        }
     }
 }
