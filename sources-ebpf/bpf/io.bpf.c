@@ -26,6 +26,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "io.h"
+#include "announce.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -80,41 +81,11 @@ struct {
 	__type(value, struct weir_profile_value);
 } stack_counts SEC(".maps");
 
-// As in profile.bpf.c: processes announced through `procs`, by thread group id -> mm
-// (max_entries set by the loader: 1 without stacks).
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u64);
-} seen SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 16);
-} procs SEC(".maps");
-
 static __always_inline void drop(__u32 slot)
 {
 	__u64 *d = bpf_map_lookup_elem(&dropped, &slot);
 	if (d)
 		*d += 1;
-}
-
-// Announces the current process to user space the first time it is seen with this mm.
-static __always_inline void announce(__u32 tgid)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u64 mm = (__u64)task->mm;
-	if (!mm)
-		return;
-	__u64 *known = bpf_map_lookup_elem(&seen, &tgid);
-	if (known && *known == mm)
-		return;
-	bpf_map_update_elem(&seen, &tgid, &mm, BPF_ANY);
-	struct weir_profile_proc p = {.pid = tgid};
-	// When it is full, user space reads the mappings at the drain instead.
-	bpf_ringbuf_output(&procs, &p, sizeof(p), 0);
 }
 
 // A stack id that failed for want of room or by collision (not for a thread without a user

@@ -15,6 +15,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "memory.h"
+#include "announce.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -218,34 +219,6 @@ struct {
 	__type(key, struct weir_profile_key);
 	__type(value, struct weir_profile_value);
 } counts SEC(".maps");
-
-// As in profile.bpf.c: processes announced through `procs`, by thread group id -> mm.
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u64);
-} seen SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 16);
-} procs SEC(".maps");
-
-static __always_inline void announce(__u32 tgid)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 mm = (__u64)BPF_CORE_READ(task, mm);
-	if (!mm)
-		return;
-	__u64 *known = bpf_map_lookup_elem(&seen, &tgid);
-	if (known && *known == mm)
-		return;
-	bpf_map_update_elem(&seen, &tgid, &mm, BPF_ANY);
-	struct weir_profile_proc p = {.pid = tgid};
-	// When it is full, user space reads the mappings at the drain instead.
-	bpf_ringbuf_output(&procs, &p, sizeof(p), 0);
-}
 
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(page_fault, unsigned long address, struct pt_regs *regs, unsigned long error_code)

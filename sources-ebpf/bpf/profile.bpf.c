@@ -20,6 +20,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "profile.h"
+#include "announce.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -69,20 +70,6 @@ struct {
 	__type(value, struct offcpu_start);
 } offcpu_start SEC(".maps");
 
-// Processes already announced through `procs`: thread group id -> its mm (a new one after
-// exec).
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u64);
-} seen SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 16);
-} procs SEC(".maps");
-
 // [0]: samples lost because `counts` was full.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -101,22 +88,6 @@ static __always_inline long task_state(struct task_struct *t)
 	if (bpf_core_field_exists(t->__state))
 		return BPF_CORE_READ(t, __state);
 	return BPF_CORE_READ((struct task_struct___pre514 *)t, state);
-}
-
-// Announces the current process to user space the first time it is seen with this mm.
-static __always_inline void announce(__u32 tgid)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 mm = (__u64)BPF_CORE_READ(task, mm);
-	if (!mm)
-		return; // a kernel thread: nothing to map
-	__u64 *known = bpf_map_lookup_elem(&seen, &tgid);
-	if (known && *known == mm)
-		return;
-	bpf_map_update_elem(&seen, &tgid, &mm, BPF_ANY);
-	struct weir_profile_proc p = {.pid = tgid};
-	// When it is full, user space reads the mappings at the drain instead.
-	bpf_ringbuf_output(&procs, &p, sizeof(p), 0);
 }
 
 static __always_inline void add(struct weir_profile_key *key, __u64 ns)
