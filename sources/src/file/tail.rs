@@ -63,11 +63,12 @@ const MAX_IDLE: Duration = Duration::from_millis(250);
 /// The pause after a pass that read every file to its end: the minimum, plus this much per
 /// file that had new data, at most [`MAX_IDLE`]. Each file with new data costs a read and a
 /// fingerprint check per pass; the pause bounds how often that happens however many files
-/// are written (110 ms with 100 busy files, about 900 reads a second; at 150 us per file,
-/// 25 ms and 4,000 reads a second cost `files-100` a third more CPU), while a single busy
-/// file is still looked at about every 11 ms.
+/// are written (210 ms with 100 busy files, about 480 reads a second), while a single busy
+/// file is still looked at about every 12 ms. Measured on `files-100` (release, 100 files
+/// at 10 MiB/s): 3.6% of a core at 150 us per file (25 ms, 4,000 reads a second), 2.2-2.5%
+/// at 1 ms, 1.7-1.8% at 2 ms.
 const BUSY_PAUSE: Duration = Duration::from_millis(10);
-const BUSY_PAUSE_PER_FILE: Duration = Duration::from_micros(1000);
+const BUSY_PAUSE_PER_FILE: Duration = Duration::from_micros(2000);
 /// While files wait for a slot, a file open this long is closed to let them in.
 const PREEMPT_AFTER: Duration = Duration::from_secs(2);
 /// Rotations of one file (names that extend its name) examined to find files rotated away
