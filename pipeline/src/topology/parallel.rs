@@ -234,8 +234,10 @@ pub(super) async fn run(
                     continue;
                 };
                 metrics.add_received(batch.len() as u64, 0);
+                // A batch is taken only while a lane is free (the branch's condition).
                 let Some(lane) = idle.pop() else {
-                    unreachable!("a batch is taken only while a lane is free");
+                    metrics.add_lost_in_failure(batch.len() as u64);
+                    return Err("a batch was taken with no lane free".into());
                 };
                 held += batch.len();
                 in_flight.push_back(start(lane, batch));

@@ -3,7 +3,7 @@
 //! The kernel counts, per process and cgroup: voluntary and involuntary context switches
 //! (as `/proc/<pid>/status` counts them), CPU time, run-queue latency (a histogram: from the
 //! wakeup, or the preemption, until the thread runs), time blocked by reason (sleep, disk,
-//! kernel lock, futex, other) and futex wait time. Every `interval_secs` user space reads the
+//! kernel lock, other) and, with `futex = true`, the futex reason and futex wait time. Every `interval_secs` user space reads the
 //! totals and sends them as absolute counters and a histogram, tagged `pid`, `comm`,
 //! `cgroup_id` (and `container_id`, `pod_uid` with `container_metadata`). A process whose last
 //! thread exited is reported once more, then forgotten.
